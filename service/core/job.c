@@ -1,0 +1,1228 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * The job core.
+ *
+ * Concurrency model
+ * -----------------
+ * All state in this file (jobs, transactions, the registry) belongs to the event-loop thread and
+ * is only ever touched there. Job I/O never runs on that thread: a driver works in bounded steps
+ * (one chunk copied, one pass over a dirty map), and the core hands each step to an executor
+ * (job-executor.h) that runs it on a small, fixed pool of worker threads and reports completion
+ * back to the loop through an eventfd. A job has at most one work item in flight, so thousands of
+ * jobs need no more threads than the pool has; they simply queue.
+ *
+ * Between two steps the job sits on the loop and the core decides what comes next, which makes
+ * every step boundary QEMU's pause point:
+ *   - a force cancel ends the run (the driver is not asked again);
+ *   - a pause request turns running into paused (ready into standby) until resumed;
+ *   - the rate limiter may ask for a sleep (a timer, not a blocked thread);
+ *   - a driver with nothing to do may ask for an idle sleep;
+ *   - otherwise the next step is submitted.
+ * So pause, cancel, set-speed and complete answer at once on the loop and take effect within one
+ * step, and a slow disk can delay a job but never a method call.
+ *
+ * The completion pipeline (prepare, commit or abort, clean) also does I/O (flushes, renames), so
+ * it runs through the executor as well, one member at a time. A transaction therefore has a
+ * phase: preparing (a force cancel arriving now is picked up when the phase ends and aborts the
+ * whole transaction), committing (the point of no return: a cancel is ignored, the transaction is
+ * already being published), or aborting.
+ *
+ * Where QEMU and this file differ (only where QEMU's synchronous design has no equivalent):
+ *   - when one member's prepare fails, every other member is force-cancelled, including the one
+ *     whose finalize started the pipeline (QEMU leaves that one alone and may commit it);
+ *   - cancel during the commit phase and a second finalize during the pipeline are no-ops.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "job.h"
+#include "list.h"
+#include "log.h"
+#include "macro.h"
+#include "ratelimit.h"
+
+typedef enum JobWorkKind {
+        JOB_WORK_NONE,
+        JOB_WORK_STEP,
+        JOB_WORK_PREPARE,
+        JOB_WORK_FINALIZE,
+} JobWorkKind;
+
+typedef enum JobSleep {
+        JOB_SLEEP_NONE,
+        JOB_SLEEP_RATELIMIT,
+        JOB_SLEEP_IDLE,
+} JobSleep;
+
+typedef enum JobTxnPhase {
+        JOB_TXN_RUNNING,        /* members still running, or waiting for each other */
+        JOB_TXN_PREPARING,
+        JOB_TXN_COMMITTING,
+        JOB_TXN_ABORTING,
+} JobTxnPhase;
+
+struct JobRegistry {
+        const JobExecutor *executor;
+        void *executor_userdata;
+        const JobObserver *observer;
+        void *observer_userdata;
+        Job *jobs;                      /* newest first */
+        size_t n_jobs;
+};
+
+struct JobTxn {
+        unsigned n_ref;
+        JobRegistry *registry;
+        bool grouped;
+        Job *members;                   /* newest first, as QEMU's txn list */
+        JobTxnPhase phase;
+        Job *cursor;                    /* preparing: next member to prepare */
+        Job *busy;                      /* member whose prepare/finalize work is in flight */
+        Job *waiting_for;               /* aborting: member whose run we wait to end */
+};
+
+struct Job {
+        unsigned n_ref;
+        JobRegistry *registry;
+        LIST_FIELDS(Job, jobs);
+        LIST_FIELDS(Job, members);
+        JobTxn *txn;
+
+        char *id;
+        const JobDriver *driver;
+        void *driver_data;
+        void *userdata;
+        void *executor_data;
+
+        JobStatus status;
+        bool auto_finalize;
+        bool auto_dismiss;
+        JobOnError on_source_error;
+        JobOnError on_target_error;
+        JobIoStatus io_status;
+
+        /* Pausing: a counter shared by user and internal pauses, and which of them is the user's. */
+        unsigned pause_count;
+        bool user_paused;
+        bool paused;                    /* sitting at a pause point (paused or standby) */
+
+        bool started;
+        bool busy;                      /* a work item is in flight */
+        bool deferred;                  /* the run has returned */
+        JobSleep sleep;
+        uint64_t idle_ns;
+
+        bool cancelled;                 /* any cancel request */
+        bool force_cancel;
+        bool complete_requested;
+
+        int ret;
+        char *error;
+
+        uint64_t speed;
+        RateLimit limit;
+        uint64_t progress_current;
+        uint64_t progress_total;
+
+        /* The work item in flight, owned by the worker while busy. */
+        JobWorkKind work;
+        JobStepInput step_in;
+        JobStepResult step_out;
+        int work_ret;
+        char *work_error;
+};
+
+static void job_continue(Job *j);
+static void job_completed(Job *j);
+static void job_txn_abort(Job *j);
+static void job_txn_abort_next(JobTxn *t);
+static void job_txn_prepare_next(JobTxn *t);
+static void job_txn_commit_next(JobTxn *t);
+static void job_do_dismiss(Job *j);
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+_printf_(3, 4) static int job_fail(char **ret_error, int r, const char *format, ...) {
+        if (ret_error) {
+                va_list ap;
+                char *s;
+
+                va_start(ap, format);
+                if (vasprintf(&s, format, ap) < 0)
+                        s = NULL;
+                va_end(ap);
+                *ret_error = s;
+        }
+        return r;
+}
+
+static uint64_t job_now(Job *j) {
+        return j->registry->executor->now(j->registry->executor_userdata);
+}
+
+static void job_notify_changed(Job *j, JobChange what) {
+        const JobObserver *o = j->registry->observer;
+        if (o && o->changed)
+                o->changed(j, what, j->registry->observer_userdata);
+}
+
+static void job_set_timer(Job *j, uint64_t deadline) {
+        j->registry->executor->set_timer(j->registry->executor_userdata, j, deadline);
+}
+
+static void job_submit(Job *j, JobWorkKind kind) {
+        assert(!j->busy);
+        j->busy = true;
+        j->work = kind;
+        j->registry->executor->submit(j->registry->executor_userdata, j);
+}
+
+void job_state_transition(Job *j, JobStatus to) {
+        JobStatus from = j->status;
+
+        if (!job_transition_allowed(from, to)) {
+                /* Not a user error: the core itself went wrong. Stop before doing damage. */
+                log_error("Job '%s': illegal transition %s -> %s, aborting.", strempty(j->id),
+                          job_status_to_string(from), job_status_to_string(to));
+                abort();
+        }
+
+        j->status = to;
+        if (from == to)
+                return;
+
+        const JobObserver *o = j->registry->observer;
+        if (o && o->status_changed)
+                o->status_changed(j, to, j->registry->observer_userdata);
+}
+
+static int job_apply_verb(Job *j, JobVerb verb, char **ret_error) {
+        if (job_verb_allowed(verb, j->status))
+                return 0;
+
+        return job_fail(ret_error, -EBUSY, "Job '%s' in state '%s' cannot accept command verb '%s'", j->id,
+                        job_status_to_string(j->status), job_verb_to_string(verb));
+}
+
+/* ---- registry ----------------------------------------------------------------------------- */
+
+int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRegistry **ret) {
+        JobRegistry *r;
+
+        assert(executor && ret);
+
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+
+        r->executor = executor;
+        r->executor_userdata = executor_userdata;
+        *ret = r;
+        return 0;
+}
+
+JobRegistry *job_registry_free(JobRegistry *r) {
+        if (!r)
+                return NULL;
+
+        /* Jobs reference the registry; freeing it under them would leave them dangling. */
+        assert(!r->jobs);
+        free(r);
+        return NULL;
+}
+
+void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata) {
+        r->observer = observer;
+        r->observer_userdata = userdata;
+}
+
+Job *job_registry_find(JobRegistry *r, const char *id) {
+        Job *j;
+
+        if (!id)
+                return NULL;
+        LIST_FOREACH(jobs, j, r->jobs)
+                if (strcmp(j->id, id) == 0)
+                        return j;
+        return NULL;
+}
+
+Job *job_registry_first(JobRegistry *r) {
+        return r->jobs;
+}
+
+Job *job_registry_next(Job *j) {
+        return j->jobs_next;
+}
+
+size_t job_registry_count(JobRegistry *r) {
+        return r->n_jobs;
+}
+
+uint64_t job_registry_now(JobRegistry *r) {
+        return r->executor->now(r->executor_userdata);
+}
+
+bool job_id_is_valid(const char *id) {
+        size_t n;
+
+        if (!id)
+                return false;
+
+        n = strnlen(id, JOB_ID_MAX + 1);
+        if (n == 0 || n > JOB_ID_MAX)
+                return false;
+
+        /* QEMU's id_wellformed(), in ASCII regardless of locale. */
+        if (!((id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z')))
+                return false;
+        for (size_t i = 1; i < n; i++) {
+                char c = id[i];
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.' || c == '_'))
+                        return false;
+        }
+        return true;
+}
+
+int job_registry_check_id(JobRegistry *r, const char *id, char **ret_error) {
+        if (!id)
+                return 0;
+        if (!job_id_is_valid(id))
+                return job_fail(ret_error, -EINVAL, "Invalid job ID '%s'", id);
+        if (job_registry_find(r, id))
+                return job_fail(ret_error, -EEXIST, "Job ID '%s' already in use", id);
+        return 0;
+}
+
+static char *job_registry_pick_id(JobRegistry *r, JobType type) {
+        char buf[64];
+
+        /* Lowest free N, so that ids stay short and predictable for a user typing them. */
+        for (unsigned n = 0;; n++) {
+                (void) snprintf(buf, sizeof(buf), "%s%u", job_type_to_string(type), n);
+                if (!job_registry_find(r, buf))
+                        return strdup(buf);
+        }
+}
+
+/* ---- transactions ------------------------------------------------------------------------- */
+
+static int job_txn_alloc(JobRegistry *r, bool grouped, JobTxn **ret) {
+        JobTxn *t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->n_ref = 1;
+        t->registry = r;
+        t->grouped = grouped;
+        *ret = t;
+        return 0;
+}
+
+int job_txn_new(JobRegistry *r, JobTxn **ret) {
+        return job_txn_alloc(r, true, ret);
+}
+
+JobTxn *job_txn_ref(JobTxn *t) {
+        if (t)
+                t->n_ref++;
+        return t;
+}
+
+JobTxn *job_txn_unref(JobTxn *t) {
+        if (!t)
+                return NULL;
+        assert(t->n_ref > 0);
+        if (--t->n_ref > 0)
+                return NULL;
+        assert(!t->members);
+        free(t);
+        return NULL;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(JobTxn *, job_txn_unref);
+
+bool job_txn_is_grouped(const JobTxn *t) {
+        return t->grouped;
+}
+
+static void job_txn_remove(Job *j) {
+        JobTxn *t = j->txn;
+
+        if (!t)
+                return;
+        LIST_REMOVE(members, t->members, j);
+        j->txn = NULL;
+        job_txn_unref(t);
+}
+
+/* ---- creation and destruction ------------------------------------------------------------- */
+
+static Job *job_free(Job *j) {
+        assert(!j->busy);
+        assert(!j->txn);
+
+        if (j->registry->executor->detach)
+                j->registry->executor->detach(j->registry->executor_userdata, j);
+        if (j->driver_data && j->driver->free)
+                j->driver->free(j->driver_data);
+        free(j->step_out.error);
+        free(j->step_out.io_error.message);
+        free(j->work_error);
+        free(j->error);
+        free(j->id);
+        free(j);
+        return NULL;
+}
+
+Job *job_ref(Job *j) {
+        if (j)
+                j->n_ref++;
+        return j;
+}
+
+Job *job_unref(Job *j) {
+        if (!j)
+                return NULL;
+        assert(j->n_ref > 0);
+        if (--j->n_ref > 0)
+                return NULL;
+        return job_free(j);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_unref);
+
+int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_error) {
+        _cleanup_free_ char *id = NULL;
+        _cleanup_(job_txn_unrefp) JobTxn *txn = NULL;
+        Job *j;
+        int k;
+
+        assert(r && p && p->driver && p->driver->step);
+
+        k = job_registry_check_id(r, p->id, ret_error);
+        if (k < 0)
+                return k;
+
+        id = p->id ? strdup(p->id) : job_registry_pick_id(r, p->driver->type);
+        if (!id)
+                return job_fail(ret_error, -ENOMEM, "Out of memory");
+
+        if (p->txn)
+                txn = job_txn_ref(p->txn);
+        else if (job_txn_alloc(r, false, &txn) < 0)
+                return job_fail(ret_error, -ENOMEM, "Out of memory");
+
+        j = calloc(1, sizeof(*j));
+        if (!j)
+                return job_fail(ret_error, -ENOMEM, "Out of memory");
+
+        *j = (Job) {
+                .n_ref = 1,
+                .registry = r,
+                .driver = p->driver,
+                .status = JOB_STATUS_UNDEFINED,
+                .auto_finalize = p->auto_finalize,
+                .auto_dismiss = p->auto_dismiss,
+                .on_source_error = p->on_source_error,
+                .on_target_error = p->on_target_error,
+                .io_status = JOB_IO_STATUS_OK,
+                /* Not started counts as one pause, as in QEMU: job_start() drops it. */
+                .pause_count = 1,
+        };
+
+        if (r->executor->attach) {
+                k = r->executor->attach(r->executor_userdata, j);
+                if (k < 0) {
+                        free(j);
+                        return job_fail(ret_error, k, "Cannot set up job: %s", strerror(-k));
+                }
+        }
+
+        j->id = TAKE_PTR(id);
+        j->driver_data = p->driver_data;
+        j->speed = p->speed;
+        ratelimit_set_speed(&j->limit, p->speed, RATELIMIT_JOB_SLICE_NS);
+
+        j->txn = TAKE_PTR(txn);
+        LIST_PREPEND(members, j->txn->members, j);
+        LIST_PREPEND(jobs, r->jobs, j);
+        r->n_jobs++;
+
+        job_state_transition(j, JOB_STATUS_CREATED);
+
+        if (ret)
+                *ret = j;
+        return 0;
+}
+
+void job_start(Job *j) {
+        assert(j->status == JOB_STATUS_CREATED);
+        assert(j->pause_count > 0);
+
+        j->started = true;
+        j->pause_count--;
+        job_state_transition(j, JOB_STATUS_RUNNING);
+        job_continue(j);
+}
+
+void job_early_fail(Job *j) {
+        assert(j->status == JOB_STATUS_CREATED);
+        job_do_dismiss(j);
+}
+
+static void job_do_dismiss(Job *j) {
+        JobRegistry *r = j->registry;
+
+        job_txn_remove(j);
+        j->paused = false;
+        j->deferred = true;
+        job_state_transition(j, JOB_STATUS_NULL);
+
+        LIST_REMOVE(jobs, r->jobs, j);
+        r->n_jobs--;
+        job_unref(j);
+}
+
+/* ---- running: the pause point and the step loop ------------------------------------------- */
+
+static void job_enter_pause(Job *j) {
+        job_state_transition(j, j->status == JOB_STATUS_READY ? JOB_STATUS_STANDBY : JOB_STATUS_PAUSED);
+        j->paused = true;
+}
+
+static void job_leave_pause(Job *j) {
+        j->paused = false;
+        job_state_transition(j, j->status == JOB_STATUS_STANDBY ? JOB_STATUS_READY : JOB_STATUS_RUNNING);
+}
+
+static void job_sleep_until(Job *j, JobSleep why, uint64_t deadline) {
+        j->sleep = why;
+        job_set_timer(j, deadline);
+}
+
+static void job_finish_run(Job *j, int ret, char *error) {
+        j->deferred = true;
+        j->ret = ret;
+        if (error) {
+                free(j->error);
+                j->error = error;
+        }
+        job_completed(j);
+}
+
+/* The pause point: called whenever the job is between two steps with nothing in flight. */
+static void job_continue(Job *j) {
+        uint64_t now, delay;
+
+        assert(j->started && !j->deferred && !j->busy && !j->paused && j->sleep == JOB_SLEEP_NONE);
+
+        if (j->force_cancel) {
+                job_finish_run(j, 0, NULL);
+                return;
+        }
+
+        if (j->pause_count > 0) {
+                job_enter_pause(j);
+                return;
+        }
+
+        now = job_now(j);
+        delay = ratelimit_calculate_delay(&j->limit, now, 0);
+        if (delay > 0) {
+                job_sleep_until(j, JOB_SLEEP_RATELIMIT, now + delay);
+                return;
+        }
+
+        if (j->idle_ns > 0) {
+                uint64_t idle = j->idle_ns;
+                j->idle_ns = 0;
+                job_sleep_until(j, JOB_SLEEP_IDLE, now + idle);
+                return;
+        }
+
+        j->step_in = (JobStepInput) {
+                .max_bytes = ratelimit_quota(&j->limit),
+                .complete_requested = j->complete_requested,
+                .cancel_requested = j->cancelled,
+        };
+        free(j->step_out.error);
+        free(j->step_out.io_error.message);
+        j->step_out = (JobStepResult) {};
+        job_submit(j, JOB_WORK_STEP);
+}
+
+/* QEMU's job_enter(): wake a job that sits at a pause point or sleeps, so that it re-evaluates.
+ * A job with a step in flight re-evaluates anyway when the step returns. */
+static void job_enter(Job *j) {
+        if (!j->started || j->deferred || j->busy)
+                return;
+
+        if (j->paused)
+                job_leave_pause(j);
+        else if (j->sleep != JOB_SLEEP_NONE) {
+                job_set_timer(j, UINT64_MAX);
+                j->sleep = JOB_SLEEP_NONE;
+                j->idle_ns = 0;
+        } else
+                return;
+
+        job_continue(j);
+}
+
+void job_timer_fired(Job *j) {
+        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+
+        if (j->sleep == JOB_SLEEP_NONE)
+                return;                 /* disarmed in the meantime */
+        j->sleep = JOB_SLEEP_NONE;
+        job_continue(j);
+}
+
+JobErrorAction job_step_io_error(Job *j, JobStepResult *out, bool on_source, bool is_read, int error,
+                                 const char *format, ...) {
+        JobErrorAction action;
+        char *message = NULL;
+        va_list ap;
+
+        /* Runs on a worker: reads only the job's immutable policy and writes only the step result. */
+        if (error > 0)
+                error = -error;
+        action = job_on_error_decide(on_source ? j->on_source_error : j->on_target_error, error);
+
+        va_start(ap, format);
+        if (vasprintf(&message, format, ap) < 0)
+                message = NULL;
+        va_end(ap);
+
+        free(out->io_error.message);
+        out->io_error = (JobIoError) {
+                .set = true,
+                .is_read = is_read,
+                .on_source = on_source,
+                .action = action,
+                .error = error,
+                .message = message,
+        };
+
+        if (action == JOB_ERROR_ACTION_REPORT) {
+                out->finished = true;
+                out->ret = error;
+                free(out->error);
+                out->error = message ? strdup(message) : NULL;
+        }
+        return action;
+}
+
+static void job_handle_io_error(Job *j, const JobIoError *e) {
+        const JobObserver *o = j->registry->observer;
+
+        if (o && o->io_error)
+                o->io_error(j, e, j->registry->observer_userdata);
+
+        if (e->action != JOB_ERROR_ACTION_STOP)
+                return;
+
+        /* Make the stop look like a user pause, so that the user resumes it. */
+        if (!j->user_paused) {
+                j->pause_count++;
+                j->user_paused = true;
+        }
+        if (j->io_status == JOB_IO_STATUS_OK) {
+                j->io_status = e->error == -ENOSPC ? JOB_IO_STATUS_NOSPACE : JOB_IO_STATUS_FAILED;
+                job_notify_changed(j, JOB_CHANGE_IO_STATUS);
+        }
+}
+
+static void job_step_done(Job *j) {
+        JobStepResult *out = &j->step_out;
+        bool progressed = false;
+
+        if (out->progress > 0) {
+                j->progress_current += out->progress;
+                progressed = true;
+        }
+        if (out->has_remaining) {
+                j->progress_total = j->progress_current + out->remaining;
+                progressed = true;
+        }
+        if (j->progress_total < j->progress_current)
+                j->progress_total = j->progress_current;
+        if (progressed)
+                job_notify_changed(j, JOB_CHANGE_PROGRESS);
+
+        if (out->dispatched > 0)
+                (void) ratelimit_calculate_delay(&j->limit, job_now(j), out->dispatched);
+
+        if (out->io_error.set)
+                job_handle_io_error(j, &out->io_error);
+
+        if (out->ready && j->status == JOB_STATUS_RUNNING)
+                job_state_transition(j, JOB_STATUS_READY);
+
+        if (out->finished) {
+                job_finish_run(j, out->ret, TAKE_PTR(out->error));
+                return;
+        }
+
+        j->idle_ns = out->idle_ns;
+        job_continue(j);
+}
+
+/* ---- pause and resume --------------------------------------------------------------------- */
+
+void job_pause(Job *j) {
+        j->pause_count++;
+        if (!j->paused)
+                job_enter(j);
+}
+
+void job_resume(Job *j) {
+        assert(j->pause_count > 0);
+        if (--j->pause_count > 0)
+                return;
+        /* A sleeping job wakes by its timer, as QEMU's job_resume() leaves a pending timer alone. */
+        if (j->sleep == JOB_SLEEP_NONE)
+                job_enter(j);
+}
+
+static void job_user_resume_reset(Job *j) {
+        /* What QEMU's block_job_user_resume() does: a resumed job starts with a clean io-status. */
+        if (j->io_status != JOB_IO_STATUS_OK) {
+                j->io_status = JOB_IO_STATUS_OK;
+                job_notify_changed(j, JOB_CHANGE_IO_STATUS);
+        }
+}
+
+int job_user_pause(Job *j, char **ret_error) {
+        int r;
+
+        r = job_apply_verb(j, JOB_VERB_PAUSE, ret_error);
+        if (r < 0)
+                return r;
+        if (j->user_paused)
+                return job_fail(ret_error, -EBUSY, "Job is already paused");
+
+        j->user_paused = true;
+        job_pause(j);
+        return 0;
+}
+
+int job_user_resume(Job *j, char **ret_error) {
+        int r;
+
+        /* Checked before the verb table, as in QEMU: the message tells what is really wrong. */
+        if (!j->user_paused || j->pause_count == 0)
+                return job_fail(ret_error, -EBUSY, "Can't resume a job that was not paused");
+
+        r = job_apply_verb(j, JOB_VERB_RESUME, ret_error);
+        if (r < 0)
+                return r;
+
+        job_user_resume_reset(j);
+        j->user_paused = false;
+        job_resume(j);
+        return 0;
+}
+
+/* ---- cancel ------------------------------------------------------------------------------- */
+
+static void job_cancel_async(Job *j, bool force) {
+        if (j->driver->cancel)
+                force = j->driver->cancel(j, j->driver_data, force) || force;
+        else
+                force = true;
+
+        if (j->user_paused) {
+                /* Cancelling a paused job resumes it; the caller wakes it. */
+                job_user_resume_reset(j);
+                j->user_paused = false;
+                assert(j->pause_count > 0);
+                j->pause_count--;
+        }
+
+        /* A soft request means nothing once the run has returned; a force request is never
+         * weakened by a later soft one. */
+        if (force || !j->deferred) {
+                j->cancelled = true;
+                j->force_cancel = j->force_cancel || force;
+        }
+}
+
+static void job_cancel(Job *j, bool force) {
+        JobTxn *t = j->txn;
+
+        if (j->status == JOB_STATUS_CONCLUDED) {
+                job_do_dismiss(j);
+                return;
+        }
+
+        /* Once every member has prepared, the transaction is being published: too late. */
+        if (t->phase == JOB_TXN_COMMITTING)
+                return;
+
+        job_cancel_async(j, force);
+
+        if (!j->started)
+                job_completed(j);
+        else if (j->deferred) {
+                /* While preparing, the phase notices the cancel when the member in flight returns;
+                 * while aborting, the abort already covers it. */
+                if (j->force_cancel && t->phase == JOB_TXN_RUNNING)
+                        job_txn_abort(j);
+        } else
+                job_enter(j);
+}
+
+int job_user_cancel(Job *j, bool force, char **ret_error) {
+        int r;
+
+        r = job_apply_verb(j, JOB_VERB_CANCEL, ret_error);
+        if (r < 0)
+                return r;
+
+        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        job_cancel(j, force);
+        return 0;
+}
+
+/* ---- complete, set-speed, dismiss --------------------------------------------------------- */
+
+int job_complete(Job *j, char **ret_error) {
+        int r;
+
+        r = job_apply_verb(j, JOB_VERB_COMPLETE, ret_error);
+        if (r < 0)
+                return r;
+        if (j->cancelled || !j->driver->complete)
+                return job_fail(ret_error, -EBUSY, "The active block job '%s' cannot be completed", j->id);
+
+        r = j->driver->complete(j, j->driver_data, ret_error);
+        if (r < 0)
+                return r;
+
+        j->complete_requested = true;
+        /* A job in standby completes once it is resumed. */
+        if (!j->paused)
+                job_enter(j);
+        return 0;
+}
+
+int job_set_speed(Job *j, uint64_t bytes_per_second, char **ret_error) {
+        uint64_t old;
+        int r;
+
+        r = job_apply_verb(j, JOB_VERB_SET_SPEED, ret_error);
+        if (r < 0)
+                return r;
+
+        old = j->speed;
+        j->speed = bytes_per_second;
+        ratelimit_set_speed(&j->limit, bytes_per_second, RATELIMIT_JOB_SLICE_NS);
+        if (old != bytes_per_second)
+                job_notify_changed(j, JOB_CHANGE_SPEED);
+
+        /* A raised or removed limit takes effect at once: wake a job that sleeps. */
+        if (bytes_per_second != 0 && bytes_per_second <= old)
+                return 0;
+        if (j->sleep != JOB_SLEEP_NONE)
+                job_enter(j);
+        return 0;
+}
+
+int job_dismiss(Job *j, char **ret_error) {
+        int r;
+
+        r = job_apply_verb(j, JOB_VERB_DISMISS, ret_error);
+        if (r < 0)
+                return r;
+
+        job_do_dismiss(j);
+        return 0;
+}
+
+/* ---- the completion pipeline -------------------------------------------------------------- */
+
+/* QEMU's job_update_rc(): a force cancel turns success into ECANCELED; any failure gets a message
+ * and moves the job to aborting. */
+static void job_update_rc(Job *j) {
+        if (j->ret == 0 && j->force_cancel)
+                j->ret = -ECANCELED;
+        if (j->ret == 0)
+                return;
+
+        if (!j->error)
+                j->error = strdup(strerror(-j->ret));
+        job_state_transition(j, JOB_STATUS_ABORTING);
+}
+
+static void job_conclude(Job *j) {
+        job_state_transition(j, JOB_STATUS_CONCLUDED);
+        if (j->auto_dismiss || !j->started)
+                job_do_dismiss(j);
+}
+
+static void job_txn_continue(JobTxn *t) {
+        switch (t->phase) {
+        case JOB_TXN_PREPARING:
+                job_txn_prepare_next(t);
+                break;
+        case JOB_TXN_COMMITTING:
+                job_txn_commit_next(t);
+                break;
+        case JOB_TXN_ABORTING:
+                job_txn_abort_next(t);
+                break;
+        case JOB_TXN_RUNNING:
+                break;
+        }
+}
+
+static void job_finalize_single_done(Job *j) {
+        _cleanup_(job_txn_unrefp) JobTxn *t = job_txn_ref(j->txn);
+
+        t->busy = NULL;
+        job_txn_remove(j);
+        job_conclude(j);
+        job_txn_continue(t);
+}
+
+/* Exactly one of commit or abort, then clean, then conclude. */
+static void job_finalize_single(Job *j) {
+        const JobDriver *d = j->driver;
+
+        assert(job_status_is_completed(j->status));
+
+        job_update_rc(j);
+
+        if ((j->ret == 0 ? d->commit : d->abort) || d->clean) {
+                j->txn->busy = j;
+                job_submit(j, JOB_WORK_FINALIZE);
+                return;
+        }
+        job_finalize_single_done(j);
+}
+
+static void job_txn_commit_next(JobTxn *t) {
+        if (t->busy)
+                return;
+        if (t->members)
+                job_finalize_single(t->members);
+        /* Continues in job_finalize_single_done() until the transaction is empty. */
+}
+
+static void job_txn_prepare_next(JobTxn *t) {
+        Job *m;
+
+        while ((m = t->cursor)) {
+                t->cursor = m->members_next;
+
+                job_update_rc(m);
+                if (m->ret != 0) {
+                        t->phase = JOB_TXN_RUNNING;
+                        job_txn_abort(m);
+                        return;
+                }
+                if (m->driver->prepare) {
+                        t->busy = m;
+                        job_submit(m, JOB_WORK_PREPARE);
+                        return;         /* continues in job_prepare_done() */
+                }
+        }
+
+        /* Everyone is prepared. A cancel may have arrived for a member prepared earlier: that still
+         * aborts everything, as long as nothing has been committed. */
+        LIST_FOREACH(members, m, t->members) {
+                job_update_rc(m);
+                if (m->ret != 0) {
+                        t->phase = JOB_TXN_RUNNING;
+                        job_txn_abort(m);
+                        return;
+                }
+        }
+
+        t->phase = JOB_TXN_COMMITTING;
+        job_txn_commit_next(t);
+}
+
+static void job_prepare_done(Job *j) {
+        JobTxn *t = j->txn;
+
+        t->busy = NULL;
+        if (j->ret == 0 && j->work_ret < 0) {
+                j->ret = j->work_ret;
+                if (j->work_error && !j->error)
+                        j->error = TAKE_PTR(j->work_error);
+        }
+        free(TAKE_PTR(j->work_error));
+
+        job_update_rc(j);
+        if (j->ret != 0) {
+                t->phase = JOB_TXN_RUNNING;
+                job_txn_abort(j);
+                return;
+        }
+        job_txn_prepare_next(t);
+}
+
+static void job_do_finalize(Job *j) {
+        JobTxn *t = j->txn;
+
+        t->phase = JOB_TXN_PREPARING;
+        t->cursor = t->members;
+        job_txn_prepare_next(t);
+}
+
+int job_finalize(Job *j, char **ret_error) {
+        int r;
+
+        r = job_apply_verb(j, JOB_VERB_FINALIZE, ret_error);
+        if (r < 0)
+                return r;
+
+        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        if (j->txn->phase == JOB_TXN_RUNNING)
+                job_do_finalize(j);
+        return 0;
+}
+
+static void job_completed_txn_success(Job *j) {
+        JobTxn *t = j->txn;
+        Job *m;
+
+        job_state_transition(j, JOB_STATUS_WAITING);
+
+        LIST_FOREACH(members, m, t->members)
+                if (!job_status_is_completed(m->status))
+                        return;
+
+        LIST_FOREACH(members, m, t->members)
+                job_state_transition(m, JOB_STATUS_PENDING);
+
+        /* One member that wants a manual finalize holds all of them in pending. */
+        LIST_FOREACH(members, m, t->members)
+                if (!m->auto_finalize)
+                        return;
+
+        job_do_finalize(j);
+}
+
+static void job_txn_abort_next(JobTxn *t) {
+        Job *m;
+
+        while (!t->busy && (m = t->members)) {
+                if (!job_status_is_completed(m->status)) {
+                        if (!m->started) {
+                                /* Never started: nothing runs that we could wait for. */
+                                job_completed(m);
+                                continue;
+                        }
+                        if (t->waiting_for == m)
+                                return;
+                        /* Wake it so that it notices the force cancel; job_txn_abort() continues
+                         * here once its run has returned. */
+                        t->waiting_for = m;
+                        job_enter(m);
+                        return;
+                }
+                job_finalize_single(m);
+        }
+}
+
+/* One member failed or was force-cancelled: no result matters any more. Cancel the others, wait
+ * for each to stop, and abort them one by one. */
+static void job_txn_abort(Job *j) {
+        _cleanup_(job_txn_unrefp) JobTxn *t = job_txn_ref(j->txn);
+        Job *m;
+
+        if (t->phase == JOB_TXN_ABORTING) {
+                if (t->waiting_for == j) {
+                        t->waiting_for = NULL;
+                        job_txn_abort_next(t);
+                }
+                return;
+        }
+
+        t->phase = JOB_TXN_ABORTING;
+        LIST_FOREACH(members, m, t->members)
+                if (m != j)
+                        job_cancel_async(m, true);
+
+        job_txn_abort_next(t);
+}
+
+static void job_completed(Job *j) {
+        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+
+        assert(!job_status_is_completed(j->status));
+
+        job_update_rc(j);
+        if (j->ret != 0)
+                job_txn_abort(j);
+        else
+                job_completed_txn_success(j);
+}
+
+/* ---- executor entry points ---------------------------------------------------------------- */
+
+void job_work_run(Job *j) {
+        const JobDriver *d = j->driver;
+
+        switch (j->work) {
+        case JOB_WORK_STEP:
+                d->step(j, j->driver_data, &j->step_in, &j->step_out);
+                break;
+
+        case JOB_WORK_PREPARE:
+                j->work_error = NULL;
+                j->work_ret = d->prepare(j, j->driver_data, &j->work_error);
+                break;
+
+        case JOB_WORK_FINALIZE:
+                if (j->ret == 0) {
+                        if (d->commit)
+                                d->commit(j, j->driver_data);
+                } else if (d->abort)
+                        d->abort(j, j->driver_data);
+                if (d->clean)
+                        d->clean(j, j->driver_data);
+                break;
+
+        case JOB_WORK_NONE:
+        default:
+                abort();
+        }
+}
+
+void job_work_done(Job *j) {
+        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        JobWorkKind kind = j->work;
+
+        assert(j->busy);
+        j->busy = false;
+        j->work = JOB_WORK_NONE;
+
+        switch (kind) {
+        case JOB_WORK_STEP:
+                job_step_done(j);
+                break;
+        case JOB_WORK_PREPARE:
+                job_prepare_done(j);
+                break;
+        case JOB_WORK_FINALIZE:
+                job_finalize_single_done(j);
+                break;
+        case JOB_WORK_NONE:
+        default:
+                abort();
+        }
+}
+
+void *job_executor_data(Job *j) {
+        return j->executor_data;
+}
+
+void job_set_executor_data(Job *j, void *data) {
+        j->executor_data = data;
+}
+
+/* ---- progress and accessors --------------------------------------------------------------- */
+
+void job_progress_set_remaining(Job *j, uint64_t remaining) {
+        j->progress_total = j->progress_current + remaining;
+        job_notify_changed(j, JOB_CHANGE_PROGRESS);
+}
+
+void job_progress_increase_remaining(Job *j, uint64_t delta) {
+        j->progress_total += delta;
+        job_notify_changed(j, JOB_CHANGE_PROGRESS);
+}
+
+const char *job_id(const Job *j) {
+        return j->id;
+}
+
+JobType job_type(const Job *j) {
+        return j->driver->type;
+}
+
+JobStatus job_status(const Job *j) {
+        return j->status;
+}
+
+const char *job_error(const Job *j) {
+        return j->ret != 0 ? j->error : NULL;
+}
+
+int job_ret(const Job *j) {
+        return j->ret;
+}
+
+uint64_t job_current_progress(const Job *j) {
+        return j->progress_current;
+}
+
+uint64_t job_total_progress(const Job *j) {
+        return j->progress_total;
+}
+
+uint64_t job_speed(const Job *j) {
+        return j->speed;
+}
+
+bool job_auto_finalize(const Job *j) {
+        return j->auto_finalize;
+}
+
+bool job_auto_dismiss(const Job *j) {
+        return j->auto_dismiss;
+}
+
+JobIoStatus job_io_status(const Job *j) {
+        return j->io_status;
+}
+
+bool job_is_user_paused(const Job *j) {
+        return j->user_paused;
+}
+
+unsigned job_pause_count(const Job *j) {
+        return j->pause_count;
+}
+
+bool job_cancel_requested(const Job *j) {
+        return j->cancelled;
+}
+
+bool job_is_cancelled(const Job *j) {
+        return j->force_cancel;
+}
+
+bool job_accepts_verb(const Job *j, JobVerb v) {
+        return job_verb_allowed(v, j->status);
+}
+
+JobTxn *job_get_txn(const Job *j) {
+        return j->txn;
+}
+
+void *job_driver_data(const Job *j) {
+        return j->driver_data;
+}
+
+void *job_get_userdata(const Job *j) {
+        return j->userdata;
+}
+
+void job_set_userdata(Job *j, void *userdata) {
+        j->userdata = userdata;
+}
+
+JobRegistry *job_get_registry(const Job *j) {
+        return j->registry;
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The job core: QEMU's job lifecycle (job.c) without QEMU. It owns the jobs and transactions,
+ * applies the verb and transition tables, pauses, cancels, completes, finalizes and dismisses,
+ * limits the rate, counts progress, and tells an observer about every status change. It does no
+ * I/O and knows nothing of D-Bus; drivers (job-driver.h) do the work through an executor
+ * (job-executor.h).
+ *
+ * All functions here run on the event-loop thread, except where a comment says otherwise.
+ * Functions that can be refused return a negative errno and, if ret_error is not NULL, a message
+ * with QEMU's exact wording (free() it):
+ *   -EBUSY   the job's status does not allow the request (the verb table and its companions)
+ *   -EINVAL  a malformed job id
+ *   -EEXIST  a job id in use
+ *   -ENOMEM  out of memory */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "job-driver.h"
+#include "job-executor.h"
+#include "job-lifecycle.h"
+
+#define JOB_ID_MAX 128
+
+typedef struct JobRegistry JobRegistry;
+typedef struct JobTxn JobTxn;
+
+typedef enum JobChange {
+        JOB_CHANGE_PROGRESS  = 1 << 0,  /* current or total progress */
+        JOB_CHANGE_SPEED     = 1 << 1,
+        JOB_CHANGE_IO_STATUS = 1 << 2,
+} JobChange;
+
+typedef struct JobObserver {
+        /* Every real status change, in order, 'null' included (the job is about to go away). */
+        void (*status_changed)(Job *j, JobStatus status, void *userdata);
+        /* An I/O error met the error policy. */
+        void (*io_error)(Job *j, const JobIoError *e, void *userdata);
+        /* Some other observable property changed. */
+        void (*changed)(Job *j, JobChange what, void *userdata);
+} JobObserver;
+
+typedef struct JobCreateParams {
+        const char *id;                 /* NULL: the core picks "<type><N>", lowest free N */
+        const JobDriver *driver;
+        void *driver_data;              /* the job owns it on success; freed with driver->free */
+        bool auto_finalize;
+        bool auto_dismiss;
+        uint64_t speed;                 /* bytes per second, 0 = unlimited */
+        JobOnError on_source_error;
+        JobOnError on_target_error;
+        JobTxn *txn;                    /* NULL: a transaction of its own (completion-mode individual) */
+} JobCreateParams;
+
+#define JOB_CREATE_PARAMS_DEFAULT { .auto_finalize = true, .auto_dismiss = true }
+
+/* The registry: all jobs, newest first, as query-jobs lists them. */
+int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRegistry **ret);
+/* Frees the registry; every job must be gone (dismissed) by then. */
+JobRegistry *job_registry_free(JobRegistry *r);
+void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata);
+Job *job_registry_find(JobRegistry *r, const char *id);
+Job *job_registry_first(JobRegistry *r);
+Job *job_registry_next(Job *j);
+size_t job_registry_count(JobRegistry *r);
+uint64_t job_registry_now(JobRegistry *r);
+
+/* QEMU's id rules: a letter, then letters, digits, '-', '.', '_'; at most JOB_ID_MAX bytes. */
+bool job_id_is_valid(const char *id);
+/* Would job_create() accept this id (NULL: an automatic one)? Lets a caller fail before it does
+ * any expensive preparation. */
+int job_registry_check_id(JobRegistry *r, const char *id, char **ret_error);
+
+/* A grouped transaction (completion-mode grouped): its members wait for each other, finalize
+ * together, and abort together. Members hold a reference; drop yours once they are created. */
+int job_txn_new(JobRegistry *r, JobTxn **ret);
+JobTxn *job_txn_ref(JobTxn *t);
+JobTxn *job_txn_unref(JobTxn *t);
+
+/* Creates a job in status created (the observer sees 'created'). The returned pointer is borrowed:
+ * the registry holds the job until it is dismissed. */
+int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_error);
+/* created → running, and the first pause point. */
+void job_start(Job *j);
+/* Creation failed after the job existed: created → null, the job goes away. */
+void job_early_fail(Job *j);
+
+Job *job_ref(Job *j);
+Job *job_unref(Job *j);
+
+/* The verbs, as QEMU's job-* commands. job_user_cancel(j, true) is job-cancel; force=false is the
+ * soft cancel of block-job-cancel, which a driver may keep soft. */
+int job_user_pause(Job *j, char **ret_error);
+int job_user_resume(Job *j, char **ret_error);
+int job_user_cancel(Job *j, bool force, char **ret_error);
+int job_complete(Job *j, char **ret_error);
+int job_finalize(Job *j, char **ret_error);
+int job_dismiss(Job *j, char **ret_error);
+int job_set_speed(Job *j, uint64_t bytes_per_second, char **ret_error);
+
+/* Internal pauses (a drain, a daemon-side hold): counted with the user's, but not resumable by the
+ * user, and they do not touch the user-paused flag. */
+void job_pause(Job *j);
+void job_resume(Job *j);
+
+/* Progress, for drivers before the job starts (after that, through step results). */
+void job_progress_set_remaining(Job *j, uint64_t remaining);
+void job_progress_increase_remaining(Job *j, uint64_t delta);
+
+/* Accessors. */
+const char *job_id(const Job *j);
+JobType job_type(const Job *j);
+JobStatus job_status(const Job *j);
+const char *job_error(const Job *j);      /* NULL while the job has not failed */
+int job_ret(const Job *j);
+uint64_t job_current_progress(const Job *j);
+uint64_t job_total_progress(const Job *j);
+uint64_t job_speed(const Job *j);
+bool job_auto_finalize(const Job *j);
+bool job_auto_dismiss(const Job *j);
+JobIoStatus job_io_status(const Job *j);
+bool job_is_user_paused(const Job *j);
+unsigned job_pause_count(const Job *j);
+bool job_cancel_requested(const Job *j);  /* any cancel, soft included */
+bool job_is_cancelled(const Job *j);      /* a force cancel */
+bool job_accepts_verb(const Job *j, JobVerb v);
+JobTxn *job_get_txn(const Job *j);
+bool job_txn_is_grouped(const JobTxn *t);
+void *job_driver_data(const Job *j);
+void *job_get_userdata(const Job *j);
+void job_set_userdata(Job *j, void *userdata);
+JobRegistry *job_get_registry(const Job *j);
+
+/* Programming-error check: moves the job to 'to' or aborts the process if the transition table
+ * forbids it. Exported for the table tests; the core is its only real caller. */
+void job_state_transition(Job *j, JobStatus to);

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The core on a fake executor, with an observer that writes every status change as "<id>:<status>"
+ * into one string, every I/O error event as "<id>:<read|write>:<action>", and remembers each
+ * job's error text at conclusion. Also records which (from, to) transitions were taken. */
+
+#include <glib.h>
+
+#include "fake-executor.h"
+#include "job.h"
+#include "test-driver.h"
+
+typedef struct CoreFixture {
+        FakeExecutor exec;
+        JobRegistry *registry;
+        GString *events;
+        GString *calls;                 /* driver hooks, see test-driver.h */
+        GString *io_errors;
+        GHashTable *errors;             /* id → error text at concluded ("" for success) */
+        GHashTable *last_status;        /* Job * → JobStatus, to derive transitions */
+        bool edges[_JOB_STATUS_MAX][_JOB_STATUS_MAX];
+} CoreFixture;
+
+void core_fixture_setup(CoreFixture *f, gconstpointer data);
+void core_fixture_teardown(CoreFixture *f, gconstpointer data);
+
+/* A 3-step job (3 × 64 KiB) unless the config says otherwise. */
+Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriverConfig *c, bool auto_finalize,
+              bool auto_dismiss, JobTxn *txn);
+Job *core_job_simple(CoreFixture *f, const char *id);
+TestDriverState *core_job_state(Job *j);
+
+/* Compare and clear the recorded events / hook calls / I/O errors. */
+#define assert_events(f, expected) core_assert_string((f)->events, (expected), __FILE__, __LINE__)
+#define assert_calls(f, expected) core_assert_string((f)->calls, (expected), __FILE__, __LINE__)
+#define assert_io_errors(f, expected) core_assert_string((f)->io_errors, (expected), __FILE__, __LINE__)
+void core_assert_string(GString *s, const char *expected, const char *file, int line);
+
+/* The error a job concluded with ("" for success); the job need not exist any more. */
+const char *core_error_of(CoreFixture *f, const char *id);
+
+/* Create a job called 'id' and bring it into 'status' (created, running, paused, ready, standby,
+ * waiting, pending, aborting or concluded) and keep it there until the test acts. With
+ * user_paused the job is also user-paused on arrival (where the verb table allows it, the pause
+ * happens before arrival; elsewhere while its last step is in flight). Jobs in paused and standby
+ * are held there by an internal pause unless user_paused. Waiting needs a second job in the
+ * transaction, called "<id>-peer", which stays running. */
+Job *core_drive_to(CoreFixture *f, const char *id, JobStatus status, bool user_paused);
+
+/* Cancel and dismiss whatever is left, so that teardown finds an empty registry. */
+void core_fixture_drain(CoreFixture *f);
+
+#define CORE_TEST(path, fn) g_test_add(path, CoreFixture, NULL, core_fixture_setup, fn, core_fixture_teardown)

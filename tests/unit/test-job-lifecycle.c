@@ -1,0 +1,1066 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Lifecycles on the fake executor: every test checks the exact sequence of statuses notified, the
+ * driver hooks that ran, and the exact error texts. Each scenario is a function so that the last
+ * test can run them all and check that together they take every legal transition. */
+
+#include <errno.h>
+
+#include "core-fixture.h"
+
+#define CHUNK 65536
+#define MS G_GUINT64_CONSTANT(1000000)
+
+static const TestDriverConfig mirror_one_chunk = { .total = CHUNK, .mirror = true };
+
+/* ---- completion with each auto-finalize × auto-dismiss combination ------------------------ */
+
+static void scenario_auto_both(CoreFixture *f) {
+        Job *j = core_job(f, "j", &test_driver_backup, NULL, true, true, NULL);
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+        assert_calls(f, "j:prepare j:commit j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+        g_assert_null(job_registry_find(f->registry, "j"));
+}
+
+static void scenario_manual_finalize(CoreFixture *f) {
+        g_autofree char *error = NULL;
+        Job *j = core_job(f, "j", &test_driver_backup, NULL, false, true, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending");
+        assert_calls(f, "");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PENDING);
+        g_assert_cmpuint(job_current_progress(j), ==, 3 * CHUNK);
+        g_assert_cmpuint(job_total_progress(j), ==, 3 * CHUNK);
+
+        /* Dismiss is not finalize. */
+        g_assert_cmpint(job_dismiss(j, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "Job 'j' in state 'pending' cannot accept command verb 'dismiss'");
+
+        g_assert_cmpint(job_finalize(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:concluded j:null");
+        assert_calls(f, "j:prepare j:commit j:clean");
+}
+
+static void scenario_manual_dismiss(CoreFixture *f) {
+        Job *j = core_job(f, "j", &test_driver_backup, NULL, true, false, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_CONCLUDED);
+        g_assert_null(job_error(j));
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 1);
+
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        assert_events(f, "j:null");
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+}
+
+static void scenario_manual_both(CoreFixture *f) {
+        Job *j = core_job(f, "j", &test_driver_backup, NULL, false, false, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending");
+        g_assert_cmpint(job_finalize(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:concluded");
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        assert_events(f, "j:null");
+        assert_calls(f, "j:prepare j:commit j:clean");
+}
+
+/* ---- pause and resume --------------------------------------------------------------------- */
+
+static void scenario_pause_running(CoreFixture *f) {
+        Job *j = core_job_simple(f, "j");
+
+        job_start(j);
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        /* The status changes only when the step in flight returns, at the pause point. */
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_RUNNING);
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "j:created j:running j:paused");
+
+        /* Paused means no I/O: nothing is queued, nothing runs however long we wait. */
+        unsigned submitted = f->exec.n_submitted;
+        fake_advance(&f->exec, 10 * G_GUINT64_CONSTANT(1000000000));
+        g_assert_cmpuint(f->exec.n_submitted, ==, submitted);
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 1);
+        g_assert_cmpuint(job_current_progress(j), ==, CHUNK);
+
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:waiting j:pending j:concluded j:null");
+}
+
+static void scenario_pause_created(CoreFixture *f) {
+        Job *j = core_job_simple(f, "j");
+
+        /* Paused before it started: it starts, and stops at its first pause point. */
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        job_start(j);
+        assert_events(f, "j:created j:running j:paused");
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:waiting j:pending j:concluded j:null");
+}
+
+static void scenario_pause_ready(CoreFixture *f) {
+        Job *j = core_job(f, "j", &test_driver_mirror, &mirror_one_chunk, true, true, NULL);
+
+        job_start(j);
+        fake_run_one(&f->exec);
+        assert_events(f, "j:created j:running j:ready");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_READY);
+
+        /* Ready and idle: pausing takes effect at once. */
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        assert_events(f, "j:standby");
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        assert_events(f, "j:ready");
+
+        /* It stays ready, idling, until completed. */
+        fake_advance(&f->exec, 1000 * MS);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_READY);
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:waiting j:pending j:concluded j:null");
+        assert_calls(f, "j:complete j:prepare j:commit j:clean");
+}
+
+static void scenario_complete_standby(CoreFixture *f) {
+        Job *j = core_job(f, "j", &test_driver_mirror, &mirror_one_chunk, true, false, NULL);
+
+        job_start(j);
+        fake_run_one(&f->exec);
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        assert_events(f, "j:created j:running j:ready j:standby");
+
+        /* Accepted in standby, effective only once resumed. */
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        fake_advance(&f->exec, 1000 * MS);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_STANDBY);
+        assert_events(f, "");
+
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:ready j:waiting j:pending j:concluded");
+        assert_calls(f, "j:complete j:prepare j:commit j:clean");
+        g_assert_null(job_error(j));
+}
+
+static void test_pause_errors(CoreFixture *f, gconstpointer data) {
+        g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+        Job *j = core_job_simple(f, "j");
+
+        job_start(j);
+        g_assert_cmpint(job_user_resume(j, &e1), ==, -EBUSY);
+        g_assert_cmpstr(e1, ==, "Can't resume a job that was not paused");
+
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        g_assert_cmpint(job_user_pause(j, &e2), ==, -EBUSY);
+        g_assert_cmpstr(e2, ==, "Job is already paused");
+        g_assert_cmpuint(job_pause_count(j), ==, 1);
+
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        g_assert_cmpint(job_user_resume(j, &e3), ==, -EBUSY);
+        g_assert_cmpstr(e3, ==, "Can't resume a job that was not paused");
+}
+
+static void test_resume_checked_before_verb(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_CONCLUDED, false);
+
+        /* Concluded refuses resume, but the "not paused" check comes first, as in QEMU. */
+        g_assert_cmpint(job_user_resume(j, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "Can't resume a job that was not paused");
+}
+
+static void scenario_internal_pause(CoreFixture *f) {
+        g_autofree char *error = NULL;
+        Job *j = core_job_simple(f, "j");
+
+        job_start(j);
+        job_pause(j);
+        fake_run_one(&f->exec);
+        assert_events(f, "j:created j:running j:paused");
+        g_assert_false(job_is_user_paused(j));
+
+        /* The user did not pause it, so the user cannot resume it, but may pause it too. */
+        g_assert_cmpint(job_user_resume(j, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "Can't resume a job that was not paused");
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        g_assert_cmpuint(job_pause_count(j), ==, 2);
+
+        /* Both pauses must go before it runs again. */
+        job_resume(j);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PAUSED);
+        assert_events(f, "");
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:waiting j:pending j:concluded j:null");
+}
+
+/* ---- cancel in every status that accepts it ----------------------------------------------- */
+
+static void scenario_cancel_created(CoreFixture *f) {
+        Job *j = core_job_simple(f, "j");
+
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        assert_events(f, "j:created j:aborting");
+        fake_run_until_idle(&f->exec);
+        /* Never started: dismissed even without auto-dismiss... here it has it anyway. */
+        assert_events(f, "j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void test_cancel_created_manual_dismiss(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job(f, "j", &test_driver_backup, NULL, true, false, NULL);
+
+        /* A job that never started is dismissed at conclusion whatever its auto-dismiss says. */
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:aborting j:concluded j:null");
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+}
+
+static void scenario_cancel_running(CoreFixture *f) {
+        Job *j = core_job_simple(f, "j");
+
+        job_start(j);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_true(job_is_cancelled(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:aborting j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void scenario_cancel_paused(CoreFixture *f) {
+        Job *j = core_drive_to(f, "j", JOB_STATUS_PAUSED, true);
+
+        assert_events(f, "j:created j:running j:paused");
+        /* Cancelling a paused job resumes it first: there is no paused → aborting. */
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_false(job_is_user_paused(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:aborting j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void scenario_cancel_ready(CoreFixture *f) {
+        Job *j = core_drive_to(f, "j", JOB_STATUS_READY, false);
+
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:ready j:aborting j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void scenario_cancel_standby(CoreFixture *f) {
+        Job *j = core_drive_to(f, "j", JOB_STATUS_STANDBY, true);
+
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:ready j:standby j:ready j:aborting j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+}
+
+static void scenario_cancel_waiting(CoreFixture *f) {
+        Job *j = core_drive_to(f, "a", JOB_STATUS_WAITING, false);
+
+        assert_events(f, "a:created a-peer:created a:running a-peer:running a:waiting");
+        /* Cancelling a member that already succeeded aborts the whole transaction. */
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a-peer:aborting a-peer:concluded a-peer:null a:aborting a:concluded a:null");
+        assert_calls(f, "a-peer:abort a-peer:clean a:abort a:clean");
+        g_assert_cmpstr(core_error_of(f, "a"), ==, "Operation canceled");
+        g_assert_cmpstr(core_error_of(f, "a-peer"), ==, "Operation canceled");
+}
+
+static void scenario_cancel_pending(CoreFixture *f) {
+        Job *j = core_drive_to(f, "j", JOB_STATUS_PENDING, false);
+
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:aborting j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void test_cancel_concluded(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_CONCLUDED, false);
+
+        g_assert_cmpint(job_user_cancel(j, true, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "Job 'j' in state 'concluded' cannot accept command verb 'cancel'");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_CONCLUDED);
+}
+
+static void test_cancel_aborting(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_ABORTING, false);
+
+        g_assert_cmpint(job_user_cancel(j, true, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "Job 'j' in state 'aborting' cannot accept command verb 'cancel'");
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:aborting j:concluded j:null");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Input/output error");
+}
+
+/* ---- soft cancel -------------------------------------------------------------------------- */
+
+static void scenario_soft_cancel_ready(CoreFixture *f) {
+        Job *j = core_drive_to(f, "j", JOB_STATUS_READY, false);
+
+        /* A mirror keeps a soft cancel soft in ready: it finishes successfully without pivot. */
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_true(job_cancel_requested(j));
+        g_assert_false(job_is_cancelled(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:ready j:waiting j:pending j:concluded j:null");
+        assert_calls(f, "j:soft-cancel j:prepare j:commit j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_soft_cancel_before_ready(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 3 * CHUNK, .mirror = true };
+        Job *j = core_job(f, "j", &test_driver_mirror, &c, true, true, NULL);
+
+        /* Before ready, the mirror turns every cancel into a force cancel. */
+        job_start(j);
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_true(job_is_cancelled(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:aborting j:concluded j:null");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void test_soft_cancel_backup(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job_simple(f, "j");
+
+        /* A driver without a cancel hook treats every cancel as a force cancel. */
+        job_start(j);
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_true(job_is_cancelled(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:aborting j:concluded j:null");
+}
+
+static void test_soft_cancel_after_run(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = CHUNK, .keep_soft_always = true };
+        Job *j = core_job(f, "j", &test_driver_mirror, &c, false, true, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending");
+
+        /* The run has returned: a soft request that the driver keeps soft is ignored. */
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_false(job_cancel_requested(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PENDING);
+
+        g_assert_cmpint(job_finalize(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:concluded j:null");
+        assert_calls(f, "j:prepare j:commit j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_complete_after_cancel(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_READY, false);
+
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_READY);
+        g_assert_cmpint(job_complete(j, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "The active block job 'j' cannot be completed");
+        fake_run_until_idle(&f->exec);
+}
+
+static void test_force_after_soft(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 3 * CHUNK, .keep_soft_always = true };
+        Job *j = core_job(f, "j", &test_driver_mirror, &c, true, true, NULL);
+
+        job_start(j);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        /* A later soft request does not weaken an earlier force request. */
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_true(job_is_cancelled(j));
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+/* ---- ids and creation --------------------------------------------------------------------- */
+
+static void test_invalid_ids(CoreFixture *f, gconstpointer data) {
+        static const char *const bad[] = { "0id", "", "   ", "123", "_id", "-id", ".id", "#id", "id#", "id x", "é" };
+        static const char *const good[] = { "id0", "id_2", "a", "A-b.c_d" };
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(bad); i++) {
+                g_autofree char *error = NULL, *expected = g_strdup_printf("Invalid job ID '%s'", bad[i]);
+                JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+                p.id = bad[i];
+                p.driver = &test_driver_backup;
+                g_assert_cmpint(job_create(f->registry, &p, NULL, &error), ==, -EINVAL);
+                g_assert_cmpstr(error, ==, expected);
+        }
+        for (unsigned i = 0; i < G_N_ELEMENTS(good); i++)
+                g_assert_nonnull(core_job_simple(f, good[i]));
+
+        /* A bound on length, for ids that arrive over the bus. */
+        g_autofree char *longest = g_strnfill(JOB_ID_MAX, 'a');
+        g_autofree char *too_long = g_strnfill(JOB_ID_MAX + 1, 'a');
+        g_assert_true(job_id_is_valid(longest));
+        g_assert_false(job_id_is_valid(too_long));
+        g_assert_false(job_id_is_valid(NULL));
+        g_assert_cmpuint(job_registry_count(f->registry), ==, G_N_ELEMENTS(good));
+        assert_events(f, "id0:created id_2:created a:created A-b.c_d:created");
+}
+
+static void scenario_id_reuse(CoreFixture *f) {
+        g_autofree char *error = NULL;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_CONCLUDED, false);
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+
+        /* Concluded but not dismissed: the id stays taken. */
+        p.id = "j";
+        p.driver = &test_driver_backup;
+        g_assert_cmpint(job_create(f->registry, &p, NULL, &error), ==, -EEXIST);
+        g_assert_cmpstr(error, ==, "Job ID 'j' already in use");
+        g_assert_cmpint(job_registry_check_id(f->registry, "j", NULL), ==, -EEXIST);
+
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        g_assert_cmpint(job_registry_check_id(f->registry, "j", NULL), ==, 0);
+        j = core_job_simple(f, "j");
+        g_assert_nonnull(j);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null j:created");
+}
+
+static void test_automatic_ids(CoreFixture *f, gconstpointer data) {
+        Job *b0 = core_job_simple(f, NULL);
+        Job *b1 = core_job_simple(f, NULL);
+        Job *m0 = core_job(f, NULL, &test_driver_mirror, NULL, true, true, NULL);
+
+        g_assert_cmpstr(job_id(b0), ==, "backup0");
+        g_assert_cmpstr(job_id(b1), ==, "backup1");
+        g_assert_cmpstr(job_id(m0), ==, "mirror0");
+        g_assert_cmpint(job_type(m0), ==, JOB_TYPE_MIRROR);
+
+        /* The lowest free number is reused once its job is gone. */
+        g_assert_cmpint(job_user_cancel(b0, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup0");
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup2");
+
+        /* Newest first, as query-jobs lists them. */
+        g_autoptr(GString) order = g_string_new(NULL);
+        for (Job *j = job_registry_first(f->registry); j; j = job_registry_next(j))
+                g_string_append_printf(order, "%s ", job_id(j));
+        g_assert_cmpstr(order->str, ==, "backup2 backup0 mirror0 backup1 ");
+}
+
+static void scenario_early_fail(CoreFixture *f) {
+        Job *j = core_job_simple(f, "j");
+
+        /* Creation failed after the job existed: created, then null, and no hook runs. */
+        job_early_fail(j);
+        assert_events(f, "j:created j:null");
+        assert_calls(f, "");
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+}
+
+static void test_defaults(CoreFixture *f, gconstpointer data) {
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Job *j = NULL;
+
+        p.driver = &test_driver_backup;
+        p.driver_data = test_driver_state_new(&(TestDriverConfig) { .total = CHUNK }, NULL);
+        g_assert_cmpint(job_create(f->registry, &p, &j, NULL), ==, 0);
+        g_assert_true(job_auto_finalize(j));
+        g_assert_true(job_auto_dismiss(j));
+        g_assert_cmpuint(job_speed(j), ==, 0);
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_OK);
+        g_assert_false(job_txn_is_grouped(job_get_txn(j)));
+        g_assert_true(job_get_registry(j) == f->registry);
+        g_assert_null(job_get_userdata(j));
+        job_set_userdata(j, f);
+        g_assert_true(job_get_userdata(j) == f);
+        g_assert_null(job_error(j));
+        g_assert_cmpint(job_ret(j), ==, 0);
+        g_assert_true(job_registry_find(f->registry, "backup0") == j);
+        g_assert_null(job_registry_find(f->registry, "nope"));
+        g_assert_null(job_registry_find(f->registry, NULL));
+        g_assert_cmpuint(job_registry_now(f->registry), ==, f->exec.now);
+
+        job_progress_set_remaining(j, 1000);
+        job_progress_increase_remaining(j, 24);
+        g_assert_cmpuint(job_total_progress(j), ==, 1024);
+        g_assert_cmpuint(job_current_progress(j), ==, 0);
+}
+
+/* ---- failure -------------------------------------------------------------------------------- */
+
+static void scenario_run_fails(CoreFixture *f) {
+        TestDriverConfig c = { .total = 3 * CHUNK, .fail_at_step = 2, .fail_ret = -ENOSPC };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:aborting j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "No space left on device");
+}
+
+static void test_run_fails_with_message(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 3 * CHUNK, .fail_at_step = 1, .fail_ret = -EIO,
+                               .fail_message = "Could not read 'x' at offset 0: Input/output error" };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, false, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_CONCLUDED);
+        g_assert_cmpint(job_ret(j), ==, -EIO);
+        g_assert_cmpstr(job_error(j), ==, "Could not read 'x' at offset 0: Input/output error");
+}
+
+static void test_prepare_fails(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = CHUNK, .prepare_ret = -EIO, .prepare_message = "Cannot flush 't': I/O" };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:aborting j:concluded j:null");
+        assert_calls(f, "j:prepare j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Cannot flush 't': I/O");
+}
+
+/* ---- grouped transactions ------------------------------------------------------------------- */
+
+static void scenario_grouped_success(CoreFixture *f) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = core_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, txn);
+        Job *b = core_job(f, "b", &test_driver_backup, NULL, true, true, txn);
+        g_assert_true(job_txn_is_grouped(job_get_txn(a)));
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        fake_run_until_idle(&f->exec);
+        /* a waits for b; then both go pending together and finalize together. */
+        assert_events(f, "a:created b:created a:running b:running a:waiting b:waiting b:pending a:pending "
+                         "b:concluded b:null a:concluded a:null");
+        assert_calls(f, "b:prepare a:prepare b:commit b:clean a:commit a:clean");
+}
+
+static void scenario_grouped_failure(CoreFixture *f) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        core_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, txn);
+        core_job(f, "b", &test_driver_backup,
+                 &(TestDriverConfig) { .total = 3 * CHUNK, .fail_at_step = 2, .fail_ret = -EIO, .fail_message = "boom" },
+                 true, true, txn);
+        core_job(f, "c", &test_driver_backup, NULL, true, true, txn);
+        job_txn_unref(txn);
+
+        for (Job *j = job_registry_first(f->registry); j; j = job_registry_next(j))
+                job_start(j);
+        fake_run_until_idle(&f->exec);
+
+        /* a succeeded and waited; b failed; so every member aborts, and a and c report a cancel. */
+        assert_events(f, "a:created b:created c:created c:running b:running a:running a:waiting b:aborting "
+                         "c:aborting c:concluded c:null b:concluded b:null a:aborting a:concluded a:null");
+        assert_calls(f, "c:abort c:clean b:abort b:clean a:abort a:clean");
+        g_assert_cmpstr(core_error_of(f, "a"), ==, "Operation canceled");
+        g_assert_cmpstr(core_error_of(f, "b"), ==, "boom");
+        g_assert_cmpstr(core_error_of(f, "c"), ==, "Operation canceled");
+}
+
+static void test_grouped_force_cancel(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = core_job(f, "a", &test_driver_backup, NULL, true, true, txn);
+        Job *b = core_job(f, "b", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        fake_run_one(&f->exec);         /* a's first step */
+        fake_run_one(&f->exec);         /* b finishes and waits */
+        assert_events(f, "a:created b:created a:running b:running b:waiting");
+
+        g_assert_cmpint(job_user_cancel(a, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:aborting b:aborting b:concluded b:null a:concluded a:null");
+        assert_calls(f, "b:abort b:clean a:abort a:clean");
+        g_assert_cmpstr(core_error_of(f, "a"), ==, "Operation canceled");
+        g_assert_cmpstr(core_error_of(f, "b"), ==, "Operation canceled");
+}
+
+static void scenario_grouped_mixed_finalize(CoreFixture *f) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = core_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, txn);
+        Job *b = core_job(f, "b", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, false, true, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        fake_run_until_idle(&f->exec);
+        /* b wants a manual finalize, which holds a too. */
+        assert_events(f, "a:created b:created a:running b:running a:waiting b:waiting b:pending a:pending");
+        g_assert_cmpint(job_status(a), ==, JOB_STATUS_PENDING);
+
+        /* One finalize, on the member that did not ask for it, finalizes both. */
+        g_assert_cmpint(job_finalize(a, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "b:concluded b:null a:concluded a:null");
+        assert_calls(f, "b:prepare a:prepare b:commit b:clean a:commit a:clean");
+        (void) b;
+}
+
+static void test_grouped_prepare_fails(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = core_job(f, "a", &test_driver_backup,
+                          &(TestDriverConfig) { .total = CHUNK, .prepare_ret = -EROFS }, true, true, txn);
+        Job *b = core_job(f, "b", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        fake_run_until_idle(&f->exec);
+        /* b prepared fine, a did not: nothing is committed. */
+        assert_events(f, "a:created b:created a:running b:running a:waiting b:waiting b:pending a:pending "
+                         "a:aborting b:aborting b:concluded b:null a:concluded a:null");
+        assert_calls(f, "b:prepare a:prepare b:abort b:clean a:abort a:clean");
+        g_assert_cmpstr(core_error_of(f, "a"), ==, "Read-only file system");
+        g_assert_cmpstr(core_error_of(f, "b"), ==, "Operation canceled");
+}
+
+static void test_cancel_while_preparing(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = core_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, false, true, txn);
+        Job *b = core_job(f, "b", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, false, true, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:created b:created a:running b:running a:waiting b:waiting b:pending a:pending");
+
+        /* b's prepare is in flight when a is cancelled: the cancel still aborts both. */
+        g_assert_cmpint(job_finalize(b, NULL), ==, 0);
+        g_assert_cmpint(job_finalize(a, NULL), ==, 0);   /* already finalizing: a no-op */
+        g_assert_cmpint(job_user_cancel(a, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:aborting b:aborting b:concluded b:null a:concluded a:null");
+        assert_calls(f, "b:prepare b:abort b:clean a:abort a:clean");
+}
+
+static void test_cancel_while_preparing_self(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job(f, "j", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, false, true, NULL);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpint(job_finalize(j, NULL), ==, 0);
+        /* Its own prepare is in flight: the cancel wins when it returns. */
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:aborting j:concluded j:null");
+        assert_calls(f, "j:prepare j:abort j:clean");
+}
+
+static void test_cancel_while_committing(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job(f, "j", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, NULL);
+
+        job_start(j);
+        fake_run_one(&f->exec);         /* the step: waiting, pending, prepare queued */
+        fake_run_one(&f->exec);         /* prepare: commit queued */
+        assert_events(f, "j:created j:running j:waiting j:pending");
+
+        /* Too late: the transaction is being published. */
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_false(job_is_cancelled(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:concluded j:null");
+        assert_calls(f, "j:prepare j:commit j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_grouped_cancel_created_member(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = core_job(f, "a", &test_driver_backup, NULL, true, true, txn);
+        Job *b = core_job(f, "b", &test_driver_backup, NULL, true, true, txn);
+        job_txn_unref(txn);
+
+        /* Neither started: cancelling one aborts both at once. */
+        (void) b;
+        g_assert_cmpint(job_user_cancel(a, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:created b:created a:aborting b:aborting b:concluded b:null a:concluded a:null");
+}
+
+/* ---- the rate limiter, on the fake clock ---------------------------------------------------- */
+
+static void test_ratelimit_slices(CoreFixture *f, gconstpointer data) {
+        const uint64_t speed = 1048576, quota = 104857;   /* 1 MiB/s: 104857 bytes per 100 ms */
+        TestDriverConfig c = { .total = 5 * quota, .chunk = 1048576 };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+        TestDriverState *s = core_job_state(j);
+        uint64_t t0 = f->exec.now;
+
+        g_assert_cmpint(job_set_speed(j, speed, NULL), ==, 0);
+        job_start(j);
+
+        /* One quota per step, one step per 100 ms slice, to the nanosecond. */
+        for (unsigned i = 1; i < 5; i++) {
+                g_assert_true(fake_run_one(&f->exec));
+                g_assert_cmpuint(s->last_max_bytes, ==, quota);
+                g_assert_cmpuint(job_current_progress(j), ==, i * quota);
+                g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + i * 100 * MS);
+                g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+                g_assert_true(fake_fire_next_timer(&f->exec));
+        }
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+}
+
+static void test_ratelimit_overshoot(CoreFixture *f, gconstpointer data) {
+        const uint64_t quota = 104857;
+        TestDriverConfig c = { .total = 6 * quota, .chunk = 3 * quota, .ignore_max_bytes = true };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+        uint64_t t0 = f->exec.now;
+
+        g_assert_cmpint(job_set_speed(j, 1048576, NULL), ==, 0);
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        /* Three quotas at once: the slice stretches over three slices. */
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 300 * MS);
+
+        /* Lowering the limit does not wake the job... */
+        g_assert_cmpint(job_set_speed(j, 524288, NULL), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 300 * MS);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+
+        /* ...raising it does, and the delay is recomputed: 3 × 104857 over 209715 per slice. */
+        g_assert_cmpint(job_set_speed(j, 2097152, NULL), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + (3 * quota * 100 * MS) / 209715);
+
+        /* ...and clearing it lets it go at once. */
+        g_assert_cmpint(job_set_speed(j, 0, NULL), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, UINT64_MAX);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 1);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpuint(f->exec.now, ==, t0);
+}
+
+static void test_ratelimit_pause_while_sleeping(CoreFixture *f, gconstpointer data) {
+        const uint64_t quota = 104857;
+        TestDriverConfig c = { .total = 3 * quota, .chunk = 1048576 };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+        uint64_t t0 = f->exec.now;
+
+        g_assert_cmpint(job_set_speed(j, 1048576, NULL), ==, 0);
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 100 * MS);
+
+        /* A throttling wait is a pause point: the pause is immediate. */
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        assert_events(f, "j:created j:running j:paused");
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, UINT64_MAX);
+
+        /* Resumed before the slice ended, it waits for the rest of it. */
+        f->exec.now += 40 * MS;
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 100 * MS);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:waiting j:pending j:concluded j:null");
+}
+
+static void test_set_speed_errors(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_PENDING, false);
+
+        g_assert_cmpint(job_set_speed(j, 1, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "Job 'j' in state 'pending' cannot accept command verb 'set-speed'");
+        g_assert_cmpuint(job_speed(j), ==, 0);
+}
+
+static void test_idle_wakeups(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = CHUNK, .mirror = true, .idle_ns = 50 * MS };
+        Job *j = core_job(f, "j", &test_driver_mirror, &c, true, true, NULL);
+        TestDriverState *s = core_job_state(j);
+        uint64_t t0 = f->exec.now;
+
+        job_start(j);
+        fake_run_one(&f->exec);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_READY);
+
+        /* Ready and idle: the driver is asked again every idle period. */
+        fake_advance(&f->exec, 200 * MS);
+        g_assert_cmpuint(s->steps, ==, 5);
+        g_assert_cmpuint(f->exec.now, ==, t0 + 200 * MS);
+
+        /* Raising the speed wakes an idle job too (QEMU wakes any pending timer). */
+        unsigned steps = s->steps;
+        g_assert_cmpint(job_set_speed(j, 1000000000, NULL), ==, 0);
+        fake_run_queue(&f->exec);
+        g_assert_cmpuint(s->steps, ==, steps + 1);
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:ready j:waiting j:pending j:concluded j:null");
+}
+
+/* ---- I/O error policies --------------------------------------------------------------------- */
+
+static Job *io_error_job(CoreFixture *f, JobOnError src, JobOnError tgt, int error, bool on_source, unsigned repeat,
+                         bool auto_dismiss) {
+        TestDriverConfig c = { .total = 3 * CHUNK, .io_error_at_step = 2, .io_error = error,
+                               .io_error_on_source = on_source, .io_error_repeat = repeat };
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Job *j = NULL;
+
+        p.id = "j";
+        p.driver = &test_driver_backup;
+        p.driver_data = test_driver_state_new(&c, f->calls);
+        p.auto_dismiss = auto_dismiss;
+        p.on_source_error = src;
+        p.on_target_error = tgt;
+        g_assert_cmpint(job_create(f->registry, &p, &j, NULL), ==, 0);
+        return j;
+}
+
+static void test_io_error_report(CoreFixture *f, gconstpointer data) {
+        Job *j = io_error_job(f, JOB_ON_ERROR_STOP, JOB_ON_ERROR_REPORT, -EIO, false, 1, true);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_io_errors(f, "j:write:report");
+        assert_events(f, "j:created j:running j:aborting j:concluded j:null");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "injected error at offset 65536");
+}
+
+static void test_io_error_ignore(CoreFixture *f, gconstpointer data) {
+        Job *j = io_error_job(f, JOB_ON_ERROR_IGNORE, JOB_ON_ERROR_REPORT, -EIO, true, 2, false);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        /* Reported, retried, and the job succeeds. */
+        assert_io_errors(f, "j:read:ignore j:read:ignore");
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded");
+        g_assert_null(job_error(j));
+        g_assert_cmpuint(job_current_progress(j), ==, 3 * CHUNK);
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_OK);
+}
+
+static void scenario_io_error_stop(CoreFixture *f) {
+        Job *j = io_error_job(f, JOB_ON_ERROR_STOP, JOB_ON_ERROR_REPORT, -EIO, true, 1, true);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_io_errors(f, "j:read:stop");
+        assert_events(f, "j:created j:running j:paused");
+        g_assert_true(job_is_user_paused(j));
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_FAILED);
+        g_assert_cmpuint(job_current_progress(j), ==, CHUNK);
+
+        /* Resume clears the io-status and retries the failed range. */
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_OK);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:waiting j:pending j:concluded j:null");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_io_error_enospc(CoreFixture *f, gconstpointer data) {
+        Job *j = io_error_job(f, JOB_ON_ERROR_REPORT, JOB_ON_ERROR_ENOSPC, -ENOSPC, false, 2, true);
+
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_io_errors(f, "j:write:stop");
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_NOSPACE);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PAUSED);
+
+        /* Still no space on the retry: it stops again, and cancel then ends it. */
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_io_errors(f, "j:write:stop");
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_NOSPACE);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_OK);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:paused j:running j:paused j:running j:aborting j:concluded j:null");
+}
+
+static void test_io_error_enospc_other(CoreFixture *f, gconstpointer data) {
+        Job *j = io_error_job(f, JOB_ON_ERROR_REPORT, JOB_ON_ERROR_ENOSPC, -EIO, false, 1, true);
+
+        /* The enospc policy stops only for ENOSPC and reports anything else. */
+        job_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_io_errors(f, "j:write:report");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "injected error at offset 65536");
+}
+
+static void test_io_error_stop_while_paused(CoreFixture *f, gconstpointer data) {
+        Job *j = io_error_job(f, JOB_ON_ERROR_STOP, JOB_ON_ERROR_STOP, -EIO, false, 1, true);
+
+        job_start(j);
+        fake_run_one(&f->exec);
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        /* The failing step was in flight when the user paused: still a single pause. */
+        fake_run_one(&f->exec);
+        g_assert_cmpuint(job_pause_count(j), ==, 1);
+        g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_FAILED);
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:paused j:running j:waiting j:pending j:concluded j:null");
+}
+
+/* ---- progress ------------------------------------------------------------------------------- */
+
+static void test_progress(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job(f, "j", &test_driver_backup, NULL, false, true, NULL);
+
+        g_assert_cmpuint(job_current_progress(j), ==, 0);
+        g_assert_cmpuint(job_total_progress(j), ==, 0);
+        job_start(j);
+        for (unsigned i = 1; i <= 3; i++) {
+                g_assert_true(fake_run_one(&f->exec));
+                g_assert_cmpuint(job_current_progress(j), ==, i * CHUNK);
+                g_assert_cmpuint(job_total_progress(j), ==, 3 * CHUNK);
+        }
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PENDING);
+}
+
+/* ---- every legal transition is taken -------------------------------------------------------- */
+
+typedef void (*Scenario)(CoreFixture *f);
+
+static const Scenario scenarios[] = {
+        scenario_auto_both,         scenario_manual_finalize, scenario_manual_dismiss, scenario_manual_both,
+        scenario_pause_running,     scenario_pause_created,   scenario_pause_ready,    scenario_complete_standby,
+        scenario_internal_pause,    scenario_cancel_created,  scenario_cancel_running, scenario_cancel_paused,
+        scenario_cancel_ready,      scenario_cancel_standby,  scenario_cancel_waiting, scenario_cancel_pending,
+        scenario_soft_cancel_ready, scenario_id_reuse,        scenario_early_fail,     scenario_run_fails,
+        scenario_grouped_success,   scenario_grouped_failure, scenario_grouped_mixed_finalize,
+        scenario_io_error_stop,
+};
+
+static void run_scenario(CoreFixture *f, gconstpointer data) {
+        ((Scenario) data)(f);
+}
+
+static void test_all_transitions_taken(void) {
+        bool seen[_JOB_STATUS_MAX][_JOB_STATUS_MAX] = {};
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(scenarios); i++) {
+                CoreFixture f;
+                core_fixture_setup(&f, NULL);
+                scenarios[i](&f);
+                for (int a = 0; a < _JOB_STATUS_MAX; a++)
+                        for (int b = 0; b < _JOB_STATUS_MAX; b++)
+                                seen[a][b] |= f.edges[a][b];
+                core_fixture_teardown(&f, NULL);
+        }
+
+        for (int a = 0; a < _JOB_STATUS_MAX; a++)
+                for (int b = 0; b < _JOB_STATUS_MAX; b++) {
+                        /* aborting → aborting is legal but silent by definition. */
+                        bool expected = job_transition_allowed(a, b) && a != b;
+                        if (seen[a][b] != expected)
+                                g_error("transition %s -> %s: %s", job_status_to_string(a), job_status_to_string(b),
+                                        seen[a][b] ? "taken although illegal" : "never taken by any scenario");
+                }
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+
+        g_test_add("/lifecycle/finalize/auto", CoreFixture, scenario_auto_both, core_fixture_setup, run_scenario,
+                   core_fixture_teardown);
+        g_test_add("/lifecycle/finalize/manual", CoreFixture, scenario_manual_finalize, core_fixture_setup,
+                   run_scenario, core_fixture_teardown);
+        g_test_add("/lifecycle/dismiss/manual", CoreFixture, scenario_manual_dismiss, core_fixture_setup,
+                   run_scenario, core_fixture_teardown);
+        g_test_add("/lifecycle/finalize-dismiss/manual", CoreFixture, scenario_manual_both, core_fixture_setup,
+                   run_scenario, core_fixture_teardown);
+
+#define SCENARIO(path, fn) g_test_add(path, CoreFixture, fn, core_fixture_setup, run_scenario, core_fixture_teardown)
+        SCENARIO("/lifecycle/pause/running", scenario_pause_running);
+        SCENARIO("/lifecycle/pause/created", scenario_pause_created);
+        SCENARIO("/lifecycle/pause/ready", scenario_pause_ready);
+        SCENARIO("/lifecycle/pause/internal", scenario_internal_pause);
+        SCENARIO("/lifecycle/complete/standby", scenario_complete_standby);
+        SCENARIO("/lifecycle/cancel/created", scenario_cancel_created);
+        SCENARIO("/lifecycle/cancel/running", scenario_cancel_running);
+        SCENARIO("/lifecycle/cancel/paused", scenario_cancel_paused);
+        SCENARIO("/lifecycle/cancel/ready", scenario_cancel_ready);
+        SCENARIO("/lifecycle/cancel/standby", scenario_cancel_standby);
+        SCENARIO("/lifecycle/cancel/waiting", scenario_cancel_waiting);
+        SCENARIO("/lifecycle/cancel/pending", scenario_cancel_pending);
+        SCENARIO("/lifecycle/soft-cancel/ready", scenario_soft_cancel_ready);
+        SCENARIO("/lifecycle/create/id-reuse", scenario_id_reuse);
+        SCENARIO("/lifecycle/create/early-fail", scenario_early_fail);
+        SCENARIO("/lifecycle/fail/run", scenario_run_fails);
+        SCENARIO("/lifecycle/grouped/success", scenario_grouped_success);
+        SCENARIO("/lifecycle/grouped/one-fails", scenario_grouped_failure);
+        SCENARIO("/lifecycle/grouped/mixed-auto-finalize", scenario_grouped_mixed_finalize);
+        SCENARIO("/lifecycle/io-error/stop", scenario_io_error_stop);
+
+        CORE_TEST("/lifecycle/pause/errors", test_pause_errors);
+        CORE_TEST("/lifecycle/pause/resume-checked-before-verb", test_resume_checked_before_verb);
+        CORE_TEST("/lifecycle/cancel/created-manual-dismiss", test_cancel_created_manual_dismiss);
+        CORE_TEST("/lifecycle/cancel/concluded", test_cancel_concluded);
+        CORE_TEST("/lifecycle/cancel/aborting", test_cancel_aborting);
+        CORE_TEST("/lifecycle/cancel/force-after-soft", test_force_after_soft);
+        CORE_TEST("/lifecycle/soft-cancel/before-ready", test_soft_cancel_before_ready);
+        CORE_TEST("/lifecycle/soft-cancel/no-cancel-hook", test_soft_cancel_backup);
+        CORE_TEST("/lifecycle/soft-cancel/after-run", test_soft_cancel_after_run);
+        CORE_TEST("/lifecycle/complete/after-cancel", test_complete_after_cancel);
+        CORE_TEST("/lifecycle/create/invalid-ids", test_invalid_ids);
+        CORE_TEST("/lifecycle/create/automatic-ids", test_automatic_ids);
+        CORE_TEST("/lifecycle/create/defaults", test_defaults);
+        CORE_TEST("/lifecycle/fail/message", test_run_fails_with_message);
+        CORE_TEST("/lifecycle/fail/prepare", test_prepare_fails);
+        CORE_TEST("/lifecycle/grouped/force-cancel", test_grouped_force_cancel);
+        CORE_TEST("/lifecycle/grouped/prepare-fails", test_grouped_prepare_fails);
+        CORE_TEST("/lifecycle/grouped/cancel-while-preparing", test_cancel_while_preparing);
+        CORE_TEST("/lifecycle/grouped/cancel-created-member", test_grouped_cancel_created_member);
+        CORE_TEST("/lifecycle/finalize/cancel-while-preparing", test_cancel_while_preparing_self);
+        CORE_TEST("/lifecycle/finalize/cancel-while-committing", test_cancel_while_committing);
+        CORE_TEST("/lifecycle/ratelimit/slices", test_ratelimit_slices);
+        CORE_TEST("/lifecycle/ratelimit/overshoot-and-set-speed", test_ratelimit_overshoot);
+        CORE_TEST("/lifecycle/ratelimit/pause-while-sleeping", test_ratelimit_pause_while_sleeping);
+        CORE_TEST("/lifecycle/ratelimit/set-speed-refused", test_set_speed_errors);
+        CORE_TEST("/lifecycle/ratelimit/idle-wakeups", test_idle_wakeups);
+        CORE_TEST("/lifecycle/io-error/report", test_io_error_report);
+        CORE_TEST("/lifecycle/io-error/ignore", test_io_error_ignore);
+        CORE_TEST("/lifecycle/io-error/enospc", test_io_error_enospc);
+        CORE_TEST("/lifecycle/io-error/enospc-other-error", test_io_error_enospc_other);
+        CORE_TEST("/lifecycle/io-error/stop-while-paused", test_io_error_stop_while_paused);
+        CORE_TEST("/lifecycle/progress", test_progress);
+
+        g_test_add_func("/lifecycle/every-legal-transition-taken", test_all_transitions_taken);
+
+        return g_test_run();
+}
