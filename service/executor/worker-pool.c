@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+
+#include "job.h"
+#include "log.h"
+#include "macro.h"
+#include "worker-pool.h"
+
+/* What the pool keeps per job: its timer, and its link in the pending or done queue. A job is in
+ * at most one queue at a time, since the core submits one item per job. */
+typedef struct PoolJob {
+        WorkerPool *pool;
+        Job *job;
+        sd_event_source *timer;
+        struct PoolJob *next;
+} PoolJob;
+
+typedef struct PoolQueue {
+        PoolJob *head, *tail;
+} PoolQueue;
+
+struct WorkerPool {
+        sd_event *event;
+        sd_event_source *done_source;
+        int done_fd;
+
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        PoolQueue pending;              /* submitted, waiting for a worker */
+        PoolQueue done;                 /* run, waiting for the loop */
+        bool stop;
+
+        pthread_t *threads;
+        unsigned n_threads;
+};
+
+static void queue_push(PoolQueue *q, PoolJob *pj) {
+        pj->next = NULL;
+        if (q->tail)
+                q->tail->next = pj;
+        else
+                q->head = pj;
+        q->tail = pj;
+}
+
+static PoolJob *queue_pop(PoolQueue *q) {
+        PoolJob *pj = q->head;
+        if (pj) {
+                q->head = pj->next;
+                if (!q->head)
+                        q->tail = NULL;
+                pj->next = NULL;
+        }
+        return pj;
+}
+
+static void *worker_main(void *userdata) {
+        WorkerPool *p = userdata;
+
+        pthread_mutex_lock(&p->lock);
+        for (;;) {
+                PoolJob *pj;
+                bool was_empty;
+
+                while (!p->stop && !p->pending.head)
+                        pthread_cond_wait(&p->wake, &p->lock);
+                if (p->stop)
+                        break;
+
+                pj = queue_pop(&p->pending);
+                pthread_mutex_unlock(&p->lock);
+
+                job_work_run(pj->job);
+
+                pthread_mutex_lock(&p->lock);
+                was_empty = !p->done.head;
+                queue_push(&p->done, pj);
+                if (was_empty) {
+                        /* One wakeup per batch: the loop drains the whole done queue. */
+                        uint64_t one = 1;
+                        if (write(p->done_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+                                log_error_errno(errno, "Failed to wake the event loop: %m");
+                }
+        }
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+}
+
+static int on_work_done(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        WorkerPool *p = userdata;
+        PoolQueue batch;
+        uint64_t counter;
+
+        if (read(fd, &counter, sizeof(counter)) < 0 && errno != EAGAIN && errno != EINTR)
+                return log_error_errno(errno, "Failed to read the worker pool's eventfd: %m");
+
+        pthread_mutex_lock(&p->lock);
+        batch = p->done;
+        p->done = (PoolQueue) {};
+        pthread_mutex_unlock(&p->lock);
+
+        for (PoolJob *pj = batch.head, *next; pj; pj = next) {
+                /* Handling the result may free this job (and its PoolJob); never a job whose item
+                 * is still in this batch, since those are busy in the core's eyes. */
+                next = pj->next;
+                job_work_done(pj->job);
+        }
+        return 0;
+}
+
+static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        PoolJob *pj = userdata;
+        job_timer_fired(pj->job);
+        return 0;
+}
+
+static uint64_t pool_now(void *userdata) {
+        struct timespec ts;
+
+        assert_se(clock_gettime(CLOCK_MONOTONIC, &ts) == 0);
+        return (uint64_t) ts.tv_sec * NSEC_PER_SEC + (uint64_t) ts.tv_nsec;
+}
+
+static int pool_attach(void *userdata, Job *j) {
+        WorkerPool *p = userdata;
+        PoolJob *pj;
+        int r;
+
+        pj = calloc(1, sizeof(*pj));
+        if (!pj)
+                return -ENOMEM;
+        pj->pool = p;
+        pj->job = j;
+
+        /* Accuracy 1 µs: sd-event's default would coalesce wakeups by up to 250 ms, far coarser
+         * than the 100 ms slices of the rate limiter. */
+        r = sd_event_add_time(p->event, &pj->timer, CLOCK_MONOTONIC, UINT64_MAX, 1, on_timer, pj);
+        if (r < 0) {
+                free(pj);
+                return r;
+        }
+        (void) sd_event_source_set_enabled(pj->timer, SD_EVENT_OFF);
+        (void) sd_event_source_set_description(pj->timer, "job-timer");
+
+        job_set_executor_data(j, pj);
+        return 0;
+}
+
+static void pool_detach(void *userdata, Job *j) {
+        PoolJob *pj = job_executor_data(j);
+
+        if (!pj)
+                return;
+        sd_event_source_disable_unref(pj->timer);
+        job_set_executor_data(j, NULL);
+        free(pj);
+}
+
+static void pool_submit(void *userdata, Job *j) {
+        WorkerPool *p = userdata;
+        PoolJob *pj = job_executor_data(j);
+
+        pthread_mutex_lock(&p->lock);
+        queue_push(&p->pending, pj);
+        pthread_cond_signal(&p->wake);
+        pthread_mutex_unlock(&p->lock);
+}
+
+static void pool_set_timer(void *userdata, Job *j, uint64_t deadline) {
+        PoolJob *pj = job_executor_data(j);
+        int r;
+
+        if (deadline == UINT64_MAX) {
+                (void) sd_event_source_set_enabled(pj->timer, SD_EVENT_OFF);
+                return;
+        }
+
+        /* Round up: waking a microsecond late is harmless, early would just sleep again. */
+        r = sd_event_source_set_time(pj->timer, (deadline + NSEC_PER_USEC - 1) / NSEC_PER_USEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(pj->timer, SD_EVENT_ONESHOT);
+        if (r < 0) {
+                /* Cannot happen for an existing source short of memory corruption; fire at once
+                 * rather than leave the job asleep forever. */
+                log_error_errno(r, "Failed to arm timer of job '%s', waking it now: %m", job_id(j));
+                job_timer_fired(j);
+        }
+}
+
+const JobExecutor worker_pool_executor = {
+        .now = pool_now,
+        .attach = pool_attach,
+        .detach = pool_detach,
+        .submit = pool_submit,
+        .set_timer = pool_set_timer,
+};
+
+int worker_pool_new(sd_event *event, unsigned n_threads, WorkerPool **ret) {
+        sigset_t all, saved;
+        WorkerPool *p;
+        int r;
+
+        assert(event && ret);
+
+        if (n_threads == 0)
+                n_threads = WORKER_POOL_THREADS_DEFAULT;
+        if (n_threads > WORKER_POOL_THREADS_MAX)
+                return -EINVAL;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->event = sd_event_ref(event);
+        p->done_fd = -EBADF;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->wake, NULL);
+
+        p->threads = calloc(n_threads, sizeof(pthread_t));
+        if (!p->threads) {
+                r = -ENOMEM;
+                goto fail;
+        }
+
+        p->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->done_fd < 0) {
+                r = negative_errno();
+                goto fail;
+        }
+
+        r = sd_event_add_io(event, &p->done_source, p->done_fd, EPOLLIN, on_work_done, p);
+        if (r < 0)
+                goto fail;
+        (void) sd_event_source_set_description(p->done_source, "worker-pool-done");
+
+        /* Threads inherit the signal mask: block everything so that signals go to the loop. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &saved);
+        for (; p->n_threads < n_threads; p->n_threads++) {
+                r = -pthread_create(&p->threads[p->n_threads], NULL, worker_main, p);
+                if (r < 0)
+                        break;
+        }
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        if (r < 0)
+                goto fail;
+
+        *ret = p;
+        return 0;
+
+fail:
+        worker_pool_free(p);
+        return r;
+}
+
+WorkerPool *worker_pool_free(WorkerPool *p) {
+        if (!p)
+                return NULL;
+
+        pthread_mutex_lock(&p->lock);
+        p->stop = true;
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->lock);
+        for (unsigned i = 0; i < p->n_threads; i++)
+                pthread_join(p->threads[i], NULL);
+
+        assert(!p->pending.head && !p->done.head);
+
+        sd_event_source_disable_unref(p->done_source);
+        safe_close(p->done_fd);
+        sd_event_unref(p->event);
+        pthread_cond_destroy(&p->wake);
+        pthread_mutex_destroy(&p->lock);
+        free(p->threads);
+        free(p);
+        return NULL;
+}
+
+unsigned worker_pool_n_threads(const WorkerPool *p) {
+        return p->n_threads;
+}

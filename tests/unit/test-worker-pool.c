@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The real executor: job steps run on a small pool of worker threads, never on the event loop,
+ * and the loop stays free to answer while a step blocks. */
+
+#include <pthread.h>
+
+#include "job.h"
+#include "test-driver.h"
+#include "event-loop.h"
+#include "worker-pool.h"
+
+typedef struct Loop {
+        TestLoop t;
+        unsigned n_null;
+        GString *events;
+} Loop;
+
+static void on_status(Job *j, JobStatus status, void *userdata) {
+        Loop *l = userdata;
+
+        g_assert_true(pthread_equal(pthread_self(), l->t.thread));
+        if (status == JOB_STATUS_NULL) {
+                l->n_null++;
+                g_assert_null(job_error(j));
+        }
+        g_string_append_printf(l->events, "%s:%s ", job_id(j), job_status_to_string(status));
+}
+
+static const JobObserver observer = { .status_changed = on_status };
+
+static void loop_init(Loop *l, unsigned n_threads) {
+        *l = (Loop) { .events = g_string_new(NULL) };
+        test_loop_init(&l->t, n_threads, &observer, l);
+        g_assert_cmpuint(worker_pool_n_threads(l->t.pool), ==, n_threads ?: WORKER_POOL_THREADS_DEFAULT);
+}
+
+static void loop_done(Loop *l) {
+        test_loop_done(&l->t);
+        g_string_free(l->events, TRUE);
+}
+
+/* ---- many jobs, few threads ------------------------------------------------------------------ */
+
+typedef struct ThreadRecorder {
+        pthread_mutex_t lock;
+        pthread_t loop_thread;
+        GArray *threads;
+        unsigned steps;
+        bool on_loop;
+} ThreadRecorder;
+
+static ThreadRecorder recorder = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void recording_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        unsigned *left = data;
+        pthread_t self = pthread_self();
+        bool known = false;
+
+        pthread_mutex_lock(&recorder.lock);
+        recorder.steps++;
+        if (pthread_equal(self, recorder.loop_thread))
+                recorder.on_loop = true;
+        for (guint i = 0; i < recorder.threads->len; i++)
+                known = known || pthread_equal(g_array_index(recorder.threads, pthread_t, i), self);
+        if (!known)
+                g_array_append_val(recorder.threads, self);
+        pthread_mutex_unlock(&recorder.lock);
+
+        out->progress = 1;
+        out->has_remaining = true;
+        out->remaining = --(*left);
+        out->finished = *left == 0;
+}
+
+static const JobDriver recording_driver = {
+        .type = JOB_TYPE_BACKUP,
+        .step = recording_step,
+        .free = g_free,
+};
+
+static void test_many_jobs(void) {
+        const unsigned n_jobs = 500, n_steps = 20;
+        Loop l;
+
+        loop_init(&l, 2);
+        recorder.loop_thread = pthread_self();
+        recorder.threads = g_array_new(FALSE, FALSE, sizeof(pthread_t));
+
+        for (unsigned i = 0; i < n_jobs; i++) {
+                unsigned *left = g_new(unsigned, 1);
+                JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+                Job *j;
+
+                *left = n_steps;
+                p.driver = &recording_driver;
+                p.driver_data = left;
+                g_assert_cmpint(job_create(l.t.registry, &p, &j, NULL), ==, 0);
+                job_start(j);
+        }
+        test_loop_run_until_empty(&l.t);
+
+        /* Every job ran to the end, 10 000 steps on just the pool's two threads. */
+        g_assert_cmpuint(l.n_null, ==, n_jobs);
+        g_assert_cmpuint(recorder.steps, ==, n_jobs * n_steps);
+        g_assert_false(recorder.on_loop);
+        g_assert_cmpuint(recorder.threads->len, >=, 1);
+        g_assert_cmpuint(recorder.threads->len, <=, 2);
+
+        g_array_free(recorder.threads, TRUE);
+        loop_done(&l);
+}
+
+/* ---- the loop answers while a step blocks ------------------------------------------------ */
+
+typedef struct Gate {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool entered, open;
+        unsigned steps;
+} Gate;
+
+static void gate_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        Gate *g = data;
+
+        pthread_mutex_lock(&g->lock);
+        g->steps++;
+        if (g->steps == 1) {
+                /* Block until the event loop, which must stay free meanwhile, opens the gate. */
+                g->entered = true;
+                pthread_cond_broadcast(&g->cond);
+                while (!g->open)
+                        pthread_cond_wait(&g->cond, &g->lock);
+        }
+        pthread_mutex_unlock(&g->lock);
+
+        out->progress = 1;
+        out->finished = g->steps == 2;
+}
+
+static void gate_free(void *data) {
+        (void) data;
+}
+
+static const JobDriver gate_driver = {
+        .type = JOB_TYPE_BACKUP,
+        .step = gate_step,
+        .free = gate_free,
+};
+
+typedef struct GateTest {
+        Gate *gate;
+        Job *job;
+        bool paused_while_blocked;
+} GateTest;
+
+static int on_defer(sd_event_source *s, void *userdata) {
+        GateTest *t = userdata;
+        Gate *g = t->gate;
+
+        pthread_mutex_lock(&g->lock);
+        bool entered = g->entered;
+        pthread_mutex_unlock(&g->lock);
+        if (!entered) {
+                /* The worker has not reached the gate yet: look again on the next iteration. */
+                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        }
+
+        /* The step is blocked on the worker, and here the loop answers a verb at once. */
+        g_assert_cmpint(job_user_pause(t->job, NULL), ==, 0);
+        g_assert_cmpint(job_status(t->job), ==, JOB_STATUS_RUNNING);
+        t->paused_while_blocked = true;
+
+        pthread_mutex_lock(&g->lock);
+        g->open = true;
+        pthread_cond_broadcast(&g->cond);
+        pthread_mutex_unlock(&g->lock);
+        return 0;
+}
+
+static void test_loop_free_while_step_blocks(void) {
+        Gate gate = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+        GateTest t = { .gate = &gate };
+        sd_event_source *defer = NULL;
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Loop l;
+
+        loop_init(&l, 1);
+        p.id = "gate";
+        p.driver = &gate_driver;
+        p.driver_data = &gate;
+        g_assert_cmpint(job_create(l.t.registry, &p, &t.job, NULL), ==, 0);
+        job_start(t.job);
+
+        g_assert_cmpint(sd_event_add_defer(l.t.event, &defer, on_defer, &t), >=, 0);
+        test_loop_run_until_status(&l.t, t.job, JOB_STATUS_PAUSED);
+        g_assert_true(t.paused_while_blocked);
+        g_assert_cmpuint(gate.steps, ==, 1);
+
+        g_assert_cmpint(job_user_resume(t.job, NULL), ==, 0);
+        test_loop_run_until_empty(&l.t);
+        g_assert_cmpstr(l.events->str, ==, "gate:created gate:running gate:paused gate:running gate:waiting "
+                                           "gate:pending gate:concluded gate:null ");
+        sd_event_source_unref(defer);
+        loop_done(&l);
+}
+
+/* ---- timers: a throttled job sleeps on sd-event and wakes ------------------------------------ */
+
+static void test_throttled_job(void) {
+        TestDriverConfig c = { .total = 3 * 10485, .chunk = 1 << 20 };
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        g_autoptr(GString) calls = g_string_new(NULL);
+        Job *j;
+        Loop l;
+
+        loop_init(&l, 0);
+        p.id = "slow";
+        p.driver = &test_driver_backup;
+        p.driver_data = test_driver_state_new(&c, calls);
+        p.auto_dismiss = false;
+        p.speed = 104857;               /* 10485 bytes per slice: three slices, two sleeps */
+        g_assert_cmpint(job_create(l.t.registry, &p, &j, NULL), ==, 0);
+        TestDriverState *s = job_driver_data(j);
+        job_start(j);
+
+        test_loop_run_until_status(&l.t, j, JOB_STATUS_CONCLUDED);
+        g_assert_cmpuint(s->steps, ==, 3);
+        g_assert_cmpuint(s->last_max_bytes, ==, 10485);
+        g_assert_cmpuint(job_current_progress(j), ==, 3 * 10485);
+        g_assert_cmpstr(calls->str, ==, "slow:prepare slow:commit slow:clean");
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        loop_done(&l);
+}
+
+static void test_bad_thread_count(void) {
+        sd_event *e = NULL;
+        WorkerPool *p = NULL;
+
+        g_assert_cmpint(sd_event_new(&e), >=, 0);
+        g_assert_cmpint(worker_pool_new(e, WORKER_POOL_THREADS_MAX + 1, &p), ==, -EINVAL);
+        g_assert_null(p);
+        sd_event_unref(e);
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/worker-pool/many-jobs-few-threads", test_many_jobs);
+        g_test_add_func("/worker-pool/loop-free-while-step-blocks", test_loop_free_while_step_blocks);
+        g_test_add_func("/worker-pool/throttled-job", test_throttled_job);
+        g_test_add_func("/worker-pool/bad-thread-count", test_bad_thread_count);
+        return g_test_run();
+}
