@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The backup driver: a point-in-time copy of a source into a new target.
+ *
+ * For now raw to raw: the source is a regular file or a block device, read sparse-aware
+ * (SEEK_DATA / SEEK_HOLE: holes are skipped, stay holes in the target, and count as progress);
+ * the target is a new raw file built unseen next to its final path (see tmpfile.h), flushed at
+ * prepare and published at commit, replacing an existing file only with 'overwrite'; abort
+ * leaves nothing behind. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "job-driver.h"
+
+#define BACKUP_CHUNK_DEFAULT (UINT64_C(1) << 20)
+#define BACKUP_CHUNK_MAX (UINT64_C(64) << 20)
+
+typedef struct BackupParams {
+        const char *source;
+        const char *target;
+        bool overwrite;
+        uint64_t chunk_size;            /* bytes per step when unthrottled; 0 = default */
+        bool named_temp_file;           /* do not use O_TMPFILE (tests of the fallback) */
+} BackupParams;
+
+typedef struct Backup Backup;
+
+extern const JobDriver backup_driver;
+
+/* Opens the source, checks the target, creates the unpublished target file. Blocking I/O: call
+ * it off the event loop. On success *ret is the driver data for job_create(); on failure a
+ * message names the file and the reason. */
+int backup_open(const BackupParams *p, Backup **ret, char **ret_error);
+/* For a caller whose job_create() failed. */
+void backup_free(Backup *b);
+
+uint64_t backup_size(const Backup *b);
+/* Counters for tests: I/O calls made on source and target so far. */
+uint64_t backup_io_calls(const Backup *b);

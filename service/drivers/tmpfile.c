@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "macro.h"
+#include "tmpfile.h"
+
+#define TEMP_PREFIX ".#"
+#define TEMP_RANDOM_CHARS 16
+
+static int random_temp_name(const char *name, char **ret) {
+        uint8_t bytes[TEMP_RANDOM_CHARS / 2];
+        char suffix[TEMP_RANDOM_CHARS + 1];
+        size_t keep;
+        char *s;
+
+        if (getrandom(bytes, sizeof(bytes), 0) != (ssize_t) sizeof(bytes))
+                return -EIO;
+        for (size_t i = 0; i < sizeof(bytes); i++)
+                (void) snprintf(suffix + 2 * i, 3, "%02x", bytes[i]);
+
+        /* Shorten a long name so that prefix + name + suffix still fits in NAME_MAX. */
+        keep = MIN(strlen(name), (size_t) NAME_MAX - strlen(TEMP_PREFIX) - TEMP_RANDOM_CHARS);
+        if (asprintf(&s, TEMP_PREFIX "%.*s%s", (int) keep, name, suffix) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+static int split_path(const char *path, char **ret_dir, char **ret_name) {
+        _cleanup_free_ char *a = NULL, *b = NULL;
+        char *dir, *name;
+
+        if (!path || !*path)
+                return -EINVAL;
+
+        a = strdup(path);
+        b = strdup(path);
+        if (!a || !b)
+                return -ENOMEM;
+
+        /* A path ending in "/" names a directory, never a file to create. */
+        if (path[strlen(path) - 1] == '/')
+                return -EISDIR;
+
+        name = basename(a);
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strcmp(name, "/") == 0)
+                return -EISDIR;
+        dir = dirname(b);
+
+        *ret_name = strdup(name);
+        *ret_dir = strdup(dir);
+        if (!*ret_name || !*ret_dir) {
+                free(*ret_name);
+                free(*ret_dir);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed) {
+        _cleanup_free_ char *dir = NULL, *name = NULL;
+        _cleanup_close_ int dir_fd = -EBADF, fd = -EBADF;
+        char *temp_name = NULL;
+        int r;
+
+        r = split_path(path, &dir, &name);
+        if (r < 0)
+                return r;
+
+        dir_fd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+        if (dir_fd < 0)
+                return negative_errno();
+
+        if (allow_unnamed) {
+                fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+                /* Refusals that mean "this file system cannot": use a named file instead. Any
+                 * other error (EACCES, EROFS, ENOSPC) would hit the named file just the same. */
+                if (fd < 0 && !IN_SET(errno, EOPNOTSUPP, EISDIR, EINVAL))
+                        return negative_errno();
+        }
+
+        for (unsigned attempt = 0; fd < 0; attempt++) {
+                if (attempt >= 100)
+                        return -EEXIST;
+                free(temp_name);
+                r = random_temp_name(name, &temp_name);
+                if (r < 0)
+                        return r;
+                fd = openat(dir_fd, temp_name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+                if (fd < 0 && errno != EEXIST) {
+                        r = negative_errno();
+                        free(temp_name);
+                        return r;
+                }
+        }
+
+        *t = (TmpFile) {
+                .fd = TAKE_FD(fd),
+                .dir_fd = TAKE_FD(dir_fd),
+                .name = TAKE_PTR(name),
+                .temp_name = temp_name,
+        };
+        return 0;
+}
+
+static int link_unnamed(int fd, int dir_fd, const char *name) {
+        char proc[64];
+
+        if (linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) >= 0)
+                return 0;
+        if (errno == EEXIST)
+                return -EEXIST;
+
+        /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc's magic link needs only /proc. */
+        (void) snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        if (linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) >= 0)
+                return 0;
+        return negative_errno();
+}
+
+int tmpfile_publish(TmpFile *t, bool replace) {
+        int r;
+
+        assert(t->fd >= 0 && !t->published);
+
+        if (!t->temp_name && !replace) {
+                /* linkat() never replaces: exactly the semantics wanted. */
+                r = link_unnamed(t->fd, t->dir_fd, t->name);
+                if (r < 0)
+                        return r;
+        } else {
+                if (!t->temp_name) {
+                        /* To replace, give the file a hidden name first, then rename over. */
+                        for (unsigned attempt = 0;; attempt++) {
+                                r = random_temp_name(t->name, &t->temp_name);
+                                if (r < 0)
+                                        return r;
+                                r = link_unnamed(t->fd, t->dir_fd, t->temp_name);
+                                if (r != -EEXIST || attempt >= 100)
+                                        break;
+                                free(TAKE_PTR(t->temp_name));
+                        }
+                        if (r < 0) {
+                                free(TAKE_PTR(t->temp_name));
+                                return r;
+                        }
+                }
+
+                if (renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, replace ? 0 : RENAME_NOREPLACE) < 0)
+                        return negative_errno();
+                free(TAKE_PTR(t->temp_name));
+        }
+
+        t->published = true;
+        if (fsync(t->dir_fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
+const char *tmpfile_keep(TmpFile *t) {
+        if (!t->temp_name) {
+                for (unsigned attempt = 0; attempt < 100; attempt++) {
+                        if (random_temp_name(t->name, &t->temp_name) < 0)
+                                return NULL;
+                        int r = link_unnamed(t->fd, t->dir_fd, t->temp_name);
+                        if (r == 0)
+                                break;
+                        free(TAKE_PTR(t->temp_name));
+                        if (r != -EEXIST)
+                                return NULL;
+                }
+                if (!t->temp_name)
+                        return NULL;
+        }
+        /* Whatever happens next, this file stays. */
+        t->published = true;
+        (void) fsync(t->dir_fd);
+        return t->temp_name;
+}
+
+void tmpfile_close(TmpFile *t) {
+        t->fd = safe_close(t->fd);
+        t->dir_fd = safe_close(t->dir_fd);
+        free(TAKE_PTR(t->name));
+        free(TAKE_PTR(t->temp_name));
+}
+
+void tmpfile_discard(TmpFile *t) {
+        if (!t->published && t->temp_name && t->dir_fd >= 0)
+                if (unlinkat(t->dir_fd, t->temp_name, 0) < 0 && errno != ENOENT)
+                        log_warning_errno(errno, "Failed to remove temporary file '%s': %m", t->temp_name);
+        tmpfile_close(t);
+}

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Build a file where nobody sees it, publish it under its final name in one step.
+ *
+ * The file is created with O_TMPFILE where the file system allows it: it has no name at all until
+ * published, so a crash or kill -9 at any point leaves nothing behind. Elsewhere it falls back to
+ * a hidden ".#<name><random>" file next to the target, which abort removes. Publishing is atomic:
+ * linkat() (which refuses to replace) or rename() (which replaces). */
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+typedef struct TmpFile {
+        int fd;
+        int dir_fd;
+        char *name;             /* the final name, within dir_fd */
+        char *temp_name;        /* the hidden name while unpublished; NULL for an O_TMPFILE */
+        bool published;
+} TmpFile;
+
+#define TMPFILE_NULL { .fd = -EBADF, .dir_fd = -EBADF }
+
+/* Opens the directory of 'path' and creates the unpublished file in it with 'mode'. With
+ * allow_unnamed false the named fallback is used even where O_TMPFILE works (for tests). */
+int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed);
+
+/* Publishes the file under its final name. Without 'replace' an existing file is never touched
+ * (-EEXIST). Makes the new directory entry durable with fsync() on the directory. */
+int tmpfile_publish(TmpFile *t, bool replace);
+
+/* Publishing failed, but the data must not be lost: make sure the file has a (hidden) name and
+ * leave it in place. Returns that name (owned by t), or NULL if even that failed. */
+const char *tmpfile_keep(TmpFile *t);
+
+/* Removes the unpublished file (if it has a name) and closes everything. Safe to call twice. */
+void tmpfile_discard(TmpFile *t);
+
+/* Closes the descriptors; the file stays where it is (published or not). */
+void tmpfile_close(TmpFile *t);

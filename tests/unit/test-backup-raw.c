@@ -1,0 +1,472 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The raw backup driver on real files, through the real executor: byte-for-byte copies, holes
+ * that stay holes, the rate limit in a real run, pause that stops I/O, cancel that leaves no file,
+ * the O_TMPFILE and named-temp-file ways of publishing, and every refusal at open. */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backup.h"
+#include "event-loop.h"
+
+#define KiB 1024ULL
+#define MiB (1024ULL * 1024ULL)
+
+typedef struct Extent {
+        uint64_t offset, length;
+} Extent;
+
+typedef struct Fixture {
+        TestLoop loop;
+        char *dir;
+        char *source;
+        char *target;
+        GString *events;
+        GArray *samples;                /* ProgressSample */
+        Job *job;
+} Fixture;
+
+typedef struct ProgressSample {
+        int64_t usec;
+        uint64_t bytes;
+} ProgressSample;
+
+static void on_status(Job *j, JobStatus status, void *userdata) {
+        Fixture *f = userdata;
+        g_string_append_printf(f->events, "%s ", job_status_to_string(status));
+        if (status == JOB_STATUS_CONCLUDED && job_error(j))
+                g_string_append_printf(f->events, "(%s) ", job_error(j));
+        if (status == JOB_STATUS_NULL && j == f->job)
+                f->job = NULL;
+}
+
+static void on_changed(Job *j, JobChange what, void *userdata) {
+        Fixture *f = userdata;
+        if (what & JOB_CHANGE_PROGRESS) {
+                ProgressSample s = { g_get_monotonic_time(), job_current_progress(j) };
+                g_array_append_val(f->samples, s);
+        }
+}
+
+static const JobObserver observer = { .status_changed = on_status, .changed = on_changed };
+
+static void fixture_setup(Fixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+
+        *f = (Fixture) {};
+        f->dir = g_dir_make_tmp("blockjobd-backup-XXXXXX", &error);
+        g_assert_no_error(error);
+        f->source = g_build_filename(f->dir, "source.img", NULL);
+        f->target = g_build_filename(f->dir, "target.img", NULL);
+        f->events = g_string_new(NULL);
+        f->samples = g_array_new(FALSE, FALSE, sizeof(ProgressSample));
+        test_loop_init(&f->loop, 2, &observer, f);
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data) {
+        g_autoptr(GDir) d = NULL;
+        const char *name;
+
+        test_loop_done(&f->loop);
+        d = g_dir_open(f->dir, 0, NULL);
+        while (d && (name = g_dir_read_name(d))) {
+                g_autofree char *p = g_build_filename(f->dir, name, NULL);
+                g_unlink(p);
+        }
+        g_rmdir(f->dir);
+        g_free(f->dir);
+        g_free(f->source);
+        g_free(f->target);
+        g_string_free(f->events, TRUE);
+        g_array_free(f->samples, TRUE);
+}
+
+/* A file of 'size' bytes with random data in the given extents and holes elsewhere. */
+static void make_sparse_file(const char *path, uint64_t size, const Extent *extents, size_t n, guint32 seed) {
+        g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(ftruncate(fd, size), ==, 0);
+        for (size_t i = 0; i < n; i++) {
+                g_autofree guint32 *buf = g_new(guint32, extents[i].length / 4 + 1);
+                for (uint64_t k = 0; k < extents[i].length / 4 + 1; k++)
+                        buf[k] = g_rand_int(rand);
+                g_assert_cmpint(pwrite(fd, buf, extents[i].length, extents[i].offset), ==, extents[i].length);
+        }
+        g_assert_cmpint(close(fd), ==, 0);
+}
+
+static void make_data_file(const char *path, uint64_t size) {
+        Extent all = { 0, size };
+        make_sparse_file(path, size, &all, 1, 7);
+}
+
+static void assert_same_content(const char *a, const char *b) {
+        g_autofree char *ca = NULL, *cb = NULL;
+        gsize la, lb;
+
+        g_assert_true(g_file_get_contents(a, &ca, &la, NULL));
+        g_assert_true(g_file_get_contents(b, &cb, &lb, NULL));
+        g_assert_cmpuint(la, ==, lb);
+        g_assert_true(memcmp(ca, cb, la) == 0);
+}
+
+/* No data may be allocated in the target where the source has a hole. */
+static void assert_holes(const char *path, uint64_t size, const Extent *data, size_t n) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        uint64_t pos = 0;
+
+        g_assert_cmpint(fd, >=, 0);
+        for (size_t i = 0; i <= n; i++) {
+                uint64_t hole_end = i < n ? data[i].offset : size;
+                if (hole_end > pos) {
+                        off_t d = lseek(fd, pos, SEEK_DATA);
+                        if (d >= 0)
+                                g_assert_cmpuint(d, >=, hole_end);
+                        else
+                                g_assert_cmpint(errno, ==, ENXIO);
+                }
+                if (i < n)
+                        pos = data[i].offset + data[i].length;
+        }
+        close(fd);
+}
+
+static gint compare_names(gconstpointer a, gconstpointer b) {
+        return g_strcmp0(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* The directory holds exactly these names (no temporary files left over). */
+static void assert_dir_holds(Fixture *f, const char *const *names) {
+        g_autoptr(GDir) d = g_dir_open(f->dir, 0, NULL);
+        g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(g_free);
+        const char *name;
+
+        while ((name = g_dir_read_name(d)))
+                g_ptr_array_add(found, g_strdup(name));
+        g_ptr_array_sort(found, compare_names);
+        g_ptr_array_add(found, NULL);
+        g_autofree char *got = g_strjoinv(" ", (char **) found->pdata);
+        g_autofree char *want = g_strjoinv(" ", (char **) names);
+        g_assert_cmpstr(got, ==, want);
+}
+
+static Job *start_backup(Fixture *f, const BackupParams *bp, uint64_t speed, bool auto_finalize) {
+        g_autofree char *error = NULL;
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Backup *b = NULL;
+
+        g_assert_cmpint(backup_open(bp, &b, &error), ==, 0);
+        g_assert_null(error);
+
+        p.id = "b";
+        p.driver = &backup_driver;
+        p.driver_data = b;
+        p.speed = speed;
+        p.auto_finalize = auto_finalize;
+        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, &error), ==, 0);
+        job_progress_set_remaining(f->job, backup_size(b));
+        job_start(f->job);
+        return f->job;
+}
+
+static const Extent layout[] = {
+        { 0, 1 * MiB },
+        { 3 * MiB, 64 * KiB },
+        { 3 * MiB + 192 * KiB, 1 * MiB + 512 * KiB },
+        { 9 * MiB, 4 * KiB },
+        { 12 * MiB, 2 * MiB },
+};
+#define LAYOUT_SIZE (16 * MiB)
+
+static void check_sparse_copy(Fixture *f, bool named_temp_file) {
+        BackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = named_temp_file };
+        struct stat st;
+
+        make_sparse_file(f->source, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout), 1);
+        start_backup(f, &bp, 0, true);
+        test_loop_run_until_empty(&f->loop);
+
+        g_assert_cmpstr(f->events->str, ==, "created running waiting pending concluded null ");
+        assert_same_content(f->source, f->target);
+        assert_holes(f->target, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout));
+        g_assert_cmpint(stat(f->target, &st), ==, 0);
+        g_assert_cmpuint(st.st_size, ==, LAYOUT_SIZE);
+        g_assert_cmpuint(st.st_mode & 0777, ==, 0640);
+        assert_dir_holds(f, (const char *const[]) { "source.img", "target.img", NULL });
+
+        /* Holes count as progress: the last sample is the whole size. */
+        ProgressSample last = g_array_index(f->samples, ProgressSample, f->samples->len - 1);
+        g_assert_cmpuint(last.bytes, ==, LAYOUT_SIZE);
+}
+
+static void test_sparse_copy(Fixture *f, gconstpointer data) {
+        check_sparse_copy(f, false);
+}
+
+static void test_sparse_copy_named_temp(Fixture *f, gconstpointer data) {
+        check_sparse_copy(f, true);
+}
+
+static void test_unaligned_sizes(Fixture *f, gconstpointer data) {
+        const Extent odd[] = { { 0, 100 }, { 70 * KiB + 3, 5000 }, { 3 * MiB - 17, 17 } };
+        BackupParams bp = { .source = f->source, .target = f->target, .chunk_size = 4096 + 7 };
+
+        make_sparse_file(f->source, 3 * MiB, odd, G_N_ELEMENTS(odd), 2);
+        start_backup(f, &bp, 0, true);
+        test_loop_run_until_empty(&f->loop);
+        assert_same_content(f->source, f->target);
+}
+
+static void test_empty_and_all_hole(Fixture *f, gconstpointer data) {
+        BackupParams bp = { .source = f->source, .target = f->target };
+        struct stat st;
+
+        make_sparse_file(f->source, 0, NULL, 0, 3);
+        start_backup(f, &bp, 0, true);
+        test_loop_run_until_empty(&f->loop);
+        g_assert_cmpint(stat(f->target, &st), ==, 0);
+        g_assert_cmpuint(st.st_size, ==, 0);
+        g_assert_cmpint(unlink(f->target), ==, 0);
+
+        make_sparse_file(f->source, 64 * MiB, NULL, 0, 3);
+        start_backup(f, &bp, 0, true);
+        test_loop_run_until_empty(&f->loop);
+        g_assert_cmpint(stat(f->target, &st), ==, 0);
+        g_assert_cmpuint(st.st_size, ==, 64 * MiB);
+        g_assert_cmpuint(st.st_blocks, ==, 0);
+        g_assert_cmpstr(f->events->str, ==, "created running waiting pending concluded null "
+                                            "created running waiting pending concluded null ");
+}
+
+static void test_rate_limit(Fixture *f, gconstpointer data) {
+        const uint64_t speed = 8 * MiB, quota = speed / 10, size = 4 * MiB;
+        BackupParams bp = { .source = f->source, .target = f->target };
+
+        make_data_file(f->source, size);
+        int64_t start = g_get_monotonic_time();
+        start_backup(f, &bp, speed, true);
+        test_loop_run_until_empty(&f->loop);
+        assert_same_content(f->source, f->target);
+
+        /* Never ahead of the rate by more than one slice's quota, at any moment it was observed. */
+        g_assert_cmpuint(f->samples->len, >=, size / quota);
+        for (guint i = 0; i < f->samples->len; i++) {
+                ProgressSample s = g_array_index(f->samples, ProgressSample, i);
+                uint64_t allowed = (uint64_t) (s.usec - start) * speed / G_USEC_PER_SEC + quota;
+                if (s.bytes > allowed)
+                        g_error("after %" G_GINT64_FORMAT " µs: %" G_GUINT64_FORMAT " bytes copied, the limit allows %"
+                                G_GUINT64_FORMAT, s.usec - start, s.bytes, allowed);
+        }
+}
+
+static void test_pause_stops_io(Fixture *f, gconstpointer data) {
+        BackupParams bp = { .source = f->source, .target = f->target };
+        Backup *b;
+        Job *j;
+
+        make_data_file(f->source, 8 * MiB);
+        j = start_backup(f, &bp, 4 * MiB, true);
+        b = job_driver_data(j);
+        while (job_current_progress(j) == 0)
+                test_loop_iterate(&f->loop);
+
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_PAUSED);
+        uint64_t calls = backup_io_calls(b), progress = job_current_progress(j);
+        g_assert_cmpuint(progress, <, 8 * MiB);
+
+        /* Paused: not a single read or write, however long it stays so. */
+        test_loop_run_for(&f->loop, 300 * 1000);
+        g_assert_cmpuint(backup_io_calls(b), ==, calls);
+        g_assert_cmpuint(job_current_progress(j), ==, progress);
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PAUSED);
+
+        /* And it picks up where it stopped. */
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        g_assert_cmpint(job_set_speed(j, 0, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        g_assert_cmpstr(f->events->str, ==, "created running paused running waiting pending concluded null ");
+        assert_same_content(f->source, f->target);
+}
+
+static void test_cancel_leaves_nothing(Fixture *f, gconstpointer data) {
+        for (int named = 0; named <= 1; named++) {
+                BackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = named };
+                Job *j;
+
+                make_data_file(f->source, 8 * MiB);
+                j = start_backup(f, &bp, 8 * MiB, true);
+                while (job_current_progress(j) == 0)
+                        test_loop_iterate(&f->loop);
+                g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+                test_loop_run_until_empty(&f->loop);
+
+                g_assert_cmpstr(f->events->str, ==, "created running aborting concluded (Operation canceled) null ");
+                g_string_truncate(f->events, 0);
+                g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
+                assert_dir_holds(f, (const char *const[]) { "source.img", NULL });
+        }
+}
+
+static void test_cancel_pending_leaves_nothing(Fixture *f, gconstpointer data) {
+        BackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = true };
+        Job *j;
+
+        make_data_file(f->source, 1 * MiB);
+        j = start_backup(f, &bp, 0, false);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
+        /* All copied, not published: the hidden file exists, the target does not. */
+        g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        assert_dir_holds(f, (const char *const[]) { "source.img", NULL });
+}
+
+static void test_overwrite(Fixture *f, gconstpointer data) {
+        BackupParams bp = { .source = f->source, .target = f->target };
+        g_autofree char *error = NULL, *expected = NULL;
+        Backup *b = NULL;
+        Job *j;
+
+        make_data_file(f->source, 2 * MiB);
+        g_assert_true(g_file_set_contents(f->target, "old contents", -1, NULL));
+
+        /* Without overwrite an existing target is refused before anything is created. */
+        g_assert_cmpint(backup_open(&bp, &b, &error), ==, -EEXIST);
+        expected = g_strdup_printf("Target '%s' already exists", f->target);
+        g_assert_cmpstr(error, ==, expected);
+        g_assert_null(b);
+
+        /* With it, the old file stays whole until commit, then is replaced in one step. */
+        bp.overwrite = true;
+        j = start_backup(f, &bp, 0, false);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
+        g_autofree char *before = NULL;
+        g_assert_true(g_file_get_contents(f->target, &before, NULL, NULL));
+        g_assert_cmpstr(before, ==, "old contents");
+
+        g_assert_cmpint(job_finalize(j, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        assert_same_content(f->source, f->target);
+        assert_dir_holds(f, (const char *const[]) { "source.img", "target.img", NULL });
+}
+
+static void test_target_appears_before_commit(Fixture *f, gconstpointer data) {
+        BackupParams bp = { .source = f->source, .target = f->target };
+        g_autofree char *expected = NULL;
+        Job *j;
+
+        make_data_file(f->source, 1 * MiB);
+        j = start_backup(f, &bp, 0, false);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
+
+        /* Someone else creates the target meanwhile: prepare refuses, and their file stays. */
+        g_assert_true(g_file_set_contents(f->target, "theirs", -1, NULL));
+        g_assert_cmpint(job_finalize(j, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        expected = g_strdup_printf("created running waiting pending aborting concluded (Target '%s' already exists) null ",
+                                   f->target);
+        g_assert_cmpstr(f->events->str, ==, expected);
+        g_autofree char *theirs = NULL;
+        g_assert_true(g_file_get_contents(f->target, &theirs, NULL, NULL));
+        g_assert_cmpstr(theirs, ==, "theirs");
+}
+
+static void assert_open_fails(const char *source, const char *target, int expected_r, const char *expected) {
+        BackupParams bp = { .source = source, .target = target };
+        g_autofree char *error = NULL;
+        Backup *b = NULL;
+
+        g_assert_cmpint(backup_open(&bp, &b, &error), ==, expected_r);
+        g_assert_cmpstr(error, ==, expected);
+        g_assert_null(b);
+}
+
+static void test_open_errors(Fixture *f, gconstpointer data) {
+        g_autofree char *missing = g_build_filename(f->dir, "missing.img", NULL);
+        g_autofree char *nodir = g_build_filename(f->dir, "nodir", "t.img", NULL);
+        g_autofree char *m1 = g_strdup_printf("Could not open source '%s': No such file or directory", missing);
+        g_autofree char *m2 = g_strdup_printf("Source '%s' is neither a regular file nor a block device", f->dir);
+        g_autofree char *m3 = g_strdup_printf("Could not create target '%s': No such file or directory", nodir);
+        g_autofree char *m4 = g_strdup_printf("Target '%s' is a directory", f->dir);
+        g_autofree char *slash = g_strdup_printf("%s/new/", f->dir);
+        g_autofree char *m5 = g_strdup_printf("Target '%s' names a directory", slash);
+
+        make_data_file(f->source, 64 * KiB);
+        assert_open_fails(missing, f->target, -ENOENT, m1);
+        assert_open_fails(f->dir, f->target, -EINVAL, m2);
+        assert_open_fails(f->source, f->source, -EINVAL, "Source and target cannot be the same");
+        assert_open_fails(f->source, nodir, -ENOENT, m3);
+        assert_open_fails(f->source, f->dir, -EISDIR, m4);
+        assert_open_fails(f->source, slash, -EISDIR, m5);
+        assert_open_fails(f->source, "/dev/null", -EINVAL, "Target '/dev/null' exists and is not a regular file");
+        assert_open_fails("", f->target, -EINVAL, "No source given");
+        assert_open_fails(f->source, NULL, -EINVAL, "No target given");
+
+        BackupParams big = { .source = f->source, .target = f->target, .chunk_size = BACKUP_CHUNK_MAX + 1 };
+        g_autofree char *error = NULL;
+        Backup *b = NULL;
+        g_assert_cmpint(backup_open(&big, &b, &error), ==, -EINVAL);
+        g_assert_nonnull(strstr(error, "Chunk size"));
+
+        /* Nothing was created by any of these. */
+        assert_dir_holds(f, (const char *const[]) { "source.img", NULL });
+}
+
+static void test_block_device_source(Fixture *f, gconstpointer data) {
+        g_autofree char *cmd = NULL, *out = NULL, *err = NULL, *detach = NULL;
+        BackupParams bp = { .source = NULL, .target = f->target };
+        int status = 0;
+
+        if (geteuid() != 0) {
+                g_test_skip("loop devices need root");
+                return;
+        }
+
+        make_sparse_file(f->source, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout), 4);
+        cmd = g_strdup_printf("losetup --find --show --read-only %s", f->source);
+        if (!g_spawn_command_line_sync(cmd, &out, &err, &status, NULL) || status != 0 || !out || !*out) {
+                g_test_skip("no loop device available here");
+                return;
+        }
+        g_strstrip(out);
+
+        bp.source = out;
+        start_backup(f, &bp, 0, true);
+        test_loop_run_until_empty(&f->loop);
+
+        detach = g_strdup_printf("losetup --detach %s", out);
+        g_assert_true(g_spawn_command_line_sync(detach, NULL, NULL, &status, NULL));
+        assert_same_content(f->source, f->target);
+        g_assert_cmpstr(f->events->str, ==, "created running waiting pending concluded null ");
+
+        /* A copy of a device is private to its owner. */
+        struct stat st;
+        g_assert_cmpint(stat(f->target, &st), ==, 0);
+        g_assert_cmpuint(st.st_mode & 0777, ==, 0600);
+}
+
+#define BACKUP_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        BACKUP_TEST("/backup-raw/sparse-copy", test_sparse_copy);
+        BACKUP_TEST("/backup-raw/sparse-copy-named-temp-file", test_sparse_copy_named_temp);
+        BACKUP_TEST("/backup-raw/unaligned-sizes", test_unaligned_sizes);
+        BACKUP_TEST("/backup-raw/empty-and-all-hole", test_empty_and_all_hole);
+        BACKUP_TEST("/backup-raw/rate-limit", test_rate_limit);
+        BACKUP_TEST("/backup-raw/pause-stops-io", test_pause_stops_io);
+        BACKUP_TEST("/backup-raw/cancel-leaves-nothing", test_cancel_leaves_nothing);
+        BACKUP_TEST("/backup-raw/cancel-pending-leaves-nothing", test_cancel_pending_leaves_nothing);
+        BACKUP_TEST("/backup-raw/overwrite", test_overwrite);
+        BACKUP_TEST("/backup-raw/target-appears-before-commit", test_target_appears_before_commit);
+        BACKUP_TEST("/backup-raw/open-errors", test_open_errors);
+        BACKUP_TEST("/backup-raw/block-device-source", test_block_device_source);
+        return g_test_run();
+}
