@@ -13,17 +13,26 @@
 #include "macro.h"
 #include "worker-pool.h"
 
-/* What the pool keeps per job: its timer, and its link in the pending or done queue. A job is in
- * at most one queue at a time, since the core submits one item per job. */
+/* One unit of work, in the pending queue, then in the done queue. */
+typedef struct PoolItem {
+        WorkerFunc run;
+        WorkerFunc done;
+        void *userdata;
+        bool free_after;                /* allocated by worker_pool_call() */
+        struct PoolItem *next;
+} PoolItem;
+
+/* What the pool keeps per job: its timer, and its work item, reused for every submission (the
+ * core submits at most one item per job at a time). */
 typedef struct PoolJob {
         WorkerPool *pool;
         Job *job;
         sd_event_source *timer;
-        struct PoolJob *next;
+        PoolItem item;
 } PoolJob;
 
 typedef struct PoolQueue {
-        PoolJob *head, *tail;
+        PoolItem *head, *tail;
 } PoolQueue;
 
 struct WorkerPool {
@@ -41,24 +50,24 @@ struct WorkerPool {
         unsigned n_threads;
 };
 
-static void queue_push(PoolQueue *q, PoolJob *pj) {
-        pj->next = NULL;
+static void queue_push(PoolQueue *q, PoolItem *i) {
+        i->next = NULL;
         if (q->tail)
-                q->tail->next = pj;
+                q->tail->next = i;
         else
-                q->head = pj;
-        q->tail = pj;
+                q->head = i;
+        q->tail = i;
 }
 
-static PoolJob *queue_pop(PoolQueue *q) {
-        PoolJob *pj = q->head;
-        if (pj) {
-                q->head = pj->next;
+static PoolItem *queue_pop(PoolQueue *q) {
+        PoolItem *i = q->head;
+        if (i) {
+                q->head = i->next;
                 if (!q->head)
                         q->tail = NULL;
-                pj->next = NULL;
+                i->next = NULL;
         }
-        return pj;
+        return i;
 }
 
 static void *worker_main(void *userdata) {
@@ -66,7 +75,7 @@ static void *worker_main(void *userdata) {
 
         pthread_mutex_lock(&p->lock);
         for (;;) {
-                PoolJob *pj;
+                PoolItem *item;
                 bool was_empty;
 
                 while (!p->stop && !p->pending.head)
@@ -74,14 +83,14 @@ static void *worker_main(void *userdata) {
                 if (p->stop)
                         break;
 
-                pj = queue_pop(&p->pending);
+                item = queue_pop(&p->pending);
                 pthread_mutex_unlock(&p->lock);
 
-                job_work_run(pj->job);
+                item->run(item->userdata);
 
                 pthread_mutex_lock(&p->lock);
                 was_empty = !p->done.head;
-                queue_push(&p->done, pj);
+                queue_push(&p->done, item);
                 if (was_empty) {
                         /* One wakeup per batch: the loop drains the whole done queue. */
                         uint64_t one = 1;
@@ -106,13 +115,26 @@ static int on_work_done(sd_event_source *s, int fd, uint32_t revents, void *user
         p->done = (PoolQueue) {};
         pthread_mutex_unlock(&p->lock);
 
-        for (PoolJob *pj = batch.head, *next; pj; pj = next) {
-                /* Handling the result may free this job (and its PoolJob); never a job whose item
-                 * is still in this batch, since those are busy in the core's eyes. */
-                next = pj->next;
-                job_work_done(pj->job);
+        for (PoolItem *item = batch.head, *next; item; item = next) {
+                /* Handling the result may free this item's owner (a job and its PoolJob); never
+                 * the owner of an item still in this batch, since those are busy. */
+                next = item->next;
+                bool free_after = item->free_after;
+                item->done(item->userdata);
+                if (free_after)
+                        free(item);
         }
         return 0;
+}
+
+static void job_item_run(void *userdata) {
+        PoolJob *pj = userdata;
+        job_work_run(pj->job);
+}
+
+static void job_item_done(void *userdata) {
+        PoolJob *pj = userdata;
+        job_work_done(pj->job);
 }
 
 static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -138,6 +160,7 @@ static int pool_attach(void *userdata, Job *j) {
                 return -ENOMEM;
         pj->pool = p;
         pj->job = j;
+        pj->item = (PoolItem) { .run = job_item_run, .done = job_item_done, .userdata = pj };
 
         /* Accuracy 1 µs: sd-event's default would coalesce wakeups by up to 250 ms, far coarser
          * than the 100 ms slices of the rate limiter. */
@@ -163,14 +186,25 @@ static void pool_detach(void *userdata, Job *j) {
         free(pj);
 }
 
-static void pool_submit(void *userdata, Job *j) {
-        WorkerPool *p = userdata;
-        PoolJob *pj = job_executor_data(j);
-
+static void pool_enqueue(WorkerPool *p, PoolItem *item) {
         pthread_mutex_lock(&p->lock);
-        queue_push(&p->pending, pj);
+        queue_push(&p->pending, item);
         pthread_cond_signal(&p->wake);
         pthread_mutex_unlock(&p->lock);
+}
+
+static void pool_submit(void *userdata, Job *j) {
+        PoolJob *pj = job_executor_data(j);
+        pool_enqueue(userdata, &pj->item);
+}
+
+int worker_pool_call(WorkerPool *p, WorkerFunc run, WorkerFunc done, void *userdata) {
+        PoolItem *item = malloc(sizeof(*item));
+        if (!item)
+                return -ENOMEM;
+        *item = (PoolItem) { .run = run, .done = done, .userdata = userdata, .free_after = true };
+        pool_enqueue(p, item);
+        return 0;
 }
 
 static void pool_set_timer(void *userdata, Job *j, uint64_t deadline) {

@@ -233,6 +233,42 @@ static void test_throttled_job(void) {
         loop_done(&l);
 }
 
+typedef struct Call {
+        pthread_t loop_thread, ran_on;
+        int ran, done;
+} Call;
+
+static void call_run(void *userdata) {
+        Call *c = userdata;
+        c->ran_on = pthread_self();
+        c->ran++;
+}
+
+static void call_done(void *userdata) {
+        Call *c = userdata;
+        g_assert_true(pthread_equal(pthread_self(), c->loop_thread));
+        g_assert_cmpint(c->ran, ==, 1);
+        c->done++;
+}
+
+static void test_plain_calls(void) {
+        Call calls[50];
+        Loop l;
+
+        loop_init(&l, 3);
+        for (unsigned i = 0; i < G_N_ELEMENTS(calls); i++) {
+                calls[i] = (Call) { .loop_thread = pthread_self() };
+                g_assert_cmpint(worker_pool_call(l.t.pool, call_run, call_done, &calls[i]), ==, 0);
+        }
+        for (unsigned i = 0; i < G_N_ELEMENTS(calls); i++) {
+                while (calls[i].done == 0)
+                        test_loop_iterate(&l.t);
+                g_assert_cmpint(calls[i].done, ==, 1);
+                g_assert_false(pthread_equal(calls[i].ran_on, pthread_self()));
+        }
+        loop_done(&l);
+}
+
 static void test_bad_thread_count(void) {
         sd_event *e = NULL;
         WorkerPool *p = NULL;
@@ -248,6 +284,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/worker-pool/many-jobs-few-threads", test_many_jobs);
         g_test_add_func("/worker-pool/loop-free-while-step-blocks", test_loop_free_while_step_blocks);
         g_test_add_func("/worker-pool/throttled-job", test_throttled_job);
+        g_test_add_func("/worker-pool/plain-calls", test_plain_calls);
         g_test_add_func("/worker-pool/bad-thread-count", test_bad_thread_count);
         return g_test_run();
 }
