@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <string.h>
+
+#include "bus-errors.h"
+#include "macro.h"
+
+const sd_bus_error_map bus_error_map[] = {
+        SD_BUS_ERROR_MAP(BUS_ERROR_INVALID_STATE, EBUSY),
+        SD_BUS_ERROR_MAP(BUS_ERROR_NO_SUCH_JOB, ENXIO),
+        SD_BUS_ERROR_MAP(BUS_ERROR_JOB_EXISTS, EEXIST),
+        SD_BUS_ERROR_MAP(BUS_ERROR_INVALID_JOB_ID, EINVAL),
+        SD_BUS_ERROR_MAP(BUS_ERROR_IMAGE_ERROR, EIO),
+        SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
+        SD_BUS_ERROR_MAP_END,
+};
+
+/* Returns the negative errno that sd-bus maps the name to, as method handlers must. */
+static int set_error(sd_bus_error *error, const char *name, int r, const char *message) {
+        return sd_bus_error_set(error, name, message ?: strerror(r < 0 ? -r : r));
+}
+
+int bus_error_from_core(sd_bus_error *error, int r, const char *message) {
+        switch (r) {
+        case -EBUSY:
+                return set_error(error, BUS_ERROR_INVALID_STATE, r, message);
+        case -EINVAL:
+                return set_error(error, BUS_ERROR_INVALID_JOB_ID, r, message);
+        case -EEXIST:
+                return set_error(error, BUS_ERROR_JOB_EXISTS, r, message);
+        case -ENOMEM:
+                return -ENOMEM;
+        default:
+                return set_error(error, SD_BUS_ERROR_FAILED, r, message);
+        }
+}
+
+int bus_error_from_image(sd_bus_error *error, int r, const char *message) {
+        if (r == -ENOMEM)
+                return -ENOMEM;
+        return set_error(error, r == -EINVAL ? SD_BUS_ERROR_INVALID_ARGS : BUS_ERROR_IMAGE_ERROR, r, message);
+}

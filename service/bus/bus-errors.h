@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* blockjobd's D-Bus errors (documented in dbus/org.blockjobd.Jobs1.xml) and the mapping from the
+ * negative errno values that the core and the drivers return. */
+
+#include <systemd/sd-bus.h>
+
+#define BUS_ERROR_INVALID_STATE  "org.blockjobd.Jobs1.Error.InvalidState"
+#define BUS_ERROR_NO_SUCH_JOB    "org.blockjobd.Jobs1.Error.NoSuchJob"
+#define BUS_ERROR_JOB_EXISTS     "org.blockjobd.Jobs1.Error.JobExists"
+#define BUS_ERROR_INVALID_JOB_ID "org.blockjobd.Jobs1.Error.InvalidJobId"
+#define BUS_ERROR_IMAGE_ERROR    "org.blockjobd.Jobs1.Error.ImageError"
+#define BUS_ERROR_SHUTTING_DOWN  "org.blockjobd.Jobs1.Error.ShuttingDown"
+
+/* So that sd-bus clients get a meaningful errno from sd_bus_error_get_errno(). */
+extern const sd_bus_error_map bus_error_map[];
+
+/* A refused verb (the core's -EBUSY and its message) as InvalidState, an id problem as
+ * InvalidJobId / JobExists, anything else as a generic failure carrying the message. */
+int bus_error_from_core(sd_bus_error *error, int r, const char *message);
+
+/* An image that could not be opened, parsed or created: ImageError, except a bad argument
+ * (-EINVAL, e.g. source and target are the same file), which is InvalidArgs. */
+int bus_error_from_image(sd_bus_error *error, int r, const char *message);

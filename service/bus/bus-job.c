@@ -1,0 +1,552 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus-errors.h"
+#include "bus-job.h"
+#include "log.h"
+#include "macro.h"
+
+/* CurrentProgress, Rate and ExpectedEndTime go out at most this often per job, so that a fast
+ * job cannot flood the bus (PackageKit learnt this the hard way). */
+#define PROGRESS_INTERVAL_USEC (100 * UINT64_C(1000))
+/* Rate is measured over this window; below RATE_MIN_SPAN it is unknown (0). */
+#define RATE_WINDOW_USEC (5 * UINT64_C(1000000))
+#define RATE_MIN_SPAN_USEC (500 * UINT64_C(1000))
+#define RATE_SAMPLES 64
+
+typedef struct RateSample {
+        uint64_t usec;
+        uint64_t bytes;
+} RateSample;
+
+struct BusJob {
+        Manager *manager;
+        Job *job;
+        char *path;
+        char *source;
+        char *target;
+        char *transaction;
+        uid_t owner;
+
+        /* What subscribers were last told, to send only what changed. */
+        JobStatus status_sent;
+        bool error_sent;
+        uint64_t current_sent, total_sent, rate_sent, end_time_sent;
+
+        /* Progress throttling. */
+        uint64_t progress_sent_usec;
+        bool progress_pending;
+        sd_event_source *progress_timer;
+
+        /* Measured rate and its estimate of the end, refreshed with each progress emission. */
+        RateSample samples[RATE_SAMPLES];
+        unsigned n_samples, first_sample;
+        uint64_t rate;
+        uint64_t end_time;
+};
+
+static uint64_t now_usec(clockid_t clock) {
+        struct timespec ts;
+
+        assert_se(clock_gettime(clock, &ts) == 0);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+const char *bus_job_path(const BusJob *bj) {
+        return bj->path;
+}
+
+static BusJob *bus_job_free(BusJob *bj) {
+        if (!bj)
+                return NULL;
+        sd_event_source_disable_unref(bj->progress_timer);
+        free(bj->path);
+        free(bj->source);
+        free(bj->target);
+        free(bj->transaction);
+        free(bj);
+        return NULL;
+}
+
+/* ---- rate and expected end ------------------------------------------------------------------- */
+
+static void bus_job_sample(BusJob *bj, uint64_t usec, uint64_t bytes) {
+        unsigned i;
+
+        if (bj->n_samples < RATE_SAMPLES)
+                i = (bj->first_sample + bj->n_samples++) % RATE_SAMPLES;
+        else {
+                i = bj->first_sample;
+                bj->first_sample = (bj->first_sample + 1) % RATE_SAMPLES;
+        }
+        bj->samples[i] = (RateSample) { usec, bytes };
+
+        /* Drop what fell out of the window. */
+        while (bj->n_samples > 1 && usec - bj->samples[bj->first_sample].usec > RATE_WINDOW_USEC) {
+                bj->first_sample = (bj->first_sample + 1) % RATE_SAMPLES;
+                bj->n_samples--;
+        }
+}
+
+static void bus_job_estimate(BusJob *bj) {
+        JobStatus s = job_status(bj->job);
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+        uint64_t current = job_current_progress(bj->job), total = job_total_progress(bj->job);
+
+        bus_job_sample(bj, now, current);
+        bj->rate = 0;
+        bj->end_time = 0;
+
+        if (!IN_SET(s, JOB_STATUS_RUNNING, JOB_STATUS_READY))
+                return;
+
+        const RateSample *oldest = &bj->samples[bj->first_sample];
+        uint64_t span = now - oldest->usec;
+        if (span < RATE_MIN_SPAN_USEC || current <= oldest->bytes)
+                return;
+
+        bj->rate = (uint64_t) ((unsigned __int128) (current - oldest->bytes) * USEC_PER_SEC / span);
+        if (bj->rate > 0 && total > current)
+                bj->end_time = now_usec(CLOCK_REALTIME) +
+                               (uint64_t) ((unsigned __int128) (total - current) * USEC_PER_SEC / bj->rate);
+}
+
+/* ---- sending changes ----------------------------------------------------------------------- */
+
+static void bus_job_emit(BusJob *bj, char **names) {
+        int r;
+
+        if (!names[0])
+                return;
+        r = sd_bus_emit_properties_changed_strv(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, names);
+        if (r < 0)
+                log_warning_errno(r, "Job '%s': failed to send PropertiesChanged: %m", job_id(bj->job));
+}
+
+/* Send the progress-like properties that changed since last time, now. */
+static void bus_job_flush_progress(BusJob *bj) {
+        char *names[5];
+        size_t n = 0;
+
+        bj->progress_pending = false;
+        bj->progress_sent_usec = now_usec(CLOCK_MONOTONIC);
+        (void) sd_event_source_set_enabled(bj->progress_timer, SD_EVENT_OFF);
+        bus_job_estimate(bj);
+
+        if (bj->current_sent != job_current_progress(bj->job)) {
+                bj->current_sent = job_current_progress(bj->job);
+                names[n++] = (char *) "CurrentProgress";
+        }
+        if (bj->total_sent != job_total_progress(bj->job)) {
+                bj->total_sent = job_total_progress(bj->job);
+                names[n++] = (char *) "TotalProgress";
+        }
+        if (bj->rate_sent != bj->rate) {
+                bj->rate_sent = bj->rate;
+                names[n++] = (char *) "Rate";
+        }
+        if (bj->end_time_sent != bj->end_time) {
+                bj->end_time_sent = bj->end_time;
+                names[n++] = (char *) "ExpectedEndTime";
+        }
+        names[n] = NULL;
+        bus_job_emit(bj, names);
+}
+
+static int on_progress_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        bus_job_flush_progress(userdata);
+        return 0;
+}
+
+static void bus_job_progress_changed(BusJob *bj) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC), due = bj->progress_sent_usec + PROGRESS_INTERVAL_USEC;
+        int r;
+
+        /* The total changes rarely (a mirror's source grows dirty): it goes out at once. */
+        if (bj->total_sent != job_total_progress(bj->job)) {
+                bj->total_sent = job_total_progress(bj->job);
+                bus_job_emit(bj, (char *[]) { (char *) "TotalProgress", NULL });
+        }
+
+        if (now >= due) {
+                bus_job_flush_progress(bj);
+                return;
+        }
+        if (bj->progress_pending)
+                return;                 /* the timer is armed already */
+
+        bj->progress_pending = true;
+        if (!bj->progress_timer) {
+                r = sd_event_add_time(bj->manager->event, &bj->progress_timer, CLOCK_MONOTONIC, due, 1000,
+                                      on_progress_timer, bj);
+                if (r < 0) {
+                        log_warning_errno(r, "Job '%s': cannot throttle progress, sending now: %m", job_id(bj->job));
+                        bus_job_flush_progress(bj);
+                        return;
+                }
+                (void) sd_event_source_set_description(bj->progress_timer, "job-progress");
+        } else {
+                (void) sd_event_source_set_time(bj->progress_timer, due);
+        }
+        (void) sd_event_source_set_enabled(bj->progress_timer, SD_EVENT_ONESHOT);
+}
+
+static void on_status_changed(Job *j, JobStatus status, void *userdata) {
+        BusJob *bj = job_get_userdata(j);
+        Manager *m = userdata;
+        char *names[4];
+        size_t n = 0;
+        int r;
+
+        /* 'created' is announced by bus_job_attach(), once the object exists. */
+        if (!bj)
+                return;
+
+        log_info("Job '%s' is now %s%s%s.", job_id(j), job_status_to_string(status), job_error(j) ? ": " : "",
+                 strempty(job_error(j)));
+
+        /* The last progress values go out before the job leaves running or ready. */
+        if (IN_SET(bj->status_sent, JOB_STATUS_RUNNING, JOB_STATUS_READY) &&
+            !IN_SET(status, JOB_STATUS_RUNNING, JOB_STATUS_READY))
+                bus_job_flush_progress(bj);
+        bj->status_sent = status;
+
+        r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "StatusChanged", "ss", job_id(j),
+                               job_status_to_string(status));
+        if (r < 0)
+                log_warning_errno(r, "Job '%s': failed to send StatusChanged: %m", job_id(j));
+
+        if (status == JOB_STATUS_NULL) {
+                r = sd_bus_emit_object_removed(m->bus, bj->path);
+                if (r < 0)
+                        log_warning_errno(r, "Job '%s': failed to send InterfacesRemoved: %m", job_id(j));
+                job_set_userdata(j, NULL);
+                bus_job_free(bj);
+                m->n_bus_jobs--;
+                (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
+                manager_changed(m);
+                return;
+        }
+
+        names[n++] = (char *) "Status";
+        names[n++] = (char *) "AllowedVerbs";
+        if (!bj->error_sent && job_error(j)) {
+                bj->error_sent = true;
+                names[n++] = (char *) "Error";
+        }
+        names[n] = NULL;
+        bus_job_emit(bj, names);
+        manager_changed(m);
+}
+
+static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
+        BusJob *bj = job_get_userdata(j);
+        Manager *m = userdata;
+        int r;
+
+        if (!bj)
+                return;
+
+        log_warning("Job '%s': %s error (%s): %s", job_id(j), e->is_read ? "read" : "write",
+                    job_error_action_to_string(e->action), e->message ?: strerror(-e->error));
+
+        r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "IoError", "sss", e->is_read ? "read" : "write",
+                               job_error_action_to_string(e->action), e->message ?: strerror(-e->error));
+        if (r < 0)
+                log_warning_errno(r, "Job '%s': failed to send IoError: %m", job_id(j));
+}
+
+static void on_changed(Job *j, JobChange what, void *userdata) {
+        BusJob *bj = job_get_userdata(j);
+
+        if (!bj)
+                return;
+        if (what & JOB_CHANGE_PROGRESS)
+                bus_job_progress_changed(bj);
+        if (what & JOB_CHANGE_SPEED)
+                (void) sd_bus_emit_properties_changed(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, "Speed", NULL);
+        if (what & JOB_CHANGE_IO_STATUS)
+                (void) sd_bus_emit_properties_changed(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, "IoStatus",
+                                                      NULL);
+}
+
+const JobObserver bus_job_observer = {
+        .status_changed = on_status_changed,
+        .io_error = on_io_error,
+        .changed = on_changed,
+};
+
+int bus_job_attach(Manager *m, Job *j, const char *source, const char *target, uid_t owner,
+                   const char *transaction, BusJob **ret) {
+        BusJob *bj;
+        int r;
+
+        assert(!job_get_userdata(j));
+
+        bj = calloc(1, sizeof(*bj));
+        if (!bj)
+                return -ENOMEM;
+        *bj = (BusJob) {
+                .manager = m,
+                .job = j,
+                .owner = owner,
+                .status_sent = job_status(j),
+                .current_sent = job_current_progress(j),
+                .total_sent = job_total_progress(j),
+        };
+        bj->source = strdup(strempty(source));
+        bj->target = strdup(strempty(target));
+        bj->transaction = strdup(strempty(transaction));
+        if (!bj->source || !bj->target || !bj->transaction) {
+                bus_job_free(bj);
+                return -ENOMEM;
+        }
+        r = sd_bus_path_encode(BUS_JOB_PREFIX, job_id(j), &bj->path);
+        if (r < 0) {
+                bus_job_free(bj);
+                return r;
+        }
+
+        job_set_userdata(j, bj);
+        m->n_bus_jobs++;
+
+        r = sd_bus_emit_object_added(m->bus, bj->path);
+        if (r < 0)
+                log_warning_errno(r, "Job '%s': failed to send InterfacesAdded: %m", job_id(j));
+        r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "StatusChanged", "ss", job_id(j),
+                               job_status_to_string(job_status(j)));
+        if (r < 0)
+                log_warning_errno(r, "Job '%s': failed to send StatusChanged: %m", job_id(j));
+        (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
+        log_info("Job '%s' created: %s %s%s%s.", job_id(j), job_type_to_string(job_type(j)), bj->source,
+                 *bj->target ? " → " : "", bj->target);
+
+        if (ret)
+                *ret = bj;
+        return 0;
+}
+
+/* ---- properties ---------------------------------------------------------------------------- */
+
+#define JOB(userdata) (((BusJob *) (userdata))->job)
+
+static int property_get_id(sd_bus *bus, const char *path, const char *interface, const char *property,
+                           sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", job_id(JOB(userdata)));
+}
+
+static int property_get_type(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", job_type_to_string(job_type(JOB(userdata))));
+}
+
+static int property_get_status(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", job_status_to_string(job_status(JOB(userdata))));
+}
+
+static int property_get_current(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "t", job_current_progress(JOB(userdata)));
+}
+
+static int property_get_total(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "t", job_total_progress(JOB(userdata)));
+}
+
+static int property_get_error(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", strempty(job_error(JOB(userdata))));
+}
+
+static int property_get_speed(sd_bus *bus, const char *path, const char *interface, const char *property,
+                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "t", job_speed(JOB(userdata)));
+}
+
+static int property_get_auto_finalize(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "b", job_auto_finalize(JOB(userdata)));
+}
+
+static int property_get_auto_dismiss(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                     sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "b", job_auto_dismiss(JOB(userdata)));
+}
+
+static int property_get_allowed_verbs(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        if (r < 0)
+                return r;
+        for (JobVerb v = 0; v < _JOB_VERB_MAX; v++)
+                if (job_accepts_verb(JOB(userdata), v)) {
+                        r = sd_bus_message_append(reply, "s", job_verb_to_string(v));
+                        if (r < 0)
+                                return r;
+                }
+        return sd_bus_message_close_container(reply);
+}
+
+static int property_get_io_status(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", job_io_status_to_string(job_io_status(JOB(userdata))));
+}
+
+/* ---- methods -------------------------------------------------------------------------------- */
+
+typedef int (*VerbCall)(Job *j, char **ret_error);
+
+/* Apply a verb and reply. The job (and this object) may be gone afterwards, after Dismiss for one:
+ * only the message is used once the verb ran. */
+static int reply_verb(sd_bus_message *m, BusJob *bj, VerbCall call, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        int r;
+
+        r = call(bj->job, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int job_user_cancel_force(Job *j, char **ret_error) {
+        /* job-cancel: always a force cancel. */
+        return job_user_cancel(j, true, ret_error);
+}
+
+static int method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return reply_verb(m, userdata, job_user_pause, error);
+}
+
+static int method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return reply_verb(m, userdata, job_user_resume, error);
+}
+
+static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return reply_verb(m, userdata, job_user_cancel_force, error);
+}
+
+static int method_complete(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return reply_verb(m, userdata, job_complete, error);
+}
+
+static int method_dismiss(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return reply_verb(m, userdata, job_dismiss, error);
+}
+
+static int method_finalize(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return reply_verb(m, userdata, job_finalize, error);
+}
+
+static int method_set_speed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ char *message = NULL;
+        BusJob *bj = userdata;
+        uint64_t speed;
+        int r;
+
+        r = sd_bus_message_read(m, "t", &speed);
+        if (r < 0)
+                return r;
+        r = job_set_speed(bj->job, speed, &message);
+        if (r < 0)
+                return bus_error_from_core(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static const sd_bus_vtable job_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", property_get_id, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Type", "s", property_get_type, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Status", "s", property_get_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CurrentProgress", "t", property_get_current, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("TotalProgress", "t", property_get_total, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Error", "s", property_get_error, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Speed", "t", property_get_speed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("AutoFinalize", "b", property_get_auto_finalize, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("AutoDismiss", "b", property_get_auto_dismiss, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Source", "s", NULL, offsetof(BusJob, source), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Target", "s", NULL, offsetof(BusJob, target), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Transaction", "s", NULL, offsetof(BusJob, transaction), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("OwnerUID", "u", NULL, offsetof(BusJob, owner), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("AllowedVerbs", "as", property_get_allowed_verbs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("IoStatus", "s", property_get_io_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Rate", "t", NULL, offsetof(BusJob, rate), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ExpectedEndTime", "t", NULL, offsetof(BusJob, end_time), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+
+        SD_BUS_METHOD("Pause", NULL, NULL, method_pause, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Resume", NULL, NULL, method_resume, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Cancel", NULL, NULL, method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Complete", NULL, NULL, method_complete, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Dismiss", NULL, NULL, method_dismiss, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Finalize", NULL, NULL, method_finalize, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetSpeed", SD_BUS_ARGS("t", bytes_per_second), SD_BUS_NO_RESULT, method_set_speed,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+
+        SD_BUS_SIGNAL_WITH_ARGS("StatusChanged", SD_BUS_ARGS("s", id, "s", status), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("IoError", SD_BUS_ARGS("s", operation, "s", action, "s", message), 0),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- objects ------------------------------------------------------------------------------- */
+
+static int job_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                           sd_bus_error *error) {
+        _cleanup_free_ char *id = NULL;
+        Manager *m = userdata;
+        Job *j;
+        int r;
+
+        r = sd_bus_path_decode(path, BUS_JOB_PREFIX, &id);
+        if (r <= 0)
+                return r;
+        j = job_registry_find(m->registry, id);
+        if (!j || !job_get_userdata(j))
+                return 0;
+        *found = job_get_userdata(j);
+        return 1;
+}
+
+static int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
+        Manager *m = userdata;
+        char **l;
+        size_t n = 0;
+
+        l = calloc(m->n_bus_jobs + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j)) {
+                BusJob *bj = job_get_userdata(j);
+                if (!bj)
+                        continue;
+                assert(n < m->n_bus_jobs);
+                l[n] = strdup(bj->path);
+                if (!l[n]) {
+                        while (n > 0)
+                                free(l[--n]);
+                        free(l);
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        *nodes = l;
+        return 1;
+}
+
+int bus_job_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, BUS_JOB_PREFIX, BUS_JOB_INTERFACE, job_vtable, job_object_find, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the job vtable: %m");
+        r = sd_bus_add_node_enumerator(m->bus, NULL, BUS_JOB_PREFIX, job_node_enumerator, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the job node enumerator: %m");
+        return 0;
+}

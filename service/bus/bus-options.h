@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The a{sv} options of the Manager's job-creating methods. Every key is checked against the table
+ * of the job type (an unknown key, a wrong variant type, a repeated key or a bad value is
+ * InvalidArgs naming the key), so nothing unvalidated reaches a driver. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+
+#include "job-lifecycle.h"
+
+typedef enum SyncMode {
+        SYNC_FULL,
+        SYNC_TOP,
+} SyncMode;
+
+typedef enum ImageFormat {
+        IMAGE_FORMAT_AUTO,              /* not given: the driver decides */
+        IMAGE_FORMAT_RAW,
+        IMAGE_FORMAT_QCOW2,
+} ImageFormat;
+
+typedef struct JobOptions {
+        char *job_id;
+        uint64_t speed;
+        bool auto_finalize;
+        bool auto_dismiss;
+        JobOnError on_source_error;
+        JobOnError on_target_error;
+
+        SyncMode sync;
+        ImageFormat format;
+        bool overwrite;
+        uint32_t granularity;           /* 0: the driver's default */
+        uint64_t buf_size;              /* 0: the driver's default */
+
+        char *top;
+        char *base;
+        char *backing_file;
+} JobOptions;
+
+#define JOB_OPTIONS_DEFAULT { .auto_finalize = true, .auto_dismiss = true }
+
+/* Reads an a{sv} for a job of 'type' from 'm' into 'o' (which starts as JOB_OPTIONS_DEFAULT). */
+int bus_read_job_options(sd_bus_message *m, JobType type, JobOptions *o, sd_bus_error *error);
+void job_options_done(JobOptions *o);
+
+/* Transaction properties: completion-mode. */
+int bus_read_transaction_properties(sd_bus_message *m, bool *ret_grouped, sd_bus_error *error);
+
+/* A file name from the bus: non-empty, absolute, shorter than PATH_MAX. 'what' names it in the
+ * error ("Source", "Target", "Image"). */
+int bus_check_path(const char *what, const char *path, sd_bus_error *error);

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* blockjobd: runs QEMU's block jobs on disk images, as a D-Bus system service. */
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+
+static unsigned arg_threads = 0;
+static uint64_t arg_idle_timeout_usec = IDLE_TIMEOUT_DEFAULT_USEC;
+
+static void help(void) {
+        printf("%s [OPTIONS...]\n\n"
+               "Runs backup, mirror, commit and stream jobs on disk images, on the system bus\n"
+               "as " BUS_NAME ". Normally started by D-Bus activation.\n\n"
+               "  -h --help                Show this help\n"
+               "     --version             Show the version\n"
+               "     --idle-timeout=SECS   Exit after this long without jobs (default 30, 0: never)\n"
+               "     --threads=N           Worker threads for job I/O (default %u, at most %u)\n"
+               "     --log-level=LEVEL     debug, info, notice, warning or err (default info)\n",
+               program_invocation_short_name, WORKER_POOL_THREADS_DEFAULT, WORKER_POOL_THREADS_MAX);
+}
+
+static int parse_unsigned(const char *s, unsigned long long max, unsigned long long *ret) {
+        char *end;
+
+        errno = 0;
+        if (!s || !*s || *s == '-')
+                return -EINVAL;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno != 0 || *end != '\0' || v > max)
+                return -ERANGE;
+        *ret = v;
+        return 0;
+}
+
+static int parse_log_level(const char *s) {
+        static const char *const names[] = {
+                [LOG_ERR] = "err", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+                [LOG_INFO] = "info", [LOG_DEBUG] = "debug",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (names[i] && strcasecmp(names[i], s) == 0)
+                        return (int) i;
+        return -EINVAL;
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum { ARG_VERSION = 0x100, ARG_IDLE_TIMEOUT, ARG_THREADS, ARG_LOG_LEVEL };
+        static const struct option options[] = {
+                { "help",         no_argument,       NULL, 'h' },
+                { "version",      no_argument,       NULL, ARG_VERSION },
+                { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
+                { "threads",      required_argument, NULL, ARG_THREADS },
+                { "log-level",    required_argument, NULL, ARG_LOG_LEVEL },
+                {}
+        };
+        unsigned long long v;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        puts(PROJECT_VERSION);
+                        return 0;
+                case ARG_IDLE_TIMEOUT:
+                        if (parse_unsigned(optarg, UINT64_MAX / USEC_PER_SEC, &v) < 0) {
+                                log_error("Invalid --idle-timeout=: %s", optarg);
+                                return -EINVAL;
+                        }
+                        arg_idle_timeout_usec = v * USEC_PER_SEC;
+                        break;
+                case ARG_THREADS:
+                        if (parse_unsigned(optarg, WORKER_POOL_THREADS_MAX, &v) < 0 || v == 0) {
+                                log_error("Invalid --threads=: %s (1 to %u)", optarg, WORKER_POOL_THREADS_MAX);
+                                return -EINVAL;
+                        }
+                        arg_threads = (unsigned) v;
+                        break;
+                case ARG_LOG_LEVEL:
+                        r = parse_log_level(optarg);
+                        if (r < 0) {
+                                log_error("Invalid --log-level=: %s", optarg);
+                                return r;
+                        }
+                        log_set_max_level(r);
+                        break;
+                case '?':
+                        return -EINVAL;
+                default:
+                        abort();
+                }
+
+        if (optind < argc) {
+                log_error("%s takes no arguments.", program_invocation_short_name);
+                return -EINVAL;
+        }
+        return 1;
+}
+
+int main(int argc, char *argv[]) {
+        Manager *m = NULL;
+        sigset_t mask;
+        int r;
+
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+        /* sd-event handles these through a signalfd, which needs them blocked. */
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+
+        r = manager_new(arg_threads, arg_idle_timeout_usec, &m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up: %m");
+                return EXIT_FAILURE;
+        }
+
+        r = manager_connect(m);
+        if (r >= 0)
+                r = manager_run(m);
+
+        manager_free(m);
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

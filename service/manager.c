@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <systemd/sd-daemon.h>
+
+#include "bus-errors.h"
+#include "bus-job.h"
+#include "bus-manager.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+
+static void manager_shutdown(Manager *m) {
+        _cleanup_free_ Job **jobs = NULL;
+        size_t n = 0;
+
+        if (m->shutting_down)
+                return;
+        m->shutting_down = true;
+        log_info("Shutting down: cancelling %zu job(s).", job_registry_count(m->registry));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Cancelling jobs...");
+
+        /* Hold every job while acting on them: a dismissal frees its job at once. */
+        jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
+        if (!jobs) {
+                log_oom();
+                return;
+        }
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                jobs[n++] = job_ref(j);
+
+        for (size_t i = 0; i < n; i++) {
+                Job *j = jobs[i];
+
+                /* Cancelled jobs clean up after themselves (temporary files vanish); concluded ones
+                 * only wait to be dismissed; aborting ones are on their way already. */
+                if (job_status(j) == JOB_STATUS_CONCLUDED)
+                        (void) job_dismiss(j, NULL);
+                else if (job_accepts_verb(j, JOB_VERB_CANCEL))
+                        (void) job_user_cancel(j, true, NULL);
+        }
+        for (size_t i = 0; i < n; i++)
+                job_unref(jobs[i]);
+
+        manager_changed(m);
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        manager_shutdown(userdata);
+        return 0;
+}
+
+static int on_name_lost(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        /* Everything sent to us before the name went is processed by now: bus order. */
+        log_debug("Name %s released.", BUS_NAME);
+        m->name_released = true;
+        manager_changed(m);
+        return 0;
+}
+
+int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret) {
+        Manager *m;
+        int r;
+
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->idle_timeout_usec = idle_timeout_usec;
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                goto fail;
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_signal, m);
+        if (r < 0)
+                goto fail;
+
+        r = worker_pool_new(m->event, n_threads, &m->pool);
+        if (r < 0)
+                goto fail;
+        r = job_registry_new(&worker_pool_executor, m->pool, &m->registry);
+        if (r < 0)
+                goto fail;
+        job_registry_set_observer(m->registry, &bus_job_observer, m);
+
+        *ret = m;
+        return 0;
+
+fail:
+        manager_free(m);
+        return r;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+
+        /* Jobs hold threads' work and bus objects: the loop must have ended with none left. */
+        job_registry_free(m->registry);
+        worker_pool_free(m->pool);
+        if (m->bus) {
+                (void) sd_bus_flush(m->bus);
+                sd_bus_flush_close_unref(m->bus);
+        }
+        sd_event_unref(m->event);
+        free(m);
+        return NULL;
+}
+
+int manager_connect(Manager *m) {
+        int r;
+
+        r = sd_bus_open_system(&m->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+
+        r = sd_bus_error_add_map(bus_error_map);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the error map: %m");
+
+        r = bus_manager_register(m);
+        if (r < 0)
+                return r;
+        r = bus_job_register(m);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                      "org.freedesktop.DBus", "NameLost", on_name_lost, NULL, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch for the loss of our name: %m");
+
+        /* Without its bus the service has no purpose (and no way to be told to stop). */
+        r = sd_bus_set_exit_on_disconnect(m->bus, true);
+        if (r < 0)
+                return log_error_errno(r, "Failed to enable exit on disconnect: %m");
+
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+
+        /* Synchronous on purpose: without the name there is nothing to serve. */
+        r = sd_bus_request_name(m->bus, BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire the name %s: %m", BUS_NAME);
+
+        return 0;
+}
+
+bool manager_is_idle(const Manager *m) {
+        /* Job objects, not registry entries: a job is still registered while its 'null' is being
+         * announced, and that is exactly when the last one may make us idle. */
+        return m->n_bus_jobs == 0 && m->n_requests == 0;
+}
+
+static void manager_update_status(Manager *m) {
+        unsigned counts[_JOB_STATUS_MAX] = {};
+        size_t n = m->n_bus_jobs;
+
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                if (job_get_userdata(j) && job_status(j) != JOB_STATUS_NULL)
+                        counts[job_status(j)]++;
+
+        if (n == 0) {
+                (void) sd_notify(false, "STATUS=No jobs.");
+                return;
+        }
+
+        /* "3 jobs: 2 running, 1 ready" */
+        char status[512];
+        int k = snprintf(status, sizeof(status), "STATUS=%zu job%s:", n, n == 1 ? "" : "s");
+        const char *sep = " ";
+        for (JobStatus s = 0; s < _JOB_STATUS_MAX && k > 0 && (size_t) k < sizeof(status); s++)
+                if (counts[s] > 0) {
+                        k += snprintf(status + k, sizeof(status) - k, "%s%u %s", sep, counts[s],
+                                      job_status_to_string(s));
+                        sep = ", ";
+                }
+        (void) sd_notify(false, status);
+}
+
+void manager_changed(Manager *m) {
+        manager_update_status(m);
+
+        if (!manager_is_idle(m))
+                return;
+        if (m->shutting_down || m->name_released)
+                (void) sd_event_exit(m->event, 0);
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        (void) sd_notify(false, "READY=1\nSTATUS=No jobs.");
+        log_info("Ready, serving %s.", BUS_NAME);
+
+        for (;;) {
+                r = sd_event_get_state(m->event);
+                if (r < 0)
+                        return r;
+                if (r == SD_EVENT_FINISHED)
+                        break;
+
+                /* The idle timeout only runs while there is nothing to do; any event restarts it. */
+                bool idle = manager_is_idle(m) && !m->shutting_down && !m->name_released && m->idle_timeout_usec > 0;
+                r = sd_event_run(m->event, idle ? m->idle_timeout_usec : UINT64_MAX);
+                if (r < 0)
+                        return log_error_errno(r, "Event loop failed: %m");
+
+                if (r == 0 && idle && manager_is_idle(m)) {
+                        /* Give the name back, and exit once the bus confirms: calls already on
+                         * their way to us are answered first, later ones start a new instance. */
+                        log_info("Idle, releasing %s and exiting.", BUS_NAME);
+                        (void) sd_notify(false, "STOPPING=1\nSTATUS=Exiting on idle.");
+                        r = sd_bus_release_name_async(m->bus, NULL, BUS_NAME, NULL, NULL);
+                        if (r < 0)
+                                return log_error_errno(r, "Failed to release %s: %m", BUS_NAME);
+                        m->idle_timeout_usec = 0;       /* once is enough */
+                }
+        }
+
+        int code = 0;
+        (void) sd_event_get_exit_code(m->event, &code);
+        return code;
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The daemon's state: event loop, bus connection, worker pool and the job registry, and the rules
+ * for when it may exit (idle, or SIGTERM once every job is cancelled). */
+
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "job.h"
+#include "worker-pool.h"
+
+#define BUS_NAME "org.blockjobd.Jobs1"
+#define BUS_MANAGER_PATH "/org/blockjobd/Jobs1"
+#define BUS_JOB_PREFIX "/org/blockjobd/Jobs1/job"
+#define BUS_MANAGER_INTERFACE "org.blockjobd.Jobs1.Manager"
+#define BUS_JOB_INTERFACE "org.blockjobd.Jobs1.Job"
+
+#define IDLE_TIMEOUT_DEFAULT_USEC (30 * UINT64_C(1000000))
+
+typedef struct Manager {
+        sd_event *event;
+        sd_bus *bus;
+        WorkerPool *pool;
+        JobRegistry *registry;
+
+        uint64_t idle_timeout_usec;     /* 0: never exit on idle */
+        unsigned n_bus_jobs;            /* job objects on the bus */
+        unsigned n_requests;            /* job creations waiting for the worker pool */
+        unsigned next_txn;              /* for naming grouped transactions */
+
+        bool shutting_down;             /* SIGTERM: cancel everything, then exit */
+        bool name_released;             /* idle exit: the name is being given back */
+} Manager;
+
+int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret);
+Manager *manager_free(Manager *m);
+
+/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS if set), exports the objects, takes the name. */
+int manager_connect(Manager *m);
+/* Runs until an idle exit or a shutdown completes. */
+int manager_run(Manager *m);
+
+/* No job and no creation in flight. */
+bool manager_is_idle(const Manager *m);
+/* After anything that may end a shutdown or change the job counts: exit if due, tell systemd. */
+void manager_changed(Manager *m);
