@@ -1,0 +1,388 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "bus-fixture.h"
+
+#define WAIT_MAX_USEC (30 * G_USEC_PER_SEC)
+
+static const char *env_or_fail(const char *name) {
+        const char *v = g_getenv(name);
+        if (!v)
+                g_error("$%s is not set: run this test through meson", name);
+        return v;
+}
+
+char *bus_fixture_path(BusFixture *f, const char *name) {
+        return g_build_filename(f->dir, name, NULL);
+}
+
+/* ---- signals ---------------------------------------------------------------------------------- */
+
+static void on_status_changed(GDBusConnection *c, const char *sender, const char *path, const char *iface,
+                              const char *signal, GVariant *params, gpointer userdata) {
+        BusFixture *f = userdata;
+        const char *id, *status;
+
+        g_variant_get(params, "(&s&s)", &id, &status);
+        g_string_append_printf(f->statuses, "%s:%s ", id, status);
+}
+
+static void on_io_error(GDBusConnection *c, const char *sender, const char *path, const char *iface,
+                        const char *signal, GVariant *params, gpointer userdata) {
+        BusFixture *f = userdata;
+        const char *operation, *action, *message;
+
+        g_variant_get(params, "(&s&s&s)", &operation, &action, &message);
+        g_string_append_printf(f->io_errors, "%s:%s ", operation, action);
+}
+
+static void on_properties_changed(GDBusConnection *c, const char *sender, const char *path, const char *iface,
+                                  const char *signal, GVariant *params, gpointer userdata) {
+        BusFixture *f = userdata;
+        g_autoptr(GVariant) changed = NULL, value = NULL;
+        const char *interface;
+
+        g_variant_get(params, "(&s@a{sv}@as)", &interface, &changed, NULL);
+        if (!g_str_equal(interface, JOB_IFACE))
+                return;
+        value = g_variant_lookup_value(changed, "CurrentProgress", G_VARIANT_TYPE_UINT64);
+        if (value) {
+                gint64 now = g_get_monotonic_time();
+                g_array_append_val(f->progress_times, now);
+        }
+}
+
+static void on_interfaces_added(GDBusConnection *c, const char *sender, const char *path, const char *iface,
+                                const char *signal, GVariant *params, gpointer userdata) {
+        ((BusFixture *) userdata)->n_added++;
+}
+
+static void on_interfaces_removed(GDBusConnection *c, const char *sender, const char *path, const char *iface,
+                                  const char *signal, GVariant *params, gpointer userdata) {
+        ((BusFixture *) userdata)->n_removed++;
+}
+
+static void subscribe(BusFixture *f) {
+        f->subscriptions[0] = g_dbus_connection_signal_subscribe(f->conn, NULL, JOB_IFACE, "StatusChanged", NULL, NULL,
+                                                                 G_DBUS_SIGNAL_FLAGS_NONE, on_status_changed, f, NULL);
+        f->subscriptions[1] = g_dbus_connection_signal_subscribe(f->conn, NULL, JOB_IFACE, "IoError", NULL, NULL,
+                                                                 G_DBUS_SIGNAL_FLAGS_NONE, on_io_error, f, NULL);
+        f->subscriptions[2] = g_dbus_connection_signal_subscribe(f->conn, NULL, "org.freedesktop.DBus.Properties",
+                                                                 "PropertiesChanged", NULL, JOB_IFACE,
+                                                                 G_DBUS_SIGNAL_FLAGS_NONE, on_properties_changed, f,
+                                                                 NULL);
+        f->subscriptions[3] = g_dbus_connection_signal_subscribe(f->conn, NULL, "org.freedesktop.DBus.ObjectManager",
+                                                                 "InterfacesAdded", MANAGER_PATH, NULL,
+                                                                 G_DBUS_SIGNAL_FLAGS_NONE, on_interfaces_added, f, NULL);
+        f->subscriptions[4] = g_dbus_connection_signal_subscribe(f->conn, NULL, "org.freedesktop.DBus.ObjectManager",
+                                                                 "InterfacesRemoved", MANAGER_PATH, NULL,
+                                                                 G_DBUS_SIGNAL_FLAGS_NONE, on_interfaces_removed, f,
+                                                                 NULL);
+}
+
+/* ---- the bus and the daemon ---------------------------------------------------------------- */
+
+/* Children die with the test, even when it aborts before its teardown. */
+static void die_with_parent(gpointer userdata) {
+        (void) prctl(PR_SET_PDEATHSIG, SIGTERM);
+}
+
+static GSubprocessLauncher *launcher_new(GSubprocessFlags flags) {
+        GSubprocessLauncher *l = g_subprocess_launcher_new(flags);
+        g_subprocess_launcher_set_child_setup(l, die_with_parent, NULL, NULL);
+        return l;
+}
+
+void bus_fixture_start_bus(BusFixture *f, const char *activation_args) {
+        g_autoptr(GError) error = NULL;
+        g_autofree char *services = bus_fixture_path(f, "services");
+        g_autofree char *socket = bus_fixture_path(f, "bus");
+        g_autofree char *config_path = bus_fixture_path(f, "bus.conf");
+        g_autofree char *config = NULL, *line = NULL;
+        g_autoptr(GDataInputStream) out = NULL;
+
+        g_assert_cmpint(g_mkdir_with_parents(services, 0755), ==, 0);
+        /* A bus of type system, as the real one, that lets everything through: the bus policy
+         * has a test of its own. */
+        config = g_strdup_printf(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
+                " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+                "<busconfig>\n"
+                "  <type>system</type>\n"
+                "  <listen>unix:path=%s</listen>\n"
+                "  <auth>EXTERNAL</auth>\n"
+                "  <servicedir>%s</servicedir>\n"
+                "  <policy context=\"default\">\n"
+                "    <allow user=\"*\"/>\n"
+                "    <allow own=\"*\"/>\n"
+                "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+                "    <allow receive_sender=\"*\"/>\n"
+                "  </policy>\n"
+                "</busconfig>\n",
+                socket, services);
+        g_assert_true(g_file_set_contents(config_path, config, -1, NULL));
+
+        if (activation_args) {
+                g_autofree char *file = g_build_filename(services, "org.blockjobd.Jobs1.service", NULL);
+                g_autofree char *log = bus_fixture_path(f, "daemon.log");
+                g_autofree char *text = g_strdup_printf("[D-BUS Service]\nName=%s\n"
+                                                        "Exec=/bin/sh -c 'exec %s %s 2>>%s'\nUser=root\n",
+                                                        BUS_NAME, env_or_fail("BLOCKJOBD"), activation_args, log);
+                g_assert_true(g_file_set_contents(file, text, -1, NULL));
+        }
+
+        g_autoptr(GSubprocessLauncher) launcher = launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                                                               G_SUBPROCESS_FLAGS_STDERR_SILENCE);
+        f->bus = g_subprocess_launcher_spawn(launcher, &error, "dbus-daemon", "--config-file", config_path, "--nofork",
+                                             "--nosyslog", "--print-address=1", NULL);
+        g_assert_no_error(error);
+        out = g_data_input_stream_new(g_subprocess_get_stdout_pipe(f->bus));
+        line = g_data_input_stream_read_line(out, NULL, NULL, &error);
+        g_assert_no_error(error);
+        g_assert_nonnull(line);
+        f->address = g_strdup(g_strstrip(line));
+
+        f->conn = g_dbus_connection_new_for_address_sync(f->address,
+                                                         G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                                                 G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                                                         NULL, NULL, &error);
+        g_assert_no_error(error);
+        subscribe(f);
+}
+
+void bus_fixture_start_daemon(BusFixture *f, const char *args) {
+        g_autoptr(GSubprocessLauncher) launcher = launcher_new(G_SUBPROCESS_FLAGS_NONE);
+        g_autoptr(GError) error = NULL;
+        g_auto(GStrv) argv = NULL;
+        g_autofree char *cmdline = g_strdup_printf("%s %s", env_or_fail("BLOCKJOBD"), args ?: "");
+
+        g_assert_true(g_shell_parse_argv(cmdline, NULL, &argv, NULL));
+        f->daemon_log = bus_fixture_path(f, "daemon.log");
+        g_subprocess_launcher_setenv(launcher, "DBUS_SYSTEM_BUS_ADDRESS", f->address, TRUE);
+        g_subprocess_launcher_set_stderr_file_path(launcher, f->daemon_log);
+        f->daemon = g_subprocess_launcher_spawnv(launcher, (const char *const *) argv, &error);
+        g_assert_no_error(error);
+        bus_wait_for_name(f, true);
+}
+
+void bus_fixture_setup(BusFixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+
+        memset(f, 0, sizeof(*f));
+        f->dir = g_dir_make_tmp("blockjobd-bus-XXXXXX", &error);
+        g_assert_no_error(error);
+        f->statuses = g_string_new(NULL);
+        f->io_errors = g_string_new(NULL);
+        f->progress_times = g_array_new(FALSE, FALSE, sizeof(gint64));
+
+        bus_fixture_start_bus(f, NULL);
+        bus_fixture_start_daemon(f, data ?: "--idle-timeout=0");
+}
+
+static void remove_tree(const char *dir) {
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+
+        while (d && (name = g_dir_read_name(d))) {
+                g_autofree char *p = g_build_filename(dir, name, NULL);
+                if (g_file_test(p, G_FILE_TEST_IS_DIR) && !g_file_test(p, G_FILE_TEST_IS_SYMLINK))
+                        remove_tree(p);
+                else
+                        g_unlink(p);
+        }
+        g_rmdir(dir);
+}
+
+static void dump_daemon_log(BusFixture *f) {
+        g_autofree char *log = NULL, *path = bus_fixture_path(f, "daemon.log");
+        if (g_file_get_contents(path, &log, NULL, NULL) && *log)
+                g_test_message("blockjobd said:\n%s", log);
+}
+
+void bus_fixture_teardown(BusFixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+
+        if (f->daemon) {
+                /* A clean stop: every job cancelled, everything freed, exit status 0. */
+                g_subprocess_send_signal(f->daemon, SIGTERM);
+                g_assert_true(g_subprocess_wait(f->daemon, NULL, &error));
+                g_assert_no_error(error);
+                if (!g_subprocess_get_if_exited(f->daemon) || g_subprocess_get_exit_status(f->daemon) != 0) {
+                        dump_daemon_log(f);
+                        g_error("blockjobd did not exit cleanly");
+                }
+                g_clear_object(&f->daemon);
+        }
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(f->subscriptions); i++)
+                if (f->subscriptions[i])
+                        g_dbus_connection_signal_unsubscribe(f->conn, f->subscriptions[i]);
+        if (f->conn)
+                g_dbus_connection_close_sync(f->conn, NULL, NULL);
+        g_clear_object(&f->conn);
+
+        if (f->bus) {
+                g_subprocess_send_signal(f->bus, SIGTERM);
+                g_subprocess_wait(f->bus, NULL, NULL);
+                g_clear_object(&f->bus);
+        }
+
+        if (g_test_failed())
+                dump_daemon_log(f);
+
+        remove_tree(f->dir);
+        g_free(f->dir);
+        g_free(f->address);
+        g_free(f->daemon_log);
+        g_string_free(f->statuses, TRUE);
+        g_string_free(f->io_errors, TRUE);
+        g_array_free(f->progress_times, TRUE);
+}
+
+/* ---- calls ---------------------------------------------------------------------------------- */
+
+static GVariant *call_raw(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
+                          const char *reply_type, GError **error) {
+        return g_dbus_connection_call_sync(f->conn, BUS_NAME, path, iface, method, params,
+                                           reply_type ? G_VARIANT_TYPE(reply_type) : NULL,
+                                           G_DBUS_CALL_FLAGS_NONE, 30000, NULL, error);
+}
+
+GVariant *bus_call(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
+                   const char *reply_type) {
+        g_autoptr(GError) error = NULL;
+        GVariant *v = call_raw(f, path, iface, method, params, reply_type, &error);
+        if (error)
+                g_error("%s.%s on %s failed: %s", iface, method, path, error->message);
+        return v;
+}
+
+char *bus_call_error(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
+                     const char *expected_error) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) v = call_raw(f, path, iface, method, params, NULL, &error);
+        g_autofree char *name = NULL;
+
+        if (!error)
+                g_error("%s.%s on %s succeeded, expected %s", iface, method, path, expected_error);
+        name = g_dbus_error_get_remote_error(error);
+        if (g_strcmp0(name, expected_error) != 0)
+                g_error("%s.%s on %s failed with %s (%s), expected %s", iface, method, path, name, error->message,
+                        expected_error);
+        g_dbus_error_strip_remote_error(error);
+        return g_strdup(error->message);
+}
+
+GVariant *bus_get_property(BusFixture *f, const char *path, const char *iface, const char *name) {
+        g_autoptr(GVariant) reply = bus_call(f, path, "org.freedesktop.DBus.Properties", "Get",
+                                             g_variant_new("(ss)", iface, name), "(v)");
+        GVariant *v;
+        g_variant_get(reply, "(v)", &v);
+        return v;
+}
+
+char *bus_get_string(BusFixture *f, const char *path, const char *name) {
+        g_autoptr(GVariant) v = bus_get_property(f, path, JOB_IFACE, name);
+        return g_variant_dup_string(v, NULL);
+}
+
+guint64 bus_get_uint64(BusFixture *f, const char *path, const char *name) {
+        g_autoptr(GVariant) v = bus_get_property(f, path, JOB_IFACE, name);
+        return g_variant_get_uint64(v);
+}
+
+char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant *options) {
+        g_autoptr(GVariant) reply = NULL;
+        char *path;
+
+        if (!options)
+                options = g_variant_new("a{sv}", NULL);
+        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Backup", g_variant_new("(ss@a{sv})", source, target, options),
+                         "(o)");
+        g_variant_get(reply, "(o)", &path);
+        return path;
+}
+
+/* ---- waiting -------------------------------------------------------------------------------- */
+
+static gboolean on_wait_timeout(gpointer userdata) {
+        *(bool *) userdata = true;
+        return G_SOURCE_REMOVE;
+}
+
+void bus_iterate_for(BusFixture *f, guint64 usec) {
+        bool done = false;
+        guint id = g_timeout_add(usec / 1000, on_wait_timeout, &done);
+        while (!done)
+                g_main_context_iteration(NULL, TRUE);
+        (void) id;
+}
+
+#define WAIT_UNTIL(f, cond, what)                                                                       \
+        do {                                                                                            \
+                gint64 _end = g_get_monotonic_time() + WAIT_MAX_USEC;                                   \
+                while (!(cond)) {                                                                       \
+                        if (g_get_monotonic_time() > _end) {                                            \
+                                dump_daemon_log(f);                                                     \
+                                g_error("timed out waiting for %s", what);                              \
+                        }                                                                               \
+                        bus_iterate_for(f, 10 * 1000);                                                  \
+                }                                                                                       \
+        } while (0)
+
+void bus_wait_for_status(BusFixture *f, const char *id, const char *status) {
+        g_autofree char *word = g_strdup_printf("%s:%s ", id, status);
+        g_autofree char *what = g_strdup_printf("job '%s' to become %s (seen: %s)", id, status, f->statuses->str);
+
+        WAIT_UNTIL(f, strstr(f->statuses->str, word), what);
+}
+
+bool bus_name_has_owner(BusFixture *f) {
+        g_autoptr(GVariant) reply = g_dbus_connection_call_sync(f->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                                "org.freedesktop.DBus", "NameHasOwner",
+                                                                g_variant_new("(s)", BUS_NAME), G_VARIANT_TYPE("(b)"),
+                                                                G_DBUS_CALL_FLAGS_NONE, 10000, NULL, NULL);
+        gboolean owned = FALSE;
+        if (reply)
+                g_variant_get(reply, "(b)", &owned);
+        return owned;
+}
+
+void bus_wait_for_name(BusFixture *f, bool owned) {
+        WAIT_UNTIL(f, bus_name_has_owner(f) == owned, owned ? "blockjobd to own its name" : "blockjobd to go");
+}
+
+/* ---- files ---------------------------------------------------------------------------------- */
+
+void bus_make_file(const char *path, guint64 size) {
+        g_autoptr(GRand) rand = g_rand_new_with_seed(42);
+        g_autofree guint32 *buf = g_new(guint32, 1 << 18);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+        g_assert_cmpint(fd, >=, 0);
+        for (guint i = 0; i < (1 << 18); i++)
+                buf[i] = g_rand_int(rand);
+        for (guint64 done = 0; done < size;) {
+                size_t n = MIN(size - done, (guint64) 1 << 20);
+                buf[done / 4 % (1 << 18)] ^= (guint32) done;  /* no two MiB alike */
+                g_assert_cmpint(write(fd, buf, n), ==, (ssize_t) n);
+                done += n;
+        }
+        g_assert_cmpint(close(fd), ==, 0);
+}
+
+void bus_assert_same_file(const char *a, const char *b) {
+        g_autofree char *ca = NULL, *cb = NULL;
+        gsize la = 0, lb = 0;
+
+        g_assert_true(g_file_get_contents(a, &ca, &la, NULL));
+        g_assert_true(g_file_get_contents(b, &cb, &lb, NULL));
+        g_assert_cmpuint(la, ==, lb);
+        g_assert_true(memcmp(ca, cb, la) == 0);
+}

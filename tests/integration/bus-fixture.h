@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* A private "system" bus per test (its own dbus-daemon, from a config written into the test's
+ * temporary directory), the real blockjobd on it, started directly or by D-Bus activation, and
+ * a GDBus client that records every StatusChanged as "<id>:<status>". Teardown stops the daemon
+ * with SIGTERM and requires a clean exit (status 0, which in the sanitizer build also means no
+ * leak). Every wait is bounded. */
+
+#include <gio/gio.h>
+#include <stdbool.h>
+
+#define BUS_NAME "org.blockjobd.Jobs1"
+#define MANAGER_PATH "/org/blockjobd/Jobs1"
+#define MANAGER_IFACE "org.blockjobd.Jobs1.Manager"
+#define JOB_IFACE "org.blockjobd.Jobs1.Job"
+
+typedef struct BusFixture {
+        char *dir;                      /* temporary directory: bus config, images, logs */
+        char *address;
+        GSubprocess *bus;
+        GSubprocess *daemon;            /* NULL when activated by the bus */
+        char *daemon_log;
+        GDBusConnection *conn;
+
+        GString *statuses;              /* "<id>:<status> " for every StatusChanged */
+        GString *io_errors;             /* "<operation>:<action> " for every IoError */
+        GArray *progress_times;         /* gint64 µs of each PropertiesChanged with CurrentProgress */
+        unsigned n_added, n_removed;    /* InterfacesAdded / InterfacesRemoved for jobs */
+        guint subscriptions[5];
+} BusFixture;
+
+/* The bus only; 'activation_args' non-NULL installs an activation file for blockjobd with them. */
+void bus_fixture_start_bus(BusFixture *f, const char *activation_args);
+/* The daemon, started directly with these arguments, and waits until it owns its name. */
+void bus_fixture_start_daemon(BusFixture *f, const char *args);
+
+void bus_fixture_setup(BusFixture *f, gconstpointer data);     /* bus + daemon --idle-timeout=0 */
+void bus_fixture_teardown(BusFixture *f, gconstpointer data);
+
+/* A file in the test's directory (g_free it). */
+char *bus_fixture_path(BusFixture *f, const char *name);
+
+/* Calls and property reads; an error fails the test, except in bus_call_error(). */
+GVariant *bus_call(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
+                   const char *reply_type);
+/* Expects the call to fail with this D-Bus error name; returns the message (g_free it). */
+char *bus_call_error(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
+                     const char *expected_error);
+GVariant *bus_get_property(BusFixture *f, const char *path, const char *iface, const char *name);
+char *bus_get_string(BusFixture *f, const char *path, const char *name);       /* a Job property */
+guint64 bus_get_uint64(BusFixture *f, const char *path, const char *name);
+
+/* Backup(source, target, options) → the job's object path (g_free it). */
+char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant *options);
+
+/* Iterate the main loop until the condition holds (bounded by 30 s). */
+void bus_wait_for_status(BusFixture *f, const char *id, const char *status);
+void bus_wait_for_name(BusFixture *f, bool owned);
+bool bus_name_has_owner(BusFixture *f);
+void bus_iterate_for(BusFixture *f, guint64 usec);
+
+/* Test data: a file of 'size' bytes of pseudo-random data. */
+void bus_make_file(const char *path, guint64 size);
+void bus_assert_same_file(const char *a, const char *b);

@@ -1,0 +1,650 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* blockjobd over D-Bus, on a private system bus: the documented API against the live one, every
+ * method, property and signal, every error, the exact StatusChanged sequences, activation, the
+ * idle exit, SIGTERM, and the progress signal budget. */
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "bus-fixture.h"
+
+#define MiB (G_GUINT64_CONSTANT(1) << 20)
+#define ERR_INVALID_STATE "org.blockjobd.Jobs1.Error.InvalidState"
+#define ERR_NO_SUCH_JOB "org.blockjobd.Jobs1.Error.NoSuchJob"
+#define ERR_JOB_EXISTS "org.blockjobd.Jobs1.Error.JobExists"
+#define ERR_INVALID_JOB_ID "org.blockjobd.Jobs1.Error.InvalidJobId"
+#define ERR_IMAGE "org.blockjobd.Jobs1.Error.ImageError"
+#define ERR_INVALID_ARGS "org.freedesktop.DBus.Error.InvalidArgs"
+
+static GVariant *opts(const char *format, ...) {
+        /* a{sv} from "key", GVariant* pairs, NULL-terminated. */
+        GVariantBuilder b;
+        va_list ap;
+
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+        va_start(ap, format);
+        for (const char *key = format; key; key = va_arg(ap, const char *))
+                g_variant_builder_add(&b, "{sv}", key, va_arg(ap, GVariant *));
+        va_end(ap);
+        return g_variant_builder_end(&b);
+}
+
+static void assert_alive(BusFixture *f) {
+        g_autoptr(GVariant) v = bus_call(f, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping", NULL, NULL);
+}
+
+static void job_call(BusFixture *f, const char *path, const char *method) {
+        g_autoptr(GVariant) v = bus_call(f, path, JOB_IFACE, method, NULL, NULL);
+}
+
+static char *job_call_error(BusFixture *f, const char *path, const char *method, const char *expected) {
+        return bus_call_error(f, path, JOB_IFACE, method, NULL, expected);
+}
+
+/* ---- the documented API is the live API ----------------------------------------------------- */
+
+static void assert_same_args(GDBusArgInfo **a, GDBusArgInfo **b, const char *where) {
+        for (; a && *a; a++, b++) {
+                if (!b || !*b)
+                        g_error("%s: argument %s is missing", where, (*a)->name);
+                if (!g_str_equal((*a)->name, (*b)->name) || !g_str_equal((*a)->signature, (*b)->signature))
+                        g_error("%s: argument %s %s differs from %s %s", where, (*a)->name, (*a)->signature,
+                                (*b)->name, (*b)->signature);
+        }
+        if (b && *b)
+                g_error("%s: argument %s is extra", where, (*b)->name);
+}
+
+static void assert_same_annotations(GDBusAnnotationInfo **a, GDBusAnnotationInfo **b, const char *where) {
+        guint na = a ? g_strv_length((char **) a) : 0, nb = b ? g_strv_length((char **) b) : 0;
+        if (na != nb)
+                g_error("%s: %u annotations against %u", where, na, nb);
+        for (guint i = 0; i < na; i++)
+                if (!g_str_equal(a[i]->key, b[i]->key) || !g_str_equal(a[i]->value, b[i]->value))
+                        g_error("%s: annotation %s=%s differs from %s=%s", where, a[i]->key, a[i]->value, b[i]->key,
+                                b[i]->value);
+}
+
+/* Compares everything introspection says: members, their order, arguments, types, access, annotations. */
+static void assert_same_interface(GDBusInterfaceInfo *doc, GDBusInterfaceInfo *live) {
+        guint n;
+
+        n = doc->methods ? g_strv_length((char **) doc->methods) : 0;
+        g_assert_cmpuint(n, ==, live->methods ? g_strv_length((char **) live->methods) : 0);
+        for (guint i = 0; i < n; i++) {
+                g_autofree char *where = g_strdup_printf("%s.%s()", doc->name, doc->methods[i]->name);
+                g_assert_cmpstr(doc->methods[i]->name, ==, live->methods[i]->name);
+                assert_same_args(doc->methods[i]->in_args, live->methods[i]->in_args, where);
+                assert_same_args(doc->methods[i]->out_args, live->methods[i]->out_args, where);
+                assert_same_annotations(doc->methods[i]->annotations, live->methods[i]->annotations, where);
+        }
+
+        n = doc->signals ? g_strv_length((char **) doc->signals) : 0;
+        g_assert_cmpuint(n, ==, live->signals ? g_strv_length((char **) live->signals) : 0);
+        for (guint i = 0; i < n; i++) {
+                g_autofree char *where = g_strdup_printf("%s::%s", doc->name, doc->signals[i]->name);
+                g_assert_cmpstr(doc->signals[i]->name, ==, live->signals[i]->name);
+                assert_same_args(doc->signals[i]->args, live->signals[i]->args, where);
+        }
+
+        n = doc->properties ? g_strv_length((char **) doc->properties) : 0;
+        g_assert_cmpuint(n, ==, live->properties ? g_strv_length((char **) live->properties) : 0);
+        for (guint i = 0; i < n; i++) {
+                g_autofree char *where = g_strdup_printf("%s.%s", doc->name, doc->properties[i]->name);
+                g_assert_cmpstr(doc->properties[i]->name, ==, live->properties[i]->name);
+                g_assert_cmpstr(doc->properties[i]->signature, ==, live->properties[i]->signature);
+                g_assert_cmpint(doc->properties[i]->flags, ==, live->properties[i]->flags);
+                assert_same_annotations(doc->properties[i]->annotations, live->properties[i]->annotations, where);
+        }
+}
+
+static GDBusNodeInfo *introspect(BusFixture *f, const char *path) {
+        g_autoptr(GVariant) reply = bus_call(f, path, "org.freedesktop.DBus.Introspectable", "Introspect", NULL, "(s)");
+        g_autoptr(GError) error = NULL;
+        const char *xml;
+        GDBusNodeInfo *node;
+
+        g_variant_get(reply, "(&s)", &xml);
+        node = g_dbus_node_info_new_for_xml(xml, &error);
+        g_assert_no_error(error);
+        return node;
+}
+
+static void test_introspection_matches_xml(BusFixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+        g_autofree char *xml = NULL, *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autoptr(GDBusNodeInfo) doc = NULL, manager = NULL, job = NULL;
+        g_autofree char *path = NULL;
+
+        g_assert_true(g_file_get_contents(g_getenv("API_XML"), &xml, NULL, &error));
+        g_assert_no_error(error);
+        doc = g_dbus_node_info_new_for_xml(xml, &error);
+        g_assert_no_error(error);
+        g_assert_cmpuint(g_strv_length((char **) doc->interfaces), ==, 2);
+
+        manager = introspect(f, MANAGER_PATH);
+        assert_same_interface(g_dbus_node_info_lookup_interface(doc, MANAGER_IFACE),
+                              g_dbus_node_info_lookup_interface(manager, MANAGER_IFACE));
+        g_assert_nonnull(g_dbus_node_info_lookup_interface(manager, "org.freedesktop.DBus.ObjectManager"));
+
+        bus_make_file(source, 4 * MiB);
+        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(1), NULL));
+        job = introspect(f, path);
+        assert_same_interface(g_dbus_node_info_lookup_interface(doc, JOB_IFACE),
+                              g_dbus_node_info_lookup_interface(job, JOB_IFACE));
+        g_assert_nonnull(g_dbus_node_info_lookup_interface(job, "org.freedesktop.DBus.Peer"));
+        g_assert_nonnull(g_dbus_node_info_lookup_interface(job, "org.freedesktop.DBus.Properties"));
+
+        /* The job shows up below the manager's job node. */
+        g_autoptr(GDBusNodeInfo) jobs = introspect(f, MANAGER_PATH "/job");
+        g_assert_nonnull(jobs->nodes);
+        g_assert_cmpstr(jobs->nodes[0]->path, ==, "backup0");
+        job_call(f, path, "Cancel");
+}
+
+/* ---- the manager ---------------------------------------------------------------------------- */
+
+static void test_manager_properties(BusFixture *f, gconstpointer data) {
+        g_autoptr(GVariant) version = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "Version");
+        g_autoptr(GVariant) types = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "JobTypes");
+        g_autoptr(GVariant) jobs = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "Jobs");
+        g_autofree const char **t = g_variant_get_strv(types, NULL);
+        g_autofree char *joined = g_strjoinv(" ", (char **) t);
+
+        g_assert_cmpstr(g_variant_get_string(version, NULL), !=, "");
+        g_assert_cmpstr(joined, ==, "commit stream mirror backup");
+        g_assert_cmpuint(g_variant_get_uint32(jobs), ==, 0);
+}
+
+static void test_backup_lifecycle(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
+        g_autofree char *path = NULL, *error = NULL, *transaction = NULL;
+        g_autoptr(GVariant) list = NULL, got = NULL, verbs = NULL, owner = NULL, af = NULL, jobs = NULL;
+
+        bus_make_file(source, 8 * MiB);
+        path = bus_backup(f, source, target,
+                          opts("job-id", g_variant_new_string("nightly"), "auto-finalize", g_variant_new_boolean(FALSE),
+                               "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+        g_assert_cmpstr(path, ==, MANAGER_PATH "/job/nightly");
+        bus_wait_for_status(f, "nightly", "pending");
+
+        /* Everything there is to know about it. */
+        g_autofree char *id = bus_get_string(f, path, "Id"), *type = bus_get_string(f, path, "Type");
+        g_autofree char *status = bus_get_string(f, path, "Status"), *src = bus_get_string(f, path, "Source");
+        g_autofree char *tgt = bus_get_string(f, path, "Target"), *err = bus_get_string(f, path, "Error");
+        g_autofree char *io = bus_get_string(f, path, "IoStatus");
+        g_assert_cmpstr(id, ==, "nightly");
+        g_assert_cmpstr(type, ==, "backup");
+        g_assert_cmpstr(status, ==, "pending");
+        g_assert_cmpstr(src, ==, source);
+        g_assert_cmpstr(tgt, ==, target);
+        g_assert_cmpstr(err, ==, "");
+        g_assert_cmpstr(io, ==, "ok");
+        transaction = bus_get_string(f, path, "Transaction");
+        g_assert_cmpstr(transaction, ==, "");
+        g_assert_cmpuint(bus_get_uint64(f, path, "CurrentProgress"), ==, 8 * MiB);
+        g_assert_cmpuint(bus_get_uint64(f, path, "TotalProgress"), ==, 8 * MiB);
+        g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, 0);
+        g_assert_cmpuint(bus_get_uint64(f, path, "Rate"), ==, 0);             /* not running */
+        g_assert_cmpuint(bus_get_uint64(f, path, "ExpectedEndTime"), ==, 0);
+        owner = bus_get_property(f, path, JOB_IFACE, "OwnerUID");
+        g_assert_cmpuint(g_variant_get_uint32(owner), ==, getuid());
+        af = bus_get_property(f, path, JOB_IFACE, "AutoFinalize");
+        g_assert_false(g_variant_get_boolean(af));
+        verbs = bus_get_property(f, path, JOB_IFACE, "AllowedVerbs");
+        g_autofree const char **v = g_variant_get_strv(verbs, NULL);
+        g_autofree char *vs = g_strjoinv(" ", (char **) v);
+        g_assert_cmpstr(vs, ==, "cancel finalize");
+        jobs = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "Jobs");
+        g_assert_cmpuint(g_variant_get_uint32(jobs), ==, 1);
+
+        /* Not published before it is finalized. */
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+
+        list = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+        g_autofree char *printed = g_variant_print(list, FALSE);
+        g_autofree char *expected = g_strdup_printf("([('%s', 'nightly', 'backup', 'pending', %" G_GUINT64_FORMAT
+                                                    ", %" G_GUINT64_FORMAT ", '')],)",
+                                                    path, 8 * MiB, 8 * MiB);
+        g_assert_cmpstr(printed, ==, expected);
+        got = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "GetJob", g_variant_new("(s)", "nightly"), "(o)");
+        g_autofree char *got_path = NULL;
+        g_variant_get(got, "(o)", &got_path);
+        g_assert_cmpstr(got_path, ==, path);
+
+        job_call(f, path, "Finalize");
+        bus_wait_for_status(f, "nightly", "concluded");
+        bus_assert_same_file(source, target);
+
+        /* Concluded: its id stays taken until dismissed. */
+        error = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Backup",
+                               g_variant_new("(ss@a{sv})", source, target, opts("job-id", g_variant_new_string("nightly"), NULL)),
+                               ERR_JOB_EXISTS);
+        g_assert_cmpstr(error, ==, "Job ID 'nightly' already in use");
+
+        job_call(f, path, "Dismiss");
+        bus_wait_for_status(f, "nightly", "null");
+        g_assert_cmpstr(f->statuses->str, ==,
+                        "nightly:created nightly:running nightly:waiting nightly:pending nightly:concluded nightly:null ");
+        g_assert_cmpuint(f->n_added, ==, 1);
+        bus_iterate_for(f, 100 * 1000);
+        g_assert_cmpuint(f->n_removed, ==, 1);
+        g_free(error);
+        error = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "GetJob", g_variant_new("(s)", "nightly"), ERR_NO_SUCH_JOB);
+        g_assert_cmpstr(error, ==, "Job not found");
+}
+
+static void test_verbs(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
+        g_autofree char *path = NULL, *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL, *e5 = NULL, *e6 = NULL;
+
+        bus_make_file(source, 16 * MiB);
+        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(4 * MiB), NULL));
+        g_assert_cmpstr(path, ==, MANAGER_PATH "/job/backup0");
+        bus_wait_for_status(f, "backup0", "running");
+
+        e1 = job_call_error(f, path, "Resume", ERR_INVALID_STATE);
+        g_assert_cmpstr(e1, ==, "Can't resume a job that was not paused");
+        e2 = job_call_error(f, path, "Complete", ERR_INVALID_STATE);
+        g_assert_cmpstr(e2, ==, "Job 'backup0' in state 'running' cannot accept command verb 'complete'");
+        e3 = job_call_error(f, path, "Finalize", ERR_INVALID_STATE);
+        g_assert_cmpstr(e3, ==, "Job 'backup0' in state 'running' cannot accept command verb 'finalize'");
+
+        job_call(f, path, "Pause");
+        bus_wait_for_status(f, "backup0", "paused");
+        e4 = job_call_error(f, path, "Pause", ERR_INVALID_STATE);
+        g_assert_cmpstr(e4, ==, "Job is already paused");
+        e5 = job_call_error(f, path, "Dismiss", ERR_INVALID_STATE);
+        g_assert_cmpstr(e5, ==, "Job 'backup0' in state 'paused' cannot accept command verb 'dismiss'");
+
+        g_autoptr(GVariant) v = bus_call(f, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 8 * MiB), NULL);
+        g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, 8 * MiB);
+        job_call(f, path, "Resume");
+        bus_wait_for_status(f, "backup0", "running");
+        job_call(f, path, "Cancel");
+        bus_wait_for_status(f, "backup0", "null");
+
+        g_assert_cmpstr(f->statuses->str, ==,
+                        "backup0:created backup0:running backup0:paused backup0:running backup0:aborting "
+                        "backup0:concluded backup0:null ");
+        /* Cancelled: nothing was published, nothing is left behind. */
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        e6 = bus_call_error(f, path, JOB_IFACE, "Cancel", NULL, "org.freedesktop.DBus.Error.UnknownObject");
+}
+
+static void test_error_texts_reach_clients(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
+        g_autofree char *path = NULL, *error = NULL;
+
+        /* A job that fails reports why: here the cancel, with auto-dismiss off to read it. */
+        bus_make_file(source, 4 * MiB);
+        path = bus_backup(f, source, target,
+                          opts("auto-dismiss", g_variant_new_boolean(FALSE), "speed", g_variant_new_uint64(MiB), NULL));
+        job_call(f, path, "Cancel");
+        bus_wait_for_status(f, "backup0", "concluded");
+        error = bus_get_string(f, path, "Error");
+        g_assert_cmpstr(error, ==, "Operation canceled");
+        g_autoptr(GVariant) list = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+        g_autofree char *printed = g_variant_print(list, FALSE);
+        g_assert_nonnull(strstr(printed, "'concluded', "));
+        g_assert_nonnull(strstr(printed, "'Operation canceled')"));
+        job_call(f, path, "Dismiss");
+}
+
+/* ---- bad calls ------------------------------------------------------------------------------ */
+
+static void expect_backup_error(BusFixture *f, const char *source, const char *target, GVariant *options,
+                                const char *error_name, const char *message) {
+        g_autofree char *got = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Backup",
+                                              g_variant_new("(ss@a{sv})", source, target,
+                                                            options ?: g_variant_new("a{sv}", NULL)),
+                                              error_name);
+        if (message)
+                g_assert_cmpstr(got, ==, message);
+        assert_alive(f);
+}
+
+static void test_bad_calls(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
+        g_autofree char *missing = bus_fixture_path(f, "missing.img"), *exists = bus_fixture_path(f, "exists.img");
+        g_autofree char *nodir = bus_fixture_path(f, "no/such/dir.img");
+        g_autofree char *x5000 = g_strnfill(5000, 'x'), *long_path = g_strdup_printf("/%s", x5000);
+        g_autofree char *long_id = g_strnfill(200, 'a');
+        g_autofree char *m = NULL;
+
+        bus_make_file(source, MiB);
+        bus_make_file(exists, 4096);
+
+        /* Wrong signatures: sd-bus refuses them before any handler runs. */
+        g_free(bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Backup", g_variant_new("(ss)", source, target),
+                              ERR_INVALID_ARGS));
+        g_free(bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Backup", g_variant_new("(sa{sv}s)", source, NULL, target),
+                              ERR_INVALID_ARGS));
+        g_free(bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "GetJob", g_variant_new("(u)", 7), ERR_INVALID_ARGS));
+        g_free(bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "NoSuchMethod", NULL,
+                              "org.freedesktop.DBus.Error.UnknownMethod"));
+        assert_alive(f);
+
+        /* Options: unknown keys, wrong variant types, repeated keys, bad values, keys of another type. */
+        expect_backup_error(f, source, target, opts("colour", g_variant_new_string("red"), NULL), ERR_INVALID_ARGS,
+                            "Unknown option 'colour' for a backup job");
+        expect_backup_error(f, source, target, opts("speed", g_variant_new_string("fast"), NULL), ERR_INVALID_ARGS,
+                            "Option 'speed' must be of type 't', not 's'");
+        expect_backup_error(f, source, target, opts("speed", g_variant_new_int32(5), NULL), ERR_INVALID_ARGS,
+                            "Option 'speed' must be of type 't', not 'i'");
+        expect_backup_error(f, source, target,
+                            opts("speed", g_variant_new_uint64(1), "speed", g_variant_new_uint64(2), NULL),
+                            ERR_INVALID_ARGS, "Option 'speed' given twice");
+        expect_backup_error(f, source, target, opts("on-source-error", g_variant_new_string("panic"), NULL),
+                            ERR_INVALID_ARGS, "Option 'on-source-error' must be one of report, ignore, stop, enospc, not 'panic'");
+        expect_backup_error(f, source, target, opts("sync", g_variant_new_string("none"), NULL), ERR_INVALID_ARGS,
+                            "Option 'sync' must be full or top, not 'none'");
+        expect_backup_error(f, source, target, opts("format", g_variant_new_string("vmdk"), NULL), ERR_INVALID_ARGS,
+                            "Option 'format' must be raw or qcow2, not 'vmdk'");
+        expect_backup_error(f, source, target, opts("granularity", g_variant_new_uint32(4096), NULL), ERR_INVALID_ARGS,
+                            "Unknown option 'granularity' for a backup job");
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Mirror",
+                           g_variant_new("(ss@a{sv})", source, target, opts("granularity", g_variant_new_uint32(3000), NULL)),
+                           ERR_INVALID_ARGS);
+        g_assert_cmpstr(m, ==, "Parameter 'granularity' expects a power of 2");
+        g_free(m);
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Mirror",
+                           g_variant_new("(ss@a{sv})", source, target, opts("granularity", g_variant_new_uint32(256), NULL)),
+                           ERR_INVALID_ARGS);
+        g_assert_cmpstr(m, ==, "Parameter 'granularity' expects a value in range [512B, 64MB]");
+
+        /* Paths: empty, relative, absurdly long, missing, a directory, an existing target, the source itself. */
+        expect_backup_error(f, "", target, NULL, ERR_INVALID_ARGS, "Source path is empty");
+        expect_backup_error(f, "source.img", target, NULL, ERR_INVALID_ARGS, "Source path 'source.img' is not absolute");
+        expect_backup_error(f, source, long_path, NULL, ERR_INVALID_ARGS, "Target path is too long");
+        g_autofree char *m1 = g_strdup_printf("Could not open source '%s': No such file or directory", missing);
+        expect_backup_error(f, missing, target, NULL, ERR_IMAGE, m1);
+        g_autofree char *m2 = g_strdup_printf("Target '%s' is a directory", f->dir);
+        expect_backup_error(f, source, f->dir, NULL, ERR_IMAGE, m2);
+        g_autofree char *m3 = g_strdup_printf("Target '%s' already exists", exists);
+        expect_backup_error(f, source, exists, NULL, ERR_IMAGE, m3);
+        g_autofree char *m4 = g_strdup_printf("Could not create target '%s': No such file or directory", nodir);
+        expect_backup_error(f, source, nodir, NULL, ERR_IMAGE, m4);
+        expect_backup_error(f, source, source, NULL, ERR_INVALID_ARGS, "Source and target cannot be the same");
+
+        /* Ids: QEMU's rules, and a length bound. */
+        static const char *const odd[] = { "0id", "-x", "a b", "a/b", "é", "a\tb", "" };
+        for (guint i = 0; i < G_N_ELEMENTS(odd); i++) {
+                g_autofree char *expected = g_strdup_printf("Invalid job ID '%s'", odd[i]);
+                expect_backup_error(f, source, target, opts("job-id", g_variant_new_string(odd[i]), NULL),
+                                    ERR_INVALID_JOB_ID, expected);
+        }
+        expect_backup_error(f, source, target, opts("job-id", g_variant_new_string(long_id), NULL), ERR_INVALID_JOB_ID,
+                            NULL);
+
+        /* Jobs that do not exist. */
+        g_free(m);
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "GetJob", g_variant_new("(s)", "ghost"), ERR_NO_SUCH_JOB);
+        g_assert_cmpstr(m, ==, "Job not found");
+        g_free(bus_call_error(f, MANAGER_PATH "/job/ghost", JOB_IFACE, "Pause", NULL,
+                              "org.freedesktop.DBus.Error.UnknownObject"));
+
+        /* Commit and stream need a backing chain, which a raw image does not have. */
+        g_free(m);
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Commit",
+                           g_variant_new("(s@a{sv})", source, g_variant_new("a{sv}", NULL)), ERR_IMAGE);
+        g_autofree char *m5 = g_strdup_printf("Image '%s' is a raw image and has no backing file to commit into", source);
+        g_assert_cmpstr(m, ==, m5);
+        g_free(m);
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Stream",
+                           g_variant_new("(s@a{sv})", source, opts("top", g_variant_new_string("/x"), NULL)),
+                           ERR_INVALID_ARGS);
+        g_assert_cmpstr(m, ==, "Unknown option 'top' for a stream job");
+
+        /* Nothing of all this left a job or a file behind. */
+        g_autoptr(GVariant) jobs = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "Jobs");
+        g_assert_cmpuint(g_variant_get_uint32(jobs), ==, 0);
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        g_assert_cmpstr(f->statuses->str, ==, "");
+        assert_alive(f);
+}
+
+/* ---- transactions --------------------------------------------------------------------------- */
+
+static GVariant *backup_action(const char *source, const char *target, GVariant *options) {
+        return g_variant_new("(sss@a{sv})", "backup", source, target, options ?: g_variant_new("a{sv}", NULL));
+}
+
+static void test_transaction_grouped(BusFixture *f, gconstpointer data) {
+        g_autofree char *s1 = bus_fixture_path(f, "s1.img"), *s2 = bus_fixture_path(f, "s2.img");
+        g_autofree char *t1 = bus_fixture_path(f, "t1.img"), *t2 = bus_fixture_path(f, "t2.img");
+        GVariantBuilder actions;
+        g_autoptr(GVariant) reply = NULL;
+        g_autofree const char **paths = NULL;
+
+        bus_make_file(s1, 2 * MiB);
+        bus_make_file(s2, 6 * MiB);
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add_value(&actions, backup_action(s1, t1, opts("job-id", g_variant_new_string("one"), NULL)));
+        g_variant_builder_add_value(&actions, backup_action(s2, t2, opts("job-id", g_variant_new_string("two"),
+                                                                         "auto-finalize", g_variant_new_boolean(FALSE), NULL)));
+        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                         g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
+                                       opts("completion-mode", g_variant_new_string("grouped"), NULL)),
+                         "(ao)");
+        g_variant_get(reply, "(^a&o)", &paths);
+        g_assert_cmpuint(g_strv_length((char **) paths), ==, 2);
+        g_assert_cmpstr(paths[0], ==, MANAGER_PATH "/job/one");
+        g_assert_cmpstr(paths[1], ==, MANAGER_PATH "/job/two");
+
+        g_autofree char *txn1 = bus_get_string(f, paths[0], "Transaction"), *txn2 = bus_get_string(f, paths[1], "Transaction");
+        g_assert_cmpstr(txn1, !=, "");
+        g_assert_cmpstr(txn1, ==, txn2);
+
+        /* "two" wants a manual finalize, which holds "one" in pending too. */
+        bus_wait_for_status(f, "one", "pending");
+        bus_wait_for_status(f, "two", "pending");
+        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+        job_call(f, paths[0], "Finalize");
+        bus_wait_for_status(f, "one", "null");
+        bus_wait_for_status(f, "two", "null");
+        bus_assert_same_file(s1, t1);
+        bus_assert_same_file(s2, t2);
+        g_assert_nonnull(strstr(f->statuses->str, "one:waiting "));
+        g_assert_nonnull(strstr(f->statuses->str, "two:waiting two:pending one:pending "));
+}
+
+static void test_transaction_all_or_nothing(BusFixture *f, gconstpointer data) {
+        g_autofree char *s = bus_fixture_path(f, "s.img"), *t1 = bus_fixture_path(f, "t1.img");
+        g_autofree char *t2 = bus_fixture_path(f, "t2.img"), *m = NULL;
+        GVariantBuilder actions;
+
+        bus_make_file(s, MiB);
+        bus_make_file(t2, 1);
+
+        /* The second target exists: neither job is created, no file appears. */
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add_value(&actions, backup_action(s, t1, NULL));
+        g_variant_builder_add_value(&actions, backup_action(s, t2, NULL));
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                           g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions), g_variant_new("a{sv}", NULL)),
+                           ERR_IMAGE);
+        g_autofree char *expected = g_strdup_printf("Target '%s' already exists", t2);
+        g_assert_cmpstr(m, ==, expected);
+        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+
+        /* Two actions with one id: refused before anything is opened. */
+        g_free(m);
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add_value(&actions, backup_action(s, t1, opts("job-id", g_variant_new_string("x"), NULL)));
+        g_variant_builder_add_value(&actions, backup_action(s, t1, opts("job-id", g_variant_new_string("x"), NULL)));
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                           g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions), g_variant_new("a{sv}", NULL)),
+                           ERR_JOB_EXISTS);
+        g_assert_cmpstr(m, ==, "Job ID 'x' already in use");
+
+        /* Only backups take part in transactions; properties are checked too. */
+        g_free(m);
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add(&actions, "(sss@a{sv})", "mirror", s, t1, g_variant_new("a{sv}", NULL));
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                           g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions), g_variant_new("a{sv}", NULL)),
+                           ERR_INVALID_ARGS);
+        g_assert_cmpstr(m, ==, "Action type 'mirror' cannot be part of a transaction: only 'backup' can");
+        g_free(m);
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add_value(&actions, backup_action(s, t1, NULL));
+        m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                           g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
+                                         opts("completion-mode", g_variant_new_string("eventually"), NULL)),
+                           ERR_INVALID_ARGS);
+        g_assert_cmpstr(m, ==, "Property 'completion-mode' must be individual or grouped, not 'eventually'");
+
+        g_assert_cmpstr(f->statuses->str, ==, "");
+        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+}
+
+static void test_transaction_grouped_cancel(BusFixture *f, gconstpointer data) {
+        g_autofree char *s = bus_fixture_path(f, "s.img"), *t1 = bus_fixture_path(f, "t1.img"), *t2 = bus_fixture_path(f, "t2.img");
+        g_autoptr(GVariant) reply = NULL;
+        g_autofree const char **paths = NULL;
+        GVariantBuilder actions;
+
+        bus_make_file(s, 8 * MiB);
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add_value(&actions, backup_action(s, t1, opts("job-id", g_variant_new_string("fast"), NULL)));
+        g_variant_builder_add_value(&actions, backup_action(s, t2, opts("job-id", g_variant_new_string("slow"), "speed",
+                                                                        g_variant_new_uint64(MiB), NULL)));
+        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                         g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
+                                       opts("completion-mode", g_variant_new_string("grouped"), NULL)),
+                         "(ao)");
+        g_variant_get(reply, "(^a&o)", &paths);
+
+        /* "fast" is done and waits; cancelling "slow" aborts both. */
+        bus_wait_for_status(f, "fast", "waiting");
+        job_call(f, paths[1], "Cancel");
+        bus_wait_for_status(f, "fast", "null");
+        bus_wait_for_status(f, "slow", "null");
+        g_assert_nonnull(strstr(f->statuses->str, "fast:aborting"));
+        g_assert_nonnull(strstr(f->statuses->str, "slow:aborting"));
+        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(t2, G_FILE_TEST_EXISTS));
+}
+
+/* ---- the progress signal budget ------------------------------------------------------------ */
+
+static void test_signal_budget(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "big.img"), *target = bus_fixture_path(f, "big-copy.img");
+        g_autofree char *path = NULL;
+        guint64 size = 1024 * MiB;
+        const char *env = g_getenv("BLOCKJOBD_TEST_BIG_MIB");
+
+        if (env)
+                size = g_ascii_strtoull(env, NULL, 10) * MiB;
+        bus_make_file(source, size);
+
+        gint64 start = g_get_monotonic_time();
+        path = bus_backup(f, source, target, NULL);
+        bus_wait_for_status(f, "backup0", "null");
+        double life = (g_get_monotonic_time() - start) / 1e6;
+
+        /* At most one CurrentProgress per 100 ms, plus the final one: 11 per second of life. */
+        guint n = f->progress_times->len;
+        g_test_message("%.2f s, %u PropertiesChanged with CurrentProgress", life, n);
+        g_assert_cmpuint(n, >=, 1);
+        g_assert_cmpuint(n, <=, (guint) (11 * ceil(life)));
+        for (guint i = 1; i + 1 < n; i++) {
+                /* Never two within 100 ms (the last one may follow closer: it is the final value).
+                 * Timestamps are taken when the client sees them, so allow for delivery jitter. */
+                gint64 gap = g_array_index(f->progress_times, gint64, i) - g_array_index(f->progress_times, gint64, i - 1);
+                g_assert_cmpint(gap, >=, 50 * 1000);
+        }
+        g_unlink(target);
+}
+
+/* ---- activation, idle exit, SIGTERM --------------------------------------------------------- */
+
+static void activation_setup(BusFixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+
+        memset(f, 0, sizeof(*f));
+        f->dir = g_dir_make_tmp("blockjobd-bus-XXXXXX", &error);
+        g_assert_no_error(error);
+        f->statuses = g_string_new(NULL);
+        f->io_errors = g_string_new(NULL);
+        f->progress_times = g_array_new(FALSE, FALSE, sizeof(gint64));
+        bus_fixture_start_bus(f, "--idle-timeout=1");
+}
+
+static void test_activation_and_idle_exit(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *path = NULL;
+
+        g_assert_false(bus_name_has_owner(f));
+
+        /* The first call starts the daemon. */
+        g_autoptr(GVariant) version = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "Version");
+        g_assert_true(bus_name_has_owner(f));
+
+        /* Idle for its timeout of 1 s: it goes. */
+        bus_wait_for_name(f, false);
+
+        /* Activated again by a job, it stays while the job exists, concluded or not. */
+        bus_make_file(source, MiB);
+        path = bus_backup(f, source, target, opts("auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+        bus_wait_for_status(f, "backup0", "concluded");
+        bus_iterate_for(f, 2500 * 1000);
+        g_assert_true(bus_name_has_owner(f));
+
+        /* Dismissed, the daemon is idle and exits on its own. */
+        job_call(f, path, "Dismiss");
+        bus_wait_for_name(f, false);
+        bus_assert_same_file(source, target);
+}
+
+static void test_sigterm_cancels_jobs(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autoptr(GError) error = NULL;
+        g_autofree char *path = NULL;
+
+        bus_make_file(source, 16 * MiB);
+        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(MiB), NULL));
+        bus_wait_for_status(f, "backup0", "running");
+
+        g_subprocess_send_signal(f->daemon, SIGTERM);
+        bus_wait_for_status(f, "backup0", "null");
+        g_assert_true(g_subprocess_wait(f->daemon, NULL, &error));
+        g_assert_true(g_subprocess_get_if_exited(f->daemon));
+        g_assert_cmpint(g_subprocess_get_exit_status(f->daemon), ==, 0);
+        g_clear_object(&f->daemon);
+
+        g_assert_nonnull(strstr(f->statuses->str, "backup0:aborting backup0:concluded backup0:null"));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        /* Nothing left in the directory but the source and the test's own files. */
+        g_autoptr(GDir) d = g_dir_open(f->dir, 0, NULL);
+        for (const char *name; (name = g_dir_read_name(d));)
+                g_assert_true(g_str_equal(name, "s.img") || g_str_equal(name, "bus") || g_str_equal(name, "bus.conf") ||
+                              g_str_equal(name, "services") || g_str_equal(name, "daemon.log"));
+}
+
+#define BUS_TEST(path, fn) g_test_add(path, BusFixture, NULL, bus_fixture_setup, fn, bus_fixture_teardown)
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+
+        BUS_TEST("/bus/introspection-matches-xml", test_introspection_matches_xml);
+        BUS_TEST("/bus/manager-properties", test_manager_properties);
+        BUS_TEST("/bus/backup-lifecycle", test_backup_lifecycle);
+        BUS_TEST("/bus/verbs", test_verbs);
+        BUS_TEST("/bus/error-text", test_error_texts_reach_clients);
+        BUS_TEST("/bus/bad-calls", test_bad_calls);
+        BUS_TEST("/bus/transaction/grouped", test_transaction_grouped);
+        BUS_TEST("/bus/transaction/all-or-nothing", test_transaction_all_or_nothing);
+        BUS_TEST("/bus/transaction/grouped-cancel", test_transaction_grouped_cancel);
+        BUS_TEST("/bus/signal-budget", test_signal_budget);
+        BUS_TEST("/bus/sigterm-cancels-jobs", test_sigterm_cancels_jobs);
+        g_test_add("/bus/activation-and-idle-exit", BusFixture, NULL, activation_setup, test_activation_and_idle_exit,
+                   bus_fixture_teardown);
+
+        return g_test_run();
+}
