@@ -1,0 +1,229 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* blockjobctl against the daemon on a private bus: every command, its output when not on a
+ * terminal, its JSON, and its exit status. */
+
+#include <glib/gstdio.h>
+#include <signal.h>
+
+#include "bus-fixture.h"
+
+#define MiB (G_GUINT64_CONSTANT(1) << 20)
+
+typedef struct Result {
+        int status;
+        char *out;
+        char *err;
+} Result;
+
+static void result_clear(Result *r) {
+        g_free(r->out);
+        g_free(r->err);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Result, result_clear)
+
+/* Runs blockjobctl --address=<the test bus> ARGS... and collects what it said. */
+static Result ctl(BusFixture *f, const char *first, ...) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GSubprocess) p = NULL;
+        g_autoptr(GError) error = NULL;
+        Result r = {};
+        va_list ap;
+
+        g_ptr_array_add(argv, g_strdup(g_getenv("BLOCKJOBCTL")));
+        g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->address));
+        va_start(ap, first);
+        for (const char *a = first; a; a = va_arg(ap, const char *))
+                g_ptr_array_add(argv, g_strdup(a));
+        va_end(ap);
+        g_ptr_array_add(argv, NULL);
+
+        p = g_subprocess_newv((const char *const *) argv->pdata,
+                              G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+        g_assert_no_error(error);
+        g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, &r.out, &r.err, &error));
+        g_assert_no_error(error);
+        g_assert_true(g_subprocess_get_if_exited(p));
+        r.status = g_subprocess_get_exit_status(p);
+        return r;
+}
+
+static void test_list_empty(BusFixture *f, gconstpointer data) {
+        g_auto(Result) r = ctl(f, "list", NULL);
+        g_auto(Result) j = ctl(f, "--json", "list", NULL);
+
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_nonnull(strstr(r.out, "No jobs."));
+        g_assert_cmpint(j.status, ==, 0);
+        g_assert_cmpstr(j.out, ==, "[]\n");
+}
+
+static void test_backup_follow(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 8 * MiB);
+        g_auto(Result) r = ctl(f, "backup", source, target, "--follow", "--speed=16M", "--job-id=nightly", NULL);
+        g_assert_cmpint(r.status, ==, 0);
+        /* Not a terminal: plain lines, one per status change, then the verdict. */
+        g_assert_true(g_str_has_prefix(r.out, "nightly: created 0.0% (0/8388608 bytes)\nnightly: running"));
+        g_assert_nonnull(strstr(r.out, "nightly: waiting 100.0% (8388608/8388608 bytes)\n"));
+        g_assert_nonnull(strstr(r.out, "nightly: concluded 100.0%"));
+        g_assert_true(g_str_has_suffix(r.out, "Job 'nightly' finished successfully.\n"));
+        bus_assert_same_file(source, target);
+}
+
+static void test_follow_failure(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autoptr(GSubprocess) follower = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *out = NULL, *err = NULL, *addr = NULL;
+
+        bus_make_file(source, 8 * MiB);
+        g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1M", NULL);
+        g_assert_cmpint(started.status, ==, 0);
+        g_assert_cmpstr(started.out, ==, "Job 'backup0' started (/org/blockjobd/Jobs1/job/backup0).\n");
+
+        /* Someone follows it, someone else cancels it: the follower's exit status says so. */
+        addr = g_strdup_printf("--address=%s", f->address);
+        follower = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error,
+                                    g_getenv("BLOCKJOBCTL"), addr, "status", "--follow", "backup0", NULL);
+        g_assert_no_error(error);
+        bus_iterate_for(f, 300 * 1000);
+        g_auto(Result) cancel = ctl(f, "cancel", "backup0", NULL);
+        g_assert_cmpint(cancel.status, ==, 0);
+
+        g_assert_true(g_subprocess_communicate_utf8(follower, NULL, NULL, &out, &err, &error));
+        g_assert_cmpint(g_subprocess_get_exit_status(follower), ==, 1);
+        g_assert_nonnull(strstr(out, "Status: running"));
+        g_assert_nonnull(strstr(out, "backup0: aborting"));
+        g_assert_nonnull(strstr(err, "Job 'backup0' failed: Operation canceled"));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+}
+
+static void test_verbs(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 8 * MiB);
+        g_auto(Result) started = ctl(f, "--json", "backup", source, target, "--speed=1M", "--no-auto-dismiss",
+                                     "--no-auto-finalize", "--job-id=j", NULL);
+        g_assert_cmpint(started.status, ==, 0);
+        g_assert_cmpstr(started.out, ==, "{\"id\":\"j\",\"object\":\"/org/blockjobd/Jobs1/job/j\"}\n");
+
+        g_auto(Result) pause = ctl(f, "pause", "j", NULL);
+        g_assert_cmpint(pause.status, ==, 0);
+        bus_wait_for_status(f, "j", "paused");
+        g_auto(Result) again = ctl(f, "pause", "j", NULL);
+        g_assert_cmpint(again.status, ==, 1);
+        g_assert_cmpstr(again.err, ==, "blockjobctl: Failed: Job is already paused\n");
+
+        g_auto(Result) speed = ctl(f, "set-speed", "j", "1.5G", NULL);
+        g_assert_cmpint(speed.status, ==, 0);
+        g_autofree char *path = g_strdup("/org/blockjobd/Jobs1/job/j");
+        g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, 1610612736);
+        g_auto(Result) bad_speed = ctl(f, "set-speed", "j", "fast", NULL);
+        g_assert_cmpint(bad_speed.status, ==, 1);
+
+        g_auto(Result) status = ctl(f, "status", "j", NULL);
+        g_assert_cmpint(status.status, ==, 0);
+        g_assert_nonnull(strstr(status.out, "          Status: paused\n"));
+        g_assert_nonnull(strstr(status.out, "           Speed: 1610612736\n"));
+        g_assert_nonnull(strstr(status.out, "    AllowedVerbs: cancel pause resume set-speed\n"));
+        g_auto(Result) json = ctl(f, "--json", "status", "j", NULL);
+        g_assert_true(g_str_has_prefix(json.out, "{\"Id\":\"j\",\"Type\":\"backup\",\"Status\":\"paused\","));
+        g_assert_nonnull(strstr(json.out, "\"AutoDismiss\":false,"));
+        g_assert_nonnull(strstr(json.out, "\"AllowedVerbs\":[\"cancel\",\"pause\",\"resume\",\"set-speed\"],"));
+
+        g_auto(Result) complete = ctl(f, "complete", "j", NULL);
+        g_assert_cmpint(complete.status, ==, 1);
+        g_assert_cmpstr(complete.err, ==,
+                        "blockjobctl: Failed: Job 'j' in state 'paused' cannot accept command verb 'complete'\n");
+
+        g_auto(Result) resume = ctl(f, "resume", "j", NULL);
+        g_assert_cmpint(resume.status, ==, 0);
+        bus_wait_for_status(f, "j", "pending");
+        g_auto(Result) list = ctl(f, "list", NULL);
+        g_assert_nonnull(strstr(list.out, "j                    backup   pending     100.0% \n"));
+        g_auto(Result) finalize = ctl(f, "finalize", "j", NULL);
+        g_assert_cmpint(finalize.status, ==, 0);
+        bus_wait_for_status(f, "j", "concluded");
+        g_auto(Result) dismiss = ctl(f, "dismiss", "j", NULL);
+        g_assert_cmpint(dismiss.status, ==, 0);
+        bus_wait_for_status(f, "j", "null");
+        bus_assert_same_file(source, target);
+
+        g_auto(Result) gone = ctl(f, "status", "j", NULL);
+        g_assert_cmpint(gone.status, ==, 1);
+        g_assert_cmpstr(gone.err, ==, "blockjobctl: No job 'j'.\n");
+}
+
+static void test_relative_paths(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *cwd = g_get_current_dir();
+
+        /* The daemon gets absolute paths; the user may type relative ones. */
+        bus_make_file(source, MiB);
+        g_assert_cmpint(g_chdir(f->dir), ==, 0);
+        g_auto(Result) r = ctl(f, "backup", "s.img", "t.img", "-f", NULL);
+        g_assert_cmpint(g_chdir(cwd), ==, 0);
+        g_assert_cmpint(r.status, ==, 0);
+        bus_assert_same_file(source, target);
+}
+
+static void test_errors(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "missing.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *expected = g_strdup_printf(
+                "blockjobctl: Failed to start the job: Could not open source '%s': No such file or directory\n", source);
+
+        g_auto(Result) missing = ctl(f, "backup", source, target, NULL);
+        g_assert_cmpint(missing.status, ==, 1);
+        g_assert_cmpstr(missing.err, ==, expected);
+
+        g_auto(Result) unknown = ctl(f, "frobnicate", NULL);
+        g_assert_cmpint(unknown.status, ==, 1);
+        g_assert_cmpstr(unknown.err, ==, "blockjobctl: Unknown command 'frobnicate'; see --help.\n");
+        g_auto(Result) count = ctl(f, "pause", NULL);
+        g_assert_cmpint(count.status, ==, 1);
+        g_assert_cmpstr(count.err, ==, "blockjobctl: 'pause' takes 1 argument; see --help.\n");
+        g_auto(Result) none = ctl(f, NULL);
+        g_assert_cmpint(none.status, ==, 1);
+        g_auto(Result) help = ctl(f, "--help", NULL);
+        g_assert_cmpint(help.status, ==, 0);
+        g_assert_nonnull(strstr(help.out, "set-speed ID BYTES"));
+}
+
+static void test_monitor(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *addr = g_strdup_printf("--address=%s", f->address);
+        g_autoptr(GSubprocess) monitor = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *out = NULL;
+
+        bus_make_file(source, MiB);
+        monitor = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_SILENCE, &error,
+                                   g_getenv("BLOCKJOBCTL"), addr, "monitor", NULL);
+        g_assert_no_error(error);
+        bus_iterate_for(f, 300 * 1000);
+
+        g_auto(Result) r = ctl(f, "backup", source, target, "--job-id=m", "-f", NULL);
+        g_assert_cmpint(r.status, ==, 0);
+        bus_iterate_for(f, 300 * 1000);
+        g_subprocess_send_signal(monitor, SIGINT);
+        g_assert_true(g_subprocess_communicate_utf8(monitor, NULL, NULL, &out, NULL, &error));
+        g_assert_cmpint(g_subprocess_get_exit_status(monitor), ==, 0);
+        g_assert_cmpstr(out, ==, "m created\nm running\nm waiting\nm pending\nm concluded\nm null\n");
+}
+
+#define CTL_TEST(path, fn) g_test_add(path, BusFixture, NULL, bus_fixture_setup, fn, bus_fixture_teardown)
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        CTL_TEST("/blockjobctl/list-empty", test_list_empty);
+        CTL_TEST("/blockjobctl/backup-follow", test_backup_follow);
+        CTL_TEST("/blockjobctl/follow-failure", test_follow_failure);
+        CTL_TEST("/blockjobctl/verbs", test_verbs);
+        CTL_TEST("/blockjobctl/relative-paths", test_relative_paths);
+        CTL_TEST("/blockjobctl/errors", test_errors);
+        CTL_TEST("/blockjobctl/monitor", test_monitor);
+        return g_test_run();
+}
