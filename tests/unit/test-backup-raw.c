@@ -12,149 +12,9 @@
 
 #include "backup.h"
 #include "event-loop.h"
+#include "driver-fixture.h"
+#include "file-util.h"
 
-#define KiB 1024ULL
-#define MiB (1024ULL * 1024ULL)
-
-typedef struct Extent {
-        uint64_t offset, length;
-} Extent;
-
-typedef struct Fixture {
-        TestLoop loop;
-        char *dir;
-        char *source;
-        char *target;
-        GString *events;
-        GArray *samples;                /* ProgressSample */
-        Job *job;
-} Fixture;
-
-typedef struct ProgressSample {
-        int64_t usec;
-        uint64_t bytes;
-} ProgressSample;
-
-static void on_status(Job *j, JobStatus status, void *userdata) {
-        Fixture *f = userdata;
-        g_string_append_printf(f->events, "%s ", job_status_to_string(status));
-        if (status == JOB_STATUS_CONCLUDED && job_error(j))
-                g_string_append_printf(f->events, "(%s) ", job_error(j));
-        if (status == JOB_STATUS_NULL && j == f->job)
-                f->job = NULL;
-}
-
-static void on_changed(Job *j, JobChange what, void *userdata) {
-        Fixture *f = userdata;
-        if (what & JOB_CHANGE_PROGRESS) {
-                ProgressSample s = { g_get_monotonic_time(), job_current_progress(j) };
-                g_array_append_val(f->samples, s);
-        }
-}
-
-static const JobObserver observer = { .status_changed = on_status, .changed = on_changed };
-
-static void fixture_setup(Fixture *f, gconstpointer data) {
-        g_autoptr(GError) error = NULL;
-
-        *f = (Fixture) {};
-        f->dir = g_dir_make_tmp("blockjobd-backup-XXXXXX", &error);
-        g_assert_no_error(error);
-        f->source = g_build_filename(f->dir, "source.img", NULL);
-        f->target = g_build_filename(f->dir, "target.img", NULL);
-        f->events = g_string_new(NULL);
-        f->samples = g_array_new(FALSE, FALSE, sizeof(ProgressSample));
-        test_loop_init(&f->loop, 2, &observer, f);
-}
-
-static void fixture_teardown(Fixture *f, gconstpointer data) {
-        g_autoptr(GDir) d = NULL;
-        const char *name;
-
-        test_loop_done(&f->loop);
-        d = g_dir_open(f->dir, 0, NULL);
-        while (d && (name = g_dir_read_name(d))) {
-                g_autofree char *p = g_build_filename(f->dir, name, NULL);
-                g_unlink(p);
-        }
-        g_rmdir(f->dir);
-        g_free(f->dir);
-        g_free(f->source);
-        g_free(f->target);
-        g_string_free(f->events, TRUE);
-        g_array_free(f->samples, TRUE);
-}
-
-/* A file of 'size' bytes with random data in the given extents and holes elsewhere. */
-static void make_sparse_file(const char *path, uint64_t size, const Extent *extents, size_t n, guint32 seed) {
-        g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(ftruncate(fd, size), ==, 0);
-        for (size_t i = 0; i < n; i++) {
-                g_autofree guint32 *buf = g_new(guint32, extents[i].length / 4 + 1);
-                for (uint64_t k = 0; k < extents[i].length / 4 + 1; k++)
-                        buf[k] = g_rand_int(rand);
-                g_assert_cmpint(pwrite(fd, buf, extents[i].length, extents[i].offset), ==, extents[i].length);
-        }
-        g_assert_cmpint(close(fd), ==, 0);
-}
-
-static void make_data_file(const char *path, uint64_t size) {
-        Extent all = { 0, size };
-        make_sparse_file(path, size, &all, 1, 7);
-}
-
-static void assert_same_content(const char *a, const char *b) {
-        g_autofree char *ca = NULL, *cb = NULL;
-        gsize la, lb;
-
-        g_assert_true(g_file_get_contents(a, &ca, &la, NULL));
-        g_assert_true(g_file_get_contents(b, &cb, &lb, NULL));
-        g_assert_cmpuint(la, ==, lb);
-        g_assert_true(memcmp(ca, cb, la) == 0);
-}
-
-/* No data may be allocated in the target where the source has a hole. */
-static void assert_holes(const char *path, uint64_t size, const Extent *data, size_t n) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        uint64_t pos = 0;
-
-        g_assert_cmpint(fd, >=, 0);
-        for (size_t i = 0; i <= n; i++) {
-                uint64_t hole_end = i < n ? data[i].offset : size;
-                if (hole_end > pos) {
-                        off_t d = lseek(fd, pos, SEEK_DATA);
-                        if (d >= 0)
-                                g_assert_cmpuint(d, >=, hole_end);
-                        else
-                                g_assert_cmpint(errno, ==, ENXIO);
-                }
-                if (i < n)
-                        pos = data[i].offset + data[i].length;
-        }
-        close(fd);
-}
-
-static gint compare_names(gconstpointer a, gconstpointer b) {
-        return g_strcmp0(*(const char *const *) a, *(const char *const *) b);
-}
-
-/* The directory holds exactly these names (no temporary files left over). */
-static void assert_dir_holds(Fixture *f, const char *const *names) {
-        g_autoptr(GDir) d = g_dir_open(f->dir, 0, NULL);
-        g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func(g_free);
-        const char *name;
-
-        while ((name = g_dir_read_name(d)))
-                g_ptr_array_add(found, g_strdup(name));
-        g_ptr_array_sort(found, compare_names);
-        g_ptr_array_add(found, NULL);
-        g_autofree char *got = g_strjoinv(" ", (char **) found->pdata);
-        g_autofree char *want = g_strjoinv(" ", (char **) names);
-        g_assert_cmpstr(got, ==, want);
-}
 
 static Job *start_backup(Fixture *f, const BackupParams *bp, uint64_t speed, bool auto_finalize) {
         g_autofree char *error = NULL;
@@ -198,7 +58,7 @@ static void check_sparse_copy(Fixture *f, bool named_temp_file) {
         g_assert_cmpint(stat(f->target, &st), ==, 0);
         g_assert_cmpuint(st.st_size, ==, LAYOUT_SIZE);
         g_assert_cmpuint(st.st_mode & 0777, ==, 0640);
-        assert_dir_holds(f, (const char *const[]) { "source.img", "target.img", NULL });
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", "target.img", NULL });
 
         /* Holes count as progress: the last sample is the whole size. */
         ProgressSample last = g_array_index(f->samples, ProgressSample, f->samples->len - 1);
@@ -310,7 +170,7 @@ static void test_cancel_leaves_nothing(Fixture *f, gconstpointer data) {
                 g_assert_cmpstr(f->events->str, ==, "created running aborting concluded (Operation canceled) null ");
                 g_string_truncate(f->events, 0);
                 g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
-                assert_dir_holds(f, (const char *const[]) { "source.img", NULL });
+                assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
         }
 }
 
@@ -325,7 +185,7 @@ static void test_cancel_pending_leaves_nothing(Fixture *f, gconstpointer data) {
         g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
         g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
-        assert_dir_holds(f, (const char *const[]) { "source.img", NULL });
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
 }
 
 static void test_overwrite(Fixture *f, gconstpointer data) {
@@ -354,7 +214,7 @@ static void test_overwrite(Fixture *f, gconstpointer data) {
         g_assert_cmpint(job_finalize(j, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
         assert_same_content(f->source, f->target);
-        assert_dir_holds(f, (const char *const[]) { "source.img", "target.img", NULL });
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", "target.img", NULL });
 }
 
 static void test_target_appears_before_commit(Fixture *f, gconstpointer data) {
@@ -416,7 +276,7 @@ static void test_open_errors(Fixture *f, gconstpointer data) {
         g_assert_nonnull(strstr(error, "Chunk size"));
 
         /* Nothing was created by any of these. */
-        assert_dir_holds(f, (const char *const[]) { "source.img", NULL });
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
 }
 
 static void test_block_device_source(Fixture *f, gconstpointer data) {
@@ -452,7 +312,7 @@ static void test_block_device_source(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(st.st_mode & 0777, ==, 0600);
 }
 
-#define BACKUP_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+#define BACKUP_TEST(path, fn) g_test_add(path, Fixture, NULL, driver_fixture_setup, fn, driver_fixture_teardown)
 
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);

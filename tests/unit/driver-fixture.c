@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <glib/gstdio.h>
+
+#include "driver-fixture.h"
+
+static void on_status(Job *j, JobStatus status, void *userdata) {
+        Fixture *f = userdata;
+        g_string_append_printf(f->events, "%s ", job_status_to_string(status));
+        if (status == JOB_STATUS_CONCLUDED && job_error(j))
+                g_string_append_printf(f->events, "(%s) ", job_error(j));
+        if (status == JOB_STATUS_NULL && j == f->job)
+                f->job = NULL;
+}
+
+static void on_changed(Job *j, JobChange what, void *userdata) {
+        Fixture *f = userdata;
+        if (what & JOB_CHANGE_PROGRESS) {
+                ProgressSample s = { g_get_monotonic_time(), job_current_progress(j) };
+                g_array_append_val(f->samples, s);
+        }
+}
+
+static const JobObserver observer = { .status_changed = on_status, .changed = on_changed };
+
+void driver_fixture_setup(Fixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+
+        *f = (Fixture) {};
+        f->dir = g_dir_make_tmp("blockjobd-backup-XXXXXX", &error);
+        g_assert_no_error(error);
+        f->source = g_build_filename(f->dir, "source.img", NULL);
+        f->target = g_build_filename(f->dir, "target.img", NULL);
+        f->events = g_string_new(NULL);
+        f->samples = g_array_new(FALSE, FALSE, sizeof(ProgressSample));
+        test_loop_init(&f->loop, 2, &observer, f);
+}
+
+void driver_fixture_teardown(Fixture *f, gconstpointer data) {
+        g_autoptr(GDir) d = NULL;
+        const char *name;
+
+        test_loop_done(&f->loop);
+        d = g_dir_open(f->dir, 0, NULL);
+        while (d && (name = g_dir_read_name(d))) {
+                g_autofree char *p = g_build_filename(f->dir, name, NULL);
+                g_unlink(p);
+        }
+        g_rmdir(f->dir);
+        g_free(f->dir);
+        g_free(f->source);
+        g_free(f->target);
+        g_string_free(f->events, TRUE);
+        g_array_free(f->samples, TRUE);
+}
+
