@@ -13,6 +13,7 @@
 #include "bus-options.h"
 #include "log.h"
 #include "macro.h"
+#include "mirror.h"
 
 #define TRANSACTION_ACTIONS_MAX 256U
 
@@ -110,9 +111,23 @@ static int open_without_chain(CreateAction *a) {
 }
 
 static int open_mirror(CreateAction *a) {
-        if (asprintf(&a->error, "Mirror jobs are not available yet") < 0)
-                a->error = NULL;
-        return -EOPNOTSUPP;
+        MirrorParams p = {
+                .source = a->source,
+                .target = a->target,
+                .overwrite = a->options.overwrite,
+                .granularity = a->options.granularity,
+                .buf_size = a->options.buf_size,
+        };
+        Mirror *m = NULL;
+        int r;
+
+        r = mirror_open(&p, &m, &a->error);
+        if (r < 0)
+                return r;
+        a->driver = &mirror_driver;
+        a->driver_data = m;
+        a->size = mirror_size(m);
+        return 0;
 }
 
 static void create_request_open(void *userdata) {

@@ -276,6 +276,75 @@ static void test_verbs(BusFixture *f, gconstpointer data) {
         e6 = bus_call_error(f, path, JOB_IFACE, "Cancel", NULL, "org.freedesktop.DBus.Error.UnknownObject");
 }
 
+static char *bus_mirror(BusFixture *f, const char *source, const char *target, GVariant *options) {
+        g_autoptr(GVariant) reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Mirror",
+                                             g_variant_new("(ss@a{sv})", source, target, options), "(o)");
+        char *path;
+        g_variant_get(reply, "(o)", &path);
+        return path;
+}
+
+static void test_every_verb(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
+        g_autofree char *path = NULL;
+
+        bus_make_file(source, 8 * MiB);
+        path = bus_mirror(f, source, target,
+                          opts("job-id", g_variant_new_string("m"), "auto-finalize", g_variant_new_boolean(FALSE),
+                               "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+        bus_wait_for_status(f, "m", "ready");
+
+        g_autoptr(GVariant) verbs = bus_get_property(f, path, JOB_IFACE, "AllowedVerbs");
+        g_autofree const char **v = g_variant_get_strv(verbs, NULL);
+        g_autofree char *vs = g_strjoinv(" ", (char **) v);
+        g_assert_cmpstr(vs, ==, "cancel pause resume set-speed complete");
+
+        job_call(f, path, "Pause");
+        bus_wait_for_status(f, "m", "standby");
+        g_autoptr(GVariant) speed = bus_call(f, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) MiB), NULL);
+        g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, MiB);
+        job_call(f, path, "Resume");
+        bus_wait_for_status(f, "m", "ready");
+        job_call(f, path, "Complete");
+        bus_wait_for_status(f, "m", "pending");
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        job_call(f, path, "Finalize");
+        bus_wait_for_status(f, "m", "concluded");
+        bus_assert_same_file(source, target);
+        job_call(f, path, "Dismiss");
+        bus_wait_for_status(f, "m", "null");
+
+        g_assert_cmpstr(f->statuses->str, ==,
+                        "m:created m:running m:ready m:standby m:ready m:waiting m:pending m:concluded m:null ");
+}
+
+static void test_mirror_follows_writes(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
+        g_autofree char *path = NULL;
+        g_autofree char *complete_error = NULL;
+
+        bus_make_file(source, 4 * MiB);
+        path = bus_mirror(f, source, target, opts("granularity", g_variant_new_uint32(4096), NULL));
+        complete_error = job_call_error(f, path, "Complete", ERR_INVALID_STATE);
+        bus_wait_for_status(f, "mirror0", "ready");
+
+        /* Someone writes to the source while it is mirrored. */
+        FILE *w = fopen(source, "r+");
+        g_assert_nonnull(w);
+        for (int i = 0; i < 64; i++) {
+                g_assert_cmpint(fseek(w, (long) (i * 61 * 1021), SEEK_SET), ==, 0);
+                g_assert_cmpint(fprintf(w, "write %d", i), >, 0);
+        }
+        g_assert_cmpint(fclose(w), ==, 0);
+        bus_iterate_for(f, 300 * 1000);
+
+        job_call(f, path, "Complete");
+        bus_wait_for_status(f, "mirror0", "null");
+        bus_assert_same_file(source, target);
+        g_assert_cmpstr(f->statuses->str, ==, "mirror0:created mirror0:running mirror0:ready mirror0:waiting "
+                                              "mirror0:pending mirror0:concluded mirror0:null ");
+}
+
 static void test_error_texts_reach_clients(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
         g_autofree char *path = NULL, *error = NULL;
@@ -637,6 +706,8 @@ int main(int argc, char **argv) {
         BUS_TEST("/bus/backup-lifecycle", test_backup_lifecycle);
         BUS_TEST("/bus/verbs", test_verbs);
         BUS_TEST("/bus/error-text", test_error_texts_reach_clients);
+        BUS_TEST("/bus/every-verb", test_every_verb);
+        BUS_TEST("/bus/mirror-follows-writes", test_mirror_follows_writes);
         BUS_TEST("/bus/bad-calls", test_bad_calls);
         BUS_TEST("/bus/transaction/grouped", test_transaction_grouped);
         BUS_TEST("/bus/transaction/all-or-nothing", test_transaction_all_or_nothing);

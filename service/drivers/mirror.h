@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The mirror driver: copies a source into a new target, reaches ready, and from then on keeps the
+ * target converging with the source, which someone else may be writing, until completed.
+ *
+ * It works in passes over the source, one granularity-sized block at a time. For every block it
+ * keeps a 64-bit hash of what it last wrote to the target (a fresh target is all zeroes, so the
+ * first pass is simply the initial copy), and a pass reads the source only: a block whose hash
+ * changed is written (or, when it became all zeroes or a hole, punched out of the target).
+ * Ranges that are holes in the source cost no read. After the first pass, flushed, the job is
+ * ready; further passes start when inotify reports a change of the source file (or, at the
+ * latest, every max-interval; block devices are polled). Complete (or a soft cancel) makes one
+ * last full pass and finishes; the target is published at commit as backup's is, and a force
+ * cancel discards it. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "job-driver.h"
+
+#define MIRROR_GRANULARITY_DEFAULT (UINT32_C(64) << 10)
+#define MIRROR_CHUNK_DEFAULT (UINT64_C(4) << 20)
+
+typedef struct MirrorParams {
+        const char *source;
+        const char *target;
+        bool overwrite;
+        uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB */
+        uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
+        uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */
+        uint64_t max_interval_ns;       /* ready: a full pass at least this often; 0 = 10 s */
+        bool named_temp_file;
+} MirrorParams;
+
+typedef struct Mirror Mirror;
+
+extern const JobDriver mirror_driver;
+
+/* Opens the source, checks and creates the target. Blocking I/O: call it off the event loop. */
+int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error);
+void mirror_free(Mirror *m);
+
+uint64_t mirror_size(const Mirror *m);
+/* For tests: completed passes over the source. */
+uint64_t mirror_passes(const Mirror *m);
