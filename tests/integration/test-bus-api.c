@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <gio/gunixsocketaddress.h>
+
 #include "bus-fixture.h"
 
 #define MiB (G_GUINT64_CONSTANT(1) << 20)
@@ -345,6 +347,70 @@ static void test_mirror_follows_writes(BusFixture *f, gconstpointer data) {
                                               "mirror0:pending mirror0:concluded mirror0:null ");
 }
 
+/* A real ENOSPC: a target on a 1 MiB tmpfs. */
+static char *mount_tiny_tmpfs(BusFixture *f) {
+        g_autofree char *dir = bus_fixture_path(f, "tiny");
+        g_autofree char *cmd = g_strdup_printf("mount -t tmpfs -o size=1m tmpfs %s", dir);
+        int status = -1;
+
+        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+        if (geteuid() != 0 || !g_spawn_command_line_sync(cmd, NULL, NULL, &status, NULL) || status != 0)
+                return NULL;
+        return g_steal_pointer(&dir);
+}
+
+static void umount_tiny_tmpfs(const char *dir) {
+        g_autofree char *cmd = g_strdup_printf("umount %s", dir);
+        g_assert_true(g_spawn_command_line_sync(cmd, NULL, NULL, NULL, NULL));
+}
+
+static void test_io_error_stop(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *tiny = mount_tiny_tmpfs(f);
+        g_autofree char *target = NULL, *path = NULL, *io = NULL;
+
+        if (!tiny) {
+                g_test_skip("cannot mount a tmpfs here");
+                return;
+        }
+        target = g_build_filename(tiny, "t.img", NULL);
+        bus_make_file(source, 4 * MiB);
+
+        /* on-target-error=enospc: out of space, the job stops, and says so. */
+        path = bus_backup(f, source, target,
+                          opts("on-target-error", g_variant_new_string("enospc"), "job-id", g_variant_new_string("full"),
+                               NULL));
+        bus_wait_for_status(f, "full", "paused");
+        io = bus_get_string(f, path, "IoStatus");
+        g_assert_cmpstr(io, ==, "nospace");
+        bus_iterate_for(f, 100 * 1000);
+        g_assert_cmpstr(f->io_errors->str, ==, "write:stop ");
+
+        /* Resume retries (still no space: it stops again); cancel resets and ends it. */
+        job_call(f, path, "Resume");
+        bus_wait_for_status(f, "full", "running");
+        for (gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+             !g_str_equal(f->io_errors->str, "write:stop write:stop ") && g_get_monotonic_time() < end;)
+                bus_iterate_for(f, 20 * 1000);
+        g_assert_cmpstr(f->io_errors->str, ==, "write:stop write:stop ");
+        job_call(f, path, "Cancel");
+        bus_wait_for_status(f, "full", "null");
+        g_assert_cmpstr(f->statuses->str, ==, "full:created full:running full:paused full:running full:paused "
+                                              "full:running full:aborting full:concluded full:null ");
+
+        /* With the default, report, the job fails with the message. */
+        g_free(path);
+        path = bus_backup(f, source, target,
+                          opts("job-id", g_variant_new_string("report"), "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+        bus_wait_for_status(f, "report", "concluded");
+        g_autofree char *error = bus_get_string(f, path, "Error");
+        g_autofree char *prefix = g_strdup_printf("Could not write '%s' at offset ", target);
+        g_assert_true(g_str_has_prefix(error, prefix));
+        g_assert_true(g_str_has_suffix(error, ": No space left on device"));
+        job_call(f, path, "Dismiss");
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        umount_tiny_tmpfs(tiny);
+}
+
 static void test_error_texts_reach_clients(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
         g_autofree char *path = NULL, *error = NULL;
@@ -631,6 +697,84 @@ static void test_signal_budget(BusFixture *f, gconstpointer data) {
         g_unlink(target);
 }
 
+/* ---- sd_notify ------------------------------------------------------------------------------ */
+
+typedef struct NotifyFixture {
+        BusFixture bus;
+        GSocket *socket;
+        GString *messages;
+} NotifyFixture;
+
+static void notify_setup(NotifyFixture *n, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GSocketAddress) address = NULL;
+        g_autofree char *path = NULL;
+        BusFixture *f = &n->bus;
+
+        memset(f, 0, sizeof(*f));
+        f->dir = g_dir_make_tmp("blockjobd-bus-XXXXXX", &error);
+        g_assert_no_error(error);
+        f->statuses = g_string_new(NULL);
+        f->io_errors = g_string_new(NULL);
+        f->progress_times = g_array_new(FALSE, FALSE, sizeof(gint64));
+        n->messages = g_string_new(NULL);
+
+        path = bus_fixture_path(f, "notify");
+        n->socket = g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_DATAGRAM, G_SOCKET_PROTOCOL_DEFAULT, &error);
+        g_assert_no_error(error);
+        address = g_unix_socket_address_new(path);
+        g_assert_true(g_socket_bind(n->socket, address, TRUE, &error));
+        g_socket_set_blocking(n->socket, FALSE);
+
+        bus_fixture_start_bus(f, NULL);
+        g_setenv("NOTIFY_SOCKET", path, TRUE);
+        bus_fixture_start_daemon(f, "--idle-timeout=0");
+        g_unsetenv("NOTIFY_SOCKET");
+}
+
+static void notify_teardown(NotifyFixture *n, gconstpointer data) {
+        bus_fixture_teardown(&n->bus, data);
+        g_object_unref(n->socket);
+        g_string_free(n->messages, TRUE);
+}
+
+static void notify_read(NotifyFixture *n) {
+        char buf[4096];
+        gssize k;
+
+        while ((k = g_socket_receive(n->socket, buf, sizeof(buf) - 1, NULL, NULL)) > 0) {
+                buf[k] = 0;
+                g_string_append_printf(n->messages, "%s\n", buf);
+        }
+}
+
+static void test_sd_notify(NotifyFixture *n, gconstpointer data) {
+        BusFixture *f = &n->bus;
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *path = NULL;
+
+        notify_read(n);
+        g_assert_true(g_str_has_prefix(n->messages->str, "READY=1\nSTATUS=No jobs.\n"));
+
+        bus_make_file(source, 4 * MiB);
+        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(MiB), NULL));
+        bus_wait_for_status(f, "backup0", "running");
+        bus_iterate_for(f, 100 * 1000);
+        notify_read(n);
+        g_assert_nonnull(strstr(n->messages->str, "STATUS=1 job: 1 running\n"));
+
+        job_call(f, path, "Pause");
+        bus_wait_for_status(f, "backup0", "paused");
+        bus_iterate_for(f, 100 * 1000);
+        notify_read(n);
+        g_assert_true(g_str_has_suffix(n->messages->str, "STATUS=1 job: 1 paused\n"));
+        job_call(f, path, "Cancel");
+        bus_wait_for_status(f, "backup0", "null");
+        bus_iterate_for(f, 100 * 1000);
+        notify_read(n);
+        g_assert_true(g_str_has_suffix(n->messages->str, "STATUS=No jobs.\n"));
+}
+
 /* ---- activation, idle exit, SIGTERM --------------------------------------------------------- */
 
 static void activation_setup(BusFixture *f, gconstpointer data) {
@@ -707,6 +851,7 @@ int main(int argc, char **argv) {
         BUS_TEST("/bus/verbs", test_verbs);
         BUS_TEST("/bus/error-text", test_error_texts_reach_clients);
         BUS_TEST("/bus/every-verb", test_every_verb);
+        BUS_TEST("/bus/io-error-stop", test_io_error_stop);
         BUS_TEST("/bus/mirror-follows-writes", test_mirror_follows_writes);
         BUS_TEST("/bus/bad-calls", test_bad_calls);
         BUS_TEST("/bus/transaction/grouped", test_transaction_grouped);
@@ -714,6 +859,7 @@ int main(int argc, char **argv) {
         BUS_TEST("/bus/transaction/grouped-cancel", test_transaction_grouped_cancel);
         BUS_TEST("/bus/signal-budget", test_signal_budget);
         BUS_TEST("/bus/sigterm-cancels-jobs", test_sigterm_cancels_jobs);
+        g_test_add("/bus/sd-notify", NotifyFixture, NULL, notify_setup, test_sd_notify, notify_teardown);
         g_test_add("/bus/activation-and-idle-exit", BusFixture, NULL, activation_setup, test_activation_and_idle_exit,
                    bus_fixture_teardown);
 
