@@ -83,7 +83,8 @@ uint64_t backup_size(const Backup *b) {
 }
 
 uint64_t backup_io_calls(const Backup *b) {
-        return atomic_load(&((Backup *) b)->io_calls);
+        Backup *m = (Backup *) b;
+        return atomic_load(&m->io_calls) + atomic_load(&m->source.io_calls) + atomic_load(&m->target.io_calls);
 }
 
 /* Find the data extent at b->offset; ranges before it are holes. Returns the hole skipped. */
@@ -117,7 +118,7 @@ static int backup_seek_data(Backup *b, uint64_t *ret_hole) {
 
 static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         Backup *b = data;
-        uint64_t n, hole = 0, done;
+        uint64_t n, hole = 0;
         int r;
 
         if (b->offset < b->source.size && b->offset >= b->data_end) {
@@ -134,38 +135,9 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         if (in->max_bytes > 0)
                 n = MIN(n, in->max_bytes);
 
-        for (done = 0; done < n;) {
-                ssize_t k;
-
-                atomic_fetch_add(&b->io_calls, 1);
-                k = pread(b->source.fd, (uint8_t *) b->buffer + done, n - done, (off_t) (b->offset + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0) {
-                        r = k < 0 ? negative_errno() : -EIO;
-                        job_step_io_error(j, out, true, true, r, "Could not read '%s' at offset %" PRIu64 ": %s",
-                                          b->source.path, b->offset + done,
-                                          k < 0 ? strerror(-r) : "unexpected end of file");
-                        goto keep_position;
-                }
-                done += (uint64_t) k;
-        }
-
-        for (done = 0; done < n;) {
-                ssize_t k;
-
-                atomic_fetch_add(&b->io_calls, 1);
-                k = pwrite(b->target.file.fd, (uint8_t *) b->buffer + done, n - done, (off_t) (b->offset + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0) {
-                        r = k < 0 ? negative_errno() : -EIO;
-                        job_step_io_error(j, out, false, false, r, "Could not write '%s' at offset %" PRIu64 ": %s",
-                                          b->target.path, b->offset + done, strerror(-r));
-                        goto keep_position;
-                }
-                done += (uint64_t) k;
-        }
+        if (raw_source_read(&b->source, j, out, b->buffer, n, b->offset) < 0 ||
+            raw_target_write(&b->target, j, out, b->buffer, n, b->offset) < 0)
+                goto keep_position;
 
         b->offset += n;
         out->dispatched = n;

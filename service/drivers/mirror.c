@@ -238,35 +238,7 @@ static int write_block(Mirror *m, Job *j, JobStepResult *out, uint64_t off, size
                         return 0;
                 memset(m->buffer, 0, len);
         }
-        for (size_t done = 0; done < len;) {
-                ssize_t k = pwrite(m->target.file.fd, (uint8_t *) m->buffer + done, len - done, (off_t) (off + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0) {
-                        int r = k < 0 ? negative_errno() : -EIO;
-                        job_step_io_error(j, out, false, false, r, "Could not write '%s' at offset %" PRIu64 ": %s",
-                                          m->target.path, off + done, strerror(-r));
-                        return r;
-                }
-                done += (size_t) k;
-        }
-        return 0;
-}
-
-static int read_block(Mirror *m, Job *j, JobStepResult *out, uint64_t off, size_t len) {
-        for (size_t done = 0; done < len;) {
-                ssize_t k = pread(m->source.fd, (uint8_t *) m->buffer + done, len - done, (off_t) (off + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0) {
-                        int r = k < 0 ? negative_errno() : -EIO;
-                        job_step_io_error(j, out, true, true, r, "Could not read '%s' at offset %" PRIu64 ": %s",
-                                          m->source.path, off + done, k < 0 ? strerror(-r) : "unexpected end of file");
-                        return r;
-                }
-                done += (size_t) k;
-        }
-        return 0;
+        return raw_target_write(&m->target, j, out, m->buffer, len, off);
 }
 
 static int check_source_size(Mirror *m, Job *j, JobStepResult *out) {
@@ -351,7 +323,7 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 if (hole)
                         h = zero_hash(m, len);
                 else {
-                        if (read_block(m, j, out, off, len) < 0)
+                        if (raw_source_read(&m->source, j, out, m->buffer, len, off) < 0)
                                 break;
                         read_bytes += len;
                         h = block_hash(m->buffer, len);

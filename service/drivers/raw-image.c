@@ -115,6 +115,45 @@ int raw_target_open(RawTarget *t, const char *path, const RawSource *source, boo
         return 0;
 }
 
+int raw_source_read(RawSource *s, Job *j, JobStepResult *out, void *buf, size_t len, uint64_t offset) {
+        for (size_t done = 0; done < len;) {
+                ssize_t k;
+
+                atomic_fetch_add(&s->io_calls, 1);
+                k = pread(s->fd, (uint8_t *) buf + done, len - done, (off_t) (offset + done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        /* Zero bytes: the source shrank under us. */
+                        int r = k < 0 ? negative_errno() : -EIO;
+                        job_step_io_error(j, out, true, true, r, "Could not read '%s' at offset %" PRIu64 ": %s",
+                                          s->path, offset + done, k < 0 ? strerror(-r) : "unexpected end of file");
+                        return r;
+                }
+                done += (size_t) k;
+        }
+        return 0;
+}
+
+int raw_target_write(RawTarget *t, Job *j, JobStepResult *out, const void *buf, size_t len, uint64_t offset) {
+        for (size_t done = 0; done < len;) {
+                ssize_t k;
+
+                atomic_fetch_add(&t->io_calls, 1);
+                k = pwrite(t->file.fd, (const uint8_t *) buf + done, len - done, (off_t) (offset + done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0) {
+                        int r = k < 0 ? negative_errno() : -EIO;
+                        job_step_io_error(j, out, false, false, r, "Could not write '%s' at offset %" PRIu64 ": %s",
+                                          t->path, offset + done, strerror(-r));
+                        return r;
+                }
+                done += (size_t) k;
+        }
+        return 0;
+}
+
 int raw_target_prepare(RawTarget *t, char **ret_error) {
         struct stat st;
 
