@@ -171,7 +171,7 @@ void bus_fixture_start_daemon(BusFixture *f, const char *args) {
         bus_wait_for_name(f, true);
 }
 
-void bus_fixture_setup(BusFixture *f, gconstpointer data) {
+void bus_fixture_init(BusFixture *f) {
         g_autoptr(GError) error = NULL;
 
         memset(f, 0, sizeof(*f));
@@ -180,7 +180,10 @@ void bus_fixture_setup(BusFixture *f, gconstpointer data) {
         f->statuses = g_string_new(NULL);
         f->io_errors = g_string_new(NULL);
         f->progress_times = g_array_new(FALSE, FALSE, sizeof(gint64));
+}
 
+void bus_fixture_setup(BusFixture *f, gconstpointer data) {
+        bus_fixture_init(f);
         bus_fixture_start_bus(f, NULL);
         bus_fixture_start_daemon(f, data ?: "--idle-timeout=0");
 }

@@ -30,6 +30,8 @@ typedef struct BusFixture {
         guint subscriptions[5];
 } BusFixture;
 
+/* The temporary directory and the recorders, nothing started: for setups of their own. */
+void bus_fixture_init(BusFixture *f);
 /* The bus only; 'activation_args' non-NULL installs an activation file for blockjobd with them. */
 void bus_fixture_start_bus(BusFixture *f, const char *activation_args);
 /* The daemon, started directly with these arguments, and waits until it owns its name. */

@@ -711,12 +711,7 @@ static void notify_setup(NotifyFixture *n, gconstpointer data) {
         g_autofree char *path = NULL;
         BusFixture *f = &n->bus;
 
-        memset(f, 0, sizeof(*f));
-        f->dir = g_dir_make_tmp("blockjobd-bus-XXXXXX", &error);
-        g_assert_no_error(error);
-        f->statuses = g_string_new(NULL);
-        f->io_errors = g_string_new(NULL);
-        f->progress_times = g_array_new(FALSE, FALSE, sizeof(gint64));
+        bus_fixture_init(f);
         n->messages = g_string_new(NULL);
 
         path = bus_fixture_path(f, "notify");
@@ -778,14 +773,7 @@ static void test_sd_notify(NotifyFixture *n, gconstpointer data) {
 /* ---- activation, idle exit, SIGTERM --------------------------------------------------------- */
 
 static void activation_setup(BusFixture *f, gconstpointer data) {
-        g_autoptr(GError) error = NULL;
-
-        memset(f, 0, sizeof(*f));
-        f->dir = g_dir_make_tmp("blockjobd-bus-XXXXXX", &error);
-        g_assert_no_error(error);
-        f->statuses = g_string_new(NULL);
-        f->io_errors = g_string_new(NULL);
-        f->progress_times = g_array_new(FALSE, FALSE, sizeof(gint64));
+        bus_fixture_init(f);
         bus_fixture_start_bus(f, "--idle-timeout=1");
 }
 
