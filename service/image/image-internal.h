@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* What the format drivers (raw.c, qcow2.c) and the generic layer (image.c) share. */
+
+#include <stdarg.h>
+#include <sys/stat.h>
+
+#include "image.h"
+#include "macro.h"
+
+/* One layer's status: unallocated, zeroes, or data. Data whose storage in the file is a hole is
+ * data that reads as zeroes ('zero' set): qemu-img map says so, and nothing needs reading. */
+typedef struct LayerExtent {
+        LayerKind kind;
+        uint64_t length;
+        bool zero;
+} LayerExtent;
+
+typedef struct ImageOps {
+        ImageFormat format;
+
+        /* Reads the header and checks it; sets size, cluster size and backing name. */
+        int (*open)(Image *img, char **ret_error);
+        void (*close)(Image *img);
+
+        /* This layer's status at 'offset', for at most 'length' bytes. */
+        int (*status)(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret);
+
+        /* Reads a range that status() called data, all of it within one such extent. */
+        int (*read)(Image *img, void *buf, uint64_t offset, size_t length);
+} ImageOps;
+
+struct Image {
+        const ImageOps *ops;
+        void *format_data;
+
+        int fd;
+        char *path;
+        struct stat st;
+        uint64_t file_size;             /* of the file holding the image (for bounds checks) */
+        unsigned flags;
+
+        uint64_t size;                  /* virtual size */
+        uint32_t cluster_size;
+
+        char *backing_name;             /* as recorded, NULL if none */
+        ImageFormat backing_format;     /* as recorded; PROBE if not recorded */
+        Image *backing;
+        int depth_below;                /* layers below this one */
+
+        char *error;
+};
+
+extern const ImageOps raw_ops;
+extern const ImageOps qcow2_ops;
+
+/* Record the reason of a failure, like printf, and return r. %m names r. */
+int image_fail(Image *img, int r, const char *format, ...) _printf_(3, 4);
+/* The same for opening, where the message goes to the caller. */
+int image_open_fail(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
+
+/* Does [offset, offset + length) of the file hold data, or a hole? Returns the length of the
+ * leading part that is one or the other (at least 1), and which in *ret_hole. */
+int image_file_allocation(Image *img, uint64_t offset, uint64_t length, bool *ret_hole, uint64_t *ret_length);
+
+/* Reads exactly 'length' bytes at 'offset' of the file; beyond its end, zeroes (as QEMU's file
+ * layer does). */
+int image_file_read(Image *img, void *buf, uint64_t offset, size_t length);

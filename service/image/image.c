@@ -1,0 +1,482 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "image-internal.h"
+#include "lock.h"
+
+static const char *const format_names[_IMAGE_FORMAT_MAX] = {
+        [IMAGE_FORMAT_PROBE] = "probe",
+        [IMAGE_FORMAT_RAW] = "raw",
+        [IMAGE_FORMAT_QCOW2] = "qcow2",
+};
+
+const char *image_format_to_string(ImageFormat f) {
+        return f >= 0 && f < _IMAGE_FORMAT_MAX ? format_names[f] : NULL;
+}
+
+ImageFormat image_format_from_string(const char *s) {
+        for (int f = IMAGE_FORMAT_RAW; f < _IMAGE_FORMAT_MAX; f++)
+                if (s && strcmp(format_names[f], s) == 0)
+                        return f;
+        return _IMAGE_FORMAT_MAX;
+}
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+static char *format_message(int r, const char *format, va_list ap) {
+        char *s;
+
+        errno = r < 0 ? -r : r;         /* for %m */
+        if (vasprintf(&s, format, ap) < 0)
+                return NULL;
+        return s;
+}
+
+int image_fail(Image *img, int r, const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        free(img->error);
+        img->error = format_message(r, format, ap);
+        va_end(ap);
+        return r;
+}
+
+int image_open_fail(char **ret_error, int r, const char *format, ...) {
+        va_list ap;
+
+        if (!ret_error)
+                return r;
+        va_start(ap, format);
+        *ret_error = format_message(r, format, ap);
+        va_end(ap);
+        return r;
+}
+
+const char *image_error(const Image *img) {
+        return img->error;
+}
+
+/* ---- file access --------------------------------------------------------------------------- */
+
+int image_file_read(Image *img, void *buf, uint64_t offset, size_t length) {
+        size_t done = 0;
+
+        while (done < length) {
+                ssize_t k = pread(img->fd, (uint8_t *) buf + done, length - done, (off_t) (offset + done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return image_fail(img, negative_errno(), "Could not read '%s' at offset %" PRIu64 ": %m",
+                                          img->path, offset + done);
+                if (k == 0)
+                        break;          /* end of file */
+                done += (size_t) k;
+        }
+        memset((uint8_t *) buf + done, 0, length - done);
+        return 0;
+}
+
+int image_file_allocation(Image *img, uint64_t offset, uint64_t length, bool *ret_hole, uint64_t *ret_length) {
+        off_t data, hole;
+
+        if (!S_ISREG(img->st.st_mode)) {
+                *ret_hole = false;
+                *ret_length = length;
+                return 0;
+        }
+
+        data = lseek(img->fd, (off_t) offset, SEEK_DATA);
+        if (data < 0 && errno == ENXIO) {
+                /* Nothing but hole from here on (or past the end of the file). */
+                *ret_hole = true;
+                *ret_length = length;
+                return 0;
+        }
+        if (data < 0 && IN_SET(errno, EINVAL, EOPNOTSUPP)) {
+                *ret_hole = false;
+                *ret_length = length;
+                return 0;
+        }
+        if (data < 0)
+                return image_fail(img, negative_errno(), "Could not get the allocation of '%s': %m", img->path);
+        if ((uint64_t) data > offset) {
+                *ret_hole = true;
+                *ret_length = MIN(length, (uint64_t) data - offset);
+                return 0;
+        }
+        hole = lseek(img->fd, (off_t) offset, SEEK_HOLE);
+        if (hole < 0)
+                return image_fail(img, negative_errno(), "Could not get the allocation of '%s': %m", img->path);
+        *ret_hole = false;
+        *ret_length = MIN(length, MAX((uint64_t) hole, offset + 1) - offset);
+        return 0;
+}
+
+/* ---- opening ------------------------------------------------------------------------------- */
+
+static const ImageOps *ops_for(ImageFormat f) {
+        switch (f) {
+        case IMAGE_FORMAT_RAW:
+                return &raw_ops;
+        case IMAGE_FORMAT_QCOW2:
+                return &qcow2_ops;
+        default:
+                return NULL;
+        }
+}
+
+static ImageFormat probe(int fd) {
+        uint8_t magic[4];
+
+        if (pread(fd, magic, sizeof(magic), 0) == (ssize_t) sizeof(magic) && memcmp(magic, "QFI\xfb", 4) == 0)
+                return IMAGE_FORMAT_QCOW2;
+        return IMAGE_FORMAT_RAW;
+}
+
+Image *image_close(Image *img) {
+        if (!img)
+                return NULL;
+        image_close(img->backing);
+        if (img->ops && img->ops->close)
+                img->ops->close(img);
+        safe_close(img->fd);
+        free(img->path);
+        free(img->backing_name);
+        free(img->error);
+        free(img);
+        return NULL;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Image *, image_close);
+
+static uint64_t lock_perm(unsigned flags) {
+        return IMAGE_PERM_CONSISTENT_READ | ((flags & IMAGE_OPEN_WRITE) ? IMAGE_PERM_WRITE | IMAGE_PERM_RESIZE : 0);
+}
+
+static uint64_t lock_shared(unsigned flags) {
+        /* As QEMU: readers and writers alike let others read, and deny writes unless told. */
+        if (flags & IMAGE_OPEN_SHARE_WRITE)
+                return IMAGE_PERM_ALL;
+        return IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE_UNCHANGED;
+}
+
+/* Only local files: QEMU's pseudo-protocols (json:, nbd://, ...) are not for us. */
+static bool backing_name_is_local(const char *name) {
+        return strncmp(name, "json:", 5) != 0 && !strstr(name, "://");
+}
+
+static int backing_path(const Image *img, char **ret) {
+        _cleanup_free_ char *copy = NULL;
+        char *s;
+
+        if (img->backing_name[0] == '/') {
+                s = strdup(img->backing_name);
+                if (!s)
+                        return -ENOMEM;
+                *ret = s;
+                return 0;
+        }
+        /* Relative names are relative to the image that names them. */
+        copy = strdup(img->path);
+        if (!copy)
+                return -ENOMEM;
+        if (asprintf(&s, "%s/%s", dirname(copy), img->backing_name) < 0)
+                return -ENOMEM;
+        *ret = s;
+        return 0;
+}
+
+static int open_layer(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
+
+static int open_backing(Image *img, const Image *top, int depth, char **ret_error) {
+        _cleanup_free_ char *path = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        Image *b = NULL;
+        struct stat st;
+        int r;
+
+        if (!backing_name_is_local(img->backing_name))
+                return image_open_fail(ret_error, -EOPNOTSUPP, "Backing file '%s' of '%s' is not a local file",
+                                       img->backing_name, img->path);
+        if (depth >= IMAGE_CHAIN_DEPTH_MAX)
+                return image_open_fail(ret_error, -ELOOP, "Backing chain of '%s' is deeper than %d images", top->path,
+                                       IMAGE_CHAIN_DEPTH_MAX);
+
+        r = backing_path(img, &path);
+        if (r < 0)
+                return image_open_fail(ret_error, r, "Out of memory");
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
+                                       img->path);
+        if (fstat(fd, &st) < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not stat '%s': %m", path);
+
+        /* A chain that comes back to one of its images never ends. */
+        for (const Image *i = top; i; i = i->backing)
+                if (i->st.st_dev == st.st_dev && i->st.st_ino == st.st_ino)
+                        return image_open_fail(ret_error, -ELOOP, "Backing chain of '%s' loops back to '%s'", top->path,
+                                               path);
+
+        /* Backing images are read, and must not change under us. */
+        r = open_layer(fd, path, img->backing_format, top->flags & IMAGE_OPEN_NO_LOCK, &b, ret_error);
+        if (r < 0)
+                return r;
+        img->backing = b;
+        return 0;
+}
+
+static int open_layer(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+        _cleanup_(image_closep) Image *img = NULL;
+        int r;
+
+        img = calloc(1, sizeof(*img));
+        if (!img)
+                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+        img->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (img->fd < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not duplicate descriptor of '%s': %m", name);
+        img->flags = flags;
+        img->backing_format = IMAGE_FORMAT_PROBE;
+        img->path = strdup(name);
+        if (!img->path)
+                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+
+        if (fstat(img->fd, &img->st) < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not stat '%s': %m", name);
+        if (S_ISREG(img->st.st_mode))
+                img->file_size = (uint64_t) img->st.st_size;
+        else if (S_ISBLK(img->st.st_mode)) {
+                if (ioctl(img->fd, BLKGETSIZE64, &img->file_size) < 0)
+                        return image_open_fail(ret_error, negative_errno(), "Could not get the size of '%s': %m", name);
+        } else
+                return image_open_fail(ret_error, -EINVAL, "'%s' is neither a regular file nor a block device", name);
+
+        if (!(flags & IMAGE_OPEN_NO_LOCK)) {
+                r = image_lock(img->fd, lock_perm(flags), lock_shared(flags), name, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        if (format == IMAGE_FORMAT_PROBE)
+                format = probe(img->fd);
+        img->ops = ops_for(format);
+        if (!img->ops)
+                return image_open_fail(ret_error, -EINVAL, "Unknown image format of '%s'", name);
+
+        r = img->ops->open(img, ret_error);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(img);
+        return 0;
+}
+
+int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+        _cleanup_(image_closep) Image *img = NULL;
+        int r;
+
+        r = open_layer(fd, name, format, flags, &img, ret_error);
+        if (r < 0)
+                return r;
+
+        int depth = 1;
+        if (!(flags & IMAGE_OPEN_NO_BACKING))
+                for (Image *i = img; i->backing_name; i = i->backing, depth++) {
+                        r = open_backing(i, img, depth, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+
+        /* Each layer knows how many are below it, for the status of the chain. */
+        depth = 0;
+        for (Image *i = img; i; i = i->backing)
+                depth++;
+        for (Image *i = img; i; i = i->backing)
+                i->depth_below = --depth;
+
+        *ret = TAKE_PTR(img);
+        return 0;
+}
+
+int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+        _cleanup_close_ int fd = -EBADF;
+
+        if (!path || !*path)
+                return image_open_fail(ret_error, -EINVAL, "No image given");
+
+        fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not open '%s': %m", path);
+        return image_open_fd(fd, path, format, flags, ret, ret_error);
+}
+
+/* ---- accessors ----------------------------------------------------------------------------- */
+
+const char *image_path(const Image *img) {
+        return img->path;
+}
+
+ImageFormat image_format(const Image *img) {
+        return img->ops->format;
+}
+
+uint64_t image_size(const Image *img) {
+        return img->size;
+}
+
+Image *image_backing(const Image *img) {
+        return img->backing;
+}
+
+const char *image_backing_name(const Image *img) {
+        return img->backing_name;
+}
+
+int image_chain_depth(const Image *img) {
+        return img->depth_below + 1;
+}
+
+uint32_t image_cluster_size(const Image *img) {
+        return img->cluster_size;
+}
+
+/* ---- reading and block status through the chain --------------------------------------------- */
+
+static int layer_status(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret) {
+        int r;
+
+        r = img->ops->status(img, offset, length, ret);
+        if (r < 0)
+                return r;
+        /* A driver always makes progress and never reports past what was asked. */
+        assert(ret->length > 0 && ret->length <= length);
+        return 0;
+}
+
+int image_layer_status(Image *img, uint64_t offset, uint64_t length, LayerKind *ret_kind, uint64_t *ret_length) {
+        LayerExtent e;
+        int r;
+
+        if (offset >= img->size || length == 0)
+                return image_fail(img, -EINVAL, "Status of '%s' asked beyond its end", img->path);
+        r = layer_status(img, offset, MIN(length, img->size - offset), &e);
+        if (r < 0)
+                return r;
+        *ret_kind = e.kind;
+        *ret_length = e.length;
+        return 0;
+}
+
+/* Copy a failure of a backing image up to the image the caller holds. */
+static int pass_up(Image *img, Image *from, int r) {
+        if (from->error)
+                return image_fail(img, r, "%s", from->error);
+        return r;
+}
+
+int image_read(Image *img, void *buf, uint64_t offset, size_t length) {
+        uint8_t *p = buf;
+        int r;
+
+        if (offset > img->size || length > img->size - offset)
+                return image_fail(img, -EINVAL, "Read of '%s' beyond its end", img->path);
+
+        while (length > 0) {
+                LayerExtent e;
+
+                r = layer_status(img, offset, length, &e);
+                if (r < 0)
+                        return r;
+
+                switch (e.kind) {
+                case LAYER_DATA:
+                        if (e.zero) {
+                                memset(p, 0, e.length);
+                                break;
+                        }
+                        r = img->ops->read(img, p, offset, e.length);
+                        if (r < 0)
+                                return r;
+                        break;
+
+                case LAYER_ZERO:
+                        memset(p, 0, e.length);
+                        break;
+
+                case LAYER_UNALLOCATED:
+                default: {
+                        /* Through to the backing image; beyond its end, zeroes. */
+                        uint64_t from_below = 0;
+                        if (img->backing && offset < img->backing->size)
+                                from_below = MIN(e.length, img->backing->size - offset);
+                        if (from_below > 0) {
+                                r = image_read(img->backing, p, offset, from_below);
+                                if (r < 0)
+                                        return pass_up(img, img->backing, r);
+                        }
+                        memset(p + from_below, 0, e.length - from_below);
+                        break;
+                }
+                }
+
+                p += e.length;
+                offset += e.length;
+                length -= e.length;
+        }
+        return 0;
+}
+
+int image_block_status(Image *img, uint64_t offset, uint64_t length, ImageExtent *ret) {
+        Image *layer = img;
+        int depth = 0;
+        int r;
+
+        if (offset >= img->size || length == 0)
+                return image_fail(img, -EINVAL, "Status of '%s' asked beyond its end", img->path);
+        length = MIN(length, img->size - offset);
+
+        for (;;) {
+                LayerExtent e;
+
+                r = layer_status(layer, offset, length, &e);
+                if (r < 0)
+                        return layer == img ? r : pass_up(img, layer, r);
+                length = e.length;
+
+                if (e.kind != LAYER_UNALLOCATED) {
+                        *ret = (ImageExtent) {
+                                .length = length,
+                                .depth = depth,
+                                .present = true,
+                                .zero = e.kind == LAYER_ZERO || e.zero,
+                                .data = e.kind == LAYER_DATA,
+                        };
+                        return 0;
+                }
+
+                /* Nothing here: what is below decides, as far as the layer below reaches. Past
+                 * the end of the image below, and below the bottom, it reads as zeroes, and
+                 * (as qemu-img map says) this layer is where that was decided. */
+                if (!layer->backing || offset >= layer->backing->size) {
+                        *ret = (ImageExtent) {
+                                .length = length,
+                                .depth = depth,
+                                .present = false,
+                                .zero = true,
+                        };
+                        return 0;
+                }
+                length = MIN(length, layer->backing->size - offset);
+                layer = layer->backing;
+                depth++;
+        }
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* blockjobd's image layer: disk images as the jobs see them. An Image is one layer (a raw file or
+ * block device, or a qcow2 file) plus, for qcow2, the chain of backing images below it, opened
+ * with it. Reads see through the chain; block status says, range by range, what reads as data,
+ * as zeroes, or is not allocated at all, and in which layer that was decided.
+ *
+ * Threads: an Image and its chain may be used by one thread at a time (a job's steps run one at
+ * a time), so it takes no locks of its own. Two jobs never share an Image: each opens its own,
+ * and QEMU's image locks (lock.h) keep writers apart, in this process and across processes.
+ *
+ * Errors: functions return a negative errno. Opening and creating also give a message naming
+ * the file and the reason; for I/O, image_error() holds the last message (a corrupt image says
+ * what is wrong and where). */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Image Image;
+
+typedef enum ImageFormat {
+        IMAGE_FORMAT_PROBE,             /* opening: decide from the content */
+        IMAGE_FORMAT_RAW,
+        IMAGE_FORMAT_QCOW2,
+        _IMAGE_FORMAT_MAX,
+} ImageFormat;
+
+typedef enum ImageOpenFlags {
+        IMAGE_OPEN_WRITE        = 1 << 0,   /* for writing (takes QEMU's write permission) */
+        IMAGE_OPEN_SHARE_WRITE  = 1 << 1,   /* read-only, and let others write meanwhile (a mirror's source) */
+        IMAGE_OPEN_NO_BACKING   = 1 << 2,   /* this layer alone: reads of unallocated ranges give zeroes */
+        IMAGE_OPEN_NO_LOCK      = 1 << 3,   /* no QEMU locks (tests, fuzzing) */
+} ImageOpenFlags;
+
+#define IMAGE_CHAIN_DEPTH_MAX 64
+
+const char *image_format_to_string(ImageFormat f);
+ImageFormat image_format_from_string(const char *s);
+
+/* Opens 'path' (its chain too, unless IMAGE_OPEN_NO_BACKING). */
+int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
+/* The same on an open file; 'name' is what messages call it and what relative backing names are
+ * resolved against. The fd is duplicated. */
+int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
+/* Closes the image and its chain. */
+Image *image_close(Image *img);
+
+const char *image_path(const Image *img);
+ImageFormat image_format(const Image *img);
+uint64_t image_size(const Image *img);
+/* The image below, or NULL. */
+Image *image_backing(const Image *img);
+/* As recorded in the header (NULL when none), and the format named there (or probed). */
+const char *image_backing_name(const Image *img);
+int image_chain_depth(const Image *img);          /* 1 for an image without backing file */
+/* Smallest unit the layer allocates in (cluster size; 512 for raw). */
+uint32_t image_cluster_size(const Image *img);
+const char *image_error(const Image *img);
+
+/* Reads what the guest would see, through the chain; past the end of a backing image, zeroes. */
+int image_read(Image *img, void *buf, uint64_t offset, size_t length);
+
+/* Block status, through the chain, as `qemu-img map` reports it. */
+typedef struct ImageExtent {
+        uint64_t length;
+        int depth;              /* the layer that decided: 0 = this image; if nothing is
+                                 * allocated anywhere, the bottom layer */
+        bool present;           /* allocated in some layer */
+        bool zero;              /* reads as zeroes */
+        bool data;              /* reads data from a layer */
+} ImageExtent;
+
+/* The extent starting at 'offset', at most 'length' bytes long (and at least one byte). */
+int image_block_status(Image *img, uint64_t offset, uint64_t length, ImageExtent *ret);
+
+/* What this layer alone holds (for commit, stream and sync=top). */
+typedef enum LayerKind {
+        LAYER_UNALLOCATED,      /* nothing here: reads fall through to the backing image */
+        LAYER_ZERO,             /* allocated as zeroes */
+        LAYER_DATA,             /* allocated with data */
+} LayerKind;
+
+int image_layer_status(Image *img, uint64_t offset, uint64_t length, LayerKind *ret_kind, uint64_t *ret_length);

@@ -1,0 +1,134 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The qcow2 format as QEMU's docs/interop/qcow2.txt describes it: on-disk constants, and the
+ * state of an open qcow2 layer, shared by the reading (qcow2.c) and the writing code. All
+ * on-disk numbers are big-endian. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "image-internal.h"
+
+#define QCOW2_MAGIC "QFI\xfb"
+#define QCOW2_HEADER_V2_SIZE 72U
+#define QCOW2_HEADER_V3_SIZE 104U
+
+#define QCOW2_MIN_CLUSTER_BITS 9U
+#define QCOW2_MAX_CLUSTER_BITS 21U             /* 2 MiB, QEMU's limit */
+#define QCOW2_MAX_L1_BYTES (UINT64_C(32) << 20) /* QEMU's limits, which keep memory bounded */
+#define QCOW2_MAX_REFTABLE_BYTES (UINT64_C(8) << 20)
+#define QCOW2_MAX_SNAPSHOTS 65536U
+#define QCOW2_MAX_BACKING_NAME 1023U
+
+/* Header fields: byte offsets. */
+#define QCOW2_HDR_VERSION 4
+#define QCOW2_HDR_BACKING_OFFSET 8
+#define QCOW2_HDR_BACKING_SIZE 16
+#define QCOW2_HDR_CLUSTER_BITS 20
+#define QCOW2_HDR_SIZE 24
+#define QCOW2_HDR_CRYPT_METHOD 32
+#define QCOW2_HDR_L1_SIZE 36
+#define QCOW2_HDR_L1_OFFSET 40
+#define QCOW2_HDR_REFTABLE_OFFSET 48
+#define QCOW2_HDR_REFTABLE_CLUSTERS 56
+#define QCOW2_HDR_NB_SNAPSHOTS 60
+#define QCOW2_HDR_SNAPSHOTS_OFFSET 64
+#define QCOW2_HDR_INCOMPATIBLE 72
+#define QCOW2_HDR_COMPATIBLE 80
+#define QCOW2_HDR_AUTOCLEAR 88
+#define QCOW2_HDR_REFCOUNT_ORDER 96
+#define QCOW2_HDR_LENGTH 100
+#define QCOW2_HDR_COMPRESSION_TYPE 104
+
+#define QCOW2_INCOMPAT_DIRTY (UINT64_C(1) << 0)
+#define QCOW2_INCOMPAT_CORRUPT (UINT64_C(1) << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (UINT64_C(1) << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (UINT64_C(1) << 3)
+#define QCOW2_INCOMPAT_EXTL2 (UINT64_C(1) << 4)
+#define QCOW2_INCOMPAT_KNOWN (UINT64_C(0x1f))
+
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (UINT64_C(1) << 0)
+
+#define QCOW2_EXT_END 0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857U
+#define QCOW2_EXT_BITMAPS 0x23852875U
+#define QCOW2_EXT_CRYPTO 0x0537be77U
+#define QCOW2_EXT_DATA_FILE 0x44415441U
+
+/* L1 and L2 entries. */
+#define QCOW2_OFFSET_MASK UINT64_C(0x00fffffffffffe00)     /* bits 9-55 */
+#define QCOW2_FLAG_COPIED (UINT64_C(1) << 63)
+#define QCOW2_FLAG_COMPRESSED (UINT64_C(1) << 62)
+#define QCOW2_FLAG_ZERO UINT64_C(1)
+#define QCOW2_COMPRESSED_SECTOR 512U
+
+typedef enum Qcow2ClusterType {
+        QCOW2_CLUSTER_UNALLOCATED,
+        QCOW2_CLUSTER_ZERO,             /* the zero flag, with or without a preallocated offset */
+        QCOW2_CLUSTER_NORMAL,
+        QCOW2_CLUSTER_COMPRESSED,
+} Qcow2ClusterType;
+
+#define QCOW2_L2_CACHE_TABLES 16U
+
+typedef struct Qcow2CachedTable {
+        uint64_t offset;                /* 0: free slot */
+        uint64_t *entries;              /* host byte order */
+        uint64_t last_use;
+} Qcow2CachedTable;
+
+typedef struct Qcow2 {
+        uint32_t version;
+        uint32_t cluster_bits;
+        uint64_t cluster_size;
+        uint32_t l2_bits;               /* log2 of entries per L2 table */
+        uint64_t l2_entries;
+
+        uint64_t incompatible, compatible, autoclear;
+        uint32_t refcount_order;
+        uint32_t header_length;
+        uint64_t reftable_offset;
+        uint32_t reftable_clusters;
+        uint32_t nb_snapshots;
+        uint64_t snapshots_offset;
+
+        uint64_t l1_offset;
+        uint32_t l1_size;
+        uint64_t *l1;                   /* host byte order */
+
+        /* Compressed cluster descriptors. */
+        uint32_t csize_shift;
+        uint64_t csize_mask;
+        uint64_t coffset_mask;
+
+        Qcow2CachedTable l2_cache[QCOW2_L2_CACHE_TABLES];
+        uint64_t use_counter;
+
+        /* The last cluster decompressed, kept for reads of its other parts. */
+        uint64_t decompressed_entry;    /* its L2 entry, 0 if none */
+        uint8_t *decompressed;
+        uint8_t *compressed;            /* input buffer: up to two clusters */
+} Qcow2;
+
+static inline uint64_t get_be64(const uint8_t *p) {
+        uint64_t v = 0;
+        for (int i = 0; i < 8; i++)
+                v = (v << 8) | p[i];
+        return v;
+}
+
+static inline uint32_t get_be32(const uint8_t *p) {
+        return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 | (uint32_t) p[2] << 8 | p[3];
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v) {
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t) v;
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v) {
+        for (int i = 3; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t) v;
+}

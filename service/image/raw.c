@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Raw images: the file or block device is the disk. Block status comes from SEEK_DATA/SEEK_HOLE:
+ * holes read as zeroes (allocated, in qemu-img map's sense: a raw image has no backing file to
+ * fall through to); a block device is data throughout. */
+
+#include <unistd.h>
+
+#include "image-internal.h"
+
+typedef struct Raw {
+        /* The last extent SEEK_DATA/SEEK_HOLE found, to save system calls on sequential scans. */
+        uint64_t extent_start, extent_end;
+        LayerKind extent_kind;
+        bool seek_works;
+} Raw;
+
+static int raw_open(Image *img, char **ret_error) {
+        Raw *raw = calloc(1, sizeof(*raw));
+
+        if (!raw)
+                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+        raw->seek_works = S_ISREG(img->st.st_mode);
+        img->format_data = raw;
+        img->size = img->file_size;
+        img->cluster_size = 512;
+        return 0;
+}
+
+static void raw_close(Image *img) {
+        free(img->format_data);
+        img->format_data = NULL;
+}
+
+static int raw_find_extent(Image *img, Raw *raw, uint64_t offset) {
+        off_t data, hole;
+
+        data = lseek(img->fd, (off_t) offset, SEEK_DATA);
+        if (data < 0 && errno == ENXIO) {
+                /* A hole up to the end. */
+                raw->extent_kind = LAYER_ZERO;
+                raw->extent_start = offset;
+                raw->extent_end = img->size;
+                return 0;
+        }
+        if (data < 0) {
+                if (IN_SET(errno, EINVAL, EOPNOTSUPP)) {
+                        raw->seek_works = false;
+                        return 0;
+                }
+                return image_fail(img, negative_errno(), "Could not get the allocation of '%s': %m", img->path);
+        }
+
+        if ((uint64_t) data > offset) {
+                raw->extent_kind = LAYER_ZERO;
+                raw->extent_start = offset;
+                raw->extent_end = MIN((uint64_t) data, img->size);
+                return 0;
+        }
+
+        hole = lseek(img->fd, (off_t) offset, SEEK_HOLE);
+        if (hole < 0)
+                return image_fail(img, negative_errno(), "Could not get the allocation of '%s': %m", img->path);
+        raw->extent_kind = LAYER_DATA;
+        raw->extent_start = offset;
+        raw->extent_end = MIN((uint64_t) hole, img->size);
+        return 0;
+}
+
+static int raw_status(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret) {
+        Raw *raw = img->format_data;
+        int r;
+
+        if (raw->seek_works && !(offset >= raw->extent_start && offset < raw->extent_end)) {
+                r = raw_find_extent(img, raw, offset);
+                if (r < 0)
+                        return r;
+        }
+        if (!raw->seek_works) {
+                *ret = (LayerExtent) { .kind = LAYER_DATA, .length = length };
+                return 0;
+        }
+        *ret = (LayerExtent) {
+                .kind = raw->extent_kind,
+                .length = MIN(length, raw->extent_end - offset),
+        };
+        return 0;
+}
+
+static int raw_read(Image *img, void *buf, uint64_t offset, size_t length) {
+        return image_file_read(img, buf, offset, length);
+}
+
+const ImageOps raw_ops = {
+        .format = IMAGE_FORMAT_RAW,
+        .open = raw_open,
+        .close = raw_close,
+        .status = raw_status,
+        .read = raw_read,
+};

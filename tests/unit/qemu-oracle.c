@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <glib/gstdio.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qemu-oracle.h"
+
+static int run_argv(const char *cmdline, char **ret_out, char **ret_err) {
+        g_auto(GStrv) argv = NULL;
+        g_autoptr(GError) error = NULL;
+        int status = -1;
+
+        g_assert_true(g_shell_parse_argv(cmdline, NULL, &argv, NULL));
+        if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, ret_out, ret_err, &status, &error))
+                g_error("could not run %s: %s", cmdline, error->message);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+char *oracle_run(const char *format, ...) {
+        g_autofree char *cmdline = NULL, *err = NULL;
+        char *out = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        cmdline = g_strdup_vprintf(format, ap);
+        va_end(ap);
+        if (run_argv(cmdline, &out, &err) != 0)
+                g_error("%s failed: %s%s", cmdline, out, err);
+        return out;
+}
+
+int oracle_try(char **ret_out, char **ret_err, const char *format, ...) {
+        g_autofree char *cmdline = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        cmdline = g_strdup_vprintf(format, ap);
+        va_end(ap);
+        return run_argv(cmdline, ret_out, ret_err);
+}
+
+static bool json_bool(const char *obj, const char *key) {
+        g_autofree char *pattern = g_strdup_printf("\"%s\": ", key);
+        const char *p = strstr(obj, pattern);
+        g_assert_nonnull(p);
+        return g_str_has_prefix(p + strlen(pattern), "true");
+}
+
+static uint64_t json_number(const char *obj, const char *key) {
+        g_autofree char *pattern = g_strdup_printf("\"%s\": ", key);
+        const char *p = strstr(obj, pattern);
+        g_assert_nonnull(p);
+        return g_ascii_strtoull(p + strlen(pattern), NULL, 10);
+}
+
+void oracle_merge(GArray *extents) {
+        guint w = 0;
+
+        for (guint i = 0; i < extents->len; i++) {
+                OracleExtent *e = &g_array_index(extents, OracleExtent, i);
+                if (w > 0) {
+                        OracleExtent *last = &g_array_index(extents, OracleExtent, w - 1);
+                        if (last->depth == e->depth && last->present == e->present && last->zero == e->zero &&
+                            last->data == e->data && last->start + last->length == e->start) {
+                                last->length += e->length;
+                                continue;
+                        }
+                }
+                g_array_index(extents, OracleExtent, w++) = *e;
+        }
+        g_array_set_size(extents, w);
+}
+
+GArray *oracle_map(const char *image) {
+        g_autofree char *json = oracle_run("qemu-img map --output=json -U %s", image);
+        GArray *extents = g_array_new(FALSE, FALSE, sizeof(OracleExtent));
+
+        /* One object per line: { "start": N, "length": N, "depth": N, "present": B, "zero": B, "data": B ... } */
+        for (char *obj = strchr(json, '{'); obj; obj = strchr(obj + 1, '{')) {
+                char *end = strchr(obj, '}');
+                g_assert_nonnull(end);
+                *end = 0;
+                OracleExtent e = {
+                        .start = json_number(obj, "start"),
+                        .length = json_number(obj, "length"),
+                        .depth = (int) json_number(obj, "depth"),
+                        .present = json_bool(obj, "present"),
+                        .zero = json_bool(obj, "zero"),
+                        .data = json_bool(obj, "data"),
+                };
+                g_array_append_val(extents, e);
+                obj = end;
+        }
+        oracle_merge(extents);
+        return extents;
+}
+
+GBytes *oracle_read_all(const char *image, const char *dir) {
+        g_autofree char *out = g_build_filename(dir, "oracle.raw", NULL), *contents = NULL;
+        gsize length;
+
+        g_free(oracle_run("qemu-img convert -U -O raw %s %s", image, out));
+        g_assert_true(g_file_get_contents(out, &contents, &length, NULL));
+        g_unlink(out);
+        return g_bytes_new_take(g_steal_pointer(&contents), length);
+}
