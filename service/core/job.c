@@ -576,7 +576,7 @@ static void job_enter(Job *j) {
 }
 
 void job_timer_fired(Job *j) {
-        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
 
         if (j->sleep == JOB_SLEEP_NONE)
                 return;                 /* disarmed in the meantime */
@@ -786,7 +786,7 @@ int job_user_cancel(Job *j, bool force, char **ret_error) {
         if (r < 0)
                 return r;
 
-        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
         job_cancel(j, force);
         return 0;
 }
@@ -985,7 +985,7 @@ int job_finalize(Job *j, char **ret_error) {
         if (r < 0)
                 return r;
 
-        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
         if (j->txn->phase == JOB_TXN_RUNNING)
                 job_do_finalize(j);
         return 0;
@@ -1057,7 +1057,7 @@ static void job_txn_abort(Job *j) {
 }
 
 static void job_completed(Job *j) {
-        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
 
         assert(!job_status_is_completed(j->status));
 
@@ -1100,7 +1100,7 @@ void job_work_run(Job *j) {
 }
 
 void job_work_done(Job *j) {
-        _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
         JobWorkKind kind = j->work;
 
         assert(j->busy);

@@ -29,7 +29,7 @@ ImageFormat image_format_from_string(const char *s) {
 
 /* ---- errors -------------------------------------------------------------------------------- */
 
-static char *format_message(int r, const char *format, va_list ap) {
+_printf_(2, 0) static char *format_message(int r, const char *format, va_list ap) {
         char *s;
 
         errno = r < 0 ? -r : r;         /* for %m */

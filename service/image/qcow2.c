@@ -392,9 +392,6 @@ static int check_entry(Image *img, Qcow2 *q, uint64_t entry, uint64_t guest_offs
         if (t == QCOW2_CLUSTER_NORMAL && (entry & QCOW2_OFFSET_MASK & (q->cluster_size - 1)))
                 return CORRUPT(img, "Image '%s' is corrupt: the cluster at guest offset 0x%" PRIx64 " is at unaligned host offset 0x%" PRIx64,
                                img->path, guest_offset, entry & QCOW2_OFFSET_MASK);
-        if (t == QCOW2_CLUSTER_NORMAL && (entry & QCOW2_OFFSET_MASK) < q->cluster_size)
-                return CORRUPT(img, "Image '%s' is corrupt: the cluster at guest offset 0x%" PRIx64 " overlaps the header",
-                               img->path, guest_offset);
         if (q->version < 3 && (entry & QCOW2_FLAG_ZERO) && !(entry & QCOW2_FLAG_COMPRESSED))
                 return CORRUPT(img, "Image '%s' is corrupt: zero cluster at guest offset 0x%" PRIx64 " in a version 2 image",
                                img->path, guest_offset);

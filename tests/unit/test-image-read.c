@@ -247,7 +247,8 @@ static void test_shape(gconstpointer data) {
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
 
-        if (!g_find_program_in_path("qemu-img")) {
+        g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+        if (!qemu_img) {
                 g_test_message("qemu-img is missing: install qemu-utils");
                 return 1;
         }

@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Bad images: refused features, hostile headers and tables, broken chains. Each is made from a
+ * valid image of qemu-img's by patching bytes, and each must give its clear error (in the
+ * sanitizer build: without any memory error), never a crash and never wrong data. */
+
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "qemu-oracle.h"
+
+typedef struct Fixture {
+        char *dir;
+        char *img;              /* a v3, 64 KiB-cluster image with data, made by qemu-img */
+} Fixture;
+
+static void fixture_setup(Fixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+
+        f->dir = g_dir_make_tmp("blockjobd-hostile-XXXXXX", &error);
+        g_assert_no_error(error);
+        f->img = g_build_filename(f->dir, "a.qcow2", NULL);
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' %s", f->img));
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data) {
+        g_free(oracle_run("rm -rf %s", f->dir));
+        g_free(f->dir);
+        g_free(f->img);
+}
+
+static void poke(const char *path, uint64_t offset, const void *bytes, size_t n) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pwrite(fd, bytes, n, offset), ==, (ssize_t) n);
+        g_assert_cmpint(close(fd), ==, 0);
+}
+
+static void poke32(const char *path, uint64_t offset, uint32_t v) {
+        uint8_t b[4] = { v >> 24, v >> 16, v >> 8, v };
+        poke(path, offset, b, 4);
+}
+
+static void poke64(const char *path, uint64_t offset, uint64_t v) {
+        uint8_t b[8];
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                b[i] = (uint8_t) v;
+        poke(path, offset, b, 8);
+}
+
+static uint64_t peek64(const char *path, uint64_t offset) {
+        uint8_t b[8];
+        uint64_t v = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(pread(fd, b, 8, offset), ==, 8);
+        close(fd);
+        for (int i = 0; i < 8; i++)
+                v = v << 8 | b[i];
+        return v;
+}
+
+/* Opening fails with this errno and a message that contains 'expected'. */
+static void assert_open_fails(const char *path, unsigned flags, int expected_r, const char *expected) {
+        g_autofree char *error = NULL;
+        Image *img = NULL;
+        int r = image_open(path, IMAGE_FORMAT_PROBE, flags, &img, &error);
+
+        if (r >= 0)
+                g_error("'%s' opened, expected: %s", path, expected);
+        g_assert_null(img);
+        g_assert_nonnull(error);
+        if (!strstr(error, expected))
+                g_error("error \"%s\" does not say \"%s\"", error, expected);
+        g_assert_cmpint(r, ==, expected_r);
+}
+
+/* Opening works, reading everything fails with a message that contains 'expected'; when the
+ * metadata is what is broken, block status says so too. */
+static void assert_read_fails_status(const char *path, const char *expected, bool status_too) {
+        g_autofree char *error = NULL;
+        g_autofree uint8_t *buf = NULL;
+        Image *img = NULL;
+        int r;
+
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_PROBE, 0, &img, &error), ==, 0);
+        buf = g_malloc(image_size(img));
+        r = image_read(img, buf, 0, image_size(img));
+        g_assert_cmpint(r, <, 0);
+        if (!strstr(image_error(img), expected))
+                g_error("error \"%s\" does not say \"%s\"", image_error(img), expected);
+
+        if (!status_too) {
+                image_close(img);
+                return;
+        }
+
+        /* Block status meets the same problem and says the same. */
+        ImageExtent e;
+        r = 0;
+        for (uint64_t off = 0; off < image_size(img); off += e.length) {
+                r = image_block_status(img, off, image_size(img) - off, &e);
+                if (r < 0)
+                        break;
+        }
+        g_assert_cmpint(r, <, 0);
+        if (!strstr(image_error(img), expected))
+                g_error("block status error \"%s\" does not say \"%s\"", image_error(img), expected);
+        image_close(img);
+}
+
+static void assert_read_fails(const char *path, const char *expected) {
+        assert_read_fails_status(path, expected, true);
+}
+
+static void test_header_fields(Fixture *f, gconstpointer data) {
+        g_autofree char *copy = g_build_filename(f->dir, "patched.qcow2", NULL);
+        struct { uint64_t offset; unsigned width; uint64_t value; int r; const char *error; } cases[] = {
+                { 4, 4, 1, -EOPNOTSUPP, "qcow2 version 1, which blockjobd does not support" },
+                { 4, 4, 4, -EOPNOTSUPP, "qcow2 version 4" },
+                { 20, 4, 8, -EUCLEAN, "unsupported cluster size (2^8 bytes)" },
+                { 20, 4, 22, -EUCLEAN, "unsupported cluster size (2^22 bytes)" },
+                { 20, 4, 0xffffffff, -EUCLEAN, "unsupported cluster size" },
+                { 32, 4, 1, -EOPNOTSUPP, "is encrypted" },
+                { 32, 4, 2, -EOPNOTSUPP, "is encrypted" },
+                { 24, 8, UINT64_C(1) << 62, -EUCLEAN, "virtual size" },
+                { 36, 4, 0xffffffff, -EUCLEAN, "L1 table of 4294967295 entries is too large" },
+                { 36, 4, 0, -EUCLEAN, "L1 table of 0 entries is too small" },
+                { 40, 8, 0x30001, -EUCLEAN, "L1 table at offset 0x30001 is unaligned" },
+                { 40, 8, UINT64_C(1) << 40, -EUCLEAN, "beyond the end of the file" },
+                { 40, 8, 0, -EUCLEAN, "L1 table at offset 0x0" },
+                { 48, 8, UINT64_C(1) << 40, -EUCLEAN, "refcount table at offset" },
+                { 56, 4, 0xffffff, -EUCLEAN, "refcount table at offset" },
+                { 60, 4, 0x7fffffff, -EUCLEAN, "snapshot table" },
+                { 72, 8, UINT64_C(1) << 2, -EOPNOTSUPP, "external data file" },
+                { 72, 8, UINT64_C(1) << 4, -EOPNOTSUPP, "extended L2 entries" },
+                { 72, 8, UINT64_C(1) << 10, -EOPNOTSUPP, "unknown incompatible feature (bit 10)" },
+                { 96, 4, 7, -EUCLEAN, "refcount order 7" },
+                { 100, 4, 7, -EUCLEAN, "header length 7" },
+                { 100, 4, 100, -EUCLEAN, "header length 100" },
+                { 100, 4, 1 << 20, -EUCLEAN, "header length" },
+                { 16, 4, 5000, -EUCLEAN, "backing file name of 5000 bytes" },
+        };
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_free(oracle_run("cp %s %s", f->img, copy));
+                if (cases[i].offset == 16) {
+                        /* A name needs an offset to count. */
+                        poke64(copy, 8, 512);
+                }
+                if (cases[i].width == 4)
+                        poke32(copy, cases[i].offset, (uint32_t) cases[i].value);
+                else
+                        poke64(copy, cases[i].offset, cases[i].value);
+                assert_open_fails(copy, 0, cases[i].r, cases[i].error);
+        }
+}
+
+static void test_known_features(Fixture *f, gconstpointer data) {
+        g_autofree char *copy = g_build_filename(f->dir, "patched.qcow2", NULL);
+        Image *img = NULL;
+
+        /* zstd compression: a type field, and the bit that says it matters. */
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        poke64(copy, 72, UINT64_C(1) << 3);
+        poke(copy, 104, "\x01", 1);
+        assert_open_fails(copy, 0, -EOPNOTSUPP, "uses zstd compression");
+
+        /* Dirty: readable, but not writable until repaired. */
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        poke64(copy, 72, UINT64_C(1) << 0);
+        g_assert_cmpint(image_open(copy, IMAGE_FORMAT_PROBE, 0, &img, NULL), ==, 0);
+        image_close(img);
+        assert_open_fails(copy, IMAGE_OPEN_WRITE, -EUCLEAN, "repair it with 'qemu-img check -r all");
+
+        /* Corrupt: the same. */
+        poke64(copy, 72, UINT64_C(1) << 1);
+        assert_open_fails(copy, IMAGE_OPEN_WRITE, -EUCLEAN, "is marked corrupt");
+
+        /* qemu-img's own encrypted image. */
+        g_autofree char *enc = g_build_filename(f->dir, "enc.qcow2", NULL);
+        g_free(oracle_run("qemu-img create -q --object secret,id=sec0,data=abc -f qcow2 -o encrypt.format=luks,encrypt.key-secret=sec0 %s 1M",
+                          enc));
+        assert_open_fails(enc, 0, -EOPNOTSUPP, "is encrypted");
+}
+
+static void test_tables(Fixture *f, gconstpointer data) {
+        g_autofree char *copy = g_build_filename(f->dir, "patched.qcow2", NULL);
+        uint64_t l1 = peek64(f->img, 40), l2;
+
+        /* An L2 table beyond the end of the file. */
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        poke64(copy, l1, (UINT64_C(1) << 40) | (UINT64_C(1) << 63));
+        assert_read_fails(copy, "L2 table at offset 0x10000000000 is unaligned or beyond the end of the file");
+
+        /* An unaligned L2 table. */
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        poke64(copy, l1, peek64(f->img, l1) + 512);
+        assert_read_fails(copy, "is unaligned or beyond the end of the file");
+
+        /* A data cluster at an unaligned offset. */
+        l2 = peek64(f->img, l1) & UINT64_C(0x00fffffffffffe00);
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        poke64(copy, l2, peek64(f->img, l2) + 4096);
+        assert_read_fails(copy, "at unaligned host offset");
+
+        /* A zero flag in a version 2 image. */
+        g_autofree char *v2 = g_build_filename(f->dir, "v2.qcow2", NULL);
+        g_free(oracle_run("qemu-img convert -q -O qcow2 -o compat=0.10 %s %s", f->img, v2));
+        l1 = peek64(v2, 40);
+        l2 = peek64(v2, l1) & UINT64_C(0x00fffffffffffe00);
+        poke64(v2, l2, peek64(v2, l2) | 1);
+        assert_read_fails(v2, "zero cluster at guest offset 0x0 in a version 2 image");
+
+        /* Truncated: the tables are gone. */
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        g_assert_cmpint(truncate(copy, 200000), ==, 0);
+        assert_read_fails(copy, "beyond the end of the file");
+        g_assert_cmpint(truncate(copy, 65536), ==, 0);
+        assert_open_fails(copy, 0, -EUCLEAN, "beyond the end of the file");
+        g_assert_cmpint(truncate(copy, 100), ==, 0);
+        assert_open_fails(copy, 0, -EUCLEAN, "too short for a qcow2 v3 header");
+        g_assert_cmpint(truncate(copy, 10), ==, 0);
+        assert_open_fails(copy, 0, -EUCLEAN, "too short for a qcow2 header");
+}
+
+static void test_compressed_garbage(Fixture *f, gconstpointer data) {
+        g_autofree char *comp = g_build_filename(f->dir, "comp.qcow2", NULL);
+        uint64_t l1, l2, entry;
+        g_autofree uint8_t *junk = g_malloc(4096);
+
+        g_free(oracle_run("qemu-img convert -q -c -O qcow2 %s %s", f->img, comp));
+        l1 = peek64(comp, 40);
+        l2 = peek64(comp, l1) & UINT64_C(0x00fffffffffffe00);
+        entry = peek64(comp, l2);
+        g_assert_true(entry & (UINT64_C(1) << 62));
+
+        /* The compressed bytes replaced by junk: it must say so, not return junk. */
+        memset(junk, 0xe7, 4096);
+        poke(comp, entry & ((UINT64_C(1) << 54) - 1), junk, 4096);
+        assert_read_fails_status(comp, "does not decompress", false);
+}
+
+static void test_chains(Fixture *f, gconstpointer data) {
+        g_autofree char *b = g_build_filename(f->dir, "b.qcow2", NULL);
+        g_autofree char *c = g_build_filename(f->dir, "c.qcow2", NULL);
+
+        /* a → b → a: a loop. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 %s", b));
+        g_free(oracle_run("qemu-img rebase -u -b b.qcow2 -F qcow2 %s", f->img));
+        assert_open_fails(b, 0, -ELOOP, "loops back to");
+        /* a → a. */
+        g_free(oracle_run("qemu-img rebase -u -b a.qcow2 -F qcow2 %s", f->img));
+        assert_open_fails(f->img, 0, -ELOOP, "loops back to");
+
+        /* A backing file that is not there. */
+        g_free(oracle_run("qemu-img rebase -u -b gone.qcow2 -F qcow2 %s", f->img));
+        assert_open_fails(f->img, 0, -ENOENT, "Could not open backing file");
+        /* ...and without the chain it opens. */
+        Image *img = NULL;
+        g_assert_cmpint(image_open(f->img, IMAGE_FORMAT_PROBE, IMAGE_OPEN_NO_BACKING, &img, NULL), ==, 0);
+        g_assert_cmpstr(image_backing_name(img), ==, "gone.qcow2");
+        g_assert_null(image_backing(img));
+        image_close(img);
+
+        /* A backing file format that is not ours. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", c));
+        g_free(oracle_run("qemu-img rebase -u -b c.qcow2 -F vmdk %s", f->img));
+        assert_open_fails(f->img, 0, -EOPNOTSUPP, "backing file of format 'vmdk'");
+
+        /* QEMU's pseudo-protocols are not files. */
+        g_free(oracle_run("qemu-img rebase -u -b nbd://localhost/x -F raw %s", f->img));
+        assert_open_fails(f->img, IMAGE_OPEN_NO_LOCK, -EOPNOTSUPP, "is not a local file");
+
+        /* Too deep: a chain of 70. */
+        g_autofree char *prev = g_strdup("c.qcow2");
+        g_autofree char *top = NULL;
+        for (int i = 0; i < 70; i++) {
+                g_free(top);
+                top = g_strdup_printf("%s/l%d.qcow2", f->dir, i);
+                g_free(oracle_run("qemu-img create -q -f qcow2 -b %s -F qcow2 %s", prev, top));
+                g_free(prev);
+                prev = g_strdup_printf("l%d.qcow2", i);
+        }
+        assert_open_fails(top, 0, -ELOOP, "deeper than 64 images");
+}
+
+static void test_not_images(Fixture *f, gconstpointer data) {
+        g_autofree char *missing = g_build_filename(f->dir, "missing", NULL);
+
+        assert_open_fails(missing, 0, -ENOENT, "Could not open");
+        assert_open_fails(f->dir, 0, -EINVAL, "is neither a regular file nor a block device");
+        assert_open_fails("", 0, -EINVAL, "No image given");
+}
+
+#define HOSTILE_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        HOSTILE_TEST("/image-hostile/header-fields", test_header_fields);
+        HOSTILE_TEST("/image-hostile/refused-features", test_known_features);
+        HOSTILE_TEST("/image-hostile/tables", test_tables);
+        HOSTILE_TEST("/image-hostile/compressed-garbage", test_compressed_garbage);
+        HOSTILE_TEST("/image-hostile/chains", test_chains);
+        HOSTILE_TEST("/image-hostile/not-images", test_not_images);
+        return g_test_run();
+}
