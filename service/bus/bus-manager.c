@@ -73,11 +73,11 @@ static int open_backup(CreateAction *a) {
                 .source = a->source,
                 .target = a->target,
                 .overwrite = a->options.overwrite,
+                .sync_top = a->options.sync == SYNC_TOP,
         };
         Backup *b = NULL;
         int r;
 
-        /* sync=top of an image without backing file is sync=full, as in QEMU; raw has none. */
         r = backup_open(&p, &b, &a->error);
         if (r < 0)
                 return r;

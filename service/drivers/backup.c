@@ -1,37 +1,37 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <fcntl.h>
-#include <linux/fs.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
 
 #include "backup.h"
+#include "image.h"
 #include "job.h"
 #include "log.h"
 #include "macro.h"
 #include "raw-image.h"
 
+/* Ranges that need no copy are skipped without I/O; a step skips this many at most before it
+ * returns, so that even a huge sparse image keeps its pause points close together. */
+#define SKIPS_PER_STEP 1024U
+
 struct Backup {
-        RawSource source;
+        Image *source;
         RawTarget target;
+        bool sync_top;
 
         uint64_t chunk;
         void *buffer;
 
         uint64_t offset;                /* everything before it is done */
-        uint64_t data_end;              /* end of the source data extent that holds 'offset' */
-
         atomic_uint_fast64_t io_calls;
 };
 
 void backup_free(Backup *b) {
         if (!b)
                 return;
-        raw_source_close(&b->source);
+        image_close(b->source);
         raw_target_discard(&b->target);
         free(b->buffer);
         free(b);
@@ -39,35 +39,50 @@ void backup_free(Backup *b) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Backup *, backup_free);
 
+static int fail(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
+static int fail(char **ret_error, int r, const char *format, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                va_start(ap, format);
+                if (vasprintf(ret_error, format, ap) < 0)
+                        *ret_error = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
 int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         _cleanup_(backup_freep) Backup *b = NULL;
+        struct stat st;
         int r;
 
         assert(p && ret);
 
-        if (p->chunk_size > BACKUP_CHUNK_MAX) {
-                if (ret_error && asprintf(ret_error, "Chunk size %" PRIu64 " is larger than %" PRIu64, p->chunk_size,
-                                          BACKUP_CHUNK_MAX) < 0)
-                        *ret_error = NULL;
-                return -EINVAL;
-        }
+        if (p->chunk_size > BACKUP_CHUNK_MAX)
+                return fail(ret_error, -EINVAL, "Chunk size %" PRIu64 " is larger than %" PRIu64, p->chunk_size,
+                            BACKUP_CHUNK_MAX);
+        if (!p->target || !*p->target)
+                return fail(ret_error, -EINVAL, "No target given");
 
         b = calloc(1, sizeof(*b));
         if (!b)
                 return -ENOMEM;
-        b->source = (RawSource) RAW_SOURCE_NULL;
         b->target = (RawTarget) RAW_TARGET_NULL;
         b->chunk = p->chunk_size ?: BACKUP_CHUNK_DEFAULT;
+        b->sync_top = p->sync_top;
 
-        r = raw_source_open(&b->source, p->source, ret_error);
+        /* The source is read, with its backing chain, and must not change meanwhile. */
+        r = image_open(p->source, IMAGE_FORMAT_PROBE, 0, &b->source, ret_error);
         if (r < 0)
                 return r;
-        if (!p->target || !*p->target) {
-                if (ret_error)
-                        *ret_error = strdup("No target given");
-                return -EINVAL;
-        }
-        r = raw_target_open(&b->target, p->target, &b->source, p->overwrite, p->named_temp_file, ret_error);
+
+        /* Replacing a file of the source's own chain would change the source. */
+        if (stat(p->target, &st) >= 0 && image_chain_contains(image_backing(b->source), &st))
+                return fail(ret_error, -EINVAL, "Target '%s' is a backing file of the source", p->target);
+
+        r = raw_target_open(&b->target, p->target, image_stat(b->source), image_size(b->source), p->overwrite,
+                            p->named_temp_file, ret_error);
         if (r < 0)
                 return r;
 
@@ -79,75 +94,83 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
 }
 
 uint64_t backup_size(const Backup *b) {
-        return b->source.size;
+        return image_size(b->source);
 }
 
 uint64_t backup_io_calls(const Backup *b) {
         Backup *m = (Backup *) b;
-        return atomic_load(&m->io_calls) + atomic_load(&m->source.io_calls) + atomic_load(&m->target.io_calls);
+        return atomic_load(&m->io_calls) + atomic_load(&m->target.io_calls);
 }
 
-/* Find the data extent at b->offset; ranges before it are holes. Returns the hole skipped. */
-static int backup_seek_data(Backup *b, uint64_t *ret_hole) {
-        off_t data, hole;
+/* What the next range holds: whether it must be copied, and how long it is. With sync=full,
+ * whatever reads as data; with sync=top, what the top image itself allocates with data. */
+static int backup_next_range(Backup *b, bool *ret_copy, uint64_t *ret_length) {
+        uint64_t left = image_size(b->source) - b->offset;
+        int r;
 
         atomic_fetch_add(&b->io_calls, 1);
-        data = lseek(b->source.fd, (off_t) b->offset, SEEK_DATA);
-        if (data < 0) {
-                if (errno == ENXIO) {
-                        /* Nothing but hole up to the end. */
-                        *ret_hole = b->source.size - b->offset;
-                        b->data_end = b->source.size;
-                        return 0;
-                }
-                if (!IN_SET(errno, EINVAL, EOPNOTSUPP))
-                        return negative_errno();
-                /* No hole support here: everything is data. */
-                data = (off_t) b->offset;
-                hole = (off_t) b->source.size;
+        if (b->sync_top) {
+                LayerKind kind;
+                r = image_layer_status(b->source, b->offset, left, &kind, ret_length);
+                *ret_copy = r >= 0 && kind == LAYER_DATA;
         } else {
-                hole = lseek(b->source.fd, data, SEEK_HOLE);
-                if (hole < 0)
-                        hole = (off_t) b->source.size;
+                ImageExtent e;
+                r = image_block_status(b->source, b->offset, left, &e);
+                /* The target starts as zeroes: what reads as zeroes needs no copy. */
+                *ret_copy = r >= 0 && !e.zero;
+                *ret_length = e.length;
         }
+        return r;
+}
 
-        *ret_hole = MIN((uint64_t) data, b->source.size) - b->offset;
-        b->data_end = MIN((uint64_t) hole, b->source.size);
-        return 0;
+static void source_error(Job *j, Backup *b, JobStepResult *out, int r) {
+        job_step_io_error(j, out, true, true, r, "%s", image_error(b->source) ?: strerror(-r));
 }
 
 static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         Backup *b = data;
-        uint64_t n, hole = 0;
+        uint64_t size = image_size(b->source), skipped = 0, n = 0, length;
+        bool copy = false;
         int r;
 
-        if (b->offset < b->source.size && b->offset >= b->data_end) {
-                r = backup_seek_data(b, &hole);
+        /* Skip what needs no copy (it counts as progress), up to something to copy. */
+        for (unsigned i = 0; b->offset < size && i < SKIPS_PER_STEP; i++) {
+                r = backup_next_range(b, &copy, &length);
                 if (r < 0) {
-                        job_step_io_error(j, out, true, true, r, "Could not read '%s' at offset %" PRIu64 ": %s",
-                                          b->source.path, b->offset, strerror(-r));
-                        return;
+                        source_error(j, b, out, r);
+                        goto done;
                 }
-                b->offset += hole;
+                if (copy)
+                        break;
+                b->offset += length;
+                skipped += length;
         }
 
-        n = MIN(b->chunk, b->data_end - b->offset);
-        if (in->max_bytes > 0)
-                n = MIN(n, in->max_bytes);
+        if (copy) {
+                n = MIN(b->chunk, length);
+                if (in->max_bytes > 0)
+                        n = MIN(n, in->max_bytes);
 
-        if (raw_source_read(&b->source, j, out, b->buffer, n, b->offset) < 0 ||
-            raw_target_write(&b->target, j, out, b->buffer, n, b->offset) < 0)
-                goto keep_position;
+                atomic_fetch_add(&b->io_calls, 1);
+                r = image_read(b->source, b->buffer, b->offset, (size_t) n);
+                if (r < 0) {
+                        source_error(j, b, out, r);
+                        n = 0;
+                        goto done;
+                }
+                if (raw_target_write(&b->target, j, out, b->buffer, n, b->offset) < 0) {
+                        n = 0;
+                        goto done;
+                }
+                b->offset += n;
+                out->dispatched = n;
+        }
 
-        b->offset += n;
-        out->dispatched = n;
-
-keep_position:
-        /* Holes skipped count as progress even when the copy after them failed. */
-        out->progress = hole + (out->io_error.set ? 0 : n);
+done:
+        out->progress = skipped + n;
         out->has_remaining = true;
-        out->remaining = b->source.size - b->offset;
-        if (!out->io_error.set && b->offset >= b->source.size)
+        out->remaining = size - b->offset;
+        if (!out->io_error.set && b->offset >= size)
                 out->finished = true;
 }
 
@@ -169,8 +192,9 @@ static void backup_abort(Job *j, void *data) {
 static void backup_clean(Job *j, void *data) {
         Backup *b = data;
 
-        /* Published or discarded by now; an unpublished file would vanish here as well. */
-        raw_source_close(&b->source);
+        /* Published or discarded by now; an unpublished file would vanish here as well. The
+         * source's locks go with it. */
+        b->source = image_close(b->source);
         raw_target_discard(&b->target);
 }
 

@@ -3,11 +3,13 @@
 
 /* The backup driver: a point-in-time copy of a source into a new target.
  *
- * For now raw to raw: the source is a regular file or a block device, read sparse-aware
- * (SEEK_DATA / SEEK_HOLE: holes are skipped, stay holes in the target, and count as progress);
- * the target is a new raw file built unseen next to its final path (see tmpfile.h), flushed at
- * prepare and published at commit, replacing an existing file only with 'overwrite'; abort
- * leaves nothing behind. */
+ * The source is any image the image layer reads (raw file or block device, qcow2 with its
+ * backing chain), opened read-only with QEMU's locks, so that nobody writes it meanwhile. With
+ * sync=full the copy is of everything it reads (the chain flattened); with sync=top, of what the
+ * top image itself allocates. Whatever reads as zeroes is skipped: it stays a hole in the target
+ * and counts as progress. The target is for now a new raw file built unseen next to its final
+ * path (see tmpfile.h), flushed at prepare and published at commit, replacing an existing file
+ * only with 'overwrite' (and never one of the source's own chain); abort leaves nothing. */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,6 +23,7 @@ typedef struct BackupParams {
         const char *source;
         const char *target;
         bool overwrite;
+        bool sync_top;                  /* copy only what the top image allocates */
         uint64_t chunk_size;            /* bytes per step when unthrottled; 0 = default */
         bool named_temp_file;           /* do not use O_TMPFILE (tests of the fallback) */
 } BackupParams;

@@ -130,7 +130,8 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
                         *ret_error = strdup("No target given");
                 return -EINVAL;
         }
-        r = raw_target_open(&m->target, p->target, &m->source, p->overwrite, p->named_temp_file, ret_error);
+        r = raw_target_open(&m->target, p->target, &m->source.st, m->source.size, p->overwrite, p->named_temp_file,
+                            ret_error);
         if (r < 0)
                 return r;
 

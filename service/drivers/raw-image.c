@@ -71,8 +71,8 @@ void raw_source_close(RawSource *s) {
         s->path = NULL;
 }
 
-int raw_target_open(RawTarget *t, const char *path, const RawSource *source, bool overwrite, bool named_temp_file,
-                    char **ret_error) {
+int raw_target_open(RawTarget *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
+                    bool named_temp_file, char **ret_error) {
         struct stat st;
         int r;
 
@@ -83,7 +83,7 @@ int raw_target_open(RawTarget *t, const char *path, const RawSource *source, boo
 
         /* Check the target before creating anything. */
         if (stat(path, &st) >= 0) {
-                if (st.st_dev == source->st.st_dev && st.st_ino == source->st.st_ino)
+                if (st.st_dev == source_st->st_dev && st.st_ino == source_st->st_ino)
                         return fail(ret_error, -EINVAL, "Source and target cannot be the same");
                 if (S_ISDIR(st.st_mode))
                         return fail(ret_error, -EISDIR, "Target '%s' is a directory", path);
@@ -100,13 +100,13 @@ int raw_target_open(RawTarget *t, const char *path, const RawSource *source, boo
                 return fail(ret_error, -ENOMEM, "Out of memory");
 
         /* A file's copy keeps the source's permission bits; a device's copy is private. */
-        r = tmpfile_open(&t->file, path, S_ISREG(source->st.st_mode) ? (source->st.st_mode & 0666) : 0600,
+        r = tmpfile_open(&t->file, path, S_ISREG(source_st->st_mode) ? (source_st->st_mode & 0666) : 0600,
                          !named_temp_file);
         if (r == -EISDIR)
                 r = fail(ret_error, r, "Target '%s' names a directory", path);
         else if (r < 0)
                 r = fail(ret_error, r, "Could not create target '%s': %m", path);
-        else if (ftruncate(t->file.fd, (off_t) source->size) < 0)
+        else if (ftruncate(t->file.fd, (off_t) size) < 0)
                 r = fail(ret_error, negative_errno(), "Could not size target '%s': %m", path);
         if (r < 0) {
                 raw_target_discard(t);

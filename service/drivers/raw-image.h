@@ -40,9 +40,9 @@ int raw_source_open(RawSource *s, const char *path, char **ret_error);
 void raw_source_close(RawSource *s);
 
 /* Checks the target path against the source and creates the unpublished file, 'size' bytes,
- * sparse. */
-int raw_target_open(RawTarget *t, const char *path, const RawSource *source, bool overwrite, bool named_temp_file,
-                    char **ret_error);
+ * sparse, with the source's permission bits ('source_st' describes the source's top file). */
+int raw_target_open(RawTarget *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
+                    bool named_temp_file, char **ret_error);
 /* For a step (worker thread): read or write exactly 'len' bytes at 'offset'. A failure is put
  * through the job's error policy for the source (reads) or the target (writes), with a message
  * naming the file and the offset, and returned. */

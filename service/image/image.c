@@ -267,7 +267,7 @@ static int open_layer(int fd, const char *name, ImageFormat format, unsigned fla
         }
 
         if (format == IMAGE_FORMAT_PROBE)
-                format = probe(img->fd);
+                format = S_ISREG(img->st.st_mode) ? probe(img->fd) : IMAGE_FORMAT_RAW;
         img->ops = ops_for(format);
         if (!img->ops)
                 return image_open_fail(ret_error, -EINVAL, "Unknown image format of '%s'", name);
@@ -343,6 +343,17 @@ const char *image_backing_name(const Image *img) {
 
 int image_chain_depth(const Image *img) {
         return img->depth_below + 1;
+}
+
+const struct stat *image_stat(const Image *img) {
+        return &img->st;
+}
+
+bool image_chain_contains(const Image *img, const struct stat *st) {
+        for (; img; img = img->backing)
+                if (img->st.st_dev == st->st_dev && img->st.st_ino == st->st_ino)
+                        return true;
+        return false;
 }
 
 uint32_t image_cluster_size(const Image *img) {

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/stat.h>
+
 typedef struct Image Image;
 
 typedef enum ImageFormat {
@@ -39,7 +41,9 @@ typedef enum ImageOpenFlags {
 const char *image_format_to_string(ImageFormat f);
 ImageFormat image_format_from_string(const char *s);
 
-/* Opens 'path' (its chain too, unless IMAGE_OPEN_NO_BACKING). */
+/* Opens 'path' (its chain too, unless IMAGE_OPEN_NO_BACKING). Probing looks at regular files
+ * only: a block device is raw unless told otherwise, since its content may come from a guest,
+ * which could otherwise make it look like a qcow2 image backed by any file of the host. */
 int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
 /* The same on an open file; 'name' is what messages call it and what relative backing names are
  * resolved against. The fd is duplicated. */
@@ -58,6 +62,10 @@ int image_chain_depth(const Image *img);          /* 1 for an image without back
 /* Smallest unit the layer allocates in (cluster size; 512 for raw). */
 uint32_t image_cluster_size(const Image *img);
 const char *image_error(const Image *img);
+/* The file of this layer. */
+const struct stat *image_stat(const Image *img);
+/* Is this file (device and inode) one of the chain's layers? */
+bool image_chain_contains(const Image *img, const struct stat *st);
 
 /* Reads what the guest would see, through the chain; past the end of a backing image, zeroes. */
 int image_read(Image *img, void *buf, uint64_t offset, size_t length);

@@ -173,7 +173,7 @@ static void test_relative_paths(BusFixture *f, gconstpointer data) {
 static void test_errors(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "missing.img"), *target = bus_fixture_path(f, "t.img");
         g_autofree char *expected = g_strdup_printf(
-                "blockjobctl: Failed to start the job: Could not open source '%s': No such file or directory\n", source);
+                "blockjobctl: Failed to start the job: Could not open '%s': No such file or directory\n", source);
 
         g_auto(Result) missing = ctl(f, "backup", source, target, NULL);
         g_assert_cmpint(missing.status, ==, 1);

@@ -251,8 +251,8 @@ static void assert_open_fails(const char *source, const char *target, int expect
 static void test_open_errors(Fixture *f, gconstpointer data) {
         g_autofree char *missing = g_build_filename(f->dir, "missing.img", NULL);
         g_autofree char *nodir = g_build_filename(f->dir, "nodir", "t.img", NULL);
-        g_autofree char *m1 = g_strdup_printf("Could not open source '%s': No such file or directory", missing);
-        g_autofree char *m2 = g_strdup_printf("Source '%s' is neither a regular file nor a block device", f->dir);
+        g_autofree char *m1 = g_strdup_printf("Could not open '%s': No such file or directory", missing);
+        g_autofree char *m2 = g_strdup_printf("'%s' is neither a regular file nor a block device", f->dir);
         g_autofree char *m3 = g_strdup_printf("Could not create target '%s': No such file or directory", nodir);
         g_autofree char *m4 = g_strdup_printf("Target '%s' is a directory", f->dir);
         g_autofree char *slash = g_strdup_printf("%s/new/", f->dir);
@@ -266,7 +266,7 @@ static void test_open_errors(Fixture *f, gconstpointer data) {
         assert_open_fails(f->source, f->dir, -EISDIR, m4);
         assert_open_fails(f->source, slash, -EISDIR, m5);
         assert_open_fails(f->source, "/dev/null", -EINVAL, "Target '/dev/null' exists and is not a regular file");
-        assert_open_fails("", f->target, -EINVAL, "No source given");
+        assert_open_fails("", f->target, -EINVAL, "No image given");
         assert_open_fails(f->source, NULL, -EINVAL, "No target given");
 
         BackupParams big = { .source = f->source, .target = f->target, .chunk_size = BACKUP_CHUNK_MAX + 1 };
