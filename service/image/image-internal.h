@@ -29,6 +29,13 @@ typedef struct ImageOps {
 
         /* Reads a range that status() called data, all of it within one such extent. */
         int (*read)(Image *img, void *buf, uint64_t offset, size_t length);
+
+        /* Writing, on images opened with IMAGE_OPEN_WRITE. */
+        int (*write)(Image *img, const void *buf, uint64_t offset, size_t length);
+        int (*write_zeroes)(Image *img, uint64_t offset, uint64_t length);
+        int (*discard)(Image *img, uint64_t offset, uint64_t length);
+        int (*flush)(Image *img);
+        int (*set_backing)(Image *img, const char *name, ImageFormat format);
 } ImageOps;
 
 struct Image {
@@ -54,6 +61,8 @@ struct Image {
 
 extern const ImageOps raw_ops;
 extern const ImageOps qcow2_ops;
+
+int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char **ret_error);
 
 /* Record the reason of a failure, like printf, and return r. %m names r. */
 int image_fail(Image *img, int r, const char *format, ...) _printf_(3, 4);

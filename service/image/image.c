@@ -491,3 +491,79 @@ int image_block_status(Image *img, uint64_t offset, uint64_t length, ImageExtent
                 depth++;
         }
 }
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+static int check_write(Image *img, uint64_t offset, uint64_t length) {
+        if (!(img->flags & IMAGE_OPEN_WRITE) || !img->ops->write)
+                return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
+        if (offset > img->size || length > img->size - offset)
+                return image_fail(img, -EINVAL, "Write to '%s' beyond its end", img->path);
+        return 0;
+}
+
+int image_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+        int r = check_write(img, offset, length);
+        return r < 0 ? r : img->ops->write(img, buf, offset, length);
+}
+
+int image_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
+        int r = check_write(img, offset, length);
+        return r < 0 ? r : img->ops->write_zeroes(img, offset, length);
+}
+
+int image_discard(Image *img, uint64_t offset, uint64_t length) {
+        int r = check_write(img, offset, length);
+        return r < 0 ? r : img->ops->discard(img, offset, length);
+}
+
+int image_flush(Image *img) {
+        if (!(img->flags & IMAGE_OPEN_WRITE))
+                return 0;
+        return img->ops->flush(img);
+}
+
+int image_set_backing(Image *img, const char *name, ImageFormat format) {
+        int r = check_write(img, 0, 0);
+        if (r < 0)
+                return r;
+        if (!img->ops->set_backing)
+                return image_fail(img, -EOPNOTSUPP, "Image '%s' is %s and cannot have a backing file", img->path,
+                                  image_format_to_string(img->ops->format));
+        return img->ops->set_backing(img, name, format);
+}
+
+/* ---- creating ------------------------------------------------------------------------------- */
+
+int image_create_fd(int fd, const char *name, const ImageCreateParams *p, char **ret_error) {
+        switch (p->format) {
+        case IMAGE_FORMAT_RAW:
+                if (p->backing_name)
+                        return image_open_fail(ret_error, -EINVAL, "A raw image cannot have a backing file");
+                if (ftruncate(fd, (off_t) p->size) < 0)
+                        return image_open_fail(ret_error, negative_errno(), "Could not size '%s': %m", name);
+                return 0;
+        case IMAGE_FORMAT_QCOW2:
+                return qcow2_create_fd(fd, name, p, ret_error);
+        default:
+                return image_open_fail(ret_error, -EINVAL, "Cannot create images of format '%s'",
+                                       strempty(image_format_to_string(p->format)));
+        }
+}
+
+int image_create(const char *path, const ImageCreateParams *p, char **ret_error) {
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
+        if (fd < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not create '%s': %m", path);
+        r = image_create_fd(fd, path, p, ret_error);
+        if (r < 0) {
+                (void) unlink(path);
+                return r;
+        }
+        if (fsync(fd) < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not flush '%s': %m", path);
+        return 0;
+}

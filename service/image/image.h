@@ -91,3 +91,32 @@ typedef enum LayerKind {
 } LayerKind;
 
 int image_layer_status(Image *img, uint64_t offset, uint64_t length, LayerKind *ret_kind, uint64_t *ret_length);
+
+/* Writing: the image must be open with IMAGE_OPEN_WRITE. Data goes into this layer only. */
+int image_write(Image *img, const void *buf, uint64_t offset, size_t length);
+/* Makes the range read as zeroes, writing no data where the format allows (qcow2 v3: zero
+ * clusters; raw files: holes). */
+int image_write_zeroes(Image *img, uint64_t offset, uint64_t length);
+/* Drops whole clusters, which become unallocated and read through to the backing image again
+ * (raw: holes, zeroes). Partial clusters at either end are left as they are. */
+int image_discard(Image *img, uint64_t offset, uint64_t length);
+/* Makes everything written so far durable and the image consistent on disk. */
+int image_flush(Image *img);
+/* Rewrites the backing file name (as recorded: relative to the image) and format in the
+ * header, NULL for none, in place and durably. The chain that is open does not change. */
+int image_set_backing(Image *img, const char *name, ImageFormat format);
+
+typedef struct ImageCreateParams {
+        ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */
+        uint64_t size;
+        uint32_t cluster_size;          /* qcow2: a power of 2, 512 B to 2 MiB; 0 = 64 KiB */
+        unsigned refcount_bits;         /* qcow2: 1, 2, 4, ... 64; 0 = 16 */
+        const char *backing_name;       /* qcow2: recorded as given */
+        ImageFormat backing_format;     /* qcow2: PROBE = not recorded */
+} ImageCreateParams;
+
+/* Formats an empty file open for writing (a target built unseen, see tmpfile.h); 'name' is for
+ * messages. qcow2 images are version 3 (compat 1.1), like qemu-img makes them. */
+int image_create_fd(int fd, const char *name, const ImageCreateParams *p, char **ret_error);
+/* Creates 'path', which must not exist. */
+int image_create(const char *path, const ImageCreateParams *p, char **ret_error);

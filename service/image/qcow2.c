@@ -8,6 +8,7 @@
  * aligned and inside the file, sizes are bounded before anything is allocated for them, and a
  * violation is reported as a corrupt image naming what is wrong, never as a crash. */
 
+#include <stdio.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -26,6 +27,10 @@ static void qcow2_close(Image *img) {
 
         if (!q)
                 return;
+        /* Callers flush and check; this is the last chance not to lose what they did not. */
+        if (q->writable && qcow2_flush(img) < 0)
+                fprintf(stderr, "<3>Could not flush '%s' on closing it: %s\n", img->path, strempty(img->error));
+        qcow2_refcount_done(q);
         for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++)
                 free(q->l2_cache[i].entries);
         free(q->l1);
@@ -315,12 +320,17 @@ static int qcow2_open(Image *img, char **ret_error) {
         q->csize_shift = 62 - (q->cluster_bits - 8);
         q->csize_mask = (UINT64_C(1) << (q->cluster_bits - 8)) - 1;
         q->coffset_mask = (UINT64_C(1) << q->csize_shift) - 1;
+
+        if (img->flags & IMAGE_OPEN_WRITE)
+                return qcow2_open_writable(img, q, ret_error);
         return 0;
 }
 
 /* ---- mapping ------------------------------------------------------------------------------- */
 
-static int load_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret) {
+/* A cache slot for the L2 table at 'offset': its content read from the file, or (fresh, for a
+ * table just allocated) all zeroes. A changed table leaving the cache is written back. */
+static int get_l2(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint64_t **ret) {
         Qcow2CachedTable *slot = NULL;
         _cleanup_free_ uint8_t *raw = NULL;
         int r;
@@ -336,28 +346,46 @@ static int load_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret) {
                         slot = t;
         }
 
-        if (!table_in_file(img, q, offset, q->cluster_size))
+        if (!fresh && !table_in_file(img, q, offset, q->cluster_size))
                 return CORRUPT(img, "Image '%s' is corrupt: L2 table at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
                                img->path, offset);
 
-        raw = malloc(q->cluster_size);
-        if (!slot->entries)
-                slot->entries = malloc(q->cluster_size);
-        if (!raw || !slot->entries)
+        if (slot->dirty) {
+                r = qcow2_evict_l2(img, q, slot);
+                if (r < 0)
+                        return r;
+        }
+        if (!slot->entries && !(slot->entries = malloc(q->cluster_size)))
                 return image_fail(img, -ENOMEM, "Out of memory");
         slot->offset = 0;
-        r = image_file_read(img, raw, offset, q->cluster_size);
-        if (r < 0)
-                return r;
-        for (uint64_t i = 0; i < q->l2_entries; i++)
-                slot->entries[i] = get_be64(raw + 8 * i);
+        if (fresh)
+                memset(slot->entries, 0, q->cluster_size);
+        else {
+                raw = malloc(q->cluster_size);
+                if (!raw)
+                        return image_fail(img, -ENOMEM, "Out of memory");
+                r = image_file_read(img, raw, offset, q->cluster_size);
+                if (r < 0)
+                        return r;
+                for (uint64_t i = 0; i < q->l2_entries; i++)
+                        slot->entries[i] = get_be64(raw + 8 * i);
+        }
         slot->offset = offset;
+        slot->dirty = fresh;
         slot->last_use = ++q->use_counter;
         *ret = slot->entries;
         return 0;
 }
 
-static Qcow2ClusterType entry_type(const Qcow2 *q, uint64_t entry) {
+int qcow2_load_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret) {
+        return get_l2(img, q, offset, false, ret);
+}
+
+int qcow2_new_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret) {
+        return get_l2(img, q, offset, true, ret);
+}
+
+Qcow2ClusterType qcow2_entry_type(const Qcow2 *q, uint64_t entry) {
         if (entry & QCOW2_FLAG_COMPRESSED)
                 return QCOW2_CLUSTER_COMPRESSED;
         if (q->version >= 3 && (entry & QCOW2_FLAG_ZERO))
@@ -382,12 +410,12 @@ static int lookup(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret_table, u
         l2_offset = q->l1[l1_index] & QCOW2_OFFSET_MASK;
         if (l2_offset == 0)
                 return 0;
-        r = load_l2(img, q, l2_offset, ret_table);
+        r = qcow2_load_l2(img, q, l2_offset, ret_table);
         return r < 0 ? r : 0;
 }
 
 static int check_entry(Image *img, Qcow2 *q, uint64_t entry, uint64_t guest_offset) {
-        Qcow2ClusterType t = entry_type(q, entry);
+        Qcow2ClusterType t = qcow2_entry_type(q, entry);
 
         if (t == QCOW2_CLUSTER_NORMAL && (entry & QCOW2_OFFSET_MASK & (q->cluster_size - 1)))
                 return CORRUPT(img, "Image '%s' is corrupt: the cluster at guest offset 0x%" PRIx64 " is at unaligned host offset 0x%" PRIx64,
@@ -437,10 +465,10 @@ static int qcow2_status(Image *img, uint64_t offset, uint64_t length, LayerExten
         r = check_entry(img, q, table[index], offset);
         if (r < 0)
                 return r;
-        type = entry_type(q, table[index]);
+        type = qcow2_entry_type(q, table[index]);
         for (; n < clusters_left && n < want; n++) {
                 uint64_t e = table[index + n];
-                if (entry_type(q, e) != type)
+                if (qcow2_entry_type(q, e) != type)
                         break;
                 if (type == QCOW2_CLUSTER_NORMAL &&
                     (e & QCOW2_OFFSET_MASK) != (table[index] & QCOW2_OFFSET_MASK) + (n << q->cluster_bits))
@@ -468,7 +496,7 @@ static int qcow2_status(Image *img, uint64_t offset, uint64_t length, LayerExten
 
 /* ---- reading ------------------------------------------------------------------------------- */
 
-static int decompress_cluster(Image *img, Qcow2 *q, uint64_t entry, uint64_t guest_offset) {
+int qcow2_decompress(Image *img, Qcow2 *q, uint64_t entry, uint64_t guest_offset) {
         uint64_t coffset = entry & q->coffset_mask;
         uint64_t sectors = ((entry >> q->csize_shift) & q->csize_mask) + 1;
         uint64_t csize = sectors * QCOW2_COMPRESSED_SECTOR - (coffset & (QCOW2_COMPRESSED_SECTOR - 1));
@@ -529,14 +557,14 @@ static int qcow2_read(Image *img, void *buf, uint64_t offset, size_t length) {
                 if (r < 0)
                         return r;
 
-                switch (entry_type(q, entry)) {
+                switch (qcow2_entry_type(q, entry)) {
                 case QCOW2_CLUSTER_NORMAL: {
                         /* As many clusters as lie one after another in the file, in one read. */
                         uint64_t host = (entry & QCOW2_OFFSET_MASK) + in_cluster;
                         uint64_t run = q->cluster_size - in_cluster;
                         for (uint64_t i = index + 1; run < length && i < q->l2_entries; i++) {
                                 uint64_t e = table[i];
-                                if (entry_type(q, e) != QCOW2_CLUSTER_NORMAL ||
+                                if (qcow2_entry_type(q, e) != QCOW2_CLUSTER_NORMAL ||
                                     (e & QCOW2_OFFSET_MASK) != (entry & QCOW2_OFFSET_MASK) + ((i - index) << q->cluster_bits))
                                         break;
                                 run += q->cluster_size;
@@ -549,7 +577,7 @@ static int qcow2_read(Image *img, void *buf, uint64_t offset, size_t length) {
                 }
                 case QCOW2_CLUSTER_COMPRESSED:
                         n = (size_t) MIN((uint64_t) length, q->cluster_size - in_cluster);
-                        r = decompress_cluster(img, q, entry, offset);
+                        r = qcow2_decompress(img, q, entry, offset);
                         if (r < 0)
                                 return r;
                         memcpy(p, q->decompressed + in_cluster, n);
@@ -574,4 +602,9 @@ const ImageOps qcow2_ops = {
         .close = qcow2_close,
         .status = qcow2_status,
         .read = qcow2_read,
+        .write = qcow2_write,
+        .write_zeroes = qcow2_write_zeroes,
+        .discard = qcow2_discard,
+        .flush = qcow2_flush,
+        .set_backing = qcow2_set_backing,
 };

@@ -72,12 +72,27 @@ typedef enum Qcow2ClusterType {
 } Qcow2ClusterType;
 
 #define QCOW2_L2_CACHE_TABLES 16U
+#define QCOW2_REFBLOCK_CACHE 16U
+#define QCOW2_REFTABLE_OFFSET_MASK UINT64_C(0xfffffffffffffe00)
 
 typedef struct Qcow2CachedTable {
         uint64_t offset;                /* 0: free slot */
         uint64_t *entries;              /* host byte order */
         uint64_t last_use;
+        bool dirty;
 } Qcow2CachedTable;
+
+typedef struct Qcow2CachedRefblock {
+        uint64_t offset;                /* 0: free slot */
+        uint8_t *data;                  /* as on disk: entries of 2^refcount_order bits */
+        uint64_t last_use;
+        bool dirty;
+} Qcow2CachedRefblock;
+
+typedef struct Qcow2Range {
+        uint64_t offset;
+        uint64_t length;
+} Qcow2Range;
 
 typedef struct Qcow2 {
         uint32_t version;
@@ -106,6 +121,20 @@ typedef struct Qcow2 {
         Qcow2CachedTable l2_cache[QCOW2_L2_CACHE_TABLES];
         uint64_t use_counter;
 
+        /* Writing (qcow2-refcount.c, qcow2-write.c). */
+        bool writable;
+        uint64_t *reftable;             /* host byte order */
+        uint64_t reftable_entries;
+        uint32_t refblock_bits;         /* log2 of entries per refcount block */
+        uint64_t refcount_max;
+        Qcow2CachedRefblock refblocks[QCOW2_REFBLOCK_CACHE];
+        bool reftable_dirty;
+        bool reftable_moved;            /* lives at a new place the header does not name yet */
+        uint64_t free_hint;             /* clusters below are not worth searching */
+        uint32_t l1_dirty_min, l1_dirty_max; /* entries to write; min > max: none */
+        Qcow2Range *pending_free;       /* freed once the tables that dropped them are on disk */
+        size_t n_pending_free, pending_free_cap;
+
         /* The last cluster decompressed, kept for reads of its other parts. */
         uint64_t decompressed_entry;    /* its L2 entry, 0 if none */
         uint8_t *decompressed;
@@ -132,3 +161,40 @@ static inline void put_be32(uint8_t *p, uint32_t v) {
         for (int i = 3; i >= 0; i--, v >>= 8)
                 p[i] = (uint8_t) v;
 }
+
+/* Internal interfaces between the qcow2 files. Functions return a negative errno and leave the
+ * reason in image_error(). */
+
+/* qcow2.c */
+int qcow2_load_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);
+/* A cached table for a newly allocated cluster, all entries zero, marked changed. */
+int qcow2_new_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);
+Qcow2ClusterType qcow2_entry_type(const Qcow2 *q, uint64_t entry);
+int qcow2_decompress(Image *img, Qcow2 *q, uint64_t entry, uint64_t guest_offset);
+
+/* qcow2-refcount.c */
+/* Entry i of a refcount block of entries 2^order bits wide. */
+uint64_t qcow2_refcount_entry_get(unsigned order, const uint8_t *block, uint64_t i);
+void qcow2_refcount_entry_set(unsigned order, uint8_t *block, uint64_t i, uint64_t v);
+int qcow2_refcount_init(Image *img, Qcow2 *q, char **ret_error);
+void qcow2_refcount_done(Qcow2 *q);
+int qcow2_refcount_get(Image *img, Qcow2 *q, uint64_t cluster, uint64_t *ret);
+/* Finds 'n' free clusters one after another, counts them used, returns the first's offset. */
+int qcow2_alloc_clusters(Image *img, Qcow2 *q, uint64_t n, uint64_t *ret_offset);
+/* Remembers clusters to free once nothing on disk points to them any more. */
+int qcow2_free_later(Image *img, Qcow2 *q, uint64_t offset, uint64_t length);
+/* The clusters a compressed cluster's data lies in. */
+void qcow2_compressed_range(const Qcow2 *q, uint64_t entry, uint64_t *ret_offset, uint64_t *ret_length);
+/* Step 1 of the write order: every refcount change made so far, durable. */
+int qcow2_flush_refcounts(Image *img, Qcow2 *q);
+/* Step 3: the pending frees, applied (and flushed). */
+int qcow2_apply_pending_frees(Image *img, Qcow2 *q);
+
+/* qcow2-write.c */
+int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length);
+int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length);
+int qcow2_discard(Image *img, uint64_t offset, uint64_t length);
+int qcow2_flush(Image *img);
+int qcow2_set_backing(Image *img, const char *name, ImageFormat format);
+int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error);
+int qcow2_evict_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t);

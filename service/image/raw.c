@@ -4,6 +4,9 @@
  * holes read as zeroes (allocated, in qemu-img map's sense: a raw image has no backing file to
  * fall through to); a block device is data throughout. */
 
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "image-internal.h"
@@ -91,10 +94,68 @@ static int raw_read(Image *img, void *buf, uint64_t offset, size_t length) {
         return image_file_read(img, buf, offset, length);
 }
 
+static void raw_forget_extent(Image *img) {
+        Raw *raw = img->format_data;
+        /* Our own writes change what is data and what is hole. */
+        raw->extent_start = raw->extent_end = 0;
+}
+
+static int raw_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+        raw_forget_extent(img);
+        for (size_t done = 0; done < length;) {
+                ssize_t k = pwrite(img->fd, (const uint8_t *) buf + done, length - done, (off_t) (offset + done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return image_fail(img, k < 0 ? negative_errno() : -EIO,
+                                          "Could not write '%s' at offset %" PRIu64 ": %m", img->path, offset + done);
+                done += (size_t) k;
+        }
+        return 0;
+}
+
+static int raw_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
+        _cleanup_free_ uint8_t *zeroes = NULL;
+
+        raw_forget_extent(img);
+        /* A hole where the file system can, zeroes written where it cannot. */
+        if (fallocate(img->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset, (off_t) length) >= 0)
+                return 0;
+        if (fallocate(img->fd, FALLOC_FL_ZERO_RANGE, (off_t) offset, (off_t) length) >= 0)
+                return 0;
+
+        zeroes = calloc(1, 1U << 20);
+        if (!zeroes)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        for (uint64_t done = 0; done < length;) {
+                size_t n = (size_t) MIN(length - done, (uint64_t) 1U << 20);
+                int r = raw_write(img, zeroes, offset + done, n);
+                if (r < 0)
+                        return r;
+                done += n;
+        }
+        return 0;
+}
+
+static int raw_discard(Image *img, uint64_t offset, uint64_t length) {
+        /* A raw image has nothing to fall through to: discarded means zeroes. */
+        return raw_write_zeroes(img, offset, length);
+}
+
+static int raw_flush(Image *img) {
+        if (fdatasync(img->fd) < 0)
+                return image_fail(img, negative_errno(), "Could not flush '%s': %m", img->path);
+        return 0;
+}
+
 const ImageOps raw_ops = {
         .format = IMAGE_FORMAT_RAW,
         .open = raw_open,
         .close = raw_close,
         .status = raw_status,
         .read = raw_read,
+        .write = raw_write,
+        .write_zeroes = raw_write_zeroes,
+        .discard = raw_discard,
+        .flush = raw_flush,
 };

@@ -1,0 +1,550 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/*
+ * Writing qcow2 images.
+ *
+ * Crash safety comes from one rule: nothing on disk may point to a cluster whose reference
+ * count is not on disk yet, and no reference count may drop while something on disk still
+ * points to the cluster. A crash at any moment then leaves at worst clusters that are counted
+ * but unused (leaks, which `qemu-img check -r leaks` reclaims), never a cluster used twice.
+ *
+ * Changes are made in memory (cached L2 tables, cached refcount blocks, the L1 and refcount
+ * tables) and reach the disk in this order, by image_flush() and whenever a changed L2 table is
+ * evicted from the cache:
+ *
+ *   1. refcount blocks (counting new clusters) are written, then fsync; if the refcount table
+ *      changed it is written (at a new place if it grew), then fsync, then the header fields
+ *      that name a moved table (one 12-byte write), then fsync;
+ *   2. L2 tables are written; if L1 entries changed (new or copied L2 tables): fsync, then the
+ *      L1 entries; then fsync, which also makes written data durable;
+ *   3. only now are the clusters that the new tables no longer point to freed: their counts
+ *      drop, and those refcount blocks are written and synced as in step 1.
+ *
+ * Guest data is written to its cluster before the L2 entry that points there is even in step 2,
+ * so a crash never exposes a cluster of stale data either. A cluster or table that is shared
+ * with a snapshot (no COPIED flag), or compressed, is never written in place: the data goes to a
+ * new cluster, and the old one's count drops in step 3.
+ */
+
+#include <string.h>
+#include <unistd.h>
+
+#include "qcow2.h"
+
+#define CORRUPT(img, ...) image_fail((img), -EUCLEAN, __VA_ARGS__)
+
+static Qcow2 *Q(Image *img) {
+        return img->format_data;
+}
+
+static int file_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+        for (size_t done = 0; done < length;) {
+                ssize_t k = pwrite(img->fd, (const uint8_t *) buf + done, length - done, (off_t) (offset + done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return image_fail(img, k < 0 ? negative_errno() : -EIO,
+                                          "Could not write '%s' at offset %" PRIu64 ": %m", img->path, offset + done);
+                done += (size_t) k;
+        }
+        return 0;
+}
+
+static int file_sync(Image *img) {
+        if (fdatasync(img->fd) < 0)
+                return image_fail(img, negative_errno(), "Could not flush '%s': %m", img->path);
+        return 0;
+}
+
+static int check_writable(Image *img, Qcow2 *q) {
+        if (!q->writable)
+                return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
+        return 0;
+}
+
+/* ---- opening for writing -------------------------------------------------------------------- */
+
+int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error) {
+        int r;
+
+        r = qcow2_refcount_init(img, q, ret_error);
+        if (r < 0)
+                return r;
+
+        /* Auto-clear features we do not maintain (persistent bitmaps) must be cleared before the
+         * first write, so that no reader trusts what our writes make stale. */
+        if (q->version >= 3 && q->autoclear != 0) {
+                uint8_t zero[8] = {};
+                if (file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero)) < 0 || file_sync(img) < 0)
+                        return image_open_fail(ret_error, -EIO, "%s", img->error);
+                q->autoclear = 0;
+        }
+        q->writable = true;
+        return 0;
+}
+
+/* ---- L2 tables ------------------------------------------------------------------------------ */
+
+static int write_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t) {
+        _cleanup_free_ uint8_t *raw = malloc(q->cluster_size);
+        int r;
+
+        if (!raw)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        for (uint64_t i = 0; i < q->l2_entries; i++)
+                put_be64(raw + 8 * i, t->entries[i]);
+        r = file_write(img, raw, t->offset, q->cluster_size);
+        if (r < 0)
+                return r;
+        t->dirty = false;
+        return 0;
+}
+
+int qcow2_evict_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t) {
+        int r;
+
+        /* The table may point to new clusters: their counts go to disk first (step 1). */
+        r = qcow2_flush_refcounts(img, q);
+        if (r < 0)
+                return r;
+        return write_l2(img, q, t);
+}
+
+static void mark_l1_dirty(Qcow2 *q, uint32_t index) {
+        q->l1_dirty_min = MIN(q->l1_dirty_min, index);
+        q->l1_dirty_max = MAX(q->l1_dirty_max, index);
+}
+
+static Qcow2CachedTable *slot_of(Qcow2 *q, const uint64_t *entries) {
+        for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++)
+                if (q->l2_cache[i].entries == entries)
+                        return &q->l2_cache[i];
+        return NULL;
+}
+
+/* The L2 table for guest cluster range 'l1_index', ready to be changed: allocated if there is
+ * none, copied if it is shared with a snapshot. */
+static int l2_for_write(Image *img, Qcow2 *q, uint64_t l1_index, Qcow2CachedTable **ret) {
+        uint64_t entry = q->l1[l1_index], old = entry & QCOW2_OFFSET_MASK, offset;
+        uint64_t *entries, *copy = NULL;
+        int r;
+
+        if (old != 0 && (entry & QCOW2_FLAG_COPIED)) {
+                r = qcow2_load_l2(img, q, old, &entries);
+                if (r < 0)
+                        return r;
+                *ret = slot_of(q, entries);
+                return 0;
+        }
+
+        if (old != 0) {
+                /* Shared: keep what it says, in a table of our own. */
+                r = qcow2_load_l2(img, q, old, &entries);
+                if (r < 0)
+                        return r;
+                copy = malloc(q->cluster_size);
+                if (!copy)
+                        return image_fail(img, -ENOMEM, "Out of memory");
+                memcpy(copy, entries, q->cluster_size);
+        }
+
+        r = qcow2_alloc_clusters(img, q, 1, &offset);
+        if (r >= 0)
+                r = qcow2_new_l2(img, q, offset, &entries);
+        if (r < 0) {
+                free(copy);
+                return r;
+        }
+        if (copy) {
+                memcpy(entries, copy, q->cluster_size);
+                free(copy);
+                r = qcow2_free_later(img, q, old, q->cluster_size);
+                if (r < 0)
+                        return r;
+        }
+        q->l1[l1_index] = offset | QCOW2_FLAG_COPIED;
+        mark_l1_dirty(q, (uint32_t) l1_index);
+        *ret = slot_of(q, entries);
+        (*ret)->dirty = true;
+        return 0;
+}
+
+/* ---- clusters ------------------------------------------------------------------------------- */
+
+/* What is to be freed once an entry no longer points to its cluster. */
+static int free_entry(Image *img, Qcow2 *q, uint64_t entry) {
+        switch (qcow2_entry_type(q, entry)) {
+        case QCOW2_CLUSTER_COMPRESSED: {
+                uint64_t offset, length;
+                qcow2_compressed_range(q, entry, &offset, &length);
+                return qcow2_free_later(img, q, offset, length);
+        }
+        case QCOW2_CLUSTER_NORMAL:
+        case QCOW2_CLUSTER_ZERO:
+                if (entry & QCOW2_OFFSET_MASK)
+                        return qcow2_free_later(img, q, entry & QCOW2_OFFSET_MASK, q->cluster_size);
+                return 0;
+        default:
+                return 0;
+        }
+}
+
+/* The current content of guest cluster 'guest' (as this image reads it), for the parts of a
+ * new cluster that a write does not cover. */
+static int old_content(Image *img, Qcow2 *q, uint64_t entry, uint64_t guest, uint8_t *buf) {
+        int r;
+
+        switch (qcow2_entry_type(q, entry)) {
+        case QCOW2_CLUSTER_NORMAL:
+                return image_file_read(img, buf, entry & QCOW2_OFFSET_MASK, q->cluster_size);
+        case QCOW2_CLUSTER_COMPRESSED:
+                r = qcow2_decompress(img, q, entry, guest);
+                if (r < 0)
+                        return r;
+                memcpy(buf, q->decompressed, q->cluster_size);
+                return 0;
+        case QCOW2_CLUSTER_ZERO:
+                memset(buf, 0, q->cluster_size);
+                return 0;
+        default: {
+                /* Unallocated: what the backing chain says, zeroes past its end. */
+                uint64_t n = 0;
+                if (img->backing && guest < img->backing->size)
+                        n = MIN(q->cluster_size, img->backing->size - guest);
+                if (n > 0) {
+                        r = image_read(img->backing, buf, guest, (size_t) n);
+                        if (r < 0)
+                                return image_fail(img, r, "%s", strempty(image_error(img->backing)));
+                }
+                memset(buf + n, 0, q->cluster_size - n);
+                return 0;
+        }
+        }
+}
+
+static bool writable_in_place(const Qcow2 *q, uint64_t entry) {
+        return qcow2_entry_type(q, entry) == QCOW2_CLUSTER_NORMAL && (entry & QCOW2_FLAG_COPIED);
+}
+
+/* Refuses to write guest data over the image's own fixed metadata, which only a corrupt L2
+ * entry could ask for. */
+static int check_data_cluster(Image *img, Qcow2 *q, uint64_t host) {
+        uint64_t l1_end = q->l1_offset + (uint64_t) q->l1_size * 8;
+        uint64_t rt_end = q->reftable_offset + ((uint64_t) q->reftable_clusters << q->cluster_bits);
+
+        if ((host < l1_end && host + q->cluster_size > q->l1_offset) ||
+            (host < rt_end && host + q->cluster_size > q->reftable_offset))
+                return CORRUPT(img, "Image '%s' is corrupt: a data cluster at 0x%" PRIx64 " overlaps its metadata", img->path,
+                               host);
+        return 0;
+}
+
+int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+        Qcow2 *q = Q(img);
+        const uint8_t *p = buf;
+        _cleanup_free_ uint8_t *cluster = NULL;
+        int r;
+
+        r = check_writable(img, q);
+        if (r < 0)
+                return r;
+
+        while (length > 0) {
+                uint64_t guest_cluster = offset >> q->cluster_bits, in = offset & (q->cluster_size - 1);
+                uint64_t l1_index = guest_cluster >> q->l2_bits, index = guest_cluster & (q->l2_entries - 1);
+                Qcow2CachedTable *t;
+                uint64_t *e, host, n;
+
+                r = l2_for_write(img, q, l1_index, &t);
+                if (r < 0)
+                        return r;
+                e = t->entries;
+
+                if (writable_in_place(q, e[index])) {
+                        /* Ours alone: write where it is, as many such clusters in a row as lie
+                         * one after another in the file. */
+                        uint64_t k = 1;
+                        while (index + k < q->l2_entries && in + length > (k << q->cluster_bits) &&
+                               writable_in_place(q, e[index + k]) &&
+                               (e[index + k] & QCOW2_OFFSET_MASK) == (e[index] & QCOW2_OFFSET_MASK) + (k << q->cluster_bits))
+                                k++;
+                        host = e[index] & QCOW2_OFFSET_MASK;
+                        for (uint64_t i = 0; i < k; i++) {
+                                r = check_data_cluster(img, q, host + (i << q->cluster_bits));
+                                if (r < 0)
+                                        return r;
+                        }
+                        n = MIN((uint64_t) length, (k << q->cluster_bits) - in);
+                        r = file_write(img, p, host + in, (size_t) n);
+                        if (r < 0)
+                                return r;
+                } else if (in == 0 && length >= q->cluster_size) {
+                        /* Whole clusters: as many as the write covers and need a new home, in one
+                         * run of new clusters and one write. */
+                        uint64_t k = 1;
+                        while (index + k < q->l2_entries && length >= ((k + 1) << q->cluster_bits) &&
+                               !writable_in_place(q, e[index + k]))
+                                k++;
+                        r = qcow2_alloc_clusters(img, q, k, &host);
+                        if (r < 0)
+                                return r;
+                        n = k << q->cluster_bits;
+                        r = file_write(img, p, host, (size_t) n);
+                        if (r < 0)
+                                return r;
+                        for (uint64_t i = 0; i < k; i++) {
+                                r = free_entry(img, q, e[index + i]);
+                                if (r < 0)
+                                        return r;
+                                e[index + i] = (host + (i << q->cluster_bits)) | QCOW2_FLAG_COPIED;
+                        }
+                        t->dirty = true;
+                } else {
+                        /* Part of a cluster that needs a new home: the rest comes from what it
+                         * read as before. */
+                        if (!cluster && !(cluster = malloc(q->cluster_size)))
+                                return image_fail(img, -ENOMEM, "Out of memory");
+                        r = old_content(img, q, e[index], guest_cluster << q->cluster_bits, cluster);
+                        if (r < 0)
+                                return r;
+                        n = MIN((uint64_t) length, q->cluster_size - in);
+                        memcpy(cluster + in, p, (size_t) n);
+                        r = qcow2_alloc_clusters(img, q, 1, &host);
+                        if (r < 0)
+                                return r;
+                        r = file_write(img, cluster, host, q->cluster_size);
+                        if (r < 0)
+                                return r;
+                        r = free_entry(img, q, e[index]);
+                        if (r < 0)
+                                return r;
+                        e[index] = host | QCOW2_FLAG_COPIED;
+                        t->dirty = true;
+                }
+
+                /* Reads of a cluster we just rewrote must not come from a stale decompression. */
+                q->decompressed_entry = 0;
+                p += n;
+                offset += n;
+                length -= (size_t) n;
+        }
+        return 0;
+}
+
+/* Sets whole clusters [first, first + count) to 'entry' (zero flag or unallocated), freeing what
+ * they held. */
+static int set_whole_clusters(Image *img, Qcow2 *q, uint64_t first, uint64_t count, uint64_t new_entry) {
+        int r;
+
+        for (uint64_t c = first; c < first + count;) {
+                uint64_t l1_index = c >> q->l2_bits, index = c & (q->l2_entries - 1);
+                Qcow2CachedTable *t;
+
+                /* Nothing to do where there is no table and nothing to say. */
+                if (new_entry == 0 && (l1_index >= q->l1_size || !(q->l1[l1_index] & QCOW2_OFFSET_MASK))) {
+                        c = (l1_index + 1) << q->l2_bits;
+                        continue;
+                }
+                r = l2_for_write(img, q, l1_index, &t);
+                if (r < 0)
+                        return r;
+                for (; index < q->l2_entries && c < first + count; index++, c++) {
+                        if (t->entries[index] == new_entry)
+                                continue;
+                        r = free_entry(img, q, t->entries[index]);
+                        if (r < 0)
+                                return r;
+                        t->entries[index] = new_entry;
+                        t->dirty = true;
+                }
+        }
+        q->decompressed_entry = 0;
+        return 0;
+}
+
+/* Writes zeroes over part of a cluster (a head or tail of a request). */
+static int zero_partial(Image *img, uint64_t offset, uint64_t length) {
+        _cleanup_free_ uint8_t *zeroes = calloc(1, (size_t) length);
+        if (!zeroes)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        return qcow2_write(img, zeroes, offset, (size_t) length);
+}
+
+int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
+        Qcow2 *q = Q(img);
+        uint64_t head_end = MIN(offset + length, (offset + q->cluster_size - 1) & ~(q->cluster_size - 1));
+        uint64_t tail_start = MAX(head_end, (offset + length) & ~(q->cluster_size - 1));
+        int r;
+
+        r = check_writable(img, q);
+        if (r < 0)
+                return r;
+
+        if (head_end > offset) {
+                r = zero_partial(img, offset, head_end - offset);
+                if (r < 0)
+                        return r;
+        }
+        if (tail_start > head_end) {
+                uint64_t first = head_end >> q->cluster_bits, count = (tail_start - head_end) >> q->cluster_bits;
+
+                if (q->version >= 3)
+                        r = set_whole_clusters(img, q, first, count, QCOW2_FLAG_ZERO);
+                else if (!img->backing)
+                        /* Version 2 has no zero flag; without backing file unallocated is zeroes. */
+                        r = set_whole_clusters(img, q, first, count, 0);
+                else
+                        r = zero_partial(img, head_end, tail_start - head_end);
+                if (r < 0)
+                        return r;
+        }
+        if (offset + length > tail_start)
+                return zero_partial(img, tail_start, offset + length - tail_start);
+        return 0;
+}
+
+int qcow2_discard(Image *img, uint64_t offset, uint64_t length) {
+        Qcow2 *q = Q(img);
+        uint64_t first = (offset + q->cluster_size - 1) >> q->cluster_bits;
+        uint64_t end = (offset + length) >> q->cluster_bits;
+        int r;
+
+        r = check_writable(img, q);
+        if (r < 0)
+                return r;
+
+        /* Whole clusters become unallocated: they read through to the backing file again. The
+         * cluster-sized tail of an image whose size is not a multiple of the cluster size
+         * counts as whole. */
+        if (offset + length >= img->size)
+                end = (img->size + q->cluster_size - 1) >> q->cluster_bits;
+        if (end <= first)
+                return 0;
+        return set_whole_clusters(img, q, first, end - first, 0);
+}
+
+/* ---- flushing ------------------------------------------------------------------------------- */
+
+int qcow2_flush(Image *img) {
+        Qcow2 *q = Q(img);
+        bool l1_changed;
+        int r;
+
+        if (!q->writable)
+                return 0;
+
+        /* Step 1: counts. */
+        r = qcow2_flush_refcounts(img, q);
+        if (r < 0)
+                return r;
+
+        /* Step 2: tables, then what points to new tables. */
+        for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++)
+                if (q->l2_cache[i].dirty) {
+                        r = write_l2(img, q, &q->l2_cache[i]);
+                        if (r < 0)
+                                return r;
+                }
+        l1_changed = q->l1_dirty_min <= q->l1_dirty_max;
+        if (l1_changed) {
+                size_t n = q->l1_dirty_max - q->l1_dirty_min + 1;
+                _cleanup_free_ uint8_t *raw = malloc(n * 8);
+
+                if (!raw)
+                        return image_fail(img, -ENOMEM, "Out of memory");
+                r = file_sync(img);
+                if (r < 0)
+                        return r;
+                for (size_t i = 0; i < n; i++)
+                        put_be64(raw + 8 * i, q->l1[q->l1_dirty_min + i]);
+                r = file_write(img, raw, q->l1_offset + (uint64_t) q->l1_dirty_min * 8, n * 8);
+                if (r < 0)
+                        return r;
+                q->l1_dirty_min = UINT32_MAX;
+                q->l1_dirty_max = 0;
+        }
+        r = file_sync(img);
+        if (r < 0)
+                return r;
+
+        /* Step 3: nothing on disk points to the dropped clusters any more. */
+        return qcow2_apply_pending_frees(img, q);
+}
+
+/* ---- the backing file ------------------------------------------------------------------------ */
+
+int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
+        Qcow2 *q = Q(img);
+        size_t cluster = (size_t) q->cluster_size, old_end, pos, name_len = name ? strlen(name) : 0;
+        _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
+        char *new_name = NULL;
+        int r;
+
+        r = check_writable(img, q);
+        if (r < 0)
+                return r;
+        if (name_len > QCOW2_MAX_BACKING_NAME)
+                return image_fail(img, -ENAMETOOLONG, "Backing file name of %zu bytes is too long for '%s'", name_len,
+                                  img->path);
+
+        old = malloc(cluster);
+        hdr = calloc(1, cluster);
+        if (!old || !hdr)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        r = image_file_read(img, old, 0, cluster);
+        if (r < 0)
+                return r;
+
+        /* The fixed header as it is; its extensions as they are, but the backing format's. */
+        memcpy(hdr, old, q->header_length);
+        pos = q->header_length;
+        for (size_t i = q->header_length; i + 8 <= cluster;) {
+                uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
+                size_t padded = ((size_t) len + 7) & ~(size_t) 7;
+
+                if (type == QCOW2_EXT_END || len > cluster - i - 8)
+                        break;
+                if (type != QCOW2_EXT_BACKING_FORMAT) {
+                        memcpy(hdr + pos, old + i, 8 + padded);
+                        pos += 8 + padded;
+                }
+                i += 8 + padded;
+        }
+        if (name && format != IMAGE_FORMAT_PROBE) {
+                const char *fmt = image_format_to_string(format);
+                size_t len = strlen(fmt);
+                put_be32(hdr + pos, QCOW2_EXT_BACKING_FORMAT);
+                put_be32(hdr + pos + 4, (uint32_t) len);
+                memcpy(hdr + pos + 8, fmt, len);
+                pos += 8 + ((len + 7) & ~(size_t) 7);
+        }
+        pos += 8;               /* the end of the extensions: type 0, length 0 */
+
+        if (pos + name_len > cluster)
+                return image_fail(img, -ENOSPC, "The header of '%s' has no room for backing file name '%s'", img->path,
+                                  name);
+        memcpy(hdr + pos, name ?: "", name_len);
+        put_be64(hdr + QCOW2_HDR_BACKING_OFFSET, name ? pos : 0);
+        put_be32(hdr + QCOW2_HDR_BACKING_SIZE, (uint32_t) name_len);
+
+        if (name) {
+                new_name = strdup(name);
+                if (!new_name)
+                        return image_fail(img, -ENOMEM, "Out of memory");
+        }
+
+        /* Whatever of the old extensions and name lay beyond is cleared too. */
+        old_end = MAX(pos + name_len, (size_t) MIN((uint64_t) cluster, img->file_size));
+        r = file_write(img, hdr, 0, old_end);
+        if (r >= 0)
+                r = file_sync(img);
+        if (r < 0) {
+                free(new_name);
+                return r;
+        }
+
+        free(img->backing_name);
+        img->backing_name = new_name;
+        img->backing_format = name ? format : IMAGE_FORMAT_PROBE;
+        return 0;
+}

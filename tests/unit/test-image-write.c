@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Writing images, checked by the oracle: images blockjobd creates and writes pass `qemu-img
+ * check` without errors or leaks, and read exactly as images that qemu-io wrote the same way
+ * (`qemu-img compare`), in every shape: cluster sizes from 512 B to 2 MiB, refcount widths from
+ * 1 to 64 bits, refcount tables that must grow, v2 images, compressed clusters, snapshots and
+ * backing chains. */
+
+#include <glib/gstdio.h>
+#include <string.h>
+
+#include "image.h"
+#include "qemu-oracle.h"
+
+#define KiB (G_GUINT64_CONSTANT(1) << 10)
+#define MiB (G_GUINT64_CONSTANT(1) << 20)
+
+typedef struct Fixture {
+        char *dir;
+} Fixture;
+
+static void fixture_setup(Fixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+        f->dir = g_dir_make_tmp("blockjobd-write-XXXXXX", &error);
+        g_assert_no_error(error);
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data) {
+        g_free(oracle_run("rm -rf %s", f->dir));
+        g_free(f->dir);
+}
+
+/* qemu-img check: no corruption, and (unless told) no leak either. */
+static void assert_check(const char *path, bool leaks_allowed) {
+        g_autofree char *out = NULL, *err = NULL;
+        int status = oracle_try(&out, &err, "qemu-img check -U %s", path);
+
+        if (status == 0 || (leaks_allowed && status == 3))
+                return;
+        g_error("qemu-img check %s: exit %d\n%s%s", path, status, out, err);
+}
+
+static void assert_same(const char *a, const char *b) {
+        g_autofree char *out = NULL, *err = NULL;
+        int status = oracle_try(&out, &err, "qemu-img compare -U %s %s", a, b);
+        if (status != 0)
+                g_error("qemu-img compare %s %s: exit %d\n%s%s", a, b, status, out, err);
+}
+
+static Image *open_flags(const char *path, unsigned flags) {
+        g_autofree char *error = NULL;
+        Image *img = NULL;
+
+        if (image_open(path, IMAGE_FORMAT_PROBE, flags, &img, &error) < 0)
+                g_error("opening %s: %s", path, error);
+        return img;
+}
+
+static Image *open_rw(const char *path) {
+        return open_flags(path, IMAGE_OPEN_WRITE);
+}
+
+static void create(const char *path, const ImageCreateParams *p) {
+        g_autofree char *error = NULL;
+        if (image_create(path, p, &error) < 0)
+                g_error("creating %s: %s", path, error);
+}
+
+/* ---- operations applied to our image and, through qemu-io, to the oracle's ------------------ */
+
+typedef enum OpKind { OP_WRITE, OP_ZERO, OP_DISCARD } OpKind;
+
+typedef struct Op {
+        OpKind kind;
+        uint64_t offset, length;
+        uint8_t pattern;
+} Op;
+
+static GArray *random_ops(guint32 seed, uint64_t size, unsigned n, bool with_discard) {
+        g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+        GArray *ops = g_array_new(FALSE, FALSE, sizeof(Op));
+
+        for (unsigned i = 0; i < n; i++) {
+                Op op;
+                unsigned kind = g_rand_int_range(rand, 0, with_discard ? 10 : 8);
+                op.kind = kind < 7 ? OP_WRITE : kind < 8 ? OP_ZERO : OP_DISCARD;
+                /* Mostly small, sometimes spanning many clusters; aligned or not. */
+                op.length = g_rand_int_range(rand, 0, 4) == 0 ? g_rand_int_range(rand, 1, 3 * MiB) : g_rand_int_range(rand, 1, 70000);
+                if (g_rand_boolean(rand))
+                        op.length = MAX(op.length & ~(uint64_t) 4095, 4096);
+                op.length = MIN(op.length, size);
+                op.offset = g_rand_int_range(rand, 0, (gint32) (size - op.length + 1));
+                if (g_rand_boolean(rand))
+                        op.offset &= ~(uint64_t) 511;
+                op.pattern = (uint8_t) g_rand_int_range(rand, 1, 256);
+                g_array_append_val(ops, op);
+        }
+        return ops;
+}
+
+static void apply_ours(Image *img, GArray *ops, bool flush_often) {
+        for (guint i = 0; i < ops->len; i++) {
+                Op *op = &g_array_index(ops, Op, i);
+                int r;
+
+                switch (op->kind) {
+                case OP_WRITE: {
+                        g_autofree uint8_t *buf = g_malloc(op->length);
+                        memset(buf, op->pattern, op->length);
+                        r = image_write(img, buf, op->offset, op->length);
+                        break;
+                }
+                case OP_ZERO:
+                        r = image_write_zeroes(img, op->offset, op->length);
+                        break;
+                default:
+                        r = image_discard(img, op->offset, op->length);
+                        break;
+                }
+                if (r < 0)
+                        g_error("op %u: %s", i, image_error(img));
+                if (flush_often && i % 7 == 0)
+                        g_assert_cmpint(image_flush(img), ==, 0);
+        }
+        g_assert_cmpint(image_flush(img), ==, 0);
+}
+
+/* The same operations through qemu-io, in batches, onto the oracle's copy. */
+static void apply_theirs(const char *path, GArray *ops) {
+        for (guint i = 0; i < ops->len;) {
+                GString *cmd = g_string_new("qemu-io -f qcow2");
+                for (guint k = 0; k < 40 && i < ops->len; k++, i++) {
+                        Op *op = &g_array_index(ops, Op, i);
+                        switch (op->kind) {
+                        case OP_WRITE:
+                                g_string_append_printf(cmd, " -c 'write -P %u %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "'",
+                                                       op->pattern, op->offset, op->length);
+                                break;
+                        case OP_ZERO:
+                                g_string_append_printf(cmd, " -c 'write -z %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "'",
+                                                       op->offset, op->length);
+                                break;
+                        default:
+                                g_string_append_printf(cmd, " -c 'discard %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "'",
+                                                       op->offset, op->length);
+                                break;
+                        }
+                }
+                g_string_append_printf(cmd, " %s", path);
+                g_free(oracle_run("%s", cmd->str));
+                g_string_free(cmd, TRUE);
+        }
+}
+
+/* ---- creating ------------------------------------------------------------------------------- */
+
+static void test_create_shapes(Fixture *f, gconstpointer data) {
+        static const uint32_t clusters[] = { 512, 4096, 65536, 2 * 1024 * 1024 };
+        static const unsigned widths[] = { 1, 2, 16, 64 };
+
+        for (unsigned c = 0; c < G_N_ELEMENTS(clusters); c++)
+                for (unsigned w = 0; w < G_N_ELEMENTS(widths); w++) {
+                        g_autofree char *path = g_strdup_printf("%s/c%u-w%u.qcow2", f->dir, clusters[c], widths[w]);
+                        ImageCreateParams p = {
+                                .format = IMAGE_FORMAT_QCOW2,
+                                .size = clusters[c] == 512 ? 3 * G_GUINT64_CONSTANT(1) << 30 : 100 * G_GUINT64_CONSTANT(1) << 30,
+                                .cluster_size = clusters[c],
+                                .refcount_bits = widths[w],
+                        };
+                        create(path, &p);
+                        assert_check(path, false);
+                        g_autofree char *info = oracle_run("qemu-img info --output=json %s", path);
+                        g_autofree char *cs = g_strdup_printf("\"cluster-size\": %u", clusters[c]);
+                        g_autofree char *rb = g_strdup_printf("\"refcount-bits\": %u", widths[w]);
+                        g_autofree char *vs = g_strdup_printf("\"virtual-size\": %" G_GUINT64_FORMAT, p.size);
+                        g_assert_nonnull(strstr(info, cs));
+                        g_assert_nonnull(strstr(info, rb));
+                        g_assert_nonnull(strstr(info, vs));
+                        g_assert_nonnull(strstr(info, "\"compat\": \"1.1\""));
+                }
+}
+
+static void test_create_with_backing(Fixture *f, gconstpointer data) {
+        g_autofree char *base = g_build_filename(f->dir, "base.qcow2", NULL);
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = 8 * MiB };
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", base));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x42 0 1M' %s", base));
+        p.backing_name = "base.qcow2";
+        p.backing_format = IMAGE_FORMAT_QCOW2;
+        create(top, &p);
+        assert_check(top, false);
+        g_autofree char *info = oracle_run("qemu-img info --output=json %s", top);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"base.qcow2\""));
+        g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"qcow2\""));
+        assert_same(top, base);
+
+        /* Raw images: sparse files of the size. */
+        g_autofree char *raw = g_build_filename(f->dir, "r.raw", NULL);
+        ImageCreateParams rp = { .format = IMAGE_FORMAT_RAW, .size = 5 * MiB + 3 };
+        create(raw, &rp);
+        GStatBuf st;
+        g_assert_cmpint(g_stat(raw, &st), ==, 0);
+        g_assert_cmpuint(st.st_size, ==, 5 * MiB + 3);
+        g_assert_cmpuint(st.st_blocks, ==, 0);
+
+        /* Refusals. */
+        g_autofree char *error = NULL, *bad = g_build_filename(f->dir, "bad.qcow2", NULL);
+        ImageCreateParams odd = { .format = IMAGE_FORMAT_QCOW2, .size = MiB, .cluster_size = 3000 };
+        g_assert_cmpint(image_create(bad, &odd, &error), ==, -EINVAL);
+        g_assert_nonnull(strstr(error, "not a power of 2"));
+        g_assert_false(g_file_test(bad, G_FILE_TEST_EXISTS));
+        g_free(error);
+        error = NULL;
+        g_assert_cmpint(image_create(top, &p, &error), ==, -EEXIST);
+}
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+static void check_random_writes(Fixture *f, uint32_t cluster_size, unsigned refcount_bits, guint32 seed) {
+        g_autofree char *ours = g_strdup_printf("%s/ours-%u-%u.qcow2", f->dir, cluster_size, refcount_bits);
+        g_autofree char *theirs = g_strdup_printf("%s/theirs-%u-%u.qcow2", f->dir, cluster_size, refcount_bits);
+        const uint64_t size = 16 * MiB;
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = size, .cluster_size = cluster_size,
+                                .refcount_bits = refcount_bits };
+        g_autoptr(GArray) ops = random_ops(seed, size, 120, true);
+        Image *img;
+
+        create(ours, &p);
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=%u %s 16M", cluster_size, theirs));
+
+        img = open_rw(ours);
+        apply_ours(img, ops, true);
+        image_close(img);
+        apply_theirs(theirs, ops);
+
+        assert_check(ours, false);
+        assert_same(ours, theirs);
+}
+
+static void test_random_writes(Fixture *f, gconstpointer data) {
+        check_random_writes(f, 65536, 16, 1);
+        check_random_writes(f, 4096, 1, 2);
+        check_random_writes(f, 2 * 1024 * 1024, 64, 3);
+}
+
+static void test_refcount_table_grows(Fixture *f, gconstpointer data) {
+        /* 512-byte clusters with 64-bit counts: a refcount block counts 64 clusters and the
+         * one-cluster table 64 blocks, 2 MiB of file; writing 12 MiB must move it, twice over. */
+        check_random_writes(f, 512, 64, 4);
+
+        g_autofree char *path = g_build_filename(f->dir, "grow.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = 64 * MiB, .cluster_size = 512, .refcount_bits = 64 };
+        g_autofree uint8_t *buf = g_malloc(12 * MiB);
+        Image *img;
+
+        memset(buf, 0x77, 12 * MiB);
+        create(path, &p);
+        img = open_rw(path);
+        g_assert_cmpint(image_write(img, buf, 3 * MiB, 12 * MiB), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(path, false);
+        g_autoptr(GArray) map = oracle_map(path);
+        g_assert_cmpuint(map->len, ==, 3);
+        OracleExtent *data_extent = &g_array_index(map, OracleExtent, 1);
+        g_assert_cmpuint(data_extent->start, ==, 3 * MiB);
+        g_assert_cmpuint(data_extent->length, ==, 12 * MiB);
+        g_assert_true(data_extent->data);
+}
+
+static void check_writes_into(Fixture *f, const char *name, const char *make, bool with_discard) {
+        g_autofree char *ours = g_strdup_printf("%s/%s-ours.qcow2", f->dir, name);
+        g_autofree char *theirs = g_strdup_printf("%s/%s-theirs.qcow2", f->dir, name);
+        g_autoptr(GArray) ops = random_ops(g_str_hash(name), 8 * MiB, 60, with_discard);
+        Image *img;
+
+        /* The same image twice, made by QEMU; one written by us, the other by qemu-io. */
+        g_free(oracle_run("sh -c '%s'", make));
+        g_free(oracle_run("cp %s %s", theirs, ours));
+        img = open_rw(ours);
+        apply_ours(img, ops, false);
+        image_close(img);
+        apply_theirs(theirs, ops);
+
+        /* QEMU leaves leaks of its own sometimes (compressed clusters): compare with its own. */
+        assert_check(ours, false);
+        assert_same(ours, theirs);
+}
+
+static void test_writes_into_qemu_images(Fixture *f, gconstpointer data) {
+        g_autofree char *v2 = g_strdup_printf("cd %s && qemu-img create -q -f qcow2 -o compat=0.10 v2-theirs.qcow2 8M && "
+                                              "qemu-io -f qcow2 -c \"write -P 1 0 3M\" v2-theirs.qcow2 >/dev/null",
+                                              f->dir);
+        check_writes_into(f, "v2", v2, false);
+
+        g_autofree char *comp = g_strdup_printf("cd %s && qemu-img create -q -f raw plain 8M && "
+                                                "qemu-io -f raw -c \"write -P 2 0 6M\" plain >/dev/null && "
+                                                "qemu-img convert -q -c -O qcow2 plain comp-theirs.qcow2",
+                                                f->dir);
+        check_writes_into(f, "comp", comp, true);
+
+        g_autofree char *snap = g_strdup_printf("cd %s && qemu-img create -q -f qcow2 snap-theirs.qcow2 8M && "
+                                                "qemu-io -f qcow2 -c \"write -P 3 0 5M\" snap-theirs.qcow2 >/dev/null && "
+                                                "qemu-img snapshot -c s1 snap-theirs.qcow2",
+                                                f->dir);
+        check_writes_into(f, "snap", snap, true);
+        /* The snapshot still reads as it was taken. */
+        g_autofree char *s1 = g_strdup_printf("%s/s1.raw", f->dir), *ours = g_strdup_printf("%s/snap-ours.qcow2", f->dir);
+        g_free(oracle_run("qemu-img convert -U -l snapshot.name=s1 -O raw %s %s", ours, s1));
+        g_autofree char *expected = g_strdup_printf("%s/s1-expected.raw", f->dir);
+        g_free(oracle_run("qemu-img create -q -f raw %s 8M", expected));
+        g_free(oracle_run("qemu-io -f raw -c 'write -P 3 0 5M' %s", expected));
+        assert_same(s1, expected);
+
+        g_autofree char *chain = g_strdup_printf("cd %s && qemu-img create -q -f qcow2 base.qcow2 8M && "
+                                                 "qemu-io -f qcow2 -c \"write -P 4 0 7M\" base.qcow2 >/dev/null && "
+                                                 "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 chain-theirs.qcow2",
+                                                 f->dir);
+        /* Partial writes into unallocated clusters take the rest from the backing file. */
+        check_writes_into(f, "chain", chain, false);
+}
+
+static void test_set_backing(Fixture *f, gconstpointer data) {
+        g_autofree char *a = g_build_filename(f->dir, "a.qcow2", NULL), *b = g_build_filename(f->dir, "b.qcow2", NULL);
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", a));
+        g_free(oracle_run("qemu-img create -q -f raw %s 4M", b));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 %s", top));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 9 0 64k' %s", top));
+
+        img = open_rw(top);
+        g_assert_cmpint(image_set_backing(img, "b.qcow2-renamed-to-something-longer.raw", IMAGE_FORMAT_RAW), ==, 0);
+        image_close(img);
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json %s", top);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"b.qcow2-renamed-to-something-longer.raw\""));
+        g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"raw\""));
+
+        /* Its backing file does not exist (yet): rewriting the name needs only the image. */
+        img = open_flags(top, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
+        g_assert_cmpint(image_set_backing(img, "b.qcow2", IMAGE_FORMAT_PROBE), ==, 0);
+        image_close(img);
+        g_free(info);
+        info = oracle_run("qemu-img info -U --output=json %s", top);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"b.qcow2\""));
+        g_assert_null(strstr(info, "backing-filename-format"));
+
+        /* None: the image stands alone. */
+        img = open_rw(top);
+        g_assert_cmpint(image_set_backing(img, NULL, IMAGE_FORMAT_PROBE), ==, 0);
+        image_close(img);
+        g_free(info);
+        info = oracle_run("qemu-img info -U --output=json %s", top);
+        g_assert_null(strstr(info, "backing-filename"));
+        assert_check(top, false);
+
+        /* Raw images have no header to record one in. */
+        img = open_rw(b);
+        g_assert_cmpint(image_set_backing(img, "x", IMAGE_FORMAT_RAW), ==, -EOPNOTSUPP);
+        image_close(img);
+}
+
+static void test_read_only_refuses(Fixture *f, gconstpointer data) {
+        g_autofree char *a = g_build_filename(f->dir, "a.qcow2", NULL);
+        Image *img = NULL;
+        uint8_t byte = 1;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", a));
+        g_assert_cmpint(image_open(a, IMAGE_FORMAT_PROBE, 0, &img, NULL), ==, 0);
+        g_assert_cmpint(image_write(img, &byte, 0, 1), ==, -EBADF);
+        g_assert_nonnull(strstr(image_error(img), "is not open for writing"));
+        image_close(img);
+
+        img = open_rw(a);
+        g_assert_cmpint(image_write(img, &byte, 1 * MiB, 1), ==, -EINVAL);
+        g_assert_nonnull(strstr(image_error(img), "beyond its end"));
+        image_close(img);
+}
+
+#define WRITE_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        WRITE_TEST("/image-write/create-shapes", test_create_shapes);
+        WRITE_TEST("/image-write/create-with-backing", test_create_with_backing);
+        WRITE_TEST("/image-write/random-writes", test_random_writes);
+        WRITE_TEST("/image-write/refcount-table-grows", test_refcount_table_grows);
+        WRITE_TEST("/image-write/into-qemu-images", test_writes_into_qemu_images);
+        WRITE_TEST("/image-write/set-backing", test_set_backing);
+        WRITE_TEST("/image-write/read-only-refuses", test_read_only_refuses);
+        return g_test_run();
+}
