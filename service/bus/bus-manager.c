@@ -74,6 +74,7 @@ static int open_backup(CreateAction *a) {
                 .target = a->target,
                 .overwrite = a->options.overwrite,
                 .sync_top = a->options.sync == SYNC_TOP,
+                .target_format = a->options.format,
         };
         Backup *b = NULL;
         int r;
@@ -111,6 +112,12 @@ static int open_without_chain(CreateAction *a) {
 }
 
 static int open_mirror(CreateAction *a) {
+        if (a->options.format == IMAGE_FORMAT_QCOW2) {
+                if (asprintf(&a->error, "Mirror targets can only be raw images for now") < 0)
+                        a->error = NULL;
+                return -EINVAL;
+        }
+
         MirrorParams p = {
                 .source = a->source,
                 .target = a->target,

@@ -130,7 +130,7 @@ static int parse_format(sd_bus_message *m, const char *key, JobOptions *o, sd_bu
         if (strcmp(s, "raw") == 0)
                 o->format = IMAGE_FORMAT_RAW;
         else if (strcmp(s, "qcow2") == 0)
-                return invalid(error, "Option '%s': target format '%s' is not supported yet", key, s);
+                o->format = IMAGE_FORMAT_QCOW2;
         else
                 return invalid(error, "Option '%s' must be raw or qcow2, not '%s'", key, s);
         return 0;

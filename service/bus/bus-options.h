@@ -9,18 +9,13 @@
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 
+#include "image.h"
 #include "job-lifecycle.h"
 
 typedef enum SyncMode {
         SYNC_FULL,
         SYNC_TOP,
 } SyncMode;
-
-typedef enum ImageFormat {
-        IMAGE_FORMAT_AUTO,              /* not given: the driver decides */
-        IMAGE_FORMAT_RAW,
-        IMAGE_FORMAT_QCOW2,
-} ImageFormat;
 
 typedef struct JobOptions {
         char *job_id;
@@ -31,7 +26,7 @@ typedef struct JobOptions {
         JobOnError on_target_error;
 
         SyncMode sync;
-        ImageFormat format;
+        ImageFormat format;             /* IMAGE_FORMAT_PROBE: not given, the driver decides */
         bool overwrite;
         uint32_t granularity;           /* 0: the driver's default */
         uint64_t buf_size;              /* 0: the driver's default */

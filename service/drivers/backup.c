@@ -18,7 +18,8 @@
 
 struct Backup {
         Image *source;
-        RawTarget target;
+        RawTarget target;               /* the file: built unseen, published at commit */
+        Image *writer;                  /* the image in it, raw or qcow2 */
         bool sync_top;
 
         uint64_t chunk;
@@ -31,6 +32,7 @@ struct Backup {
 void backup_free(Backup *b) {
         if (!b)
                 return;
+        image_close(b->writer);
         image_close(b->source);
         raw_target_discard(&b->target);
         free(b->buffer);
@@ -86,6 +88,21 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         if (r < 0)
                 return r;
 
+        /* The target's format: as asked, else the source's (a block device's copy is raw). A
+         * qcow2 copy of only the top layer keeps the same backing file, so that it reads the same. */
+        ImageFormat format = p->target_format != IMAGE_FORMAT_PROBE ? p->target_format : image_format(b->source);
+        ImageCreateParams cp = { .format = format, .size = image_size(b->source) };
+        if (format == IMAGE_FORMAT_QCOW2 && p->sync_top && image_backing(b->source)) {
+                cp.backing_name = image_path(image_backing(b->source));
+                cp.backing_format = image_format(image_backing(b->source));
+        }
+        r = image_create_fd(b->target.file.fd, p->target, &cp, ret_error);
+        if (r < 0)
+                return r;
+        r = image_open_fd(b->target.file.fd, p->target, format, IMAGE_OPEN_WRITE, &b->writer, ret_error);
+        if (r < 0)
+                return r;
+
         if (posix_memalign(&b->buffer, 4096, b->chunk) != 0)
                 return -ENOMEM;
 
@@ -98,8 +115,7 @@ uint64_t backup_size(const Backup *b) {
 }
 
 uint64_t backup_io_calls(const Backup *b) {
-        Backup *m = (Backup *) b;
-        return atomic_load(&m->io_calls) + atomic_load(&m->target.io_calls);
+        return atomic_load(&((Backup *) b)->io_calls);
 }
 
 /* What the next range holds: whether it must be copied, and how long it is. With sync=full,
@@ -158,7 +174,10 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                         n = 0;
                         goto done;
                 }
-                if (raw_target_write(&b->target, j, out, b->buffer, n, b->offset) < 0) {
+                atomic_fetch_add(&b->io_calls, 1);
+                r = image_write(b->writer, b->buffer, b->offset, (size_t) n);
+                if (r < 0) {
+                        job_step_io_error(j, out, false, false, r, "%s", image_error(b->writer) ?: strerror(-r));
                         n = 0;
                         goto done;
                 }
@@ -176,6 +195,14 @@ done:
 
 static int backup_prepare(Job *j, void *data, char **ret_error) {
         Backup *b = data;
+        int r;
+
+        /* The image consistent and durable, then the file. */
+        r = image_flush(b->writer);
+        if (r < 0) {
+                *ret_error = strdup(strempty(image_error(b->writer)));
+                return r;
+        }
         return raw_target_prepare(&b->target, ret_error);
 }
 
@@ -186,6 +213,7 @@ static void backup_commit(Job *j, void *data) {
 
 static void backup_abort(Job *j, void *data) {
         Backup *b = data;
+        b->writer = image_close(b->writer);
         raw_target_discard(&b->target);
 }
 
@@ -195,6 +223,7 @@ static void backup_clean(Job *j, void *data) {
         /* Published or discarded by now; an unpublished file would vanish here as well. The
          * source's locks go with it. */
         b->source = image_close(b->source);
+        b->writer = image_close(b->writer);
         raw_target_discard(&b->target);
 }
 

@@ -7,13 +7,16 @@
  * backing chain), opened read-only with QEMU's locks, so that nobody writes it meanwhile. With
  * sync=full the copy is of everything it reads (the chain flattened); with sync=top, of what the
  * top image itself allocates. Whatever reads as zeroes is skipped: it stays a hole in the target
- * and counts as progress. The target is for now a new raw file built unseen next to its final
- * path (see tmpfile.h), flushed at prepare and published at commit, replacing an existing file
- * only with 'overwrite' (and never one of the source's own chain); abort leaves nothing. */
+ * and counts as progress. The target is a new raw or qcow2 image (by default of the source's
+ * format; a qcow2 copy of the top layer alone keeps the source's backing file), written through
+ * the image layer into a file built unseen next to its final path (see tmpfile.h), flushed at
+ * prepare and published at commit, replacing an existing file only with 'overwrite' (and never
+ * one of the source's own chain); abort leaves nothing. */
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "image.h"
 #include "job-driver.h"
 
 #define BACKUP_CHUNK_DEFAULT (UINT64_C(1) << 20)
@@ -24,6 +27,7 @@ typedef struct BackupParams {
         const char *target;
         bool overwrite;
         bool sync_top;                  /* copy only what the top image allocates */
+        ImageFormat target_format;      /* PROBE: the source's */
         uint64_t chunk_size;            /* bytes per step when unthrottled; 0 = default */
         bool named_temp_file;           /* do not use O_TMPFILE (tests of the fallback) */
 } BackupParams;

@@ -3,6 +3,7 @@
 /* The backup driver on the image layer: qcow2 sources with backing chains and compressed
  * clusters, sync=full and sync=top, checked against the oracle; and what it refuses. */
 
+#include <fcntl.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 
@@ -11,8 +12,8 @@
 #include "file-util.h"
 #include "qemu-oracle.h"
 
-static Job *start(Fixture *f, const char *source, bool sync_top) {
-        BackupParams bp = { .source = source, .target = f->target, .sync_top = sync_top };
+static Job *start(Fixture *f, const char *source, bool sync_top, ImageFormat format) {
+        BackupParams bp = { .source = source, .target = f->target, .sync_top = sync_top, .target_format = format };
         g_autofree char *error = NULL;
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         Backup *b = NULL;
@@ -41,25 +42,40 @@ static char *make_chain(Fixture *f) {
         return top;
 }
 
-static void assert_target_is(Fixture *f, const char *image) {
-        g_autoptr(GBytes) expected = oracle_read_all(image, f->dir);
-        g_autofree char *got = NULL;
-        gsize length;
+/* The target reads as 'image' does, is of the format, and (if qcow2) passes qemu-img check. */
+static void assert_target_is(Fixture *f, const char *image, const char *format) {
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json %s", f->target);
+        g_autofree char *expected_format = g_strdup_printf("\"format\": \"%s\"", format);
+        g_autofree char *out = NULL, *err = NULL;
 
-        g_assert_true(g_file_get_contents(f->target, &got, &length, NULL));
-        g_assert_cmpuint(length, ==, g_bytes_get_size(expected));
-        g_assert_true(memcmp(got, g_bytes_get_data(expected, NULL), length) == 0);
+        g_assert_nonnull(strstr(info, expected_format));
+        if (oracle_try(&out, &err, "qemu-img compare -U %s %s", f->target, image) != 0)
+                g_error("%s differs from %s: %s%s", f->target, image, out, err);
+        if (g_str_equal(format, "qcow2"))
+                g_free(oracle_run("qemu-img check -U %s", f->target));
+}
+
+static void run_to_end(Fixture *f) {
+        test_loop_run_until_empty(&f->loop);
+        g_assert_cmpstr(f->events->str, ==, "created running waiting pending concluded null ");
+        g_string_truncate(f->events, 0);
 }
 
 static void test_chain_full(Fixture *f, gconstpointer data) {
         g_autofree char *top = make_chain(f);
 
-        start(f, top, false);
-        test_loop_run_until_empty(&f->loop);
-        g_assert_cmpstr(f->events->str, ==, "created running waiting pending concluded null ");
-        /* The whole chain, flattened, as QEMU reads it. */
-        assert_target_is(f, top);
-        /* Whatever reads as zeroes stayed a hole. */
+        /* The whole chain, flattened, as QEMU reads it: a qcow2 image by default... */
+        start(f, top, false, IMAGE_FORMAT_PROBE);
+        run_to_end(f);
+        assert_target_is(f, top, "qcow2");
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json %s", f->target);
+        g_assert_null(strstr(info, "backing-filename"));
+        g_assert_cmpint(g_unlink(f->target), ==, 0);
+
+        /* ...or raw, where whatever reads as zeroes stays a hole. */
+        start(f, top, false, IMAGE_FORMAT_RAW);
+        run_to_end(f);
+        assert_target_is(f, top, "raw");
         g_autoptr(GArray) map = oracle_map(f->target);
         for (guint i = 0; i < map->len; i++) {
                 OracleExtent *e = &g_array_index(map, OracleExtent, i);
@@ -71,14 +87,23 @@ static void test_chain_full(Fixture *f, gconstpointer data) {
 static void test_chain_top(Fixture *f, gconstpointer data) {
         g_autofree char *top = make_chain(f);
         g_autofree char *alone = g_build_filename(f->dir, "top-alone.qcow2", NULL);
+        g_autofree char *mid = g_build_filename(f->dir, "mid.qcow2", NULL);
 
-        start(f, top, true);
-        test_loop_run_until_empty(&f->loop);
+        /* A qcow2 copy of the top layer, on the same backing file: it reads as the source. */
+        start(f, top, true, IMAGE_FORMAT_PROBE);
+        run_to_end(f);
+        assert_target_is(f, top, "qcow2");
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json %s", f->target);
+        g_autofree char *backing = g_strdup_printf("\"backing-filename\": \"%s\"", mid);
+        g_assert_nonnull(strstr(info, backing));
+        g_assert_cmpint(g_unlink(f->target), ==, 0);
 
-        /* Only what the top image holds: the top read without its backing file. */
+        /* Raw: only what the top image holds, as the top reads without its backing file. */
+        start(f, top, true, IMAGE_FORMAT_RAW);
+        run_to_end(f);
         g_free(oracle_run("cp %s %s", top, alone));
         g_free(oracle_run("qemu-img rebase -u -b '' %s", alone));
-        assert_target_is(f, alone);
+        assert_target_is(f, alone, "raw");
 }
 
 static void test_compressed(Fixture *f, gconstpointer data) {
@@ -86,9 +111,35 @@ static void test_compressed(Fixture *f, gconstpointer data) {
 
         make_data_file(f->source, 4 * MiB);
         g_free(oracle_run("qemu-img convert -q -c -O qcow2 -f raw %s %s", f->source, comp));
-        start(f, comp, false);
-        test_loop_run_until_empty(&f->loop);
-        assert_same_content(f->source, f->target);
+        start(f, comp, false, IMAGE_FORMAT_PROBE);
+        run_to_end(f);
+        assert_target_is(f, comp, "qcow2");
+}
+
+static void test_raw_to_qcow2(Fixture *f, gconstpointer data) {
+        const Extent extents[] = { { 0, 3 * MiB }, { 5 * MiB + 4096, 777 }, { 9 * MiB, 64 * KiB } };
+
+        make_sparse_file(f->source, 10 * MiB, extents, G_N_ELEMENTS(extents), 5);
+        start(f, f->source, false, IMAGE_FORMAT_QCOW2);
+        run_to_end(f);
+        assert_target_is(f, f->source, "qcow2");
+        /* Holes were not written: the image is as small as its data. */
+        g_autoptr(GArray) map = oracle_map(f->target);
+        uint64_t data_bytes = 0;
+        for (guint i = 0; i < map->len; i++)
+                if (g_array_index(map, OracleExtent, i).data)
+                        data_bytes += g_array_index(map, OracleExtent, i).length;
+        g_assert_cmpuint(data_bytes, <=, 3 * MiB + 2 * 64 * KiB);
+}
+
+static bool byte_held(const char *path, int offset) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
+        close(fd);
+        return fl.l_type != F_UNLCK;
 }
 
 static void assert_open_fails(const char *source, const char *target, bool overwrite, const char *expected) {
@@ -115,17 +166,13 @@ static void test_refusals(Fixture *f, gconstpointer data) {
                                           G_SUBPROCESS_FLAGS_STDERR_SILENCE,
                                   &error, "qemu-io", "-f", "qcow2", top, NULL);
         g_assert_no_error(error);
-        g_autofree char *expected = g_strdup_printf("Image '%s' is in use by another process", top);
-        for (int i = 0;; i++) {
-                BackupParams bp = { .source = top, .target = f->target };
-                g_autofree char *message = NULL;
-                Backup *b = NULL;
-                if (backup_open(&bp, &b, &message) < 0 && strstr(message, expected))
-                        break;
-                backup_free(b);
+        /* Wait until it holds the image (byte 101: it has write permission), then try. */
+        for (int i = 0; !byte_held(top, 101); i++) {
                 g_assert_cmpint(i, <, 1000);
                 g_usleep(10 * 1000);
         }
+        g_autofree char *expected = g_strdup_printf("Image '%s' is in use by another process", top);
+        assert_open_fails(top, f->target, false, expected);
         g_assert_true(g_output_stream_close(g_subprocess_get_stdin_pipe(writer), NULL, NULL));
         g_assert_true(g_subprocess_wait(writer, NULL, NULL));
         g_object_unref(writer);
@@ -141,6 +188,7 @@ int main(int argc, char **argv) {
         BACKUP_TEST("/backup-image/chain-sync-full", test_chain_full);
         BACKUP_TEST("/backup-image/chain-sync-top", test_chain_top);
         BACKUP_TEST("/backup-image/compressed", test_compressed);
+        BACKUP_TEST("/backup-image/raw-to-qcow2", test_raw_to_qcow2);
         BACKUP_TEST("/backup-image/refusals", test_refusals);
         return g_test_run();
 }
