@@ -10,10 +10,12 @@
 #include "bus-errors.h"
 #include "bus-job.h"
 #include "bus-manager.h"
+#include "commit.h"
 #include "bus-options.h"
 #include "log.h"
 #include "macro.h"
 #include "mirror.h"
+#include "stream.h"
 
 #define TRANSACTION_ACTIONS_MAX 256U
 
@@ -88,27 +90,41 @@ static int open_backup(CreateAction *a) {
         return 0;
 }
 
-/* Until the image layer reads qcow2, no image here has a backing chain to commit or stream. */
-static int open_without_chain(CreateAction *a) {
-        _cleanup_close_ int fd = -EBADF;
-        uint8_t magic[4] = {};
+static int open_commit(CreateAction *a) {
+        CommitParams p = {
+                .image = a->source,
+                .top = a->options.top,
+                .base = a->options.base,
+                .backing_file = a->options.backing_file,
+        };
+        Commit *c = NULL;
+        int r;
 
-        fd = open(a->source, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) {
-                int r = negative_errno();
-                if (asprintf(&a->error, "Could not open image '%s': %s", a->source, strerror(-r)) < 0)
-                        a->error = NULL;
+        r = commit_open(&p, &c, &a->error);
+        if (r < 0)
                 return r;
-        }
-        if (pread(fd, magic, sizeof(magic), 0) == (ssize_t) sizeof(magic) && memcmp(magic, "QFI\xfb", 4) == 0) {
-                if (asprintf(&a->error, "Image '%s' is a qcow2 image, which blockjobd cannot read yet", a->source) < 0)
-                        a->error = NULL;
-                return -EOPNOTSUPP;
-        }
-        if (asprintf(&a->error, "Image '%s' is a raw image and has no backing file to %s", a->source,
-                     a->type == JOB_TYPE_COMMIT ? "commit into" : "stream from") < 0)
-                a->error = NULL;
-        return -ENOENT;
+        a->driver = &commit_driver;
+        a->driver_data = c;
+        a->size = commit_size(c);
+        return 0;
+}
+
+static int open_stream(CreateAction *a) {
+        StreamParams p = {
+                .image = a->source,
+                .base = a->options.base,
+                .backing_file = a->options.backing_file,
+        };
+        Stream *s = NULL;
+        int r;
+
+        r = stream_open(&p, &s, &a->error);
+        if (r < 0)
+                return r;
+        a->driver = &stream_driver;
+        a->driver_data = s;
+        a->size = stream_size(s);
+        return 0;
 }
 
 static int open_mirror(CreateAction *a) {
@@ -151,9 +167,11 @@ static void create_request_open(void *userdata) {
                         a->r = open_mirror(a);
                         break;
                 case JOB_TYPE_COMMIT:
+                        a->r = open_commit(a);
+                        break;
                 case JOB_TYPE_STREAM:
                 default:
-                        a->r = open_without_chain(a);
+                        a->r = open_stream(a);
                         break;
                 }
                 /* All or nothing: no point opening the rest. */

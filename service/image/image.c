@@ -195,9 +195,15 @@ static int backing_path(const Image *img, char **ret) {
 
 static int open_layer(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
 
-static int open_backing(Image *img, const Image *top, int depth, char **ret_error) {
+static bool same_file(const struct stat *a, const struct stat *b) {
+        return a && b && a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Opens img's backing file. Returns 0 without opening it if it is options->stop_before. */
+static int open_backing(Image *img, const Image *top, int depth, const ImageOpenOptions *options, char **ret_error) {
         _cleanup_free_ char *path = NULL;
         _cleanup_close_ int fd = -EBADF;
+        unsigned flags = top->flags & IMAGE_OPEN_NO_LOCK;
         Image *b = NULL;
         struct stat st;
         int r;
@@ -213,7 +219,15 @@ static int open_backing(Image *img, const Image *top, int depth, char **ret_erro
         if (r < 0)
                 return image_open_fail(ret_error, r, "Out of memory");
 
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (stat(path, &st) < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
+                                       img->path);
+        if (options && same_file(options->stop_before, &st))
+                return 0;
+        if (options && same_file(options->writable, &st))
+                flags |= IMAGE_OPEN_WRITE;
+
+        fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return image_open_fail(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
                                        img->path);
@@ -226,8 +240,9 @@ static int open_backing(Image *img, const Image *top, int depth, char **ret_erro
                         return image_open_fail(ret_error, -ELOOP, "Backing chain of '%s' loops back to '%s'", top->path,
                                                path);
 
-        /* Backing images are read, and must not change under us. */
-        r = open_layer(fd, path, img->backing_format, top->flags & IMAGE_OPEN_NO_LOCK, &b, ret_error);
+        /* Backing images are read, and must not change under us (unless this is the one the
+         * caller is going to write). */
+        r = open_layer(fd, path, img->backing_format, flags, &b, ret_error);
         if (r < 0)
                 return r;
         img->backing = b;
@@ -280,7 +295,8 @@ static int open_layer(int fd, const char *name, ImageFormat format, unsigned fla
         return 0;
 }
 
-int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+static int open_fd_full(int fd, const char *name, ImageFormat format, unsigned flags, const ImageOpenOptions *options,
+                        Image **ret, char **ret_error) {
         _cleanup_(image_closep) Image *img = NULL;
         int r;
 
@@ -290,8 +306,8 @@ int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, 
 
         int depth = 1;
         if (!(flags & IMAGE_OPEN_NO_BACKING))
-                for (Image *i = img; i->backing_name; i = i->backing, depth++) {
-                        r = open_backing(i, img, depth, ret_error);
+                for (Image *i = img; i && i->backing_name; i = i->backing, depth++) {
+                        r = open_backing(i, img, depth, options, ret_error);
                         if (r < 0)
                                 return r;
                 }
@@ -307,7 +323,12 @@ int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, 
         return 0;
 }
 
-int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+        return open_fd_full(fd, name, format, flags, NULL, ret, ret_error);
+}
+
+int image_open_full(const char *path, ImageFormat format, unsigned flags, const ImageOpenOptions *options, Image **ret,
+                    char **ret_error) {
         _cleanup_close_ int fd = -EBADF;
 
         if (!path || !*path)
@@ -316,7 +337,11 @@ int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret
         fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return image_open_fail(ret_error, negative_errno(), "Could not open '%s': %m", path);
-        return image_open_fd(fd, path, format, flags, ret, ret_error);
+        return open_fd_full(fd, path, format, flags, options, ret, ret_error);
+}
+
+int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+        return image_open_full(path, format, flags, NULL, ret, ret_error);
 }
 
 /* ---- accessors ----------------------------------------------------------------------------- */
@@ -349,11 +374,18 @@ const struct stat *image_stat(const Image *img) {
         return &img->st;
 }
 
+Image *image_chain_find(Image *img, const struct stat *st, int *ret_depth) {
+        for (int depth = 0; img; img = img->backing, depth++)
+                if (same_file(&img->st, st)) {
+                        if (ret_depth)
+                                *ret_depth = depth;
+                        return img;
+                }
+        return NULL;
+}
+
 bool image_chain_contains(const Image *img, const struct stat *st) {
-        for (; img; img = img->backing)
-                if (img->st.st_dev == st->st_dev && img->st.st_ino == st->st_ino)
-                        return true;
-        return false;
+        return image_chain_find((Image *) img, st, NULL);
 }
 
 uint32_t image_cluster_size(const Image *img) {

@@ -45,6 +45,17 @@ ImageFormat image_format_from_string(const char *s);
  * only: a block device is raw unless told otherwise, since its content may come from a guest,
  * which could otherwise make it look like a qcow2 image backed by any file of the host. */
 int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
+/* Control over the chain as it is opened (for commit): a file where the chain stops (that layer
+ * and those below are not opened; the one above it reads unallocated ranges as zeroes), and a
+ * backing layer to open for writing. Files are named by device and inode. */
+typedef struct ImageOpenOptions {
+        const struct stat *stop_before;
+        const struct stat *writable;
+} ImageOpenOptions;
+
+int image_open_full(const char *path, ImageFormat format, unsigned flags, const ImageOpenOptions *options, Image **ret,
+                    char **ret_error);
+
 /* The same on an open file; 'name' is what messages call it and what relative backing names are
  * resolved against. The fd is duplicated. */
 int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
@@ -66,6 +77,8 @@ const char *image_error(const Image *img);
 const struct stat *image_stat(const Image *img);
 /* Is this file (device and inode) one of the chain's layers? */
 bool image_chain_contains(const Image *img, const struct stat *st);
+/* The layer of the chain that is this file, and its depth (0: img itself); NULL if none. */
+Image *image_chain_find(Image *img, const struct stat *st, int *ret_depth);
 
 /* Reads what the guest would see, through the chain; past the end of a backing image, zeroes. */
 int image_read(Image *img, void *buf, uint64_t offset, size_t length);

@@ -527,7 +527,7 @@ static void test_bad_calls(BusFixture *f, gconstpointer data) {
         g_free(m);
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Commit",
                            g_variant_new("(s@a{sv})", source, g_variant_new("a{sv}", NULL)), ERR_IMAGE);
-        g_autofree char *m5 = g_strdup_printf("Image '%s' is a raw image and has no backing file to commit into", source);
+        g_autofree char *m5 = g_strdup_printf("Image '%s' has no backing file to commit into", source);
         g_assert_cmpstr(m, ==, m5);
         g_free(m);
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Stream",
@@ -541,6 +541,72 @@ static void test_bad_calls(BusFixture *f, gconstpointer data) {
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
         g_assert_cmpstr(f->statuses->str, ==, "");
         assert_alive(f);
+}
+
+/* ---- commit and stream ----------------------------------------------------------------------- */
+
+/* Runs a shell command line in the test's directory; it must succeed. */
+static void sh(BusFixture *f, const char *cmdline) {
+        const char *argv[] = { "sh", "-c", cmdline, NULL };
+        g_autofree char *out = NULL, *err = NULL;
+        g_autoptr(GError) error = NULL;
+        int status = -1;
+
+        g_assert_true(g_spawn_sync(f->dir, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, &error));
+        if (!g_spawn_check_wait_status(status, NULL))
+                g_error("%s failed: %s%s", cmdline, out, err);
+}
+
+/* base.qcow2 <- mid.qcow2 <- top.qcow2, and flat.raw: what top reads now. */
+static void make_chain(BusFixture *f) {
+        sh(f, "qemu-img create -q -f qcow2 base.qcow2 8M && "
+              "qemu-io -f qcow2 -c 'write -P 1 0 6M' base.qcow2 >/dev/null && "
+              "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 && "
+              "qemu-io -f qcow2 -c 'write -P 2 1M 2M' -c 'write -z 4M 1M' mid.qcow2 >/dev/null && "
+              "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 && "
+              "qemu-io -f qcow2 -c 'write -P 3 2M 64k' top.qcow2 >/dev/null && "
+              "qemu-img convert -O raw top.qcow2 flat.raw");
+}
+
+static void test_stream(BusFixture *f, gconstpointer data) {
+        g_autofree char *top = bus_fixture_path(f, "top.qcow2"), *base = bus_fixture_path(f, "base.qcow2");
+        g_autoptr(GVariant) reply = NULL;
+
+        make_chain(f);
+        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Stream",
+                         g_variant_new("(s@a{sv})", top, opts("base", g_variant_new_string(base), NULL)), "(o)");
+        bus_wait_for_status(f, "stream0", "null");
+        g_assert_cmpstr(f->statuses->str, ==, "stream0:created stream0:running stream0:waiting stream0:pending "
+                                              "stream0:concluded stream0:null ");
+        /* The chain reads the same, and mid is out of it. */
+        sh(f, "qemu-img compare -U top.qcow2 flat.raw && "
+              "qemu-img info -U --backing-chain top.qcow2 | grep -q 'backing file: .*base.qcow2' && "
+              "! qemu-img info -U --backing-chain top.qcow2 | grep -q mid.qcow2");
+}
+
+static void test_commit_active(BusFixture *f, gconstpointer data) {
+        g_autofree char *top = bus_fixture_path(f, "top.qcow2");
+        g_autoptr(GVariant) reply = NULL;
+        const char *path;
+
+        make_chain(f);
+        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Commit",
+                         g_variant_new("(s@a{sv})", top, g_variant_new("a{sv}", NULL)), "(o)");
+        g_variant_get(reply, "(&o)", &path);
+        bus_wait_for_status(f, "commit0", "ready");
+        job_call(f, path, "Complete");
+        bus_wait_for_status(f, "commit0", "null");
+        g_assert_cmpstr(f->statuses->str, ==, "commit0:created commit0:running commit0:ready commit0:waiting "
+                                              "commit0:pending commit0:concluded commit0:null ");
+        /* The chain reads the same; base alone now does too; top is empty and checks clean. */
+        sh(f, "qemu-img compare -U top.qcow2 flat.raw && qemu-img compare -U base.qcow2 flat.raw && "
+              "qemu-img check -U top.qcow2 >/dev/null && qemu-img check -U base.qcow2 >/dev/null");
+
+        /* A top that is not in the chain. */
+        g_autofree char *m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Commit",
+                                            g_variant_new("(s@a{sv})", top, opts("top", g_variant_new_string("/nowhere"), NULL)),
+                                            ERR_IMAGE);
+        g_assert_nonnull(strstr(m, "/nowhere"));
 }
 
 /* ---- transactions --------------------------------------------------------------------------- */
@@ -748,7 +814,12 @@ static void test_sd_notify(NotifyFixture *n, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
         g_autofree char *path = NULL;
 
-        notify_read(n);
+        /* The name comes first, READY=1 right after it. */
+        for (int i = 0; n->messages->len == 0; i++) {
+                g_assert_cmpint(i, <, 1000);
+                bus_iterate_for(f, 10 * 1000);
+                notify_read(n);
+        }
         g_assert_true(g_str_has_prefix(n->messages->str, "READY=1\nSTATUS=No jobs.\n"));
 
         bus_make_file(source, 4 * MiB);
@@ -840,6 +911,8 @@ int main(int argc, char **argv) {
         BUS_TEST("/bus/error-text", test_error_texts_reach_clients);
         BUS_TEST("/bus/every-verb", test_every_verb);
         BUS_TEST("/bus/io-error-stop", test_io_error_stop);
+        BUS_TEST("/bus/stream", test_stream);
+        BUS_TEST("/bus/commit-active", test_commit_active);
         BUS_TEST("/bus/mirror-follows-writes", test_mirror_follows_writes);
         BUS_TEST("/bus/bad-calls", test_bad_calls);
         BUS_TEST("/bus/transaction/grouped", test_transaction_grouped);

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "chain-copy.h"
+#include "job.h"
+#include "macro.h"
+
+#define CHAIN_COPY_CHUNK (UINT64_C(1) << 20)
+#define SKIPS_PER_STEP 1024U
+
+int chain_copy_init(ChainCopy *c, Image *from, int min_depth, int stop_depth, Image *to, uint64_t below_size) {
+        *c = (ChainCopy) {
+                .from = from,
+                .min_depth = min_depth,
+                .stop_depth = stop_depth,
+                .to = to,
+                .below_size = below_size,
+                .chunk = CHAIN_COPY_CHUNK,
+        };
+        if (posix_memalign(&c->buffer, 4096, c->chunk) != 0)
+                return -ENOMEM;
+        return 0;
+}
+
+void chain_copy_done(ChainCopy *c) {
+        free(c->buffer);
+        c->buffer = NULL;
+}
+
+typedef enum RangeAction {
+        RANGE_SKIP,
+        RANGE_COPY,
+        RANGE_ZERO,
+} RangeAction;
+
+static RangeAction decide(const ChainCopy *c, const ImageExtent *e, uint64_t offset) {
+        int bottom = image_chain_depth(c->from) - 1;
+
+        if (e->depth < c->min_depth || e->depth >= c->stop_depth)
+                return RANGE_SKIP;
+        if (e->present)
+                return e->data && !e->zero ? RANGE_COPY : RANGE_ZERO;
+        /* Nothing allocated: either nothing anywhere (fine as it is), or a layer ended above what
+         * stays below, which must not show through where it reaches. */
+        if (e->depth == bottom || offset >= c->below_size)
+                return RANGE_SKIP;
+        return RANGE_ZERO;
+}
+
+static void read_error(ChainCopy *c, Job *j, JobStepResult *out, int r) {
+        job_step_io_error(j, out, true, true, r, "%s", image_error(c->from) ?: strerror(-r));
+}
+
+static void write_error(ChainCopy *c, Job *j, JobStepResult *out, int r) {
+        job_step_io_error(j, out, false, false, r, "%s", image_error(c->to) ?: strerror(-r));
+}
+
+bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult *out) {
+        uint64_t size = image_size(c->from), done = 0, dispatched = 0;
+        int r;
+
+        for (unsigned i = 0; c->offset < size && i < SKIPS_PER_STEP; i++) {
+                ImageExtent e;
+                RangeAction action;
+                uint64_t n;
+
+                r = image_block_status(c->from, c->offset, size - c->offset, &e);
+                if (r < 0) {
+                        read_error(c, j, out, r);
+                        break;
+                }
+                action = decide(c, &e, c->offset);
+                n = e.length;
+
+                if (action == RANGE_ZERO) {
+                        /* Past 'to's end there is nothing to zero (a smaller base keeps its size). */
+                        n = MIN(n, image_size(c->to) > c->offset ? image_size(c->to) - c->offset : 0);
+                        if (n > 0 && (r = image_write_zeroes(c->to, c->offset, n)) < 0) {
+                                write_error(c, j, out, r);
+                                break;
+                        }
+                        n = e.length;
+                } else if (action == RANGE_COPY) {
+                        n = MIN(n, c->chunk);
+                        if (in->max_bytes > 0)
+                                n = MIN(n, in->max_bytes);
+                        r = image_read(c->from, c->buffer, c->offset, (size_t) n);
+                        if (r < 0) {
+                                read_error(c, j, out, r);
+                                break;
+                        }
+                        r = image_write(c->to, c->buffer, c->offset, (size_t) n);
+                        if (r < 0) {
+                                write_error(c, j, out, r);
+                                break;
+                        }
+                        dispatched += n;
+                }
+
+                c->offset += n;
+                done += n;
+                /* One copy per step: steps stay short, and the limiter sees every chunk. */
+                if (action == RANGE_COPY)
+                        break;
+        }
+
+        out->progress = done;
+        out->dispatched = dispatched;
+        out->has_remaining = true;
+        out->remaining = size - c->offset;
+        return !out->io_error.set && c->offset >= size;
+}

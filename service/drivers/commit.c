@@ -1,0 +1,263 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "chain-copy.h"
+#include "commit.h"
+#include "image.h"
+#include "job.h"
+#include "macro.h"
+
+#define READY_IDLE_NS (100 * NSEC_PER_MSEC)
+
+struct Commit {
+        Image *upper;                   /* the image, its chain down to the layer above base */
+        Image *top;                     /* a layer of upper */
+        Image *above_top;               /* the layer whose header names top; NULL for active commit */
+        Image *base;                    /* opened on its own, for writing */
+        char *backing_file;
+        bool active;
+        bool ready;
+        ChainCopy copy;
+};
+
+void commit_free(Commit *c) {
+        if (!c)
+                return;
+        chain_copy_done(&c->copy);
+        image_close(c->upper);
+        image_close(c->base);
+        free(c->backing_file);
+        free(c);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Commit *, commit_free);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Image *, image_close);
+
+_printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                va_start(ap, format);
+                if (vasprintf(ret_error, format, ap) < 0)
+                        *ret_error = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
+/* Which layers are top and base, as the chain is now. */
+typedef struct CommitPlan {
+        struct stat top, base, above_top;
+        bool active;
+        bool above_top_is_image;        /* top is the image's own backing file */
+        char *base_path;
+        ImageFormat base_format;
+        ImageFormat image_format;
+} CommitPlan;
+
+static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
+        _cleanup_(image_closep) Image *chain = NULL;
+        Image *top, *base;
+        int top_depth = 0, base_depth, r;
+        struct stat st;
+
+        r = image_open(p->image, IMAGE_FORMAT_PROBE, 0, &chain, ret_error);
+        if (r < 0)
+                return r;
+        if (image_chain_depth(chain) < 2)
+                return fail(ret_error, -ENOENT, "Image '%s' has no backing file to commit into", p->image);
+
+        top = chain;
+        if (p->top) {
+                if (stat(p->top, &st) < 0)
+                        return fail(ret_error, negative_errno(), "Could not find top '%s': %m", p->top);
+                top = image_chain_find(chain, &st, &top_depth);
+                if (!top)
+                        return fail(ret_error, -EINVAL, "Top image file '%s' is not in the backing chain of '%s'", p->top,
+                                    p->image);
+        }
+        base_depth = image_chain_depth(chain) - 1;
+        base = chain;
+        for (int d = 0; d < base_depth; d++)
+                base = image_backing(base);
+        if (p->base) {
+                if (stat(p->base, &st) < 0)
+                        return fail(ret_error, negative_errno(), "Could not find base '%s': %m", p->base);
+                base = image_chain_find(chain, &st, &base_depth);
+                if (!base)
+                        return fail(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'", p->base, p->image);
+        }
+        if (base_depth == top_depth)
+                return fail(ret_error, -EINVAL, "cannot commit an image into itself");
+        if (base_depth < top_depth)
+                return fail(ret_error, -EINVAL, "Base '%s' is not below top '%s' in the backing chain", image_path(base),
+                            image_path(top));
+        if (top_depth == 0 && p->backing_file)
+                return fail(ret_error, -EINVAL, "'backing-file' specified, but 'top' is the active layer");
+        if (image_size(base) < image_size(top))
+                return fail(ret_error, -EINVAL, "Base '%s' (%" PRIu64 " bytes) is smaller than top '%s' (%" PRIu64 " bytes)",
+                            image_path(base), image_size(base), image_path(top), image_size(top));
+
+        plan->top = *image_stat(top);
+        plan->base = *image_stat(base);
+        plan->active = top_depth == 0;
+        plan->above_top_is_image = top_depth == 1;
+        if (!plan->active) {
+                Image *above = chain;
+                for (int d = 0; d < top_depth - 1; d++)
+                        above = image_backing(above);
+                plan->above_top = *image_stat(above);
+        }
+        plan->base_path = strdup(image_path(base));
+        plan->base_format = image_format(base);
+        plan->image_format = image_format(chain);
+        return plan->base_path ? 0 : -ENOMEM;
+}
+
+int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
+        _cleanup_(commit_freep) Commit *c = NULL;
+        CommitPlan pl = {};
+        int r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+
+        /* First see what the chain is, then open each part as it is to be used: base for
+         * writing (its own chain below it only read), the rest down to just above base. */
+        r = plan(p, &pl, ret_error);
+        if (r < 0)
+                goto finish;
+        c->active = pl.active;
+
+        r = image_open(pl.base_path, pl.base_format, IMAGE_OPEN_WRITE, &c->base, ret_error);
+        if (r < 0)
+                goto finish;
+        /* Written: the image itself for active commit, or the layer above top (which may be the
+         * image itself) for its header. */
+        ImageOpenOptions o = {
+                .stop_before = &pl.base,
+                .writable = pl.active || pl.above_top_is_image ? NULL : &pl.above_top,
+        };
+        r = image_open_full(p->image, pl.image_format, pl.active || pl.above_top_is_image ? IMAGE_OPEN_WRITE : 0, &o,
+                            &c->upper, ret_error);
+        if (r < 0)
+                goto finish;
+
+        int depth;
+        c->top = image_chain_find(c->upper, &pl.top, &depth);
+        if (!c->top || (!pl.active && !(c->above_top = image_chain_find(c->upper, &pl.above_top, NULL)))) {
+                r = fail(ret_error, -EAGAIN, "The backing chain of '%s' changed while it was being opened", p->image);
+                goto finish;
+        }
+        if (p->backing_file && !(c->backing_file = strdup(p->backing_file))) {
+                r = -ENOMEM;
+                goto finish;
+        }
+        if (!c->backing_file && !(c->backing_file = strdup(pl.base_path))) {
+                r = -ENOMEM;
+                goto finish;
+        }
+
+        r = chain_copy_init(&c->copy, c->top, 0, image_chain_depth(c->top), c->base, image_size(c->base));
+        if (r < 0)
+                goto finish;
+
+        *ret = TAKE_PTR(c);
+finish:
+        free(pl.base_path);
+        return r;
+}
+
+uint64_t commit_size(const Commit *c) {
+        return image_size(c->top);
+}
+
+static void commit_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        Commit *c = data;
+
+        if (!c->ready) {
+                if (!chain_copy_step(&c->copy, j, in, out))
+                        return;
+                if (!c->active) {
+                        out->finished = true;
+                        return;
+                }
+                /* Base holds everything, durably: ready. Nobody else can write the image
+                 * meanwhile (we hold its write lock), so there is nothing to follow. */
+                int r = image_flush(c->base);
+                if (r < 0) {
+                        job_step_io_error(j, out, false, false, r, "%s", strempty(image_error(c->base)));
+                        return;
+                }
+                c->ready = true;
+                out->ready = true;
+                out->idle_ns = READY_IDLE_NS;
+                return;
+        }
+
+        if (in->complete_requested || in->cancel_requested)
+                out->finished = true;
+        else
+                out->idle_ns = READY_IDLE_NS;
+}
+
+static int commit_prepare(Job *j, void *data, char **ret_error) {
+        Commit *c = data;
+        Image *failed = c->base;
+        int r;
+
+        r = image_flush(c->base);
+        if (r >= 0 && c->active && !job_cancel_requested(j)) {
+                /* The image rests on base directly (the layers between drop out, as QEMU's
+                 * pivot does), then is emptied and reads through to base, which has it all. In
+                 * this order a crash between the two still leaves a chain that reads the same. */
+                failed = c->upper;
+                if (image_chain_depth(c->upper) > 1)
+                        r = image_set_backing(c->upper, c->backing_file, image_format(c->base));
+                if (r >= 0)
+                        r = image_discard(c->upper, 0, image_size(c->upper));
+                if (r >= 0)
+                        r = image_flush(c->upper);
+        } else if (r >= 0 && !c->active) {
+                /* The layers between drop out of the chain. */
+                failed = c->above_top;
+                r = image_set_backing(c->above_top, c->backing_file, image_format(c->base));
+        }
+        if (r < 0)
+                *ret_error = strdup(strempty(image_error(failed)));
+        return r;
+}
+
+static void commit_clean(Job *j, void *data) {
+        Commit *c = data;
+        c->upper = image_close(c->upper);
+        c->base = image_close(c->base);
+}
+
+static bool commit_cancel(Job *j, void *data, bool force) {
+        /* As QEMU's active commit: before ready every cancel is a force cancel. */
+        return force || !job_status_is_ready(job_status(j));
+}
+
+static int commit_complete(Job *j, void *data, char **ret_error) {
+        return 0;
+}
+
+static void commit_free_data(void *data) {
+        commit_free(data);
+}
+
+const JobDriver commit_driver = {
+        .type = JOB_TYPE_COMMIT,
+        .step = commit_step,
+        .prepare = commit_prepare,
+        .clean = commit_clean,
+        .cancel = commit_cancel,
+        .complete = commit_complete,
+        .free = commit_free_data,
+};

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The commit driver: folds layers of a backing chain down into a lower one. Every range that
+ * 'top' or a layer between it and 'base' allocates is copied into 'base' (zeroes as zeroes).
+ *
+ * When top is below the active image, the job completes by itself, and at prepare the image
+ * directly above top is rewritten to use base as its backing file: the layers in between drop
+ * out of the chain (their files stay). When top is the image itself (active commit), the job
+ * reaches ready once base holds everything; Complete() finishes it, and the image then rests on
+ * base directly (layers between drop out, as with QEMU's pivot) and is emptied (all its
+ * clusters discarded, as `qemu-img commit` does), a valid, empty overlay on base; a soft cancel in ready finishes without emptying it. Either way the chain reads exactly
+ * the same before and after. Base is written, the image above top only in its header (or, for
+ * active commit, emptied), everything else only read. */
+
+#include "job-driver.h"
+
+typedef struct CommitParams {
+        const char *image;
+        const char *top;                /* a file in the image's chain; NULL: the image */
+        const char *base;               /* a file below top; NULL: the bottom of the chain */
+        const char *backing_file;       /* the name to record above top; NULL: base's path */
+} CommitParams;
+
+typedef struct Commit Commit;
+
+extern const JobDriver commit_driver;
+
+int commit_open(const CommitParams *p, Commit **ret, char **ret_error);
+void commit_free(Commit *c);
+uint64_t commit_size(const Commit *c);

@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "chain-copy.h"
+#include "image.h"
+#include "job.h"
+#include "macro.h"
+#include "stream.h"
+
+struct Stream {
+        Image *image;
+        Image *base;                    /* a layer of image's chain, or NULL */
+        char *backing_file;
+        ChainCopy copy;
+};
+
+void stream_free(Stream *s) {
+        if (!s)
+                return;
+        chain_copy_done(&s->copy);
+        image_close(s->image);
+        free(s->backing_file);
+        free(s);
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Stream *, stream_free);
+
+_printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                va_start(ap, format);
+                if (vasprintf(ret_error, format, ap) < 0)
+                        *ret_error = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
+int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
+        _cleanup_(stream_freep) Stream *s = NULL;
+        int base_depth, r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+
+        r = image_open(p->image, IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &s->image, ret_error);
+        if (r < 0)
+                return r;
+        if (image_format(s->image) != IMAGE_FORMAT_QCOW2)
+                return fail(ret_error, -EINVAL, "Image '%s' is %s: it has no backing file to stream from", p->image,
+                            image_format_to_string(image_format(s->image)));
+
+        base_depth = image_chain_depth(s->image);
+        if (p->base) {
+                struct stat st;
+                if (stat(p->base, &st) < 0)
+                        return fail(ret_error, negative_errno(), "Could not find base '%s': %m", p->base);
+                s->base = image_chain_find(s->image, &st, &base_depth);
+                if (!s->base)
+                        return fail(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'", p->base, p->image);
+                if (base_depth == 0)
+                        return fail(ret_error, -EINVAL, "Node '%s' is not a backing image of '%s'", p->base, p->image);
+        } else if (p->backing_file)
+                return fail(ret_error, -EINVAL, "backing file specified, but streaming the entire chain");
+
+        if (p->backing_file && !(s->backing_file = strdup(p->backing_file)))
+                return -ENOMEM;
+
+        r = chain_copy_init(&s->copy, s->image, 1, base_depth, s->image, s->base ? image_size(s->base) : 0);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+uint64_t stream_size(const Stream *s) {
+        return image_size(s->image);
+}
+
+static void stream_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        Stream *s = data;
+        if (chain_copy_step(&s->copy, j, in, out))
+                out->finished = true;
+}
+
+static int stream_prepare(Job *j, void *data, char **ret_error) {
+        Stream *s = data;
+        const char *name = s->backing_file ?: (s->base ? image_path(s->base) : NULL);
+        int r;
+
+        /* Everything copied and durable first: from then on the shorter chain reads the same. */
+        r = image_flush(s->image);
+        if (r >= 0)
+                r = image_set_backing(s->image, name, s->base ? image_format(s->base) : IMAGE_FORMAT_PROBE);
+        if (r < 0)
+                *ret_error = strdup(strempty(image_error(s->image)));
+        return r;
+}
+
+static void stream_clean(Job *j, void *data) {
+        Stream *s = data;
+        /* Flushes what an aborted run wrote (the chain reads the same with it) and unlocks. */
+        s->image = image_close(s->image);
+}
+
+static void stream_free_data(void *data) {
+        stream_free(data);
+}
+
+const JobDriver stream_driver = {
+        .type = JOB_TYPE_STREAM,
+        .step = stream_step,
+        .prepare = stream_prepare,
+        .clean = stream_clean,
+        .free = stream_free_data,
+};

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The stream driver: pulls backing-chain data up into an image. Every range that the image does
+ * not allocate but a layer above 'base' does is copied into it (zeroes as zero clusters); at
+ * prepare the image's backing file becomes 'base' (or none), and the chain reads exactly as
+ * before. The image is written, the chain below only read; QEMU's locks hold them so for the
+ * job's life. Never ready. */
+
+#include "job-driver.h"
+
+typedef struct StreamParams {
+        const char *image;
+        const char *base;               /* a file in the image's chain; NULL: none, stand alone */
+        const char *backing_file;       /* the name to record; NULL: the base's path */
+} StreamParams;
+
+typedef struct Stream Stream;
+
+extern const JobDriver stream_driver;
+
+int stream_open(const StreamParams *p, Stream **ret, char **ret_error);
+void stream_free(Stream *s);
+uint64_t stream_size(const Stream *s);

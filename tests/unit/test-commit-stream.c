@@ -1,0 +1,321 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Commit and stream on real qcow2 chains, through the real executor, checked by the oracle: the
+ * chain reads exactly as before (`qemu-img compare` against a flat copy made first), the images
+ * pass `qemu-img check`, and the backing files are what they should be (`qemu-img info`). */
+
+#include <glib/gstdio.h>
+
+#include "commit.h"
+#include "driver-fixture.h"
+#include "file-util.h"
+#include "qemu-oracle.h"
+#include "stream.h"
+
+/* a ← b ← c ← d, each writing over the one below, with zeroes and a compressed base. */
+static void make_chain(Fixture *f) {
+        g_autofree char *raw = g_build_filename(f->dir, "a.raw", NULL);
+        g_autofree char *a = g_build_filename(f->dir, "a.qcow2", NULL), *b = g_build_filename(f->dir, "b.qcow2", NULL);
+        g_autofree char *c = g_build_filename(f->dir, "c.qcow2", NULL), *d = g_build_filename(f->dir, "d.qcow2", NULL);
+
+        g_free(oracle_run("qemu-img create -q -f raw %s 16M", raw));
+        g_free(oracle_run("qemu-io -f raw -c 'write -P 0xa1 0 10M' -c 'write -P 0xa2 14M 1M' %s", raw));
+        g_free(oracle_run("qemu-img convert -q -c -O qcow2 %s %s", raw, a));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 %s", b));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xb1 1M 2M' -c 'write -z 4M 1M' -c 'write -P 0xb2 11M 100k' %s", b));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=4096 -b b.qcow2 -F qcow2 %s", c));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xc1 2M 64k' -c 'write -z 1M 4k' -c 'write -P 0xc2 15M 3k' %s", c));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b c.qcow2 -F qcow2 %s", d));
+        /* d overwrites what c and b hold, so that a layer left in between would show. */
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xd1 6M 1M' -c 'write -P 0xd2 2M 8k' -c 'write -P 0xd3 1M 1M' %s", d));
+}
+
+static char *path(Fixture *f, const char *name) {
+        return g_build_filename(f->dir, name, NULL);
+}
+
+/* What an image reads now, flat, for comparing later. */
+static char *snapshot(Fixture *f, const char *image) {
+        g_autofree char *src = path(f, image);
+        char *flat = g_strdup_printf("%s/%s.flat", f->dir, image);
+        g_free(oracle_run("qemu-img convert -U -O raw %s %s", src, flat));
+        return flat;
+}
+
+static void assert_reads_as(Fixture *f, const char *image, const char *flat) {
+        g_autofree char *p = path(f, image), *out = NULL, *err = NULL;
+        if (oracle_try(&out, &err, "qemu-img compare -U %s %s", p, flat) != 0)
+                g_error("%s no longer reads as before: %s%s", image, out, err);
+}
+
+static void assert_check(Fixture *f, const char *image) {
+        g_autofree char *p = path(f, image);
+        g_free(oracle_run("qemu-img check -U %s", p));
+}
+
+/* The backing file recorded in the header ("" for none). */
+static char *backing_of(Fixture *f, const char *image) {
+        g_autofree char *p = path(f, image);
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json %s", p);
+        const char *s = strstr(info, "\"backing-filename\": \"");
+        if (!s)
+                return g_strdup("");
+        s += strlen("\"backing-filename\": \"");
+        return g_strndup(s, strchr(s, '"') - s);
+}
+
+static void start_job(Fixture *f, const JobDriver *driver, void *data, uint64_t size) {
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+
+        p.id = "j";
+        p.driver = driver;
+        p.driver_data = data;
+        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, NULL), ==, 0);
+        job_progress_set_remaining(f->job, size);
+        job_start(f->job);
+}
+
+static void stream(Fixture *f, const char *image, const char *base, const char *backing_file) {
+        g_autofree char *ip = path(f, image), *bp = base ? path(f, base) : NULL;
+        StreamParams p = { .image = ip, .base = bp, .backing_file = backing_file };
+        g_autofree char *error = NULL;
+        Stream *s = NULL;
+
+        if (stream_open(&p, &s, &error) < 0)
+                g_error("stream_open: %s", error);
+        start_job(f, &stream_driver, s, stream_size(s));
+}
+
+static Job *commit(Fixture *f, const char *image, const char *top, const char *base, const char *backing_file) {
+        g_autofree char *ip = path(f, image), *tp = top ? path(f, top) : NULL, *bp = base ? path(f, base) : NULL;
+        CommitParams p = { .image = ip, .top = tp, .base = bp, .backing_file = backing_file };
+        g_autofree char *error = NULL;
+        Commit *c = NULL;
+
+        if (commit_open(&p, &c, &error) < 0)
+                g_error("commit_open: %s", error);
+        start_job(f, &commit_driver, c, commit_size(c));
+        return f->job;
+}
+
+static void run_to_end(Fixture *f, const char *expected_events) {
+        test_loop_run_until_empty(&f->loop);
+        g_assert_cmpstr(f->events->str, ==, expected_events);
+        g_string_truncate(f->events, 0);
+}
+
+#define SUCCESS "created running waiting pending concluded null "
+
+/* ---- stream ---------------------------------------------------------------------------------- */
+
+static void test_stream_whole_chain(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL, *backing = NULL;
+
+        make_chain(f);
+        flat = snapshot(f, "d.qcow2");
+        stream(f, "d.qcow2", NULL, NULL);
+        run_to_end(f, SUCCESS);
+
+        /* Standalone now, and the same. */
+        backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, "");
+        assert_reads_as(f, "d.qcow2", flat);
+        assert_check(f, "d.qcow2");
+}
+
+static void test_stream_to_base(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL, *backing = NULL, *b = NULL;
+
+        make_chain(f);
+        flat = snapshot(f, "d.qcow2");
+        stream(f, "d.qcow2", "b.qcow2", NULL);
+        run_to_end(f, SUCCESS);
+
+        /* c dropped out: d now rests on b, and reads the same. */
+        b = path(f, "b.qcow2");
+        backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, b);
+        assert_reads_as(f, "d.qcow2", flat);
+        assert_check(f, "d.qcow2");
+}
+
+static void test_stream_backing_file_name(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL, *backing = NULL;
+
+        make_chain(f);
+        flat = snapshot(f, "c.qcow2");
+        stream(f, "c.qcow2", "a.qcow2", "a.qcow2");
+        run_to_end(f, SUCCESS);
+        backing = backing_of(f, "c.qcow2");
+        g_assert_cmpstr(backing, ==, "a.qcow2");
+        assert_reads_as(f, "c.qcow2", flat);
+}
+
+static void assert_stream_fails(Fixture *f, const char *image, const char *base, const char *backing_file,
+                                const char *expected) {
+        g_autofree char *ip = path(f, image), *bp = base ? path(f, base) : NULL;
+        StreamParams p = { .image = ip, .base = bp, .backing_file = backing_file };
+        g_autofree char *error = NULL;
+        Stream *s = NULL;
+
+        g_assert_cmpint(stream_open(&p, &s, &error), <, 0);
+        g_assert_null(s);
+        if (!strstr(error, expected))
+                g_error("\"%s\" does not say \"%s\"", error, expected);
+}
+
+static void test_stream_refusals(Fixture *f, gconstpointer data) {
+        g_autofree char *other = path(f, "other.qcow2");
+
+        make_chain(f);
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 16M", other));
+        assert_stream_fails(f, "d.qcow2", "other.qcow2", NULL, "Can't find");
+        assert_stream_fails(f, "d.qcow2", "d.qcow2", NULL, "is not a backing image of");
+        assert_stream_fails(f, "d.qcow2", NULL, "x.qcow2", "backing file specified, but streaming the entire chain");
+        assert_stream_fails(f, "a.raw", NULL, NULL, "has no backing file to stream from");
+}
+
+/* ---- commit ---------------------------------------------------------------------------------- */
+
+static void test_commit_intermediate(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL, *backing = NULL, *a = NULL, *flat_c = NULL;
+
+        make_chain(f);
+        flat = snapshot(f, "d.qcow2");
+        flat_c = snapshot(f, "c.qcow2");
+        /* b and c into a; d then rests on a. */
+        commit(f, "d.qcow2", "c.qcow2", "a.qcow2", NULL);
+        run_to_end(f, SUCCESS);
+
+        a = path(f, "a.qcow2");
+        backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, a);
+        assert_reads_as(f, "d.qcow2", flat);
+        /* a alone now reads as c did. */
+        assert_reads_as(f, "a.qcow2", flat_c);
+        assert_check(f, "a.qcow2");
+        assert_check(f, "d.qcow2");
+}
+
+static void test_commit_into_middle(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL, *backing = NULL;
+
+        make_chain(f);
+        flat = snapshot(f, "d.qcow2");
+        /* c into b, with the name to record given; defaults otherwise (base: the bottom). */
+        commit(f, "d.qcow2", "c.qcow2", "b.qcow2", "b.qcow2");
+        run_to_end(f, SUCCESS);
+        backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, "b.qcow2");
+        assert_reads_as(f, "d.qcow2", flat);
+        assert_check(f, "b.qcow2");
+}
+
+static void test_commit_active(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL;
+        Job *j;
+
+        make_chain(f);
+        flat = snapshot(f, "d.qcow2");
+        j = commit(f, "d.qcow2", NULL, "b.qcow2", NULL);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        run_to_end(f, "created running ready waiting pending concluded null ");
+
+        /* d is empty now, an overlay on b (c dropped out), and the chain reads the same. */
+        g_autofree char *d = path(f, "d.qcow2"), *b = path(f, "b.qcow2"), *backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, b);
+        g_autoptr(GArray) map = oracle_map(d);
+        for (guint i = 0; i < map->len; i++)
+                g_assert_cmpint(g_array_index(map, OracleExtent, i).depth, !=, 0);
+        assert_reads_as(f, "d.qcow2", flat);
+        assert_check(f, "d.qcow2");
+        assert_check(f, "b.qcow2");
+}
+
+static void test_commit_active_soft_cancel(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL;
+        Job *j;
+
+        make_chain(f);
+        flat = snapshot(f, "d.qcow2");
+        j = commit(f, "d.qcow2", NULL, NULL, NULL);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+        /* Finished, base holds everything, but d keeps its data: no pivot. */
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        run_to_end(f, "created running ready waiting pending concluded null ");
+        g_autofree char *d = path(f, "d.qcow2");
+        g_autoptr(GArray) map = oracle_map(d);
+        bool top_has_data = false;
+        for (guint i = 0; i < map->len; i++)
+                top_has_data |= g_array_index(map, OracleExtent, i).depth == 0 && g_array_index(map, OracleExtent, i).data;
+        g_assert_true(top_has_data);
+        assert_reads_as(f, "d.qcow2", flat);
+        /* The bottom alone now reads as the whole chain. */
+        assert_reads_as(f, "a.qcow2", flat);
+}
+
+static void test_commit_cancel(Fixture *f, gconstpointer data) {
+        g_autofree char *flat = NULL, *backing = NULL;
+        Job *j;
+
+        make_chain(f);
+        flat = snapshot(f, "d.qcow2");
+        j = commit(f, "d.qcow2", "c.qcow2", "a.qcow2", NULL);
+        g_assert_cmpint(job_set_speed(j, 1024 * 1024, NULL), ==, 0);
+        while (job_current_progress(j) == 0)
+                test_loop_iterate(&f->loop);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        run_to_end(f, "created running aborting concluded (Operation canceled) null ");
+
+        /* Half done and cancelled: the chain is unchanged and reads the same. */
+        backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, "c.qcow2");
+        assert_reads_as(f, "d.qcow2", flat);
+        assert_check(f, "a.qcow2");
+}
+
+static void assert_commit_fails(Fixture *f, const char *image, const char *top, const char *base,
+                                const char *backing_file, const char *expected) {
+        g_autofree char *ip = path(f, image), *tp = top ? path(f, top) : NULL, *bp = base ? path(f, base) : NULL;
+        CommitParams p = { .image = ip, .top = tp, .base = bp, .backing_file = backing_file };
+        g_autofree char *error = NULL;
+        Commit *c = NULL;
+
+        g_assert_cmpint(commit_open(&p, &c, &error), <, 0);
+        g_assert_null(c);
+        if (!strstr(error, expected))
+                g_error("\"%s\" does not say \"%s\"", error, expected);
+}
+
+static void test_commit_refusals(Fixture *f, gconstpointer data) {
+        g_autofree char *other = path(f, "other.qcow2"), *big = path(f, "big.qcow2");
+
+        make_chain(f);
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 16M", other));
+        assert_commit_fails(f, "d.qcow2", "other.qcow2", NULL, NULL, "is not in the backing chain");
+        assert_commit_fails(f, "d.qcow2", NULL, "other.qcow2", NULL, "Can't find");
+        assert_commit_fails(f, "d.qcow2", "b.qcow2", "c.qcow2", NULL, "is not below top");
+        assert_commit_fails(f, "d.qcow2", "c.qcow2", "c.qcow2", NULL, "cannot commit an image into itself");
+        assert_commit_fails(f, "d.qcow2", NULL, NULL, "x", "'backing-file' specified, but 'top' is the active layer");
+        assert_commit_fails(f, "a.qcow2", NULL, NULL, NULL, "has no backing file to commit into");
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b d.qcow2 -F qcow2 %s 32M", big));
+        assert_commit_fails(f, "big.qcow2", NULL, "d.qcow2", NULL, "is smaller than top");
+}
+
+#define TEST(path, fn) g_test_add(path, Fixture, NULL, driver_fixture_setup, fn, driver_fixture_teardown)
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        TEST("/stream/whole-chain", test_stream_whole_chain);
+        TEST("/stream/to-base", test_stream_to_base);
+        TEST("/stream/backing-file-name", test_stream_backing_file_name);
+        TEST("/stream/refusals", test_stream_refusals);
+        TEST("/commit/intermediate", test_commit_intermediate);
+        TEST("/commit/into-middle", test_commit_into_middle);
+        TEST("/commit/active", test_commit_active);
+        TEST("/commit/active-soft-cancel", test_commit_active_soft_cancel);
+        TEST("/commit/cancel", test_commit_cancel);
+        TEST("/commit/refusals", test_commit_refusals);
+        return g_test_run();
+}
