@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "image-fault.h"
 #include "image-internal.h"
 #include "lock.h"
 
@@ -26,6 +27,16 @@ ImageFormat image_format_from_string(const char *s) {
                         return f;
         return _IMAGE_FORMAT_MAX;
 }
+
+/* ---- fault injection (tests) ---------------------------------------------------------------- */
+
+static ImageFaultHook fault_hook;
+
+void image_set_fault_hook(ImageFaultHook hook) {
+        fault_hook = hook;
+}
+
+static int inject_fault(Image *img, ImageIo io, uint64_t offset, uint64_t length);
 
 /* ---- errors -------------------------------------------------------------------------------- */
 
@@ -446,6 +457,9 @@ int image_read(Image *img, void *buf, uint64_t offset, size_t length) {
                                 memset(p, 0, e.length);
                                 break;
                         }
+                        r = inject_fault(img, IMAGE_IO_READ, offset, e.length);
+                        if (r < 0)
+                                return r;
                         r = img->ops->read(img, p, offset, e.length);
                         if (r < 0)
                                 return r;
@@ -534,25 +548,33 @@ static int check_write(Image *img, uint64_t offset, uint64_t length) {
         return 0;
 }
 
-int image_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+static int check_write_io(Image *img, uint64_t offset, uint64_t length) {
         int r = check_write(img, offset, length);
+        return r < 0 ? r : inject_fault(img, IMAGE_IO_WRITE, offset, length);
+}
+
+int image_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+        int r = check_write_io(img, offset, length);
         return r < 0 ? r : img->ops->write(img, buf, offset, length);
 }
 
 int image_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
-        int r = check_write(img, offset, length);
+        int r = check_write_io(img, offset, length);
         return r < 0 ? r : img->ops->write_zeroes(img, offset, length);
 }
 
 int image_discard(Image *img, uint64_t offset, uint64_t length) {
-        int r = check_write(img, offset, length);
+        int r = check_write_io(img, offset, length);
         return r < 0 ? r : img->ops->discard(img, offset, length);
 }
 
 int image_flush(Image *img) {
+        int r;
+
         if (!(img->flags & IMAGE_OPEN_WRITE))
                 return 0;
-        return img->ops->flush(img);
+        r = inject_fault(img, IMAGE_IO_FLUSH, 0, 0);
+        return r < 0 ? r : img->ops->flush(img);
 }
 
 int image_set_backing(Image *img, const char *name, ImageFormat format) {
@@ -563,6 +585,58 @@ int image_set_backing(Image *img, const char *name, ImageFormat format) {
                 return image_fail(img, -EOPNOTSUPP, "Image '%s' is %s and cannot have a backing file", img->path,
                                   image_format_to_string(img->ops->format));
         return img->ops->set_backing(img, name, format);
+}
+
+/* ---- sources that others write ------------------------------------------------------------- */
+
+static bool streq_ptr(const char *a, const char *b) {
+        return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+int image_refresh(Image *img) {
+        _cleanup_(image_closep) Image *fresh = NULL;
+        _cleanup_free_ char *error = NULL;
+        void *data;
+        int r;
+
+        if (img->flags & IMAGE_OPEN_WRITE)
+                return image_fail(img, -EINVAL, "Image '%s' is open for writing and needs no refresh", img->path);
+
+        /* Open the layer again on the same file, without taking locks again (the descriptor we
+         * hold has them), and take over what it read: a failure leaves 'img' as it was. */
+        r = open_layer(img->fd, img->path, img->ops->format,
+                       img->flags | IMAGE_OPEN_NO_LOCK | IMAGE_OPEN_NO_BACKING, &fresh, &error);
+        if (r < 0)
+                return image_fail(img, r, "%s", error ?: strerror(-r));
+        if (!streq_ptr(fresh->backing_name, img->backing_name))
+                return image_fail(img, -ESTALE, "The backing file of '%s' changed while it was in use", img->path);
+
+        data = img->format_data;
+        img->format_data = fresh->format_data;
+        fresh->format_data = data;
+        img->st = fresh->st;
+        img->file_size = fresh->file_size;
+        img->size = fresh->size;
+        img->cluster_size = fresh->cluster_size;
+        return 0;
+}
+
+static int inject_fault(Image *img, ImageIo io, uint64_t offset, uint64_t length) {
+        static const char *const verbs[_IMAGE_IO_MAX] = {
+                [IMAGE_IO_READ] = "read",
+                [IMAGE_IO_WRITE] = "write",
+                [IMAGE_IO_FLUSH] = "flush",
+        };
+        int r;
+
+        if (!fault_hook)
+                return 0;
+        r = fault_hook(img->path, io, offset, length);
+        if (r >= 0)
+                return 0;
+        if (io == IMAGE_IO_FLUSH)
+                return image_fail(img, r, "Could not flush '%s': %m", img->path);
+        return image_fail(img, r, "Could not %s '%s' at offset %" PRIu64 ": %m", verbs[io], img->path, offset);
 }
 
 /* ---- creating ------------------------------------------------------------------------------- */

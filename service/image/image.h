@@ -105,6 +105,13 @@ typedef enum LayerKind {
 
 int image_layer_status(Image *img, uint64_t offset, uint64_t length, LayerKind *ret_kind, uint64_t *ret_length);
 
+/* For a source that others write meanwhile (a mirror's, open with IMAGE_OPEN_SHARE_WRITE):
+ * forgets what was cached of this layer's metadata and reads it again, so that what follows sees
+ * the writes made so far. The virtual size may have changed; a changed backing file name is an
+ * error (-ESTALE). Layers below are taken as they are: nobody writes a backing file. On failure
+ * the image stays as it was. */
+int image_refresh(Image *img);
+
 /* Writing: the image must be open with IMAGE_OPEN_WRITE. Data goes into this layer only. */
 int image_write(Image *img, const void *buf, uint64_t offset, size_t length);
 /* Makes the range read as zeroes, writing no data where the format allows (qcow2 v3: zero
