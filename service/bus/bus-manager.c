@@ -128,16 +128,12 @@ static int open_stream(CreateAction *a) {
 }
 
 static int open_mirror(CreateAction *a) {
-        if (a->options.format == IMAGE_FORMAT_QCOW2) {
-                if (asprintf(&a->error, "Mirror targets can only be raw images for now") < 0)
-                        a->error = NULL;
-                return -EINVAL;
-        }
-
         MirrorParams p = {
                 .source = a->source,
                 .target = a->target,
                 .overwrite = a->options.overwrite,
+                .sync_top = a->options.sync == SYNC_TOP,
+                .target_format = a->options.format,
                 .granularity = a->options.granularity,
                 .buf_size = a->options.buf_size,
         };

@@ -10,15 +10,16 @@
 #include "job.h"
 #include "log.h"
 #include "macro.h"
-#include "raw-image.h"
+#include "target-file.h"
 
 /* Ranges that need no copy are skipped without I/O; a step skips this many at most before it
  * returns, so that even a huge sparse image keeps its pause points close together. */
 #define SKIPS_PER_STEP 1024U
+#define ZEROES_PER_STEP (UINT64_C(64) << 20)
 
 struct Backup {
         Image *source;
-        RawTarget target;               /* the file: built unseen, published at commit */
+        TargetFile target;              /* built unseen and published at commit, or a device */
         Image *writer;                  /* the image in it, raw or qcow2 */
         bool sync_top;
 
@@ -34,7 +35,7 @@ void backup_free(Backup *b) {
                 return;
         image_close(b->writer);
         image_close(b->source);
-        raw_target_discard(&b->target);
+        target_file_discard(&b->target);
         free(b->buffer);
         free(b);
 }
@@ -70,7 +71,7 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         b = calloc(1, sizeof(*b));
         if (!b)
                 return -ENOMEM;
-        b->target = (RawTarget) RAW_TARGET_NULL;
+        b->target = (TargetFile) TARGET_FILE_NULL;
         b->chunk = p->chunk_size ?: BACKUP_CHUNK_DEFAULT;
         b->sync_top = p->sync_top;
 
@@ -83,23 +84,12 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         if (stat(p->target, &st) >= 0 && image_chain_contains(image_backing(b->source), &st))
                 return fail(ret_error, -EINVAL, "Target '%s' is a backing file of the source", p->target);
 
-        r = raw_target_open(&b->target, p->target, image_stat(b->source), image_size(b->source), p->overwrite,
-                            p->named_temp_file, ret_error);
+        r = target_file_open(&b->target, p->target, image_stat(b->source), image_size(b->source), p->overwrite,
+                             p->named_temp_file, ret_error);
         if (r < 0)
                 return r;
 
-        /* The target's format: as asked, else the source's (a block device's copy is raw). A
-         * qcow2 copy of only the top layer keeps the same backing file, so that it reads the same. */
-        ImageFormat format = p->target_format != IMAGE_FORMAT_PROBE ? p->target_format : image_format(b->source);
-        ImageCreateParams cp = { .format = format, .size = image_size(b->source) };
-        if (format == IMAGE_FORMAT_QCOW2 && p->sync_top && image_backing(b->source)) {
-                cp.backing_name = image_path(image_backing(b->source));
-                cp.backing_format = image_format(image_backing(b->source));
-        }
-        r = image_create_fd(b->target.file.fd, p->target, &cp, ret_error);
-        if (r < 0)
-                return r;
-        r = image_open_fd(b->target.file.fd, p->target, format, IMAGE_OPEN_WRITE, &b->writer, ret_error);
+        r = target_image_create(&b->target, b->source, p->target_format, p->sync_top, &b->writer, ret_error);
         if (r < 0)
                 return r;
 
@@ -118,51 +108,88 @@ uint64_t backup_io_calls(const Backup *b) {
         return atomic_load(&((Backup *) b)->io_calls);
 }
 
-/* What the next range holds: whether it must be copied, and how long it is. With sync=full,
- * whatever reads as data; with sync=top, what the top image itself allocates with data. */
-static int backup_next_range(Backup *b, bool *ret_copy, uint64_t *ret_length) {
+typedef enum RangeAction {
+        RANGE_SKIP,                     /* the target reads right already */
+        RANGE_ZERO,                     /* the target must read zeroes there */
+        RANGE_COPY,
+} RangeAction;
+
+/* What the next range needs, and how long it is. With sync=full, whatever reads as data is
+ * copied; with sync=top, what the top image itself allocates: data is copied, and zeroes are
+ * written where the target has a backing file that would show through. A target that did not
+ * start as zeroes (a device) gets zeroes wherever nothing is copied. */
+static int backup_next_range(Backup *b, RangeAction *ret_action, uint64_t *ret_length) {
         uint64_t left = image_size(b->source) - b->offset;
+        RangeAction action;
         int r;
 
         atomic_fetch_add(&b->io_calls, 1);
         if (b->sync_top) {
                 LayerKind kind;
                 r = image_layer_status(b->source, b->offset, left, &kind, ret_length);
-                *ret_copy = r >= 0 && kind == LAYER_DATA;
+                if (r < 0)
+                        return r;
+                action = kind == LAYER_DATA ? RANGE_COPY :
+                         kind == LAYER_ZERO && image_backing(b->writer) ? RANGE_ZERO : RANGE_SKIP;
         } else {
                 ImageExtent e;
                 r = image_block_status(b->source, b->offset, left, &e);
-                /* The target starts as zeroes: what reads as zeroes needs no copy. */
-                *ret_copy = r >= 0 && !e.zero;
+                if (r < 0)
+                        return r;
+                action = e.zero ? RANGE_SKIP : RANGE_COPY;
                 *ret_length = e.length;
         }
-        return r;
+        if (action == RANGE_SKIP && target_file_in_place(&b->target))
+                action = RANGE_ZERO;
+        *ret_action = action;
+        return 0;
 }
 
 static void source_error(Job *j, Backup *b, JobStepResult *out, int r) {
         job_step_io_error(j, out, true, true, r, "%s", image_error(b->source) ?: strerror(-r));
 }
 
+/* Writes zeroes over a range that needs no copy. */
+static int backup_zero_range(Job *j, Backup *b, JobStepResult *out, uint64_t length) {
+        int r;
+
+        atomic_fetch_add(&b->io_calls, 1);
+        r = image_write_zeroes(b->writer, b->offset, length);
+        if (r < 0)
+                job_step_io_error(j, out, false, false, r, "%s", image_error(b->writer) ?: strerror(-r));
+        return r;
+}
+
 static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         Backup *b = data;
         uint64_t size = image_size(b->source), skipped = 0, n = 0, length;
-        bool copy = false;
+        RangeAction action = RANGE_SKIP;
         int r;
 
         /* Skip what needs no copy (it counts as progress), up to something to copy. */
         for (unsigned i = 0; b->offset < size && i < SKIPS_PER_STEP; i++) {
-                r = backup_next_range(b, &copy, &length);
+                r = backup_next_range(b, &action, &length);
                 if (r < 0) {
                         source_error(j, b, out, r);
                         goto done;
                 }
-                if (copy)
+                if (action == RANGE_COPY)
                         break;
+                if (action == RANGE_ZERO) {
+                        /* A bounded range per step, since a device without discard support
+                         * needs zeroes written. */
+                        length = MIN(length, ZEROES_PER_STEP);
+                        if (backup_zero_range(j, b, out, length) < 0)
+                                goto done;
+                        b->offset += length;
+                        skipped += length;
+                        break;
+                }
                 b->offset += length;
                 skipped += length;
         }
 
-        if (copy) {
+        if (action == RANGE_COPY) {
                 n = MIN(b->chunk, length);
                 if (in->max_bytes > 0)
                         n = MIN(n, in->max_bytes);
@@ -203,18 +230,18 @@ static int backup_prepare(Job *j, void *data, char **ret_error) {
                 *ret_error = strdup(strempty(image_error(b->writer)));
                 return r;
         }
-        return raw_target_prepare(&b->target, ret_error);
+        return target_file_prepare(&b->target, ret_error);
 }
 
 static void backup_commit(Job *j, void *data) {
         Backup *b = data;
-        raw_target_commit(&b->target, j);
+        target_file_commit(&b->target, j);
 }
 
 static void backup_abort(Job *j, void *data) {
         Backup *b = data;
         b->writer = image_close(b->writer);
-        raw_target_discard(&b->target);
+        target_file_discard(&b->target);
 }
 
 static void backup_clean(Job *j, void *data) {
@@ -224,7 +251,7 @@ static void backup_clean(Job *j, void *data) {
          * source's locks go with it. */
         b->source = image_close(b->source);
         b->writer = image_close(b->writer);
-        raw_target_discard(&b->target);
+        target_file_discard(&b->target);
 }
 
 static void backup_free_data(void *data) {

@@ -11,7 +11,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mirror.h"
-#include "raw-image.h"
+#include "target-file.h"
 
 #define GRANULARITY_MIN 512U
 #define GRANULARITY_MAX (UINT32_C(64) << 20)
@@ -19,9 +19,18 @@
 #define MAX_INTERVAL_DEFAULT_NS (10 * NSEC_PER_SEC)
 #define BLOCK_DEVICE_POLL_NS NSEC_PER_SEC
 
+/* What a block of the target holds, beyond the hashes of data: nothing known yet (a device
+ * written in place), and, with sync=top, nothing of its own (it reads through to the backing
+ * file). A data hash that happens to be one of these is moved off them. */
+#define HASH_UNKNOWN UINT64_C(0)
+#define HASH_UNALLOCATED UINT64_C(1)
+
 struct Mirror {
-        RawSource source;
-        RawTarget target;
+        Image *source;                  /* read-only, shared with whoever writes it */
+        uint64_t size;                  /* the source's virtual size at the start */
+        TargetFile target;
+        Image *writer;                  /* the image in the target */
+        bool sync_top;
 
         uint32_t granularity;
         uint64_t chunk;
@@ -39,7 +48,8 @@ struct Mirror {
         bool final_pass;
         bool ready;
         uint64_t offset;
-        uint64_t data_start, data_end;  /* the source's data extent around offset, from SEEK_DATA */
+        uint64_t extent_end;            /* the source's status is known up to here ... */
+        uint64_t extent_hash;           /* ... and reads as this (zeroes, or unallocated) */
         uint64_t pass_written;
         uint64_t pass_ended_ns;
 
@@ -76,7 +86,8 @@ static uint64_t block_hash(const void *data, size_t n) {
         h *= UINT64_C(0xff51afd7ed558ccd);
         h ^= h >> 33;
         h *= UINT64_C(0xc4ceb9fe1a85ec53);
-        return h ^ (h >> 33);
+        h ^= h >> 33;
+        return h <= HASH_UNALLOCATED ? h + 2 : h;
 }
 
 /* The hash of a block of zeroes: a full one, or the shorter last one. */
@@ -89,8 +100,9 @@ static uint64_t zero_hash(const Mirror *m, size_t n) {
 void mirror_free(Mirror *m) {
         if (!m)
                 return;
-        raw_source_close(&m->source);
-        raw_target_discard(&m->target);
+        image_close(m->writer);
+        image_close(m->source);
+        target_file_discard(&m->target);
         safe_close(m->inotify_fd);
         free(m->hashes);
         free(m->buffer);
@@ -99,22 +111,35 @@ void mirror_free(Mirror *m) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Mirror *, mirror_free);
 
+static int fail(char **ret_error, int r, const char *message) {
+        if (ret_error)
+                *ret_error = strdup(message);
+        return r;
+}
+
+/* What every block of the target holds before the first pass. */
+static uint64_t initial_hash(const Mirror *m, uint64_t block) {
+        if (target_file_in_place(&m->target))
+                return HASH_UNKNOWN;            /* a device's old content */
+        if (m->sync_top)
+                return HASH_UNALLOCATED;        /* a new image reads through, or zeroes if raw */
+        return block + 1 == m->n_blocks ? m->zero_hash_tail : m->zero_hash;
+}
+
 int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         _cleanup_(mirror_freep) Mirror *m = NULL;
         uint32_t g = p->granularity ?: MIRROR_GRANULARITY_DEFAULT;
         int r;
 
-        if (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1))) {
-                if (ret_error)
-                        *ret_error = strdup("Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
-                return -EINVAL;
-        }
+        if (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1)))
+                return fail(ret_error, -EINVAL, "Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
+        if (!p->target || !*p->target)
+                return fail(ret_error, -EINVAL, "No target given");
 
         m = calloc(1, sizeof(*m));
         if (!m)
                 return -ENOMEM;
-        m->source = (RawSource) RAW_SOURCE_NULL;
-        m->target = (RawTarget) RAW_TARGET_NULL;
+        m->target = (TargetFile) TARGET_FILE_NULL;
         m->inotify_fd = -EBADF;
         m->granularity = g;
         /* A step reads at least one block. */
@@ -122,38 +147,44 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         m->poll_ns = p->poll_ns ?: POLL_DEFAULT_NS;
         m->max_interval_ns = p->max_interval_ns ?: MAX_INTERVAL_DEFAULT_NS;
 
-        r = raw_source_open(&m->source, p->source, ret_error);
+        /* The source, with its chain: someone else may keep writing it, which is the point. */
+        r = image_open(p->source, IMAGE_FORMAT_PROBE, IMAGE_OPEN_SHARE_WRITE, &m->source, ret_error);
         if (r < 0)
                 return r;
-        if (!p->target || !*p->target) {
-                if (ret_error)
-                        *ret_error = strdup("No target given");
-                return -EINVAL;
-        }
-        r = raw_target_open(&m->target, p->target, &m->source.st, m->source.size, p->overwrite, p->named_temp_file,
-                            ret_error);
+        m->size = image_size(m->source);
+        /* As QEMU's drive-mirror: sync=top of an image without backing file is sync=full. */
+        m->sync_top = p->sync_top && image_backing(m->source);
+
+        struct stat st;
+        if (stat(p->target, &st) >= 0 && image_chain_contains(image_backing(m->source), &st))
+                return fail(ret_error, -EINVAL, "Can't mirror node into itself");
+
+        r = target_file_open(&m->target, p->target, image_stat(m->source), m->size, p->overwrite, p->named_temp_file,
+                             ret_error);
+        if (r < 0)
+                return r;
+        r = target_image_create(&m->target, m->source, p->target_format, m->sync_top, &m->writer, ret_error);
         if (r < 0)
                 return r;
 
         if (posix_memalign(&m->buffer, 4096, g) != 0)
                 return -ENOMEM;
 
-        /* The target starts as a sparse file: every block of it holds zeroes. */
-        m->n_blocks = (m->source.size + g - 1) / g;
+        m->n_blocks = (m->size + g - 1) / g;
         m->hashes = calloc(MAX(m->n_blocks, UINT64_C(1)), sizeof(uint64_t));
         if (!m->hashes)
                 return -ENOMEM;
         memset(m->buffer, 0, g);
         m->zero_hash = block_hash(m->buffer, g);
-        m->zero_hash_tail = block_hash(m->buffer, m->source.size % g ?: g);
+        m->zero_hash_tail = block_hash(m->buffer, m->size % g ?: g);
         for (uint64_t b = 0; b < m->n_blocks; b++)
-                m->hashes[b] = b + 1 == m->n_blocks ? m->zero_hash_tail : m->zero_hash;
+                m->hashes[b] = initial_hash(m, b);
 
         /* Files tell us when they change; devices are polled. */
-        if (S_ISREG(m->source.st.st_mode)) {
+        if (S_ISREG(image_stat(m->source)->st_mode)) {
                 m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
                 if (m->inotify_fd >= 0 &&
-                    inotify_add_watch(m->inotify_fd, m->source.path, IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE) < 0)
+                    inotify_add_watch(m->inotify_fd, p->source, IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE) < 0)
                         m->inotify_fd = safe_close(m->inotify_fd);
         } else
                 m->poll_ns = MAX(m->poll_ns, BLOCK_DEVICE_POLL_NS);
@@ -164,7 +195,7 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
 }
 
 uint64_t mirror_size(const Mirror *m) {
-        return m->source.size;
+        return m->size;
 }
 
 uint64_t mirror_passes(const Mirror *m) {
@@ -203,59 +234,91 @@ static bool should_start_pass(Mirror *m, const JobStepInput *in) {
         return since >= m->max_interval_ns;
 }
 
-/* Is [off, off + len) all hole in the source? Keeps the SEEK_DATA result for the next blocks. */
-static int block_is_hole(Mirror *m, uint64_t off, uint64_t len, bool *ret) {
-        if (off < m->data_start || off >= m->data_end) {
-                off_t d = lseek(m->source.fd, (off_t) off, SEEK_DATA);
-                if (d < 0 && errno == ENXIO) {
-                        m->data_start = m->data_end = UINT64_MAX;       /* hole to the end */
-                        *ret = true;
-                        return 0;
-                }
-                if (d < 0 && !IN_SET(errno, EINVAL, EOPNOTSUPP))
-                        return negative_errno();
-                if (d < 0) {
-                        m->data_start = 0;
-                        m->data_end = m->source.size;
+static void source_error(Mirror *m, Job *j, JobStepResult *out, int r) {
+        job_step_io_error(j, out, true, true, r, "%s", image_error(m->source) ?: strerror(-r));
+}
+
+/* The hash of what the source's block [off, off + len) holds now. Ranges that need no read (zeroes,
+ * and with sync=top what the top does not allocate) are known from block status, which is asked
+ * once per extent, not once per block. Data is read into the buffer. */
+static int source_block_hash(Mirror *m, uint64_t off, size_t len, uint64_t *ret, bool *ret_read) {
+        int r;
+
+        *ret_read = false;
+        if (off >= m->extent_end) {
+                uint64_t length;
+                bool readable;
+
+                m->extent_hash = HASH_UNKNOWN;
+                if (m->sync_top) {
+                        LayerKind kind;
+                        r = image_layer_status(m->source, off, m->size - off, &kind, &length);
+                        readable = kind == LAYER_DATA;
+                        if (r >= 0 && kind == LAYER_UNALLOCATED)
+                                m->extent_hash = HASH_UNALLOCATED;
                 } else {
-                        off_t h = lseek(m->source.fd, d, SEEK_HOLE);
-                        m->data_start = (uint64_t) d;
-                        m->data_end = h < 0 ? m->source.size : (uint64_t) h;
+                        ImageExtent e;
+                        r = image_block_status(m->source, off, m->size - off, &e);
+                        length = e.length;
+                        readable = !e.zero;
                 }
-                if (m->data_start == UINT64_MAX || m->data_start >= off + len) {
-                        /* Keep the extent ahead: the blocks up to it are holes. */
-                        *ret = true;
-                        return 0;
-                }
+                if (r < 0)
+                        return r;
+                m->extent_end = off + length;
+                if (readable)
+                        m->extent_hash = HASH_UNKNOWN;  /* data: read it */
+                else if (m->extent_hash == HASH_UNKNOWN)
+                        m->extent_hash = m->zero_hash;  /* zeroes; fixed up for the tail below */
         }
-        *ret = m->data_start >= off + len;
+
+        /* A block the extent covers entirely, and that needs no read. */
+        if (m->extent_hash != HASH_UNKNOWN && off + len <= m->extent_end) {
+                *ret = m->extent_hash == HASH_UNALLOCATED ? HASH_UNALLOCATED : zero_hash(m, len);
+                return 0;
+        }
+        /* Data, or a block of mixed content: read what it reads as. */
+        r = image_read(m->source, m->buffer, off, len);
+        if (r < 0)
+                return r;
+        *ret_read = true;
+        *ret = block_hash(m->buffer, len);
         return 0;
 }
 
-static int write_block(Mirror *m, Job *j, JobStepResult *out, uint64_t off, size_t len, bool zero) {
-        if (zero) {
-                /* Make it a hole in the target too, or write zeroes where that is not possible. */
-                if (fallocate(m->target.file.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) off, (off_t) len) >= 0)
-                        return 0;
-                memset(m->buffer, 0, len);
+/* Makes the target's block hold what the source's does (the buffer, for data). */
+static int write_block(Mirror *m, uint64_t off, size_t len, uint64_t h) {
+        if (h == HASH_UNALLOCATED && m->granularity >= image_cluster_size(m->writer))
+                return image_discard(m->writer, off, len);
+        if (h == HASH_UNALLOCATED) {
+                /* Smaller than the target's clusters, so it cannot drop the block: it gets what
+                 * the source reads there instead, which is the same. */
+                int r = image_read(m->source, m->buffer, off, len);
+                if (r < 0)
+                        return r;
+                return image_write(m->writer, m->buffer, off, len);
         }
-        return raw_target_write(&m->target, j, out, m->buffer, len, off);
+        if (h == zero_hash(m, len))
+                return image_write_zeroes(m->writer, off, len);
+        return image_write(m->writer, m->buffer, off, len);
 }
 
-static int check_source_size(Mirror *m, Job *j, JobStepResult *out) {
-        struct stat st;
+/* At the start of a pass: see what others wrote since the last one, at the same size. */
+static int refresh_source(Mirror *m, Job *j, JobStepResult *out) {
+        int r;
 
-        if (!S_ISREG(m->source.st.st_mode))
-                return 0;
-        if (fstat(m->source.fd, &st) < 0)
-                return 0;
-        if ((uint64_t) st.st_size == m->source.size)
+        m->extent_end = 0;
+        r = image_refresh(m->source);
+        if (r < 0) {
+                source_error(m, j, out, r);
+                return r;
+        }
+        if (image_size(m->source) == m->size)
                 return 0;
 
         out->finished = true;
         out->ret = -EIO;
         if (asprintf(&out->error, "Source '%s' changed its size from %" PRIu64 " to %" PRIu64 " bytes",
-                     m->source.path, m->source.size, (uint64_t) st.st_size) < 0)
+                     image_path(m->source), m->size, image_size(m->source)) < 0)
                 out->error = NULL;
         return -EIO;
 }
@@ -263,10 +326,9 @@ static int check_source_size(Mirror *m, Job *j, JobStepResult *out) {
 static void mirror_end_pass(Mirror *m, Job *j, JobStepResult *out) {
         if (m->pass_written > 0 || !m->ready) {
                 /* Ready means flushed: the target holds the source as of this pass. */
-                if (fsync(m->target.file.fd) < 0) {
-                        int r = negative_errno();
-                        job_step_io_error(j, out, false, false, r, "Could not flush '%s': %s", m->target.path,
-                                          strerror(-r));
+                int r = image_flush(m->writer);
+                if (r < 0) {
+                        job_step_io_error(j, out, false, false, r, "%s", image_error(m->writer) ?: strerror(-r));
                         return;         /* the pass is repeated after a retry */
                 }
         }
@@ -299,42 +361,35 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 }
                 m->in_pass = true;
                 m->offset = 0;
-                m->data_start = m->data_end = 0;
                 m->pass_written = 0;
         }
         /* Once asked to finish, the pass that begins after the request is the last one. */
         if ((in->complete_requested || in->cancel_requested) && !m->final_pass && m->offset == 0)
                 m->final_pass = true;
-        if (m->offset == 0 && check_source_size(m, j, out) < 0)
+        if (m->offset == 0 && refresh_source(m, j, out) < 0)
                 return;
 
-        while (m->offset < m->source.size && read_bytes < budget) {
-                uint64_t off = m->offset, b = off / m->granularity;
-                size_t len = (size_t) MIN((uint64_t) m->granularity, m->source.size - off);
-                bool hole;
-                uint64_t h;
+        while (m->offset < m->size && read_bytes < budget) {
+                uint64_t off = m->offset, b = off / m->granularity, h;
+                size_t len = (size_t) MIN((uint64_t) m->granularity, m->size - off);
+                bool was_read;
                 int r;
 
-                r = block_is_hole(m, off, len, &hole);
+                r = source_block_hash(m, off, len, &h, &was_read);
                 if (r < 0) {
-                        job_step_io_error(j, out, true, true, r, "Could not read '%s' at offset %" PRIu64 ": %s",
-                                          m->source.path, off, strerror(-r));
+                        source_error(m, j, out, r);
                         break;
                 }
-                if (hole)
-                        h = zero_hash(m, len);
-                else {
-                        if (raw_source_read(&m->source, j, out, m->buffer, len, off) < 0)
-                                break;
+                if (was_read)
                         read_bytes += len;
-                        h = block_hash(m->buffer, len);
-                }
 
                 if (h != m->hashes[b]) {
-                        /* A hole, or data that is all zeroes: punch rather than write. */
-                        bool zero = h == zero_hash(m, len);
-                        if (write_block(m, j, out, off, len, zero) < 0)
+                        r = write_block(m, off, len, h);
+                        if (r < 0) {
+                                job_step_io_error(j, out, false, false, r, "%s",
+                                                  image_error(m->writer) ?: strerror(-r));
                                 break;
+                        }
                         m->hashes[b] = h;
                         m->pass_written += len;
                         if (m->ready)
@@ -348,9 +403,9 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         out->dispatched = read_bytes;
         out->progress = progress;
         out->has_remaining = true;
-        out->remaining = m->ready ? 0 : m->source.size - m->offset;
+        out->remaining = m->ready ? 0 : m->size - m->offset;
 
-        if (!out->io_error.set && !out->finished && m->offset >= m->source.size)
+        if (!out->io_error.set && !out->finished && m->offset >= m->size)
                 mirror_end_pass(m, j, out);
 }
 
@@ -373,24 +428,33 @@ static int mirror_complete(Job *j, void *data, char **ret_error) {
 
 static int mirror_prepare(Job *j, void *data, char **ret_error) {
         Mirror *m = data;
-        return raw_target_prepare(&m->target, ret_error);
+        int r;
+
+        r = image_flush(m->writer);
+        if (r < 0) {
+                *ret_error = strdup(strempty(image_error(m->writer)));
+                return r;
+        }
+        return target_file_prepare(&m->target, ret_error);
 }
 
 static void mirror_commit(Job *j, void *data) {
         Mirror *m = data;
-        raw_target_commit(&m->target, j);
+        target_file_commit(&m->target, j);
 }
 
 static void mirror_abort(Job *j, void *data) {
         Mirror *m = data;
-        raw_target_discard(&m->target);
+        m->writer = image_close(m->writer);
+        target_file_discard(&m->target);
 }
 
 static void mirror_clean(Job *j, void *data) {
         Mirror *m = data;
 
-        raw_source_close(&m->source);
-        raw_target_discard(&m->target);
+        m->source = image_close(m->source);
+        m->writer = image_close(m->writer);
+        target_file_discard(&m->target);
         m->inotify_fd = safe_close(m->inotify_fd);
 }
 

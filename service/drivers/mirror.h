@@ -1,22 +1,29 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* The mirror driver: copies a source into a new target, reaches ready, and from then on keeps the
+/* The mirror driver: copies a source into a target, reaches ready, and from then on keeps the
  * target converging with the source, which someone else may be writing, until completed.
  *
+ * The source is any image the image layer reads (raw, qcow2 with its chain), opened read-only
+ * while sharing write, since being written meanwhile is the point. The target is a new raw or
+ * qcow2 image (or a block device written in place), as backup's (see target-file.h).
+ *
  * It works in passes over the source, one granularity-sized block at a time. For every block it
- * keeps a 64-bit hash of what it last wrote to the target (a fresh target is all zeroes, so the
+ * keeps a 64-bit hash of what it last made the target hold (a new target is all zeroes, so the
  * first pass is simply the initial copy), and a pass reads the source only: a block whose hash
- * changed is written (or, when it became all zeroes or a hole, punched out of the target).
- * Ranges that are holes in the source cost no read. After the first pass, flushed, the job is
- * ready; further passes start when inotify reports a change of the source file (or, at the
- * latest, every max-interval; block devices are polled). Complete (or a soft cancel) makes one
- * last full pass and finishes; the target is published at commit as backup's is, and a force
- * cancel discards it. */
+ * changed is written, or written as zeroes, or (sync=top) dropped from the target's top layer.
+ * What block status shows needs no read (zeroes; with sync=top, what the top does not allocate)
+ * costs none. Each pass starts by reading the source's metadata again (image_refresh), so that a
+ * qcow2 source's new clusters are seen. After the first pass, flushed, the job is ready; further
+ * passes start when inotify reports a change of the source file (or, at the latest, every
+ * max-interval; block devices are polled). Complete (or a soft cancel) makes one last full pass
+ * and finishes; the target is published at commit as backup's is, and a force cancel discards
+ * it. A source that changes its size fails the job. */
 
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "image.h"
 #include "job-driver.h"
 
 #define MIRROR_GRANULARITY_DEFAULT (UINT32_C(64) << 10)
@@ -26,6 +33,8 @@ typedef struct MirrorParams {
         const char *source;
         const char *target;
         bool overwrite;
+        bool sync_top;                  /* only what the source's top layer allocates */
+        ImageFormat target_format;      /* PROBE: the source's */
         uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB */
         uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
         uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */

@@ -10,7 +10,7 @@
 #include "job.h"
 #include "log.h"
 #include "macro.h"
-#include "raw-image.h"
+#include "target-file.h"
 
 _printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
         va_list ap;
@@ -26,57 +26,37 @@ _printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...)
         return r;
 }
 
-int raw_source_open(RawSource *s, const char *path, char **ret_error) {
-        int r;
-
-        *s = (RawSource) RAW_SOURCE_NULL;
-
-        if (!path || !*path)
-                return fail(ret_error, -EINVAL, "No source given");
-        s->path = strdup(path);
-        if (!s->path)
-                return fail(ret_error, -ENOMEM, "Out of memory");
-
-        /* A source is only ever read. */
-        s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (s->fd < 0) {
-                r = fail(ret_error, negative_errno(), "Could not open source '%s': %m", path);
-                goto fail;
-        }
-        if (fstat(s->fd, &s->st) < 0) {
-                r = fail(ret_error, negative_errno(), "Could not stat source '%s': %m", path);
-                goto fail;
-        }
-        if (S_ISREG(s->st.st_mode))
-                s->size = (uint64_t) s->st.st_size;
-        else if (S_ISBLK(s->st.st_mode)) {
-                if (ioctl(s->fd, BLKGETSIZE64, &s->size) < 0) {
-                        r = fail(ret_error, negative_errno(), "Could not get the size of source '%s': %m", path);
-                        goto fail;
-                }
-        } else {
-                r = fail(ret_error, -EINVAL, "Source '%s' is neither a regular file nor a block device", path);
-                goto fail;
-        }
-        return 0;
-
-fail:
-        raw_source_close(s);
-        return r;
-}
-
-void raw_source_close(RawSource *s) {
-        s->fd = safe_close(s->fd);
-        free(s->path);
-        s->path = NULL;
-}
-
-int raw_target_open(RawTarget *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
-                    bool named_temp_file, char **ret_error) {
+static int open_device(TargetFile *t, const char *path, uint64_t size, char **ret_error) {
+        uint64_t device_size;
         struct stat st;
+
+        /* O_EXCL on a block device claims it: it fails while the device is mounted, part of a
+         * RAID or device-mapper set, or claimed by another job. */
+        t->device_fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC | O_NOCTTY);
+        if (t->device_fd < 0) {
+                if (errno == EBUSY)
+                        return fail(ret_error, -EBUSY, "Target device '%s' is in use", path);
+                return fail(ret_error, negative_errno(), "Could not open target device '%s': %m", path);
+        }
+        /* The path might have been replaced since we looked at it. */
+        if (fstat(t->device_fd, &st) < 0)
+                return fail(ret_error, negative_errno(), "Could not stat target device '%s': %m", path);
+        if (!S_ISBLK(st.st_mode))
+                return fail(ret_error, -EINVAL, "Target '%s' changed while it was opened", path);
+        if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
+                return fail(ret_error, negative_errno(), "Could not get the size of target device '%s': %m", path);
+        if (device_size != size)
+                return fail(ret_error, -EINVAL, "Source and target image have different sizes");
+        return 0;
+}
+
+int target_file_open(TargetFile *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
+                     bool named_temp_file, char **ret_error) {
+        struct stat st;
+        bool device = false;
         int r;
 
-        *t = (RawTarget) RAW_TARGET_NULL;
+        *t = (TargetFile) TARGET_FILE_NULL;
 
         if (!path || !*path)
                 return fail(ret_error, -EINVAL, "No target given");
@@ -85,12 +65,17 @@ int raw_target_open(RawTarget *t, const char *path, const struct stat *source_st
         if (stat(path, &st) >= 0) {
                 if (st.st_dev == source_st->st_dev && st.st_ino == source_st->st_ino)
                         return fail(ret_error, -EINVAL, "Source and target cannot be the same");
+                if (S_ISBLK(st.st_mode) && S_ISBLK(source_st->st_mode) && st.st_rdev == source_st->st_rdev)
+                        return fail(ret_error, -EINVAL, "Source and target cannot be the same");
                 if (S_ISDIR(st.st_mode))
                         return fail(ret_error, -EISDIR, "Target '%s' is a directory", path);
-                if (!S_ISREG(st.st_mode))
-                        return fail(ret_error, -EINVAL, "Target '%s' exists and is not a regular file", path);
+                if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                        return fail(ret_error, -EINVAL, "Target '%s' is neither a regular file nor a block device",
+                                    path);
+                /* Writing over a device destroys what is on it just as replacing a file does. */
                 if (!overwrite)
                         return fail(ret_error, -EEXIST, "Target '%s' already exists", path);
+                device = S_ISBLK(st.st_mode);
         } else if (errno != ENOENT)
                 return fail(ret_error, negative_errno(), "Could not check target '%s': %m", path);
 
@@ -99,76 +84,74 @@ int raw_target_open(RawTarget *t, const char *path, const struct stat *source_st
         if (!t->path)
                 return fail(ret_error, -ENOMEM, "Out of memory");
 
-        /* A file's copy keeps the source's permission bits; a device's copy is private. */
-        r = tmpfile_open(&t->file, path, S_ISREG(source_st->st_mode) ? (source_st->st_mode & 0666) : 0600,
-                         !named_temp_file);
-        if (r == -EISDIR)
-                r = fail(ret_error, r, "Target '%s' names a directory", path);
-        else if (r < 0)
-                r = fail(ret_error, r, "Could not create target '%s': %m", path);
-        else if (ftruncate(t->file.fd, (off_t) size) < 0)
-                r = fail(ret_error, negative_errno(), "Could not size target '%s': %m", path);
+        if (device)
+                r = open_device(t, path, size, ret_error);
+        else {
+                /* A file's copy keeps the source's permission bits; a device's copy is private. */
+                r = tmpfile_open(&t->file, path, S_ISREG(source_st->st_mode) ? (source_st->st_mode & 0666) : 0600,
+                                 !named_temp_file);
+                if (r == -EISDIR)
+                        r = fail(ret_error, r, "Target '%s' names a directory", path);
+                else if (r < 0)
+                        r = fail(ret_error, r, "Could not create target '%s': %m", path);
+        }
         if (r < 0) {
-                raw_target_discard(t);
+                target_file_discard(t);
                 return r;
         }
         return 0;
 }
 
-int raw_source_read(RawSource *s, Job *j, JobStepResult *out, void *buf, size_t len, uint64_t offset) {
-        for (size_t done = 0; done < len;) {
-                ssize_t k;
-
-                atomic_fetch_add(&s->io_calls, 1);
-                k = pread(s->fd, (uint8_t *) buf + done, len - done, (off_t) (offset + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0) {
-                        /* Zero bytes: the source shrank under us. */
-                        int r = k < 0 ? negative_errno() : -EIO;
-                        job_step_io_error(j, out, true, true, r, "Could not read '%s' at offset %" PRIu64 ": %s",
-                                          s->path, offset + done, k < 0 ? strerror(-r) : "unexpected end of file");
-                        return r;
-                }
-                done += (size_t) k;
-        }
-        return 0;
+int target_file_fd(const TargetFile *t) {
+        return t->device_fd >= 0 ? t->device_fd : t->file.fd;
 }
 
-int raw_target_write(RawTarget *t, Job *j, JobStepResult *out, const void *buf, size_t len, uint64_t offset) {
-        for (size_t done = 0; done < len;) {
-                ssize_t k;
-
-                atomic_fetch_add(&t->io_calls, 1);
-                k = pwrite(t->file.fd, (const uint8_t *) buf + done, len - done, (off_t) (offset + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0) {
-                        int r = k < 0 ? negative_errno() : -EIO;
-                        job_step_io_error(j, out, false, false, r, "Could not write '%s' at offset %" PRIu64 ": %s",
-                                          t->path, offset + done, strerror(-r));
-                        return r;
-                }
-                done += (size_t) k;
-        }
-        return 0;
+bool target_file_in_place(const TargetFile *t) {
+        return t->device_fd >= 0;
 }
 
-int raw_target_prepare(RawTarget *t, char **ret_error) {
+int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool sync_top, Image **ret,
+                        char **ret_error) {
+        int r;
+
+        if (target_file_in_place(t)) {
+                if (!IN_SET(format, IMAGE_FORMAT_PROBE, IMAGE_FORMAT_RAW))
+                        return fail(ret_error, -EINVAL, "Target device '%s' can only be written as a raw image",
+                                    t->path);
+                return image_open_fd(t->device_fd, t->path, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE, ret, ret_error);
+        }
+
+        if (format == IMAGE_FORMAT_PROBE)
+                format = image_format(source);
+        ImageCreateParams cp = { .format = format, .size = image_size(source) };
+        if (format == IMAGE_FORMAT_QCOW2 && sync_top && image_backing(source)) {
+                cp.backing_name = image_path(image_backing(source));
+                cp.backing_format = image_format(image_backing(source));
+        }
+        r = image_create_fd(t->file.fd, t->path, &cp, ret_error);
+        if (r < 0)
+                return r;
+        return image_open_fd(t->file.fd, t->path, format, IMAGE_OPEN_WRITE, ret, ret_error);
+}
+
+int target_file_prepare(TargetFile *t, char **ret_error) {
         struct stat st;
 
-        if (fsync(t->file.fd) < 0)
+        if (fsync(target_file_fd(t)) < 0)
                 return fail(ret_error, negative_errno(), "Could not flush target '%s': %m", t->path);
 
         /* Fail now, while the whole transaction can still abort, not at commit. */
-        if (!t->overwrite && fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
+        if (!target_file_in_place(t) && !t->overwrite &&
+            fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
                 return fail(ret_error, -EEXIST, "Target '%s' already exists", t->path);
         return 0;
 }
 
-void raw_target_commit(RawTarget *t, Job *j) {
+void target_file_commit(TargetFile *t, Job *j) {
         int r;
 
+        if (target_file_in_place(t))
+                return;
         r = tmpfile_publish(&t->file, t->overwrite);
         if (r >= 0)
                 return;
@@ -179,8 +162,9 @@ void raw_target_commit(RawTarget *t, Job *j) {
                         kept ? "the data was kept as '" : "the data is lost", strempty(kept), kept ? "'" : "");
 }
 
-void raw_target_discard(RawTarget *t) {
+void target_file_discard(TargetFile *t) {
         tmpfile_discard(&t->file);
+        t->device_fd = safe_close(t->device_fd);
         free(t->path);
         t->path = NULL;
 }

@@ -1,57 +1,56 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* What the copying drivers (backup, mirror) share about raw images: opening a source (a regular
- * file or a block device, read-only), and a target that is built unseen and published at commit
- * (see tmpfile.h), with the checks that must fail early rather than late. */
+/* The file a copying job (backup, mirror) writes its target image into, with the checks that
+ * must fail early rather than late.
+ *
+ * A target path that does not exist, or a regular file (replaced only with 'overwrite'), gets a
+ * new file built unseen next to it (see tmpfile.h): flushed at prepare, published at commit,
+ * gone at abort or after a crash. A block device is written in place, as QEMU writes an existing
+ * target: it must be as large as the source, and it is claimed exclusively (O_EXCL: not while
+ * mounted or otherwise in use), and since there is nothing to publish, its content after an
+ * abort is whatever was copied so far. */
 
-#include <stdatomic.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "image.h"
+#include "job-driver.h"
 #include "tmpfile.h"
 
-#include "job-driver.h"
-
-typedef struct RawSource {
-        int fd;
-        char *path;
-        struct stat st;
-        uint64_t size;
-        atomic_uint_fast64_t io_calls;  /* reads, for tests */
-} RawSource;
-
-typedef struct RawTarget {
-        TmpFile file;
+typedef struct TargetFile {
+        TmpFile file;                   /* a new file */
+        int device_fd;                  /* or a block device, in place */
         char *path;
         bool overwrite;
-        atomic_uint_fast64_t io_calls;  /* writes, for tests */
-} RawTarget;
+} TargetFile;
 
-#define RAW_SOURCE_NULL { .fd = -EBADF }
-#define RAW_TARGET_NULL { .file = TMPFILE_NULL }
+#define TARGET_FILE_NULL { .file = TMPFILE_NULL, .device_fd = -EBADF }
 
-/* Failures return a negative errno and a message naming the file; -EINVAL means a bad argument
- * (not a regular file or block device, source and target the same), anything else an image
- * that cannot be used. */
-int raw_source_open(RawSource *s, const char *path, char **ret_error);
-void raw_source_close(RawSource *s);
+/* Checks 'path' against the source ('source_st' is the source's top file; 'size' its virtual
+ * size) and opens or creates the target: a new file is empty, with the source's permission bits.
+ * Failures return a negative errno and a message naming the file: -EINVAL for a bad argument
+ * (source and target the same, neither a file nor a device, sizes that differ), -EEXIST for an
+ * existing target without 'overwrite'. */
+int target_file_open(TargetFile *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
+                     bool named_temp_file, char **ret_error);
 
-/* Checks the target path against the source and creates the unpublished file, 'size' bytes,
- * sparse, with the source's permission bits ('source_st' describes the source's top file). */
-int raw_target_open(RawTarget *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
-                    bool named_temp_file, char **ret_error);
-/* For a step (worker thread): read or write exactly 'len' bytes at 'offset'. A failure is put
- * through the job's error policy for the source (reads) or the target (writes), with a message
- * naming the file and the offset, and returned. */
-int raw_source_read(RawSource *s, Job *j, JobStepResult *out, void *buf, size_t len, uint64_t offset);
-int raw_target_write(RawTarget *t, Job *j, JobStepResult *out, const void *buf, size_t len, uint64_t offset);
+/* The descriptor to write the image into. */
+int target_file_fd(const TargetFile *t);
+/* A block device written in place: it does not start out as zeroes. */
+bool target_file_in_place(const TargetFile *t);
 
-/* Prepare: flush, and refuse if the target appeared meanwhile (without overwrite). */
-int raw_target_prepare(RawTarget *t, char **ret_error);
-/* Commit: publish under the final name; on failure keep the data and say where. */
-void raw_target_commit(RawTarget *t, Job *j);
-/* Abort, clean: remove an unpublished target, close. */
-void raw_target_discard(RawTarget *t);
+/* Makes the image the job writes into, and opens it for writing. Its format is 'format', or
+ * with PROBE the source's (a device written in place: raw, the only format it can take). A new
+ * qcow2 copy of the source's top layer alone ('sync_top') records the source's backing file, so
+ * that it reads the same as the source. */
+int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool sync_top, Image **ret,
+                        char **ret_error);
+
+/* Prepare: flush, and refuse if a new target's name was taken meanwhile (without overwrite). */
+int target_file_prepare(TargetFile *t, char **ret_error);
+/* Commit: publish a new file under its final name; on failure keep the data and say where. */
+void target_file_commit(TargetFile *t, Job *j);
+/* Abort, clean: remove an unpublished file; close. Safe to call twice. */
+void target_file_discard(TargetFile *t);

@@ -265,7 +265,7 @@ static void test_open_errors(Fixture *f, gconstpointer data) {
         assert_open_fails(f->source, nodir, -ENOENT, m3);
         assert_open_fails(f->source, f->dir, -EISDIR, m4);
         assert_open_fails(f->source, slash, -EISDIR, m5);
-        assert_open_fails(f->source, "/dev/null", -EINVAL, "Target '/dev/null' exists and is not a regular file");
+        assert_open_fails(f->source, "/dev/null", -EINVAL, "Target '/dev/null' is neither a regular file nor a block device");
         assert_open_fails("", f->target, -EINVAL, "No image given");
         assert_open_fails(f->source, NULL, -EINVAL, "No target given");
 
