@@ -40,6 +40,7 @@ static void on_io_error(GDBusConnection *c, const char *sender, const char *path
 
         g_variant_get(params, "(&s&s&s)", &operation, &action, &message);
         g_string_append_printf(f->io_errors, "%s:%s ", operation, action);
+        g_string_append_printf(f->io_messages, "%s\n", message);
 }
 
 static void on_properties_changed(GDBusConnection *c, const char *sender, const char *path, const char *iface,
@@ -165,6 +166,8 @@ void bus_fixture_start_daemon(BusFixture *f, const char *args) {
         g_assert_true(g_shell_parse_argv(cmdline, NULL, &argv, NULL));
         f->daemon_log = bus_fixture_path(f, "daemon.log");
         g_subprocess_launcher_setenv(launcher, "DBUS_SYSTEM_BUS_ADDRESS", f->address, TRUE);
+        /* Only the test daemon (blockjobd-faulty) reads it. */
+        g_subprocess_launcher_setenv(launcher, "BLOCKJOBD_FAULT_RULES", f->fault_rules, TRUE);
         g_subprocess_launcher_set_stderr_file_path(launcher, f->daemon_log);
         f->daemon = g_subprocess_launcher_spawnv(launcher, (const char *const *) argv, &error);
         g_assert_no_error(error);
@@ -177,8 +180,10 @@ void bus_fixture_init(BusFixture *f) {
         memset(f, 0, sizeof(*f));
         f->dir = g_dir_make_tmp("blockjobd-bus-XXXXXX", &error);
         g_assert_no_error(error);
+        f->fault_rules = bus_fixture_path(f, "fault-rules");
         f->statuses = g_string_new(NULL);
         f->io_errors = g_string_new(NULL);
+        f->io_messages = g_string_new(NULL);
         f->progress_times = g_array_new(FALSE, FALSE, sizeof(gint64));
 }
 
@@ -243,8 +248,10 @@ void bus_fixture_teardown(BusFixture *f, gconstpointer data) {
         g_free(f->dir);
         g_free(f->address);
         g_free(f->daemon_log);
+        g_free(f->fault_rules);
         g_string_free(f->statuses, TRUE);
         g_string_free(f->io_errors, TRUE);
+        g_string_free(f->io_messages, TRUE);
         g_array_free(f->progress_times, TRUE);
 }
 
@@ -300,16 +307,40 @@ guint64 bus_get_uint64(BusFixture *f, const char *path, const char *name) {
         return g_variant_get_uint64(v);
 }
 
-char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant *options) {
+char *bus_start(BusFixture *f, const char *method, const char *source, const char *target, GVariant *options) {
         g_autoptr(GVariant) reply = NULL;
+        GVariant *params;
         char *path;
 
         if (!options)
                 options = g_variant_new("a{sv}", NULL);
-        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Backup", g_variant_new("(ss@a{sv})", source, target, options),
-                         "(o)");
+        if (target)
+                params = g_variant_new("(ss@a{sv})", source, target, options);
+        else
+                params = g_variant_new("(s@a{sv})", source, options);
+        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, method, params, "(o)");
         g_variant_get(reply, "(o)", &path);
         return path;
+}
+
+char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant *options) {
+        return bus_start(f, "Backup", source, target, options);
+}
+
+GVariant *bus_opts(const char *key, ...) {
+        GVariantBuilder b;
+        va_list ap;
+
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+        va_start(ap, key);
+        for (; key; key = va_arg(ap, const char *))
+                g_variant_builder_add(&b, "{sv}", key, va_arg(ap, GVariant *));
+        va_end(ap);
+        return g_variant_builder_end(&b);
+}
+
+void bus_job_call(BusFixture *f, const char *path, const char *method) {
+        g_autoptr(GVariant) v = bus_call(f, path, JOB_IFACE, method, NULL, NULL);
 }
 
 /* ---- waiting -------------------------------------------------------------------------------- */
@@ -344,6 +375,14 @@ void bus_wait_for_status(BusFixture *f, const char *id, const char *status) {
         g_autofree char *what = g_strdup_printf("job '%s' to become %s (seen: %s)", id, status, f->statuses->str);
 
         WAIT_UNTIL(f, strstr(f->statuses->str, word), what);
+}
+
+void bus_wait_for_status_since(BusFixture *f, gsize mark, const char *id, const char *status) {
+        g_autofree char *word = g_strdup_printf("%s:%s ", id, status);
+        g_autofree char *what = g_strdup_printf("job '%s' to become %s again (seen: %s)", id, status, f->statuses->str);
+
+        g_assert_cmpuint(mark, <=, f->statuses->len);
+        WAIT_UNTIL(f, strstr(f->statuses->str + mark, word), what);
 }
 
 bool bus_name_has_owner(BusFixture *f) {

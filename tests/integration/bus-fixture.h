@@ -25,6 +25,8 @@ typedef struct BusFixture {
 
         GString *statuses;              /* "<id>:<status> " for every StatusChanged */
         GString *io_errors;             /* "<operation>:<action> " for every IoError */
+        GString *io_messages;           /* and its message, one per line */
+        char *fault_rules;              /* $BLOCKJOBD_FAULT_RULES of the daemon (tests/fault/) */
         GArray *progress_times;         /* gint64 µs of each PropertiesChanged with CurrentProgress */
         unsigned n_added, n_removed;    /* InterfacesAdded / InterfacesRemoved for jobs */
         guint subscriptions[5];
@@ -55,9 +57,17 @@ guint64 bus_get_uint64(BusFixture *f, const char *path, const char *name);
 
 /* Backup(source, target, options) → the job's object path (g_free it). */
 char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant *options);
+/* Any of Backup, Mirror (with a target), Commit, Stream (target NULL); options NULL for none. */
+char *bus_start(BusFixture *f, const char *method, const char *source, const char *target, GVariant *options);
+/* Options a{sv} from "key", GVariant * pairs, NULL-terminated (floating). */
+GVariant *bus_opts(const char *key, ...) G_GNUC_NULL_TERMINATED;
+/* A job method without arguments; an error fails the test. */
+void bus_job_call(BusFixture *f, const char *path, const char *method);
 
 /* Iterate the main loop until the condition holds (bounded by 30 s). */
 void bus_wait_for_status(BusFixture *f, const char *id, const char *status);
+/* The same, for a status recorded after 'mark' (a length of f->statuses taken before acting). */
+void bus_wait_for_status_since(BusFixture *f, gsize mark, const char *id, const char *status);
 void bus_wait_for_name(BusFixture *f, bool owned);
 bool bus_name_has_owner(BusFixture *f);
 void bus_iterate_for(BusFixture *f, guint64 usec);

@@ -22,25 +22,8 @@
 #define ERR_IMAGE "org.blockjobd.Jobs1.Error.ImageError"
 #define ERR_INVALID_ARGS "org.freedesktop.DBus.Error.InvalidArgs"
 
-static GVariant *opts(const char *format, ...) {
-        /* a{sv} from "key", GVariant* pairs, NULL-terminated. */
-        GVariantBuilder b;
-        va_list ap;
-
-        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
-        va_start(ap, format);
-        for (const char *key = format; key; key = va_arg(ap, const char *))
-                g_variant_builder_add(&b, "{sv}", key, va_arg(ap, GVariant *));
-        va_end(ap);
-        return g_variant_builder_end(&b);
-}
-
 static void assert_alive(BusFixture *f) {
         g_autoptr(GVariant) v = bus_call(f, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping", NULL, NULL);
-}
-
-static void job_call(BusFixture *f, const char *path, const char *method) {
-        g_autoptr(GVariant) v = bus_call(f, path, JOB_IFACE, method, NULL, NULL);
 }
 
 static char *job_call_error(BusFixture *f, const char *path, const char *method, const char *expected) {
@@ -134,7 +117,7 @@ static void test_introspection_matches_xml(BusFixture *f, gconstpointer data) {
         g_assert_nonnull(g_dbus_node_info_lookup_interface(manager, "org.freedesktop.DBus.ObjectManager"));
 
         bus_make_file(source, 4 * MiB);
-        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(1), NULL));
+        path = bus_backup(f, source, target, bus_opts("speed", g_variant_new_uint64(1), NULL));
         job = introspect(f, path);
         assert_same_interface(g_dbus_node_info_lookup_interface(doc, JOB_IFACE),
                               g_dbus_node_info_lookup_interface(job, JOB_IFACE));
@@ -145,7 +128,7 @@ static void test_introspection_matches_xml(BusFixture *f, gconstpointer data) {
         g_autoptr(GDBusNodeInfo) jobs = introspect(f, MANAGER_PATH "/job");
         g_assert_nonnull(jobs->nodes);
         g_assert_cmpstr(jobs->nodes[0]->path, ==, "backup0");
-        job_call(f, path, "Cancel");
+        bus_job_call(f, path, "Cancel");
 }
 
 /* ---- the manager ---------------------------------------------------------------------------- */
@@ -169,7 +152,7 @@ static void test_backup_lifecycle(BusFixture *f, gconstpointer data) {
 
         bus_make_file(source, 8 * MiB);
         path = bus_backup(f, source, target,
-                          opts("job-id", g_variant_new_string("nightly"), "auto-finalize", g_variant_new_boolean(FALSE),
+                          bus_opts("job-id", g_variant_new_string("nightly"), "auto-finalize", g_variant_new_boolean(FALSE),
                                "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
         g_assert_cmpstr(path, ==, MANAGER_PATH "/job/nightly");
         bus_wait_for_status(f, "nightly", "pending");
@@ -218,17 +201,17 @@ static void test_backup_lifecycle(BusFixture *f, gconstpointer data) {
         g_variant_get(got, "(o)", &got_path);
         g_assert_cmpstr(got_path, ==, path);
 
-        job_call(f, path, "Finalize");
+        bus_job_call(f, path, "Finalize");
         bus_wait_for_status(f, "nightly", "concluded");
         bus_assert_same_file(source, target);
 
         /* Concluded: its id stays taken until dismissed. */
         error = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Backup",
-                               g_variant_new("(ss@a{sv})", source, target, opts("job-id", g_variant_new_string("nightly"), NULL)),
+                               g_variant_new("(ss@a{sv})", source, target, bus_opts("job-id", g_variant_new_string("nightly"), NULL)),
                                ERR_JOB_EXISTS);
         g_assert_cmpstr(error, ==, "Job ID 'nightly' already in use");
 
-        job_call(f, path, "Dismiss");
+        bus_job_call(f, path, "Dismiss");
         bus_wait_for_status(f, "nightly", "null");
         g_assert_cmpstr(f->statuses->str, ==,
                         "nightly:created nightly:running nightly:waiting nightly:pending nightly:concluded nightly:null ");
@@ -245,7 +228,7 @@ static void test_verbs(BusFixture *f, gconstpointer data) {
         g_autofree char *path = NULL, *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL, *e5 = NULL, *e6 = NULL;
 
         bus_make_file(source, 16 * MiB);
-        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(4 * MiB), NULL));
+        path = bus_backup(f, source, target, bus_opts("speed", g_variant_new_uint64(4 * MiB), NULL));
         g_assert_cmpstr(path, ==, MANAGER_PATH "/job/backup0");
         bus_wait_for_status(f, "backup0", "running");
 
@@ -256,7 +239,7 @@ static void test_verbs(BusFixture *f, gconstpointer data) {
         e3 = job_call_error(f, path, "Finalize", ERR_INVALID_STATE);
         g_assert_cmpstr(e3, ==, "Job 'backup0' in state 'running' cannot accept command verb 'finalize'");
 
-        job_call(f, path, "Pause");
+        bus_job_call(f, path, "Pause");
         bus_wait_for_status(f, "backup0", "paused");
         e4 = job_call_error(f, path, "Pause", ERR_INVALID_STATE);
         g_assert_cmpstr(e4, ==, "Job is already paused");
@@ -265,9 +248,9 @@ static void test_verbs(BusFixture *f, gconstpointer data) {
 
         g_autoptr(GVariant) v = bus_call(f, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 8 * MiB), NULL);
         g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, 8 * MiB);
-        job_call(f, path, "Resume");
+        bus_job_call(f, path, "Resume");
         bus_wait_for_status(f, "backup0", "running");
-        job_call(f, path, "Cancel");
+        bus_job_call(f, path, "Cancel");
         bus_wait_for_status(f, "backup0", "null");
 
         g_assert_cmpstr(f->statuses->str, ==,
@@ -278,21 +261,13 @@ static void test_verbs(BusFixture *f, gconstpointer data) {
         e6 = bus_call_error(f, path, JOB_IFACE, "Cancel", NULL, "org.freedesktop.DBus.Error.UnknownObject");
 }
 
-static char *bus_mirror(BusFixture *f, const char *source, const char *target, GVariant *options) {
-        g_autoptr(GVariant) reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Mirror",
-                                             g_variant_new("(ss@a{sv})", source, target, options), "(o)");
-        char *path;
-        g_variant_get(reply, "(o)", &path);
-        return path;
-}
-
 static void test_every_verb(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
         g_autofree char *path = NULL;
 
         bus_make_file(source, 8 * MiB);
-        path = bus_mirror(f, source, target,
-                          opts("job-id", g_variant_new_string("m"), "auto-finalize", g_variant_new_boolean(FALSE),
+        path = bus_start(f, "Mirror", source, target,
+                          bus_opts("job-id", g_variant_new_string("m"), "auto-finalize", g_variant_new_boolean(FALSE),
                                "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
         bus_wait_for_status(f, "m", "ready");
 
@@ -301,19 +276,19 @@ static void test_every_verb(BusFixture *f, gconstpointer data) {
         g_autofree char *vs = g_strjoinv(" ", (char **) v);
         g_assert_cmpstr(vs, ==, "cancel pause resume set-speed complete");
 
-        job_call(f, path, "Pause");
+        bus_job_call(f, path, "Pause");
         bus_wait_for_status(f, "m", "standby");
         g_autoptr(GVariant) speed = bus_call(f, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) MiB), NULL);
         g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, MiB);
-        job_call(f, path, "Resume");
+        bus_job_call(f, path, "Resume");
         bus_wait_for_status(f, "m", "ready");
-        job_call(f, path, "Complete");
+        bus_job_call(f, path, "Complete");
         bus_wait_for_status(f, "m", "pending");
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
-        job_call(f, path, "Finalize");
+        bus_job_call(f, path, "Finalize");
         bus_wait_for_status(f, "m", "concluded");
         bus_assert_same_file(source, target);
-        job_call(f, path, "Dismiss");
+        bus_job_call(f, path, "Dismiss");
         bus_wait_for_status(f, "m", "null");
 
         g_assert_cmpstr(f->statuses->str, ==,
@@ -326,7 +301,7 @@ static void test_mirror_follows_writes(BusFixture *f, gconstpointer data) {
         g_autofree char *complete_error = NULL;
 
         bus_make_file(source, 4 * MiB);
-        path = bus_mirror(f, source, target, opts("granularity", g_variant_new_uint32(4096), NULL));
+        path = bus_start(f, "Mirror", source, target, bus_opts("granularity", g_variant_new_uint32(4096), NULL));
         complete_error = job_call_error(f, path, "Complete", ERR_INVALID_STATE);
         bus_wait_for_status(f, "mirror0", "ready");
 
@@ -340,7 +315,7 @@ static void test_mirror_follows_writes(BusFixture *f, gconstpointer data) {
         g_assert_cmpint(fclose(w), ==, 0);
         bus_iterate_for(f, 300 * 1000);
 
-        job_call(f, path, "Complete");
+        bus_job_call(f, path, "Complete");
         bus_wait_for_status(f, "mirror0", "null");
         bus_assert_same_file(source, target);
         g_assert_cmpstr(f->statuses->str, ==, "mirror0:created mirror0:running mirror0:ready mirror0:waiting "
@@ -377,7 +352,7 @@ static void test_io_error_stop(BusFixture *f, gconstpointer data) {
 
         /* on-target-error=enospc: out of space, the job stops, and says so. */
         path = bus_backup(f, source, target,
-                          opts("on-target-error", g_variant_new_string("enospc"), "job-id", g_variant_new_string("full"),
+                          bus_opts("on-target-error", g_variant_new_string("enospc"), "job-id", g_variant_new_string("full"),
                                NULL));
         bus_wait_for_status(f, "full", "paused");
         io = bus_get_string(f, path, "IoStatus");
@@ -386,13 +361,13 @@ static void test_io_error_stop(BusFixture *f, gconstpointer data) {
         g_assert_cmpstr(f->io_errors->str, ==, "write:stop ");
 
         /* Resume retries (still no space: it stops again); cancel resets and ends it. */
-        job_call(f, path, "Resume");
+        bus_job_call(f, path, "Resume");
         bus_wait_for_status(f, "full", "running");
         for (gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
              !g_str_equal(f->io_errors->str, "write:stop write:stop ") && g_get_monotonic_time() < end;)
                 bus_iterate_for(f, 20 * 1000);
         g_assert_cmpstr(f->io_errors->str, ==, "write:stop write:stop ");
-        job_call(f, path, "Cancel");
+        bus_job_call(f, path, "Cancel");
         bus_wait_for_status(f, "full", "null");
         g_assert_cmpstr(f->statuses->str, ==, "full:created full:running full:paused full:running full:paused "
                                               "full:running full:aborting full:concluded full:null ");
@@ -400,13 +375,13 @@ static void test_io_error_stop(BusFixture *f, gconstpointer data) {
         /* With the default, report, the job fails with the message. */
         g_free(path);
         path = bus_backup(f, source, target,
-                          opts("job-id", g_variant_new_string("report"), "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+                          bus_opts("job-id", g_variant_new_string("report"), "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
         bus_wait_for_status(f, "report", "concluded");
         g_autofree char *error = bus_get_string(f, path, "Error");
         g_autofree char *prefix = g_strdup_printf("Could not write '%s' at offset ", target);
         g_assert_true(g_str_has_prefix(error, prefix));
         g_assert_true(g_str_has_suffix(error, ": No space left on device"));
-        job_call(f, path, "Dismiss");
+        bus_job_call(f, path, "Dismiss");
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
         umount_tiny_tmpfs(tiny);
 }
@@ -418,8 +393,8 @@ static void test_error_texts_reach_clients(BusFixture *f, gconstpointer data) {
         /* A job that fails reports why: here the cancel, with auto-dismiss off to read it. */
         bus_make_file(source, 4 * MiB);
         path = bus_backup(f, source, target,
-                          opts("auto-dismiss", g_variant_new_boolean(FALSE), "speed", g_variant_new_uint64(MiB), NULL));
-        job_call(f, path, "Cancel");
+                          bus_opts("auto-dismiss", g_variant_new_boolean(FALSE), "speed", g_variant_new_uint64(MiB), NULL));
+        bus_job_call(f, path, "Cancel");
         bus_wait_for_status(f, "backup0", "concluded");
         error = bus_get_string(f, path, "Error");
         g_assert_cmpstr(error, ==, "Operation canceled");
@@ -427,7 +402,7 @@ static void test_error_texts_reach_clients(BusFixture *f, gconstpointer data) {
         g_autofree char *printed = g_variant_print(list, FALSE);
         g_assert_nonnull(strstr(printed, "'concluded', "));
         g_assert_nonnull(strstr(printed, "'Operation canceled')"));
-        job_call(f, path, "Dismiss");
+        bus_job_call(f, path, "Dismiss");
 }
 
 /* ---- bad calls ------------------------------------------------------------------------------ */
@@ -465,30 +440,30 @@ static void test_bad_calls(BusFixture *f, gconstpointer data) {
         assert_alive(f);
 
         /* Options: unknown keys, wrong variant types, repeated keys, bad values, keys of another type. */
-        expect_backup_error(f, source, target, opts("colour", g_variant_new_string("red"), NULL), ERR_INVALID_ARGS,
+        expect_backup_error(f, source, target, bus_opts("colour", g_variant_new_string("red"), NULL), ERR_INVALID_ARGS,
                             "Unknown option 'colour' for a backup job");
-        expect_backup_error(f, source, target, opts("speed", g_variant_new_string("fast"), NULL), ERR_INVALID_ARGS,
+        expect_backup_error(f, source, target, bus_opts("speed", g_variant_new_string("fast"), NULL), ERR_INVALID_ARGS,
                             "Option 'speed' must be of type 't', not 's'");
-        expect_backup_error(f, source, target, opts("speed", g_variant_new_int32(5), NULL), ERR_INVALID_ARGS,
+        expect_backup_error(f, source, target, bus_opts("speed", g_variant_new_int32(5), NULL), ERR_INVALID_ARGS,
                             "Option 'speed' must be of type 't', not 'i'");
         expect_backup_error(f, source, target,
-                            opts("speed", g_variant_new_uint64(1), "speed", g_variant_new_uint64(2), NULL),
+                            bus_opts("speed", g_variant_new_uint64(1), "speed", g_variant_new_uint64(2), NULL),
                             ERR_INVALID_ARGS, "Option 'speed' given twice");
-        expect_backup_error(f, source, target, opts("on-source-error", g_variant_new_string("panic"), NULL),
+        expect_backup_error(f, source, target, bus_opts("on-source-error", g_variant_new_string("panic"), NULL),
                             ERR_INVALID_ARGS, "Option 'on-source-error' must be one of report, ignore, stop, enospc, not 'panic'");
-        expect_backup_error(f, source, target, opts("sync", g_variant_new_string("none"), NULL), ERR_INVALID_ARGS,
+        expect_backup_error(f, source, target, bus_opts("sync", g_variant_new_string("none"), NULL), ERR_INVALID_ARGS,
                             "Option 'sync' must be full or top, not 'none'");
-        expect_backup_error(f, source, target, opts("format", g_variant_new_string("vmdk"), NULL), ERR_INVALID_ARGS,
+        expect_backup_error(f, source, target, bus_opts("format", g_variant_new_string("vmdk"), NULL), ERR_INVALID_ARGS,
                             "Option 'format' must be raw or qcow2, not 'vmdk'");
-        expect_backup_error(f, source, target, opts("granularity", g_variant_new_uint32(4096), NULL), ERR_INVALID_ARGS,
+        expect_backup_error(f, source, target, bus_opts("granularity", g_variant_new_uint32(4096), NULL), ERR_INVALID_ARGS,
                             "Unknown option 'granularity' for a backup job");
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Mirror",
-                           g_variant_new("(ss@a{sv})", source, target, opts("granularity", g_variant_new_uint32(3000), NULL)),
+                           g_variant_new("(ss@a{sv})", source, target, bus_opts("granularity", g_variant_new_uint32(3000), NULL)),
                            ERR_INVALID_ARGS);
         g_assert_cmpstr(m, ==, "Parameter 'granularity' expects a power of 2");
         g_free(m);
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Mirror",
-                           g_variant_new("(ss@a{sv})", source, target, opts("granularity", g_variant_new_uint32(256), NULL)),
+                           g_variant_new("(ss@a{sv})", source, target, bus_opts("granularity", g_variant_new_uint32(256), NULL)),
                            ERR_INVALID_ARGS);
         g_assert_cmpstr(m, ==, "Parameter 'granularity' expects a value in range [512B, 64MB]");
 
@@ -510,10 +485,10 @@ static void test_bad_calls(BusFixture *f, gconstpointer data) {
         static const char *const odd[] = { "0id", "-x", "a b", "a/b", "é", "a\tb", "" };
         for (guint i = 0; i < G_N_ELEMENTS(odd); i++) {
                 g_autofree char *expected = g_strdup_printf("Invalid job ID '%s'", odd[i]);
-                expect_backup_error(f, source, target, opts("job-id", g_variant_new_string(odd[i]), NULL),
+                expect_backup_error(f, source, target, bus_opts("job-id", g_variant_new_string(odd[i]), NULL),
                                     ERR_INVALID_JOB_ID, expected);
         }
-        expect_backup_error(f, source, target, opts("job-id", g_variant_new_string(long_id), NULL), ERR_INVALID_JOB_ID,
+        expect_backup_error(f, source, target, bus_opts("job-id", g_variant_new_string(long_id), NULL), ERR_INVALID_JOB_ID,
                             NULL);
 
         /* Jobs that do not exist. */
@@ -531,7 +506,7 @@ static void test_bad_calls(BusFixture *f, gconstpointer data) {
         g_assert_cmpstr(m, ==, m5);
         g_free(m);
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Stream",
-                           g_variant_new("(s@a{sv})", source, opts("top", g_variant_new_string("/x"), NULL)),
+                           g_variant_new("(s@a{sv})", source, bus_opts("top", g_variant_new_string("/x"), NULL)),
                            ERR_INVALID_ARGS);
         g_assert_cmpstr(m, ==, "Unknown option 'top' for a stream job");
 
@@ -574,7 +549,7 @@ static void test_stream(BusFixture *f, gconstpointer data) {
 
         make_chain(f);
         reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Stream",
-                         g_variant_new("(s@a{sv})", top, opts("base", g_variant_new_string(base), NULL)), "(o)");
+                         g_variant_new("(s@a{sv})", top, bus_opts("base", g_variant_new_string(base), NULL)), "(o)");
         bus_wait_for_status(f, "stream0", "null");
         g_assert_cmpstr(f->statuses->str, ==, "stream0:created stream0:running stream0:waiting stream0:pending "
                                               "stream0:concluded stream0:null ");
@@ -594,7 +569,7 @@ static void test_commit_active(BusFixture *f, gconstpointer data) {
                          g_variant_new("(s@a{sv})", top, g_variant_new("a{sv}", NULL)), "(o)");
         g_variant_get(reply, "(&o)", &path);
         bus_wait_for_status(f, "commit0", "ready");
-        job_call(f, path, "Complete");
+        bus_job_call(f, path, "Complete");
         bus_wait_for_status(f, "commit0", "null");
         g_assert_cmpstr(f->statuses->str, ==, "commit0:created commit0:running commit0:ready commit0:waiting "
                                               "commit0:pending commit0:concluded commit0:null ");
@@ -604,7 +579,7 @@ static void test_commit_active(BusFixture *f, gconstpointer data) {
 
         /* A top that is not in the chain. */
         g_autofree char *m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Commit",
-                                            g_variant_new("(s@a{sv})", top, opts("top", g_variant_new_string("/nowhere"), NULL)),
+                                            g_variant_new("(s@a{sv})", top, bus_opts("top", g_variant_new_string("/nowhere"), NULL)),
                                             ERR_IMAGE);
         g_assert_nonnull(strstr(m, "/nowhere"));
 }
@@ -625,12 +600,12 @@ static void test_transaction_grouped(BusFixture *f, gconstpointer data) {
         bus_make_file(s1, 2 * MiB);
         bus_make_file(s2, 6 * MiB);
         g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
-        g_variant_builder_add_value(&actions, backup_action(s1, t1, opts("job-id", g_variant_new_string("one"), NULL)));
-        g_variant_builder_add_value(&actions, backup_action(s2, t2, opts("job-id", g_variant_new_string("two"),
+        g_variant_builder_add_value(&actions, backup_action(s1, t1, bus_opts("job-id", g_variant_new_string("one"), NULL)));
+        g_variant_builder_add_value(&actions, backup_action(s2, t2, bus_opts("job-id", g_variant_new_string("two"),
                                                                          "auto-finalize", g_variant_new_boolean(FALSE), NULL)));
         reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
                          g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
-                                       opts("completion-mode", g_variant_new_string("grouped"), NULL)),
+                                       bus_opts("completion-mode", g_variant_new_string("grouped"), NULL)),
                          "(ao)");
         g_variant_get(reply, "(^a&o)", &paths);
         g_assert_cmpuint(g_strv_length((char **) paths), ==, 2);
@@ -645,7 +620,7 @@ static void test_transaction_grouped(BusFixture *f, gconstpointer data) {
         bus_wait_for_status(f, "one", "pending");
         bus_wait_for_status(f, "two", "pending");
         g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
-        job_call(f, paths[0], "Finalize");
+        bus_job_call(f, paths[0], "Finalize");
         bus_wait_for_status(f, "one", "null");
         bus_wait_for_status(f, "two", "null");
         bus_assert_same_file(s1, t1);
@@ -676,8 +651,8 @@ static void test_transaction_all_or_nothing(BusFixture *f, gconstpointer data) {
         /* Two actions with one id: refused before anything is opened. */
         g_free(m);
         g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
-        g_variant_builder_add_value(&actions, backup_action(s, t1, opts("job-id", g_variant_new_string("x"), NULL)));
-        g_variant_builder_add_value(&actions, backup_action(s, t1, opts("job-id", g_variant_new_string("x"), NULL)));
+        g_variant_builder_add_value(&actions, backup_action(s, t1, bus_opts("job-id", g_variant_new_string("x"), NULL)));
+        g_variant_builder_add_value(&actions, backup_action(s, t1, bus_opts("job-id", g_variant_new_string("x"), NULL)));
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
                            g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions), g_variant_new("a{sv}", NULL)),
                            ERR_JOB_EXISTS);
@@ -696,7 +671,7 @@ static void test_transaction_all_or_nothing(BusFixture *f, gconstpointer data) {
         g_variant_builder_add_value(&actions, backup_action(s, t1, NULL));
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
                            g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
-                                         opts("completion-mode", g_variant_new_string("eventually"), NULL)),
+                                         bus_opts("completion-mode", g_variant_new_string("eventually"), NULL)),
                            ERR_INVALID_ARGS);
         g_assert_cmpstr(m, ==, "Property 'completion-mode' must be individual or grouped, not 'eventually'");
 
@@ -712,18 +687,18 @@ static void test_transaction_grouped_cancel(BusFixture *f, gconstpointer data) {
 
         bus_make_file(s, 8 * MiB);
         g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
-        g_variant_builder_add_value(&actions, backup_action(s, t1, opts("job-id", g_variant_new_string("fast"), NULL)));
-        g_variant_builder_add_value(&actions, backup_action(s, t2, opts("job-id", g_variant_new_string("slow"), "speed",
+        g_variant_builder_add_value(&actions, backup_action(s, t1, bus_opts("job-id", g_variant_new_string("fast"), NULL)));
+        g_variant_builder_add_value(&actions, backup_action(s, t2, bus_opts("job-id", g_variant_new_string("slow"), "speed",
                                                                         g_variant_new_uint64(MiB), NULL)));
         reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
                          g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
-                                       opts("completion-mode", g_variant_new_string("grouped"), NULL)),
+                                       bus_opts("completion-mode", g_variant_new_string("grouped"), NULL)),
                          "(ao)");
         g_variant_get(reply, "(^a&o)", &paths);
 
         /* "fast" is done and waits; cancelling "slow" aborts both. */
         bus_wait_for_status(f, "fast", "waiting");
-        job_call(f, paths[1], "Cancel");
+        bus_job_call(f, paths[1], "Cancel");
         bus_wait_for_status(f, "fast", "null");
         bus_wait_for_status(f, "slow", "null");
         g_assert_nonnull(strstr(f->statuses->str, "fast:aborting"));
@@ -823,18 +798,18 @@ static void test_sd_notify(NotifyFixture *n, gconstpointer data) {
         g_assert_true(g_str_has_prefix(n->messages->str, "READY=1\nSTATUS=No jobs.\n"));
 
         bus_make_file(source, 4 * MiB);
-        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(MiB), NULL));
+        path = bus_backup(f, source, target, bus_opts("speed", g_variant_new_uint64(MiB), NULL));
         bus_wait_for_status(f, "backup0", "running");
         bus_iterate_for(f, 100 * 1000);
         notify_read(n);
         g_assert_nonnull(strstr(n->messages->str, "STATUS=1 job: 1 running\n"));
 
-        job_call(f, path, "Pause");
+        bus_job_call(f, path, "Pause");
         bus_wait_for_status(f, "backup0", "paused");
         bus_iterate_for(f, 100 * 1000);
         notify_read(n);
         g_assert_true(g_str_has_suffix(n->messages->str, "STATUS=1 job: 1 paused\n"));
-        job_call(f, path, "Cancel");
+        bus_job_call(f, path, "Cancel");
         bus_wait_for_status(f, "backup0", "null");
         bus_iterate_for(f, 100 * 1000);
         notify_read(n);
@@ -863,13 +838,13 @@ static void test_activation_and_idle_exit(BusFixture *f, gconstpointer data) {
 
         /* Activated again by a job, it stays while the job exists, concluded or not. */
         bus_make_file(source, MiB);
-        path = bus_backup(f, source, target, opts("auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+        path = bus_backup(f, source, target, bus_opts("auto-dismiss", g_variant_new_boolean(FALSE), NULL));
         bus_wait_for_status(f, "backup0", "concluded");
         bus_iterate_for(f, 2500 * 1000);
         g_assert_true(bus_name_has_owner(f));
 
         /* Dismissed, the daemon is idle and exits on its own. */
-        job_call(f, path, "Dismiss");
+        bus_job_call(f, path, "Dismiss");
         bus_wait_for_name(f, false);
         bus_assert_same_file(source, target);
 }
@@ -880,7 +855,7 @@ static void test_sigterm_cancels_jobs(BusFixture *f, gconstpointer data) {
         g_autofree char *path = NULL;
 
         bus_make_file(source, 16 * MiB);
-        path = bus_backup(f, source, target, opts("speed", g_variant_new_uint64(MiB), NULL));
+        path = bus_backup(f, source, target, bus_opts("speed", g_variant_new_uint64(MiB), NULL));
         bus_wait_for_status(f, "backup0", "running");
 
         g_subprocess_send_signal(f->daemon, SIGTERM);
