@@ -31,6 +31,8 @@ static inline void freep(void *p) {
 static const char *arg_address = NULL;
 static bool arg_json = false;
 static bool arg_follow = false;
+static bool arg_complete = false;
+static bool arg_until_ready = false;
 static const char *arg_job_id = NULL;
 static uint64_t arg_speed = 0;
 static bool arg_speed_set = false;
@@ -321,6 +323,7 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
 /* ---- following a job ------------------------------------------------------------------------ */
 
 typedef struct Follow {
+        sd_bus *bus;
         const char *path;               /* the job's object path, once known */
         char *id;
         char status[32];
@@ -328,6 +331,8 @@ typedef struct Follow {
         uint64_t current, total, rate, end_time;
         bool tty;
         bool done;
+        bool ready;                     /* --until-ready: stopped following in ready */
+        bool completed;                 /* --complete: Complete() was called */
         uint64_t last_plain_usec;
         int bar_width;
 } Follow;
@@ -376,6 +381,23 @@ static void follow_draw(Follow *f, bool force) {
         fflush(stdout);
 }
 
+/* In ready: --until-ready stops following, --complete finishes the job. */
+static void follow_ready(Follow *f) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        if (arg_until_ready) {
+                f->ready = f->done = true;
+                return;
+        }
+        if (!arg_complete || f->completed)
+                return;
+        f->completed = true;
+        r = sd_bus_call_method(f->bus, BUS_NAME, f->path, JOB_IFACE, "Complete", &error, NULL, NULL);
+        if (r < 0)
+                log_error("Failed to complete job '%s': %s", f->id, error.message ?: strerror(-r));
+}
+
 static void follow_status(Follow *f, const char *status) {
         if (f->tty)
                 fputc('\n', stderr);
@@ -383,6 +405,8 @@ static void follow_status(Follow *f, const char *status) {
         follow_draw(f, true);
         if (strcmp(status, "concluded") == 0 || strcmp(status, "null") == 0)
                 f->done = true;
+        else if (strcmp(status, "ready") == 0)
+                follow_ready(f);
 }
 
 static int on_status_changed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
@@ -473,6 +497,8 @@ static int follow_job(sd_bus *bus, Follow *f, bool existing) {
                 follow_draw(f, true);
                 if (strcmp(f->status, "concluded") == 0)
                         f->done = true;
+                else if (strcmp(f->status, "ready") == 0)
+                        follow_ready(f);
         }
 
         while (!f->done) {
@@ -487,6 +513,10 @@ static int follow_job(sd_bus *bus, Follow *f, bool existing) {
         }
         if (f->tty)
                 fputc('\n', stderr);
+        if (f->ready) {
+                printf("Job '%s' is ready.\n", f->id);
+                return 0;
+        }
 
         if (!f->error && strcmp(f->status, "concluded") == 0) {
                 /* Still there (auto-dismiss off): ask. */
@@ -527,6 +557,7 @@ static int follow_existing(sd_bus *bus, const char *id) {
         r = job_path(id, &path);
         if (r < 0)
                 return r;
+        f.bus = bus;
         f.path = path;
         r = follow_job(bus, &f, true);
         free(f.error);
@@ -642,6 +673,7 @@ static int verb_create(sd_bus *bus, int argc, char **argv) {
                 return 0;
         }
 
+        f.bus = bus;
         f.path = path;
         f.id = id;
         r = follow_job(bus, &f, false);
@@ -788,6 +820,8 @@ static void help(void) {
                "     --json               Print JSON (list, status, monitor, job creation)\n"
                "  -f --follow             Show the job's progress until it concludes (job creation,\n"
                "                          status); the exit status tells whether it succeeded\n"
+               "     --complete           Follow, and complete the job once it is ready\n"
+               "     --until-ready        Follow until the job is ready (or concludes)\n"
                "     --job-id=ID          The new job's id\n"
                "     --speed=BYTES        The new job's speed limit\n"
                "     --no-auto-finalize   Wait in pending for 'finalize'\n"
@@ -824,7 +858,7 @@ static int parse_argv(int argc, char *argv[]) {
         enum {
                 ARG_VERSION = 0x100, ARG_SYSTEM, ARG_ADDRESS, ARG_JSON, ARG_JOB_ID, ARG_SPEED, ARG_NO_AUTO_FINALIZE,
                 ARG_NO_AUTO_DISMISS, ARG_OVERWRITE, ARG_SYNC, ARG_FORMAT, ARG_GRANULARITY, ARG_TOP, ARG_BASE,
-                ARG_BACKING_FILE, ARG_ON_SOURCE_ERROR, ARG_ON_TARGET_ERROR,
+                ARG_BACKING_FILE, ARG_ON_SOURCE_ERROR, ARG_ON_TARGET_ERROR, ARG_COMPLETE, ARG_UNTIL_READY,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -833,6 +867,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "address", required_argument, NULL, ARG_ADDRESS },
                 { "json", no_argument, NULL, ARG_JSON },
                 { "follow", no_argument, NULL, 'f' },
+                { "complete", no_argument, NULL, ARG_COMPLETE },
+                { "until-ready", no_argument, NULL, ARG_UNTIL_READY },
                 { "job-id", required_argument, NULL, ARG_JOB_ID },
                 { "speed", required_argument, NULL, ARG_SPEED },
                 { "no-auto-finalize", no_argument, NULL, ARG_NO_AUTO_FINALIZE },
@@ -870,6 +906,12 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case 'f':
                         arg_follow = true;
+                        break;
+                case ARG_COMPLETE:
+                        arg_complete = arg_follow = true;
+                        break;
+                case ARG_UNTIL_READY:
+                        arg_until_ready = arg_follow = true;
                         break;
                 case ARG_JOB_ID:
                         arg_job_id = optarg;

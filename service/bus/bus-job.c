@@ -209,9 +209,10 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         log_info("Job '%s' is now %s%s%s.", job_id(j), job_status_to_string(status), job_error(j) ? ": " : "",
                  strempty(job_error(j)));
 
-        /* The last progress values go out before the job leaves running or ready. */
-        if (IN_SET(bj->status_sent, JOB_STATUS_RUNNING, JOB_STATUS_READY) &&
-            !IN_SET(status, JOB_STATUS_RUNNING, JOB_STATUS_READY))
+        /* Progress held back by the throttle goes out first, so that a client sees where the
+         * job got to when it changed status: 100 % on reaching ready, for one. */
+        if (bj->progress_pending || (IN_SET(bj->status_sent, JOB_STATUS_RUNNING, JOB_STATUS_READY) &&
+                                     !IN_SET(status, JOB_STATUS_RUNNING, JOB_STATUS_READY)))
                 bus_job_flush_progress(bj);
         bj->status_sent = status;
 

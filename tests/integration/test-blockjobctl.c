@@ -214,6 +214,51 @@ static void test_monitor(BusFixture *f, gconstpointer data) {
         g_assert_cmpstr(out, ==, "m created\nm running\nm waiting\nm pending\nm concluded\nm null\n");
 }
 
+/* The chain jobs and the ready ones: a qcow2 chain made by qemu-img, mirrored to qcow2 and
+ * completed at once, committed to ready and left there, then streamed. */
+static void test_chain_jobs(BusFixture *f, gconstpointer data) {
+        g_autofree char *dir = g_shell_quote(f->dir), *top = bus_fixture_path(f, "top.qcow2");
+        g_autofree char *copy = bus_fixture_path(f, "copy.qcow2"), *cmd = NULL, *out = NULL, *err = NULL;
+        int status;
+
+        cmd = g_strdup_printf("/bin/sh -ec 'cd %s && qemu-img create -q -f qcow2 base.qcow2 4M && "
+                              "qemu-io -f qcow2 -c \"write -P 1 0 3M\" base.qcow2 >/dev/null && "
+                              "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2 && "
+                              "qemu-io -f qcow2 -c \"write -P 2 1M 1M\" top.qcow2 >/dev/null && "
+                              "qemu-img convert -O raw top.qcow2 flat.raw'", dir);
+        g_assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, NULL));
+        g_assert_cmpint(status, ==, 0);
+
+        g_auto(Result) mirror = ctl(f, "mirror", top, copy, "--format=qcow2", "--complete", NULL);
+        g_assert_cmpint(mirror.status, ==, 0);
+        g_assert_nonnull(strstr(mirror.out, "mirror0: ready 100.0%"));
+        g_assert_true(g_str_has_suffix(mirror.out, "Job 'mirror0' finished successfully.\n"));
+
+        g_auto(Result) commit = ctl(f, "commit", top, "--job-id=c", "--until-ready", NULL);
+        g_assert_cmpint(commit.status, ==, 0);
+        g_assert_true(g_str_has_suffix(commit.out, "c: ready 100.0% (4194304/4194304 bytes)\nJob 'c' is ready.\n"));
+        g_auto(Result) status_ready = ctl(f, "status", "c", NULL);
+        g_assert_nonnull(strstr(status_ready.out, "ready"));
+        g_auto(Result) cancel = ctl(f, "cancel", "c", NULL);
+        g_assert_cmpint(cancel.status, ==, 0);
+        bus_wait_for_status(f, "c", "null");
+
+        g_auto(Result) stream = ctl(f, "stream", top, "-f", NULL);
+        g_assert_cmpint(stream.status, ==, 0);
+        g_assert_true(g_str_has_suffix(stream.out, "Job 'stream0' finished successfully.\n"));
+
+        /* All three read as the chain did; the streamed image stands alone. */
+        g_free(cmd);
+        g_free(out);
+        g_free(err);
+        cmd = g_strdup_printf("/bin/sh -ec 'cd %s && qemu-img compare -U copy.qcow2 flat.raw && "
+                              "qemu-img compare -U top.qcow2 flat.raw && qemu-img check -U top.qcow2 && "
+                              "! qemu-img info -U top.qcow2 | grep -q \"backing file\"'", dir);
+        g_assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, NULL));
+        if (status != 0)
+                g_error("%s: %s%s", cmd, out, err);
+}
+
 #define CTL_TEST(path, fn) g_test_add(path, BusFixture, NULL, bus_fixture_setup, fn, bus_fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -225,5 +270,6 @@ int main(int argc, char **argv) {
         CTL_TEST("/blockjobctl/relative-paths", test_relative_paths);
         CTL_TEST("/blockjobctl/errors", test_errors);
         CTL_TEST("/blockjobctl/monitor", test_monitor);
+        CTL_TEST("/blockjobctl/chain-jobs", test_chain_jobs);
         return g_test_run();
 }
