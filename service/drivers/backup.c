@@ -10,6 +10,7 @@
 #include "job.h"
 #include "log.h"
 #include "macro.h"
+#include "step-budget.h"
 #include "target-file.h"
 
 /* Ranges that need no copy are skipped without I/O; a step skips this many at most before it
@@ -160,60 +161,59 @@ static int backup_zero_range(Job *j, Backup *b, JobStepResult *out, uint64_t len
         return r;
 }
 
-static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
-        Backup *b = data;
-        uint64_t size = image_size(b->source), skipped = 0, n = 0, length;
-        RangeAction action = RANGE_SKIP;
+/* Copies [offset, offset + n) from the source to the target. */
+static int backup_copy_range(Job *j, Backup *b, JobStepResult *out, uint64_t n) {
         int r;
 
-        /* Skip what needs no copy (it counts as progress), up to something to copy. */
-        for (unsigned i = 0; b->offset < size && i < SKIPS_PER_STEP; i++) {
-                r = backup_next_range(b, &action, &length);
+        atomic_fetch_add(&b->io_calls, 1);
+        r = image_read(b->source, b->buffer, b->offset, (size_t) n);
+        if (r < 0) {
+                source_error(j, b, out, r);
+                return r;
+        }
+        atomic_fetch_add(&b->io_calls, 1);
+        r = image_write(b->writer, b->buffer, b->offset, (size_t) n);
+        if (r < 0)
+                job_step_io_error(j, out, false, false, r, "%s", image_error(b->writer) ?: strerror(-r));
+        return r;
+}
+
+static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        StepBudget budget = step_budget_start(in);
+        Backup *b = data;
+        uint64_t size = image_size(b->source), progress = 0, dispatched = 0, length;
+        RangeAction action;
+
+        /* Range after range: what needs no copy is skipped without I/O (and counts as progress),
+         * the rest is copied a chunk at a time, while the step's budget lasts. */
+        for (unsigned skips = 0; b->offset < size && skips < SKIPS_PER_STEP && step_budget_left(&budget);) {
+                int r = backup_next_range(b, &action, &length);
                 if (r < 0) {
                         source_error(j, b, out, r);
-                        goto done;
+                        break;
                 }
-                if (action == RANGE_COPY)
-                        break;
-                if (action == RANGE_ZERO) {
-                        /* A bounded range per step, since a device without discard support
-                         * needs zeroes written. */
-                        length = MIN(length, ZEROES_PER_STEP);
-                        if (backup_zero_range(j, b, out, length) < 0)
-                                goto done;
-                        b->offset += length;
-                        skipped += length;
-                        break;
+                if (action == RANGE_COPY) {
+                        length = step_budget_clamp(&budget, MIN(b->chunk, length));
+                        if (backup_copy_range(j, b, out, length) < 0)
+                                break;
+                        step_budget_spend(&budget, length);
+                        dispatched += length;
+                } else {
+                        /* Zeroes: a bounded range at a time, since a device without discard
+                         * support needs them written. */
+                        if (action == RANGE_ZERO) {
+                                length = MIN(length, ZEROES_PER_STEP);
+                                if (backup_zero_range(j, b, out, length) < 0)
+                                        break;
+                        }
+                        skips++;
                 }
                 b->offset += length;
-                skipped += length;
+                progress += length;
         }
 
-        if (action == RANGE_COPY) {
-                n = MIN(b->chunk, length);
-                if (in->max_bytes > 0)
-                        n = MIN(n, in->max_bytes);
-
-                atomic_fetch_add(&b->io_calls, 1);
-                r = image_read(b->source, b->buffer, b->offset, (size_t) n);
-                if (r < 0) {
-                        source_error(j, b, out, r);
-                        n = 0;
-                        goto done;
-                }
-                atomic_fetch_add(&b->io_calls, 1);
-                r = image_write(b->writer, b->buffer, b->offset, (size_t) n);
-                if (r < 0) {
-                        job_step_io_error(j, out, false, false, r, "%s", image_error(b->writer) ?: strerror(-r));
-                        n = 0;
-                        goto done;
-                }
-                b->offset += n;
-                out->dispatched = n;
-        }
-
-done:
-        out->progress = skipped + n;
+        out->progress = progress;
+        out->dispatched = dispatched;
         out->has_remaining = true;
         out->remaining = size - b->offset;
         if (!out->io_error.set && b->offset >= size)

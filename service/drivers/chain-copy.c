@@ -6,6 +6,7 @@
 #include "chain-copy.h"
 #include "job.h"
 #include "macro.h"
+#include "step-budget.h"
 
 #define CHAIN_COPY_CHUNK (UINT64_C(1) << 20)
 #define SKIPS_PER_STEP 1024U
@@ -58,10 +59,11 @@ static void write_error(ChainCopy *c, Job *j, JobStepResult *out, int r) {
 }
 
 bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult *out) {
+        StepBudget budget = step_budget_start(in);
         uint64_t size = image_size(c->from), done = 0, dispatched = 0;
         int r;
 
-        for (unsigned i = 0; c->offset < size && i < SKIPS_PER_STEP; i++) {
+        for (unsigned i = 0; c->offset < size && i < SKIPS_PER_STEP && step_budget_left(&budget); i++) {
                 ImageExtent e;
                 RangeAction action;
                 uint64_t n;
@@ -83,9 +85,7 @@ bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult
                         }
                         n = e.length;
                 } else if (action == RANGE_COPY) {
-                        n = MIN(n, c->chunk);
-                        if (in->max_bytes > 0)
-                                n = MIN(n, in->max_bytes);
+                        n = step_budget_clamp(&budget, MIN(n, c->chunk));
                         r = image_read(c->from, c->buffer, c->offset, (size_t) n);
                         if (r < 0) {
                                 read_error(c, j, out, r);
@@ -97,13 +97,11 @@ bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult
                                 break;
                         }
                         dispatched += n;
+                        step_budget_spend(&budget, n);
                 }
 
                 c->offset += n;
                 done += n;
-                /* One copy per step: steps stay short, and the limiter sees every chunk. */
-                if (action == RANGE_COPY)
-                        break;
         }
 
         out->progress = done;
