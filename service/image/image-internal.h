@@ -46,7 +46,6 @@ struct Image {
         char *path;
         struct stat st;
         uint64_t file_size;             /* of the file holding the image (for bounds checks) */
-        uint64_t written_behind;        /* bytes written since writeback was last started */
         unsigned flags;
 
         uint64_t size;                  /* virtual size */

@@ -553,27 +553,11 @@ static int check_write_io(Image *img, uint64_t offset, uint64_t length) {
         return r < 0 ? r : inject_fault(img, IMAGE_IO_WRITE, offset, length);
 }
 
-/* Writes go to the page cache, and the flush at the end of a job would write them all out at
- * once, while the job waits. Starting writeback every few MiB instead lets the disk work while
- * the job reads on, and keeps the job's dirty memory small. */
-#define WRITE_BEHIND_BYTES (UINT64_C(8) << 20)
-
-static void write_behind(Image *img, uint64_t length) {
-        img->written_behind += length;
-        if (img->written_behind < WRITE_BEHIND_BYTES)
-                return;
-        img->written_behind = 0;
-        (void) sync_file_range(img->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-}
-
 int image_write(Image *img, const void *buf, uint64_t offset, size_t length) {
         int r = check_write_io(img, offset, length);
         if (r < 0)
                 return r;
-        r = img->ops->write(img, buf, offset, length);
-        if (r >= 0)
-                write_behind(img, length);
-        return r;
+        return img->ops->write(img, buf, offset, length);
 }
 
 int image_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
