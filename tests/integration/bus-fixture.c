@@ -327,6 +327,18 @@ char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant
         return bus_start(f, "Backup", source, target, options);
 }
 
+char **bus_transaction_grouped(BusFixture *f, GVariant *actions) {
+        g_autoptr(GVariant) reply = NULL;
+        char **paths = NULL;
+
+        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                         g_variant_new("(@a(sssa{sv})@a{sv})", actions,
+                                       bus_opts("completion-mode", g_variant_new_string("grouped"), NULL)),
+                         "(ao)");
+        g_variant_get(reply, "(^ao)", &paths);
+        return paths;
+}
+
 GVariant *bus_opts(const char *key, ...) {
         GVariantBuilder b;
         va_list ap;

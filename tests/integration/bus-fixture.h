@@ -59,6 +59,8 @@ guint64 bus_get_uint64(BusFixture *f, const char *path, const char *name);
 char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant *options);
 /* Any of Backup, Mirror (with a target), Commit, Stream (target NULL); options NULL for none. */
 char *bus_start(BusFixture *f, const char *method, const char *source, const char *target, GVariant *options);
+/* Transaction(actions, {completion-mode: grouped}) → the jobs' object paths (g_strfreev them). */
+char **bus_transaction_grouped(BusFixture *f, GVariant *actions);
 /* Options a{sv} from "key", GVariant * pairs, NULL-terminated (floating). */
 GVariant *bus_opts(const char *key, ...) G_GNUC_NULL_TERMINATED;
 /* A job method without arguments; an error fails the test. */

@@ -594,8 +594,7 @@ static void test_transaction_grouped(BusFixture *f, gconstpointer data) {
         g_autofree char *s1 = bus_fixture_path(f, "s1.img"), *s2 = bus_fixture_path(f, "s2.img");
         g_autofree char *t1 = bus_fixture_path(f, "t1.img"), *t2 = bus_fixture_path(f, "t2.img");
         GVariantBuilder actions;
-        g_autoptr(GVariant) reply = NULL;
-        g_autofree const char **paths = NULL;
+        g_auto(GStrv) paths = NULL;
 
         bus_make_file(s1, 2 * MiB);
         bus_make_file(s2, 6 * MiB);
@@ -603,11 +602,7 @@ static void test_transaction_grouped(BusFixture *f, gconstpointer data) {
         g_variant_builder_add_value(&actions, backup_action(s1, t1, bus_opts("job-id", g_variant_new_string("one"), NULL)));
         g_variant_builder_add_value(&actions, backup_action(s2, t2, bus_opts("job-id", g_variant_new_string("two"),
                                                                          "auto-finalize", g_variant_new_boolean(FALSE), NULL)));
-        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
-                         g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
-                                       bus_opts("completion-mode", g_variant_new_string("grouped"), NULL)),
-                         "(ao)");
-        g_variant_get(reply, "(^a&o)", &paths);
+        paths = bus_transaction_grouped(f, g_variant_builder_end(&actions));
         g_assert_cmpuint(g_strv_length((char **) paths), ==, 2);
         g_assert_cmpstr(paths[0], ==, MANAGER_PATH "/job/one");
         g_assert_cmpstr(paths[1], ==, MANAGER_PATH "/job/two");
@@ -681,8 +676,7 @@ static void test_transaction_all_or_nothing(BusFixture *f, gconstpointer data) {
 
 static void test_transaction_grouped_cancel(BusFixture *f, gconstpointer data) {
         g_autofree char *s = bus_fixture_path(f, "s.img"), *t1 = bus_fixture_path(f, "t1.img"), *t2 = bus_fixture_path(f, "t2.img");
-        g_autoptr(GVariant) reply = NULL;
-        g_autofree const char **paths = NULL;
+        g_auto(GStrv) paths = NULL;
         GVariantBuilder actions;
 
         bus_make_file(s, 8 * MiB);
@@ -690,11 +684,7 @@ static void test_transaction_grouped_cancel(BusFixture *f, gconstpointer data) {
         g_variant_builder_add_value(&actions, backup_action(s, t1, bus_opts("job-id", g_variant_new_string("fast"), NULL)));
         g_variant_builder_add_value(&actions, backup_action(s, t2, bus_opts("job-id", g_variant_new_string("slow"), "speed",
                                                                         g_variant_new_uint64(MiB), NULL)));
-        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
-                         g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
-                                       bus_opts("completion-mode", g_variant_new_string("grouped"), NULL)),
-                         "(ao)");
-        g_variant_get(reply, "(^a&o)", &paths);
+        paths = bus_transaction_grouped(f, g_variant_builder_end(&actions));
 
         /* "fast" is done and waits; cancelling "slow" aborts both. */
         bus_wait_for_status(f, "fast", "waiting");

@@ -285,6 +285,19 @@ static void assert_statuses(BusFixture *f, const char *expected) {
         g_assert_cmpstr(f->statuses->str, ==, expected);
 }
 
+/* Lets a job run to its end (completing it in ready, if it gets there) and checks that it went
+ * through exactly the statuses of a success. */
+static void run_to_success(BusFixture *f, const char *path, const char *id, bool ready) {
+        g_autofree char *expected = success_sequence(id, ready);
+
+        if (ready) {
+                bus_wait_for_status(f, id, "ready");
+                bus_job_call(f, path, "Complete");
+        }
+        bus_wait_for_status(f, id, "null");
+        assert_statuses(f, expected);
+}
+
 /* ---- backup and mirror: copies ---------------------------------------------------------------- */
 
 typedef struct CopyCase {
@@ -311,19 +324,12 @@ static void test_copy(BusFixture *f, gconstpointer data) {
         const CopyCase *c = data;
         g_autofree char *source = bus_fixture_path(f, shape_top[c->shape]), *target = bus_fixture_path(f, c->target);
         g_autofree char *sum = NULL, *sum_after = NULL, *path = NULL, *expected = NULL, *fmt = NULL;
-        const char *id = kind_id[c->kind];
 
         build_shape(f, c->shape);
         sum = shape_checksum(f, c->shape);
 
         path = bus_start(f, kind_method[c->kind], source, target, copy_options(c));
-        if (c->kind == MIRROR) {
-                bus_wait_for_status(f, id, "ready");
-                bus_job_call(f, path, "Complete");
-        }
-        bus_wait_for_status(f, id, "null");
-        expected = success_sequence(id, c->kind == MIRROR);
-        assert_statuses(f, expected);
+        run_to_success(f, path, kind_id[c->kind], c->kind == MIRROR);
 
         /* The copy reads as the source, is what was asked for, and checks clean. */
         assert_identical(f, shape_top[c->shape], c->target);
@@ -378,20 +384,13 @@ static void test_chain(BusFixture *f, gconstpointer data) {
         const ChainCase *c = data;
         g_autofree char *image = bus_fixture_path(f, shape_top[c->shape]);
         g_autofree char *path = NULL, *expected = NULL, *backing = NULL, *want = NULL;
-        const char *id = kind_id[c->kind];
         bool active = c->kind == COMMIT && !c->top;
 
         build_shape(f, c->shape);
         snapshot(f, c->shape);
 
         path = bus_start(f, kind_method[c->kind], image, NULL, chain_options(f, c));
-        if (active) {
-                bus_wait_for_status(f, id, "ready");
-                bus_job_call(f, path, "Complete");
-        }
-        bus_wait_for_status(f, id, "null");
-        expected = success_sequence(id, active);
-        assert_statuses(f, expected);
+        run_to_success(f, path, kind_id[c->kind], active);
 
         /* The chain reads exactly as before, every layer checks clean, and the chain is what it
          * should be now. */
@@ -598,8 +597,7 @@ static void test_transaction_fault(BusFixture *f, gconstpointer data) {
         g_autofree char *s1 = bus_fixture_path(f, "src.raw"), *s2 = bus_fixture_path(f, "src.qcow2");
         g_autofree char *t1 = bus_fixture_path(f, "t1.img"), *t2 = bus_fixture_path(f, "t2.qcow2");
         g_autofree char *e1 = NULL, *e2 = NULL, *prefix = g_strdup_printf("Could not read '%s' at offset ", s2);
-        g_autoptr(GVariant) reply = NULL;
-        g_autofree const char **paths = NULL;
+        g_auto(GStrv) paths = NULL;
         GVariantBuilder actions;
 
         build_shape(f, SHAPE_RAW);
@@ -614,11 +612,7 @@ static void test_transaction_fault(BusFixture *f, gconstpointer data) {
         g_variant_builder_add(&actions, "(sss@a{sv})", "backup", s2, t2,
                               bus_opts("job-id", g_variant_new_string("two"), "auto-dismiss", g_variant_new_boolean(FALSE),
                                        "speed", g_variant_new_uint64(4 * MiB), NULL));
-        reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
-                         g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
-                                       bus_opts("completion-mode", g_variant_new_string("grouped"), NULL)),
-                         "(ao)");
-        g_variant_get(reply, "(^a&o)", &paths);
+        paths = bus_transaction_grouped(f, g_variant_builder_end(&actions));
 
         bus_wait_for_status(f, "one", "concluded");
         bus_wait_for_status(f, "two", "concluded");
@@ -721,10 +715,7 @@ static void test_mirror_writer(BusFixture *f, gconstpointer data) {
         g_assert_no_error(error);
         g_unlink(stop);
 
-        bus_job_call(f, path, "Complete");
-        bus_wait_for_status(f, "mirror0", "null");
-        expected = success_sequence("mirror0", true);
-        assert_statuses(f, expected);
+        run_to_success(f, path, "mirror0", true);
         assert_identical(f, shape_top[c->shape], "target.img");
         if (c->shape != SHAPE_RAW)
                 assert_check(f, "target.img", false);
@@ -768,7 +759,7 @@ static void test_device_target(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, shape_top[c->shape]);
         g_autofree char *m = NULL, *path = NULL, *sum = NULL, *sum_after = NULL, *expected = NULL, *busy = NULL;
         g_autofree char *out = NULL, *err = NULL;
-        const char *id = kind_id[c->kind], *device, *small;
+        const char *device, *small;
 
         build_shape(f, c->shape);
         sum = shape_checksum(f, c->shape);
@@ -808,13 +799,7 @@ static void test_device_target(BusFixture *f, gconstpointer data) {
         g_assert_cmpstr(m, ==, busy);
 
         g_variant_unref(bus_call(f, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL));
-        if (c->kind == MIRROR) {
-                bus_wait_for_status(f, id, "ready");
-                bus_job_call(f, path, "Complete");
-        }
-        bus_wait_for_status(f, id, "null");
-        expected = success_sequence(id, c->kind == MIRROR);
-        assert_statuses(f, expected);
+        run_to_success(f, path, kind_id[c->kind], c->kind == MIRROR);
 
         /* The old random data is gone: the device reads exactly as the source, holes included. */
         if (oracle_try(&out, &err, "qemu-img compare -U -F raw %s %s", source, device) != 0)
