@@ -164,6 +164,7 @@ void bus_fixture_start_daemon(BusFixture *f, const char *args) {
         g_autofree char *cmdline = g_strdup_printf("%s %s", env_or_fail("BLOCKJOBD"), args ?: "");
 
         g_assert_true(g_shell_parse_argv(cmdline, NULL, &argv, NULL));
+        g_free(f->daemon_log);
         f->daemon_log = bus_fixture_path(f, "daemon.log");
         g_subprocess_launcher_setenv(launcher, "DBUS_SYSTEM_BUS_ADDRESS", f->address, TRUE);
         /* Only the test daemon (blockjobd-faulty) reads it. */

@@ -247,10 +247,15 @@ static void set_faults(BusFixture *f, const char *format, ...) {
 
 /* ---- starting jobs ---------------------------------------------------------------------------- */
 
-typedef enum Kind { BACKUP, MIRROR, COMMIT, STREAM } Kind;
+/* COMMIT commits the middle of a chain (never ready), ACTIVE_COMMIT the image itself. */
+typedef enum Kind { BACKUP, MIRROR, COMMIT, STREAM, ACTIVE_COMMIT } Kind;
 
-static const char *const kind_method[] = { "Backup", "Mirror", "Commit", "Stream" };
-static const char *const kind_id[] = { "backup0", "mirror0", "commit0", "stream0" };
+static const char *const kind_method[] = { "Backup", "Mirror", "Commit", "Stream", "Commit" };
+static const char *const kind_id[] = { "backup0", "mirror0", "commit0", "stream0", "commit0" };
+
+static bool kind_gets_ready(Kind kind) {
+        return kind == MIRROR || kind == ACTIVE_COMMIT;
+}
 
 /* A StatusChanged sequence as the fixture records it: "created running" → "<id>:created <id>:running ". */
 static char *sequence(const char *id, const char *statuses) {
@@ -411,7 +416,8 @@ typedef struct RunCase {
 } RunCase;
 
 /* Starts a job of this kind on the shape: backup and mirror to "target.img", commit of the
- * middle of a chain (never ready), stream of the whole chain. Takes the builder's options. */
+ * middle of a chain or of the whole (active), stream of the whole chain. Takes the builder's
+ * options. */
 static char *start_case(BusFixture *f, Kind kind, Shape shape, GVariantBuilder *options) {
         g_autofree char *source = bus_fixture_path(f, shape_top[shape]), *target = bus_fixture_path(f, "target.img");
         g_autofree char *mid = bus_fixture_path(f, "mid.qcow2");
@@ -642,7 +648,7 @@ static void kill_daemon(BusFixture *f) {
         bus_wait_for_name(f, false);
 }
 
-/* Three rounds, each killed further into the job (mirror: the last in ready), each followed by
+/* Three rounds, each killed further into the job (one that gets ready: the last in ready), each followed by
  * the checks and a fresh daemon. */
 static void test_kill(BusFixture *f, gconstpointer data) {
         const RunCase *c = data;
@@ -659,7 +665,7 @@ static void test_kill(BusFixture *f, gconstpointer data) {
 
                 add_option(options, "speed", g_variant_new_uint64(2 * MiB));
                 path = start_case(f, c->kind, c->shape, options);
-                if (c->kind == MIRROR && round == 2)
+                if (kind_gets_ready(c->kind) && round == 2)
                         bus_wait_for_status(f, id, "ready");
                 else
                         wait_for_progress(f, path, (2 * round + 1) * (IMAGE_SIZE / 8));
@@ -855,6 +861,7 @@ static const RunCase kill_cases[] = {
         { MIRROR, SHAPE_QCOW2 },
         { COMMIT, SHAPE_CHAIN3 },
         { STREAM, SHAPE_CHAIN3 },
+        { ACTIVE_COMMIT, SHAPE_CHAIN3 },
 };
 
 static const RunCase device_cases[] = {
@@ -896,7 +903,7 @@ static const char *const shape_names[] = {
         [SHAPE_COMPRESSED_BASE] = "compressed-base",
 };
 
-static const char *const kind_names[] = { "backup", "mirror", "commit", "stream" };
+static const char *const kind_names[] = { "backup", "mirror", "commit", "stream", "commit-active" };
 
 /* The cases' data is theirs, not daemon arguments. */
 static void setup(BusFixture *f, gconstpointer data) {
