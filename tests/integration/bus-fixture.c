@@ -100,17 +100,52 @@ static GSubprocessLauncher *launcher_new(GSubprocessFlags flags) {
         return l;
 }
 
+/* A bus of type system that lets everything through: most tests are about the daemon, not
+ * the bus policy. */
+static const char allow_all_policy[] =
+        "  <policy context=\"default\">\n"
+        "    <allow user=\"*\"/>\n"
+        "    <allow own=\"*\"/>\n"
+        "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+        "    <allow receive_sender=\"*\"/>\n"
+        "  </policy>\n";
+
+/* The defaults of Debian's system bus (/usr/share/dbus-1/system.conf), and the given policy file
+ * on top, as a package would install it into system.d. */
+static char *system_policy(const char *policy_file) {
+        return g_strdup_printf(
+                "  <policy context=\"default\">\n"
+                "    <allow user=\"*\"/>\n"
+                "    <deny own=\"*\"/>\n"
+                "    <deny send_type=\"method_call\"/>\n"
+                "    <allow send_type=\"signal\"/>\n"
+                "    <allow send_requested_reply=\"true\" send_type=\"method_return\"/>\n"
+                "    <allow send_requested_reply=\"true\" send_type=\"error\"/>\n"
+                "    <allow receive_type=\"method_call\"/>\n"
+                "    <allow receive_type=\"method_return\"/>\n"
+                "    <allow receive_type=\"error\"/>\n"
+                "    <allow receive_type=\"signal\"/>\n"
+                "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\"/>\n"
+                "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Introspectable\"/>\n"
+                "    <allow send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Properties\"/>\n"
+                "    <deny send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus\" send_member=\"UpdateActivationEnvironment\"/>\n"
+                "    <deny send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.DBus.Debug.Stats\"/>\n"
+                "    <deny send_destination=\"org.freedesktop.DBus\" send_interface=\"org.freedesktop.systemd1.Activator\"/>\n"
+                "  </policy>\n"
+                "  <include>%s</include>\n",
+                policy_file);
+}
+
 void bus_fixture_start_bus(BusFixture *f, const char *activation_args) {
         g_autoptr(GError) error = NULL;
         g_autofree char *services = bus_fixture_path(f, "services");
         g_autofree char *socket = bus_fixture_path(f, "bus");
         g_autofree char *config_path = bus_fixture_path(f, "bus.conf");
-        g_autofree char *config = NULL, *line = NULL;
+        g_autofree char *config = NULL, *line = NULL, *policy = NULL;
         g_autoptr(GDataInputStream) out = NULL;
 
         g_assert_cmpint(g_mkdir_with_parents(services, 0755), ==, 0);
-        /* A bus of type system, as the real one, that lets everything through: the bus policy
-         * has a test of its own. */
+        policy = f->policy_file ? system_policy(f->policy_file) : g_strdup(allow_all_policy);
         config = g_strdup_printf(
                 "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
                 " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
@@ -119,14 +154,9 @@ void bus_fixture_start_bus(BusFixture *f, const char *activation_args) {
                 "  <listen>unix:path=%s</listen>\n"
                 "  <auth>EXTERNAL</auth>\n"
                 "  <servicedir>%s</servicedir>\n"
-                "  <policy context=\"default\">\n"
-                "    <allow user=\"*\"/>\n"
-                "    <allow own=\"*\"/>\n"
-                "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
-                "    <allow receive_sender=\"*\"/>\n"
-                "  </policy>\n"
+                "%s"
                 "</busconfig>\n",
-                socket, services);
+                socket, services, policy);
         g_assert_true(g_file_set_contents(config_path, config, -1, NULL));
 
         if (activation_args) {

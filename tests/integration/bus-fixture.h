@@ -27,6 +27,8 @@ typedef struct BusFixture {
         GString *io_errors;             /* "<operation>:<action> " for every IoError */
         GString *io_messages;           /* and its message, one per line */
         char *fault_rules;              /* $BLOCKJOBD_FAULT_RULES of the daemon (tests/fault/) */
+        const char *policy_file;        /* set before starting the bus: a system bus's default
+                                         * policy plus this file, instead of allowing everything */
         GArray *progress_times;         /* gint64 µs of each PropertiesChanged with CurrentProgress */
         unsigned n_added, n_removed;    /* InterfacesAdded / InterfacesRemoved for jobs */
         guint subscriptions[5];
