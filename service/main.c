@@ -15,6 +15,7 @@
 
 static unsigned arg_threads = 0;
 static uint64_t arg_idle_timeout_usec = IDLE_TIMEOUT_DEFAULT_USEC;
+static unsigned arg_max_jobs_per_user = MAX_JOBS_PER_USER_DEFAULT;
 
 static void help(void) {
         printf("%s [OPTIONS...]\n\n"
@@ -24,8 +25,10 @@ static void help(void) {
                "     --version             Show the version\n"
                "     --idle-timeout=SECS   Exit after this long without jobs (default 30, 0: never)\n"
                "     --threads=N           Worker threads for job I/O (default %u, at most %u)\n"
+               "     --max-jobs-per-user=N Jobs a user other than root may have (default %u, 0: no limit)\n"
                "     --log-level=LEVEL     debug, info, notice, warning or err (default info)\n",
-               program_invocation_short_name, WORKER_POOL_THREADS_DEFAULT, WORKER_POOL_THREADS_MAX);
+               program_invocation_short_name, WORKER_POOL_THREADS_DEFAULT, WORKER_POOL_THREADS_MAX,
+               MAX_JOBS_PER_USER_DEFAULT);
 }
 
 static int parse_unsigned(const char *s, unsigned long long max, unsigned long long *ret) {
@@ -53,13 +56,14 @@ static int parse_log_level(const char *s) {
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_IDLE_TIMEOUT, ARG_THREADS, ARG_LOG_LEVEL };
+        enum { ARG_VERSION = 0x100, ARG_IDLE_TIMEOUT, ARG_THREADS, ARG_LOG_LEVEL, ARG_MAX_JOBS_PER_USER };
         static const struct option options[] = {
                 { "help",         no_argument,       NULL, 'h' },
                 { "version",      no_argument,       NULL, ARG_VERSION },
                 { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
                 { "threads",      required_argument, NULL, ARG_THREADS },
                 { "log-level",    required_argument, NULL, ARG_LOG_LEVEL },
+                { "max-jobs-per-user", required_argument, NULL, ARG_MAX_JOBS_PER_USER },
                 {}
         };
         unsigned long long v;
@@ -86,6 +90,13 @@ static int parse_argv(int argc, char *argv[]) {
                                 return -EINVAL;
                         }
                         arg_threads = (unsigned) v;
+                        break;
+                case ARG_MAX_JOBS_PER_USER:
+                        if (parse_unsigned(optarg, UINT32_MAX, &v) < 0) {
+                                log_error("Invalid --max-jobs-per-user=: %s", optarg);
+                                return -EINVAL;
+                        }
+                        arg_max_jobs_per_user = (unsigned) v;
                         break;
                 case ARG_LOG_LEVEL:
                         r = parse_log_level(optarg);
@@ -128,6 +139,7 @@ int main(int argc, char *argv[]) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;
         }
+        m->max_jobs_per_user = arg_max_jobs_per_user;
 
         r = manager_connect(m);
         if (r >= 0)

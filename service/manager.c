@@ -8,6 +8,7 @@
 #include "bus-errors.h"
 #include "bus-job.h"
 #include "bus-manager.h"
+#include "bus-polkit.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
@@ -36,9 +37,13 @@ static void manager_shutdown(Manager *m) {
 
                 /* Cancelled jobs clean up after themselves (temporary files vanish); concluded ones
                  * only wait to be dismissed; aborting ones are on their way already. */
-                if (job_status(j) == JOB_STATUS_CONCLUDED)
+                if (job_status(j) == JOB_STATUS_CONCLUDED) {
                         (void) job_dismiss(j, NULL);
-                else if (job_accepts_verb(j, JOB_VERB_CANCEL))
+                        continue;
+                }
+                /* Whoever would have dismissed it is not going to. */
+                job_set_auto_dismiss(j);
+                if (job_accepts_verb(j, JOB_VERB_CANCEL))
                         (void) job_user_cancel(j, true, NULL);
         }
         for (size_t i = 0; i < n; i++)
@@ -70,6 +75,7 @@ int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret) {
         if (!m)
                 return -ENOMEM;
         m->idle_timeout_usec = idle_timeout_usec;
+        m->max_jobs_per_user = MAX_JOBS_PER_USER_DEFAULT;
 
         r = sd_event_default(&m->event);
         if (r < 0)
@@ -101,6 +107,7 @@ Manager *manager_free(Manager *m) {
                 return NULL;
 
         /* Jobs hold threads' work and bus objects: the loop must have ended with none left. */
+        bus_authorize_cancel_all(m);
         job_registry_free(m->registry);
         worker_pool_free(m->pool);
         if (m->bus) {
@@ -155,7 +162,7 @@ int manager_connect(Manager *m) {
 bool manager_is_idle(const Manager *m) {
         /* Job objects, not registry entries: a job is still registered while its 'null' is being
          * announced, and that is exactly when the last one may make us idle. */
-        return m->n_bus_jobs == 0 && m->n_requests == 0;
+        return m->n_bus_jobs == 0 && m->n_requests == 0 && !m->pending_auths;
 }
 
 static void manager_update_status(Manager *m) {

@@ -18,6 +18,9 @@
 #define BUS_JOB_INTERFACE "org.blockjobd.Jobs1.Job"
 
 #define IDLE_TIMEOUT_DEFAULT_USEC (30 * UINT64_C(1000000))
+#define MAX_JOBS_PER_USER_DEFAULT 64U
+
+struct PendingAuth;
 
 typedef struct Manager {
         sd_event *event;
@@ -29,6 +32,8 @@ typedef struct Manager {
         unsigned n_bus_jobs;            /* job objects on the bus */
         unsigned n_requests;            /* job creations waiting for the worker pool */
         unsigned next_txn;              /* for naming grouped transactions */
+        unsigned max_jobs_per_user;     /* live jobs a user other than root may have; 0: no limit */
+        struct PendingAuth *pending_auths;      /* calls waiting for polkit */
 
         bool shutting_down;             /* SIGTERM: cancel everything, then exit */
         bool name_released;             /* idle exit: the name is being given back */
@@ -42,7 +47,7 @@ int manager_connect(Manager *m);
 /* Runs until an idle exit or a shutdown completes. */
 int manager_run(Manager *m);
 
-/* No job and no creation in flight. */
+/* No job, no creation in flight, no call waiting for polkit. */
 bool manager_is_idle(const Manager *m);
 /* After anything that may end a shutdown or change the job counts: exit if due, tell systemd. */
 void manager_changed(Manager *m);

@@ -12,6 +12,7 @@
 #define BUS_ERROR_INVALID_JOB_ID "org.blockjobd.Jobs1.Error.InvalidJobId"
 #define BUS_ERROR_IMAGE_ERROR    "org.blockjobd.Jobs1.Error.ImageError"
 #define BUS_ERROR_SHUTTING_DOWN  "org.blockjobd.Jobs1.Error.ShuttingDown"
+#define BUS_ERROR_LIMIT_EXCEEDED "org.blockjobd.Jobs1.Error.LimitExceeded"
 
 /* So that sd-bus clients get a meaningful errno from sd_bus_error_get_errno(). */
 extern const sd_bus_error_map bus_error_map[];

@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "bus-errors.h"
 #include "bus-job.h"
+#include "bus-polkit.h"
 #include "log.h"
 #include "macro.h"
 
@@ -58,6 +60,10 @@ static uint64_t now_usec(clockid_t clock) {
 
 const char *bus_job_path(const BusJob *bj) {
         return bj->path;
+}
+
+uid_t bus_job_owner(const BusJob *bj) {
+        return bj->owner;
 }
 
 static BusJob *bus_job_free(BusJob *bj) {
@@ -403,62 +409,127 @@ static int property_get_io_status(sd_bus *bus, const char *path, const char *int
 
 /* ---- methods -------------------------------------------------------------------------------- */
 
-typedef int (*VerbCall)(Job *j, char **ret_error);
+/* A verb, checked with polkit first: its own action, and manage-other-users as well when the
+ * caller did not create the job. The job is looked up again once authorized, since it may have
+ * gone meanwhile. */
+typedef int (*VerbCall)(Job *j, uint64_t arg, char **ret_error);
 
-/* Apply a verb and reply. The job (and this object) may be gone afterwards, after Dismiss for one:
- * only the message is used once the verb ran. */
-static int reply_verb(sd_bus_message *m, BusJob *bj, VerbCall call, sd_bus_error *error) {
-        _cleanup_free_ char *message = NULL;
+typedef struct VerbRequest {
+        Manager *manager;
+        VerbCall call;
+        uint64_t arg;
+} VerbRequest;
+
+static int verb_authorized(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_free_ VerbRequest *req = userdata;
+        _cleanup_free_ char *id = NULL, *message = NULL;
+        Job *j;
         int r;
 
-        r = call(bj->job, &message);
+        r = sd_bus_path_decode(sd_bus_message_get_path(m), BUS_JOB_PREFIX, &id);
+        if (r < 0)
+                return r;
+        j = r > 0 ? job_registry_find(req->manager->registry, id) : NULL;
+        if (!j || !job_get_userdata(j))
+                return sd_bus_error_set(error, BUS_ERROR_NO_SUCH_JOB, "Job not found");
+
+        /* The job (and this object) may be gone once the verb ran, after Dismiss for one: only
+         * the message is used afterwards. */
+        r = req->call(j, req->arg, &message);
         if (r < 0)
                 return bus_error_from_core(error, r, message);
         return sd_bus_reply_method_return(m, NULL);
 }
 
-static int job_user_cancel_force(Job *j, char **ret_error) {
+static int authorize_verb(sd_bus_message *m, BusJob *bj, const char *verb, VerbCall call, uint64_t arg,
+                          sd_bus_error *error) {
+        char action[64], owner[16];
+        VerbRequest *req;
+        uid_t uid;
+        int r;
+
+        r = bus_sender_uid(m, &uid, error);
+        if (r < 0)
+                return r;
+
+        snprintf(action, sizeof(action), "org.blockjobd.job.%s", verb);
+        snprintf(owner, sizeof(owner), "%u", (unsigned) bj->owner);
+        BusAuthCheck checks[2] = {
+                { .action = action,
+                  .details = { "job-id", job_id(bj->job), "job-type", job_type_to_string(job_type(bj->job)),
+                               "owner-uid", owner } },
+        };
+        checks[1] = checks[0];
+        checks[1].action = "org.blockjobd.job.manage-other-users";
+
+        req = malloc(sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        *req = (VerbRequest) { .manager = bj->manager, .call = call, .arg = arg };
+        return bus_authorize(bj->manager, m, uid, checks, uid == bj->owner ? 1 : 2, verb_authorized, req, free, error);
+}
+
+static int call_pause(Job *j, uint64_t arg, char **ret_error) {
+        return job_user_pause(j, ret_error);
+}
+
+static int call_resume(Job *j, uint64_t arg, char **ret_error) {
+        return job_user_resume(j, ret_error);
+}
+
+static int call_cancel(Job *j, uint64_t arg, char **ret_error) {
         /* job-cancel: always a force cancel. */
         return job_user_cancel(j, true, ret_error);
 }
 
+static int call_complete(Job *j, uint64_t arg, char **ret_error) {
+        return job_complete(j, ret_error);
+}
+
+static int call_dismiss(Job *j, uint64_t arg, char **ret_error) {
+        return job_dismiss(j, ret_error);
+}
+
+static int call_finalize(Job *j, uint64_t arg, char **ret_error) {
+        return job_finalize(j, ret_error);
+}
+
+static int call_set_speed(Job *j, uint64_t arg, char **ret_error) {
+        return job_set_speed(j, arg, ret_error);
+}
+
 static int method_pause(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return reply_verb(m, userdata, job_user_pause, error);
+        return authorize_verb(m, userdata, "pause", call_pause, 0, error);
 }
 
 static int method_resume(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return reply_verb(m, userdata, job_user_resume, error);
+        return authorize_verb(m, userdata, "resume", call_resume, 0, error);
 }
 
 static int method_cancel(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return reply_verb(m, userdata, job_user_cancel_force, error);
+        return authorize_verb(m, userdata, "cancel", call_cancel, 0, error);
 }
 
 static int method_complete(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return reply_verb(m, userdata, job_complete, error);
+        return authorize_verb(m, userdata, "complete", call_complete, 0, error);
 }
 
 static int method_dismiss(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return reply_verb(m, userdata, job_dismiss, error);
+        return authorize_verb(m, userdata, "dismiss", call_dismiss, 0, error);
 }
 
 static int method_finalize(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        return reply_verb(m, userdata, job_finalize, error);
+        return authorize_verb(m, userdata, "finalize", call_finalize, 0, error);
 }
 
 static int method_set_speed(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        _cleanup_free_ char *message = NULL;
-        BusJob *bj = userdata;
         uint64_t speed;
         int r;
 
         r = sd_bus_message_read(m, "t", &speed);
         if (r < 0)
                 return r;
-        r = job_set_speed(bj->job, speed, &message);
-        if (r < 0)
-                return bus_error_from_core(error, r, message);
-        return sd_bus_reply_method_return(m, NULL);
+        return authorize_verb(m, userdata, "set-speed", call_set_speed, speed, error);
 }
 
 static const sd_bus_vtable job_vtable[] = {

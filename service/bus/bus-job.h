@@ -23,3 +23,5 @@ int bus_job_attach(Manager *m, Job *j, const char *source, const char *target, u
                    const char *transaction, BusJob **ret);
 
 const char *bus_job_path(const BusJob *bj);
+/* Who created the job. */
+uid_t bus_job_owner(const BusJob *bj);

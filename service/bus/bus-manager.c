@@ -10,6 +10,7 @@
 #include "bus-errors.h"
 #include "bus-job.h"
 #include "bus-manager.h"
+#include "bus-polkit.h"
 #include "commit.h"
 #include "bus-options.h"
 #include "log.h"
@@ -311,18 +312,89 @@ static int create_request_submit(Manager *m, CreateRequest *req) {
         return 0;
 }
 
+static const char *create_action_id(JobType type) {
+        static const char *const ids[_JOB_TYPE_MAX] = {
+                [JOB_TYPE_BACKUP] = "org.blockjobd.create.backup",
+                [JOB_TYPE_MIRROR] = "org.blockjobd.create.mirror",
+                [JOB_TYPE_COMMIT] = "org.blockjobd.create.commit",
+                [JOB_TYPE_STREAM] = "org.blockjobd.create.stream",
+        };
+        return ids[type];
+}
+
+static void create_request_free_void(void *req) {
+        create_request_free(req);
+}
+
+/* Authorized: open the images (on a worker), then create the jobs and reply. */
+static int create_request_authorized(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(create_request_freep) CreateRequest *req = userdata;
+        Manager *m = req->manager;
+        int r;
+
+        if (m->shutting_down)
+                return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "blockjobd is shutting down");
+        r = create_request_submit(m, req);
+        if (r < 0)
+                return r;
+        TAKE_PTR(req);
+        return 1;
+}
+
+/* Live jobs of a user: created, and not yet gone. */
+static unsigned jobs_of(Manager *m, uid_t uid) {
+        unsigned n = 0;
+
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j)) {
+                BusJob *bj = job_get_userdata(j);
+                if (bj && bus_job_owner(bj) == uid)
+                        n++;
+        }
+        return n;
+}
+
+/* The limit on jobs per user, then polkit: one check per job to create, with what rules need
+ * to know about it. Takes 'req'. */
+static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
+        _cleanup_(create_request_freep) CreateRequest *owned = req;
+        _cleanup_free_ BusAuthCheck *checks = NULL;
+        Manager *m = req->manager;
+        char owner[16];
+
+        if (req->owner != 0 && m->max_jobs_per_user > 0) {
+                unsigned have = jobs_of(m, req->owner);
+                if (have + req->n_actions > m->max_jobs_per_user)
+                        return sd_bus_error_setf(error, BUS_ERROR_LIMIT_EXCEEDED,
+                                                 "User %u has %u jobs, and may have at most %u", (unsigned) req->owner,
+                                                 have, m->max_jobs_per_user);
+        }
+
+        checks = calloc(req->n_actions, sizeof(BusAuthCheck));
+        if (!checks)
+                return -ENOMEM;
+        snprintf(owner, sizeof(owner), "%u", (unsigned) req->owner);
+        for (size_t i = 0; i < req->n_actions; i++) {
+                const CreateAction *a = &req->actions[i];
+                checks[i] = (BusAuthCheck) {
+                        .action = create_action_id(a->type),
+                        .details = { "job-type", job_type_to_string(a->type), "owner-uid", owner,
+                                     "source", a->source, "target", strempty(a->target),
+                                     a->options.job_id ? "job-id" : NULL, a->options.job_id },
+                };
+        }
+        return bus_authorize(m, req->message, req->owner, checks, req->n_actions, create_request_authorized,
+                             TAKE_PTR(owned), create_request_free_void, error);
+}
+
 /* ---- method handlers ----------------------------------------------------------------------- */
 
-static int create_request_new(Manager *m, sd_bus_message *message, size_t n_actions, CreateRequest **ret) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+static int create_request_new(Manager *m, sd_bus_message *message, size_t n_actions, CreateRequest **ret,
+                              sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *req = NULL;
         uid_t uid;
         int r;
 
-        r = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
-        if (r < 0)
-                return r;
-        r = sd_bus_creds_get_euid(creds, &uid);
+        r = bus_sender_uid(message, &uid, error);
         if (r < 0)
                 return r;
 
@@ -401,7 +473,7 @@ static int create_single(sd_bus_message *message, Manager *m, JobType type, bool
                         return r;
         }
 
-        r = create_request_new(m, message, 1, &req);
+        r = create_request_new(m, message, 1, &req, error);
         if (r < 0)
                 return r;
         req->actions[0].type = type;
@@ -409,11 +481,7 @@ static int create_single(sd_bus_message *message, Manager *m, JobType type, bool
         if (r < 0)
                 return r;
 
-        r = create_request_submit(m, req);
-        if (r < 0)
-                return r;
-        TAKE_PTR(req);
-        return 1;
+        return create_request_authorize(TAKE_PTR(req), error);
 }
 
 static int method_backup(sd_bus_message *message, void *userdata, sd_bus_error *error) {
@@ -440,7 +508,7 @@ static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_er
         if (m->shutting_down)
                 return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "blockjobd is shutting down");
 
-        r = create_request_new(m, message, TRANSACTION_ACTIONS_MAX, &req);
+        r = create_request_new(m, message, TRANSACTION_ACTIONS_MAX, &req, error);
         if (r < 0)
                 return r;
         req->transaction = true;
@@ -493,11 +561,7 @@ static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_er
         if (req->n_actions == 0)
                 return sd_bus_reply_method_return(message, "ao", 0);
 
-        r = create_request_submit(m, req);
-        if (r < 0)
-                return r;
-        TAKE_PTR(req);
-        return 1;
+        return create_request_authorize(TAKE_PTR(req), error);
 }
 
 static int method_list_jobs(sd_bus_message *message, void *userdata, sd_bus_error *error) {

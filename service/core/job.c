@@ -1183,6 +1183,10 @@ bool job_auto_dismiss(const Job *j) {
         return j->auto_dismiss;
 }
 
+void job_set_auto_dismiss(Job *j) {
+        j->auto_dismiss = true;
+}
+
 JobIoStatus job_io_status(const Job *j) {
         return j->io_status;
 }

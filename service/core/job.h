@@ -127,6 +127,10 @@ unsigned job_pause_count(const Job *j);
 bool job_cancel_requested(const Job *j);  /* any cancel, soft included */
 bool job_is_cancelled(const Job *j);      /* a force cancel */
 bool job_accepts_verb(const Job *j, JobVerb v);
+
+/* Dismisses the job by itself once it concludes, whatever it was created with: for a daemon
+ * that is going away, where nobody is left to dismiss it. */
+void job_set_auto_dismiss(Job *j);
 JobTxn *job_get_txn(const Job *j);
 bool job_txn_is_grouped(const JobTxn *t);
 void *job_driver_data(const Job *j);

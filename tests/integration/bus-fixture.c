@@ -443,6 +443,111 @@ void bus_wait_for_name(BusFixture *f, bool owned) {
         WAIT_UNTIL(f, bus_name_has_owner(f) == owned, owned ? "blockjobd to own its name" : "blockjobd to go");
 }
 
+/* ---- unprivileged callers ------------------------------------------------------------------- */
+
+int bus_client_main(int argc, char *argv[]) {
+        g_autoptr(GDBusConnection) conn = NULL;
+        g_autoptr(GVariant) reply = NULL, args = NULL;
+        g_autoptr(GError) error = NULL;
+        GDBusCallFlags flags = G_DBUS_CALL_FLAGS_NONE;
+        int i = 3;
+
+        if (argc < 2 || !g_str_equal(argv[1], "--client"))
+                return -1;
+        if (argc < 4)
+                return 2;
+        if (g_str_equal(argv[i], "--interactive")) {
+                flags |= G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION;
+                i++;
+        }
+
+        conn = g_dbus_connection_new_for_address_sync(argv[2],
+                                                      G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                                              G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                                                      NULL, NULL, &error);
+        if (conn && i < argc && g_str_equal(argv[i], "own"))
+                reply = g_dbus_connection_call_sync(conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                    "org.freedesktop.DBus", "RequestName",
+                                                    g_variant_new("(su)", BUS_NAME, 4 /* do not queue */),
+                                                    G_VARIANT_TYPE("(u)"), flags, 10000, NULL, &error);
+        else if (conn && i + 5 == argc && g_str_equal(argv[i], "call")) {
+                args = g_variant_parse(NULL, argv[i + 4], NULL, NULL, &error);
+                if (args)
+                        reply = g_dbus_connection_call_sync(conn, BUS_NAME, argv[i + 1], argv[i + 2], argv[i + 3],
+                                                            g_variant_ref(args), NULL, flags, 30000, NULL, &error);
+        } else if (conn)
+                return 2;
+
+        if (error) {
+                g_autofree char *name = g_dbus_error_get_remote_error(error);
+                g_dbus_error_strip_remote_error(error);
+                g_print("%s: %s\n", name ?: "(local)", error->message);
+                return 1;
+        }
+        g_autofree char *text = g_variant_print(reply, TRUE);
+        g_print("ok %s\n", text);
+        return 0;
+}
+
+bool bus_can_run_as_nobody(void) {
+        if (geteuid() != 0 || !g_find_program_in_path("setpriv")) {
+                g_test_skip("needs root and setpriv to run a client as nobody");
+                return false;
+        }
+        return true;
+}
+
+char *bus_as_nobody(BusFixture *f, const char *first, ...) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+        g_autofree char *copy = bus_fixture_path(f, "client"), *counts = bus_fixture_path(f, "gcov");
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GSubprocess) p = NULL;
+        g_autoptr(GError) error = NULL;
+        char *out = NULL;
+        va_list ap;
+
+        /* A copy in the test's directory, which nobody can reach wherever the build tree is. */
+        g_assert_cmpint(g_chmod(f->dir, 0755), ==, 0);
+        if (!g_file_test(copy, G_FILE_TEST_EXISTS)) {
+                g_autoptr(GFile) from = g_file_new_for_path(self);
+                g_autoptr(GFile) to = g_file_new_for_path(copy);
+                g_assert_true(g_file_copy(from, to, G_FILE_COPY_NONE, NULL, NULL, NULL, &error));
+                g_assert_cmpint(g_chmod(copy, 0755), ==, 0);
+                /* In a coverage build the copy writes its counts under $GCOV_PREFIX. */
+                g_assert_cmpint(g_mkdir_with_parents(counts, 0777), ==, 0);
+                g_assert_cmpint(g_chmod(counts, 0777), ==, 0);
+        }
+
+        for (const char *const *a = (const char *const[]) { "setpriv", "--reuid=nobody", "--regid=nogroup",
+                                                             "--clear-groups", NULL };
+             *a; a++)
+                g_ptr_array_add(argv, g_strdup(*a));
+        g_ptr_array_add(argv, g_strdup(copy));
+        g_ptr_array_add(argv, g_strdup("--client"));
+        g_ptr_array_add(argv, g_strdup(f->address));
+        va_start(ap, first);
+        for (const char *a = first; a; a = va_arg(ap, const char *))
+                g_ptr_array_add(argv, g_strdup(a));
+        va_end(ap);
+        g_ptr_array_add(argv, NULL);
+
+        launcher = launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
+        g_subprocess_launcher_setenv(launcher, "GCOV_PREFIX", counts, TRUE);
+        p = g_subprocess_launcher_spawnv(launcher, (const char *const *) argv->pdata, &error);
+        g_assert_no_error(error);
+        g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, &out, NULL, &error));
+        g_assert_no_error(error);
+        g_assert_true(g_subprocess_get_if_exited(p));
+        g_assert_cmpint(g_subprocess_get_exit_status(p), <=, 1);
+        return out;
+}
+
+void bus_assert_answer(const char *output, const char *expected_prefix) {
+        if (!g_str_has_prefix(output, expected_prefix))
+                g_error("expected an answer starting with \"%s\", got: %s", expected_prefix, output);
+}
+
 /* ---- files ---------------------------------------------------------------------------------- */
 
 void bus_make_file(const char *path, guint64 size) {

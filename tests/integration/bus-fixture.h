@@ -76,6 +76,24 @@ void bus_wait_for_name(BusFixture *f, bool owned);
 bool bus_name_has_owner(BusFixture *f);
 void bus_iterate_for(BusFixture *f, guint64 usec);
 
+/* ---- unprivileged callers ----
+ * A test program that calls bus_client_main() first thing in main() can run itself again as
+ * nobody (setpriv, which needs root) to act as an unprivileged client of the fixture's bus:
+ *
+ *   own                                  RequestName(org.blockjobd.Jobs1)
+ *   call PATH INTERFACE METHOD ARGS      a method call; ARGS in GVariant text format, or "()"
+ *
+ * optionally after --interactive (the call carries ALLOW_INTERACTIVE_AUTHORIZATION). The
+ * output is "ok <reply>" or "<D-Bus error name>: <message>". */
+int bus_client_main(int argc, char *argv[]);
+/* Runs the client as nobody; NULL-terminated arguments; returns its output (g_free it). The
+ * fixture's directory is made reachable for nobody. */
+char *bus_as_nobody(BusFixture *f, const char *first, ...) G_GNUC_NULL_TERMINATED;
+/* Does the output start with this (an error name, or "ok")? Fails the test with the output if not. */
+void bus_assert_answer(const char *output, const char *expected_prefix);
+/* Whether unprivileged callers can be had here (root, setpriv); skips the test if not. */
+bool bus_can_run_as_nobody(void);
+
 /* Test data: a file of 'size' bytes of pseudo-random data. */
 void bus_make_file(const char *path, guint64 size);
 void bus_assert_same_file(const char *a, const char *b);

@@ -1,0 +1,354 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Authorization with the real polkitd on the test's private system bus, and real unprivileged
+ * callers (this program, run again as nobody through setpriv). The project's actions and the
+ * test's rules are installed into /usr/share/polkit-1/actions and /etc/polkit-1/rules.d for the
+ * test and removed afterwards, also when a test fails or the run is stopped (a signal handler
+ * does it then). Needs root; skipped elsewhere. */
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "bus-fixture.h"
+
+#define MiB (G_GUINT64_CONSTANT(1) << 20)
+
+#define POLKITD "/usr/lib/polkit-1/polkitd"
+#define ACTIONS_FILE "/usr/share/polkit-1/actions/org.blockjobd-test.policy"
+#define RULES_FILE "/etc/polkit-1/rules.d/10-blockjobd-test.rules"
+
+#define DENIED "org.freedesktop.DBus.Error.AccessDenied:"
+#define INTERACTIVE "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired:"
+
+/* ---- what the test installs, removed whatever happens ---------------------------------------- */
+
+static volatile pid_t polkitd_pid;
+
+static void remove_installed(void) {
+        (void) unlink(ACTIONS_FILE);
+        (void) unlink(RULES_FILE);
+}
+
+static void on_abort(int sig) {
+        /* Only what is safe in a signal handler: unlink and kill. */
+        remove_installed();
+        if (polkitd_pid > 0)
+                (void) kill(polkitd_pid, SIGKILL);
+        signal(sig, SIG_DFL);
+        raise(sig);
+}
+
+static void install_actions(void) {
+        g_autofree char *text = NULL;
+        gsize len;
+
+        g_assert_true(g_file_get_contents(g_getenv("POLKIT_POLICY"), &text, &len, NULL));
+        g_assert_true(g_file_set_contents(ACTIONS_FILE, text, (gssize) len, NULL));
+}
+
+/* ---- polkitd ----------------------------------------------------------------------------------- */
+
+typedef struct PolkitFixture {
+        BusFixture bus;
+        GSubprocess *polkitd;
+        char *nobody_dir;               /* a directory nobody owns, for nobody's files */
+} PolkitFixture;
+
+static bool polkit_running(BusFixture *f) {
+        g_autoptr(GVariant) reply = g_dbus_connection_call_sync(f->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                                "org.freedesktop.DBus", "NameHasOwner",
+                                                                g_variant_new("(s)", "org.freedesktop.PolicyKit1"),
+                                                                G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE, 10000,
+                                                                NULL, NULL);
+        gboolean owned = FALSE;
+        if (reply)
+                g_variant_get(reply, "(b)", &owned);
+        return owned;
+}
+
+/* Starts polkitd with these rules (NULL: none) in place. */
+static void start_polkit(PolkitFixture *pf, const char *rules) {
+        BusFixture *f = &pf->bus;
+        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
+                                                                            G_SUBPROCESS_FLAGS_STDERR_SILENCE);
+        g_autoptr(GError) error = NULL;
+
+        if (rules)
+                g_assert_true(g_file_set_contents(RULES_FILE, rules, -1, NULL));
+        else
+                (void) unlink(RULES_FILE);
+
+        g_subprocess_launcher_setenv(launcher, "DBUS_SYSTEM_BUS_ADDRESS", f->address, TRUE);
+        pf->polkitd = g_subprocess_launcher_spawn(launcher, &error, POLKITD, "--no-debug", NULL);
+        g_assert_no_error(error);
+        polkitd_pid = atoi(g_subprocess_get_identifier(pf->polkitd));
+        for (unsigned i = 0; !polkit_running(f); i++) {
+                if (i > 300)
+                        g_error("polkitd did not come up");
+                bus_iterate_for(f, 20000);
+        }
+}
+
+static void stop_polkit(PolkitFixture *pf) {
+        if (!pf->polkitd)
+                return;
+        g_subprocess_force_exit(pf->polkitd);
+        g_subprocess_wait(pf->polkitd, NULL, NULL);
+        g_clear_object(&pf->polkitd);
+        polkitd_pid = 0;
+        for (unsigned i = 0; polkit_running(&pf->bus) && i < 300; i++)
+                bus_iterate_for(&pf->bus, 20000);
+}
+
+static void setup(PolkitFixture *pf, gconstpointer data) {
+        BusFixture *f = &pf->bus;
+
+        if (geteuid() != 0 || !g_file_test(POLKITD, G_FILE_TEST_IS_EXECUTABLE))
+                return;
+        install_actions();
+        bus_fixture_init(f);
+        g_assert_cmpint(g_chmod(f->dir, 0755), ==, 0);
+        pf->nobody_dir = bus_fixture_path(f, "nobody");
+        g_assert_cmpint(g_mkdir(pf->nobody_dir, 0755), ==, 0);
+        g_assert_cmpint(chown(pf->nobody_dir, 65534, 65534), ==, 0);
+        bus_fixture_start_bus(f, NULL);
+        bus_fixture_start_daemon(f, data ?: "--idle-timeout=0");
+}
+
+static void teardown(PolkitFixture *pf, gconstpointer data) {
+        if (!pf->bus.dir)
+                return;
+        stop_polkit(pf);
+        bus_fixture_teardown(&pf->bus, data);
+        g_free(pf->nobody_dir);
+        remove_installed();
+}
+
+static bool usable(PolkitFixture *pf) {
+        if (!pf->bus.dir) {
+                g_test_skip("needs root and polkitd");
+                return false;
+        }
+        return bus_can_run_as_nobody();
+}
+
+/* ---- calls ------------------------------------------------------------------------------------- */
+
+static char *backup_args(PolkitFixture *pf, const char *source, const char *target, const char *options) {
+        g_autofree char *s = g_build_filename(pf->nobody_dir, source, NULL);
+        g_autofree char *t = g_build_filename(pf->nobody_dir, target, NULL);
+        return g_strdup_printf("('%s', '%s', @a{sv} %s)", s, t, options ?: "{}");
+}
+
+/* Makes a source file, readable by everyone. */
+static void make_source(PolkitFixture *pf, const char *name, guint64 size) {
+        g_autofree char *p = g_build_filename(pf->nobody_dir, name, NULL);
+        bus_make_file(p, size);
+        g_assert_cmpint(g_chmod(p, 0644), ==, 0);
+}
+
+static char *nobody_call(PolkitFixture *pf, bool interactive, const char *path, const char *iface, const char *method,
+                         const char *args) {
+        if (interactive)
+                return bus_as_nobody(&pf->bus, "--interactive", "call", path, iface, method, args, NULL);
+        return bus_as_nobody(&pf->bus, "call", path, iface, method, args, NULL);
+}
+
+static void assert_nobody(PolkitFixture *pf, bool interactive, const char *path, const char *iface, const char *method,
+                          const char *args, const char *expected) {
+        g_autofree char *out = nobody_call(pf, interactive, path, iface, method, args);
+        bus_assert_answer(out, expected);
+}
+
+static void assert_nobody_verb(PolkitFixture *pf, const char *id, const char *method, const char *args,
+                               const char *expected) {
+        g_autofree char *path = g_strdup_printf(MANAGER_PATH "/job/%s", id);
+        assert_nobody(pf, false, path, JOB_IFACE, method, args, expected);
+}
+
+static void root_verb(BusFixture *f, const char *id, const char *method) {
+        g_autofree char *path = g_strdup_printf(MANAGER_PATH "/job/%s", id);
+        bus_job_call(f, path, method);
+}
+
+/* A backup by root, slowed down so that it stays around. */
+static void root_backup(PolkitFixture *pf, const char *id) {
+        g_autofree char *s = g_build_filename(pf->bus.dir, "root.img", NULL);
+        g_autofree char *t = g_build_filename(pf->bus.dir, id, NULL), *path = NULL;
+
+        if (!g_file_test(s, G_FILE_TEST_EXISTS))
+                bus_make_file(s, 8 * MiB);
+        path = bus_backup(&pf->bus, s, t,
+                          bus_opts("job-id", g_variant_new_string(id), "speed", g_variant_new_uint64(MiB),
+                                   "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+}
+
+/* ---- the tests --------------------------------------------------------------------------------- */
+
+/* Root is never asked about: no polkitd runs here at all, and everything works. */
+static void test_root_needs_no_polkit(PolkitFixture *pf, gconstpointer data) {
+        BusFixture *f = &pf->bus;
+
+        if (!usable(pf))
+                return;
+        g_assert_false(polkit_running(f));
+
+        root_backup(pf, "r");
+        root_verb(f, "r", "Pause");
+        bus_wait_for_status(f, "r", "paused");
+        g_variant_unref(bus_call(f, MANAGER_PATH "/job/r", JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL));
+        root_verb(f, "r", "Resume");
+        root_verb(f, "r", "Cancel");
+        bus_wait_for_status(f, "r", "concluded");
+        root_verb(f, "r", "Dismiss");
+        bus_wait_for_status(f, "r", "null");
+}
+
+/* No rules: nobody (no session, so allow_any: auth_admin) is challenged; without the interactive
+ * flag that is InteractiveAuthorizationRequired, with it and no agent to ask, AccessDenied. */
+static void test_unprivileged_without_rules(PolkitFixture *pf, gconstpointer data) {
+        g_autofree char *args = NULL;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, NULL);
+        make_source(pf, "s.img", MiB);
+        args = backup_args(pf, "s.img", "t.img", NULL);
+
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", args, INTERACTIVE);
+        assert_nobody(pf, true, MANAGER_PATH, MANAGER_IFACE, "Backup", args, DENIED);
+        g_autofree char *target = g_build_filename(pf->nobody_dir, "t.img", NULL);
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+
+        /* Verbs on root's job: the same. */
+        root_backup(pf, "r");
+        assert_nobody_verb(pf, "r", "Pause", "()", INTERACTIVE);
+        assert_nobody_verb(pf, "r", "SetSpeed", "(uint64 5,)", INTERACTIVE);
+        assert_nobody_verb(pf, "r", "Cancel", "()", INTERACTIVE);
+        g_autofree char *status = bus_get_string(&pf->bus, MANAGER_PATH "/job/r", "Status");
+        g_assert_cmpstr(status, ==, "running");
+        /* Reading is free. */
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "ListJobs", "()", "ok");
+}
+
+/* Rules that allow nobody to back up (matched by action and by the job-type detail) and to use
+ * some verbs, but not to touch other users' jobs. */
+static const char rules[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (subject.user != 'nobody')\n"
+        "                return polkit.Result.NOT_HANDLED;\n"
+        "        if (action.id == 'org.blockjobd.create.backup' && action.lookup('job-type') == 'backup' &&\n"
+        "            action.lookup('owner-uid') == '65534')\n"
+        "                return polkit.Result.YES;\n"
+        "        if (['org.blockjobd.job.pause', 'org.blockjobd.job.resume', 'org.blockjobd.job.cancel',\n"
+        "             'org.blockjobd.job.dismiss', 'org.blockjobd.job.set-speed'].indexOf(action.id) >= 0)\n"
+        "                return polkit.Result.YES;\n"
+        "        return polkit.Result.NOT_HANDLED;\n"
+        "});\n";
+
+static void test_unprivileged_with_rules(PolkitFixture *pf, gconstpointer data) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *args = NULL, *mirror_args = NULL, *out = NULL, *owner = NULL;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, rules);
+        make_source(pf, "s.img", 8 * MiB);
+        args = backup_args(pf, "s.img", "t.img",
+                           "{'job-id': <'mine'>, 'speed': <uint64 1048576>, 'auto-dismiss': <false>}");
+
+        out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", args);
+        bus_assert_answer(out, "ok");
+        g_autoptr(GVariant) uid = bus_get_property(f, MANAGER_PATH "/job/mine", JOB_IFACE, "OwnerUID");
+        g_assert_cmpuint(g_variant_get_uint32(uid), ==, 65534);
+
+        /* Its own job: the verbs the rules allow work, the others are still challenged. */
+        assert_nobody_verb(pf, "mine", "Pause", "()", "ok");
+        bus_wait_for_status(f, "mine", "paused");
+        assert_nobody_verb(pf, "mine", "SetSpeed", "(uint64 2097152,)", "ok");
+        assert_nobody_verb(pf, "mine", "Resume", "()", "ok");
+        assert_nobody_verb(pf, "mine", "Complete", "()", INTERACTIVE);
+        assert_nobody_verb(pf, "mine", "Cancel", "()", "ok");
+        bus_wait_for_status(f, "mine", "concluded");
+        assert_nobody_verb(pf, "mine", "Dismiss", "()", "ok");
+        bus_wait_for_status(f, "mine", "null");
+
+        /* The rule matches job-type "backup" only. */
+        mirror_args = backup_args(pf, "s.img", "m.img", NULL);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "Mirror", mirror_args, INTERACTIVE);
+
+        /* Root's job: the verb is allowed, acting on another user's job is not. */
+        root_backup(pf, "r");
+        assert_nobody_verb(pf, "r", "Pause", "()", INTERACTIVE);
+        assert_nobody_verb(pf, "r", "Cancel", "()", INTERACTIVE);
+        g_autofree char *status = bus_get_string(f, MANAGER_PATH "/job/r", "Status");
+        g_assert_cmpstr(status, ==, "running");
+}
+
+/* polkitd goes away: other callers are denied, saying why; root goes on; the daemon lives. */
+static void test_polkit_gone(PolkitFixture *pf, gconstpointer data) {
+        g_autofree char *args = NULL;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, rules);
+        make_source(pf, "s.img", MiB);
+        args = backup_args(pf, "s.img", "t.img", NULL);
+        stop_polkit(pf);
+
+        g_autofree char *out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", args);
+        bus_assert_answer(out, DENIED);
+        g_assert_nonnull(strstr(out, "polkit is not available"));
+
+        root_backup(pf, "r");
+        root_verb(&pf->bus, "r", "Cancel");
+        bus_wait_for_status(&pf->bus, "r", "concluded");
+        g_variant_unref(bus_call(&pf->bus, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping", NULL, NULL));
+}
+
+/* A user may have so many jobs at once (here 1), root any number. */
+static void test_job_limit(PolkitFixture *pf, gconstpointer data) {
+        g_autofree char *first = NULL, *second = NULL, *out = NULL;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, rules);
+        make_source(pf, "s.img", 8 * MiB);
+        first = backup_args(pf, "s.img", "t1.img", "{'speed': <uint64 1048576>}");
+        second = backup_args(pf, "s.img", "t2.img", "{'speed': <uint64 1048576>}");
+
+        out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", first);
+        bus_assert_answer(out, "ok");
+        g_free(out);
+        out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", second);
+        bus_assert_answer(out, "org.blockjobd.Jobs1.Error.LimitExceeded: User 65534 has 1 jobs, and may have at most 1");
+
+        root_backup(pf, "r1");
+        root_backup(pf, "r2");
+}
+
+int main(int argc, char *argv[]) {
+        int r = bus_client_main(argc, argv);
+        if (r >= 0)
+                return r;
+
+        /* Leftovers of a run that was killed, then a net for this one. */
+        if (geteuid() == 0)
+                remove_installed();
+        signal(SIGABRT, on_abort);
+        signal(SIGTRAP, on_abort);
+        signal(SIGTERM, on_abort);
+        signal(SIGINT, on_abort);
+
+        g_test_init(&argc, &argv, NULL);
+        g_test_add("/polkit/root-needs-no-polkit", PolkitFixture, NULL, setup, test_root_needs_no_polkit, teardown);
+        g_test_add("/polkit/unprivileged-without-rules", PolkitFixture, NULL, setup, test_unprivileged_without_rules,
+                   teardown);
+        g_test_add("/polkit/unprivileged-with-rules", PolkitFixture, NULL, setup, test_unprivileged_with_rules, teardown);
+        g_test_add("/polkit/polkit-gone", PolkitFixture, NULL, setup, test_polkit_gone, teardown);
+        g_test_add("/polkit/job-limit", PolkitFixture, "--idle-timeout=0 --max-jobs-per-user=1", setup, test_job_limit,
+                   teardown);
+        return g_test_run();
+}
