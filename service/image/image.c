@@ -210,6 +210,29 @@ static bool same_file(const struct stat *a, const struct stat *b) {
         return a && b && a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
+/* A descriptor someone else opened: it must allow what we are going to do with it, and we take
+ * our own open file description of the same file (through /proc, no name is looked up), so that
+ * our image locks are ours alone, as with a file we opened ourselves, and go when we close it
+ * (the caller's copy would keep them on a shared description). Returns the new descriptor. */
+static int open_given_fd(int fd, const char *name, unsigned flags, char **ret_error) {
+        char proc_path[64];
+        int fl, r;
+
+        fl = fcntl(fd, F_GETFL);
+        if (fl < 0)
+                return image_open_fail(ret_error, negative_errno(), "Invalid descriptor for '%s': %m", name);
+        if ((fl & O_ACCMODE) == O_WRONLY || (fl & O_PATH))
+                return image_open_fail(ret_error, -EACCES, "The descriptor for '%s' is not open for reading", name);
+        if ((flags & IMAGE_OPEN_WRITE) && (fl & O_ACCMODE) != O_RDWR)
+                return image_open_fail(ret_error, -EACCES, "The descriptor for '%s' is not open for writing", name);
+
+        (void) snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
+        r = open(proc_path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+        if (r < 0)
+                return image_open_fail(ret_error, negative_errno(), "Could not reopen the descriptor for '%s': %m", name);
+        return r;
+}
+
 /* Opens img's backing file. Returns 0 without opening it if it is options->stop_before. */
 static int open_backing(Image *img, const Image *top, int depth, const ImageOpenOptions *options, char **ret_error) {
         _cleanup_free_ char *path = NULL;
@@ -230,7 +253,15 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
         if (r < 0)
                 return image_open_fail(ret_error, r, "Out of memory");
 
-        if (stat(path, &st) < 0)
+        if (options && options->fds) {
+                /* Given, not opened: the layer at this depth. */
+                if ((size_t) depth >= options->fds->n)
+                        return image_open_fail(ret_error, -EPERM,
+                                               "Backing file '%s' of '%s' was not passed (the chain has %zu file%s)",
+                                               path, img->path, options->fds->n, options->fds->n == 1 ? "" : "s");
+                if (fstat(options->fds->fds[depth], &st) < 0)
+                        return image_open_fail(ret_error, negative_errno(), "Could not stat '%s': %m", path);
+        } else if (stat(path, &st) < 0)
                 return image_open_fail(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
                                        img->path);
         if (options && same_file(options->stop_before, &st))
@@ -238,7 +269,12 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
         if (options && same_file(options->writable, &st))
                 flags |= IMAGE_OPEN_WRITE;
 
-        fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+        if (options && options->fds) {
+                fd = open_given_fd(options->fds->fds[depth], path, flags, ret_error);
+                if (fd < 0)
+                        return fd;
+        } else
+                fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
                 return image_open_fail(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
                                        img->path);
@@ -344,6 +380,15 @@ int image_open_full(const char *path, ImageFormat format, unsigned flags, const 
 
         if (!path || !*path)
                 return image_open_fail(ret_error, -EINVAL, "No image given");
+
+        if (options && options->fds) {
+                if (options->fds->n == 0)
+                        return image_open_fail(ret_error, -EPERM, "No descriptor was passed for '%s'", path);
+                fd = open_given_fd(options->fds->fds[0], path, flags, ret_error);
+                if (fd < 0)
+                        return fd;
+                return open_fd_full(fd, path, format, flags, options, ret, ret_error);
+        }
 
         fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)

@@ -51,7 +51,20 @@ int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret
 typedef struct ImageOpenOptions {
         const struct stat *stop_before;
         const struct stat *writable;
+        const struct ImageChainFds *fds;
 } ImageOpenOptions;
+
+/* A chain's files as descriptors, top first, opened by someone else: a caller that passed them,
+ * or the helper that opened them with a caller's rights. With these, nothing is opened by name:
+ * layer N of the chain is fds[N] (its name, for messages and for resolving the names below it, is
+ * the one its parent records), a chain that names more backing files than there are descriptors
+ * is refused (-EPERM), and a layer to be written must have been opened for writing (-EACCES).
+ * Only the descriptors a chain needs are used; each is reopened (through /proc/self/fd) into an
+ * open file description of the image's own, which holds its locks. */
+typedef struct ImageChainFds {
+        const int *fds;
+        size_t n;
+} ImageChainFds;
 
 int image_open_full(const char *path, ImageFormat format, unsigned flags, const ImageOpenOptions *options, Image **ret,
                     char **ret_error);
