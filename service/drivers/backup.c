@@ -58,7 +58,6 @@ static int fail(char **ret_error, int r, const char *format, ...) {
 
 int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         _cleanup_(backup_freep) Backup *b = NULL;
-        struct stat st;
         int r;
 
         assert(p && ret);
@@ -77,18 +76,18 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         b->sync_top = p->sync_top;
 
         /* The source is read, with its backing chain, and must not change meanwhile. */
-        r = image_open(p->source, IMAGE_FORMAT_PROBE, 0, &b->source, ret_error);
+        ImageOpenOptions o = { .fds = p->source_fds };
+        r = image_open_full(p->source, IMAGE_FORMAT_PROBE, 0, &o, &b->source, ret_error);
         if (r < 0)
                 return r;
 
+        r = target_file_open(&b->target, p->target, p->target_given, image_stat(b->source), image_size(b->source),
+                             p->overwrite, p->named_temp_file, ret_error);
+        if (r < 0)
+                return r;
         /* Replacing a file of the source's own chain would change the source. */
-        if (stat(p->target, &st) >= 0 && image_chain_contains(image_backing(b->source), &st))
+        if (target_file_in_chain(&b->target, image_backing(b->source)))
                 return fail(ret_error, -EINVAL, "Target '%s' is a backing file of the source", p->target);
-
-        r = target_file_open(&b->target, p->target, image_stat(b->source), image_size(b->source), p->overwrite,
-                             p->named_temp_file, ret_error);
-        if (r < 0)
-                return r;
 
         r = target_image_create(&b->target, b->source, p->target_format, p->sync_top, &b->writer, ret_error);
         if (r < 0)

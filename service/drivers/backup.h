@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "image.h"
+#include "target-file.h"
 #include "job-driver.h"
 
 #define BACKUP_CHUNK_DEFAULT (UINT64_C(1) << 20)
@@ -25,6 +26,10 @@
 typedef struct BackupParams {
         const char *source;
         const char *target;
+        /* Descriptors instead of names (then the names above label them only): the source's
+         * chain, top first, and the target; NULL: open by name. */
+        const ImageChainFds *source_fds;
+        const TargetGiven *target_given;
         bool overwrite;
         bool sync_top;                  /* copy only what the top image allocates */
         ImageFormat target_format;      /* PROBE: the source's */

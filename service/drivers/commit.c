@@ -54,6 +54,7 @@ typedef struct CommitPlan {
         struct stat top, base, above_top;
         bool active;
         bool above_top_is_image;        /* top is the image's own backing file */
+        int base_depth;
         char *base_path;
         ImageFormat base_format;
         ImageFormat image_format;
@@ -63,9 +64,9 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         _cleanup_(image_closep) Image *chain = NULL;
         Image *top, *base;
         int top_depth = 0, base_depth, r;
-        struct stat st;
 
-        r = image_open(p->image, IMAGE_FORMAT_PROBE, 0, &chain, ret_error);
+        ImageOpenOptions o = { .fds = p->fds };
+        r = image_open_full(p->image, IMAGE_FORMAT_PROBE, 0, &o, &chain, ret_error);
         if (r < 0)
                 return r;
         if (image_chain_depth(chain) < 2)
@@ -73,10 +74,10 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
 
         top = chain;
         if (p->top) {
-                if (stat(p->top, &st) < 0)
-                        return fail(ret_error, negative_errno(), "Could not find top '%s': %m", p->top);
-                top = image_chain_find(chain, &st, &top_depth);
-                if (!top)
+                r = image_chain_lookup(chain, p->top, p->fds, &top, &top_depth);
+                if (r < 0)
+                        return fail(ret_error, r, "Could not find top '%s': %s", p->top, strerror(-r));
+                if (r == 0)
                         return fail(ret_error, -EINVAL, "Top image file '%s' is not in the backing chain of '%s'", p->top,
                                     p->image);
         }
@@ -85,10 +86,10 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         for (int d = 0; d < base_depth; d++)
                 base = image_backing(base);
         if (p->base) {
-                if (stat(p->base, &st) < 0)
-                        return fail(ret_error, negative_errno(), "Could not find base '%s': %m", p->base);
-                base = image_chain_find(chain, &st, &base_depth);
-                if (!base)
+                r = image_chain_lookup(chain, p->base, p->fds, &base, &base_depth);
+                if (r < 0)
+                        return fail(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
+                if (r == 0)
                         return fail(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'", p->base, p->image);
         }
         if (base_depth == top_depth)
@@ -112,6 +113,7 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
                         above = image_backing(above);
                 plan->above_top = *image_stat(above);
         }
+        plan->base_depth = base_depth;
         plan->base_path = strdup(image_path(base));
         plan->base_format = image_format(base);
         plan->image_format = image_format(chain);
@@ -134,7 +136,12 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
                 goto finish;
         c->active = pl.active;
 
-        r = image_open(pl.base_path, pl.base_format, IMAGE_OPEN_WRITE, &c->base, ret_error);
+        /* From descriptors, base and its chain are the tail of the image's. */
+        ImageChainFds base_fds = {};
+        if (p->fds)
+                base_fds = (ImageChainFds) { p->fds->fds + pl.base_depth, p->fds->n - (size_t) pl.base_depth };
+        ImageOpenOptions bo = { .fds = p->fds ? &base_fds : NULL };
+        r = image_open_full(pl.base_path, pl.base_format, IMAGE_OPEN_WRITE, &bo, &c->base, ret_error);
         if (r < 0)
                 goto finish;
         /* Written: the image itself for active commit, or the layer above top (which may be the
@@ -142,6 +149,7 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
         ImageOpenOptions o = {
                 .stop_before = &pl.base,
                 .writable = pl.active || pl.above_top_is_image ? NULL : &pl.above_top,
+                .fds = p->fds,
         };
         r = image_open_full(p->image, pl.image_format, pl.active || pl.above_top_is_image ? IMAGE_OPEN_WRITE : 0, &o,
                             &c->upper, ret_error);

@@ -13,6 +13,7 @@
  * the same before and after. Base is written, the image above top only in its header (or, for
  * active commit, emptied), everything else only read. */
 
+#include "image.h"
 #include "job-driver.h"
 
 typedef struct CommitParams {
@@ -20,6 +21,9 @@ typedef struct CommitParams {
         const char *top;                /* a file in the image's chain; NULL: the image */
         const char *base;               /* a file below top; NULL: the bottom of the chain */
         const char *backing_file;       /* the name to record above top; NULL: base's path */
+        /* The image's chain as descriptors, top first (then 'image' labels it, and 'top' and
+         * 'base' name layers as the chain calls them); NULL: open by name. */
+        const ImageChainFds *fds;
 } CommitParams;
 
 typedef struct Commit Commit;

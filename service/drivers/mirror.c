@@ -148,21 +148,22 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         m->max_interval_ns = p->max_interval_ns ?: MAX_INTERVAL_DEFAULT_NS;
 
         /* The source, with its chain: someone else may keep writing it, which is the point. */
-        r = image_open(p->source, IMAGE_FORMAT_PROBE, IMAGE_OPEN_SHARE_WRITE, &m->source, ret_error);
+        ImageOpenOptions o = { .fds = p->source_fds };
+        r = image_open_full(p->source, IMAGE_FORMAT_PROBE, IMAGE_OPEN_SHARE_WRITE, &o, &m->source, ret_error);
         if (r < 0)
                 return r;
         m->size = image_size(m->source);
         /* As QEMU's drive-mirror: sync=top of an image without backing file is sync=full. */
         m->sync_top = p->sync_top && image_backing(m->source);
 
-        struct stat st;
-        if (stat(p->target, &st) >= 0 && image_chain_contains(image_backing(m->source), &st))
-                return fail(ret_error, -EINVAL, "Can't mirror node into itself");
-
-        r = target_file_open(&m->target, p->target, image_stat(m->source), m->size, p->overwrite, p->named_temp_file,
-                             ret_error);
+        r = target_file_open(&m->target, p->target, p->target_given, image_stat(m->source), m->size, p->overwrite,
+                             p->named_temp_file, ret_error);
         if (r < 0)
                 return r;
+        /* Replacing a file of the source's own chain would change the source. */
+        if (target_file_in_chain(&m->target, image_backing(m->source)))
+                return fail(ret_error, -EINVAL, "Can't mirror node into itself");
+
         r = target_image_create(&m->target, m->source, p->target_format, m->sync_top, &m->writer, ret_error);
         if (r < 0)
                 return r;

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "image.h"
+#include "target-file.h"
 #include "job-driver.h"
 
 #define MIRROR_GRANULARITY_DEFAULT (UINT32_C(64) << 10)
@@ -32,6 +33,10 @@
 typedef struct MirrorParams {
         const char *source;
         const char *target;
+        /* Descriptors instead of names (then the names above label them only): the source's
+         * chain, top first, and the target; NULL: open by name. */
+        const ImageChainFds *source_fds;
+        const TargetGiven *target_given;
         bool overwrite;
         bool sync_top;                  /* only what the source's top layer allocates */
         ImageFormat target_format;      /* PROBE: the source's */

@@ -49,7 +49,8 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
         if (!s)
                 return -ENOMEM;
 
-        r = image_open(p->image, IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &s->image, ret_error);
+        ImageOpenOptions o = { .fds = p->fds };
+        r = image_open_full(p->image, IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &o, &s->image, ret_error);
         if (r < 0)
                 return r;
         if (image_format(s->image) != IMAGE_FORMAT_QCOW2)
@@ -58,11 +59,10 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
 
         base_depth = image_chain_depth(s->image);
         if (p->base) {
-                struct stat st;
-                if (stat(p->base, &st) < 0)
-                        return fail(ret_error, negative_errno(), "Could not find base '%s': %m", p->base);
-                s->base = image_chain_find(s->image, &st, &base_depth);
-                if (!s->base)
+                r = image_chain_lookup(s->image, p->base, p->fds, &s->base, &base_depth);
+                if (r < 0)
+                        return fail(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
+                if (r == 0)
                         return fail(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'", p->base, p->image);
                 if (base_depth == 0)
                         return fail(ret_error, -EINVAL, "Node '%s' is not a backing image of '%s'", p->base, p->image);

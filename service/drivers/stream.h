@@ -7,12 +7,16 @@
  * before. The image is written, the chain below only read; QEMU's locks hold them so for the
  * job's life. Never ready. */
 
+#include "image.h"
 #include "job-driver.h"
 
 typedef struct StreamParams {
         const char *image;
         const char *base;               /* a file in the image's chain; NULL: none, stand alone */
         const char *backing_file;       /* the name to record; NULL: the base's path */
+        /* The image's chain as descriptors, top first (then 'image' labels it, and 'base' names
+         * a layer as the chain calls it); NULL: open by name. */
+        const ImageChainFds *fds;
 } StreamParams;
 
 typedef struct Stream Stream;

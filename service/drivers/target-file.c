@@ -50,8 +50,86 @@ static int open_device(TargetFile *t, const char *path, uint64_t size, char **re
         return 0;
 }
 
-int target_file_open(TargetFile *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
-                     bool named_temp_file, char **ret_error) {
+static bool same_file(const struct stat *a, const struct stat *b) {
+        return (a->st_dev == b->st_dev && a->st_ino == b->st_ino) ||
+               (S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode) && a->st_rdev == b->st_rdev);
+}
+
+/* A descriptor given to write in place, reopened (through /proc, not by name) into a description
+ * of our own; a device is claimed as one opened by name is. */
+static int adopt_in_place(TargetFile *t, const TargetGiven *g, const struct stat *source_st, uint64_t size,
+                          char **ret_error) {
+        char proc_path[64];
+        struct stat st;
+        int fl;
+
+        fl = fcntl(g->fd, F_GETFL);
+        if (fl < 0 || fstat(g->fd, &st) < 0)
+                return fail(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
+        if ((fl & O_ACCMODE) != O_RDWR || (fl & O_PATH))
+                return fail(ret_error, -EACCES, "The descriptor for target '%s' is not open for reading and writing",
+                            t->path);
+        if (same_file(&st, source_st))
+                return fail(ret_error, -EINVAL, "Source and target cannot be the same");
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                return fail(ret_error, -EINVAL, "Target '%s' is neither a regular file nor a block device", t->path);
+        if (S_ISREG(st.st_mode) && st.st_size > 0 && !t->overwrite)
+                return fail(ret_error, -EEXIST, "Target '%s' is not empty", t->path);
+
+        (void) snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", g->fd);
+        t->device_fd = open(proc_path, O_RDWR | O_CLOEXEC | O_NOCTTY | (S_ISBLK(st.st_mode) ? O_EXCL : 0));
+        if (t->device_fd < 0) {
+                if (errno == EBUSY)
+                        return fail(ret_error, -EBUSY, "Target device '%s' is in use", t->path);
+                return fail(ret_error, negative_errno(), "Could not reopen the descriptor for target '%s': %m", t->path);
+        }
+
+        if (S_ISBLK(st.st_mode)) {
+                uint64_t device_size;
+
+                if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
+                        return fail(ret_error, negative_errno(), "Could not get the size of target device '%s': %m",
+                                    t->path);
+                if (device_size != size)
+                        return fail(ret_error, -EINVAL, "Source and target image have different sizes");
+        } else if (ftruncate(t->device_fd, 0) < 0)
+                return fail(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
+        return 0;
+}
+
+/* A new file the helper created: ours to fill and publish, as if we had created it. */
+static int adopt_new_file(TargetFile *t, const TargetGiven *g, const struct stat *source_st, char **ret_error) {
+        struct stat st;
+
+        if (fstatat(g->dir_fd, g->name, &st, AT_SYMLINK_NOFOLLOW) >= 0) {
+                if (same_file(&st, source_st))
+                        return fail(ret_error, -EINVAL, "Source and target cannot be the same");
+                if (!t->overwrite)
+                        return fail(ret_error, -EEXIST, "Target '%s' already exists", t->path);
+        }
+
+        t->file.fd = fcntl(g->fd, F_DUPFD_CLOEXEC, 3);
+        t->file.dir_fd = fcntl(g->dir_fd, F_DUPFD_CLOEXEC, 3);
+        t->file.name = strdup(g->name);
+        t->file.temp_name = g->temp_name ? strdup(g->temp_name) : NULL;
+        if (t->file.fd < 0 || t->file.dir_fd < 0)
+                return fail(ret_error, negative_errno(), "Could not take over target '%s': %m", t->path);
+        if (!t->file.name || (g->temp_name && !t->file.temp_name))
+                return fail(ret_error, -ENOMEM, "Out of memory");
+        return 0;
+}
+
+bool target_file_in_chain(const TargetFile *t, const Image *chain) {
+        struct stat st;
+
+        if (target_file_in_place(t))
+                return fstat(t->device_fd, &st) >= 0 && image_chain_contains(chain, &st);
+        return t->file.dir_fd >= 0 && fstatat(t->file.dir_fd, t->file.name, &st, 0) >= 0 &&
+               image_chain_contains(chain, &st);
+}
+
+int target_file_open(TargetFile *t, const char *path, const TargetGiven *given, const struct stat *source_st,
+                     uint64_t size, bool overwrite, bool named_temp_file, char **ret_error) {
         struct stat st;
         bool device = false;
         int r;
@@ -61,11 +139,21 @@ int target_file_open(TargetFile *t, const char *path, const struct stat *source_
         if (!path || !*path)
                 return fail(ret_error, -EINVAL, "No target given");
 
+        if (given) {
+                t->overwrite = overwrite;
+                t->path = strdup(path);
+                if (!t->path)
+                        return fail(ret_error, -ENOMEM, "Out of memory");
+                r = given->dir_fd >= 0 ? adopt_new_file(t, given, source_st, ret_error)
+                                       : adopt_in_place(t, given, source_st, size, ret_error);
+                if (r < 0)
+                        target_file_discard(t);
+                return r;
+        }
+
         /* Check the target before creating anything. */
         if (stat(path, &st) >= 0) {
-                if (st.st_dev == source_st->st_dev && st.st_ino == source_st->st_ino)
-                        return fail(ret_error, -EINVAL, "Source and target cannot be the same");
-                if (S_ISBLK(st.st_mode) && S_ISBLK(source_st->st_mode) && st.st_rdev == source_st->st_rdev)
+                if (same_file(&st, source_st))
                         return fail(ret_error, -EINVAL, "Source and target cannot be the same");
                 if (S_ISDIR(st.st_mode))
                         return fail(ret_error, -EISDIR, "Target '%s' is a directory", path);

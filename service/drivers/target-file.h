@@ -21,20 +21,36 @@
 
 typedef struct TargetFile {
         TmpFile file;                   /* a new file */
-        int device_fd;                  /* or a block device, in place */
+        int device_fd;                  /* or a file written in place: a block device, or a target-fd */
         char *path;
         bool overwrite;
 } TargetFile;
 
 #define TARGET_FILE_NULL { .file = TMPFILE_NULL, .device_fd = -EBADF }
 
+/* A target opened by someone else, so that the daemon opens nothing by name: a descriptor a
+ * caller passed (target-fd: written in place, whatever it is), or what the helper opened with a
+ * caller's rights (a block device, in place; or a new file it created, unpublished, in a
+ * directory it opened, which the daemon publishes there). The descriptors are not taken over. */
+typedef struct TargetGiven {
+        int fd;                         /* the file to write */
+        int dir_fd;                     /* a new file: where to publish it; -EBADF: written in place */
+        const char *name;               /* a new file: its name in dir_fd */
+        const char *temp_name;          /* a new file: its hidden name there, NULL if it has none */
+} TargetGiven;
+
 /* Checks 'path' against the source ('source_st' is the source's top file; 'size' its virtual
  * size) and opens or creates the target: a new file is empty, with the source's permission bits.
- * Failures return a negative errno and a message naming the file: -EINVAL for a bad argument
- * (source and target the same, neither a file nor a device, sizes that differ), -EEXIST for an
- * existing target without 'overwrite'. */
-int target_file_open(TargetFile *t, const char *path, const struct stat *source_st, uint64_t size, bool overwrite,
-                     bool named_temp_file, char **ret_error);
+ * With 'given', 'path' is the target's name in messages only. A regular file given to be written
+ * in place must be empty, unless 'overwrite' (then it is emptied). Failures return a negative
+ * errno and a message naming the file: -EINVAL for a bad argument (source and target the same,
+ * neither a file nor a device, sizes that differ), -EEXIST for an existing target without
+ * 'overwrite'. */
+int target_file_open(TargetFile *t, const char *path, const TargetGiven *given, const struct stat *source_st,
+                     uint64_t size, bool overwrite, bool named_temp_file, char **ret_error);
+
+/* Is the file the target replaces or writes in place one of the layers of 'chain'? */
+bool target_file_in_chain(const TargetFile *t, const Image *chain);
 
 /* The descriptor to write the image into. */
 int target_file_fd(const TargetFile *t);

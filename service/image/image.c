@@ -440,6 +440,26 @@ Image *image_chain_find(Image *img, const struct stat *st, int *ret_depth) {
         return NULL;
 }
 
+int image_chain_lookup(Image *img, const char *name, bool exact_name, Image **ret, int *ret_depth) {
+        struct stat st;
+
+        if (!exact_name) {
+                if (stat(name, &st) < 0)
+                        return negative_errno();
+                *ret = image_chain_find(img, &st, ret_depth);
+                return !!*ret;
+        }
+        for (int depth = 0; img; img = img->backing, depth++)
+                if (strcmp(img->path, name) == 0) {
+                        if (ret_depth)
+                                *ret_depth = depth;
+                        *ret = img;
+                        return 1;
+                }
+        *ret = NULL;
+        return 0;
+}
+
 bool image_chain_contains(const Image *img, const struct stat *st) {
         return image_chain_find((Image *) img, st, NULL);
 }

@@ -490,7 +490,9 @@ int bus_client_main(int argc, char *argv[]) {
 }
 
 bool bus_can_run_as_nobody(void) {
-        if (geteuid() != 0 || !g_find_program_in_path("setpriv")) {
+        g_autofree char *setpriv = g_find_program_in_path("setpriv");
+
+        if (geteuid() != 0 || !setpriv) {
                 g_test_skip("needs root and setpriv to run a client as nobody");
                 return false;
         }
