@@ -40,5 +40,8 @@ int bus_error_from_core(sd_bus_error *error, int r, const char *message) {
 int bus_error_from_image(sd_bus_error *error, int r, const char *message) {
         if (r == -ENOMEM)
                 return -ENOMEM;
+        /* A file the caller may not open (or did not pass) is a matter of rights. */
+        if (IN_SET(r, -EACCES, -EPERM))
+                return set_error(error, SD_BUS_ERROR_ACCESS_DENIED, r, message);
         return set_error(error, r == -EINVAL ? SD_BUS_ERROR_INVALID_ARGS : BUS_ERROR_IMAGE_ERROR, r, message);
 }

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mirror.h"
+#include "opener.h"
 #include "stream.h"
 
 #define TRANSACTION_ACTIONS_MAX 256U
@@ -26,6 +27,7 @@ typedef struct CreateAction {
         char *source;
         char *target;
         JobOptions options;
+        CallerFiles files;              /* descriptors instead of names: passed, or the opener's */
 
         /* Filled in on the worker. */
         int r;
@@ -41,6 +43,10 @@ typedef struct CreateRequest {
         Manager *manager;
         sd_bus_message *message;
         uid_t owner;
+        gid_t gid;                      /* the owner's groups, for opening files as the owner */
+        gid_t *groups;
+        size_t n_groups;
+        bool groups_from_user_database;
         bool transaction;               /* reply "ao" rather than "o" */
         bool grouped;
         CreateAction *actions;
@@ -51,6 +57,7 @@ static void create_action_done(CreateAction *a) {
         free(a->source);
         free(a->target);
         job_options_done(&a->options);
+        caller_files_done(&a->files);
         free(a->error);
         if (a->driver_data)
                 a->driver->free(a->driver_data);
@@ -62,6 +69,7 @@ static CreateRequest *create_request_free(CreateRequest *req) {
         for (size_t i = 0; i < req->n_actions; i++)
                 create_action_done(&req->actions[i]);
         free(req->actions);
+        free(req->groups);
         sd_bus_message_unref(req->message);
         free(req);
         return NULL;
@@ -72,9 +80,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(CreateRequest *, create_request_free);
 /* ---- opening images (worker thread) ---------------------------------------------------------- */
 
 static int open_backup(CreateAction *a) {
+        ImageChainFds chain;
+        TargetGiven target;
         BackupParams p = {
                 .source = a->source,
                 .target = a->target,
+                .source_fds = caller_files_chain(&a->files, &chain),
+                .target_given = caller_files_target(&a->files, &target),
                 .overwrite = a->options.overwrite,
                 .sync_top = a->options.sync == SYNC_TOP,
                 .target_format = a->options.format,
@@ -92,8 +104,10 @@ static int open_backup(CreateAction *a) {
 }
 
 static int open_commit(CreateAction *a) {
+        ImageChainFds chain;
         CommitParams p = {
                 .image = a->source,
+                .fds = caller_files_chain(&a->files, &chain),
                 .top = a->options.top,
                 .base = a->options.base,
                 .backing_file = a->options.backing_file,
@@ -111,8 +125,10 @@ static int open_commit(CreateAction *a) {
 }
 
 static int open_stream(CreateAction *a) {
+        ImageChainFds chain;
         StreamParams p = {
                 .image = a->source,
+                .fds = caller_files_chain(&a->files, &chain),
                 .base = a->options.base,
                 .backing_file = a->options.backing_file,
         };
@@ -129,9 +145,13 @@ static int open_stream(CreateAction *a) {
 }
 
 static int open_mirror(CreateAction *a) {
+        ImageChainFds chain;
+        TargetGiven target;
         MirrorParams p = {
                 .source = a->source,
                 .target = a->target,
+                .source_fds = caller_files_chain(&a->files, &chain),
+                .target_given = caller_files_target(&a->files, &target),
                 .overwrite = a->options.overwrite,
                 .sync_top = a->options.sync == SYNC_TOP,
                 .target_format = a->options.format,
@@ -150,11 +170,36 @@ static int open_mirror(CreateAction *a) {
         return 0;
 }
 
+/* Anyone but root: whatever the caller did not pass as a descriptor is opened by the opener, as
+ * the caller. */
+static int open_as_caller(const CreateRequest *req, CreateAction *a) {
+        bool need_chain = a->files.n_chain == 0, need_target = a->target && a->files.target_fd < 0;
+        OpenerRequest o = {
+                .uid = req->owner,
+                .gid = req->gid,
+                .groups = req->groups,
+                .n_groups = req->n_groups,
+                .groups_from_user_database = req->groups_from_user_database,
+                .chain_path = need_chain ? a->source : NULL,
+                .chain_write = IN_SET(a->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM),
+                .target_path = need_target ? a->target : NULL,
+                .target_overwrite = a->options.overwrite,
+        };
+
+        if (req->owner == 0 || (!need_chain && !need_target))
+                return 0;
+        return opener_open(&o, &a->files, &a->error);
+}
+
 static void create_request_open(void *userdata) {
         CreateRequest *req = userdata;
 
         for (size_t i = 0; i < req->n_actions; i++) {
                 CreateAction *a = &req->actions[i];
+
+                a->r = open_as_caller(req, a);
+                if (a->r < 0)
+                        return;
 
                 switch (a->type) {
                 case JOB_TYPE_BACKUP:
@@ -388,6 +433,36 @@ static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
 
 /* ---- method handlers ----------------------------------------------------------------------- */
 
+/* The caller's group and supplementary groups, from the bus: the opener becomes the caller with
+ * exactly these. A bus that cannot tell them (dbus-daemon before 1.15.2) leaves the opener to
+ * take them from the user database, as a login would. */
+static int read_sender_groups(CreateRequest *req, sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        const gid_t *groups;
+        int r, n = 0;
+
+        r = sd_bus_query_sender_creds(req->message, SD_BUS_CREDS_EGID | SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
+        if (r >= 0)
+                r = sd_bus_creds_get_egid(creds, &req->gid);
+        if (r >= 0)
+                r = n = sd_bus_creds_get_supplementary_gids(creds, &groups);
+        if (r == -ENODATA) {
+                req->groups_from_user_database = true;
+                return 0;
+        }
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Could not tell the caller's groups: %s",
+                                         strerror(-r));
+        if (n > 0) {
+                req->groups = malloc(sizeof(gid_t) * n);
+                if (!req->groups)
+                        return -ENOMEM;
+                memcpy(req->groups, groups, sizeof(gid_t) * n);
+        }
+        req->n_groups = n;
+        return 0;
+}
+
 static int create_request_new(Manager *m, sd_bus_message *message, size_t n_actions, CreateRequest **ret,
                               sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *req = NULL;
@@ -407,8 +482,15 @@ static int create_request_new(Manager *m, sd_bus_message *message, size_t n_acti
         req->actions = calloc(MAX(n_actions, 1U), sizeof(CreateAction));
         if (!req->actions)
                 return -ENOMEM;
-        for (size_t i = 0; i < n_actions; i++)
+        for (size_t i = 0; i < n_actions; i++) {
                 req->actions[i].options = (JobOptions) JOB_OPTIONS_DEFAULT;
+                req->actions[i].files = (CallerFiles) CALLER_FILES_NULL;
+        }
+        if (uid != 0) {
+                r = read_sender_groups(req, error);
+                if (r < 0)
+                        return r;
+        }
         req->n_actions = n_actions;
 
         *ret = TAKE_PTR(req);
@@ -448,6 +530,18 @@ static int read_action(sd_bus_message *message, CreateAction *a, const char *sou
         r = job_registry_check_id(m->registry, a->options.job_id, &id_error);
         if (r < 0)
                 return bus_error_from_core(error, r, id_error);
+
+        /* Descriptors: the chain starts with source-fd (image-fd), chain-fds go below it. */
+        const char *fd_option = IN_SET(a->type, JOB_TYPE_BACKUP, JOB_TYPE_MIRROR) ? "source-fd" : "image-fd";
+        if (a->options.n_chain_fds > 0 && a->options.source_fd < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option 'chain-fds' needs '%s'", fd_option);
+        if (a->options.source_fd >= 0) {
+                a->files.chain[a->files.n_chain++] = TAKE_FD(a->options.source_fd);
+                for (size_t i = 0; i < a->options.n_chain_fds; i++)
+                        a->files.chain[a->files.n_chain++] = TAKE_FD(a->options.chain_fds[i]);
+                a->options.n_chain_fds = 0;
+        }
+        a->files.target_fd = TAKE_FD(a->options.target_fd);
 
         a->source = strdup(source);
         a->target = target ? strdup(target) : NULL;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -175,6 +176,47 @@ static int parse_backing_file(sd_bus_message *m, const char *key, JobOptions *o,
         return read_string(m, key, &o->backing_file, error);
 }
 
+/* A descriptor from the message, made ours. */
+static int read_fd(sd_bus_message *m, const char *key, int *target, sd_bus_error *error) {
+        int fd, r;
+
+        r = sd_bus_message_read(m, "h", &fd);
+        if (r < 0)
+                return r;
+        fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return sd_bus_error_set_errnof(error, errno, "Could not take the descriptor of option '%s': %m", key);
+        safe_close(*target);
+        *target = fd;
+        return 0;
+}
+
+static int parse_source_fd(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+        return read_fd(m, key, &o->source_fd, error);
+}
+
+static int parse_target_fd(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+        return read_fd(m, key, &o->target_fd, error);
+}
+
+static int parse_chain_fds(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+        int r;
+
+        r = sd_bus_message_enter_container(m, 'a', "h");
+        if (r < 0)
+                return r;
+        while (!sd_bus_message_at_end(m, false)) {
+                if (o->n_chain_fds >= ELEMENTSOF(o->chain_fds))
+                        return invalid(error, "Option '%s' holds at most %zu descriptors", key, ELEMENTSOF(o->chain_fds));
+                o->chain_fds[o->n_chain_fds] = -EBADF;
+                r = read_fd(m, key, &o->chain_fds[o->n_chain_fds], error);
+                if (r < 0)
+                        return r;
+                o->n_chain_fds++;
+        }
+        return sd_bus_message_exit_container(m);
+}
+
 static const BusOption job_options[] = {
         { "job-id",          "s", FOR_ALL,                   parse_job_id },
         { "speed",           "t", FOR_ALL,                   parse_speed },
@@ -190,6 +232,10 @@ static const BusOption job_options[] = {
         { "top",             "s", FOR_COMMIT,                parse_top },
         { "base",            "s", FOR_COMMIT | FOR_STREAM,   parse_base },
         { "backing-file",    "s", FOR_COMMIT | FOR_STREAM,   parse_backing_file },
+        { "source-fd",       "h", FOR_BACKUP | FOR_MIRROR,   parse_source_fd },
+        { "target-fd",       "h", FOR_BACKUP | FOR_MIRROR,   parse_target_fd },
+        { "image-fd",        "h", FOR_COMMIT | FOR_STREAM,   parse_source_fd },
+        { "chain-fds",       "ah", FOR_ALL,                  parse_chain_fds },
 };
 
 int bus_read_job_options(sd_bus_message *m, JobType type, JobOptions *o, sd_bus_error *error) {
@@ -250,6 +296,10 @@ int bus_read_job_options(sd_bus_message *m, JobType type, JobOptions *o, sd_bus_
 }
 
 void job_options_done(JobOptions *o) {
+        safe_close(o->source_fd);
+        safe_close(o->target_fd);
+        for (size_t i = 0; i < o->n_chain_fds; i++)
+                safe_close(o->chain_fds[i]);
         free(o->job_id);
         free(o->top);
         free(o->base);

@@ -5,6 +5,7 @@
  * of the job type (an unknown key, a wrong variant type, a repeated key or a bad value is
  * InvalidArgs naming the key), so nothing unvalidated reaches a driver. */
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-bus.h>
@@ -34,9 +35,16 @@ typedef struct JobOptions {
         char *top;
         char *base;
         char *backing_file;
+
+        /* Descriptors instead of names (duplicated, ours): source-fd or image-fd, the backing
+         * files below it (chain-fds), target-fd. */
+        int source_fd;
+        int chain_fds[IMAGE_CHAIN_DEPTH_MAX - 1];
+        size_t n_chain_fds;
+        int target_fd;
 } JobOptions;
 
-#define JOB_OPTIONS_DEFAULT { .auto_finalize = true, .auto_dismiss = true }
+#define JOB_OPTIONS_DEFAULT { .auto_finalize = true, .auto_dismiss = true, .source_fd = -EBADF, .target_fd = -EBADF }
 
 /* Reads an a{sv} for a job of 'type' from 'm' into 'o' (which starts as JOB_OPTIONS_DEFAULT). */
 int bus_read_job_options(sd_bus_message *m, JobType type, JobOptions *o, sd_bus_error *error);

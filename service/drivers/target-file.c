@@ -47,6 +47,7 @@ static int open_device(TargetFile *t, const char *path, uint64_t size, char **re
                 return fail(ret_error, negative_errno(), "Could not get the size of target device '%s': %m", path);
         if (device_size != size)
                 return fail(ret_error, -EINVAL, "Source and target image have different sizes");
+        t->device = true;
         return 0;
 }
 
@@ -87,6 +88,7 @@ static int adopt_in_place(TargetFile *t, const TargetGiven *g, const struct stat
         if (S_ISBLK(st.st_mode)) {
                 uint64_t device_size;
 
+                t->device = true;
                 if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
                         return fail(ret_error, negative_errno(), "Could not get the size of target device '%s': %m",
                                     t->path);
@@ -202,7 +204,7 @@ int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool s
                         char **ret_error) {
         int r;
 
-        if (target_file_in_place(t)) {
+        if (t->device) {
                 if (!IN_SET(format, IMAGE_FORMAT_PROBE, IMAGE_FORMAT_RAW))
                         return fail(ret_error, -EINVAL, "Target device '%s' can only be written as a raw image",
                                     t->path);
@@ -216,10 +218,12 @@ int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool s
                 cp.backing_name = image_path(image_backing(source));
                 cp.backing_format = image_format(image_backing(source));
         }
-        r = image_create_fd(t->file.fd, t->path, &cp, ret_error);
+        /* A new file, or a given one emptied: the image is made in it. */
+        int fd = target_file_fd(t);
+        r = image_create_fd(fd, t->path, &cp, ret_error);
         if (r < 0)
                 return r;
-        return image_open_fd(t->file.fd, t->path, format, IMAGE_OPEN_WRITE, ret, ret_error);
+        return image_open_fd(fd, t->path, format, IMAGE_OPEN_WRITE, ret, ret_error);
 }
 
 int target_file_prepare(TargetFile *t, char **ret_error) {

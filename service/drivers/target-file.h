@@ -22,6 +22,7 @@
 typedef struct TargetFile {
         TmpFile file;                   /* a new file */
         int device_fd;                  /* or a file written in place: a block device, or a target-fd */
+        bool device;                    /* that file is a block device (raw only; not zeroes) */
         char *path;
         bool overwrite;
 } TargetFile;

@@ -460,6 +460,10 @@ int image_chain_lookup(Image *img, const char *name, bool exact_name, Image **re
         return 0;
 }
 
+int image_fd(const Image *img) {
+        return img->fd;
+}
+
 bool image_chain_contains(const Image *img, const struct stat *st) {
         return image_chain_find((Image *) img, st, NULL);
 }

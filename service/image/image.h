@@ -86,8 +86,9 @@ int image_chain_depth(const Image *img);          /* 1 for an image without back
 /* Smallest unit the layer allocates in (cluster size; 512 for raw). */
 uint32_t image_cluster_size(const Image *img);
 const char *image_error(const Image *img);
-/* The file of this layer. */
+/* The file of this layer, and its descriptor (to hand it over; it stays the image's). */
 const struct stat *image_stat(const Image *img);
+int image_fd(const Image *img);
 /* Is this file (device and inode) one of the chain's layers? */
 bool image_chain_contains(const Image *img, const struct stat *st);
 /* The layer of the chain that is this file, and its depth (0: img itself); NULL if none. */

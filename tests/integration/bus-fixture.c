@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <gio/gunixfdlist.h>
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -449,6 +450,7 @@ int bus_client_main(int argc, char *argv[]) {
         g_autoptr(GDBusConnection) conn = NULL;
         g_autoptr(GVariant) reply = NULL, args = NULL;
         g_autoptr(GError) error = NULL;
+        g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
         GDBusCallFlags flags = G_DBUS_CALL_FLAGS_NONE;
         int i = 3;
 
@@ -456,9 +458,27 @@ int bus_client_main(int argc, char *argv[]) {
                 return -1;
         if (argc < 4)
                 return 2;
-        if (g_str_equal(argv[i], "--interactive")) {
-                flags |= G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION;
-                i++;
+        for (; i < argc && g_str_has_prefix(argv[i], "--"); i++) {
+                int fd = -1;
+
+                if (g_str_equal(argv[i], "--interactive"))
+                        flags |= G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION;
+                else if (g_str_has_prefix(argv[i], "--fd=r:"))
+                        fd = open(argv[i] + 7, O_RDONLY | O_CLOEXEC);
+                else if (g_str_has_prefix(argv[i], "--fd=rw:"))
+                        fd = open(argv[i] + 8, O_RDWR | O_CLOEXEC);
+                else if (g_str_has_prefix(argv[i], "--fd=new:"))
+                        fd = open(argv[i] + 9, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                else
+                        return 2;
+                if (!g_str_equal(argv[i], "--interactive")) {
+                        if (fd < 0) {
+                                g_print("(local): cannot open %s: %s\n", strchr(argv[i], ':') + 1, g_strerror(errno));
+                                return 1;
+                        }
+                        g_unix_fd_list_append(fds, fd, NULL);
+                        close(fd);
+                }
         }
 
         conn = g_dbus_connection_new_for_address_sync(argv[2],
@@ -473,8 +493,9 @@ int bus_client_main(int argc, char *argv[]) {
         else if (conn && i + 5 == argc && g_str_equal(argv[i], "call")) {
                 args = g_variant_parse(NULL, argv[i + 4], NULL, NULL, &error);
                 if (args)
-                        reply = g_dbus_connection_call_sync(conn, BUS_NAME, argv[i + 1], argv[i + 2], argv[i + 3],
-                                                            g_variant_ref(args), NULL, flags, 30000, NULL, &error);
+                        reply = g_dbus_connection_call_with_unix_fd_list_sync(conn, BUS_NAME, argv[i + 1], argv[i + 2],
+                                                                              argv[i + 3], g_variant_ref(args), NULL,
+                                                                              flags, 30000, fds, NULL, NULL, &error);
         } else if (conn)
                 return 2;
 

@@ -83,7 +83,9 @@ void bus_iterate_for(BusFixture *f, guint64 usec);
  *   own                                  RequestName(org.blockjobd.Jobs1)
  *   call PATH INTERFACE METHOD ARGS      a method call; ARGS in GVariant text format, or "()"
  *
- * optionally after --interactive (the call carries ALLOW_INTERACTIVE_AUTHORIZATION). The
+ * optionally after --interactive (the call carries ALLOW_INTERACTIVE_AUTHORIZATION) and
+ * descriptors to pass, opened by nobody, which ARGS name as `handle 0`, `handle 1`, ... in order:
+ * --fd=r:PATH (read-only), --fd=rw:PATH (read-write), --fd=new:PATH (created, read-write). The
  * output is "ok <reply>" or "<D-Bus error name>: <message>". */
 int bus_client_main(int argc, char *argv[]);
 /* Runs the client as nobody; NULL-terminated arguments; returns its output (g_free it). The

@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "bus-fixture.h"
@@ -287,6 +289,170 @@ static void test_unprivileged_with_rules(PolkitFixture *pf, gconstpointer data) 
         g_assert_cmpstr(status, ==, "running");
 }
 
+/* Rules that let nobody create every kind of job, and use every verb on its own jobs. */
+static const char rules_all[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (subject.user == 'nobody' && action.id.indexOf('org.blockjobd.') == 0 &&\n"
+        "            action.id != 'org.blockjobd.job.manage-other-users')\n"
+        "                return polkit.Result.YES;\n"
+        "        return polkit.Result.NOT_HANDLED;\n"
+        "});\n";
+
+static void assert_contains(const char *output, const char *part) {
+        if (!strstr(output, part))
+                g_error("expected an answer containing \"%s\", got: %s", part, output);
+}
+
+/* Calls Backup as nobody, expecting an answer that starts with 'expected' and contains 'part'. */
+static void nobody_backup(PolkitFixture *pf, const char *source, const char *target, const char *options,
+                          const char *expected, const char *part) {
+        g_autofree char *args = g_strdup_printf("('%s', '%s', @a{sv} %s)", source, target, options ?: "{}");
+        g_autofree char *out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", args);
+
+        bus_assert_answer(out, expected);
+        if (part)
+                assert_contains(out, part);
+}
+
+static void assert_owned_by_nobody(const char *path) {
+        struct stat st;
+
+        g_assert_cmpint(lstat(path, &st), ==, 0);
+        g_assert_true(S_ISREG(st.st_mode));
+        g_assert_cmpuint(st.st_uid, ==, 65534);
+        g_assert_cmpuint(st.st_mode & 07777, ==, 0600);
+}
+
+/* Allowed to create jobs, nobody still reaches only what nobody could reach: the daemon opens
+ * nothing for it with root's rights. */
+static void test_files_as_caller(PolkitFixture *pf, gconstpointer data) {
+        BusFixture *f = &pf->bus;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, rules_all);
+        make_source(pf, "s.img", MiB);
+        g_autofree char *source = g_build_filename(pf->nobody_dir, "s.img", NULL);
+        g_autofree char *t1 = g_build_filename(pf->nobody_dir, "t1.img", NULL);
+
+        /* A file nobody cannot read. */
+        nobody_backup(pf, "/etc/shadow", t1, NULL, DENIED, "Could not open '/etc/shadow': Permission denied");
+        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+
+        /* A directory nobody cannot even look into, and one nobody can read but not write. */
+        nobody_backup(pf, source, "/root/blockjobd-test-target.img", NULL, DENIED,
+                      "Could not check target '/root/blockjobd-test-target.img': Permission denied");
+        g_assert_false(g_file_test("/root/blockjobd-test-target.img", G_FILE_TEST_EXISTS));
+        g_autofree char *roots = g_build_filename(f->dir, "t.img", NULL);
+        g_autofree char *roots_error = g_strdup_printf("Could not create target '%s': Permission denied", roots);
+        nobody_backup(pf, source, roots, NULL, DENIED, roots_error);
+        g_assert_false(g_file_test(roots, G_FILE_TEST_EXISTS));
+
+        /* A qcow2 image nobody may read, whose backing file nobody may not. */
+        g_autofree char *evil = g_build_filename(pf->nobody_dir, "evil.qcow2", NULL);
+        g_autofree char *cmd = g_strdup_printf("qemu-img create -q -f qcow2 -u -b /etc/shadow -F raw %s 1M", evil);
+        g_assert_true(g_spawn_command_line_sync(cmd, NULL, NULL, NULL, NULL));
+        g_assert_cmpint(g_chmod(evil, 0644), ==, 0);
+        nobody_backup(pf, evil, t1, NULL, DENIED, "Could not open backing file '/etc/shadow' of");
+
+        /* A symlink planted where the target goes, to a file of root's: without overwrite the
+         * name is taken; with it, the link itself is replaced, never what it points to. */
+        g_autofree char *secret = g_build_filename(f->dir, "secret", NULL);
+        g_autofree char *link = g_build_filename(pf->nobody_dir, "link.img", NULL);
+        g_assert_true(g_file_set_contents(secret, "root's secret", -1, NULL));
+        g_assert_cmpint(g_chmod(secret, 0600), ==, 0);
+        g_assert_cmpint(symlink(secret, link), ==, 0);
+        nobody_backup(pf, source, link, NULL, "org.blockjobd.Jobs1.Error.ImageError:", "already exists");
+        nobody_backup(pf, source, link, "{'overwrite': <true>, 'job-id': <'over-link'>}", "ok", NULL);
+        bus_wait_for_status(f, "over-link", "null");
+        g_autofree char *text = NULL;
+        g_assert_true(g_file_get_contents(secret, &text, NULL, NULL));
+        g_assert_cmpstr(text, ==, "root's secret");
+        assert_owned_by_nobody(link);
+        bus_assert_same_file(source, link);
+
+        /* What nobody may do works, and what it makes is nobody's, private. */
+        nobody_backup(pf, source, t1, "{'job-id': <'fine'>}", "ok", NULL);
+        bus_wait_for_status(f, "fine", "null");
+        assert_owned_by_nobody(t1);
+        bus_assert_same_file(source, t1);
+
+        g_variant_unref(bus_call(f, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping", NULL, NULL));
+}
+
+/* Descriptors instead of names: nobody opens its files itself and passes them; the daemon opens
+ * nothing by name, and refuses a chain that needs a file that was not passed. */
+static void test_fd_variants(PolkitFixture *pf, gconstpointer data) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *base = NULL, *top = NULL, *copy = NULL, *cmd = NULL, *args = NULL, *out = NULL;
+        g_autofree char *fd_top = NULL, *fd_base = NULL, *fd_copy = NULL, *fd_top_rw = NULL, *fd_base_rw = NULL;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, rules_all);
+        base = g_build_filename(pf->nobody_dir, "base.qcow2", NULL);
+        top = g_build_filename(pf->nobody_dir, "top.qcow2", NULL);
+        copy = g_build_filename(pf->nobody_dir, "copy.raw", NULL);
+        cmd = g_strdup_printf("sh -c 'qemu-img create -q -f qcow2 %1$s 4M && "
+                              "qemu-io -f qcow2 -c \"write -P 0x51 0 2M\" %1$s >/dev/null && "
+                              "qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 %2$s && "
+                              "qemu-io -f qcow2 -c \"write -P 0x52 1M 2M\" %2$s >/dev/null && "
+                              "chown nobody %1$s %2$s && chmod 600 %1$s %2$s'",
+                              base, top);
+        gint status;
+        g_assert_true(g_spawn_command_line_sync(cmd, NULL, NULL, &status, NULL));
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+
+        fd_top = g_strdup_printf("--fd=r:%s", top);
+        fd_base = g_strdup_printf("--fd=r:%s", base);
+        fd_copy = g_strdup_printf("--fd=new:%s", copy);
+
+        /* Backup: source and chain and target as descriptors; the names only label them. */
+        args = g_strdup_printf("('%s', '%s', @a{sv} {'source-fd': <handle 0>, 'chain-fds': <[handle 1]>, "
+                               "'target-fd': <handle 2>, 'format': <'raw'>, 'job-id': <'by-fd'>})",
+                               top, copy);
+        out = bus_as_nobody(f, fd_top, fd_base, fd_copy, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
+        bus_assert_answer(out, "ok");
+        bus_wait_for_status(f, "by-fd", "null");
+        g_autofree char *compare = g_strdup_printf("qemu-img compare -q %s %s", top, copy);
+        g_assert_true(g_spawn_command_line_sync(compare, NULL, NULL, &status, NULL));
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+
+        /* Without the backing file's descriptor: refused, though nobody could open it by name. */
+        g_clear_pointer(&args, g_free);
+        g_clear_pointer(&out, g_free);
+        g_autofree char *copy2 = g_build_filename(pf->nobody_dir, "copy2.raw", NULL);
+        args = g_strdup_printf("('%s', '%s', @a{sv} {'source-fd': <handle 0>})", top, copy2);
+        out = bus_as_nobody(f, fd_top, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
+        bus_assert_answer(out, DENIED);
+        assert_contains(out, "was not passed");
+        g_assert_false(g_file_test(copy2, G_FILE_TEST_EXISTS));
+
+        /* A read-only descriptor for an image that stream must write: refused. */
+        g_clear_pointer(&args, g_free);
+        g_clear_pointer(&out, g_free);
+        args = g_strdup_printf("('%s', @a{sv} {'image-fd': <handle 0>, 'chain-fds': <[handle 1]>})", top);
+        out = bus_as_nobody(f, fd_top, fd_base, "call", MANAGER_PATH, MANAGER_IFACE, "Stream", args, NULL);
+        bus_assert_answer(out, DENIED);
+        assert_contains(out, "is not open for writing");
+
+        /* Stream, read-write: the data moves up, and the chain still reads the same. */
+        g_clear_pointer(&args, g_free);
+        g_clear_pointer(&out, g_free);
+        fd_top_rw = g_strdup_printf("--fd=rw:%s", top);
+        args = g_strdup_printf("('%s', @a{sv} {'image-fd': <handle 0>, 'chain-fds': <[handle 1]>, "
+                               "'job-id': <'stream-fd'>})", top);
+        out = bus_as_nobody(f, fd_top_rw, fd_base, "call", MANAGER_PATH, MANAGER_IFACE, "Stream", args, NULL);
+        bus_assert_answer(out, "ok");
+        bus_wait_for_status(f, "stream-fd", "null");
+        g_autofree char *info = NULL;
+        g_autofree char *info_cmd = g_strdup_printf("qemu-img info %s", top);
+        g_assert_true(g_spawn_command_line_sync(info_cmd, &info, NULL, &status, NULL));
+        g_assert_null(strstr(info, "backing file:"));
+        g_assert_true(g_spawn_command_line_sync(compare, NULL, NULL, &status, NULL));
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+}
+
 /* polkitd goes away: other callers are denied, saying why; root goes on; the daemon lives. */
 static void test_polkit_gone(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *args = NULL;
@@ -347,6 +513,8 @@ int main(int argc, char *argv[]) {
         g_test_add("/polkit/unprivileged-without-rules", PolkitFixture, NULL, setup, test_unprivileged_without_rules,
                    teardown);
         g_test_add("/polkit/unprivileged-with-rules", PolkitFixture, NULL, setup, test_unprivileged_with_rules, teardown);
+        g_test_add("/polkit/files-as-caller", PolkitFixture, NULL, setup, test_files_as_caller, teardown);
+        g_test_add("/polkit/fd-variants", PolkitFixture, NULL, setup, test_fd_variants, teardown);
         g_test_add("/polkit/polkit-gone", PolkitFixture, NULL, setup, test_polkit_gone, teardown);
         g_test_add("/polkit/job-limit", PolkitFixture, "--idle-timeout=0 --max-jobs-per-user=1", setup, test_job_limit,
                    teardown);

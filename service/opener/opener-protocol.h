@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* How the daemon and blockjobd-opener talk. The daemon (root) runs the opener with a
+ * SOCK_SEQPACKET socket as its standard input and the request on its command line:
+ *
+ *     blockjobd-opener UID GID GROUPS [chain read|write PATH] [target keep|overwrite PATH]
+ *
+ * GROUPS is a comma-separated list of supplementary gids, or "-" for none; GID "-" and GROUPS "*"
+ * take both from the user database (the user's primary group and the groups listing it; a user
+ * not in the database gets the overflow group 65534 and no others). The opener becomes
+ * that user for good (groups, gid, uid), then opens what it was asked to as that user and answers
+ * with one packet per file, each a word, maybe a text, and descriptors (SCM_RIGHTS):
+ *
+ *     "layer"                          1 fd: the next layer of the chain, top first
+ *     "target-new NAME/TEMP"           2 fds: a new, empty target file, and the directory to
+ *                                      publish it in as NAME; TEMP is its hidden name there, or
+ *                                      empty for an unnamed (O_TMPFILE) file
+ *     "target-in-place"                1 fd: an existing target to write in place (a device)
+ *     "error ERRNO MESSAGE"            the request failed; nothing else follows
+ *     "done"                           everything asked for was sent
+ */
+
+#define OPENER_PACKET_MAX 8192
+#define OPENER_FDS_MAX 2
+/* The daemon's patience: an open that blocks (a FIFO, a hung network file system) ends here. */
+#define OPENER_TIMEOUT_USEC (30 * UINT64_C(1000000))
+#define OPENER_GROUPS_MAX 65536
