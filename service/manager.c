@@ -9,6 +9,7 @@
 #include "bus-job.h"
 #include "bus-manager.h"
 #include "bus-polkit.h"
+#include "bus-read-access.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
@@ -108,6 +109,7 @@ Manager *manager_free(Manager *m) {
 
         /* Jobs hold threads' work and bus objects: the loop must have ended with none left. */
         bus_authorize_cancel_all(m);
+        bus_read_access_free(m);
         job_registry_free(m->registry);
         worker_pool_free(m->pool);
         if (m->bus) {
@@ -133,6 +135,9 @@ int manager_connect(Manager *m) {
         r = bus_manager_register(m);
         if (r < 0)
                 return r;
+        r = bus_read_access_install(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add the read access filter: %m");
         r = bus_job_register(m);
         if (r < 0)
                 return r;

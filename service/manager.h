@@ -21,6 +21,7 @@
 #define MAX_JOBS_PER_USER_DEFAULT 64U
 
 struct PendingAuth;
+struct Reader;
 
 typedef struct Manager {
         sd_event *event;
@@ -34,6 +35,7 @@ typedef struct Manager {
         unsigned next_txn;              /* for naming grouped transactions */
         unsigned max_jobs_per_user;     /* live jobs a user other than root may have; 0: no limit */
         struct PendingAuth *pending_auths;      /* calls waiting for polkit */
+        struct Reader *readers;                 /* who may read other users' paths */
 
         bool shutting_down;             /* SIGTERM: cancel everything, then exit */
         bool name_released;             /* idle exit: the name is being given back */

@@ -9,6 +9,7 @@
 #include "bus-errors.h"
 #include "bus-job.h"
 #include "bus-polkit.h"
+#include "bus-read-access.h"
 #include "log.h"
 #include "macro.h"
 
@@ -381,6 +382,17 @@ static int property_get_auto_finalize(sd_bus *bus, const char *path, const char 
         return sd_bus_message_append(reply, "b", job_auto_finalize(JOB(userdata)));
 }
 
+/* Source and Target: other users' paths are theirs to know (see bus-read-access.h). */
+static int property_get_path(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        BusJob *bj = userdata;
+        const char *value = strcmp(property, "Source") == 0 ? bj->source : bj->target;
+
+        if (!bus_read_access_paths(bj->manager, bj->owner))
+                value = "";
+        return sd_bus_message_append(reply, "s", strempty(value));
+}
+
 static int property_get_auto_dismiss(sd_bus *bus, const char *path, const char *interface, const char *property,
                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         return sd_bus_message_append(reply, "b", job_auto_dismiss(JOB(userdata)));
@@ -543,8 +555,8 @@ static const sd_bus_vtable job_vtable[] = {
         SD_BUS_PROPERTY("Speed", "t", property_get_speed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("AutoFinalize", "b", property_get_auto_finalize, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("AutoDismiss", "b", property_get_auto_dismiss, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Source", "s", NULL, offsetof(BusJob, source), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Target", "s", NULL, offsetof(BusJob, target), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Source", "s", property_get_path, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Target", "s", property_get_path, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Transaction", "s", NULL, offsetof(BusJob, transaction), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("OwnerUID", "u", NULL, offsetof(BusJob, owner), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("AllowedVerbs", "as", property_get_allowed_verbs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -568,20 +580,23 @@ static const sd_bus_vtable job_vtable[] = {
 
 /* ---- objects ------------------------------------------------------------------------------- */
 
+BusJob *bus_job_find_by_path(Manager *m, const char *path) {
+        _cleanup_free_ char *id = NULL;
+        Job *j;
+
+        if (sd_bus_path_decode(path, BUS_JOB_PREFIX, &id) <= 0)
+                return NULL;
+        j = job_registry_find(m->registry, id);
+        return j ? job_get_userdata(j) : NULL;
+}
+
 static int job_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                            sd_bus_error *error) {
-        _cleanup_free_ char *id = NULL;
-        Manager *m = userdata;
-        Job *j;
-        int r;
+        BusJob *bj = bus_job_find_by_path(userdata, path);
 
-        r = sd_bus_path_decode(path, BUS_JOB_PREFIX, &id);
-        if (r <= 0)
-                return r;
-        j = job_registry_find(m->registry, id);
-        if (!j || !job_get_userdata(j))
+        if (!bj)
                 return 0;
-        *found = job_get_userdata(j);
+        *found = bj;
         return 1;
 }
 

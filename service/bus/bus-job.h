@@ -25,3 +25,5 @@ int bus_job_attach(Manager *m, Job *j, const char *source, const char *target, u
 const char *bus_job_path(const BusJob *bj);
 /* Who created the job. */
 uid_t bus_job_owner(const BusJob *bj);
+/* The job at this object path, or NULL. */
+BusJob *bus_job_find_by_path(Manager *m, const char *path);

@@ -108,32 +108,40 @@ static void pending_auth_finish(PendingAuth *p, const sd_bus_error *error, int r
         manager_changed(mgr);
 }
 
-static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        PendingAuth *p = userdata;
-        const BusAuthCheck *check = &p->checks[p->next];
+int bus_polkit_reply(sd_bus_message *reply, const char *action, bool *ret_challenge, sd_bus_error *error) {
         int authorized, challenge, r;
-
-        p->slot = sd_bus_slot_unref(p->slot);
 
         if (sd_bus_message_is_method_error(reply, NULL)) {
                 const sd_bus_error *e = sd_bus_message_get_error(reply);
-                log_warning("Could not check authorization for %s with polkit: %s", check->action,
+                log_warning("Could not check authorization for %s with polkit: %s", action,
                             e && e->message ? e->message : "unknown error");
-                r = sd_bus_error_setf(&error, SD_BUS_ERROR_ACCESS_DENIED,
-                                      "Authorization could not be checked: polkit is not available (%s)",
-                                      e && e->message ? e->message : "no answer");
-                pending_auth_finish(p, &error, r);
-                return 0;
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Authorization could not be checked: polkit is not available (%s)",
+                                         e && e->message ? e->message : "no answer");
         }
 
         r = sd_bus_message_enter_container(reply, 'r', "bba{ss}");
         if (r >= 0)
                 r = sd_bus_message_read(reply, "bb", &authorized, &challenge);
-        if (r < 0) {
-                r = sd_bus_error_set(&error, SD_BUS_ERROR_ACCESS_DENIED,
-                                     "Authorization could not be checked: polkit gave a malformed answer");
-                pending_auth_finish(p, &error, r);
+        if (r < 0)
+                return sd_bus_error_set(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                        "Authorization could not be checked: polkit gave a malformed answer");
+        *ret_challenge = challenge;
+        return !!authorized;
+}
+
+static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        PendingAuth *p = userdata;
+        const BusAuthCheck *check = &p->checks[p->next];
+        bool challenge = false;
+        int authorized, r;
+
+        p->slot = sd_bus_slot_unref(p->slot);
+
+        authorized = bus_polkit_reply(reply, check->action, &challenge, &error);
+        if (authorized < 0) {
+                pending_auth_finish(p, &error, authorized);
                 return 0;
         }
 
@@ -164,18 +172,22 @@ static int on_check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *r
 }
 
 static int call_check(PendingAuth *p) {
+        return bus_polkit_call(p->manager->bus, sd_bus_message_get_sender(p->message), &p->checks[p->next],
+                               sd_bus_message_get_allow_interactive_authorization(p->message), on_check_reply, p,
+                               &p->slot);
+}
+
+int bus_polkit_call(sd_bus *bus, const char *sender, const BusAuthCheck *check, bool interactive,
+                    sd_bus_message_handler_t callback, void *userdata, sd_bus_slot **ret_slot) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = NULL;
-        const BusAuthCheck *check = &p->checks[p->next];
-        bool interactive = sd_bus_message_get_allow_interactive_authorization(p->message);
         int r;
 
-        r = sd_bus_message_new_method_call(p->manager->bus, &call, POLKIT_NAME, POLKIT_PATH, POLKIT_INTERFACE,
+        r = sd_bus_message_new_method_call(bus, &call, POLKIT_NAME, POLKIT_PATH, POLKIT_INTERFACE,
                                            "CheckAuthorization");
         if (r < 0)
                 return r;
         /* The subject: the caller's connection, which polkit resolves itself. */
-        r = sd_bus_message_append(call, "(sa{sv})s", "system-bus-name", 1, "name", "s",
-                                  sd_bus_message_get_sender(p->message), check->action);
+        r = sd_bus_message_append(call, "(sa{sv})s", "system-bus-name", 1, "name", "s", sender, check->action);
         if (r < 0)
                 return r;
         r = sd_bus_message_open_container(call, 'a', "{ss}");
@@ -193,7 +205,7 @@ static int call_check(PendingAuth *p) {
         if (r < 0)
                 return r;
 
-        return sd_bus_call_async(p->manager->bus, &p->slot, call, on_check_reply, p,
+        return sd_bus_call_async(bus, ret_slot, call, callback, userdata,
                                  interactive ? POLKIT_INTERACTIVE_TIMEOUT_USEC : 0);
 }
 

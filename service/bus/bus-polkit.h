@@ -45,5 +45,13 @@ int bus_sender_uid(sd_bus_message *m, uid_t *ret, sd_bus_error *error);
 int bus_authorize(Manager *mgr, sd_bus_message *m, uid_t uid, const BusAuthCheck *checks, size_t n_checks,
                   BusAuthorizedFunc func, void *userdata, void (*free_userdata)(void *), sd_bus_error *error);
 
+/* The parts, for a check that answers no method call (bus-read-access.c): one CheckAuthorization
+ * of 'check' for 'sender', asynchronously; and its answer: 1 authorized, 0 not (*ret_challenge:
+ * the caller could authenticate), or a negative errno with 'error' set when polkit could not
+ * answer. */
+int bus_polkit_call(sd_bus *bus, const char *sender, const BusAuthCheck *check, bool interactive,
+                    sd_bus_message_handler_t callback, void *userdata, sd_bus_slot **ret_slot);
+int bus_polkit_reply(sd_bus_message *reply, const char *action, bool *ret_challenge, sd_bus_error *error);
+
 /* Drops every check still waiting for polkit (at exit): their callers get no answer. */
 void bus_authorize_cancel_all(Manager *mgr);

@@ -453,6 +453,72 @@ static void test_fd_variants(PolkitFixture *pf, gconstpointer data) {
         g_assert_true(g_spawn_check_wait_status(status, NULL));
 }
 
+/* Rules that let nobody manage other users' jobs too. */
+static const char rules_others[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (subject.user == 'nobody' && action.id.indexOf('org.blockjobd.') == 0)\n"
+        "                return polkit.Result.YES;\n"
+        "        return polkit.Result.NOT_HANDLED;\n"
+        "});\n";
+
+static char *nobody_get(PolkitFixture *pf, const char *id, const char *property) {
+        g_autofree char *path = g_strdup_printf(MANAGER_PATH "/job/%s", id);
+        g_autofree char *args = g_strdup_printf("('" JOB_IFACE "', '%s')", property);
+        return nobody_call(pf, false, path, "org.freedesktop.DBus.Properties", "Get", args);
+}
+
+/* Everyone sees every job, but another user's Source and Target only with manage-other-users;
+ * the job's owner and root always. */
+static void test_paths_hidden(PolkitFixture *pf, gconstpointer data) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *root_source = NULL, *mine_source = NULL, *out = NULL;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, rules_all);
+        root_backup(pf, "r");
+        root_source = g_build_filename(f->dir, "root.img", NULL);
+        make_source(pf, "s.img", 8 * MiB);
+        mine_source = g_build_filename(pf->nobody_dir, "s.img", NULL);
+        g_autofree char *mine_target = g_build_filename(pf->nobody_dir, "t.img", NULL);
+        nobody_backup(pf, mine_source, mine_target, "{'job-id': <'mine'>, 'speed': <uint64 1048576>}", "ok", NULL);
+
+        out = nobody_get(pf, "r", "Source");
+        g_assert_cmpstr(out, ==, "ok (<''>,)\n");
+        g_free(out);
+        out = nobody_get(pf, "r", "Target");
+        g_assert_cmpstr(out, ==, "ok (<''>,)\n");
+        g_free(out);
+        out = nobody_get(pf, "r", "Status");
+        g_assert_cmpstr(out, ==, "ok (<'running'>,)\n");
+        g_free(out);
+        out = nobody_get(pf, "mine", "Source");
+        assert_contains(out, mine_source);
+        g_free(out);
+        out = nobody_call(pf, false, MANAGER_PATH "/job/r", "org.freedesktop.DBus.Properties", "GetAll",
+                          "('" JOB_IFACE "',)");
+        assert_contains(out, "'Source': <''>");
+        assert_contains(out, "'Status': <'running'>");
+        g_free(out);
+        out = nobody_call(pf, false, MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", "()");
+        assert_contains(out, mine_source);
+        g_assert_null(strstr(out, root_source));
+        g_free(out);
+
+        /* Root sees everything. */
+        g_autofree char *source = bus_get_string(f, MANAGER_PATH "/job/r", "Source");
+        g_assert_cmpstr(source, ==, root_source);
+
+        /* Allowed to manage other users' jobs, nobody sees their paths too. */
+        stop_polkit(pf);
+        start_polkit(pf, rules_others);
+        out = nobody_get(pf, "r", "Source");
+        assert_contains(out, root_source);
+        g_free(out);
+        out = nobody_call(pf, false, MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", "()");
+        assert_contains(out, root_source);
+}
+
 /* polkitd goes away: other callers are denied, saying why; root goes on; the daemon lives. */
 static void test_polkit_gone(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *args = NULL;
@@ -515,6 +581,7 @@ int main(int argc, char *argv[]) {
         g_test_add("/polkit/unprivileged-with-rules", PolkitFixture, NULL, setup, test_unprivileged_with_rules, teardown);
         g_test_add("/polkit/files-as-caller", PolkitFixture, NULL, setup, test_files_as_caller, teardown);
         g_test_add("/polkit/fd-variants", PolkitFixture, NULL, setup, test_fd_variants, teardown);
+        g_test_add("/polkit/paths-hidden", PolkitFixture, NULL, setup, test_paths_hidden, teardown);
         g_test_add("/polkit/polkit-gone", PolkitFixture, NULL, setup, test_polkit_gone, teardown);
         g_test_add("/polkit/job-limit", PolkitFixture, "--idle-timeout=0 --max-jobs-per-user=1", setup, test_job_limit,
                    teardown);
