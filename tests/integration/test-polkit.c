@@ -189,7 +189,7 @@ static void root_backup(PolkitFixture *pf, const char *id) {
 
 /* ---- the tests --------------------------------------------------------------------------------- */
 
-/* Root is never asked about: no polkitd runs here at all, and everything works. */
+/* Root is never asked about: no polkitd runs here at all, and every creation and verb works. */
 static void test_root_needs_no_polkit(PolkitFixture *pf, gconstpointer data) {
         BusFixture *f = &pf->bus;
 
@@ -206,6 +206,40 @@ static void test_root_needs_no_polkit(PolkitFixture *pf, gconstpointer data) {
         bus_wait_for_status(f, "r", "concluded");
         root_verb(f, "r", "Dismiss");
         bus_wait_for_status(f, "r", "null");
+
+        /* Finalize: a backup that waits in pending. */
+        g_autofree char *source = g_build_filename(f->dir, "root.img", NULL);
+        g_autofree char *t2 = g_build_filename(f->dir, "fin.img", NULL);
+        g_free(bus_backup(f, source, t2,
+                          bus_opts("job-id", g_variant_new_string("fin"), "auto-finalize", g_variant_new_boolean(FALSE),
+                                   NULL)));
+        bus_wait_for_status(f, "fin", "pending");
+        root_verb(f, "fin", "Finalize");
+        bus_wait_for_status(f, "fin", "null");
+
+        /* Complete: a mirror, ready. */
+        g_autofree char *t3 = g_build_filename(f->dir, "mirror.img", NULL);
+        g_free(bus_start(f, "Mirror", source, t3, bus_opts("job-id", g_variant_new_string("m"), NULL)));
+        bus_wait_for_status(f, "m", "ready");
+        root_verb(f, "m", "Complete");
+        bus_wait_for_status(f, "m", "null");
+        bus_assert_same_file(source, t3);
+
+        /* Stream and Commit, on a qcow2 chain of root's. */
+        g_autofree char *base = g_build_filename(f->dir, "base.qcow2", NULL);
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        g_autofree char *cmd = g_strdup_printf("sh -c 'qemu-img create -q -f qcow2 %1$s 1M && "
+                                               "qemu-img create -q -f qcow2 -b %1$s -F qcow2 %2$s'",
+                                               base, top);
+        gint status;
+        g_assert_true(g_spawn_command_line_sync(cmd, NULL, NULL, &status, NULL));
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+        g_free(bus_start(f, "Commit", top, NULL, bus_opts("job-id", g_variant_new_string("c"), NULL)));
+        bus_wait_for_status(f, "c", "ready");
+        root_verb(f, "c", "Complete");
+        bus_wait_for_status(f, "c", "null");
+        g_free(bus_start(f, "Stream", top, NULL, bus_opts("job-id", g_variant_new_string("s"), NULL)));
+        bus_wait_for_status(f, "s", "null");
 }
 
 /* No rules: nobody (no session, so allow_any: auth_admin) is challenged; without the interactive
