@@ -183,9 +183,13 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
 
         /* Files tell us when they change; devices are polled. */
         if (S_ISREG(image_stat(m->source)->st_mode)) {
+                /* The file we have open, whatever its name is now (and nothing looked up by
+                 * name: it may have come as a descriptor). */
+                char proc_path[64];
+                (void) snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", image_fd(m->source));
                 m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
                 if (m->inotify_fd >= 0 &&
-                    inotify_add_watch(m->inotify_fd, p->source, IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE) < 0)
+                    inotify_add_watch(m->inotify_fd, proc_path, IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE) < 0)
                         m->inotify_fd = safe_close(m->inotify_fd);
         } else
                 m->poll_ns = MAX(m->poll_ns, BLOCK_DEVICE_POLL_NS);
