@@ -520,15 +520,13 @@ bool bus_can_run_as_nobody(void) {
         return true;
 }
 
-char *bus_as_nobody(BusFixture *f, const char *first, ...) {
+static GSubprocess *spawn_as_nobody(BusFixture *f, const char *first, va_list ap) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
         g_autofree char *copy = bus_fixture_path(f, "client"), *counts = bus_fixture_path(f, "gcov");
         g_autoptr(GSubprocessLauncher) launcher = NULL;
-        g_autoptr(GSubprocess) p = NULL;
         g_autoptr(GError) error = NULL;
-        char *out = NULL;
-        va_list ap;
+        GSubprocess *p;
 
         /* A copy in the test's directory, which nobody can reach wherever the build tree is. */
         g_assert_cmpint(g_chmod(f->dir, 0755), ==, 0);
@@ -549,21 +547,46 @@ char *bus_as_nobody(BusFixture *f, const char *first, ...) {
         g_ptr_array_add(argv, g_strdup(copy));
         g_ptr_array_add(argv, g_strdup("--client"));
         g_ptr_array_add(argv, g_strdup(f->address));
-        va_start(ap, first);
         for (const char *a = first; a; a = va_arg(ap, const char *))
                 g_ptr_array_add(argv, g_strdup(a));
-        va_end(ap);
         g_ptr_array_add(argv, NULL);
 
         launcher = launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
         g_subprocess_launcher_setenv(launcher, "GCOV_PREFIX", counts, TRUE);
         p = g_subprocess_launcher_spawnv(launcher, (const char *const *) argv->pdata, &error);
         g_assert_no_error(error);
+        return p;
+}
+
+GSubprocess *bus_as_nobody_start(BusFixture *f, const char *first, ...) {
+        GSubprocess *p;
+        va_list ap;
+
+        va_start(ap, first);
+        p = spawn_as_nobody(f, first, ap);
+        va_end(ap);
+        return p;
+}
+
+char *bus_as_nobody_finish(GSubprocess *p) {
+        g_autoptr(GError) error = NULL;
+        char *out = NULL;
+
         g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, &out, NULL, &error));
         g_assert_no_error(error);
         g_assert_true(g_subprocess_get_if_exited(p));
         g_assert_cmpint(g_subprocess_get_exit_status(p), <=, 1);
         return out;
+}
+
+char *bus_as_nobody(BusFixture *f, const char *first, ...) {
+        g_autoptr(GSubprocess) p = NULL;
+        va_list ap;
+
+        va_start(ap, first);
+        p = spawn_as_nobody(f, first, ap);
+        va_end(ap);
+        return bus_as_nobody_finish(p);
 }
 
 void bus_assert_answer(const char *output, const char *expected_prefix) {

@@ -91,6 +91,9 @@ int bus_client_main(int argc, char *argv[]);
 /* Runs the client as nobody; NULL-terminated arguments; returns its output (g_free it). The
  * fixture's directory is made reachable for nobody. */
 char *bus_as_nobody(BusFixture *f, const char *first, ...) G_GNUC_NULL_TERMINATED;
+/* The same in two halves, for a call that is to wait while the test goes on. */
+GSubprocess *bus_as_nobody_start(BusFixture *f, const char *first, ...) G_GNUC_NULL_TERMINATED;
+char *bus_as_nobody_finish(GSubprocess *p);
 /* Does the output start with this (an error name, or "ok")? Fails the test with the output if not. */
 void bus_assert_answer(const char *output, const char *expected_prefix);
 /* Whether unprivileged callers can be had here (root, setpriv); skips the test if not. */

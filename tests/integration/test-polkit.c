@@ -553,6 +553,39 @@ static void test_paths_hidden(PolkitFixture *pf, gconstpointer data) {
         assert_contains(out, root_source);
 }
 
+/* While polkit thinks (here: is stopped), the daemon serves everyone else; the call waiting for
+ * it is answered once polkit is back. */
+static void test_checks_are_async(PolkitFixture *pf, gconstpointer data) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *args = NULL, *out = NULL;
+        g_autoptr(GSubprocess) waiting = NULL;
+
+        if (!usable(pf))
+                return;
+        start_polkit(pf, rules);
+        make_source(pf, "s.img", MiB);
+        args = backup_args(pf, "s.img", "t.img", "{'job-id': <'late'>}");
+
+        g_assert_cmpint(kill(polkitd_pid, SIGSTOP), ==, 0);
+        waiting = bus_as_nobody_start(f, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
+        bus_iterate_for(f, 500 * 1000);
+
+        /* Root's calls, and reads, are answered meanwhile. */
+        root_backup(pf, "r");
+        root_verb(f, "r", "Pause");
+        bus_wait_for_status(f, "r", "paused");
+        for (unsigned i = 0; i < 5; i++)
+                g_variant_unref(bus_call(f, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, NULL));
+        /* ...while nobody's is not: its job does not exist yet. */
+        g_free(bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "GetJob", g_variant_new("(s)", "late"),
+                              "org.blockjobd.Jobs1.Error.NoSuchJob"));
+
+        g_assert_cmpint(kill(polkitd_pid, SIGCONT), ==, 0);
+        out = bus_as_nobody_finish(waiting);
+        bus_assert_answer(out, "ok");
+        bus_wait_for_status(f, "late", "null");
+}
+
 /* polkitd goes away: other callers are denied, saying why; root goes on; the daemon lives. */
 static void test_polkit_gone(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *args = NULL;
@@ -616,6 +649,7 @@ int main(int argc, char *argv[]) {
         g_test_add("/polkit/files-as-caller", PolkitFixture, NULL, setup, test_files_as_caller, teardown);
         g_test_add("/polkit/fd-variants", PolkitFixture, NULL, setup, test_fd_variants, teardown);
         g_test_add("/polkit/paths-hidden", PolkitFixture, NULL, setup, test_paths_hidden, teardown);
+        g_test_add("/polkit/checks-are-async", PolkitFixture, NULL, setup, test_checks_are_async, teardown);
         g_test_add("/polkit/polkit-gone", PolkitFixture, NULL, setup, test_polkit_gone, teardown);
         g_test_add("/polkit/job-limit", PolkitFixture, "--idle-timeout=0 --max-jobs-per-user=1", setup, test_job_limit,
                    teardown);
