@@ -43,8 +43,7 @@ typedef struct CreateRequest {
         Manager *manager;
         sd_bus_message *message;
         uid_t owner;
-        gid_t gid;                      /* the owner's groups, for opening files as the owner */
-        gid_t *groups;
+        gid_t *groups;                  /* the owner's groups, for opening files as the owner */
         size_t n_groups;
         bool groups_from_user_database;
         bool transaction;               /* reply "ao" rather than "o" */
@@ -176,7 +175,6 @@ static int open_as_caller(const CreateRequest *req, CreateAction *a) {
         bool need_chain = a->files.n_chain == 0, need_target = a->target && a->files.target_fd < 0;
         OpenerRequest o = {
                 .uid = req->owner,
-                .gid = req->gid,
                 .groups = req->groups,
                 .n_groups = req->n_groups,
                 .groups_from_user_database = req->groups_from_user_database,
@@ -219,6 +217,7 @@ static void create_request_open(void *userdata) {
                 /* All or nothing: no point opening the rest. */
                 if (a->r < 0)
                         return;
+                caller_files_hand_over(&a->files);
         }
 }
 
@@ -420,10 +419,13 @@ static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
         snprintf(owner, sizeof(owner), "%u", (unsigned) req->owner);
         for (size_t i = 0; i < req->n_actions; i++) {
                 const CreateAction *a = &req->actions[i];
+                /* With descriptors, source and target are the caller's labels: rules can tell. */
                 checks[i] = (BusAuthCheck) {
                         .action = create_action_id(a->type),
                         .details = { "job-type", job_type_to_string(a->type), "owner-uid", owner,
                                      "source", a->source, "target", strempty(a->target),
+                                     "source-fd", a->files.n_chain > 0 ? "yes" : "no",
+                                     "target-fd", a->files.target_fd >= 0 ? "yes" : "no",
                                      a->options.job_id ? "job-id" : NULL, a->options.job_id },
                 };
         }
@@ -433,17 +435,16 @@ static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
 
 /* ---- method handlers ----------------------------------------------------------------------- */
 
-/* The caller's group and supplementary groups, from the bus: the opener becomes the caller with
- * exactly these. A bus that cannot tell them (dbus-daemon before 1.15.2) leaves the opener to
- * take them from the user database, as a login would. */
+/* The caller's groups, as the bus knows them (dbus-daemon 1.15.2 or later, dbus-broker: every
+ * group of the process); the opener becomes the caller with exactly these, the user's primary
+ * group its gid. A bus that cannot tell (dbus-daemon 1.14, Debian 12's) leaves the opener to take
+ * the user's groups from the user database, as a login would. */
 static int read_sender_groups(CreateRequest *req, sd_bus_error *error) {
         _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         const gid_t *groups;
         int r, n = 0;
 
-        r = sd_bus_query_sender_creds(req->message, SD_BUS_CREDS_EGID | SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
-        if (r >= 0)
-                r = sd_bus_creds_get_egid(creds, &req->gid);
+        r = sd_bus_query_sender_creds(req->message, SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
         if (r >= 0)
                 r = n = sd_bus_creds_get_supplementary_gids(creds, &groups);
         if (r == -ENODATA) {

@@ -24,7 +24,7 @@
 typedef struct Manager Manager;
 
 #define BUS_AUTH_CHECKS_MAX 257U        /* a transaction's 256 creations, or a verb and other-users */
-#define BUS_AUTH_DETAILS_MAX 5U
+#define BUS_AUTH_DETAILS_MAX 7U
 
 typedef struct BusAuthCheck {
         const char *action;

@@ -10,6 +10,7 @@
 #include "job.h"
 #include "log.h"
 #include "macro.h"
+#include "lock.h"
 #include "target-file.h"
 
 _printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
@@ -94,14 +95,28 @@ static int adopt_in_place(TargetFile *t, const TargetGiven *g, const struct stat
                                     t->path);
                 if (device_size != size)
                         return fail(ret_error, -EINVAL, "Source and target image have different sizes");
-        } else if (ftruncate(t->device_fd, 0) < 0)
-                return fail(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
+        }
+        /* A regular file is emptied only once it is locked (target_image_create()). */
         return 0;
 }
 
 /* A new file the helper created: ours to fill and publish, as if we had created it. */
+/* A name within a directory, as the opener (a process of the caller's) sent it. */
+static bool valid_entry_name(const char *name) {
+        return name && *name && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
 static int adopt_new_file(TargetFile *t, const TargetGiven *g, const struct stat *source_st, char **ret_error) {
-        struct stat st;
+        struct stat st, dir;
+
+        /* Only what the daemon itself would have made: an empty regular file, a directory, a
+         * plain name in it, a hidden temporary name. */
+        if (fstat(g->fd, &st) < 0 || fstat(g->dir_fd, &dir) < 0)
+                return fail(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
+        if (!S_ISREG(st.st_mode) || st.st_size != 0 || !S_ISDIR(dir.st_mode) || !valid_entry_name(g->name) ||
+            (g->temp_name && (!valid_entry_name(g->temp_name) || strncmp(g->temp_name, ".#", 2) != 0)))
+                return fail(ret_error, -EPROTO, "The new file for target '%s' is not what was asked for", t->path);
+        t->owner = g->owner;
 
         if (fstatat(g->dir_fd, g->name, &st, AT_SYMLINK_NOFOLLOW) >= 0) {
                 if (same_file(&st, source_st))
@@ -218,8 +233,17 @@ int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool s
                 cp.backing_name = image_path(image_backing(source));
                 cp.backing_format = image_format(image_backing(source));
         }
-        /* A new file, or a given one emptied: the image is made in it. */
+        /* A new file, or a given one, emptied once we hold the write lock: the image is made in
+         * it. */
         int fd = target_file_fd(t);
+        if (target_file_in_place(t)) {
+                r = image_lock(fd, IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE | IMAGE_PERM_RESIZE,
+                               IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE_UNCHANGED, t->path, ret_error);
+                if (r < 0)
+                        return r;
+                if (ftruncate(fd, 0) < 0)
+                        return fail(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
+        }
         r = image_create_fd(fd, t->path, &cp, ret_error);
         if (r < 0)
                 return r;
@@ -233,9 +257,12 @@ int target_file_prepare(TargetFile *t, char **ret_error) {
                 return fail(ret_error, negative_errno(), "Could not flush target '%s': %m", t->path);
 
         /* Fail now, while the whole transaction can still abort, not at commit. */
-        if (!target_file_in_place(t) && !t->overwrite &&
-            fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
+        if (target_file_in_place(t))
+                return 0;
+        if (!t->overwrite && fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
                 return fail(ret_error, -EEXIST, "Target '%s' already exists", t->path);
+        if (t->overwrite && tmpfile_may_replace(&t->file, t->owner) == 0)
+                return fail(ret_error, -EPERM, "Target '%s' belongs to another user in a sticky directory", t->path);
         return 0;
 }
 
@@ -244,7 +271,11 @@ void target_file_commit(TargetFile *t, Job *j) {
 
         if (target_file_in_place(t))
                 return;
-        r = tmpfile_publish(&t->file, t->overwrite);
+        /* Whatever appeared at the name since prepare: replaced only as its user could. */
+        if (t->overwrite && tmpfile_may_replace(&t->file, t->owner) == 0)
+                r = -EPERM;
+        else
+                r = tmpfile_publish(&t->file, t->overwrite);
         if (r >= 0)
                 return;
 

@@ -23,6 +23,7 @@ typedef struct TargetFile {
         TmpFile file;                   /* a new file */
         int device_fd;                  /* or a file written in place: a block device, or a target-fd */
         bool device;                    /* that file is a block device (raw only; not zeroes) */
+        uid_t owner;                    /* a new file made for this user: replaced only as it could */
         char *path;
         bool overwrite;
 } TargetFile;
@@ -38,6 +39,8 @@ typedef struct TargetGiven {
         int dir_fd;                     /* a new file: where to publish it; -EBADF: written in place */
         const char *name;               /* a new file: its name in dir_fd */
         const char *temp_name;          /* a new file: its hidden name there, NULL if it has none */
+        uid_t owner;                    /* a new file: the user it was made for (publishing over an
+                                         * existing file follows that user's sticky-bit rules) */
 } TargetGiven;
 
 /* Checks 'path' against the source ('source_st' is the source's top file; 'size' its virtual

@@ -126,6 +126,16 @@ static int link_unnamed(int fd, int dir_fd, const char *name) {
         return negative_errno();
 }
 
+int tmpfile_may_replace(const TmpFile *t, uid_t uid) {
+        struct stat dir, st;
+
+        if (fstatat(t->dir_fd, t->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return errno == ENOENT ? 1 : negative_errno();
+        if (fstat(t->dir_fd, &dir) < 0)
+                return negative_errno();
+        return uid == 0 || !(dir.st_mode & S_ISVTX) || st.st_uid == uid || dir.st_uid == uid;
+}
+
 int tmpfile_publish(TmpFile *t, bool replace) {
         int r;
 

@@ -25,6 +25,12 @@ typedef struct TmpFile {
  * allow_unnamed false the named fallback is used even where O_TMPFILE works (for tests). */
 int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed);
 
+/* May 'uid' replace what is at the final name (anything there, a symlink included, not what it
+ * points to)? As the kernel would decide for that user's rename(): in a sticky directory (/tmp)
+ * only a file of its own, or in a directory of its own. 1 yes (nothing there, too), 0 no, or a
+ * negative errno. */
+int tmpfile_may_replace(const TmpFile *t, uid_t uid);
+
 /* Publishes the file under its final name. Without 'replace' an existing file is never touched
  * (-EEXIST). Makes the new directory entry durable with fsync() on the directory. */
 int tmpfile_publish(TmpFile *t, bool replace);

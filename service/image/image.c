@@ -210,6 +210,23 @@ static bool same_file(const struct stat *a, const struct stat *b) {
         return a && b && a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
+/* Opens an image file by name. Non-blocking, so that a FIFO in its place cannot hang us (it is
+ * refused as soon as it is looked at); then blocking again, as image I/O expects. */
+static int open_by_name(const char *path, unsigned flags) {
+        int fd, fl;
+
+        fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return negative_errno();
+        fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+                int r = negative_errno();
+                safe_close(fd);
+                return r;
+        }
+        return fd;
+}
+
 /* A descriptor someone else opened: it must allow what we are going to do with it, and we take
  * our own open file description of the same file (through /proc, no name is looked up), so that
  * our image locks are ours alone, as with a file we opened ourselves, and go when we close it
@@ -218,9 +235,14 @@ static int open_given_fd(int fd, const char *name, unsigned flags, char **ret_er
         char proc_path[64];
         int fl, r;
 
+        struct stat st;
+
         fl = fcntl(fd, F_GETFL);
-        if (fl < 0)
+        if (fl < 0 || fstat(fd, &st) < 0)
                 return image_open_fail(ret_error, negative_errno(), "Invalid descriptor for '%s': %m", name);
+        /* Before reopening: a FIFO's open would wait for a writer. */
+        if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                return image_open_fail(ret_error, -EINVAL, "'%s' is neither a regular file nor a block device", name);
         if ((fl & O_ACCMODE) == O_WRONLY || (fl & O_PATH))
                 return image_open_fail(ret_error, -EACCES, "The descriptor for '%s' is not open for reading", name);
         if ((flags & IMAGE_OPEN_WRITE) && (fl & O_ACCMODE) != O_RDWR)
@@ -274,10 +296,9 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
                 if (fd < 0)
                         return fd;
         } else
-                fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+                fd = open_by_name(path, flags);
         if (fd < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
-                                       img->path);
+                return image_open_fail(ret_error, fd, "Could not open backing file '%s' of '%s': %m", path, img->path);
         if (fstat(fd, &st) < 0)
                 return image_open_fail(ret_error, negative_errno(), "Could not stat '%s': %m", path);
 
@@ -390,9 +411,9 @@ int image_open_full(const char *path, ImageFormat format, unsigned flags, const 
                 return open_fd_full(fd, path, format, flags, options, ret, ret_error);
         }
 
-        fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+        fd = open_by_name(path, flags);
         if (fd < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not open '%s': %m", path);
+                return image_open_fail(ret_error, fd, "Could not open '%s': %m", path);
         return open_fd_full(fd, path, format, flags, options, ret, ret_error);
 }
 

@@ -77,57 +77,59 @@ static int parse_id(const char *s, unsigned *ret) {
 }
 
 /* The user's groups as a login would set them up. */
-static size_t groups_from_database(uid_t uid, unsigned *ret_gid, gid_t *groups) {
-        struct passwd *pw;
+static size_t groups_from_database(const struct passwd *pw, gid_t *groups) {
         int n = OPENER_GROUPS_MAX;
 
-        errno = 0;
-        pw = getpwuid(uid);
-        if (!pw) {
-                *ret_gid = 65534;
+        if (!pw)
                 return 0;
-        }
-        *ret_gid = pw->pw_gid;
         if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
-                fail(-E2BIG, "User %u is in too many groups", (unsigned) uid);
+                fail(-E2BIG, "User %u is in too many groups", (unsigned) pw->pw_uid);
         return (size_t) n;
 }
 
-/* Becomes uid:gid with these supplementary groups, with no way back. */
-static void become(const char *uid_s, const char *gid_s, const char *groups_s) {
-        _cleanup_free_ gid_t *groups = NULL;
+static size_t groups_from_list(const char *list, gid_t *groups) {
+        _cleanup_free_ char *copy = strdup(list);
+        char *save = NULL;
         size_t n = 0;
-        unsigned uid, gid;
 
+        if (!copy)
+                fail(-ENOMEM, "Out of memory");
+        if (strcmp(list, "-") == 0)
+                return 0;
+        for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
+                unsigned v;
+                if (n >= OPENER_GROUPS_MAX || parse_id(g, &v) < 0)
+                        fail(-EINVAL, "Bad group list: %s", list);
+                groups[n++] = v;
+        }
+        return n;
+}
+
+/* Becomes the caller, with no way back. */
+static void become(const char *uid_s, const char *groups_s) {
+        _cleanup_free_ gid_t *groups = calloc(OPENER_GROUPS_MAX, sizeof(gid_t));
+        struct passwd *pw;
+        unsigned uid;
+        gid_t gid = 65534;
+        size_t n;
+
+        if (!groups)
+                fail(-ENOMEM, "Out of memory");
         if (parse_id(uid_s, &uid) < 0)
                 fail(-EINVAL, "Bad user: %s", uid_s);
 
-        if (strcmp(gid_s, "-") == 0 && strcmp(groups_s, "*") == 0) {
-                groups = calloc(OPENER_GROUPS_MAX, sizeof(gid_t));
-                if (!groups)
-                        fail(-ENOMEM, "Out of memory");
-                n = groups_from_database(uid, &gid, groups);
-        } else if (parse_id(gid_s, &gid) < 0)
-                fail(-EINVAL, "Bad group: %s", gid_s);
-        else if (strcmp(groups_s, "-") != 0) {
-                _cleanup_free_ char *copy = strdup(groups_s);
-                char *save = NULL;
-
-                groups = calloc(OPENER_GROUPS_MAX, sizeof(gid_t));
-                if (!copy || !groups)
-                        fail(-ENOMEM, "Out of memory");
-                for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
-                        unsigned v;
-                        if (n >= OPENER_GROUPS_MAX || parse_id(g, &v) < 0)
-                                fail(-EINVAL, "Bad group list: %s", groups_s);
-                        groups[n++] = v;
-                }
-        }
+        pw = getpwuid(uid);
+        n = strcmp(groups_s, "*") == 0 ? groups_from_database(pw, groups) : groups_from_list(groups_s, groups);
+        if (n > 0)
+                gid = groups[0];
+        for (size_t i = 0; pw && i < n; i++)
+                if (groups[i] == pw->pw_gid)
+                        gid = pw->pw_gid;
 
         if (setgroups(n, groups) < 0)
                 fail(negative_errno(), "Could not set the caller's groups: %m");
         if (setresgid(gid, gid, gid) < 0)
-                fail(negative_errno(), "Could not become group %u: %m", gid);
+                fail(negative_errno(), "Could not become group %u: %m", (unsigned) gid);
         if (setresuid(uid, uid, uid) < 0)
                 fail(negative_errno(), "Could not become user %u: %m", uid);
         if (uid != 0 && setresuid(0, 0, 0) >= 0)
@@ -174,18 +176,17 @@ static void open_chain(const char *mode, const char *path) {
  * directory, or with 'overwrite' an existing one the caller may replace, or a device the caller
  * may write. */
 static void open_target(const char *mode, const char *path, uid_t uid) {
-        _cleanup_free_ char *dir_copy = strdup(path), *name_copy = strdup(path);
         TmpFile t = TMPFILE_NULL;
         bool overwrite = strcmp(mode, "overwrite") == 0;
         char text[OPENER_PACKET_MAX];
-        struct stat st, dst;
+        struct stat st;
         int r;
 
         if (!overwrite && strcmp(mode, "keep") != 0)
                 fail(-EINVAL, "Bad target mode: %s", mode);
-        if (!dir_copy || !name_copy)
-                fail(-ENOMEM, "Out of memory");
 
+        /* What the name leads to decides the kind of target (a device is often named by a
+         * symlink, /dev/disk/by-id/...). */
         if (stat(path, &st) >= 0) {
                 if (S_ISDIR(st.st_mode))
                         fail(-EISDIR, "Target '%s' is a directory", path);
@@ -196,20 +197,13 @@ static void open_target(const char *mode, const char *path, uid_t uid) {
 
                 if (S_ISBLK(st.st_mode)) {
                         /* Not O_EXCL: the daemon claims the device when it takes it over. */
-                        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+                        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
                         if (fd < 0)
                                 fail(negative_errno(), "Could not open target device '%s': %m", path);
                         if (send_packet("target-in-place", &fd, 1) < 0)
                                 exit(EXIT_FAILURE);
                         return;
                 }
-
-                /* The daemon replaces the file by renaming, which it may do anywhere; the
-                 * caller may not replace another user's file in a sticky directory (/tmp). */
-                if (stat(dirname(dir_copy), &dst) < 0)
-                        fail(negative_errno(), "Could not check the directory of '%s': %m", path);
-                if ((dst.st_mode & S_ISVTX) && st.st_uid != uid && dst.st_uid != uid)
-                        fail(-EPERM, "Target '%s' belongs to another user in a sticky directory", path);
         } else if (errno != ENOENT)
                 fail(negative_errno(), "Could not check target '%s': %m", path);
 
@@ -218,6 +212,23 @@ static void open_target(const char *mode, const char *path, uid_t uid) {
                 fail(r, "Target '%s' names a directory", path);
         if (r < 0)
                 fail(r, "Could not create target '%s': %m", path);
+
+        /* From here on, the directory we opened, and the entry in it, whatever it is (a symlink
+         * too): that is what the daemon will replace. */
+        if (fstatat(t.dir_fd, t.name, &st, AT_SYMLINK_NOFOLLOW) >= 0) {
+                const char *why = NULL;
+
+                if (!overwrite)
+                        r = -EEXIST, why = "already exists";
+                else if (S_ISDIR(st.st_mode))
+                        r = -EISDIR, why = "is a directory";
+                else if (tmpfile_may_replace(&t, uid) <= 0)
+                        r = -EPERM, why = "belongs to another user in a sticky directory";
+                if (why) {
+                        tmpfile_discard(&t);
+                        fail(r, "Target '%s' %s", path, why);
+                }
+        }
 
         (void) snprintf(text, sizeof(text), "target-new %s/%s", t.name, strempty(t.temp_name));
         int fds[2] = { t.fd, t.dir_fd };
@@ -233,14 +244,14 @@ static void open_target(const char *mode, const char *path, uid_t uid) {
 int main(int argc, char *argv[]) {
         int i;
 
-        if (argc < 4) {
+        if (argc < 3) {
                 fprintf(stderr, "blockjobd-opener is run by blockjobd, not by hand.\n");
                 return 2;
         }
-        become(argv[1], argv[2], argv[3]);
+        become(argv[1], argv[2]);
         uid_t uid = getuid();
 
-        for (i = 4; i < argc; i += 3) {
+        for (i = 3; i < argc; i += 3) {
                 if (i + 2 >= argc)
                         fail(-EINVAL, "Incomplete request");
                 if (strcmp(argv[i], "chain") == 0)

@@ -4,11 +4,12 @@
 /* How the daemon and blockjobd-opener talk. The daemon (root) runs the opener with a
  * SOCK_SEQPACKET socket as its standard input and the request on its command line:
  *
- *     blockjobd-opener UID GID GROUPS [chain read|write PATH] [target keep|overwrite PATH]
+ *     blockjobd-opener UID GROUPS [chain read|write PATH] [target keep|overwrite PATH]
  *
- * GROUPS is a comma-separated list of supplementary gids, or "-" for none; GID "-" and GROUPS "*"
- * take both from the user database (the user's primary group and the groups listing it; a user
- * not in the database gets the overflow group 65534 and no others). The opener becomes
+ * GROUPS is the comma-separated list of the caller's groups (as the bus reports them), "-" for
+ * none, or "*": the user's groups from the user database, as a login would have them. The gid is
+ * the user's primary group from the database, if the caller has it (otherwise the first of its
+ * groups; a user without any: the overflow group, 65534). The opener becomes
  * that user for good (groups, gid, uid), then opens what it was asked to as that user and answers
  * with one packet per file, each a word, maybe a text, and descriptors (SCM_RIGHTS):
  *

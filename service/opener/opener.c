@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -22,6 +24,10 @@
 #endif
 
 void caller_files_done(CallerFiles *f) {
+        /* A named temporary file that no job took: nobody else will remove it. */
+        if (f->target_dir_fd >= 0 && f->target_temp_name &&
+            unlinkat(f->target_dir_fd, f->target_temp_name, 0) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "Failed to remove temporary file '%s': %m", f->target_temp_name);
         for (size_t i = 0; i < f->n_chain; i++)
                 safe_close(f->chain[i]);
         safe_close(f->target_fd);
@@ -29,6 +35,11 @@ void caller_files_done(CallerFiles *f) {
         free(f->target_name);
         free(f->target_temp_name);
         *f = (CallerFiles) CALLER_FILES_NULL;
+}
+
+void caller_files_hand_over(CallerFiles *f) {
+        free(f->target_temp_name);
+        f->target_temp_name = NULL;
 }
 
 const ImageChainFds *caller_files_chain(const CallerFiles *f, ImageChainFds *buf) {
@@ -46,6 +57,7 @@ const TargetGiven *caller_files_target(const CallerFiles *f, TargetGiven *buf) {
                 .dir_fd = f->target_dir_fd,
                 .name = f->target_name,
                 .temp_name = f->target_temp_name,
+                .owner = f->owner,
         };
         return buf;
 }
@@ -83,7 +95,7 @@ static char *groups_to_string(const gid_t *groups, size_t n) {
 
 static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid) {
         _cleanup_free_ char *groups = groups_to_string(req->groups, req->n_groups);
-        char uid[16], gid[16];
+        char uid[16];
         const char *argv[11];
         char *envp[] = { NULL };
         posix_spawn_file_actions_t actions;
@@ -95,10 +107,8 @@ static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid)
         if (!groups)
                 return -ENOMEM;
         (void) snprintf(uid, sizeof(uid), "%u", (unsigned) req->uid);
-        (void) snprintf(gid, sizeof(gid), "%u", (unsigned) req->gid);
         argv[n++] = "blockjobd-opener";
         argv[n++] = uid;
-        argv[n++] = req->groups_from_user_database ? "-" : gid;
         argv[n++] = req->groups_from_user_database ? "*" : groups;
         if (req->chain_path) {
                 argv[n++] = "chain";
@@ -182,11 +192,18 @@ static ssize_t receive_packet(int fd, uint64_t deadline, char *text, int *fds, s
         return n;
 }
 
+static bool is_image_file(int fd) {
+        struct stat st;
+        return fstat(fd, &st) >= 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+}
+
 /* Takes one answer into 'f'. Returns 1 when done, 0 for more to come. Takes the descriptors. */
 static int take_packet(char *text, int *fds, size_t n_fds, CallerFiles *f, char **ret_error) {
         char *slash;
 
-        if (strcmp(text, "layer") == 0 && n_fds == 1) {
+        /* The opener runs as the caller: what it sends is checked like anything from a caller
+         * (names and file types; target-file.c checks the rest). */
+        if (strcmp(text, "layer") == 0 && n_fds == 1 && is_image_file(fds[0])) {
                 if (f->n_chain >= IMAGE_CHAIN_DEPTH_MAX) {
                         safe_close(fds[0]);
                         return -EPROTO;
@@ -194,7 +211,7 @@ static int take_packet(char *text, int *fds, size_t n_fds, CallerFiles *f, char 
                 f->chain[f->n_chain++] = fds[0];
                 return 0;
         }
-        if (strcmp(text, "target-in-place") == 0 && n_fds == 1 && f->target_fd < 0) {
+        if (strcmp(text, "target-in-place") == 0 && n_fds == 1 && f->target_fd < 0 && is_image_file(fds[0])) {
                 f->target_fd = fds[0];
                 return 0;
         }
@@ -268,14 +285,14 @@ int opener_open(const OpenerRequest *req, CallerFiles *f, char **ret_error) {
                         break;
         }
 
-        /* Done or not, it goes now. */
-        if (r < 0)
-                (void) kill(pid, SIGKILL);
+        /* Done or not, it goes now: it runs as the caller, who could stop it before it exits. */
+        (void) kill(pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
                 ;
         if (r < 0) {
                 log_debug("Opening files as user %u failed: %s", (unsigned) req->uid, strempty(*ret_error));
                 return r;
         }
+        f->owner = req->uid;
         return 0;
 }

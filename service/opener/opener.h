@@ -26,23 +26,26 @@ typedef struct CallerFiles {
         int target_fd;
         int target_dir_fd;
         char *target_name;
-        char *target_temp_name;         /* its hidden name, or NULL */
+        char *target_temp_name;         /* its hidden name, or NULL; removed by caller_files_done()
+                                         * unless caller_files_hand_over() was called */
+        uid_t owner;                    /* whom the opener made the new file for */
 } CallerFiles;
 
 #define CALLER_FILES_NULL { .target_fd = -EBADF, .target_dir_fd = -EBADF }
 
 void caller_files_done(CallerFiles *f);
+/* A driver took the target over (it removes the file itself if it must). */
+void caller_files_hand_over(CallerFiles *f);
 /* The chain, and the target, as the drivers take them (NULL: not given). */
 const ImageChainFds *caller_files_chain(const CallerFiles *f, ImageChainFds *buf);
 const TargetGiven *caller_files_target(const CallerFiles *f, TargetGiven *buf);
 
 /* Who to open as, and what. */
 typedef struct OpenerRequest {
-        uid_t uid;
-        gid_t gid;
+        uid_t uid;                      /* the gid is the user's primary group */
         const gid_t *groups;
         size_t n_groups;
-        bool groups_from_user_database; /* gid and groups unknown: the user's, from the database */
+        bool groups_from_user_database; /* groups unknown: the user's, from the database */
         const char *chain_path;         /* NULL: no chain */
         bool chain_write;               /* the image is written (commit, stream) */
         const char *target_path;        /* NULL: no target */

@@ -405,6 +405,30 @@ static void test_files_as_caller(PolkitFixture *pf, gconstpointer data) {
         assert_owned_by_nobody(link);
         bus_assert_same_file(source, link);
 
+        /* A sticky directory (as /tmp): root's file there is not nobody's to replace, neither
+         * when asked nor when it appears while the job runs. */
+        g_autofree char *sticky = g_build_filename(f->dir, "sticky", NULL);
+        g_autofree char *roots_file = g_build_filename(sticky, "roots.img", NULL);
+        g_autofree char *late = g_build_filename(sticky, "late.img", NULL);
+        g_assert_cmpint(g_mkdir(sticky, 01777), ==, 0);
+        g_assert_cmpint(g_chmod(sticky, 01777), ==, 0);
+        g_assert_true(g_file_set_contents(roots_file, "root's", -1, NULL));
+        nobody_backup(pf, source, roots_file, "{'overwrite': <true>}", DENIED,
+                      "belongs to another user in a sticky directory");
+        nobody_backup(pf, source, late, "{'overwrite': <true>, 'job-id': <'late'>, 'auto-finalize': <false>, "
+                      "'auto-dismiss': <false>}", "ok",
+                      NULL);
+        bus_wait_for_status(f, "late", "pending");
+        g_assert_true(g_file_set_contents(late, "root's", -1, NULL));
+        assert_nobody_verb(pf, "late", "Finalize", "()", "ok");
+        bus_wait_for_status(f, "late", "concluded");
+        g_autofree char *late_error = bus_get_string(f, MANAGER_PATH "/job/late", "Error");
+        assert_contains(late_error, "belongs to another user in a sticky directory");
+        assert_nobody_verb(pf, "late", "Dismiss", "()", "ok");
+        g_autofree char *still = NULL;
+        g_assert_true(g_file_get_contents(late, &still, NULL, NULL));
+        g_assert_cmpstr(still, ==, "root's");
+
         /* What nobody may do works, and what it makes is nobody's, private. */
         nobody_backup(pf, source, t1, "{'job-id': <'fine'>}", "ok", NULL);
         bus_wait_for_status(f, "fine", "null");
@@ -449,6 +473,20 @@ static void test_fd_variants(PolkitFixture *pf, gconstpointer data) {
         bus_assert_answer(out, "ok");
         bus_wait_for_status(f, "by-fd", "null");
         g_autofree char *compare = g_strdup_printf("qemu-img compare -q %s %s", top, copy);
+        g_assert_true(g_spawn_command_line_sync(compare, NULL, NULL, &status, NULL));
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+
+        /* A backing file of the source, given as the target to write in place: refused before
+         * anything is written into it. */
+        g_clear_pointer(&args, g_free);
+        g_clear_pointer(&out, g_free);
+        fd_base_rw = g_strdup_printf("--fd=rw:%s", base);
+        args = g_strdup_printf("('%s', '%s', @a{sv} {'source-fd': <handle 0>, 'chain-fds': <[handle 1]>, "
+                               "'target-fd': <handle 2>, 'overwrite': <true>})",
+                               top, base);
+        out = bus_as_nobody(f, fd_top, fd_base, fd_base_rw, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
+        bus_assert_answer(out, "org.freedesktop.DBus.Error.InvalidArgs:");
+        assert_contains(out, "is a backing file of the source");
         g_assert_true(g_spawn_command_line_sync(compare, NULL, NULL, &status, NULL));
         g_assert_true(g_spawn_check_wait_status(status, NULL));
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -188,6 +189,30 @@ static void test_stop_before(void) {
         chain_free(&c);
 }
 
+/* A FIFO where an image should be: refused at once, by name or as a descriptor, never waited on
+ * for a writer. */
+static void test_fifo_refused(void) {
+        g_autoptr(GError) gerror = NULL;
+        g_autofree char *dir = g_dir_make_tmp("blockjobd-fds-XXXXXX", &gerror);
+        g_autofree char *fifo = g_build_filename(dir, "fifo", NULL);
+        g_autofree char *error = NULL;
+        Image *img = NULL;
+
+        g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+        g_assert_cmpint(image_open(fifo, IMAGE_FORMAT_PROBE, 0, &img, &error), ==, -EINVAL);
+        g_assert_nonnull(strstr(error, "is neither a regular file nor a block device"));
+
+        int fd = open(fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        ImageChainFds fds = { .fds = &fd, .n = 1 };
+        ImageOpenOptions o = { .fds = &fds };
+        g_clear_pointer(&error, g_free);
+        g_assert_cmpint(image_open_full(fifo, IMAGE_FORMAT_PROBE, 0, &o, &img, &error), ==, -EINVAL);
+        g_assert_nonnull(strstr(error, "is neither a regular file nor a block device"));
+        close(fd);
+        g_free(oracle_run("rm -rf %s", dir));
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
 
@@ -201,5 +226,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/image-fds/missing-backing-file-refused", test_missing_backing_file_refused);
         g_test_add_func("/image-fds/access-mode-checked", test_access_mode_checked);
         g_test_add_func("/image-fds/stop-before", test_stop_before);
+        g_test_add_func("/image-fds/fifo-refused", test_fifo_refused);
         return g_test_run();
 }
