@@ -138,6 +138,17 @@ static bool usable(PolkitFixture *pf) {
 
 /* ---- calls ------------------------------------------------------------------------------------- */
 
+static void make_source(PolkitFixture *pf, const char *name, guint64 size);
+
+/* How most tests start: polkitd with these rules (NULL: none), and nobody's source, s.img. */
+static bool begin(PolkitFixture *pf, const char *rules_text, guint64 source_size) {
+        if (!usable(pf))
+                return false;
+        start_polkit(pf, rules_text);
+        make_source(pf, "s.img", source_size);
+        return true;
+}
+
 static char *backup_args(PolkitFixture *pf, const char *source, const char *target, const char *options) {
         g_autofree char *s = g_build_filename(pf->nobody_dir, source, NULL);
         g_autofree char *t = g_build_filename(pf->nobody_dir, target, NULL);
@@ -247,10 +258,8 @@ static void test_root_needs_no_polkit(PolkitFixture *pf, gconstpointer data) {
 static void test_unprivileged_without_rules(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *args = NULL;
 
-        if (!usable(pf))
+        if (!begin(pf, NULL, MiB))
                 return;
-        start_polkit(pf, NULL);
-        make_source(pf, "s.img", MiB);
         args = backup_args(pf, "s.img", "t.img", NULL);
 
         assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", args, INTERACTIVE);
@@ -288,10 +297,8 @@ static void test_unprivileged_with_rules(PolkitFixture *pf, gconstpointer data) 
         BusFixture *f = &pf->bus;
         g_autofree char *args = NULL, *mirror_args = NULL, *out = NULL, *owner = NULL;
 
-        if (!usable(pf))
+        if (!begin(pf, rules, 8 * MiB))
                 return;
-        start_polkit(pf, rules);
-        make_source(pf, "s.img", 8 * MiB);
         args = backup_args(pf, "s.img", "t.img",
                            "{'job-id': <'mine'>, 'speed': <uint64 1048576>, 'auto-dismiss': <false>}");
 
@@ -362,10 +369,8 @@ static void assert_owned_by_nobody(const char *path) {
 static void test_files_as_caller(PolkitFixture *pf, gconstpointer data) {
         BusFixture *f = &pf->bus;
 
-        if (!usable(pf))
+        if (!begin(pf, rules_all, MiB))
                 return;
-        start_polkit(pf, rules_all);
-        make_source(pf, "s.img", MiB);
         g_autofree char *source = g_build_filename(pf->nobody_dir, "s.img", NULL);
         g_autofree char *t1 = g_build_filename(pf->nobody_dir, "t1.img", NULL);
 
@@ -598,10 +603,8 @@ static void test_checks_are_async(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *args = NULL, *out = NULL;
         g_autoptr(GSubprocess) waiting = NULL;
 
-        if (!usable(pf))
+        if (!begin(pf, rules, MiB))
                 return;
-        start_polkit(pf, rules);
-        make_source(pf, "s.img", MiB);
         args = backup_args(pf, "s.img", "t.img", "{'job-id': <'late'>}");
 
         g_assert_cmpint(kill(polkitd_pid, SIGSTOP), ==, 0);
@@ -628,10 +631,8 @@ static void test_checks_are_async(PolkitFixture *pf, gconstpointer data) {
 static void test_polkit_gone(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *args = NULL;
 
-        if (!usable(pf))
+        if (!begin(pf, rules, MiB))
                 return;
-        start_polkit(pf, rules);
-        make_source(pf, "s.img", MiB);
         args = backup_args(pf, "s.img", "t.img", NULL);
         stop_polkit(pf);
 
@@ -649,10 +650,8 @@ static void test_polkit_gone(PolkitFixture *pf, gconstpointer data) {
 static void test_job_limit(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *first = NULL, *second = NULL, *out = NULL;
 
-        if (!usable(pf))
+        if (!begin(pf, rules, 8 * MiB))
                 return;
-        start_polkit(pf, rules);
-        make_source(pf, "s.img", 8 * MiB);
         first = backup_args(pf, "s.img", "t1.img", "{'speed': <uint64 1048576>}");
         second = backup_args(pf, "s.img", "t2.img", "{'speed': <uint64 1048576>}");
 
