@@ -78,6 +78,17 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(CreateRequest *, create_request_free);
 
 /* ---- opening images (worker thread) ---------------------------------------------------------- */
 
+/* A driver's open went this way ('r'); on success the action holds its data, and the size that
+ * progress counts in. */
+static int action_opened(CreateAction *a, int r, const JobDriver *driver, void *data, uint64_t size) {
+        if (r < 0)
+                return r;
+        a->driver = driver;
+        a->driver_data = data;
+        a->size = size;
+        return 0;
+}
+
 static int open_backup(CreateAction *a) {
         ImageChainFds chain;
         TargetGiven target;
@@ -94,12 +105,7 @@ static int open_backup(CreateAction *a) {
         int r;
 
         r = backup_open(&p, &b, &a->error);
-        if (r < 0)
-                return r;
-        a->driver = &backup_driver;
-        a->driver_data = b;
-        a->size = backup_size(b);
-        return 0;
+        return action_opened(a, r, &backup_driver, b, r >= 0 ? backup_size(b) : 0);
 }
 
 static int open_commit(CreateAction *a) {
@@ -115,12 +121,7 @@ static int open_commit(CreateAction *a) {
         int r;
 
         r = commit_open(&p, &c, &a->error);
-        if (r < 0)
-                return r;
-        a->driver = &commit_driver;
-        a->driver_data = c;
-        a->size = commit_size(c);
-        return 0;
+        return action_opened(a, r, &commit_driver, c, r >= 0 ? commit_size(c) : 0);
 }
 
 static int open_stream(CreateAction *a) {
@@ -135,12 +136,7 @@ static int open_stream(CreateAction *a) {
         int r;
 
         r = stream_open(&p, &s, &a->error);
-        if (r < 0)
-                return r;
-        a->driver = &stream_driver;
-        a->driver_data = s;
-        a->size = stream_size(s);
-        return 0;
+        return action_opened(a, r, &stream_driver, s, r >= 0 ? stream_size(s) : 0);
 }
 
 static int open_mirror(CreateAction *a) {
@@ -161,12 +157,7 @@ static int open_mirror(CreateAction *a) {
         int r;
 
         r = mirror_open(&p, &m, &a->error);
-        if (r < 0)
-                return r;
-        a->driver = &mirror_driver;
-        a->driver_data = m;
-        a->size = mirror_size(m);
-        return 0;
+        return action_opened(a, r, &mirror_driver, m, r >= 0 ? mirror_size(m) : 0);
 }
 
 /* Anyone but root: whatever the caller did not pass as a descriptor is opened by the opener, as

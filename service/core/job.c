@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "error-message.h"
 #include "job.h"
 #include "list.h"
 #include "log.h"
@@ -147,20 +148,6 @@ static void job_do_dismiss(Job *j);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-_printf_(3, 4) static int job_fail(char **ret_error, int r, const char *format, ...) {
-        if (ret_error) {
-                va_list ap;
-                char *s;
-
-                va_start(ap, format);
-                if (vasprintf(&s, format, ap) < 0)
-                        s = NULL;
-                va_end(ap);
-                *ret_error = s;
-        }
-        return r;
-}
-
 static uint64_t job_now(Job *j) {
         return j->registry->executor->now(j->registry->executor_userdata);
 }
@@ -205,8 +192,8 @@ static int job_apply_verb(Job *j, JobVerb verb, char **ret_error) {
         if (job_verb_allowed(verb, j->status))
                 return 0;
 
-        return job_fail(ret_error, -EBUSY, "Job '%s' in state '%s' cannot accept command verb '%s'", j->id,
-                        job_status_to_string(j->status), job_verb_to_string(verb));
+        return error_message(ret_error, -EBUSY, "Job '%s' in state '%s' cannot accept command verb '%s'", j->id,
+                             job_status_to_string(j->status), job_verb_to_string(verb));
 }
 
 /* ---- registry ----------------------------------------------------------------------------- */
@@ -294,9 +281,9 @@ int job_registry_check_id(JobRegistry *r, const char *id, char **ret_error) {
         if (!id)
                 return 0;
         if (!job_id_is_valid(id))
-                return job_fail(ret_error, -EINVAL, "Invalid job ID '%s'", id);
+                return error_message(ret_error, -EINVAL, "Invalid job ID '%s'", id);
         if (job_registry_find(r, id))
-                return job_fail(ret_error, -EEXIST, "Job ID '%s' already in use", id);
+                return error_message(ret_error, -EEXIST, "Job ID '%s' already in use", id);
         return 0;
 }
 
@@ -411,16 +398,16 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
 
         id = p->id ? strdup(p->id) : job_registry_pick_id(r, p->driver->type);
         if (!id)
-                return job_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
 
         if (p->txn)
                 txn = job_txn_ref(p->txn);
         else if (job_txn_alloc(r, false, &txn) < 0)
-                return job_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
 
         j = calloc(1, sizeof(*j));
         if (!j)
-                return job_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
 
         *j = (Job) {
                 .n_ref = 1,
@@ -440,7 +427,7 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
                 k = r->executor->attach(r->executor_userdata, j);
                 if (k < 0) {
                         free(j);
-                        return job_fail(ret_error, k, "Cannot set up job: %s", strerror(-k));
+                        return error_message(ret_error, k, "Cannot set up job: %s", strerror(-k));
                 }
         }
 
@@ -596,8 +583,7 @@ JobErrorAction job_step_io_error(Job *j, JobStepResult *out, bool on_source, boo
         action = job_on_error_decide(on_source ? j->on_source_error : j->on_target_error, error);
 
         va_start(ap, format);
-        if (vasprintf(&message, format, ap) < 0)
-                message = NULL;
+        message = error_message_format(error, format, ap);
         va_end(ap);
 
         free(out->io_error.message);
@@ -706,7 +692,7 @@ int job_user_pause(Job *j, char **ret_error) {
         if (r < 0)
                 return r;
         if (j->user_paused)
-                return job_fail(ret_error, -EBUSY, "Job is already paused");
+                return error_message(ret_error, -EBUSY, "Job is already paused");
 
         j->user_paused = true;
         job_pause(j);
@@ -718,7 +704,7 @@ int job_user_resume(Job *j, char **ret_error) {
 
         /* Checked before the verb table, as in QEMU: the message tells what is really wrong. */
         if (!j->user_paused || j->pause_count == 0)
-                return job_fail(ret_error, -EBUSY, "Can't resume a job that was not paused");
+                return error_message(ret_error, -EBUSY, "Can't resume a job that was not paused");
 
         r = job_apply_verb(j, JOB_VERB_RESUME, ret_error);
         if (r < 0)
@@ -800,7 +786,7 @@ int job_complete(Job *j, char **ret_error) {
         if (r < 0)
                 return r;
         if (j->cancelled || !j->driver->complete)
-                return job_fail(ret_error, -EBUSY, "The active block job '%s' cannot be completed", j->id);
+                return error_message(ret_error, -EBUSY, "The active block job '%s' cannot be completed", j->id);
 
         r = j->driver->complete(j, j->driver_data, ret_error);
         if (r < 0)

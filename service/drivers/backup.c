@@ -9,6 +9,7 @@
 #include "image.h"
 #include "job.h"
 #include "log.h"
+#include "error-message.h"
 #include "macro.h"
 #include "step-budget.h"
 #include "target-file.h"
@@ -43,19 +44,6 @@ void backup_free(Backup *b) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Backup *, backup_free);
 
-static int fail(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
-static int fail(char **ret_error, int r, const char *format, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, format);
-                if (vasprintf(ret_error, format, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         _cleanup_(backup_freep) Backup *b = NULL;
         int r;
@@ -63,10 +51,10 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         assert(p && ret);
 
         if (p->chunk_size > BACKUP_CHUNK_MAX)
-                return fail(ret_error, -EINVAL, "Chunk size %" PRIu64 " is larger than %" PRIu64, p->chunk_size,
-                            BACKUP_CHUNK_MAX);
+                return error_message(ret_error, -EINVAL, "Chunk size %" PRIu64 " is larger than %" PRIu64,
+                                     p->chunk_size, BACKUP_CHUNK_MAX);
         if (!p->target || !*p->target)
-                return fail(ret_error, -EINVAL, "No target given");
+                return error_message(ret_error, -EINVAL, "No target given");
 
         b = calloc(1, sizeof(*b));
         if (!b)
@@ -87,7 +75,7 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
                 return r;
         /* Replacing a file of the source's own chain would change the source. */
         if (target_file_in_chain(&b->target, image_backing(b->source)))
-                return fail(ret_error, -EINVAL, "Target '%s' is a backing file of the source", p->target);
+                return error_message(ret_error, -EINVAL, "Target '%s' is a backing file of the source", p->target);
 
         r = target_image_create(&b->target, b->source, p->target_format, p->sync_top, &b->writer, ret_error);
         if (r < 0)

@@ -9,6 +9,7 @@
 #include "commit.h"
 #include "image.h"
 #include "job.h"
+#include "error-message.h"
 #include "macro.h"
 
 #define READY_IDLE_NS (100 * NSEC_PER_MSEC)
@@ -37,18 +38,6 @@ void commit_free(Commit *c) {
 DEFINE_TRIVIAL_CLEANUP_FUNC(Commit *, commit_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Image *, image_close);
 
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, format);
-                if (vasprintf(ret_error, format, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 /* Which layers are top and base, as the chain is now. */
 typedef struct CommitPlan {
         struct stat top, base, above_top;
@@ -70,16 +59,17 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         if (r < 0)
                 return r;
         if (image_chain_depth(chain) < 2)
-                return fail(ret_error, -ENOENT, "Image '%s' has no backing file to commit into", p->image);
+                return error_message(ret_error, -ENOENT, "Image '%s' has no backing file to commit into", p->image);
 
         top = chain;
         if (p->top) {
                 r = image_chain_lookup(chain, p->top, p->fds, &top, &top_depth);
                 if (r < 0)
-                        return fail(ret_error, r, "Could not find top '%s': %s", p->top, strerror(-r));
+                        return error_message(ret_error, r, "Could not find top '%s': %s", p->top, strerror(-r));
                 if (r == 0)
-                        return fail(ret_error, -EINVAL, "Top image file '%s' is not in the backing chain of '%s'", p->top,
-                                    p->image);
+                        return error_message(ret_error, -EINVAL,
+                                             "Top image file '%s' is not in the backing chain of '%s'", p->top,
+                                             p->image);
         }
         base_depth = image_chain_depth(chain) - 1;
         base = chain;
@@ -88,20 +78,22 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         if (p->base) {
                 r = image_chain_lookup(chain, p->base, p->fds, &base, &base_depth);
                 if (r < 0)
-                        return fail(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
+                        return error_message(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
                 if (r == 0)
-                        return fail(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'", p->base, p->image);
+                        return error_message(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'",
+                                             p->base, p->image);
         }
         if (base_depth == top_depth)
-                return fail(ret_error, -EINVAL, "cannot commit an image into itself");
+                return error_message(ret_error, -EINVAL, "cannot commit an image into itself");
         if (base_depth < top_depth)
-                return fail(ret_error, -EINVAL, "Base '%s' is not below top '%s' in the backing chain", image_path(base),
-                            image_path(top));
+                return error_message(ret_error, -EINVAL, "Base '%s' is not below top '%s' in the backing chain",
+                                     image_path(base), image_path(top));
         if (top_depth == 0 && p->backing_file)
-                return fail(ret_error, -EINVAL, "'backing-file' specified, but 'top' is the active layer");
+                return error_message(ret_error, -EINVAL, "'backing-file' specified, but 'top' is the active layer");
         if (image_size(base) < image_size(top))
-                return fail(ret_error, -EINVAL, "Base '%s' (%" PRIu64 " bytes) is smaller than top '%s' (%" PRIu64 " bytes)",
-                            image_path(base), image_size(base), image_path(top), image_size(top));
+                return error_message(ret_error, -EINVAL,
+                                     "Base '%s' (%" PRIu64 " bytes) is smaller than top '%s' (%" PRIu64 " bytes)",
+                                     image_path(base), image_size(base), image_path(top), image_size(top));
 
         plan->top = *image_stat(top);
         plan->base = *image_stat(base);
@@ -159,7 +151,8 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
         int depth;
         c->top = image_chain_find(c->upper, &pl.top, &depth);
         if (!c->top || (!pl.active && !(c->above_top = image_chain_find(c->upper, &pl.above_top, NULL)))) {
-                r = fail(ret_error, -EAGAIN, "The backing chain of '%s' changed while it was being opened", p->image);
+                r = error_message(ret_error, -EAGAIN, "The backing chain of '%s' changed while it was being opened",
+                                  p->image);
                 goto finish;
         }
         if (p->backing_file && !(c->backing_file = strdup(p->backing_file))) {

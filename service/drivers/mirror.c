@@ -7,8 +7,10 @@
 #include <sys/inotify.h>
 #include <time.h>
 
+#include "fd-util.h"
 #include "job.h"
 #include "log.h"
+#include "error-message.h"
 #include "macro.h"
 #include "mirror.h"
 #include "target-file.h"
@@ -111,12 +113,6 @@ void mirror_free(Mirror *m) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Mirror *, mirror_free);
 
-static int fail(char **ret_error, int r, const char *message) {
-        if (ret_error)
-                *ret_error = strdup(message);
-        return r;
-}
-
 /* What every block of the target holds before the first pass. */
 static uint64_t initial_hash(const Mirror *m, uint64_t block) {
         if (target_file_in_place(&m->target))
@@ -132,9 +128,10 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         int r;
 
         if (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1)))
-                return fail(ret_error, -EINVAL, "Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
+                return error_message(ret_error, -EINVAL,
+                                     "Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
         if (!p->target || !*p->target)
-                return fail(ret_error, -EINVAL, "No target given");
+                return error_message(ret_error, -EINVAL, "No target given");
 
         m = calloc(1, sizeof(*m));
         if (!m)
@@ -162,7 +159,7 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
                 return r;
         /* Replacing a file of the source's own chain would change the source. */
         if (target_file_in_chain(&m->target, image_backing(m->source)))
-                return fail(ret_error, -EINVAL, "Can't mirror node into itself");
+                return error_message(ret_error, -EINVAL, "Can't mirror node into itself");
 
         r = target_image_create(&m->target, m->source, p->target_format, m->sync_top, &m->writer, ret_error);
         if (r < 0)
@@ -185,11 +182,10 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         if (S_ISREG(image_stat(m->source)->st_mode)) {
                 /* The file we have open, whatever its name is now (and nothing looked up by
                  * name: it may have come as a descriptor). */
-                char proc_path[64];
-                (void) snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", image_fd(m->source));
+                char proc_path[PROC_FD_PATH_MAX];
                 m->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-                if (m->inotify_fd >= 0 &&
-                    inotify_add_watch(m->inotify_fd, proc_path, IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE) < 0)
+                if (m->inotify_fd >= 0 && inotify_add_watch(m->inotify_fd, proc_fd_path(proc_path, image_fd(m->source)),
+                                                            IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE) < 0)
                         m->inotify_fd = safe_close(m->inotify_fd);
         } else
                 m->poll_ns = MAX(m->poll_ns, BLOCK_DEVICE_POLL_NS);

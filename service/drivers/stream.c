@@ -8,6 +8,7 @@
 #include "chain-copy.h"
 #include "image.h"
 #include "job.h"
+#include "error-message.h"
 #include "macro.h"
 #include "stream.h"
 
@@ -29,18 +30,6 @@ void stream_free(Stream *s) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Stream *, stream_free);
 
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, format);
-                if (vasprintf(ret_error, format, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
         _cleanup_(stream_freep) Stream *s = NULL;
         int base_depth, r;
@@ -54,20 +43,22 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
         if (r < 0)
                 return r;
         if (image_format(s->image) != IMAGE_FORMAT_QCOW2)
-                return fail(ret_error, -EINVAL, "Image '%s' is %s: it has no backing file to stream from", p->image,
-                            image_format_to_string(image_format(s->image)));
+                return error_message(ret_error, -EINVAL, "Image '%s' is %s: it has no backing file to stream from",
+                                     p->image, image_format_to_string(image_format(s->image)));
 
         base_depth = image_chain_depth(s->image);
         if (p->base) {
                 r = image_chain_lookup(s->image, p->base, p->fds, &s->base, &base_depth);
                 if (r < 0)
-                        return fail(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
+                        return error_message(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
                 if (r == 0)
-                        return fail(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'", p->base, p->image);
+                        return error_message(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'",
+                                             p->base, p->image);
                 if (base_depth == 0)
-                        return fail(ret_error, -EINVAL, "Node '%s' is not a backing image of '%s'", p->base, p->image);
+                        return error_message(ret_error, -EINVAL, "Node '%s' is not a backing image of '%s'", p->base,
+                                             p->image);
         } else if (p->backing_file)
-                return fail(ret_error, -EINVAL, "backing file specified, but streaming the entire chain");
+                return error_message(ret_error, -EINVAL, "backing file specified, but streaming the entire chain");
 
         if (p->backing_file && !(s->backing_file = strdup(p->backing_file)))
                 return -ENOMEM;

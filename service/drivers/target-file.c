@@ -7,25 +7,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "fd-util.h"
 #include "job.h"
 #include "log.h"
+#include "error-message.h"
 #include "macro.h"
 #include "lock.h"
 #include "target-file.h"
-
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                /* %m in the format names r. */
-                errno = -r;
-                va_start(ap, format);
-                if (vasprintf(ret_error, format, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
 
 static int open_device(TargetFile *t, const char *path, uint64_t size, char **ret_error) {
         uint64_t device_size;
@@ -36,18 +24,19 @@ static int open_device(TargetFile *t, const char *path, uint64_t size, char **re
         t->device_fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC | O_NOCTTY);
         if (t->device_fd < 0) {
                 if (errno == EBUSY)
-                        return fail(ret_error, -EBUSY, "Target device '%s' is in use", path);
-                return fail(ret_error, negative_errno(), "Could not open target device '%s': %m", path);
+                        return error_message(ret_error, -EBUSY, "Target device '%s' is in use", path);
+                return error_message(ret_error, negative_errno(), "Could not open target device '%s': %m", path);
         }
         /* The path might have been replaced since we looked at it. */
         if (fstat(t->device_fd, &st) < 0)
-                return fail(ret_error, negative_errno(), "Could not stat target device '%s': %m", path);
+                return error_message(ret_error, negative_errno(), "Could not stat target device '%s': %m", path);
         if (!S_ISBLK(st.st_mode))
-                return fail(ret_error, -EINVAL, "Target '%s' changed while it was opened", path);
+                return error_message(ret_error, -EINVAL, "Target '%s' changed while it was opened", path);
         if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
-                return fail(ret_error, negative_errno(), "Could not get the size of target device '%s': %m", path);
+                return error_message(ret_error, negative_errno(), "Could not get the size of target device '%s': %m",
+                                     path);
         if (device_size != size)
-                return fail(ret_error, -EINVAL, "Source and target image have different sizes");
+                return error_message(ret_error, -EINVAL, "Source and target image have different sizes");
         t->device = true;
         return 0;
 }
@@ -61,40 +50,39 @@ static bool same_file(const struct stat *a, const struct stat *b) {
  * of our own; a device is claimed as one opened by name is. */
 static int adopt_in_place(TargetFile *t, const TargetGiven *g, const struct stat *source_st, uint64_t size,
                           char **ret_error) {
-        char proc_path[64];
         struct stat st;
         int fl;
 
         fl = fcntl(g->fd, F_GETFL);
         if (fl < 0 || fstat(g->fd, &st) < 0)
-                return fail(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
+                return error_message(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
         if ((fl & O_ACCMODE) != O_RDWR || (fl & O_PATH))
-                return fail(ret_error, -EACCES, "The descriptor for target '%s' is not open for reading and writing",
-                            t->path);
+                return error_message(ret_error, -EACCES,
+                                     "The descriptor for target '%s' is not open for reading and writing", t->path);
         if (same_file(&st, source_st))
-                return fail(ret_error, -EINVAL, "Source and target cannot be the same");
+                return error_message(ret_error, -EINVAL, "Source and target cannot be the same");
         if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-                return fail(ret_error, -EINVAL, "Target '%s' is neither a regular file nor a block device", t->path);
+                return error_message(ret_error, -EINVAL, "Target '%s' is neither a regular file nor a block device",
+                                     t->path);
         if (S_ISREG(st.st_mode) && st.st_size > 0 && !t->overwrite)
-                return fail(ret_error, -EEXIST, "Target '%s' is not empty", t->path);
+                return error_message(ret_error, -EEXIST, "Target '%s' is not empty", t->path);
 
-        (void) snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", g->fd);
-        t->device_fd = open(proc_path, O_RDWR | O_CLOEXEC | O_NOCTTY | (S_ISBLK(st.st_mode) ? O_EXCL : 0));
-        if (t->device_fd < 0) {
-                if (errno == EBUSY)
-                        return fail(ret_error, -EBUSY, "Target device '%s' is in use", t->path);
-                return fail(ret_error, negative_errno(), "Could not reopen the descriptor for target '%s': %m", t->path);
-        }
+        t->device_fd = fd_reopen(g->fd, O_RDWR | (S_ISBLK(st.st_mode) ? O_EXCL : 0));
+        if (t->device_fd == -EBUSY)
+                return error_message(ret_error, -EBUSY, "Target device '%s' is in use", t->path);
+        if (t->device_fd < 0)
+                return error_message(ret_error, t->device_fd, "Could not reopen the descriptor for target '%s': %m",
+                                     t->path);
 
         if (S_ISBLK(st.st_mode)) {
                 uint64_t device_size;
 
                 t->device = true;
                 if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
-                        return fail(ret_error, negative_errno(), "Could not get the size of target device '%s': %m",
-                                    t->path);
+                        return error_message(ret_error, negative_errno(),
+                                             "Could not get the size of target device '%s': %m", t->path);
                 if (device_size != size)
-                        return fail(ret_error, -EINVAL, "Source and target image have different sizes");
+                        return error_message(ret_error, -EINVAL, "Source and target image have different sizes");
         }
         /* A regular file is emptied only once it is locked (target_image_create()). */
         return 0;
@@ -112,17 +100,18 @@ static int adopt_new_file(TargetFile *t, const TargetGiven *g, const struct stat
         /* Only what the daemon itself would have made: an empty regular file, a directory, a
          * plain name in it, a hidden temporary name. */
         if (fstat(g->fd, &st) < 0 || fstat(g->dir_fd, &dir) < 0)
-                return fail(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
+                return error_message(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
         if (!S_ISREG(st.st_mode) || st.st_size != 0 || !S_ISDIR(dir.st_mode) || !valid_entry_name(g->name) ||
             (g->temp_name && (!valid_entry_name(g->temp_name) || strncmp(g->temp_name, ".#", 2) != 0)))
-                return fail(ret_error, -EPROTO, "The new file for target '%s' is not what was asked for", t->path);
+                return error_message(ret_error, -EPROTO, "The new file for target '%s' is not what was asked for",
+                                     t->path);
         t->owner = g->owner;
 
         if (fstatat(g->dir_fd, g->name, &st, AT_SYMLINK_NOFOLLOW) >= 0) {
                 if (same_file(&st, source_st))
-                        return fail(ret_error, -EINVAL, "Source and target cannot be the same");
+                        return error_message(ret_error, -EINVAL, "Source and target cannot be the same");
                 if (!t->overwrite)
-                        return fail(ret_error, -EEXIST, "Target '%s' already exists", t->path);
+                        return error_message(ret_error, -EEXIST, "Target '%s' already exists", t->path);
         }
 
         t->file.fd = fcntl(g->fd, F_DUPFD_CLOEXEC, 3);
@@ -130,9 +119,9 @@ static int adopt_new_file(TargetFile *t, const TargetGiven *g, const struct stat
         t->file.name = strdup(g->name);
         t->file.temp_name = g->temp_name ? strdup(g->temp_name) : NULL;
         if (t->file.fd < 0 || t->file.dir_fd < 0)
-                return fail(ret_error, negative_errno(), "Could not take over target '%s': %m", t->path);
+                return error_message(ret_error, negative_errno(), "Could not take over target '%s': %m", t->path);
         if (!t->file.name || (g->temp_name && !t->file.temp_name))
-                return fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         return 0;
 }
 
@@ -154,13 +143,13 @@ int target_file_open(TargetFile *t, const char *path, const TargetGiven *given, 
         *t = (TargetFile) TARGET_FILE_NULL;
 
         if (!path || !*path)
-                return fail(ret_error, -EINVAL, "No target given");
+                return error_message(ret_error, -EINVAL, "No target given");
 
         if (given) {
                 t->overwrite = overwrite;
                 t->path = strdup(path);
                 if (!t->path)
-                        return fail(ret_error, -ENOMEM, "Out of memory");
+                        return error_message(ret_error, -ENOMEM, "Out of memory");
                 r = given->dir_fd >= 0 ? adopt_new_file(t, given, source_st, ret_error)
                                        : adopt_in_place(t, given, source_st, size, ret_error);
                 if (r < 0)
@@ -171,23 +160,23 @@ int target_file_open(TargetFile *t, const char *path, const TargetGiven *given, 
         /* Check the target before creating anything. */
         if (stat(path, &st) >= 0) {
                 if (same_file(&st, source_st))
-                        return fail(ret_error, -EINVAL, "Source and target cannot be the same");
+                        return error_message(ret_error, -EINVAL, "Source and target cannot be the same");
                 if (S_ISDIR(st.st_mode))
-                        return fail(ret_error, -EISDIR, "Target '%s' is a directory", path);
+                        return error_message(ret_error, -EISDIR, "Target '%s' is a directory", path);
                 if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-                        return fail(ret_error, -EINVAL, "Target '%s' is neither a regular file nor a block device",
-                                    path);
+                        return error_message(ret_error, -EINVAL,
+                                             "Target '%s' is neither a regular file nor a block device", path);
                 /* Writing over a device destroys what is on it just as replacing a file does. */
                 if (!overwrite)
-                        return fail(ret_error, -EEXIST, "Target '%s' already exists", path);
+                        return error_message(ret_error, -EEXIST, "Target '%s' already exists", path);
                 device = S_ISBLK(st.st_mode);
         } else if (errno != ENOENT)
-                return fail(ret_error, negative_errno(), "Could not check target '%s': %m", path);
+                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
 
         t->overwrite = overwrite;
         t->path = strdup(path);
         if (!t->path)
-                return fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
 
         if (device)
                 r = open_device(t, path, size, ret_error);
@@ -196,9 +185,9 @@ int target_file_open(TargetFile *t, const char *path, const TargetGiven *given, 
                 r = tmpfile_open(&t->file, path, S_ISREG(source_st->st_mode) ? (source_st->st_mode & 0666) : 0600,
                                  !named_temp_file);
                 if (r == -EISDIR)
-                        r = fail(ret_error, r, "Target '%s' names a directory", path);
+                        r = error_message(ret_error, r, "Target '%s' names a directory", path);
                 else if (r < 0)
-                        r = fail(ret_error, r, "Could not create target '%s': %m", path);
+                        r = error_message(ret_error, r, "Could not create target '%s': %m", path);
         }
         if (r < 0) {
                 target_file_discard(t);
@@ -221,8 +210,8 @@ int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool s
 
         if (t->device) {
                 if (!IN_SET(format, IMAGE_FORMAT_PROBE, IMAGE_FORMAT_RAW))
-                        return fail(ret_error, -EINVAL, "Target device '%s' can only be written as a raw image",
-                                    t->path);
+                        return error_message(ret_error, -EINVAL,
+                                             "Target device '%s' can only be written as a raw image", t->path);
                 return image_open_fd(t->device_fd, t->path, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE, ret, ret_error);
         }
 
@@ -242,7 +231,7 @@ int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool s
                 if (r < 0)
                         return r;
                 if (ftruncate(fd, 0) < 0)
-                        return fail(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
+                        return error_message(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
         }
         r = image_create_fd(fd, t->path, &cp, ret_error);
         if (r < 0)
@@ -254,15 +243,16 @@ int target_file_prepare(TargetFile *t, char **ret_error) {
         struct stat st;
 
         if (fsync(target_file_fd(t)) < 0)
-                return fail(ret_error, negative_errno(), "Could not flush target '%s': %m", t->path);
+                return error_message(ret_error, negative_errno(), "Could not flush target '%s': %m", t->path);
 
         /* Fail now, while the whole transaction can still abort, not at commit. */
         if (target_file_in_place(t))
                 return 0;
         if (!t->overwrite && fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
-                return fail(ret_error, -EEXIST, "Target '%s' already exists", t->path);
+                return error_message(ret_error, -EEXIST, "Target '%s' already exists", t->path);
         if (t->overwrite && tmpfile_may_replace(&t->file, t->owner) == 0)
-                return fail(ret_error, -EPERM, "Target '%s' belongs to another user in a sticky directory", t->path);
+                return error_message(ret_error, -EPERM, "Target '%s' belongs to another user in a sticky directory",
+                                     t->path);
         return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
+#include "fd-util.h"
 #include "log.h"
 #include "macro.h"
 #include "tmpfile.h"
@@ -112,7 +113,7 @@ int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed) 
 }
 
 static int link_unnamed(int fd, int dir_fd, const char *name) {
-        char proc[64];
+        char proc[PROC_FD_PATH_MAX];
 
         if (linkat(fd, "", dir_fd, name, AT_EMPTY_PATH) >= 0)
                 return 0;
@@ -120,8 +121,7 @@ static int link_unnamed(int fd, int dir_fd, const char *name) {
                 return -EEXIST;
 
         /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc's magic link needs only /proc. */
-        (void) snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-        if (linkat(AT_FDCWD, proc, dir_fd, name, AT_SYMLINK_FOLLOW) >= 0)
+        if (linkat(AT_FDCWD, proc_fd_path(proc, fd), dir_fd, name, AT_SYMLINK_FOLLOW) >= 0)
                 return 0;
         return negative_errno();
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include "error-message.h"
 #include "image.h"
 #include "macro.h"
 
@@ -66,8 +67,7 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
 
 /* Record the reason of a failure, like printf, and return r. %m names r. */
 int image_fail(Image *img, int r, const char *format, ...) _printf_(3, 4);
-/* The same for opening, where the message goes to the caller. */
-int image_open_fail(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
+/* Opening fails with error_message() (error-message.h): the message goes to the caller. */
 
 /* Does [offset, offset + length) of the file hold data, or a hole? Returns the length of the
  * leading part that is one or the other (at least 1), and which in *ret_hole. */
@@ -76,3 +76,6 @@ int image_file_allocation(Image *img, uint64_t offset, uint64_t length, bool *re
 /* Reads exactly 'length' bytes at 'offset' of the file; beyond its end, zeroes (as QEMU's file
  * layer does). */
 int image_file_read(Image *img, void *buf, uint64_t offset, size_t length);
+/* All of it written, or an error recorded; and the data made durable. */
+int image_file_write(Image *img, const void *buf, uint64_t offset, size_t length);
+int image_file_sync(Image *img);

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "fd-util.h"
+#include "error-message.h"
 #include "image-fault.h"
 #include "image-internal.h"
 #include "lock.h"
@@ -40,32 +42,12 @@ static int inject_fault(Image *img, ImageIo io, uint64_t offset, uint64_t length
 
 /* ---- errors -------------------------------------------------------------------------------- */
 
-_printf_(2, 0) static char *format_message(int r, const char *format, va_list ap) {
-        char *s;
-
-        errno = r < 0 ? -r : r;         /* for %m */
-        if (vasprintf(&s, format, ap) < 0)
-                return NULL;
-        return s;
-}
-
 int image_fail(Image *img, int r, const char *format, ...) {
         va_list ap;
 
         va_start(ap, format);
         free(img->error);
-        img->error = format_message(r, format, ap);
-        va_end(ap);
-        return r;
-}
-
-int image_open_fail(char **ret_error, int r, const char *format, ...) {
-        va_list ap;
-
-        if (!ret_error)
-                return r;
-        va_start(ap, format);
-        *ret_error = format_message(r, format, ap);
+        img->error = error_message_format(r, format, ap);
         va_end(ap);
         return r;
 }
@@ -75,6 +57,25 @@ const char *image_error(const Image *img) {
 }
 
 /* ---- file access --------------------------------------------------------------------------- */
+
+int image_file_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+        for (size_t done = 0; done < length;) {
+                ssize_t k = pwrite(img->fd, (const uint8_t *) buf + done, length - done, (off_t) (offset + done));
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return image_fail(img, k < 0 ? negative_errno() : -EIO,
+                                          "Could not write '%s' at offset %" PRIu64 ": %m", img->path, offset + done);
+                done += (size_t) k;
+        }
+        return 0;
+}
+
+int image_file_sync(Image *img) {
+        if (fdatasync(img->fd) < 0)
+                return image_fail(img, negative_errno(), "Could not flush '%s': %m", img->path);
+        return 0;
+}
 
 int image_file_read(Image *img, void *buf, uint64_t offset, size_t length) {
         size_t done = 0;
@@ -232,26 +233,23 @@ static int open_by_name(const char *path, unsigned flags) {
  * our image locks are ours alone, as with a file we opened ourselves, and go when we close it
  * (the caller's copy would keep them on a shared description). Returns the new descriptor. */
 static int open_given_fd(int fd, const char *name, unsigned flags, char **ret_error) {
-        char proc_path[64];
-        int fl, r;
-
         struct stat st;
+        int fl, r;
 
         fl = fcntl(fd, F_GETFL);
         if (fl < 0 || fstat(fd, &st) < 0)
-                return image_open_fail(ret_error, negative_errno(), "Invalid descriptor for '%s': %m", name);
+                return error_message(ret_error, negative_errno(), "Invalid descriptor for '%s': %m", name);
         /* Before reopening: a FIFO's open would wait for a writer. */
         if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-                return image_open_fail(ret_error, -EINVAL, "'%s' is neither a regular file nor a block device", name);
+                return error_message(ret_error, -EINVAL, "'%s' is neither a regular file nor a block device", name);
         if ((fl & O_ACCMODE) == O_WRONLY || (fl & O_PATH))
-                return image_open_fail(ret_error, -EACCES, "The descriptor for '%s' is not open for reading", name);
+                return error_message(ret_error, -EACCES, "The descriptor for '%s' is not open for reading", name);
         if ((flags & IMAGE_OPEN_WRITE) && (fl & O_ACCMODE) != O_RDWR)
-                return image_open_fail(ret_error, -EACCES, "The descriptor for '%s' is not open for writing", name);
+                return error_message(ret_error, -EACCES, "The descriptor for '%s' is not open for writing", name);
 
-        (void) snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", fd);
-        r = open(proc_path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY);
+        r = fd_reopen(fd, (flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY);
         if (r < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not reopen the descriptor for '%s': %m", name);
+                return error_message(ret_error, r, "Could not reopen the descriptor for '%s': %m", name);
         return r;
 }
 
@@ -265,27 +263,27 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
         int r;
 
         if (!backing_name_is_local(img->backing_name))
-                return image_open_fail(ret_error, -EOPNOTSUPP, "Backing file '%s' of '%s' is not a local file",
-                                       img->backing_name, img->path);
+                return error_message(ret_error, -EOPNOTSUPP, "Backing file '%s' of '%s' is not a local file",
+                                     img->backing_name, img->path);
         if (depth >= IMAGE_CHAIN_DEPTH_MAX)
-                return image_open_fail(ret_error, -ELOOP, "Backing chain of '%s' is deeper than %d images", top->path,
-                                       IMAGE_CHAIN_DEPTH_MAX);
+                return error_message(ret_error, -ELOOP, "Backing chain of '%s' is deeper than %d images", top->path,
+                                     IMAGE_CHAIN_DEPTH_MAX);
 
         r = backing_path(img, &path);
         if (r < 0)
-                return image_open_fail(ret_error, r, "Out of memory");
+                return error_message(ret_error, r, "Out of memory");
 
         if (options && options->fds) {
                 /* Given, not opened: the layer at this depth. */
                 if ((size_t) depth >= options->fds->n)
-                        return image_open_fail(ret_error, -EPERM,
-                                               "Backing file '%s' of '%s' was not passed (the chain has %zu file%s)",
-                                               path, img->path, options->fds->n, options->fds->n == 1 ? "" : "s");
+                        return error_message(ret_error, -EPERM,
+                                             "Backing file '%s' of '%s' was not passed (the chain has %zu file%s)",
+                                             path, img->path, options->fds->n, options->fds->n == 1 ? "" : "s");
                 if (fstat(options->fds->fds[depth], &st) < 0)
-                        return image_open_fail(ret_error, negative_errno(), "Could not stat '%s': %m", path);
+                        return error_message(ret_error, negative_errno(), "Could not stat '%s': %m", path);
         } else if (stat(path, &st) < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
-                                       img->path);
+                return error_message(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
+                                     img->path);
         if (options && same_file(options->stop_before, &st))
                 return 0;
         if (options && same_file(options->writable, &st))
@@ -298,15 +296,15 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
         } else
                 fd = open_by_name(path, flags);
         if (fd < 0)
-                return image_open_fail(ret_error, fd, "Could not open backing file '%s' of '%s': %m", path, img->path);
+                return error_message(ret_error, fd, "Could not open backing file '%s' of '%s': %m", path, img->path);
         if (fstat(fd, &st) < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not stat '%s': %m", path);
+                return error_message(ret_error, negative_errno(), "Could not stat '%s': %m", path);
 
         /* A chain that comes back to one of its images never ends. */
         for (const Image *i = top; i; i = i->backing)
                 if (i->st.st_dev == st.st_dev && i->st.st_ino == st.st_ino)
-                        return image_open_fail(ret_error, -ELOOP, "Backing chain of '%s' loops back to '%s'", top->path,
-                                               path);
+                        return error_message(ret_error, -ELOOP, "Backing chain of '%s' loops back to '%s'", top->path,
+                                             path);
 
         /* Backing images are read, and must not change under us (unless this is the one the
          * caller is going to write). */
@@ -323,25 +321,25 @@ static int open_layer(int fd, const char *name, ImageFormat format, unsigned fla
 
         img = calloc(1, sizeof(*img));
         if (!img)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         img->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (img->fd < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not duplicate descriptor of '%s': %m", name);
+                return error_message(ret_error, negative_errno(), "Could not duplicate descriptor of '%s': %m", name);
         img->flags = flags;
         img->backing_format = IMAGE_FORMAT_PROBE;
         img->path = strdup(name);
         if (!img->path)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
 
         if (fstat(img->fd, &img->st) < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not stat '%s': %m", name);
+                return error_message(ret_error, negative_errno(), "Could not stat '%s': %m", name);
         if (S_ISREG(img->st.st_mode))
                 img->file_size = (uint64_t) img->st.st_size;
         else if (S_ISBLK(img->st.st_mode)) {
                 if (ioctl(img->fd, BLKGETSIZE64, &img->file_size) < 0)
-                        return image_open_fail(ret_error, negative_errno(), "Could not get the size of '%s': %m", name);
+                        return error_message(ret_error, negative_errno(), "Could not get the size of '%s': %m", name);
         } else
-                return image_open_fail(ret_error, -EINVAL, "'%s' is neither a regular file nor a block device", name);
+                return error_message(ret_error, -EINVAL, "'%s' is neither a regular file nor a block device", name);
 
         if (!(flags & IMAGE_OPEN_NO_LOCK)) {
                 r = image_lock(img->fd, lock_perm(flags), lock_shared(flags), name, ret_error);
@@ -353,7 +351,7 @@ static int open_layer(int fd, const char *name, ImageFormat format, unsigned fla
                 format = S_ISREG(img->st.st_mode) ? probe(img->fd) : IMAGE_FORMAT_RAW;
         img->ops = ops_for(format);
         if (!img->ops)
-                return image_open_fail(ret_error, -EINVAL, "Unknown image format of '%s'", name);
+                return error_message(ret_error, -EINVAL, "Unknown image format of '%s'", name);
 
         r = img->ops->open(img, ret_error);
         if (r < 0)
@@ -400,11 +398,11 @@ int image_open_full(const char *path, ImageFormat format, unsigned flags, const 
         _cleanup_close_ int fd = -EBADF;
 
         if (!path || !*path)
-                return image_open_fail(ret_error, -EINVAL, "No image given");
+                return error_message(ret_error, -EINVAL, "No image given");
 
         if (options && options->fds) {
                 if (options->fds->n == 0)
-                        return image_open_fail(ret_error, -EPERM, "No descriptor was passed for '%s'", path);
+                        return error_message(ret_error, -EPERM, "No descriptor was passed for '%s'", path);
                 fd = open_given_fd(options->fds->fds[0], path, flags, ret_error);
                 if (fd < 0)
                         return fd;
@@ -413,7 +411,7 @@ int image_open_full(const char *path, ImageFormat format, unsigned flags, const 
 
         fd = open_by_name(path, flags);
         if (fd < 0)
-                return image_open_fail(ret_error, fd, "Could not open '%s': %m", path);
+                return error_message(ret_error, fd, "Could not open '%s': %m", path);
         return open_fd_full(fd, path, format, flags, options, ret, ret_error);
 }
 
@@ -737,15 +735,15 @@ int image_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
         switch (p->format) {
         case IMAGE_FORMAT_RAW:
                 if (p->backing_name)
-                        return image_open_fail(ret_error, -EINVAL, "A raw image cannot have a backing file");
+                        return error_message(ret_error, -EINVAL, "A raw image cannot have a backing file");
                 if (ftruncate(fd, (off_t) p->size) < 0)
-                        return image_open_fail(ret_error, negative_errno(), "Could not size '%s': %m", name);
+                        return error_message(ret_error, negative_errno(), "Could not size '%s': %m", name);
                 return 0;
         case IMAGE_FORMAT_QCOW2:
                 return qcow2_create_fd(fd, name, p, ret_error);
         default:
-                return image_open_fail(ret_error, -EINVAL, "Cannot create images of format '%s'",
-                                       strempty(image_format_to_string(p->format)));
+                return error_message(ret_error, -EINVAL, "Cannot create images of format '%s'",
+                                     strempty(image_format_to_string(p->format)));
         }
 }
 
@@ -755,13 +753,13 @@ int image_create(const char *path, const ImageCreateParams *p, char **ret_error)
 
         fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0644);
         if (fd < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not create '%s': %m", path);
+                return error_message(ret_error, negative_errno(), "Could not create '%s': %m", path);
         r = image_create_fd(fd, path, p, ret_error);
         if (r < 0) {
                 (void) unlink(path);
                 return r;
         }
         if (fsync(fd) < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not flush '%s': %m", path);
+                return error_message(ret_error, negative_errno(), "Could not flush '%s': %m", path);
         return 0;
 }

@@ -63,9 +63,9 @@ int image_lock(int fd, uint64_t perm, uint64_t shared, const char *path, char **
                         r = byte_taken(fd, LOCK_SHARED_BASE + i);
                         if (r != 0) {
                                 unlock_all(fd);
-                                return image_open_fail(ret_error, r < 0 ? r : -EBUSY,
-                                                       "Image '%s' is in use by another process: failed to get \"%s\" lock",
-                                                       path, perm_names[i]);
+                                return error_message(ret_error, r < 0 ? r : -EBUSY,
+                                                     "Image '%s' is in use by another process: failed to get \"%s\" lock",
+                                                     path, perm_names[i]);
                         }
                 }
                 /* ...or has what we want to deny. */
@@ -73,9 +73,9 @@ int image_lock(int fd, uint64_t perm, uint64_t shared, const char *path, char **
                         r = byte_taken(fd, LOCK_PERM_BASE + i);
                         if (r != 0) {
                                 unlock_all(fd);
-                                return image_open_fail(ret_error, r < 0 ? r : -EBUSY,
-                                                       "Image '%s' is in use by another process: failed to get shared \"%s\" lock",
-                                                       path, perm_names[i]);
+                                return error_message(ret_error, r < 0 ? r : -EBUSY,
+                                                     "Image '%s' is in use by another process: failed to get shared \"%s\" lock",
+                                                     path, perm_names[i]);
                         }
                 }
         }
@@ -83,5 +83,5 @@ int image_lock(int fd, uint64_t perm, uint64_t shared, const char *path, char **
 
 fail_lock:
         unlock_all(fd);
-        return image_open_fail(ret_error, r, "Could not lock image '%s': %m", path);
+        return error_message(ret_error, r, "Could not lock image '%s': %m", path);
 }

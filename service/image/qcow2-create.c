@@ -21,7 +21,8 @@ static int write_all(int fd, const char *name, const void *buf, size_t length, u
                 if (k < 0 && errno == EINTR)
                         continue;
                 if (k <= 0)
-                        return image_open_fail(ret_error, k < 0 ? negative_errno() : -EIO, "Could not write '%s': %m", name);
+                        return error_message(ret_error, k < 0 ? negative_errno() : -EIO, "Could not write '%s': %m",
+                                             name);
                 done += (size_t) k;
         }
         return 0;
@@ -36,22 +37,25 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
         int r;
 
         if (cs < 512 || cs > (UINT64_C(1) << QCOW2_MAX_CLUSTER_BITS) || (cs & (cs - 1)))
-                return image_open_fail(ret_error, -EINVAL, "Cluster size %" PRIu64 " is not a power of 2 from 512 B to 2 MiB", cs);
+                return error_message(ret_error, -EINVAL,
+                                     "Cluster size %" PRIu64 " is not a power of 2 from 512 B to 2 MiB", cs);
         if (bits > 64 || (bits & (bits - 1)))
-                return image_open_fail(ret_error, -EINVAL, "Refcount width %" PRIu64 " is not a power of 2 up to 64 bits", bits);
+                return error_message(ret_error, -EINVAL, "Refcount width %" PRIu64 " is not a power of 2 up to 64 bits",
+                                     bits);
         while ((UINT64_C(1) << cluster_bits) < cs)
                 cluster_bits++;
         while ((UINT64_C(1) << order) < bits)
                 order++;
         if (p->size > (UINT64_C(1) << 61))
-                return image_open_fail(ret_error, -EFBIG, "Virtual size %" PRIu64 " is too large", p->size);
+                return error_message(ret_error, -EFBIG, "Virtual size %" PRIu64 " is too large", p->size);
         if (name_len > QCOW2_MAX_BACKING_NAME)
-                return image_open_fail(ret_error, -ENAMETOOLONG, "Backing file name is too long");
+                return error_message(ret_error, -ENAMETOOLONG, "Backing file name is too long");
 
         l1_entries = div_round_up(p->size, (cs / 8) * cs);
         if (l1_entries * 8 > QCOW2_MAX_L1_BYTES)
-                return image_open_fail(ret_error, -EFBIG,
-                                       "Virtual size %" PRIu64 " is too large for clusters of %" PRIu64 " bytes", p->size, cs);
+                return error_message(ret_error, -EFBIG,
+                                     "Virtual size %" PRIu64 " is too large for clusters of %" PRIu64 " bytes", p->size,
+                                     cs);
         l1_clusters = div_round_up(MAX(l1_entries, UINT64_C(1)) * 8, cs);
         rb_entries = cs * 8 / bits;
 
@@ -68,7 +72,7 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
 
         buf = calloc(1, cs);
         if (!buf)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
 
         /* Cluster 0: the header, its extensions, the backing file name. */
         memcpy(buf, QCOW2_MAGIC, 4);
@@ -92,7 +96,8 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
         }
         pos += 8;               /* end of extensions */
         if (pos + name_len > cs)
-                return image_open_fail(ret_error, -ENAMETOOLONG, "Backing file name does not fit in a cluster of %" PRIu64 " bytes", cs);
+                return error_message(ret_error, -ENAMETOOLONG,
+                                     "Backing file name does not fit in a cluster of %" PRIu64 " bytes", cs);
         if (p->backing_name) {
                 memcpy(buf + pos, p->backing_name, name_len);
                 put_be64(buf + QCOW2_HDR_BACKING_OFFSET, pos);
@@ -125,6 +130,6 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
 
         /* The L1 table: all zeroes, as the file's end gives it. */
         if (ftruncate(fd, (off_t) (total * cs)) < 0)
-                return image_open_fail(ret_error, negative_errno(), "Could not size '%s': %m", name);
+                return error_message(ret_error, negative_errno(), "Could not size '%s': %m", name);
         return 0;
 }

@@ -12,25 +12,6 @@
 
 #define CORRUPT(img, ...) image_fail((img), -EUCLEAN, __VA_ARGS__)
 
-static int file_write(Image *img, const void *buf, uint64_t offset, size_t length) {
-        for (size_t done = 0; done < length;) {
-                ssize_t k = pwrite(img->fd, (const uint8_t *) buf + done, length - done, (off_t) (offset + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        return image_fail(img, k < 0 ? negative_errno() : -EIO,
-                                          "Could not write '%s' at offset %" PRIu64 ": %m", img->path, offset + done);
-                done += (size_t) k;
-        }
-        return 0;
-}
-
-static int file_sync(Image *img) {
-        if (fdatasync(img->fd) < 0)
-                return image_fail(img, negative_errno(), "Could not flush '%s': %m", img->path);
-        return 0;
-}
-
 /* ---- entries ------------------------------------------------------------------------------- */
 
 uint64_t qcow2_refcount_entry_get(unsigned order, const uint8_t *block, uint64_t i) {
@@ -78,10 +59,10 @@ int qcow2_refcount_init(Image *img, Qcow2 *q, char **ret_error) {
         raw = malloc(bytes);
         q->reftable = calloc(q->reftable_entries ?: 1, sizeof(uint64_t));
         if (!raw || !q->reftable)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         r = image_file_read(img, raw, q->reftable_offset, bytes);
         if (r < 0)
-                return image_open_fail(ret_error, r, "%s", img->error);
+                return error_message(ret_error, r, "%s", img->error);
         for (uint64_t i = 0; i < q->reftable_entries; i++)
                 q->reftable[i] = get_be64(raw + 8 * i);
         return 0;
@@ -101,7 +82,7 @@ static int write_refblock(Image *img, Qcow2 *q, Qcow2CachedRefblock *b) {
 
         if (!b->dirty)
                 return 0;
-        r = file_write(img, b->data, b->offset, q->cluster_size);
+        r = image_file_write(img, b->data, b->offset, q->cluster_size);
         if (r < 0)
                 return r;
         b->dirty = false;
@@ -389,7 +370,7 @@ static int write_reftable(Image *img, Qcow2 *q) {
                 return image_fail(img, -ENOMEM, "Out of memory");
         for (uint64_t i = 0; i < q->reftable_entries && (i + 1) * 8 <= bytes; i++)
                 put_be64(raw + 8 * i, q->reftable[i]);
-        return file_write(img, raw, q->reftable_offset, bytes);
+        return image_file_write(img, raw, q->reftable_offset, bytes);
 }
 
 int qcow2_flush_refcounts(Image *img, Qcow2 *q) {
@@ -407,7 +388,7 @@ int qcow2_flush_refcounts(Image *img, Qcow2 *q) {
 
         if (q->reftable_dirty) {
                 /* The blocks first, then the table that points to them. */
-                r = file_sync(img);
+                r = image_file_sync(img);
                 if (r < 0)
                         return r;
                 r = write_reftable(img, q);
@@ -417,17 +398,17 @@ int qcow2_flush_refcounts(Image *img, Qcow2 *q) {
                         /* The new table, durable, then the header that names it: one write of
                          * twelve bytes in one sector. */
                         uint8_t field[12];
-                        r = file_sync(img);
+                        r = image_file_sync(img);
                         if (r < 0)
                                 return r;
                         put_be64(field, q->reftable_offset);
                         put_be32(field + 8, q->reftable_clusters);
-                        r = file_write(img, field, QCOW2_HDR_REFTABLE_OFFSET, sizeof(field));
+                        r = image_file_write(img, field, QCOW2_HDR_REFTABLE_OFFSET, sizeof(field));
                         if (r < 0)
                                 return r;
                         q->reftable_moved = false;
                 }
                 q->reftable_dirty = false;
         }
-        return file_sync(img);
+        return image_file_sync(img);
 }

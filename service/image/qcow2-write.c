@@ -37,25 +37,6 @@ static Qcow2 *Q(Image *img) {
         return img->format_data;
 }
 
-static int file_write(Image *img, const void *buf, uint64_t offset, size_t length) {
-        for (size_t done = 0; done < length;) {
-                ssize_t k = pwrite(img->fd, (const uint8_t *) buf + done, length - done, (off_t) (offset + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        return image_fail(img, k < 0 ? negative_errno() : -EIO,
-                                          "Could not write '%s' at offset %" PRIu64 ": %m", img->path, offset + done);
-                done += (size_t) k;
-        }
-        return 0;
-}
-
-static int file_sync(Image *img) {
-        if (fdatasync(img->fd) < 0)
-                return image_fail(img, negative_errno(), "Could not flush '%s': %m", img->path);
-        return 0;
-}
-
 static int check_writable(Image *img, Qcow2 *q) {
         if (!q->writable)
                 return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
@@ -75,8 +56,8 @@ int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error) {
          * first write, so that no reader trusts what our writes make stale. */
         if (q->version >= 3 && q->autoclear != 0) {
                 uint8_t zero[8] = {};
-                if (file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero)) < 0 || file_sync(img) < 0)
-                        return image_open_fail(ret_error, -EIO, "%s", img->error);
+                if (image_file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero)) < 0 || image_file_sync(img) < 0)
+                        return error_message(ret_error, -EIO, "%s", img->error);
                 q->autoclear = 0;
         }
         q->writable = true;
@@ -93,7 +74,7 @@ static int write_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t) {
                 return image_fail(img, -ENOMEM, "Out of memory");
         for (uint64_t i = 0; i < q->l2_entries; i++)
                 put_be64(raw + 8 * i, t->entries[i]);
-        r = file_write(img, raw, t->offset, q->cluster_size);
+        r = image_file_write(img, raw, t->offset, q->cluster_size);
         if (r < 0)
                 return r;
         t->dirty = false;
@@ -275,7 +256,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                                         return r;
                         }
                         n = MIN((uint64_t) length, (k << q->cluster_bits) - in);
-                        r = file_write(img, p, host + in, (size_t) n);
+                        r = image_file_write(img, p, host + in, (size_t) n);
                         if (r < 0)
                                 return r;
                 } else if (in == 0 && length >= q->cluster_size) {
@@ -289,7 +270,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         if (r < 0)
                                 return r;
                         n = k << q->cluster_bits;
-                        r = file_write(img, p, host, (size_t) n);
+                        r = image_file_write(img, p, host, (size_t) n);
                         if (r < 0)
                                 return r;
                         for (uint64_t i = 0; i < k; i++) {
@@ -312,7 +293,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         r = qcow2_alloc_clusters(img, q, 1, &host);
                         if (r < 0)
                                 return r;
-                        r = file_write(img, cluster, host, q->cluster_size);
+                        r = image_file_write(img, cluster, host, q->cluster_size);
                         if (r < 0)
                                 return r;
                         r = free_entry(img, q, e[index]);
@@ -452,18 +433,18 @@ int qcow2_flush(Image *img) {
 
                 if (!raw)
                         return image_fail(img, -ENOMEM, "Out of memory");
-                r = file_sync(img);
+                r = image_file_sync(img);
                 if (r < 0)
                         return r;
                 for (size_t i = 0; i < n; i++)
                         put_be64(raw + 8 * i, q->l1[q->l1_dirty_min + i]);
-                r = file_write(img, raw, q->l1_offset + (uint64_t) q->l1_dirty_min * 8, n * 8);
+                r = image_file_write(img, raw, q->l1_offset + (uint64_t) q->l1_dirty_min * 8, n * 8);
                 if (r < 0)
                         return r;
                 q->l1_dirty_min = UINT32_MAX;
                 q->l1_dirty_max = 0;
         }
-        r = file_sync(img);
+        r = image_file_sync(img);
         if (r < 0)
                 return r;
 
@@ -535,9 +516,9 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
 
         /* Whatever of the old extensions and name lay beyond is cleared too. */
         old_end = MAX(pos + name_len, (size_t) MIN((uint64_t) cluster, img->file_size));
-        r = file_write(img, hdr, 0, old_end);
+        r = image_file_write(img, hdr, 0, old_end);
         if (r >= 0)
-                r = file_sync(img);
+                r = image_file_sync(img);
         if (r < 0) {
                 free(new_name);
                 return r;

@@ -69,23 +69,23 @@ static int parse_extensions(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hdr
                 if (type == QCOW2_EXT_END)
                         break;
                 if (len > hdr_len - pos)
-                        return image_open_fail(ret_error, -EUCLEAN,
-                                               "Image '%s' is corrupt: header extension 0x%08x runs past the first cluster",
-                                               img->path, type);
+                        return error_message(ret_error, -EUCLEAN,
+                                             "Image '%s' is corrupt: header extension 0x%08x runs past the first cluster",
+                                             img->path, type);
 
                 switch (type) {
                 case QCOW2_EXT_BACKING_FORMAT: {
                         char name[32];
                         if (len >= sizeof(name))
-                                return image_open_fail(ret_error, -EUCLEAN,
-                                                       "Image '%s' is corrupt: backing format name too long", img->path);
+                                return error_message(ret_error, -EUCLEAN,
+                                                     "Image '%s' is corrupt: backing format name too long", img->path);
                         memcpy(name, hdr + pos, len);
                         name[len] = 0;
                         img->backing_format = image_format_from_string(name);
                         if (img->backing_format == _IMAGE_FORMAT_MAX)
-                                return image_open_fail(ret_error, -EOPNOTSUPP,
-                                                       "Image '%s' has a backing file of format '%s', which blockjobd does not support",
-                                                       img->path, name);
+                                return error_message(ret_error, -EOPNOTSUPP,
+                                                     "Image '%s' has a backing file of format '%s', which blockjobd does not support",
+                                                     img->path, name);
                         break;
                 }
                 case QCOW2_EXT_FEATURE_TABLE:
@@ -93,12 +93,12 @@ static int parse_extensions(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hdr
                         features_len = len;
                         break;
                 case QCOW2_EXT_CRYPTO:
-                        return image_open_fail(ret_error, -EOPNOTSUPP,
-                                               "Image '%s' is encrypted, which blockjobd does not support", img->path);
+                        return error_message(ret_error, -EOPNOTSUPP,
+                                             "Image '%s' is encrypted, which blockjobd does not support", img->path);
                 case QCOW2_EXT_DATA_FILE:
-                        return image_open_fail(ret_error, -EOPNOTSUPP,
-                                               "Image '%s' uses an external data file, which blockjobd does not support",
-                                               img->path);
+                        return error_message(ret_error, -EOPNOTSUPP,
+                                             "Image '%s' uses an external data file, which blockjobd does not support",
+                                             img->path);
                 default:
                         break;          /* unknown extensions may be ignored */
                 }
@@ -111,40 +111,40 @@ static int parse_extensions(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hdr
                 char buf[48];
                 unsigned bit = (unsigned) __builtin_ctzll(unknown);
                 const char *name = feature_name(features, features_len, 0, bit, buf);
-                return image_open_fail(ret_error, -EOPNOTSUPP,
-                                       "Image '%s' uses an unknown incompatible feature (bit %u%s%s%s), which blockjobd does not support",
-                                       img->path, bit, name ? ": '" : "", strempty(name), name ? "'" : "");
+                return error_message(ret_error, -EOPNOTSUPP,
+                                     "Image '%s' uses an unknown incompatible feature (bit %u%s%s%s), which blockjobd does not support",
+                                     img->path, bit, name ? ": '" : "", strempty(name), name ? "'" : "");
         }
         return 0;
 }
 
 static int check_features(Image *img, Qcow2 *q, const uint8_t *hdr, char **ret_error) {
         if (q->incompatible & QCOW2_INCOMPAT_DATA_FILE)
-                return image_open_fail(ret_error, -EOPNOTSUPP,
-                                       "Image '%s' uses an external data file, which blockjobd does not support", img->path);
+                return error_message(ret_error, -EOPNOTSUPP,
+                                     "Image '%s' uses an external data file, which blockjobd does not support",
+                                     img->path);
         if (q->incompatible & QCOW2_INCOMPAT_EXTL2)
-                return image_open_fail(ret_error, -EOPNOTSUPP,
-                                       "Image '%s' uses extended L2 entries (subclusters), which blockjobd does not support",
-                                       img->path);
+                return error_message(ret_error, -EOPNOTSUPP,
+                                     "Image '%s' uses extended L2 entries (subclusters), which blockjobd does not support",
+                                     img->path);
         if (q->incompatible & QCOW2_INCOMPAT_COMPRESSION) {
                 uint8_t type = q->header_length > QCOW2_HDR_COMPRESSION_TYPE ? hdr[QCOW2_HDR_COMPRESSION_TYPE] : 0;
                 if (type == 1)
-                        return image_open_fail(ret_error, -EOPNOTSUPP,
-                                               "Image '%s' uses zstd compression, which blockjobd does not support",
-                                               img->path);
-                return image_open_fail(ret_error, -EOPNOTSUPP,
-                                       "Image '%s' uses compression type %u, which blockjobd does not support", img->path,
-                                       type);
+                        return error_message(ret_error, -EOPNOTSUPP,
+                                             "Image '%s' uses zstd compression, which blockjobd does not support",
+                                             img->path);
+                return error_message(ret_error, -EOPNOTSUPP,
+                                     "Image '%s' uses compression type %u, which blockjobd does not support", img->path,
+                                     type);
         }
         if ((img->flags & IMAGE_OPEN_WRITE) && (q->incompatible & QCOW2_INCOMPAT_DIRTY))
-                return image_open_fail(ret_error, -EUCLEAN,
-                                       "Image '%s' was not closed cleanly and its reference counts may be wrong; "
-                                       "repair it with 'qemu-img check -r all %s' first",
-                                       img->path, img->path);
+                return error_message(ret_error, -EUCLEAN,
+                                     "Image '%s' was not closed cleanly and its reference counts may be wrong; " "repair it with 'qemu-img check -r all %s' first",
+                                     img->path, img->path);
         if ((img->flags & IMAGE_OPEN_WRITE) && (q->incompatible & QCOW2_INCOMPAT_CORRUPT))
-                return image_open_fail(ret_error, -EUCLEAN,
-                                       "Image '%s' is marked corrupt; repair it with 'qemu-img check -r all %s' before writing to it",
-                                       img->path, img->path);
+                return error_message(ret_error, -EUCLEAN,
+                                     "Image '%s' is marked corrupt; repair it with 'qemu-img check -r all %s' before writing to it",
+                                     img->path, img->path);
         return 0;
 }
 
@@ -155,19 +155,19 @@ static int read_backing_name(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hd
         if (offset == 0)
                 return 0;
         if (size == 0 || size > QCOW2_MAX_BACKING_NAME)
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: backing file name of %u bytes",
-                                       img->path, size);
+                return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: backing file name of %u bytes",
+                                     img->path, size);
         /* The name lives in the first cluster, after the header and its extensions. */
         if (offset < q->header_length || offset > hdr_len || size > hdr_len - offset)
-                return image_open_fail(ret_error, -EUCLEAN,
-                                       "Image '%s' is corrupt: backing file name outside the first cluster", img->path);
+                return error_message(ret_error, -EUCLEAN,
+                                     "Image '%s' is corrupt: backing file name outside the first cluster", img->path);
         if (memchr(hdr + offset, 0, size))
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: backing file name contains a NUL byte",
-                                       img->path);
+                return error_message(ret_error, -EUCLEAN,
+                                     "Image '%s' is corrupt: backing file name contains a NUL byte", img->path);
 
         img->backing_name = strndup((const char *) hdr + offset, size);
         if (!img->backing_name)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         return 0;
 }
 
@@ -179,20 +179,20 @@ static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
         if (q->l1_size == 0)
                 return 0;
         if (!table_in_file(img, q, q->l1_offset, bytes))
-                return image_open_fail(ret_error, -EUCLEAN,
-                                       "Image '%s' is corrupt: L1 table at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
-                                       img->path, q->l1_offset);
+                return error_message(ret_error, -EUCLEAN,
+                                     "Image '%s' is corrupt: L1 table at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
+                                     img->path, q->l1_offset);
 
         raw = malloc(bytes);
         q->l1 = malloc(bytes);
         if (!raw || !q->l1) {
                 free(raw);
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         }
         r = image_file_read(img, raw, q->l1_offset, bytes);
         if (r < 0) {
                 free(raw);
-                return image_open_fail(ret_error, r, "%s", img->error);
+                return error_message(ret_error, r, "%s", img->error);
         }
         for (uint32_t i = 0; i < q->l1_size; i++)
                 q->l1[i] = get_be64(raw + 8 * (size_t) i);
@@ -209,64 +209,67 @@ static int qcow2_open(Image *img, char **ret_error) {
 
         q = calloc(1, sizeof(*q));
         if (!q)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         img->format_data = q;
 
         if (img->file_size < QCOW2_HEADER_V2_SIZE)
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is too short for a qcow2 header", img->path);
+                return error_message(ret_error, -EUCLEAN, "Image '%s' is too short for a qcow2 header", img->path);
         r = image_file_read(img, fixed, 0, sizeof(fixed));
         if (r < 0)
-                return image_open_fail(ret_error, r, "%s", img->error);
+                return error_message(ret_error, r, "%s", img->error);
         if (memcmp(fixed, QCOW2_MAGIC, 4) != 0)
-                return image_open_fail(ret_error, -EINVAL, "Image '%s' is not a qcow2 image", img->path);
+                return error_message(ret_error, -EINVAL, "Image '%s' is not a qcow2 image", img->path);
 
         q->version = get_be32(fixed + QCOW2_HDR_VERSION);
         if (q->version != 2 && q->version != 3)
-                return image_open_fail(ret_error, -EOPNOTSUPP, "Image '%s' is qcow2 version %u, which blockjobd does not support",
-                                       img->path, q->version);
+                return error_message(ret_error, -EOPNOTSUPP,
+                                     "Image '%s' is qcow2 version %u, which blockjobd does not support", img->path,
+                                     q->version);
 
         q->cluster_bits = get_be32(fixed + QCOW2_HDR_CLUSTER_BITS);
         if (q->cluster_bits < QCOW2_MIN_CLUSTER_BITS || q->cluster_bits > QCOW2_MAX_CLUSTER_BITS)
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' has an unsupported cluster size (2^%u bytes)",
-                                       img->path, q->cluster_bits);
+                return error_message(ret_error, -EUCLEAN, "Image '%s' has an unsupported cluster size (2^%u bytes)",
+                                     img->path, q->cluster_bits);
         q->cluster_size = UINT64_C(1) << q->cluster_bits;
         q->l2_bits = q->cluster_bits - 3;
         q->l2_entries = UINT64_C(1) << q->l2_bits;
 
         if (get_be32(fixed + QCOW2_HDR_CRYPT_METHOD) != 0)
-                return image_open_fail(ret_error, -EOPNOTSUPP, "Image '%s' is encrypted, which blockjobd does not support",
-                                       img->path);
+                return error_message(ret_error, -EOPNOTSUPP,
+                                     "Image '%s' is encrypted, which blockjobd does not support", img->path);
 
         if (q->version == 2) {
                 q->header_length = QCOW2_HEADER_V2_SIZE;
                 q->refcount_order = 4;
         } else {
                 if (img->file_size < QCOW2_HEADER_V3_SIZE)
-                        return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is too short for a qcow2 v3 header", img->path);
+                        return error_message(ret_error, -EUCLEAN, "Image '%s' is too short for a qcow2 v3 header",
+                                             img->path);
                 q->incompatible = get_be64(fixed + QCOW2_HDR_INCOMPATIBLE);
                 q->compatible = get_be64(fixed + QCOW2_HDR_COMPATIBLE);
                 q->autoclear = get_be64(fixed + QCOW2_HDR_AUTOCLEAR);
                 q->refcount_order = get_be32(fixed + QCOW2_HDR_REFCOUNT_ORDER);
                 q->header_length = get_be32(fixed + QCOW2_HDR_LENGTH);
                 if (q->refcount_order > 6)
-                        return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: refcount order %u",
-                                               img->path, q->refcount_order);
+                        return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: refcount order %u", img->path,
+                                             q->refcount_order);
                 if (q->header_length < QCOW2_HEADER_V3_SIZE || q->header_length % 8 != 0 ||
                     q->header_length > q->cluster_size)
-                        return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: header length %u", img->path,
-                                               q->header_length);
+                        return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: header length %u", img->path,
+                                             q->header_length);
         }
 
         /* The first cluster holds the header, its extensions and the backing file name. */
         hdr_len = (size_t) MIN(q->cluster_size, img->file_size);
         hdr = malloc(hdr_len);
         if (!hdr)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         r = image_file_read(img, hdr, 0, hdr_len);
         if (r < 0)
-                return image_open_fail(ret_error, r, "%s", img->error);
+                return error_message(ret_error, r, "%s", img->error);
         if (q->header_length > hdr_len)
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: header longer than the file", img->path);
+                return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: header longer than the file",
+                                     img->path);
 
         r = check_features(img, q, hdr, ret_error);
         if (r < 0)
@@ -283,8 +286,8 @@ static int qcow2_open(Image *img, char **ret_error) {
         img->size = get_be64(fixed + QCOW2_HDR_SIZE);
         img->cluster_size = (uint32_t) q->cluster_size;
         if (img->size > (UINT64_C(1) << 61))
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: virtual size %" PRIu64, img->path,
-                                       img->size);
+                return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: virtual size %" PRIu64, img->path,
+                                     img->size);
 
         /* The L1 table must cover the whole virtual size, and stay within QEMU's bounds. */
         q->l1_size = get_be32(fixed + QCOW2_HDR_L1_SIZE);
@@ -292,26 +295,26 @@ static int qcow2_open(Image *img, char **ret_error) {
         uint64_t per_l2 = q->l2_entries << q->cluster_bits;
         uint64_t needed = img->size / per_l2 + (img->size % per_l2 != 0);
         if ((uint64_t) q->l1_size * 8 > QCOW2_MAX_L1_BYTES)
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: L1 table of %u entries is too large",
-                                       img->path, q->l1_size);
+                return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: L1 table of %u entries is too large",
+                                     img->path, q->l1_size);
         if (q->l1_size < needed)
-                return image_open_fail(ret_error, -EUCLEAN,
-                                       "Image '%s' is corrupt: L1 table of %u entries is too small for the virtual size",
-                                       img->path, q->l1_size);
+                return error_message(ret_error, -EUCLEAN,
+                                     "Image '%s' is corrupt: L1 table of %u entries is too small for the virtual size",
+                                     img->path, q->l1_size);
 
         q->reftable_offset = get_be64(fixed + QCOW2_HDR_REFTABLE_OFFSET);
         q->reftable_clusters = get_be32(fixed + QCOW2_HDR_REFTABLE_CLUSTERS);
         if ((uint64_t) q->reftable_clusters << q->cluster_bits > QCOW2_MAX_REFTABLE_BYTES ||
             !table_in_file(img, q, q->reftable_offset, (uint64_t) q->reftable_clusters << q->cluster_bits))
-                return image_open_fail(ret_error, -EUCLEAN,
-                                       "Image '%s' is corrupt: refcount table at offset 0x%" PRIx64 " is unaligned, too large or beyond the end of the file",
-                                       img->path, q->reftable_offset);
+                return error_message(ret_error, -EUCLEAN,
+                                     "Image '%s' is corrupt: refcount table at offset 0x%" PRIx64 " is unaligned, too large or beyond the end of the file",
+                                     img->path, q->reftable_offset);
 
         q->nb_snapshots = get_be32(fixed + QCOW2_HDR_NB_SNAPSHOTS);
         q->snapshots_offset = get_be64(fixed + QCOW2_HDR_SNAPSHOTS_OFFSET);
         if (q->nb_snapshots > QCOW2_MAX_SNAPSHOTS ||
             (q->nb_snapshots > 0 && !table_in_file(img, q, q->snapshots_offset, 40)))
-                return image_open_fail(ret_error, -EUCLEAN, "Image '%s' is corrupt: snapshot table", img->path);
+                return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: snapshot table", img->path);
 
         r = load_l1(img, q, ret_error);
         if (r < 0)

@@ -22,7 +22,7 @@ static int raw_open(Image *img, char **ret_error) {
         Raw *raw = calloc(1, sizeof(*raw));
 
         if (!raw)
-                return image_open_fail(ret_error, -ENOMEM, "Out of memory");
+                return error_message(ret_error, -ENOMEM, "Out of memory");
         raw->seek_works = S_ISREG(img->st.st_mode);
         img->format_data = raw;
         img->size = img->file_size;
@@ -102,16 +102,7 @@ static void raw_forget_extent(Image *img) {
 
 static int raw_write(Image *img, const void *buf, uint64_t offset, size_t length) {
         raw_forget_extent(img);
-        for (size_t done = 0; done < length;) {
-                ssize_t k = pwrite(img->fd, (const uint8_t *) buf + done, length - done, (off_t) (offset + done));
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k <= 0)
-                        return image_fail(img, k < 0 ? negative_errno() : -EIO,
-                                          "Could not write '%s' at offset %" PRIu64 ": %m", img->path, offset + done);
-                done += (size_t) k;
-        }
-        return 0;
+        return image_file_write(img, buf, offset, length);
 }
 
 static int raw_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
@@ -143,9 +134,7 @@ static int raw_discard(Image *img, uint64_t offset, uint64_t length) {
 }
 
 static int raw_flush(Image *img) {
-        if (fdatasync(img->fd) < 0)
-                return image_fail(img, negative_errno(), "Could not flush '%s': %m", img->path);
-        return 0;
+        return image_file_sync(img);
 }
 
 const ImageOps raw_ops = {

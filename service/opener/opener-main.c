@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd-util.h"
 #include "image.h"
 #include "macro.h"
 #include "opener-protocol.h"
@@ -155,14 +156,12 @@ static void open_chain(const char *mode, const char *path) {
 
         for (Image *layer = img; layer; layer = image_backing(layer)) {
                 _cleanup_close_ int rw = -EBADF;
-                char proc_path[64];
 
                 if (write) {
                         /* Reopening the same file checks the caller's right to write it. */
-                        (void) snprintf(proc_path, sizeof(proc_path), "/proc/self/fd/%d", image_fd(layer));
-                        rw = open(proc_path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+                        rw = fd_reopen(image_fd(layer), O_RDWR);
                         if (rw < 0 && layer == img)
-                                fail(negative_errno(), "Could not open '%s' for writing: %m", path);
+                                fail(rw, "Could not open '%s' for writing: %m", path);
                 }
                 int fd = rw >= 0 ? rw : image_fd(layer);
                 r = send_packet("layer", &fd, 1);

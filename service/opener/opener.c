@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "error-message.h"
 #include "macro.h"
 #include "opener-protocol.h"
 #include "opener.h"
@@ -60,19 +61,6 @@ const TargetGiven *caller_files_target(const CallerFiles *f, TargetGiven *buf) {
                 .owner = f->owner,
         };
         return buf;
-}
-
-_printf_(3, 4) static int fail(char **ret_error, int r, const char *format, ...) {
-        va_list ap;
-
-        if (ret_error && !*ret_error) {
-                errno = -r;
-                va_start(ap, format);
-                if (vasprintf(ret_error, format, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
 }
 
 static const char *opener_path(void) {
@@ -234,7 +222,7 @@ static int take_packet(char *text, int *fds, size_t n_fds, CallerFiles *f, char 
                 long e = strtol(text + 6, &message, 10);
                 if (e <= 0 || e >= 4096 || *message != ' ')
                         return -EPROTO;
-                return fail(ret_error, (int) -e, "%s", message + 1);
+                return error_message(ret_error, (int) -e, "%s", message + 1);
         }
         if (strcmp(text, "done") == 0 && n_fds == 0)
                 return 1;
@@ -252,13 +240,13 @@ int opener_open(const OpenerRequest *req, CallerFiles *f, char **ret_error) {
         if (!text)
                 return -ENOMEM;
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-                return fail(ret_error, negative_errno(), "Could not make a socket for blockjobd-opener: %m");
+                return error_message(ret_error, negative_errno(), "Could not make a socket for blockjobd-opener: %m");
         our_end = sv[0];
         their_end = sv[1];
 
         r = spawn_opener(req, their_end, &pid);
         if (r < 0)
-                return fail(ret_error, r, "Could not run %s: %m", opener_path());
+                return error_message(ret_error, r, "Could not run %s: %m", opener_path());
         their_end = safe_close(their_end);
 
         for (;;) {
@@ -270,17 +258,17 @@ int opener_open(const OpenerRequest *req, CallerFiles *f, char **ret_error) {
                         for (size_t i = 0; i < n_fds; i++)
                                 safe_close(fds[i]);
                         if (n == -ETIMEDOUT)
-                                r = fail(ret_error, -ETIMEDOUT, "Opening the files as user %u took too long",
-                                         (unsigned) req->uid);
+                                r = error_message(ret_error, -ETIMEDOUT, "Opening the files as user %u took too long",
+                                                  (unsigned) req->uid);
                         else if (n == 0)
-                                r = fail(ret_error, -EPROTO, "blockjobd-opener ended without an answer");
+                                r = error_message(ret_error, -EPROTO, "blockjobd-opener ended without an answer");
                         else
-                                r = fail(ret_error, (int) n, "Could not read blockjobd-opener's answer: %m");
+                                r = error_message(ret_error, (int) n, "Could not read blockjobd-opener's answer: %m");
                         break;
                 }
                 r = take_packet(text, fds, n_fds, f, ret_error);
-                if (r == -EPROTO)
-                        r = fail(ret_error, r, "blockjobd-opener answered what it was not asked");
+                if (r == -EPROTO && (!ret_error || !*ret_error))
+                        r = error_message(ret_error, r, "blockjobd-opener answered what it was not asked");
                 if (r != 0)
                         break;
         }
