@@ -18,6 +18,14 @@ static int run_argv(const char *cmdline, char **ret_out, char **ret_err) {
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+bool oracle_available(void) {
+        g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
+
+        if (!qemu_img)
+                g_test_message("qemu-img is missing: install qemu-utils");
+        return qemu_img;
+}
+
 char *oracle_run(const char *format, ...) {
         g_autofree char *cmdline = NULL, *err = NULL;
         char *out = NULL;

@@ -13,6 +13,9 @@ typedef struct OracleExtent {
         bool present, zero, data;
 } OracleExtent;
 
+/* Is the oracle installed? If not, says what to install. */
+bool oracle_available(void);
+
 /* Runs a command line (split like a shell would, no shell features) and fails the test unless it
  * exits 0. Returns its standard output (g_free it). */
 char *oracle_run(const char *format, ...) G_GNUC_PRINTF(1, 2);

@@ -216,11 +216,8 @@ static void test_fifo_refused(void) {
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
 
-        g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
-        if (!qemu_img) {
-                g_test_message("qemu-img is missing: install qemu-utils");
+        if (!oracle_available())
                 return 1;
-        }
 
         g_test_add_func("/image-fds/reads-like-the-named-chain", test_reads_like_the_named_chain);
         g_test_add_func("/image-fds/missing-backing-file-refused", test_missing_backing_file_refused);

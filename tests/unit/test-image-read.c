@@ -247,11 +247,8 @@ static void test_shape(gconstpointer data) {
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
 
-        g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
-        if (!qemu_img) {
-                g_test_message("qemu-img is missing: install qemu-utils");
+        if (!oracle_available())
                 return 1;
-        }
 
         for (unsigned i = 0; i < G_N_ELEMENTS(shapes); i++) {
                 g_autofree char *p = g_strdup_printf("/image-read/%s", shapes[i].name);
