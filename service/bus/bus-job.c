@@ -434,20 +434,16 @@ typedef struct VerbRequest {
 
 static int verb_authorized(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_free_ VerbRequest *req = userdata;
-        _cleanup_free_ char *id = NULL, *message = NULL;
-        Job *j;
+        _cleanup_free_ char *message = NULL;
+        BusJob *bj = bus_job_find_by_path(req->manager, sd_bus_message_get_path(m));
         int r;
 
-        r = sd_bus_path_decode(sd_bus_message_get_path(m), BUS_JOB_PREFIX, &id);
-        if (r < 0)
-                return r;
-        j = r > 0 ? job_registry_find(req->manager->registry, id) : NULL;
-        if (!j || !job_get_userdata(j))
+        if (!bj)
                 return sd_bus_error_set(error, BUS_ERROR_NO_SUCH_JOB, "Job not found");
 
         /* The job (and this object) may be gone once the verb ran, after Dismiss for one: only
          * the message is used afterwards. */
-        r = req->call(j, req->arg, &message);
+        r = req->call(bj->job, req->arg, &message);
         if (r < 0)
                 return bus_error_from_core(error, r, message);
         return sd_bus_reply_method_return(m, NULL);

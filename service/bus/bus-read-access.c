@@ -76,14 +76,11 @@ static void readers_prune(Manager *m, uint64_t now) {
 }
 
 static int reader_new(Manager *m, sd_bus_message *message, uint64_t now, Reader **ret) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
         Reader *r;
         uid_t uid;
         int k;
 
-        k = sd_bus_query_sender_creds(message, SD_BUS_CREDS_EUID, &creds);
-        if (k >= 0)
-                k = sd_bus_creds_get_euid(creds, &uid);
+        k = bus_sender_uid(message, &uid, NULL);
         if (k < 0)
                 return k;
 
