@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bus-errors.h"
 #include "bus-options.h"
 #include "macro.h"
 
@@ -18,8 +19,24 @@
 
 #define GRANULARITY_MIN 512U
 #define GRANULARITY_MAX (64U << 20)
+/* A qcow2 header holds a backing file name of at most this many bytes (QEMU's bound too). */
+#define BACKING_FILE_MAX 1023U
 
-typedef int (*OptionParser)(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error);
+/* What the options carried as descriptors, until they are put in order (source-fd or image-fd,
+ * then chain-fds; target-fd) once all are read. */
+typedef struct PassedFds {
+        int source;
+        int chain[JOB_FILES_CHAIN_MAX - 1];
+        size_t n_chain;
+        int target;
+} PassedFds;
+
+typedef struct Options {
+        JobRequest *request;
+        PassedFds fds;
+} Options;
+
+typedef int (*OptionParser)(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error);
 
 typedef struct BusOption {
         const char *key;
@@ -38,27 +55,28 @@ _printf_(2, 3) static int invalid(sd_bus_error *error, const char *format, ...) 
         return r;
 }
 
-static int read_string(sd_bus_message *m, const char *key, char **target, sd_bus_error *error) {
+static int read_string(sd_bus_message *m, const char *key, size_t max, char **target, sd_bus_error *error) {
         const char *s;
         int r;
 
         r = sd_bus_message_read(m, "s", &s);
         if (r < 0)
                 return r;
-        if (strlen(s) >= PATH_MAX)
-                return invalid(error, "Option '%s' is too long", key);
+        if (strlen(s) > max)
+                return invalid(error, "Option '%s' is longer than %zu bytes", key, max);
         free(*target);
         *target = strdup(s);
         return *target ? 0 : -ENOMEM;
 }
 
-static int parse_job_id(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        /* Its rules are the core's (job_create() tells InvalidJobId), only the length is bounded here. */
-        return read_string(m, key, &o->job_id, error);
+static int parse_job_id(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        /* Its rules are the core's (job_create() tells InvalidJobId), only the length is bounded
+         * here, a little past the core's bound so that the core names the problem. */
+        return read_string(m, key, PATH_MAX - 1, &o->request->job_id, error);
 }
 
-static int parse_speed(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return sd_bus_message_read(m, "t", &o->speed);
+static int parse_speed(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return sd_bus_message_read(m, "t", &o->request->speed);
 }
 
 static int read_bool(sd_bus_message *m, bool *target) {
@@ -71,16 +89,16 @@ static int read_bool(sd_bus_message *m, bool *target) {
         return 0;
 }
 
-static int parse_auto_finalize(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_bool(m, &o->auto_finalize);
+static int parse_auto_finalize(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_bool(m, &o->request->auto_finalize);
 }
 
-static int parse_auto_dismiss(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_bool(m, &o->auto_dismiss);
+static int parse_auto_dismiss(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_bool(m, &o->request->auto_dismiss);
 }
 
-static int parse_overwrite(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_bool(m, &o->overwrite);
+static int parse_overwrite(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_bool(m, &o->request->overwrite);
 }
 
 static int read_on_error(sd_bus_message *m, const char *key, JobOnError *target, sd_bus_error *error) {
@@ -97,15 +115,15 @@ static int read_on_error(sd_bus_message *m, const char *key, JobOnError *target,
         return 0;
 }
 
-static int parse_on_source_error(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_on_error(m, key, &o->on_source_error, error);
+static int parse_on_source_error(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_on_error(m, key, &o->request->on_source_error, error);
 }
 
-static int parse_on_target_error(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_on_error(m, key, &o->on_target_error, error);
+static int parse_on_target_error(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_on_error(m, key, &o->request->on_target_error, error);
 }
 
-static int parse_sync(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+static int parse_sync(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
         const char *s;
         int r;
 
@@ -113,31 +131,54 @@ static int parse_sync(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_
         if (r < 0)
                 return r;
         if (strcmp(s, "full") == 0)
-                o->sync = SYNC_FULL;
+                o->request->sync = SYNC_FULL;
         else if (strcmp(s, "top") == 0)
-                o->sync = SYNC_TOP;
+                o->request->sync = SYNC_TOP;
         else
                 return invalid(error, "Option '%s' must be full or top, not '%s'", key, s);
         return 0;
 }
 
-static int parse_format(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+static int read_format(sd_bus_message *m, const char *key, ImageFormat *target, sd_bus_error *error) {
         const char *s;
+        ImageFormat f;
         int r;
 
         r = sd_bus_message_read(m, "s", &s);
         if (r < 0)
                 return r;
-        if (strcmp(s, "raw") == 0)
-                o->format = IMAGE_FORMAT_RAW;
-        else if (strcmp(s, "qcow2") == 0)
-                o->format = IMAGE_FORMAT_QCOW2;
-        else
+        f = image_format_from_string(s);
+        if (f == _IMAGE_FORMAT_MAX)
                 return invalid(error, "Option '%s' must be raw or qcow2, not '%s'", key, s);
+        *target = f;
         return 0;
 }
 
-static int parse_granularity(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+static int parse_format(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_format(m, key, &o->request->target_format, error);
+}
+
+static int parse_source_format(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_format(m, key, &o->request->source_format, error);
+}
+
+static int parse_image_format(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        int r;
+
+        r = read_format(m, key, &o->request->source_format, error);
+        if (r < 0)
+                return r;
+        if (o->request->source_format != IMAGE_FORMAT_QCOW2)
+                return invalid(error, "Option '%s' must be qcow2: a %s job works on qcow2 images only", key,
+                               job_type_to_string(o->request->type));
+        return 0;
+}
+
+static int parse_base_format(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_format(m, key, &o->request->base_format, error);
+}
+
+static int parse_granularity(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
         uint32_t g;
         int r;
 
@@ -149,31 +190,31 @@ static int parse_granularity(sd_bus_message *m, const char *key, JobOptions *o, 
                 return invalid(error, "Parameter '%s' expects a value in range [512B, 64MB]", key);
         if (g & (g - 1))
                 return invalid(error, "Parameter '%s' expects a power of 2", key);
-        o->granularity = g;
+        o->request->granularity = g;
         return 0;
 }
 
-static int parse_buf_size(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+static int parse_buf_size(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
         int r;
 
-        r = sd_bus_message_read(m, "t", &o->buf_size);
+        r = sd_bus_message_read(m, "t", &o->request->buf_size);
         if (r < 0)
                 return r;
-        if (o->buf_size > (UINT64_C(1) << 30))
+        if (o->request->buf_size > (UINT64_C(1) << 30))
                 return invalid(error, "Option '%s' must be at most 1 GiB", key);
         return 0;
 }
 
-static int parse_top(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_string(m, key, &o->top, error);
+static int parse_top(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_string(m, key, PATH_MAX - 1, &o->request->top, error);
 }
 
-static int parse_base(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_string(m, key, &o->base, error);
+static int parse_base(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_string(m, key, PATH_MAX - 1, &o->request->base, error);
 }
 
-static int parse_backing_file(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_string(m, key, &o->backing_file, error);
+static int parse_backing_file(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_string(m, key, BACKING_FILE_MAX, &o->request->backing_file, error);
 }
 
 /* A descriptor from the message, made ours. */
@@ -184,35 +225,40 @@ static int read_fd(sd_bus_message *m, const char *key, int *target, sd_bus_error
         if (r < 0)
                 return r;
         fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (fd < 0)
+        if (fd < 0) {
+                if (IN_SET(errno, EMFILE, ENFILE))
+                        return sd_bus_error_set(error, BUS_ERROR_LIMIT_EXCEEDED,
+                                                "blockjobd has run out of file descriptors");
                 return sd_bus_error_set_errnof(error, errno, "Could not take the descriptor of option '%s': %m", key);
+        }
         safe_close(*target);
         *target = fd;
         return 0;
 }
 
-static int parse_source_fd(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_fd(m, key, &o->source_fd, error);
+static int parse_source_fd(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_fd(m, key, &o->fds.source, error);
 }
 
-static int parse_target_fd(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
-        return read_fd(m, key, &o->target_fd, error);
+static int parse_target_fd(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_fd(m, key, &o->fds.target, error);
 }
 
-static int parse_chain_fds(sd_bus_message *m, const char *key, JobOptions *o, sd_bus_error *error) {
+static int parse_chain_fds(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        PassedFds *f = &o->fds;
         int r;
 
         r = sd_bus_message_enter_container(m, 'a', "h");
         if (r < 0)
                 return r;
         while (!sd_bus_message_at_end(m, false)) {
-                if (o->n_chain_fds >= ELEMENTSOF(o->chain_fds))
-                        return invalid(error, "Option '%s' holds at most %zu descriptors", key, ELEMENTSOF(o->chain_fds));
-                o->chain_fds[o->n_chain_fds] = -EBADF;
-                r = read_fd(m, key, &o->chain_fds[o->n_chain_fds], error);
+                if (f->n_chain >= ELEMENTSOF(f->chain))
+                        return invalid(error, "Option '%s' holds at most %zu descriptors", key, ELEMENTSOF(f->chain));
+                f->chain[f->n_chain] = -EBADF;
+                r = read_fd(m, key, &f->chain[f->n_chain], error);
                 if (r < 0)
                         return r;
-                o->n_chain_fds++;
+                f->n_chain++;
         }
         return sd_bus_message_exit_container(m);
 }
@@ -226,6 +272,9 @@ static const BusOption job_options[] = {
         { "on-target-error", "s", FOR_ALL,                   parse_on_target_error },
         { "sync",            "s", FOR_BACKUP | FOR_MIRROR,   parse_sync },
         { "format",          "s", FOR_BACKUP | FOR_MIRROR,   parse_format },
+        { "source-format",   "s", FOR_BACKUP | FOR_MIRROR,   parse_source_format },
+        { "image-format",    "s", FOR_COMMIT | FOR_STREAM,   parse_image_format },
+        { "base-format",     "s", FOR_COMMIT | FOR_STREAM,   parse_base_format },
         { "overwrite",       "b", FOR_BACKUP | FOR_MIRROR,   parse_overwrite },
         { "granularity",     "u", FOR_MIRROR,                parse_granularity },
         { "buf-size",        "t", FOR_MIRROR,                parse_buf_size },
@@ -238,13 +287,43 @@ static const BusOption job_options[] = {
         { "chain-fds",       "ah", FOR_ALL,                  parse_chain_fds },
 };
 
-int bus_read_job_options(sd_bus_message *m, JobType type, JobOptions *o, sd_bus_error *error) {
+static void passed_fds_done(PassedFds *f) {
+        safe_close(f->source);
+        safe_close(f->target);
+        for (size_t i = 0; i < f->n_chain; i++)
+                safe_close(f->chain[i]);
+        *f = (PassedFds) { .source = -EBADF, .target = -EBADF };
+}
+
+/* The descriptors in their place: the chain starts with source-fd (image-fd), chain-fds go
+ * below it. */
+static int take_fds(JobRequest *q, PassedFds *f, sd_bus_error *error) {
+        const char *fd_option = IN_SET(q->type, JOB_TYPE_BACKUP, JOB_TYPE_MIRROR) ? "source-fd" : "image-fd";
+
+        if (f->n_chain > 0 && f->source < 0)
+                return invalid(error, "Option 'chain-fds' needs '%s'", fd_option);
+        if (f->source >= 0) {
+                assert_se(job_files_add_layer(&q->files, TAKE_FD(f->source)) >= 0);
+                for (size_t i = 0; i < f->n_chain; i++)
+                        assert_se(job_files_add_layer(&q->files, TAKE_FD(f->chain[i])) >= 0);
+                f->n_chain = 0;
+                q->chain_passed = true;
+        }
+        if (f->target >= 0) {
+                job_files_set_target_in_place(&q->files, TAKE_FD(f->target));
+                q->target_passed = true;
+        }
+        return 0;
+}
+
+int bus_read_job_options(sd_bus_message *m, JobRequest *q, sd_bus_error *error) {
         bool seen[ELEMENTSOF(job_options)] = {};
+        Options o = { .request = q, .fds = { .source = -EBADF, .target = -EBADF } };
         int r;
 
         r = sd_bus_message_enter_container(m, 'a', "{sv}");
         if (r < 0)
-                return r;
+                goto finish;
 
         while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
                 const char *key, *contents;
@@ -254,57 +333,51 @@ int bus_read_job_options(sd_bus_message *m, JobType type, JobOptions *o, sd_bus_
 
                 r = sd_bus_message_read(m, "s", &key);
                 if (r < 0)
-                        return r;
+                        goto finish;
 
                 for (i = 0; i < ELEMENTSOF(job_options); i++)
-                        if (strcmp(job_options[i].key, key) == 0 && (job_options[i].types & (1U << type))) {
+                        if (strcmp(job_options[i].key, key) == 0 && (job_options[i].types & (1U << q->type))) {
                                 opt = &job_options[i];
                                 break;
                         }
-                if (!opt)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s' for a %s job",
-                                                 key, job_type_to_string(type));
-                if (seen[i])
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
+                if (!opt) {
+                        r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s' for a %s job",
+                                              key, job_type_to_string(q->type));
+                        goto finish;
+                }
+                if (seen[i]) {
+                        r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
+                        goto finish;
+                }
                 seen[i] = true;
 
                 r = sd_bus_message_peek_type(m, &t, &contents);
                 if (r < 0)
-                        return r;
-                if (strcmp(contents, opt->signature) != 0)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "Option '%s' must be of type '%s', not '%s'", key, opt->signature,
-                                                 contents);
+                        goto finish;
+                if (strcmp(contents, opt->signature) != 0) {
+                        r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                              "Option '%s' must be of type '%s', not '%s'", key, opt->signature,
+                                              contents);
+                        goto finish;
+                }
 
                 r = sd_bus_message_enter_container(m, 'v', contents);
+                if (r >= 0)
+                        r = opt->parse(m, key, &o, error);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(m);
                 if (r < 0)
-                        return r;
-                r = opt->parse(m, key, o, error);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
+                        goto finish;
         }
-        if (r < 0)
-                return r;
-
-        return sd_bus_message_exit_container(m);
-}
-
-void job_options_done(JobOptions *o) {
-        safe_close(o->source_fd);
-        safe_close(o->target_fd);
-        for (size_t i = 0; i < o->n_chain_fds; i++)
-                safe_close(o->chain_fds[i]);
-        free(o->job_id);
-        free(o->top);
-        free(o->base);
-        free(o->backing_file);
-        *o = (JobOptions) JOB_OPTIONS_DEFAULT;
+        if (r >= 0)
+                r = sd_bus_message_exit_container(m);
+        if (r >= 0)
+                r = take_fds(q, &o.fds, error);
+finish:
+        passed_fds_done(&o.fds);
+        return r;
 }
 
 int bus_read_transaction_properties(sd_bus_message *m, bool *ret_grouped, sd_bus_error *error) {

@@ -2,53 +2,20 @@
 #pragma once
 
 /* The a{sv} options of the Manager's job-creating methods. Every key is checked against the table
- * of the job type (an unknown key, a wrong variant type, a repeated key or a bad value is
- * InvalidArgs naming the key), so nothing unvalidated reaches a driver. */
+ * of the job type (an unknown key, a wrong variant type, a repeated key, a bad value or one past
+ * its bound is InvalidArgs naming the key), so nothing unvalidated reaches the job factory. */
 
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-bus.h>
 
-#include "image.h"
-#include "job-lifecycle.h"
+#include "job-request.h"
 
-typedef enum SyncMode {
-        SYNC_FULL,
-        SYNC_TOP,
-} SyncMode;
-
-typedef struct JobOptions {
-        char *job_id;
-        uint64_t speed;
-        bool auto_finalize;
-        bool auto_dismiss;
-        JobOnError on_source_error;
-        JobOnError on_target_error;
-
-        SyncMode sync;
-        ImageFormat format;             /* IMAGE_FORMAT_PROBE: not given, the driver decides */
-        bool overwrite;
-        uint32_t granularity;           /* 0: the driver's default */
-        uint64_t buf_size;              /* 0: the driver's default */
-
-        char *top;
-        char *base;
-        char *backing_file;
-
-        /* Descriptors instead of names (duplicated, ours): source-fd or image-fd, the backing
-         * files below it (chain-fds), target-fd. */
-        int source_fd;
-        int chain_fds[IMAGE_CHAIN_DEPTH_MAX - 1];
-        size_t n_chain_fds;
-        int target_fd;
-} JobOptions;
-
-#define JOB_OPTIONS_DEFAULT { .auto_finalize = true, .auto_dismiss = true, .source_fd = -EBADF, .target_fd = -EBADF }
-
-/* Reads an a{sv} for a job of 'type' from 'm' into 'o' (which starts as JOB_OPTIONS_DEFAULT). */
-int bus_read_job_options(sd_bus_message *m, JobType type, JobOptions *o, sd_bus_error *error);
-void job_options_done(JobOptions *o);
+/* Reads an a{sv} for a job of q->type from 'm' into 'q' (which starts as JOB_REQUEST_INIT):
+ * every option, and the descriptors passed in them, which go into q->files (source-fd or
+ * image-fd first, then chain-fds; target-fd). */
+int bus_read_job_options(sd_bus_message *m, JobRequest *q, sd_bus_error *error);
 
 /* Transaction properties: completion-mode. */
 int bus_read_transaction_properties(sd_bus_message *m, bool *ret_grouped, sd_bus_error *error);

@@ -100,26 +100,36 @@ static int reader_new(Manager *m, sd_bus_message *message, uint64_t now, Reader 
         return 0;
 }
 
-/* Does this call read the paths of a job that is not 'uid's? */
-static bool reads_other_users_paths(Manager *m, sd_bus_message *message, uid_t uid) {
+/* Is any job not 'uid's? */
+static bool has_other_users_jobs(Manager *m, uid_t uid) {
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j)) {
+                BusJob *bj = job_get_userdata(j);
+                if (bj && bus_job_owner(bj) != uid)
+                        return true;
+        }
+        return false;
+}
+
+/* The properties that only the owner (and whoever may manage others' jobs) reads in full. */
+static bool is_private_property(const char *property) {
+        return property && (strcmp(property, "Source") == 0 || strcmp(property, "Target") == 0 ||
+                            strcmp(property, "Error") == 0 || strcmp(property, "IoErrorMessage") == 0);
+}
+
+/* Does this call read what is private to a job that is not 'uid's? */
+static bool reads_other_users_details(Manager *m, sd_bus_message *message, uid_t uid) {
         const char *path = sd_bus_message_get_path(message);
 
-        if (sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")) {
-                for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j)) {
-                        BusJob *bj = job_get_userdata(j);
-                        if (bj && bus_job_owner(bj) != uid)
-                                return true;
-                }
-                return false;
-        }
+        if (sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects") ||
+            sd_bus_message_is_method_call(message, BUS_MANAGER_INTERFACE, "ListJobs"))
+                return has_other_users_jobs(m, uid);
 
         if (sd_bus_message_is_method_call(message, "org.freedesktop.DBus.Properties", "Get")) {
                 const char *interface = NULL, *property = NULL;
 
-                /* Only a read of Source or Target needs to wait for polkit. */
                 (void) sd_bus_message_read(message, "ss", &interface, &property);
                 (void) sd_bus_message_rewind(message, true);
-                if (!property || (strcmp(property, "Source") != 0 && strcmp(property, "Target") != 0))
+                if (!is_private_property(property))
                         return false;
         } else if (!sd_bus_message_is_method_call(message, "org.freedesktop.DBus.Properties", "GetAll"))
                 return false;
@@ -161,7 +171,8 @@ static int read_filter(sd_bus_message *message, void *userdata, sd_bus_error *re
         if (!sender || !sd_bus_message_is_method_call(message, NULL, NULL))
                 return 0;
         if (!sd_bus_message_is_method_call(message, "org.freedesktop.DBus.Properties", NULL) &&
-            !sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))
+            !sd_bus_message_is_method_call(message, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects") &&
+            !sd_bus_message_is_method_call(message, BUS_MANAGER_INTERFACE, "ListJobs"))
                 return 0;
 
         now = now_usec();
@@ -170,7 +181,7 @@ static int read_filter(sd_bus_message *message, void *userdata, sd_bus_error *re
         if (!r && reader_new(m, message, now, &r) < 0)
                 return 0;               /* unknown: the getter shows nothing */
 
-        if (r->uid == 0 || (r->answered && !r->slot) || !reads_other_users_paths(m, message, r->uid))
+        if (r->uid == 0 || (r->answered && !r->slot) || !reads_other_users_details(m, message, r->uid))
                 return 0;
 
         /* Hold the call until polkit answers; too many held, and it goes on as it is. */
@@ -198,7 +209,7 @@ void bus_read_access_free(Manager *m) {
                 reader_free(m->readers);
 }
 
-bool bus_read_access_paths(Manager *m, uid_t owner) {
+bool bus_read_access_private(Manager *m, uid_t owner) {
         sd_bus_message *message = sd_bus_get_current_message(m->bus);
         const char *sender = message ? sd_bus_message_get_sender(message) : NULL;
         Reader *r = sender ? reader_find(m, sender) : NULL;

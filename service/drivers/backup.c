@@ -53,7 +53,7 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         if (p->chunk_size > BACKUP_CHUNK_MAX)
                 return error_message(ret_error, -EINVAL, "Chunk size %" PRIu64 " is larger than %" PRIu64,
                                      p->chunk_size, BACKUP_CHUNK_MAX);
-        if (!p->target || !*p->target)
+        if (!p->target || !*p->target || !p->files)
                 return error_message(ret_error, -EINVAL, "No target given");
 
         b = calloc(1, sizeof(*b));
@@ -64,20 +64,21 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         b->sync_top = p->sync_top;
 
         /* The source is read, with its backing chain, and must not change meanwhile. */
-        ImageOpenOptions o = { .fds = p->source_fds };
-        r = image_open_full(p->source, IMAGE_FORMAT_PROBE, 0, &o, &b->source, ret_error);
+        ImageChainFds chain = { .fds = p->files->chain, .n = p->files->n_chain };
+        ImageOpenOptions o = { .fds = &chain };
+        r = image_open_full(p->source, p->source_format, 0, &o, &b->source, ret_error);
         if (r < 0)
                 return r;
 
-        r = target_file_open(&b->target, p->target, p->target_given, image_stat(b->source), image_size(b->source),
-                             p->overwrite, p->named_temp_file, ret_error);
+        /* Replacing or writing a file of the source's own chain would change the source. */
+        r = target_file_adopt(&b->target, p->target, p->files, b->source, image_size(b->source), p->overwrite,
+                              ret_error);
         if (r < 0)
                 return r;
-        /* Replacing a file of the source's own chain would change the source. */
-        if (target_file_in_chain(&b->target, image_backing(b->source)))
-                return error_message(ret_error, -EINVAL, "Target '%s' is a backing file of the source", p->target);
 
-        r = target_image_create(&b->target, b->source, p->target_format, p->sync_top, &b->writer, ret_error);
+        ImageChainFds backing = { .fds = chain.fds + 1, .n = chain.n > 0 ? chain.n - 1 : 0 };
+        r = target_image_create(&b->target, b->source, &backing, p->target_format, p->sync_top, &b->writer,
+                                ret_error);
         if (r < 0)
                 return r;
 
@@ -90,6 +91,15 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
 
 uint64_t backup_size(const Backup *b) {
         return image_size(b->source);
+}
+
+ImageFormat backup_source_format(const Backup *b) {
+        return image_format(b->source);
+}
+
+void backup_list_files(const Backup *b, FileUseFunc f, void *userdata) {
+        image_chain_list_files(b->source, NULL, FILE_USE_READ, f, userdata);
+        target_file_list(&b->target, f, userdata);
 }
 
 uint64_t backup_io_calls(const Backup *b) {

@@ -16,25 +16,24 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "driver-files.h"
 #include "image.h"
-#include "target-file.h"
 #include "job-driver.h"
+#include "job-files.h"
+#include "target-file.h"
 
 #define BACKUP_CHUNK_DEFAULT (UINT64_C(1) << 20)
 #define BACKUP_CHUNK_MAX (UINT64_C(64) << 20)
 
 typedef struct BackupParams {
-        const char *source;
+        const char *source;             /* what messages call the source and the target */
         const char *target;
-        /* Descriptors instead of names (then the names above label them only): the source's
-         * chain, top first, and the target; NULL: open by name. */
-        const ImageChainFds *source_fds;
-        const TargetGiven *target_given;
+        const JobFiles *files;          /* the source's chain, top first, and the target */
+        ImageFormat source_format;      /* PROBE: probed (see image.h for what that allows) */
         bool overwrite;
         bool sync_top;                  /* copy only what the top image allocates */
         ImageFormat target_format;      /* PROBE: the source's */
         uint64_t chunk_size;            /* bytes per step when unthrottled; 0 = default */
-        bool named_temp_file;           /* do not use O_TMPFILE (tests of the fallback) */
 } BackupParams;
 
 typedef struct Backup Backup;
@@ -49,5 +48,9 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error);
 void backup_free(Backup *b);
 
 uint64_t backup_size(const Backup *b);
+/* The format the source was opened as. */
+ImageFormat backup_source_format(const Backup *b);
+/* Its files: the source's chain, read; the target, written. */
+void backup_list_files(const Backup *b, FileUseFunc f, void *userdata);
 /* Counters for tests: I/O calls made on source and target so far. */
 uint64_t backup_io_calls(const Backup *b);

@@ -54,8 +54,9 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         Image *top, *base;
         int top_depth = 0, base_depth, r;
 
-        ImageOpenOptions o = { .fds = p->fds };
-        r = image_open_full(p->image, IMAGE_FORMAT_PROBE, 0, &o, &chain, ret_error);
+        ImageChainFds fds = { .fds = p->files->chain, .n = p->files->n_chain };
+        ImageOpenOptions o = { .fds = &fds };
+        r = image_open_full(p->image, IMAGE_FORMAT_QCOW2, 0, &o, &chain, ret_error);
         if (r < 0)
                 return r;
         if (image_chain_depth(chain) < 2)
@@ -63,9 +64,7 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
 
         top = chain;
         if (p->top) {
-                r = image_chain_lookup(chain, p->top, p->fds, &top, &top_depth);
-                if (r < 0)
-                        return error_message(ret_error, r, "Could not find top '%s': %s", p->top, strerror(-r));
+                r = image_chain_lookup(chain, p->top, &top, &top_depth);
                 if (r == 0)
                         return error_message(ret_error, -EINVAL,
                                              "Top image file '%s' is not in the backing chain of '%s'", p->top,
@@ -76,13 +75,15 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         for (int d = 0; d < base_depth; d++)
                 base = image_backing(base);
         if (p->base) {
-                r = image_chain_lookup(chain, p->base, p->fds, &base, &base_depth);
-                if (r < 0)
-                        return error_message(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
+                r = image_chain_lookup(chain, p->base, &base, &base_depth);
                 if (r == 0)
                         return error_message(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'",
                                              p->base, p->image);
         }
+        if (p->base_format != IMAGE_FORMAT_PROBE && p->base_format != image_format(base))
+                return error_message(ret_error, -EINVAL, "Base '%s' is recorded as %s, not %s", image_path(base),
+                                     image_format_to_string(image_format(base)),
+                                     image_format_to_string(p->base_format));
         if (base_depth == top_depth)
                 return error_message(ret_error, -EINVAL, "cannot commit an image into itself");
         if (base_depth < top_depth)
@@ -128,11 +129,10 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
                 goto finish;
         c->active = pl.active;
 
-        /* From descriptors, base and its chain are the tail of the image's. */
-        ImageChainFds base_fds = {};
-        if (p->fds)
-                base_fds = (ImageChainFds) { p->fds->fds + pl.base_depth, p->fds->n - (size_t) pl.base_depth };
-        ImageOpenOptions bo = { .fds = p->fds ? &base_fds : NULL };
+        /* Base and its chain are the tail of the image's. */
+        ImageChainFds fds = { .fds = p->files->chain, .n = p->files->n_chain };
+        ImageChainFds base_fds = { p->files->chain + pl.base_depth, p->files->n_chain - (size_t) pl.base_depth };
+        ImageOpenOptions bo = { .fds = &base_fds };
         r = image_open_full(pl.base_path, pl.base_format, IMAGE_OPEN_WRITE, &bo, &c->base, ret_error);
         if (r < 0)
                 goto finish;
@@ -141,7 +141,7 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
         ImageOpenOptions o = {
                 .stop_before = &pl.base,
                 .writable = pl.active || pl.above_top_is_image ? NULL : &pl.above_top,
-                .fds = p->fds,
+                .fds = &fds,
         };
         r = image_open_full(p->image, pl.image_format, pl.active || pl.above_top_is_image ? IMAGE_OPEN_WRITE : 0, &o,
                             &c->upper, ret_error);
@@ -176,6 +176,18 @@ finish:
 
 uint64_t commit_size(const Commit *c) {
         return image_size(c->top);
+}
+
+void commit_list_files(const Commit *c, FileUseFunc f, void *userdata) {
+        /* Above top: read, but for the layer whose header names the new backing file (active
+         * commit: the image itself, which is emptied). Top and what lies between it and base
+         * drop out of the chain; base takes their data. */
+        Image *written = c->active ? c->upper : c->above_top;
+        for (Image *i = c->upper; i && i != c->top; i = image_backing(i))
+                f(image_fd(i), NULL, image_path(i), i == written ? FILE_USE_WRITE : FILE_USE_READ, userdata);
+        image_chain_list_files(c->top, NULL, FILE_USE_WRITE, f, userdata);
+        f(image_fd(c->base), NULL, image_path(c->base), FILE_USE_WRITE, userdata);
+        image_chain_list_files(image_backing(c->base), NULL, FILE_USE_READ, f, userdata);
 }
 
 static void commit_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {

@@ -13,17 +13,18 @@
  * the same before and after. Base is written, the image above top only in its header (or, for
  * active commit, emptied), everything else only read. */
 
+#include "driver-files.h"
 #include "image.h"
 #include "job-driver.h"
+#include "job-files.h"
 
 typedef struct CommitParams {
-        const char *image;
-        const char *top;                /* a file in the image's chain; NULL: the image */
-        const char *base;               /* a file below top; NULL: the bottom of the chain */
+        const char *image;              /* what messages call the image */
+        const char *top;                /* a layer of the image's chain, as the chain names it; NULL: the image */
+        const char *base;               /* a layer below top; NULL: the bottom of the chain */
         const char *backing_file;       /* the name to record above top; NULL: base's path */
-        /* The image's chain as descriptors, top first (then 'image' labels it, and 'top' and
-         * 'base' name layers as the chain calls them); NULL: open by name. */
-        const ImageChainFds *fds;
+        ImageFormat base_format;        /* PROBE: as recorded; otherwise it must be what is recorded */
+        const JobFiles *files;          /* the image's chain, top first */
 } CommitParams;
 
 typedef struct Commit Commit;
@@ -33,3 +34,6 @@ extern const JobDriver commit_driver;
 int commit_open(const CommitParams *p, Commit **ret, char **ret_error);
 void commit_free(Commit *c);
 uint64_t commit_size(const Commit *c);
+/* Its files: base, the image whose header changes (or the image itself, for active commit) and
+ * the layers that drop out of the chain are written; the rest is read. */
+void commit_list_files(const Commit *c, FileUseFunc f, void *userdata);

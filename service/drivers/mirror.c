@@ -130,7 +130,7 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         if (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1)))
                 return error_message(ret_error, -EINVAL,
                                      "Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
-        if (!p->target || !*p->target)
+        if (!p->target || !*p->target || !p->files)
                 return error_message(ret_error, -EINVAL, "No target given");
 
         m = calloc(1, sizeof(*m));
@@ -145,23 +145,23 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         m->max_interval_ns = p->max_interval_ns ?: MAX_INTERVAL_DEFAULT_NS;
 
         /* The source, with its chain: someone else may keep writing it, which is the point. */
-        ImageOpenOptions o = { .fds = p->source_fds };
-        r = image_open_full(p->source, IMAGE_FORMAT_PROBE, IMAGE_OPEN_SHARE_WRITE, &o, &m->source, ret_error);
+        ImageChainFds chain = { .fds = p->files->chain, .n = p->files->n_chain };
+        ImageOpenOptions o = { .fds = &chain };
+        r = image_open_full(p->source, p->source_format, IMAGE_OPEN_SHARE_WRITE, &o, &m->source, ret_error);
         if (r < 0)
                 return r;
         m->size = image_size(m->source);
         /* As QEMU's drive-mirror: sync=top of an image without backing file is sync=full. */
         m->sync_top = p->sync_top && image_backing(m->source);
 
-        r = target_file_open(&m->target, p->target, p->target_given, image_stat(m->source), m->size, p->overwrite,
-                             p->named_temp_file, ret_error);
+        /* Replacing or writing a file of the source's own chain would change the source. */
+        r = target_file_adopt(&m->target, p->target, p->files, m->source, m->size, p->overwrite, ret_error);
         if (r < 0)
                 return r;
-        /* Replacing a file of the source's own chain would change the source. */
-        if (target_file_in_chain(&m->target, image_backing(m->source)))
-                return error_message(ret_error, -EINVAL, "Can't mirror node into itself");
 
-        r = target_image_create(&m->target, m->source, p->target_format, m->sync_top, &m->writer, ret_error);
+        ImageChainFds backing = { .fds = chain.fds + 1, .n = chain.n > 0 ? chain.n - 1 : 0 };
+        r = target_image_create(&m->target, m->source, &backing, p->target_format, m->sync_top, &m->writer,
+                                ret_error);
         if (r < 0)
                 return r;
 
@@ -197,6 +197,15 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
 
 uint64_t mirror_size(const Mirror *m) {
         return m->size;
+}
+
+ImageFormat mirror_source_format(const Mirror *m) {
+        return image_format(m->source);
+}
+
+void mirror_list_files(const Mirror *m, FileUseFunc f, void *userdata) {
+        image_chain_list_files(m->source, NULL, FILE_USE_READ, f, userdata);
+        target_file_list(&m->target, f, userdata);
 }
 
 uint64_t mirror_passes(const Mirror *m) {

@@ -23,20 +23,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "driver-files.h"
 #include "image.h"
-#include "target-file.h"
 #include "job-driver.h"
+#include "job-files.h"
+#include "target-file.h"
 
 #define MIRROR_GRANULARITY_DEFAULT (UINT32_C(64) << 10)
 #define MIRROR_CHUNK_DEFAULT (UINT64_C(4) << 20)
 
 typedef struct MirrorParams {
-        const char *source;
+        const char *source;             /* what messages call the source and the target */
         const char *target;
-        /* Descriptors instead of names (then the names above label them only): the source's
-         * chain, top first, and the target; NULL: open by name. */
-        const ImageChainFds *source_fds;
-        const TargetGiven *target_given;
+        const JobFiles *files;          /* the source's chain, top first, and the target */
+        ImageFormat source_format;      /* PROBE: probed (see image.h for what that allows) */
         bool overwrite;
         bool sync_top;                  /* only what the source's top layer allocates */
         ImageFormat target_format;      /* PROBE: the source's */
@@ -44,7 +44,6 @@ typedef struct MirrorParams {
         uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
         uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */
         uint64_t max_interval_ns;       /* ready: a full pass at least this often; 0 = 10 s */
-        bool named_temp_file;
 } MirrorParams;
 
 typedef struct Mirror Mirror;
@@ -56,5 +55,9 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error);
 void mirror_free(Mirror *m);
 
 uint64_t mirror_size(const Mirror *m);
+/* The format the source was opened as. */
+ImageFormat mirror_source_format(const Mirror *m);
+/* Its files: the source's chain, read (by this job; others may write it); the target, written. */
+void mirror_list_files(const Mirror *m, FileUseFunc f, void *userdata);
 /* For tests: completed passes over the source. */
 uint64_t mirror_passes(const Mirror *m);

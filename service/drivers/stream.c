@@ -38,8 +38,9 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
         if (!s)
                 return -ENOMEM;
 
-        ImageOpenOptions o = { .fds = p->fds };
-        r = image_open_full(p->image, IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &o, &s->image, ret_error);
+        ImageChainFds fds = { .fds = p->files->chain, .n = p->files->n_chain };
+        ImageOpenOptions o = { .fds = &fds };
+        r = image_open_full(p->image, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &o, &s->image, ret_error);
         if (r < 0)
                 return r;
         if (image_format(s->image) != IMAGE_FORMAT_QCOW2)
@@ -48,16 +49,20 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
 
         base_depth = image_chain_depth(s->image);
         if (p->base) {
-                r = image_chain_lookup(s->image, p->base, p->fds, &s->base, &base_depth);
-                if (r < 0)
-                        return error_message(ret_error, r, "Could not find base '%s': %s", p->base, strerror(-r));
+                r = image_chain_lookup(s->image, p->base, &s->base, &base_depth);
                 if (r == 0)
                         return error_message(ret_error, -EINVAL, "Can't find '%s' in the backing chain of '%s'",
                                              p->base, p->image);
                 if (base_depth == 0)
                         return error_message(ret_error, -EINVAL, "Node '%s' is not a backing image of '%s'", p->base,
                                              p->image);
-        } else if (p->backing_file)
+                if (p->base_format != IMAGE_FORMAT_PROBE && p->base_format != image_format(s->base))
+                        return error_message(ret_error, -EINVAL, "Base '%s' is recorded as %s, not %s", p->base,
+                                             image_format_to_string(image_format(s->base)),
+                                             image_format_to_string(p->base_format));
+        } else if (p->base_format != IMAGE_FORMAT_PROBE)
+                return error_message(ret_error, -EINVAL, "base-format specified, but streaming the entire chain");
+        else if (p->backing_file)
                 return error_message(ret_error, -EINVAL, "backing file specified, but streaming the entire chain");
 
         if (p->backing_file && !(s->backing_file = strdup(p->backing_file)))
@@ -73,6 +78,11 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
 
 uint64_t stream_size(const Stream *s) {
         return image_size(s->image);
+}
+
+void stream_list_files(const Stream *s, FileUseFunc f, void *userdata) {
+        f(image_fd(s->image), NULL, image_path(s->image), FILE_USE_WRITE, userdata);
+        image_chain_list_files(image_backing(s->image), NULL, FILE_USE_READ, f, userdata);
 }
 
 static void stream_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {

@@ -7,16 +7,17 @@
  * before. The image is written, the chain below only read; QEMU's locks hold them so for the
  * job's life. Never ready. */
 
+#include "driver-files.h"
 #include "image.h"
 #include "job-driver.h"
+#include "job-files.h"
 
 typedef struct StreamParams {
-        const char *image;
-        const char *base;               /* a file in the image's chain; NULL: none, stand alone */
+        const char *image;              /* what messages call the image */
+        const char *base;               /* a layer of the image's chain, as the chain names it; NULL: none, stand alone */
         const char *backing_file;       /* the name to record; NULL: the base's path */
-        /* The image's chain as descriptors, top first (then 'image' labels it, and 'base' names
-         * a layer as the chain calls it); NULL: open by name. */
-        const ImageChainFds *fds;
+        ImageFormat base_format;        /* PROBE: as recorded; otherwise it must be what is recorded */
+        const JobFiles *files;          /* the image's chain, top first */
 } StreamParams;
 
 typedef struct Stream Stream;
@@ -26,3 +27,5 @@ extern const JobDriver stream_driver;
 int stream_open(const StreamParams *p, Stream **ret, char **ret_error);
 void stream_free(Stream *s);
 uint64_t stream_size(const Stream *s);
+/* Its files: the image is written, its chain read. */
+void stream_list_files(const Stream *s, FileUseFunc f, void *userdata);

@@ -7,193 +7,176 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
-#include "fd-util.h"
-#include "job.h"
-#include "log.h"
 #include "error-message.h"
-#include "macro.h"
+#include "fd-util.h"
+#include "file-identity.h"
+#include "job.h"
 #include "lock.h"
+#include "log.h"
+#include "macro.h"
 #include "target-file.h"
 
-static int open_device(TargetFile *t, const char *path, uint64_t size, char **ret_error) {
-        uint64_t device_size;
-        struct stat st;
+/* Is the file behind 'fd' a layer of the source's chain? 0 no, 1 the top, 2 a backing file. */
+static int in_source_chain(int fd, Image *source) {
+        FileIdentity target, layer;
 
-        /* O_EXCL on a block device claims it: it fails while the device is mounted, part of a
-         * RAID or device-mapper set, or claimed by another job. */
-        t->device_fd = open(path, O_RDWR | O_EXCL | O_CLOEXEC | O_NOCTTY);
-        if (t->device_fd < 0) {
-                if (errno == EBUSY)
-                        return error_message(ret_error, -EBUSY, "Target device '%s' is in use", path);
-                return error_message(ret_error, negative_errno(), "Could not open target device '%s': %m", path);
-        }
-        /* The path might have been replaced since we looked at it. */
-        if (fstat(t->device_fd, &st) < 0)
-                return error_message(ret_error, negative_errno(), "Could not stat target device '%s': %m", path);
-        if (!S_ISBLK(st.st_mode))
-                return error_message(ret_error, -EINVAL, "Target '%s' changed while it was opened", path);
-        if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
-                return error_message(ret_error, negative_errno(), "Could not get the size of target device '%s': %m",
-                                     path);
-        if (device_size != size)
-                return error_message(ret_error, -EINVAL, "Source and target image have different sizes");
-        t->device = true;
+        if (file_identity(fd, &target) < 0)
+                return 0;
+        for (Image *i = source; i; i = image_backing(i))
+                if (file_identity(image_fd(i), &layer) >= 0 && file_identity_same(&target, &layer))
+                        return i == source ? 1 : 2;
         return 0;
 }
 
-static bool same_file(const struct stat *a, const struct stat *b) {
-        return (a->st_dev == b->st_dev && a->st_ino == b->st_ino) ||
-               (S_ISBLK(a->st_mode) && S_ISBLK(b->st_mode) && a->st_rdev == b->st_rdev);
+static int check_not_source(int fd, const char *path, Image *source, char **ret_error) {
+        switch (in_source_chain(fd, source)) {
+        case 1:
+                return error_message(ret_error, -EINVAL, "Source and target cannot be the same");
+        case 2:
+                return error_message(ret_error, -EINVAL, "Target '%s' is a backing file of the source", path);
+        default:
+                return 0;
+        }
 }
 
-/* A descriptor given to write in place, reopened (through /proc, not by name) into a description
- * of our own; a device is claimed as one opened by name is. */
-static int adopt_in_place(TargetFile *t, const TargetGiven *g, const struct stat *source_st, uint64_t size,
-                          char **ret_error) {
-        struct stat st;
-        int fl;
+static int check_device_size(TargetFile *t, uint64_t size, char **ret_error) {
+        uint64_t device_size;
 
-        fl = fcntl(g->fd, F_GETFL);
-        if (fl < 0 || fstat(g->fd, &st) < 0)
+        if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
+                return error_message(ret_error, negative_errno(), "Could not get the size of target device '%s': %m",
+                                     t->path);
+        if (device_size != size)
+                return error_message(ret_error, -EINVAL, "Source and target image have different sizes");
+        return 0;
+}
+
+/* A file written in place, reopened (through /proc, not by name) into a description of our own;
+ * a device is claimed. */
+static int adopt_in_place(TargetFile *t, int fd, Image *source, uint64_t size, char **ret_error) {
+        struct stat st;
+        int fl, r;
+
+        fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fstat(fd, &st) < 0)
                 return error_message(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
         if ((fl & O_ACCMODE) != O_RDWR || (fl & O_PATH))
                 return error_message(ret_error, -EACCES,
                                      "The descriptor for target '%s' is not open for reading and writing", t->path);
-        if (same_file(&st, source_st))
-                return error_message(ret_error, -EINVAL, "Source and target cannot be the same");
+        /* Whoever opened it for appending only must not find it written at random offsets. */
+        if (fl & O_APPEND)
+                return error_message(ret_error, -EACCES, "The descriptor for target '%s' is open for appending only",
+                                     t->path);
         if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
                 return error_message(ret_error, -EINVAL, "Target '%s' is neither a regular file nor a block device",
                                      t->path);
+        r = check_not_source(fd, t->path, source, ret_error);
+        if (r < 0)
+                return r;
         if (S_ISREG(st.st_mode) && st.st_size > 0 && !t->overwrite)
                 return error_message(ret_error, -EEXIST, "Target '%s' is not empty", t->path);
 
-        t->device_fd = fd_reopen(g->fd, O_RDWR | (S_ISBLK(st.st_mode) ? O_EXCL : 0));
+        /* O_EXCL on a block device claims it: it fails while the device is mounted, part of a
+         * RAID or device-mapper set, or claimed by another job. */
+        t->device_fd = fd_reopen(fd, O_RDWR | (S_ISBLK(st.st_mode) ? O_EXCL : 0));
         if (t->device_fd == -EBUSY)
                 return error_message(ret_error, -EBUSY, "Target device '%s' is in use", t->path);
         if (t->device_fd < 0)
                 return error_message(ret_error, t->device_fd, "Could not reopen the descriptor for target '%s': %m",
                                      t->path);
-
         if (S_ISBLK(st.st_mode)) {
-                uint64_t device_size;
-
                 t->device = true;
-                if (ioctl(t->device_fd, BLKGETSIZE64, &device_size) < 0)
-                        return error_message(ret_error, negative_errno(),
-                                             "Could not get the size of target device '%s': %m", t->path);
-                if (device_size != size)
-                        return error_message(ret_error, -EINVAL, "Source and target image have different sizes");
+                return check_device_size(t, size, ret_error);
         }
         /* A regular file is emptied only once it is locked (target_image_create()). */
         return 0;
 }
 
-/* A new file the helper created: ours to fill and publish, as if we had created it. */
-/* A name within a directory, as the opener (a process of the caller's) sent it. */
-static bool valid_entry_name(const char *name) {
-        return name && *name && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
-}
+/* What the name holds now, if publishing is to replace it: held, so that publishing can tell it
+ * is still the same file, and for a regular file locked as QEMU would lock it for writing, so
+ * that an image in use (by a running VM, by another job) is never replaced under its user. */
+static int hold_replaced(TargetFile *t, Image *source, char **ret_error) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+        int r;
 
-static int adopt_new_file(TargetFile *t, const TargetGiven *g, const struct stat *source_st, char **ret_error) {
-        struct stat st, dir;
-
-        /* Only what the daemon itself would have made: an empty regular file, a directory, a
-         * plain name in it, a hidden temporary name. */
-        if (fstat(g->fd, &st) < 0 || fstat(g->dir_fd, &dir) < 0)
-                return error_message(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
-        if (!S_ISREG(st.st_mode) || st.st_size != 0 || !S_ISDIR(dir.st_mode) || !valid_entry_name(g->name) ||
-            (g->temp_name && (!valid_entry_name(g->temp_name) || strncmp(g->temp_name, ".#", 2) != 0)))
-                return error_message(ret_error, -EPROTO, "The new file for target '%s' is not what was asked for",
-                                     t->path);
-        t->owner = g->owner;
-
-        if (fstatat(g->dir_fd, g->name, &st, AT_SYMLINK_NOFOLLOW) >= 0) {
-                if (same_file(&st, source_st))
-                        return error_message(ret_error, -EINVAL, "Source and target cannot be the same");
-                if (!t->overwrite)
-                        return error_message(ret_error, -EEXIST, "Target '%s' already exists", t->path);
+        fd = openat(t->file.dir_fd, t->file.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0;       /* free: published without replacing anything */
+                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", t->path);
         }
+        if (fstat(fd, &st) < 0)
+                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", t->path);
+        if (S_ISDIR(st.st_mode))
+                return error_message(ret_error, -EISDIR, "Target '%s' is a directory", t->path);
+        if (!t->overwrite)
+                return error_message(ret_error, -EEXIST, "Target '%s' already exists", t->path);
+        if (tmpfile_may_replace_file(&t->file, &st, t->owner) <= 0)
+                return error_message(ret_error, -EPERM, "Target '%s' belongs to another user in a sticky directory",
+                                     t->path);
 
-        t->file.fd = fcntl(g->fd, F_DUPFD_CLOEXEC, 3);
-        t->file.dir_fd = fcntl(g->dir_fd, F_DUPFD_CLOEXEC, 3);
-        t->file.name = strdup(g->name);
-        t->file.temp_name = g->temp_name ? strdup(g->temp_name) : NULL;
-        if (t->file.fd < 0 || t->file.dir_fd < 0)
-                return error_message(ret_error, negative_errno(), "Could not take over target '%s': %m", t->path);
-        if (!t->file.name || (g->temp_name && !t->file.temp_name))
-                return error_message(ret_error, -ENOMEM, "Out of memory");
+        if (S_ISREG(st.st_mode)) {
+                int locked = fd_reopen(fd, O_RDONLY | O_NONBLOCK);
+                if (locked < 0)
+                        return error_message(ret_error, locked, "Could not open target '%s': %m", t->path);
+                safe_close(fd);
+                fd = locked;
+                r = check_not_source(fd, t->path, source, ret_error);
+                if (r < 0)
+                        return r;
+                r = image_lock(fd, IMAGE_PERM_ALL, 0, t->path, ret_error);
+                if (r == -EBUSY)
+                        return error_message(ret_error, -EBUSY,
+                                             "Target '%s' is in use by another process and is not replaced", t->path);
+                if (r < 0)
+                        return r;
+        }
+        t->replaced_fd = TAKE_FD(fd);
         return 0;
 }
 
-bool target_file_in_chain(const TargetFile *t, const Image *chain) {
-        struct stat st;
+/* A new file: ours to fill and publish, as if we had created it. */
+static int adopt_new_file(TargetFile *t, const JobFiles *files, Image *source, char **ret_error) {
+        struct stat st, dir;
 
-        if (target_file_in_place(t))
-                return fstat(t->device_fd, &st) >= 0 && image_chain_contains(chain, &st);
-        return t->file.dir_fd >= 0 && fstatat(t->file.dir_fd, t->file.name, &st, 0) >= 0 &&
-               image_chain_contains(chain, &st);
+        /* Only what the daemon itself would have made: an empty regular file in a directory. */
+        if (fstat(files->target_fd, &st) < 0 || fstat(files->target_dir_fd, &dir) < 0)
+                return error_message(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
+        if (!S_ISREG(st.st_mode) || st.st_size != 0 || !S_ISDIR(dir.st_mode))
+                return error_message(ret_error, -EPROTO, "The new file for target '%s' is not what was asked for",
+                                     t->path);
+        t->owner = files->target_owner;
+
+        t->file.fd = fcntl(files->target_fd, F_DUPFD_CLOEXEC, 3);
+        t->file.dir_fd = fcntl(files->target_dir_fd, F_DUPFD_CLOEXEC, 3);
+        t->file.name = strdup(files->target_name);
+        t->file.temp_name = files->target_temp_name ? strdup(files->target_temp_name) : NULL;
+        if (t->file.fd < 0 || t->file.dir_fd < 0)
+                return error_message(ret_error, negative_errno(), "Could not take over target '%s': %m", t->path);
+        if (!t->file.name || (files->target_temp_name && !t->file.temp_name))
+                return error_message(ret_error, -ENOMEM, "Out of memory");
+
+        return hold_replaced(t, source, ret_error);
 }
 
-int target_file_open(TargetFile *t, const char *path, const TargetGiven *given, const struct stat *source_st,
-                     uint64_t size, bool overwrite, bool named_temp_file, char **ret_error) {
-        struct stat st;
-        bool device = false;
+int target_file_adopt(TargetFile *t, const char *path, const JobFiles *files, Image *source, uint64_t size,
+                      bool overwrite, char **ret_error) {
         int r;
 
         *t = (TargetFile) TARGET_FILE_NULL;
 
-        if (!path || !*path)
+        if (!path || !*path || !job_files_has_target(files))
                 return error_message(ret_error, -EINVAL, "No target given");
-
-        if (given) {
-                t->overwrite = overwrite;
-                t->path = strdup(path);
-                if (!t->path)
-                        return error_message(ret_error, -ENOMEM, "Out of memory");
-                r = given->dir_fd >= 0 ? adopt_new_file(t, given, source_st, ret_error)
-                                       : adopt_in_place(t, given, source_st, size, ret_error);
-                if (r < 0)
-                        target_file_discard(t);
-                return r;
-        }
-
-        /* Check the target before creating anything. */
-        if (stat(path, &st) >= 0) {
-                if (same_file(&st, source_st))
-                        return error_message(ret_error, -EINVAL, "Source and target cannot be the same");
-                if (S_ISDIR(st.st_mode))
-                        return error_message(ret_error, -EISDIR, "Target '%s' is a directory", path);
-                if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-                        return error_message(ret_error, -EINVAL,
-                                             "Target '%s' is neither a regular file nor a block device", path);
-                /* Writing over a device destroys what is on it just as replacing a file does. */
-                if (!overwrite)
-                        return error_message(ret_error, -EEXIST, "Target '%s' already exists", path);
-                device = S_ISBLK(st.st_mode);
-        } else if (errno != ENOENT)
-                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
 
         t->overwrite = overwrite;
         t->path = strdup(path);
         if (!t->path)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
-
-        if (device)
-                r = open_device(t, path, size, ret_error);
-        else {
-                /* A file's copy keeps the source's permission bits; a device's copy is private. */
-                r = tmpfile_open(&t->file, path, S_ISREG(source_st->st_mode) ? (source_st->st_mode & 0666) : 0600,
-                                 !named_temp_file);
-                if (r == -EISDIR)
-                        r = error_message(ret_error, r, "Target '%s' names a directory", path);
-                else if (r < 0)
-                        r = error_message(ret_error, r, "Could not create target '%s': %m", path);
-        }
-        if (r < 0) {
+        r = files->target_dir_fd >= 0 ? adopt_new_file(t, files, source, ret_error)
+                                      : adopt_in_place(t, files->target_fd, source, size, ret_error);
+        if (r < 0)
                 target_file_discard(t);
-                return r;
-        }
-        return 0;
+        return r;
 }
 
 int target_file_fd(const TargetFile *t) {
@@ -204,8 +187,8 @@ bool target_file_in_place(const TargetFile *t) {
         return t->device_fd >= 0;
 }
 
-int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool sync_top, Image **ret,
-                        char **ret_error) {
+int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backing, ImageFormat format,
+                        bool sync_top, Image **ret, char **ret_error) {
         int r;
 
         if (t->device) {
@@ -218,7 +201,11 @@ int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool s
         if (format == IMAGE_FORMAT_PROBE)
                 format = image_format(source);
         ImageCreateParams cp = { .format = format, .size = image_size(source) };
-        if (format == IMAGE_FORMAT_QCOW2 && sync_top && image_backing(source)) {
+        bool with_backing = format == IMAGE_FORMAT_QCOW2 && sync_top && image_backing(source);
+        if (with_backing) {
+                if (!backing || backing->n == 0)
+                        return error_message(ret_error, -EINVAL, "The backing chain of '%s' was not given",
+                                             image_path(source));
                 cp.backing_name = image_path(image_backing(source));
                 cp.backing_format = image_format(image_backing(source));
         }
@@ -236,7 +223,18 @@ int target_image_create(TargetFile *t, Image *source, ImageFormat format, bool s
         r = image_create_fd(fd, t->path, &cp, ret_error);
         if (r < 0)
                 return r;
-        return image_open_fd(fd, t->path, format, IMAGE_OPEN_WRITE, ret, ret_error);
+        if (!with_backing)
+                return image_open_fd(fd, t->path, format, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, ret, ret_error);
+
+        /* The new image's chain is the source's, from the descriptors the source came with. */
+        int fds[JOB_FILES_CHAIN_MAX + 1];
+        ImageChainFds chain = { .fds = fds, .n = backing->n + 1 };
+        if (backing->n >= ELEMENTSOF(fds))
+                return error_message(ret_error, -E2BIG, "Backing chain of '%s' is too deep", image_path(source));
+        fds[0] = fd;
+        memcpy(fds + 1, backing->fds, backing->n * sizeof(int));
+        ImageOpenOptions o = { .fds = &chain };
+        return image_open_full(t->path, format, IMAGE_OPEN_WRITE, &o, ret, ret_error);
 }
 
 int target_file_prepare(TargetFile *t, char **ret_error) {
@@ -248,11 +246,8 @@ int target_file_prepare(TargetFile *t, char **ret_error) {
         /* Fail now, while the whole transaction can still abort, not at commit. */
         if (target_file_in_place(t))
                 return 0;
-        if (!t->overwrite && fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
-                return error_message(ret_error, -EEXIST, "Target '%s' already exists", t->path);
-        if (t->overwrite && tmpfile_may_replace(&t->file, t->owner) == 0)
-                return error_message(ret_error, -EPERM, "Target '%s' belongs to another user in a sticky directory",
-                                     t->path);
+        if (t->replaced_fd < 0 && fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
+                return error_message(ret_error, -EEXIST, "Target '%s' was created while the job ran", t->path);
         return 0;
 }
 
@@ -261,23 +256,40 @@ void target_file_commit(TargetFile *t, Job *j) {
 
         if (target_file_in_place(t))
                 return;
-        /* Whatever appeared at the name since prepare: replaced only as its user could. */
-        if (t->overwrite && tmpfile_may_replace(&t->file, t->owner) == 0)
-                r = -EPERM;
-        else
-                r = tmpfile_publish(&t->file, t->overwrite);
-        if (r >= 0)
+        /* The name holds what it held when the job was created (or nothing), or nothing is
+         * replaced. */
+        r = tmpfile_publish(&t->file, t->replaced_fd);
+        if (r >= 0) {
+                t->replaced_fd = safe_close(t->replaced_fd);
                 return;
+        }
 
         /* Commit cannot fail in QEMU's model; the most that can be done is to keep the data. */
         const char *kept = tmpfile_keep(&t->file);
-        log_error_errno(r, "Job '%s': could not publish '%s' (%m); %s%s%s", job_id(j), t->path,
-                        kept ? "the data was kept as '" : "the data is lost", strempty(kept), kept ? "'" : "");
+        if (r == -ESTALE || r == -EEXIST)
+                log_error("Job '%s': '%s' was %s while the job ran, and is left as it is; %s%s%s", job_id(j), t->path,
+                          r == -EEXIST ? "created" : "replaced",
+                          kept ? "the data was kept as '" : "the data is lost", strempty(kept), kept ? "'" : "");
+        else
+                log_error_errno(r, "Job '%s': could not publish '%s' (%m); %s%s%s", job_id(j), t->path,
+                                kept ? "the data was kept as '" : "the data is lost", strempty(kept), kept ? "'" : "");
 }
 
 void target_file_discard(TargetFile *t) {
         tmpfile_discard(&t->file);
         t->device_fd = safe_close(t->device_fd);
+        t->replaced_fd = safe_close(t->replaced_fd);
         free(t->path);
         t->path = NULL;
+}
+
+void target_file_list(const TargetFile *t, FileUseFunc f, void *userdata) {
+        if (target_file_in_place(t)) {
+                f(t->device_fd, NULL, t->path, FILE_USE_WRITE, userdata);
+                return;
+        }
+        if (t->file.dir_fd >= 0)
+                f(t->file.dir_fd, t->file.name, t->path, FILE_USE_WRITE, userdata);
+        if (t->replaced_fd >= 0)
+                f(t->replaced_fd, NULL, t->path, FILE_USE_WRITE, userdata);
 }

@@ -12,6 +12,7 @@
 #include "image-fault.h"
 #include "image-internal.h"
 #include "lock.h"
+#include "path-util.h"
 
 static const char *const format_names[_IMAGE_FORMAT_MAX] = {
         [IMAGE_FORMAT_PROBE] = "probe",
@@ -459,17 +460,9 @@ Image *image_chain_find(Image *img, const struct stat *st, int *ret_depth) {
         return NULL;
 }
 
-int image_chain_lookup(Image *img, const char *name, bool exact_name, Image **ret, int *ret_depth) {
-        struct stat st;
-
-        if (!exact_name) {
-                if (stat(name, &st) < 0)
-                        return negative_errno();
-                *ret = image_chain_find(img, &st, ret_depth);
-                return !!*ret;
-        }
+int image_chain_lookup(Image *img, const char *name, Image **ret, int *ret_depth) {
         for (int depth = 0; img; img = img->backing, depth++)
-                if (strcmp(img->path, name) == 0) {
+                if (path_equal(img->path, name)) {
                         if (ret_depth)
                                 *ret_depth = depth;
                         *ret = img;

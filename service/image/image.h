@@ -93,10 +93,10 @@ int image_fd(const Image *img);
 bool image_chain_contains(const Image *img, const struct stat *st);
 /* The layer of the chain that is this file, and its depth (0: img itself); NULL if none. */
 Image *image_chain_find(Image *img, const struct stat *st, int *ret_depth);
-/* The layer that 'name' names: the file it resolves to, or with 'exact_name' (a chain opened from
- * descriptors, where nothing is looked up by name) the layer called exactly that. Returns 1 and
- * the layer, 0 if no layer is that file, or a negative errno if 'name' cannot be resolved. */
-int image_chain_lookup(Image *img, const char *name, bool exact_name, Image **ret, int *ret_depth);
+/* The layer that 'name' names, as the chain names its layers (the image as it was given, each
+ * backing file as its parent records it, relative to the parent); spellings of the same path
+ * ("//", "/./", "..") match, nothing is looked up. Returns 1 and the layer, or 0 if none is. */
+int image_chain_lookup(Image *img, const char *name, Image **ret, int *ret_depth);
 
 /* Reads what the guest would see, through the chain; past the end of a backing image, zeroes. */
 int image_read(Image *img, void *buf, uint64_t offset, size_t length);

@@ -6,7 +6,9 @@
  * before it looks at any path, so the kernel decides, as it would for the caller's own process:
  * an image the caller cannot read, a backing file named inside it that the caller cannot read
  * (/etc/shadow), a directory the caller cannot write, all fail here with the caller's error.
- * The protocol is in opener-protocol.h. Short-lived: one request, then it exits. */
+ * Root's requests come here too, so that every name a job uses is resolved in one place, and so
+ * that root's request on another user's image follows that image's names with that user's rights
+ * only. The protocol is in opener-protocol.h. Short-lived: one request, then it exits. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,11 +23,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fd-util.h"
 #include "image.h"
 #include "macro.h"
 #include "opener-protocol.h"
-#include "tmpfile.h"
+#include "job-files.h"
+#include "open-files.h"
 
 #define SOCKET_FD 0
 
@@ -137,107 +139,79 @@ static void become(const char *uid_s, const char *groups_s) {
                 fail(-EPERM, "Could still become root after becoming user %u", uid);
 }
 
-/* The image and every backing file it names, as the caller can open them; for writing, the
- * image itself must be writable, its backing files are writable where the caller may write them
- * (commit writes into one of them). */
-static void open_chain(const char *mode, const char *path) {
-        Image *img = NULL;
-        _cleanup_free_ char *error = NULL;
-        bool write = strcmp(mode, "write") == 0;
-        int r;
+static void send_files(const JobFiles *f) {
+        char text[OPENER_PACKET_MAX];
 
-        if (!write && strcmp(mode, "read") != 0)
-                fail(-EINVAL, "Bad chain mode: %s", mode);
-
-        /* Read-only, unlocked: this only looks; the daemon takes the locks on its own. */
-        r = image_open(path, IMAGE_FORMAT_PROBE, IMAGE_OPEN_NO_LOCK, &img, &error);
-        if (r < 0)
-                fail(r, "%s", error ?: "Could not open the image");
-
-        for (Image *layer = img; layer; layer = image_backing(layer)) {
-                _cleanup_close_ int rw = -EBADF;
-
-                if (write) {
-                        /* Reopening the same file checks the caller's right to write it. */
-                        rw = fd_reopen(image_fd(layer), O_RDWR);
-                        if (rw < 0 && layer == img)
-                                fail(rw, "Could not open '%s' for writing: %m", path);
-                }
-                int fd = rw >= 0 ? rw : image_fd(layer);
-                r = send_packet("layer", &fd, 1);
-                if (r < 0)
+        for (size_t i = 0; i < f->n_chain; i++)
+                if (send_packet("layer", &f->chain[i], 1) < 0)
                         exit(EXIT_FAILURE);
+        if (!job_files_has_target(f))
+                return;
+        if (f->target_dir_fd < 0) {
+                if (send_packet("target-in-place", &f->target_fd, 1) < 0)
+                        exit(EXIT_FAILURE);
+                return;
         }
-        image_close(img);
+        (void) snprintf(text, sizeof(text), "target-new %s/%s", f->target_name, strempty(f->target_temp_name));
+        int fds[2] = { f->target_fd, f->target_dir_fd };
+        if (send_packet(text, fds, 2) < 0)
+                exit(EXIT_FAILURE);
 }
 
-/* The target as the caller could make it: a new file (mode 0600, the caller's) in its
- * directory, or with 'overwrite' an existing one the caller may replace, or a device the caller
- * may write. */
-static void open_target(const char *mode, const char *path, uid_t uid) {
-        TmpFile t = TMPFILE_NULL;
+static void open_target(const char *mode, const char *path) {
+        _cleanup_free_ char *error = NULL;
+        JobFiles f = JOB_FILES_INIT;
         bool overwrite = strcmp(mode, "overwrite") == 0;
-        char text[OPENER_PACKET_MAX];
-        struct stat st;
         int r;
 
         if (!overwrite && strcmp(mode, "keep") != 0)
                 fail(-EINVAL, "Bad target mode: %s", mode);
-
-        /* What the name leads to decides the kind of target (a device is often named by a
-         * symlink, /dev/disk/by-id/...). */
-        if (stat(path, &st) >= 0) {
-                if (S_ISDIR(st.st_mode))
-                        fail(-EISDIR, "Target '%s' is a directory", path);
-                if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-                        fail(-EINVAL, "Target '%s' is neither a regular file nor a block device", path);
-                if (!overwrite)
-                        fail(-EEXIST, "Target '%s' already exists", path);
-
-                if (S_ISBLK(st.st_mode)) {
-                        /* Not O_EXCL: the daemon claims the device when it takes it over. */
-                        _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-                        if (fd < 0)
-                                fail(negative_errno(), "Could not open target device '%s': %m", path);
-                        if (send_packet("target-in-place", &fd, 1) < 0)
-                                exit(EXIT_FAILURE);
-                        return;
-                }
-        } else if (errno != ENOENT)
-                fail(negative_errno(), "Could not check target '%s': %m", path);
-
-        r = tmpfile_open(&t, path, 0600, true);
-        if (r == -EISDIR)
-                fail(r, "Target '%s' names a directory", path);
+        r = open_target_files(path, overwrite, &f, &error);
         if (r < 0)
-                fail(r, "Could not create target '%s': %m", path);
-
-        /* From here on, the directory we opened, and the entry in it, whatever it is (a symlink
-         * too): that is what the daemon will replace. */
-        if (fstatat(t.dir_fd, t.name, &st, AT_SYMLINK_NOFOLLOW) >= 0) {
-                const char *why = NULL;
-
-                if (!overwrite)
-                        r = -EEXIST, why = "already exists";
-                else if (S_ISDIR(st.st_mode))
-                        r = -EISDIR, why = "is a directory";
-                else if (tmpfile_may_replace(&t, uid) <= 0)
-                        r = -EPERM, why = "belongs to another user in a sticky directory";
-                if (why) {
-                        tmpfile_discard(&t);
-                        fail(r, "Target '%s' %s", path, why);
-                }
-        }
-
-        (void) snprintf(text, sizeof(text), "target-new %s/%s", t.name, strempty(t.temp_name));
-        int fds[2] = { t.fd, t.dir_fd };
-        r = send_packet(text, fds, 2);
-        if (r < 0) {
-                tmpfile_discard(&t);
-                exit(EXIT_FAILURE);
-        }
+                fail(r, "%s", error ?: "Could not open the target");
+        send_files(&f);
         /* The daemon has it now, and removes a named one if the job fails. */
-        tmpfile_close(&t);
+        job_files_hand_over(&f);
+        job_files_done(&f);
+}
+
+/* Root's request on another user's image: the image's content, and so every name in its chain,
+ * is that user's to choose, so the chain is opened with that user's rights, not root's. The
+ * owner is the owner of the name itself (a symlink's, not its target's): a symlink another user
+ * planted leads where that user could lead, no further. */
+static void become_owner_of(const char *path) {
+        struct stat st;
+        char uid[16];
+
+        if (lstat(path, &st) < 0)
+                fail(negative_errno(), "Could not open '%s': %m", path);
+        if (st.st_uid == 0)
+                return;
+        (void) snprintf(uid, sizeof(uid), "%u", (unsigned) st.st_uid);
+        become(uid, "*");
+}
+
+static void open_chain(const char *mode, const char *format_name, const char *path) {
+        _cleanup_free_ char *error = NULL;
+        JobFiles f = JOB_FILES_INIT;
+        bool write = strcmp(mode, "write") == 0;
+        ImageFormat format;
+        int r;
+
+        if (!write && strcmp(mode, "read") != 0)
+                fail(-EINVAL, "Bad chain mode: %s", mode);
+        format = strcmp(format_name, "probe") == 0 ? IMAGE_FORMAT_PROBE : image_format_from_string(format_name);
+        if (format == _IMAGE_FORMAT_MAX)
+                fail(-EINVAL, "Bad image format: %s", format_name);
+
+        if (getuid() == 0)
+                become_owner_of(path);
+
+        r = open_chain_files(path, format, write, &f, &error);
+        if (r < 0)
+                fail(r, "%s", error ?: "Could not open the image");
+        send_files(&f);
+        job_files_done(&f);
 }
 
 int main(int argc, char *argv[]) {
@@ -248,17 +222,23 @@ int main(int argc, char *argv[]) {
                 return 2;
         }
         become(argv[1], argv[2]);
-        uid_t uid = getuid();
 
-        for (i = 3; i < argc; i += 3) {
-                if (i + 2 >= argc)
-                        fail(-EINVAL, "Incomplete request");
-                if (strcmp(argv[i], "chain") == 0)
-                        open_chain(argv[i + 1], argv[i + 2]);
-                else if (strcmp(argv[i], "target") == 0)
-                        open_target(argv[i + 1], argv[i + 2], uid);
+        /* The target first: for root, opening the chain may mean becoming its owner for good. */
+        for (i = 3; i < argc;) {
+                if (strcmp(argv[i], "target") == 0 && i + 2 < argc) {
+                        open_target(argv[i + 1], argv[i + 2]);
+                        i += 3;
+                } else if (strcmp(argv[i], "chain") == 0 && i + 3 < argc)
+                        i += 4;
                 else
-                        fail(-EINVAL, "Unknown request: %s", argv[i]);
+                        fail(-EINVAL, "Bad request: %s", argv[i]);
+        }
+        for (i = 3; i < argc;) {
+                if (strcmp(argv[i], "chain") == 0) {
+                        open_chain(argv[i + 1], argv[i + 2], argv[i + 3]);
+                        i += 4;
+                } else
+                        i += 3;
         }
         return send_packet("done", NULL, 0) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

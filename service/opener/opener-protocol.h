@@ -4,14 +4,16 @@
 /* How the daemon and blockjobd-opener talk. The daemon (root) runs the opener with a
  * SOCK_SEQPACKET socket as its standard input and the request on its command line:
  *
- *     blockjobd-opener UID GROUPS [chain read|write PATH] [target keep|overwrite PATH]
+ *     blockjobd-opener UID GROUPS [target keep|overwrite PATH] [chain read|write FORMAT PATH]
  *
  * GROUPS is the comma-separated list of the caller's groups (as the bus reports them), "-" for
  * none, or "*": the user's groups from the user database, as a login would have them. The gid is
  * the user's primary group from the database, if the caller has it (otherwise the first of its
- * groups; a user without any: the overflow group, 65534). The opener becomes
- * that user for good (groups, gid, uid), then opens what it was asked to as that user and answers
- * with one packet per file, each a word, maybe a text, and descriptors (SCM_RIGHTS):
+ * groups; a user without any: the overflow group, 65534). FORMAT is raw, qcow2 or probe. The
+ * opener becomes that user for good (groups, gid, uid), then opens the target, then the chain.
+ * For root (UID 0), the chain of an image whose name belongs to another user is opened as that
+ * user (see opener-main.c). It answers with one packet per file, each a word, maybe a text, and
+ * descriptors (SCM_RIGHTS):
  *
  *     "layer"                          1 fd: the next layer of the chain, top first
  *     "target-new NAME/TEMP"           2 fds: a new, empty target file, and the directory to

@@ -2,20 +2,18 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 
-#include "log.h"
 #include "error-message.h"
+#include "log.h"
 #include "macro.h"
 #include "opener-protocol.h"
 #include "opener.h"
@@ -24,44 +22,20 @@
 #define BLOCKJOBD_OPENER_PATH "/usr/libexec/blockjobd-opener"
 #endif
 
-void caller_files_done(CallerFiles *f) {
-        /* A named temporary file that no job took: nobody else will remove it. */
-        if (f->target_dir_fd >= 0 && f->target_temp_name &&
-            unlinkat(f->target_dir_fd, f->target_temp_name, 0) < 0 && errno != ENOENT)
-                log_warning_errno(errno, "Failed to remove temporary file '%s': %m", f->target_temp_name);
-        for (size_t i = 0; i < f->n_chain; i++)
-                safe_close(f->chain[i]);
-        safe_close(f->target_fd);
-        safe_close(f->target_dir_fd);
-        free(f->target_name);
-        free(f->target_temp_name);
-        *f = (CallerFiles) CALLER_FILES_NULL;
-}
+struct OpenerCall {
+        sd_event *event;
+        uid_t uid;
+        JobFiles *files;
+        OpenerDone done;
+        void *userdata;
 
-void caller_files_hand_over(CallerFiles *f) {
-        free(f->target_temp_name);
-        f->target_temp_name = NULL;
-}
-
-const ImageChainFds *caller_files_chain(const CallerFiles *f, ImageChainFds *buf) {
-        if (f->n_chain == 0)
-                return NULL;
-        *buf = (ImageChainFds) { .fds = f->chain, .n = f->n_chain };
-        return buf;
-}
-
-const TargetGiven *caller_files_target(const CallerFiles *f, TargetGiven *buf) {
-        if (f->target_fd < 0)
-                return NULL;
-        *buf = (TargetGiven) {
-                .fd = f->target_fd,
-                .dir_fd = f->target_dir_fd,
-                .name = f->target_name,
-                .temp_name = f->target_temp_name,
-                .owner = f->owner,
-        };
-        return buf;
-}
+        pid_t pid;
+        int pidfd;
+        int socket_fd;
+        sd_event_source *io;
+        char *text;                     /* one packet */
+        bool answered;
+};
 
 static const char *opener_path(void) {
         const char *e = secure_getenv("BLOCKJOBD_OPENER");
@@ -84,7 +58,7 @@ static char *groups_to_string(const gid_t *groups, size_t n) {
 static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid) {
         _cleanup_free_ char *groups = groups_to_string(req->groups, req->n_groups);
         char uid[16];
-        const char *argv[11];
+        const char *argv[12];
         char *envp[] = { NULL };
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
@@ -98,15 +72,16 @@ static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid)
         argv[n++] = "blockjobd-opener";
         argv[n++] = uid;
         argv[n++] = req->groups_from_user_database ? "*" : groups;
-        if (req->chain_path) {
-                argv[n++] = "chain";
-                argv[n++] = req->chain_write ? "write" : "read";
-                argv[n++] = req->chain_path;
-        }
         if (req->target_path) {
                 argv[n++] = "target";
                 argv[n++] = req->target_overwrite ? "overwrite" : "keep";
                 argv[n++] = req->target_path;
+        }
+        if (req->chain_path) {
+                argv[n++] = "chain";
+                argv[n++] = req->chain_write ? "write" : "read";
+                argv[n++] = image_format_to_string(req->chain_format);
+                argv[n++] = req->chain_path;
         }
         argv[n] = NULL;
 
@@ -130,90 +105,91 @@ static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid)
         return r;
 }
 
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+/* ---- reaping ------------------------------------------------------------------------------- */
+
+static int on_reaped(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        siginfo_t si = {};
+
+        /* The pidfd is readable once the process has exited: collect it, and this source goes. */
+        (void) waitid(P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG);
+        (void) sd_event_source_set_floating(s, false);
+        sd_event_source_disable_unref(s);
+        return 0;
 }
 
-/* One packet: its text (NUL-terminated) and the descriptors that came with it. Returns the text's
- * length (0 at the end of the stream). */
-static ssize_t receive_packet(int fd, uint64_t deadline, char *text, int *fds, size_t *n_fds) {
-        union {
-                struct cmsghdr header;
-                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
-        } control;
-        struct iovec iov = { .iov_base = text, .iov_len = OPENER_PACKET_MAX - 1 };
-        struct msghdr mh = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        ssize_t n;
+/* Kills the opener and collects it once it is gone, without waiting here: a process in an
+ * uninterruptible sleep (a hung file system) takes its time to die. */
+static void opener_kill(OpenerCall *c) {
+        sd_event_source *s = NULL;
 
-        *n_fds = 0;
-        for (;;) {
-                uint64_t now = now_usec();
-                if (now >= deadline)
-                        return -ETIMEDOUT;
-                int k = poll(&p, 1, (int) ((deadline - now + 999) / 1000));
-                if (k < 0 && errno != EINTR)
-                        return negative_errno();
-                if (k > 0)
-                        break;
-        }
-
-        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-        if (n < 0)
-                return negative_errno();
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                        memcpy(fds + *n_fds, CMSG_DATA(c), MIN(k, OPENER_FDS_MAX - *n_fds) * sizeof(int));
-                        *n_fds += MIN(k, OPENER_FDS_MAX - *n_fds);
-                }
-        text[n] = 0;
-        if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC))
-                return -EPROTO;
-        return n;
+        if (c->pid <= 0)
+                return;
+        (void) kill(c->pid, SIGKILL);
+        if (c->pidfd >= 0 && sd_event_add_io(c->event, &s, c->pidfd, EPOLLIN, on_reaped, NULL) >= 0) {
+                (void) sd_event_source_set_io_fd_own(s, true);
+                (void) sd_event_source_set_description(s, "opener-reaper");
+                (void) sd_event_source_set_floating(s, true);
+                sd_event_source_unref(s);
+                c->pidfd = -EBADF;
+        } else
+                /* No pidfd (an old kernel): SIGKILL is quick enough to wait for. */
+                while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
+                        ;
+        c->pidfd = safe_close(c->pidfd);
+        c->pid = 0;
 }
+
+OpenerCall *opener_call_free(OpenerCall *c) {
+        if (!c)
+                return NULL;
+        c->io = sd_event_source_disable_unref(c->io);
+        opener_kill(c);
+        safe_close(c->socket_fd);
+        sd_event_unref(c->event);
+        free(c->text);
+        free(c);
+        return NULL;
+}
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(OpenerCall *, opener_call_free);
+
+/* ---- answers ------------------------------------------------------------------------------- */
 
 static bool is_image_file(int fd) {
         struct stat st;
         return fstat(fd, &st) >= 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
 }
 
+static bool valid_entry_name(const char *name) {
+        return *name && !strchr(name, '/') && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+}
+
 /* Takes one answer into 'f'. Returns 1 when done, 0 for more to come. Takes the descriptors. */
-static int take_packet(char *text, int *fds, size_t n_fds, CallerFiles *f, char **ret_error) {
+static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, JobFiles *f, char **ret_error) {
         char *slash;
 
         /* The opener runs as the caller: what it sends is checked like anything from a caller
          * (names and file types; target-file.c checks the rest). */
-        if (strcmp(text, "layer") == 0 && n_fds == 1 && is_image_file(fds[0])) {
-                if (f->n_chain >= IMAGE_CHAIN_DEPTH_MAX) {
-                        safe_close(fds[0]);
-                        return -EPROTO;
-                }
-                f->chain[f->n_chain++] = fds[0];
+        if (strcmp(text, "layer") == 0 && n_fds == 1 && is_image_file(fds[0]))
+                return job_files_add_layer(f, fds[0]) < 0 ? -EPROTO : 0;
+        if (strcmp(text, "target-in-place") == 0 && n_fds == 1 && !job_files_has_target(f) && is_image_file(fds[0])) {
+                job_files_set_target_in_place(f, fds[0]);
                 return 0;
         }
-        if (strcmp(text, "target-in-place") == 0 && n_fds == 1 && f->target_fd < 0 && is_image_file(fds[0])) {
-                f->target_fd = fds[0];
-                return 0;
-        }
-        if (strncmp(text, "target-new ", 11) == 0 && n_fds == 2 && f->target_fd < 0 &&
+        if (strncmp(text, "target-new ", 11) == 0 && n_fds == 2 && !job_files_has_target(f) &&
             (slash = strchr(text + 11, '/'))) {
                 *slash = 0;
-                f->target_fd = fds[0];
-                f->target_dir_fd = fds[1];
-                f->target_name = strdup(text + 11);
-                if (slash[1] != 0)
-                        f->target_temp_name = strdup(slash + 1);
-                if (!f->target_name || (slash[1] != 0 && !f->target_temp_name))
-                        return -ENOMEM;
-                return 0;
+                const char *name = text + 11, *temp = slash + 1;
+                if (valid_entry_name(name) && (!*temp || (valid_entry_name(temp) && strncmp(temp, ".#", 2) == 0))) {
+                        struct stat st;
+                        if (fstat(fds[0], &st) < 0 || !S_ISREG(st.st_mode) || fstat(fds[1], &st) < 0 ||
+                            !S_ISDIR(st.st_mode)) {
+                                safe_close(fds[0]);
+                                safe_close(fds[1]);
+                                return -EPROTO;
+                        }
+                        return job_files_set_new_target(f, fds[0], fds[1], name, *temp ? temp : NULL, uid);
+                }
         }
         for (size_t i = 0; i < n_fds; i++)
                 safe_close(fds[i]);
@@ -229,58 +205,130 @@ static int take_packet(char *text, int *fds, size_t n_fds, CallerFiles *f, char 
         return -EPROTO;
 }
 
-int opener_open(const OpenerRequest *req, CallerFiles *f, char **ret_error) {
-        _cleanup_close_ int our_end = -EBADF, their_end = -EBADF;
-        _cleanup_free_ char *text = NULL;
-        uint64_t deadline = now_usec() + OPENER_TIMEOUT_USEC;
-        pid_t pid;
-        int sv[2], r;
+/* One packet: its text (NUL-terminated) and the descriptors that came with it. Returns the text's
+ * length, 0 at the end of the stream, -EAGAIN when nothing is there yet. */
+static ssize_t receive_packet(int fd, char *text, int *fds, size_t *n_fds) {
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
+        } control;
+        struct iovec iov = { .iov_base = text, .iov_len = OPENER_PACKET_MAX - 1 };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.buf,
+                .msg_controllen = sizeof(control.buf),
+        };
+        ssize_t n;
 
-        text = malloc(OPENER_PACKET_MAX);
-        if (!text)
-                return -ENOMEM;
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-                return error_message(ret_error, negative_errno(), "Could not make a socket for blockjobd-opener: %m");
-        our_end = sv[0];
-        their_end = sv[1];
+        *n_fds = 0;
+        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n < 0)
+                return negative_errno();
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                        memcpy(fds + *n_fds, CMSG_DATA(c), MIN(k, OPENER_FDS_MAX - *n_fds) * sizeof(int));
+                        *n_fds += MIN(k, OPENER_FDS_MAX - *n_fds);
+                }
+        text[n] = 0;
+        if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+                for (size_t i = 0; i < *n_fds; i++)
+                        safe_close(fds[i]);
+                *n_fds = 0;
+                return -EPROTO;
+        }
+        return n;
+}
 
-        r = spawn_opener(req, their_end, &pid);
+static void opener_answer(OpenerCall *c, int r, const char *error) {
+        c->answered = true;
+        c->io = sd_event_source_disable_unref(c->io);
+        /* Done or not, it goes now: it runs as the caller, who could stop it before it exits. */
+        opener_kill(c);
         if (r < 0)
-                return error_message(ret_error, r, "Could not run %s: %m", opener_path());
-        their_end = safe_close(their_end);
+                log_debug("Opening files as user %u failed: %s", (unsigned) c->uid, strempty(error));
+        c->done(c, r, error, c->userdata);
+}
+
+static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        OpenerCall *c = userdata;
+        _cleanup_free_ char *error = NULL;
 
         for (;;) {
                 int fds[OPENER_FDS_MAX];
                 size_t n_fds;
-                ssize_t n = receive_packet(our_end, deadline, text, fds, &n_fds);
+                ssize_t n = receive_packet(fd, c->text, fds, &n_fds);
+                int r;
 
-                if (n <= 0) {
-                        for (size_t i = 0; i < n_fds; i++)
-                                safe_close(fds[i]);
-                        if (n == -ETIMEDOUT)
-                                r = error_message(ret_error, -ETIMEDOUT, "Opening the files as user %u took too long",
-                                                  (unsigned) req->uid);
-                        else if (n == 0)
-                                r = error_message(ret_error, -EPROTO, "blockjobd-opener ended without an answer");
-                        else
-                                r = error_message(ret_error, (int) n, "Could not read blockjobd-opener's answer: %m");
-                        break;
+                if (n == -EAGAIN)
+                        return 0;
+                if (n == 0) {
+                        opener_answer(c, -EPROTO, "blockjobd-opener ended without an answer");
+                        return 0;
                 }
-                r = take_packet(text, fds, n_fds, f, ret_error);
-                if (r == -EPROTO && (!ret_error || !*ret_error))
-                        r = error_message(ret_error, r, "blockjobd-opener answered what it was not asked");
-                if (r != 0)
-                        break;
+                if (n < 0) {
+                        r = error_message(&error, (int) n, "Could not read blockjobd-opener's answer: %m");
+                        opener_answer(c, r, error);
+                        return 0;
+                }
+                r = take_packet(c->text, fds, n_fds, c->uid, c->files, &error);
+                if (r == -EPROTO && !error)
+                        r = error_message(&error, r, "blockjobd-opener answered what it was not asked");
+                if (r == -ENOMEM && !error)
+                        r = error_message(&error, r, "Out of memory");
+                if (r < 0) {
+                        opener_answer(c, r, error);
+                        return 0;
+                }
+                if (r > 0) {
+                        opener_answer(c, 0, NULL);
+                        return 0;
+                }
         }
+}
 
-        /* Done or not, it goes now: it runs as the caller, who could stop it before it exits. */
-        (void) kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
+int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files, OpenerDone done, void *userdata,
+                      OpenerCall **ret) {
+        _cleanup_(opener_call_freep) OpenerCall *c = NULL;
+        _cleanup_close_ int their_end = -EBADF;
+        int sv[2], r;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        *c = (OpenerCall) {
+                .event = sd_event_ref(event),
+                .uid = req->uid,
+                .files = files,
+                .done = done,
+                .userdata = userdata,
+                .pidfd = -EBADF,
+                .socket_fd = -EBADF,
+        };
+        c->text = malloc(OPENER_PACKET_MAX);
+        if (!c->text)
+                return -ENOMEM;
+
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+                return negative_errno();
+        c->socket_fd = sv[0];
+        their_end = sv[1];
+
+        r = spawn_opener(req, their_end, &c->pid);
         if (r < 0) {
-                log_debug("Opening files as user %u failed: %s", (unsigned) req->uid, strempty(*ret_error));
+                c->pid = 0;
                 return r;
         }
-        f->owner = req->uid;
+        /* Not reaped yet, so the pid is still this child's. */
+        c->pidfd = (int) syscall(SYS_pidfd_open, c->pid, 0);
+        their_end = safe_close(their_end);
+
+        r = sd_event_add_io(event, &c->io, c->socket_fd, EPOLLIN, on_readable, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(c->io, "opener");
+
+        *ret = TAKE_PTR(c);
         return 0;
 }

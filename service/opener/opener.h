@@ -1,44 +1,20 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* A job's files, opened with its caller's rights rather than the daemon's.
+/* The daemon's side of blockjobd-opener (opener-main.c), the helper that resolves a job's names
+ * with the caller's rights and hands back descriptors (opener-protocol.h).
  *
- * Root's path-based calls open files by name, as root would. For everyone else the daemon opens
- * nothing by name: either the caller passed descriptors (the source-fd, target-fd, image-fd and
- * chain-fds options), or blockjobd-opener (opener-main.c), started for the call, becomes the
- * caller and opens the files as the caller could, and the descriptors come back over a socket.
- * Either way the result is a CallerFiles, which the drivers take instead of names. */
+ * Every call runs on the event loop, without blocking it: the opener is spawned, its answers are
+ * read as they arrive, and it is killed and reaped in the background when the call ends. A call
+ * has no deadline of its own: whoever starts it bounds it (a caller that stops its own opener
+ * costs nothing but its own time). */
 
 #include <stdbool.h>
 #include <sys/types.h>
+#include <systemd/sd-event.h>
 
 #include "image.h"
-#include "target-file.h"
-
-typedef struct CallerFiles {
-        /* The source's (backup, mirror) or image's (commit, stream) chain, top first; none: the
-         * chain is opened by name. */
-        int chain[IMAGE_CHAIN_DEPTH_MAX];
-        size_t n_chain;
-
-        /* The target: none (-EBADF), one to write in place (target_dir_fd < 0), or a new file
-         * to publish in target_dir_fd as target_name. */
-        int target_fd;
-        int target_dir_fd;
-        char *target_name;
-        char *target_temp_name;         /* its hidden name, or NULL; removed by caller_files_done()
-                                         * unless caller_files_hand_over() was called */
-        uid_t owner;                    /* whom the opener made the new file for */
-} CallerFiles;
-
-#define CALLER_FILES_NULL { .target_fd = -EBADF, .target_dir_fd = -EBADF }
-
-void caller_files_done(CallerFiles *f);
-/* A driver took the target over (it removes the file itself if it must). */
-void caller_files_hand_over(CallerFiles *f);
-/* The chain, and the target, as the drivers take them (NULL: not given). */
-const ImageChainFds *caller_files_chain(const CallerFiles *f, ImageChainFds *buf);
-const TargetGiven *caller_files_target(const CallerFiles *f, TargetGiven *buf);
+#include "job-files.h"
 
 /* Who to open as, and what. */
 typedef struct OpenerRequest {
@@ -47,12 +23,22 @@ typedef struct OpenerRequest {
         size_t n_groups;
         bool groups_from_user_database; /* groups unknown: the user's, from the database */
         const char *chain_path;         /* NULL: no chain */
+        ImageFormat chain_format;       /* PROBE: probed (the image layer's rules apply) */
         bool chain_write;               /* the image is written (commit, stream) */
         const char *target_path;        /* NULL: no target */
         bool target_overwrite;
 } OpenerRequest;
 
-/* Runs blockjobd-opener ($BLOCKJOBD_OPENER, or the installed one) for 'req' and adds what it
- * opened to 'f'. Blocking (a worker's job). Fails with the opener's own error (-EACCES for a file
- * the caller may not open, and a message naming it), or -ETIMEDOUT if it did not answer in time. */
-int opener_open(const OpenerRequest *req, CallerFiles *f, char **ret_error);
+typedef struct OpenerCall OpenerCall;
+
+/* The answer, once: r < 0 and a message (the opener's own: -EACCES for a file the caller may not
+ * open, naming it), or 0 with everything asked for added to the JobFiles given to
+ * opener_call_start(). The callback may free the call. */
+typedef void (*OpenerDone)(OpenerCall *call, int r, const char *error, void *userdata);
+
+/* Runs blockjobd-opener ($BLOCKJOBD_OPENER, or the installed one) for 'req'; the files it opens
+ * are added to 'files', which must outlive the call. */
+int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files, OpenerDone done, void *userdata,
+                      OpenerCall **ret);
+/* Ends the call, answered or not (no callback then); the opener is killed. */
+OpenerCall *opener_call_free(OpenerCall *call);

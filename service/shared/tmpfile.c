@@ -126,48 +126,96 @@ static int link_unnamed(int fd, int dir_fd, const char *name) {
         return negative_errno();
 }
 
+int tmpfile_may_replace_file(const TmpFile *t, const struct stat *st, uid_t uid) {
+        struct stat dir;
+
+        if (fstat(t->dir_fd, &dir) < 0)
+                return negative_errno();
+        return uid == 0 || !(dir.st_mode & S_ISVTX) || st->st_uid == uid || dir.st_uid == uid;
+}
+
 int tmpfile_may_replace(const TmpFile *t, uid_t uid) {
-        struct stat dir, st;
+        struct stat st;
 
         if (fstatat(t->dir_fd, t->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return errno == ENOENT ? 1 : negative_errno();
-        if (fstat(t->dir_fd, &dir) < 0)
-                return negative_errno();
-        return uid == 0 || !(dir.st_mode & S_ISVTX) || st.st_uid == uid || dir.st_uid == uid;
+        return tmpfile_may_replace_file(t, &st, uid);
 }
 
-int tmpfile_publish(TmpFile *t, bool replace) {
+static bool same_inode(const struct stat *a, const struct stat *b) {
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Gives an unnamed file a hidden name of its own. */
+static int tmpfile_name(TmpFile *t) {
+        int r;
+
+        if (t->temp_name)
+                return 0;
+        for (unsigned attempt = 0;; attempt++) {
+                r = random_temp_name(t->name, &t->temp_name);
+                if (r < 0)
+                        return r;
+                r = link_unnamed(t->fd, t->dir_fd, t->temp_name);
+                if (r != -EEXIST || attempt >= 100)
+                        break;
+                free(TAKE_PTR(t->temp_name));
+        }
+        if (r < 0)
+                free(TAKE_PTR(t->temp_name));
+        return r;
+}
+
+/* Swaps the file in at the name, where exactly the file 'replace_fd' is now: renameat2()'s
+ * exchange is atomic, so what comes out can be checked, and swapped back if it is not the file
+ * that was checked (and locked) before. */
+static int exchange_in(TmpFile *t, int replace_fd) {
+        struct stat expected, out;
+
+        if (fstat(replace_fd, &expected) < 0)
+                return negative_errno();
+        if (renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, RENAME_EXCHANGE) < 0) {
+                if (errno == ENOENT)
+                        /* Gone meanwhile: the name is free, take it if it stays so. */
+                        return renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, RENAME_NOREPLACE) < 0
+                                       ? negative_errno() : 0;
+                if (errno != EINVAL)
+                        return negative_errno();
+                /* A file system without exchange (NFS): check, then replace; the window between
+                 * the two is as small as it gets there. */
+                if (fstatat(t->dir_fd, t->name, &out, AT_SYMLINK_NOFOLLOW) < 0 || !same_inode(&out, &expected))
+                        return -ESTALE;
+                return renameat(t->dir_fd, t->temp_name, t->dir_fd, t->name) < 0 ? negative_errno() : 0;
+        }
+        if (fstatat(t->dir_fd, t->temp_name, &out, AT_SYMLINK_NOFOLLOW) >= 0 && same_inode(&out, &expected)) {
+                if (unlinkat(t->dir_fd, t->temp_name, 0) < 0 && errno != ENOENT)
+                        log_warning_errno(errno, "Failed to remove the replaced '%s': %m", t->name);
+                return 0;
+        }
+        /* Someone else's file was put there meanwhile: it goes back, ours keeps its hidden name. */
+        if (renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, RENAME_EXCHANGE) < 0)
+                log_error_errno(errno, "Failed to put '%s' back after a swap: %m", t->name);
+        return -ESTALE;
+}
+
+int tmpfile_publish(TmpFile *t, int replace_fd) {
         int r;
 
         assert(t->fd >= 0 && !t->published);
 
-        if (!t->temp_name && !replace) {
+        if (replace_fd < 0 && !t->temp_name) {
                 /* linkat() never replaces: exactly the semantics wanted. */
                 r = link_unnamed(t->fd, t->dir_fd, t->name);
-                if (r < 0)
-                        return r;
+        } else if (replace_fd < 0) {
+                r = renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, RENAME_NOREPLACE) < 0 ? negative_errno() : 0;
         } else {
-                if (!t->temp_name) {
-                        /* To replace, give the file a hidden name first, then rename over. */
-                        for (unsigned attempt = 0;; attempt++) {
-                                r = random_temp_name(t->name, &t->temp_name);
-                                if (r < 0)
-                                        return r;
-                                r = link_unnamed(t->fd, t->dir_fd, t->temp_name);
-                                if (r != -EEXIST || attempt >= 100)
-                                        break;
-                                free(TAKE_PTR(t->temp_name));
-                        }
-                        if (r < 0) {
-                                free(TAKE_PTR(t->temp_name));
-                                return r;
-                        }
-                }
-
-                if (renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, replace ? 0 : RENAME_NOREPLACE) < 0)
-                        return negative_errno();
-                free(TAKE_PTR(t->temp_name));
+                r = tmpfile_name(t);
+                if (r >= 0)
+                        r = exchange_in(t, replace_fd);
         }
+        if (r < 0)
+                return r;
+        free(TAKE_PTR(t->temp_name));
 
         t->published = true;
         if (fsync(t->dir_fd) < 0)
@@ -176,20 +224,8 @@ int tmpfile_publish(TmpFile *t, bool replace) {
 }
 
 const char *tmpfile_keep(TmpFile *t) {
-        if (!t->temp_name) {
-                for (unsigned attempt = 0; attempt < 100; attempt++) {
-                        if (random_temp_name(t->name, &t->temp_name) < 0)
-                                return NULL;
-                        int r = link_unnamed(t->fd, t->dir_fd, t->temp_name);
-                        if (r == 0)
-                                break;
-                        free(TAKE_PTR(t->temp_name));
-                        if (r != -EEXIST)
-                                return NULL;
-                }
-                if (!t->temp_name)
-                        return NULL;
-        }
+        if (tmpfile_name(t) < 0)
+                return NULL;
         /* Whatever happens next, this file stays. */
         t->published = true;
         (void) fsync(t->dir_fd);

@@ -9,6 +9,7 @@
  * linkat() (which refuses to replace) or rename() (which replaces). */
 
 #include <stdbool.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 typedef struct TmpFile {
@@ -31,9 +32,15 @@ int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed);
  * negative errno. */
 int tmpfile_may_replace(const TmpFile *t, uid_t uid);
 
-/* Publishes the file under its final name. Without 'replace' an existing file is never touched
- * (-EEXIST). Makes the new directory entry durable with fsync() on the directory. */
-int tmpfile_publish(TmpFile *t, bool replace);
+/* The same for a file about to be replaced, as stat'ed ('st'), by 'uid'. */
+int tmpfile_may_replace_file(const TmpFile *t, const struct stat *st, uid_t uid);
+
+/* Publishes the file under its final name. With replace_fd < 0 whatever is at the name is never
+ * touched (-EEXIST). Otherwise the name is to hold the file behind replace_fd, which is replaced
+ * (atomically, with RENAME_EXCHANGE); if the name holds anything else by then, nothing is replaced
+ * (-ESTALE), and if it holds nothing, the name is taken as long as it stays free. Makes the new
+ * directory entry durable with fsync() on the directory. */
+int tmpfile_publish(TmpFile *t, int replace_fd);
 
 /* Publishing failed, but the data must not be lost: make sure the file has a (hidden) name and
  * leave it in place. Returns that name (owned by t), or NULL if even that failed. */

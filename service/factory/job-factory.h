@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* The job factory: turns what a caller asks for (job-request.h) into jobs, under one set of rules
+ * that can be read here top to bottom:
+ *
+ *   - Names are resolved in one place, blockjobd-opener (opener.h), with the caller's rights:
+ *     everyone's calls, root's included; root's request on another user's image follows that
+ *     image's chain with that user's rights only. Descriptors a caller passed are used as they
+ *     are (never a descriptor open for appending where it would be written). The daemon itself
+ *     opens nothing by name: drivers get descriptors (job-files.h).
+ *   - Formats: only a Backup or Mirror source without source-format is probed, and a probed
+ *     qcow2 image that names a backing file is refused; backing files take the format their
+ *     parent records, and one without a recorded format is refused (the image layer's rules).
+ *   - Identity: source and target, and the files of different jobs, are compared by what they
+ *     are (inode, device, loop device backing file), never by name; a file one job writes is
+ *     reserved for it until it ends (reservations.h): ImageInUse.
+ *   - Bounds: a user other than root has at most so many jobs, counting those being created, and
+ *     so many creations in progress; a job's worst-case memory for image metadata is bounded per
+ *     job and per user; running out of descriptors or memory is said as such.
+ *
+ * A creation goes: admitted (limits) → files opened (openers, on the loop, one deadline for the
+ * whole creation) → drivers built (on a worker) → reservations and memory checked, jobs created
+ * (on the loop). Loop thread only, but for what it hands to the worker pool. */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "job-request.h"
+#include "job.h"
+#include "worker-pool.h"
+
+typedef struct JobFactory JobFactory;
+typedef struct JobCreation JobCreation;
+typedef struct JobClaim JobClaim;
+
+typedef struct JobFactoryLimits {
+        unsigned max_jobs_per_user;             /* 0: none */
+        unsigned max_creations_per_user;        /* 0: none */
+        uint64_t max_memory_per_job;            /* bytes; 0: none */
+        uint64_t max_memory_per_user;           /* bytes; 0: none */
+} JobFactoryLimits;
+
+#define JOB_FACTORY_MAX_JOBS_PER_USER 64U
+#define JOB_FACTORY_MAX_CREATIONS_PER_USER 16U
+#define JOB_FACTORY_MAX_MEMORY_PER_JOB (UINT64_C(512) << 20)
+#define JOB_FACTORY_MAX_MEMORY_PER_USER (UINT64_C(2) << 30)
+/* A creation's files are opened within this time, however many jobs it creates. */
+#define JOB_FACTORY_OPEN_TIMEOUT_USEC (30 * UINT64_C(1000000))
+
+int job_factory_new(sd_event *event, WorkerPool *pool, JobRegistry *registry, JobFactory **ret);
+/* Every creation and claim must be gone. */
+JobFactory *job_factory_free(JobFactory *f);
+JobFactoryLimits *job_factory_limits(JobFactory *f);
+
+/* Who asks. */
+typedef struct JobCaller {
+        uid_t uid;
+        const gid_t *groups;
+        size_t n_groups;
+        bool groups_unknown;            /* the bus could not tell: the user's, from the database */
+} JobCaller;
+
+/* Why a creation failed, for the bus layer to name the error. */
+typedef enum JobCreationError {
+        JOB_CREATION_ERROR_IMAGE,       /* opening or checking a file, image or argument */
+        JOB_CREATION_ERROR_CORE,        /* the job core refused (job id) */
+        JOB_CREATION_ERROR_LIMIT,       /* a bound, or descriptors or memory ran out */
+        JOB_CREATION_ERROR_IN_USE,      /* a reservation (ImageInUse) */
+} JobCreationError;
+
+/* Admits a creation of 'n' jobs for 'caller' (grouped: completion-mode grouped), counted
+ * against its limits until it is freed or its jobs exist: -EUSERS and a message over a limit. */
+int job_creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grouped, JobCreation **ret,
+                     char **ret_error);
+JobRequest *job_creation_request(JobCreation *c, size_t i);
+
+/* Called once, on the loop (possibly before job_creation_start() returns): r < 0 with what
+ * failed and a message, or 0 once every job exists (status created, not started; see
+ * job_creation_job()). The callback may free the creation. */
+typedef void (*JobCreationDone)(JobCreation *c, int r, JobCreationError kind, const char *message, void *userdata);
+int job_creation_start(JobCreation *c, JobCreationDone done, void *userdata);
+
+/* After success: the i-th job (the registry holds it), the format its source was opened as, and
+ * its claim, which the caller takes (see job_claim_*). */
+Job *job_creation_job(JobCreation *c, size_t i);
+ImageFormat job_creation_source_format(JobCreation *c, size_t i);
+JobClaim *job_creation_take_claim(JobCreation *c, size_t i);
+
+/* Gives up: openers are killed; a build in flight is discarded once it returns; jobs already
+ * created are not touched (their claims are the caller's). */
+JobCreation *job_creation_free(JobCreation *c);
+
+/* What a job holds: its files' reservations and its memory until it ends (concluded), and its
+ * place in its owner's job count until it is gone. */
+void job_claim_end(JobClaim *c);
+JobClaim *job_claim_free(JobClaim *c);

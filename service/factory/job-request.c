@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "job-request.h"
+
+void job_request_done(JobRequest *r) {
+        free(r->source);
+        free(r->target);
+        free(r->job_id);
+        free(r->top);
+        free(r->base);
+        free(r->backing_file);
+        job_files_done(&r->files);
+        *r = (JobRequest) JOB_REQUEST_INIT;
+}

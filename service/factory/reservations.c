@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error-message.h"
+#include "macro.h"
+#include "reservations.h"
+
+/* What two claims on the same data have in common: a key. A file has its inode's; a block device
+ * its device number's, and a loop device the inode of its backing file as well; a name not
+ * published yet, its directory's inode and the name. */
+typedef enum KeyKind {
+        KEY_INODE,
+        KEY_DEVICE,
+        KEY_ENTRY,
+} KeyKind;
+
+typedef struct Key {
+        KeyKind kind;
+        uint64_t a, b;
+        const char *entry;              /* KEY_ENTRY: the name (the claim's) */
+} Key;
+
+typedef struct Entry {
+        Key key;
+        bool write;
+        const char *label;
+        ReservationSet *set;
+        struct Entry *bucket_next;
+} Entry;
+
+struct Reservations {
+        Entry **buckets;
+        size_t n_buckets;
+        size_t n_entries;
+};
+
+struct ReservationSet {
+        Reservations *reservations;
+        FileClaim *claims;
+        size_t n_claims;
+        Entry *entries;                 /* once committed */
+        size_t n_entries;
+        char *holder;
+        char *kind;
+};
+
+#define KEYS_PER_CLAIM_MAX 2
+
+void file_claim_done(FileClaim *c) {
+        free(c->entry);
+        free(c->label);
+        *c = (FileClaim) {};
+}
+
+static size_t claim_keys(const FileClaim *c, Key keys[static KEYS_PER_CLAIM_MAX]) {
+        const struct stat *st = &c->id.st;
+        size_t n = 0;
+
+        if (c->entry)
+                keys[n++] = (Key) { KEY_ENTRY, st->st_dev, st->st_ino, c->entry };
+        else if (S_ISBLK(st->st_mode)) {
+                keys[n++] = (Key) { KEY_DEVICE, st->st_rdev, 0, NULL };
+                if (c->id.loop)
+                        keys[n++] = (Key) { KEY_INODE, c->id.backing_dev, c->id.backing_ino, NULL };
+        } else
+                keys[n++] = (Key) { KEY_INODE, st->st_dev, st->st_ino, NULL };
+        return n;
+}
+
+static bool key_equal(const Key *x, const Key *y) {
+        return x->kind == y->kind && x->a == y->a && x->b == y->b &&
+               (x->kind != KEY_ENTRY || strcmp(x->entry, y->entry) == 0);
+}
+
+static uint64_t key_hash(const Key *k) {
+        /* FNV-1a over the fields; the table holds at most a few entries per job. */
+        uint64_t h = UINT64_C(0xcbf29ce484222325);
+        uint64_t words[3] = { (uint64_t) k->kind, k->a, k->b };
+
+        for (size_t i = 0; i < ELEMENTSOF(words); i++)
+                for (int s = 0; s < 64; s += 8) {
+                        h ^= (words[i] >> s) & 0xff;
+                        h *= UINT64_C(0x100000001b3);
+                }
+        for (const char *p = k->entry; p && *p; p++) {
+                h ^= (uint8_t) *p;
+                h *= UINT64_C(0x100000001b3);
+        }
+        return h;
+}
+
+Reservations *reservations_new(void) {
+        Reservations *r = calloc(1, sizeof(*r));
+
+        if (!r)
+                return NULL;
+        r->n_buckets = 64;
+        r->buckets = calloc(r->n_buckets, sizeof(Entry *));
+        if (!r->buckets) {
+                free(r);
+                return NULL;
+        }
+        return r;
+}
+
+Reservations *reservations_free(Reservations *r) {
+        if (!r)
+                return NULL;
+        /* Every set is gone by now: each job releases its own. */
+        assert(r->n_entries == 0);
+        free(r->buckets);
+        free(r);
+        return NULL;
+}
+
+static Entry **bucket_of(Reservations *r, const Key *k) {
+        return &r->buckets[key_hash(k) & (r->n_buckets - 1)];
+}
+
+static void grow(Reservations *r) {
+        size_t n = r->n_buckets * 2;
+        Entry **b = calloc(n, sizeof(Entry *));
+
+        if (!b)
+                return;         /* longer chains, still correct */
+        for (size_t i = 0; i < r->n_buckets; i++)
+                for (Entry *e = r->buckets[i], *next; e; e = next) {
+                        next = e->bucket_next;
+                        Entry **slot = &b[key_hash(&e->key) & (n - 1)];
+                        e->bucket_next = *slot;
+                        *slot = e;
+                }
+        free(r->buckets);
+        r->buckets = b;
+        r->n_buckets = n;
+}
+
+ReservationSet *reservation_set_new(Reservations *r) {
+        ReservationSet *s = calloc(1, sizeof(*s));
+
+        if (s)
+                s->reservations = r;
+        return s;
+}
+
+int reservation_set_add(ReservationSet *s, FileClaim *claims, size_t n) {
+        FileClaim *c = reallocarray(s->claims, s->n_claims + n, sizeof(FileClaim));
+
+        if (!c)
+                return -ENOMEM;
+        s->claims = c;
+        for (size_t i = 0; i < n; i++) {
+                s->claims[s->n_claims++] = claims[i];
+                claims[i] = (FileClaim) {};
+        }
+        return 0;
+}
+
+static const char *conflict_word(bool mine_write) {
+        return mine_write ? "in use by" : "written by";
+}
+
+/* A conflict: the same data, and one of the two writes it. */
+static bool conflicts(const Key *k, bool write, const Key *other, bool other_write) {
+        return (write || other_write) && key_equal(k, other);
+}
+
+static int check_claim(const ReservationSet *s, const FileClaim *c, ReservationSet *const *batch, size_t n_batch,
+                       char **ret_error) {
+        Key keys[KEYS_PER_CLAIM_MAX];
+        size_t n = claim_keys(c, keys);
+
+        for (size_t k = 0; k < n; k++) {
+                for (Entry *e = *bucket_of(s->reservations, &keys[k]); e; e = e->bucket_next)
+                        if (conflicts(&keys[k], c->write, &e->key, e->write))
+                                return error_message(ret_error, -ETXTBSY, "Image '%s' is %s job '%s' (%s)", c->label,
+                                                     conflict_word(c->write), e->set->holder, e->set->kind);
+
+                /* The other members of the same creation. */
+                for (size_t b = 0; b < n_batch && batch[b] != s; b++)
+                        for (size_t i = 0; i < batch[b]->n_claims; i++) {
+                                Key other[KEYS_PER_CLAIM_MAX];
+                                size_t m = claim_keys(&batch[b]->claims[i], other);
+                                for (size_t j = 0; j < m; j++)
+                                        if (conflicts(&keys[k], c->write, &other[j], batch[b]->claims[i].write))
+                                                return error_message(ret_error, -ETXTBSY,
+                                                                     "Image '%s' is used by two jobs of the transaction, and written by at least one",
+                                                                     c->label);
+                        }
+        }
+        return 0;
+}
+
+int reservation_set_check(ReservationSet *s, ReservationSet *const *batch, size_t n_batch, char **ret_error) {
+        int r;
+
+        for (size_t i = 0; i < s->n_claims; i++) {
+                r = check_claim(s, &s->claims[i], batch, n_batch, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int reservation_set_commit(ReservationSet *s, const char *holder, const char *kind) {
+        Reservations *r = s->reservations;
+        size_t n = 0;
+
+        assert(!s->entries);
+        s->holder = strdup(holder);
+        s->kind = strdup(kind);
+        s->entries = calloc(MAX(s->n_claims * KEYS_PER_CLAIM_MAX, (size_t) 1), sizeof(Entry));
+        if (!s->holder || !s->kind || !s->entries)
+                return -ENOMEM;
+
+        for (size_t i = 0; i < s->n_claims; i++) {
+                Key keys[KEYS_PER_CLAIM_MAX];
+                size_t m = claim_keys(&s->claims[i], keys);
+                for (size_t k = 0; k < m; k++) {
+                        Entry *e = &s->entries[n++];
+                        *e = (Entry) {
+                                .key = keys[k],
+                                .write = s->claims[i].write,
+                                .label = s->claims[i].label,
+                                .set = s,
+                        };
+                        Entry **slot = bucket_of(r, &e->key);
+                        e->bucket_next = *slot;
+                        *slot = e;
+                        r->n_entries++;
+                }
+        }
+        s->n_entries = n;
+        if (r->n_entries > r->n_buckets)
+                grow(r);
+        return 0;
+}
+
+static void unlink_entry(Reservations *r, Entry *e) {
+        for (Entry **p = bucket_of(r, &e->key); *p; p = &(*p)->bucket_next)
+                if (*p == e) {
+                        *p = e->bucket_next;
+                        r->n_entries--;
+                        return;
+                }
+}
+
+ReservationSet *reservation_set_free(ReservationSet *s) {
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < s->n_entries; i++)
+                unlink_entry(s->reservations, &s->entries[i]);
+        free(s->entries);
+        for (size_t i = 0; i < s->n_claims; i++)
+                file_claim_done(&s->claims[i]);
+        free(s->claims);
+        free(s->holder);
+        free(s->kind);
+        free(s);
+        return NULL;
+}

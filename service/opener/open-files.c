@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "error-message.h"
+#include "fd-util.h"
+#include "open-files.h"
+#include "tmpfile.h"
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(Image *, image_close);
+
+int open_chain_files(const char *path, ImageFormat format, bool write, JobFiles *f, char **ret_error) {
+        _cleanup_(image_closep) Image *img = NULL;
+        int r;
+
+        /* Read-only and unlocked: this only finds the files; whoever uses them takes the locks. */
+        r = image_open(path, format, IMAGE_OPEN_NO_LOCK, &img, ret_error);
+        if (r < 0)
+                return r;
+
+        for (Image *layer = img; layer; layer = image_backing(layer)) {
+                int fd = -EBADF;
+
+                if (write) {
+                        /* Reopening the same file checks the right to write it. */
+                        fd = fd_reopen(image_fd(layer), O_RDWR);
+                        if (fd < 0 && layer == img)
+                                return error_message(ret_error, fd, "Could not open '%s' for writing: %m", path);
+                }
+                if (fd < 0)
+                        fd = fcntl(image_fd(layer), F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        return error_message(ret_error, negative_errno(), "Could not duplicate a descriptor: %m");
+                r = job_files_add_layer(f, fd);
+                if (r < 0)
+                        return error_message(ret_error, r, "Backing chain of '%s' is too deep", path);
+        }
+        return 0;
+}
+
+int open_target_files(const char *path, bool overwrite, JobFiles *f, char **ret_error) {
+        TmpFile t = TMPFILE_NULL;
+        struct stat st;
+        int r;
+
+        /* What the name leads to decides the kind of target (a device is often named by a
+         * symlink, /dev/disk/by-id/...). */
+        if (stat(path, &st) >= 0) {
+                if (S_ISDIR(st.st_mode))
+                        return error_message(ret_error, -EISDIR, "Target '%s' is a directory", path);
+                if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+                        return error_message(ret_error, -EINVAL,
+                                             "Target '%s' is neither a regular file nor a block device", path);
+                if (!overwrite)
+                        return error_message(ret_error, -EEXIST, "Target '%s' already exists", path);
+
+                if (S_ISBLK(st.st_mode)) {
+                        /* Not O_EXCL: the daemon claims the device when it takes it over. */
+                        int fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+                        if (fd < 0)
+                                return error_message(ret_error, negative_errno(),
+                                                     "Could not open target device '%s': %m", path);
+                        if (fstat(fd, &st) < 0 || !S_ISBLK(st.st_mode)) {
+                                safe_close(fd);
+                                return error_message(ret_error, -EINVAL, "Target '%s' changed while it was opened",
+                                                     path);
+                        }
+                        job_files_set_target_in_place(f, fd);
+                        return 0;
+                }
+        } else if (errno != ENOENT)
+                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
+
+        r = tmpfile_open(&t, path, 0600, true);
+        if (r == -EISDIR)
+                return error_message(ret_error, r, "Target '%s' names a directory", path);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not create target '%s': %m", path);
+
+        /* From here on, the directory we opened, and the entry in it, whatever it is (a symlink
+         * too): that is what will be replaced. */
+        uid_t uid = geteuid();
+        if (fstatat(t.dir_fd, t.name, &st, AT_SYMLINK_NOFOLLOW) >= 0) {
+                const char *why = NULL;
+
+                if (!overwrite)
+                        r = -EEXIST, why = "already exists";
+                else if (S_ISDIR(st.st_mode))
+                        r = -EISDIR, why = "is a directory";
+                else if (tmpfile_may_replace(&t, uid) <= 0)
+                        r = -EPERM, why = "belongs to another user in a sticky directory";
+                if (why) {
+                        tmpfile_discard(&t);
+                        return error_message(ret_error, r, "Target '%s' %s", path, why);
+                }
+        }
+
+        r = job_files_set_new_target(f, t.fd, t.dir_fd, t.name, t.temp_name, uid);
+        /* The descriptors are f's now; a named file is removed by job_files_done() unless a job
+         * takes it over. */
+        t.fd = t.dir_fd = -EBADF;
+        tmpfile_close(&t);
+        if (r < 0)
+                return error_message(ret_error, r, "Out of memory");
+        return 0;
+}

@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Resolving a job's names into descriptors (job-files.h), with the rights of the process that
+ * runs this: blockjobd-opener, once it has become the caller. The only place where a job's files
+ * are looked up by name: everything after this works on the descriptors. */
+
+#include <stdbool.h>
+
+#include "image.h"
+#include "job-files.h"
+
+/* The image at 'path' and every backing file its chain names, as this process can open them:
+ * read-only, or for 'write' the image itself read-write and each backing file read-write where
+ * this process may write it (commit writes into one of them), read-only otherwise. 'format' is
+ * the image's format, or IMAGE_FORMAT_PROBE; the image layer's format rules apply (a backing
+ * file without a recorded format is refused, so is a probed qcow2 image that names one). */
+int open_chain_files(const char *path, ImageFormat format, bool write, JobFiles *f, char **ret_error);
+
+/* The target at 'path' as this process could make it: an existing block device to write in
+ * place (with 'overwrite'), or a new, empty file (mode 0600) in the directory of 'path', hidden
+ * until published, whose name may replace what is there only with 'overwrite' and only as this
+ * process's user could (sticky directories). */
+int open_target_files(const char *path, bool overwrite, JobFiles *f, char **ret_error);
