@@ -39,6 +39,7 @@ static bool arg_speed_set = false;
 static int arg_auto_finalize = -1, arg_auto_dismiss = -1;
 static int arg_overwrite = -1;
 static const char *arg_sync = NULL, *arg_format = NULL, *arg_top = NULL, *arg_base = NULL, *arg_backing_file = NULL;
+static const char *arg_source_format = NULL, *arg_image_format = NULL, *arg_base_format = NULL;
 static const char *arg_on_source_error = NULL, *arg_on_target_error = NULL;
 static uint32_t arg_granularity = 0;
 
@@ -590,6 +591,12 @@ static int append_options(sd_bus_message *m, const char *type) {
                 ADD("sync", "s", arg_sync);
         if (copy && arg_format)
                 ADD("format", "s", arg_format);
+        if (copy && arg_source_format)
+                ADD("source-format", "s", arg_source_format);
+        if (!copy && arg_image_format)
+                ADD("image-format", "s", arg_image_format);
+        if (!copy && arg_base_format)
+                ADD("base-format", "s", arg_base_format);
         if (copy && arg_overwrite >= 0)
                 ADD("overwrite", "b", arg_overwrite);
         if (strcmp(type, "mirror") == 0 && arg_granularity > 0)
@@ -631,6 +638,15 @@ static int verb_create(sd_bus *bus, int argc, char **argv) {
         method = strcmp(type, "backup") == 0 ? "Backup" :
                  strcmp(type, "mirror") == 0 ? "Mirror" :
                  strcmp(type, "commit") == 0 ? "Commit" : "Stream";
+
+        /* Formats decide which files the daemon reads: one given to a command that has no use
+         * for it is a mistake to report, not to ignore. */
+        if (arg_source_format && !copy)
+                return log_error("--source-format= is for backup and mirror; %s takes --image-format= and "
+                                 "--base-format=.", type);
+        if ((arg_image_format || arg_base_format) && copy)
+                return log_error("--%s-format= is for commit and stream; %s takes --source-format=.",
+                                 arg_image_format ? "image" : "base", type);
 
         source = absolute(argv[1]);
         target = copy ? absolute(argv[2]) : NULL;
@@ -829,6 +845,15 @@ static void help(void) {
                "     --overwrite          Replace an existing TARGET (backup, mirror)\n"
                "     --sync=full|top      What to copy (backup, mirror)\n"
                "     --format=raw|qcow2   The TARGET's format (backup, mirror)\n"
+               "     --source-format=raw|qcow2\n"
+               "                          The SOURCE's format, instead of guessing it from its\n"
+               "                          content; needed to follow a qcow2 SOURCE's backing files\n"
+               "                          (backup, mirror)\n"
+               "     --image-format=qcow2 The IMAGE's format (commit, stream)\n"
+               "     --base-format=raw|qcow2\n"
+               "                          The format of the chain's base (--base=): checked against\n"
+               "                          the one the image above it records, needed where that\n"
+               "                          records none (commit, stream)\n"
                "     --granularity=BYTES  Change tracking unit (mirror)\n"
                "     --top=FILE           Top of what to commit (commit)\n"
                "     --base=FILE          Where the chain ends (commit, stream)\n"
@@ -859,6 +884,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_VERSION = 0x100, ARG_SYSTEM, ARG_ADDRESS, ARG_JSON, ARG_JOB_ID, ARG_SPEED, ARG_NO_AUTO_FINALIZE,
                 ARG_NO_AUTO_DISMISS, ARG_OVERWRITE, ARG_SYNC, ARG_FORMAT, ARG_GRANULARITY, ARG_TOP, ARG_BASE,
                 ARG_BACKING_FILE, ARG_ON_SOURCE_ERROR, ARG_ON_TARGET_ERROR, ARG_COMPLETE, ARG_UNTIL_READY,
+                ARG_SOURCE_FORMAT, ARG_IMAGE_FORMAT, ARG_BASE_FORMAT,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -876,6 +902,9 @@ static int parse_argv(int argc, char *argv[]) {
                 { "overwrite", no_argument, NULL, ARG_OVERWRITE },
                 { "sync", required_argument, NULL, ARG_SYNC },
                 { "format", required_argument, NULL, ARG_FORMAT },
+                { "source-format", required_argument, NULL, ARG_SOURCE_FORMAT },
+                { "image-format", required_argument, NULL, ARG_IMAGE_FORMAT },
+                { "base-format", required_argument, NULL, ARG_BASE_FORMAT },
                 { "granularity", required_argument, NULL, ARG_GRANULARITY },
                 { "top", required_argument, NULL, ARG_TOP },
                 { "base", required_argument, NULL, ARG_BASE },
@@ -935,6 +964,15 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_FORMAT:
                         arg_format = optarg;
+                        break;
+                case ARG_SOURCE_FORMAT:
+                        arg_source_format = optarg;
+                        break;
+                case ARG_IMAGE_FORMAT:
+                        arg_image_format = optarg;
+                        break;
+                case ARG_BASE_FORMAT:
+                        arg_base_format = optarg;
                         break;
                 case ARG_GRANULARITY:
                         if (parse_size(optarg, &v) < 0 || v > UINT32_MAX)
