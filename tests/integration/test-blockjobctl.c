@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include "bus-fixture.h"
+#include "escape.h"
 
 #define MiB (G_GUINT64_CONSTANT(1) << 20)
 
@@ -279,6 +280,126 @@ static void run(const char *first, ...) {
                 g_error("%s failed: %s%s", first, out, err);
 }
 
+/* What a terminal would act on: C0 (ESC, BEL, ...), DEL, C1 (U+0080 to U+009F), and bytes that are
+ * not UTF-8 at all. */
+static void assert_terminal_safe(const char *what, const char *text) {
+        if (!g_utf8_validate(text, -1, NULL))
+                g_error("%s is not valid UTF-8: %s", what, text);
+        for (const char *p = text; *p; p = g_utf8_next_char(p)) {
+                gunichar c = g_utf8_get_char(p);
+                if ((c < 0x20 && c != '\n') || (c >= 0x7f && c < 0xa0))
+                        g_error("%s has control character U+%04X: %s", what, c, text);
+        }
+}
+
+static void assert_escaped(const char *in, const char *expected) {
+        g_autofree char *out = escape_untrusted(in);
+        g_assert_cmpstr(out, ==, expected);
+}
+
+/* The escaping helper itself, byte by byte. */
+static void test_escape(void) {
+        /* Printable text, in any script, passes as it is; so do backslashes (the daemon's own
+         * escapes must not be doubled). */
+        assert_escaped("", "");
+        assert_escaped("/srv/vm/disk.qcow2", "/srv/vm/disk.qcow2");
+        assert_escaped("d\xc3\xa9j\xc3\xa0 \xe2\x82\xac \xf0\x9f\x92\xbe", "d\xc3\xa9j\xc3\xa0 \xe2\x82\xac \xf0\x9f\x92\xbe");
+        assert_escaped("\xc2\xa0\xef\xbf\xbd\xf4\x8f\xbf\xbf", "\xc2\xa0\xef\xbf\xbd\xf4\x8f\xbf\xbf");
+        assert_escaped("a\\x1b\\b", "a\\x1b\\b");
+
+        /* C0, DEL and C1: what drives a terminal. */
+        assert_escaped("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m");
+        assert_escaped("\x1b]0;title\x07", "\\x1b]0;title\\x07");
+        assert_escaped("line\nforged\r\t", "line\\x0aforged\\x0d\\x09");
+        assert_escaped("\x01\x1f\x7f", "\\x01\\x1f\\x7f");
+        assert_escaped("\xc2\x9b" "2J\xc2\x80\xc2\x9f", "\\xc2\\x9b" "2J\\xc2\\x80\\xc2\\x9f");
+
+        /* Not UTF-8: each bad byte on its own, and what follows is read afresh. */
+        assert_escaped("\xff", "\\xff");
+        assert_escaped("l\xffyer.qcow2", "l\\xffyer.qcow2");
+        assert_escaped("\x80", "\\x80");
+        assert_escaped("\x9b" "31m", "\\x9b" "31m");                     /* 8-bit CSI, not UTF-8 */
+        assert_escaped("\xc3", "\\xc3");                                 /* cut short by the end */
+        assert_escaped("\xc3(", "\\xc3(");
+        assert_escaped("\xe2\x82", "\\xe2\\x82");
+        assert_escaped("\xe2\x82" "a", "\\xe2\\x82" "a");
+        assert_escaped("\xc0\xaf", "\\xc0\\xaf");                       /* overlong '/' */
+        assert_escaped("\xe0\x80\xaf", "\\xe0\\x80\\xaf");
+        assert_escaped("\xf0\x80\x80\xaf", "\\xf0\\x80\\x80\\xaf");
+        assert_escaped("\xed\xa0\x80", "\\xed\\xa0\\x80");                 /* a surrogate */
+        assert_escaped("\xf4\x90\x80\x80", "\\xf4\\x90\\x80\\x80");         /* beyond U+10FFFF */
+        assert_escaped("\xf8\x88\x80\x80\x80", "\\xf8\\x88\\x80\\x80\\x80");
+        assert_escaped("\xc2\x1b[m", "\\xc2\\x1b[m");                     /* ESC is no continuation */
+
+        /* Whatever comes in, what goes out is valid UTF-8 without control characters, and text
+         * that was already so comes out unchanged. */
+        GRand *rand = g_rand_new_with_seed(10);
+        for (int i = 0; i < 20000; i++) {
+                char in[24];
+                size_t n = (size_t) g_rand_int_range(rand, 0, sizeof(in));
+                for (size_t k = 0; k < n; k++) {
+                        /* Mostly the interesting bytes: controls, lead and continuation bytes. */
+                        static const char pick[] = "\x1b\x07\x7f\x80\x9b\xbf\xc2\xc3\xe2\xed\xf0\xf4\xff\\a[";
+                        in[k] = g_rand_boolean(rand) ? pick[g_rand_int_range(rand, 0, sizeof(pick) - 1)]
+                                                     : (char) g_rand_int_range(rand, 1, 256);
+                }
+                in[n] = '\0';
+                g_autofree char *out = escape_untrusted(in);
+                assert_terminal_safe("escape_untrusted()", out);
+                bool clean = g_utf8_validate(in, -1, NULL);
+                for (const char *p = in; clean && *p; p = g_utf8_next_char(p)) {
+                        gunichar c = g_utf8_get_char(p);
+                        clean = !(c < 0x20 || (c >= 0x7f && c < 0xa0));
+                }
+                if (clean)
+                        g_assert_cmpstr(out, ==, in);
+        }
+        g_rand_free(rand);
+}
+
+/* Names that carry escape sequences, from a file name and from a backing file name in an image's
+ * header, reach the screen only escaped, in every output. */
+static void test_escape_output(BusFixture *f, gconstpointer data) {
+        static const char evil[] = "\x1b]0;owned\x07\x1b[2J\xc2\x9b" "31m";
+        static const char shown[] = "\\x1b]0;owned\\x07\\x1b[2J\\xc2\\x9b31m";
+        g_autofree char *name = g_strdup_printf("s%s.img", evil);
+        g_autofree char *source = bus_fixture_path(f, name), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *shown_source = g_strdup_printf("%s/s%s.img", f->dir, shown);
+        g_autofree char *expected = NULL;
+
+        /* A job whose Source holds them. */
+        bus_make_file(source, 8 * MiB);
+        g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1M", "--job-id=e", "--no-auto-dismiss",
+                                     NULL);
+        g_assert_cmpint(started.status, ==, 0);
+        g_auto(Result) status = ctl(f, "status", "e", NULL);
+        g_assert_cmpint(status.status, ==, 0);
+        assert_terminal_safe("status", status.out);
+        expected = g_strdup_printf("          Source: %s\n", shown_source);
+        g_assert_nonnull(strstr(status.out, expected));
+
+        /* JSON holds the same text as the terminal shows, JSON-escaped: "\\x1b" is \x1b. */
+        g_auto(Result) json = ctl(f, "--json", "status", "e", NULL);
+        g_assert_cmpint(json.status, ==, 0);
+        assert_terminal_safe("status --json", json.out);
+        g_autofree char *json_source = g_strdup_printf("\"Source\":\"%s/s\\\\x1b]0;owned\\\\x07", f->dir);
+        g_assert_nonnull(strstr(json.out, json_source));
+        g_auto(Result) cancel = ctl(f, "cancel", "e", NULL);
+        g_assert_cmpint(cancel.status, ==, 0);
+        bus_wait_for_status(f, "e", "concluded");
+
+        /* An error message that names a backing file recorded in an image's header. */
+        g_autofree char *top = bus_fixture_path(f, "top.qcow2"), *backing = g_strdup_printf("%sevil", evil);
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", top, "1M", NULL);
+        g_auto(Result) failed = ctl(f, "backup", top, target, NULL);
+        g_assert_cmpint(failed.status, ==, 1);
+        assert_terminal_safe("the error", failed.err);
+        g_autofree char *shown_backing = g_strdup_printf("%sevil", shown);
+        if (!strstr(failed.err, shown_backing))
+                g_error("the error does not name the backing file: %s", failed.err);
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+}
+
 /* The new format options reach the daemon under their names, and only for the commands that take
  * them. Until the daemon knows them, its answer "Unknown option 'X'" shows that X arrived; the
  * test then stops there, skipped, with that reason. */
@@ -362,6 +483,8 @@ int main(int argc, char **argv) {
         CTL_TEST("/blockjobctl/errors", test_errors);
         CTL_TEST("/blockjobctl/monitor", test_monitor);
         CTL_TEST("/blockjobctl/chain-jobs", test_chain_jobs);
+        g_test_add_func("/blockjobctl/escape", test_escape);
+        CTL_TEST("/blockjobctl/escape-output", test_escape_output);
         CTL_TEST("/blockjobctl/source-format-raw", test_source_format_raw);
         CTL_TEST("/blockjobctl/image-base-format", test_image_base_format);
         return g_test_run();
