@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "escape.h"
+
 #define BUS_NAME "org.blockjobd.Jobs1"
 #define MANAGER_PATH "/org/blockjobd/Jobs1"
 #define MANAGER_IFACE "org.blockjobd.Jobs1.Manager"
@@ -39,6 +41,7 @@ static bool arg_speed_set = false;
 static int arg_auto_finalize = -1, arg_auto_dismiss = -1;
 static int arg_overwrite = -1;
 static const char *arg_sync = NULL, *arg_format = NULL, *arg_top = NULL, *arg_base = NULL, *arg_backing_file = NULL;
+static const char *arg_source_format = NULL, *arg_image_format = NULL, *arg_base_format = NULL;
 static const char *arg_on_source_error = NULL, *arg_on_target_error = NULL;
 static uint32_t arg_granularity = 0;
 
@@ -55,10 +58,23 @@ static int log_error(const char *format, ...) {
         return -EINVAL;
 }
 
+/* Everything printed that came from the daemon goes through here: error messages, file names
+ * and ids may carry what an image or another user put there (see escape.h). A client that cannot
+ * allocate a line of text has nothing left to do. */
+static char *esc(const char *s) {
+        char *e = escape_untrusted(s ?: "");
+        if (!e) {
+                log_error("Out of memory.");
+                exit(EXIT_FAILURE);
+        }
+        return e;
+}
+
 static int bus_fail(const sd_bus_error *error, int r, const char *what) {
-        if (sd_bus_error_is_set(error))
-                log_error("%s: %s", what, error->message);
-        else
+        if (sd_bus_error_is_set(error)) {
+                _cleanup_free_ char *message = esc(error->message);
+                log_error("%s: %s", what, message);
+        } else
                 log_error("%s: %s", what, strerror(r < 0 ? -r : r));
         return r < 0 ? r : -EIO;
 }
@@ -105,16 +121,16 @@ static void format_bytes(char *buf, size_t n, uint64_t bytes) {
                 snprintf(buf, n, "%.1f %s", v, units[u]);
 }
 
+/* A JSON string of the text as the terminal would show it: escaped, so valid UTF-8 without
+ * control characters (a script that prints the value prints nothing that drives a terminal). */
 static void json_string(FILE *f, const char *s) {
+        _cleanup_free_ char *e = esc(s);
+
         fputc('"', f);
-        for (; *s; s++) {
-                unsigned char c = (unsigned char) *s;
-                if (c == '"' || c == '\\')
-                        fprintf(f, "\\%c", c);
-                else if (c < 0x20)
-                        fprintf(f, "\\u%04x", c);
-                else
-                        fputc(c, f);
+        for (const char *p = e; *p; p++) {
+                if (*p == '"' || *p == '\\')
+                        fputc('\\', f);
+                fputc(*p, f);
         }
         fputc('"', f);
 }
@@ -146,6 +162,12 @@ static int job_path(const char *id, char **ret) {
         return sd_bus_path_encode(JOB_PREFIX, id, ret);
 }
 
+static int no_job(const char *id) {
+        _cleanup_free_ char *e = esc(id);
+        log_error("No job '%s'.", e);
+        return -ENXIO;
+}
+
 /* ---- list and status ------------------------------------------------------------------------ */
 
 static int verb_list(sd_bus *bus, int argc, char **argv) {
@@ -171,16 +193,21 @@ static int verb_list(sd_bus *bus, int argc, char **argv) {
                 if (arg_json) {
                         printf("%s{\"id\":", n > 0 ? "," : "");
                         json_string(stdout, id);
-                        printf(",\"type\":\"%s\",\"status\":\"%s\",\"current-progress\":%" PRIu64
-                               ",\"total-progress\":%" PRIu64 ",\"error\":",
-                               type, status, current, total);
+                        fputs(",\"type\":", stdout);
+                        json_string(stdout, type);
+                        fputs(",\"status\":", stdout);
+                        json_string(stdout, status);
+                        printf(",\"current-progress\":%" PRIu64 ",\"total-progress\":%" PRIu64 ",\"error\":",
+                               current, total);
                         json_string(stdout, err);
                         printf(",\"object\":\"%s\"}", path);
                 } else {
+                        _cleanup_free_ char *e_id = esc(id), *e_type = esc(type), *e_status = esc(status),
+                                            *e_err = esc(err);
                         char done[16] = "-";
                         if (total > 0)
                                 snprintf(done, sizeof(done), "%5.1f%%", 100.0 * (double) current / (double) total);
-                        printf("%-20s %-8s %-10s %7s %s\n", id, type, status, done, err);
+                        printf("%-20s %-8s %-10s %7s %s\n", e_id, e_type, e_status, done, e_err);
                 }
                 n++;
         }
@@ -209,8 +236,10 @@ static int print_property(const char *name, sd_bus_message *m, bool first) {
                 printf("%s", first ? "{" : ",");
                 json_string(stdout, name);
                 fputc(':', stdout);
-        } else
-                printf("%16s: ", name);
+        } else {
+                _cleanup_free_ char *e = esc(name);
+                printf("%16s: ", e);
+        }
 
         if (strcmp(contents, "s") == 0) {
                 const char *s;
@@ -219,8 +248,10 @@ static int print_property(const char *name, sd_bus_message *m, bool first) {
                         return r;
                 if (arg_json)
                         json_string(stdout, s);
-                else
-                        fputs(s, stdout);
+                else {
+                        _cleanup_free_ char *e = esc(s);
+                        fputs(e, stdout);
+                }
         } else if (strcmp(contents, "t") == 0) {
                 uint64_t t;
                 r = sd_bus_message_read(m, "t", &t);
@@ -258,8 +289,10 @@ static int print_property(const char *name, sd_bus_message *m, bool first) {
                                 if (!f)
                                         fputc(',', stdout);
                                 json_string(stdout, s);
-                        } else
-                                printf("%s%s", f ? "" : " ", s);
+                        } else {
+                                _cleanup_free_ char *e = esc(s);
+                                printf("%s%s", f ? "" : " ", e);
+                        }
                         f = false;
                 }
                 if (r < 0)
@@ -295,7 +328,7 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
                                JOB_IFACE);
         if (r < 0) {
                 if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT))
-                        return log_error("No job '%s'.", argv[1]), -ENXIO;
+                        return no_job(argv[1]);
                 return bus_fail(&error, r, "Failed to get the job's properties");
         }
         r = sd_bus_message_enter_container(reply, 'a', "{sv}");
@@ -325,7 +358,7 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
 typedef struct Follow {
         sd_bus *bus;
         const char *path;               /* the job's object path, once known */
-        char *id;
+        char *id;                       /* these three escaped, as they are printed */
         char status[32];
         char *error;
         uint64_t current, total, rate, end_time;
@@ -394,14 +427,18 @@ static void follow_ready(Follow *f) {
                 return;
         f->completed = true;
         r = sd_bus_call_method(f->bus, BUS_NAME, f->path, JOB_IFACE, "Complete", &error, NULL, NULL);
-        if (r < 0)
-                log_error("Failed to complete job '%s': %s", f->id, error.message ?: strerror(-r));
+        if (r < 0) {
+                _cleanup_free_ char *message = esc(error.message ?: strerror(-r));
+                log_error("Failed to complete job '%s': %s", f->id, message);
+        }
 }
 
 static void follow_status(Follow *f, const char *status) {
+        _cleanup_free_ char *e = esc(status);
+
         if (f->tty)
                 fputc('\n', stderr);
-        snprintf(f->status, sizeof(f->status), "%s", status);
+        snprintf(f->status, sizeof(f->status), "%s", e);
         follow_draw(f, true);
         if (strcmp(status, "concluded") == 0 || strcmp(status, "null") == 0)
                 f->done = true;
@@ -455,7 +492,7 @@ static int on_properties_changed(sd_bus_message *m, void *userdata, sd_bus_error
                         r = sd_bus_message_read(m, "v", "s", &e);
                         if (r >= 0 && *e) {
                                 free(f->error);
-                                f->error = strdup(e);
+                                f->error = esc(e);
                         }
                 } else
                         r = sd_bus_message_skip(m, "v");
@@ -490,8 +527,9 @@ static int follow_job(sd_bus *bus, Follow *f, bool existing) {
                 /* Set before the object appeared, so no signal carries it. */
                 (void) read_job_property_t(bus, f->path, "TotalProgress", &f->total);
         if (existing) {
-                snprintf(f->status, sizeof(f->status), "%s", status);
+                _cleanup_free_ char *e = esc(status);
                 free(status);
+                snprintf(f->status, sizeof(f->status), "%s", e);
                 (void) read_job_property_t(bus, f->path, "CurrentProgress", &f->current);
                 (void) read_job_property_t(bus, f->path, "TotalProgress", &f->total);
                 follow_draw(f, true);
@@ -520,11 +558,9 @@ static int follow_job(sd_bus *bus, Follow *f, bool existing) {
 
         if (!f->error && strcmp(f->status, "concluded") == 0) {
                 /* Still there (auto-dismiss off): ask. */
-                char *e = NULL;
+                _cleanup_free_ char *e = NULL;
                 if (sd_bus_get_property_string(bus, BUS_NAME, f->path, JOB_IFACE, "Error", &error, &e) >= 0 && *e)
-                        f->error = e;
-                else
-                        free(e);
+                        f->error = esc(e);
         }
         if (f->error) {
                 log_error("Job '%s' failed: %s", f->id, f->error);
@@ -548,7 +584,8 @@ static int add_follow_matches(sd_bus *bus, Follow *f) {
 
 static int follow_existing(sd_bus *bus, const char *id) {
         _cleanup_free_ char *path = NULL;
-        Follow f = { .id = (char *) id };
+        _cleanup_free_ char *e_id = esc(id);
+        Follow f = { .id = e_id };
         int r;
 
         r = add_follow_matches(bus, &f);
@@ -590,6 +627,12 @@ static int append_options(sd_bus_message *m, const char *type) {
                 ADD("sync", "s", arg_sync);
         if (copy && arg_format)
                 ADD("format", "s", arg_format);
+        if (copy && arg_source_format)
+                ADD("source-format", "s", arg_source_format);
+        if (!copy && arg_image_format)
+                ADD("image-format", "s", arg_image_format);
+        if (!copy && arg_base_format)
+                ADD("base-format", "s", arg_base_format);
         if (copy && arg_overwrite >= 0)
                 ADD("overwrite", "b", arg_overwrite);
         if (strcmp(type, "mirror") == 0 && arg_granularity > 0)
@@ -632,6 +675,15 @@ static int verb_create(sd_bus *bus, int argc, char **argv) {
                  strcmp(type, "mirror") == 0 ? "Mirror" :
                  strcmp(type, "commit") == 0 ? "Commit" : "Stream";
 
+        /* Formats decide which files the daemon reads: one given to a command that has no use
+         * for it is a mistake to report, not to ignore. */
+        if (arg_source_format && !copy)
+                return log_error("--source-format= is for backup and mirror; %s takes --image-format= and "
+                                 "--base-format=.", type);
+        if ((arg_image_format || arg_base_format) && copy)
+                return log_error("--%s-format= is for commit and stream; %s takes --source-format=.",
+                                 arg_image_format ? "image" : "base", type);
+
         source = absolute(argv[1]);
         target = copy ? absolute(argv[2]) : NULL;
         if (!source || (copy && !target))
@@ -665,17 +717,20 @@ static int verb_create(sd_bus *bus, int argc, char **argv) {
         r = sd_bus_path_decode(path, JOB_PREFIX, &id);
         if (r <= 0)
                 return log_error("Unexpected job path %s", path), -EBADMSG;
+        _cleanup_free_ char *e_id = esc(id);
         if (!arg_follow) {
-                if (arg_json)
-                        printf("{\"id\":\"%s\",\"object\":\"%s\"}\n", id, path);
-                else
-                        printf("Job '%s' started (%s).\n", id, path);
+                if (arg_json) {
+                        fputs("{\"id\":", stdout);
+                        json_string(stdout, id);
+                        printf(",\"object\":\"%s\"}\n", path);
+                } else
+                        printf("Job '%s' started (%s).\n", e_id, path);
                 return 0;
         }
 
         f.bus = bus;
         f.path = path;
-        f.id = id;
+        f.id = e_id;
         r = follow_job(bus, &f, false);
         free(f.error);
         return r;
@@ -703,7 +758,7 @@ static int verb_job_method(sd_bus *bus, int argc, char **argv) {
         r = sd_bus_call_method(bus, BUS_NAME, path, JOB_IFACE, method, &error, NULL, NULL);
         if (r < 0) {
                 if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT))
-                        return log_error("No job '%s'.", argv[1]), -ENXIO;
+                        return no_job(argv[1]);
                 return bus_fail(&error, r, "Failed");
         }
         return 0;
@@ -723,7 +778,7 @@ static int verb_set_speed(sd_bus *bus, int argc, char **argv) {
         r = sd_bus_call_method(bus, BUS_NAME, path, JOB_IFACE, "SetSpeed", &error, NULL, "t", speed);
         if (r < 0) {
                 if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT))
-                        return log_error("No job '%s'.", argv[1]), -ENXIO;
+                        return no_job(argv[1]);
                 return bus_fail(&error, r, "Failed to set the speed");
         }
         return 0;
@@ -739,9 +794,13 @@ static int on_monitor_status(sd_bus_message *m, void *userdata, sd_bus_error *er
         if (arg_json) {
                 fputs("{\"id\":", stdout);
                 json_string(stdout, id);
-                printf(",\"status\":\"%s\"}\n", status);
-        } else
-                printf("%s %s\n", id, status);
+                fputs(",\"status\":", stdout);
+                json_string(stdout, status);
+                puts("}");
+        } else {
+                _cleanup_free_ char *e_id = esc(id), *e_status = esc(status);
+                printf("%s %s\n", e_id, e_status);
+        }
         fflush(stdout);
         return 0;
 }
@@ -757,11 +816,18 @@ static int on_monitor_io_error(sd_bus_message *m, void *userdata, sd_bus_error *
         if (arg_json) {
                 fputs("{\"id\":", stdout);
                 json_string(stdout, id);
-                printf(",\"io-error\":{\"operation\":\"%s\",\"action\":\"%s\",\"message\":", operation, action);
+                fputs(",\"io-error\":{\"operation\":", stdout);
+                json_string(stdout, operation);
+                fputs(",\"action\":", stdout);
+                json_string(stdout, action);
+                fputs(",\"message\":", stdout);
                 json_string(stdout, message);
                 puts("}}");
-        } else
-                printf("%s io-error %s %s: %s\n", id, operation, action, message);
+        } else {
+                _cleanup_free_ char *e_id = esc(id), *e_operation = esc(operation), *e_action = esc(action),
+                                    *e_message = esc(message);
+                printf("%s io-error %s %s: %s\n", e_id, e_operation, e_action, e_message);
+        }
         fflush(stdout);
         return 0;
 }
@@ -829,6 +895,15 @@ static void help(void) {
                "     --overwrite          Replace an existing TARGET (backup, mirror)\n"
                "     --sync=full|top      What to copy (backup, mirror)\n"
                "     --format=raw|qcow2   The TARGET's format (backup, mirror)\n"
+               "     --source-format=raw|qcow2\n"
+               "                          The SOURCE's format, instead of guessing it from its\n"
+               "                          content; needed to follow a qcow2 SOURCE's backing files\n"
+               "                          (backup, mirror)\n"
+               "     --image-format=qcow2 The IMAGE's format (commit, stream)\n"
+               "     --base-format=raw|qcow2\n"
+               "                          The format of the chain's base (--base=): checked against\n"
+               "                          the one the image above it records, needed where that\n"
+               "                          records none (commit, stream)\n"
                "     --granularity=BYTES  Change tracking unit (mirror)\n"
                "     --top=FILE           Top of what to commit (commit)\n"
                "     --base=FILE          Where the chain ends (commit, stream)\n"
@@ -859,6 +934,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_VERSION = 0x100, ARG_SYSTEM, ARG_ADDRESS, ARG_JSON, ARG_JOB_ID, ARG_SPEED, ARG_NO_AUTO_FINALIZE,
                 ARG_NO_AUTO_DISMISS, ARG_OVERWRITE, ARG_SYNC, ARG_FORMAT, ARG_GRANULARITY, ARG_TOP, ARG_BASE,
                 ARG_BACKING_FILE, ARG_ON_SOURCE_ERROR, ARG_ON_TARGET_ERROR, ARG_COMPLETE, ARG_UNTIL_READY,
+                ARG_SOURCE_FORMAT, ARG_IMAGE_FORMAT, ARG_BASE_FORMAT,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -876,6 +952,9 @@ static int parse_argv(int argc, char *argv[]) {
                 { "overwrite", no_argument, NULL, ARG_OVERWRITE },
                 { "sync", required_argument, NULL, ARG_SYNC },
                 { "format", required_argument, NULL, ARG_FORMAT },
+                { "source-format", required_argument, NULL, ARG_SOURCE_FORMAT },
+                { "image-format", required_argument, NULL, ARG_IMAGE_FORMAT },
+                { "base-format", required_argument, NULL, ARG_BASE_FORMAT },
                 { "granularity", required_argument, NULL, ARG_GRANULARITY },
                 { "top", required_argument, NULL, ARG_TOP },
                 { "base", required_argument, NULL, ARG_BASE },
@@ -935,6 +1014,15 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_FORMAT:
                         arg_format = optarg;
+                        break;
+                case ARG_SOURCE_FORMAT:
+                        arg_source_format = optarg;
+                        break;
+                case ARG_IMAGE_FORMAT:
+                        arg_image_format = optarg;
+                        break;
+                case ARG_BASE_FORMAT:
+                        arg_base_format = optarg;
                         break;
                 case ARG_GRANULARITY:
                         if (parse_size(optarg, &v) < 0 || v > UINT32_MAX)

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "escape.h"
+
+static bool continuation(unsigned char c, unsigned char lo, unsigned char hi) {
+        return c >= lo && c <= hi;
+}
+
+/* The length of the valid UTF-8 sequence at p, 0 if there is none (a stray or missing
+ * continuation byte, an overlong form, a surrogate, beyond U+10FFFF). The terminating NUL is
+ * never a continuation byte, so this does not read past the string. */
+static size_t utf8_sequence_length(const unsigned char *p) {
+        unsigned char c = p[0];
+
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xc2 && c <= 0xdf)
+                return continuation(p[1], 0x80, 0xbf) ? 2 : 0;
+        if (c >= 0xe0 && c <= 0xef) {
+                unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+                return continuation(p[1], lo, hi) && continuation(p[2], 0x80, 0xbf) ? 3 : 0;
+        }
+        if (c >= 0xf0 && c <= 0xf4) {
+                unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+                return continuation(p[1], lo, hi) && continuation(p[2], 0x80, 0xbf) &&
+                       continuation(p[3], 0x80, 0xbf) ? 4 : 0;
+        }
+        return 0;
+}
+
+static bool is_control(const unsigned char *p, size_t n) {
+        if (n == 1)
+                return p[0] < 0x20 || p[0] == 0x7f;
+        /* C1: U+0080 to U+009F, which UTF-8 spells c2 80 to c2 9f. */
+        return n == 2 && p[0] == 0xc2 && p[1] < 0xa0;
+}
+
+char *escape_untrusted(const char *s) {
+        static const char hex[] = "0123456789abcdef";
+        const unsigned char *p = (const unsigned char *) s;
+        char *ret, *q;
+
+        /* At most four characters for each byte. */
+        ret = q = malloc(strlen(s) * 4 + 1);
+        if (!ret)
+                return NULL;
+
+        while (*p) {
+                size_t n = utf8_sequence_length(p);
+
+                if (n > 0 && !is_control(p, n)) {
+                        memcpy(q, p, n);
+                        q += n;
+                        p += n;
+                        continue;
+                }
+                /* A control character is escaped whole; of invalid UTF-8, one byte at a time,
+                 * and the next byte is looked at afresh. */
+                for (size_t i = 0; i < (n ?: 1); i++) {
+                        *q++ = '\\';
+                        *q++ = 'x';
+                        *q++ = hex[p[i] >> 4];
+                        *q++ = hex[p[i] & 0xf];
+                }
+                p += n ?: 1;
+        }
+        *q = '\0';
+        return ret;
+}
