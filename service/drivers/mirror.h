@@ -9,18 +9,19 @@
  * qcow2 image (or a block device written in place), as backup's (see target-file.h).
  *
  * It works in passes over the source, one granularity-sized block at a time. For every block it
- * keeps a 64-bit hash of what it last made the target hold (a new target is all zeroes, so the
- * first pass is simply the initial copy), and a pass reads the source only: a block whose hash
- * changed is written, or written as zeroes, or (sync=top) dropped from the target's top layer.
- * What block status shows needs no read (zeroes; with sync=top, what the top does not allocate)
- * costs none. Each pass starts by reading the source's metadata again (image_refresh), so that a
- * qcow2 source's new clusters are seen. After the first pass, flushed, the job is ready; further
- * passes start when inotify reports a change of the source file (or, at the latest, every
- * max-interval; block devices are polled). Complete (or a soft cancel) makes one last full pass
- * and finishes; the target is published at commit as backup's is, and a force cancel discards
- * it. A source that changes its size fails the job. */
+ * keeps a keyed 64-bit hash (SipHash, a random key per job) of what it last made the target hold
+ * (a new target is all zeroes, so the first pass is simply the initial copy), and a pass reads the
+ * source only: a block whose hash changed is written, or written as zeroes, or (sync=top) dropped
+ * from the target's top layer. What block status shows needs no read (zeroes; with sync=top, what
+ * the top does not allocate) costs none. Each pass starts by reading the source's metadata again
+ * (image_refresh), so that a qcow2 source's new clusters are seen. After the first pass, flushed,
+ * the job is ready; further passes start when inotify reports a change of the source file (or, at
+ * the latest, every max-interval; block devices are polled). Complete (or a soft cancel) makes one
+ * last full pass and finishes; the target is published at commit as backup's is, and a force
+ * cancel discards it. A source that changes its size fails the job. */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "image.h"
@@ -58,3 +59,8 @@ void mirror_free(Mirror *m);
 uint64_t mirror_size(const Mirror *m);
 /* For tests: completed passes over the source. */
 uint64_t mirror_passes(const Mirror *m);
+
+/* SipHash-c-d of 'data' under 'key' (Aumasson and Bernstein, 2012), the keyed hash that change
+ * detection compares blocks by (as SipHash-1-3, with a random key per job, so that a guest cannot
+ * craft a block that looks unchanged or zero). Exported for the reference test vectors. */
+uint64_t mirror_siphash(unsigned c, unsigned d, const uint8_t key[static 16], const void *data, size_t n);
