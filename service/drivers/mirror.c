@@ -2,6 +2,7 @@
 
 #include <endian.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 
 #define GRANULARITY_MIN 512U
 #define GRANULARITY_MAX (UINT32_C(64) << 20)
+#define BLOCKS_MAX (MIRROR_TABLE_MAX / sizeof(uint64_t))
 #define POLL_DEFAULT_NS (100 * NSEC_PER_MSEC)
 #define MAX_INTERVAL_DEFAULT_NS (10 * NSEC_PER_SEC)
 #define BLOCK_DEVICE_POLL_NS NSEC_PER_SEC
@@ -43,7 +45,8 @@ struct Mirror {
         void *buffer;                   /* one block */
 
         uint64_t n_blocks;
-        uint64_t *hashes;               /* what the target holds, block by block */
+        uint64_t **pages;               /* what the target holds, block by block (see held_hash) */
+        uint64_t n_pages;
         uint64_t key[2];                /* of the block hashes, random, for this job only */
         uint64_t zero_hash;             /* of a full block of zeroes */
         uint64_t zero_hash_tail;        /* of the last block of zeroes, which may be shorter */
@@ -155,7 +158,9 @@ void mirror_free(Mirror *m) {
         image_close(m->source);
         target_file_discard(&m->target);
         safe_close(m->inotify_fd);
-        free(m->hashes);
+        for (uint64_t i = 0; m->pages && i < m->n_pages; i++)
+                free(m->pages[i]);
+        free(m->pages);
         free(m->buffer);
         free(m);
 }
@@ -171,12 +176,101 @@ static uint64_t initial_hash(const Mirror *m, uint64_t block) {
         return block + 1 == m->n_blocks ? m->zero_hash_tail : m->zero_hash;
 }
 
+/* ---- what the target holds, block by block -------------------------------------------------- */
+
+/* One hash per block, in pages of PAGE_ENTRIES. A page is allocated only when one of its blocks
+ * first comes to hold something else than before the first pass; until then it reads as
+ * initial_hash(). So memory follows what was copied, not the size that the source's header
+ * claims: a new target's zeroes, and whatever the source has no data in, cost nothing. (A device
+ * written in place starts out unknown everywhere, and costs the worst case: BLOCKS_MAX at most.) */
+#define PAGE_SHIFT 12
+#define PAGE_ENTRIES (UINT64_C(1) << PAGE_SHIFT)
+
+static uint64_t held_hash(const Mirror *m, uint64_t block) {
+        const uint64_t *page = m->pages[block >> PAGE_SHIFT];
+        return page ? page[block & (PAGE_ENTRIES - 1)] : initial_hash(m, block);
+}
+
+/* Before a block is written: the page that will record it, so that once the block is written,
+ * recording it cannot fail. */
+static int held_page(Mirror *m, uint64_t block) {
+        uint64_t i = block >> PAGE_SHIFT, first = i << PAGE_SHIFT, n = MIN(PAGE_ENTRIES, m->n_blocks - first);
+        uint64_t *page;
+
+        if (m->pages[i])
+                return 0;
+        page = malloc(n * sizeof(uint64_t));
+        if (!page)
+                return -ENOMEM;
+        for (uint64_t k = 0; k < n; k++)
+                page[k] = initial_hash(m, first + k);
+        m->pages[i] = page;
+        return 0;
+}
+
+static void set_held_hash(Mirror *m, uint64_t block, uint64_t h) {
+        m->pages[block >> PAGE_SHIFT][block & (PAGE_ENTRIES - 1)] = h;
+}
+
+static uint64_t blocks_of(uint64_t size, uint64_t granularity) {
+        return size / granularity + (size % granularity != 0);
+}
+
+/* Sizes for messages: "64 GiB", "1.5 MiB". */
+static const char *format_size(char buf[static 32], uint64_t bytes) {
+        static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        unsigned u = 0;
+
+        while (u + 1 < ELEMENTSOF(units) && bytes >= UINT64_C(1) << (10 * (u + 1)))
+                u++;
+        if (bytes % (UINT64_C(1) << (10 * u)) == 0)
+                (void) snprintf(buf, 32, "%" PRIu64 " %s", bytes >> (10 * u), units[u]);
+        else
+                (void) snprintf(buf, 32, "%.1f %s", (double) bytes / (double) (UINT64_C(1) << (10 * u)), units[u]);
+        return buf;
+}
+
+/* The granularity, such that the table stays within MIRROR_TABLE_MAX even when every page of it
+ * is allocated: the source's header may claim any size, and a guest may write every block. By
+ * default the blocks grow with the source (64 KiB up to 512 GiB, then the finest power of 2 that
+ * fits); a granularity asked for that is too fine is refused, naming the finest that fits. */
+static int choose_granularity(Mirror *m, uint32_t requested, char **ret_error) {
+        char size[32], need[32], cap[32], gran[32], fit_text[32];
+        uint64_t fit = GRANULARITY_MIN, g;
+
+        while (blocks_of(m->size, fit) > BLOCKS_MAX)
+                fit <<= 1;
+        g = requested ?: MAX((uint64_t) MIRROR_GRANULARITY_DEFAULT, fit);
+
+        if (fit > GRANULARITY_MAX)
+                return error_message(ret_error, -E2BIG,
+                                     "Mirroring '%s' (%s) in blocks of %s (the largest granularity) would take up to %s "
+                                     "of memory to track them, more than the %s allowed",
+                                     image_path(m->source), format_size(size, m->size),
+                                     format_size(gran, GRANULARITY_MAX),
+                                     format_size(need, blocks_of(m->size, GRANULARITY_MAX) * sizeof(uint64_t)),
+                                     format_size(cap, MIRROR_TABLE_MAX));
+        if (g < fit)
+                return error_message(ret_error, -E2BIG,
+                                     "Mirroring '%s' (%s) in blocks of %s would take up to %s of memory to track them, "
+                                     "more than the %s allowed: use a granularity of at least %s",
+                                     image_path(m->source), format_size(size, m->size), format_size(gran, g),
+                                     format_size(need, blocks_of(m->size, g) * sizeof(uint64_t)),
+                                     format_size(cap, MIRROR_TABLE_MAX), format_size(fit_text, fit));
+
+        m->granularity = (uint32_t) g;
+        m->n_blocks = blocks_of(m->size, g);
+        m->n_pages = blocks_of(m->n_blocks, PAGE_ENTRIES);
+        m->pages = calloc(MAX(m->n_pages, UINT64_C(1)), sizeof(uint64_t *));
+        return m->pages ? 0 : -ENOMEM;
+}
+
 int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         _cleanup_(mirror_freep) Mirror *m = NULL;
-        uint32_t g = p->granularity ?: MIRROR_GRANULARITY_DEFAULT;
+        uint32_t g = p->granularity;
         int r;
 
-        if (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1)))
+        if (g != 0 && (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1))))
                 return error_message(ret_error, -EINVAL,
                                      "Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
         if (!p->target || !*p->target)
@@ -187,9 +281,6 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
                 return -ENOMEM;
         m->target = (TargetFile) TARGET_FILE_NULL;
         m->inotify_fd = -EBADF;
-        m->granularity = g;
-        /* A step reads at least one block. */
-        m->chunk = MAX(p->buf_size ?: MIRROR_CHUNK_DEFAULT, (uint64_t) g);
         m->poll_ns = p->poll_ns ?: POLL_DEFAULT_NS;
         m->max_interval_ns = p->max_interval_ns ?: MAX_INTERVAL_DEFAULT_NS;
 
@@ -201,6 +292,13 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         m->size = image_size(m->source);
         /* As QEMU's drive-mirror: sync=top of an image without backing file is sync=full. */
         m->sync_top = p->sync_top && image_backing(m->source);
+
+        r = choose_granularity(m, g, ret_error);
+        if (r < 0)
+                return r;
+        g = m->granularity;
+        /* A step reads at least one block. */
+        m->chunk = MAX(p->buf_size ?: MIRROR_CHUNK_DEFAULT, (uint64_t) g);
 
         r = target_file_open(&m->target, p->target, p->target_given, image_stat(m->source), m->size, p->overwrite,
                              p->named_temp_file, ret_error);
@@ -217,10 +315,6 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         if (posix_memalign(&m->buffer, 4096, g) != 0)
                 return -ENOMEM;
 
-        m->n_blocks = (m->size + g - 1) / g;
-        m->hashes = calloc(MAX(m->n_blocks, UINT64_C(1)), sizeof(uint64_t));
-        if (!m->hashes)
-                return -ENOMEM;
         r = random_key(m->key);
         if (r < 0)
                 return error_message(ret_error, r, "Could not get a random key for the mirror of '%s': %m",
@@ -228,8 +322,6 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         memset(m->buffer, 0, g);
         m->zero_hash = block_hash(m, m->buffer, g);
         m->zero_hash_tail = block_hash(m, m->buffer, m->size % g ?: g);
-        for (uint64_t b = 0; b < m->n_blocks; b++)
-                m->hashes[b] = initial_hash(m, b);
 
         /* Files tell us when they change; devices are polled. */
         if (S_ISREG(image_stat(m->source)->st_mode)) {
@@ -250,6 +342,15 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
 
 uint64_t mirror_size(const Mirror *m) {
         return m->size;
+}
+
+uint32_t mirror_granularity(const Mirror *m) {
+        return m->granularity;
+}
+
+uint64_t mirror_memory_estimate(const Mirror *m) {
+        /* Every page allocated, the page index, the buffer. */
+        return sizeof(*m) + m->n_blocks * sizeof(uint64_t) + m->n_pages * sizeof(uint64_t *) + m->granularity;
 }
 
 uint64_t mirror_passes(const Mirror *m) {
@@ -286,6 +387,18 @@ static bool should_start_pass(Mirror *m, const JobStepInput *in) {
         if (m->inotify_fd < 0)
                 return since >= m->poll_ns;
         return since >= m->max_interval_ns;
+}
+
+/* Ends the run with an error and a message. */
+_printf_(3, 4) static int step_fail(JobStepResult *out, int r, const char *format, ...) {
+        va_list ap;
+
+        out->finished = true;
+        out->ret = r;
+        va_start(ap, format);
+        out->error = error_message_format(r, format, ap);
+        va_end(ap);
+        return r;
 }
 
 static void source_error(Mirror *m, Job *j, JobStepResult *out, int r) {
@@ -369,12 +482,8 @@ static int refresh_source(Mirror *m, Job *j, JobStepResult *out) {
         if (image_size(m->source) == m->size)
                 return 0;
 
-        out->finished = true;
-        out->ret = -EIO;
-        if (asprintf(&out->error, "Source '%s' changed its size from %" PRIu64 " to %" PRIu64 " bytes",
-                     image_path(m->source), m->size, image_size(m->source)) < 0)
-                out->error = NULL;
-        return -EIO;
+        return step_fail(out, -EIO, "Source '%s' changed its size from %" PRIu64 " to %" PRIu64 " bytes",
+                         image_path(m->source), m->size, image_size(m->source));
 }
 
 static void mirror_end_pass(Mirror *m, Job *j, JobStepResult *out) {
@@ -437,14 +546,19 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 if (was_read)
                         read_bytes += len;
 
-                if (h != m->hashes[b]) {
+                if (h != held_hash(m, b)) {
+                        r = held_page(m, b);
+                        if (r < 0) {
+                                step_fail(out, r, "Out of memory to track the blocks of '%s'", image_path(m->source));
+                                break;
+                        }
                         r = write_block(m, off, len, h);
                         if (r < 0) {
                                 job_step_io_error(j, out, false, false, r, "%s",
                                                   image_error(m->writer) ?: strerror(-r));
                                 break;
                         }
-                        m->hashes[b] = h;
+                        set_held_hash(m, b, h);
                         m->pass_written += len;
                         if (m->ready)
                                 progress += len;        /* a change: more work, and done */

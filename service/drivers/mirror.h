@@ -30,6 +30,10 @@
 
 #define MIRROR_GRANULARITY_DEFAULT (UINT32_C(64) << 10)
 #define MIRROR_CHUNK_DEFAULT (UINT64_C(4) << 20)
+/* What a mirror may spend, at worst, on tracking its blocks (8 bytes each), whatever size the
+ * source's header claims: the default granularity grows with the source to stay within it (64 KiB
+ * covers 512 GiB), and a granularity asked for whose worst case exceeds it is refused (-E2BIG). */
+#define MIRROR_TABLE_MAX (UINT64_C(64) << 20)
 
 typedef struct MirrorParams {
         const char *source;
@@ -41,7 +45,8 @@ typedef struct MirrorParams {
         bool overwrite;
         bool sync_top;                  /* only what the source's top layer allocates */
         ImageFormat target_format;      /* PROBE: the source's */
-        uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB */
+        uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB, or more for
+                                         * sources over 512 GiB (see MIRROR_TABLE_MAX) */
         uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
         uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */
         uint64_t max_interval_ns;       /* ready: a full pass at least this often; 0 = 10 s */
@@ -57,6 +62,11 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error);
 void mirror_free(Mirror *m);
 
 uint64_t mirror_size(const Mirror *m);
+/* The granularity in use (the one asked for, or the default that fits the source). */
+uint32_t mirror_granularity(const Mirror *m);
+/* The most memory the mirror's own structures can take, however much a guest writes (the images'
+ * are not counted): for the per-job and per-user memory bounds. */
+uint64_t mirror_memory_estimate(const Mirror *m);
 /* For tests: completed passes over the source. */
 uint64_t mirror_passes(const Mirror *m);
 

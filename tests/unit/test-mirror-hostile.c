@@ -5,6 +5,7 @@
  * qcow2 source that another process is writing. */
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <gio/gio.h>
 #include <unistd.h>
 
@@ -204,6 +205,82 @@ static void test_block_like_before(Fixture *f, gconstpointer data) {
         assert_same_content(f->source, f->target);
 }
 
+/* ---- memory that a header claims ---------------------------------------------------------------- */
+
+static uint64_t resident_bytes(void) {
+        g_autofree char *text = NULL;
+        unsigned long size, resident;
+
+        g_assert_true(g_file_get_contents("/proc/self/statm", &text, NULL, NULL));
+        g_assert_cmpint(sscanf(text, "%lu %lu", &size, &resident), ==, 2);
+        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+static void test_huge_claim_small_granularity(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 512 };
+        g_autofree char *error = NULL, *expected = NULL;
+        Mirror *m = NULL;
+
+        /* 196 KiB on disk, 64 GiB claimed: at 512 bytes a block, 1 GiB of hashes. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", f->source));
+        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, -E2BIG);
+        g_assert_null(m);
+        expected = g_strdup_printf("Mirroring '%s' (64 GiB) in blocks of 512 B would take up to 1 GiB of memory "
+                                   "to track them, more than the 64 MiB allowed: use a granularity of at least 8 KiB",
+                                   f->source);
+        g_assert_cmpstr(error, ==, expected);
+        /* Refused before the target was made. */
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
+}
+
+static void test_huge_claim_default(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target };
+        uint64_t before;
+        Mirror *m;
+        Job *j;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", f->source));
+        before = resident_bytes();
+        j = start_mirror(f, &mp);
+        m = job_driver_data(j);
+        g_assert_cmpuint(mirror_granularity(m), ==, 64 * KiB);
+        /* At worst one hash per block (1 Mi blocks), the buffer, and the page index. */
+        g_assert_cmpuint(mirror_memory_estimate(m), >=, 8 * MiB + 64 * KiB);
+        g_assert_cmpuint(mirror_memory_estimate(m), <=, 8 * MiB + 128 * KiB);
+
+        /* The copy of an empty image copies nothing, and keeps nothing per block. */
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+        uint64_t after = resident_bytes(), grown = after - MIN(before, after);
+        g_test_message("resident memory grew by %" G_GUINT64_FORMAT " KiB", (guint64) (grown / KiB));
+        g_assert_cmpuint(grown, <, 2 * MiB);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+}
+
+static void test_default_granularity_follows_size(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target };
+        g_autofree char *error = NULL, *expected = NULL;
+        Mirror *m = NULL;
+
+        /* Beyond 512 GiB, 64 KiB blocks would take more than the cap: the blocks grow instead. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1T", f->source));
+        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, 0);
+        g_assert_cmpuint(mirror_granularity(m), ==, 128 * KiB);
+        g_assert_cmpuint(mirror_memory_estimate(m), <=, 64 * MiB + 256 * KiB);
+        mirror_free(m);
+        m = NULL;
+
+        /* ...up to the largest granularity, 64 MiB, which covers 512 TiB. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1P", f->source));
+        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, -E2BIG);
+        g_assert_null(m);
+        expected = g_strdup_printf("Mirroring '%s' (1 PiB) in blocks of 64 MiB (the largest granularity) would take "
+                                   "up to 128 MiB of memory to track them, more than the 64 MiB allowed",
+                                   f->source);
+        g_assert_cmpstr(error, ==, expected);
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
+}
+
 #define MIRROR_TEST(path, fn) g_test_add(path, Fixture, NULL, driver_fixture_setup, fn, driver_fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -211,5 +288,8 @@ int main(int argc, char **argv) {
         g_test_add_func("/mirror-hostile/siphash-vectors", test_siphash_vectors);
         MIRROR_TEST("/mirror-hostile/block-like-zeroes", test_block_like_zeroes);
         MIRROR_TEST("/mirror-hostile/block-like-before", test_block_like_before);
+        MIRROR_TEST("/mirror-hostile/huge-claim-small-granularity", test_huge_claim_small_granularity);
+        MIRROR_TEST("/mirror-hostile/huge-claim-default", test_huge_claim_default);
+        MIRROR_TEST("/mirror-hostile/default-granularity-follows-size", test_default_granularity_follows_size);
         return g_test_run();
 }
