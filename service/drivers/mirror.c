@@ -12,6 +12,7 @@
 
 #include "fd-util.h"
 #include "job.h"
+#include "lock.h"
 #include "log.h"
 #include "error-message.h"
 #include "macro.h"
@@ -265,6 +266,28 @@ static int choose_granularity(Mirror *m, uint32_t requested, char **ret_error) {
         return m->pages ? 0 : -ENOMEM;
 }
 
+/* A qcow2 source that another process writes cannot be mirrored consistently: QEMU keeps its L2
+ * and refcount updates in its cache and writes them back when it sees fit, not atomically, so
+ * the file's metadata is not what its guest sees, and a cluster it frees and reuses may be read
+ * under the old mapping. A raw source has no metadata: being written is what a mirror is for.
+ * Writers are found by QEMU's lock protocol, so a writer that takes no locks goes unseen. */
+static int check_qcow2_writer(Mirror *m, char **ret_error) {
+        int r;
+
+        if (image_format(m->source) != IMAGE_FORMAT_QCOW2)
+                return 0;
+        r = image_lock_held_by_others(image_fd(m->source), IMAGE_PERM_WRITE);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not test the locks of image '%s': %m", image_path(m->source));
+        if (r > 0)
+                return error_message(ret_error, -EBUSY,
+                                     "Image '%s' is a qcow2 image that another process (a running QEMU?) is writing; "
+                                     "its metadata lives in that process's memory, so a mirror of it cannot be "
+                                     "consistent: mirror it from inside QEMU (drive-mirror), or stop the writer",
+                                     image_path(m->source));
+        return 0;
+}
+
 int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         _cleanup_(mirror_freep) Mirror *m = NULL;
         uint32_t g = p->granularity;
@@ -293,6 +316,9 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         /* As QEMU's drive-mirror: sync=top of an image without backing file is sync=full. */
         m->sync_top = p->sync_top && image_backing(m->source);
 
+        r = check_qcow2_writer(m, ret_error);
+        if (r < 0)
+                return r;
         r = choose_granularity(m, g, ret_error);
         if (r < 0)
                 return r;
@@ -398,6 +424,24 @@ _printf_(3, 4) static int step_fail(JobStepResult *out, int r, const char *forma
         va_start(ap, format);
         out->error = error_message_format(r, format, ap);
         va_end(ap);
+        return r;
+}
+
+/* The last pass is the copy that gets published: a qcow2 writer that came after mirror_open must
+ * not overlap it either. Checked as it begins and as it ends; a writer that comes and goes in
+ * between, or takes no locks, goes unseen. */
+static int check_final_pass(Mirror *m, JobStepResult *out) {
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        if (!m->final_pass)
+                return 0;
+        r = check_qcow2_writer(m, &error);
+        if (r < 0) {
+                out->finished = true;
+                out->ret = r;
+                out->error = TAKE_PTR(error);
+        }
         return r;
 }
 
@@ -529,7 +573,7 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         /* Once asked to finish, the pass that begins after the request is the last one. */
         if ((in->complete_requested || in->cancel_requested) && !m->final_pass && m->offset == 0)
                 m->final_pass = true;
-        if (m->offset == 0 && refresh_source(m, j, out) < 0)
+        if (m->offset == 0 && (refresh_source(m, j, out) < 0 || check_final_pass(m, out) < 0))
                 return;
 
         while (m->offset < m->size && read_bytes < budget) {
@@ -573,7 +617,7 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         out->has_remaining = true;
         out->remaining = m->ready ? 0 : m->size - m->offset;
 
-        if (!out->io_error.set && !out->finished && m->offset >= m->size)
+        if (!out->io_error.set && !out->finished && m->offset >= m->size && check_final_pass(m, out) >= 0)
                 mirror_end_pass(m, j, out);
 }
 

@@ -5,8 +5,10 @@
  * target converging with the source, which someone else may be writing, until completed.
  *
  * The source is any image the image layer reads (raw, qcow2 with its chain), opened read-only
- * while sharing write, since being written meanwhile is the point. The target is a new raw or
- * qcow2 image (or a block device written in place), as backup's (see target-file.h).
+ * while sharing write, since being written meanwhile is the point; but a qcow2 source that
+ * another process (a running QEMU) holds for writing is refused, at open and again at the last
+ * pass, since its metadata lives in that process's cache. The target is a new raw or qcow2 image
+ * (or a block device written in place), as backup's (see target-file.h).
  *
  * It works in passes over the source, one granularity-sized block at a time. For every block it
  * keeps a keyed 64-bit hash (SipHash, a random key per job) of what it last made the target hold

@@ -11,6 +11,7 @@
 
 #include "driver-fixture.h"
 #include "file-util.h"
+#include "lock.h"
 #include "mirror.h"
 #include "qemu-oracle.h"
 
@@ -281,6 +282,138 @@ static void test_default_granularity_follows_size(Fixture *f, gconstpointer data
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
 }
 
+/* ---- a qcow2 source that another process writes -------------------------------------------------- */
+
+static bool byte_held(const char *path, int offset) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
+        close(fd);
+        return fl.l_type != F_UNLCK;
+}
+
+/* qemu-io keeps the image open, with QEMU's locks, until its input ends: as a running QEMU would. */
+static GSubprocess *qemu_io_hold(const char *path, const char *format, bool read_only) {
+        g_autoptr(GError) error = NULL;
+        GSubprocess *p;
+
+        p = g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
+                                     G_SUBPROCESS_FLAGS_STDERR_SILENCE,
+                             &error, "qemu-io", "-f", format, read_only ? "-r" : path, read_only ? path : NULL, NULL);
+        g_assert_no_error(error);
+        for (int i = 0; !byte_held(path, read_only ? 100 : 101); i++) {
+                g_assert_cmpint(i, <, 1000);
+                g_usleep(10 * 1000);
+        }
+        return p;
+}
+
+static void qemu_io_release(GSubprocess *p) {
+        g_autoptr(GError) error = NULL;
+
+        g_assert_true(g_output_stream_close(g_subprocess_get_stdin_pipe(p), NULL, &error));
+        g_assert_true(g_subprocess_wait(p, NULL, &error));
+        g_object_unref(p);
+}
+
+static char *writer_refusal(const char *path) {
+        return g_strdup_printf("Image '%s' is a qcow2 image that another process (a running QEMU?) is writing; its "
+                               "metadata lives in that process's memory, so a mirror of it cannot be consistent: "
+                               "mirror it from inside QEMU (drive-mirror), or stop the writer",
+                               path);
+}
+
+static void test_lock_held_by_others(Fixture *f, gconstpointer data) {
+        GSubprocess *qemu;
+        int fd;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
+        fd = open(f->source, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_ALL), ==, 0);
+
+        qemu = qemu_io_hold(f->source, "qcow2", true);
+        g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_WRITE), ==, 0);
+        g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_CONSISTENT_READ), ==, 1);
+        qemu_io_release(qemu);
+
+        qemu = qemu_io_hold(f->source, "qcow2", false);
+        g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_WRITE), ==, 1);
+        g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_RESIZE | IMAGE_PERM_WRITE), ==, 1);
+        qemu_io_release(qemu);
+        g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_ALL), ==, 0);
+
+        /* What this open file description holds itself does not count. */
+        struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1 };
+        g_assert_cmpint(fcntl(fd, F_OFD_SETLK, &fl), ==, 0);
+        g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_WRITE), ==, 0);
+        close(fd);
+}
+
+static void test_qcow2_writer_refused(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target };
+        g_autofree char *error = NULL, *expected = writer_refusal(f->source);
+        GSubprocess *qemu;
+        Mirror *m = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
+        qemu = qemu_io_hold(f->source, "qcow2", false);
+        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, -EBUSY);
+        g_assert_null(m);
+        g_assert_cmpstr(error, ==, expected);
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
+        qemu_io_release(qemu);
+
+        /* Without the writer, it may. */
+        g_clear_pointer(&error, g_free);
+        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, 0);
+        mirror_free(m);
+}
+
+static void test_other_holders_allowed(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target };
+        GSubprocess *qemu;
+        Mirror *m = NULL;
+
+        /* A raw source being written is what a mirror is for. */
+        g_free(oracle_run("qemu-img create -q -f raw %s 4M", f->source));
+        qemu = qemu_io_hold(f->source, "raw", false);
+        g_assert_cmpint(mirror_open(&mp, &m, NULL), ==, 0);
+        mirror_free(m);
+        qemu_io_release(qemu);
+
+        /* A qcow2 source that QEMU only reads keeps still. */
+        g_assert_cmpint(unlink(f->source), ==, 0);
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
+        qemu = qemu_io_hold(f->source, "qcow2", true);
+        g_assert_cmpint(mirror_open(&mp, &m, NULL), ==, 0);
+        mirror_free(m);
+        qemu_io_release(qemu);
+}
+
+static void test_qcow2_writer_at_complete(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target };
+        g_autofree char *expected = NULL, *refusal = writer_refusal(f->source);
+        GSubprocess *qemu;
+        Job *j;
+
+        /* A QEMU that starts writing the source after the mirror did: the last pass, the one that
+         * would become the copy, is refused rather than published half-torn. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 7 0 1M' %s", f->source));
+        j = start_mirror(f, &mp);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+        qemu = qemu_io_hold(f->source, "qcow2", false);
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        qemu_io_release(qemu);
+        expected = g_strdup_printf("created running ready aborting concluded (%s) null ", refusal);
+        g_assert_cmpstr(f->events->str, ==, expected);
+        assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
+}
+
 #define MIRROR_TEST(path, fn) g_test_add(path, Fixture, NULL, driver_fixture_setup, fn, driver_fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -291,5 +424,9 @@ int main(int argc, char **argv) {
         MIRROR_TEST("/mirror-hostile/huge-claim-small-granularity", test_huge_claim_small_granularity);
         MIRROR_TEST("/mirror-hostile/huge-claim-default", test_huge_claim_default);
         MIRROR_TEST("/mirror-hostile/default-granularity-follows-size", test_default_granularity_follows_size);
+        MIRROR_TEST("/mirror-hostile/lock-held-by-others", test_lock_held_by_others);
+        MIRROR_TEST("/mirror-hostile/qcow2-writer-refused", test_qcow2_writer_refused);
+        MIRROR_TEST("/mirror-hostile/other-holders-allowed", test_other_holders_allowed);
+        MIRROR_TEST("/mirror-hostile/qcow2-writer-at-complete", test_qcow2_writer_at_complete);
         return g_test_run();
 }
