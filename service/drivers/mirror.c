@@ -17,6 +17,7 @@
 #include "error-message.h"
 #include "macro.h"
 #include "mirror.h"
+#include "step-budget.h"
 #include "target-file.h"
 
 #define GRANULARITY_MIN 512U
@@ -25,6 +26,9 @@
 #define POLL_DEFAULT_NS (100 * NSEC_PER_MSEC)
 #define MAX_INTERVAL_DEFAULT_NS (10 * NSEC_PER_SEC)
 #define BLOCK_DEVICE_POLL_NS NSEC_PER_SEC
+#define INOTIFY_READS_MAX 64U
+/* Blocks between looks at the clock: reading it costs about as much as a block that needs no read. */
+#define BLOCKS_PER_CLOCK 64U
 
 /* What a block of the target holds, beyond the hashes of data: nothing known yet (a device
  * written in place), and, with sync=top, nothing of its own (it reads through to the backing
@@ -391,14 +395,16 @@ static uint64_t now_ns(void) {
         return (uint64_t) ts.tv_sec * NSEC_PER_SEC + (uint64_t) ts.tv_nsec;
 }
 
-/* Drains the inotify queue; true if the source was touched since last time. */
+/* Drains the inotify queue; true if the source was touched since last time. A bounded number of
+ * reads: a writer that never stops could otherwise keep the queue from ever running dry. What is
+ * left is read next time, and says "changed" again, which is true. */
 static bool source_changed(Mirror *m) {
         char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
         bool changed = false;
 
         if (m->inotify_fd < 0)
                 return false;
-        while (read(m->inotify_fd, buf, sizeof(buf)) > 0)
+        for (unsigned i = 0; i < INOTIFY_READS_MAX && read(m->inotify_fd, buf, sizeof(buf)) > 0; i++)
                 changed = true;
         return changed;
 }
@@ -556,7 +562,7 @@ static void mirror_end_pass(Mirror *m, Job *j, JobStepResult *out) {
 
 static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         Mirror *m = data;
-        uint64_t budget = m->chunk, read_bytes = 0, progress = 0;
+        uint64_t budget = m->chunk, read_bytes = 0, progress = 0, deadline = now_ns() + STEP_TIME_NS;
 
         if (in->max_bytes > 0)
                 budget = MAX(MIN(budget, in->max_bytes), (uint64_t) 1);
@@ -576,7 +582,12 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         if (m->offset == 0 && (refresh_source(m, j, out) < 0 || check_final_pass(m, out) < 0))
                 return;
 
-        while (m->offset < m->size && read_bytes < budget) {
+        /* Blocks that need no read (zeroes, unallocated, unchanged) spend none of the byte budget, so
+         * time bounds the step too: a source whose header claims a huge empty size must not hold a
+         * worker, and the job's pause and cancel, for a whole pass. */
+        for (unsigned n = 0; m->offset < m->size && read_bytes < budget; n++) {
+                if (n > 0 && n % BLOCKS_PER_CLOCK == 0 && now_ns() >= deadline)
+                        break;
                 uint64_t off = m->offset, b = off / m->granularity, h;
                 size_t len = (size_t) MIN((uint64_t) m->granularity, m->size - off);
                 bool was_read;

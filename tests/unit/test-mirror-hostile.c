@@ -282,6 +282,37 @@ static void test_default_granularity_follows_size(Fixture *f, gconstpointer data
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
 }
 
+/* ---- work that a header claims ---------------------------------------------------------------- */
+
+static void test_step_bounded_in_time(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 8 * KiB };
+        uint64_t progress = 0, steps = 0;
+        Mirror *m = NULL;
+
+        /* 64 GiB claimed, nothing in it: 8 Mi blocks that need no read. A step used to count only
+         * what it read, so one step went through all of them, however long that took, while the
+         * job could not be paused or cancelled. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", f->source));
+        g_assert_cmpint(mirror_open(&mp, &m, NULL), ==, 0);
+        for (bool ready = false; !ready; steps++) {
+                JobStepInput in = {};
+                JobStepResult out = {};
+                gint64 start = g_get_monotonic_time();
+
+                mirror_driver.step(NULL, m, &in, &out);
+                g_assert_false(out.finished);
+                g_assert_false(out.io_error.set);
+                /* STEP_TIME_NS (20 ms), with room for a slow machine. */
+                g_assert_cmpint(g_get_monotonic_time() - start, <, 500 * 1000);
+                progress += out.progress;
+                ready = out.ready;
+        }
+        g_test_message("%" G_GUINT64_FORMAT " steps", (guint64) steps);
+        g_assert_cmpuint(steps, >, 1);
+        g_assert_cmpuint(progress, ==, 64 * 1024 * MiB);
+        mirror_free(m);
+}
+
 /* ---- a qcow2 source that another process writes -------------------------------------------------- */
 
 static bool byte_held(const char *path, int offset) {
@@ -424,6 +455,7 @@ int main(int argc, char **argv) {
         MIRROR_TEST("/mirror-hostile/huge-claim-small-granularity", test_huge_claim_small_granularity);
         MIRROR_TEST("/mirror-hostile/huge-claim-default", test_huge_claim_default);
         MIRROR_TEST("/mirror-hostile/default-granularity-follows-size", test_default_granularity_follows_size);
+        MIRROR_TEST("/mirror-hostile/step-bounded-in-time", test_step_bounded_in_time);
         MIRROR_TEST("/mirror-hostile/lock-held-by-others", test_lock_held_by_others);
         MIRROR_TEST("/mirror-hostile/qcow2-writer-refused", test_qcow2_writer_refused);
         MIRROR_TEST("/mirror-hostile/other-holders-allowed", test_other_holders_allowed);
