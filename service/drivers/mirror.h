@@ -20,7 +20,9 @@
  * the job is ready; further passes start when inotify reports a change of the source file (or, at
  * the latest, every max-interval; block devices are polled). Complete (or a soft cancel) makes one
  * last full pass and finishes; the target is published at commit as backup's is, and a force
- * cancel discards it. A source that changes its size fails the job. */
+ * cancel discards it. A source that changes its size fails the job. Nothing quiesces a raw
+ * source's writer: the copy is consistent (crash-consistent, as of the last pass) only if the
+ * writer has stopped, or flushed and paused, before Complete. */
 
 #include <stdbool.h>
 #include <stddef.h>
