@@ -1,25 +1,34 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <endian.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "fd-util.h"
 #include "job.h"
+#include "lock.h"
 #include "log.h"
 #include "error-message.h"
 #include "macro.h"
 #include "mirror.h"
+#include "step-budget.h"
 #include "target-file.h"
 
 #define GRANULARITY_MIN 512U
 #define GRANULARITY_MAX (UINT32_C(64) << 20)
+#define BLOCKS_MAX (MIRROR_TABLE_MAX / sizeof(uint64_t))
 #define POLL_DEFAULT_NS (100 * NSEC_PER_MSEC)
 #define MAX_INTERVAL_DEFAULT_NS (10 * NSEC_PER_SEC)
 #define BLOCK_DEVICE_POLL_NS NSEC_PER_SEC
+#define INOTIFY_READS_MAX 64U
+/* Blocks between looks at the clock: reading it costs about as much as a block that needs no read. */
+#define BLOCKS_PER_CLOCK 64U
 
 /* What a block of the target holds, beyond the hashes of data: nothing known yet (a device
  * written in place), and, with sync=top, nothing of its own (it reads through to the backing
@@ -41,7 +50,9 @@ struct Mirror {
         void *buffer;                   /* one block */
 
         uint64_t n_blocks;
-        uint64_t *hashes;               /* what the target holds, block by block */
+        uint64_t **pages;               /* what the target holds, block by block (see held_hash) */
+        uint64_t n_pages;
+        uint64_t key[2];                /* of the block hashes, random, for this job only */
         uint64_t zero_hash;             /* of a full block of zeroes */
         uint64_t zero_hash_tail;        /* of the last block of zeroes, which may be shorter */
 
@@ -61,35 +72,81 @@ struct Mirror {
 
 /* ---- block hashes --------------------------------------------------------------------------- */
 
+/* SipHash (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012): a keyed PRF. The
+ * guest writes the blocks we compare, so an unkeyed hash would let it craft a block that hashes
+ * like zeroes (written as zeroes) or like what the block held before (not copied at all). With a
+ * random key that never leaves the process, a guest can only guess, at a chance of 2^-64 per
+ * block. Messages are read as little-endian 8-byte words; the last word carries the remaining
+ * bytes and, in its top byte, the length modulo 256. */
+
 static inline uint64_t rotl64(uint64_t x, unsigned r) {
         return (x << r) | (x >> (64 - r));
 }
 
-/* A 64-bit multiply-rotate hash over 8-byte words: fast enough to hash at memory speed, and a
- * collision (a changed block taken for unchanged) has a chance of 2^-64 per block. */
-static uint64_t block_hash(const void *data, size_t n) {
-        const uint64_t m1 = UINT64_C(0x87c37b91114253d5), m2 = UINT64_C(0x4cf5ad432745937f);
+static inline uint64_t load_le64(const uint8_t *p) {
+        uint64_t v;
+        memcpy(&v, p, sizeof(v));
+        return le64toh(v);
+}
+
+#define SIPROUND(v0, v1, v2, v3)                                        \
+        do {                                                            \
+                v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32); \
+                v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2;                \
+                v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0;                \
+                v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32); \
+        } while (0)
+
+/* Always inlined, so that with constant round counts the loops unroll. */
+static inline __attribute__((always_inline)) uint64_t siphash(unsigned c, unsigned d, const uint64_t key[2],
+                                                              const void *data, size_t n) {
+        uint64_t v0 = key[0] ^ UINT64_C(0x736f6d6570736575), v1 = key[1] ^ UINT64_C(0x646f72616e646f6d),
+                 v2 = key[0] ^ UINT64_C(0x6c7967656e657261), v3 = key[1] ^ UINT64_C(0x7465646279746573);
         const uint8_t *p = data;
-        uint64_t h = UINT64_C(0x9e3779b97f4a7c15) ^ (n * m2);
         size_t i = 0;
+        uint64_t w;
 
         for (; i + 8 <= n; i += 8) {
-                uint64_t k;
-                memcpy(&k, p + i, 8);
-                k = rotl64(k * m1, 31) * m2;
-                h = rotl64(h ^ k, 27) * 5 + UINT64_C(0x52dce729);
+                w = load_le64(p + i);
+                v3 ^= w;
+                for (unsigned r = 0; r < c; r++)
+                        SIPROUND(v0, v1, v2, v3);
+                v0 ^= w;
         }
-        if (i < n) {
-                uint64_t k = 0;
-                memcpy(&k, p + i, n - i);
-                h ^= rotl64(k * m1, 31) * m2;
-        }
-        h ^= h >> 33;
-        h *= UINT64_C(0xff51afd7ed558ccd);
-        h ^= h >> 33;
-        h *= UINT64_C(0xc4ceb9fe1a85ec53);
-        h ^= h >> 33;
+        w = (uint64_t) n << 56;
+        for (unsigned k = 0; i + k < n; k++)
+                w |= (uint64_t) p[i + k] << (8 * k);
+        v3 ^= w;
+        for (unsigned r = 0; r < c; r++)
+                SIPROUND(v0, v1, v2, v3);
+        v0 ^= w;
+
+        v2 ^= 0xff;
+        for (unsigned r = 0; r < d; r++)
+                SIPROUND(v0, v1, v2, v3);
+        return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t mirror_siphash(unsigned c, unsigned d, const uint8_t key[static 16], const void *data, size_t n) {
+        const uint64_t k[2] = { load_le64(key), load_le64(key + 8) };
+        return siphash(c, d, k, data, n);
+}
+
+/* SipHash-1-3 rather than the paper's SipHash-2-4: it hashes at about 5 GiB/s where 2-4 makes
+ * 3 GiB/s (one core, -O2), and a pass reads and then hashes on one thread, so 2-4 would cost a
+ * fast disk's mirror as much time as its reads. 1-3 has no known attack; it is the variant that
+ * Rust's and Python's hash tables use against inputs chosen by an attacker, which is our case:
+ * the guest chooses blocks but never sees a hash. */
+static uint64_t block_hash(const Mirror *m, const void *data, size_t n) {
+        uint64_t h = siphash(1, 3, m->key, data, n);
         return h <= HASH_UNALLOCATED ? h + 2 : h;
+}
+
+static int random_key(uint64_t key[2]) {
+        ssize_t n = getrandom(key, 2 * sizeof(uint64_t), 0);
+        if (n < 0)
+                return negative_errno();
+        return n == 2 * sizeof(uint64_t) ? 0 : -EIO;
 }
 
 /* The hash of a block of zeroes: a full one, or the shorter last one. */
@@ -106,7 +163,9 @@ void mirror_free(Mirror *m) {
         image_close(m->source);
         target_file_discard(&m->target);
         safe_close(m->inotify_fd);
-        free(m->hashes);
+        for (uint64_t i = 0; m->pages && i < m->n_pages; i++)
+                free(m->pages[i]);
+        free(m->pages);
         free(m->buffer);
         free(m);
 }
@@ -122,12 +181,123 @@ static uint64_t initial_hash(const Mirror *m, uint64_t block) {
         return block + 1 == m->n_blocks ? m->zero_hash_tail : m->zero_hash;
 }
 
-int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
-        _cleanup_(mirror_freep) Mirror *m = NULL;
-        uint32_t g = p->granularity ?: MIRROR_GRANULARITY_DEFAULT;
+/* ---- what the target holds, block by block -------------------------------------------------- */
+
+/* One hash per block, in pages of PAGE_ENTRIES. A page is allocated only when one of its blocks
+ * first comes to hold something else than before the first pass; until then it reads as
+ * initial_hash(). So memory follows what was copied, not the size that the source's header
+ * claims: a new target's zeroes, and whatever the source has no data in, cost nothing. (A device
+ * written in place starts out unknown everywhere, and costs the worst case: BLOCKS_MAX at most.) */
+#define PAGE_SHIFT 12
+#define PAGE_ENTRIES (UINT64_C(1) << PAGE_SHIFT)
+
+static uint64_t held_hash(const Mirror *m, uint64_t block) {
+        const uint64_t *page = m->pages[block >> PAGE_SHIFT];
+        return page ? page[block & (PAGE_ENTRIES - 1)] : initial_hash(m, block);
+}
+
+/* Before a block is written: the page that will record it, so that once the block is written,
+ * recording it cannot fail. */
+static int held_page(Mirror *m, uint64_t block) {
+        uint64_t i = block >> PAGE_SHIFT, first = i << PAGE_SHIFT, n = MIN(PAGE_ENTRIES, m->n_blocks - first);
+        uint64_t *page;
+
+        if (m->pages[i])
+                return 0;
+        page = malloc(n * sizeof(uint64_t));
+        if (!page)
+                return -ENOMEM;
+        for (uint64_t k = 0; k < n; k++)
+                page[k] = initial_hash(m, first + k);
+        m->pages[i] = page;
+        return 0;
+}
+
+static void set_held_hash(Mirror *m, uint64_t block, uint64_t h) {
+        m->pages[block >> PAGE_SHIFT][block & (PAGE_ENTRIES - 1)] = h;
+}
+
+static uint64_t blocks_of(uint64_t size, uint64_t granularity) {
+        return size / granularity + (size % granularity != 0);
+}
+
+/* Sizes for messages: "64 GiB", "1.5 MiB". */
+static const char *format_size(char buf[static 32], uint64_t bytes) {
+        static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+        unsigned u = 0;
+
+        while (u + 1 < ELEMENTSOF(units) && bytes >= UINT64_C(1) << (10 * (u + 1)))
+                u++;
+        if (bytes % (UINT64_C(1) << (10 * u)) == 0)
+                (void) snprintf(buf, 32, "%" PRIu64 " %s", bytes >> (10 * u), units[u]);
+        else
+                (void) snprintf(buf, 32, "%.1f %s", (double) bytes / (double) (UINT64_C(1) << (10 * u)), units[u]);
+        return buf;
+}
+
+/* The granularity, such that the table stays within MIRROR_TABLE_MAX even when every page of it
+ * is allocated: the source's header may claim any size, and a guest may write every block. By
+ * default the blocks grow with the source (64 KiB up to 512 GiB, then the finest power of 2 that
+ * fits); a granularity asked for that is too fine is refused, naming the finest that fits. */
+static int choose_granularity(Mirror *m, uint32_t requested, char **ret_error) {
+        char size[32], need[32], cap[32], gran[32], fit_text[32];
+        uint64_t fit = GRANULARITY_MIN, g;
+
+        while (blocks_of(m->size, fit) > BLOCKS_MAX)
+                fit <<= 1;
+        g = requested ?: MAX((uint64_t) MIRROR_GRANULARITY_DEFAULT, fit);
+
+        if (fit > GRANULARITY_MAX)
+                return error_message(ret_error, -E2BIG,
+                                     "Mirroring '%s' (%s) in blocks of %s (the largest granularity) would take up to %s "
+                                     "of memory to track them, more than the %s allowed",
+                                     image_path(m->source), format_size(size, m->size),
+                                     format_size(gran, GRANULARITY_MAX),
+                                     format_size(need, blocks_of(m->size, GRANULARITY_MAX) * sizeof(uint64_t)),
+                                     format_size(cap, MIRROR_TABLE_MAX));
+        if (g < fit)
+                return error_message(ret_error, -E2BIG,
+                                     "Mirroring '%s' (%s) in blocks of %s would take up to %s of memory to track them, "
+                                     "more than the %s allowed: use a granularity of at least %s",
+                                     image_path(m->source), format_size(size, m->size), format_size(gran, g),
+                                     format_size(need, blocks_of(m->size, g) * sizeof(uint64_t)),
+                                     format_size(cap, MIRROR_TABLE_MAX), format_size(fit_text, fit));
+
+        m->granularity = (uint32_t) g;
+        m->n_blocks = blocks_of(m->size, g);
+        m->n_pages = blocks_of(m->n_blocks, PAGE_ENTRIES);
+        m->pages = calloc(MAX(m->n_pages, UINT64_C(1)), sizeof(uint64_t *));
+        return m->pages ? 0 : -ENOMEM;
+}
+
+/* A qcow2 source that another process writes cannot be mirrored consistently: QEMU keeps its L2
+ * and refcount updates in its cache and writes them back when it sees fit, not atomically, so
+ * the file's metadata is not what its guest sees, and a cluster it frees and reuses may be read
+ * under the old mapping. A raw source has no metadata: being written is what a mirror is for.
+ * Writers are found by QEMU's lock protocol, so a writer that takes no locks goes unseen. */
+static int check_qcow2_writer(Mirror *m, char **ret_error) {
         int r;
 
-        if (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1)))
+        if (image_format(m->source) != IMAGE_FORMAT_QCOW2)
+                return 0;
+        r = image_lock_held_by_others(image_fd(m->source), IMAGE_PERM_WRITE);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not test the locks of image '%s': %m", image_path(m->source));
+        if (r > 0)
+                return error_message(ret_error, -EBUSY,
+                                     "Image '%s' is a qcow2 image that another process (a running QEMU?) is writing; "
+                                     "its metadata lives in that process's memory, so a mirror of it cannot be "
+                                     "consistent: mirror it from inside QEMU (drive-mirror), or stop the writer",
+                                     image_path(m->source));
+        return 0;
+}
+
+int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
+        _cleanup_(mirror_freep) Mirror *m = NULL;
+        uint32_t g = p->granularity;
+        int r;
+
+        if (g != 0 && (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1))))
                 return error_message(ret_error, -EINVAL,
                                      "Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
         if (!p->target || !*p->target || !p->files)
@@ -138,9 +308,6 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
                 return -ENOMEM;
         m->target = (TargetFile) TARGET_FILE_NULL;
         m->inotify_fd = -EBADF;
-        m->granularity = g;
-        /* A step reads at least one block. */
-        m->chunk = MAX(p->buf_size ?: MIRROR_CHUNK_DEFAULT, (uint64_t) g);
         m->poll_ns = p->poll_ns ?: POLL_DEFAULT_NS;
         m->max_interval_ns = p->max_interval_ns ?: MAX_INTERVAL_DEFAULT_NS;
 
@@ -153,6 +320,16 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         m->size = image_size(m->source);
         /* As QEMU's drive-mirror: sync=top of an image without backing file is sync=full. */
         m->sync_top = p->sync_top && image_backing(m->source);
+
+        r = check_qcow2_writer(m, ret_error);
+        if (r < 0)
+                return r;
+        r = choose_granularity(m, g, ret_error);
+        if (r < 0)
+                return r;
+        g = m->granularity;
+        /* A step reads at least one block. */
+        m->chunk = MAX(p->buf_size ?: MIRROR_CHUNK_DEFAULT, (uint64_t) g);
 
         /* Replacing or writing a file of the source's own chain would change the source. */
         r = target_file_adopt(&m->target, p->target, p->files, m->source, m->size, p->overwrite, ret_error);
@@ -168,15 +345,13 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         if (posix_memalign(&m->buffer, 4096, g) != 0)
                 return -ENOMEM;
 
-        m->n_blocks = (m->size + g - 1) / g;
-        m->hashes = calloc(MAX(m->n_blocks, UINT64_C(1)), sizeof(uint64_t));
-        if (!m->hashes)
-                return -ENOMEM;
+        r = random_key(m->key);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not get a random key for the mirror of '%s': %m",
+                                     image_path(m->source));
         memset(m->buffer, 0, g);
-        m->zero_hash = block_hash(m->buffer, g);
-        m->zero_hash_tail = block_hash(m->buffer, m->size % g ?: g);
-        for (uint64_t b = 0; b < m->n_blocks; b++)
-                m->hashes[b] = initial_hash(m, b);
+        m->zero_hash = block_hash(m, m->buffer, g);
+        m->zero_hash_tail = block_hash(m, m->buffer, m->size % g ?: g);
 
         /* Files tell us when they change; devices are polled. */
         if (S_ISREG(image_stat(m->source)->st_mode)) {
@@ -208,6 +383,15 @@ void mirror_list_files(const Mirror *m, FileUseFunc f, void *userdata) {
         target_file_list(&m->target, f, userdata);
 }
 
+uint32_t mirror_granularity(const Mirror *m) {
+        return m->granularity;
+}
+
+uint64_t mirror_memory_estimate(const Mirror *m) {
+        /* Every page allocated, the page index, the buffer. */
+        return sizeof(*m) + m->n_blocks * sizeof(uint64_t) + m->n_pages * sizeof(uint64_t *) + m->granularity;
+}
+
 uint64_t mirror_passes(const Mirror *m) {
         return atomic_load(&((Mirror *) m)->passes);
 }
@@ -220,14 +404,16 @@ static uint64_t now_ns(void) {
         return (uint64_t) ts.tv_sec * NSEC_PER_SEC + (uint64_t) ts.tv_nsec;
 }
 
-/* Drains the inotify queue; true if the source was touched since last time. */
+/* Drains the inotify queue; true if the source was touched since last time. A bounded number of
+ * reads: a writer that never stops could otherwise keep the queue from ever running dry. What is
+ * left is read next time, and says "changed" again, which is true. */
 static bool source_changed(Mirror *m) {
         char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
         bool changed = false;
 
         if (m->inotify_fd < 0)
                 return false;
-        while (read(m->inotify_fd, buf, sizeof(buf)) > 0)
+        for (unsigned i = 0; i < INOTIFY_READS_MAX && read(m->inotify_fd, buf, sizeof(buf)) > 0; i++)
                 changed = true;
         return changed;
 }
@@ -242,6 +428,36 @@ static bool should_start_pass(Mirror *m, const JobStepInput *in) {
         if (m->inotify_fd < 0)
                 return since >= m->poll_ns;
         return since >= m->max_interval_ns;
+}
+
+/* Ends the run with an error and a message. */
+_printf_(3, 4) static int step_fail(JobStepResult *out, int r, const char *format, ...) {
+        va_list ap;
+
+        out->finished = true;
+        out->ret = r;
+        va_start(ap, format);
+        out->error = error_message_format(r, format, ap);
+        va_end(ap);
+        return r;
+}
+
+/* The last pass is the copy that gets published: a qcow2 writer that came after mirror_open must
+ * not overlap it either. Checked as it begins and as it ends; a writer that comes and goes in
+ * between, or takes no locks, goes unseen. */
+static int check_final_pass(Mirror *m, JobStepResult *out) {
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        if (!m->final_pass)
+                return 0;
+        r = check_qcow2_writer(m, &error);
+        if (r < 0) {
+                out->finished = true;
+                out->ret = r;
+                out->error = TAKE_PTR(error);
+        }
+        return r;
 }
 
 static void source_error(Mirror *m, Job *j, JobStepResult *out, int r) {
@@ -291,7 +507,7 @@ static int source_block_hash(Mirror *m, uint64_t off, size_t len, uint64_t *ret,
         if (r < 0)
                 return r;
         *ret_read = true;
-        *ret = block_hash(m->buffer, len);
+        *ret = block_hash(m, m->buffer, len);
         return 0;
 }
 
@@ -325,12 +541,8 @@ static int refresh_source(Mirror *m, Job *j, JobStepResult *out) {
         if (image_size(m->source) == m->size)
                 return 0;
 
-        out->finished = true;
-        out->ret = -EIO;
-        if (asprintf(&out->error, "Source '%s' changed its size from %" PRIu64 " to %" PRIu64 " bytes",
-                     image_path(m->source), m->size, image_size(m->source)) < 0)
-                out->error = NULL;
-        return -EIO;
+        return step_fail(out, -EIO, "Source '%s' changed its size from %" PRIu64 " to %" PRIu64 " bytes",
+                         image_path(m->source), m->size, image_size(m->source));
 }
 
 static void mirror_end_pass(Mirror *m, Job *j, JobStepResult *out) {
@@ -359,7 +571,7 @@ static void mirror_end_pass(Mirror *m, Job *j, JobStepResult *out) {
 
 static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         Mirror *m = data;
-        uint64_t budget = m->chunk, read_bytes = 0, progress = 0;
+        uint64_t budget = m->chunk, read_bytes = 0, progress = 0, deadline = now_ns() + STEP_TIME_NS;
 
         if (in->max_bytes > 0)
                 budget = MAX(MIN(budget, in->max_bytes), (uint64_t) 1);
@@ -376,10 +588,15 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         /* Once asked to finish, the pass that begins after the request is the last one. */
         if ((in->complete_requested || in->cancel_requested) && !m->final_pass && m->offset == 0)
                 m->final_pass = true;
-        if (m->offset == 0 && refresh_source(m, j, out) < 0)
+        if (m->offset == 0 && (refresh_source(m, j, out) < 0 || check_final_pass(m, out) < 0))
                 return;
 
-        while (m->offset < m->size && read_bytes < budget) {
+        /* Blocks that need no read (zeroes, unallocated, unchanged) spend none of the byte budget, so
+         * time bounds the step too: a source whose header claims a huge empty size must not hold a
+         * worker, and the job's pause and cancel, for a whole pass. */
+        for (unsigned n = 0; m->offset < m->size && read_bytes < budget; n++) {
+                if (n > 0 && n % BLOCKS_PER_CLOCK == 0 && now_ns() >= deadline)
+                        break;
                 uint64_t off = m->offset, b = off / m->granularity, h;
                 size_t len = (size_t) MIN((uint64_t) m->granularity, m->size - off);
                 bool was_read;
@@ -393,14 +610,19 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 if (was_read)
                         read_bytes += len;
 
-                if (h != m->hashes[b]) {
+                if (h != held_hash(m, b)) {
+                        r = held_page(m, b);
+                        if (r < 0) {
+                                step_fail(out, r, "Out of memory to track the blocks of '%s'", image_path(m->source));
+                                break;
+                        }
                         r = write_block(m, off, len, h);
                         if (r < 0) {
                                 job_step_io_error(j, out, false, false, r, "%s",
                                                   image_error(m->writer) ?: strerror(-r));
                                 break;
                         }
-                        m->hashes[b] = h;
+                        set_held_hash(m, b, h);
                         m->pass_written += len;
                         if (m->ready)
                                 progress += len;        /* a change: more work, and done */
@@ -415,7 +637,7 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         out->has_remaining = true;
         out->remaining = m->ready ? 0 : m->size - m->offset;
 
-        if (!out->io_error.set && !out->finished && m->offset >= m->size)
+        if (!out->io_error.set && !out->finished && m->offset >= m->size && check_final_pass(m, out) >= 0)
                 mirror_end_pass(m, j, out);
 }
 

@@ -5,22 +5,27 @@
  * target converging with the source, which someone else may be writing, until completed.
  *
  * The source is any image the image layer reads (raw, qcow2 with its chain), opened read-only
- * while sharing write, since being written meanwhile is the point. The target is a new raw or
- * qcow2 image (or a block device written in place), as backup's (see target-file.h).
+ * while sharing write, since being written meanwhile is the point; but a qcow2 source that
+ * another process (a running QEMU) holds for writing is refused, at open and again at the last
+ * pass, since its metadata lives in that process's cache. The target is a new raw or qcow2 image
+ * (or a block device written in place), as backup's (see target-file.h).
  *
  * It works in passes over the source, one granularity-sized block at a time. For every block it
- * keeps a 64-bit hash of what it last made the target hold (a new target is all zeroes, so the
- * first pass is simply the initial copy), and a pass reads the source only: a block whose hash
- * changed is written, or written as zeroes, or (sync=top) dropped from the target's top layer.
- * What block status shows needs no read (zeroes; with sync=top, what the top does not allocate)
- * costs none. Each pass starts by reading the source's metadata again (image_refresh), so that a
- * qcow2 source's new clusters are seen. After the first pass, flushed, the job is ready; further
- * passes start when inotify reports a change of the source file (or, at the latest, every
- * max-interval; block devices are polled). Complete (or a soft cancel) makes one last full pass
- * and finishes; the target is published at commit as backup's is, and a force cancel discards
- * it. A source that changes its size fails the job. */
+ * keeps a keyed 64-bit hash (SipHash, a random key per job) of what it last made the target hold
+ * (a new target is all zeroes, so the first pass is simply the initial copy), and a pass reads the
+ * source only: a block whose hash changed is written, or written as zeroes, or (sync=top) dropped
+ * from the target's top layer. What block status shows needs no read (zeroes; with sync=top, what
+ * the top does not allocate) costs none. Each pass starts by reading the source's metadata again
+ * (image_refresh), so that a qcow2 source's new clusters are seen. After the first pass, flushed,
+ * the job is ready; further passes start when inotify reports a change of the source file (or, at
+ * the latest, every max-interval; block devices are polled). Complete (or a soft cancel) makes one
+ * last full pass and finishes; the target is published at commit as backup's is, and a force
+ * cancel discards it. A source that changes its size fails the job. Nothing quiesces a raw
+ * source's writer: the copy is consistent (crash-consistent, as of the last pass) only if the
+ * writer has stopped, or flushed and paused, before Complete. */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "driver-files.h"
@@ -31,6 +36,10 @@
 
 #define MIRROR_GRANULARITY_DEFAULT (UINT32_C(64) << 10)
 #define MIRROR_CHUNK_DEFAULT (UINT64_C(4) << 20)
+/* What a mirror may spend, at worst, on tracking its blocks (8 bytes each), whatever size the
+ * source's header claims: the default granularity grows with the source to stay within it (64 KiB
+ * covers 512 GiB), and a granularity asked for whose worst case exceeds it is refused (-E2BIG). */
+#define MIRROR_TABLE_MAX (UINT64_C(64) << 20)
 
 typedef struct MirrorParams {
         const char *source;             /* what messages call the source and the target */
@@ -40,7 +49,8 @@ typedef struct MirrorParams {
         bool overwrite;
         bool sync_top;                  /* only what the source's top layer allocates */
         ImageFormat target_format;      /* PROBE: the source's */
-        uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB */
+        uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB, or more for
+                                         * sources over 512 GiB (see MIRROR_TABLE_MAX) */
         uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
         uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */
         uint64_t max_interval_ns;       /* ready: a full pass at least this often; 0 = 10 s */
@@ -59,5 +69,15 @@ uint64_t mirror_size(const Mirror *m);
 ImageFormat mirror_source_format(const Mirror *m);
 /* Its files: the source's chain, read (by this job; others may write it); the target, written. */
 void mirror_list_files(const Mirror *m, FileUseFunc f, void *userdata);
+/* The granularity in use (the one asked for, or the default that fits the source). */
+uint32_t mirror_granularity(const Mirror *m);
+/* The most memory the mirror's own structures can take, however much a guest writes (the images'
+ * are not counted): for the per-job and per-user memory bounds. */
+uint64_t mirror_memory_estimate(const Mirror *m);
 /* For tests: completed passes over the source. */
 uint64_t mirror_passes(const Mirror *m);
+
+/* SipHash-c-d of 'data' under 'key' (Aumasson and Bernstein, 2012), the keyed hash that change
+ * detection compares blocks by (as SipHash-1-3, with a random key per job, so that a guest cannot
+ * craft a block that looks unchanged or zero). Exported for the reference test vectors. */
+uint64_t mirror_siphash(unsigned c, unsigned d, const uint8_t key[static 16], const void *data, size_t n);

@@ -36,6 +36,17 @@ static int byte_taken(int fd, int offset) {
         return fl.l_type != F_UNLCK;
 }
 
+int image_lock_held_by_others(int fd, uint64_t perm) {
+        for (unsigned i = 0; i < ELEMENTSOF(perm_names); i++) {
+                if (!(perm & (UINT64_C(1) << i)))
+                        continue;
+                int r = byte_taken(fd, LOCK_PERM_BASE + i);
+                if (r != 0)
+                        return r;
+        }
+        return 0;
+}
+
 static void unlock_all(int fd) {
         for (unsigned i = 0; i < ELEMENTSOF(perm_names); i++) {
                 (void) lock_byte(fd, LOCK_PERM_BASE + i, F_UNLCK);

@@ -21,3 +21,8 @@
 /* Takes 'perm' and denies what 'shared' leaves out. On a conflict, releases what it took and
  * fails with -EBUSY and a message naming the file and the permission. */
 int image_lock(int fd, uint64_t perm, uint64_t shared, const char *path, char **ret_error);
+
+/* Does another open file description (another process, or another open of the file in this one)
+ * hold any of 'perm'? Only tests (F_OFD_GETLK), taking nothing; the locks of the open file
+ * description of 'fd' itself do not count. Returns 1, 0, or a negative errno. */
+int image_lock_held_by_others(int fd, uint64_t perm);

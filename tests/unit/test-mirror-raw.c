@@ -102,6 +102,36 @@ static void test_copy_follow_complete(Fixture *f, gconstpointer data) {
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", "target.img", NULL });
 }
 
+static void test_fine_granularity(Fixture *f, gconstpointer data) {
+        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 512 };
+        char block[4096];
+        Mirror *m;
+        Job *j;
+
+        /* 20486 blocks: the mirror's table of them spans six pages of 4096, the last one short. */
+        make_sparse_file(f->source, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout), 12);
+        j = start_mirror(f, &mp, true);
+        m = job_driver_data(j);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+
+        /* Changes across a page boundary (blocks 4095 and 4096), into a page that held only
+         * zeroes until now, and into the short last block, in the short last page. */
+        memset(block, 0x5a, sizeof(block));
+        uint64_t passes = mirror_passes(m);
+        write_at(f->source, 2 * MiB - 100, block, 200);
+        write_at(f->source, 9 * MiB + 512 * 3, block, 1024);
+        write_at(f->source, LAYOUT_SIZE - 700, block, 700);
+        /* ...and data that becomes zeroes. */
+        memset(block, 0, sizeof(block));
+        write_at(f->source, 5 * MiB + 4096, block, sizeof(block));
+        wait_for_passes(f, m, passes + 1);
+
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        g_assert_cmpstr(f->events->str, ==, "created running ready waiting pending concluded null ");
+        assert_same_content(f->source, f->target);
+}
+
 static void test_passes_only_on_change(Fixture *f, gconstpointer data) {
         MirrorParams mp = { .source = f->source, .target = f->target, .poll_ns = 10 * 1000 * 1000 };
         char byte = 7;
@@ -226,6 +256,7 @@ static void test_bad_granularity(Fixture *f, gconstpointer data) {
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         MIRROR_TEST("/mirror-raw/copy-follow-complete", test_copy_follow_complete);
+        MIRROR_TEST("/mirror-raw/fine-granularity", test_fine_granularity);
         MIRROR_TEST("/mirror-raw/passes-only-on-change", test_passes_only_on_change);
         MIRROR_TEST("/mirror-raw/complete-in-standby", test_complete_in_standby);
         MIRROR_TEST("/mirror-raw/soft-cancel-in-ready", test_soft_cancel_in_ready);
