@@ -15,7 +15,7 @@
 
 static unsigned arg_threads = 0;
 static uint64_t arg_idle_timeout_usec = IDLE_TIMEOUT_DEFAULT_USEC;
-static unsigned arg_max_jobs_per_user = MAX_JOBS_PER_USER_DEFAULT;
+static unsigned arg_max_jobs_per_user = JOB_FACTORY_MAX_JOBS_PER_USER;
 
 static void help(void) {
         printf("%s [OPTIONS...]\n\n"
@@ -28,7 +28,7 @@ static void help(void) {
                "     --max-jobs-per-user=N Jobs a user other than root may have (default %u, 0: no limit)\n"
                "     --log-level=LEVEL     debug, info, notice, warning or err (default info)\n",
                program_invocation_short_name, WORKER_POOL_THREADS_DEFAULT, WORKER_POOL_THREADS_MAX,
-               MAX_JOBS_PER_USER_DEFAULT);
+               JOB_FACTORY_MAX_JOBS_PER_USER);
 }
 
 static int parse_unsigned(const char *s, unsigned long long max, unsigned long long *ret) {
@@ -139,7 +139,7 @@ int main(int argc, char *argv[]) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;
         }
-        m->max_jobs_per_user = arg_max_jobs_per_user;
+        job_factory_limits(m->factory)->max_jobs_per_user = arg_max_jobs_per_user;
 
         r = manager_connect(m);
         if (r >= 0)

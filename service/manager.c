@@ -76,7 +76,6 @@ int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret) {
         if (!m)
                 return -ENOMEM;
         m->idle_timeout_usec = idle_timeout_usec;
-        m->max_jobs_per_user = MAX_JOBS_PER_USER_DEFAULT;
 
         r = sd_event_default(&m->event);
         if (r < 0)
@@ -94,6 +93,9 @@ int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret) {
         if (r < 0)
                 goto fail;
         job_registry_set_observer(m->registry, &bus_job_observer, m);
+        r = job_factory_new(m->event, m->pool, m->registry, &m->factory);
+        if (r < 0)
+                goto fail;
 
         *ret = m;
         return 0;
@@ -111,6 +113,7 @@ Manager *manager_free(Manager *m) {
         bus_authorize_cancel_all(m);
         bus_read_access_free(m);
         job_registry_free(m->registry);
+        job_factory_free(m->factory);
         worker_pool_free(m->pool);
         if (m->bus) {
                 (void) sd_bus_flush(m->bus);

@@ -8,6 +8,7 @@
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
+#include "job-factory.h"
 #include "job.h"
 #include "worker-pool.h"
 
@@ -18,7 +19,6 @@
 #define BUS_JOB_INTERFACE "org.blockjobd.Jobs1.Job"
 
 #define IDLE_TIMEOUT_DEFAULT_USEC (30 * UINT64_C(1000000))
-#define MAX_JOBS_PER_USER_DEFAULT 64U
 
 struct PendingAuth;
 struct Reader;
@@ -28,12 +28,12 @@ typedef struct Manager {
         sd_bus *bus;
         WorkerPool *pool;
         JobRegistry *registry;
+        JobFactory *factory;
 
         uint64_t idle_timeout_usec;     /* 0: never exit on idle */
         unsigned n_bus_jobs;            /* job objects on the bus */
-        unsigned n_requests;            /* job creations waiting for the worker pool */
+        unsigned n_requests;            /* job creations under way (files being opened) */
         unsigned next_txn;              /* for naming grouped transactions */
-        unsigned max_jobs_per_user;     /* live jobs a user other than root may have; 0: no limit */
         struct PendingAuth *pending_auths;      /* calls waiting for polkit */
         struct Reader *readers;                 /* who may read other users' paths */
 

@@ -14,6 +14,7 @@ const sd_bus_error_map bus_error_map[] = {
         SD_BUS_ERROR_MAP(BUS_ERROR_IMAGE_ERROR, EIO),
         SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
         SD_BUS_ERROR_MAP(BUS_ERROR_LIMIT_EXCEEDED, EUSERS),
+        SD_BUS_ERROR_MAP(BUS_ERROR_IMAGE_IN_USE, ETXTBSY),
         SD_BUS_ERROR_MAP_END,
 };
 
@@ -27,13 +28,22 @@ int bus_error_from_core(sd_bus_error *error, int r, const char *message) {
         case -EBUSY:
                 return set_error(error, BUS_ERROR_INVALID_STATE, r, message);
         case -EINVAL:
-                return set_error(error, BUS_ERROR_INVALID_JOB_ID, r, message);
-        case -EEXIST:
-                return set_error(error, BUS_ERROR_JOB_EXISTS, r, message);
+                return set_error(error, SD_BUS_ERROR_INVALID_ARGS, r, message);
         case -ENOMEM:
                 return -ENOMEM;
         default:
                 return set_error(error, SD_BUS_ERROR_FAILED, r, message);
+        }
+}
+
+int bus_error_from_job_id(sd_bus_error *error, int r, const char *message) {
+        switch (r) {
+        case -EINVAL:
+                return set_error(error, BUS_ERROR_INVALID_JOB_ID, r, message);
+        case -EEXIST:
+                return set_error(error, BUS_ERROR_JOB_EXISTS, r, message);
+        default:
+                return bus_error_from_core(error, r, message);
         }
 }
 
@@ -44,4 +54,18 @@ int bus_error_from_image(sd_bus_error *error, int r, const char *message) {
         if (IN_SET(r, -EACCES, -EPERM))
                 return set_error(error, SD_BUS_ERROR_ACCESS_DENIED, r, message);
         return set_error(error, r == -EINVAL ? SD_BUS_ERROR_INVALID_ARGS : BUS_ERROR_IMAGE_ERROR, r, message);
+}
+
+int bus_error_from_creation(sd_bus_error *error, JobCreationError kind, int r, const char *message) {
+        switch (kind) {
+        case JOB_CREATION_ERROR_LIMIT:
+                return set_error(error, BUS_ERROR_LIMIT_EXCEEDED, r, message);
+        case JOB_CREATION_ERROR_IN_USE:
+                return set_error(error, BUS_ERROR_IMAGE_IN_USE, r, message);
+        case JOB_CREATION_ERROR_CORE:
+                return bus_error_from_job_id(error, r, message);
+        case JOB_CREATION_ERROR_IMAGE:
+        default:
+                return bus_error_from_image(error, r, message);
+        }
 }

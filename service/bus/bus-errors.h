@@ -6,6 +6,8 @@
 
 #include <systemd/sd-bus.h>
 
+#include "job-factory.h"
+
 #define BUS_ERROR_INVALID_STATE  "org.blockjobd.Jobs1.Error.InvalidState"
 #define BUS_ERROR_NO_SUCH_JOB    "org.blockjobd.Jobs1.Error.NoSuchJob"
 #define BUS_ERROR_JOB_EXISTS     "org.blockjobd.Jobs1.Error.JobExists"
@@ -13,14 +15,20 @@
 #define BUS_ERROR_IMAGE_ERROR    "org.blockjobd.Jobs1.Error.ImageError"
 #define BUS_ERROR_SHUTTING_DOWN  "org.blockjobd.Jobs1.Error.ShuttingDown"
 #define BUS_ERROR_LIMIT_EXCEEDED "org.blockjobd.Jobs1.Error.LimitExceeded"
+#define BUS_ERROR_IMAGE_IN_USE   "org.blockjobd.Jobs1.Error.ImageInUse"
 
 /* So that sd-bus clients get a meaningful errno from sd_bus_error_get_errno(). */
 extern const sd_bus_error_map bus_error_map[];
 
-/* A refused verb (the core's -EBUSY and its message) as InvalidState, an id problem as
- * InvalidJobId / JobExists, anything else as a generic failure carrying the message. */
+/* A refused verb (the core's -EBUSY and its message) as InvalidState, a bad argument as
+ * InvalidArgs, anything else as a generic failure carrying the message. */
 int bus_error_from_core(sd_bus_error *error, int r, const char *message);
+/* A job id the core refused: InvalidJobId (-EINVAL) or JobExists (-EEXIST). */
+int bus_error_from_job_id(sd_bus_error *error, int r, const char *message);
 
 /* An image that could not be opened, parsed or created: ImageError, except a bad argument
  * (-EINVAL, e.g. source and target are the same file), which is InvalidArgs. */
 int bus_error_from_image(sd_bus_error *error, int r, const char *message);
+
+/* A creation the job factory refused, by what failed (job-factory.h). */
+int bus_error_from_creation(sd_bus_error *error, JobCreationError kind, int r, const char *message);

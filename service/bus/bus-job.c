@@ -20,6 +20,10 @@
 #define RATE_WINDOW_USEC (5 * UINT64_C(1000000))
 #define RATE_MIN_SPAN_USEC (500 * UINT64_C(1000))
 #define RATE_SAMPLES 64
+/* I/O errors are logged and signalled at most this many times per window per job (a job told to
+ * ignore errors may meet one at every retry); the rest are counted, and said with the next. */
+#define IO_ERROR_WINDOW_USEC (10 * UINT64_C(1000000))
+#define IO_ERRORS_PER_WINDOW 10U
 
 typedef struct RateSample {
         uint64_t usec;
@@ -34,6 +38,14 @@ struct BusJob {
         char *target;
         char *transaction;
         uid_t owner;
+        ImageFormat source_format;
+        JobClaim *claim;
+
+        /* The last I/O error's message (IoErrorMessage), and how often they are told. */
+        char *io_error_message;
+        uint64_t io_error_window_usec;  /* start of the current window */
+        unsigned io_errors_in_window;
+        unsigned io_errors_suppressed;
 
         /* What subscribers were last told, to send only what changed. */
         JobStatus status_sent;
@@ -71,6 +83,8 @@ static BusJob *bus_job_free(BusJob *bj) {
         if (!bj)
                 return NULL;
         sd_event_source_disable_unref(bj->progress_timer);
+        job_claim_free(bj->claim);
+        free(bj->io_error_message);
         free(bj->path);
         free(bj->source);
         free(bj->target);
@@ -228,6 +242,10 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         if (r < 0)
                 log_warning_errno(r, "Job '%s': failed to send StatusChanged: %m", job_id(j));
 
+        /* Its files and memory are free for others once it is done with them. */
+        if (status == JOB_STATUS_CONCLUDED)
+                job_claim_end(bj->claim);
+
         if (status == JOB_STATUS_NULL) {
                 r = sd_bus_emit_object_removed(m->bus, bj->path);
                 if (r < 0)
@@ -251,21 +269,55 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         manager_changed(m);
 }
 
+/* Whether this error is to be told, at most IO_ERRORS_PER_WINDOW per window. */
+static bool io_error_ratelimit(BusJob *bj) {
+        uint64_t now = now_usec(CLOCK_MONOTONIC);
+
+        if (now - bj->io_error_window_usec >= IO_ERROR_WINDOW_USEC) {
+                bj->io_error_window_usec = now;
+                bj->io_errors_in_window = 0;
+        }
+        if (bj->io_errors_in_window >= IO_ERRORS_PER_WINDOW) {
+                bj->io_errors_suppressed++;
+                return false;
+        }
+        bj->io_errors_in_window++;
+        return true;
+}
+
 static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
         BusJob *bj = job_get_userdata(j);
         Manager *m = userdata;
+        const char *message = e->message ?: strerror(-e->error);
+        char *copy;
         int r;
 
         if (!bj)
                 return;
 
-        log_warning("Job '%s': %s error (%s): %s", job_id(j), e->is_read ? "read" : "write",
-                    job_error_action_to_string(e->action), e->message ?: strerror(-e->error));
+        copy = strdup(message);
+        if (copy) {
+                free(bj->io_error_message);
+                bj->io_error_message = copy;
+        }
+        if (!io_error_ratelimit(bj))
+                return;
 
+        if (bj->io_errors_suppressed > 0)
+                log_warning("Job '%s': %s error (%s): %s (%u more suppressed)", job_id(j), e->is_read ? "read" : "write",
+                            job_error_action_to_string(e->action), message, bj->io_errors_suppressed);
+        else
+                log_warning("Job '%s': %s error (%s): %s", job_id(j), e->is_read ? "read" : "write",
+                            job_error_action_to_string(e->action), message);
+        bj->io_errors_suppressed = 0;
+
+        /* A broadcast has no reader to check: it carries the errno's text only, the message
+         * (which names files) is IoErrorMessage, for those who may read it. */
         r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "IoError", "sss", e->is_read ? "read" : "write",
-                               job_error_action_to_string(e->action), e->message ?: strerror(-e->error));
+                               job_error_action_to_string(e->action), strerror(-e->error));
         if (r < 0)
                 log_warning_errno(r, "Job '%s': failed to send IoError: %m", job_id(j));
+        (void) sd_bus_emit_properties_changed(m->bus, bj->path, BUS_JOB_INTERFACE, "IoErrorMessage", NULL);
 }
 
 static void on_changed(Job *j, JobChange what, void *userdata) {
@@ -288,8 +340,21 @@ const JobObserver bus_job_observer = {
         .changed = on_changed,
 };
 
-int bus_job_attach(Manager *m, Job *j, const char *source, const char *target, uid_t owner,
-                   const char *transaction, BusJob **ret) {
+static int job_path(uid_t owner, const char *id, char **ret) {
+        _cleanup_free_ char *encoded = NULL;
+        int r;
+
+        r = sd_bus_path_encode(BUS_JOB_PREFIX, id, &encoded);
+        if (r < 0)
+                return r;
+        if (owner == 0) {
+                *ret = TAKE_PTR(encoded);
+                return 0;
+        }
+        return asprintf(ret, "%s_u%u", encoded, (unsigned) owner) < 0 ? -ENOMEM : 0;
+}
+
+int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
         BusJob *bj;
         int r;
 
@@ -301,23 +366,25 @@ int bus_job_attach(Manager *m, Job *j, const char *source, const char *target, u
         *bj = (BusJob) {
                 .manager = m,
                 .job = j,
-                .owner = owner,
+                .owner = info->owner,
+                .source_format = info->source_format,
                 .status_sent = job_status(j),
                 .current_sent = job_current_progress(j),
                 .total_sent = job_total_progress(j),
         };
-        bj->source = strdup(strempty(source));
-        bj->target = strdup(strempty(target));
-        bj->transaction = strdup(strempty(transaction));
+        bj->source = strdup(strempty(info->source));
+        bj->target = strdup(strempty(info->target));
+        bj->transaction = strdup(strempty(info->transaction));
         if (!bj->source || !bj->target || !bj->transaction) {
                 bus_job_free(bj);
                 return -ENOMEM;
         }
-        r = sd_bus_path_encode(BUS_JOB_PREFIX, job_id(j), &bj->path);
+        r = job_path(info->owner, job_id(j), &bj->path);
         if (r < 0) {
                 bus_job_free(bj);
                 return r;
         }
+        bj->claim = info->claim;
 
         job_set_userdata(j, bj);
         m->n_bus_jobs++;
@@ -330,8 +397,8 @@ int bus_job_attach(Manager *m, Job *j, const char *source, const char *target, u
         if (r < 0)
                 log_warning_errno(r, "Job '%s': failed to send StatusChanged: %m", job_id(j));
         (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
-        log_info("Job '%s' created: %s %s%s%s.", job_id(j), job_type_to_string(job_type(j)), bj->source,
-                 *bj->target ? " → " : "", bj->target);
+        log_info("Job '%s' of user %u created: %s %s%s%s.", job_id(j), (unsigned) bj->owner,
+                 job_type_to_string(job_type(j)), bj->source, *bj->target ? " → " : "", bj->target);
 
         if (ret)
                 *ret = bj;
@@ -367,9 +434,37 @@ static int property_get_total(sd_bus *bus, const char *path, const char *interfa
         return sd_bus_message_append(reply, "t", job_total_progress(JOB(userdata)));
 }
 
+const char *bus_job_error_for_reader(BusJob *bj, sd_bus_message *reply) {
+        Job *j = bj->job;
+
+        if (!job_error(j))
+                return "";
+        if (bus_read_access_private(bj->manager, bj->owner, reply))
+                return job_error(j);
+        /* Others learn that it failed, and how, but not on which files. */
+        return strerror(-(job_ret(j) ?: EIO));
+}
+
 static int property_get_error(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "s", strempty(job_error(JOB(userdata))));
+        return sd_bus_message_append(reply, "s", bus_job_error_for_reader(userdata, reply));
+}
+
+static int property_get_io_error_message(sd_bus *bus, const char *path, const char *interface,
+                                         const char *property, sd_bus_message *reply, void *userdata,
+                                         sd_bus_error *error) {
+        BusJob *bj = userdata;
+        const char *value = strempty(bj->io_error_message);
+
+        if (*value && !bus_read_access_private(bj->manager, bj->owner, reply))
+                value = "Input/output error";
+        return sd_bus_message_append(reply, "s", value);
+}
+
+static int property_get_source_format(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        BusJob *bj = userdata;
+        return sd_bus_message_append(reply, "s", image_format_to_string(bj->source_format));
 }
 
 static int property_get_speed(sd_bus *bus, const char *path, const char *interface, const char *property,
@@ -388,7 +483,7 @@ static int property_get_path(sd_bus *bus, const char *path, const char *interfac
         BusJob *bj = userdata;
         const char *value = strcmp(property, "Source") == 0 ? bj->source : bj->target;
 
-        if (!bus_read_access_paths(bj->manager, bj->owner))
+        if (!bus_read_access_private(bj->manager, bj->owner, reply))
                 value = "";
         return sd_bus_message_append(reply, "s", strempty(value));
 }
@@ -422,28 +517,42 @@ static int property_get_io_status(sd_bus *bus, const char *path, const char *int
 /* ---- methods -------------------------------------------------------------------------------- */
 
 /* A verb, checked with polkit first: its own action, and manage-other-users as well when the
- * caller did not create the job. The job is looked up again once authorized, since it may have
- * gone meanwhile. */
+ * caller did not create the job. The answer may take long (an authentication agent), and the job
+ * may be gone by then, its id taken by a new job, of another owner even: the verb acts on the
+ * very job it was authorized for (the request holds it), or on nothing. */
 typedef int (*VerbCall)(Job *j, uint64_t arg, char **ret_error);
 
 typedef struct VerbRequest {
         Manager *manager;
+        Job *job;
         VerbCall call;
         uint64_t arg;
 } VerbRequest;
 
+static void verb_request_free(void *userdata) {
+        VerbRequest *req = userdata;
+
+        if (!req)
+                return;
+        job_unref(req->job);
+        free(req);
+}
+
 static int verb_authorized(sd_bus_message *m, void *userdata, sd_bus_error *error) {
-        _cleanup_free_ VerbRequest *req = userdata;
+        VerbRequest *req = userdata;
         _cleanup_free_ char *message = NULL;
         BusJob *bj = bus_job_find_by_path(req->manager, sd_bus_message_get_path(m));
         int r;
 
-        if (!bj)
+        if (!bj || bj->job != req->job) {
+                verb_request_free(req);
                 return sd_bus_error_set(error, BUS_ERROR_NO_SUCH_JOB, "Job not found");
+        }
 
         /* The job (and this object) may be gone once the verb ran, after Dismiss for one: only
          * the message is used afterwards. */
-        r = req->call(bj->job, req->arg, &message);
+        r = req->call(req->job, req->arg, &message);
+        verb_request_free(req);
         if (r < 0)
                 return bus_error_from_core(error, r, message);
         return sd_bus_reply_method_return(m, NULL);
@@ -473,8 +582,9 @@ static int authorize_verb(sd_bus_message *m, BusJob *bj, const char *verb, VerbC
         req = malloc(sizeof(*req));
         if (!req)
                 return -ENOMEM;
-        *req = (VerbRequest) { .manager = bj->manager, .call = call, .arg = arg };
-        return bus_authorize(bj->manager, m, uid, checks, uid == bj->owner ? 1 : 2, verb_authorized, req, free, error);
+        *req = (VerbRequest) { .manager = bj->manager, .job = job_ref(bj->job), .call = call, .arg = arg };
+        return bus_authorize(bj->manager, m, uid, checks, uid == bj->owner ? 1 : 2, verb_authorized, req,
+                             verb_request_free, error);
 }
 
 static int call_pause(Job *j, uint64_t arg, char **ret_error) {
@@ -557,6 +667,9 @@ static const sd_bus_vtable job_vtable[] = {
         SD_BUS_PROPERTY("OwnerUID", "u", NULL, offsetof(BusJob, owner), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("AllowedVerbs", "as", property_get_allowed_verbs, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("IoStatus", "s", property_get_io_status, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("IoErrorMessage", "s", property_get_io_error_message, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_INVALIDATION),
+        SD_BUS_PROPERTY("SourceFormat", "s", property_get_source_format, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Rate", "t", NULL, offsetof(BusJob, rate), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ExpectedEndTime", "t", NULL, offsetof(BusJob, end_time), SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
 
@@ -577,12 +690,32 @@ static const sd_bus_vtable job_vtable[] = {
 /* ---- objects ------------------------------------------------------------------------------- */
 
 BusJob *bus_job_find_by_path(Manager *m, const char *path) {
-        _cleanup_free_ char *id = NULL;
+        _cleanup_free_ char *id = NULL, *encoded = NULL;
+        const char *suffix;
+        uid_t owner = 0;
         Job *j;
 
-        if (sd_bus_path_decode(path, BUS_JOB_PREFIX, &id) <= 0)
+        if (!path || strncmp(path, BUS_JOB_PREFIX "/", strlen(BUS_JOB_PREFIX "/")) != 0)
                 return NULL;
-        j = job_registry_find(m->registry, id);
+        encoded = strdup(path);
+        if (!encoded)
+                return NULL;
+        /* Other users' jobs end in _u<uid>, which no encoded id can hold. */
+        suffix = strstr(encoded + strlen(BUS_JOB_PREFIX "/"), "_u");
+        if (suffix) {
+                char *end;
+                unsigned long v;
+
+                errno = 0;
+                v = strtoul(suffix + 2, &end, 10);
+                if (errno != 0 || end == suffix + 2 || *end || suffix[2] == '-' || v == 0 || v >= UINT32_MAX)
+                        return NULL;
+                owner = (uid_t) v;
+                encoded[suffix - encoded] = 0;
+        }
+        if (sd_bus_path_decode(encoded, BUS_JOB_PREFIX, &id) <= 0)
+                return NULL;
+        j = job_registry_find(m->registry, owner, id);
         return j ? job_get_userdata(j) : NULL;
 }
 

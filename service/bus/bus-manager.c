@@ -6,68 +6,42 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backup.h"
 #include "bus-errors.h"
 #include "bus-job.h"
 #include "bus-manager.h"
-#include "bus-polkit.h"
-#include "commit.h"
 #include "bus-options.h"
+#include "bus-polkit.h"
+#include "bus-read-access.h"
+#include "job-factory.h"
 #include "log.h"
 #include "macro.h"
-#include "mirror.h"
-#include "opener.h"
-#include "stream.h"
 
 #define TRANSACTION_ACTIONS_MAX 256U
 
-/* One job to create. Its images are opened on a worker, since that is blocking I/O. */
-typedef struct CreateAction {
-        JobType type;
-        char *source;
-        char *target;
-        JobOptions options;
-        CallerFiles files;              /* descriptors instead of names: passed, or the opener's */
-
-        /* Filled in on the worker. */
-        int r;
-        char *error;
-        const JobDriver *driver;
-        void *driver_data;
-        uint64_t size;
-} CreateAction;
-
-/* A method call that creates jobs: Backup() and friends create one, Transaction() several, all
- * or none. The call is answered once the jobs exist (or could not be created). */
+/* A method call that creates jobs: Backup() and friends create one, Transaction() several, all or
+ * none. The bus layer reads the call, asks polkit, and replies; the job factory below it opens
+ * the files and makes the jobs. */
 typedef struct CreateRequest {
         Manager *manager;
         sd_bus_message *message;
         uid_t owner;
-        gid_t *groups;                  /* the owner's groups, for opening files as the owner */
+        gid_t *groups;                  /* the caller's groups, as the bus tells them */
         size_t n_groups;
-        bool groups_from_user_database;
+        bool groups_unknown;
         bool transaction;               /* reply "ao" rather than "o" */
         bool grouped;
-        CreateAction *actions;
-        size_t n_actions;
+        JobRequest *requests;           /* as read, until the creation takes them */
+        size_t n_requests;
+        JobCreation *creation;
 } CreateRequest;
-
-static void create_action_done(CreateAction *a) {
-        free(a->source);
-        free(a->target);
-        job_options_done(&a->options);
-        caller_files_done(&a->files);
-        free(a->error);
-        if (a->driver_data)
-                a->driver->free(a->driver_data);
-}
 
 static CreateRequest *create_request_free(CreateRequest *req) {
         if (!req)
                 return NULL;
-        for (size_t i = 0; i < req->n_actions; i++)
-                create_action_done(&req->actions[i]);
-        free(req->actions);
+        for (size_t i = 0; i < req->n_requests; i++)
+                job_request_done(&req->requests[i]);
+        free(req->requests);
+        job_creation_free(req->creation);
         free(req->groups);
         sd_bus_message_unref(req->message);
         free(req);
@@ -76,223 +50,56 @@ static CreateRequest *create_request_free(CreateRequest *req) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(CreateRequest *, create_request_free);
 
-/* ---- opening images (worker thread) ---------------------------------------------------------- */
-
-/* A driver's open went this way ('r'); on success the action holds its data, and the size that
- * progress counts in. */
-static int action_opened(CreateAction *a, int r, const JobDriver *driver, void *data, uint64_t size) {
-        if (r < 0)
-                return r;
-        a->driver = driver;
-        a->driver_data = data;
-        a->size = size;
-        return 0;
+static void create_request_free_void(void *req) {
+        create_request_free(req);
 }
 
-static int open_backup(CreateAction *a) {
-        ImageChainFds chain;
-        TargetGiven target;
-        BackupParams p = {
-                .source = a->source,
-                .target = a->target,
-                .source_fds = caller_files_chain(&a->files, &chain),
-                .target_given = caller_files_target(&a->files, &target),
-                .overwrite = a->options.overwrite,
-                .sync_top = a->options.sync == SYNC_TOP,
-                .target_format = a->options.format,
-        };
-        Backup *b = NULL;
-        int r;
+/* ---- the jobs exist (or could not be made) --------------------------------------------------- */
 
-        r = backup_open(&p, &b, &a->error);
-        return action_opened(a, r, &backup_driver, b, r >= 0 ? backup_size(b) : 0);
-}
-
-static int open_commit(CreateAction *a) {
-        ImageChainFds chain;
-        CommitParams p = {
-                .image = a->source,
-                .fds = caller_files_chain(&a->files, &chain),
-                .top = a->options.top,
-                .base = a->options.base,
-                .backing_file = a->options.backing_file,
-        };
-        Commit *c = NULL;
-        int r;
-
-        r = commit_open(&p, &c, &a->error);
-        return action_opened(a, r, &commit_driver, c, r >= 0 ? commit_size(c) : 0);
-}
-
-static int open_stream(CreateAction *a) {
-        ImageChainFds chain;
-        StreamParams p = {
-                .image = a->source,
-                .fds = caller_files_chain(&a->files, &chain),
-                .base = a->options.base,
-                .backing_file = a->options.backing_file,
-        };
-        Stream *s = NULL;
-        int r;
-
-        r = stream_open(&p, &s, &a->error);
-        return action_opened(a, r, &stream_driver, s, r >= 0 ? stream_size(s) : 0);
-}
-
-static int open_mirror(CreateAction *a) {
-        ImageChainFds chain;
-        TargetGiven target;
-        MirrorParams p = {
-                .source = a->source,
-                .target = a->target,
-                .source_fds = caller_files_chain(&a->files, &chain),
-                .target_given = caller_files_target(&a->files, &target),
-                .overwrite = a->options.overwrite,
-                .sync_top = a->options.sync == SYNC_TOP,
-                .target_format = a->options.format,
-                .granularity = a->options.granularity,
-                .buf_size = a->options.buf_size,
-        };
-        Mirror *m = NULL;
-        int r;
-
-        r = mirror_open(&p, &m, &a->error);
-        return action_opened(a, r, &mirror_driver, m, r >= 0 ? mirror_size(m) : 0);
-}
-
-/* Anyone but root: whatever the caller did not pass as a descriptor is opened by the opener, as
- * the caller. */
-static int open_as_caller(const CreateRequest *req, CreateAction *a) {
-        bool need_chain = a->files.n_chain == 0, need_target = a->target && a->files.target_fd < 0;
-        OpenerRequest o = {
-                .uid = req->owner,
-                .groups = req->groups,
-                .n_groups = req->n_groups,
-                .groups_from_user_database = req->groups_from_user_database,
-                .chain_path = need_chain ? a->source : NULL,
-                .chain_write = IN_SET(a->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM),
-                .target_path = need_target ? a->target : NULL,
-                .target_overwrite = a->options.overwrite,
-        };
-
-        if (req->owner == 0 || (!need_chain && !need_target))
-                return 0;
-        return opener_open(&o, &a->files, &a->error);
-}
-
-static void create_request_open(void *userdata) {
-        CreateRequest *req = userdata;
-
-        for (size_t i = 0; i < req->n_actions; i++) {
-                CreateAction *a = &req->actions[i];
-
-                a->r = open_as_caller(req, a);
-                if (a->r < 0)
-                        return;
-
-                switch (a->type) {
-                case JOB_TYPE_BACKUP:
-                        a->r = open_backup(a);
-                        break;
-                case JOB_TYPE_MIRROR:
-                        a->r = open_mirror(a);
-                        break;
-                case JOB_TYPE_COMMIT:
-                        a->r = open_commit(a);
-                        break;
-                case JOB_TYPE_STREAM:
-                default:
-                        a->r = open_stream(a);
-                        break;
-                }
-                /* All or nothing: no point opening the rest. */
-                if (a->r < 0)
-                        return;
-                caller_files_hand_over(&a->files);
-        }
-}
-
-/* ---- creating the jobs (event loop) -------------------------------------------------------- */
-
-static int create_jobs(CreateRequest *req, Job **jobs, sd_bus_error *error) {
+/* Puts the jobs on the bus and starts them. */
+static int publish_jobs(CreateRequest *req, sd_bus_error *error) {
         Manager *m = req->manager;
+        JobCreation *c = req->creation;
         _cleanup_free_ char *txn_name = NULL;
-        JobTxn *txn = NULL;
         size_t n = 0;
         int r = 0;
 
-        if (req->grouped) {
-                r = job_txn_new(m->registry, &txn);
-                if (r < 0)
-                        return r;
-                if (asprintf(&txn_name, "transaction%u", m->next_txn++) < 0) {
-                        job_txn_unref(txn);
-                        return -ENOMEM;
-                }
-        }
-
-        for (; n < req->n_actions; n++) {
-                CreateAction *a = &req->actions[n];
-                _cleanup_free_ char *message = NULL;
-                JobCreateParams p = {
-                        .id = a->options.job_id,
-                        .driver = a->driver,
-                        .driver_data = a->driver_data,
-                        .auto_finalize = a->options.auto_finalize,
-                        .auto_dismiss = a->options.auto_dismiss,
-                        .speed = a->options.speed,
-                        .on_source_error = a->options.on_source_error,
-                        .on_target_error = a->options.on_target_error,
-                        .txn = txn,
+        if (req->grouped && asprintf(&txn_name, "transaction%u", m->next_txn++) < 0)
+                r = -ENOMEM;
+        for (; r >= 0 && n < req->n_requests; n++) {
+                const JobRequest *q = job_creation_request(c, n);
+                BusJobInfo info = {
+                        .source = q->source,
+                        .target = q->target,
+                        .owner = req->owner,
+                        .transaction = txn_name,
+                        .source_format = job_creation_source_format(c, n),
+                        .claim = job_creation_take_claim(c, n),
                 };
-
-                r = job_create(m->registry, &p, &jobs[n], &message);
-                if (r < 0) {
-                        r = bus_error_from_core(error, r, message);
-                        break;
-                }
-                a->driver_data = NULL;          /* the job owns it now */
-                job_progress_set_remaining(jobs[n], a->size);
-
-                r = bus_job_attach(m, jobs[n], a->source, a->target, req->owner, txn_name, NULL);
-                if (r < 0) {
-                        job_early_fail(jobs[n]);
-                        break;
-                }
+                r = bus_job_attach(m, job_creation_job(c, n), &info, NULL);
+                if (r < 0)
+                        job_claim_free(info.claim);
         }
-        job_txn_unref(txn);
-
-        if (r < 0) {
+        if (r < 0 || m->shutting_down) {
                 /* As in QEMU: jobs that already existed go away again, created → null. */
-                for (size_t i = 0; i < n; i++)
-                        job_early_fail(jobs[i]);
+                for (size_t i = 0; i < req->n_requests; i++)
+                        job_early_fail(job_creation_job(c, i));
+                if (m->shutting_down)
+                        return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "blockjobd is shutting down");
                 return r;
         }
+        for (size_t i = 0; i < req->n_requests; i++)
+                job_start(job_creation_job(c, i));
         return 0;
 }
 
 static int create_request_reply(CreateRequest *req, sd_bus_error *error) {
-        Manager *m = req->manager;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ Job **jobs = NULL;
         int r;
 
-        if (m->shutting_down)
-                return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "blockjobd is shutting down");
-
-        for (size_t i = 0; i < req->n_actions; i++)
-                if (req->actions[i].r < 0)
-                        return bus_error_from_image(error, req->actions[i].r, req->actions[i].error);
-
-        jobs = calloc(req->n_actions, sizeof(Job *));
-        if (!jobs)
-                return -ENOMEM;
-        r = create_jobs(req, jobs, error);
+        r = publish_jobs(req, error);
         if (r < 0)
                 return r;
-
-        for (size_t i = 0; i < req->n_actions; i++)
-                job_start(jobs[i]);
 
         r = sd_bus_message_new_method_return(req->message, &reply);
         if (r < 0)
@@ -302,9 +109,9 @@ static int create_request_reply(CreateRequest *req, sd_bus_error *error) {
                 if (r < 0)
                         return r;
         }
-        for (size_t i = 0; i < req->n_actions; i++) {
+        for (size_t i = 0; i < req->n_requests; i++) {
                 /* Started jobs run on; none of them can have ended yet, their steps are queued. */
-                BusJob *bj = job_get_userdata(jobs[i]);
+                BusJob *bj = job_get_userdata(job_creation_job(req->creation, i));
                 r = sd_bus_message_append(reply, "o", bus_job_path(bj));
                 if (r < 0)
                         return r;
@@ -317,16 +124,18 @@ static int create_request_reply(CreateRequest *req, sd_bus_error *error) {
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static void create_request_opened(void *userdata) {
+static void on_created(JobCreation *c, int r, JobCreationError kind, const char *message, void *userdata) {
         _cleanup_(create_request_freep) CreateRequest *req = userdata;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         Manager *m = req->manager;
-        int r;
 
         assert(m->n_requests > 0);
         m->n_requests--;
 
-        r = create_request_reply(req, &error);
+        if (r >= 0)
+                r = create_request_reply(req, &error);
+        else
+                r = bus_error_from_creation(&error, kind, r, message);
         if (r < 0) {
                 if (!sd_bus_error_is_set(&error))
                         sd_bus_error_set_errno(&error, r);
@@ -337,14 +146,25 @@ static void create_request_opened(void *userdata) {
         manager_changed(m);
 }
 
-static int create_request_submit(Manager *m, CreateRequest *req) {
+/* ---- authorized: on to the factory ----------------------------------------------------------- */
+
+static int create_request_authorized(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        _cleanup_(create_request_freep) CreateRequest *req = userdata;
+        Manager *m = req->manager;
         int r;
 
-        r = worker_pool_call(m->pool, create_request_open, create_request_opened, req);
-        if (r < 0)
-                return r;
+        if (m->shutting_down)
+                return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "blockjobd is shutting down");
+
+        /* From here on, the request is the creation's to answer (on_created() frees it). */
         m->n_requests++;
-        return 0;
+        r = job_creation_start(req->creation, on_created, req);
+        if (r < 0) {
+                m->n_requests--;
+                return r;
+        }
+        TAKE_PTR(req);
+        return 1;
 }
 
 static const char *create_action_id(JobType type) {
@@ -357,70 +177,48 @@ static const char *create_action_id(JobType type) {
         return ids[type];
 }
 
-static void create_request_free_void(void *req) {
-        create_request_free(req);
-}
-
-/* Authorized: open the images (on a worker), then create the jobs and reply. */
-static int create_request_authorized(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        _cleanup_(create_request_freep) CreateRequest *req = userdata;
-        Manager *m = req->manager;
-        int r;
-
-        if (m->shutting_down)
-                return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "blockjobd is shutting down");
-        r = create_request_submit(m, req);
-        if (r < 0)
-                return r;
-        TAKE_PTR(req);
-        return 1;
-}
-
-/* Live jobs of a user: created, and not yet gone. */
-static unsigned jobs_of(Manager *m, uid_t uid) {
-        unsigned n = 0;
-
-        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j)) {
-                BusJob *bj = job_get_userdata(j);
-                if (bj && bus_job_owner(bj) == uid)
-                        n++;
-        }
-        return n;
-}
-
-/* The limit on jobs per user, then polkit: one check per job to create, with what rules need
- * to know about it. Takes 'req'. */
+/* Admission by the factory (the user's limits count this call from now on, while polkit thinks
+ * too), then polkit: one check per job to create, with what rules need to know about it. Takes
+ * 'req'. */
 static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *owned = req;
         _cleanup_free_ BusAuthCheck *checks = NULL;
+        _cleanup_free_ char *message = NULL;
         Manager *m = req->manager;
         char owner[16];
+        int r;
 
-        if (req->owner != 0 && m->max_jobs_per_user > 0) {
-                unsigned have = jobs_of(m, req->owner);
-                if (have + req->n_actions > m->max_jobs_per_user)
-                        return sd_bus_error_setf(error, BUS_ERROR_LIMIT_EXCEEDED,
-                                                 "User %u has %u jobs, and may have at most %u", (unsigned) req->owner,
-                                                 have, m->max_jobs_per_user);
+        JobCaller caller = {
+                .uid = req->owner,
+                .groups = req->groups,
+                .n_groups = req->n_groups,
+                .groups_unknown = req->groups_unknown,
+        };
+        r = job_creation_new(m->factory, &caller, req->n_requests, req->grouped, &req->creation, &message);
+        if (r < 0)
+                return bus_error_from_creation(error, JOB_CREATION_ERROR_LIMIT, r, message);
+        for (size_t i = 0; i < req->n_requests; i++) {
+                *job_creation_request(req->creation, i) = req->requests[i];
+                req->requests[i] = (JobRequest) JOB_REQUEST_INIT;
         }
 
-        checks = calloc(req->n_actions, sizeof(BusAuthCheck));
+        checks = calloc(req->n_requests, sizeof(BusAuthCheck));
         if (!checks)
                 return -ENOMEM;
         snprintf(owner, sizeof(owner), "%u", (unsigned) req->owner);
-        for (size_t i = 0; i < req->n_actions; i++) {
-                const CreateAction *a = &req->actions[i];
+        for (size_t i = 0; i < req->n_requests; i++) {
+                const JobRequest *q = job_creation_request(req->creation, i);
                 /* With descriptors, source and target are the caller's labels: rules can tell. */
                 checks[i] = (BusAuthCheck) {
-                        .action = create_action_id(a->type),
-                        .details = { "job-type", job_type_to_string(a->type), "owner-uid", owner,
-                                     "source", a->source, "target", strempty(a->target),
-                                     "source-fd", a->files.n_chain > 0 ? "yes" : "no",
-                                     "target-fd", a->files.target_fd >= 0 ? "yes" : "no",
-                                     a->options.job_id ? "job-id" : NULL, a->options.job_id },
+                        .action = create_action_id(q->type),
+                        .details = { "job-type", job_type_to_string(q->type), "owner-uid", owner,
+                                     "source", q->source, "target", strempty(q->target),
+                                     "source-fd", q->chain_passed ? "yes" : "no",
+                                     "target-fd", q->target_passed ? "yes" : "no",
+                                     q->job_id ? "job-id" : NULL, q->job_id },
                 };
         }
-        return bus_authorize(m, req->message, req->owner, checks, req->n_actions, create_request_authorized,
+        return bus_authorize(m, req->message, req->owner, checks, req->n_requests, create_request_authorized,
                              TAKE_PTR(owned), create_request_free_void, error);
 }
 
@@ -439,7 +237,7 @@ static int read_sender_groups(CreateRequest *req, sd_bus_error *error) {
         if (r >= 0)
                 r = n = sd_bus_creds_get_supplementary_gids(creds, &groups);
         if (r == -ENODATA) {
-                req->groups_from_user_database = true;
+                req->groups_unknown = true;
                 return 0;
         }
         if (r < 0)
@@ -455,7 +253,7 @@ static int read_sender_groups(CreateRequest *req, sd_bus_error *error) {
         return 0;
 }
 
-static int create_request_new(Manager *m, sd_bus_message *message, size_t n_actions, CreateRequest **ret,
+static int create_request_new(Manager *m, sd_bus_message *message, size_t n_max, CreateRequest **ret,
                               sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *req = NULL;
         uid_t uid;
@@ -471,22 +269,24 @@ static int create_request_new(Manager *m, sd_bus_message *message, size_t n_acti
         req->manager = m;
         req->message = sd_bus_message_ref(message);
         req->owner = uid;
-        req->actions = calloc(MAX(n_actions, 1U), sizeof(CreateAction));
-        if (!req->actions)
+        req->requests = calloc(MAX(n_max, 1U), sizeof(JobRequest));
+        if (!req->requests)
                 return -ENOMEM;
-        for (size_t i = 0; i < n_actions; i++) {
-                req->actions[i].options = (JobOptions) JOB_OPTIONS_DEFAULT;
-                req->actions[i].files = (CallerFiles) CALLER_FILES_NULL;
-        }
-        if (uid != 0) {
-                r = read_sender_groups(req, error);
-                if (r < 0)
-                        return r;
-        }
-        req->n_actions = n_actions;
+        r = read_sender_groups(req, error);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(req);
         return 0;
+}
+
+/* The next request, to read into. */
+static JobRequest *create_request_add(CreateRequest *req, JobType type) {
+        JobRequest *q = &req->requests[req->n_requests++];
+
+        *q = (JobRequest) JOB_REQUEST_INIT;
+        q->type = type;
+        return q;
 }
 
 static const char *path_role(JobType type, bool target) {
@@ -495,49 +295,37 @@ static const char *path_role(JobType type, bool target) {
         return IN_SET(type, JOB_TYPE_BACKUP, JOB_TYPE_MIRROR) ? "Source" : "Image";
 }
 
-/* Reads an action's options and checks everything that needs no I/O. 'target' is NULL for the
+/* Reads a request's options and checks everything that needs no I/O. 'target' is NULL for the
  * types that have none. */
-static int read_action(sd_bus_message *message, CreateAction *a, const char *source, const char *target, Manager *m,
-                       sd_bus_error *error) {
+static int read_request(sd_bus_message *message, JobRequest *q, const char *source, const char *target,
+                        CreateRequest *req, sd_bus_error *error) {
         _cleanup_free_ char *id_error = NULL;
         int r;
 
-        r = bus_read_job_options(message, a->type, &a->options, error);
+        r = bus_read_job_options(message, q, error);
         if (r < 0)
                 return r;
 
-        r = bus_check_path(path_role(a->type, false), source, error);
+        r = bus_check_path(path_role(q->type, false), source, error);
         if (r < 0)
                 return r;
         if (target) {
-                r = bus_check_path(path_role(a->type, true), target, error);
+                r = bus_check_path(path_role(q->type, true), target, error);
                 if (r < 0)
                         return r;
         }
-        if (a->options.top && (r = bus_check_path("Top", a->options.top, error)) < 0)
+        if (q->top && (r = bus_check_path("Top", q->top, error)) < 0)
                 return r;
-        if (a->options.base && (r = bus_check_path("Base", a->options.base, error)) < 0)
+        if (q->base && (r = bus_check_path("Base", q->base, error)) < 0)
                 return r;
 
-        r = job_registry_check_id(m->registry, a->options.job_id, &id_error);
+        r = job_registry_check_id(req->manager->registry, req->owner, q->job_id, &id_error);
         if (r < 0)
-                return bus_error_from_core(error, r, id_error);
+                return bus_error_from_job_id(error, r, id_error);
 
-        /* Descriptors: the chain starts with source-fd (image-fd), chain-fds go below it. */
-        const char *fd_option = IN_SET(a->type, JOB_TYPE_BACKUP, JOB_TYPE_MIRROR) ? "source-fd" : "image-fd";
-        if (a->options.n_chain_fds > 0 && a->options.source_fd < 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option 'chain-fds' needs '%s'", fd_option);
-        if (a->options.source_fd >= 0) {
-                a->files.chain[a->files.n_chain++] = TAKE_FD(a->options.source_fd);
-                for (size_t i = 0; i < a->options.n_chain_fds; i++)
-                        a->files.chain[a->files.n_chain++] = TAKE_FD(a->options.chain_fds[i]);
-                a->options.n_chain_fds = 0;
-        }
-        a->files.target_fd = TAKE_FD(a->options.target_fd);
-
-        a->source = strdup(source);
-        a->target = target ? strdup(target) : NULL;
-        if (!a->source || (target && !a->target))
+        q->source = strdup(source);
+        q->target = target ? strdup(target) : NULL;
+        if (!q->source || (target && !q->target))
                 return -ENOMEM;
         return 0;
 }
@@ -562,8 +350,7 @@ static int create_single(sd_bus_message *message, Manager *m, JobType type, bool
         r = create_request_new(m, message, 1, &req, error);
         if (r < 0)
                 return r;
-        req->actions[0].type = type;
-        r = read_action(message, &req->actions[0], source, target, m, error);
+        r = read_request(message, create_request_add(req, type), source, target, req, error);
         if (r < 0)
                 return r;
 
@@ -598,29 +385,27 @@ static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_er
         if (r < 0)
                 return r;
         req->transaction = true;
-        req->n_actions = 0;
 
         r = sd_bus_message_enter_container(message, 'a', "(sssa{sv})");
         if (r < 0)
                 return r;
         while ((r = sd_bus_message_enter_container(message, 'r', "sssa{sv}")) > 0) {
                 const char *type_name, *source, *target;
-                CreateAction *a;
+                JobRequest *q;
 
-                if (req->n_actions >= TRANSACTION_ACTIONS_MAX)
+                if (req->n_requests >= TRANSACTION_ACTIONS_MAX)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "A transaction holds at most %u actions", TRANSACTION_ACTIONS_MAX);
-                a = &req->actions[req->n_actions++];
 
                 r = sd_bus_message_read(message, "sss", &type_name, &source, &target);
                 if (r < 0)
                         return r;
-                a->type = job_type_from_string(type_name);
-                if (a->type != JOB_TYPE_BACKUP)
+                if (job_type_from_string(type_name) != JOB_TYPE_BACKUP)
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "Action type '%s' cannot be part of a transaction: only 'backup' can",
                                                  type_name);
-                r = read_action(message, a, source, target, m, error);
+                q = create_request_add(req, JOB_TYPE_BACKUP);
+                r = read_request(message, q, source, target, req, error);
                 if (r < 0)
                         return r;
 
@@ -629,10 +414,10 @@ static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_er
                         return r;
 
                 /* Two actions may not ask for the same id. */
-                for (size_t i = 0; a->options.job_id && i + 1 < req->n_actions; i++)
-                        if (req->actions[i].options.job_id && strcmp(req->actions[i].options.job_id, a->options.job_id) == 0)
+                for (size_t i = 0; q->job_id && i + 1 < req->n_requests; i++)
+                        if (req->requests[i].job_id && strcmp(req->requests[i].job_id, q->job_id) == 0)
                                 return sd_bus_error_setf(error, BUS_ERROR_JOB_EXISTS, "Job ID '%s' already in use",
-                                                         a->options.job_id);
+                                                         q->job_id);
         }
         if (r < 0)
                 return r;
@@ -644,7 +429,7 @@ static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_er
         if (r < 0)
                 return r;
 
-        if (req->n_actions == 0)
+        if (req->n_requests == 0)
                 return sd_bus_reply_method_return(message, "ao", 0);
 
         return create_request_authorize(TAKE_PTR(req), error);
@@ -667,7 +452,8 @@ static int method_list_jobs(sd_bus_message *message, void *userdata, sd_bus_erro
                         continue;
                 r = sd_bus_message_append(reply, "(ossstts)", bus_job_path(bj), job_id(j),
                                           job_type_to_string(job_type(j)), job_status_to_string(job_status(j)),
-                                          job_current_progress(j), job_total_progress(j), strempty(job_error(j)));
+                                          job_current_progress(j), job_total_progress(j),
+                                          bus_job_error_for_reader(bj, reply));
                 if (r < 0)
                         return r;
         }
@@ -680,13 +466,18 @@ static int method_list_jobs(sd_bus_message *message, void *userdata, sd_bus_erro
 static int method_get_job(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
         const char *id;
+        uid_t uid;
         Job *j;
         int r;
 
         r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
-        j = job_registry_find(m->registry, id);
+        r = bus_sender_uid(message, &uid, error);
+        if (r < 0)
+                return r;
+        /* Ids are the owner's: a job of the same id of another user is not this caller's. */
+        j = job_registry_find(m->registry, uid, id);
         if (!j || !job_get_userdata(j))
                 return sd_bus_error_set(error, BUS_ERROR_NO_SUCH_JOB, "Job not found");
         return sd_bus_reply_method_return(message, "o", bus_job_path(job_get_userdata(j)));

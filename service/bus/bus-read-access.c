@@ -209,12 +209,17 @@ void bus_read_access_free(Manager *m) {
                 reader_free(m->readers);
 }
 
-bool bus_read_access_private(Manager *m, uid_t owner) {
+bool bus_read_access_private(Manager *m, uid_t owner, sd_bus_message *reply) {
         sd_bus_message *message = sd_bus_get_current_message(m->bus);
         const char *sender = message ? sd_bus_message_get_sender(message) : NULL;
-        Reader *r = sender ? reader_find(m, sender) : NULL;
+        uint8_t type;
+        Reader *r;
 
-        /* No reader (a signal, for everyone): nothing. */
+        /* A signal (PropertiesChanged, InterfacesAdded) is for everyone, even when it is sent
+         * while someone's call is being dispatched: it gets what everyone may read. */
+        if (!reply || sd_bus_message_get_type(reply, &type) < 0 || type != SD_BUS_MESSAGE_METHOD_RETURN)
+                return false;
+        r = sender ? reader_find(m, sender) : NULL;
         if (!r)
                 return false;
         return r->uid == 0 || r->uid == owner || (r->answered && r->may_read_others);

@@ -23,6 +23,6 @@ typedef struct Manager Manager;
 int bus_read_access_install(Manager *m);
 void bus_read_access_free(Manager *m);
 
-/* For a getter or method: may the sender of the message being dispatched read what is private
- * to 'owner's job? */
-bool bus_read_access_private(Manager *m, uid_t owner);
+/* For a getter or method building 'reply': may the sender of the message being dispatched read
+ * what is private to 'owner's job? Never for a signal. */
+bool bus_read_access_private(Manager *m, uid_t owner, sd_bus_message *reply);

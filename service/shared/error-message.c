@@ -5,14 +5,19 @@
 #include <stdlib.h>
 
 #include "error-message.h"
+#include "escape.h"
+#include "macro.h"
 
 char *error_message_format(int r, const char *format, va_list ap) {
-        char *s;
+        _cleanup_free_ char *s = NULL;
 
         errno = r < 0 ? -r : r;
         if (vasprintf(&s, format, ap) < 0)
                 return NULL;
-        return s;
+        /* Messages name files, and names come from images and callers: whatever bytes they hold
+         * are shown escaped, so that the message is valid UTF-8 (D-Bus refuses anything else)
+         * and holds no control characters, wherever it ends up. */
+        return escape_untrusted(s);
 }
 
 int error_message(char **ret_error, int r, const char *format, ...) {

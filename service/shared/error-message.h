@@ -3,7 +3,8 @@
 
 /* Failing with a message for the caller. Functions that open or create things (images, targets,
  * files opened for a caller) return a negative errno and, through 'ret_error', a message that
- * names what failed and why: it ends up in a D-Bus error reply. */
+ * names what failed and why: it ends up in a D-Bus error reply. Messages are escaped as
+ * escape.h says, since the names in them come from images and callers. */
 
 #include <stdarg.h>
 

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "escape.h"
 #include "log.h"
 
 static int max_level = LOG_INFO;
@@ -33,10 +34,19 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         (void) vsnprintf(buffer, sizeof(buffer), format, ap);
         va_end(ap);
 
+        /* One line per message, whatever names of files and images it carries: a name with a
+         * "\n<0>" in it must not forge a line of its own, at a level of its own. */
+        _cleanup_free_ char *escaped = escape_untrusted(buffer);
+        if (!escaped)
+                for (char *p = buffer; *p; p++)
+                        if ((unsigned char) *p < 0x20 || *p == 0x7f)
+                                *p = '?';
+        const char *text = escaped ?: buffer;
+
         if (max_level >= LOG_DEBUG)
-                fprintf(stderr, "<%d>%s (%s:%d)\n", level, buffer, file, line);
+                fprintf(stderr, "<%d>%s (%s:%d)\n", level, text, file, line);
         else
-                fprintf(stderr, "<%d>%s\n", level, buffer);
+                fprintf(stderr, "<%d>%s\n", level, text);
 
         errno = saved_errno;
         return -error;
