@@ -582,7 +582,7 @@ BusJob *bus_job_find_by_path(Manager *m, const char *path) {
 
         if (sd_bus_path_decode(path, BUS_JOB_PREFIX, &id) <= 0)
                 return NULL;
-        j = job_registry_find(m->registry, id);
+        j = job_registry_find(m->registry, /* owner */ 0, id);
         return j ? job_get_userdata(j) : NULL;
 }
 

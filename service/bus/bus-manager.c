@@ -519,7 +519,7 @@ static int read_action(sd_bus_message *message, CreateAction *a, const char *sou
         if (a->options.base && (r = bus_check_path("Base", a->options.base, error)) < 0)
                 return r;
 
-        r = job_registry_check_id(m->registry, a->options.job_id, &id_error);
+        r = job_registry_check_id(m->registry, /* owner */ 0, a->options.job_id, &id_error);
         if (r < 0)
                 return bus_error_from_core(error, r, id_error);
 
@@ -686,7 +686,7 @@ static int method_get_job(sd_bus_message *message, void *userdata, sd_bus_error 
         r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
-        j = job_registry_find(m->registry, id);
+        j = job_registry_find(m->registry, /* owner */ 0, id);
         if (!j || !job_get_userdata(j))
                 return sd_bus_error_set(error, BUS_ERROR_NO_SUCH_JOB, "Job not found");
         return sd_bus_reply_method_return(message, "o", bus_job_path(job_get_userdata(j)));

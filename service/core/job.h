@@ -44,7 +44,11 @@ typedef struct JobObserver {
 } JobObserver;
 
 typedef struct JobCreateParams {
-        const char *id;                 /* NULL: the core picks "<type><N>", lowest free N */
+        /* Whose job it is: ids are unique per owner, so two owners may both have a job "nightly".
+         * The core treats it as an opaque key (the daemon passes the creator's uid); the worker
+         * pool also shares its threads fairly between owners (worker-pool.h). */
+        uint32_t owner;
+        const char *id;                 /* NULL: the core picks "<type><N>", lowest free N of the owner */
         const JobDriver *driver;
         void *driver_data;              /* the job owns it on success; freed with driver->free */
         bool auto_finalize;
@@ -62,7 +66,10 @@ int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRe
 /* Frees the registry; every job must be gone (dismissed) by then. */
 JobRegistry *job_registry_free(JobRegistry *r);
 void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata);
-Job *job_registry_find(JobRegistry *r, const char *id);
+/* The owner's job with this id (a hash lookup, not a walk), or NULL. A job leaves the registry
+ * when it is dismissed (status null): from then on it is not found and its id is free again for
+ * its owner, although job_id() and job_owner() stay valid as long as a reference is held. */
+Job *job_registry_find(JobRegistry *r, uint32_t owner, const char *id);
 Job *job_registry_first(JobRegistry *r);
 Job *job_registry_next(Job *j);
 size_t job_registry_count(JobRegistry *r);
@@ -70,9 +77,9 @@ uint64_t job_registry_now(JobRegistry *r);
 
 /* QEMU's id rules: a letter, then letters, digits, '-', '.', '_'; at most JOB_ID_MAX bytes. */
 bool job_id_is_valid(const char *id);
-/* Would job_create() accept this id (NULL: an automatic one)? Lets a caller fail before it does
- * any expensive preparation. */
-int job_registry_check_id(JobRegistry *r, const char *id, char **ret_error);
+/* Would job_create() accept this id for this owner (NULL: an automatic one)? Lets a caller fail
+ * before it does any expensive preparation. */
+int job_registry_check_id(JobRegistry *r, uint32_t owner, const char *id, char **ret_error);
 
 /* A grouped transaction (completion-mode grouped): its members wait for each other, finalize
  * together, and abort together. Members hold a reference; drop yours once they are created. */
@@ -112,6 +119,7 @@ void job_progress_increase_remaining(Job *j, uint64_t delta);
 
 /* Accessors. */
 const char *job_id(const Job *j);
+uint32_t job_owner(const Job *j);
 JobType job_type(const Job *j);
 JobStatus job_status(const Job *j);
 const char *job_error(const Job *j);      /* NULL while the job has not failed */

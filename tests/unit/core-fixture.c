@@ -82,8 +82,8 @@ void core_fixture_teardown(CoreFixture *f, gconstpointer data) {
         g_hash_table_unref(f->last_status);
 }
 
-Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriverConfig *c, bool auto_finalize,
-              bool auto_dismiss, JobTxn *txn) {
+static Job *core_job_full(CoreFixture *f, uint32_t owner, const char *id, const JobDriver *d,
+                          const TestDriverConfig *c, bool auto_finalize, bool auto_dismiss, JobTxn *txn) {
         TestDriverConfig config = c ? *c : (TestDriverConfig) {};
         g_autofree char *error = NULL;
         Job *j = NULL;
@@ -92,6 +92,7 @@ Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriv
                 config.total = 3 * 65536;
 
         JobCreateParams p = {
+                .owner = owner,
                 .id = id,
                 .driver = d,
                 .driver_data = test_driver_state_new(&config, f->calls),
@@ -103,6 +104,15 @@ Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriv
         g_assert_cmpstr(error, ==, NULL);
         g_assert_cmpint(r, ==, 0);
         return j;
+}
+
+Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriverConfig *c, bool auto_finalize,
+              bool auto_dismiss, JobTxn *txn) {
+        return core_job_full(f, 0, id, d, c, auto_finalize, auto_dismiss, txn);
+}
+
+Job *core_job_owned(CoreFixture *f, uint32_t owner, const char *id) {
+        return core_job_full(f, owner, id, &test_driver_backup, NULL, true, true, NULL);
 }
 
 Job *core_job_simple(CoreFixture *f, const char *id) {

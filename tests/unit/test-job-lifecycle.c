@@ -22,7 +22,7 @@ static void scenario_auto_both(CoreFixture *f) {
         assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
         assert_calls(f, "j:prepare j:commit j:clean");
         g_assert_cmpstr(core_error_of(f, "j"), ==, "");
-        g_assert_null(job_registry_find(f->registry, "j"));
+        g_assert_null(job_registry_find(f->registry, 0, "j"));
 }
 
 static void scenario_manual_finalize(CoreFixture *f) {
@@ -442,10 +442,10 @@ static void scenario_id_reuse(CoreFixture *f) {
         p.driver = &test_driver_backup;
         g_assert_cmpint(job_create(f->registry, &p, NULL, &error), ==, -EEXIST);
         g_assert_cmpstr(error, ==, "Job ID 'j' already in use");
-        g_assert_cmpint(job_registry_check_id(f->registry, "j", NULL), ==, -EEXIST);
+        g_assert_cmpint(job_registry_check_id(f->registry, 0, "j", NULL), ==, -EEXIST);
 
         g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
-        g_assert_cmpint(job_registry_check_id(f->registry, "j", NULL), ==, 0);
+        g_assert_cmpint(job_registry_check_id(f->registry, 0, "j", NULL), ==, 0);
         j = core_job_simple(f, "j");
         g_assert_nonnull(j);
         assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null j:created");
@@ -472,6 +472,87 @@ static void test_automatic_ids(CoreFixture *f, gconstpointer data) {
         for (Job *j = job_registry_first(f->registry); j; j = job_registry_next(j))
                 g_string_append_printf(order, "%s ", job_id(j));
         g_assert_cmpstr(order->str, ==, "backup2 backup0 mirror0 backup1 ");
+}
+
+static void test_ids_per_owner(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+
+        /* A user's job does not take the id of root's script, nor the other way round. */
+        Job *user = core_job_owned(f, 1000, "nightly");
+        g_assert_cmpint(job_registry_check_id(f->registry, 0, "nightly", NULL), ==, 0);
+        Job *root = core_job_owned(f, 0, "nightly");
+        g_assert_true(user != root);
+        g_assert_cmpuint(job_owner(user), ==, 1000);
+        g_assert_cmpuint(job_owner(root), ==, 0);
+        g_assert_true(job_registry_find(f->registry, 1000, "nightly") == user);
+        g_assert_true(job_registry_find(f->registry, 0, "nightly") == root);
+        g_assert_null(job_registry_find(f->registry, 1001, "nightly"));
+
+        /* Within one owner the id is still taken, with QEMU's message. */
+        g_assert_cmpint(job_registry_check_id(f->registry, 1000, "nightly", &error), ==, -EEXIST);
+        g_assert_cmpstr(error, ==, "Job ID 'nightly' already in use");
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        p.owner = 1000;
+        p.id = "nightly";
+        p.driver = &test_driver_backup;
+        g_assert_cmpint(job_create(f->registry, &p, NULL, NULL), ==, -EEXIST);
+
+        /* Automatic ids count within the owner: each starts at 0 and fills its own gaps. */
+        Job *u0 = core_job_owned(f, 1000, NULL), *u1 = core_job_owned(f, 1000, NULL);
+        Job *r0 = core_job_owned(f, 0, NULL), *o0 = core_job_owned(f, 1001, NULL);
+        g_assert_cmpstr(job_id(u0), ==, "backup0");
+        g_assert_cmpstr(job_id(u1), ==, "backup1");
+        g_assert_cmpstr(job_id(r0), ==, "backup0");
+        g_assert_cmpstr(job_id(o0), ==, "backup0");
+        g_assert_true(job_registry_find(f->registry, 1001, "backup0") == o0);
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 6);
+
+        job_early_fail(u0);
+        g_assert_null(job_registry_find(f->registry, 1000, "backup0"));
+        g_assert_true(job_registry_find(f->registry, 0, "backup0") == r0);
+        g_assert_cmpstr(job_id(core_job_owned(f, 1000, NULL)), ==, "backup0");
+        g_assert_cmpstr(job_id(core_job_owned(f, 1000, NULL)), ==, "backup2");
+        assert_events(f, "nightly:created nightly:created backup0:created backup1:created backup0:created "
+                         "backup0:created backup0:null backup0:created backup2:created");
+}
+
+static void test_id_kept_until_freed(CoreFixture *f, gconstpointer data) {
+        Job *j = core_drive_to(f, "j", JOB_STATUS_CONCLUDED, false);
+
+        /* Someone (a verb waiting for polkit) still holds the job when it is dismissed: it leaves
+         * the registry and its id is free again, but the object keeps its name until freed. */
+        job_ref(j);
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        g_assert_null(job_registry_find(f->registry, 0, "j"));
+        g_assert_cmpstr(job_id(j), ==, "j");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_NULL);
+
+        Job *again = core_job_simple(f, "j");
+        g_assert_true(again != j);
+        g_assert_true(job_registry_find(f->registry, 0, "j") == again);
+        g_assert_cmpstr(job_id(j), ==, "j");
+        job_unref(j);
+}
+
+static void test_many_ids(CoreFixture *f, gconstpointer data) {
+        const unsigned n = 5000;
+
+        /* Thousands of jobs of two owners, each found by its key. */
+        for (unsigned i = 0; i < n; i++) {
+                g_autofree char *id = g_strdup_printf("job%u", i);
+                core_job_owned(f, i % 2, id);
+        }
+        for (unsigned i = 0; i < n; i++) {
+                g_autofree char *id = g_strdup_printf("job%u", i);
+                Job *j = job_registry_find(f->registry, i % 2, id);
+                g_assert_nonnull(j);
+                g_assert_cmpstr(job_id(j), ==, id);
+                g_assert_cmpuint(job_owner(j), ==, i % 2);
+                g_assert_null(job_registry_find(f->registry, 1 - i % 2, id));
+        }
+        for (Job *j; (j = job_registry_first(f->registry));)
+                job_early_fail(j);
+        g_assert_null(job_registry_find(f->registry, 0, "job0"));
 }
 
 static void scenario_early_fail(CoreFixture *f) {
@@ -502,9 +583,10 @@ static void test_defaults(CoreFixture *f, gconstpointer data) {
         g_assert_true(job_get_userdata(j) == f);
         g_assert_null(job_error(j));
         g_assert_cmpint(job_ret(j), ==, 0);
-        g_assert_true(job_registry_find(f->registry, "backup0") == j);
-        g_assert_null(job_registry_find(f->registry, "nope"));
-        g_assert_null(job_registry_find(f->registry, NULL));
+        g_assert_true(job_registry_find(f->registry, 0, "backup0") == j);
+        g_assert_cmpuint(job_owner(j), ==, 0);
+        g_assert_null(job_registry_find(f->registry, 0, "nope"));
+        g_assert_null(job_registry_find(f->registry, 0, NULL));
         g_assert_cmpuint(job_registry_now(f->registry), ==, f->exec.now);
 
         job_progress_set_remaining(j, 1000);
@@ -1039,6 +1121,9 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/complete/after-cancel", test_complete_after_cancel);
         CORE_TEST("/lifecycle/create/invalid-ids", test_invalid_ids);
         CORE_TEST("/lifecycle/create/automatic-ids", test_automatic_ids);
+        CORE_TEST("/lifecycle/create/ids-per-owner", test_ids_per_owner);
+        CORE_TEST("/lifecycle/create/id-kept-until-freed", test_id_kept_until_freed);
+        CORE_TEST("/lifecycle/create/many-ids", test_many_ids);
         CORE_TEST("/lifecycle/create/defaults", test_defaults);
         CORE_TEST("/lifecycle/fail/message", test_run_fails_with_message);
         CORE_TEST("/lifecycle/fail/prepare", test_prepare_fails);
