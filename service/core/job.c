@@ -59,6 +59,7 @@ typedef enum JobSleep {
         JOB_SLEEP_NONE,
         JOB_SLEEP_RATELIMIT,
         JOB_SLEEP_IDLE,
+        JOB_SLEEP_BACKOFF,
 } JobSleep;
 
 typedef enum JobTxnPhase {
@@ -125,6 +126,16 @@ struct Job {
         bool deferred;                  /* the run has returned */
         JobSleep sleep;
         uint64_t idle_ns;
+
+        /* on-*-error=ignore: how long the last failing step made the job wait (0: the last step
+         * that did something did not fail), and the earliest time of the next step. */
+        uint64_t backoff_ns;
+        uint64_t retry_at;
+        /* What the observer was told of ignored errors: the current window and how many it was
+         * not told about. */
+        uint64_t io_error_window_start;
+        unsigned io_error_window_count;
+        unsigned io_errors_suppressed;
 
         bool cancelled;                 /* any cancel request */
         bool force_cancel;
@@ -561,10 +572,25 @@ static void job_continue(Job *j) {
                 return;
         }
 
+        /* The backoff after an ignored error, and the driver's idle wish: sleep until the later
+         * of the two. A job woken early comes back here and sleeps out what is left of the
+         * backoff (the idle wish is spent once woken). */
+        JobSleep why = JOB_SLEEP_NONE;
+        uint64_t deadline = 0;
+        if (j->retry_at > now) {
+                why = JOB_SLEEP_BACKOFF;
+                deadline = j->retry_at;
+        }
         if (j->idle_ns > 0) {
-                uint64_t idle = j->idle_ns;
+                uint64_t idle_end = now + j->idle_ns;
                 j->idle_ns = 0;
-                job_sleep_until(j, JOB_SLEEP_IDLE, now + idle);
+                if (idle_end > deadline) {
+                        why = JOB_SLEEP_IDLE;
+                        deadline = idle_end;
+                }
+        }
+        if (why != JOB_SLEEP_NONE) {
+                job_sleep_until(j, why, deadline);
                 return;
         }
 
@@ -640,10 +666,45 @@ JobErrorAction job_step_io_error(Job *j, JobStepResult *out, bool on_source, boo
         return action;
 }
 
-static void job_handle_io_error(Job *j, const JobIoError *e) {
+/* Should the observer hear of this error? Errors that change the job's course always; ignored
+ * ones JOB_IO_ERROR_BURST per window, and the first one after a quiet spell says how many it
+ * stands for. */
+static bool job_io_error_admit(Job *j, JobIoError *e) {
+        uint64_t now = job_now(j);
+
+        if (j->io_error_window_count == 0 || now - j->io_error_window_start >= JOB_IO_ERROR_INTERVAL_NS) {
+                j->io_error_window_start = now;
+                j->io_error_window_count = 0;
+        }
+        if (e->action == JOB_ERROR_ACTION_IGNORE && j->io_error_window_count >= JOB_IO_ERROR_BURST) {
+                j->io_errors_suppressed++;
+                return false;
+        }
+
+        j->io_error_window_count++;
+        e->suppressed = j->io_errors_suppressed;
+        j->io_errors_suppressed = 0;
+        return true;
+}
+
+/* An ignored error makes the next step wait, longer each time in a row; progress without an
+ * error forgets it. Steps that neither fail nor progress (a ready mirror with nothing to do)
+ * leave it as it is. */
+static void job_update_backoff(Job *j, const JobStepResult *out) {
+        if (out->io_error.set && out->io_error.action == JOB_ERROR_ACTION_IGNORE) {
+                j->backoff_ns = j->backoff_ns == 0 ? JOB_IO_ERROR_BACKOFF_MIN_NS
+                                                   : MIN(2 * j->backoff_ns, JOB_IO_ERROR_BACKOFF_MAX_NS);
+                j->retry_at = job_now(j) + j->backoff_ns;
+        } else if (!out->io_error.set && out->progress > 0) {
+                j->backoff_ns = 0;
+                j->retry_at = 0;
+        }
+}
+
+static void job_handle_io_error(Job *j, JobIoError *e) {
         const JobObserver *o = j->registry->observer;
 
-        if (o && o->io_error)
+        if (o && o->io_error && job_io_error_admit(j, e))
                 o->io_error(j, e, j->registry->observer_userdata);
 
         if (e->action != JOB_ERROR_ACTION_STOP)
@@ -682,6 +743,7 @@ static void job_step_done(Job *j) {
 
         if (out->io_error.set)
                 job_handle_io_error(j, &out->io_error);
+        job_update_backoff(j, out);
 
         if (out->ready && j->status == JOB_STATUS_RUNNING)
                 job_state_transition(j, JOB_STATUS_READY);

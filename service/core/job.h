@@ -25,6 +25,22 @@
 
 #define JOB_ID_MAX 128
 
+/* on-*-error=ignore: after a step whose I/O error was ignored, the job sleeps before its next step,
+ * 10 ms at first, doubling with each further failing step up to 1 s; a step that makes progress
+ * without an error resets it. The sleep is a pause point like the rate limit's: pause and force
+ * cancel take effect at once; set-speed, complete and a soft cancel re-evaluate the job but do not
+ * cut the backoff short (they have nothing to do with the failing range). */
+#define JOB_IO_ERROR_BACKOFF_MIN_NS (10 * UINT64_C(1000000))
+#define JOB_IO_ERROR_BACKOFF_MAX_NS (1000 * UINT64_C(1000000))
+
+/* The observer is told about at most JOB_IO_ERROR_BURST ignored errors of one job per
+ * JOB_IO_ERROR_INTERVAL_NS; the next one it is told about carries the number it missed
+ * (JobIoError.suppressed). Errors that change the job's course (stop, report) are always told.
+ * The backoff alone bounds a job that keeps failing to about one error a second; this bounds a
+ * job whose failing steps alternate with steps that progress (and so reset the backoff). */
+#define JOB_IO_ERROR_INTERVAL_NS (1000 * UINT64_C(1000000))
+#define JOB_IO_ERROR_BURST 5U
+
 typedef struct JobRegistry JobRegistry;
 typedef struct JobTxn JobTxn;
 
@@ -37,7 +53,7 @@ typedef enum JobChange {
 typedef struct JobObserver {
         /* Every real status change, in order, 'null' included (the job is about to go away). */
         void (*status_changed)(Job *j, JobStatus status, void *userdata);
-        /* An I/O error met the error policy. */
+        /* An I/O error met the error policy (ignored ones rate-limited, see JOB_IO_ERROR_BURST). */
         void (*io_error)(Job *j, const JobIoError *e, void *userdata);
         /* Some other observable property changed. */
         void (*changed)(Job *j, JobChange what, void *userdata);

@@ -34,6 +34,10 @@ static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
         CoreFixture *f = userdata;
         g_autofree char *word = g_strdup_printf("%s:%s:%s", job_id(j), e->is_read ? "read" : "write",
                                                 job_error_action_to_string(e->action));
+        if (e->suppressed > 0) {
+                g_autofree char *plain = g_steal_pointer(&word);
+                word = g_strdup_printf("%s+%u", plain, e->suppressed);
+        }
         append_word(f->io_errors, word);
 }
 

@@ -2,7 +2,8 @@
 #pragma once
 
 /* The core on a fake executor, with an observer that writes every status change as "<id>:<status>"
- * into one string, every I/O error event as "<id>:<read|write>:<action>", and remembers each
+ * into one string, every I/O error event as "<id>:<read|write>:<action>" (with "+<n>" when it
+ * stands for n more that were suppressed), and remembers each
  * job's error text at conclusion. Also records which (from, to) transitions were taken. */
 
 #include <glib.h>
