@@ -41,6 +41,9 @@ typedef struct JobIoError {
         JobErrorAction action;
         int error;                 /* negative errno */
         char *message;             /* what failed, with the file and offset; may be NULL */
+        /* Set by the core for the observer: ignored errors of this job that the observer was not
+         * told about since the last one it was (see JOB_IO_ERROR_BURST in job.h). */
+        unsigned suppressed;
 } JobIoError;
 
 typedef struct JobStepResult {
@@ -100,6 +103,8 @@ typedef struct JobDriver {
  * step result. With the report action the step result is marked finished with the error; with
  * stop the core pauses the job and sets its io-status once the step returns, and the driver keeps
  * its position so that the next step after resume retries the failed range; with ignore the
- * driver decides whether to retry or skip. The message is formatted like printf. */
+ * driver decides whether to retry or skip, and the core waits before the next step (a backoff,
+ * see JOB_IO_ERROR_BACKOFF_MIN_NS in job.h) so that a range that keeps failing is not retried in a
+ * busy loop. The message is formatted like printf. */
 JobErrorAction job_step_io_error(Job *j, JobStepResult *out, bool on_source, bool is_read, int error,
                                  const char *format, ...) __attribute__((format(printf, 6, 7)));

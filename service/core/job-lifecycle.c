@@ -168,6 +168,10 @@ JobErrorAction job_on_error_decide(JobOnError policy, int error) {
         if (error < 0)
                 error = -error;
 
+        /* A corrupt image stays corrupt: no policy makes a retry worthwhile. */
+        if (error == EUCLEAN)
+                return JOB_ERROR_ACTION_REPORT;
+
         switch (policy) {
         case JOB_ON_ERROR_ENOSPC:
                 return error == ENOSPC ? JOB_ERROR_ACTION_STOP : JOB_ERROR_ACTION_REPORT;

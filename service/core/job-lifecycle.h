@@ -95,5 +95,7 @@ bool job_status_is_ready(JobStatus s);
 /* The run has returned: WAITING, PENDING, ABORTING, CONCLUDED or NULL. */
 bool job_status_is_completed(JobStatus s);
 
-/* The error policy applied to one error (errno, positive or negative). */
+/* The error policy applied to one error (errno, positive or negative). EUCLEAN, a corrupt image,
+ * is always 'report', whatever the policy: retrying cannot repair the image, and ignoring it
+ * would only loop (ignore) or stop (stop, enospc) on the same broken metadata. */
 JobErrorAction job_on_error_decide(JobOnError policy, int error);

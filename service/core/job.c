@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "error-message.h"
+#include "hashmap.h"
 #include "job.h"
 #include "list.h"
 #include "log.h"
@@ -58,6 +59,7 @@ typedef enum JobSleep {
         JOB_SLEEP_NONE,
         JOB_SLEEP_RATELIMIT,
         JOB_SLEEP_IDLE,
+        JOB_SLEEP_BACKOFF,
 } JobSleep;
 
 typedef enum JobTxnPhase {
@@ -67,6 +69,12 @@ typedef enum JobTxnPhase {
         JOB_TXN_ABORTING,
 } JobTxnPhase;
 
+/* What names a job: ids are unique per owner. */
+typedef struct JobKey {
+        uint32_t owner;
+        const char *id;
+} JobKey;
+
 struct JobRegistry {
         const JobExecutor *executor;
         void *executor_userdata;
@@ -74,6 +82,7 @@ struct JobRegistry {
         void *observer_userdata;
         Job *jobs;                      /* newest first */
         size_t n_jobs;
+        Hashmap *by_key;                /* JobKey → Job, the same jobs as the list */
 };
 
 struct JobTxn {
@@ -94,7 +103,7 @@ struct Job {
         LIST_FIELDS(Job, members);
         JobTxn *txn;
 
-        char *id;
+        JobKey key;                     /* key.id is the job's id, owned here */
         const JobDriver *driver;
         void *driver_data;
         void *userdata;
@@ -117,6 +126,16 @@ struct Job {
         bool deferred;                  /* the run has returned */
         JobSleep sleep;
         uint64_t idle_ns;
+
+        /* on-*-error=ignore: how long the last failing step made the job wait (0: the last step
+         * that did something did not fail), and the earliest time of the next step. */
+        uint64_t backoff_ns;
+        uint64_t retry_at;
+        /* What the observer was told of ignored errors: the current window and how many it was
+         * not told about. */
+        uint64_t io_error_window_start;
+        unsigned io_error_window_count;
+        unsigned io_errors_suppressed;
 
         bool cancelled;                 /* any cancel request */
         bool force_cancel;
@@ -174,7 +193,7 @@ void job_state_transition(Job *j, JobStatus to) {
 
         if (!job_transition_allowed(from, to)) {
                 /* Not a user error: the core itself went wrong. Stop before doing damage. */
-                log_error("Job '%s': illegal transition %s -> %s, aborting.", strempty(j->id),
+                log_error("Job '%s': illegal transition %s -> %s, aborting.", strempty(j->key.id),
                           job_status_to_string(from), job_status_to_string(to));
                 abort();
         }
@@ -192,11 +211,28 @@ static int job_apply_verb(Job *j, JobVerb verb, char **ret_error) {
         if (job_verb_allowed(verb, j->status))
                 return 0;
 
-        return error_message(ret_error, -EBUSY, "Job '%s' in state '%s' cannot accept command verb '%s'", j->id,
+        return error_message(ret_error, -EBUSY, "Job '%s' in state '%s' cannot accept command verb '%s'", j->key.id,
                              job_status_to_string(j->status), job_verb_to_string(verb));
 }
 
 /* ---- registry ----------------------------------------------------------------------------- */
+
+static void job_key_hash(const void *key, SipHash *state) {
+        const JobKey *k = key;
+
+        siphash24_compress(&k->owner, sizeof(k->owner), state);
+        siphash24_compress(k->id, strlen(k->id) + 1, state);
+}
+
+static bool job_key_equal(const void *a, const void *b) {
+        const JobKey *x = a, *y = b;
+        return x->owner == y->owner && strcmp(x->id, y->id) == 0;
+}
+
+static const HashOps job_key_hash_ops = {
+        .hash = job_key_hash,
+        .equal = job_key_equal,
+};
 
 int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRegistry **ret) {
         JobRegistry *r;
@@ -206,6 +242,10 @@ int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRe
         r = calloc(1, sizeof(*r));
         if (!r)
                 return -ENOMEM;
+        if (hashmap_new(&job_key_hash_ops, &r->by_key) < 0) {
+                free(r);
+                return -ENOMEM;
+        }
 
         r->executor = executor;
         r->executor_userdata = executor_userdata;
@@ -219,6 +259,7 @@ JobRegistry *job_registry_free(JobRegistry *r) {
 
         /* Jobs reference the registry; freeing it under them would leave them dangling. */
         assert(!r->jobs);
+        hashmap_free(r->by_key);
         free(r);
         return NULL;
 }
@@ -228,15 +269,10 @@ void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void
         r->observer_userdata = userdata;
 }
 
-Job *job_registry_find(JobRegistry *r, const char *id) {
-        Job *j;
-
+Job *job_registry_find(JobRegistry *r, uint32_t owner, const char *id) {
         if (!id)
                 return NULL;
-        LIST_FOREACH(jobs, j, r->jobs)
-                if (strcmp(j->id, id) == 0)
-                        return j;
-        return NULL;
+        return hashmap_get(r->by_key, &(JobKey) { .owner = owner, .id = id });
 }
 
 Job *job_registry_first(JobRegistry *r) {
@@ -277,23 +313,25 @@ bool job_id_is_valid(const char *id) {
         return true;
 }
 
-int job_registry_check_id(JobRegistry *r, const char *id, char **ret_error) {
+int job_registry_check_id(JobRegistry *r, uint32_t owner, const char *id, char **ret_error) {
         if (!id)
                 return 0;
         if (!job_id_is_valid(id))
                 return error_message(ret_error, -EINVAL, "Invalid job ID '%s'", id);
-        if (job_registry_find(r, id))
+        if (job_registry_find(r, owner, id))
                 return error_message(ret_error, -EEXIST, "Job ID '%s' already in use", id);
         return 0;
 }
 
-static char *job_registry_pick_id(JobRegistry *r, JobType type) {
+static char *job_registry_pick_id(JobRegistry *r, uint32_t owner, JobType type) {
         char buf[64];
 
-        /* Lowest free N, so that ids stay short and predictable for a user typing them. */
+        /* Lowest free N among the owner's ids, so that ids stay short and predictable for a user
+         * typing them. Each try is one hash lookup; there are at most as many as the owner has
+         * jobs. */
         for (unsigned n = 0;; n++) {
                 (void) snprintf(buf, sizeof(buf), "%s%u", job_type_to_string(type), n);
-                if (!job_registry_find(r, buf))
+                if (!job_registry_find(r, owner, buf))
                         return strdup(buf);
         }
 }
@@ -362,7 +400,7 @@ static Job *job_free(Job *j) {
         free(j->step_out.io_error.message);
         free(j->work_error);
         free(j->error);
-        free(j->id);
+        free((char *) j->key.id);
         free(j);
         return NULL;
 }
@@ -392,11 +430,11 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
 
         assert(r && p && p->driver && p->driver->step);
 
-        k = job_registry_check_id(r, p->id, ret_error);
+        k = job_registry_check_id(r, p->owner, p->id, ret_error);
         if (k < 0)
                 return k;
 
-        id = p->id ? strdup(p->id) : job_registry_pick_id(r, p->driver->type);
+        id = p->id ? strdup(p->id) : job_registry_pick_id(r, p->owner, p->driver->type);
         if (!id)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
 
@@ -412,6 +450,7 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
         *j = (Job) {
                 .n_ref = 1,
                 .registry = r,
+                .key = { .owner = p->owner, .id = id },
                 .driver = p->driver,
                 .status = JOB_STATUS_UNDEFINED,
                 .auto_finalize = p->auto_finalize,
@@ -423,15 +462,21 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
                 .pause_count = 1,
         };
 
+        if (hashmap_put(r->by_key, &j->key, j) < 0) {
+                free(j);
+                return error_message(ret_error, -ENOMEM, "Out of memory");
+        }
+
         if (r->executor->attach) {
                 k = r->executor->attach(r->executor_userdata, j);
                 if (k < 0) {
+                        assert_se(hashmap_remove(r->by_key, &j->key) == j);
                         free(j);
                         return error_message(ret_error, k, "Cannot set up job: %s", strerror(-k));
                 }
         }
 
-        j->id = TAKE_PTR(id);
+        id = NULL;                      /* j->key.id owns it now */
         j->driver_data = p->driver_data;
         j->speed = p->speed;
         ratelimit_set_speed(&j->limit, p->speed, RATELIMIT_JOB_SLICE_NS);
@@ -472,6 +517,7 @@ static void job_do_dismiss(Job *j) {
         job_state_transition(j, JOB_STATUS_NULL);
 
         LIST_REMOVE(jobs, r->jobs, j);
+        assert_se(hashmap_remove(r->by_key, &j->key) == j);
         r->n_jobs--;
         job_unref(j);
 }
@@ -526,10 +572,25 @@ static void job_continue(Job *j) {
                 return;
         }
 
+        /* The backoff after an ignored error, and the driver's idle wish: sleep until the later
+         * of the two. A job woken early comes back here and sleeps out what is left of the
+         * backoff (the idle wish is spent once woken). */
+        JobSleep why = JOB_SLEEP_NONE;
+        uint64_t deadline = 0;
+        if (j->retry_at > now) {
+                why = JOB_SLEEP_BACKOFF;
+                deadline = j->retry_at;
+        }
         if (j->idle_ns > 0) {
-                uint64_t idle = j->idle_ns;
+                uint64_t idle_end = now + j->idle_ns;
                 j->idle_ns = 0;
-                job_sleep_until(j, JOB_SLEEP_IDLE, now + idle);
+                if (idle_end > deadline) {
+                        why = JOB_SLEEP_IDLE;
+                        deadline = idle_end;
+                }
+        }
+        if (why != JOB_SLEEP_NONE) {
+                job_sleep_until(j, why, deadline);
                 return;
         }
 
@@ -605,10 +666,45 @@ JobErrorAction job_step_io_error(Job *j, JobStepResult *out, bool on_source, boo
         return action;
 }
 
-static void job_handle_io_error(Job *j, const JobIoError *e) {
+/* Should the observer hear of this error? Errors that change the job's course always; ignored
+ * ones JOB_IO_ERROR_BURST per window, and the first one after a quiet spell says how many it
+ * stands for. */
+static bool job_io_error_admit(Job *j, JobIoError *e) {
+        uint64_t now = job_now(j);
+
+        if (j->io_error_window_count == 0 || now - j->io_error_window_start >= JOB_IO_ERROR_INTERVAL_NS) {
+                j->io_error_window_start = now;
+                j->io_error_window_count = 0;
+        }
+        if (e->action == JOB_ERROR_ACTION_IGNORE && j->io_error_window_count >= JOB_IO_ERROR_BURST) {
+                j->io_errors_suppressed++;
+                return false;
+        }
+
+        j->io_error_window_count++;
+        e->suppressed = j->io_errors_suppressed;
+        j->io_errors_suppressed = 0;
+        return true;
+}
+
+/* An ignored error makes the next step wait, longer each time in a row; progress without an
+ * error forgets it. Steps that neither fail nor progress (a ready mirror with nothing to do)
+ * leave it as it is. */
+static void job_update_backoff(Job *j, const JobStepResult *out) {
+        if (out->io_error.set && out->io_error.action == JOB_ERROR_ACTION_IGNORE) {
+                j->backoff_ns = j->backoff_ns == 0 ? JOB_IO_ERROR_BACKOFF_MIN_NS
+                                                   : MIN(2 * j->backoff_ns, JOB_IO_ERROR_BACKOFF_MAX_NS);
+                j->retry_at = job_now(j) + j->backoff_ns;
+        } else if (!out->io_error.set && out->progress > 0) {
+                j->backoff_ns = 0;
+                j->retry_at = 0;
+        }
+}
+
+static void job_handle_io_error(Job *j, JobIoError *e) {
         const JobObserver *o = j->registry->observer;
 
-        if (o && o->io_error)
+        if (o && o->io_error && job_io_error_admit(j, e))
                 o->io_error(j, e, j->registry->observer_userdata);
 
         if (e->action != JOB_ERROR_ACTION_STOP)
@@ -647,6 +743,7 @@ static void job_step_done(Job *j) {
 
         if (out->io_error.set)
                 job_handle_io_error(j, &out->io_error);
+        job_update_backoff(j, out);
 
         if (out->ready && j->status == JOB_STATUS_RUNNING)
                 job_state_transition(j, JOB_STATUS_READY);
@@ -786,7 +883,7 @@ int job_complete(Job *j, char **ret_error) {
         if (r < 0)
                 return r;
         if (j->cancelled || !j->driver->complete)
-                return error_message(ret_error, -EBUSY, "The active block job '%s' cannot be completed", j->id);
+                return error_message(ret_error, -EBUSY, "The active block job '%s' cannot be completed", j->key.id);
 
         r = j->driver->complete(j, j->driver_data, ret_error);
         if (r < 0)
@@ -1130,7 +1227,11 @@ void job_progress_increase_remaining(Job *j, uint64_t delta) {
 }
 
 const char *job_id(const Job *j) {
-        return j->id;
+        return j->key.id;
+}
+
+uint32_t job_owner(const Job *j) {
+        return j->key.owner;
 }
 
 JobType job_type(const Job *j) {

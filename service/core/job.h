@@ -25,6 +25,22 @@
 
 #define JOB_ID_MAX 128
 
+/* on-*-error=ignore: after a step whose I/O error was ignored, the job sleeps before its next step,
+ * 10 ms at first, doubling with each further failing step up to 1 s; a step that makes progress
+ * without an error resets it. The sleep is a pause point like the rate limit's: pause and force
+ * cancel take effect at once; set-speed, complete and a soft cancel re-evaluate the job but do not
+ * cut the backoff short (they have nothing to do with the failing range). */
+#define JOB_IO_ERROR_BACKOFF_MIN_NS (10 * UINT64_C(1000000))
+#define JOB_IO_ERROR_BACKOFF_MAX_NS (1000 * UINT64_C(1000000))
+
+/* The observer is told about at most JOB_IO_ERROR_BURST ignored errors of one job per
+ * JOB_IO_ERROR_INTERVAL_NS; the next one it is told about carries the number it missed
+ * (JobIoError.suppressed). Errors that change the job's course (stop, report) are always told.
+ * The backoff alone bounds a job that keeps failing to about one error a second; this bounds a
+ * job whose failing steps alternate with steps that progress (and so reset the backoff). */
+#define JOB_IO_ERROR_INTERVAL_NS (1000 * UINT64_C(1000000))
+#define JOB_IO_ERROR_BURST 5U
+
 typedef struct JobRegistry JobRegistry;
 typedef struct JobTxn JobTxn;
 
@@ -37,14 +53,18 @@ typedef enum JobChange {
 typedef struct JobObserver {
         /* Every real status change, in order, 'null' included (the job is about to go away). */
         void (*status_changed)(Job *j, JobStatus status, void *userdata);
-        /* An I/O error met the error policy. */
+        /* An I/O error met the error policy (ignored ones rate-limited, see JOB_IO_ERROR_BURST). */
         void (*io_error)(Job *j, const JobIoError *e, void *userdata);
         /* Some other observable property changed. */
         void (*changed)(Job *j, JobChange what, void *userdata);
 } JobObserver;
 
 typedef struct JobCreateParams {
-        const char *id;                 /* NULL: the core picks "<type><N>", lowest free N */
+        /* Whose job it is: ids are unique per owner, so two owners may both have a job "nightly".
+         * The core treats it as an opaque key (the daemon passes the creator's uid); the worker
+         * pool also shares its threads fairly between owners (worker-pool.h). */
+        uint32_t owner;
+        const char *id;                 /* NULL: the core picks "<type><N>", lowest free N of the owner */
         const JobDriver *driver;
         void *driver_data;              /* the job owns it on success; freed with driver->free */
         bool auto_finalize;
@@ -62,7 +82,10 @@ int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRe
 /* Frees the registry; every job must be gone (dismissed) by then. */
 JobRegistry *job_registry_free(JobRegistry *r);
 void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata);
-Job *job_registry_find(JobRegistry *r, const char *id);
+/* The owner's job with this id (a hash lookup, not a walk), or NULL. A job leaves the registry
+ * when it is dismissed (status null): from then on it is not found and its id is free again for
+ * its owner, although job_id() and job_owner() stay valid as long as a reference is held. */
+Job *job_registry_find(JobRegistry *r, uint32_t owner, const char *id);
 Job *job_registry_first(JobRegistry *r);
 Job *job_registry_next(Job *j);
 size_t job_registry_count(JobRegistry *r);
@@ -70,9 +93,9 @@ uint64_t job_registry_now(JobRegistry *r);
 
 /* QEMU's id rules: a letter, then letters, digits, '-', '.', '_'; at most JOB_ID_MAX bytes. */
 bool job_id_is_valid(const char *id);
-/* Would job_create() accept this id (NULL: an automatic one)? Lets a caller fail before it does
- * any expensive preparation. */
-int job_registry_check_id(JobRegistry *r, const char *id, char **ret_error);
+/* Would job_create() accept this id for this owner (NULL: an automatic one)? Lets a caller fail
+ * before it does any expensive preparation. */
+int job_registry_check_id(JobRegistry *r, uint32_t owner, const char *id, char **ret_error);
 
 /* A grouped transaction (completion-mode grouped): its members wait for each other, finalize
  * together, and abort together. Members hold a reference; drop yours once they are created. */
@@ -112,6 +135,7 @@ void job_progress_increase_remaining(Job *j, uint64_t delta);
 
 /* Accessors. */
 const char *job_id(const Job *j);
+uint32_t job_owner(const Job *j);
 JobType job_type(const Job *j);
 JobStatus job_status(const Job *j);
 const char *job_error(const Job *j);      /* NULL while the job has not failed */

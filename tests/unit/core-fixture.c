@@ -34,6 +34,10 @@ static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
         CoreFixture *f = userdata;
         g_autofree char *word = g_strdup_printf("%s:%s:%s", job_id(j), e->is_read ? "read" : "write",
                                                 job_error_action_to_string(e->action));
+        if (e->suppressed > 0) {
+                g_autofree char *plain = g_steal_pointer(&word);
+                word = g_strdup_printf("%s+%u", plain, e->suppressed);
+        }
         append_word(f->io_errors, word);
 }
 
@@ -82,8 +86,8 @@ void core_fixture_teardown(CoreFixture *f, gconstpointer data) {
         g_hash_table_unref(f->last_status);
 }
 
-Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriverConfig *c, bool auto_finalize,
-              bool auto_dismiss, JobTxn *txn) {
+static Job *core_job_full(CoreFixture *f, uint32_t owner, const char *id, const JobDriver *d,
+                          const TestDriverConfig *c, bool auto_finalize, bool auto_dismiss, JobTxn *txn) {
         TestDriverConfig config = c ? *c : (TestDriverConfig) {};
         g_autofree char *error = NULL;
         Job *j = NULL;
@@ -92,6 +96,7 @@ Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriv
                 config.total = 3 * 65536;
 
         JobCreateParams p = {
+                .owner = owner,
                 .id = id,
                 .driver = d,
                 .driver_data = test_driver_state_new(&config, f->calls),
@@ -103,6 +108,15 @@ Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriv
         g_assert_cmpstr(error, ==, NULL);
         g_assert_cmpint(r, ==, 0);
         return j;
+}
+
+Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriverConfig *c, bool auto_finalize,
+              bool auto_dismiss, JobTxn *txn) {
+        return core_job_full(f, 0, id, d, c, auto_finalize, auto_dismiss, txn);
+}
+
+Job *core_job_owned(CoreFixture *f, uint32_t owner, const char *id) {
+        return core_job_full(f, owner, id, &test_driver_backup, NULL, true, true, NULL);
 }
 
 Job *core_job_simple(CoreFixture *f, const char *id) {

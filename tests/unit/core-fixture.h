@@ -2,7 +2,8 @@
 #pragma once
 
 /* The core on a fake executor, with an observer that writes every status change as "<id>:<status>"
- * into one string, every I/O error event as "<id>:<read|write>:<action>", and remembers each
+ * into one string, every I/O error event as "<id>:<read|write>:<action>" (with "+<n>" when it
+ * stands for n more that were suppressed), and remembers each
  * job's error text at conclusion. Also records which (from, to) transitions were taken. */
 
 #include <glib.h>
@@ -29,6 +30,8 @@ void core_fixture_teardown(CoreFixture *f, gconstpointer data);
 Job *core_job(CoreFixture *f, const char *id, const JobDriver *d, const TestDriverConfig *c, bool auto_finalize,
               bool auto_dismiss, JobTxn *txn);
 Job *core_job_simple(CoreFixture *f, const char *id);
+/* A simple job of another owner (core_job's are owner 0's). */
+Job *core_job_owned(CoreFixture *f, uint32_t owner, const char *id);
 TestDriverState *core_job_state(Job *j);
 
 /* Compare and clear the recorded events / hook calls / I/O errors. */

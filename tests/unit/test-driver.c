@@ -26,10 +26,9 @@ static void test_step(Job *j, void *data, const JobStepInput *in, JobStepResult 
                 return;
         }
 
-        if (c->io_error_at_step == s->steps)
-                s->io_errors_left = c->io_error_repeat ?: 1;
-        if (s->io_errors_left > 0) {
-                s->io_errors_left--;
+        if (c->io_error_at_step > 0 && s->steps >= c->io_error_at_step &&
+            (s->steps - c->io_error_at_step) % (c->io_error_every ?: 1) == 0 &&
+            (s->steps - c->io_error_at_step) / (c->io_error_every ?: 1) < (c->io_error_repeat ?: 1)) {
                 JobErrorAction a = job_step_io_error(j, out, c->io_error_on_source, c->io_error_on_source,
                                                      c->io_error, "injected error at offset %" G_GUINT64_FORMAT,
                                                      s->offset);

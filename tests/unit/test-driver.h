@@ -29,7 +29,8 @@ typedef struct TestDriverConfig {
         const char *prepare_message;
 
         unsigned io_error_at_step;      /* 1-based; 0 = never */
-        unsigned io_error_repeat;       /* how many consecutive steps fail (0 = 1) */
+        unsigned io_error_repeat;       /* how many steps fail (0 = 1) */
+        unsigned io_error_every;        /* 1 step in this many fails from io_error_at_step on (0 = 1) */
         int io_error;                   /* negative errno */
         bool io_error_on_source;
 
@@ -41,7 +42,6 @@ typedef struct TestDriverState {
         GString *log;                   /* borrowed */
         uint64_t offset;
         unsigned steps;
-        unsigned io_errors_left;
         uint64_t last_max_bytes;
 } TestDriverState;
 

@@ -22,7 +22,7 @@ static void scenario_auto_both(CoreFixture *f) {
         assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
         assert_calls(f, "j:prepare j:commit j:clean");
         g_assert_cmpstr(core_error_of(f, "j"), ==, "");
-        g_assert_null(job_registry_find(f->registry, "j"));
+        g_assert_null(job_registry_find(f->registry, 0, "j"));
 }
 
 static void scenario_manual_finalize(CoreFixture *f) {
@@ -442,10 +442,10 @@ static void scenario_id_reuse(CoreFixture *f) {
         p.driver = &test_driver_backup;
         g_assert_cmpint(job_create(f->registry, &p, NULL, &error), ==, -EEXIST);
         g_assert_cmpstr(error, ==, "Job ID 'j' already in use");
-        g_assert_cmpint(job_registry_check_id(f->registry, "j", NULL), ==, -EEXIST);
+        g_assert_cmpint(job_registry_check_id(f->registry, 0, "j", NULL), ==, -EEXIST);
 
         g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
-        g_assert_cmpint(job_registry_check_id(f->registry, "j", NULL), ==, 0);
+        g_assert_cmpint(job_registry_check_id(f->registry, 0, "j", NULL), ==, 0);
         j = core_job_simple(f, "j");
         g_assert_nonnull(j);
         assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null j:created");
@@ -472,6 +472,87 @@ static void test_automatic_ids(CoreFixture *f, gconstpointer data) {
         for (Job *j = job_registry_first(f->registry); j; j = job_registry_next(j))
                 g_string_append_printf(order, "%s ", job_id(j));
         g_assert_cmpstr(order->str, ==, "backup2 backup0 mirror0 backup1 ");
+}
+
+static void test_ids_per_owner(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+
+        /* A user's job does not take the id of root's script, nor the other way round. */
+        Job *user = core_job_owned(f, 1000, "nightly");
+        g_assert_cmpint(job_registry_check_id(f->registry, 0, "nightly", NULL), ==, 0);
+        Job *root = core_job_owned(f, 0, "nightly");
+        g_assert_true(user != root);
+        g_assert_cmpuint(job_owner(user), ==, 1000);
+        g_assert_cmpuint(job_owner(root), ==, 0);
+        g_assert_true(job_registry_find(f->registry, 1000, "nightly") == user);
+        g_assert_true(job_registry_find(f->registry, 0, "nightly") == root);
+        g_assert_null(job_registry_find(f->registry, 1001, "nightly"));
+
+        /* Within one owner the id is still taken, with QEMU's message. */
+        g_assert_cmpint(job_registry_check_id(f->registry, 1000, "nightly", &error), ==, -EEXIST);
+        g_assert_cmpstr(error, ==, "Job ID 'nightly' already in use");
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        p.owner = 1000;
+        p.id = "nightly";
+        p.driver = &test_driver_backup;
+        g_assert_cmpint(job_create(f->registry, &p, NULL, NULL), ==, -EEXIST);
+
+        /* Automatic ids count within the owner: each starts at 0 and fills its own gaps. */
+        Job *u0 = core_job_owned(f, 1000, NULL), *u1 = core_job_owned(f, 1000, NULL);
+        Job *r0 = core_job_owned(f, 0, NULL), *o0 = core_job_owned(f, 1001, NULL);
+        g_assert_cmpstr(job_id(u0), ==, "backup0");
+        g_assert_cmpstr(job_id(u1), ==, "backup1");
+        g_assert_cmpstr(job_id(r0), ==, "backup0");
+        g_assert_cmpstr(job_id(o0), ==, "backup0");
+        g_assert_true(job_registry_find(f->registry, 1001, "backup0") == o0);
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 6);
+
+        job_early_fail(u0);
+        g_assert_null(job_registry_find(f->registry, 1000, "backup0"));
+        g_assert_true(job_registry_find(f->registry, 0, "backup0") == r0);
+        g_assert_cmpstr(job_id(core_job_owned(f, 1000, NULL)), ==, "backup0");
+        g_assert_cmpstr(job_id(core_job_owned(f, 1000, NULL)), ==, "backup2");
+        assert_events(f, "nightly:created nightly:created backup0:created backup1:created backup0:created "
+                         "backup0:created backup0:null backup0:created backup2:created");
+}
+
+static void test_id_kept_until_freed(CoreFixture *f, gconstpointer data) {
+        Job *j = core_drive_to(f, "j", JOB_STATUS_CONCLUDED, false);
+
+        /* Someone (a verb waiting for polkit) still holds the job when it is dismissed: it leaves
+         * the registry and its id is free again, but the object keeps its name until freed. */
+        job_ref(j);
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        g_assert_null(job_registry_find(f->registry, 0, "j"));
+        g_assert_cmpstr(job_id(j), ==, "j");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_NULL);
+
+        Job *again = core_job_simple(f, "j");
+        g_assert_true(again != j);
+        g_assert_true(job_registry_find(f->registry, 0, "j") == again);
+        g_assert_cmpstr(job_id(j), ==, "j");
+        job_unref(j);
+}
+
+static void test_many_ids(CoreFixture *f, gconstpointer data) {
+        const unsigned n = 5000;
+
+        /* Thousands of jobs of two owners, each found by its key. */
+        for (unsigned i = 0; i < n; i++) {
+                g_autofree char *id = g_strdup_printf("job%u", i);
+                core_job_owned(f, i % 2, id);
+        }
+        for (unsigned i = 0; i < n; i++) {
+                g_autofree char *id = g_strdup_printf("job%u", i);
+                Job *j = job_registry_find(f->registry, i % 2, id);
+                g_assert_nonnull(j);
+                g_assert_cmpstr(job_id(j), ==, id);
+                g_assert_cmpuint(job_owner(j), ==, i % 2);
+                g_assert_null(job_registry_find(f->registry, 1 - i % 2, id));
+        }
+        for (Job *j; (j = job_registry_first(f->registry));)
+                job_early_fail(j);
+        g_assert_null(job_registry_find(f->registry, 0, "job0"));
 }
 
 static void scenario_early_fail(CoreFixture *f) {
@@ -502,9 +583,10 @@ static void test_defaults(CoreFixture *f, gconstpointer data) {
         g_assert_true(job_get_userdata(j) == f);
         g_assert_null(job_error(j));
         g_assert_cmpint(job_ret(j), ==, 0);
-        g_assert_true(job_registry_find(f->registry, "backup0") == j);
-        g_assert_null(job_registry_find(f->registry, "nope"));
-        g_assert_null(job_registry_find(f->registry, NULL));
+        g_assert_true(job_registry_find(f->registry, 0, "backup0") == j);
+        g_assert_cmpuint(job_owner(j), ==, 0);
+        g_assert_null(job_registry_find(f->registry, 0, "nope"));
+        g_assert_null(job_registry_find(f->registry, 0, NULL));
         g_assert_cmpuint(job_registry_now(f->registry), ==, f->exec.now);
 
         job_progress_set_remaining(j, 1000);
@@ -832,21 +914,26 @@ static void test_idle_wakeups(CoreFixture *f, gconstpointer data) {
 
 /* ---- I/O error policies --------------------------------------------------------------------- */
 
-static Job *io_error_job(CoreFixture *f, JobOnError src, JobOnError tgt, int error, bool on_source, unsigned repeat,
-                         bool auto_dismiss) {
-        TestDriverConfig c = { .total = 3 * CHUNK, .io_error_at_step = 2, .io_error = error,
-                               .io_error_on_source = on_source, .io_error_repeat = repeat };
+static Job *io_error_job_config(CoreFixture *f, JobOnError src, JobOnError tgt, const TestDriverConfig *c,
+                                bool auto_dismiss) {
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         Job *j = NULL;
 
         p.id = "j";
         p.driver = &test_driver_backup;
-        p.driver_data = test_driver_state_new(&c, f->calls);
+        p.driver_data = test_driver_state_new(c, f->calls);
         p.auto_dismiss = auto_dismiss;
         p.on_source_error = src;
         p.on_target_error = tgt;
         g_assert_cmpint(job_create(f->registry, &p, &j, NULL), ==, 0);
         return j;
+}
+
+static Job *io_error_job(CoreFixture *f, JobOnError src, JobOnError tgt, int error, bool on_source, unsigned repeat,
+                         bool auto_dismiss) {
+        TestDriverConfig c = { .total = 3 * CHUNK, .io_error_at_step = 2, .io_error = error,
+                               .io_error_on_source = on_source, .io_error_repeat = repeat };
+        return io_error_job_config(f, src, tgt, &c, auto_dismiss);
 }
 
 static void test_io_error_report(CoreFixture *f, gconstpointer data) {
@@ -861,15 +948,166 @@ static void test_io_error_report(CoreFixture *f, gconstpointer data) {
 
 static void test_io_error_ignore(CoreFixture *f, gconstpointer data) {
         Job *j = io_error_job(f, JOB_ON_ERROR_IGNORE, JOB_ON_ERROR_REPORT, -EIO, true, 2, false);
+        uint64_t t0 = f->exec.now;
 
         job_start(j);
         fake_run_until_idle(&f->exec);
-        /* Reported, retried, and the job succeeds. */
+        /* Reported, retried after 10 and 20 ms, and the job succeeds. */
         assert_io_errors(f, "j:read:ignore j:read:ignore");
         assert_events(f, "j:created j:running j:waiting j:pending j:concluded");
         g_assert_null(job_error(j));
         g_assert_cmpuint(job_current_progress(j), ==, 3 * CHUNK);
         g_assert_cmpint(job_io_status(j), ==, JOB_IO_STATUS_OK);
+        g_assert_cmpuint(f->exec.now, ==, t0 + 30 * MS);
+}
+
+/* Run the step in flight, then expect the job to sleep exactly 'ms' (nothing queued meanwhile)
+ * and wake it. */
+static void expect_backoff(CoreFixture *f, uint64_t ms) {
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, f->exec.now + ms * MS);
+        g_assert_true(fake_fire_next_timer(&f->exec));
+}
+
+static void test_io_error_ignore_backoff(CoreFixture *f, gconstpointer data) {
+        static const uint64_t backoff_ms[] = { 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000, 1000, 1000 };
+        TestDriverConfig c = { .total = 3 * CHUNK, .io_error_at_step = 2, .io_error = -EIO,
+                               .io_error_on_source = true, .io_error_repeat = G_N_ELEMENTS(backoff_ms) };
+        Job *j = io_error_job_config(f, JOB_ON_ERROR_IGNORE, JOB_ON_ERROR_REPORT, &c, true);
+        uint64_t t0 = f->exec.now;
+
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));          /* step 1 copies */
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 1);
+
+        /* Twelve failing steps in a row: 10 ms, doubling, at most 1 s; no busy loop. */
+        for (unsigned i = 0; i < G_N_ELEMENTS(backoff_ms); i++)
+                expect_backoff(f, backoff_ms[i]);
+        g_assert_cmpuint(f->exec.now, ==, t0 + 6270 * MS);
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 1 + G_N_ELEMENTS(backoff_ms));
+
+        /* Errors at 0, 10, 30, 70, 150 ms are told (the burst); those at 310 and 630 ms are not;
+         * the one at 1270 ms opens a new window and says it stands for two more; then one a second. */
+        assert_io_errors(f, "j:read:ignore j:read:ignore j:read:ignore j:read:ignore j:read:ignore "
+                            "j:read:ignore+2 j:read:ignore j:read:ignore j:read:ignore j:read:ignore");
+
+        /* The range reads again: progress without an error, and the job goes on at once. */
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 1);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpuint(f->exec.now, ==, t0 + 6270 * MS);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_io_error_ignore_backoff_reset(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 20 * CHUNK, .io_error_at_step = 2, .io_error = -EIO, .io_error_every = 2,
+                               .io_error_repeat = 12 };
+        Job *j = io_error_job_config(f, JOB_ON_ERROR_REPORT, JOB_ON_ERROR_IGNORE, &c, true);
+        uint64_t t0 = f->exec.now;
+
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        /* Every other step fails: each success resets the backoff, so each failure waits 10 ms. */
+        for (unsigned i = 0; i < 12; i++) {
+                expect_backoff(f, 10);
+                g_assert_true(fake_run_one(&f->exec));  /* progress, and the next step at once */
+                g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 1);
+        }
+        g_assert_cmpuint(f->exec.now, ==, t0 + 120 * MS);
+
+        /* Twelve errors in 120 ms: the observer hears of the first five only. */
+        assert_io_errors(f, "j:write:ignore j:write:ignore j:write:ignore j:write:ignore j:write:ignore");
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+        (void) j;
+}
+
+static Job *backing_off_job(CoreFixture *f, unsigned failures) {
+        TestDriverConfig c = { .total = 3 * CHUNK, .io_error_at_step = 2, .io_error = -EIO,
+                               .io_error_on_source = true, .io_error_repeat = failures };
+        Job *j = io_error_job_config(f, JOB_ON_ERROR_IGNORE, JOB_ON_ERROR_REPORT, &c, true);
+
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        expect_backoff(f, 10);
+        expect_backoff(f, 20);
+        g_assert_true(fake_run_one(&f->exec));          /* third failure: 40 ms from now */
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, f->exec.now + 40 * MS);
+        return j;
+}
+
+static void test_io_error_backoff_pause(CoreFixture *f, gconstpointer data) {
+        Job *j = backing_off_job(f, 4);
+        uint64_t t = f->exec.now;
+
+        /* Backing off is a pause point: the pause is immediate and disarms the timer. */
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        assert_events(f, "j:created j:running j:paused");
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, UINT64_MAX);
+
+        /* Resumed early, it sleeps what is left of the backoff; pausing cannot skip it. */
+        f->exec.now += 15 * MS;
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        assert_events(f, "j:running");
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t + 40 * MS);
+
+        /* Resumed late, it retries at once. */
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        f->exec.now += 100 * MS;
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        assert_events(f, "j:paused j:running");
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 1);
+        expect_backoff(f, 80);                          /* the fourth failure */
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:waiting j:pending j:concluded j:null");
+}
+
+static void test_io_error_backoff_cancel(CoreFixture *f, gconstpointer data) {
+        Job *j = backing_off_job(f, 100);
+        uint64_t t = f->exec.now;
+
+        /* A force cancel ends a backing-off job at once, without another step. */
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        assert_events(f, "j:created j:running j:aborting");
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:concluded j:null");
+        assert_calls(f, "j:abort j:clean");
+        g_assert_cmpuint(f->exec.now, ==, t);
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void test_io_error_backoff_set_speed(CoreFixture *f, gconstpointer data) {
+        Job *j = backing_off_job(f, 3);
+        uint64_t t = f->exec.now;
+
+        /* Set-speed wakes the job as it wakes a throttled one; the job re-evaluates and goes
+         * back to sleep until its retry is due: the speed does not make a failing range good. */
+        unsigned steps = core_job_state(j)->steps;
+        g_assert_cmpint(job_set_speed(j, 1 << 30, NULL), ==, 0);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t + 40 * MS);
+        g_assert_cmpuint(core_job_state(j)->steps, ==, steps);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+        g_assert_cmpuint(f->exec.now, ==, t + 40 * MS);
+}
+
+static void test_io_error_corrupt_image(CoreFixture *f, gconstpointer data) {
+        static const JobOnError policies[] = { JOB_ON_ERROR_IGNORE, JOB_ON_ERROR_STOP, JOB_ON_ERROR_ENOSPC };
+
+        /* EUCLEAN (a corrupt image) ends the job whatever the policy says. */
+        for (unsigned i = 0; i < G_N_ELEMENTS(policies); i++) {
+                Job *j = io_error_job(f, policies[i], policies[i], -EUCLEAN, true, 100, true);
+                job_start(j);
+                fake_run_until_idle(&f->exec);
+                assert_io_errors(f, "j:read:report");
+                assert_events(f, "j:created j:running j:aborting j:concluded j:null");
+                g_assert_cmpstr(core_error_of(f, "j"), ==, "injected error at offset 65536");
+        }
 }
 
 static void scenario_io_error_stop(CoreFixture *f) {
@@ -1039,6 +1277,9 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/complete/after-cancel", test_complete_after_cancel);
         CORE_TEST("/lifecycle/create/invalid-ids", test_invalid_ids);
         CORE_TEST("/lifecycle/create/automatic-ids", test_automatic_ids);
+        CORE_TEST("/lifecycle/create/ids-per-owner", test_ids_per_owner);
+        CORE_TEST("/lifecycle/create/id-kept-until-freed", test_id_kept_until_freed);
+        CORE_TEST("/lifecycle/create/many-ids", test_many_ids);
         CORE_TEST("/lifecycle/create/defaults", test_defaults);
         CORE_TEST("/lifecycle/fail/message", test_run_fails_with_message);
         CORE_TEST("/lifecycle/fail/prepare", test_prepare_fails);
@@ -1055,6 +1296,12 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/ratelimit/idle-wakeups", test_idle_wakeups);
         CORE_TEST("/lifecycle/io-error/report", test_io_error_report);
         CORE_TEST("/lifecycle/io-error/ignore", test_io_error_ignore);
+        CORE_TEST("/lifecycle/io-error/ignore-backoff", test_io_error_ignore_backoff);
+        CORE_TEST("/lifecycle/io-error/ignore-backoff-reset", test_io_error_ignore_backoff_reset);
+        CORE_TEST("/lifecycle/io-error/backoff-pause", test_io_error_backoff_pause);
+        CORE_TEST("/lifecycle/io-error/backoff-cancel", test_io_error_backoff_cancel);
+        CORE_TEST("/lifecycle/io-error/backoff-set-speed", test_io_error_backoff_set_speed);
+        CORE_TEST("/lifecycle/io-error/corrupt-image", test_io_error_corrupt_image);
         CORE_TEST("/lifecycle/io-error/enospc", test_io_error_enospc);
         CORE_TEST("/lifecycle/io-error/enospc-other-error", test_io_error_enospc_other);
         CORE_TEST("/lifecycle/io-error/stop-while-paused", test_io_error_stop_while_paused);

@@ -128,6 +128,12 @@ static void test_predicates(void) {
         g_assert_cmpint(job_on_error_decide(JOB_ON_ERROR_ENOSPC, -ENOSPC), ==, JOB_ERROR_ACTION_STOP);
         g_assert_cmpint(job_on_error_decide(JOB_ON_ERROR_ENOSPC, ENOSPC), ==, JOB_ERROR_ACTION_STOP);
         g_assert_cmpint(job_on_error_decide(JOB_ON_ERROR_ENOSPC, -EIO), ==, JOB_ERROR_ACTION_REPORT);
+
+        /* A corrupt image is reported whatever the policy. */
+        for (JobOnError p = 0; p < _JOB_ON_ERROR_MAX; p++) {
+                g_assert_cmpint(job_on_error_decide(p, -EUCLEAN), ==, JOB_ERROR_ACTION_REPORT);
+                g_assert_cmpint(job_on_error_decide(p, EUCLEAN), ==, JOB_ERROR_ACTION_REPORT);
+        }
 }
 
 /* ---- every verb in every status, on a live job ------------------------------------------- */
