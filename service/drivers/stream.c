@@ -43,9 +43,6 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
         r = image_open_full(p->image, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &o, &s->image, ret_error);
         if (r < 0)
                 return r;
-        if (image_format(s->image) != IMAGE_FORMAT_QCOW2)
-                return error_message(ret_error, -EINVAL, "Image '%s' is %s: it has no backing file to stream from",
-                                     p->image, image_format_to_string(image_format(s->image)));
 
         base_depth = image_chain_depth(s->image);
         if (p->base) {

@@ -156,6 +156,13 @@ static int adopt_new_file(TargetFile *t, const JobFiles *files, Image *source, c
         if (!t->file.name || (files->target_temp_name && !t->file.temp_name))
                 return error_message(ret_error, -ENOMEM, "Out of memory");
 
+        /* Root's copy of a file keeps the file's permission bits, as cp would; anyone else's is
+         * private to them (the opener made it 0600), whatever the source allowed. */
+        const struct stat *source_st = image_stat(source);
+        if (t->owner == 0 && S_ISREG(source_st->st_mode) && fchmod(t->file.fd, source_st->st_mode & 0666) < 0)
+                return error_message(ret_error, negative_errno(), "Could not set the mode of target '%s': %m",
+                                     t->path);
+
         return hold_replaced(t, source, ret_error);
 }
 
@@ -247,7 +254,7 @@ int target_file_prepare(TargetFile *t, char **ret_error) {
         if (target_file_in_place(t))
                 return 0;
         if (t->replaced_fd < 0 && fstatat(t->file.dir_fd, t->file.name, &st, AT_SYMLINK_NOFOLLOW) >= 0)
-                return error_message(ret_error, -EEXIST, "Target '%s' was created while the job ran", t->path);
+                return error_message(ret_error, -EEXIST, "Target '%s' already exists", t->path);
         return 0;
 }
 

@@ -218,7 +218,7 @@ static int qcow2_open(Image *img, char **ret_error) {
         if (r < 0)
                 return error_message(ret_error, r, "%s", img->error);
         if (memcmp(fixed, QCOW2_MAGIC, 4) != 0)
-                return error_message(ret_error, -EINVAL, "Image '%s' is not a qcow2 image", img->path);
+                return error_message(ret_error, -EMEDIUMTYPE, "Image '%s' is not a qcow2 image", img->path);
 
         q->version = get_be32(fixed + QCOW2_HDR_VERSION);
         if (q->version != 2 && q->version != 3)

@@ -40,7 +40,7 @@ int open_chain_files(const char *path, ImageFormat format, bool write, JobFiles 
         return 0;
 }
 
-int open_target_files(const char *path, bool overwrite, JobFiles *f, char **ret_error) {
+int open_target_files(const char *path, bool overwrite, bool named_temp_file, JobFiles *f, char **ret_error) {
         TmpFile t = TMPFILE_NULL;
         struct stat st;
         int r;
@@ -73,7 +73,7 @@ int open_target_files(const char *path, bool overwrite, JobFiles *f, char **ret_
         } else if (errno != ENOENT)
                 return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
 
-        r = tmpfile_open(&t, path, 0600, true);
+        r = tmpfile_open(&t, path, 0600, !named_temp_file);
         if (r == -EISDIR)
                 return error_message(ret_error, r, "Target '%s' names a directory", path);
         if (r < 0)

@@ -19,6 +19,7 @@ int open_chain_files(const char *path, ImageFormat format, bool write, JobFiles 
 
 /* The target at 'path' as this process could make it: an existing block device to write in
  * place (with 'overwrite'), or a new, empty file (mode 0600) in the directory of 'path', hidden
- * until published, whose name may replace what is there only with 'overwrite' and only as this
- * process's user could (sticky directories). */
-int open_target_files(const char *path, bool overwrite, JobFiles *f, char **ret_error);
+ * until published (unnamed where the file system allows, unless 'named_temp_file'), whose name
+ * may replace what is there only with 'overwrite' and only as this process's user could
+ * (sticky directories). */
+int open_target_files(const char *path, bool overwrite, bool named_temp_file, JobFiles *f, char **ret_error);

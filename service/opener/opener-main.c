@@ -166,7 +166,7 @@ static void open_target(const char *mode, const char *path) {
 
         if (!overwrite && strcmp(mode, "keep") != 0)
                 fail(-EINVAL, "Bad target mode: %s", mode);
-        r = open_target_files(path, overwrite, &f, &error);
+        r = open_target_files(path, overwrite, false, &f, &error);
         if (r < 0)
                 fail(r, "%s", error ?: "Could not open the target");
         send_files(&f);

@@ -112,6 +112,9 @@ static int on_reaped(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
         /* The pidfd is readable once the process has exited: collect it, and this source goes. */
         (void) waitid(P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG);
+        /* The loop holds the only reference to a floating source: take one, make it an
+         * ordinary source (the loop lets go of its own), and drop ours. */
+        sd_event_source_ref(s);
         (void) sd_event_source_set_floating(s, false);
         sd_event_source_disable_unref(s);
         return 0;

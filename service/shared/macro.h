@@ -22,8 +22,13 @@
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
 
+/* GLib (the tests) defines the same two. */
+#ifndef MIN
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+#ifndef MAX
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
 
 /* Hand over ownership of a pointer, leaving NULL behind so that a _cleanup_ handler does nothing. */
 #define TAKE_PTR(p)                     \

@@ -545,7 +545,11 @@ static void test_fault(BusFixture *f, gconstpointer data) {
                 g_assert_true(g_str_has_suffix(error, g_str_equal(c->error, "ENOSPC") ? ": No space left on device"
                                                                                      : ": Input/output error"));
                 g_assert_cmpstr(f->io_errors->str, ==, io_errors);
-                g_assert_nonnull(strstr(f->io_messages->str, error));
+                /* The signal, for everyone, says what went wrong; IoErrorMessage says where. */
+                g_assert_nonnull(strstr(f->io_messages->str, g_str_equal(c->error, "ENOSPC") ? "No space left on device"
+                                                                                            : "Input/output error"));
+                g_autofree char *io_message = bus_get_string(f, path, "IoErrorMessage");
+                g_assert_cmpstr(io_message, ==, error);
                 bus_job_call(f, path, "Dismiss");
                 bus_wait_for_status(f, id, "null");
                 expected = sequence(id, "created running aborting concluded null");

@@ -7,18 +7,18 @@
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 
-#include "backup.h"
+#include "driver-open.h"
 #include "driver-fixture.h"
 #include "file-util.h"
 #include "qemu-oracle.h"
 
 static Job *start(Fixture *f, const char *source, bool sync_top, ImageFormat format) {
-        BackupParams bp = { .source = source, .target = f->target, .sync_top = sync_top, .target_format = format };
+        TestBackupParams bp = { .source = source, .target = f->target, .sync_top = sync_top, .target_format = format };
         g_autofree char *error = NULL;
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         Backup *b = NULL;
 
-        g_assert_cmpint(backup_open(&bp, &b, &error), ==, 0);
+        g_assert_cmpint(test_backup_open(&bp, &b, &error), ==, 0);
         g_assert_null(error);
         p.driver = &backup_driver;
         p.driver_data = b;
@@ -143,11 +143,11 @@ static bool byte_held(const char *path, int offset) {
 }
 
 static void assert_open_fails(const char *source, const char *target, bool overwrite, const char *expected) {
-        BackupParams bp = { .source = source, .target = target, .overwrite = overwrite };
+        TestBackupParams bp = { .source = source, .target = target, .overwrite = overwrite };
         g_autofree char *error = NULL;
         Backup *b = NULL;
 
-        g_assert_cmpint(backup_open(&bp, &b, &error), <, 0);
+        g_assert_cmpint(test_backup_open(&bp, &b, &error), <, 0);
         g_assert_null(b);
         if (!strstr(error, expected))
                 g_error("\"%s\" does not say \"%s\"", error, expected);

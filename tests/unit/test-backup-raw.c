@@ -10,18 +10,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backup.h"
+#include "driver-open.h"
 #include "event-loop.h"
 #include "driver-fixture.h"
 #include "file-util.h"
 
 
-static Job *start_backup(Fixture *f, const BackupParams *bp, uint64_t speed, bool auto_finalize) {
+static Job *start_backup(Fixture *f, const TestBackupParams *bp, uint64_t speed, bool auto_finalize) {
         g_autofree char *error = NULL;
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         Backup *b = NULL;
 
-        g_assert_cmpint(backup_open(bp, &b, &error), ==, 0);
+        g_assert_cmpint(test_backup_open(bp, &b, &error), ==, 0);
         g_assert_null(error);
 
         p.id = "b";
@@ -45,7 +45,7 @@ static const Extent layout[] = {
 #define LAYOUT_SIZE (16 * MiB)
 
 static void check_sparse_copy(Fixture *f, bool named_temp_file) {
-        BackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = named_temp_file };
+        TestBackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = named_temp_file };
         struct stat st;
 
         make_sparse_file(f->source, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout), 1);
@@ -75,7 +75,7 @@ static void test_sparse_copy_named_temp(Fixture *f, gconstpointer data) {
 
 static void test_unaligned_sizes(Fixture *f, gconstpointer data) {
         const Extent odd[] = { { 0, 100 }, { 70 * KiB + 3, 5000 }, { 3 * MiB - 17, 17 } };
-        BackupParams bp = { .source = f->source, .target = f->target, .chunk_size = 4096 + 7 };
+        TestBackupParams bp = { .source = f->source, .target = f->target, .chunk_size = 4096 + 7 };
 
         make_sparse_file(f->source, 3 * MiB, odd, G_N_ELEMENTS(odd), 2);
         start_backup(f, &bp, 0, true);
@@ -84,7 +84,7 @@ static void test_unaligned_sizes(Fixture *f, gconstpointer data) {
 }
 
 static void test_empty_and_all_hole(Fixture *f, gconstpointer data) {
-        BackupParams bp = { .source = f->source, .target = f->target };
+        TestBackupParams bp = { .source = f->source, .target = f->target };
         struct stat st;
 
         make_sparse_file(f->source, 0, NULL, 0, 3);
@@ -106,7 +106,7 @@ static void test_empty_and_all_hole(Fixture *f, gconstpointer data) {
 
 static void test_rate_limit(Fixture *f, gconstpointer data) {
         const uint64_t speed = 8 * MiB, quota = speed / 10, size = 4 * MiB;
-        BackupParams bp = { .source = f->source, .target = f->target };
+        TestBackupParams bp = { .source = f->source, .target = f->target };
 
         make_data_file(f->source, size);
         int64_t start = g_get_monotonic_time();
@@ -126,7 +126,7 @@ static void test_rate_limit(Fixture *f, gconstpointer data) {
 }
 
 static void test_pause_stops_io(Fixture *f, gconstpointer data) {
-        BackupParams bp = { .source = f->source, .target = f->target };
+        TestBackupParams bp = { .source = f->source, .target = f->target };
         Backup *b;
         Job *j;
 
@@ -157,7 +157,7 @@ static void test_pause_stops_io(Fixture *f, gconstpointer data) {
 
 static void test_cancel_leaves_nothing(Fixture *f, gconstpointer data) {
         for (int named = 0; named <= 1; named++) {
-                BackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = named };
+                TestBackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = named };
                 Job *j;
 
                 make_data_file(f->source, 8 * MiB);
@@ -175,7 +175,7 @@ static void test_cancel_leaves_nothing(Fixture *f, gconstpointer data) {
 }
 
 static void test_cancel_pending_leaves_nothing(Fixture *f, gconstpointer data) {
-        BackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = true };
+        TestBackupParams bp = { .source = f->source, .target = f->target, .named_temp_file = true };
         Job *j;
 
         make_data_file(f->source, 1 * MiB);
@@ -189,7 +189,7 @@ static void test_cancel_pending_leaves_nothing(Fixture *f, gconstpointer data) {
 }
 
 static void test_overwrite(Fixture *f, gconstpointer data) {
-        BackupParams bp = { .source = f->source, .target = f->target };
+        TestBackupParams bp = { .source = f->source, .target = f->target };
         g_autofree char *error = NULL, *expected = NULL;
         Backup *b = NULL;
         Job *j;
@@ -198,7 +198,7 @@ static void test_overwrite(Fixture *f, gconstpointer data) {
         g_assert_true(g_file_set_contents(f->target, "old contents", -1, NULL));
 
         /* Without overwrite an existing target is refused before anything is created. */
-        g_assert_cmpint(backup_open(&bp, &b, &error), ==, -EEXIST);
+        g_assert_cmpint(test_backup_open(&bp, &b, &error), ==, -EEXIST);
         expected = g_strdup_printf("Target '%s' already exists", f->target);
         g_assert_cmpstr(error, ==, expected);
         g_assert_null(b);
@@ -218,7 +218,7 @@ static void test_overwrite(Fixture *f, gconstpointer data) {
 }
 
 static void test_target_appears_before_commit(Fixture *f, gconstpointer data) {
-        BackupParams bp = { .source = f->source, .target = f->target };
+        TestBackupParams bp = { .source = f->source, .target = f->target };
         g_autofree char *expected = NULL;
         Job *j;
 
@@ -239,11 +239,11 @@ static void test_target_appears_before_commit(Fixture *f, gconstpointer data) {
 }
 
 static void assert_open_fails(const char *source, const char *target, int expected_r, const char *expected) {
-        BackupParams bp = { .source = source, .target = target };
+        TestBackupParams bp = { .source = source, .target = target };
         g_autofree char *error = NULL;
         Backup *b = NULL;
 
-        g_assert_cmpint(backup_open(&bp, &b, &error), ==, expected_r);
+        g_assert_cmpint(test_backup_open(&bp, &b, &error), ==, expected_r);
         g_assert_cmpstr(error, ==, expected);
         g_assert_null(b);
 }
@@ -261,7 +261,8 @@ static void test_open_errors(Fixture *f, gconstpointer data) {
         make_data_file(f->source, 64 * KiB);
         assert_open_fails(missing, f->target, -ENOENT, m1);
         assert_open_fails(f->dir, f->target, -EINVAL, m2);
-        assert_open_fails(f->source, f->source, -EINVAL, "Source and target cannot be the same");
+        g_autofree char *m6 = g_strdup_printf("Target '%s' already exists", f->source);
+        assert_open_fails(f->source, f->source, -EEXIST, m6);
         assert_open_fails(f->source, nodir, -ENOENT, m3);
         assert_open_fails(f->source, f->dir, -EISDIR, m4);
         assert_open_fails(f->source, slash, -EISDIR, m5);
@@ -269,10 +270,16 @@ static void test_open_errors(Fixture *f, gconstpointer data) {
         assert_open_fails("", f->target, -EINVAL, "No image given");
         assert_open_fails(f->source, NULL, -EINVAL, "No target given");
 
-        BackupParams big = { .source = f->source, .target = f->target, .chunk_size = BACKUP_CHUNK_MAX + 1 };
+        TestBackupParams big = { .source = f->source, .target = f->target, .chunk_size = BACKUP_CHUNK_MAX + 1 };
         g_autofree char *error = NULL;
         Backup *b = NULL;
-        g_assert_cmpint(backup_open(&big, &b, &error), ==, -EINVAL);
+
+        /* With overwrite the name would be replaced: by the source itself, never. */
+        TestBackupParams same = { .source = f->source, .target = f->source, .overwrite = true };
+        g_assert_cmpint(test_backup_open(&same, &b, &error), ==, -EINVAL);
+        g_assert_cmpstr(error, ==, "Source and target cannot be the same");
+        g_clear_pointer(&error, g_free);
+        g_assert_cmpint(test_backup_open(&big, &b, &error), ==, -EINVAL);
         g_assert_nonnull(strstr(error, "Chunk size"));
 
         /* Nothing was created by any of these. */
@@ -281,7 +288,7 @@ static void test_open_errors(Fixture *f, gconstpointer data) {
 
 static void test_block_device_source(Fixture *f, gconstpointer data) {
         g_autofree char *cmd = NULL, *out = NULL, *err = NULL, *detach = NULL;
-        BackupParams bp = { .source = NULL, .target = f->target };
+        TestBackupParams bp = { .source = NULL, .target = f->target };
         int status = 0;
 
         if (geteuid() != 0) {

@@ -6,11 +6,10 @@
 
 #include <glib/gstdio.h>
 
-#include "commit.h"
+#include "driver-open.h"
 #include "driver-fixture.h"
 #include "file-util.h"
 #include "qemu-oracle.h"
-#include "stream.h"
 
 /* a ← b ← c ← d, each writing over the one below, with zeroes and a compressed base. */
 static void make_chain(Fixture *f) {
@@ -84,22 +83,22 @@ static void start_job(Fixture *f, const JobDriver *driver, void *data, uint64_t 
 
 static void stream(Fixture *f, const char *image, const char *base, const char *backing_file) {
         g_autofree char *ip = path(f, image), *bp = base ? path(f, base) : NULL;
-        StreamParams p = { .image = ip, .base = bp, .backing_file = backing_file };
+        TestStreamParams p = { .image = ip, .base = bp, .backing_file = backing_file };
         g_autofree char *error = NULL;
         Stream *s = NULL;
 
-        if (stream_open(&p, &s, &error) < 0)
+        if (test_stream_open(&p, &s, &error) < 0)
                 g_error("stream_open: %s", error);
         start_job(f, &stream_driver, s, stream_size(s));
 }
 
 static Job *commit(Fixture *f, const char *image, const char *top, const char *base, const char *backing_file) {
         g_autofree char *ip = path(f, image), *tp = top ? path(f, top) : NULL, *bp = base ? path(f, base) : NULL;
-        CommitParams p = { .image = ip, .top = tp, .base = bp, .backing_file = backing_file };
+        TestCommitParams p = { .image = ip, .top = tp, .base = bp, .backing_file = backing_file };
         g_autofree char *error = NULL;
         Commit *c = NULL;
 
-        if (commit_open(&p, &c, &error) < 0)
+        if (test_commit_open(&p, &c, &error) < 0)
                 g_error("commit_open: %s", error);
         start_job(f, &commit_driver, c, commit_size(c));
         return f->job;
@@ -161,11 +160,11 @@ static void test_stream_backing_file_name(Fixture *f, gconstpointer data) {
 static void assert_stream_fails(Fixture *f, const char *image, const char *base, const char *backing_file,
                                 const char *expected) {
         g_autofree char *ip = path(f, image), *bp = base ? path(f, base) : NULL;
-        StreamParams p = { .image = ip, .base = bp, .backing_file = backing_file };
+        TestStreamParams p = { .image = ip, .base = bp, .backing_file = backing_file };
         g_autofree char *error = NULL;
         Stream *s = NULL;
 
-        g_assert_cmpint(stream_open(&p, &s, &error), <, 0);
+        g_assert_cmpint(test_stream_open(&p, &s, &error), <, 0);
         g_assert_null(s);
         if (!strstr(error, expected))
                 g_error("\"%s\" does not say \"%s\"", error, expected);
@@ -179,7 +178,7 @@ static void test_stream_refusals(Fixture *f, gconstpointer data) {
         assert_stream_fails(f, "d.qcow2", "other.qcow2", NULL, "Can't find");
         assert_stream_fails(f, "d.qcow2", "d.qcow2", NULL, "is not a backing image of");
         assert_stream_fails(f, "d.qcow2", NULL, "x.qcow2", "backing file specified, but streaming the entire chain");
-        assert_stream_fails(f, "a.raw", NULL, NULL, "has no backing file to stream from");
+        assert_stream_fails(f, "a.raw", NULL, NULL, "is not a qcow2 image");
 }
 
 /* ---- commit ---------------------------------------------------------------------------------- */
@@ -285,11 +284,11 @@ static void test_commit_cancel(Fixture *f, gconstpointer data) {
 static void assert_commit_fails(Fixture *f, const char *image, const char *top, const char *base,
                                 const char *backing_file, const char *expected) {
         g_autofree char *ip = path(f, image), *tp = top ? path(f, top) : NULL, *bp = base ? path(f, base) : NULL;
-        CommitParams p = { .image = ip, .top = tp, .base = bp, .backing_file = backing_file };
+        TestCommitParams p = { .image = ip, .top = tp, .base = bp, .backing_file = backing_file };
         g_autofree char *error = NULL;
         Commit *c = NULL;
 
-        g_assert_cmpint(commit_open(&p, &c, &error), <, 0);
+        g_assert_cmpint(test_commit_open(&p, &c, &error), <, 0);
         g_assert_null(c);
         if (!strstr(error, expected))
                 g_error("\"%s\" does not say \"%s\"", error, expected);

@@ -12,18 +12,18 @@
 #include "driver-fixture.h"
 #include "file-util.h"
 #include "lock.h"
-#include "mirror.h"
+#include "driver-open.h"
 #include "qemu-oracle.h"
 
 #define BLOCK (64 * KiB)
 #define WORDS (BLOCK / 8)
 
-static Job *start_mirror(Fixture *f, const MirrorParams *mp) {
+static Job *start_mirror(Fixture *f, const TestMirrorParams *mp) {
         g_autofree char *error = NULL;
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         Mirror *m = NULL;
 
-        g_assert_cmpint(mirror_open(mp, &m, &error), ==, 0);
+        g_assert_cmpint(test_mirror_open(mp, &m, &error), ==, 0);
         g_assert_null(error);
         p.id = "m";
         p.driver = &mirror_driver;
@@ -158,7 +158,7 @@ static void fill_random(uint64_t *w, size_t n, guint32 seed) {
 }
 
 static void test_block_like_zeroes(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         g_autofree uint64_t *zero = g_new0(uint64_t, WORDS), *w = g_new(uint64_t, WORDS);
         Job *j;
 
@@ -183,7 +183,7 @@ static void test_block_like_zeroes(Fixture *f, gconstpointer data) {
 }
 
 static void test_block_like_before(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         g_autofree uint64_t *before = g_new(uint64_t, WORDS), *after = g_new(uint64_t, WORDS);
         Mirror *m;
         Job *j;
@@ -218,13 +218,13 @@ static uint64_t resident_bytes(void) {
 }
 
 static void test_huge_claim_small_granularity(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 512 };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .granularity = 512 };
         g_autofree char *error = NULL, *expected = NULL;
         Mirror *m = NULL;
 
         /* 196 KiB on disk, 64 GiB claimed: at 512 bytes a block, 1 GiB of hashes. */
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", f->source));
-        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, -E2BIG);
+        g_assert_cmpint(test_mirror_open(&mp, &m, &error), ==, -E2BIG);
         g_assert_null(m);
         expected = g_strdup_printf("Mirroring '%s' (64 GiB) in blocks of 512 B would take up to 1 GiB of memory "
                                    "to track them, more than the 64 MiB allowed: use a granularity of at least 8 KiB",
@@ -235,7 +235,7 @@ static void test_huge_claim_small_granularity(Fixture *f, gconstpointer data) {
 }
 
 static void test_huge_claim_default(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         uint64_t before;
         Mirror *m;
         Job *j;
@@ -259,13 +259,13 @@ static void test_huge_claim_default(Fixture *f, gconstpointer data) {
 }
 
 static void test_default_granularity_follows_size(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         g_autofree char *error = NULL, *expected = NULL;
         Mirror *m = NULL;
 
         /* Beyond 512 GiB, 64 KiB blocks would take more than the cap: the blocks grow instead. */
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 1T", f->source));
-        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, 0);
+        g_assert_cmpint(test_mirror_open(&mp, &m, &error), ==, 0);
         g_assert_cmpuint(mirror_granularity(m), ==, 128 * KiB);
         g_assert_cmpuint(mirror_memory_estimate(m), <=, 64 * MiB + 256 * KiB);
         mirror_free(m);
@@ -273,7 +273,7 @@ static void test_default_granularity_follows_size(Fixture *f, gconstpointer data
 
         /* ...up to the largest granularity, 64 MiB, which covers 512 TiB. */
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 1P", f->source));
-        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, -E2BIG);
+        g_assert_cmpint(test_mirror_open(&mp, &m, &error), ==, -E2BIG);
         g_assert_null(m);
         expected = g_strdup_printf("Mirroring '%s' (1 PiB) in blocks of 64 MiB (the largest granularity) would take "
                                    "up to 128 MiB of memory to track them, more than the 64 MiB allowed",
@@ -285,7 +285,7 @@ static void test_default_granularity_follows_size(Fixture *f, gconstpointer data
 /* ---- work that a header claims ---------------------------------------------------------------- */
 
 static void test_step_bounded_in_time(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 8 * KiB };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .granularity = 8 * KiB };
         uint64_t progress = 0, steps = 0;
         Mirror *m = NULL;
 
@@ -293,7 +293,7 @@ static void test_step_bounded_in_time(Fixture *f, gconstpointer data) {
          * what it read, so one step went through all of them, however long that took, while the
          * job could not be paused or cancelled. */
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", f->source));
-        g_assert_cmpint(mirror_open(&mp, &m, NULL), ==, 0);
+        g_assert_cmpint(test_mirror_open(&mp, &m, NULL), ==, 0);
         for (bool ready = false; !ready; steps++) {
                 JobStepInput in = {};
                 JobStepResult out = {};
@@ -384,14 +384,14 @@ static void test_lock_held_by_others(Fixture *f, gconstpointer data) {
 }
 
 static void test_qcow2_writer_refused(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         g_autofree char *error = NULL, *expected = writer_refusal(f->source);
         GSubprocess *qemu;
         Mirror *m = NULL;
 
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
         qemu = qemu_io_hold(f->source, "qcow2", false);
-        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, -EBUSY);
+        g_assert_cmpint(test_mirror_open(&mp, &m, &error), ==, -EBUSY);
         g_assert_null(m);
         g_assert_cmpstr(error, ==, expected);
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
@@ -399,19 +399,19 @@ static void test_qcow2_writer_refused(Fixture *f, gconstpointer data) {
 
         /* Without the writer, it may. */
         g_clear_pointer(&error, g_free);
-        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, 0);
+        g_assert_cmpint(test_mirror_open(&mp, &m, &error), ==, 0);
         mirror_free(m);
 }
 
 static void test_other_holders_allowed(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         GSubprocess *qemu;
         Mirror *m = NULL;
 
         /* A raw source being written is what a mirror is for. */
         g_free(oracle_run("qemu-img create -q -f raw %s 4M", f->source));
         qemu = qemu_io_hold(f->source, "raw", false);
-        g_assert_cmpint(mirror_open(&mp, &m, NULL), ==, 0);
+        g_assert_cmpint(test_mirror_open(&mp, &m, NULL), ==, 0);
         mirror_free(m);
         qemu_io_release(qemu);
 
@@ -419,13 +419,13 @@ static void test_other_holders_allowed(Fixture *f, gconstpointer data) {
         g_assert_cmpint(unlink(f->source), ==, 0);
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
         qemu = qemu_io_hold(f->source, "qcow2", true);
-        g_assert_cmpint(mirror_open(&mp, &m, NULL), ==, 0);
+        g_assert_cmpint(test_mirror_open(&mp, &m, NULL), ==, 0);
         mirror_free(m);
         qemu_io_release(qemu);
 }
 
 static void test_qcow2_writer_at_complete(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         g_autofree char *expected = NULL, *refusal = writer_refusal(f->source);
         GSubprocess *qemu;
         Job *j;

@@ -11,7 +11,7 @@
 
 #include "driver-fixture.h"
 #include "file-util.h"
-#include "mirror.h"
+#include "driver-open.h"
 
 static const Extent layout[] = {
         { 0, 1 * MiB },
@@ -20,12 +20,12 @@ static const Extent layout[] = {
 };
 #define LAYOUT_SIZE (10 * MiB + 3 * KiB)       /* the last block is a short one */
 
-static Job *start_mirror(Fixture *f, const MirrorParams *mp, bool auto_dismiss) {
+static Job *start_mirror(Fixture *f, const TestMirrorParams *mp, bool auto_dismiss) {
         g_autofree char *error = NULL;
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         Mirror *m = NULL;
 
-        g_assert_cmpint(mirror_open(mp, &m, &error), ==, 0);
+        g_assert_cmpint(test_mirror_open(mp, &m, &error), ==, 0);
         g_assert_null(error);
         p.id = "m";
         p.driver = &mirror_driver;
@@ -53,7 +53,7 @@ static void wait_for_passes(Fixture *f, Mirror *m, uint64_t n) {
 }
 
 static void test_copy_follow_complete(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .buf_size = 256 * KiB };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .buf_size = 256 * KiB };
         char block[4096];
         Mirror *m;
         Job *j;
@@ -103,7 +103,7 @@ static void test_copy_follow_complete(Fixture *f, gconstpointer data) {
 }
 
 static void test_fine_granularity(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 512 };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .granularity = 512 };
         char block[4096];
         Mirror *m;
         Job *j;
@@ -133,7 +133,7 @@ static void test_fine_granularity(Fixture *f, gconstpointer data) {
 }
 
 static void test_passes_only_on_change(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .poll_ns = 10 * 1000 * 1000 };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .poll_ns = 10 * 1000 * 1000 };
         char byte = 7;
         Mirror *m;
         Job *j;
@@ -158,7 +158,7 @@ static void test_passes_only_on_change(Fixture *f, gconstpointer data) {
 }
 
 static void test_complete_in_standby(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 4096 };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .granularity = 4096 };
         Job *j;
 
         make_data_file(f->source, 2 * MiB);
@@ -180,7 +180,7 @@ static void test_complete_in_standby(Fixture *f, gconstpointer data) {
 }
 
 static void test_soft_cancel_in_ready(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         Job *j;
 
         make_data_file(f->source, 2 * MiB);
@@ -195,7 +195,7 @@ static void test_soft_cancel_in_ready(Fixture *f, gconstpointer data) {
 }
 
 static void test_soft_cancel_before_ready(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .buf_size = 64 * KiB };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .buf_size = 64 * KiB };
         Job *j;
 
         make_data_file(f->source, 8 * MiB);
@@ -210,7 +210,7 @@ static void test_soft_cancel_before_ready(Fixture *f, gconstpointer data) {
 }
 
 static void test_source_size_changes(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         g_autofree char *expected = NULL;
         Job *j;
 
@@ -227,7 +227,7 @@ static void test_source_size_changes(Fixture *f, gconstpointer data) {
 }
 
 static void test_empty_source(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target };
+        TestMirrorParams mp = { .source = f->source, .target = f->target };
         Job *j;
 
         make_sparse_file(f->source, 0, NULL, 0, 1);
@@ -240,12 +240,12 @@ static void test_empty_source(Fixture *f, gconstpointer data) {
 }
 
 static void test_bad_granularity(Fixture *f, gconstpointer data) {
-        MirrorParams mp = { .source = f->source, .target = f->target, .granularity = 3000 };
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .granularity = 3000 };
         g_autofree char *error = NULL;
         Mirror *m = NULL;
 
         make_data_file(f->source, 4096);
-        g_assert_cmpint(mirror_open(&mp, &m, &error), ==, -EINVAL);
+        g_assert_cmpint(test_mirror_open(&mp, &m, &error), ==, -EINVAL);
         g_assert_null(m);
         g_assert_nonnull(strstr(error, "granularity"));
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });

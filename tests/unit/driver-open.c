@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include "driver-open.h"
+#include "open-files.h"
+
+static int open_files(JobFiles *f, const char *chain, ImageFormat format, bool write, const char *target,
+                      bool overwrite, bool named_temp_file, char **ret_error) {
+        int r;
+
+        r = open_chain_files(chain, format, write, f, ret_error);
+        if (r < 0)
+                return r;
+        if (!target)
+                return 0;
+        return open_target_files(target, overwrite, named_temp_file, f, ret_error);
+}
+
+int test_backup_open(const TestBackupParams *p, Backup **ret, char **ret_error) {
+        JobFiles files = JOB_FILES_INIT;
+        int r;
+
+        r = open_files(&files, p->source, p->source_format, false, p->target, p->overwrite, p->named_temp_file,
+                       ret_error);
+        if (r >= 0) {
+                BackupParams bp = {
+                        .source = p->source,
+                        .target = p->target,
+                        .files = &files,
+                        .source_format = p->source_format,
+                        .overwrite = p->overwrite,
+                        .sync_top = p->sync_top,
+                        .target_format = p->target_format,
+                        .chunk_size = p->chunk_size,
+                };
+                r = backup_open(&bp, ret, ret_error);
+        }
+        if (r >= 0)
+                job_files_hand_over(&files);
+        job_files_done(&files);
+        return r;
+}
+
+int test_mirror_open(const TestMirrorParams *p, Mirror **ret, char **ret_error) {
+        JobFiles files = JOB_FILES_INIT;
+        int r;
+
+        r = open_files(&files, p->source, p->source_format, false, p->target, p->overwrite, p->named_temp_file,
+                       ret_error);
+        if (r >= 0) {
+                MirrorParams mp = {
+                        .source = p->source,
+                        .target = p->target,
+                        .files = &files,
+                        .source_format = p->source_format,
+                        .overwrite = p->overwrite,
+                        .sync_top = p->sync_top,
+                        .target_format = p->target_format,
+                        .granularity = p->granularity,
+                        .buf_size = p->buf_size,
+                        .poll_ns = p->poll_ns,
+                        .max_interval_ns = p->max_interval_ns,
+                };
+                r = mirror_open(&mp, ret, ret_error);
+        }
+        if (r >= 0)
+                job_files_hand_over(&files);
+        job_files_done(&files);
+        return r;
+}
+
+int test_commit_open(const TestCommitParams *p, Commit **ret, char **ret_error) {
+        JobFiles files = JOB_FILES_INIT;
+        int r;
+
+        r = open_files(&files, p->image, IMAGE_FORMAT_QCOW2, true, NULL, false, false, ret_error);
+        if (r >= 0) {
+                CommitParams cp = {
+                        .image = p->image,
+                        .top = p->top,
+                        .base = p->base,
+                        .backing_file = p->backing_file,
+                        .base_format = p->base_format,
+                        .files = &files,
+                };
+                r = commit_open(&cp, ret, ret_error);
+        }
+        job_files_done(&files);
+        return r;
+}
+
+int test_stream_open(const TestStreamParams *p, Stream **ret, char **ret_error) {
+        JobFiles files = JOB_FILES_INIT;
+        int r;
+
+        r = open_files(&files, p->image, IMAGE_FORMAT_QCOW2, true, NULL, false, false, ret_error);
+        if (r >= 0) {
+                StreamParams sp = {
+                        .image = p->image,
+                        .base = p->base,
+                        .backing_file = p->backing_file,
+                        .base_format = p->base_format,
+                        .files = &files,
+                };
+                r = stream_open(&sp, ret, ret_error);
+        }
+        job_files_done(&files);
+        return r;
+}
