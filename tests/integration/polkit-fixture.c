@@ -89,6 +89,13 @@ static void lock_release(void) {
         lock_fd = -1;
 }
 
+void polkit_fixture_remove_leftovers(void) {
+        if (!polkit_fixture_available())
+                return;
+        lock_take();
+        lock_release();
+}
+
 static void install_actions(void) {
         g_autofree char *text = NULL;
         const char *policy = g_getenv("POLKIT_POLICY");

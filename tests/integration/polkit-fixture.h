@@ -35,6 +35,10 @@ bool polkit_fixture_available(void);
  * in the signal handler (only async-signal-safe calls). */
 void polkit_fixture_install_handlers(void (*extra)(void));
 
+/* Removes, in its turn, what a test killed before its teardown left installed (every test's
+ * setup does that too). */
+void polkit_fixture_remove_leftovers(void);
+
 /* Takes the lock, installs the actions, starts the bus and the daemon with these arguments
  * (NULL: --idle-timeout=0), makes nobody's directory. Does nothing where the fixture is not
  * available (pf->bus.dir stays NULL). */
