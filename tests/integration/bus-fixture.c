@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gunixfdlist.h>
 #include <glib/gstdio.h>
+#include <linux/falloc.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -244,7 +247,6 @@ static void dump_daemon_log(BusFixture *f) {
         if (g_file_get_contents(path, &log, NULL, NULL) && *log)
                 g_test_message("blockjobd said:\n%s", log);
 }
-
 void bus_fixture_teardown(BusFixture *f, gconstpointer data) {
         g_autoptr(GError) error = NULL;
 
@@ -446,6 +448,53 @@ void bus_wait_for_name(BusFixture *f, bool owned) {
 
 /* ---- unprivileged callers ------------------------------------------------------------------- */
 
+/* Turns the 4 KiB block at 'offset' into data, then into a hole, and again, as fast as it can,
+ * for so many seconds. */
+static int client_toggle(const char *path, guint64 offset, double seconds) {
+        gint64 end = g_get_monotonic_time() + (gint64) (seconds * G_USEC_PER_SEC);
+        guint8 block[4096];
+        guint64 n = 0;
+        int fd;
+
+        memset(block, 0xa5, sizeof(block));
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0) {
+                g_print("(local): cannot open %s: %s\n", path, g_strerror(errno));
+                return 1;
+        }
+        while (g_get_monotonic_time() < end) {
+                if (pwrite(fd, block, sizeof(block), (off_t) offset) != (ssize_t) sizeof(block) ||
+                    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) offset, sizeof(block)) < 0) {
+                        g_print("(local): cannot toggle %s: %s\n", path, g_strerror(errno));
+                        return 1;
+                }
+                n++;
+        }
+        close(fd);
+        g_print("ok toggled %" G_GUINT64_FORMAT " times\n", n);
+        return 0;
+}
+
+/* Makes the symlink at 'path' point to 'a', then to 'b', and again, each time replaced at once
+ * (rename), as fast as it can, for so many seconds. */
+static int client_flip_link(const char *path, const char *a, const char *b, double seconds) {
+        gint64 end = g_get_monotonic_time() + (gint64) (seconds * G_USEC_PER_SEC);
+        g_autofree char *tmp = g_strdup_printf("%s.flip%d", path, (int) getpid());
+        guint64 n = 0;
+
+        while (g_get_monotonic_time() < end) {
+                const char *to = n % 2 ? b : a;
+                (void) unlink(tmp);
+                if (symlink(to, tmp) < 0 || rename(tmp, path) < 0) {
+                        g_print("(local): cannot flip %s: %s\n", path, g_strerror(errno));
+                        return 1;
+                }
+                n++;
+        }
+        g_print("ok flipped %" G_GUINT64_FORMAT " times\n", n);
+        return 0;
+}
+
 int bus_client_main(int argc, char *argv[]) {
         g_autoptr(GDBusConnection) conn = NULL;
         g_autoptr(GVariant) reply = NULL, args = NULL;
@@ -469,6 +518,8 @@ int bus_client_main(int argc, char *argv[]) {
                         fd = open(argv[i] + 8, O_RDWR | O_CLOEXEC);
                 else if (g_str_has_prefix(argv[i], "--fd=new:"))
                         fd = open(argv[i] + 9, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+                else if (g_str_has_prefix(argv[i], "--fd=rwa:"))
+                        fd = open(argv[i] + 9, O_RDWR | O_APPEND | O_CLOEXEC);
                 else
                         return 2;
                 if (!g_str_equal(argv[i], "--interactive")) {
@@ -480,6 +531,12 @@ int bus_client_main(int argc, char *argv[]) {
                         close(fd);
                 }
         }
+
+        if (i + 5 == argc && g_str_equal(argv[i], "flip-link"))
+                return client_flip_link(argv[i + 1], argv[i + 2], argv[i + 3], g_ascii_strtod(argv[i + 4], NULL));
+        if (i + 4 == argc && g_str_equal(argv[i], "toggle"))
+                return client_toggle(argv[i + 1], g_ascii_strtoull(argv[i + 2], NULL, 10),
+                                     g_ascii_strtod(argv[i + 3], NULL));
 
         conn = g_dbus_connection_new_for_address_sync(argv[2],
                                                       G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
@@ -541,7 +598,7 @@ static GSubprocess *spawn_as_nobody(BusFixture *f, const char *first, va_list ap
         }
 
         for (const char *const *a = (const char *const[]) { "setpriv", "--reuid=nobody", "--regid=nogroup",
-                                                             "--clear-groups", NULL };
+                                                             "--clear-groups", "--pdeathsig=KILL", NULL };
              *a; a++)
                 g_ptr_array_add(argv, g_strdup(*a));
         g_ptr_array_add(argv, g_strdup(copy));
@@ -621,4 +678,126 @@ void bus_assert_same_file(const char *a, const char *b) {
         g_assert_true(g_file_get_contents(b, &cb, &lb, NULL));
         g_assert_cmpuint(la, ==, lb);
         g_assert_true(memcmp(ca, cb, la) == 0);
+}
+
+/* ---- the daemon's processes ------------------------------------------------------------------- */
+
+pid_t bus_daemon_pid(BusFixture *f) {
+        g_assert_nonnull(f->daemon);
+        const char *id = g_subprocess_get_identifier(f->daemon);
+        g_assert_nonnull(id);
+        return (pid_t) atoi(id);
+}
+
+GVariant *bus_call_with_fds(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
+                            GUnixFDList *fds, GError **error) {
+        return g_dbus_connection_call_with_unix_fd_list_sync(f->conn, BUS_NAME, path, iface, method, params, NULL,
+                                                             G_DBUS_CALL_FLAGS_NONE, 30000, fds, NULL, NULL, error);
+}
+
+/* The processes the stoppers stopped, for bus_stopper_resume_all() in a signal handler. */
+#define STOPPED_MAX 512
+static volatile pid_t stopped_pids[STOPPED_MAX];
+static volatile gint n_stopped_pids;
+
+struct BusStopper {
+        GThread *thread;
+        pid_t parent;
+        char *exe_name;
+        gint done;
+        gint n_stopped;
+};
+
+static bool is_stoppable(BusStopper *s, pid_t pid) {
+        g_autofree char *link = g_strdup_printf("/proc/%d/exe", (int) pid);
+        g_autofree char *exe = g_file_read_link(link, NULL);
+        g_autofree char *base = exe ? g_path_get_basename(exe) : NULL;
+        return base && g_str_equal(base, s->exe_name);
+}
+
+static bool already_stopped(pid_t pid) {
+        for (gint i = 0; i < g_atomic_int_get(&n_stopped_pids); i++)
+                if (stopped_pids[i] == pid)
+                        return true;
+        return false;
+}
+
+/* One look at the parent's children (every thread's: a child is listed under the thread that
+ * started it). */
+static void stop_new_children(BusStopper *s) {
+        g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int) s->parent);
+        g_autoptr(GDir) d = g_dir_open(tasks, 0, NULL);
+        const char *tid;
+
+        while (d && (tid = g_dir_read_name(d))) {
+                g_autofree char *file = g_strdup_printf("%s/%s/children", tasks, tid), *text = NULL;
+                g_auto(GStrv) pids = NULL;
+
+                if (!g_file_get_contents(file, &text, NULL, NULL))
+                        continue;
+                pids = g_strsplit(g_strstrip(text), " ", -1);
+                for (char **p = pids; *p; p++) {
+                        pid_t pid = (pid_t) atoi(*p);
+                        if (pid <= 0 || already_stopped(pid) || !is_stoppable(s, pid))
+                                continue;
+                        if (kill(pid, SIGSTOP) < 0)
+                                continue;
+                        gint n = g_atomic_int_get(&n_stopped_pids);
+                        g_assert_cmpint(n, <, STOPPED_MAX);
+                        stopped_pids[n] = pid;
+                        g_atomic_int_set(&n_stopped_pids, n + 1);
+                        g_atomic_int_inc(&s->n_stopped);
+                }
+        }
+}
+
+static gpointer stopper_thread(gpointer userdata) {
+        BusStopper *s = userdata;
+
+        while (!g_atomic_int_get(&s->done)) {
+                stop_new_children(s);
+                g_usleep(100);
+        }
+        return NULL;
+}
+
+BusStopper *bus_stopper_start(pid_t parent, const char *exe_name) {
+        BusStopper *s = g_new0(BusStopper, 1);
+
+        g_assert_cmpint(g_atomic_int_get(&n_stopped_pids), ==, 0);
+        s->parent = parent;
+        s->exe_name = g_strdup(exe_name);
+        s->thread = g_thread_new("stopper", stopper_thread, s);
+        return s;
+}
+
+unsigned bus_stopper_count(BusStopper *s) {
+        return (unsigned) g_atomic_int_get(&s->n_stopped);
+}
+
+void bus_stopper_resume_all(void) {
+        /* Async-signal-safe: a process that is gone, or was reaped, is no harm to signal here,
+         * within the seconds a test keeps its processes stopped. */
+        for (gint i = 0; i < n_stopped_pids; i++)
+                (void) kill(stopped_pids[i], SIGCONT);
+}
+
+unsigned bus_stopper_finish(BusStopper *s) {
+        unsigned n;
+
+        g_atomic_int_set(&s->done, 1);
+        g_thread_join(s->thread);
+        /* Still the parent's child, and still the same program: resumed. */
+        for (gint i = 0; i < n_stopped_pids; i++) {
+                g_autofree char *status_file = g_strdup_printf("/proc/%d/status", (int) stopped_pids[i]);
+                g_autofree char *status = NULL, *ppid = g_strdup_printf("\nPPid:\t%d\n", (int) s->parent);
+                if (g_file_get_contents(status_file, &status, NULL, NULL) && strstr(status, ppid) &&
+                    is_stoppable(s, stopped_pids[i]))
+                        (void) kill(stopped_pids[i], SIGCONT);
+        }
+        g_atomic_int_set(&n_stopped_pids, 0);
+        n = bus_stopper_count(s);
+        g_free(s->exe_name);
+        g_free(s);
+        return n;
 }

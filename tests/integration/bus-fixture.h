@@ -8,7 +8,9 @@
  * leak). Every wait is bounded. */
 
 #include <gio/gio.h>
+#include <gio/gunixfdlist.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 #define BUS_NAME "org.blockjobd.Jobs1"
 #define MANAGER_PATH "/org/blockjobd/Jobs1"
@@ -96,9 +98,35 @@ GSubprocess *bus_as_nobody_start(BusFixture *f, const char *first, ...) G_GNUC_N
 char *bus_as_nobody_finish(GSubprocess *p);
 /* Does the output start with this (an error name, or "ok")? Fails the test with the output if not. */
 void bus_assert_answer(const char *output, const char *expected_prefix);
+/* Also, instead of a call:
+ *
+ *   toggle PATH OFFSET SECONDS          the 4 KiB block at OFFSET of the file becomes data, then a
+ *                                       hole (FALLOC_FL_PUNCH_HOLE), and so on, for SECONDS;
+ *                                       output "ok toggled N times"
+ *   flip-link PATH A B SECONDS          the symlink PATH points to A, then to B (each time a new
+ *                                       symlink renamed over it), and so on, for SECONDS
+ *
+ * and a descriptor opened --fd=rwa:PATH (read-write, O_APPEND). */
 /* Whether unprivileged callers can be had here (root, setpriv); skips the test if not. */
 bool bus_can_run_as_nobody(void);
 
 /* Test data: a file of 'size' bytes of pseudo-random data. */
 void bus_make_file(const char *path, guint64 size);
 void bus_assert_same_file(const char *a, const char *b);
+
+/* ---- the daemon's processes ---- */
+pid_t bus_daemon_pid(BusFixture *f);
+/* A call (as root) with descriptors; the reply, or NULL and the error. */
+GVariant *bus_call_with_fds(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
+                            GUnixFDList *fds, GError **error);
+
+/* SIGSTOPs every child of 'parent' that runs the program named 'exe_name' (the base name of its
+ * /proc/PID/exe), as soon as it appears, until finished: a thread that looks every 0.1 ms.
+ * Finishing resumes (SIGCONT) those that are still there and returns how many were stopped. One
+ * stopper at a time. bus_stopper_resume_all() is for a signal handler, should the test die with
+ * processes stopped. */
+typedef struct BusStopper BusStopper;
+BusStopper *bus_stopper_start(pid_t parent, const char *exe_name);
+unsigned bus_stopper_count(BusStopper *s);
+unsigned bus_stopper_finish(BusStopper *s);
+void bus_stopper_resume_all(void);

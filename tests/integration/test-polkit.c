@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* Authorization with the real polkitd on the test's private system bus, and real unprivileged
- * callers (this program, run again as nobody through setpriv). The project's actions and the
- * test's rules are installed into /usr/share/polkit-1/actions and /etc/polkit-1/rules.d for the
- * test and removed afterwards, also when a test fails or the run is stopped (a signal handler
- * does it then). Needs root; skipped elsewhere. */
+ * callers (this program, run again as nobody through setpriv). polkit-fixture.h installs the
+ * project's actions and the test's rules system-wide for each test, one test on the machine at a
+ * time, and removes them afterwards whatever happens. Needs root; skipped elsewhere. */
 
 #include <errno.h>
 #include <glib/gstdio.h>
@@ -13,127 +12,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bus-fixture.h"
+#include "polkit-fixture.h"
 
 #define MiB (G_GUINT64_CONSTANT(1) << 20)
-
-#define POLKITD "/usr/lib/polkit-1/polkitd"
-#define ACTIONS_FILE "/usr/share/polkit-1/actions/org.blockjobd-test.policy"
-#define RULES_FILE "/etc/polkit-1/rules.d/10-blockjobd-test.rules"
 
 #define DENIED "org.freedesktop.DBus.Error.AccessDenied:"
 #define INTERACTIVE "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired:"
 
-/* ---- what the test installs, removed whatever happens ---------------------------------------- */
-
-static volatile pid_t polkitd_pid;
-
-static void remove_installed(void) {
-        (void) unlink(ACTIONS_FILE);
-        (void) unlink(RULES_FILE);
-}
-
-static void on_abort(int sig) {
-        /* Only what is safe in a signal handler: unlink and kill. */
-        remove_installed();
-        if (polkitd_pid > 0)
-                (void) kill(polkitd_pid, SIGKILL);
-        signal(sig, SIG_DFL);
-        raise(sig);
-}
-
-static void install_actions(void) {
-        g_autofree char *text = NULL;
-        gsize len;
-
-        g_assert_true(g_file_get_contents(g_getenv("POLKIT_POLICY"), &text, &len, NULL));
-        g_assert_true(g_file_set_contents(ACTIONS_FILE, text, (gssize) len, NULL));
-}
-
-/* ---- polkitd ----------------------------------------------------------------------------------- */
-
-typedef struct PolkitFixture {
-        BusFixture bus;
-        GSubprocess *polkitd;
-        char *nobody_dir;               /* a directory nobody owns, for nobody's files */
-} PolkitFixture;
-
-static bool polkit_running(BusFixture *f) {
-        g_autoptr(GVariant) reply = g_dbus_connection_call_sync(f->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                                                "org.freedesktop.DBus", "NameHasOwner",
-                                                                g_variant_new("(s)", "org.freedesktop.PolicyKit1"),
-                                                                G_VARIANT_TYPE("(b)"), G_DBUS_CALL_FLAGS_NONE, 10000,
-                                                                NULL, NULL);
-        gboolean owned = FALSE;
-        if (reply)
-                g_variant_get(reply, "(b)", &owned);
-        return owned;
-}
-
-/* Starts polkitd with these rules (NULL: none) in place. */
-static void start_polkit(PolkitFixture *pf, const char *rules) {
-        BusFixture *f = &pf->bus;
-        g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
-                                                                            G_SUBPROCESS_FLAGS_STDERR_SILENCE);
-        g_autoptr(GError) error = NULL;
-
-        if (rules)
-                g_assert_true(g_file_set_contents(RULES_FILE, rules, -1, NULL));
-        else
-                (void) unlink(RULES_FILE);
-
-        g_subprocess_launcher_setenv(launcher, "DBUS_SYSTEM_BUS_ADDRESS", f->address, TRUE);
-        pf->polkitd = g_subprocess_launcher_spawn(launcher, &error, POLKITD, "--no-debug", NULL);
-        g_assert_no_error(error);
-        polkitd_pid = atoi(g_subprocess_get_identifier(pf->polkitd));
-        for (unsigned i = 0; !polkit_running(f); i++) {
-                if (i > 300)
-                        g_error("polkitd did not come up");
-                bus_iterate_for(f, 20000);
-        }
-}
-
-static void stop_polkit(PolkitFixture *pf) {
-        if (!pf->polkitd)
-                return;
-        g_subprocess_force_exit(pf->polkitd);
-        g_subprocess_wait(pf->polkitd, NULL, NULL);
-        g_clear_object(&pf->polkitd);
-        polkitd_pid = 0;
-        for (unsigned i = 0; polkit_running(&pf->bus) && i < 300; i++)
-                bus_iterate_for(&pf->bus, 20000);
-}
+/* ---- the fixture ------------------------------------------------------------------------------- */
 
 static void setup(PolkitFixture *pf, gconstpointer data) {
-        BusFixture *f = &pf->bus;
-
-        if (geteuid() != 0 || !g_file_test(POLKITD, G_FILE_TEST_IS_EXECUTABLE))
-                return;
-        install_actions();
-        bus_fixture_init(f);
-        g_assert_cmpint(g_chmod(f->dir, 0755), ==, 0);
-        pf->nobody_dir = bus_fixture_path(f, "nobody");
-        g_assert_cmpint(g_mkdir(pf->nobody_dir, 0755), ==, 0);
-        g_assert_cmpint(chown(pf->nobody_dir, 65534, 65534), ==, 0);
-        bus_fixture_start_bus(f, NULL);
-        bus_fixture_start_daemon(f, data ?: "--idle-timeout=0");
+        polkit_fixture_setup(pf, data);
 }
 
 static void teardown(PolkitFixture *pf, gconstpointer data) {
-        if (!pf->bus.dir)
-                return;
-        stop_polkit(pf);
-        bus_fixture_teardown(&pf->bus, data);
-        g_free(pf->nobody_dir);
-        remove_installed();
-}
-
-static bool usable(PolkitFixture *pf) {
-        if (!pf->bus.dir) {
-                g_test_skip("needs root and polkitd");
-                return false;
-        }
-        return bus_can_run_as_nobody();
+        polkit_fixture_teardown(pf);
 }
 
 /* ---- calls ------------------------------------------------------------------------------------- */
@@ -142,9 +35,9 @@ static void make_source(PolkitFixture *pf, const char *name, guint64 size);
 
 /* How most tests start: polkitd with these rules (NULL: none), and nobody's source, s.img. */
 static bool begin(PolkitFixture *pf, const char *rules_text, guint64 source_size) {
-        if (!usable(pf))
+        if (!polkit_fixture_usable(pf))
                 return false;
-        start_polkit(pf, rules_text);
+        polkit_fixture_start(pf, rules_text);
         make_source(pf, "s.img", source_size);
         return true;
 }
@@ -204,9 +97,9 @@ static void root_backup(PolkitFixture *pf, const char *id) {
 static void test_root_needs_no_polkit(PolkitFixture *pf, gconstpointer data) {
         BusFixture *f = &pf->bus;
 
-        if (!usable(pf))
+        if (!polkit_fixture_usable(pf))
                 return;
-        g_assert_false(polkit_running(f));
+        g_assert_false(polkit_fixture_running(f));
 
         root_backup(pf, "r");
         root_verb(f, "r", "Pause");
@@ -450,9 +343,9 @@ static void test_fd_variants(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *base = NULL, *top = NULL, *copy = NULL, *cmd = NULL, *args = NULL, *out = NULL;
         g_autofree char *fd_top = NULL, *fd_base = NULL, *fd_copy = NULL, *fd_top_rw = NULL, *fd_base_rw = NULL;
 
-        if (!usable(pf))
+        if (!polkit_fixture_usable(pf))
                 return;
-        start_polkit(pf, rules_all);
+        polkit_fixture_start(pf, rules_all);
         base = g_build_filename(pf->nobody_dir, "base.qcow2", NULL);
         top = g_build_filename(pf->nobody_dir, "top.qcow2", NULL);
         copy = g_build_filename(pf->nobody_dir, "copy.raw", NULL);
@@ -550,9 +443,9 @@ static void test_paths_hidden(PolkitFixture *pf, gconstpointer data) {
         BusFixture *f = &pf->bus;
         g_autofree char *root_source = NULL, *mine_source = NULL, *out = NULL;
 
-        if (!usable(pf))
+        if (!polkit_fixture_usable(pf))
                 return;
-        start_polkit(pf, rules_all);
+        polkit_fixture_start(pf, rules_all);
         root_backup(pf, "r");
         root_source = g_build_filename(f->dir, "root.img", NULL);
         make_source(pf, "s.img", 8 * MiB);
@@ -587,8 +480,8 @@ static void test_paths_hidden(PolkitFixture *pf, gconstpointer data) {
         g_assert_cmpstr(source, ==, root_source);
 
         /* Allowed to manage other users' jobs, nobody sees their paths too. */
-        stop_polkit(pf);
-        start_polkit(pf, rules_others);
+        polkit_fixture_stop(pf);
+        polkit_fixture_start(pf, rules_others);
         out = nobody_get(pf, "r", "Source");
         assert_contains(out, root_source);
         g_free(out);
@@ -607,7 +500,7 @@ static void test_checks_are_async(PolkitFixture *pf, gconstpointer data) {
                 return;
         args = backup_args(pf, "s.img", "t.img", "{'job-id': <'late'>}");
 
-        g_assert_cmpint(kill(polkitd_pid, SIGSTOP), ==, 0);
+        g_assert_cmpint(kill(polkit_fixture_pid(pf), SIGSTOP), ==, 0);
         waiting = bus_as_nobody_start(f, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
         bus_iterate_for(f, 500 * 1000);
 
@@ -621,7 +514,7 @@ static void test_checks_are_async(PolkitFixture *pf, gconstpointer data) {
         g_free(bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "GetJob", g_variant_new("(s)", "late"),
                               "org.blockjobd.Jobs1.Error.NoSuchJob"));
 
-        g_assert_cmpint(kill(polkitd_pid, SIGCONT), ==, 0);
+        g_assert_cmpint(kill(polkit_fixture_pid(pf), SIGCONT), ==, 0);
         out = bus_as_nobody_finish(waiting);
         bus_assert_answer(out, "ok");
         bus_wait_for_status(f, "late", "null");
@@ -634,7 +527,7 @@ static void test_polkit_gone(PolkitFixture *pf, gconstpointer data) {
         if (!begin(pf, rules, MiB))
                 return;
         args = backup_args(pf, "s.img", "t.img", NULL);
-        stop_polkit(pf);
+        polkit_fixture_stop(pf);
 
         g_autofree char *out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", args);
         bus_assert_answer(out, DENIED);
@@ -670,13 +563,8 @@ int main(int argc, char *argv[]) {
         if (r >= 0)
                 return r;
 
-        /* Leftovers of a run that was killed, then a net for this one. */
-        if (geteuid() == 0)
-                remove_installed();
-        signal(SIGABRT, on_abort);
-        signal(SIGTRAP, on_abort);
-        signal(SIGTERM, on_abort);
-        signal(SIGINT, on_abort);
+        /* A net for what the tests install (leftovers of a killed run go at each setup). */
+        polkit_fixture_install_handlers(NULL);
 
         g_test_init(&argc, &argv, NULL);
         g_test_add("/polkit/root-needs-no-polkit", PolkitFixture, NULL, setup, test_root_needs_no_polkit, teardown);
