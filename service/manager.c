@@ -58,6 +58,20 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
+/* The bus went away (dbus-daemon restarted, or stopped): nobody can reach the jobs any more, nor
+ * dismiss them, so they are cancelled as on SIGTERM, and the daemon exits once they have cleaned
+ * up after themselves (a later call starts a new instance, as activation does). Calls waiting for
+ * polkit will never be answered. */
+static int on_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Manager *m = userdata;
+
+        log_warning("Lost the connection to the bus: cancelling %zu job(s), then exiting.",
+                    job_registry_count(m->registry));
+        bus_authorize_cancel_all(m);
+        manager_shutdown(m);
+        return 0;
+}
+
 static int on_name_lost(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
 
@@ -150,10 +164,12 @@ int manager_connect(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to watch for the loss of our name: %m");
 
-        /* Without its bus the service has no purpose (and no way to be told to stop). */
-        r = sd_bus_set_exit_on_disconnect(m->bus, true);
+        /* Without its bus the service has no purpose (and no way to be told to stop): it shuts
+         * down, cleanly, rather than exit at once with its jobs half done. */
+        r = sd_bus_match_signal(m->bus, NULL, "org.freedesktop.DBus.Local", "/org/freedesktop/DBus/Local",
+                                "org.freedesktop.DBus.Local", "Disconnected", on_disconnected, m);
         if (r < 0)
-                return log_error_errno(r, "Failed to enable exit on disconnect: %m");
+                return log_error_errno(r, "Failed to watch for the loss of the bus: %m");
 
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)

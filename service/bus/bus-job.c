@@ -71,6 +71,13 @@ static uint64_t now_usec(clockid_t clock) {
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
 }
 
+/* A signal that could not be sent; once the bus is gone (the daemon is shutting down), that is
+ * no news. */
+static void warn_unsent(Job *j, const char *what, int r) {
+        if (r < 0 && r != -ENOTCONN)
+                log_warning_errno(r, "Job '%s': failed to send %s: %m", job_id(j), what);
+}
+
 const char *bus_job_path(const BusJob *bj) {
         return bj->path;
 }
@@ -144,8 +151,7 @@ static void bus_job_emit(BusJob *bj, char **names) {
         if (!names[0])
                 return;
         r = sd_bus_emit_properties_changed_strv(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, names);
-        if (r < 0)
-                log_warning_errno(r, "Job '%s': failed to send PropertiesChanged: %m", job_id(bj->job));
+        warn_unsent(bj->job, "PropertiesChanged", r);
 }
 
 /* Send the progress-like properties that changed since last time, now. */
@@ -239,8 +245,7 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
 
         r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "StatusChanged", "ss", job_id(j),
                                job_status_to_string(status));
-        if (r < 0)
-                log_warning_errno(r, "Job '%s': failed to send StatusChanged: %m", job_id(j));
+        warn_unsent(j, "StatusChanged", r);
 
         /* Its files and memory are free for others once it is done with them. */
         if (status == JOB_STATUS_CONCLUDED)
@@ -248,8 +253,7 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
 
         if (status == JOB_STATUS_NULL) {
                 r = sd_bus_emit_object_removed(m->bus, bj->path);
-                if (r < 0)
-                        log_warning_errno(r, "Job '%s': failed to send InterfacesRemoved: %m", job_id(j));
+                warn_unsent(j, "InterfacesRemoved", r);
                 job_set_userdata(j, NULL);
                 bus_job_free(bj);
                 m->n_bus_jobs--;
@@ -315,8 +319,7 @@ static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
          * (which names files) is IoErrorMessage, for those who may read it. */
         r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "IoError", "sss", e->is_read ? "read" : "write",
                                job_error_action_to_string(e->action), strerror(-e->error));
-        if (r < 0)
-                log_warning_errno(r, "Job '%s': failed to send IoError: %m", job_id(j));
+        warn_unsent(j, "IoError", r);
         (void) sd_bus_emit_properties_changed(m->bus, bj->path, BUS_JOB_INTERFACE, "IoErrorMessage", NULL);
 }
 
@@ -390,12 +393,10 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
         m->n_bus_jobs++;
 
         r = sd_bus_emit_object_added(m->bus, bj->path);
-        if (r < 0)
-                log_warning_errno(r, "Job '%s': failed to send InterfacesAdded: %m", job_id(j));
+        warn_unsent(j, "InterfacesAdded", r);
         r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "StatusChanged", "ss", job_id(j),
                                job_status_to_string(job_status(j)));
-        if (r < 0)
-                log_warning_errno(r, "Job '%s': failed to send StatusChanged: %m", job_id(j));
+        warn_unsent(j, "StatusChanged", r);
         (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
         log_info("Job '%s' of user %u created: %s %s%s%s.", job_id(j), (unsigned) bj->owner,
                  job_type_to_string(job_type(j)), bj->source, *bj->target ? " → " : "", bj->target);

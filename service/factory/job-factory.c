@@ -154,6 +154,7 @@ typedef struct Built {
         ImageFormat source_format;
         uint64_t memory;
         ReservationSet *files;
+        ReservationSet *given;          /* the files as given, for telling who holds them */
 } Built;
 
 struct JobCreation {
@@ -184,6 +185,7 @@ struct JobCreation {
         int r;
         JobCreationError kind;
         char *error;
+        size_t failed;                  /* the request that failed */
 
         JobCreationDone done;
         void *userdata;
@@ -193,6 +195,7 @@ static void built_done(Built *b) {
         if (b->data)
                 b->driver->free(b->data);
         reservation_set_free(b->files);
+        reservation_set_free(b->given);
         *b = (Built) {};
 }
 
@@ -622,9 +625,48 @@ static int build_driver(const JobRequest *q, Built *b, char **ret_error) {
         }
 }
 
+/* The claims of a ClaimList, moved into a new set. */
+static int claims_to_set(Reservations *reservations, ClaimList *l, ReservationSet **ret) {
+        ReservationSet *set = NULL;
+        int r = l->r;
+
+        if (r >= 0) {
+                set = reservation_set_new(reservations);
+                r = set ? reservation_set_add(set, l->claims, l->n) : -ENOMEM;
+        }
+        for (size_t i = 0; i < l->n; i++)
+                file_claim_done(&l->claims[i]);
+        free(l->claims);
+        *l = (ClaimList) {};
+        if (r < 0) {
+                reservation_set_free(set);
+                return r;
+        }
+        *ret = set;
+        return 0;
+}
+
+/* The files as they were given, before anything is opened on them: if opening fails because a
+ * file is in use, these tell by which job. */
+static void list_given_files(const JobRequest *q, FileUseFunc f, void *userdata) {
+        const JobFiles *files = &q->files;
+        bool written = IN_SET(q->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM);
+
+        for (size_t i = 0; i < files->n_chain; i++)
+                f(files->chain[i], NULL, q->source, written && i == 0 ? FILE_USE_WRITE : FILE_USE_READ,
+                  userdata);
+        if (files->target_fd >= 0 && files->target_dir_fd >= 0)
+                f(files->target_dir_fd, files->target_name, q->target, FILE_USE_WRITE, userdata);
+        else if (files->target_fd >= 0)
+                f(files->target_fd, NULL, q->target, FILE_USE_WRITE, userdata);
+}
+
 static int build_one(Reservations *reservations, JobRequest *q, Built *b, char **ret_error) {
-        ClaimList l = {};
+        ClaimList given = {}, used = {};
         int r;
+
+        list_given_files(q, add_claim, &given);
+        (void) claims_to_set(reservations, &given, &b->given);
 
         r = check_passed_chain(q, ret_error);
         if (r < 0)
@@ -634,19 +676,12 @@ static int build_one(Reservations *reservations, JobRequest *q, Built *b, char *
                 return r;
         /* The driver has the target now, and removes a named temporary file itself. */
         job_files_hand_over(&q->files);
+        b->given = reservation_set_free(b->given);
 
-        list_files(q, b, add_claim, &l);
-        b->files = reservation_set_new(reservations);
-        if (l.r >= 0 && b->files)
-                l.r = reservation_set_add(b->files, l.claims, l.n);
-        for (size_t i = 0; i < l.n; i++)
-                file_claim_done(&l.claims[i]);
-        free(l.claims);
-        if (!b->files)
-                return error_message(ret_error, -ENOMEM, "Out of memory");
-        if (l.r < 0)
-                return error_message(ret_error, l.r, "Could not tell the files of the job on '%s' apart: %m",
-                                     q->source);
+        list_files(q, b, add_claim, &used);
+        r = claims_to_set(reservations, &used, &b->files);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not tell the files of the job on '%s' apart: %m", q->source);
         return 0;
 }
 
@@ -658,6 +693,7 @@ static void creation_build(void *userdata) {
                 int r = build_one(c->factory->reservations, &c->requests[i], &c->built[i], &error);
                 if (r < 0) {
                         c->r = r;
+                        c->failed = i;
                         c->kind = classify(r, &error);
                         c->error = TAKE_PTR(error);
                         return;
@@ -671,6 +707,17 @@ static void creation_built(void *userdata) {
         c->building = false;
         if (c->abandoned) {
                 creation_free_now(c);
+                return;
+        }
+        if (c->r == -EBUSY) {
+                /* A file is in use (QEMU's locks, a device claimed): by one of our jobs? Then say
+                 * which. */
+                _cleanup_free_ char *holder = NULL;
+                ReservationSet *given = c->built[c->failed].given;
+                if (given && reservation_set_check(given, NULL, 0, &holder) < 0)
+                        creation_finish(c, -ETXTBSY, JOB_CREATION_ERROR_IN_USE, holder);
+                else
+                        creation_finish(c, c->r, JOB_CREATION_ERROR_IN_USE, c->error);
                 return;
         }
         if (c->r < 0) {

@@ -703,16 +703,29 @@ static volatile gint n_stopped_pids;
 struct BusStopper {
         GThread *thread;
         pid_t parent;
+        uid_t uid;
         char *exe_name;
         gint done;
         gint n_stopped;
 };
 
+/* The process's real uid, as /proc tells it; -1 if it cannot be told. */
+static uid_t process_uid(pid_t pid) {
+        g_autofree char *file = g_strdup_printf("/proc/%d/status", (int) pid), *text = NULL;
+        const char *line;
+
+        if (!g_file_get_contents(file, &text, NULL, NULL) || !(line = strstr(text, "\nUid:")))
+                return (uid_t) -1;
+        return (uid_t) strtoul(line + 5, NULL, 10);
+}
+
+/* What the attacker could stop: its own processes (a child still becoming it is looked at
+ * again next time). */
 static bool is_stoppable(BusStopper *s, pid_t pid) {
         g_autofree char *link = g_strdup_printf("/proc/%d/exe", (int) pid);
         g_autofree char *exe = g_file_read_link(link, NULL);
         g_autofree char *base = exe ? g_path_get_basename(exe) : NULL;
-        return base && g_str_equal(base, s->exe_name);
+        return base && g_str_equal(base, s->exe_name) && process_uid(pid) == s->uid;
 }
 
 static bool already_stopped(pid_t pid) {
@@ -761,11 +774,12 @@ static gpointer stopper_thread(gpointer userdata) {
         return NULL;
 }
 
-BusStopper *bus_stopper_start(pid_t parent, const char *exe_name) {
+BusStopper *bus_stopper_start(pid_t parent, const char *exe_name, uid_t uid) {
         BusStopper *s = g_new0(BusStopper, 1);
 
         g_assert_cmpint(g_atomic_int_get(&n_stopped_pids), ==, 0);
         s->parent = parent;
+        s->uid = uid;
         s->exe_name = g_strdup(exe_name);
         s->thread = g_thread_new("stopper", stopper_thread, s);
         return s;
@@ -800,4 +814,22 @@ unsigned bus_stopper_finish(BusStopper *s) {
         g_free(s->exe_name);
         g_free(s);
         return n;
+}
+
+char *bus_job_path_for_id(BusFixture *f, const char *id) {
+        g_autoptr(GVariant) reply = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+        g_autoptr(GVariantIter) iter = NULL;
+        const char *path, *job_id;
+        char *found = NULL;
+
+        g_variant_get(reply, "(a(ossstts))", &iter);
+        while (g_variant_iter_loop(iter, "(&o&s&s&stt&s)", &path, &job_id, NULL, NULL, NULL, NULL, NULL))
+                if (g_str_equal(job_id, id)) {
+                        if (found)
+                                g_error("Several jobs have the id '%s'", id);
+                        found = g_strdup(path);
+                }
+        if (!found)
+                g_error("No job has the id '%s'", id);
+        return found;
 }

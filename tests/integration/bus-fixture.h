@@ -67,6 +67,9 @@ char *bus_start(BusFixture *f, const char *method, const char *source, const cha
 char **bus_transaction_grouped(BusFixture *f, GVariant *actions);
 /* Options a{sv} from "key", GVariant * pairs, NULL-terminated (floating). */
 GVariant *bus_opts(const char *key, ...) G_GNUC_NULL_TERMINATED;
+/* The object path of the one job with this id, found with ListJobs() (ids are unique per owner:
+ * other users' jobs live at .../job/<id>_u<uid>). Fails the test if none or several have it. */
+char *bus_job_path_for_id(BusFixture *f, const char *id);
 /* A job method without arguments; an error fails the test. */
 void bus_job_call(BusFixture *f, const char *path, const char *method);
 
@@ -120,13 +123,13 @@ pid_t bus_daemon_pid(BusFixture *f);
 GVariant *bus_call_with_fds(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
                             GUnixFDList *fds, GError **error);
 
-/* SIGSTOPs every child of 'parent' that runs the program named 'exe_name' (the base name of its
+/* SIGSTOPs every child of 'parent' that runs as user 'uid' the program named 'exe_name' (the base name of its
  * /proc/PID/exe), as soon as it appears, until finished: a thread that looks every 0.1 ms.
  * Finishing resumes (SIGCONT) those that are still there and returns how many were stopped. One
  * stopper at a time. bus_stopper_resume_all() is for a signal handler, should the test die with
  * processes stopped. */
 typedef struct BusStopper BusStopper;
-BusStopper *bus_stopper_start(pid_t parent, const char *exe_name);
+BusStopper *bus_stopper_start(pid_t parent, const char *exe_name, uid_t uid);
 unsigned bus_stopper_count(BusStopper *s);
 unsigned bus_stopper_finish(BusStopper *s);
 void bus_stopper_resume_all(void);

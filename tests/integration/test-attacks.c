@@ -856,7 +856,7 @@ static void test_limits_opener_stall(PolkitFixture *pf) {
                            bus_opts("job-id", g_variant_new_string("r"), "speed", g_variant_new_uint64(4 * MiB), NULL));
         WAIT_FOR(f, progress_of(f, roots) > 0, "root's job to make progress");
 
-        stopper = bus_stopper_start(bus_daemon_pid(f), "blockjobd-opener");
+        stopper = bus_stopper_start(bus_daemon_pid(f), "blockjobd-opener", 65534);
         for (unsigned i = 0; i < N_CALLS; i++) {
                 g_autofree char *args = g_strdup_printf("('%s', '%s/t%u.img', @a{sv} {'job-id': <'n%u'>})", source,
                                                         pf->nobody_dir, i, i);

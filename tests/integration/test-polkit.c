@@ -70,12 +70,12 @@ static void assert_nobody(PolkitFixture *pf, bool interactive, const char *path,
 
 static void assert_nobody_verb(PolkitFixture *pf, const char *id, const char *method, const char *args,
                                const char *expected) {
-        g_autofree char *path = g_strdup_printf(MANAGER_PATH "/job/%s", id);
+        g_autofree char *path = bus_job_path_for_id(&pf->bus, id);
         assert_nobody(pf, false, path, JOB_IFACE, method, args, expected);
 }
 
 static void root_verb(BusFixture *f, const char *id, const char *method) {
-        g_autofree char *path = g_strdup_printf(MANAGER_PATH "/job/%s", id);
+        g_autofree char *path = bus_job_path_for_id(f, id);
         bus_job_call(f, path, method);
 }
 
@@ -197,7 +197,8 @@ static void test_unprivileged_with_rules(PolkitFixture *pf, gconstpointer data) 
 
         out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Backup", args);
         bus_assert_answer(out, "ok");
-        g_autoptr(GVariant) uid = bus_get_property(f, MANAGER_PATH "/job/mine", JOB_IFACE, "OwnerUID");
+        /* Its job lives at a path of its own: ids are unique per owner. */
+        g_autoptr(GVariant) uid = bus_get_property(f, MANAGER_PATH "/job/mine_u65534", JOB_IFACE, "OwnerUID");
         g_assert_cmpuint(g_variant_get_uint32(uid), ==, 65534);
 
         /* Its own job: the verbs the rules allow work, the others are still challenged. */
@@ -304,7 +305,8 @@ static void test_files_as_caller(PolkitFixture *pf, gconstpointer data) {
         bus_assert_same_file(source, link);
 
         /* A sticky directory (as /tmp): root's file there is not nobody's to replace, neither
-         * when asked nor when it appears while the job runs. */
+         * when asked nor when it appears while the job runs (a name that was free when the job
+         * was created is taken only if it still is). */
         g_autofree char *sticky = g_build_filename(f->dir, "sticky", NULL);
         g_autofree char *roots_file = g_build_filename(sticky, "roots.img", NULL);
         g_autofree char *late = g_build_filename(sticky, "late.img", NULL);
@@ -320,8 +322,8 @@ static void test_files_as_caller(PolkitFixture *pf, gconstpointer data) {
         g_assert_true(g_file_set_contents(late, "root's", -1, NULL));
         assert_nobody_verb(pf, "late", "Finalize", "()", "ok");
         bus_wait_for_status(f, "late", "concluded");
-        g_autofree char *late_error = bus_get_string(f, MANAGER_PATH "/job/late", "Error");
-        assert_contains(late_error, "belongs to another user in a sticky directory");
+        g_autofree char *late_error = bus_get_string(f, MANAGER_PATH "/job/late_u65534", "Error");
+        assert_contains(late_error, "already exists");
         assert_nobody_verb(pf, "late", "Dismiss", "()", "ok");
         g_autofree char *still = NULL;
         g_assert_true(g_file_get_contents(late, &still, NULL, NULL));
@@ -432,7 +434,7 @@ static const char rules_others[] =
         "});\n";
 
 static char *nobody_get(PolkitFixture *pf, const char *id, const char *property) {
-        g_autofree char *path = g_strdup_printf(MANAGER_PATH "/job/%s", id);
+        g_autofree char *path = bus_job_path_for_id(&pf->bus, id);
         g_autofree char *args = g_strdup_printf("('" JOB_IFACE "', '%s')", property);
         return nobody_call(pf, false, path, "org.freedesktop.DBus.Properties", "Get", args);
 }
