@@ -158,14 +158,84 @@ static int connect_bus(sd_bus **ret) {
         return 0;
 }
 
-static int job_path(const char *id, char **ret) {
-        return sd_bus_path_encode(JOB_PREFIX, id, ret);
+/* The id in a job's object path: .../job/<escaped id>, and for users other than root
+ * .../job/<escaped id>_u<uid> (escaping never writes "_u"). */
+static int job_id_from_path(const char *path, char **ret) {
+        _cleanup_free_ char *copy = strdup(path);
+        char *suffix;
+
+        if (!copy)
+                return -ENOMEM;
+        suffix = strrchr(copy, '/');
+        suffix = suffix ? strstr(suffix, "_u") : NULL;
+        if (suffix)
+                *suffix = 0;
+        return sd_bus_path_decode(copy, JOB_PREFIX, ret);
 }
 
 static int no_job(const char *id) {
         _cleanup_free_ char *e = esc(id);
         log_error("No job '%s'.", e);
         return -ENXIO;
+}
+
+/* Another user's job with this id, if exactly one user has one (ids are unique per owner, so
+ * root, managing others' jobs, may find several). */
+static int find_any_job(sd_bus *bus, const char *id, char **ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *found = NULL;
+        const char *path, *job_id;
+        unsigned n = 0;
+        int r;
+
+        r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "ListJobs", &error, &reply, NULL);
+        if (r < 0)
+                return bus_fail(&error, r, "Failed to list jobs");
+        r = sd_bus_message_enter_container(reply, 'a', "(ossstts)");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read(reply, "(ossstts)", &path, &job_id, NULL, NULL, NULL, NULL, NULL)) > 0)
+                if (strcmp(job_id, id) == 0 && n++ == 0 && !(found = strdup(path)))
+                        return -ENOMEM;
+        if (r < 0)
+                return r;
+        if (n == 0)
+                return no_job(id);
+        if (n > 1) {
+                _cleanup_free_ char *e = esc(id);
+                log_error("%u users have a job '%s': give the object path of the one you mean "
+                          "('blockjobctl list --json' shows them).", n, e);
+                return -ENOTUNIQ;
+        }
+        *ret = found;
+        found = NULL;
+        return 0;
+}
+
+/* The object path of the job the user names: an object path as it is; an id, the caller's own
+ * job of that id, or else another user's (as root sees them). */
+static int job_path(sd_bus *bus, const char *id, char **ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *path;
+        int r;
+
+        if (id[0] == '/') {
+                *ret = strdup(id);
+                return *ret ? 0 : -ENOMEM;
+        }
+        r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "GetJob", &error, &reply, "s", id);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&error, "org.blockjobd.Jobs1.Error.NoSuchJob"))
+                        return find_any_job(bus, id, ret);
+                return bus_fail(&error, r, "Failed to find the job");
+        }
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return r;
+        *ret = strdup(path);
+        return *ret ? 0 : -ENOMEM;
 }
 
 /* ---- list and status ------------------------------------------------------------------------ */
@@ -321,7 +391,7 @@ static int verb_status(sd_bus *bus, int argc, char **argv) {
         bool first = true;
         int r;
 
-        r = job_path(argv[1], &path);
+        r = job_path(bus, argv[1], &path);
         if (r < 0)
                 return r;
         r = sd_bus_call_method(bus, BUS_NAME, path, "org.freedesktop.DBus.Properties", "GetAll", &error, &reply, "s",
@@ -591,7 +661,7 @@ static int follow_existing(sd_bus *bus, const char *id) {
         r = add_follow_matches(bus, &f);
         if (r < 0)
                 return r;
-        r = job_path(id, &path);
+        r = job_path(bus, id, &path);
         if (r < 0)
                 return r;
         f.bus = bus;
@@ -714,7 +784,7 @@ static int verb_create(sd_bus *bus, int argc, char **argv) {
                 return r;
 
         _cleanup_free_ char *id = NULL;
-        r = sd_bus_path_decode(path, JOB_PREFIX, &id);
+        r = job_id_from_path(path, &id);
         if (r <= 0)
                 return log_error("Unexpected job path %s", path), -EBADMSG;
         _cleanup_free_ char *e_id = esc(id);
@@ -752,7 +822,7 @@ static int verb_job_method(sd_bus *bus, int argc, char **argv) {
                 if (strcmp(table[i].verb, argv[0]) == 0)
                         method = table[i].method;
 
-        r = job_path(argv[1], &path);
+        r = job_path(bus, argv[1], &path);
         if (r < 0)
                 return r;
         r = sd_bus_call_method(bus, BUS_NAME, path, JOB_IFACE, method, &error, NULL, NULL);
@@ -772,7 +842,7 @@ static int verb_set_speed(sd_bus *bus, int argc, char **argv) {
 
         if (parse_size(argv[2], &speed) < 0)
                 return log_error("Invalid speed '%s': give bytes per second, with K, M, G or T if you like.", argv[2]);
-        r = job_path(argv[1], &path);
+        r = job_path(bus, argv[1], &path);
         if (r < 0)
                 return r;
         r = sd_bus_call_method(bus, BUS_NAME, path, JOB_IFACE, "SetSpeed", &error, NULL, "t", speed);
@@ -811,7 +881,7 @@ static int on_monitor_io_error(sd_bus_message *m, void *userdata, sd_bus_error *
 
         if (sd_bus_message_read(m, "sss", &operation, &action, &message) < 0)
                 return 0;
-        if (sd_bus_path_decode(sd_bus_message_get_path(m), JOB_PREFIX, &id) <= 0)
+        if (job_id_from_path(sd_bus_message_get_path(m), &id) <= 0)
                 return 0;
         if (arg_json) {
                 fputs("{\"id\":", stdout);
