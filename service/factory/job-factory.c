@@ -586,7 +586,7 @@ static int build_driver(const JobRequest *q, Built *b, char **ret_error) {
                 r = mirror_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &mirror_driver, d, mirror_size(d), mirror_source_format(d) };
+                *b = (Built) { &mirror_driver, d, mirror_size(d), mirror_source_format(d), mirror_memory_estimate(d) };
                 return 0;
         }
         case JOB_TYPE_COMMIT: {
