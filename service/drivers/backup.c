@@ -14,10 +14,6 @@
 #include "step-budget.h"
 #include "target-file.h"
 
-/* Ranges that need no copy are skipped without I/O; a step skips this many at most before it
- * returns, so that even a huge sparse image keeps its pause points close together. */
-#define SKIPS_PER_STEP 1024U
-#define ZEROES_PER_STEP (UINT64_C(64) << 20)
 
 struct Backup {
         Image *source;
@@ -183,7 +179,7 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
 
         /* Range after range: what needs no copy is skipped without I/O (and counts as progress),
          * the rest is copied a chunk at a time, while the step's budget lasts. */
-        for (unsigned skips = 0; b->offset < size && skips < SKIPS_PER_STEP && step_budget_left(&budget);) {
+        for (unsigned skips = 0; b->offset < size && skips < STEP_SKIPS_MAX && step_budget_left(&budget);) {
                 int r = backup_next_range(b, &action, &length);
                 if (r < 0) {
                         source_error(j, b, out, r);
@@ -199,7 +195,7 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                         /* Zeroes: a bounded range at a time, since a device without discard
                          * support needs them written. */
                         if (action == RANGE_ZERO) {
-                                length = MIN(length, ZEROES_PER_STEP);
+                                length = MIN(length, STEP_ZEROES_MAX);
                                 if (backup_zero_range(j, b, out, length) < 0)
                                         break;
                         }

@@ -9,7 +9,6 @@
 #include "step-budget.h"
 
 #define CHAIN_COPY_CHUNK (UINT64_C(1) << 20)
-#define SKIPS_PER_STEP 1024U
 
 int chain_copy_init(ChainCopy *c, Image *from, int min_depth, int stop_depth, Image *to, uint64_t below_size) {
         *c = (ChainCopy) {
@@ -63,7 +62,7 @@ bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult
         uint64_t size = image_size(c->from), done = 0, dispatched = 0;
         int r;
 
-        for (unsigned i = 0; c->offset < size && i < SKIPS_PER_STEP && step_budget_left(&budget); i++) {
+        for (unsigned i = 0; c->offset < size && i < STEP_SKIPS_MAX && step_budget_left(&budget); i++) {
                 ImageExtent e;
                 RangeAction action;
                 uint64_t n;
@@ -77,13 +76,14 @@ bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult
                 n = e.length;
 
                 if (action == RANGE_ZERO) {
-                        /* Past 'to's end there is nothing to zero (a smaller base keeps its size). */
-                        n = MIN(n, image_size(c->to) > c->offset ? image_size(c->to) - c->offset : 0);
-                        if (n > 0 && (r = image_write_zeroes(c->to, c->offset, n)) < 0) {
+                        /* A bounded range at a time; past 'to's end there is nothing to zero (a
+                         * smaller base keeps its size), and nothing to come back for. */
+                        n = MIN(n, STEP_ZEROES_MAX);
+                        uint64_t z = MIN(n, image_size(c->to) > c->offset ? image_size(c->to) - c->offset : 0);
+                        if (z > 0 && (r = image_write_zeroes(c->to, c->offset, z)) < 0) {
                                 write_error(c, j, out, r);
                                 break;
                         }
-                        n = e.length;
                 } else if (action == RANGE_COPY) {
                         n = step_budget_clamp(&budget, MIN(n, c->chunk));
                         r = image_read(c->from, c->buffer, c->offset, (size_t) n);

@@ -16,6 +16,12 @@
 
 #define STEP_TIME_NS (20 * NSEC_PER_MSEC)
 #define STEP_BYTES_MAX (UINT64_C(256) << 20)
+/* Ranges that need no copy are skipped without I/O; a step skips this many at most before it
+ * returns, so that even a huge sparse image keeps its pause points close together. */
+#define STEP_SKIPS_MAX 1024U
+/* Zeroes are written a bounded range at a time: a device without discard support, or a qcow2
+ * image that needs an L2 table per 512 MiB of zeroes, takes real time for them. */
+#define STEP_ZEROES_MAX (UINT64_C(64) << 20)
 
 typedef struct StepBudget {
         uint64_t deadline_ns;

@@ -9,6 +9,8 @@
 #include "driver-open.h"
 #include "driver-fixture.h"
 #include "file-util.h"
+#include "image-fault.h"
+#include "step-budget.h"
 #include "qemu-oracle.h"
 
 /* a ← b ← c ← d, each writing over the one below, with zeroes and a compressed base. */
@@ -181,6 +183,39 @@ static void test_stream_refusals(Fixture *f, gconstpointer data) {
         assert_stream_fails(f, "a.raw", NULL, NULL, "is not a qcow2 image");
 }
 
+/* The largest write of any kind the image layer was asked for, since the hook went in. */
+static uint64_t largest_write;
+
+static int record_writes(const char *image_path, ImageIo io, uint64_t offset, uint64_t length) {
+        if (io == IMAGE_IO_WRITE && length > largest_write)
+                largest_write = length;
+        return 0;
+}
+
+/* A gigabyte of zeroes is written a bounded range at a time, as backup writes them, so that the
+ * job's pause points stay close together however the images lay out their zeroes. */
+static void test_stream_zeroes_bounded(Fixture *f, gconstpointer data) {
+        g_autofree char *base = path(f, "base.raw"), *mid = path(f, "mid.qcow2"), *top = path(f, "top.qcow2");
+        g_autofree char *flat = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f raw %s 1G", base));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b base.raw -F raw %s", mid));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -z 0 1G' %s", mid));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 %s", top));
+        flat = snapshot(f, "top.qcow2");
+
+        largest_write = 0;
+        image_set_fault_hook(record_writes);
+        stream(f, "top.qcow2", "base.raw", NULL);
+        run_to_end(f, SUCCESS);
+        image_set_fault_hook(NULL);
+
+        assert_reads_as(f, "top.qcow2", flat);
+        assert_check(f, "top.qcow2");
+        g_assert_cmpuint(largest_write, >, 0);
+        g_assert_cmpuint(largest_write, <=, STEP_ZEROES_MAX);
+}
+
 /* ---- commit ---------------------------------------------------------------------------------- */
 
 static void test_commit_intermediate(Fixture *f, gconstpointer data) {
@@ -317,6 +352,7 @@ int main(int argc, char **argv) {
         TEST("/stream/to-base", test_stream_to_base);
         TEST("/stream/backing-file-name", test_stream_backing_file_name);
         TEST("/stream/refusals", test_stream_refusals);
+        TEST("/stream/zeroes-bounded", test_stream_zeroes_bounded);
         TEST("/commit/intermediate", test_commit_intermediate);
         TEST("/commit/into-middle", test_commit_into_middle);
         TEST("/commit/active", test_commit_active);
