@@ -257,6 +257,9 @@ static bool commit_cancel(Job *j, void *data, bool force) {
         return force || !job_status_is_ready(job_status(j));
 }
 
+/* Complete is accepted: there is nothing to check (the verb table lets it through in ready and
+ * standby only, and only an active commit gets there), and nothing to do here: the next step
+ * sees complete_requested and finishes, and prepare pivots. */
 static int commit_complete(Job *j, void *data, char **ret_error) {
         return 0;
 }
