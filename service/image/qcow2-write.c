@@ -454,9 +454,38 @@ int qcow2_flush(Image *img) {
 
 /* ---- the backing file ------------------------------------------------------------------------ */
 
+/* Is there room for 'need' more bytes at 'pos' of the new first cluster? */
+static int header_room(Image *img, size_t pos, size_t need, size_t cluster, const char *name) {
+        if (pos <= cluster && need <= cluster - pos)
+                return 0;
+        if (name)
+                return image_fail(img, -ENOSPC,
+                                  "The header of '%s' has no room for backing file name '%s': its extensions and the name must fit in its first cluster (%zu bytes)",
+                                  img->path, name, cluster);
+        return image_fail(img, -ENOSPC,
+                          "The header of '%s' has no room to be rewritten: its extensions must fit in its first cluster (%zu bytes)",
+                          img->path, cluster);
+}
+
+/* Appends an extension to the new first cluster, padded to 8 bytes as the format wants. */
+static int append_extension(Image *img, uint8_t *hdr, size_t *pos, size_t cluster, uint32_t type,
+                            const void *data, size_t len, const char *name) {
+        size_t padded = (len + 7) & ~(size_t) 7;
+        int r;
+
+        r = header_room(img, *pos, 8 + padded, cluster, name);
+        if (r < 0)
+                return r;
+        put_be32(hdr + *pos, type);
+        put_be32(hdr + *pos + 4, (uint32_t) len);
+        memcpy(hdr + *pos + 8, data, len);      /* the padding stays zero (calloc) */
+        *pos += 8 + padded;
+        return 0;
+}
+
 int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
         Qcow2 *q = Q(img);
-        size_t cluster = (size_t) q->cluster_size, old_end, pos, name_len = name ? strlen(name) : 0;
+        size_t cluster = (size_t) q->cluster_size, old_end, ext_end, pos, name_len = name ? strlen(name) : 0;
         _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
         char *new_name = NULL;
         int r;
@@ -476,34 +505,36 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
         if (r < 0)
                 return r;
 
-        /* The fixed header as it is; its extensions as they are, but the backing format's. */
+        /* The fixed header as it is; its extensions as they are (read as opening reads them: up
+         * to the old name, which may lie in the last one's padding), but the backing format's.
+         * Every byte is checked for room before it is written: a header that QEMU accepts may
+         * leave none. */
         memcpy(hdr, old, q->header_length);
         pos = q->header_length;
-        for (size_t i = q->header_length; i + 8 <= cluster;) {
+        ext_end = qcow2_extensions_end(old, cluster);
+        for (size_t i = q->header_length; i < ext_end && ext_end - i >= 8;) {
                 uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
-                size_t padded = ((size_t) len + 7) & ~(size_t) 7;
 
-                if (type == QCOW2_EXT_END || len > cluster - i - 8)
+                if (type == QCOW2_EXT_END || len > ext_end - i - 8)
                         break;
                 if (type != QCOW2_EXT_BACKING_FORMAT) {
-                        memcpy(hdr + pos, old + i, 8 + padded);
-                        pos += 8 + padded;
+                        r = append_extension(img, hdr, &pos, cluster, type, old + i + 8, len, name);
+                        if (r < 0)
+                                return r;
                 }
-                i += 8 + padded;
+                i += 8 + (((size_t) len + 7) & ~(size_t) 7);
         }
         if (name && format != IMAGE_FORMAT_PROBE) {
                 const char *fmt = image_format_to_string(format);
-                size_t len = strlen(fmt);
-                put_be32(hdr + pos, QCOW2_EXT_BACKING_FORMAT);
-                put_be32(hdr + pos + 4, (uint32_t) len);
-                memcpy(hdr + pos + 8, fmt, len);
-                pos += 8 + ((len + 7) & ~(size_t) 7);
+                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BACKING_FORMAT, fmt, strlen(fmt), name);
+                if (r < 0)
+                        return r;
         }
-        pos += 8;               /* the end of the extensions: type 0, length 0 */
-
-        if (pos + name_len > cluster)
-                return image_fail(img, -ENOSPC, "The header of '%s' has no room for backing file name '%s'", img->path,
-                                  name);
+        /* The end of the extensions (type 0, length 0: zeroes already), then the name. */
+        r = header_room(img, pos, 8 + name_len, cluster, name);
+        if (r < 0)
+                return r;
+        pos += 8;
         memcpy(hdr + pos, name ?: "", name_len);
         put_be64(hdr + QCOW2_HDR_BACKING_OFFSET, name ? pos : 0);
         put_be32(hdr + QCOW2_HDR_BACKING_SIZE, (uint32_t) name_len);

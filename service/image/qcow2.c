@@ -57,21 +57,35 @@ static const char *feature_name(const uint8_t *table, size_t table_len, unsigned
         return NULL;
 }
 
+size_t qcow2_extensions_end(const uint8_t *hdr, size_t hdr_len) {
+        uint64_t name = get_be64(hdr + QCOW2_HDR_BACKING_OFFSET);
+
+        /* As QEMU reads them: up to the backing file name if there is one (it may lie in the
+         * padding of the last extension), else to the end of the first cluster. */
+        return name != 0 ? (size_t) MIN(name, (uint64_t) hdr_len) : hdr_len;
+}
+
 static int parse_extensions(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hdr_len, char **ret_error) {
         const uint8_t *features = NULL;
         size_t features_len = 0;
-        size_t pos = q->header_length;
+        size_t pos = q->header_length, end = qcow2_extensions_end(hdr, hdr_len);
 
-        while (pos + 8 <= hdr_len) {
-                uint32_t type = get_be32(hdr + pos), len = get_be32(hdr + pos + 4);
+        while (pos < end) {
+                uint32_t type, len;
 
+                if (end - pos < 8)
+                        return error_message(ret_error, -EUCLEAN,
+                                             "Image '%s' is corrupt: a header extension runs into the backing file name",
+                                             img->path);
+                type = get_be32(hdr + pos);
+                len = get_be32(hdr + pos + 4);
                 pos += 8;
                 if (type == QCOW2_EXT_END)
                         break;
-                if (len > hdr_len - pos)
+                if (len > end - pos)
                         return error_message(ret_error, -EUCLEAN,
-                                             "Image '%s' is corrupt: header extension 0x%08x runs past the first cluster",
-                                             img->path, type);
+                                             "Image '%s' is corrupt: header extension 0x%08x runs past %s",
+                                             img->path, type, end < hdr_len ? "the backing file name" : "the first cluster");
 
                 switch (type) {
                 case QCOW2_EXT_BACKING_FORMAT: {

@@ -166,6 +166,8 @@ static inline void put_be32(uint8_t *p, uint32_t v) {
  * reason in image_error(). */
 
 /* qcow2.c */
+/* Where the header extensions of a first cluster (hdr_len bytes of it) end. */
+size_t qcow2_extensions_end(const uint8_t *hdr, size_t hdr_len);
 int qcow2_load_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);
 /* A cached table for a newly allocated cluster, all entries zero, marked changed. */
 int qcow2_new_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);

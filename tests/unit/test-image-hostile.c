@@ -301,6 +301,129 @@ static void test_chains(Fixture *f, gconstpointer data) {
         assert_open_fails(top, 0, -ELOOP, "deeper than 64 images");
 }
 
+/* ---- the header's extensions and the backing file name ------------------------------------- */
+
+#define UNKNOWN_EXTENSION 0x12345678U
+
+/* A fresh image of qemu-img's with clusters of 'cluster' bytes whose extensions are replaced: one
+ * unknown extension of 'len' bytes at offset 112 (where qemu-img puts the first), then nothing
+ * (zeroes); and a backing file name 'name' at 'name_offset'. */
+static char *make_extension_image(Fixture *f, unsigned cluster, uint32_t len, uint64_t name_offset, const char *name) {
+        char *path = g_strdup_printf("%s/ext-%u-%u.qcow2", f->dir, cluster, len);
+        g_autofree uint8_t *junk = g_malloc(cluster);
+
+        g_unlink(path);
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=%u %s 1M", cluster, path));
+        /* qemu-img check and info open the backing file: let there be one. */
+        g_free(oracle_run("qemu-img create -q -f raw %s/%s 1M", f->dir, name));
+        memset(junk, 0, cluster);
+        poke(path, 112, junk, cluster - 112);
+        memset(junk, 0xab, cluster);
+        poke32(path, 112, UNKNOWN_EXTENSION);
+        poke32(path, 116, len);
+        poke(path, 120, junk, len);
+        poke(path, name_offset, name, strlen(name));
+        poke64(path, 8, name_offset);
+        poke32(path, 16, (uint32_t) strlen(name));
+        return path;
+}
+
+static GBytes *file_bytes(const char *path) {
+        g_autofree char *contents = NULL;
+        gsize length;
+
+        g_assert_true(g_file_get_contents(path, &contents, &length, NULL));
+        return g_bytes_new_take(g_steal_pointer(&contents), length);
+}
+
+/* The review's header: an unknown extension that ends 4 bytes before the end of cluster 0, and a
+ * 4-byte backing file name in its padding. QEMU reads the extensions only up to the name, and
+ * `qemu-img check` finds nothing wrong. Rewriting the name finds no room (the extension alone
+ * fills the cluster): it must say so and write nothing, not write past its buffer. */
+static void test_set_backing_no_room(Fixture *f, gconstpointer data) {
+        static const unsigned clusters[] = { 512, 4096, 65536 };
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(clusters); i++) {
+                unsigned c = clusters[i];
+                g_autofree char *path = make_extension_image(f, c, c - 124, c - 4, "base");
+                g_autofree char *info = NULL, *error = NULL;
+                g_autoptr(GBytes) before = NULL, after = NULL;
+                Image *img = NULL;
+
+                g_free(oracle_run("qemu-img check -q %s", path));
+                info = oracle_run("qemu-img info -U --output=json %s", path);
+                g_assert_nonnull(strstr(info, "\"backing-filename\": \"base\""));
+
+                before = file_bytes(path);
+                g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, &img, &error),
+                                ==, 0);
+                g_assert_cmpstr(image_backing_name(img), ==, "base");
+                g_assert_cmpint(image_set_backing(img, "base", IMAGE_FORMAT_QCOW2), ==, -ENOSPC);
+                g_assert_nonnull(strstr(image_error(img), "has no room for backing file name 'base'"));
+                g_assert_cmpint(image_set_backing(img, "b", IMAGE_FORMAT_RAW), ==, -ENOSPC);
+                g_assert_cmpint(image_set_backing(img, NULL, IMAGE_FORMAT_PROBE), ==, -ENOSPC);
+                g_assert_nonnull(strstr(image_error(img), "has no room to be rewritten"));
+                g_assert_cmpstr(image_backing_name(img), ==, "base");
+                image_close(img);
+
+                /* Nothing written. */
+                after = file_bytes(path);
+                g_assert_true(g_bytes_equal(before, after));
+                g_free(oracle_run("qemu-img check -q %s", path));
+        }
+}
+
+/* The same shape with room to spare: the name in the padding of a short extension. The extension
+ * is kept (its padding zeroed), the old name does not survive as part of it. */
+static void test_set_backing_name_in_padding(Fixture *f, gconstpointer data) {
+        g_autofree char *path = make_extension_image(f, 65536, 4, 124, "base");
+        g_autofree char *info = NULL;
+        Image *img = NULL;
+        uint8_t ext[16];
+
+        g_free(oracle_run("qemu-img check -q %s", path));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, &img, NULL), ==, 0);
+        g_assert_cmpstr(image_backing_name(img), ==, "base");
+        g_free(oracle_run("qemu-img create -q -f raw %s/new-base.raw 1M", f->dir));
+        g_assert_cmpint(image_set_backing(img, "new-base.raw", IMAGE_FORMAT_RAW), ==, 0);
+        image_close(img);
+
+        info = oracle_run("qemu-img info -U --output=json %s", path);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"new-base.raw\""));
+        g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"raw\""));
+        g_free(oracle_run("qemu-img check -q %s", path));
+
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(pread(fd, ext, sizeof(ext), 112), ==, (ssize_t) sizeof(ext));
+        close(fd);
+        g_assert_cmpuint(peek64(path, 112), ==, (uint64_t) UNKNOWN_EXTENSION << 32 | 4);
+        g_assert_cmpmem(ext + 8, 8, "\xab\xab\xab\xab\0\0\0\0", 8);
+}
+
+/* Extensions end where the name begins, as QEMU reads them: what lies beyond is the name, not an
+ * extension (here the name itself would read as one that runs past the cluster). */
+static void test_extensions_end_at_name(Fixture *f, gconstpointer data) {
+        g_autofree char *path = make_extension_image(f, 65536, 0, 112, "base.raw");
+        g_autofree char *info = NULL;
+        Image *img = NULL;
+
+        info = oracle_run("qemu-img info -U --output=json %s", path);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"base.raw\""));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, &img, NULL), ==, 0);
+        g_assert_cmpstr(image_backing_name(img), ==, "base.raw");
+        image_close(img);
+
+        /* An extension header cut by the name: QEMU refuses it ("Header extension too large"),
+         * and so do we. */
+        g_free(path);
+        path = make_extension_image(f, 65536, 0, 116, "base.raw");
+        g_autofree char *out = NULL, *err = NULL;
+        g_assert_cmpint(oracle_try(&out, &err, "qemu-img info -U %s", path), !=, 0);
+        g_autofree char *error = NULL;
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, &img, &error), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(error, "runs into the backing file name"));
+}
+
 static void test_not_images(Fixture *f, gconstpointer data) {
         g_autofree char *missing = g_build_filename(f->dir, "missing", NULL);
 
@@ -319,5 +442,8 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/compressed-garbage", test_compressed_garbage);
         HOSTILE_TEST("/image-hostile/chains", test_chains);
         HOSTILE_TEST("/image-hostile/not-images", test_not_images);
+        HOSTILE_TEST("/image-hostile/set-backing-no-room", test_set_backing_no_room);
+        HOSTILE_TEST("/image-hostile/set-backing-name-in-padding", test_set_backing_name_in_padding);
+        HOSTILE_TEST("/image-hostile/extensions-end-at-name", test_extensions_end_at_name);
         return g_test_run();
 }
