@@ -288,11 +288,11 @@ static int qcow2_open(Image *img, char **ret_error) {
         r = check_features(img, q, hdr, ret_error);
         if (r < 0)
                 return r;
-        if (q->version == 3) {
-                r = parse_extensions(img, q, hdr, hdr_len, ret_error);
-                if (r < 0)
-                        return r;
-        }
+        /* Version 2 images have extensions too (right after their 72 bytes), the backing file's
+         * format among them: QEMU reads them for both versions. */
+        r = parse_extensions(img, q, hdr, hdr_len, ret_error);
+        if (r < 0)
+                return r;
         r = read_backing_name(img, q, hdr, hdr_len, ret_error);
         if (r < 0)
                 return r;
