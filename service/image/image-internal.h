@@ -48,6 +48,7 @@ struct Image {
         struct stat st;
         uint64_t file_size;             /* of the file holding the image (for bounds checks) */
         unsigned flags;
+        bool probed;                    /* the format was decided by the content */
 
         uint64_t size;                  /* virtual size */
         uint32_t cluster_size;

@@ -66,7 +66,7 @@ static uint64_t peek64(const char *path, uint64_t offset) {
 static void assert_open_fails(const char *path, unsigned flags, int expected_r, const char *expected) {
         g_autofree char *error = NULL;
         Image *img = NULL;
-        int r = image_open(path, IMAGE_FORMAT_PROBE, flags, &img, &error);
+        int r = image_open(path, IMAGE_FORMAT_QCOW2, flags, &img, &error);
 
         if (r >= 0)
                 g_error("'%s' opened, expected: %s", path, expected);
@@ -85,7 +85,7 @@ static void assert_read_fails_status(const char *path, const char *expected, boo
         Image *img = NULL;
         int r;
 
-        g_assert_cmpint(image_open(path, IMAGE_FORMAT_PROBE, 0, &img, &error), ==, 0);
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, 0, &img, &error), ==, 0);
         buf = g_malloc(image_size(img));
         r = image_read(img, buf, 0, image_size(img));
         g_assert_cmpint(r, <, 0);

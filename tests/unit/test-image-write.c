@@ -47,17 +47,17 @@ static void assert_same(const char *a, const char *b) {
                 g_error("qemu-img compare %s %s: exit %d\n%s%s", a, b, status, out, err);
 }
 
-static Image *open_flags(const char *path, unsigned flags) {
+static Image *open_flags(const char *path, ImageFormat format, unsigned flags) {
         g_autofree char *error = NULL;
         Image *img = NULL;
 
-        if (image_open(path, IMAGE_FORMAT_PROBE, flags, &img, &error) < 0)
+        if (image_open(path, format, flags, &img, &error) < 0)
                 g_error("opening %s: %s", path, error);
         return img;
 }
 
 static Image *open_rw(const char *path) {
-        return open_flags(path, IMAGE_OPEN_WRITE);
+        return open_flags(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE);
 }
 
 static void create(const char *path, const ImageCreateParams *p) {
@@ -205,8 +205,13 @@ static void test_create_with_backing(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(st.st_size, ==, 5 * MiB + 3);
         g_assert_cmpuint(st.st_blocks, ==, 0);
 
-        /* Refusals. */
+        /* Refusals: odd clusters, and a backing file without its format. */
         g_autofree char *error = NULL, *bad = g_build_filename(f->dir, "bad.qcow2", NULL);
+        ImageCreateParams unrecorded = { .format = IMAGE_FORMAT_QCOW2, .size = MiB, .backing_name = "base.qcow2" };
+        g_assert_cmpint(image_create(bad, &unrecorded, &error), ==, -EINVAL);
+        g_assert_nonnull(strstr(error, "No format given for backing file 'base.qcow2'"));
+        g_assert_false(g_file_test(bad, G_FILE_TEST_EXISTS));
+        g_clear_pointer(&error, g_free);
         ImageCreateParams odd = { .format = IMAGE_FORMAT_QCOW2, .size = MiB, .cluster_size = 3000 };
         g_assert_cmpint(image_create(bad, &odd, &error), ==, -EINVAL);
         g_assert_nonnull(strstr(error, "not a power of 2"));
@@ -339,14 +344,17 @@ static void test_set_backing(Fixture *f, gconstpointer data) {
         g_assert_nonnull(strstr(info, "\"backing-filename\": \"b.qcow2-renamed-to-something-longer.raw\""));
         g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"raw\""));
 
-        /* Its backing file does not exist (yet): rewriting the name needs only the image. */
-        img = open_flags(top, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
-        g_assert_cmpint(image_set_backing(img, "b.qcow2", IMAGE_FORMAT_PROBE), ==, 0);
+        /* Its backing file does not exist (yet): rewriting the name needs only the image. A name
+         * goes with its format: nobody is left to guess it. */
+        img = open_flags(top, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
+        g_assert_cmpint(image_set_backing(img, "b.qcow2", IMAGE_FORMAT_PROBE), ==, -EINVAL);
+        g_assert_nonnull(strstr(image_error(img), "No format given for backing file 'b.qcow2'"));
+        g_assert_cmpint(image_set_backing(img, "b.qcow2", IMAGE_FORMAT_RAW), ==, 0);
         image_close(img);
         g_free(info);
         info = oracle_run("qemu-img info -U --output=json %s", top);
         g_assert_nonnull(strstr(info, "\"backing-filename\": \"b.qcow2\""));
-        g_assert_null(strstr(info, "backing-filename-format"));
+        g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"raw\""));
 
         /* None: the image stands alone. */
         img = open_rw(top);
@@ -358,7 +366,7 @@ static void test_set_backing(Fixture *f, gconstpointer data) {
         assert_check(top, false);
 
         /* Raw images have no header to record one in. */
-        img = open_rw(b);
+        img = open_flags(b, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE);
         g_assert_cmpint(image_set_backing(img, "x", IMAGE_FORMAT_RAW), ==, -EOPNOTSUPP);
         image_close(img);
 }
