@@ -551,8 +551,13 @@ static int layer_status(Image *img, uint64_t offset, uint64_t length, LayerExten
         r = img->ops->status(img, offset, length, ret);
         if (r < 0)
                 return r;
-        /* A driver always makes progress and never reports past what was asked. */
-        assert(ret->length > 0 && ret->length <= length);
+        /* A driver always makes progress and never reports past what was asked. If one did not
+         * (a file changing under it in a way nobody foresaw), this request fails: nothing an
+         * image or another writer does may abort the daemon, or loop it forever. */
+        if (ret->length == 0 || ret->length > length)
+                return image_fail(img, -EIO,
+                                  "Could not get the block status of '%s' at offset %" PRIu64 ": the %s driver reported %" PRIu64 " bytes of %" PRIu64,
+                                  img->path, offset, image_format_to_string(img->ops->format), ret->length, length);
         return 0;
 }
 

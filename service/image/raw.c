@@ -64,9 +64,13 @@ static int raw_find_extent(Image *img, Raw *raw, uint64_t offset) {
         hole = lseek(img->fd, (off_t) offset, SEEK_HOLE);
         if (hole < 0)
                 return image_fail(img, negative_errno(), "Could not get the allocation of '%s': %m", img->path);
+        /* Someone else may write the file meanwhile (a mirror's source, a guest's discard): data
+         * at 'offset' for SEEK_DATA can be a hole there for SEEK_HOLE. Call it data for a byte
+         * (reading it gives whatever it holds now); the next call looks again. An extent is
+         * never empty. */
         raw->extent_kind = LAYER_DATA;
         raw->extent_start = offset;
-        raw->extent_end = MIN((uint64_t) hole, img->size);
+        raw->extent_end = MIN(MAX((uint64_t) hole, offset + 1), img->size);
         return 0;
 }
 

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <glib/gstdio.h>
+#include <linux/falloc.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -432,6 +433,71 @@ static void test_not_images(Fixture *f, gconstpointer data) {
         assert_open_fails("", 0, -EINVAL, "No image given");
 }
 
+/* ---- raw files that change while they are read ------------------------------------------- */
+
+typedef struct Toggler {
+        int fd;
+        gint stop;
+        unsigned toggles;
+} Toggler;
+
+/* Makes the first block of the file data, then a hole, then data again, as fast as it can: what
+ * a guest's writes and discards do to a raw disk that a mirror reads. */
+static gpointer toggle_block(gpointer data) {
+        Toggler *t = data;
+        uint8_t block[4096];
+
+        memset(block, 0x77, sizeof(block));
+        while (!g_atomic_int_get(&t->stop)) {
+                g_assert_cmpint(pwrite(t->fd, block, sizeof(block), 0), ==, (ssize_t) sizeof(block));
+                g_assert_cmpint(fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, sizeof(block)), ==, 0);
+                t->toggles++;
+        }
+        return NULL;
+}
+
+static void test_raw_toggling_block(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "toggled.raw", NULL);
+        Toggler t = { .fd = -1 };
+        uint8_t buf[8192];
+        unsigned calls = 0;
+        Image *img = NULL;
+
+        /* Block 0 toggles, block 1 stays a hole, the rest is data: status at 0 and at 8 KiB
+         * are different extents, so that every call looks at the file again. */
+        t.fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        g_assert_cmpint(t.fd, >=, 0);
+        g_assert_cmpint(ftruncate(t.fd, 64 * 1024), ==, 0);
+        memset(buf, 0x55, sizeof(buf));
+        for (off_t o = 8192; o < 64 * 1024; o += sizeof(buf))
+                g_assert_cmpint(pwrite(t.fd, buf, sizeof(buf), o), ==, (ssize_t) sizeof(buf));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_RAW, IMAGE_OPEN_SHARE_WRITE, &img, NULL), ==, 0);
+
+        GThread *thread = g_thread_new("toggle", toggle_block, &t);
+        gint64 end = g_get_monotonic_time() + G_USEC_PER_SEC;
+        while (g_get_monotonic_time() < end) {
+                ImageExtent e;
+                LayerKind kind;
+                uint64_t length;
+
+                uint64_t off = calls++ % 2 ? 0 : 8192;
+                g_assert_cmpint(image_block_status(img, off, image_size(img) - off, &e), ==, 0);
+                g_assert_cmpuint(e.length, >, 0);
+                g_assert_cmpuint(e.length, <=, image_size(img) - off);
+                g_assert_cmpint(image_layer_status(img, off ^ 8192, 4096, &kind, &length), ==, 0);
+                g_assert_cmpuint(length, >, 0);
+                g_assert_cmpuint(length, <=, 4096);
+                g_assert_cmpint(image_read(img, buf, 0, sizeof(buf)), ==, 0);
+                g_assert_true(buf[0] == 0 || buf[0] == 0x77);
+                g_assert_true(buf[4096] == 0);
+        }
+        g_atomic_int_set(&t.stop, 1);
+        g_thread_join(thread);
+        g_test_message("%u status calls while the block toggled %u times", calls, t.toggles);
+        image_close(img);
+        close(t.fd);
+}
+
 #define HOSTILE_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -445,5 +511,6 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/set-backing-no-room", test_set_backing_no_room);
         HOSTILE_TEST("/image-hostile/set-backing-name-in-padding", test_set_backing_name_in_padding);
         HOSTILE_TEST("/image-hostile/extensions-end-at-name", test_extensions_end_at_name);
+        HOSTILE_TEST("/image-hostile/raw-toggling-block", test_raw_toggling_block);
         return g_test_run();
 }
