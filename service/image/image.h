@@ -92,6 +92,8 @@ const char *image_path(const Image *img);
 /* The format this layer was opened as, and whether that was decided by probing its content. */
 ImageFormat image_format(const Image *img);
 bool image_format_probed(const Image *img);
+/* The virtual size. qcow2: in whole sectors of 512 bytes, as QEMU reads it (a header that says
+ * otherwise is rounded down). */
 uint64_t image_size(const Image *img);
 /* The image below, or NULL. */
 Image *image_backing(const Image *img);
@@ -166,7 +168,7 @@ int image_set_backing(Image *img, const char *name, ImageFormat format);
 
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */
-        uint64_t size;
+        uint64_t size;                  /* qcow2: rounded up to a multiple of 512, as qemu-img does */
         uint32_t cluster_size;          /* qcow2: a power of 2, 512 B to 2 MiB; 0 = 64 KiB */
         unsigned refcount_bits;         /* qcow2: 1, 2, 4, ... 64; 0 = 16 */
         const char *backing_name;       /* qcow2: recorded as given */

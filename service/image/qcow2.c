@@ -297,17 +297,20 @@ static int qcow2_open(Image *img, char **ret_error) {
         if (r < 0)
                 return r;
 
-        img->size = get_be64(fixed + QCOW2_HDR_SIZE);
+        uint64_t size = get_be64(fixed + QCOW2_HDR_SIZE);
         img->cluster_size = (uint32_t) q->cluster_size;
-        if (img->size > (UINT64_C(1) << 61))
+        if (size > (UINT64_C(1) << 61))
                 return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: virtual size %" PRIu64, img->path,
-                                     img->size);
+                                     size);
+        /* QEMU counts a disk in sectors of 512 bytes: a partial last sector is not part of it. */
+        img->size = size & ~(uint64_t) 511;
 
-        /* The L1 table must cover the whole virtual size, and stay within QEMU's bounds. */
+        /* The L1 table must cover the whole virtual size (as the header says it), and stay within
+         * QEMU's bounds. */
         q->l1_size = get_be32(fixed + QCOW2_HDR_L1_SIZE);
         q->l1_offset = get_be64(fixed + QCOW2_HDR_L1_OFFSET);
         uint64_t per_l2 = q->l2_entries << q->cluster_bits;
-        uint64_t needed = img->size / per_l2 + (img->size % per_l2 != 0);
+        uint64_t needed = size / per_l2 + (size % per_l2 != 0);
         if ((uint64_t) q->l1_size * 8 > QCOW2_MAX_L1_BYTES)
                 return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: L1 table of %u entries is too large",
                                      img->path, q->l1_size);

@@ -433,6 +433,33 @@ static void test_not_images(Fixture *f, gconstpointer data) {
         assert_open_fails("", 0, -EINVAL, "No image given");
 }
 
+/* A virtual size that is not a multiple of 512: QEMU counts the disk in whole sectors and reads
+ * it rounded down; so do we, the sector it cuts off included. */
+static void test_odd_virtual_size(Fixture *f, gconstpointer data) {
+        g_autofree char *copy = g_build_filename(f->dir, "odd.qcow2", NULL);
+        g_autofree char *info = NULL, *expected_size = NULL;
+        g_autofree uint8_t *buf = NULL;
+        g_autoptr(GBytes) expected = NULL;
+        Image *img = NULL;
+
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x66 8387584 1024' %s", copy));
+        poke64(copy, 24, 8 * 1024 * 1024 - 100);
+
+        info = oracle_run("qemu-img info -U --output=json %s", copy);
+        expected_size = g_strdup_printf("\"virtual-size\": %u,", 8 * 1024 * 1024 - 512);
+        g_assert_nonnull(strstr(info, expected_size));
+
+        g_assert_cmpint(image_open(copy, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        g_assert_cmpuint(image_size(img), ==, 8 * 1024 * 1024 - 512);
+        expected = oracle_read_all(copy, f->dir);
+        g_assert_cmpuint(g_bytes_get_size(expected), ==, image_size(img));
+        buf = g_malloc(image_size(img));
+        g_assert_cmpint(image_read(img, buf, 0, image_size(img)), ==, 0);
+        g_assert_cmpmem(buf, image_size(img), g_bytes_get_data(expected, NULL), g_bytes_get_size(expected));
+        image_close(img);
+}
+
 /* ---- raw files that change while they are read ------------------------------------------- */
 
 typedef struct Toggler {
@@ -512,5 +539,6 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/set-backing-name-in-padding", test_set_backing_name_in_padding);
         HOSTILE_TEST("/image-hostile/extensions-end-at-name", test_extensions_end_at_name);
         HOSTILE_TEST("/image-hostile/raw-toggling-block", test_raw_toggling_block);
+        HOSTILE_TEST("/image-hostile/odd-virtual-size", test_odd_virtual_size);
         return g_test_run();
 }

@@ -221,6 +221,27 @@ static void test_create_with_backing(Fixture *f, gconstpointer data) {
         g_assert_cmpint(image_create(top, &p, &error), ==, -EEXIST);
 }
 
+/* Sizes qemu-img would round: a qcow2 image holds whole sectors of 512 bytes, so a size that is
+ * not a multiple becomes the next one (as `qemu-img create` makes it), and all of it can be
+ * written. */
+static void test_create_odd_size(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "odd.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = 1000 };
+        uint8_t buf[1000];
+        Image *img;
+
+        create(path, &p);
+        assert_check(path, false);
+        g_autofree char *info = oracle_run("qemu-img info --output=json %s", path);
+        g_assert_nonnull(strstr(info, "\"virtual-size\": 1024,"));
+        img = open_rw(path);
+        g_assert_cmpuint(image_size(img), ==, 1024);
+        memset(buf, 0x3c, sizeof(buf));
+        g_assert_cmpint(image_write(img, buf, 0, sizeof(buf)), ==, 0);
+        image_close(img);
+        assert_check(path, false);
+}
+
 /* ---- writing -------------------------------------------------------------------------------- */
 
 static void check_random_writes(Fixture *f, uint32_t cluster_size, unsigned refcount_bits, guint32 seed) {
@@ -394,6 +415,7 @@ int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         WRITE_TEST("/image-write/create-shapes", test_create_shapes);
         WRITE_TEST("/image-write/create-with-backing", test_create_with_backing);
+        WRITE_TEST("/image-write/create-odd-size", test_create_odd_size);
         WRITE_TEST("/image-write/random-writes", test_random_writes);
         WRITE_TEST("/image-write/refcount-table-grows", test_refcount_table_grows);
         WRITE_TEST("/image-write/into-qemu-images", test_writes_into_qemu_images);
