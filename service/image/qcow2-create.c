@@ -59,7 +59,9 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
                 return error_message(ret_error, -EFBIG,
                                      "Virtual size %" PRIu64 " is too large for clusters of %" PRIu64 " bytes", size,
                                      cs);
-        l1_clusters = div_round_up(MAX(l1_entries, UINT64_C(1)) * 8, cs);
+        /* An image of size 0 has no L1 table at all (as qemu-img makes it): a cluster for one
+         * would be counted, yet nothing would point to it, a leak for `qemu-img check`. */
+        l1_clusters = div_round_up(l1_entries * 8, cs);
         rb_entries = cs * 8 / bits;
 
         /* As many refcount blocks as it takes to count everything, themselves and the table
@@ -83,7 +85,7 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
         put_be32(buf + QCOW2_HDR_CLUSTER_BITS, cluster_bits);
         put_be64(buf + QCOW2_HDR_SIZE, size);
         put_be32(buf + QCOW2_HDR_L1_SIZE, (uint32_t) l1_entries);
-        put_be64(buf + QCOW2_HDR_L1_OFFSET, (1 + rt_clusters + rb_count) * cs);
+        put_be64(buf + QCOW2_HDR_L1_OFFSET, l1_entries > 0 ? (1 + rt_clusters + rb_count) * cs : 0);
         put_be64(buf + QCOW2_HDR_REFTABLE_OFFSET, cs);
         put_be32(buf + QCOW2_HDR_REFTABLE_CLUSTERS, (uint32_t) rt_clusters);
         put_be32(buf + QCOW2_HDR_REFCOUNT_ORDER, order);

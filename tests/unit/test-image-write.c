@@ -242,6 +242,30 @@ static void test_create_odd_size(Fixture *f, gconstpointer data) {
         assert_check(path, false);
 }
 
+/* A copy of a zero-size image (of any version: the copy is version 3) has nothing to point to
+ * and must not count a cluster that nothing points to. */
+static void test_create_zero_size(Fixture *f, gconstpointer data) {
+        g_autofree char *v2 = g_build_filename(f->dir, "zero-v2.qcow2", NULL);
+        g_autofree char *copy = g_build_filename(f->dir, "copy.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2 };
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o compat=0.10 %s 0", v2));
+        img = open_flags(v2, IMAGE_FORMAT_QCOW2, 0);
+        p.size = image_size(img);
+        image_close(img);
+        g_assert_cmpuint(p.size, ==, 0);
+
+        create(copy, &p);
+        assert_check(copy, false);
+        assert_same(copy, v2);
+        img = open_rw(copy);
+        g_assert_cmpuint(image_size(img), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(copy, false);
+}
+
 /* ---- writing -------------------------------------------------------------------------------- */
 
 static void check_random_writes(Fixture *f, uint32_t cluster_size, unsigned refcount_bits, guint32 seed) {
@@ -416,6 +440,7 @@ int main(int argc, char **argv) {
         WRITE_TEST("/image-write/create-shapes", test_create_shapes);
         WRITE_TEST("/image-write/create-with-backing", test_create_with_backing);
         WRITE_TEST("/image-write/create-odd-size", test_create_odd_size);
+        WRITE_TEST("/image-write/create-zero-size", test_create_zero_size);
         WRITE_TEST("/image-write/random-writes", test_random_writes);
         WRITE_TEST("/image-write/refcount-table-grows", test_refcount_table_grows);
         WRITE_TEST("/image-write/into-qemu-images", test_writes_into_qemu_images);
