@@ -460,6 +460,49 @@ static void test_odd_virtual_size(Fixture *f, gconstpointer data) {
         image_close(img);
 }
 
+/* An image with lazy refcounts whose writer died: its dirty bit says the counts on disk may be
+ * wrong. Reading is fine; every way of opening it for writing (the image itself, or a layer of
+ * a chain to be written, as commit's base) is refused with the command that repairs it. */
+static void test_dirty_lazy_refcounts(Fixture *f, gconstpointer data) {
+        g_autofree char *lazy = g_build_filename(f->dir, "lazy.qcow2", NULL);
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        g_autofree char *out = NULL, *err = NULL, *expected = NULL;
+        g_autofree uint8_t *buf = NULL;
+        g_autoptr(GBytes) theirs = NULL;
+        Image *img = NULL;
+        struct stat st;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o lazy_refcounts=on %s 1M", lazy));
+        g_assert_cmpint(oracle_try(&out, &err, "qemu-io -f qcow2 -c 'write -P 0x11 0 64k' -c abort %s", lazy), !=, 0);
+        g_assert_cmpuint(peek64(lazy, 72) & 1, ==, 1);
+        expected = g_strdup_printf("repair it with 'qemu-img check -r all %s'", lazy);
+
+        assert_open_fails(lazy, IMAGE_OPEN_WRITE, -EUCLEAN, expected);
+        assert_open_fails(lazy, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING | IMAGE_OPEN_NO_LOCK, -EUCLEAN, expected);
+
+        g_assert_cmpint(image_open(lazy, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        theirs = oracle_read_all(lazy, f->dir);
+        buf = g_malloc(image_size(img));
+        g_assert_cmpint(image_read(img, buf, 0, image_size(img)), ==, 0);
+        g_assert_cmpmem(buf, image_size(img), g_bytes_get_data(theirs, NULL), g_bytes_get_size(theirs));
+        image_close(img);
+
+        /* As the layer of a chain that commit writes into. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b lazy.qcow2 -F qcow2 %s", top));
+        g_assert_cmpint(stat(lazy, &st), ==, 0);
+        ImageOpenOptions o = { .writable = &st };
+        g_autofree char *error = NULL;
+        g_assert_cmpint(image_open_full(top, IMAGE_FORMAT_QCOW2, 0, &o, &img, &error), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(error, expected));
+
+        /* Repaired, it opens for writing. */
+        g_free(oracle_run("qemu-img check -q -r all %s", lazy));
+        g_assert_cmpint(image_open_full(top, IMAGE_FORMAT_QCOW2, 0, &o, &img, NULL), ==, 0);
+        image_close(img);
+        g_assert_cmpint(image_open(lazy, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, NULL), ==, 0);
+        image_close(img);
+}
+
 /* ---- raw files that change while they are read ------------------------------------------- */
 
 typedef struct Toggler {
@@ -540,5 +583,6 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/extensions-end-at-name", test_extensions_end_at_name);
         HOSTILE_TEST("/image-hostile/raw-toggling-block", test_raw_toggling_block);
         HOSTILE_TEST("/image-hostile/odd-virtual-size", test_odd_virtual_size);
+        HOSTILE_TEST("/image-hostile/dirty-lazy-refcounts", test_dirty_lazy_refcounts);
         return g_test_run();
 }
