@@ -51,16 +51,29 @@ int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error) {
         r = qcow2_refcount_init(img, q, ret_error);
         if (r < 0)
                 return r;
-
-        /* Auto-clear features we do not maintain (persistent bitmaps) must be cleared before the
-         * first write, so that no reader trusts what our writes make stale. */
-        if (q->version >= 3 && q->autoclear != 0) {
-                uint8_t zero[8] = {};
-                if (image_file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero)) < 0 || image_file_sync(img) < 0)
-                        return error_message(ret_error, -EIO, "%s", img->error);
-                q->autoclear = 0;
-        }
+        /* Nothing is written yet: an image opened for writing but never changed (a job
+         * cancelled before its end, a commit's layer above top whose header is rewritten only at
+         * the very end) keeps its persistent bitmaps. See before_change(). */
         q->writable = true;
+        return 0;
+}
+
+/* Called before anything of a change reaches the file. Auto-clear features we do not maintain
+ * (persistent bitmaps) are cleared first, durably, so that no reader trusts what the change makes
+ * stale: QEMU then knows the bitmaps are gone. Not before: merely opening an image for writing
+ * must not lose them. */
+static int before_change(Image *img, Qcow2 *q) {
+        uint8_t zero[8] = {};
+        int r;
+
+        if (q->version < 3 || q->autoclear == 0)
+                return 0;
+        r = image_file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero));
+        if (r >= 0)
+                r = image_file_sync(img);
+        if (r < 0)
+                return r;
+        q->autoclear = 0;
         return 0;
 }
 
@@ -227,6 +240,8 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
         int r;
 
         r = check_writable(img, q);
+        if (r >= 0)
+                r = before_change(img, q);
         if (r < 0)
                 return r;
 
@@ -358,6 +373,8 @@ int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
         int r;
 
         r = check_writable(img, q);
+        if (r >= 0)
+                r = before_change(img, q);
         if (r < 0)
                 return r;
 
@@ -391,6 +408,8 @@ int qcow2_discard(Image *img, uint64_t offset, uint64_t length) {
         int r;
 
         r = check_writable(img, q);
+        if (r >= 0)
+                r = before_change(img, q);
         if (r < 0)
                 return r;
 
@@ -544,6 +563,16 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
                 if (!new_name)
                         return image_fail(img, -ENOMEM, "Out of memory");
         }
+
+        /* The header is ready and fits: now the image changes (and its fixed part, read as it was
+         * on disk, says what before_change() left of the auto-clear bits). */
+        r = before_change(img, q);
+        if (r < 0) {
+                free(new_name);
+                return r;
+        }
+        if (q->version >= 3)
+                put_be64(hdr + QCOW2_HDR_AUTOCLEAR, q->autoclear);
 
         /* Whatever of the old extensions and name lay beyond is cleared too. */
         old_end = MAX(pos + name_len, (size_t) MIN((uint64_t) cluster, img->file_size));
