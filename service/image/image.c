@@ -543,6 +543,17 @@ uint32_t image_cluster_size(const Image *img) {
         return img->cluster_size;
 }
 
+uint64_t image_memory_estimate(const Image *img) {
+        uint64_t total = 0;
+
+        for (; img; img = img->backing) {
+                total += sizeof(Image) + strlen(img->path) + 1;
+                total += img->backing_name ? strlen(img->backing_name) + 1 : 0;
+                total += img->ops->memory_estimate(img);
+        }
+        return total;
+}
+
 /* ---- reading and block status through the chain --------------------------------------------- */
 
 static int layer_status(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret) {

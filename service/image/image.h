@@ -104,6 +104,16 @@ ImageFormat image_backing_format(const Image *img);
 int image_chain_depth(const Image *img);          /* 1 for an image without backing file */
 /* Smallest unit the layer allocates in (cluster size; 512 for raw). */
 uint32_t image_cluster_size(const Image *img);
+/* The most memory, in bytes, that the chain's metadata can take while it is open, whatever is
+ * done with it: for each layer its L1 table (qcow2 allows up to 32 MiB; twice for a layer open
+ * with IMAGE_OPEN_SHARE_WRITE, which image_refresh() reads anew), its L2 table cache at its bound
+ * (at most 16 tables and 4 MiB, two tables at least), the buffers for compressed clusters, and if
+ * it is open for writing, its refcount table as large as the file can make it grow (up to QEMU's
+ * 8 MiB), the refcount block cache, freed clusters not yet applied and the buffers of one
+ * request. The caller's own buffers are not counted. Headers decide most of it: a factory can
+ * refuse a job whose chain would take too much (the figure is known once the chain is open, and
+ * only grows to it as the job runs). */
+uint64_t image_memory_estimate(const Image *img);
 const char *image_error(const Image *img);
 /* The file of this layer, and its descriptor (to hand it over; it stays the image's). */
 const struct stat *image_stat(const Image *img);

@@ -94,7 +94,7 @@ static int get_refblock(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint8
         Qcow2CachedRefblock *slot = NULL;
         int r;
 
-        for (unsigned i = 0; i < QCOW2_REFBLOCK_CACHE; i++) {
+        for (unsigned i = 0; i < q->cache_tables; i++) {
                 Qcow2CachedRefblock *b = &q->refblocks[i];
                 if (b->offset == offset && b->data) {
                         b->last_use = ++q->use_counter;
@@ -321,6 +321,14 @@ int qcow2_alloc_clusters(Image *img, Qcow2 *q, uint64_t n, uint64_t *ret_offset)
 int qcow2_free_later(Image *img, Qcow2 *q, uint64_t offset, uint64_t length) {
         if (length == 0)
                 return 0;
+        /* Clusters freed one after another (a discard of a run of data) take one entry. */
+        if (q->n_pending_free > 0) {
+                Qcow2Range *last = &q->pending_free[q->n_pending_free - 1];
+                if (last->offset + last->length == offset) {
+                        last->length += length;
+                        return 0;
+                }
+        }
         if (q->n_pending_free == q->pending_free_cap) {
                 size_t cap = MAX(q->pending_free_cap * 2, (size_t) 64);
                 Qcow2Range *p = realloc(q->pending_free, cap * sizeof(Qcow2Range));

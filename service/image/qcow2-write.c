@@ -77,6 +77,36 @@ static int before_change(Image *img, Qcow2 *q) {
         return 0;
 }
 
+/* ---- memory -------------------------------------------------------------------------------- */
+
+uint64_t qcow2_write_memory_estimate(const Image *img, const Qcow2 *q) {
+        uint64_t cs = q->cluster_size, clusters, entries, table;
+
+        /* The refcount table as large as writing can make it: counting a file that holds, besides
+         * what it holds now, all of the virtual size with its L2 tables; twice that, as it grows
+         * by doubling; within QEMU's bound, which grow_reftable() keeps. */
+        clusters = img->file_size / cs + img->size / cs + img->size / cs / q->l2_entries + 2;
+        entries = (clusters >> q->refblock_bits) + 2;
+        table = MIN(MAX(2 * ((entries * 8 + cs - 1) / cs * cs), (uint64_t) q->reftable_clusters * cs),
+                    QCOW2_MAX_REFTABLE_BYTES);
+
+        /* Twice the table: it is written out from a copy, and grows by realloc. Then the refcount
+         * block cache; the clusters freed and not yet applied (a request flushes past
+         * QCOW2_PENDING_FREES_MAX, after at most one L2 table's worth more), in an array that
+         * grows by doubling; and the buffers of one request: a cluster of data, the copy of a
+         * shared L2 table, an L2 table written out, and a part cluster of zeroes. */
+        return 2 * table + (uint64_t) q->cache_tables * cs +
+               2 * (QCOW2_PENDING_FREES_MAX + q->l2_entries + 64) * sizeof(Qcow2Range) + 4 * cs;
+}
+
+/* Too many clusters wait to be freed: flushing applies them. Called between the steps of a
+ * request, where the tables in memory are consistent with the data written so far. */
+static int bound_pending_frees(Image *img, Qcow2 *q) {
+        if (q->n_pending_free < QCOW2_PENDING_FREES_MAX)
+                return 0;
+        return qcow2_flush(img);
+}
+
 /* ---- L2 tables ------------------------------------------------------------------------------ */
 
 static int write_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t) {
@@ -323,6 +353,10 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                 p += n;
                 offset += n;
                 length -= (size_t) n;
+
+                r = bound_pending_frees(img, q);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
@@ -353,6 +387,9 @@ static int set_whole_clusters(Image *img, Qcow2 *q, uint64_t first, uint64_t cou
                         t->entries[index] = new_entry;
                         t->dirty = true;
                 }
+                r = bound_pending_frees(img, q);
+                if (r < 0)
+                        return r;
         }
         q->decompressed_entry = 0;
         return 0;

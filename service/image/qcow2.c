@@ -185,9 +185,15 @@ static int read_backing_name(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hd
         return 0;
 }
 
+/* Entries of a table as read from the file, big-endian, turned into host order in place (no
+ * second buffer of the table's size). */
+static void table_from_disk(uint64_t *entries, uint64_t n) {
+        for (uint64_t i = 0; i < n; i++)
+                entries[i] = get_be64((const uint8_t *) &entries[i]);
+}
+
 static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
         uint64_t bytes = (uint64_t) q->l1_size * 8;
-        uint8_t *raw;
         int r;
 
         if (q->l1_size == 0)
@@ -197,20 +203,13 @@ static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
                                      "Image '%s' is corrupt: L1 table at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
                                      img->path, q->l1_offset);
 
-        raw = malloc(bytes);
         q->l1 = malloc(bytes);
-        if (!raw || !q->l1) {
-                free(raw);
+        if (!q->l1)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
-        }
-        r = image_file_read(img, raw, q->l1_offset, bytes);
-        if (r < 0) {
-                free(raw);
+        r = image_file_read(img, q->l1, q->l1_offset, bytes);
+        if (r < 0)
                 return error_message(ret_error, r, "%s", img->error);
-        }
-        for (uint32_t i = 0; i < q->l1_size; i++)
-                q->l1[i] = get_be64(raw + 8 * (size_t) i);
-        free(raw);
+        table_from_disk(q->l1, q->l1_size);
         return 0;
 }
 
@@ -245,6 +244,8 @@ static int qcow2_open(Image *img, char **ret_error) {
                 return error_message(ret_error, -EUCLEAN, "Image '%s' has an unsupported cluster size (2^%u bytes)",
                                      img->path, q->cluster_bits);
         q->cluster_size = UINT64_C(1) << q->cluster_bits;
+        q->cache_tables = (unsigned) MIN((uint64_t) QCOW2_L2_CACHE_TABLES,
+                                         MAX(UINT64_C(2), QCOW2_CACHE_BYTES / q->cluster_size));
         q->l2_bits = q->cluster_bits - 3;
         q->l2_entries = UINT64_C(1) << q->l2_bits;
 
@@ -352,10 +353,9 @@ static int qcow2_open(Image *img, char **ret_error) {
  * table just allocated) all zeroes. A changed table leaving the cache is written back. */
 static int get_l2(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint64_t **ret) {
         Qcow2CachedTable *slot = NULL;
-        _cleanup_free_ uint8_t *raw = NULL;
         int r;
 
-        for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++) {
+        for (unsigned i = 0; i < q->cache_tables; i++) {
                 Qcow2CachedTable *t = &q->l2_cache[i];
                 if (t->offset == offset && t->entries) {
                         t->last_use = ++q->use_counter;
@@ -381,14 +381,10 @@ static int get_l2(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint64_t **
         if (fresh)
                 memset(slot->entries, 0, q->cluster_size);
         else {
-                raw = malloc(q->cluster_size);
-                if (!raw)
-                        return image_fail(img, -ENOMEM, "Out of memory");
-                r = image_file_read(img, raw, offset, q->cluster_size);
+                r = image_file_read(img, slot->entries, offset, q->cluster_size);
                 if (r < 0)
                         return r;
-                for (uint64_t i = 0; i < q->l2_entries; i++)
-                        slot->entries[i] = get_be64(raw + 8 * i);
+                table_from_disk(slot->entries, q->l2_entries);
         }
         slot->offset = offset;
         slot->dirty = fresh;
@@ -616,9 +612,29 @@ static int qcow2_read(Image *img, void *buf, uint64_t offset, size_t length) {
         return 0;
 }
 
+/* ---- memory -------------------------------------------------------------------------------- */
+
+uint64_t qcow2_memory_estimate(const Image *img) {
+        const Qcow2 *q = img->format_data;
+        uint64_t l1 = (uint64_t) q->l1_size * 8, total;
+
+        total = sizeof(Qcow2) + l1;
+        /* A source others write is refreshed: a second copy of its metadata is read before the
+         * first goes. */
+        if (img->flags & IMAGE_OPEN_SHARE_WRITE)
+                total += l1;
+        /* The L2 cache full; a cluster decompressed and its input (two clusters); the header's
+         * first cluster while it is parsed. */
+        total += (uint64_t) q->cache_tables * q->cluster_size + 3 * q->cluster_size + q->cluster_size;
+        if (q->writable)
+                total += qcow2_write_memory_estimate(img, q);
+        return total;
+}
+
 const ImageOps qcow2_ops = {
         .format = IMAGE_FORMAT_QCOW2,
         .open = qcow2_open,
+        .memory_estimate = qcow2_memory_estimate,
         .close = qcow2_close,
         .status = qcow2_status,
         .read = qcow2_read,

@@ -94,6 +94,13 @@ static int raw_status(Image *img, uint64_t offset, uint64_t length, LayerExtent 
         return 0;
 }
 
+/* Zeroes that cannot be a hole are written from a buffer of this size. */
+#define ZEROES_BUFFER (UINT64_C(1) << 20)
+
+static uint64_t raw_memory_estimate(const Image *img) {
+        return sizeof(Raw) + ((img->flags & IMAGE_OPEN_WRITE) ? ZEROES_BUFFER : 0);
+}
+
 static int raw_read(Image *img, void *buf, uint64_t offset, size_t length) {
         return image_file_read(img, buf, offset, length);
 }
@@ -119,11 +126,11 @@ static int raw_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
         if (fallocate(img->fd, FALLOC_FL_ZERO_RANGE, (off_t) offset, (off_t) length) >= 0)
                 return 0;
 
-        zeroes = calloc(1, 1U << 20);
+        zeroes = calloc(1, ZEROES_BUFFER);
         if (!zeroes)
                 return image_fail(img, -ENOMEM, "Out of memory");
         for (uint64_t done = 0; done < length;) {
-                size_t n = (size_t) MIN(length - done, (uint64_t) 1U << 20);
+                size_t n = (size_t) MIN(length - done, ZEROES_BUFFER);
                 int r = raw_write(img, zeroes, offset + done, n);
                 if (r < 0)
                         return r;
@@ -144,6 +151,7 @@ static int raw_flush(Image *img) {
 const ImageOps raw_ops = {
         .format = IMAGE_FORMAT_RAW,
         .open = raw_open,
+        .memory_estimate = raw_memory_estimate,
         .close = raw_close,
         .status = raw_status,
         .read = raw_read,

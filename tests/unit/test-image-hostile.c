@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <linux/falloc.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -503,6 +504,95 @@ static void test_dirty_lazy_refcounts(Fixture *f, gconstpointer data) {
         image_close(img);
 }
 
+/* ---- memory driven by headers ---------------------------------------------------------------- */
+
+#define MiB (UINT64_C(1) << 20)
+
+/* A small file whose header claims a large L1 table: 32 GiB in 512-byte clusters is an L1 of
+ * 1 Mi entries, 8 MiB. The estimate says so, and what writing and refreshing add. */
+static void test_memory_large_l1(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "l1.qcow2", NULL);
+        uint64_t ro, rw, shared;
+        Image *img = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=512 %s 32G", path));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        ro = image_memory_estimate(img);
+        image_close(img);
+        g_assert_cmpuint(ro, >=, 8 * MiB);
+        g_assert_cmpuint(ro, <=, 8 * MiB + 64 * 1024);
+
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_SHARE_WRITE, &img, NULL), ==, 0);
+        shared = image_memory_estimate(img);
+        image_close(img);
+        g_assert_cmpuint(shared, >=, 16 * MiB);
+
+        /* Writable: the refcount table can grow to count 32 GiB of clusters of 512 bytes, within
+         * QEMU's 8 MiB, and is copied as it is written. */
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, NULL), ==, 0);
+        rw = image_memory_estimate(img);
+        image_close(img);
+        g_assert_cmpuint(rw, >, ro + 4 * MiB);
+        g_assert_cmpuint(rw, <=, ro + 2 * 8 * MiB + MiB);
+}
+
+static uint64_t heap_in_use(void) {
+#ifdef __SANITIZE_ADDRESS__
+        /* AddressSanitizer's allocator is not glibc's: mallinfo2() knows nothing of it. */
+        return 0;
+#else
+        struct mallinfo2 m = mallinfo2();
+        return m.uordblks + m.hblkhd;
+#endif
+}
+
+/* An image of 2 MiB clusters with 17 L2 tables: walking all of it keeps two tables cached
+ * (4 MiB), not sixteen (32 MiB). */
+static void test_memory_l2_cache_bound(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "c2m.qcow2", NULL);
+        g_autoptr(GString) cmd = g_string_new("qemu-io -f qcow2");
+        uint64_t before, after, estimate;
+        Image *img = NULL;
+
+        /* One zeroed cluster in each 512 GiB (what one L2 table maps): a table each, no data. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=2M %s 8704G", path));
+        for (unsigned k = 0; k < 17; k++)
+                g_string_append_printf(cmd, " -c 'write -z %uG 2M'", k * 512);
+        g_string_append_printf(cmd, " %s", path);
+        g_free(oracle_run("%s", cmd->str));
+
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        estimate = image_memory_estimate(img);
+        g_assert_cmpuint(estimate, <=, 16 * MiB);
+
+        before = heap_in_use();
+        for (unsigned k = 0; k < 17; k++) {
+                ImageExtent e;
+                g_assert_cmpint(image_block_status(img, (uint64_t) k * 512 * 1024 * MiB, 4 * MiB, &e), ==, 0);
+                g_assert_true(e.zero);
+        }
+        after = heap_in_use();
+        g_assert_cmpuint(after - MIN(after, before), <=, 2 * 2 * MiB + MiB);
+        g_assert_cmpuint(after - MIN(after, before), <=, estimate);
+        image_close(img);
+}
+
+/* A chain's estimate is its layers' together. */
+static void test_memory_chain(Fixture *f, gconstpointer data) {
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        Image *img = NULL, *alone = NULL, *base = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=4096 -b a.qcow2 -F qcow2 %s", top));
+        g_assert_cmpint(image_open(top, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        g_assert_cmpint(image_open(top, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, &alone, NULL), ==, 0);
+        g_assert_cmpint(image_open(f->img, IMAGE_FORMAT_QCOW2, 0, &base, NULL), ==, 0);
+        g_assert_cmpuint(image_memory_estimate(img), ==, image_memory_estimate(alone) + image_memory_estimate(base));
+        g_assert_cmpuint(image_memory_estimate(image_backing(img)), ==, image_memory_estimate(base));
+        image_close(img);
+        image_close(alone);
+        image_close(base);
+}
+
 /* ---- raw files that change while they are read ------------------------------------------- */
 
 typedef struct Toggler {
@@ -584,5 +674,8 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/raw-toggling-block", test_raw_toggling_block);
         HOSTILE_TEST("/image-hostile/odd-virtual-size", test_odd_virtual_size);
         HOSTILE_TEST("/image-hostile/dirty-lazy-refcounts", test_dirty_lazy_refcounts);
+        HOSTILE_TEST("/image-hostile/memory-large-l1", test_memory_large_l1);
+        HOSTILE_TEST("/image-hostile/memory-l2-cache-bound", test_memory_l2_cache_bound);
+        HOSTILE_TEST("/image-hostile/memory-chain", test_memory_chain);
         return g_test_run();
 }

@@ -469,6 +469,35 @@ static void test_bitmaps_kept_until_changed(Fixture *f, gconstpointer data) {
         g_assert_null(strstr(info, "\"name\": \"b1\""));
 }
 
+/* A discard that frees more clusters than wait in memory at once (QCOW2_PENDING_FREES_MAX, and
+ * clusters that do not lie one after another, so that each is a range of its own): it flushes on
+ * the way, and the image stays consistent. */
+static void test_discard_many_frees(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "frees.qcow2", NULL);
+        const unsigned n = 20000;
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = n * 512, .cluster_size = 512 };
+        uint8_t sector[512];
+        Image *img;
+
+        create(path, &p);
+        img = open_rw(path);
+        /* Backwards: guest clusters in one order, host clusters in the other. */
+        for (unsigned i = n; i-- > 0;) {
+                memset(sector, (int) (i % 251) + 1, sizeof(sector));
+                g_assert_cmpint(image_write(img, sector, (uint64_t) i * 512, sizeof(sector)), ==, 0);
+        }
+        g_assert_cmpint(image_flush(img), ==, 0);
+        g_assert_cmpint(image_discard(img, 512, (uint64_t) (n - 2) * 512), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(path, false);
+
+        g_autoptr(GArray) map = oracle_map(path);
+        g_assert_cmpuint(map->len, ==, 3);
+        g_assert_false(g_array_index(map, OracleExtent, 1).present);
+        g_assert_cmpuint(g_array_index(map, OracleExtent, 1).length, ==, (uint64_t) (n - 2) * 512);
+}
+
 static void test_read_only_refuses(Fixture *f, gconstpointer data) {
         g_autofree char *a = g_build_filename(f->dir, "a.qcow2", NULL);
         Image *img = NULL;
@@ -500,5 +529,6 @@ int main(int argc, char **argv) {
         WRITE_TEST("/image-write/set-backing", test_set_backing);
         WRITE_TEST("/image-write/read-only-refuses", test_read_only_refuses);
         WRITE_TEST("/image-write/bitmaps-kept-until-changed", test_bitmaps_kept_until_changed);
+        WRITE_TEST("/image-write/discard-many-frees", test_discard_many_frees);
         return g_test_run();
 }
