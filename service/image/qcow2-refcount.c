@@ -159,6 +159,7 @@ int qcow2_refcount_get(Image *img, Qcow2 *q, uint64_t cluster, uint64_t *ret) {
 
 static int find_free(Image *img, Qcow2 *q, uint64_t n, uint64_t *ret_cluster) {
         uint64_t start = q->free_hint, run = 0;
+        uint64_t file_end = (img->file_size + q->cluster_size - 1) >> q->cluster_bits;
         int r;
 
         for (uint64_t c = start;; c++) {
@@ -170,6 +171,13 @@ static int find_free(Image *img, Qcow2 *q, uint64_t n, uint64_t *ret_cluster) {
                 if (r < 0)
                         return r;
                 if (refcount != 0) {
+                        /* Nothing is stored beyond the end of the file, yet clusters there may be
+                         * counted: a few (a crash between counting a cluster and writing it leaks
+                         * it), or, in a corrupt image, so many (one refcount block named all over
+                         * a large refcount table) that the search would last for hours. */
+                        if (c >= file_end + QCOW2_COUNTED_BEYOND_END_MAX)
+                                return CORRUPT(img, "Image '%s' is corrupt: the clusters beyond the end of the file (offset 0x%" PRIx64 ") are counted as used",
+                                               img->path, file_end << q->cluster_bits);
                         run = 0;
                         continue;
                 }

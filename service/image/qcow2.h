@@ -79,6 +79,9 @@ typedef enum Qcow2ClusterType {
 /* Clusters freed and not yet applied (qcow2_free_later()): a request that frees more flushes,
  * which applies them; so the list stays small whatever a request covers. */
 #define QCOW2_PENDING_FREES_MAX 16384U
+/* Clusters beyond the end of the file that may be counted as used before the image is called
+ * corrupt (see find_free()). */
+#define QCOW2_COUNTED_BEYOND_END_MAX UINT64_C(65536)
 #define QCOW2_REFTABLE_OFFSET_MASK UINT64_C(0xfffffffffffffe00)
 
 typedef struct Qcow2CachedTable {

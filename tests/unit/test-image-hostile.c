@@ -504,6 +504,32 @@ static void test_dirty_lazy_refcounts(Fixture *f, gconstpointer data) {
         image_close(img);
 }
 
+/* One refcount block, all ones, named by every entry of the refcount table: every cluster of a
+ * 16 TiB range counts as used, most of it beyond the end of a small file. Finding a free cluster
+ * must not search all of it (hours, in a worker that nothing can cancel): the image is corrupt. */
+static void test_counted_beyond_end(Fixture *f, gconstpointer data) {
+        g_autofree char *copy = g_build_filename(f->dir, "counted.qcow2", NULL);
+        g_autofree uint8_t *ones = g_malloc(65536), *table = g_malloc(65536);
+        uint64_t reftable = peek64(f->img, 48), refblock = peek64(f->img, reftable);
+        uint8_t buf[4096] = {};
+        Image *img = NULL;
+
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        memset(ones, 0xff, 65536);
+        poke(copy, refblock, ones, 65536);
+        for (unsigned i = 0; i < 65536; i += 8)
+                for (unsigned k = 0; k < 8; k++)
+                        table[i + k] = (uint8_t) (refblock >> (56 - 8 * k));
+        poke(copy, reftable, table, 65536);
+
+        g_assert_cmpint(image_open(copy, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, NULL), ==, 0);
+        gint64 start = g_get_monotonic_time();
+        g_assert_cmpint(image_write(img, buf, 2 * 1024 * 1024, sizeof(buf)), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(image_error(img), "beyond the end of the file"));
+        g_assert_cmpint(g_get_monotonic_time() - start, <, 10 * G_USEC_PER_SEC);
+        image_close(img);
+}
+
 /* ---- memory driven by headers ---------------------------------------------------------------- */
 
 #define MiB (UINT64_C(1) << 20)
@@ -674,6 +700,7 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/raw-toggling-block", test_raw_toggling_block);
         HOSTILE_TEST("/image-hostile/odd-virtual-size", test_odd_virtual_size);
         HOSTILE_TEST("/image-hostile/dirty-lazy-refcounts", test_dirty_lazy_refcounts);
+        HOSTILE_TEST("/image-hostile/counted-beyond-end", test_counted_beyond_end);
         HOSTILE_TEST("/image-hostile/memory-large-l1", test_memory_large_l1);
         HOSTILE_TEST("/image-hostile/memory-l2-cache-bound", test_memory_l2_cache_bound);
         HOSTILE_TEST("/image-hostile/memory-chain", test_memory_chain);
