@@ -24,6 +24,8 @@ typedef struct ImageOps {
         /* Reads the header and checks it; sets size, cluster size and backing name. */
         int (*open)(Image *img, char **ret_error);
         void (*close)(Image *img);
+        /* The most memory the open layer's metadata and buffers can take (see image.h). */
+        uint64_t (*memory_estimate)(const Image *img);
 
         /* This layer's status at 'offset', for at most 'length' bytes. */
         int (*status)(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret);
@@ -48,6 +50,7 @@ struct Image {
         struct stat st;
         uint64_t file_size;             /* of the file holding the image (for bounds checks) */
         unsigned flags;
+        bool probed;                    /* the format was decided by the content */
 
         uint64_t size;                  /* virtual size */
         uint32_t cluster_size;

@@ -254,11 +254,43 @@ static int open_given_fd(int fd, const char *name, unsigned flags, char **ret_er
         return r;
 }
 
+/* The format that img's backing file (the file 'st', called 'path') is opened as: the one img
+ * records, or for the file the caller knows (options->base), the one the caller gives, which
+ * must then agree with a recorded one. Never probed: the content of a file says nothing about
+ * whether it is what it looks like. */
+static int backing_format(const Image *img, const char *path, const struct stat *st, const ImageOpenOptions *options,
+                          ImageFormat *ret, char **ret_error) {
+        ImageFormat given = IMAGE_FORMAT_PROBE;
+
+        if (options && same_file(options->base, st))
+                given = options->base_format;
+        if (!IN_SET(given, IMAGE_FORMAT_PROBE, IMAGE_FORMAT_RAW, IMAGE_FORMAT_QCOW2))
+                return error_message(ret_error, -EINVAL, "Unknown format for backing file '%s'", path);
+
+        if (img->backing_format != IMAGE_FORMAT_PROBE) {
+                if (given != IMAGE_FORMAT_PROBE && given != img->backing_format)
+                        return error_message(ret_error, -EINVAL,
+                                             "Backing file '%s' of '%s' is recorded as a %s image, but was given as %s",
+                                             path, img->path, image_format_to_string(img->backing_format),
+                                             image_format_to_string(given));
+                *ret = img->backing_format;
+                return 0;
+        }
+        if (given == IMAGE_FORMAT_PROBE)
+                return error_message(ret_error, -EINVAL,
+                                     "Image '%s' does not record the format of its backing file '%s', and blockjobd does not guess it; "
+                                     "record it with 'qemu-img rebase -u -b %s -F FORMAT %s' (FORMAT: raw or qcow2)",
+                                     img->path, img->backing_name, img->backing_name, img->path);
+        *ret = given;
+        return 0;
+}
+
 /* Opens img's backing file. Returns 0 without opening it if it is options->stop_before. */
 static int open_backing(Image *img, const Image *top, int depth, const ImageOpenOptions *options, char **ret_error) {
         _cleanup_free_ char *path = NULL;
         _cleanup_close_ int fd = -EBADF;
         unsigned flags = top->flags & IMAGE_OPEN_NO_LOCK;
+        ImageFormat format;
         Image *b = NULL;
         struct stat st;
         int r;
@@ -287,6 +319,9 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
                                      img->path);
         if (options && same_file(options->stop_before, &st))
                 return 0;
+        r = backing_format(img, path, &st, options, &format, ret_error);
+        if (r < 0)
+                return r;
         if (options && same_file(options->writable, &st))
                 flags |= IMAGE_OPEN_WRITE;
 
@@ -309,7 +344,7 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
 
         /* Backing images are read, and must not change under us (unless this is the one the
          * caller is going to write). */
-        r = open_layer(fd, path, img->backing_format, flags, &b, ret_error);
+        r = open_layer(fd, path, format, flags, &b, ret_error);
         if (r < 0)
                 return r;
         img->backing = b;
@@ -348,8 +383,10 @@ static int open_layer(int fd, const char *name, ImageFormat format, unsigned fla
                         return r;
         }
 
-        if (format == IMAGE_FORMAT_PROBE)
+        if (format == IMAGE_FORMAT_PROBE) {
                 format = S_ISREG(img->st.st_mode) ? probe(img->fd) : IMAGE_FORMAT_RAW;
+                img->probed = true;
+        }
         img->ops = ops_for(format);
         if (!img->ops)
                 return error_message(ret_error, -EINVAL, "Unknown image format of '%s'", name);
@@ -370,6 +407,13 @@ static int open_fd_full(int fd, const char *name, ImageFormat format, unsigned f
         r = open_layer(fd, name, format, flags, &img, ret_error);
         if (r < 0)
                 return r;
+
+        /* What only looks like qcow2 is not followed: the raw disk of a guest may say anything. */
+        if (img->probed && img->ops->format == IMAGE_FORMAT_QCOW2 && img->backing_name &&
+            !(flags & IMAGE_OPEN_NO_BACKING))
+                return error_message(ret_error, -EINVAL,
+                                     "Image '%s' looks like a qcow2 image with backing file '%s'; blockjobd follows backing files only when the image's format is given: pass source-format=qcow2",
+                                     name, img->backing_name);
 
         int depth = 1;
         if (!(flags & IMAGE_OPEN_NO_BACKING))
@@ -430,6 +474,10 @@ ImageFormat image_format(const Image *img) {
         return img->ops->format;
 }
 
+bool image_format_probed(const Image *img) {
+        return img->probed;
+}
+
 uint64_t image_size(const Image *img) {
         return img->size;
 }
@@ -440,6 +488,10 @@ Image *image_backing(const Image *img) {
 
 const char *image_backing_name(const Image *img) {
         return img->backing_name;
+}
+
+ImageFormat image_backing_format(const Image *img) {
+        return img->backing_format;
 }
 
 int image_chain_depth(const Image *img) {
@@ -484,6 +536,17 @@ uint32_t image_cluster_size(const Image *img) {
         return img->cluster_size;
 }
 
+uint64_t image_memory_estimate(const Image *img) {
+        uint64_t total = 0;
+
+        for (; img; img = img->backing) {
+                total += sizeof(Image) + strlen(img->path) + 1;
+                total += img->backing_name ? strlen(img->backing_name) + 1 : 0;
+                total += img->ops->memory_estimate(img);
+        }
+        return total;
+}
+
 /* ---- reading and block status through the chain --------------------------------------------- */
 
 static int layer_status(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret) {
@@ -492,8 +555,13 @@ static int layer_status(Image *img, uint64_t offset, uint64_t length, LayerExten
         r = img->ops->status(img, offset, length, ret);
         if (r < 0)
                 return r;
-        /* A driver always makes progress and never reports past what was asked. */
-        assert(ret->length > 0 && ret->length <= length);
+        /* A driver always makes progress and never reports past what was asked. If one did not
+         * (a file changing under it in a way nobody foresaw), this request fails: nothing an
+         * image or another writer does may abort the daemon, or loop it forever. */
+        if (ret->length == 0 || ret->length > length)
+                return image_fail(img, -EIO,
+                                  "Could not get the block status of '%s' at offset %" PRIu64 ": the %s driver reported %" PRIu64 " bytes of %" PRIu64,
+                                  img->path, offset, image_format_to_string(img->ops->format), ret->length, length);
         return 0;
 }
 
@@ -664,6 +732,10 @@ int image_set_backing(Image *img, const char *name, ImageFormat format) {
         int r = check_write(img, 0, 0);
         if (r < 0)
                 return r;
+        /* A backing file whose format is not recorded would have to be guessed by whoever opens
+         * the image next: we do not, and we do not make images that need it. */
+        if (name && !IN_SET(format, IMAGE_FORMAT_RAW, IMAGE_FORMAT_QCOW2))
+                return image_fail(img, -EINVAL, "No format given for backing file '%s' of '%s'", name, img->path);
         if (!img->ops->set_backing)
                 return image_fail(img, -EOPNOTSUPP, "Image '%s' is %s and cannot have a backing file", img->path,
                                   image_format_to_string(img->ops->format));
@@ -733,6 +805,9 @@ int image_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
                         return error_message(ret_error, negative_errno(), "Could not size '%s': %m", name);
                 return 0;
         case IMAGE_FORMAT_QCOW2:
+                if (p->backing_name && !IN_SET(p->backing_format, IMAGE_FORMAT_RAW, IMAGE_FORMAT_QCOW2))
+                        return error_message(ret_error, -EINVAL, "No format given for backing file '%s' of '%s'",
+                                             p->backing_name, name);
                 return qcow2_create_fd(fd, name, p, ret_error);
         default:
                 return error_message(ret_error, -EINVAL, "Cannot create images of format '%s'",

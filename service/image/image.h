@@ -41,9 +41,17 @@ typedef enum ImageOpenFlags {
 const char *image_format_to_string(ImageFormat f);
 ImageFormat image_format_from_string(const char *s);
 
-/* Opens 'path' (its chain too, unless IMAGE_OPEN_NO_BACKING). Probing looks at regular files
- * only: a block device is raw unless told otherwise, since its content may come from a guest,
- * which could otherwise make it look like a qcow2 image backed by any file of the host. */
+/* Opens 'path' (its chain too, unless IMAGE_OPEN_NO_BACKING).
+ *
+ * Formats: probing never makes the image layer read a file that nobody named. Only the top image
+ * is ever probed (IMAGE_FORMAT_PROBE), and only a regular file, raw or qcow2 by its magic: a block
+ * device is raw unless told otherwise, since its content may come from a guest. A probed image
+ * that turns out to be qcow2 and names a backing file is refused (-EINVAL) unless its chain is
+ * not to be opened (IMAGE_OPEN_NO_BACKING): a raw disk whose guest wrote a qcow2 header into it
+ * would otherwise make us read any file of the host (QEMU's CVE-2008-2004). A backing file is
+ * opened with the format its parent records (in a header extension, version 2 images too), never
+ * probed; one whose parent records none is refused (-EINVAL), unless the caller names its format
+ * (ImageOpenOptions.base_format). */
 int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
 /* Control over the chain as it is opened (for commit): a file where the chain stops (that layer
  * and those below are not opened; the one above it reads unallocated ranges as zeroes), and a
@@ -52,6 +60,11 @@ typedef struct ImageOpenOptions {
         const struct stat *stop_before;
         const struct stat *writable;
         const struct ImageChainFds *fds;
+        /* The format of one backing file, as the caller knows it (commit's and stream's base):
+         * the layer that is file 'base' is opened as 'base_format' if its parent records no
+         * format, and refused (-EINVAL) if its parent records a different one. PROBE: not given. */
+        const struct stat *base;
+        ImageFormat base_format;
 } ImageOpenOptions;
 
 /* A chain's files as descriptors, top first, opened by someone else: a caller that passed them,
@@ -76,15 +89,31 @@ int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, 
 Image *image_close(Image *img);
 
 const char *image_path(const Image *img);
+/* The format this layer was opened as, and whether that was decided by probing its content. */
 ImageFormat image_format(const Image *img);
+bool image_format_probed(const Image *img);
+/* The virtual size. qcow2: in whole sectors of 512 bytes, as QEMU reads it (a header that says
+ * otherwise is rounded down). */
 uint64_t image_size(const Image *img);
 /* The image below, or NULL. */
 Image *image_backing(const Image *img);
-/* As recorded in the header (NULL when none), and the format named there (or probed). */
+/* As recorded in the header: the backing file name (NULL when none), and its format (PROBE when
+ * none is recorded). */
 const char *image_backing_name(const Image *img);
+ImageFormat image_backing_format(const Image *img);
 int image_chain_depth(const Image *img);          /* 1 for an image without backing file */
 /* Smallest unit the layer allocates in (cluster size; 512 for raw). */
 uint32_t image_cluster_size(const Image *img);
+/* The most memory, in bytes, that the chain's metadata can take while it is open, whatever is
+ * done with it: for each layer its L1 table (qcow2 allows up to 32 MiB; twice for a layer open
+ * with IMAGE_OPEN_SHARE_WRITE, which image_refresh() reads anew), its L2 table cache at its bound
+ * (at most 16 tables and 4 MiB, two tables at least), the buffers for compressed clusters, and if
+ * it is open for writing, its refcount table as large as the file can make it grow (up to QEMU's
+ * 8 MiB), the refcount block cache, freed clusters not yet applied and the buffers of one
+ * request. The caller's own buffers are not counted. Headers decide most of it: a factory can
+ * refuse a job whose chain would take too much (the figure is known once the chain is open, and
+ * only grows to it as the job runs). */
+uint64_t image_memory_estimate(const Image *img);
 const char *image_error(const Image *img);
 /* The file of this layer, and its descriptor (to hand it over; it stays the image's). */
 const struct stat *image_stat(const Image *img);
@@ -141,16 +170,19 @@ int image_discard(Image *img, uint64_t offset, uint64_t length);
 /* Makes everything written so far durable and the image consistent on disk. */
 int image_flush(Image *img);
 /* Rewrites the backing file name (as recorded: relative to the image) and format in the
- * header, NULL for none, in place and durably. The chain that is open does not change. */
+ * header, NULL for none, in place and durably. The chain that is open does not change. A name
+ * goes with its format, raw or qcow2 (-EINVAL without one): what we write, we record, so that
+ * nobody has to guess it. If the header has no room for the name (its first cluster is full),
+ * -ENOSPC, and nothing is written. */
 int image_set_backing(Image *img, const char *name, ImageFormat format);
 
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */
-        uint64_t size;
+        uint64_t size;                  /* qcow2: rounded up to a multiple of 512, as qemu-img does */
         uint32_t cluster_size;          /* qcow2: a power of 2, 512 B to 2 MiB; 0 = 64 KiB */
         unsigned refcount_bits;         /* qcow2: 1, 2, 4, ... 64; 0 = 16 */
         const char *backing_name;       /* qcow2: recorded as given */
-        ImageFormat backing_format;     /* qcow2: PROBE = not recorded */
+        ImageFormat backing_format;     /* qcow2: raw or qcow2, required with a backing name */
 } ImageCreateParams;
 
 /* Formats an empty file open for writing (a target built unseen, see tmpfile.h); 'name' is for

@@ -29,7 +29,7 @@ static int write_all(int fd, const char *name, const void *buf, size_t length, u
 }
 
 int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char **ret_error) {
-        uint64_t cs = p->cluster_size ?: 65536, bits = p->refcount_bits ?: 16;
+        uint64_t cs = p->cluster_size ?: 65536, bits = p->refcount_bits ?: 16, size;
         unsigned cluster_bits = 0, order = 0;
         uint64_t l1_entries, l1_clusters, rb_entries, rt_clusters = 1, rb_count = 1, total;
         size_t name_len = p->backing_name ? strlen(p->backing_name) : 0, pos;
@@ -48,15 +48,20 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
                 order++;
         if (p->size > (UINT64_C(1) << 61))
                 return error_message(ret_error, -EFBIG, "Virtual size %" PRIu64 " is too large", p->size);
+        /* QEMU reads a qcow2 image in whole sectors of 512 bytes, and so do we: a size that is
+         * not a multiple is rounded up (as qemu-img create does), so that all of it reads. */
+        size = (p->size + 511) & ~(uint64_t) 511;
         if (name_len > QCOW2_MAX_BACKING_NAME)
                 return error_message(ret_error, -ENAMETOOLONG, "Backing file name is too long");
 
-        l1_entries = div_round_up(p->size, (cs / 8) * cs);
+        l1_entries = div_round_up(size, (cs / 8) * cs);
         if (l1_entries * 8 > QCOW2_MAX_L1_BYTES)
                 return error_message(ret_error, -EFBIG,
-                                     "Virtual size %" PRIu64 " is too large for clusters of %" PRIu64 " bytes", p->size,
+                                     "Virtual size %" PRIu64 " is too large for clusters of %" PRIu64 " bytes", size,
                                      cs);
-        l1_clusters = div_round_up(MAX(l1_entries, UINT64_C(1)) * 8, cs);
+        /* An image of size 0 has no L1 table at all (as qemu-img makes it): a cluster for one
+         * would be counted, yet nothing would point to it, a leak for `qemu-img check`. */
+        l1_clusters = div_round_up(l1_entries * 8, cs);
         rb_entries = cs * 8 / bits;
 
         /* As many refcount blocks as it takes to count everything, themselves and the table
@@ -78,9 +83,9 @@ int qcow2_create_fd(int fd, const char *name, const ImageCreateParams *p, char *
         memcpy(buf, QCOW2_MAGIC, 4);
         put_be32(buf + QCOW2_HDR_VERSION, 3);
         put_be32(buf + QCOW2_HDR_CLUSTER_BITS, cluster_bits);
-        put_be64(buf + QCOW2_HDR_SIZE, p->size);
+        put_be64(buf + QCOW2_HDR_SIZE, size);
         put_be32(buf + QCOW2_HDR_L1_SIZE, (uint32_t) l1_entries);
-        put_be64(buf + QCOW2_HDR_L1_OFFSET, (1 + rt_clusters + rb_count) * cs);
+        put_be64(buf + QCOW2_HDR_L1_OFFSET, l1_entries > 0 ? (1 + rt_clusters + rb_count) * cs : 0);
         put_be64(buf + QCOW2_HDR_REFTABLE_OFFSET, cs);
         put_be32(buf + QCOW2_HDR_REFTABLE_CLUSTERS, (uint32_t) rt_clusters);
         put_be32(buf + QCOW2_HDR_REFCOUNT_ORDER, order);

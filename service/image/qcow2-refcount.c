@@ -94,7 +94,7 @@ static int get_refblock(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint8
         Qcow2CachedRefblock *slot = NULL;
         int r;
 
-        for (unsigned i = 0; i < QCOW2_REFBLOCK_CACHE; i++) {
+        for (unsigned i = 0; i < q->cache_tables; i++) {
                 Qcow2CachedRefblock *b = &q->refblocks[i];
                 if (b->offset == offset && b->data) {
                         b->last_use = ++q->use_counter;
@@ -159,6 +159,7 @@ int qcow2_refcount_get(Image *img, Qcow2 *q, uint64_t cluster, uint64_t *ret) {
 
 static int find_free(Image *img, Qcow2 *q, uint64_t n, uint64_t *ret_cluster) {
         uint64_t start = q->free_hint, run = 0;
+        uint64_t file_end = (img->file_size + q->cluster_size - 1) >> q->cluster_bits;
         int r;
 
         for (uint64_t c = start;; c++) {
@@ -170,6 +171,13 @@ static int find_free(Image *img, Qcow2 *q, uint64_t n, uint64_t *ret_cluster) {
                 if (r < 0)
                         return r;
                 if (refcount != 0) {
+                        /* Nothing is stored beyond the end of the file, yet clusters there may be
+                         * counted: a few (a crash between counting a cluster and writing it leaks
+                         * it), or, in a corrupt image, so many (one refcount block named all over
+                         * a large refcount table) that the search would last for hours. */
+                        if (c >= file_end + QCOW2_COUNTED_BEYOND_END_MAX)
+                                return CORRUPT(img, "Image '%s' is corrupt: the clusters beyond the end of the file (offset 0x%" PRIx64 ") are counted as used",
+                                               img->path, file_end << q->cluster_bits);
                         run = 0;
                         continue;
                 }
@@ -321,6 +329,14 @@ int qcow2_alloc_clusters(Image *img, Qcow2 *q, uint64_t n, uint64_t *ret_offset)
 int qcow2_free_later(Image *img, Qcow2 *q, uint64_t offset, uint64_t length) {
         if (length == 0)
                 return 0;
+        /* Clusters freed one after another (a discard of a run of data) take one entry. */
+        if (q->n_pending_free > 0) {
+                Qcow2Range *last = &q->pending_free[q->n_pending_free - 1];
+                if (last->offset + last->length == offset) {
+                        last->length += length;
+                        return 0;
+                }
+        }
         if (q->n_pending_free == q->pending_free_cap) {
                 size_t cap = MAX(q->pending_free_cap * 2, (size_t) 64);
                 Qcow2Range *p = realloc(q->pending_free, cap * sizeof(Qcow2Range));

@@ -51,17 +51,60 @@ int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error) {
         r = qcow2_refcount_init(img, q, ret_error);
         if (r < 0)
                 return r;
-
-        /* Auto-clear features we do not maintain (persistent bitmaps) must be cleared before the
-         * first write, so that no reader trusts what our writes make stale. */
-        if (q->version >= 3 && q->autoclear != 0) {
-                uint8_t zero[8] = {};
-                if (image_file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero)) < 0 || image_file_sync(img) < 0)
-                        return error_message(ret_error, -EIO, "%s", img->error);
-                q->autoclear = 0;
-        }
+        /* Nothing is written yet: an image opened for writing but never changed (a job
+         * cancelled before its end, a commit's layer above top whose header is rewritten only at
+         * the very end) keeps its persistent bitmaps. See before_change(). */
         q->writable = true;
         return 0;
+}
+
+/* Called before anything of a change reaches the file. Auto-clear features we do not maintain
+ * (persistent bitmaps) are cleared first, durably, so that no reader trusts what the change makes
+ * stale: QEMU then knows the bitmaps are gone. Not before: merely opening an image for writing
+ * must not lose them. */
+static int before_change(Image *img, Qcow2 *q) {
+        uint8_t zero[8] = {};
+        int r;
+
+        if (q->version < 3 || q->autoclear == 0)
+                return 0;
+        r = image_file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero));
+        if (r >= 0)
+                r = image_file_sync(img);
+        if (r < 0)
+                return r;
+        q->autoclear = 0;
+        return 0;
+}
+
+/* ---- memory -------------------------------------------------------------------------------- */
+
+uint64_t qcow2_write_memory_estimate(const Image *img, const Qcow2 *q) {
+        uint64_t cs = q->cluster_size, clusters, entries, table;
+
+        /* The refcount table as large as writing can make it: counting a file that holds, besides
+         * what it holds now, all of the virtual size with its L2 tables; twice that, as it grows
+         * by doubling; within QEMU's bound, which grow_reftable() keeps. */
+        clusters = img->file_size / cs + img->size / cs + img->size / cs / q->l2_entries + 2;
+        entries = (clusters >> q->refblock_bits) + 2;
+        table = MIN(MAX(2 * ((entries * 8 + cs - 1) / cs * cs), (uint64_t) q->reftable_clusters * cs),
+                    QCOW2_MAX_REFTABLE_BYTES);
+
+        /* Twice the table: it is written out from a copy, and grows by realloc. Then the refcount
+         * block cache; the clusters freed and not yet applied (a request flushes past
+         * QCOW2_PENDING_FREES_MAX, after at most one L2 table's worth more), in an array that
+         * grows by doubling; and the buffers of one request: a cluster of data, the copy of a
+         * shared L2 table, an L2 table written out, and a part cluster of zeroes. */
+        return 2 * table + (uint64_t) q->cache_tables * cs +
+               2 * (QCOW2_PENDING_FREES_MAX + q->l2_entries + 64) * sizeof(Qcow2Range) + 4 * cs;
+}
+
+/* Too many clusters wait to be freed: flushing applies them. Called between the steps of a
+ * request, where the tables in memory are consistent with the data written so far. */
+static int bound_pending_frees(Image *img, Qcow2 *q) {
+        if (q->n_pending_free < QCOW2_PENDING_FREES_MAX)
+                return 0;
+        return qcow2_flush(img);
 }
 
 /* ---- L2 tables ------------------------------------------------------------------------------ */
@@ -227,6 +270,8 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
         int r;
 
         r = check_writable(img, q);
+        if (r >= 0)
+                r = before_change(img, q);
         if (r < 0)
                 return r;
 
@@ -308,6 +353,10 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                 p += n;
                 offset += n;
                 length -= (size_t) n;
+
+                r = bound_pending_frees(img, q);
+                if (r < 0)
+                        return r;
         }
         return 0;
 }
@@ -338,6 +387,9 @@ static int set_whole_clusters(Image *img, Qcow2 *q, uint64_t first, uint64_t cou
                         t->entries[index] = new_entry;
                         t->dirty = true;
                 }
+                r = bound_pending_frees(img, q);
+                if (r < 0)
+                        return r;
         }
         q->decompressed_entry = 0;
         return 0;
@@ -358,6 +410,8 @@ int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
         int r;
 
         r = check_writable(img, q);
+        if (r >= 0)
+                r = before_change(img, q);
         if (r < 0)
                 return r;
 
@@ -391,6 +445,8 @@ int qcow2_discard(Image *img, uint64_t offset, uint64_t length) {
         int r;
 
         r = check_writable(img, q);
+        if (r >= 0)
+                r = before_change(img, q);
         if (r < 0)
                 return r;
 
@@ -454,9 +510,38 @@ int qcow2_flush(Image *img) {
 
 /* ---- the backing file ------------------------------------------------------------------------ */
 
+/* Is there room for 'need' more bytes at 'pos' of the new first cluster? */
+static int header_room(Image *img, size_t pos, size_t need, size_t cluster, const char *name) {
+        if (pos <= cluster && need <= cluster - pos)
+                return 0;
+        if (name)
+                return image_fail(img, -ENOSPC,
+                                  "The header of '%s' has no room for backing file name '%s': its extensions and the name must fit in its first cluster (%zu bytes)",
+                                  img->path, name, cluster);
+        return image_fail(img, -ENOSPC,
+                          "The header of '%s' has no room to be rewritten: its extensions must fit in its first cluster (%zu bytes)",
+                          img->path, cluster);
+}
+
+/* Appends an extension to the new first cluster, padded to 8 bytes as the format wants. */
+static int append_extension(Image *img, uint8_t *hdr, size_t *pos, size_t cluster, uint32_t type,
+                            const void *data, size_t len, const char *name) {
+        size_t padded = (len + 7) & ~(size_t) 7;
+        int r;
+
+        r = header_room(img, *pos, 8 + padded, cluster, name);
+        if (r < 0)
+                return r;
+        put_be32(hdr + *pos, type);
+        put_be32(hdr + *pos + 4, (uint32_t) len);
+        memcpy(hdr + *pos + 8, data, len);      /* the padding stays zero (calloc) */
+        *pos += 8 + padded;
+        return 0;
+}
+
 int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
         Qcow2 *q = Q(img);
-        size_t cluster = (size_t) q->cluster_size, old_end, pos, name_len = name ? strlen(name) : 0;
+        size_t cluster = (size_t) q->cluster_size, old_end, ext_end, pos, name_len = name ? strlen(name) : 0;
         _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
         char *new_name = NULL;
         int r;
@@ -476,34 +561,36 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
         if (r < 0)
                 return r;
 
-        /* The fixed header as it is; its extensions as they are, but the backing format's. */
+        /* The fixed header as it is; its extensions as they are (read as opening reads them: up
+         * to the old name, which may lie in the last one's padding), but the backing format's.
+         * Every byte is checked for room before it is written: a header that QEMU accepts may
+         * leave none. */
         memcpy(hdr, old, q->header_length);
         pos = q->header_length;
-        for (size_t i = q->header_length; i + 8 <= cluster;) {
+        ext_end = qcow2_extensions_end(old, cluster);
+        for (size_t i = q->header_length; i < ext_end && ext_end - i >= 8;) {
                 uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
-                size_t padded = ((size_t) len + 7) & ~(size_t) 7;
 
-                if (type == QCOW2_EXT_END || len > cluster - i - 8)
+                if (type == QCOW2_EXT_END || len > ext_end - i - 8)
                         break;
                 if (type != QCOW2_EXT_BACKING_FORMAT) {
-                        memcpy(hdr + pos, old + i, 8 + padded);
-                        pos += 8 + padded;
+                        r = append_extension(img, hdr, &pos, cluster, type, old + i + 8, len, name);
+                        if (r < 0)
+                                return r;
                 }
-                i += 8 + padded;
+                i += 8 + (((size_t) len + 7) & ~(size_t) 7);
         }
         if (name && format != IMAGE_FORMAT_PROBE) {
                 const char *fmt = image_format_to_string(format);
-                size_t len = strlen(fmt);
-                put_be32(hdr + pos, QCOW2_EXT_BACKING_FORMAT);
-                put_be32(hdr + pos + 4, (uint32_t) len);
-                memcpy(hdr + pos + 8, fmt, len);
-                pos += 8 + ((len + 7) & ~(size_t) 7);
+                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BACKING_FORMAT, fmt, strlen(fmt), name);
+                if (r < 0)
+                        return r;
         }
-        pos += 8;               /* the end of the extensions: type 0, length 0 */
-
-        if (pos + name_len > cluster)
-                return image_fail(img, -ENOSPC, "The header of '%s' has no room for backing file name '%s'", img->path,
-                                  name);
+        /* The end of the extensions (type 0, length 0: zeroes already), then the name. */
+        r = header_room(img, pos, 8 + name_len, cluster, name);
+        if (r < 0)
+                return r;
+        pos += 8;
         memcpy(hdr + pos, name ?: "", name_len);
         put_be64(hdr + QCOW2_HDR_BACKING_OFFSET, name ? pos : 0);
         put_be32(hdr + QCOW2_HDR_BACKING_SIZE, (uint32_t) name_len);
@@ -513,6 +600,16 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
                 if (!new_name)
                         return image_fail(img, -ENOMEM, "Out of memory");
         }
+
+        /* The header is ready and fits: now the image changes (and its fixed part, read as it was
+         * on disk, says what before_change() left of the auto-clear bits). */
+        r = before_change(img, q);
+        if (r < 0) {
+                free(new_name);
+                return r;
+        }
+        if (q->version >= 3)
+                put_be64(hdr + QCOW2_HDR_AUTOCLEAR, q->autoclear);
 
         /* Whatever of the old extensions and name lay beyond is cleared too. */
         old_end = MAX(pos + name_len, (size_t) MIN((uint64_t) cluster, img->file_size));

@@ -57,21 +57,35 @@ static const char *feature_name(const uint8_t *table, size_t table_len, unsigned
         return NULL;
 }
 
+size_t qcow2_extensions_end(const uint8_t *hdr, size_t hdr_len) {
+        uint64_t name = get_be64(hdr + QCOW2_HDR_BACKING_OFFSET);
+
+        /* As QEMU reads them: up to the backing file name if there is one (it may lie in the
+         * padding of the last extension), else to the end of the first cluster. */
+        return name != 0 ? (size_t) MIN(name, (uint64_t) hdr_len) : hdr_len;
+}
+
 static int parse_extensions(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hdr_len, char **ret_error) {
         const uint8_t *features = NULL;
         size_t features_len = 0;
-        size_t pos = q->header_length;
+        size_t pos = q->header_length, end = qcow2_extensions_end(hdr, hdr_len);
 
-        while (pos + 8 <= hdr_len) {
-                uint32_t type = get_be32(hdr + pos), len = get_be32(hdr + pos + 4);
+        while (pos < end) {
+                uint32_t type, len;
 
+                if (end - pos < 8)
+                        return error_message(ret_error, -EUCLEAN,
+                                             "Image '%s' is corrupt: a header extension runs into the backing file name",
+                                             img->path);
+                type = get_be32(hdr + pos);
+                len = get_be32(hdr + pos + 4);
                 pos += 8;
                 if (type == QCOW2_EXT_END)
                         break;
-                if (len > hdr_len - pos)
+                if (len > end - pos)
                         return error_message(ret_error, -EUCLEAN,
-                                             "Image '%s' is corrupt: header extension 0x%08x runs past the first cluster",
-                                             img->path, type);
+                                             "Image '%s' is corrupt: header extension 0x%08x runs past %s",
+                                             img->path, type, end < hdr_len ? "the backing file name" : "the first cluster");
 
                 switch (type) {
                 case QCOW2_EXT_BACKING_FORMAT: {
@@ -171,9 +185,15 @@ static int read_backing_name(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hd
         return 0;
 }
 
+/* Entries of a table as read from the file, big-endian, turned into host order in place (no
+ * second buffer of the table's size). */
+static void table_from_disk(uint64_t *entries, uint64_t n) {
+        for (uint64_t i = 0; i < n; i++)
+                entries[i] = get_be64((const uint8_t *) &entries[i]);
+}
+
 static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
         uint64_t bytes = (uint64_t) q->l1_size * 8;
-        uint8_t *raw;
         int r;
 
         if (q->l1_size == 0)
@@ -183,20 +203,13 @@ static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
                                      "Image '%s' is corrupt: L1 table at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
                                      img->path, q->l1_offset);
 
-        raw = malloc(bytes);
         q->l1 = malloc(bytes);
-        if (!raw || !q->l1) {
-                free(raw);
+        if (!q->l1)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
-        }
-        r = image_file_read(img, raw, q->l1_offset, bytes);
-        if (r < 0) {
-                free(raw);
+        r = image_file_read(img, q->l1, q->l1_offset, bytes);
+        if (r < 0)
                 return error_message(ret_error, r, "%s", img->error);
-        }
-        for (uint32_t i = 0; i < q->l1_size; i++)
-                q->l1[i] = get_be64(raw + 8 * (size_t) i);
-        free(raw);
+        table_from_disk(q->l1, q->l1_size);
         return 0;
 }
 
@@ -231,6 +244,8 @@ static int qcow2_open(Image *img, char **ret_error) {
                 return error_message(ret_error, -EUCLEAN, "Image '%s' has an unsupported cluster size (2^%u bytes)",
                                      img->path, q->cluster_bits);
         q->cluster_size = UINT64_C(1) << q->cluster_bits;
+        q->cache_tables = (unsigned) MIN((uint64_t) QCOW2_L2_CACHE_TABLES,
+                                         MAX(UINT64_C(2), QCOW2_CACHE_BYTES / q->cluster_size));
         q->l2_bits = q->cluster_bits - 3;
         q->l2_entries = UINT64_C(1) << q->l2_bits;
 
@@ -274,26 +289,29 @@ static int qcow2_open(Image *img, char **ret_error) {
         r = check_features(img, q, hdr, ret_error);
         if (r < 0)
                 return r;
-        if (q->version == 3) {
-                r = parse_extensions(img, q, hdr, hdr_len, ret_error);
-                if (r < 0)
-                        return r;
-        }
+        /* Version 2 images have extensions too (right after their 72 bytes), the backing file's
+         * format among them: QEMU reads them for both versions. */
+        r = parse_extensions(img, q, hdr, hdr_len, ret_error);
+        if (r < 0)
+                return r;
         r = read_backing_name(img, q, hdr, hdr_len, ret_error);
         if (r < 0)
                 return r;
 
-        img->size = get_be64(fixed + QCOW2_HDR_SIZE);
+        uint64_t size = get_be64(fixed + QCOW2_HDR_SIZE);
         img->cluster_size = (uint32_t) q->cluster_size;
-        if (img->size > (UINT64_C(1) << 61))
+        if (size > (UINT64_C(1) << 61))
                 return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: virtual size %" PRIu64, img->path,
-                                     img->size);
+                                     size);
+        /* QEMU counts a disk in sectors of 512 bytes: a partial last sector is not part of it. */
+        img->size = size & ~(uint64_t) 511;
 
-        /* The L1 table must cover the whole virtual size, and stay within QEMU's bounds. */
+        /* The L1 table must cover the whole virtual size (as the header says it), and stay within
+         * QEMU's bounds. */
         q->l1_size = get_be32(fixed + QCOW2_HDR_L1_SIZE);
         q->l1_offset = get_be64(fixed + QCOW2_HDR_L1_OFFSET);
         uint64_t per_l2 = q->l2_entries << q->cluster_bits;
-        uint64_t needed = img->size / per_l2 + (img->size % per_l2 != 0);
+        uint64_t needed = size / per_l2 + (size % per_l2 != 0);
         if ((uint64_t) q->l1_size * 8 > QCOW2_MAX_L1_BYTES)
                 return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: L1 table of %u entries is too large",
                                      img->path, q->l1_size);
@@ -335,10 +353,9 @@ static int qcow2_open(Image *img, char **ret_error) {
  * table just allocated) all zeroes. A changed table leaving the cache is written back. */
 static int get_l2(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint64_t **ret) {
         Qcow2CachedTable *slot = NULL;
-        _cleanup_free_ uint8_t *raw = NULL;
         int r;
 
-        for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++) {
+        for (unsigned i = 0; i < q->cache_tables; i++) {
                 Qcow2CachedTable *t = &q->l2_cache[i];
                 if (t->offset == offset && t->entries) {
                         t->last_use = ++q->use_counter;
@@ -364,14 +381,10 @@ static int get_l2(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint64_t **
         if (fresh)
                 memset(slot->entries, 0, q->cluster_size);
         else {
-                raw = malloc(q->cluster_size);
-                if (!raw)
-                        return image_fail(img, -ENOMEM, "Out of memory");
-                r = image_file_read(img, raw, offset, q->cluster_size);
+                r = image_file_read(img, slot->entries, offset, q->cluster_size);
                 if (r < 0)
                         return r;
-                for (uint64_t i = 0; i < q->l2_entries; i++)
-                        slot->entries[i] = get_be64(raw + 8 * i);
+                table_from_disk(slot->entries, q->l2_entries);
         }
         slot->offset = offset;
         slot->dirty = fresh;
@@ -599,9 +612,29 @@ static int qcow2_read(Image *img, void *buf, uint64_t offset, size_t length) {
         return 0;
 }
 
+/* ---- memory -------------------------------------------------------------------------------- */
+
+uint64_t qcow2_memory_estimate(const Image *img) {
+        const Qcow2 *q = img->format_data;
+        uint64_t l1 = (uint64_t) q->l1_size * 8, total;
+
+        total = sizeof(Qcow2) + l1;
+        /* A source others write is refreshed: a second copy of its metadata is read before the
+         * first goes. */
+        if (img->flags & IMAGE_OPEN_SHARE_WRITE)
+                total += l1;
+        /* The L2 cache full; a cluster decompressed and its input (two clusters); the header's
+         * first cluster while it is parsed. */
+        total += (uint64_t) q->cache_tables * q->cluster_size + 3 * q->cluster_size + q->cluster_size;
+        if (q->writable)
+                total += qcow2_write_memory_estimate(img, q);
+        return total;
+}
+
 const ImageOps qcow2_ops = {
         .format = IMAGE_FORMAT_QCOW2,
         .open = qcow2_open,
+        .memory_estimate = qcow2_memory_estimate,
         .close = qcow2_close,
         .status = qcow2_status,
         .read = qcow2_read,

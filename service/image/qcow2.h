@@ -71,8 +71,17 @@ typedef enum Qcow2ClusterType {
         QCOW2_CLUSTER_COMPRESSED,
 } Qcow2ClusterType;
 
+/* The L2 table and refcount block caches of a layer: each at most 16 tables, and at most 4 MiB
+ * (but two tables at least): a layer of 2 MiB clusters costs 4 MiB per cache, not 32. */
 #define QCOW2_L2_CACHE_TABLES 16U
 #define QCOW2_REFBLOCK_CACHE 16U
+#define QCOW2_CACHE_BYTES (UINT64_C(4) << 20)
+/* Clusters freed and not yet applied (qcow2_free_later()): a request that frees more flushes,
+ * which applies them; so the list stays small whatever a request covers. */
+#define QCOW2_PENDING_FREES_MAX 16384U
+/* Clusters beyond the end of the file that may be counted as used before the image is called
+ * corrupt (see find_free()). */
+#define QCOW2_COUNTED_BEYOND_END_MAX UINT64_C(65536)
 #define QCOW2_REFTABLE_OFFSET_MASK UINT64_C(0xfffffffffffffe00)
 
 typedef struct Qcow2CachedTable {
@@ -118,6 +127,7 @@ typedef struct Qcow2 {
         uint64_t csize_mask;
         uint64_t coffset_mask;
 
+        unsigned cache_tables;          /* slots used in each cache (see QCOW2_CACHE_BYTES) */
         Qcow2CachedTable l2_cache[QCOW2_L2_CACHE_TABLES];
         uint64_t use_counter;
 
@@ -166,6 +176,10 @@ static inline void put_be32(uint8_t *p, uint32_t v) {
  * reason in image_error(). */
 
 /* qcow2.c */
+/* The most memory this layer's metadata can take while it is open (image_memory_estimate()). */
+uint64_t qcow2_memory_estimate(const Image *img);
+/* Where the header extensions of a first cluster (hdr_len bytes of it) end. */
+size_t qcow2_extensions_end(const uint8_t *hdr, size_t hdr_len);
 int qcow2_load_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);
 /* A cached table for a newly allocated cluster, all entries zero, marked changed. */
 int qcow2_new_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);
@@ -198,3 +212,5 @@ int qcow2_flush(Image *img);
 int qcow2_set_backing(Image *img, const char *name, ImageFormat format);
 int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error);
 int qcow2_evict_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t);
+/* What a writable layer adds to qcow2_memory_estimate(). */
+uint64_t qcow2_write_memory_estimate(const Image *img, const Qcow2 *q);

@@ -64,9 +64,13 @@ static int raw_find_extent(Image *img, Raw *raw, uint64_t offset) {
         hole = lseek(img->fd, (off_t) offset, SEEK_HOLE);
         if (hole < 0)
                 return image_fail(img, negative_errno(), "Could not get the allocation of '%s': %m", img->path);
+        /* Someone else may write the file meanwhile (a mirror's source, a guest's discard): data
+         * at 'offset' for SEEK_DATA can be a hole there for SEEK_HOLE. Call it data for a byte
+         * (reading it gives whatever it holds now); the next call looks again. An extent is
+         * never empty. */
         raw->extent_kind = LAYER_DATA;
         raw->extent_start = offset;
-        raw->extent_end = MIN((uint64_t) hole, img->size);
+        raw->extent_end = MIN(MAX((uint64_t) hole, offset + 1), img->size);
         return 0;
 }
 
@@ -88,6 +92,13 @@ static int raw_status(Image *img, uint64_t offset, uint64_t length, LayerExtent 
                 .length = MIN(length, raw->extent_end - offset),
         };
         return 0;
+}
+
+/* Zeroes that cannot be a hole are written from a buffer of this size. */
+#define ZEROES_BUFFER (UINT64_C(1) << 20)
+
+static uint64_t raw_memory_estimate(const Image *img) {
+        return sizeof(Raw) + ((img->flags & IMAGE_OPEN_WRITE) ? ZEROES_BUFFER : 0);
 }
 
 static int raw_read(Image *img, void *buf, uint64_t offset, size_t length) {
@@ -115,11 +126,11 @@ static int raw_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
         if (fallocate(img->fd, FALLOC_FL_ZERO_RANGE, (off_t) offset, (off_t) length) >= 0)
                 return 0;
 
-        zeroes = calloc(1, 1U << 20);
+        zeroes = calloc(1, ZEROES_BUFFER);
         if (!zeroes)
                 return image_fail(img, -ENOMEM, "Out of memory");
         for (uint64_t done = 0; done < length;) {
-                size_t n = (size_t) MIN(length - done, (uint64_t) 1U << 20);
+                size_t n = (size_t) MIN(length - done, ZEROES_BUFFER);
                 int r = raw_write(img, zeroes, offset + done, n);
                 if (r < 0)
                         return r;
@@ -140,6 +151,7 @@ static int raw_flush(Image *img) {
 const ImageOps raw_ops = {
         .format = IMAGE_FORMAT_RAW,
         .open = raw_open,
+        .memory_estimate = raw_memory_estimate,
         .close = raw_close,
         .status = raw_status,
         .read = raw_read,

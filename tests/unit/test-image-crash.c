@@ -23,7 +23,7 @@ G_GNUC_NORETURN static void write_forever(const char *path, guint32 seed) {
         char *error = NULL;
         Image *img = NULL;
 
-        if (image_open(path, IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &img, &error) < 0) {
+        if (image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, &error) < 0) {
                 g_printerr("child: %s\n", error);
                 _exit(2);
         }

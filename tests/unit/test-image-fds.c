@@ -71,7 +71,7 @@ static void test_reads_like_the_named_chain(void) {
         Chain c;
 
         chain_make(&c, O_RDONLY);
-        g_assert_cmpint(image_open(c.paths[0], IMAGE_FORMAT_PROBE, 0, &img, &error), ==, 0);
+        g_assert_cmpint(image_open(c.paths[0], IMAGE_FORMAT_QCOW2, 0, &img, &error), ==, 0);
         by_name = read_all(img);
         image_close(img);
 
@@ -81,7 +81,7 @@ static void test_reads_like_the_named_chain(void) {
 
         ImageChainFds fds = { .fds = c.fds, .n = 3 };
         ImageOpenOptions o = { .fds = &fds };
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, 0, &o, &img, &error), ==, 0);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, 0, &o, &img, &error), ==, 0);
         g_assert_null(error);
         g_assert_cmpint(image_chain_depth(img), ==, 3);
         /* Each layer is called by the name its parent records, resolved as usual. */
@@ -102,7 +102,7 @@ static void test_missing_backing_file_refused(void) {
         chain_make(&c, O_RDONLY);
         ImageChainFds fds = { .fds = c.fds, .n = 2 };
         ImageOpenOptions o = { .fds = &fds };
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, 0, &o, &img, &error), ==, -EPERM);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, 0, &o, &img, &error), ==, -EPERM);
         g_assert_null(img);
         g_assert_nonnull(strstr(error, "base.qcow2' of '"));
         g_assert_nonnull(strstr(error, "was not passed (the chain has 2 files)"));
@@ -110,7 +110,7 @@ static void test_missing_backing_file_refused(void) {
         g_clear_pointer(&error, g_free);
         ImageChainFds none = { .fds = c.fds, .n = 0 };
         o.fds = &none;
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, 0, &o, &img, &error), ==, -EPERM);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, 0, &o, &img, &error), ==, -EPERM);
         g_autofree char *expected = g_strdup_printf("No descriptor was passed for '%s'", c.paths[0]);
         g_assert_cmpstr(error, ==, expected);
 
@@ -118,7 +118,7 @@ static void test_missing_backing_file_refused(void) {
         g_clear_pointer(&error, g_free);
         ImageChainFds one = { .fds = c.fds, .n = 1 };
         o.fds = &one;
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, IMAGE_OPEN_NO_BACKING, &o, &img, &error), ==, 0);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, &o, &img, &error), ==, 0);
         g_assert_cmpint(image_chain_depth(img), ==, 1);
         image_close(img);
         chain_free(&c);
@@ -133,7 +133,7 @@ static void test_access_mode_checked(void) {
         chain_make(&c, O_RDONLY);
         ImageChainFds fds = { .fds = c.fds, .n = 3 };
         ImageOpenOptions o = { .fds = &fds };
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &o, &img, &error), ==, -EACCES);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &o, &img, &error), ==, -EACCES);
         g_assert_nonnull(strstr(error, "is not open for writing"));
 
         /* A writable layer further down (as commit asks for): the same. */
@@ -141,14 +141,14 @@ static void test_access_mode_checked(void) {
         struct stat st;
         g_assert_cmpint(fstat(c.fds[2], &st), ==, 0);
         o.writable = &st;
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, 0, &o, &img, &error), ==, -EACCES);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, 0, &o, &img, &error), ==, -EACCES);
         g_assert_nonnull(strstr(error, "base.qcow2' is not open for writing"));
         chain_free(&c);
 
         g_clear_pointer(&error, g_free);
         chain_make(&c, O_WRONLY);
         o = (ImageOpenOptions) { .fds = &fds };
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &o, &img, &error), ==, -EACCES);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &o, &img, &error), ==, -EACCES);
         g_assert_nonnull(strstr(error, "is not open for reading"));
         chain_free(&c);
 
@@ -156,14 +156,14 @@ static void test_access_mode_checked(void) {
         g_clear_pointer(&error, g_free);
         chain_make(&c, O_RDWR);
         o = (ImageOpenOptions) { .fds = &fds };
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &o, &img, &error), ==, 0);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &o, &img, &error), ==, 0);
         g_assert_cmpint(image_write(img, "blockjobd", 0, 9), ==, 0);
         g_assert_cmpint(image_flush(img), ==, 0);
         /* The image holds its locks on a description of its own: a second writer from the same
          * descriptors is refused, as one by name would be... */
         Image *second = NULL;
         g_clear_pointer(&error, g_free);
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &o, &second, &error), ==, -EBUSY);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &o, &second, &error), ==, -EBUSY);
         image_close(img);
         /* ...and once it is closed, the locks are gone, though the caller's descriptor is open. */
         g_autofree char *out = oracle_run("qemu-io -f qcow2 -c 'read -v 0 9' %s", c.paths[0]);
@@ -183,7 +183,7 @@ static void test_stop_before(void) {
         g_assert_cmpint(fstat(c.fds[1], &st), ==, 0);
         ImageChainFds fds = { .fds = c.fds, .n = 3 };
         ImageOpenOptions o = { .fds = &fds, .stop_before = &st };
-        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_PROBE, 0, &o, &img, &error), ==, 0);
+        g_assert_cmpint(image_open_full(c.paths[0], IMAGE_FORMAT_QCOW2, 0, &o, &img, &error), ==, 0);
         g_assert_cmpint(image_chain_depth(img), ==, 1);
         image_close(img);
         chain_free(&c);

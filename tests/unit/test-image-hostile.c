@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <glib/gstdio.h>
+#include <linux/falloc.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -66,7 +68,7 @@ static uint64_t peek64(const char *path, uint64_t offset) {
 static void assert_open_fails(const char *path, unsigned flags, int expected_r, const char *expected) {
         g_autofree char *error = NULL;
         Image *img = NULL;
-        int r = image_open(path, IMAGE_FORMAT_PROBE, flags, &img, &error);
+        int r = image_open(path, IMAGE_FORMAT_QCOW2, flags, &img, &error);
 
         if (r >= 0)
                 g_error("'%s' opened, expected: %s", path, expected);
@@ -85,7 +87,7 @@ static void assert_read_fails_status(const char *path, const char *expected, boo
         Image *img = NULL;
         int r;
 
-        g_assert_cmpint(image_open(path, IMAGE_FORMAT_PROBE, 0, &img, &error), ==, 0);
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, 0, &img, &error), ==, 0);
         buf = g_malloc(image_size(img));
         r = image_read(img, buf, 0, image_size(img));
         g_assert_cmpint(r, <, 0);
@@ -301,12 +303,385 @@ static void test_chains(Fixture *f, gconstpointer data) {
         assert_open_fails(top, 0, -ELOOP, "deeper than 64 images");
 }
 
+/* ---- the header's extensions and the backing file name ------------------------------------- */
+
+#define UNKNOWN_EXTENSION 0x12345678U
+
+/* A fresh image of qemu-img's with clusters of 'cluster' bytes whose extensions are replaced: one
+ * unknown extension of 'len' bytes at offset 112 (where qemu-img puts the first), then nothing
+ * (zeroes); and a backing file name 'name' at 'name_offset'. */
+static char *make_extension_image(Fixture *f, unsigned cluster, uint32_t len, uint64_t name_offset, const char *name) {
+        char *path = g_strdup_printf("%s/ext-%u-%u.qcow2", f->dir, cluster, len);
+        g_autofree uint8_t *junk = g_malloc(cluster);
+
+        g_unlink(path);
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=%u %s 1M", cluster, path));
+        /* qemu-img check and info open the backing file: let there be one. */
+        g_free(oracle_run("qemu-img create -q -f raw %s/%s 1M", f->dir, name));
+        memset(junk, 0, cluster);
+        poke(path, 112, junk, cluster - 112);
+        memset(junk, 0xab, cluster);
+        poke32(path, 112, UNKNOWN_EXTENSION);
+        poke32(path, 116, len);
+        poke(path, 120, junk, len);
+        poke(path, name_offset, name, strlen(name));
+        poke64(path, 8, name_offset);
+        poke32(path, 16, (uint32_t) strlen(name));
+        return path;
+}
+
+static GBytes *file_bytes(const char *path) {
+        g_autofree char *contents = NULL;
+        gsize length;
+
+        g_assert_true(g_file_get_contents(path, &contents, &length, NULL));
+        return g_bytes_new_take(g_steal_pointer(&contents), length);
+}
+
+/* The review's header: an unknown extension that ends 4 bytes before the end of cluster 0, and a
+ * 4-byte backing file name in its padding. QEMU reads the extensions only up to the name, and
+ * `qemu-img check` finds nothing wrong. Rewriting the name finds no room (the extension alone
+ * fills the cluster): it must say so and write nothing, not write past its buffer. */
+static void test_set_backing_no_room(Fixture *f, gconstpointer data) {
+        static const unsigned clusters[] = { 512, 4096, 65536 };
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(clusters); i++) {
+                unsigned c = clusters[i];
+                g_autofree char *path = make_extension_image(f, c, c - 124, c - 4, "base");
+                g_autofree char *info = NULL, *error = NULL;
+                g_autoptr(GBytes) before = NULL, after = NULL;
+                Image *img = NULL;
+
+                g_free(oracle_run("qemu-img check -q %s", path));
+                info = oracle_run("qemu-img info -U --output=json %s", path);
+                g_assert_nonnull(strstr(info, "\"backing-filename\": \"base\""));
+
+                before = file_bytes(path);
+                g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, &img, &error),
+                                ==, 0);
+                g_assert_cmpstr(image_backing_name(img), ==, "base");
+                g_assert_cmpint(image_set_backing(img, "base", IMAGE_FORMAT_QCOW2), ==, -ENOSPC);
+                g_assert_nonnull(strstr(image_error(img), "has no room for backing file name 'base'"));
+                g_assert_cmpint(image_set_backing(img, "b", IMAGE_FORMAT_RAW), ==, -ENOSPC);
+                g_assert_cmpint(image_set_backing(img, NULL, IMAGE_FORMAT_PROBE), ==, -ENOSPC);
+                g_assert_nonnull(strstr(image_error(img), "has no room to be rewritten"));
+                g_assert_cmpstr(image_backing_name(img), ==, "base");
+                image_close(img);
+
+                /* Nothing written. */
+                after = file_bytes(path);
+                g_assert_true(g_bytes_equal(before, after));
+                g_free(oracle_run("qemu-img check -q %s", path));
+        }
+}
+
+/* The same shape with room to spare: the name in the padding of a short extension. The extension
+ * is kept (its padding zeroed), the old name does not survive as part of it. */
+static void test_set_backing_name_in_padding(Fixture *f, gconstpointer data) {
+        g_autofree char *path = make_extension_image(f, 65536, 4, 124, "base");
+        g_autofree char *info = NULL;
+        Image *img = NULL;
+        uint8_t ext[16];
+
+        g_free(oracle_run("qemu-img check -q %s", path));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, &img, NULL), ==, 0);
+        g_assert_cmpstr(image_backing_name(img), ==, "base");
+        g_free(oracle_run("qemu-img create -q -f raw %s/new-base.raw 1M", f->dir));
+        g_assert_cmpint(image_set_backing(img, "new-base.raw", IMAGE_FORMAT_RAW), ==, 0);
+        image_close(img);
+
+        info = oracle_run("qemu-img info -U --output=json %s", path);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"new-base.raw\""));
+        g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"raw\""));
+        g_free(oracle_run("qemu-img check -q %s", path));
+
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(pread(fd, ext, sizeof(ext), 112), ==, (ssize_t) sizeof(ext));
+        close(fd);
+        g_assert_cmpuint(peek64(path, 112), ==, (uint64_t) UNKNOWN_EXTENSION << 32 | 4);
+        g_assert_cmpmem(ext + 8, 8, "\xab\xab\xab\xab\0\0\0\0", 8);
+}
+
+/* Extensions end where the name begins, as QEMU reads them: what lies beyond is the name, not an
+ * extension (here the name itself would read as one that runs past the cluster). */
+static void test_extensions_end_at_name(Fixture *f, gconstpointer data) {
+        g_autofree char *path = make_extension_image(f, 65536, 0, 112, "base.raw");
+        g_autofree char *info = NULL;
+        Image *img = NULL;
+
+        info = oracle_run("qemu-img info -U --output=json %s", path);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"base.raw\""));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, &img, NULL), ==, 0);
+        g_assert_cmpstr(image_backing_name(img), ==, "base.raw");
+        image_close(img);
+
+        /* An extension header cut by the name: QEMU refuses it ("Header extension too large"),
+         * and so do we. */
+        g_free(path);
+        path = make_extension_image(f, 65536, 0, 116, "base.raw");
+        g_autofree char *out = NULL, *err = NULL;
+        g_assert_cmpint(oracle_try(&out, &err, "qemu-img info -U %s", path), !=, 0);
+        g_autofree char *error = NULL;
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, &img, &error), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(error, "runs into the backing file name"));
+}
+
 static void test_not_images(Fixture *f, gconstpointer data) {
         g_autofree char *missing = g_build_filename(f->dir, "missing", NULL);
 
         assert_open_fails(missing, 0, -ENOENT, "Could not open");
         assert_open_fails(f->dir, 0, -EINVAL, "is neither a regular file nor a block device");
         assert_open_fails("", 0, -EINVAL, "No image given");
+}
+
+/* A virtual size that is not a multiple of 512: QEMU counts the disk in whole sectors and reads
+ * it rounded down; so do we, the sector it cuts off included. */
+static void test_odd_virtual_size(Fixture *f, gconstpointer data) {
+        g_autofree char *copy = g_build_filename(f->dir, "odd.qcow2", NULL);
+        g_autofree char *info = NULL, *expected_size = NULL;
+        g_autofree uint8_t *buf = NULL;
+        g_autoptr(GBytes) expected = NULL;
+        Image *img = NULL;
+
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x66 8387584 1024' %s", copy));
+        poke64(copy, 24, 8 * 1024 * 1024 - 100);
+
+        info = oracle_run("qemu-img info -U --output=json %s", copy);
+        expected_size = g_strdup_printf("\"virtual-size\": %u,", 8 * 1024 * 1024 - 512);
+        g_assert_nonnull(strstr(info, expected_size));
+
+        g_assert_cmpint(image_open(copy, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        g_assert_cmpuint(image_size(img), ==, 8 * 1024 * 1024 - 512);
+        expected = oracle_read_all(copy, f->dir);
+        g_assert_cmpuint(g_bytes_get_size(expected), ==, image_size(img));
+        buf = g_malloc(image_size(img));
+        g_assert_cmpint(image_read(img, buf, 0, image_size(img)), ==, 0);
+        g_assert_cmpmem(buf, image_size(img), g_bytes_get_data(expected, NULL), g_bytes_get_size(expected));
+        image_close(img);
+}
+
+/* An image with lazy refcounts whose writer died: its dirty bit says the counts on disk may be
+ * wrong. Reading is fine; every way of opening it for writing (the image itself, or a layer of
+ * a chain to be written, as commit's base) is refused with the command that repairs it. */
+static void test_dirty_lazy_refcounts(Fixture *f, gconstpointer data) {
+        g_autofree char *lazy = g_build_filename(f->dir, "lazy.qcow2", NULL);
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        g_autofree char *out = NULL, *err = NULL, *expected = NULL;
+        g_autofree uint8_t *buf = NULL;
+        g_autoptr(GBytes) theirs = NULL;
+        Image *img = NULL;
+        struct stat st;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o lazy_refcounts=on %s 1M", lazy));
+        g_assert_cmpint(oracle_try(&out, &err, "qemu-io -f qcow2 -c 'write -P 0x11 0 64k' -c abort %s", lazy), !=, 0);
+        g_assert_cmpuint(peek64(lazy, 72) & 1, ==, 1);
+        expected = g_strdup_printf("repair it with 'qemu-img check -r all %s'", lazy);
+
+        assert_open_fails(lazy, IMAGE_OPEN_WRITE, -EUCLEAN, expected);
+        assert_open_fails(lazy, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING | IMAGE_OPEN_NO_LOCK, -EUCLEAN, expected);
+
+        g_assert_cmpint(image_open(lazy, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        theirs = oracle_read_all(lazy, f->dir);
+        buf = g_malloc(image_size(img));
+        g_assert_cmpint(image_read(img, buf, 0, image_size(img)), ==, 0);
+        g_assert_cmpmem(buf, image_size(img), g_bytes_get_data(theirs, NULL), g_bytes_get_size(theirs));
+        image_close(img);
+
+        /* As the layer of a chain that commit writes into. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b lazy.qcow2 -F qcow2 %s", top));
+        g_assert_cmpint(stat(lazy, &st), ==, 0);
+        ImageOpenOptions o = { .writable = &st };
+        g_autofree char *error = NULL;
+        g_assert_cmpint(image_open_full(top, IMAGE_FORMAT_QCOW2, 0, &o, &img, &error), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(error, expected));
+
+        /* Repaired, it opens for writing. */
+        g_free(oracle_run("qemu-img check -q -r all %s", lazy));
+        g_assert_cmpint(image_open_full(top, IMAGE_FORMAT_QCOW2, 0, &o, &img, NULL), ==, 0);
+        image_close(img);
+        g_assert_cmpint(image_open(lazy, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, NULL), ==, 0);
+        image_close(img);
+}
+
+/* One refcount block, all ones, named by every entry of the refcount table: every cluster of a
+ * 16 TiB range counts as used, most of it beyond the end of a small file. Finding a free cluster
+ * must not search all of it (hours, in a worker that nothing can cancel): the image is corrupt. */
+static void test_counted_beyond_end(Fixture *f, gconstpointer data) {
+        g_autofree char *copy = g_build_filename(f->dir, "counted.qcow2", NULL);
+        g_autofree uint8_t *ones = g_malloc(65536), *table = g_malloc(65536);
+        uint64_t reftable = peek64(f->img, 48), refblock = peek64(f->img, reftable);
+        uint8_t buf[4096] = {};
+        Image *img = NULL;
+
+        g_free(oracle_run("cp %s %s", f->img, copy));
+        memset(ones, 0xff, 65536);
+        poke(copy, refblock, ones, 65536);
+        for (unsigned i = 0; i < 65536; i += 8)
+                for (unsigned k = 0; k < 8; k++)
+                        table[i + k] = (uint8_t) (refblock >> (56 - 8 * k));
+        poke(copy, reftable, table, 65536);
+
+        g_assert_cmpint(image_open(copy, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, NULL), ==, 0);
+        gint64 start = g_get_monotonic_time();
+        g_assert_cmpint(image_write(img, buf, 2 * 1024 * 1024, sizeof(buf)), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(image_error(img), "beyond the end of the file"));
+        g_assert_cmpint(g_get_monotonic_time() - start, <, 10 * G_USEC_PER_SEC);
+        image_close(img);
+}
+
+/* ---- memory driven by headers ---------------------------------------------------------------- */
+
+#define MiB (UINT64_C(1) << 20)
+
+/* A small file whose header claims a large L1 table: 32 GiB in 512-byte clusters is an L1 of
+ * 1 Mi entries, 8 MiB. The estimate says so, and what writing and refreshing add. */
+static void test_memory_large_l1(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "l1.qcow2", NULL);
+        uint64_t ro, rw, shared;
+        Image *img = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=512 %s 32G", path));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        ro = image_memory_estimate(img);
+        image_close(img);
+        g_assert_cmpuint(ro, >=, 8 * MiB);
+        g_assert_cmpuint(ro, <=, 8 * MiB + 64 * 1024);
+
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_SHARE_WRITE, &img, NULL), ==, 0);
+        shared = image_memory_estimate(img);
+        image_close(img);
+        g_assert_cmpuint(shared, >=, 16 * MiB);
+
+        /* Writable: the refcount table can grow to count 32 GiB of clusters of 512 bytes, within
+         * QEMU's 8 MiB, and is copied as it is written. */
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, NULL), ==, 0);
+        rw = image_memory_estimate(img);
+        image_close(img);
+        g_assert_cmpuint(rw, >, ro + 4 * MiB);
+        g_assert_cmpuint(rw, <=, ro + 2 * 8 * MiB + MiB);
+}
+
+static uint64_t heap_in_use(void) {
+#ifdef __SANITIZE_ADDRESS__
+        /* AddressSanitizer's allocator is not glibc's: mallinfo2() knows nothing of it. */
+        return 0;
+#else
+        struct mallinfo2 m = mallinfo2();
+        return m.uordblks + m.hblkhd;
+#endif
+}
+
+/* An image of 2 MiB clusters with 17 L2 tables: walking all of it keeps two tables cached
+ * (4 MiB), not sixteen (32 MiB). */
+static void test_memory_l2_cache_bound(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "c2m.qcow2", NULL);
+        g_autoptr(GString) cmd = g_string_new("qemu-io -f qcow2");
+        uint64_t before, after, estimate;
+        Image *img = NULL;
+
+        /* One zeroed cluster in each 512 GiB (what one L2 table maps): a table each, no data. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=2M %s 8704G", path));
+        for (unsigned k = 0; k < 17; k++)
+                g_string_append_printf(cmd, " -c 'write -z %uG 2M'", k * 512);
+        g_string_append_printf(cmd, " %s", path);
+        g_free(oracle_run("%s", cmd->str));
+
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        estimate = image_memory_estimate(img);
+        g_assert_cmpuint(estimate, <=, 16 * MiB);
+
+        before = heap_in_use();
+        for (unsigned k = 0; k < 17; k++) {
+                ImageExtent e;
+                g_assert_cmpint(image_block_status(img, (uint64_t) k * 512 * 1024 * MiB, 4 * MiB, &e), ==, 0);
+                g_assert_true(e.zero);
+        }
+        after = heap_in_use();
+        g_assert_cmpuint(after - MIN(after, before), <=, 2 * 2 * MiB + MiB);
+        g_assert_cmpuint(after - MIN(after, before), <=, estimate);
+        image_close(img);
+}
+
+/* A chain's estimate is its layers' together. */
+static void test_memory_chain(Fixture *f, gconstpointer data) {
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        Image *img = NULL, *alone = NULL, *base = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=4096 -b a.qcow2 -F qcow2 %s", top));
+        g_assert_cmpint(image_open(top, IMAGE_FORMAT_QCOW2, 0, &img, NULL), ==, 0);
+        g_assert_cmpint(image_open(top, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, &alone, NULL), ==, 0);
+        g_assert_cmpint(image_open(f->img, IMAGE_FORMAT_QCOW2, 0, &base, NULL), ==, 0);
+        g_assert_cmpuint(image_memory_estimate(img), ==, image_memory_estimate(alone) + image_memory_estimate(base));
+        g_assert_cmpuint(image_memory_estimate(image_backing(img)), ==, image_memory_estimate(base));
+        image_close(img);
+        image_close(alone);
+        image_close(base);
+}
+
+/* ---- raw files that change while they are read ------------------------------------------- */
+
+typedef struct Toggler {
+        int fd;
+        gint stop;
+        unsigned toggles;
+} Toggler;
+
+/* Makes the first block of the file data, then a hole, then data again, as fast as it can: what
+ * a guest's writes and discards do to a raw disk that a mirror reads. */
+static gpointer toggle_block(gpointer data) {
+        Toggler *t = data;
+        uint8_t block[4096];
+
+        memset(block, 0x77, sizeof(block));
+        while (!g_atomic_int_get(&t->stop)) {
+                g_assert_cmpint(pwrite(t->fd, block, sizeof(block), 0), ==, (ssize_t) sizeof(block));
+                g_assert_cmpint(fallocate(t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, sizeof(block)), ==, 0);
+                t->toggles++;
+        }
+        return NULL;
+}
+
+static void test_raw_toggling_block(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "toggled.raw", NULL);
+        Toggler t = { .fd = -1 };
+        uint8_t buf[8192];
+        unsigned calls = 0;
+        Image *img = NULL;
+
+        /* Block 0 toggles, block 1 stays a hole, the rest is data: status at 0 and at 8 KiB
+         * are different extents, so that every call looks at the file again. */
+        t.fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        g_assert_cmpint(t.fd, >=, 0);
+        g_assert_cmpint(ftruncate(t.fd, 64 * 1024), ==, 0);
+        memset(buf, 0x55, sizeof(buf));
+        for (off_t o = 8192; o < 64 * 1024; o += sizeof(buf))
+                g_assert_cmpint(pwrite(t.fd, buf, sizeof(buf), o), ==, (ssize_t) sizeof(buf));
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_RAW, IMAGE_OPEN_SHARE_WRITE, &img, NULL), ==, 0);
+
+        GThread *thread = g_thread_new("toggle", toggle_block, &t);
+        gint64 end = g_get_monotonic_time() + G_USEC_PER_SEC;
+        while (g_get_monotonic_time() < end) {
+                ImageExtent e;
+                LayerKind kind;
+                uint64_t length;
+
+                uint64_t off = calls++ % 2 ? 0 : 8192;
+                g_assert_cmpint(image_block_status(img, off, image_size(img) - off, &e), ==, 0);
+                g_assert_cmpuint(e.length, >, 0);
+                g_assert_cmpuint(e.length, <=, image_size(img) - off);
+                g_assert_cmpint(image_layer_status(img, off ^ 8192, 4096, &kind, &length), ==, 0);
+                g_assert_cmpuint(length, >, 0);
+                g_assert_cmpuint(length, <=, 4096);
+                g_assert_cmpint(image_read(img, buf, 0, sizeof(buf)), ==, 0);
+                g_assert_true(buf[0] == 0 || buf[0] == 0x77);
+                g_assert_true(buf[4096] == 0);
+        }
+        g_atomic_int_set(&t.stop, 1);
+        g_thread_join(thread);
+        g_test_message("%u status calls while the block toggled %u times", calls, t.toggles);
+        image_close(img);
+        close(t.fd);
 }
 
 #define HOSTILE_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
@@ -319,5 +694,15 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/compressed-garbage", test_compressed_garbage);
         HOSTILE_TEST("/image-hostile/chains", test_chains);
         HOSTILE_TEST("/image-hostile/not-images", test_not_images);
+        HOSTILE_TEST("/image-hostile/set-backing-no-room", test_set_backing_no_room);
+        HOSTILE_TEST("/image-hostile/set-backing-name-in-padding", test_set_backing_name_in_padding);
+        HOSTILE_TEST("/image-hostile/extensions-end-at-name", test_extensions_end_at_name);
+        HOSTILE_TEST("/image-hostile/raw-toggling-block", test_raw_toggling_block);
+        HOSTILE_TEST("/image-hostile/odd-virtual-size", test_odd_virtual_size);
+        HOSTILE_TEST("/image-hostile/dirty-lazy-refcounts", test_dirty_lazy_refcounts);
+        HOSTILE_TEST("/image-hostile/counted-beyond-end", test_counted_beyond_end);
+        HOSTILE_TEST("/image-hostile/memory-large-l1", test_memory_large_l1);
+        HOSTILE_TEST("/image-hostile/memory-l2-cache-bound", test_memory_l2_cache_bound);
+        HOSTILE_TEST("/image-hostile/memory-chain", test_memory_chain);
         return g_test_run();
 }

@@ -47,17 +47,17 @@ static void assert_same(const char *a, const char *b) {
                 g_error("qemu-img compare %s %s: exit %d\n%s%s", a, b, status, out, err);
 }
 
-static Image *open_flags(const char *path, unsigned flags) {
+static Image *open_flags(const char *path, ImageFormat format, unsigned flags) {
         g_autofree char *error = NULL;
         Image *img = NULL;
 
-        if (image_open(path, IMAGE_FORMAT_PROBE, flags, &img, &error) < 0)
+        if (image_open(path, format, flags, &img, &error) < 0)
                 g_error("opening %s: %s", path, error);
         return img;
 }
 
 static Image *open_rw(const char *path) {
-        return open_flags(path, IMAGE_OPEN_WRITE);
+        return open_flags(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE);
 }
 
 static void create(const char *path, const ImageCreateParams *p) {
@@ -205,8 +205,13 @@ static void test_create_with_backing(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(st.st_size, ==, 5 * MiB + 3);
         g_assert_cmpuint(st.st_blocks, ==, 0);
 
-        /* Refusals. */
+        /* Refusals: odd clusters, and a backing file without its format. */
         g_autofree char *error = NULL, *bad = g_build_filename(f->dir, "bad.qcow2", NULL);
+        ImageCreateParams unrecorded = { .format = IMAGE_FORMAT_QCOW2, .size = MiB, .backing_name = "base.qcow2" };
+        g_assert_cmpint(image_create(bad, &unrecorded, &error), ==, -EINVAL);
+        g_assert_nonnull(strstr(error, "No format given for backing file 'base.qcow2'"));
+        g_assert_false(g_file_test(bad, G_FILE_TEST_EXISTS));
+        g_clear_pointer(&error, g_free);
         ImageCreateParams odd = { .format = IMAGE_FORMAT_QCOW2, .size = MiB, .cluster_size = 3000 };
         g_assert_cmpint(image_create(bad, &odd, &error), ==, -EINVAL);
         g_assert_nonnull(strstr(error, "not a power of 2"));
@@ -214,6 +219,51 @@ static void test_create_with_backing(Fixture *f, gconstpointer data) {
         g_free(error);
         error = NULL;
         g_assert_cmpint(image_create(top, &p, &error), ==, -EEXIST);
+}
+
+/* Sizes qemu-img would round: a qcow2 image holds whole sectors of 512 bytes, so a size that is
+ * not a multiple becomes the next one (as `qemu-img create` makes it), and all of it can be
+ * written. */
+static void test_create_odd_size(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "odd.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = 1000 };
+        uint8_t buf[1000];
+        Image *img;
+
+        create(path, &p);
+        assert_check(path, false);
+        g_autofree char *info = oracle_run("qemu-img info --output=json %s", path);
+        g_assert_nonnull(strstr(info, "\"virtual-size\": 1024,"));
+        img = open_rw(path);
+        g_assert_cmpuint(image_size(img), ==, 1024);
+        memset(buf, 0x3c, sizeof(buf));
+        g_assert_cmpint(image_write(img, buf, 0, sizeof(buf)), ==, 0);
+        image_close(img);
+        assert_check(path, false);
+}
+
+/* A copy of a zero-size image (of any version: the copy is version 3) has nothing to point to
+ * and must not count a cluster that nothing points to. */
+static void test_create_zero_size(Fixture *f, gconstpointer data) {
+        g_autofree char *v2 = g_build_filename(f->dir, "zero-v2.qcow2", NULL);
+        g_autofree char *copy = g_build_filename(f->dir, "copy.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2 };
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o compat=0.10 %s 0", v2));
+        img = open_flags(v2, IMAGE_FORMAT_QCOW2, 0);
+        p.size = image_size(img);
+        image_close(img);
+        g_assert_cmpuint(p.size, ==, 0);
+
+        create(copy, &p);
+        assert_check(copy, false);
+        assert_same(copy, v2);
+        img = open_rw(copy);
+        g_assert_cmpuint(image_size(img), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(copy, false);
 }
 
 /* ---- writing -------------------------------------------------------------------------------- */
@@ -339,14 +389,17 @@ static void test_set_backing(Fixture *f, gconstpointer data) {
         g_assert_nonnull(strstr(info, "\"backing-filename\": \"b.qcow2-renamed-to-something-longer.raw\""));
         g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"raw\""));
 
-        /* Its backing file does not exist (yet): rewriting the name needs only the image. */
-        img = open_flags(top, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
-        g_assert_cmpint(image_set_backing(img, "b.qcow2", IMAGE_FORMAT_PROBE), ==, 0);
+        /* Its backing file does not exist (yet): rewriting the name needs only the image. A name
+         * goes with its format: nobody is left to guess it. */
+        img = open_flags(top, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
+        g_assert_cmpint(image_set_backing(img, "b.qcow2", IMAGE_FORMAT_PROBE), ==, -EINVAL);
+        g_assert_nonnull(strstr(image_error(img), "No format given for backing file 'b.qcow2'"));
+        g_assert_cmpint(image_set_backing(img, "b.qcow2", IMAGE_FORMAT_RAW), ==, 0);
         image_close(img);
         g_free(info);
         info = oracle_run("qemu-img info -U --output=json %s", top);
         g_assert_nonnull(strstr(info, "\"backing-filename\": \"b.qcow2\""));
-        g_assert_null(strstr(info, "backing-filename-format"));
+        g_assert_nonnull(strstr(info, "\"backing-filename-format\": \"raw\""));
 
         /* None: the image stands alone. */
         img = open_rw(top);
@@ -358,9 +411,91 @@ static void test_set_backing(Fixture *f, gconstpointer data) {
         assert_check(top, false);
 
         /* Raw images have no header to record one in. */
-        img = open_rw(b);
+        img = open_flags(b, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE);
         g_assert_cmpint(image_set_backing(img, "x", IMAGE_FORMAT_RAW), ==, -EOPNOTSUPP);
         image_close(img);
+}
+
+/* Persistent bitmaps (an auto-clear feature we do not maintain) survive an image that is opened
+ * for writing but never changed; the first change clears them, as it must, since it makes them
+ * stale. */
+static void test_bitmaps_kept_until_changed(Fixture *f, gconstpointer data) {
+        g_autofree char *a = g_build_filename(f->dir, "a.qcow2", NULL);
+        g_autofree char *info = NULL;
+        uint8_t buf[4096];
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", a));
+        g_free(oracle_run("qemu-img bitmap --add %s b0", a));
+        info = oracle_run("qemu-img info -U --output=json %s", a);
+        g_assert_nonnull(strstr(info, "\"name\": \"b0\""));
+
+        /* Opened, flushed, closed: nothing changed. */
+        img = open_rw(a);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        g_free(info);
+        info = oracle_run("qemu-img info -U --output=json %s", a);
+        g_assert_nonnull(strstr(info, "\"name\": \"b0\""));
+        assert_check(a, false);
+
+        /* A refused change changes nothing either. */
+        img = open_rw(a);
+        g_assert_cmpint(image_set_backing(img, "x", IMAGE_FORMAT_PROBE), ==, -EINVAL);
+        image_close(img);
+        g_free(info);
+        info = oracle_run("qemu-img info -U --output=json %s", a);
+        g_assert_nonnull(strstr(info, "\"name\": \"b0\""));
+
+        /* Written: the bitmap no longer tells what changed, and QEMU must not trust it. Its
+         * clusters are left behind (QEMU says: leaks). */
+        img = open_rw(a);
+        memset(buf, 0x21, sizeof(buf));
+        g_assert_cmpint(image_write(img, buf, 0, sizeof(buf)), ==, 0);
+        image_close(img);
+        g_free(info);
+        info = oracle_run("qemu-img info -U --output=json %s", a);
+        g_assert_null(strstr(info, "\"name\": \"b0\""));
+        assert_check(a, true);
+
+        /* The same for a header rewrite. */
+        g_free(oracle_run("qemu-img check -q -r all %s", a));
+        g_free(oracle_run("qemu-img bitmap --add %s b1", a));
+        img = open_rw(a);
+        g_assert_cmpint(image_set_backing(img, NULL, IMAGE_FORMAT_PROBE), ==, 0);
+        image_close(img);
+        g_free(info);
+        info = oracle_run("qemu-img info -U --output=json %s", a);
+        g_assert_null(strstr(info, "\"name\": \"b1\""));
+}
+
+/* A discard that frees more clusters than wait in memory at once (QCOW2_PENDING_FREES_MAX, and
+ * clusters that do not lie one after another, so that each is a range of its own): it flushes on
+ * the way, and the image stays consistent. */
+static void test_discard_many_frees(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "frees.qcow2", NULL);
+        const unsigned n = 20000;
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = n * 512, .cluster_size = 512 };
+        uint8_t sector[512];
+        Image *img;
+
+        create(path, &p);
+        img = open_rw(path);
+        /* Backwards: guest clusters in one order, host clusters in the other. */
+        for (unsigned i = n; i-- > 0;) {
+                memset(sector, (int) (i % 251) + 1, sizeof(sector));
+                g_assert_cmpint(image_write(img, sector, (uint64_t) i * 512, sizeof(sector)), ==, 0);
+        }
+        g_assert_cmpint(image_flush(img), ==, 0);
+        g_assert_cmpint(image_discard(img, 512, (uint64_t) (n - 2) * 512), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(path, false);
+
+        g_autoptr(GArray) map = oracle_map(path);
+        g_assert_cmpuint(map->len, ==, 3);
+        g_assert_false(g_array_index(map, OracleExtent, 1).present);
+        g_assert_cmpuint(g_array_index(map, OracleExtent, 1).length, ==, (uint64_t) (n - 2) * 512);
 }
 
 static void test_read_only_refuses(Fixture *f, gconstpointer data) {
@@ -386,10 +521,14 @@ int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         WRITE_TEST("/image-write/create-shapes", test_create_shapes);
         WRITE_TEST("/image-write/create-with-backing", test_create_with_backing);
+        WRITE_TEST("/image-write/create-odd-size", test_create_odd_size);
+        WRITE_TEST("/image-write/create-zero-size", test_create_zero_size);
         WRITE_TEST("/image-write/random-writes", test_random_writes);
         WRITE_TEST("/image-write/refcount-table-grows", test_refcount_table_grows);
         WRITE_TEST("/image-write/into-qemu-images", test_writes_into_qemu_images);
         WRITE_TEST("/image-write/set-backing", test_set_backing);
         WRITE_TEST("/image-write/read-only-refuses", test_read_only_refuses);
+        WRITE_TEST("/image-write/bitmaps-kept-until-changed", test_bitmaps_kept_until_changed);
+        WRITE_TEST("/image-write/discard-many-frees", test_discard_many_frees);
         return g_test_run();
 }
