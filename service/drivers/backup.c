@@ -93,6 +93,10 @@ ImageFormat backup_source_format(const Backup *b) {
         return image_format(b->source);
 }
 
+uint64_t backup_memory(const Backup *b) {
+        return sizeof(*b) + b->chunk + image_memory_estimate(b->source) + image_memory_estimate(b->writer);
+}
+
 void backup_list_files(const Backup *b, FileUseFunc f, void *userdata) {
         image_chain_list_files(b->source, NULL, FILE_USE_READ, f, userdata);
         target_file_list(&b->target, f, userdata);

@@ -50,6 +50,8 @@ void backup_free(Backup *b);
 uint64_t backup_size(const Backup *b);
 /* The format the source was opened as. */
 ImageFormat backup_source_format(const Backup *b);
+/* The most memory the job can take, its images' metadata included (image_memory_estimate()). */
+uint64_t backup_memory(const Backup *b);
 /* Its files: the source's chain, read; the target, written. */
 void backup_list_files(const Backup *b, FileUseFunc f, void *userdata);
 /* Counters for tests: I/O calls made on source and target so far. */

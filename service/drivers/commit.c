@@ -178,6 +178,10 @@ uint64_t commit_size(const Commit *c) {
         return image_size(c->top);
 }
 
+uint64_t commit_memory(const Commit *c) {
+        return sizeof(*c) + c->copy.chunk + image_memory_estimate(c->upper) + image_memory_estimate(c->base);
+}
+
 void commit_list_files(const Commit *c, FileUseFunc f, void *userdata) {
         /* Above top: read, but for the layer whose header names the new backing file (active
          * commit: the image itself, which is emptied). Top and what lies between it and base

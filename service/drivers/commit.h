@@ -34,6 +34,8 @@ extern const JobDriver commit_driver;
 int commit_open(const CommitParams *p, Commit **ret, char **ret_error);
 void commit_free(Commit *c);
 uint64_t commit_size(const Commit *c);
+/* The most memory the job can take, its images' metadata included (image_memory_estimate()). */
+uint64_t commit_memory(const Commit *c);
 /* Its files: base, the image whose header changes (or the image itself, for active commit) and
  * the layers that drop out of the chain are written; the rest is read. */
 void commit_list_files(const Commit *c, FileUseFunc f, void *userdata);

@@ -378,6 +378,10 @@ ImageFormat mirror_source_format(const Mirror *m) {
         return image_format(m->source);
 }
 
+uint64_t mirror_memory(const Mirror *m) {
+        return mirror_memory_estimate(m) + image_memory_estimate(m->source) + image_memory_estimate(m->writer);
+}
+
 void mirror_list_files(const Mirror *m, FileUseFunc f, void *userdata) {
         image_chain_list_files(m->source, NULL, FILE_USE_READ, f, userdata);
         target_file_list(&m->target, f, userdata);

@@ -67,6 +67,9 @@ void mirror_free(Mirror *m);
 uint64_t mirror_size(const Mirror *m);
 /* The format the source was opened as. */
 ImageFormat mirror_source_format(const Mirror *m);
+/* The most memory the job can take: mirror_memory_estimate(), and its images' metadata
+ * (image_memory_estimate()). */
+uint64_t mirror_memory(const Mirror *m);
 /* Its files: the source's chain, read (by this job; others may write it); the target, written. */
 void mirror_list_files(const Mirror *m, FileUseFunc f, void *userdata);
 /* The granularity in use (the one asked for, or the default that fits the source). */

@@ -77,6 +77,10 @@ uint64_t stream_size(const Stream *s) {
         return image_size(s->image);
 }
 
+uint64_t stream_memory(const Stream *s) {
+        return sizeof(*s) + s->copy.chunk + image_memory_estimate(s->image);
+}
+
 void stream_list_files(const Stream *s, FileUseFunc f, void *userdata) {
         f(image_fd(s->image), NULL, image_path(s->image), FILE_USE_WRITE, userdata);
         image_chain_list_files(image_backing(s->image), NULL, FILE_USE_READ, f, userdata);

@@ -27,5 +27,7 @@ extern const JobDriver stream_driver;
 int stream_open(const StreamParams *p, Stream **ret, char **ret_error);
 void stream_free(Stream *s);
 uint64_t stream_size(const Stream *s);
+/* The most memory the job can take, its images' metadata included (image_memory_estimate()). */
+uint64_t stream_memory(const Stream *s);
 /* Its files: the image is written, its chain read. */
 void stream_list_files(const Stream *s, FileUseFunc f, void *userdata);

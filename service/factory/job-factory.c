@@ -567,7 +567,7 @@ static int build_driver(const JobRequest *q, Built *b, char **ret_error) {
                 r = backup_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &backup_driver, d, backup_size(d), backup_source_format(d) };
+                *b = (Built) { &backup_driver, d, backup_size(d), backup_source_format(d), backup_memory(d) };
                 return 0;
         }
         case JOB_TYPE_MIRROR: {
@@ -586,7 +586,7 @@ static int build_driver(const JobRequest *q, Built *b, char **ret_error) {
                 r = mirror_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &mirror_driver, d, mirror_size(d), mirror_source_format(d), mirror_memory_estimate(d) };
+                *b = (Built) { &mirror_driver, d, mirror_size(d), mirror_source_format(d), mirror_memory(d) };
                 return 0;
         }
         case JOB_TYPE_COMMIT: {
@@ -602,7 +602,7 @@ static int build_driver(const JobRequest *q, Built *b, char **ret_error) {
                 r = commit_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &commit_driver, d, commit_size(d), IMAGE_FORMAT_QCOW2 };
+                *b = (Built) { &commit_driver, d, commit_size(d), IMAGE_FORMAT_QCOW2, commit_memory(d) };
                 return 0;
         }
         case JOB_TYPE_STREAM: {
@@ -617,7 +617,7 @@ static int build_driver(const JobRequest *q, Built *b, char **ret_error) {
                 r = stream_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &stream_driver, d, stream_size(d), IMAGE_FORMAT_QCOW2 };
+                *b = (Built) { &stream_driver, d, stream_size(d), IMAGE_FORMAT_QCOW2, stream_memory(d) };
                 return 0;
         }
         default:

@@ -833,3 +833,20 @@ char *bus_job_path_for_id(BusFixture *f, const char *id) {
                 g_error("No job has the id '%s'", id);
         return found;
 }
+
+GVariant *bus_opts_add(GVariant *options, const char *key, GVariant *value) {
+        g_autoptr(GVariant) old = g_variant_ref_sink(options);
+        GVariantBuilder b;
+        GVariantIter iter;
+        const char *k;
+        GVariant *v;
+
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a{sv}"));
+        g_variant_iter_init(&iter, old);
+        while (g_variant_iter_next(&iter, "{&sv}", &k, &v)) {
+                g_variant_builder_add(&b, "{sv}", k, v);
+                g_variant_unref(v);
+        }
+        g_variant_builder_add(&b, "{sv}", key, value);
+        return g_variant_builder_end(&b);
+}

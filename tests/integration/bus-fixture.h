@@ -65,6 +65,8 @@ char *bus_backup(BusFixture *f, const char *source, const char *target, GVariant
 char *bus_start(BusFixture *f, const char *method, const char *source, const char *target, GVariant *options);
 /* Transaction(actions, {completion-mode: grouped}) → the jobs' object paths (g_strfreev them). */
 char **bus_transaction_grouped(BusFixture *f, GVariant *actions);
+/* 'options' (an a{sv}, sunk and unreffed) with one more entry; floating. */
+GVariant *bus_opts_add(GVariant *options, const char *key, GVariant *value);
 /* Options a{sv} from "key", GVariant * pairs, NULL-terminated (floating). */
 GVariant *bus_opts(const char *key, ...) G_GNUC_NULL_TERMINATED;
 /* The object path of the one job with this id, found with ListJobs() (ids are unique per owner:

@@ -250,6 +250,16 @@ static void set_faults(BusFixture *f, const char *format, ...) {
 /* COMMIT commits the middle of a chain (never ready), ACTIVE_COMMIT the image itself. */
 typedef enum Kind { BACKUP, MIRROR, COMMIT, STREAM, ACTIVE_COMMIT } Kind;
 
+/* Starts a job; a Backup or Mirror of a qcow2 source names its format, as blockjobd follows the
+ * backing files only of an image whose format its caller gave. */
+static char *start(BusFixture *f, const char *method, const char *source, const char *target, GVariant *options) {
+        if (!options)
+                options = g_variant_new("a{sv}", NULL);
+        if ((g_str_equal(method, "Backup") || g_str_equal(method, "Mirror")) && g_str_has_suffix(source, ".qcow2"))
+                options = bus_opts_add(options, "source-format", g_variant_new_string("qcow2"));
+        return bus_start(f, method, source, target, options);
+}
+
 static const char *const kind_method[] = { "Backup", "Mirror", "Commit", "Stream", "Commit" };
 static const char *const kind_id[] = { "backup0", "mirror0", "commit0", "stream0", "commit0" };
 
@@ -333,7 +343,7 @@ static void test_copy(BusFixture *f, gconstpointer data) {
         build_shape(f, c->shape);
         sum = shape_checksum(f, c->shape);
 
-        path = bus_start(f, kind_method[c->kind], source, target, copy_options(c));
+        path = start(f, kind_method[c->kind], source, target, copy_options(c));
         run_to_success(f, path, kind_id[c->kind], c->kind == MIRROR);
 
         /* The copy reads as the source, is what was asked for, and checks clean. */
@@ -394,7 +404,7 @@ static void test_chain(BusFixture *f, gconstpointer data) {
         build_shape(f, c->shape);
         snapshot(f, c->shape);
 
-        path = bus_start(f, kind_method[c->kind], image, NULL, chain_options(f, c));
+        path = start(f, kind_method[c->kind], image, NULL, chain_options(f, c));
         run_to_success(f, path, kind_id[c->kind], active);
 
         /* The chain reads exactly as before, every layer checks clean, and the chain is what it
@@ -424,7 +434,7 @@ static char *start_case(BusFixture *f, Kind kind, Shape shape, GVariantBuilder *
 
         if (kind == COMMIT)
                 g_variant_builder_add(options, "{sv}", "top", g_variant_new_string(mid));
-        return bus_start(f, kind_method[kind], source, kind == BACKUP || kind == MIRROR ? target : NULL,
+        return start(f, kind_method[kind], source, kind == BACKUP || kind == MIRROR ? target : NULL,
                          g_variant_builder_end(options));
 }
 
@@ -695,7 +705,7 @@ static void test_mirror_writer(BusFixture *f, gconstpointer data) {
         guint64 total;
 
         build_shape(f, c->shape);
-        path = bus_start(f, "Mirror", source, target,
+        path = start(f, "Mirror", source, target,
                          bus_opts("format", g_variant_new_string(c->shape == SHAPE_RAW ? "raw" : "qcow2"), NULL));
         bus_wait_for_status(f, "mirror0", "ready");
         total = bus_get_uint64(f, path, "TotalProgress");
@@ -798,14 +808,15 @@ static void test_device_target(BusFixture *f, gconstpointer data) {
         g_assert_true(g_str_has_suffix(m, "can only be written as a raw image"));
 
         /* One job at a time writes a device. */
-        path = bus_start(f, kind_method[c->kind], source, device,
+        path = start(f, kind_method[c->kind], source, device,
                          bus_opts("overwrite", g_variant_new_boolean(TRUE), "speed", g_variant_new_uint64(2 * MiB), NULL));
         g_free(m);
         m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Backup",
                            g_variant_new("(ss@a{sv})", source, device,
                                          bus_opts("overwrite", g_variant_new_boolean(TRUE), NULL)),
-                           ERR_IMAGE);
-        busy = g_strdup_printf("Target device '%s' is in use", device);
+                           "org.blockjobd.Jobs1.Error.ImageInUse");
+        busy = g_strdup_printf("Image '%s' is in use by job '%s' (%s)", device, kind_id[c->kind],
+                               kind_method[c->kind][0] == 'B' ? "backup" : "mirror");
         g_assert_cmpstr(m, ==, busy);
 
         g_variant_unref(bus_call(f, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL));

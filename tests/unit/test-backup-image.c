@@ -12,8 +12,15 @@
 #include "file-util.h"
 #include "qemu-oracle.h"
 
+/* The format of a source, as its caller knows it: blockjobd follows no backing file of an image
+ * whose format it had to guess. */
+static ImageFormat format_of(const char *source) {
+        return g_str_has_suffix(source, ".qcow2") ? IMAGE_FORMAT_QCOW2 : IMAGE_FORMAT_PROBE;
+}
+
 static Job *start(Fixture *f, const char *source, bool sync_top, ImageFormat format) {
-        TestBackupParams bp = { .source = source, .target = f->target, .sync_top = sync_top, .target_format = format };
+        TestBackupParams bp = { .source = source, .source_format = format_of(source), .target = f->target,
+                                .sync_top = sync_top, .target_format = format };
         g_autofree char *error = NULL;
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         Backup *b = NULL;
@@ -143,7 +150,8 @@ static bool byte_held(const char *path, int offset) {
 }
 
 static void assert_open_fails(const char *source, const char *target, bool overwrite, const char *expected) {
-        TestBackupParams bp = { .source = source, .target = target, .overwrite = overwrite };
+        TestBackupParams bp = { .source = source, .source_format = format_of(source), .target = target,
+                                .overwrite = overwrite };
         g_autofree char *error = NULL;
         Backup *b = NULL;
 
