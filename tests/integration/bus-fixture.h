@@ -85,7 +85,7 @@ void bus_iterate_for(BusFixture *f, guint64 usec);
  *   own                                  RequestName(org.blockjobd.Jobs1)
  *   call PATH INTERFACE METHOD ARGS      a method call; ARGS in GVariant text format, or "()"
  *
- * optionally after --interactive (the call carries ALLOW_INTERACTIVE_AUTHORIZATION) and
+ * (the client dies with the test: setpriv --pdeathsig), optionally after --interactive (the call carries ALLOW_INTERACTIVE_AUTHORIZATION) and
  * descriptors to pass, opened by nobody, which ARGS name as `handle 0`, `handle 1`, ... in order:
  * --fd=r:PATH (read-only), --fd=rw:PATH (read-write), --fd=new:PATH (created, read-write). The
  * output is "ok <reply>" or "<D-Bus error name>: <message>". */

@@ -10,7 +10,8 @@
  * Each case runs in a process of its own (this program again, "--case PATH"), so that one
  * attack that kills the daemon or trips an assertion does not hide the others: the parent
  * reports each case, with the child's output, and cleans up after a child that died (its loop
- * devices, its directory, polkit's files). The child installs polkit's files under the machine
+ * devices, its directories, polkit's files); the child's standard output goes to the parent's
+ * standard error, each line marked "| ". The child installs polkit's files under the machine
  * lock of polkit-fixture.h. Needs root, setpriv, polkitd and qemu-img; skipped elsewhere. */
 
 #include <errno.h>
@@ -448,28 +449,51 @@ static void test_any_file_read_fds(PolkitFixture *pf) {
         assert_no_secret(f, out);
 }
 
+/* A directory of nobody's on a tmpfs (/dev/shm), named after the case's directory, so that the
+ * parent removes it should the case die: for symlinks that flip faster than ext4's journal lets
+ * them where the jobs write. */
+static char *nobody_shm_dir(void) {
+        g_autofree char *base = g_path_get_basename(g_get_tmp_dir());
+        char *dir = g_build_filename("/dev/shm", base, NULL);
+
+        g_assert_true(g_str_has_prefix(base, "blockjobd-attacks-"));
+        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+        g_assert_cmpint(chown(dir, 65534, 65534), ==, 0);
+        return dir;
+}
+
+static void remove_shm_dir(const char *dir) {
+        g_autofree char *cmd = g_strdup_printf("rm -rf %s", dir);
+        g_free(oracle_run("%s", cmd));
+}
+
 /* The same by name, through the opener: the opener follows the top's backing name (a symlink of
  * nobody's) as nobody, the daemon then again as root; nobody flips the symlink between b.raw and
- * the secret meanwhile. Thirty tries: each wins the race with a fair chance while the daemon
- * opens names itself. */
+ * the secret meanwhile. Each try wins the race with a fair chance (1 in 4) while the daemon opens
+ * names itself. */
+#define TRIES 40
+
 static void test_any_file_read_names(PolkitFixture *pf) {
         BusFixture *f = &pf->bus;
-        g_autofree char *secret = make_secret(f), *top = nobody_path(pf, "top.qcow2"), *link = nobody_path(pf, "link");
+        g_autofree char *secret = make_secret(f), *top = nobody_path(pf, "top.qcow2"), *b = nobody_path(pf, "b.raw");
+        g_autofree char *shm = nobody_shm_dir(), *link = g_build_filename(shm, "link", NULL);
         g_autoptr(GSubprocess) flipper = NULL;
         unsigned accepted = 0;
 
         start_polkit_for_nobody(pf, NULL);
-        make_rebased_top(pf, "link");
-        nobody_sh(pf, "ln -s b.raw link");
+        make_rebased_top(pf, link);
+        g_assert_cmpint(symlink(b, link), ==, 0);
+        g_assert_cmpint(lchown(link, 65534, 65534), ==, 0);
 
-        flipper = bus_as_nobody_start(f, "flip-link", link, "b.raw", secret, "60", NULL);
-        for (unsigned i = 0; i < 30; i++) {
+        flipper = bus_as_nobody_start(f, "flip-link", link, b, secret, "60", NULL);
+        for (unsigned i = 0; i < TRIES; i++) {
                 g_autofree char *id = g_strdup_printf("leak%u", i), *out = g_strdup_printf("%s/out%u.qcow2", pf->nobody_dir, i);
                 g_autofree char *args = g_strdup_printf("('%s', '%s', @a{sv} {'sync': <'top'>, 'format': <'qcow2'>, "
                                                         "'job-id': <'%s'>})",
                                                         top, out, id);
                 g_autofree char *answer = nobody_manager_call(pf, "Backup", args);
 
+                g_test_message("try %u: %.160s", i, answer);
                 if (g_str_has_prefix(answer, "ok")) {
                         accepted++;
                         wait_job_over(f, id);
@@ -477,9 +501,15 @@ static void test_any_file_read_names(PolkitFixture *pf) {
                 assert_daemon_alive(f, "nobody's backup");
                 assert_no_secret(f, out);
         }
+        /* Still flipping (an early end would have made the tries pointless). */
+        if (!g_subprocess_get_identifier(flipper)) {
+                g_autofree char *flipped = bus_as_nobody_finish(flipper);
+                g_error("the symlink flipper ended early: %s", flipped);
+        }
         g_subprocess_force_exit(flipper);
         g_assert_true(g_subprocess_wait(flipper, NULL, NULL));
-        g_test_message("%u of 30 backups were accepted", accepted);
+        g_test_message("%u of %u backups were accepted", accepted, TRIES);
+        remove_shm_dir(shm);
 }
 
 /* ---- 2. a header that overflows qcow2_set_backing ------------------------------------------------ */
@@ -1445,7 +1475,7 @@ static void on_child_done(GObject *source, GAsyncResult *result, gpointer userda
 static void parent_case(gconstpointer data) {
         const AttackCase *c = data;
         g_autofree char *self = g_file_read_link("/proc/self/exe", NULL), *dir = NULL, *out_path = NULL;
-        g_autofree char *output = NULL, *cmd = NULL;
+        g_autofree char *output = NULL, *cmd = NULL, *base = NULL;
         g_autoptr(GSubprocessLauncher) launcher = NULL;
         g_autoptr(GSubprocess) child = NULL;
         g_autoptr(GError) error = NULL;
@@ -1488,13 +1518,20 @@ static void parent_case(gconstpointer data) {
         }
 
         /* What the child said, for the log (stdout is the parent's TAP stream). */
-        if (g_file_get_contents(out_path, &output, NULL, NULL))
-                g_printerr("%s", output);
+        if (g_file_get_contents(out_path, &output, NULL, NULL)) {
+                g_auto(GStrv) lines = g_strsplit(output, "\n", -1);
+                for (char **l = lines; *l && (**l || l[1]); l++)
+                        g_printerr("| %s\n", *l);
+        }
 
         detach_loop_devices(dir);
         if (!c->without_polkit && !g_subprocess_get_successful(child))
                 polkit_fixture_remove_leftovers();
         cmd = g_strdup_printf("rm -rf --one-file-system %s", dir);
+        g_free(run_quietly(cmd, &status));
+        g_free(cmd);
+        base = g_path_get_basename(dir);
+        cmd = g_strdup_printf("rm -rf --one-file-system /dev/shm/%s", base);
         g_free(run_quietly(cmd, &status));
 
         if (!g_subprocess_get_if_exited(child))
