@@ -85,13 +85,14 @@ void bus_iterate_for(BusFixture *f, guint64 usec);
  *   own                                  RequestName(org.blockjobd.Jobs1)
  *   call PATH INTERFACE METHOD ARGS      a method call; ARGS in GVariant text format, or "()"
  *
- * (the client dies with the test: setpriv --pdeathsig), optionally after --interactive (the call carries ALLOW_INTERACTIVE_AUTHORIZATION) and
+ * optionally after --interactive (the call carries ALLOW_INTERACTIVE_AUTHORIZATION) and
  * descriptors to pass, opened by nobody, which ARGS name as `handle 0`, `handle 1`, ... in order:
  * --fd=r:PATH (read-only), --fd=rw:PATH (read-write), --fd=new:PATH (created, read-write). The
  * output is "ok <reply>" or "<D-Bus error name>: <message>". */
 int bus_client_main(int argc, char *argv[]);
 /* Runs the client as nobody; NULL-terminated arguments; returns its output (g_free it). The
- * fixture's directory is made reachable for nobody. */
+ * fixture's directory is made reachable for nobody. The client dies with the test (setpriv
+ * --pdeathsig). */
 char *bus_as_nobody(BusFixture *f, const char *first, ...) G_GNUC_NULL_TERMINATED;
 /* The same in two halves, for a call that is to wait while the test goes on. */
 GSubprocess *bus_as_nobody_start(BusFixture *f, const char *first, ...) G_GNUC_NULL_TERMINATED;
