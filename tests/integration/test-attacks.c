@@ -148,9 +148,16 @@ static bool daemon_alive(BusFixture *f) {
                 }                                                                                       \
         } while (0)
 
+/* Whether "<id>:<status>" is among the recorded StatusChanged, since 'from' (a length of the
+ * record taken before). */
+static bool status_seen_since(BusFixture *f, gsize from, const char *id, const char *status) {
+        g_autofree char *word = g_strdup_printf(" %s:%s ", id, status);
+        g_autofree char *record = g_strconcat(" ", f->statuses->str + from, NULL);
+        return strstr(record, word);
+}
+
 static bool status_seen(BusFixture *f, const char *id, const char *status) {
-        g_autofree char *word = g_strdup_printf("%s:%s ", id, status);
-        return strstr(f->statuses->str, word);
+        return status_seen_since(f, 0, id, status);
 }
 
 /* Until the job is gone (auto-dismissed) or has concluded, or the daemon is. */
@@ -713,7 +720,7 @@ static void test_verb_on_replaced_job(PolkitFixture *pf) {
         /* Meanwhile x goes, and root's own job x comes. */
         mark = f->statuses->len;
         bus_job_call(f, mine, "Dismiss");
-        WAIT_FOR(f, strstr(f->statuses->str + mark, "x:null "), "nobody's job to go");
+        WAIT_FOR(f, status_seen_since(f, mark, "x", "null"), "nobody's job to go");
         roots = bus_backup(f, root_source, root_target,
                            bus_opts("job-id", g_variant_new_string("x"), "speed", g_variant_new_uint64(MiB), NULL));
         mark = f->statuses->len;
@@ -725,7 +732,7 @@ static void test_verb_on_replaced_job(PolkitFixture *pf) {
         g_test_message("nobody's Cancel answered: %s", answer);
         bus_iterate_for(f, 300 * 1000);
 
-        if (strstr(f->statuses->str + mark, "x:aborting ") || strstr(f->statuses->str + mark, "x:null "))
+        if (status_seen_since(f, mark, "x", "aborting") || status_seen_since(f, mark, "x", "null"))
                 g_error("root's job was cancelled by nobody's Cancel (seen: %s)", f->statuses->str + mark);
         status = bus_get_string(f, roots, "Status");
         g_assert_cmpstr(status, ==, "running");
@@ -733,8 +740,8 @@ static void test_verb_on_replaced_job(PolkitFixture *pf) {
 
         /* Root's job runs to its end. */
         g_variant_unref(bus_call(f, roots, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL));
-        WAIT_FOR(f, strstr(f->statuses->str + mark, "x:null "), "root's job to complete");
-        g_assert_null(strstr(f->statuses->str + mark, "x:aborting "));
+        WAIT_FOR(f, status_seen_since(f, mark, "x", "null"), "root's job to complete");
+        g_assert_false(status_seen_since(f, mark, "x", "aborting"));
         bus_assert_same_file(root_source, root_target);
 }
 
