@@ -928,7 +928,7 @@ static void test_limits_opener_stall(PolkitFixture *pf) {
                 g_test_message("nobody's call %u: %s", i, out);
                 g_object_unref(calls[i]);
         }
-        g_test_message("%u openers stopped; root's progress %" G_GUINT64_FORMAT " → %" G_GUINT64_FORMAT
+        g_test_message("%u openers stopped; root's progress %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT
                        "; root's call answered in %" G_GINT64_FORMAT " ms: %s",
                        stopped, before, after, took / 1000, answer);
         g_assert_cmpuint(stopped, >, 0);
@@ -1037,7 +1037,7 @@ static void test_header_driven_memory(PolkitFixture *pf) {
                 return;
         path = answer_path(answer);
         after = daemon_rss(f);
-        g_test_message("the daemon's RSS: %" G_GUINT64_FORMAT " MiB → %" G_GUINT64_FORMAT " MiB", before / MiB,
+        g_test_message("the daemon's RSS: %" G_GUINT64_FORMAT " MiB -> %" G_GUINT64_FORMAT " MiB", before / MiB,
                        after / MiB);
         bus_job_call(f, path, "Cancel");
         wait_job_over(f, "big");
@@ -1123,7 +1123,7 @@ static void test_overwrite_held_image(PolkitFixture *pf) {
         g_assert_true(g_subprocess_wait(vm, NULL, NULL));
 
         if (after.st_ino != before.st_ino)
-                g_error("the image qemu-io held was replaced (inode %ju → %ju): the VM writes a deleted file",
+                g_error("the image qemu-io held was replaced (inode %ju -> %ju): the VM writes a deleted file",
                         (uintmax_t) before.st_ino, (uintmax_t) after.st_ino);
         if (!g_str_has_prefix(answer, ERR_IMAGE_IN_USE ": ") && !g_str_has_prefix(answer, ERR_ACCESS_DENIED ": ") &&
             !g_str_has_prefix(answer, ERR_IMAGE ": "))
