@@ -96,7 +96,8 @@ void bus_iterate_for(BusFixture *f, guint64 usec);
  * output is "ok <reply>" or "<D-Bus error name>: <message>". */
 int bus_client_main(int argc, char *argv[]);
 /* Runs the client as nobody; NULL-terminated arguments; returns its output (g_free it). The
- * fixture's directory is made reachable for nobody. */
+ * fixture's directory is made reachable for nobody. The client dies with the test (setpriv
+ * --pdeathsig). */
 char *bus_as_nobody(BusFixture *f, const char *first, ...) G_GNUC_NULL_TERMINATED;
 /* The same in two halves, for a call that is to wait while the test goes on. */
 GSubprocess *bus_as_nobody_start(BusFixture *f, const char *first, ...) G_GNUC_NULL_TERMINATED;
