@@ -11,8 +11,8 @@
  * Functions that can be refused return a negative errno and, if ret_error is not NULL, a message
  * with QEMU's exact wording (free() it):
  *   -EBUSY   the job's status does not allow the request (the verb table and its companions)
- *   -EINVAL  a malformed job id
- *   -EEXIST  a job id in use
+ *   -EINVAL  a malformed job id, or a transaction that cannot take the job
+ *   -EEXIST  a job id in use (ids are unique per owner)
  *   -ENOMEM  out of memory */
 
 #include <stdbool.h>
@@ -148,8 +148,10 @@ bool job_auto_dismiss(const Job *j);
 JobIoStatus job_io_status(const Job *j);
 bool job_is_user_paused(const Job *j);
 unsigned job_pause_count(const Job *j);
-bool job_cancel_requested(const Job *j);  /* any cancel, soft included */
-bool job_is_cancelled(const Job *j);      /* a force cancel */
+/* Any cancel, soft included / a force cancel. Event-loop thread only, like the rest of the job's
+ * state: a driver's worker hooks learn of a soft cancel from JobStepInput.cancel_requested. */
+bool job_cancel_requested(const Job *j);
+bool job_is_cancelled(const Job *j);
 bool job_accepts_verb(const Job *j, JobVerb v);
 
 /* Dismisses the job by itself once it concludes, whatever it was created with: for a daemon

@@ -151,7 +151,8 @@ static const JobDriver gate_driver = {
 typedef struct GateTest {
         Gate *gate;
         Job *job;
-        bool paused_while_blocked;
+        bool cancel;                    /* what the loop does meanwhile: cancel, or pause */
+        bool acted_while_blocked;
 } GateTest;
 
 static int on_defer(sd_event_source *s, void *userdata) {
@@ -166,10 +167,17 @@ static int on_defer(sd_event_source *s, void *userdata) {
                 return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         }
 
-        /* The step is blocked on the worker, and here the loop answers a verb at once. */
-        g_assert_cmpint(job_user_pause(t->job, NULL), ==, 0);
-        g_assert_cmpint(job_status(t->job), ==, JOB_STATUS_RUNNING);
-        t->paused_while_blocked = true;
+        /* The work is blocked on the worker, and here the loop answers a verb at once. */
+        if (t->cancel) {
+                /* A prepare that cannot be undone is in flight: the cancel is a no-op. */
+                g_assert_cmpint(job_user_cancel(t->job, true, NULL), ==, 0);
+                g_assert_false(job_is_cancelled(t->job));
+                g_assert_cmpint(job_status(t->job), ==, JOB_STATUS_PENDING);
+        } else {
+                g_assert_cmpint(job_user_pause(t->job, NULL), ==, 0);
+                g_assert_cmpint(job_status(t->job), ==, JOB_STATUS_RUNNING);
+        }
+        t->acted_while_blocked = true;
 
         pthread_mutex_lock(&g->lock);
         g->open = true;
@@ -194,13 +202,72 @@ static void test_loop_free_while_step_blocks(void) {
 
         g_assert_cmpint(sd_event_add_defer(l.t.event, &defer, on_defer, &t), >=, 0);
         test_loop_run_until_status(&l.t, t.job, JOB_STATUS_PAUSED);
-        g_assert_true(t.paused_while_blocked);
+        g_assert_true(t.acted_while_blocked);
         g_assert_cmpuint(gate.steps, ==, 1);
 
         g_assert_cmpint(job_user_resume(t.job, NULL), ==, 0);
         test_loop_run_until_empty(&l.t);
         g_assert_cmpstr(l.events->str, ==, "gate:created gate:running gate:paused gate:running gate:waiting "
                                            "gate:pending gate:concluded gate:null ");
+        sd_event_source_unref(defer);
+        loop_done(&l);
+}
+
+/* ---- a cancel racing a prepare that cannot be undone, on real threads ------------------------ */
+
+static void final_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        out->progress = 1;
+        out->finished = true;
+}
+
+static int final_prepare(Job *j, void *data, char **ret_error) {
+        Gate *g = data;
+
+        /* Blocks like a slow pivot, and looks at nothing but its own data meanwhile: under
+         * ThreadSanitizer a read of the job's cancel state here would be reported. */
+        pthread_mutex_lock(&g->lock);
+        g->entered = true;
+        pthread_cond_broadcast(&g->cond);
+        while (!g->open)
+                pthread_cond_wait(&g->cond, &g->lock);
+        g->steps++;                     /* the pivot */
+        pthread_mutex_unlock(&g->lock);
+        return 0;
+}
+
+static const JobDriver final_gate_driver = {
+        .type = JOB_TYPE_COMMIT,
+        .prepare_is_final = true,
+        .step = final_step,
+        .prepare = final_prepare,
+        .free = gate_free,
+};
+
+static void test_cancel_during_final_prepare(void) {
+        Gate gate = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+        GateTest t = { .gate = &gate, .cancel = true };
+        sd_event_source *defer = NULL;
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Loop l;
+
+        loop_init(&l, 2);
+        p.id = "commit";
+        p.driver = &final_gate_driver;
+        p.driver_data = &gate;
+        g_assert_cmpint(job_create(l.t.registry, &p, &t.job, NULL), ==, 0);
+        job_start(t.job);
+
+        /* The defer polls until the prepare is blocked; below every other source, so that it does
+         * not starve the delivery of the step before it. */
+        g_assert_cmpint(sd_event_add_defer(l.t.event, &defer, on_defer, &t), >=, 0);
+        g_assert_cmpint(sd_event_source_set_priority(defer, SD_EVENT_PRIORITY_IDLE), >=, 0);
+        test_loop_run_until_empty(&l.t);
+
+        /* It pivoted, and it says so: no "Operation canceled" (on_status checks the error). */
+        g_assert_true(t.acted_while_blocked);
+        g_assert_cmpuint(gate.steps, ==, 1);
+        g_assert_cmpstr(l.events->str, ==, "commit:created commit:running commit:waiting commit:pending "
+                                           "commit:concluded commit:null ");
         sd_event_source_unref(defer);
         loop_done(&l);
 }
@@ -283,6 +350,7 @@ int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/worker-pool/many-jobs-few-threads", test_many_jobs);
         g_test_add_func("/worker-pool/loop-free-while-step-blocks", test_loop_free_while_step_blocks);
+        g_test_add_func("/worker-pool/cancel-during-final-prepare", test_cancel_during_final_prepare);
         g_test_add_func("/worker-pool/throttled-job", test_throttled_job);
         g_test_add_func("/worker-pool/plain-calls", test_plain_calls);
         g_test_add_func("/worker-pool/bad-thread-count", test_bad_thread_count);
