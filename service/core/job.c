@@ -94,6 +94,7 @@ struct JobRegistry {
         void *observer_userdata;
         Job *jobs;                      /* newest first */
         size_t n_jobs;
+        size_t n_live;                  /* job objects not yet freed, listed or not */
         Hashmap *by_key;                /* JobKey → Job, the same jobs as the list */
 };
 
@@ -270,8 +271,9 @@ JobRegistry *job_registry_free(JobRegistry *r) {
         if (!r)
                 return NULL;
 
-        /* Jobs reference the registry; freeing it under them would leave them dangling. */
-        assert(!r->jobs);
+        /* Jobs reference the registry, dismissed ones too while someone holds them; freeing it under
+         * them would leave them dangling. */
+        assert(r->n_live == 0 && !r->jobs);
         hashmap_free(r->by_key);
         free(r);
         return NULL;
@@ -298,6 +300,10 @@ Job *job_registry_next(Job *j) {
 
 size_t job_registry_count(JobRegistry *r) {
         return r->n_jobs;
+}
+
+size_t job_registry_n_live(JobRegistry *r) {
+        return r->n_live;
 }
 
 uint64_t job_registry_now(JobRegistry *r) {
@@ -411,11 +417,13 @@ static void job_txn_remove(Job *j) {
 /* ---- creation and destruction ------------------------------------------------------------- */
 
 static Job *job_free(Job *j) {
+        JobRegistry *r = j->registry;
+
         assert(!j->busy);
         assert(!j->txn);
 
-        if (j->registry->executor->detach)
-                j->registry->executor->detach(j->registry->executor_userdata, j);
+        if (r->executor->detach)
+                r->executor->detach(r->executor_userdata, j);
         if (j->driver_data && j->driver->free)
                 j->driver->free(j->driver_data);
         free(j->step_out.error);
@@ -424,6 +432,10 @@ static Job *job_free(Job *j) {
         free(j->error);
         free((char *) j->key.id);
         free(j);
+
+        assert(r->n_live > 0);
+        if (--r->n_live == 0 && r->observer && r->observer->empty)
+                r->observer->empty(r, r->observer_userdata);
         return NULL;
 }
 
@@ -511,6 +523,7 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
         LIST_PREPEND(members, j->txn->members, j);
         LIST_PREPEND(jobs, r->jobs, j);
         r->n_jobs++;
+        r->n_live++;
 
         job_state_transition(j, JOB_STATUS_CREATED);
 

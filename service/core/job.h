@@ -57,6 +57,10 @@ typedef struct JobObserver {
         void (*io_error)(Job *j, const JobIoError *e, void *userdata);
         /* Some other observable property changed. */
         void (*changed)(Job *j, JobChange what, void *userdata);
+        /* The last job object was freed (job_registry_n_live() is 0): job_registry_free() may now be
+         * called, though not from here, since a job_unref() is on the stack. For a daemon that
+         * shuts down: cancel everything, run the loop until this, then free. */
+        void (*empty)(JobRegistry *r, void *userdata);
 } JobObserver;
 
 typedef struct JobCreateParams {
@@ -79,7 +83,9 @@ typedef struct JobCreateParams {
 
 /* The registry: all jobs, newest first, as query-jobs lists them. */
 int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRegistry **ret);
-/* Frees the registry; every job must be gone (dismissed) by then. */
+/* Frees the registry. Every job object must be gone by then, dismissed and unreferenced
+ * (job_registry_n_live() == 0, JobObserver.empty): jobs point to the registry and its executor,
+ * and a job's work may still be running on a worker. */
 JobRegistry *job_registry_free(JobRegistry *r);
 void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata);
 /* The owner's job with this id (a hash lookup, not a walk), or NULL. A job leaves the registry
@@ -88,7 +94,10 @@ void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void
 Job *job_registry_find(JobRegistry *r, uint32_t owner, const char *id);
 Job *job_registry_first(JobRegistry *r);
 Job *job_registry_next(Job *j);
+/* Jobs in the registry (not yet dismissed). */
 size_t job_registry_count(JobRegistry *r);
+/* Job objects not yet freed: those in the registry, and dismissed ones someone still references. */
+size_t job_registry_n_live(JobRegistry *r);
 uint64_t job_registry_now(JobRegistry *r);
 
 /* QEMU's id rules: a letter, then letters, digits, '-', '.', '_'; at most JOB_ID_MAX bytes. */

@@ -48,6 +48,12 @@ struct WorkerPool {
 
         pthread_t *threads;
         unsigned n_threads;
+
+        /* Event-loop side only, no lock needed. */
+        unsigned n_outstanding;         /* submitted, done callback not yet run */
+        unsigned n_jobs;                /* jobs attached */
+        WorkerFunc idle;
+        void *idle_userdata;
 };
 
 static void queue_push(PoolQueue *q, PoolItem *i) {
@@ -123,6 +129,10 @@ static int on_work_done(sd_event_source *s, int fd, uint32_t revents, void *user
                 item->done(item->userdata);
                 if (free_after)
                         free(item);
+
+                assert(p->n_outstanding > 0);
+                if (--p->n_outstanding == 0 && p->idle)
+                        p->idle(p->idle_userdata);
         }
         return 0;
 }
@@ -173,20 +183,26 @@ static int pool_attach(void *userdata, Job *j) {
         (void) sd_event_source_set_description(pj->timer, "job-timer");
 
         job_set_executor_data(j, pj);
+        p->n_jobs++;
         return 0;
 }
 
 static void pool_detach(void *userdata, Job *j) {
+        WorkerPool *p = userdata;
         PoolJob *pj = job_executor_data(j);
 
         if (!pj)
                 return;
+        assert(p->n_jobs > 0);
+        p->n_jobs--;
         sd_event_source_disable_unref(pj->timer);
         job_set_executor_data(j, NULL);
         free(pj);
 }
 
 static void pool_enqueue(WorkerPool *p, PoolItem *item) {
+        p->n_outstanding++;
+
         pthread_mutex_lock(&p->lock);
         queue_push(&p->pending, item);
         pthread_cond_signal(&p->wake);
@@ -293,9 +309,24 @@ fail:
         return r;
 }
 
+static unsigned queue_drop(PoolQueue *q) {
+        unsigned n = 0;
+
+        for (PoolItem *item; (item = queue_pop(q)); n++)
+                if (item->free_after)
+                        free(item);
+        return n;
+}
+
 WorkerPool *worker_pool_free(WorkerPool *p) {
+        unsigned dropped;
+
         if (!p)
                 return NULL;
+
+        /* A job's work item lives in its PoolJob and ends only through job_work_done(): freeing
+         * the pool under a job is a bug in the caller, not a shutdown. */
+        assert(p->n_jobs == 0);
 
         pthread_mutex_lock(&p->lock);
         p->stop = true;
@@ -304,7 +335,11 @@ WorkerPool *worker_pool_free(WorkerPool *p) {
         for (unsigned i = 0; i < p->n_threads; i++)
                 pthread_join(p->threads[i], NULL);
 
-        assert(!p->pending.head && !p->done.head);
+        /* Nobody is left to receive these: calls queued behind the shutdown, and results the loop
+         * did not get to. Their owners were told to wait for the idle callback if they care. */
+        dropped = queue_drop(&p->pending) + queue_drop(&p->done);
+        if (dropped > 0)
+                log_debug("Worker pool: dropped %u call(s) still outstanding at shutdown.", dropped);
 
         sd_event_source_disable_unref(p->done_source);
         safe_close(p->done_fd);
@@ -318,4 +353,13 @@ WorkerPool *worker_pool_free(WorkerPool *p) {
 
 unsigned worker_pool_n_threads(const WorkerPool *p) {
         return p->n_threads;
+}
+
+unsigned worker_pool_n_outstanding(const WorkerPool *p) {
+        return p->n_outstanding;
+}
+
+void worker_pool_set_idle_callback(WorkerPool *p, WorkerFunc idle, void *userdata) {
+        p->idle = idle;
+        p->idle_userdata = userdata;
 }

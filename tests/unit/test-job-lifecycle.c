@@ -534,6 +534,33 @@ static void test_id_kept_until_freed(CoreFixture *f, gconstpointer data) {
         job_unref(j);
 }
 
+static void test_registry_empty(CoreFixture *f, gconstpointer data) {
+        Job *concluded = core_drive_to(f, "c", JOB_STATUS_CONCLUDED, false);
+        Job *paused = core_drive_to(f, "p", JOB_STATUS_PAUSED, true);
+        Job *running = core_drive_to(f, "r", JOB_STATUS_RUNNING, false);
+
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 3);
+        assert_events(f, "c:created c:running c:waiting c:pending c:concluded p:created p:running p:paused "
+                         "r:created r:running");
+
+        /* A daemon going away: every job cancelled or dismissed; one is still referenced (a verb
+         * waiting for polkit), so the registry is not empty yet although no job is listed. */
+        job_ref(running);
+        g_assert_cmpint(job_user_cancel(running, true, NULL), ==, 0);
+        g_assert_cmpint(job_user_cancel(paused, true, NULL), ==, 0);
+        g_assert_cmpint(job_dismiss(concluded, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "p:running p:aborting c:null r:aborting p:concluded p:null r:concluded r:null");
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 1);
+        g_assert_cmpuint(f->n_empty, ==, 0);
+
+        /* The last reference goes: now it is empty, once, and may be freed (by the teardown). */
+        job_unref(running);
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 0);
+        g_assert_cmpuint(f->n_empty, ==, 1);
+}
+
 static void test_many_ids(CoreFixture *f, gconstpointer data) {
         const unsigned n = 5000;
 
@@ -1455,6 +1482,7 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/create/ids-per-owner", test_ids_per_owner);
         CORE_TEST("/lifecycle/create/id-kept-until-freed", test_id_kept_until_freed);
         CORE_TEST("/lifecycle/create/many-ids", test_many_ids);
+        CORE_TEST("/lifecycle/registry/empty", test_registry_empty);
         CORE_TEST("/lifecycle/create/defaults", test_defaults);
         CORE_TEST("/lifecycle/fail/message", test_run_fails_with_message);
         CORE_TEST("/lifecycle/fail/prepare", test_prepare_fails);

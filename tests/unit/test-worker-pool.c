@@ -12,8 +12,11 @@
 
 typedef struct Loop {
         TestLoop t;
-        unsigned n_null;
+        unsigned n_null;                /* jobs gone without an error */
+        bool allow_errors;              /* otherwise a job that fails fails the test */
         GString *events;
+        unsigned n_empty;               /* JobObserver.empty */
+        unsigned n_idle;                /* the pool's idle callback */
 } Loop;
 
 static void on_status(Job *j, JobStatus status, void *userdata) {
@@ -21,17 +24,32 @@ static void on_status(Job *j, JobStatus status, void *userdata) {
 
         g_assert_true(pthread_equal(pthread_self(), l->t.thread));
         if (status == JOB_STATUS_NULL) {
-                l->n_null++;
-                g_assert_null(job_error(j));
+                if (!l->allow_errors)
+                        g_assert_null(job_error(j));
+                if (!job_error(j))
+                        l->n_null++;
         }
         g_string_append_printf(l->events, "%s:%s ", job_id(j), job_status_to_string(status));
 }
 
-static const JobObserver observer = { .status_changed = on_status };
+static void on_empty(JobRegistry *r, void *userdata) {
+        Loop *l = userdata;
+        g_assert_cmpuint(job_registry_n_live(r), ==, 0);
+        l->n_empty++;
+}
+
+static const JobObserver observer = { .status_changed = on_status, .empty = on_empty };
+
+static void on_idle(void *userdata) {
+        Loop *l = userdata;
+        g_assert_cmpuint(worker_pool_n_outstanding(l->t.pool), ==, 0);
+        l->n_idle++;
+}
 
 static void loop_init(Loop *l, unsigned n_threads) {
         *l = (Loop) { .events = g_string_new(NULL) };
         test_loop_init(&l->t, n_threads, &observer, l);
+        worker_pool_set_idle_callback(l->t.pool, on_idle, l);
         g_assert_cmpuint(worker_pool_n_threads(l->t.pool), ==, n_threads ?: WORKER_POOL_THREADS_DEFAULT);
 }
 
@@ -333,7 +351,179 @@ static void test_plain_calls(void) {
                 g_assert_cmpint(calls[i].done, ==, 1);
                 g_assert_false(pthread_equal(calls[i].ran_on, pthread_self()));
         }
+        g_assert_cmpuint(worker_pool_n_outstanding(l.t.pool), ==, 0);
+        g_assert_cmpuint(l.n_idle, >=, 1);
         loop_done(&l);
+}
+
+/* ---- shutting down with jobs and calls alive --------------------------------------------------- */
+
+static void gate_wait_entered(Gate *g) {
+        pthread_mutex_lock(&g->lock);
+        while (!g->entered)
+                pthread_cond_wait(&g->cond, &g->lock);
+        pthread_mutex_unlock(&g->lock);
+}
+
+static void gate_open(Gate *g) {
+        pthread_mutex_lock(&g->lock);
+        g->open = true;
+        pthread_cond_broadcast(&g->cond);
+        pthread_mutex_unlock(&g->lock);
+}
+
+static Job *shutdown_job(Loop *l, const char *id, const JobDriver *d, void *data, bool auto_finalize,
+                         bool auto_dismiss, uint64_t speed) {
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Job *j;
+
+        p.id = id;
+        p.driver = d;
+        p.driver_data = data;
+        p.auto_finalize = auto_finalize;
+        p.auto_dismiss = auto_dismiss;
+        p.speed = speed;
+        g_assert_cmpint(job_create(l->t.registry, &p, &j, NULL), ==, 0);
+        job_start(j);
+        return j;
+}
+
+/* What a daemon does when its bus goes away: every job is cancelled (or dismissed), and whoever
+ * would have dismissed them will not. */
+static void unref_job(gpointer j) {
+        job_unref(j);
+}
+
+static void cancel_everything(JobRegistry *r) {
+        g_autoptr(GPtrArray) jobs = g_ptr_array_new_with_free_func(unref_job);
+
+        for (Job *j = job_registry_first(r); j; j = job_registry_next(j))
+                g_ptr_array_add(jobs, job_ref(j));
+        for (guint i = 0; i < jobs->len; i++) {
+                Job *j = jobs->pdata[i];
+                if (job_status(j) == JOB_STATUS_CONCLUDED)
+                        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+                else {
+                        job_set_auto_dismiss(j);
+                        if (job_accepts_verb(j, JOB_VERB_CANCEL))
+                                g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+                }
+        }
+}
+
+static void test_shutdown_with_live_jobs(void) {
+        Gate gate = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+        g_autoptr(GString) calls = g_string_new(NULL);
+        Call call = { .loop_thread = pthread_self() };
+        Loop l;
+
+        loop_init(&l, 2);
+        l.allow_errors = true;
+
+        /* A step blocked in I/O, a throttled job asleep, one that waits to be finalized, one to
+         * be dismissed, one the user paused, and a plain call in flight. */
+        Job *blocked = shutdown_job(&l, "blocked", &gate_driver, &gate, true, true, 0);
+        TestDriverConfig slow = { .total = 100 * 10485, .chunk = 1 << 20 };
+        shutdown_job(&l, "slow", &test_driver_backup, test_driver_state_new(&slow, calls), true, true, 104857);
+        TestDriverConfig one = { .total = 1 };
+        Job *pending = shutdown_job(&l, "pending", &test_driver_backup, test_driver_state_new(&one, calls), false,
+                                    true, 0);
+        Job *done = shutdown_job(&l, "done", &test_driver_backup, test_driver_state_new(&one, calls), true, false, 0);
+        Job *paused = shutdown_job(&l, "paused", &test_driver_backup, test_driver_state_new(&slow, calls), true,
+                                   true, 104857);
+        g_assert_cmpint(job_user_pause(paused, NULL), ==, 0);
+        gate_wait_entered(&gate);
+        test_loop_run_until_status(&l.t, pending, JOB_STATUS_PENDING);
+        test_loop_run_until_status(&l.t, done, JOB_STATUS_CONCLUDED);
+        test_loop_run_until_status(&l.t, paused, JOB_STATUS_PAUSED);
+        g_assert_cmpint(worker_pool_call(l.t.pool, call_run, call_done, &call), ==, 0);
+        g_assert_cmpuint(job_registry_count(l.t.registry), ==, 5);
+
+        cancel_everything(l.t.registry);
+
+        /* The blocked step cannot be interrupted: the registry stays alive while it runs. */
+        test_loop_run_for(&l.t, 50000);
+        g_assert_cmpuint(l.n_empty, ==, 0);
+        g_assert_cmpuint(job_registry_n_live(l.t.registry), ==, 1);
+        g_assert_cmpint(job_status(blocked), ==, JOB_STATUS_RUNNING);
+        g_assert_cmpint(call.done, ==, 1);
+
+        /* Its I/O returns: the job ends, the registry is empty, the pool idle, and both can go. */
+        gate_open(&gate);
+        for (unsigned i = 0; l.n_empty == 0 || worker_pool_n_outstanding(l.t.pool) > 0; i++) {
+                g_assert_cmpuint(i, <, 1000);
+                test_loop_iterate(&l.t);
+        }
+        g_assert_cmpuint(l.n_empty, ==, 1);
+        g_assert_cmpuint(l.n_idle, >=, 1);
+        g_assert_cmpuint(job_registry_n_live(l.t.registry), ==, 0);
+        g_assert_nonnull(strstr(l.events->str, "blocked:aborting blocked:concluded blocked:null"));
+        g_assert_nonnull(strstr(l.events->str, "done:null"));
+        g_assert_nonnull(strstr(calls->str, "slow:abort slow:clean"));
+        g_assert_nonnull(strstr(calls->str, "pending:abort pending:clean"));
+        g_assert_nonnull(strstr(calls->str, "paused:abort paused:clean"));
+        g_assert_cmpuint(l.n_null, ==, 1);      /* only 'done' ended without an error */
+        loop_done(&l);
+}
+
+typedef struct Blocker {
+        Gate *gate;
+        bool ran, done;
+} Blocker;
+
+static void blocker_run(void *userdata) {
+        Blocker *b = userdata;
+
+        if (b->gate) {
+                pthread_mutex_lock(&b->gate->lock);
+                b->gate->entered = true;
+                pthread_cond_broadcast(&b->gate->cond);
+                while (!b->gate->open)
+                        pthread_cond_wait(&b->gate->cond, &b->gate->lock);
+                pthread_mutex_unlock(&b->gate->lock);
+        }
+        __atomic_store_n(&b->ran, true, __ATOMIC_SEQ_CST);
+}
+
+static void blocker_done(void *userdata) {
+        Blocker *b = userdata;
+        b->done = true;
+}
+
+static void *open_later(void *userdata) {
+        g_usleep(50000);
+        gate_open(userdata);
+        return NULL;
+}
+
+static void test_free_with_calls_outstanding(void) {
+        Gate gate = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+        Blocker quick = {}, blocking = { .gate = &gate }, queued = {};
+        sd_event *e = NULL;
+        WorkerPool *p = NULL;
+        pthread_t opener;
+
+        g_assert_cmpint(sd_event_new(&e), >=, 0);
+        g_assert_cmpint(worker_pool_new(e, 1, &p), ==, 0);
+
+        /* One call ran but its result was never delivered (the loop stopped), one runs when the
+         * pool is freed, one waits behind it. */
+        g_assert_cmpint(worker_pool_call(p, blocker_run, blocker_done, &quick), ==, 0);
+        while (!__atomic_load_n(&quick.ran, __ATOMIC_SEQ_CST))
+                g_usleep(1000);
+        g_assert_cmpint(worker_pool_call(p, blocker_run, blocker_done, &blocking), ==, 0);
+        g_assert_cmpint(worker_pool_call(p, blocker_run, blocker_done, &queued), ==, 0);
+        gate_wait_entered(&gate);
+        g_assert_cmpuint(worker_pool_n_outstanding(p), ==, 3);
+
+        /* Freeing waits for the running call (opened from another thread meanwhile), never starts
+         * the queued one, and calls no done callback: no abort, nothing leaked (ASan). */
+        g_assert_cmpint(pthread_create(&opener, NULL, open_later, &gate), ==, 0);
+        g_assert_null(worker_pool_free(p));
+        g_assert_cmpint(pthread_join(opener, NULL), ==, 0);
+        g_assert_true(blocking.ran);
+        g_assert_false(quick.done || blocking.done || queued.done);
+        sd_event_unref(e);
 }
 
 static void test_bad_thread_count(void) {
@@ -353,6 +543,8 @@ int main(int argc, char **argv) {
         g_test_add_func("/worker-pool/cancel-during-final-prepare", test_cancel_during_final_prepare);
         g_test_add_func("/worker-pool/throttled-job", test_throttled_job);
         g_test_add_func("/worker-pool/plain-calls", test_plain_calls);
+        g_test_add_func("/worker-pool/shutdown-with-live-jobs", test_shutdown_with_live_jobs);
+        g_test_add_func("/worker-pool/free-with-calls-outstanding", test_free_with_calls_outstanding);
         g_test_add_func("/worker-pool/bad-thread-count", test_bad_thread_count);
         return g_test_run();
 }
