@@ -340,7 +340,7 @@ static void create_request_opened(void *userdata) {
 static int create_request_submit(Manager *m, CreateRequest *req) {
         int r;
 
-        r = worker_pool_call(m->pool, create_request_open, create_request_opened, req);
+        r = worker_pool_call(m->pool, req->owner, create_request_open, create_request_opened, req);
         if (r < 0)
                 return r;
         m->n_requests++;

@@ -5,7 +5,8 @@
  * any other blocking call the daemon must keep off its event loop (opening images before a job
  * exists); each finished item is queued back to the loop, which an eventfd wakes. Timers are
  * sd-event CLOCK_MONOTONIC sources, one per job. Worker threads block every signal, so signals
- * reach the event loop's handlers only. */
+ * reach the event loop's handlers only. Work is shared fairly between owners (uids): see
+ * worker_pool_owner_cap(). */
 
 #include <systemd/sd-event.h>
 
@@ -38,6 +39,11 @@ unsigned worker_pool_n_outstanding(const WorkerPool *p);
  * should only take note (or sd_event_exit()); the pool itself may be freed after it returns. */
 void worker_pool_set_idle_callback(WorkerPool *p, WorkerFunc idle, void *userdata);
 
-/* Run run(userdata) on a worker, then done(userdata) on the event loop. Event-loop thread only.
- * -ENOMEM is the only failure; nothing runs then. */
-int worker_pool_call(WorkerPool *p, WorkerFunc run, WorkerFunc done, void *userdata);
+/* Run run(userdata) on a worker, then done(userdata) on the event loop, for 'owner' (the uid the
+ * work is done for; jobs are their job_owner()'s). Event-loop thread only. -ENOMEM is the only
+ * failure; nothing runs then. */
+int worker_pool_call(WorkerPool *p, uint32_t owner, WorkerFunc run, WorkerFunc done, void *userdata);
+/* At most this many of the pool's workers run one owner's work at once: n - 1 of n threads (1 of
+ * 1), so that an owner whose work blocks (a hung mount) leaves a worker for everyone else.
+ * Owners with work waiting take turns, one item each. */
+unsigned worker_pool_owner_cap(const WorkerPool *p);

@@ -343,7 +343,7 @@ static void test_plain_calls(void) {
         loop_init(&l, 3);
         for (unsigned i = 0; i < G_N_ELEMENTS(calls); i++) {
                 calls[i] = (Call) { .loop_thread = pthread_self() };
-                g_assert_cmpint(worker_pool_call(l.t.pool, call_run, call_done, &calls[i]), ==, 0);
+                g_assert_cmpint(worker_pool_call(l.t.pool, 0, call_run, call_done, &calls[i]), ==, 0);
         }
         for (unsigned i = 0; i < G_N_ELEMENTS(calls); i++) {
                 while (calls[i].done == 0)
@@ -417,7 +417,8 @@ static void test_shutdown_with_live_jobs(void) {
         Call call = { .loop_thread = pthread_self() };
         Loop l;
 
-        loop_init(&l, 2);
+        /* Three threads: one owner may occupy two, one of them stays blocked. */
+        loop_init(&l, 3);
         l.allow_errors = true;
 
         /* A step blocked in I/O, a throttled job asleep, one that waits to be finalized, one to
@@ -436,7 +437,7 @@ static void test_shutdown_with_live_jobs(void) {
         test_loop_run_until_status(&l.t, pending, JOB_STATUS_PENDING);
         test_loop_run_until_status(&l.t, done, JOB_STATUS_CONCLUDED);
         test_loop_run_until_status(&l.t, paused, JOB_STATUS_PAUSED);
-        g_assert_cmpint(worker_pool_call(l.t.pool, call_run, call_done, &call), ==, 0);
+        g_assert_cmpint(worker_pool_call(l.t.pool, 0, call_run, call_done, &call), ==, 0);
         g_assert_cmpuint(job_registry_count(l.t.registry), ==, 5);
 
         cancel_everything(l.t.registry);
@@ -508,11 +509,11 @@ static void test_free_with_calls_outstanding(void) {
 
         /* One call ran but its result was never delivered (the loop stopped), one runs when the
          * pool is freed, one waits behind it. */
-        g_assert_cmpint(worker_pool_call(p, blocker_run, blocker_done, &quick), ==, 0);
+        g_assert_cmpint(worker_pool_call(p, 0, blocker_run, blocker_done, &quick), ==, 0);
         while (!__atomic_load_n(&quick.ran, __ATOMIC_SEQ_CST))
                 g_usleep(1000);
-        g_assert_cmpint(worker_pool_call(p, blocker_run, blocker_done, &blocking), ==, 0);
-        g_assert_cmpint(worker_pool_call(p, blocker_run, blocker_done, &queued), ==, 0);
+        g_assert_cmpint(worker_pool_call(p, 0, blocker_run, blocker_done, &blocking), ==, 0);
+        g_assert_cmpint(worker_pool_call(p, 0, blocker_run, blocker_done, &queued), ==, 0);
         gate_wait_entered(&gate);
         g_assert_cmpuint(worker_pool_n_outstanding(p), ==, 3);
 
@@ -524,6 +525,182 @@ static void test_free_with_calls_outstanding(void) {
         g_assert_true(blocking.ran);
         g_assert_false(quick.done || blocking.done || queued.done);
         sd_event_unref(e);
+}
+
+/* ---- fairness between owners ------------------------------------------------------------------- */
+
+typedef struct Fair {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool open;                      /* the hung mount comes back */
+        unsigned running[3], max_running[3];
+        GString *order;
+} Fair;
+
+typedef struct FairCall {
+        Fair *fair;
+        unsigned owner;
+        const char *name;
+        bool blocks;
+        bool done;
+} FairCall;
+
+static void fair_run(void *userdata) {
+        FairCall *c = userdata;
+        Fair *f = c->fair;
+
+        pthread_mutex_lock(&f->lock);
+        g_string_append_printf(f->order, "%s ", c->name);
+        f->running[c->owner]++;
+        f->max_running[c->owner] = MAX(f->max_running[c->owner], f->running[c->owner]);
+        pthread_cond_broadcast(&f->cond);
+        while (c->blocks && !f->open)
+                pthread_cond_wait(&f->cond, &f->lock);
+        f->running[c->owner]--;
+        pthread_mutex_unlock(&f->lock);
+}
+
+static void fair_done(void *userdata) {
+        FairCall *c = userdata;
+        c->done = true;
+}
+
+static void fair_open(Fair *f) {
+        pthread_mutex_lock(&f->lock);
+        f->open = true;
+        pthread_cond_broadcast(&f->cond);
+        pthread_mutex_unlock(&f->lock);
+}
+
+static void fair_wait_running(Fair *f, unsigned owner, unsigned n) {
+        pthread_mutex_lock(&f->lock);
+        while (f->running[owner] < n)
+                pthread_cond_wait(&f->cond, &f->lock);
+        pthread_mutex_unlock(&f->lock);
+}
+
+static void test_owner_cap(void) {
+        Fair fair = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .order = g_string_new(NULL) };
+        FairCall hung[6], other = { .fair = &fair, .owner = 2, .name = "b" };
+        Loop l;
+
+        loop_init(&l, 3);
+        g_assert_cmpuint(worker_pool_owner_cap(l.t.pool), ==, 2);
+
+        /* Owner 1's files hang: six calls, each blocking until the mount comes back. */
+        for (unsigned i = 0; i < G_N_ELEMENTS(hung); i++) {
+                hung[i] = (FairCall) { .fair = &fair, .owner = 1, .name = "a", .blocks = true };
+                g_assert_cmpint(worker_pool_call(l.t.pool, 1, fair_run, fair_done, &hung[i]), ==, 0);
+        }
+        fair_wait_running(&fair, 1, 2);
+
+        /* It holds two of the three workers, never the third: owner 2 is served meanwhile. */
+        g_assert_cmpint(worker_pool_call(l.t.pool, 2, fair_run, fair_done, &other), ==, 0);
+        while (!other.done)
+                test_loop_iterate(&l.t);
+        g_assert_cmpuint(fair.max_running[1], ==, 2);
+        for (unsigned i = 0; i < G_N_ELEMENTS(hung); i++)
+                g_assert_false(hung[i].done);
+        g_assert_cmpuint(worker_pool_n_outstanding(l.t.pool), ==, G_N_ELEMENTS(hung));
+
+        /* The mount comes back: everything finishes, still two at a time. */
+        fair_open(&fair);
+        while (worker_pool_n_outstanding(l.t.pool) > 0)
+                test_loop_iterate(&l.t);
+        g_assert_cmpuint(fair.max_running[1], ==, 2);
+        g_assert_cmpstr(fair.order->str, ==, "a a b a a a a ");
+        g_string_free(fair.order, TRUE);
+        loop_done(&l);
+}
+
+static void test_owners_take_turns(void) {
+        Fair fair = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .order = g_string_new(NULL) };
+        FairCall first = { .fair = &fair, .owner = 0, .name = "c", .blocks = true };
+        FairCall a[3], b[2];
+        Loop l;
+
+        /* One thread (a cap of one), held by a call of owner 0 while the others queue up: owner 1
+         * first with three calls, then owner 2 with two. */
+        loop_init(&l, 1);
+        g_assert_cmpuint(worker_pool_owner_cap(l.t.pool), ==, 1);
+        g_assert_cmpint(worker_pool_call(l.t.pool, 0, fair_run, fair_done, &first), ==, 0);
+        fair_wait_running(&fair, 0, 1);
+        for (unsigned i = 0; i < G_N_ELEMENTS(a); i++) {
+                a[i] = (FairCall) { .fair = &fair, .owner = 1, .name = i == 0 ? "a1" : i == 1 ? "a2" : "a3" };
+                g_assert_cmpint(worker_pool_call(l.t.pool, 1, fair_run, fair_done, &a[i]), ==, 0);
+        }
+        for (unsigned i = 0; i < G_N_ELEMENTS(b); i++) {
+                b[i] = (FairCall) { .fair = &fair, .owner = 2, .name = i == 0 ? "b1" : "b2" };
+                g_assert_cmpint(worker_pool_call(l.t.pool, 2, fair_run, fair_done, &b[i]), ==, 0);
+        }
+
+        /* Round robin, one call per turn: owner 2 does not wait behind all of owner 1's. */
+        fair_open(&fair);
+        while (worker_pool_n_outstanding(l.t.pool) > 0)
+                test_loop_iterate(&l.t);
+        g_assert_cmpstr(fair.order->str, ==, "c a1 b1 a2 b2 a3 ");
+        g_string_free(fair.order, TRUE);
+        loop_done(&l);
+}
+
+/* Steps of owner 1's jobs hang; owner 0's job runs beside them. */
+static void fair_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        FairCall *c = data;
+
+        fair_run(c);
+        out->progress = 1;
+        out->finished = true;
+}
+
+static void fair_free(void *data) {
+        (void) data;
+}
+
+static const JobDriver fair_driver = {
+        .type = JOB_TYPE_BACKUP,
+        .step = fair_step,
+        .free = fair_free,
+};
+
+static void test_owner_cap_jobs(void) {
+        Fair fair = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .order = g_string_new(NULL) };
+        FairCall calls[3] = {
+                { .fair = &fair, .owner = 1, .name = "hung0", .blocks = true },
+                { .fair = &fair, .owner = 1, .name = "hung1", .blocks = true },
+                { .fair = &fair, .owner = 0, .name = "root" },
+        };
+        Job *jobs[3];
+        Loop l;
+
+        loop_init(&l, 2);
+        for (unsigned i = 0; i < G_N_ELEMENTS(calls); i++) {
+                JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+                p.owner = calls[i].owner * 1000;
+                p.id = calls[i].name;
+                p.driver = &fair_driver;
+                p.driver_data = &calls[i];
+                p.auto_dismiss = false;
+                g_assert_cmpint(job_create(l.t.registry, &p, &jobs[i], NULL), ==, 0);
+                g_assert_cmpuint(job_owner(jobs[i]), ==, calls[i].owner * 1000);
+                job_start(jobs[i]);
+        }
+
+        /* Owner 1000's first step hangs on one worker, its second waits for that worker; root's
+         * job takes the other and finishes. */
+        test_loop_run_until_status(&l.t, jobs[2], JOB_STATUS_CONCLUDED);
+        g_assert_cmpint(job_status(jobs[0]), ==, JOB_STATUS_RUNNING);
+        g_assert_cmpint(job_status(jobs[1]), ==, JOB_STATUS_RUNNING);
+        g_assert_cmpuint(fair.max_running[1], ==, 1);
+
+        fair_open(&fair);
+        test_loop_run_until_status(&l.t, jobs[0], JOB_STATUS_CONCLUDED);
+        test_loop_run_until_status(&l.t, jobs[1], JOB_STATUS_CONCLUDED);
+        g_assert_cmpuint(fair.max_running[1], ==, 1);
+        g_assert_cmpstr(fair.order->str, ==, "hung0 root hung1 ");
+        for (unsigned i = 0; i < G_N_ELEMENTS(jobs); i++)
+                g_assert_cmpint(job_dismiss(jobs[i], NULL), ==, 0);
+        g_string_free(fair.order, TRUE);
+        loop_done(&l);
 }
 
 static void test_bad_thread_count(void) {
@@ -545,6 +722,9 @@ int main(int argc, char **argv) {
         g_test_add_func("/worker-pool/plain-calls", test_plain_calls);
         g_test_add_func("/worker-pool/shutdown-with-live-jobs", test_shutdown_with_live_jobs);
         g_test_add_func("/worker-pool/free-with-calls-outstanding", test_free_with_calls_outstanding);
+        g_test_add_func("/worker-pool/fair/owner-cap", test_owner_cap);
+        g_test_add_func("/worker-pool/fair/owners-take-turns", test_owners_take_turns);
+        g_test_add_func("/worker-pool/fair/owner-cap-jobs", test_owner_cap_jobs);
         g_test_add_func("/worker-pool/bad-thread-count", test_bad_thread_count);
         return g_test_run();
 }
