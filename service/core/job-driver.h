@@ -10,7 +10,9 @@
  * I/O; the core runs at most one of them at a time per job. Hooks marked "loop" run on the event
  * loop and must not block. A step reads what the loop side decided (complete, soft cancel, the
  * rate limit) from its JobStepInput and reports back through its JobStepResult, so driver data is
- * never touched by two threads at once.
+ * never touched by two threads at once. Worker hooks must not read the job's lifecycle state
+ * (job_cancel_requested(), job_status(), ...): the loop writes it meanwhile. A step that finishes
+ * because of a soft cancel records that in the driver's data if prepare needs to know.
  */
 
 #include <stdbool.h>
@@ -74,6 +76,12 @@ typedef struct JobStepResult {
 
 typedef struct JobDriver {
         JobType type;
+
+        /* prepare changes the images for good (commit pivots and empties the image): once it has
+         * been submitted, a cancel is a no-op, as in the commit phase, so that the job's outcome
+         * and its report agree. Such a job is prepared after every other member of its
+         * transaction, and a transaction holds at most one. */
+        bool prepare_is_final;
 
         /* worker: do one bounded unit of work. Required. */
         void (*step)(Job *j, void *data, const JobStepInput *in, JobStepResult *out);

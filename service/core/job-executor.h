@@ -14,7 +14,9 @@ typedef struct JobExecutor {
         uint64_t (*now)(void *userdata);
 
         /* A job was created / is about to be freed: set up and tear down whatever per-job state
-         * the executor needs (job_executor_data() holds it). attach may fail with -ENOMEM. */
+         * the executor needs (job_executor_data() holds it). attach may fail with -ENOMEM.
+         * job_owner() is set by then: an executor may share its threads fairly between owners
+         * (the worker pool does). */
         int (*attach)(void *userdata, Job *j);
         void (*detach)(void *userdata, Job *j);
 

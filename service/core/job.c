@@ -28,6 +28,17 @@
  * whole transaction), committing (the point of no return: a cancel is ignored, the transaction is
  * already being published), or aborting.
  *
+ * Some prepares cannot be undone (JobDriver.prepare_is_final: commit pivots and empties the
+ * image). Such a member is prepared last, after every other member prepared and after a last look
+ * for cancels, and the point of no return moves to the moment its prepare is submitted: from then
+ * on a cancel is ignored as in the commit phase, so that a job never reports "Operation canceled"
+ * for changes it made. A transaction holds at most one such member, or two of them could end up
+ * one changed for good and the other aborted.
+ *
+ * A driver never reads the job's cancel state from a worker (job_cancel_requested() is the loop's):
+ * what a step needs arrives in its JobStepInput, and a step that finished because of a soft cancel
+ * keeps that in the driver's data for prepare.
+ *
  * Where QEMU and this file differ (only where QEMU's synchronous design has no equivalent):
  *   - when one member's prepare fails, every other member is force-cancelled, including the one
  *     whose finalize started the pipeline (QEMU leaves that one alone and may commit it);
@@ -65,6 +76,7 @@ typedef enum JobSleep {
 typedef enum JobTxnPhase {
         JOB_TXN_RUNNING,        /* members still running, or waiting for each other */
         JOB_TXN_PREPARING,
+        JOB_TXN_PREPARING_FINAL,        /* the member whose prepare is final is preparing: too late to cancel */
         JOB_TXN_COMMITTING,
         JOB_TXN_ABORTING,
 } JobTxnPhase;
@@ -82,6 +94,7 @@ struct JobRegistry {
         void *observer_userdata;
         Job *jobs;                      /* newest first */
         size_t n_jobs;
+        size_t n_live;                  /* job objects not yet freed, listed or not */
         Hashmap *by_key;                /* JobKey → Job, the same jobs as the list */
 };
 
@@ -91,7 +104,8 @@ struct JobTxn {
         bool grouped;
         Job *members;                   /* newest first, as QEMU's txn list */
         JobTxnPhase phase;
-        Job *cursor;                    /* preparing: next member to prepare */
+        Job *cursor;                    /* preparing: next member to look at */
+        bool final_pass;                /* preparing: the cursor's second pass, for the final member */
         Job *busy;                      /* member whose prepare/finalize work is in flight */
         Job *waiting_for;               /* aborting: member whose run we wait to end */
 };
@@ -257,8 +271,9 @@ JobRegistry *job_registry_free(JobRegistry *r) {
         if (!r)
                 return NULL;
 
-        /* Jobs reference the registry; freeing it under them would leave them dangling. */
-        assert(!r->jobs);
+        /* Jobs reference the registry, dismissed ones too while someone holds them; freeing it under
+         * them would leave them dangling. */
+        assert(r->n_live == 0 && !r->jobs);
         hashmap_free(r->by_key);
         free(r);
         return NULL;
@@ -285,6 +300,10 @@ Job *job_registry_next(Job *j) {
 
 size_t job_registry_count(JobRegistry *r) {
         return r->n_jobs;
+}
+
+size_t job_registry_n_live(JobRegistry *r) {
+        return r->n_live;
 }
 
 uint64_t job_registry_now(JobRegistry *r) {
@@ -376,6 +395,15 @@ bool job_txn_is_grouped(const JobTxn *t) {
         return t->grouped;
 }
 
+static bool job_txn_has_final_member(const JobTxn *t) {
+        const Job *m;
+
+        LIST_FOREACH(members, m, t->members)
+                if (m->driver->prepare_is_final)
+                        return true;
+        return false;
+}
+
 static void job_txn_remove(Job *j) {
         JobTxn *t = j->txn;
 
@@ -389,11 +417,13 @@ static void job_txn_remove(Job *j) {
 /* ---- creation and destruction ------------------------------------------------------------- */
 
 static Job *job_free(Job *j) {
+        JobRegistry *r = j->registry;
+
         assert(!j->busy);
         assert(!j->txn);
 
-        if (j->registry->executor->detach)
-                j->registry->executor->detach(j->registry->executor_userdata, j);
+        if (r->executor->detach)
+                r->executor->detach(r->executor_userdata, j);
         if (j->driver_data && j->driver->free)
                 j->driver->free(j->driver_data);
         free(j->step_out.error);
@@ -402,6 +432,10 @@ static Job *job_free(Job *j) {
         free(j->error);
         free((char *) j->key.id);
         free(j);
+
+        assert(r->n_live > 0);
+        if (--r->n_live == 0 && r->observer && r->observer->empty)
+                r->observer->empty(r, r->observer_userdata);
         return NULL;
 }
 
@@ -437,6 +471,10 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
         id = p->id ? strdup(p->id) : job_registry_pick_id(r, p->owner, p->driver->type);
         if (!id)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
+
+        if (p->txn && p->driver->prepare_is_final && job_txn_has_final_member(p->txn))
+                return error_message(ret_error, -EINVAL,
+                                     "A transaction can hold only one job whose completion cannot be undone");
 
         if (p->txn)
                 txn = job_txn_ref(p->txn);
@@ -485,6 +523,7 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
         LIST_PREPEND(members, j->txn->members, j);
         LIST_PREPEND(jobs, r->jobs, j);
         r->n_jobs++;
+        r->n_live++;
 
         job_state_transition(j, JOB_STATUS_CREATED);
 
@@ -845,8 +884,9 @@ static void job_cancel(Job *j, bool force) {
                 return;
         }
 
-        /* Once every member has prepared, the transaction is being published: too late. */
-        if (t->phase == JOB_TXN_COMMITTING)
+        /* Once every member has prepared, or one whose prepare cannot be undone has started, the
+         * transaction is being published: too late. */
+        if (IN_SET(t->phase, JOB_TXN_PREPARING_FINAL, JOB_TXN_COMMITTING))
                 return;
 
         job_cancel_async(j, force);
@@ -961,6 +1001,7 @@ static void job_txn_continue(JobTxn *t) {
         case JOB_TXN_ABORTING:
                 job_txn_abort_next(t);
                 break;
+        case JOB_TXN_PREPARING_FINAL:
         case JOB_TXN_RUNNING:
                 break;
         }
@@ -999,35 +1040,67 @@ static void job_txn_commit_next(JobTxn *t) {
         /* Continues in job_finalize_single_done() until the transaction is empty. */
 }
 
-static void job_txn_prepare_next(JobTxn *t) {
+/* Members in list order, except that the one whose prepare is final comes last. */
+static Job *job_txn_next_to_prepare(JobTxn *t) {
+        for (;;) {
+                Job *m = t->cursor;
+
+                if (!m) {
+                        if (t->final_pass)
+                                return NULL;
+                        t->final_pass = true;
+                        t->cursor = t->members;
+                        continue;
+                }
+                t->cursor = m->members_next;
+                if (m->driver->prepare_is_final == t->final_pass)
+                        return m;
+        }
+}
+
+/* A cancel may have arrived for a member prepared earlier: that still aborts everything, as long as
+ * nothing irreversible has happened. */
+static bool job_txn_abort_if_cancelled(JobTxn *t) {
         Job *m;
 
-        while ((m = t->cursor)) {
-                t->cursor = m->members_next;
-
-                job_update_rc(m);
-                if (m->ret != 0) {
-                        t->phase = JOB_TXN_RUNNING;
-                        job_txn_abort(m);
-                        return;
-                }
-                if (m->driver->prepare) {
-                        t->busy = m;
-                        job_submit(m, JOB_WORK_PREPARE);
-                        return;         /* continues in job_prepare_done() */
-                }
-        }
-
-        /* Everyone is prepared. A cancel may have arrived for a member prepared earlier: that still
-         * aborts everything, as long as nothing has been committed. */
         LIST_FOREACH(members, m, t->members) {
                 job_update_rc(m);
                 if (m->ret != 0) {
                         t->phase = JOB_TXN_RUNNING;
                         job_txn_abort(m);
-                        return;
+                        return true;
                 }
         }
+        return false;
+}
+
+static void job_txn_prepare_next(JobTxn *t) {
+        Job *m;
+
+        while ((m = job_txn_next_to_prepare(t))) {
+                job_update_rc(m);
+                if (m->ret != 0) {
+                        t->phase = JOB_TXN_RUNNING;
+                        job_txn_abort(m);
+                        return;
+                }
+                if (!m->driver->prepare)
+                        continue;
+
+                if (m->driver->prepare_is_final) {
+                        /* The last moment a cancel can still stop everything. */
+                        if (job_txn_abort_if_cancelled(t))
+                                return;
+                        t->phase = JOB_TXN_PREPARING_FINAL;
+                }
+                t->busy = m;
+                job_submit(m, JOB_WORK_PREPARE);
+                return;                 /* continues in job_prepare_done() */
+        }
+
+        /* Everyone is prepared. */
+        if (job_txn_abort_if_cancelled(t))
+                return;
 
         t->phase = JOB_TXN_COMMITTING;
         job_txn_commit_next(t);
@@ -1058,6 +1131,7 @@ static void job_do_finalize(Job *j) {
 
         t->phase = JOB_TXN_PREPARING;
         t->cursor = t->members;
+        t->final_pass = false;
         job_txn_prepare_next(t);
 }
 

@@ -11,8 +11,8 @@
  * Functions that can be refused return a negative errno and, if ret_error is not NULL, a message
  * with QEMU's exact wording (free() it):
  *   -EBUSY   the job's status does not allow the request (the verb table and its companions)
- *   -EINVAL  a malformed job id
- *   -EEXIST  a job id in use
+ *   -EINVAL  a malformed job id, or a transaction that cannot take the job
+ *   -EEXIST  a job id in use (ids are unique per owner)
  *   -ENOMEM  out of memory */
 
 #include <stdbool.h>
@@ -57,6 +57,10 @@ typedef struct JobObserver {
         void (*io_error)(Job *j, const JobIoError *e, void *userdata);
         /* Some other observable property changed. */
         void (*changed)(Job *j, JobChange what, void *userdata);
+        /* The last job object was freed (job_registry_n_live() is 0): job_registry_free() may now be
+         * called, though not from here, since a job_unref() is on the stack. For a daemon that
+         * shuts down: cancel everything, run the loop until this, then free. */
+        void (*empty)(JobRegistry *r, void *userdata);
 } JobObserver;
 
 typedef struct JobCreateParams {
@@ -79,7 +83,9 @@ typedef struct JobCreateParams {
 
 /* The registry: all jobs, newest first, as query-jobs lists them. */
 int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRegistry **ret);
-/* Frees the registry; every job must be gone (dismissed) by then. */
+/* Frees the registry. Every job object must be gone by then, dismissed and unreferenced
+ * (job_registry_n_live() == 0, JobObserver.empty): jobs point to the registry and its executor,
+ * and a job's work may still be running on a worker. */
 JobRegistry *job_registry_free(JobRegistry *r);
 void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata);
 /* The owner's job with this id (a hash lookup, not a walk), or NULL. A job leaves the registry
@@ -88,7 +94,10 @@ void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void
 Job *job_registry_find(JobRegistry *r, uint32_t owner, const char *id);
 Job *job_registry_first(JobRegistry *r);
 Job *job_registry_next(Job *j);
+/* Jobs in the registry (not yet dismissed). */
 size_t job_registry_count(JobRegistry *r);
+/* Job objects not yet freed: those in the registry, and dismissed ones someone still references. */
+size_t job_registry_n_live(JobRegistry *r);
 uint64_t job_registry_now(JobRegistry *r);
 
 /* QEMU's id rules: a letter, then letters, digits, '-', '.', '_'; at most JOB_ID_MAX bytes. */
@@ -148,8 +157,10 @@ bool job_auto_dismiss(const Job *j);
 JobIoStatus job_io_status(const Job *j);
 bool job_is_user_paused(const Job *j);
 unsigned job_pause_count(const Job *j);
-bool job_cancel_requested(const Job *j);  /* any cancel, soft included */
-bool job_is_cancelled(const Job *j);      /* a force cancel */
+/* Any cancel, soft included / a force cancel. Event-loop thread only, like the rest of the job's
+ * state: a driver's worker hooks learn of a soft cancel from JobStepInput.cancel_requested. */
+bool job_cancel_requested(const Job *j);
+bool job_is_cancelled(const Job *j);
 bool job_accepts_verb(const Job *j, JobVerb v);
 
 /* Dismisses the job by itself once it concludes, whatever it was created with: for a daemon

@@ -22,6 +22,7 @@ struct Commit {
         char *backing_file;
         bool active;
         bool ready;
+        bool soft_cancelled;            /* the run ended on a soft cancel: no pivot */
         ChainCopy copy;
 };
 
@@ -217,9 +218,10 @@ static void commit_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 return;
         }
 
-        if (in->complete_requested || in->cancel_requested)
+        if (in->complete_requested || in->cancel_requested) {
+                c->soft_cancelled = in->cancel_requested;
                 out->finished = true;
-        else
+        } else
                 out->idle_ns = READY_IDLE_NS;
 }
 
@@ -229,7 +231,7 @@ static int commit_prepare(Job *j, void *data, char **ret_error) {
         int r;
 
         r = image_flush(c->base);
-        if (r >= 0 && c->active && !job_cancel_requested(j)) {
+        if (r >= 0 && c->active && !c->soft_cancelled) {
                 /* The image rests on base directly (the layers between drop out, as QEMU's
                  * pivot does), then is emptied and reads through to base, which has it all. In
                  * this order a crash between the two still leaves a chain that reads the same. */
@@ -274,6 +276,7 @@ static void commit_free_data(void *data) {
 
 const JobDriver commit_driver = {
         .type = JOB_TYPE_COMMIT,
+        .prepare_is_final = true,
         .step = commit_step,
         .prepare = commit_prepare,
         .clean = commit_clean,

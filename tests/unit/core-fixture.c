@@ -41,9 +41,18 @@ static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
         append_word(f->io_errors, word);
 }
 
+static void on_empty(JobRegistry *r, void *userdata) {
+        CoreFixture *f = userdata;
+
+        g_assert_true(r == f->registry);
+        g_assert_cmpuint(job_registry_n_live(r), ==, 0);
+        f->n_empty++;
+}
+
 static const JobObserver core_observer = {
         .status_changed = on_status_changed,
         .io_error = on_io_error,
+        .empty = on_empty,
 };
 
 void core_fixture_setup(CoreFixture *f, gconstpointer data) {
@@ -77,6 +86,7 @@ void core_fixture_teardown(CoreFixture *f, gconstpointer data) {
         (void) data;
         core_fixture_drain(f);
         g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 0);
         job_registry_free(f->registry);
         fake_executor_done(&f->exec);
         g_string_free(f->events, TRUE);

@@ -21,6 +21,7 @@ typedef struct CoreFixture {
         GHashTable *errors;             /* id → error text at concluded ("" for success) */
         GHashTable *last_status;        /* Job * → JobStatus, to derive transitions */
         bool edges[_JOB_STATUS_MAX][_JOB_STATUS_MAX];
+        unsigned n_empty;               /* JobObserver.empty calls */
 } CoreFixture;
 
 void core_fixture_setup(CoreFixture *f, gconstpointer data);

@@ -61,10 +61,12 @@ void fake_executor_init(FakeExecutor *e) {
                 .timers = g_ptr_array_new(),
         };
         g_queue_init(&e->queue);
+        g_queue_init(&e->held);
 }
 
 void fake_executor_done(FakeExecutor *e) {
         g_assert_cmpuint(g_queue_get_length(&e->queue), ==, 0);
+        g_assert_cmpuint(g_queue_get_length(&e->held), ==, 0);
         g_assert_cmpuint(e->timers->len, ==, 0);
         g_ptr_array_free(e->timers, TRUE);
 }
@@ -74,6 +76,23 @@ bool fake_run_one(FakeExecutor *e) {
         if (!j)
                 return false;
         job_work_run(j);
+        job_work_done(j);
+        return true;
+}
+
+bool fake_run_begin(FakeExecutor *e) {
+        Job *j = g_queue_pop_head(&e->queue);
+        if (!j)
+                return false;
+        job_work_run(j);
+        g_queue_push_tail(&e->held, j);
+        return true;
+}
+
+bool fake_run_end(FakeExecutor *e) {
+        Job *j = g_queue_pop_head(&e->held);
+        if (!j)
+                return false;
         job_work_done(j);
         return true;
 }

@@ -14,6 +14,7 @@
 typedef struct FakeExecutor {
         uint64_t now;
         GQueue queue;           /* Job *, submitted and not yet run */
+        GQueue held;            /* Job *, run but not yet reported done (fake_run_begin) */
         GPtrArray *timers;      /* FakeTimer *, one per attached job */
         unsigned n_submitted;
         unsigned n_attached;
@@ -26,6 +27,11 @@ void fake_executor_done(FakeExecutor *e);
 
 /* Run the oldest queued work item; false if none. */
 bool fake_run_one(FakeExecutor *e);
+/* Run the oldest queued work item as a worker would, but hold back its completion: the core still
+ * sees it in flight, and the test may act (cancel, pause) before fake_run_end() reports it done,
+ * oldest first. False if nothing is queued / held. */
+bool fake_run_begin(FakeExecutor *e);
+bool fake_run_end(FakeExecutor *e);
 /* Run queued work until none is left (timers do not fire). */
 void fake_run_queue(FakeExecutor *e);
 /* The earliest armed timer's deadline, or UINT64_MAX. */

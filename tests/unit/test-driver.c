@@ -66,6 +66,7 @@ static void test_step(Job *j, void *data, const JobStepInput *in, JobStepResult 
         /* In ready: wait for complete or a soft cancel. */
         if (in->complete_requested || in->cancel_requested) {
                 log_hook(j, s, in->complete_requested ? "complete" : "soft-cancel");
+                s->soft_cancelled = in->cancel_requested;
                 out->finished = true;
                 return;
         }
@@ -79,6 +80,18 @@ static int test_prepare(Job *j, void *data, char **ret_error) {
         if (s->config.prepare_ret < 0 && s->config.prepare_message)
                 *ret_error = g_strdup(s->config.prepare_message);
         return s->config.prepare_ret;
+}
+
+static int test_prepare_final(Job *j, void *data, char **ret_error) {
+        TestDriverState *s = data;
+
+        int r = test_prepare(j, data, ret_error);
+
+        /* Decided from what the step saw, never from the job's state: this runs on a worker. The
+         * pivot happens even when prepare then fails, as a real one may fail halfway. */
+        if (!s->soft_cancelled)
+                log_hook(j, s, "pivot");
+        return r;
 }
 
 static void test_commit(Job *j, void *data) {
@@ -127,6 +140,19 @@ const JobDriver test_driver_mirror = {
         .type = JOB_TYPE_MIRROR,
         .step = test_step,
         .prepare = test_prepare,
+        .commit = test_commit,
+        .abort = test_abort,
+        .clean = test_clean,
+        .cancel = test_cancel,
+        .complete = test_complete,
+        .free = test_free,
+};
+
+const JobDriver test_driver_final = {
+        .type = JOB_TYPE_COMMIT,
+        .prepare_is_final = true,
+        .step = test_step,
+        .prepare = test_prepare_final,
         .commit = test_commit,
         .abort = test_abort,
         .clean = test_clean,

@@ -43,11 +43,15 @@ typedef struct TestDriverState {
         uint64_t offset;
         unsigned steps;
         uint64_t last_max_bytes;
+        bool soft_cancelled;            /* the run ended on a soft cancel, as the step saw it */
 } TestDriverState;
 
 /* A backup-like driver (no cancel hook: every cancel is a force cancel; cannot complete) and a
  * mirror-like one (keeps soft cancels soft in ready, as QEMU's mirror; can complete). */
 extern const JobDriver test_driver_backup;
 extern const JobDriver test_driver_mirror;
+/* Like the mirror one, with a prepare that cannot be undone, as commit's: it logs "<id>:pivot"
+ * unless the run ended on a soft cancel. */
+extern const JobDriver test_driver_final;
 
 TestDriverState *test_driver_state_new(const TestDriverConfig *c, GString *log);

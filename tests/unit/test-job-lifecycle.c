@@ -534,6 +534,33 @@ static void test_id_kept_until_freed(CoreFixture *f, gconstpointer data) {
         job_unref(j);
 }
 
+static void test_registry_empty(CoreFixture *f, gconstpointer data) {
+        Job *concluded = core_drive_to(f, "c", JOB_STATUS_CONCLUDED, false);
+        Job *paused = core_drive_to(f, "p", JOB_STATUS_PAUSED, true);
+        Job *running = core_drive_to(f, "r", JOB_STATUS_RUNNING, false);
+
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 3);
+        assert_events(f, "c:created c:running c:waiting c:pending c:concluded p:created p:running p:paused "
+                         "r:created r:running");
+
+        /* A daemon going away: every job cancelled or dismissed; one is still referenced (a verb
+         * waiting for polkit), so the registry is not empty yet although no job is listed. */
+        job_ref(running);
+        g_assert_cmpint(job_user_cancel(running, true, NULL), ==, 0);
+        g_assert_cmpint(job_user_cancel(paused, true, NULL), ==, 0);
+        g_assert_cmpint(job_dismiss(concluded, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "p:running p:aborting c:null r:aborting p:concluded p:null r:concluded r:null");
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 1);
+        g_assert_cmpuint(f->n_empty, ==, 0);
+
+        /* The last reference goes: now it is empty, once, and may be freed (by the teardown). */
+        job_unref(running);
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 0);
+        g_assert_cmpuint(f->n_empty, ==, 1);
+}
+
 static void test_many_ids(CoreFixture *f, gconstpointer data) {
         const unsigned n = 5000;
 
@@ -798,6 +825,181 @@ static void test_grouped_cancel_created_member(CoreFixture *f, gconstpointer dat
         g_assert_cmpint(job_user_cancel(a, true, NULL), ==, 0);
         fake_run_until_idle(&f->exec);
         assert_events(f, "a:created b:created a:aborting b:aborting b:concluded b:null a:concluded a:null");
+}
+
+/* ---- a prepare that cannot be undone (commit's pivot) ---------------------------------------- */
+
+/* A commit-like job in ready, completed: its last step is queued, then it runs, and its prepare
+ * (which pivots) is queued. */
+static Job *final_job_completed(CoreFixture *f, bool auto_finalize) {
+        Job *j = core_job(f, "j", &test_driver_final, &mirror_one_chunk, auto_finalize, true, NULL);
+
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        g_assert_true(fake_run_one(&f->exec));
+        return j;
+}
+
+static void test_final_cancel_while_prepare_runs(CoreFixture *f, gconstpointer data) {
+        Job *j = final_job_completed(f, true);
+
+        /* The prepare runs on its worker and pivots; the cancel arrives before it returns. */
+        g_assert_true(fake_run_begin(&f->exec));
+        assert_calls(f, "j:complete j:prepare j:pivot");
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_false(job_cancel_requested(j));
+        g_assert_false(job_is_cancelled(j));
+
+        /* Too late, as in the commit phase: the job reports what it did. */
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:ready j:waiting j:pending j:concluded j:null");
+        assert_calls(f, "j:commit j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_final_cancel_while_prepare_queued(CoreFixture *f, gconstpointer data) {
+        Job *j = final_job_completed(f, true);
+
+        /* Submitted but not yet picked up by a worker: already past the point of no return, since
+         * nothing tells the worker to skip it. A soft cancel is no different. */
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_false(job_cancel_requested(j));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:ready j:waiting j:pending j:concluded j:null");
+        assert_calls(f, "j:complete j:prepare j:pivot j:commit j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_final_cancel_before_prepare(CoreFixture *f, gconstpointer data) {
+        Job *j = final_job_completed(f, false);
+
+        /* Pending, waiting for a finalize: nothing irreversible has happened, the cancel wins and
+         * there is no pivot. */
+        assert_events(f, "j:created j:running j:ready j:waiting j:pending");
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:aborting j:concluded j:null");
+        assert_calls(f, "j:complete j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Operation canceled");
+}
+
+static void test_final_soft_cancel(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job(f, "j", &test_driver_final, &mirror_one_chunk, true, true, NULL);
+
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        /* A soft cancel in ready: the step sees it and records it; prepare does not pivot, and a
+         * force cancel while that prepare runs changes nothing either. */
+        g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_begin(&f->exec));
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_false(job_is_cancelled(j));
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:ready j:waiting j:pending j:concluded j:null");
+        assert_calls(f, "j:soft-cancel j:prepare j:commit j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "");
+}
+
+static void test_final_prepare_fails(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = CHUNK, .mirror = true, .prepare_ret = -EIO, .prepare_message = "pivot failed" };
+        Job *j = core_job(f, "j", &test_driver_final, &c, true, true, NULL);
+
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_begin(&f->exec));
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        /* Its own failure is what it reports, not a cancel that was ignored. */
+        assert_events(f, "j:created j:running j:ready j:waiting j:pending j:aborting j:concluded j:null");
+        assert_calls(f, "j:complete j:prepare j:pivot j:abort j:clean");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "pivot failed");
+}
+
+static Job *grouped_with_final(CoreFixture *f, JobTxn **ret_txn, Job **ret_plain) {
+        JobTxn *txn;
+
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *plain = core_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, false, true, txn);
+        Job *final = core_job(f, "c", &test_driver_final, &mirror_one_chunk, false, true, txn);
+        job_start(plain);
+        job_start(final);
+        g_assert_true(fake_run_one(&f->exec));          /* a waits */
+        g_assert_true(fake_run_one(&f->exec));          /* c is ready */
+        g_assert_cmpint(job_complete(final, NULL), ==, 0);
+        g_assert_true(fake_run_one(&f->exec));          /* c waits, and both are pending */
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        assert_events(f, "a:created c:created a:running c:running a:waiting c:ready c:waiting c:pending a:pending");
+        assert_calls(f, "c:complete");
+        *ret_txn = txn;
+        *ret_plain = plain;
+        return final;
+}
+
+static void test_final_grouped_order(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        Job *plain, *final = grouped_with_final(f, &txn, &plain);
+
+        /* c is first in the list, yet prepared last; while its prepare is in flight, cancelling
+         * either member is too late. */
+        g_assert_cmpint(job_finalize(final, NULL), ==, 0);
+        g_assert_true(fake_run_one(&f->exec));
+        assert_calls(f, "a:prepare");
+        g_assert_true(fake_run_begin(&f->exec));
+        assert_calls(f, "c:prepare c:pivot");
+        g_assert_cmpint(job_user_cancel(plain, true, NULL), ==, 0);
+        g_assert_cmpint(job_user_cancel(final, true, NULL), ==, 0);
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "c:concluded c:null a:concluded a:null");
+        assert_calls(f, "c:commit c:clean a:commit a:clean");
+        g_assert_cmpstr(core_error_of(f, "a"), ==, "");
+        g_assert_cmpstr(core_error_of(f, "c"), ==, "");
+        job_txn_unref(txn);
+}
+
+static void test_final_grouped_cancel_first(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        Job *plain, *final = grouped_with_final(f, &txn, &plain);
+
+        /* The other member is cancelled while its own prepare runs: the final prepare never
+         * starts, and everything aborts without a pivot. */
+        g_assert_cmpint(job_finalize(final, NULL), ==, 0);
+        g_assert_true(fake_run_begin(&f->exec));
+        g_assert_cmpint(job_user_cancel(plain, true, NULL), ==, 0);
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:aborting c:aborting c:concluded c:null a:concluded a:null");
+        assert_calls(f, "a:prepare c:abort c:clean a:abort a:clean");
+        g_assert_cmpstr(core_error_of(f, "a"), ==, "Operation canceled");
+        g_assert_cmpstr(core_error_of(f, "c"), ==, "Operation canceled");
+        job_txn_unref(txn);
+}
+
+static void test_final_one_per_txn(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        JobTxn *txn;
+
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        core_job(f, "c", &test_driver_final, &mirror_one_chunk, true, true, txn);
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        p.id = "d";
+        p.driver = &test_driver_final;
+        p.txn = txn;
+        g_assert_cmpint(job_create(f->registry, &p, NULL, &error), ==, -EINVAL);
+        g_assert_cmpstr(error, ==, "A transaction can hold only one job whose completion cannot be undone");
+        /* Any number of others may join. */
+        core_job(f, "a", &test_driver_backup, NULL, true, true, txn);
+        core_job(f, "b", &test_driver_mirror, NULL, true, true, txn);
+        job_txn_unref(txn);
+        assert_events(f, "c:created a:created b:created");
 }
 
 /* ---- the rate limiter, on the fake clock ---------------------------------------------------- */
@@ -1280,6 +1482,7 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/create/ids-per-owner", test_ids_per_owner);
         CORE_TEST("/lifecycle/create/id-kept-until-freed", test_id_kept_until_freed);
         CORE_TEST("/lifecycle/create/many-ids", test_many_ids);
+        CORE_TEST("/lifecycle/registry/empty", test_registry_empty);
         CORE_TEST("/lifecycle/create/defaults", test_defaults);
         CORE_TEST("/lifecycle/fail/message", test_run_fails_with_message);
         CORE_TEST("/lifecycle/fail/prepare", test_prepare_fails);
@@ -1289,6 +1492,14 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/grouped/cancel-created-member", test_grouped_cancel_created_member);
         CORE_TEST("/lifecycle/finalize/cancel-while-preparing", test_cancel_while_preparing_self);
         CORE_TEST("/lifecycle/finalize/cancel-while-committing", test_cancel_while_committing);
+        CORE_TEST("/lifecycle/final-prepare/cancel-while-running", test_final_cancel_while_prepare_runs);
+        CORE_TEST("/lifecycle/final-prepare/cancel-while-queued", test_final_cancel_while_prepare_queued);
+        CORE_TEST("/lifecycle/final-prepare/cancel-before", test_final_cancel_before_prepare);
+        CORE_TEST("/lifecycle/final-prepare/soft-cancel", test_final_soft_cancel);
+        CORE_TEST("/lifecycle/final-prepare/fails", test_final_prepare_fails);
+        CORE_TEST("/lifecycle/final-prepare/grouped-last", test_final_grouped_order);
+        CORE_TEST("/lifecycle/final-prepare/grouped-cancel-first", test_final_grouped_cancel_first);
+        CORE_TEST("/lifecycle/final-prepare/one-per-transaction", test_final_one_per_txn);
         CORE_TEST("/lifecycle/ratelimit/slices", test_ratelimit_slices);
         CORE_TEST("/lifecycle/ratelimit/overshoot-and-set-speed", test_ratelimit_overshoot);
         CORE_TEST("/lifecycle/ratelimit/pause-while-sleeping", test_ratelimit_pause_while_sleeping);
