@@ -304,6 +304,8 @@ static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
                 free(bj->io_error_message);
                 bj->io_error_message = copy;
         }
+        /* The core tells ignored errors in bursts, and counts those it did not tell. */
+        bj->io_errors_suppressed += e->suppressed;
         if (!io_error_ratelimit(bj))
                 return;
 

@@ -118,6 +118,8 @@ static void stream_free_data(void *data) {
 
 const JobDriver stream_driver = {
         .type = JOB_TYPE_STREAM,
+        /* The backing file is rewritten at prepare: a cancel from then on is too late. */
+        .prepare_is_final = true,
         .step = stream_step,
         .prepare = stream_prepare,
         .clean = stream_clean,

@@ -801,7 +801,7 @@ static void creation_open_next(JobCreation *c) {
 
         /* Everything is open: on to a worker. */
         c->deadline = sd_event_source_disable_unref(c->deadline);
-        r = worker_pool_call(f->pool, creation_build, creation_built, c);
+        r = worker_pool_call(f->pool, c->uid, creation_build, creation_built, c);
         if (r < 0) {
                 creation_finish(c, r, JOB_CREATION_ERROR_LIMIT, "blockjobd has run out of memory");
                 return;

@@ -230,7 +230,7 @@ static void test_chain_jobs(BusFixture *f, gconstpointer data) {
         g_assert_true(g_spawn_command_line_sync(cmd, &out, &err, &status, NULL));
         g_assert_cmpint(status, ==, 0);
 
-        g_auto(Result) mirror = ctl(f, "mirror", top, copy, "--format=qcow2", "--complete", NULL);
+        g_auto(Result) mirror = ctl(f, "mirror", top, copy, "--source-format=qcow2", "--format=qcow2", "--complete", NULL);
         g_assert_cmpint(mirror.status, ==, 0);
         g_assert_nonnull(strstr(mirror.out, "mirror0: ready 100.0%"));
         g_assert_true(g_str_has_suffix(mirror.out, "Job 'mirror0' finished successfully.\n"));

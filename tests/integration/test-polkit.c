@@ -286,7 +286,10 @@ static void test_files_as_caller(PolkitFixture *pf, gconstpointer data) {
         g_autofree char *cmd = g_strdup_printf("qemu-img create -q -f qcow2 -u -b /etc/shadow -F raw %s 1M", evil);
         g_assert_true(g_spawn_command_line_sync(cmd, NULL, NULL, NULL, NULL));
         g_assert_cmpint(g_chmod(evil, 0644), ==, 0);
-        nobody_backup(pf, evil, t1, NULL, DENIED, "Could not open backing file '/etc/shadow' of");
+        /* Probed, it is refused for what it is; named as qcow2, for what it names. */
+        nobody_backup(pf, evil, t1, NULL, "org.freedesktop.DBus.Error.InvalidArgs:", "pass source-format=qcow2");
+        nobody_backup(pf, evil, t1, "{'source-format': <'qcow2'>}", DENIED,
+                      "Could not open backing file '/etc/shadow' of");
 
         /* A symlink planted where the target goes, to a file of root's: without overwrite the
          * name is taken; with it, the link itself is replaced, never what it points to. */
@@ -367,7 +370,8 @@ static void test_fd_variants(PolkitFixture *pf, gconstpointer data) {
 
         /* Backup: source and chain and target as descriptors; the names only label them. */
         args = g_strdup_printf("('%s', '%s', @a{sv} {'source-fd': <handle 0>, 'chain-fds': <[handle 1]>, "
-                               "'target-fd': <handle 2>, 'format': <'raw'>, 'job-id': <'by-fd'>})",
+                               "'source-format': <'qcow2'>, 'target-fd': <handle 2>, 'format': <'raw'>, "
+                               "'job-id': <'by-fd'>})",
                                top, copy);
         out = bus_as_nobody(f, fd_top, fd_base, fd_copy, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
         bus_assert_answer(out, "ok");
@@ -382,7 +386,7 @@ static void test_fd_variants(PolkitFixture *pf, gconstpointer data) {
         g_clear_pointer(&out, g_free);
         fd_base_rw = g_strdup_printf("--fd=rw:%s", base);
         args = g_strdup_printf("('%s', '%s', @a{sv} {'source-fd': <handle 0>, 'chain-fds': <[handle 1]>, "
-                               "'target-fd': <handle 2>, 'overwrite': <true>})",
+                               "'source-format': <'qcow2'>, 'target-fd': <handle 2>, 'overwrite': <true>})",
                                top, base);
         out = bus_as_nobody(f, fd_top, fd_base, fd_base_rw, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
         bus_assert_answer(out, "org.freedesktop.DBus.Error.InvalidArgs:");
@@ -394,7 +398,8 @@ static void test_fd_variants(PolkitFixture *pf, gconstpointer data) {
         g_clear_pointer(&args, g_free);
         g_clear_pointer(&out, g_free);
         g_autofree char *copy2 = g_build_filename(pf->nobody_dir, "copy2.raw", NULL);
-        args = g_strdup_printf("('%s', '%s', @a{sv} {'source-fd': <handle 0>})", top, copy2);
+        args = g_strdup_printf("('%s', '%s', @a{sv} {'source-fd': <handle 0>, 'source-format': <'qcow2'>})", top,
+                               copy2);
         out = bus_as_nobody(f, fd_top, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
         bus_assert_answer(out, DENIED);
         assert_contains(out, "was not passed");
