@@ -17,6 +17,7 @@
 #include "error-message.h"
 #include "macro.h"
 #include "mirror.h"
+#include "siphash24.h"
 #include "step-budget.h"
 #include "target-file.h"
 
@@ -52,7 +53,7 @@ struct Mirror {
         uint64_t n_blocks;
         uint64_t **pages;               /* what the target holds, block by block (see held_hash) */
         uint64_t n_pages;
-        uint64_t key[2];                /* of the block hashes, random, for this job only */
+        uint8_t key[SIPHASH_KEY_SIZE];  /* of the block hashes, random, for this job only */
         uint64_t zero_hash;             /* of a full block of zeroes */
         uint64_t zero_hash_tail;        /* of the last block of zeroes, which may be shorter */
 
@@ -72,65 +73,11 @@ struct Mirror {
 
 /* ---- block hashes --------------------------------------------------------------------------- */
 
-/* SipHash (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012): a keyed PRF. The
- * guest writes the blocks we compare, so an unkeyed hash would let it craft a block that hashes
- * like zeroes (written as zeroes) or like what the block held before (not copied at all). With a
- * random key that never leaves the process, a guest can only guess, at a chance of 2^-64 per
- * block. Messages are read as little-endian 8-byte words; the last word carries the remaining
- * bytes and, in its top byte, the length modulo 256. */
-
-static inline uint64_t rotl64(uint64_t x, unsigned r) {
-        return (x << r) | (x >> (64 - r));
-}
-
-static inline uint64_t load_le64(const uint8_t *p) {
-        uint64_t v;
-        memcpy(&v, p, sizeof(v));
-        return le64toh(v);
-}
-
-#define SIPROUND(v0, v1, v2, v3)                                        \
-        do {                                                            \
-                v0 += v1; v1 = rotl64(v1, 13); v1 ^= v0; v0 = rotl64(v0, 32); \
-                v2 += v3; v3 = rotl64(v3, 16); v3 ^= v2;                \
-                v0 += v3; v3 = rotl64(v3, 21); v3 ^= v0;                \
-                v2 += v1; v1 = rotl64(v1, 17); v1 ^= v2; v2 = rotl64(v2, 32); \
-        } while (0)
-
-/* Always inlined, so that with constant round counts the loops unroll. */
-static inline __attribute__((always_inline)) uint64_t siphash(unsigned c, unsigned d, const uint64_t key[2],
-                                                              const void *data, size_t n) {
-        uint64_t v0 = key[0] ^ UINT64_C(0x736f6d6570736575), v1 = key[1] ^ UINT64_C(0x646f72616e646f6d),
-                 v2 = key[0] ^ UINT64_C(0x6c7967656e657261), v3 = key[1] ^ UINT64_C(0x7465646279746573);
-        const uint8_t *p = data;
-        size_t i = 0;
-        uint64_t w;
-
-        for (; i + 8 <= n; i += 8) {
-                w = load_le64(p + i);
-                v3 ^= w;
-                for (unsigned r = 0; r < c; r++)
-                        SIPROUND(v0, v1, v2, v3);
-                v0 ^= w;
-        }
-        w = (uint64_t) n << 56;
-        for (unsigned k = 0; i + k < n; k++)
-                w |= (uint64_t) p[i + k] << (8 * k);
-        v3 ^= w;
-        for (unsigned r = 0; r < c; r++)
-                SIPROUND(v0, v1, v2, v3);
-        v0 ^= w;
-
-        v2 ^= 0xff;
-        for (unsigned r = 0; r < d; r++)
-                SIPROUND(v0, v1, v2, v3);
-        return v0 ^ v1 ^ v2 ^ v3;
-}
-
-uint64_t mirror_siphash(unsigned c, unsigned d, const uint8_t key[static 16], const void *data, size_t n) {
-        const uint64_t k[2] = { load_le64(key), load_le64(key + 8) };
-        return siphash(c, d, k, data, n);
-}
+/* SipHash (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012; siphash24.h): a keyed
+ * PRF. The guest writes the blocks we compare, so an unkeyed hash would let it craft a block that
+ * hashes like zeroes (written as zeroes) or like what the block held before (not copied at all).
+ * With a random key that never leaves the process, a guest can only guess, at a chance of 2^-64
+ * per block. */
 
 /* SipHash-1-3 rather than the paper's SipHash-2-4: it hashes at about 5 GiB/s where 2-4 makes
  * 3 GiB/s (one core, -O2), and a pass reads and then hashes on one thread, so 2-4 would cost a
@@ -138,15 +85,15 @@ uint64_t mirror_siphash(unsigned c, unsigned d, const uint8_t key[static 16], co
  * Rust's and Python's hash tables use against inputs chosen by an attacker, which is our case:
  * the guest chooses blocks but never sees a hash. */
 static uint64_t block_hash(const Mirror *m, const void *data, size_t n) {
-        uint64_t h = siphash(1, 3, m->key, data, n);
+        uint64_t h = siphash13(data, n, m->key);
         return h <= HASH_UNALLOCATED ? h + 2 : h;
 }
 
-static int random_key(uint64_t key[2]) {
-        ssize_t n = getrandom(key, 2 * sizeof(uint64_t), 0);
+static int random_key(uint8_t key[SIPHASH_KEY_SIZE]) {
+        ssize_t n = getrandom(key, SIPHASH_KEY_SIZE, 0);
         if (n < 0)
                 return negative_errno();
-        return n == 2 * sizeof(uint64_t) ? 0 : -EIO;
+        return n == SIPHASH_KEY_SIZE ? 0 : -EIO;
 }
 
 /* The hash of a block of zeroes: a full one, or the shorter last one. */

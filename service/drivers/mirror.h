@@ -80,7 +80,3 @@ uint64_t mirror_memory_estimate(const Mirror *m);
 /* For tests: completed passes over the source. */
 uint64_t mirror_passes(const Mirror *m);
 
-/* SipHash-c-d of 'data' under 'key' (Aumasson and Bernstein, 2012), the keyed hash that change
- * detection compares blocks by (as SipHash-1-3, with a random key per job, so that a guest cannot
- * craft a block that looks unchanged or zero). Exported for the reference test vectors. */
-uint64_t mirror_siphash(unsigned c, unsigned d, const uint8_t key[static 16], const void *data, size_t n);
