@@ -1078,22 +1078,12 @@ static void test_ignore_retry_flood(PolkitFixture *pf) {
 
 /* ---- 11. overwrite of an image a running QEMU holds ---------------------------------------------- */
 
-static bool lock_byte_held(const char *path, int offset) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
-
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
-        close(fd);
-        return fl.l_type != F_UNLCK;
-}
 
 static void test_overwrite_held_image(PolkitFixture *pf) {
         BusFixture *f = &pf->bus;
         g_autofree char *image = bus_fixture_path(f, "image.qcow2"), *other = bus_fixture_path(f, "other.raw");
         g_autofree char *answer = NULL;
-        g_autoptr(GSubprocess) vm = NULL;
-        g_autoptr(GError) error = NULL;
+        GSubprocess *vm;
         struct stat before, after;
 
         root_sh(f, "qemu-img create -q -f qcow2 image.qcow2 4M && "
@@ -1101,14 +1091,7 @@ static void test_overwrite_held_image(PolkitFixture *pf) {
         bus_make_file(other, 4 * MiB);
 
         /* A running VM, as far as the image can tell: qemu-io holding it for writing. */
-        vm = g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
-                                      G_SUBPROCESS_FLAGS_STDERR_SILENCE,
-                              &error, "qemu-io", "-f", "qcow2", image, NULL);
-        g_assert_no_error(error);
-        for (unsigned i = 0; !lock_byte_held(image, 101) || !lock_byte_held(image, 201); i++) {
-                g_assert_cmpuint(i, <, 1000);
-                g_usleep(10 * 1000);
-        }
+        vm = oracle_qemu_io_hold(image, "qcow2", false);
         g_assert_cmpint(stat(image, &before), ==, 0);
 
         answer = root_manager_call(f, "Backup", g_variant_new("(ss@a{sv})", other, image,
@@ -1119,8 +1102,7 @@ static void test_overwrite_held_image(PolkitFixture *pf) {
                 wait_job_over(f, "over");
         g_assert_cmpint(stat(image, &after), ==, 0);
 
-        g_assert_true(g_output_stream_close(g_subprocess_get_stdin_pipe(vm), NULL, NULL));
-        g_assert_true(g_subprocess_wait(vm, NULL, NULL));
+        oracle_qemu_io_release(vm);
 
         if (after.st_ino != before.st_ino)
                 g_error("the image qemu-io held was replaced (inode %ju -> %ju): the VM writes a deleted file",

@@ -54,3 +54,27 @@ void driver_fixture_teardown(Fixture *f, gconstpointer data) {
         g_array_free(f->samples, TRUE);
 }
 
+
+Job *driver_fixture_start_mirror(Fixture *f, const TestMirrorParams *mp, bool auto_dismiss) {
+        g_autofree char *error = NULL;
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Mirror *m = NULL;
+
+        g_assert_cmpint(test_mirror_open(mp, &m, &error), ==, 0);
+        g_assert_null(error);
+        p.id = "m";
+        p.driver = &mirror_driver;
+        p.driver_data = m;
+        p.auto_dismiss = auto_dismiss;
+        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, NULL), ==, 0);
+        job_progress_set_remaining(f->job, mirror_size(m));
+        job_start(f->job);
+        return f->job;
+}
+
+void driver_fixture_wait_for_passes(Fixture *f, Mirror *m, uint64_t n) {
+        for (unsigned i = 0; mirror_passes(m) < n; i++) {
+                g_assert_cmpuint(i, <, 100000);
+                test_loop_iterate(&f->loop);
+        }
+}

@@ -7,6 +7,7 @@
 
 #include <glib.h>
 
+#include "driver-open.h"
 #include "event-loop.h"
 
 typedef struct Fixture {
@@ -26,3 +27,8 @@ typedef struct ProgressSample {
 
 void driver_fixture_setup(Fixture *f, gconstpointer data);
 void driver_fixture_teardown(Fixture *f, gconstpointer data);
+
+/* A mirror opened as driver-open.h opens it, started as job "m". */
+Job *driver_fixture_start_mirror(Fixture *f, const TestMirrorParams *mp, bool auto_dismiss);
+/* Iterates the loop until the mirror has made 'n' passes in all. */
+void driver_fixture_wait_for_passes(Fixture *f, Mirror *m, uint64_t n);

@@ -78,3 +78,10 @@ void assert_dir_holds(const char *dir, const char *const *names) {
         g_assert_cmpstr(got, ==, want);
 }
 
+
+void write_at(const char *path, uint64_t offset, const void *data, size_t n) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pwrite(fd, data, n, offset), ==, (ssize_t) n);
+        g_assert_cmpint(close(fd), ==, 0);
+}

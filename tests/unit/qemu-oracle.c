@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qemu-oracle.h"
 
@@ -113,4 +115,39 @@ GBytes *oracle_read_all(const char *image, const char *dir) {
         g_assert_true(g_file_get_contents(out, &contents, &length, NULL));
         g_unlink(out);
         return g_bytes_new_take(g_steal_pointer(&contents), length);
+}
+
+bool oracle_lock_byte_held(const char *path, int offset) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
+        close(fd);
+        return fl.l_type != F_UNLCK;
+}
+
+GSubprocess *oracle_qemu_io_hold(const char *path, const char *format, bool read_only) {
+        g_autoptr(GError) error = NULL;
+        bool qcow2 = g_str_equal(format, "qcow2");
+        GSubprocess *p;
+
+        p = g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
+                                     G_SUBPROCESS_FLAGS_STDERR_SILENCE,
+                             &error, "qemu-io", "-f", format, read_only ? "-r" : path, read_only ? path : NULL, NULL);
+        g_assert_no_error(error);
+        for (int i = 0; !oracle_lock_byte_held(path, read_only ? 100 : 101) ||
+                        (qcow2 && !oracle_lock_byte_held(path, 201)); i++) {
+                g_assert_cmpint(i, <, 1000);
+                g_usleep(10 * 1000);
+        }
+        return p;
+}
+
+void oracle_qemu_io_release(GSubprocess *p) {
+        g_autoptr(GError) error = NULL;
+
+        g_assert_true(g_output_stream_close(g_subprocess_get_stdin_pipe(p), NULL, &error));
+        g_assert_true(g_subprocess_wait(p, NULL, &error));
+        g_object_unref(p);
 }

@@ -3,6 +3,7 @@
 
 /* QEMU's tools as the oracle: qemu-img and qemu-io make images and say what they contain. */
 
+#include <gio/gio.h>
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -28,3 +29,12 @@ GArray *oracle_map(const char *image);
 void oracle_merge(GArray *extents);
 /* What the guest reads: `qemu-img convert -O raw` of the image, in memory. */
 GBytes *oracle_read_all(const char *image, const char *dir);
+
+/* Does anyone hold QEMU's lock byte 'offset' of the file (100 + permission: holds it; 200 +
+ * permission: denies it to others)? */
+bool oracle_lock_byte_held(const char *path, int offset);
+/* qemu-io, interactive, keeping the image open with its locks until its input ends, as a running
+ * QEMU would: returned once it holds them (a writer byte 101, a reader 100; over qcow2 both deny
+ * other writers, 201). oracle_qemu_io_release() ends it. */
+GSubprocess *oracle_qemu_io_hold(const char *path, const char *format, bool read_only);
+void oracle_qemu_io_release(GSubprocess *p);

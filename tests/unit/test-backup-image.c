@@ -139,15 +139,6 @@ static void test_raw_to_qcow2(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(data_bytes, <=, 3 * MiB + 2 * 64 * KiB);
 }
 
-static bool byte_held(const char *path, int offset) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
-
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
-        close(fd);
-        return fl.l_type != F_UNLCK;
-}
 
 static void assert_open_fails(const char *source, const char *target, bool overwrite, const char *expected) {
         TestBackupParams bp = { .source = source, .source_format = format_of(source), .target = target,
@@ -175,7 +166,7 @@ static void test_refusals(Fixture *f, gconstpointer data) {
                                   &error, "qemu-io", "-f", "qcow2", top, NULL);
         g_assert_no_error(error);
         /* Wait until it holds the image (byte 101: it has write permission), then try. */
-        for (int i = 0; !byte_held(top, 101); i++) {
+        for (int i = 0; !oracle_lock_byte_held(top, 101); i++) {
                 g_assert_cmpint(i, <, 1000);
                 g_usleep(10 * 1000);
         }

@@ -35,43 +35,8 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         g_free(f->raw);
 }
 
-/* Is lock byte 'offset' of the file held by someone? */
-static bool byte_held(const char *path, int offset) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
 
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
-        close(fd);
-        return fl.l_type != F_UNLCK;
-}
 
-/* qemu-io, interactive, keeps the image open (with its locks) until its input ends. */
-static GSubprocess *qemu_io_hold(const char *path, const char *format, bool read_only) {
-        g_autoptr(GError) error = NULL;
-        GSubprocess *p;
-
-        p = g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
-                                     G_SUBPROCESS_FLAGS_STDERR_SILENCE,
-                             &error, "qemu-io", "-f", format, read_only ? "-r" : path, read_only ? path : NULL, NULL);
-        g_assert_no_error(error);
-        /* A writer holds byte 101 (write), a reader 100 (consistent read); over qcow2 both also
-         * hold 201 (no other writer), since the qcow2 driver cannot share its metadata. */
-        bool qcow2 = g_str_equal(format, "qcow2");
-        for (int i = 0; !byte_held(path, read_only ? 100 : 101) || (qcow2 && !byte_held(path, 201)); i++) {
-                g_assert_cmpint(i, <, 1000);
-                g_usleep(10 * 1000);
-        }
-        return p;
-}
-
-static void qemu_io_release(GSubprocess *p) {
-        g_autoptr(GError) error = NULL;
-
-        g_assert_true(g_output_stream_close(g_subprocess_get_stdin_pipe(p), NULL, &error));
-        g_assert_true(g_subprocess_wait(p, NULL, &error));
-        g_object_unref(p);
-}
 
 static void assert_open_refused(const char *path, unsigned flags, const char *expected) {
         g_autofree char *error = NULL, *full = g_strdup_printf("Image '%s' is in use by another process: %s", path, expected);
@@ -83,7 +48,7 @@ static void assert_open_refused(const char *path, unsigned flags, const char *ex
 }
 
 static void check_qemu_writer(const char *path, const char *format, const char *write_refusal) {
-        GSubprocess *writer = qemu_io_hold(path, format, false);
+        GSubprocess *writer = oracle_qemu_io_hold(path, format, false);
         Image *img = NULL;
 
         /* Someone writes: neither writing nor a consistent read is possible... */
@@ -93,7 +58,7 @@ static void check_qemu_writer(const char *path, const char *format, const char *
         g_assert_cmpint(image_open(path, IMAGE_FORMAT_PROBE, IMAGE_OPEN_SHARE_WRITE, &img, NULL), ==, 0);
         image_close(img);
 
-        qemu_io_release(writer);
+        oracle_qemu_io_release(writer);
         g_assert_cmpint(image_open(path, IMAGE_FORMAT_PROBE, IMAGE_OPEN_WRITE, &img, NULL), ==, 0);
         image_close(img);
 }
@@ -108,14 +73,14 @@ static void test_qemu_writes_raw(Fixture *f, gconstpointer data) {
 }
 
 static void test_qemu_reads(Fixture *f, gconstpointer data) {
-        GSubprocess *reader = qemu_io_hold(f->qcow2, "qcow2", true);
+        GSubprocess *reader = oracle_qemu_io_hold(f->qcow2, "qcow2", true);
         Image *img = NULL;
 
         /* Readers get along; a writer does not get in. */
         g_assert_cmpint(image_open(f->qcow2, IMAGE_FORMAT_PROBE, 0, &img, NULL), ==, 0);
         image_close(img);
         assert_open_refused(f->qcow2, IMAGE_OPEN_WRITE, "failed to get \"write\" lock");
-        qemu_io_release(reader);
+        oracle_qemu_io_release(reader);
 }
 
 static void test_we_write(Fixture *f, gconstpointer data) {
@@ -147,15 +112,15 @@ static void test_we_write(Fixture *f, gconstpointer data) {
 }
 
 static void test_no_lock(Fixture *f, gconstpointer data) {
-        GSubprocess *writer = qemu_io_hold(f->qcow2, "qcow2", false);
+        GSubprocess *writer = oracle_qemu_io_hold(f->qcow2, "qcow2", false);
         Image *img = NULL;
 
         /* Without locks (tests, fuzzing) nothing is checked, and nothing is left held. */
         g_assert_cmpint(image_open(f->qcow2, IMAGE_FORMAT_PROBE, IMAGE_OPEN_NO_LOCK, &img, NULL), ==, 0);
         image_close(img);
-        qemu_io_release(writer);
-        g_assert_false(byte_held(f->qcow2, 100));
-        g_assert_false(byte_held(f->qcow2, 201));
+        oracle_qemu_io_release(writer);
+        g_assert_false(oracle_lock_byte_held(f->qcow2, 100));
+        g_assert_false(oracle_lock_byte_held(f->qcow2, 201));
 }
 
 #define LOCK_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)

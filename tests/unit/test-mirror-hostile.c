@@ -19,36 +19,8 @@
 #define BLOCK (64 * KiB)
 #define WORDS (BLOCK / 8)
 
-static Job *start_mirror(Fixture *f, const TestMirrorParams *mp) {
-        g_autofree char *error = NULL;
-        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
-        Mirror *m = NULL;
 
-        g_assert_cmpint(test_mirror_open(mp, &m, &error), ==, 0);
-        g_assert_null(error);
-        p.id = "m";
-        p.driver = &mirror_driver;
-        p.driver_data = m;
-        p.auto_dismiss = true;
-        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, NULL), ==, 0);
-        job_progress_set_remaining(f->job, mirror_size(m));
-        job_start(f->job);
-        return f->job;
-}
 
-static void write_at(const char *path, uint64_t offset, const void *data, size_t n) {
-        int fd = open(path, O_WRONLY | O_CLOEXEC);
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(pwrite(fd, data, n, offset), ==, (ssize_t) n);
-        g_assert_cmpint(close(fd), ==, 0);
-}
-
-static void wait_for_passes(Fixture *f, Mirror *m, uint64_t n) {
-        for (unsigned i = 0; mirror_passes(m) < n; i++) {
-                g_assert_cmpuint(i, <, 100000);
-                test_loop_iterate(&f->loop);
-        }
-}
 
 /* ---- SipHash against its reference vectors ---------------------------------------------------- */
 
@@ -170,13 +142,13 @@ static void test_block_like_zeroes(Fixture *f, gconstpointer data) {
         make_sparse_file(f->source, 4 * BLOCK, NULL, 0, 1);
         write_at(f->source, BLOCK, w, BLOCK);
 
-        j = start_mirror(f, &mp);
+        j = driver_fixture_start_mirror(f, &mp, true);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
         /* The same block written again while ready, elsewhere: a change that must be copied. */
         Mirror *m = job_driver_data(j);
         uint64_t passes = mirror_passes(m);
         write_at(f->source, 3 * BLOCK, w, BLOCK);
-        wait_for_passes(f, m, passes + 1);
+        driver_fixture_wait_for_passes(f, m, passes + 1);
         g_assert_cmpint(job_complete(j, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
         g_assert_cmpstr(f->events->str, ==, "created running ready waiting pending concluded null ");
@@ -196,11 +168,11 @@ static void test_block_like_before(Fixture *f, gconstpointer data) {
         make_sparse_file(f->source, 4 * BLOCK, NULL, 0, 1);
         write_at(f->source, 2 * BLOCK, before, BLOCK);
 
-        j = start_mirror(f, &mp);
+        j = driver_fixture_start_mirror(f, &mp, true);
         m = job_driver_data(j);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
         write_at(f->source, 2 * BLOCK, after, BLOCK);
-        wait_for_passes(f, m, 2);
+        driver_fixture_wait_for_passes(f, m, 2);
         g_assert_cmpint(job_complete(j, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
         g_assert_cmpstr(f->events->str, ==, "created running ready waiting pending concluded null ");
@@ -243,7 +215,7 @@ static void test_huge_claim_default(Fixture *f, gconstpointer data) {
 
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", f->source));
         before = resident_bytes();
-        j = start_mirror(f, &mp);
+        j = driver_fixture_start_mirror(f, &mp, true);
         m = job_driver_data(j);
         g_assert_cmpuint(mirror_granularity(m), ==, 64 * KiB);
         /* At worst one hash per block (1 Mi blocks), the buffer, and the page index. */
@@ -316,39 +288,8 @@ static void test_step_bounded_in_time(Fixture *f, gconstpointer data) {
 
 /* ---- a qcow2 source that another process writes -------------------------------------------------- */
 
-static bool byte_held(const char *path, int offset) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = offset, .l_len = 1 };
 
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(fcntl(fd, F_OFD_GETLK, &fl), ==, 0);
-        close(fd);
-        return fl.l_type != F_UNLCK;
-}
 
-/* qemu-io keeps the image open, with QEMU's locks, until its input ends: as a running QEMU would. */
-static GSubprocess *qemu_io_hold(const char *path, const char *format, bool read_only) {
-        g_autoptr(GError) error = NULL;
-        GSubprocess *p;
-
-        p = g_subprocess_new(G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE |
-                                     G_SUBPROCESS_FLAGS_STDERR_SILENCE,
-                             &error, "qemu-io", "-f", format, read_only ? "-r" : path, read_only ? path : NULL, NULL);
-        g_assert_no_error(error);
-        for (int i = 0; !byte_held(path, read_only ? 100 : 101); i++) {
-                g_assert_cmpint(i, <, 1000);
-                g_usleep(10 * 1000);
-        }
-        return p;
-}
-
-static void qemu_io_release(GSubprocess *p) {
-        g_autoptr(GError) error = NULL;
-
-        g_assert_true(g_output_stream_close(g_subprocess_get_stdin_pipe(p), NULL, &error));
-        g_assert_true(g_subprocess_wait(p, NULL, &error));
-        g_object_unref(p);
-}
 
 static char *writer_refusal(const char *path) {
         return g_strdup_printf("Image '%s' is a qcow2 image that another process (a running QEMU?) is writing; its "
@@ -366,15 +307,15 @@ static void test_lock_held_by_others(Fixture *f, gconstpointer data) {
         g_assert_cmpint(fd, >=, 0);
         g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_ALL), ==, 0);
 
-        qemu = qemu_io_hold(f->source, "qcow2", true);
+        qemu = oracle_qemu_io_hold(f->source, "qcow2", true);
         g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_WRITE), ==, 0);
         g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_CONSISTENT_READ), ==, 1);
-        qemu_io_release(qemu);
+        oracle_qemu_io_release(qemu);
 
-        qemu = qemu_io_hold(f->source, "qcow2", false);
+        qemu = oracle_qemu_io_hold(f->source, "qcow2", false);
         g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_WRITE), ==, 1);
         g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_RESIZE | IMAGE_PERM_WRITE), ==, 1);
-        qemu_io_release(qemu);
+        oracle_qemu_io_release(qemu);
         g_assert_cmpint(image_lock_held_by_others(fd, IMAGE_PERM_ALL), ==, 0);
 
         /* What this open file description holds itself does not count. */
@@ -391,12 +332,12 @@ static void test_qcow2_writer_refused(Fixture *f, gconstpointer data) {
         Mirror *m = NULL;
 
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
-        qemu = qemu_io_hold(f->source, "qcow2", false);
+        qemu = oracle_qemu_io_hold(f->source, "qcow2", false);
         g_assert_cmpint(test_mirror_open(&mp, &m, &error), ==, -EBUSY);
         g_assert_null(m);
         g_assert_cmpstr(error, ==, expected);
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });
-        qemu_io_release(qemu);
+        oracle_qemu_io_release(qemu);
 
         /* Without the writer, it may. */
         g_clear_pointer(&error, g_free);
@@ -411,18 +352,18 @@ static void test_other_holders_allowed(Fixture *f, gconstpointer data) {
 
         /* A raw source being written is what a mirror is for. */
         g_free(oracle_run("qemu-img create -q -f raw %s 4M", f->source));
-        qemu = qemu_io_hold(f->source, "raw", false);
+        qemu = oracle_qemu_io_hold(f->source, "raw", false);
         g_assert_cmpint(test_mirror_open(&mp, &m, NULL), ==, 0);
         mirror_free(m);
-        qemu_io_release(qemu);
+        oracle_qemu_io_release(qemu);
 
         /* A qcow2 source that QEMU only reads keeps still. */
         g_assert_cmpint(unlink(f->source), ==, 0);
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
-        qemu = qemu_io_hold(f->source, "qcow2", true);
+        qemu = oracle_qemu_io_hold(f->source, "qcow2", true);
         g_assert_cmpint(test_mirror_open(&mp, &m, NULL), ==, 0);
         mirror_free(m);
-        qemu_io_release(qemu);
+        oracle_qemu_io_release(qemu);
 }
 
 static void test_qcow2_writer_at_complete(Fixture *f, gconstpointer data) {
@@ -435,12 +376,12 @@ static void test_qcow2_writer_at_complete(Fixture *f, gconstpointer data) {
          * would become the copy, is refused rather than published half-torn. */
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", f->source));
         g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 7 0 1M' %s", f->source));
-        j = start_mirror(f, &mp);
+        j = driver_fixture_start_mirror(f, &mp, true);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
-        qemu = qemu_io_hold(f->source, "qcow2", false);
+        qemu = oracle_qemu_io_hold(f->source, "qcow2", false);
         g_assert_cmpint(job_complete(j, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
-        qemu_io_release(qemu);
+        oracle_qemu_io_release(qemu);
         expected = g_strdup_printf("created running ready aborting concluded (%s) null ", refusal);
         g_assert_cmpstr(f->events->str, ==, expected);
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", NULL });

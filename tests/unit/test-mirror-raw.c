@@ -20,37 +20,8 @@ static const Extent layout[] = {
 };
 #define LAYOUT_SIZE (10 * MiB + 3 * KiB)       /* the last block is a short one */
 
-static Job *start_mirror(Fixture *f, const TestMirrorParams *mp, bool auto_dismiss) {
-        g_autofree char *error = NULL;
-        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
-        Mirror *m = NULL;
 
-        g_assert_cmpint(test_mirror_open(mp, &m, &error), ==, 0);
-        g_assert_null(error);
-        p.id = "m";
-        p.driver = &mirror_driver;
-        p.driver_data = m;
-        p.auto_dismiss = auto_dismiss;
-        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, NULL), ==, 0);
-        job_progress_set_remaining(f->job, mirror_size(m));
-        job_start(f->job);
-        return f->job;
-}
 
-static void write_at(const char *path, uint64_t offset, const void *data, size_t n) {
-        int fd = open(path, O_WRONLY | O_CLOEXEC);
-        g_assert_cmpint(fd, >=, 0);
-        g_assert_cmpint(pwrite(fd, data, n, offset), ==, (ssize_t) n);
-        g_assert_cmpint(close(fd), ==, 0);
-}
-
-/* Wait until the mirror has made 'n' passes in all. */
-static void wait_for_passes(Fixture *f, Mirror *m, uint64_t n) {
-        for (unsigned i = 0; mirror_passes(m) < n; i++) {
-                g_assert_cmpuint(i, <, 100000);
-                test_loop_iterate(&f->loop);
-        }
-}
 
 static void test_copy_follow_complete(Fixture *f, gconstpointer data) {
         TestMirrorParams mp = { .source = f->source, .target = f->target, .buf_size = 256 * KiB };
@@ -59,7 +30,7 @@ static void test_copy_follow_complete(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_sparse_file(f->source, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout), 11);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         m = job_driver_data(j);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
         g_assert_cmpuint(mirror_passes(m), ==, 1);
@@ -87,7 +58,7 @@ static void test_copy_follow_complete(Fixture *f, gconstpointer data) {
         uint64_t passes = mirror_passes(m);
         for (uint64_t off = 0; off < 64 * KiB; off += sizeof(block))
                 write_at(f->source, 5 * MiB + off, block, sizeof(block));
-        wait_for_passes(f, m, passes + 1);
+        driver_fixture_wait_for_passes(f, m, passes + 1);
 
         g_assert_cmpint(job_complete(j, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
@@ -110,7 +81,7 @@ static void test_fine_granularity(Fixture *f, gconstpointer data) {
 
         /* 20486 blocks: the mirror's table of them spans six pages of 4096, the last one short. */
         make_sparse_file(f->source, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout), 12);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         m = job_driver_data(j);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
 
@@ -124,7 +95,7 @@ static void test_fine_granularity(Fixture *f, gconstpointer data) {
         /* ...and data that becomes zeroes. */
         memset(block, 0, sizeof(block));
         write_at(f->source, 5 * MiB + 4096, block, sizeof(block));
-        wait_for_passes(f, m, passes + 1);
+        driver_fixture_wait_for_passes(f, m, passes + 1);
 
         g_assert_cmpint(job_complete(j, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
@@ -139,7 +110,7 @@ static void test_passes_only_on_change(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 4 * MiB);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         m = job_driver_data(j);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
 
@@ -149,7 +120,7 @@ static void test_passes_only_on_change(Fixture *f, gconstpointer data) {
 
         /* A change wakes it. */
         write_at(f->source, 12345, &byte, 1);
-        wait_for_passes(f, m, 2);
+        driver_fixture_wait_for_passes(f, m, 2);
         g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
         g_assert_cmpstr(f->events->str, ==, "created running ready aborting concluded (Operation canceled) null ");
@@ -162,7 +133,7 @@ static void test_complete_in_standby(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 2 * MiB);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
         g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_STANDBY);
@@ -184,7 +155,7 @@ static void test_soft_cancel_in_ready(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 2 * MiB);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
 
         /* QEMU's block-job-cancel in ready: a last pass, success, the target stays. */
@@ -199,7 +170,7 @@ static void test_soft_cancel_before_ready(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 8 * MiB);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         g_assert_cmpint(job_set_speed(j, 1 * MiB, NULL), ==, 0);
         /* Before ready a soft cancel is a force cancel. */
         g_assert_cmpint(job_user_cancel(j, false, NULL), ==, 0);
@@ -215,7 +186,7 @@ static void test_source_size_changes(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 1 * MiB);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
         g_assert_cmpint(truncate(f->source, 2 * MiB), ==, 0);
         test_loop_run_until_empty(&f->loop);
@@ -231,7 +202,7 @@ static void test_empty_source(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_sparse_file(f->source, 0, NULL, 0, 1);
-        j = start_mirror(f, &mp, true);
+        j = driver_fixture_start_mirror(f, &mp, true);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
         g_assert_cmpint(job_complete(j, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
