@@ -662,21 +662,23 @@ static void list_given_files(const JobRequest *q, FileUseFunc f, void *userdata)
 }
 
 static int build_one(Reservations *reservations, JobRequest *q, Built *b, char **ret_error) {
-        ClaimList given = {}, used = {};
+        ClaimList given_claims = {}, used = {};
+        ReservationSet *given = NULL;
         int r;
 
-        list_given_files(q, add_claim, &given);
-        (void) claims_to_set(reservations, &given, &b->given);
+        list_given_files(q, add_claim, &given_claims);
+        (void) claims_to_set(reservations, &given_claims, &given);
 
         r = check_passed_chain(q, ret_error);
-        if (r < 0)
+        if (r >= 0)
+                r = build_driver(q, b, ret_error);
+        if (r < 0) {
+                b->given = given;
                 return r;
-        r = build_driver(q, b, ret_error);
-        if (r < 0)
-                return r;
+        }
+        reservation_set_free(given);
         /* The driver has the target now, and removes a named temporary file itself. */
         job_files_hand_over(&q->files);
-        b->given = reservation_set_free(b->given);
 
         list_files(q, b, add_claim, &used);
         r = claims_to_set(reservations, &used, &b->files);
