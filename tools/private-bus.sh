@@ -7,7 +7,8 @@
 #
 #   private_bus_start WORKDIR DAEMON [DAEMON ARGS...]
 #       starts the bus, exports DBUS_SYSTEM_BUS_ADDRESS; blockjobd's stderr goes to
-#       WORKDIR/blockjobd.log
+#       WORKDIR/blockjobd.log, and it runs the blockjobd-opener of the same build tree (every
+#       creation, root's too, has its files opened by it)
 #   private_bus_daemon_pid
 #       the activated daemon's pid, empty if it is not running
 #   private_bus_stop
@@ -40,7 +41,7 @@ CONF
         cat >"$work/services/org.blockjobd.Jobs1.service" <<SERVICE
 [D-BUS Service]
 Name=org.blockjobd.Jobs1
-Exec=/bin/sh -c 'exec $daemon $* 2>>$work/blockjobd.log'
+Exec=/bin/sh -c 'BLOCKJOBD_OPENER=$(dirname "$daemon")/blockjobd-opener exec $daemon $* 2>>$work/blockjobd.log'
 User=root
 SERVICE
         dbus-daemon --config-file="$work/bus.conf" --nofork --nosyslog --print-address=1 >"$work/address" 2>/dev/null &
