@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,7 +182,7 @@ struct JobCreation {
 
         /* Building: while a worker has it, a creation that is given up stays until it returns. */
         bool building;
-        bool abandoned;
+        atomic_bool abandoned;          /* read by the worker: it stops early */
         int r;
         JobCreationError kind;
         char *error;
@@ -248,7 +249,7 @@ JobCreation *job_creation_free(JobCreation *c) {
         if (c->building) {
                 /* The worker still uses it: it goes when the build returns. */
                 creation_stop_opening(c);
-                c->abandoned = true;
+                atomic_store(&c->abandoned, true);
                 return NULL;
         }
         creation_free_now(c);
@@ -690,7 +691,7 @@ static int build_one(Reservations *reservations, JobRequest *q, Built *b, char *
 static void creation_build(void *userdata) {
         JobCreation *c = userdata;
 
-        for (size_t i = 0; i < c->n && !c->abandoned; i++) {
+        for (size_t i = 0; i < c->n && !atomic_load(&c->abandoned); i++) {
                 _cleanup_free_ char *error = NULL;
                 int r = build_one(c->factory->reservations, &c->requests[i], &c->built[i], &error);
                 if (r < 0) {
@@ -707,7 +708,7 @@ static void creation_built(void *userdata) {
         JobCreation *c = userdata;
 
         c->building = false;
-        if (c->abandoned) {
+        if (atomic_load(&c->abandoned)) {
                 creation_free_now(c);
                 return;
         }
