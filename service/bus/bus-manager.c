@@ -15,7 +15,6 @@
 #include "job-factory.h"
 #include "log.h"
 #include "macro.h"
-#include "path-util.h"
 
 #define TRANSACTION_ACTIONS_MAX 256U
 
@@ -181,16 +180,9 @@ static const char *create_action_id(JobType type) {
 /* Admission by the factory (the user's limits count this call from now on, while polkit thinks
  * too), then polkit: one check per job to create, with what rules need to know about it. Takes
  * 'req'. */
-static void strv_freep(char ***p) {
-        for (size_t i = 0; *p && (*p)[i]; i++)
-                free((*p)[i]);
-        free(*p);
-}
-
 static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *owned = req;
         _cleanup_free_ BusAuthCheck *checks = NULL;
-        _cleanup_(strv_freep) char **names = NULL;
         _cleanup_free_ char *message = NULL;
         Manager *m = req->manager;
         char owner[16];
@@ -211,23 +203,16 @@ static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
         }
 
         checks = calloc(req->n_requests, sizeof(BusAuthCheck));
-        names = calloc(req->n_requests * 2 + 1, sizeof(char *));
-        if (!checks || !names)
+        if (!checks)
                 return -ENOMEM;
         snprintf(owner, sizeof(owner), "%u", (unsigned) req->owner);
         for (size_t i = 0; i < req->n_requests; i++) {
                 const JobRequest *q = job_creation_request(req->creation, i);
-                /* Spelled simply, so that a rule that looks at the start of a path is not fooled
-                 * by "..": nothing is resolved here, names are the opener's to look up. */
-                names[2 * i] = path_simplify_dup(q->source);
-                names[2 * i + 1] = path_simplify_dup(strempty(q->target));
-                if (!names[2 * i] || !names[2 * i + 1])
-                        return -ENOMEM;
                 /* With descriptors, source and target are the caller's labels: rules can tell. */
                 checks[i] = (BusAuthCheck) {
                         .action = create_action_id(q->type),
                         .details = { "job-type", job_type_to_string(q->type), "owner-uid", owner,
-                                     "source", names[2 * i], "target", q->target ? names[2 * i + 1] : "",
+                                     "source", q->source, "target", strempty(q->target),
                                      "source-fd", q->chain_passed ? "yes" : "no",
                                      "target-fd", q->target_passed ? "yes" : "no",
                                      q->job_id ? "job-id" : NULL, q->job_id },

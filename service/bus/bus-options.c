@@ -423,6 +423,18 @@ int bus_read_transaction_properties(sd_bus_message *m, bool *ret_grouped, sd_bus
         return sd_bus_message_exit_container(m);
 }
 
+/* Does the path have a "." or ".." component? */
+static bool has_dot_component(const char *path) {
+        for (const char *p = path; *p;) {
+                size_t n = strcspn(p, "/");
+                if ((n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+                        return true;
+                p += n;
+                p += strspn(p, "/");
+        }
+        return false;
+}
+
 int bus_check_path(const char *what, const char *path, sd_bus_error *error) {
         if (!path || !*path)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s path is empty", what);
@@ -430,5 +442,10 @@ int bus_check_path(const char *what, const char *path, sd_bus_error *error) {
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s path '%s' is not absolute", what, path);
         if (strlen(path) >= PATH_MAX)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s path is too long", what);
+        /* What a polkit rule reads is what the kernel resolves: "/srv/backups/../../home" would
+         * read as one place and lead to another (and through a symlink, to a third). */
+        if (has_dot_component(path))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s path '%s' has '.' or '..' in it",
+                                         what, path);
         return 0;
 }

@@ -20,6 +20,6 @@ int bus_read_job_options(sd_bus_message *m, JobRequest *q, sd_bus_error *error);
 /* Transaction properties: completion-mode. */
 int bus_read_transaction_properties(sd_bus_message *m, bool *ret_grouped, sd_bus_error *error);
 
-/* A file name from the bus: non-empty, absolute, shorter than PATH_MAX. 'what' names it in the
- * error ("Source", "Target", "Image"). */
+/* A file name from the bus: non-empty, absolute, shorter than PATH_MAX, without "." or ".."
+ * components. 'what' names it in the error ("Source", "Target", "Image"). */
 int bus_check_path(const char *what, const char *path, sd_bus_error *error);

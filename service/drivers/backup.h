@@ -28,7 +28,7 @@
 typedef struct BackupParams {
         const char *source;             /* what messages call the source and the target */
         const char *target;
-        const JobFiles *files;          /* the source's chain, top first, and the target */
+        JobFiles *files;                /* the source's chain, top first, and the target (taken over) */
         ImageFormat source_format;      /* PROBE: probed (see image.h for what that allows) */
         bool overwrite;
         bool sync_top;                  /* copy only what the top image allocates */

@@ -44,7 +44,7 @@
 typedef struct MirrorParams {
         const char *source;             /* what messages call the source and the target */
         const char *target;
-        const JobFiles *files;          /* the source's chain, top first, and the target */
+        JobFiles *files;                /* the source's chain, top first, and the target (taken over) */
         ImageFormat source_format;      /* PROBE: probed (see image.h for what that allows) */
         bool overwrite;
         bool sync_top;                  /* only what the source's top layer allocates */

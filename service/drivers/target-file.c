@@ -136,7 +136,7 @@ static int hold_replaced(TargetFile *t, Image *source, char **ret_error) {
 }
 
 /* A new file: ours to fill and publish, as if we had created it. */
-static int adopt_new_file(TargetFile *t, const JobFiles *files, Image *source, char **ret_error) {
+static int adopt_new_file(TargetFile *t, JobFiles *files, Image *source, char **ret_error) {
         struct stat st, dir;
 
         /* Only what the daemon itself would have made: an empty regular file in a directory. */
@@ -151,6 +151,10 @@ static int adopt_new_file(TargetFile *t, const JobFiles *files, Image *source, c
         t->file.dir_fd = fcntl(files->target_dir_fd, F_DUPFD_CLOEXEC, 3);
         t->file.name = strdup(files->target_name);
         t->file.temp_name = files->target_temp_name ? strdup(files->target_temp_name) : NULL;
+        /* One owner removes the hidden file, once: a second unlink could hit whatever took the
+         * name meanwhile. */
+        if (!files->target_temp_name || t->file.temp_name)
+                job_files_hand_over(files);
         if (t->file.fd < 0 || t->file.dir_fd < 0)
                 return error_message(ret_error, negative_errno(), "Could not take over target '%s': %m", t->path);
         if (!t->file.name || (files->target_temp_name && !t->file.temp_name))
@@ -166,7 +170,7 @@ static int adopt_new_file(TargetFile *t, const JobFiles *files, Image *source, c
         return hold_replaced(t, source, ret_error);
 }
 
-int target_file_adopt(TargetFile *t, const char *path, const JobFiles *files, Image *source, uint64_t size,
+int target_file_adopt(TargetFile *t, const char *path, JobFiles *files, Image *source, uint64_t size,
                       bool overwrite, char **ret_error) {
         int r;
 

@@ -37,14 +37,15 @@ typedef struct TargetFile {
 
 #define TARGET_FILE_NULL { .file = TMPFILE_NULL, .device_fd = -EBADF, .replaced_fd = -EBADF }
 
-/* Takes over the target of 'files' (its descriptors are duplicated) and checks it against the
+/* Takes over the target of 'files' (its descriptors are duplicated, and a new file's hidden name
+ * is the TargetFile's to remove from then on, whether this succeeds or not) and checks it against the
  * source chain, whose virtual size is 'size'; 'path' names it in messages. A regular file given
  * to be written in place must be empty, unless 'overwrite' (then it is emptied, once locked).
  * Failures return a negative errno and a message naming the file: -EINVAL for a bad argument
  * (source and target the same file, or a backing file of the source, through any name or loop
  * device; neither a file nor a device; sizes that differ), -EEXIST for an existing target without
  * 'overwrite', -EACCES for a descriptor that does not allow random-access writes. */
-int target_file_adopt(TargetFile *t, const char *path, const JobFiles *files, Image *source, uint64_t size,
+int target_file_adopt(TargetFile *t, const char *path, JobFiles *files, Image *source, uint64_t size,
                       bool overwrite, char **ret_error);
 
 /* The descriptor to write the image into. */

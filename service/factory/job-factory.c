@@ -550,7 +550,7 @@ static int check_passed_chain(const JobRequest *q, char **ret_error) {
         return 0;
 }
 
-static int build_driver(const JobRequest *q, Built *b, char **ret_error) {
+static int build_driver(JobRequest *q, Built *b, char **ret_error) {
         int r;
 
         switch (q->type) {
@@ -752,10 +752,10 @@ static void on_opened(OpenerCall *call, int r, const char *error, void *userdata
         assert(c->openers_running > 0);
         c->openers_running--;
 
+        /* What the opener says is about the caller's files, as the caller sees them (even an
+         * EMFILE is the opener's, not ours). */
         if (r < 0) {
-                _cleanup_free_ char *message = error ? strdup(error) : NULL;
-                JobCreationError kind = classify(r, &message);
-                creation_finish(c, r, kind, message ?: error);
+                creation_finish(c, r, JOB_CREATION_ERROR_IMAGE, error);
                 return;
         }
         creation_open_next(c);

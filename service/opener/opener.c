@@ -135,9 +135,10 @@ static void opener_kill(OpenerCall *c) {
                 sd_event_source_unref(s);
                 c->pidfd = -EBADF;
         } else
-                /* No pidfd (an old kernel): SIGKILL is quick enough to wait for. */
-                while (waitpid(c->pid, NULL, 0) < 0 && errno == EINTR)
-                        ;
+                /* No pidfd (an old kernel, or no descriptor left): collect it if it is gone
+                 * already, but never wait here, it may be stuck in a file system that does not
+                 * answer. */
+                (void) waitpid(c->pid, NULL, WNOHANG);
         c->pidfd = safe_close(c->pidfd);
         c->pid = 0;
 }

@@ -471,6 +471,9 @@ static void test_bad_calls(BusFixture *f, gconstpointer data) {
         expect_backup_error(f, "", target, NULL, ERR_INVALID_ARGS, "Source path is empty");
         expect_backup_error(f, "source.img", target, NULL, ERR_INVALID_ARGS, "Source path 'source.img' is not absolute");
         expect_backup_error(f, source, long_path, NULL, ERR_INVALID_ARGS, "Target path is too long");
+        expect_backup_error(f, "/tmp/../etc/passwd", target, NULL, ERR_INVALID_ARGS,
+                            "Source path '/tmp/../etc/passwd' has '.' or '..' in it");
+        expect_backup_error(f, source, "/srv/./x.img", NULL, ERR_INVALID_ARGS, "Target path '/srv/./x.img' has '.' or '..' in it");
         g_autofree char *m1 = g_strdup_printf("Could not open '%s': No such file or directory", missing);
         expect_backup_error(f, missing, target, NULL, ERR_IMAGE, m1);
         g_autofree char *m2 = g_strdup_printf("Target '%s' is a directory", f->dir);
