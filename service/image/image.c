@@ -314,9 +314,16 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
                                              path, img->path, options->fds->n, options->fds->n == 1 ? "" : "s");
                 if (fstat(options->fds->fds[depth], &st) < 0)
                         return error_message(ret_error, negative_errno(), "Could not stat '%s': %m", path);
-        } else if (stat(path, &st) < 0)
-                return error_message(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m", path,
-                                     img->path);
+        } else {
+                if (options && options->before_following) {
+                        r = options->before_following(img, options->userdata, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+                if (stat(path, &st) < 0)
+                        return error_message(ret_error, negative_errno(), "Could not open backing file '%s' of '%s': %m",
+                                             path, img->path);
+        }
         if (options && same_file(options->stop_before, &st))
                 return 0;
         r = backing_format(img, path, &st, options, &format, ret_error);
@@ -399,6 +406,21 @@ static int open_layer(int fd, const char *name, ImageFormat format, unsigned fla
         return 0;
 }
 
+/* Within the bound so far? Checked after each layer: one layer (at most QEMU's 32 MiB of L1) may
+ * go past it before the chain is refused. */
+static int check_memory(const Image *img, const ImageOpenOptions *options, char **ret_error) {
+        uint64_t m;
+
+        if (!options || options->memory_max == 0)
+                return 0;
+        m = image_memory_estimate(img);
+        if (m <= options->memory_max)
+                return 0;
+        return error_message(ret_error, -E2BIG,
+                             "The backing chain of '%s' would need more than %" PRIu64 " MiB of memory for its tables, more than the %" PRIu64 " MiB a job may have",
+                             img->path, m >> 20, options->memory_max >> 20);
+}
+
 static int open_fd_full(int fd, const char *name, ImageFormat format, unsigned flags, const ImageOpenOptions *options,
                         Image **ret, char **ret_error) {
         _cleanup_(image_closep) Image *img = NULL;
@@ -418,10 +440,16 @@ static int open_fd_full(int fd, const char *name, ImageFormat format, unsigned f
         int depth = 1;
         if (!(flags & IMAGE_OPEN_NO_BACKING))
                 for (Image *i = img; i && i->backing_name; i = i->backing, depth++) {
+                        r = check_memory(img, options, ret_error);
+                        if (r < 0)
+                                return r;
                         r = open_backing(i, img, depth, options, ret_error);
                         if (r < 0)
                                 return r;
                 }
+        r = check_memory(img, options, ret_error);
+        if (r < 0)
+                return r;
 
         /* Each layer knows how many are below it, for the status of the chain. */
         depth = 0;
@@ -552,6 +580,8 @@ uint64_t image_memory_estimate(const Image *img) {
 static int layer_status(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret) {
         int r;
 
+        if (img->flags & IMAGE_OPEN_HEADERS_ONLY)
+                return image_fail(img, -EBADF, "Image '%s' was opened for its headers only", img->path);
         r = img->ops->status(img, offset, length, ret);
         if (r < 0)
                 return r;

@@ -34,6 +34,8 @@ typedef enum ImageOpenFlags {
         IMAGE_OPEN_SHARE_WRITE  = 1 << 1,   /* read-only, and let others write meanwhile (a mirror's source) */
         IMAGE_OPEN_NO_BACKING   = 1 << 2,   /* this layer alone: reads of unallocated ranges give zeroes */
         IMAGE_OPEN_NO_LOCK      = 1 << 3,   /* no QEMU locks (tests, fuzzing) */
+        IMAGE_OPEN_HEADERS_ONLY = 1 << 4,   /* headers and the chain only, no tables: nothing can be
+                                             * read, only the files found (blockjobd-opener) */
 } ImageOpenFlags;
 
 #define IMAGE_CHAIN_DEPTH_MAX 64
@@ -65,6 +67,15 @@ typedef struct ImageOpenOptions {
          * format, and refused (-EINVAL) if its parent records a different one. PROBE: not given. */
         const struct stat *base;
         ImageFormat base_format;
+        /* A chain opened by name: called with each layer, open, before a name it records is
+         * looked up; it may change who looks it up (blockjobd-opener drops its rights to the
+         * layer's owner), or refuse with a negative errno and a message. */
+        int (*before_following)(const Image *layer, void *userdata, char **ret_error);
+        void *userdata;
+        /* The most memory the chain may take (image_memory_estimate()), checked as each layer is
+         * opened, so that a chain of huge tables stops at the first one too many: -E2BIG and a
+         * message. 0: no bound. */
+        uint64_t memory_max;
 } ImageOpenOptions;
 
 /* A chain's files as descriptors, top first, opened by someone else: a caller that passed them,

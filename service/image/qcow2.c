@@ -334,7 +334,8 @@ static int qcow2_open(Image *img, char **ret_error) {
             (q->nb_snapshots > 0 && !table_in_file(img, q, q->snapshots_offset, 40)))
                 return error_message(ret_error, -EUCLEAN, "Image '%s' is corrupt: snapshot table", img->path);
 
-        r = load_l1(img, q, ret_error);
+        /* Its tables are for reading it: a walk that only finds the chain's files needs none. */
+        r = (img->flags & IMAGE_OPEN_HEADERS_ONLY) ? 0 : load_l1(img, q, ret_error);
         if (r < 0)
                 return r;
 

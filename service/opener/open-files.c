@@ -11,32 +11,64 @@
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Image *, image_close);
 
-int open_chain_files(const char *path, ImageFormat format, bool write, JobFiles *f, char **ret_error) {
-        _cleanup_(image_closep) Image *img = NULL;
+typedef struct ChainWalk {
+        bool write;
+        BeforeFollowing before_following;
+        JobFiles *files;
+} ChainWalk;
+
+/* A layer's descriptor for the job, with the rights this process has now: the rights it was
+ * opened with, before any are dropped for following its names. */
+static int collect_layer(const Image *layer, bool top, ChainWalk *w, char **ret_error) {
+        int fd = -EBADF, r;
+
+        if (w->write) {
+                /* Reopening the same file checks the right to write it. */
+                fd = fd_reopen(image_fd(layer), O_RDWR);
+                if (fd < 0 && top)
+                        return error_message(ret_error, fd, "Could not open '%s' for writing: %m", image_path(layer));
+        }
+        if (fd < 0)
+                fd = fcntl(image_fd(layer), F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return error_message(ret_error, negative_errno(), "Could not duplicate a descriptor: %m");
+        r = job_files_add_layer(w->files, fd);
+        if (r < 0)
+                return error_message(ret_error, r, "Backing chain of '%s' is too deep", image_path(layer));
+        return 0;
+}
+
+static int before_following(const Image *layer, void *userdata, char **ret_error) {
+        ChainWalk *w = userdata;
         int r;
 
-        /* Read-only and unlocked: this only finds the files; whoever uses them takes the locks. */
-        r = image_open(path, format, IMAGE_OPEN_NO_LOCK, &img, ret_error);
+        r = collect_layer(layer, w->files->n_chain == 0, w, ret_error);
+        if (r < 0)
+                return r;
+        return w->before_following ? w->before_following(image_stat(layer), ret_error) : 0;
+}
+
+int open_chain_files(const char *path, ImageFormat format, bool write, BeforeFollowing before, JobFiles *f,
+                     char **ret_error) {
+        _cleanup_(image_closep) Image *img = NULL;
+        ChainWalk w = { .write = write, .before_following = before, .files = f };
+        ImageOpenOptions o = { .before_following = before_following, .userdata = &w };
+        size_t n = 0;
+        int r;
+
+        /* Unlocked, headers only: this only finds the files; whoever uses them takes the locks
+         * and reads the tables. */
+        r = image_open_full(path, format, IMAGE_OPEN_NO_LOCK | IMAGE_OPEN_HEADERS_ONLY, &o, &img, ret_error);
         if (r < 0)
                 return r;
 
-        for (Image *layer = img; layer; layer = image_backing(layer)) {
-                int fd = -EBADF;
-
-                if (write) {
-                        /* Reopening the same file checks the right to write it. */
-                        fd = fd_reopen(image_fd(layer), O_RDWR);
-                        if (fd < 0 && layer == img)
-                                return error_message(ret_error, fd, "Could not open '%s' for writing: %m", path);
+        /* Each layer that names another was taken as the walk went on; the bottom one is left. */
+        for (Image *layer = img; layer; layer = image_backing(layer), n++)
+                if (n >= f->n_chain) {
+                        r = collect_layer(layer, n == 0, &w, ret_error);
+                        if (r < 0)
+                                return r;
                 }
-                if (fd < 0)
-                        fd = fcntl(image_fd(layer), F_DUPFD_CLOEXEC, 3);
-                if (fd < 0)
-                        return error_message(ret_error, negative_errno(), "Could not duplicate a descriptor: %m");
-                r = job_files_add_layer(f, fd);
-                if (r < 0)
-                        return error_message(ret_error, r, "Backing chain of '%s' is too deep", path);
-        }
         return 0;
 }
 
@@ -46,8 +78,10 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
         int r;
 
         /* What the name leads to decides the kind of target (a device is often named by a
-         * symlink, /dev/disk/by-id/...). */
-        if (stat(path, &st) >= 0) {
+         * symlink, /dev/disk/by-id/...), but a symlink that another user could have planted is
+         * never followed: it is a name to replace (with overwrite), as any other. */
+        bool follow = !(lstat(path, &st) >= 0 && S_ISLNK(st.st_mode) && st.st_uid != 0 && st.st_uid != geteuid());
+        if (follow && stat(path, &st) >= 0) {
                 if (S_ISDIR(st.st_mode))
                         return error_message(ret_error, -EISDIR, "Target '%s' is a directory", path);
                 if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
@@ -70,7 +104,7 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
                         job_files_set_target_in_place(f, fd);
                         return 0;
                 }
-        } else if (errno != ENOENT)
+        } else if (follow && errno != ENOENT)
                 return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
 
         r = tmpfile_open(&t, path, 0600, !named_temp_file);

@@ -10,12 +10,19 @@
 #include "image.h"
 #include "job-files.h"
 
+/* Called with each layer (its file, open), before the names it records are followed: may lower
+ * the rights they are followed with (blockjobd-opener, for root, drops to the layer's owner), or
+ * refuse with a negative errno and a message. */
+typedef int (*BeforeFollowing)(const struct stat *layer, char **ret_error);
+
 /* The image at 'path' and every backing file its chain names, as this process can open them:
  * read-only, or for 'write' the image itself read-write and each backing file read-write where
- * this process may write it (commit writes into one of them), read-only otherwise. 'format' is
- * the image's format, or IMAGE_FORMAT_PROBE; the image layer's format rules apply (a backing
- * file without a recorded format is refused, so is a probed qcow2 image that names one). */
-int open_chain_files(const char *path, ImageFormat format, bool write, JobFiles *f, char **ret_error);
+ * this process may write it (commit writes into one of them) when it opens it, read-only
+ * otherwise. 'format' is the image's format, or IMAGE_FORMAT_PROBE; the image layer's format
+ * rules apply (a backing file without a recorded format is refused, so is a probed qcow2 image
+ * that names one). Only the headers are read. */
+int open_chain_files(const char *path, ImageFormat format, bool write, BeforeFollowing before_following,
+                     JobFiles *f, char **ret_error);
 
 /* The target at 'path' as this process could make it: an existing block device to write in
  * place (with 'overwrite'), or a new, empty file (mode 0600) in the directory of 'path', hidden

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd-util.h"
 #include "image.h"
 #include "macro.h"
 #include "opener-protocol.h"
@@ -30,6 +31,7 @@
 #include "open-files.h"
 
 #define SOCKET_FD 0
+#define UID_NOBODY 65534
 
 static int send_packet(const char *text, const int *fds, size_t n_fds) {
         union {
@@ -175,20 +177,37 @@ static void open_target(const char *mode, const char *path) {
         job_files_done(&f);
 }
 
-/* Root's request on another user's image: the image's content, and so every name in its chain,
- * is that user's to choose, so the chain is opened with that user's rights, not root's. The
- * owner is the owner of the name itself (a symlink's, not its target's): a symlink another user
- * planted leads where that user could lead, no further. */
-static void become_owner_of(const char *path) {
-        struct stat st;
-        char uid[16];
+static void become_uid(uid_t uid) {
+        char s[16];
 
-        if (lstat(path, &st) < 0)
-                fail(negative_errno(), "Could not open '%s': %m", path);
-        if (st.st_uid == 0)
-                return;
-        (void) snprintf(uid, sizeof(uid), "%u", (unsigned) st.st_uid);
-        become(uid, "*");
+        (void) snprintf(s, sizeof(s), "%u", (unsigned) uid);
+        become(s, "*");
+}
+
+/* Root follows the names that an image records only if nobody but root could have written them:
+ * a layer another user owns is that user's to fill, backing names included, so what it names is
+ * opened with that user's rights (for good: the drop is one way, and what follows is bound by
+ * them); a layer of root's that others may write (group or world) names what anyone of them
+ * chose, so what it names is opened as nobody. Decided on each layer as it is open, not on a
+ * name that could change meanwhile. */
+static int drop_before_following(const struct stat *layer, char **ret_error) {
+        if (geteuid() != 0)
+                return 0;
+        if (layer->st_uid != 0)
+                become_uid(layer->st_uid);
+        else if (layer->st_mode & (S_IWGRP | S_IWOTH))
+                become_uid(UID_NOBODY);
+        return 0;
+}
+
+/* A symlink at root's name that another user owns leads where that user chose: followed with
+ * that user's rights. Looked at without following it, on what the name holds right now. */
+static void drop_for_planted_symlink(const char *path) {
+        _cleanup_close_ int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+
+        if (fd >= 0 && fstat(fd, &st) >= 0 && S_ISLNK(st.st_mode) && st.st_uid != 0)
+                become_uid(st.st_uid);
 }
 
 static void open_chain(const char *mode, const char *format_name, const char *path) {
@@ -204,38 +223,55 @@ static void open_chain(const char *mode, const char *format_name, const char *pa
         if (format == _IMAGE_FORMAT_MAX)
                 fail(-EINVAL, "Bad image format: %s", format_name);
 
-        if (getuid() == 0)
-                become_owner_of(path);
+        if (geteuid() == 0)
+                drop_for_planted_symlink(path);
 
-        r = open_chain_files(path, format, write, &f, &error);
+        r = open_chain_files(path, format, write, drop_before_following, &f, &error);
         if (r < 0)
                 fail(r, "%s", error ?: "Could not open the image");
         send_files(&f);
         job_files_done(&f);
 }
 
-int main(int argc, char *argv[]) {
-        int i;
+/* The request: what the daemon sent on the socket, NUL-separated words (not on the command line,
+ * where every user could read the names in /proc). */
+static size_t read_request(char *buf, size_t size, char **words, size_t max_words) {
+        ssize_t n = recv(SOCKET_FD, buf, size - 1, 0);
+        size_t k = 0;
 
-        if (argc < 3) {
+        if (n <= 0)
+                fail(-EPROTO, "No request");
+        buf[n] = 0;
+        for (char *p = buf; p < buf + n && k < max_words; p += strlen(p) + 1)
+                words[k++] = p;
+        return k;
+}
+
+int main(int argc, char *argv[]) {
+        char request[OPENER_REQUEST_MAX];
+        char *words[16];
+        size_t n, i;
+
+        if (argc != 3) {
                 fprintf(stderr, "blockjobd-opener is run by blockjobd, not by hand.\n");
                 return 2;
         }
         become(argv[1], argv[2]);
+        n = read_request(request, sizeof(request), words, ELEMENTSOF(words));
 
-        /* The target first: for root, opening the chain may mean becoming its owner for good. */
-        for (i = 3; i < argc;) {
-                if (strcmp(argv[i], "target") == 0 && i + 2 < argc) {
-                        open_target(argv[i + 1], argv[i + 2]);
+        /* The target first: for root, opening the chain may mean becoming another user for good. */
+        for (i = 0; i < n;) {
+                if (strcmp(words[i], "target") == 0 && i + 2 < n) {
+                        open_target(words[i + 1], words[i + 2]);
                         i += 3;
-                } else if (strcmp(argv[i], "chain") == 0 && i + 3 < argc)
+                } else if (strcmp(words[i], "chain") == 0 && i + 3 < n)
                         i += 4;
                 else
-                        fail(-EINVAL, "Bad request: %s", argv[i]);
+                        fail(-EINVAL, "Bad request: %s", words[i]);
         }
-        for (i = 3; i < argc;) {
-                if (strcmp(argv[i], "chain") == 0) {
-                        open_chain(argv[i + 1], argv[i + 2], argv[i + 3]);
+        for (i = 0; i < n;) {
+                if (strcmp(words[i], "chain") == 0) {
+                        open_chain(words[i + 1], words[i + 2], words[i + 3]);
                         i += 4;
                 } else
                         i += 3;

@@ -2,17 +2,20 @@
 #pragma once
 
 /* How the daemon and blockjobd-opener talk. The daemon (root) runs the opener with a
- * SOCK_SEQPACKET socket as its standard input and the request on its command line:
+ * SOCK_SEQPACKET socket as its standard input, who to become on its command line, and what to
+ * open in the first packet on the socket (names are nobody else's business: a command line is
+ * readable by every user in /proc), words separated by NUL:
  *
- *     blockjobd-opener UID GROUPS [target keep|overwrite PATH] [chain read|write FORMAT PATH]
+ *     blockjobd-opener UID GROUPS
+ *     packet: [target NUL keep|overwrite NUL PATH NUL] [chain NUL read|write NUL FORMAT NUL PATH NUL]
  *
  * GROUPS is the comma-separated list of the caller's groups (as the bus reports them), "-" for
  * none, or "*": the user's groups from the user database, as a login would have them. The gid is
  * the user's primary group from the database, if the caller has it (otherwise the first of its
  * groups; a user without any: the overflow group, 65534). FORMAT is raw, qcow2 or probe. The
  * opener becomes that user for good (groups, gid, uid), then opens the target, then the chain.
- * For root (UID 0), the chain of an image whose name belongs to another user is opened as that
- * user (see opener-main.c). It answers with one packet per file, each a word, maybe a text, and
+ * For root (UID 0), the names in a chain are followed with the rights of whoever could have
+ * written them (see opener-main.c). It answers with one packet per file, each a word, maybe a text, and
  * descriptors (SCM_RIGHTS):
  *
  *     "layer"                          1 fd: the next layer of the chain, top first
@@ -25,6 +28,8 @@
  */
 
 #define OPENER_PACKET_MAX 8192
+/* Two paths shorter than PATH_MAX, and the words around them. */
+#define OPENER_REQUEST_MAX (2 * 4096 + 256)
 #define OPENER_FDS_MAX 2
 /* The daemon's patience: an open that blocks (a FIFO, a hung network file system) ends here. */
 #define OPENER_TIMEOUT_USEC (30 * UINT64_C(1000000))

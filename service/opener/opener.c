@@ -55,35 +55,50 @@ static char *groups_to_string(const gid_t *groups, size_t n) {
         return s;
 }
 
+/* What to open, as the opener reads it from the socket: NUL-separated words. */
+static int build_request(const OpenerRequest *req, char *buf, size_t size, size_t *ret_len) {
+        const char *words[8];
+        size_t n = 0, len = 0;
+
+        if (req->target_path) {
+                words[n++] = "target";
+                words[n++] = req->target_overwrite ? "overwrite" : "keep";
+                words[n++] = req->target_path;
+        }
+        if (req->chain_path) {
+                words[n++] = "chain";
+                words[n++] = req->chain_write ? "write" : "read";
+                words[n++] = image_format_to_string(req->chain_format);
+                words[n++] = req->chain_path;
+        }
+        for (size_t i = 0; i < n; i++) {
+                size_t k = strlen(words[i]) + 1;
+                if (len + k > size)
+                        return -ENAMETOOLONG;
+                memcpy(buf + len, words[i], k);
+                len += k;
+        }
+        *ret_len = len;
+        return 0;
+}
+
 static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid) {
         _cleanup_free_ char *groups = groups_to_string(req->groups, req->n_groups);
         char uid[16];
-        const char *argv[12];
+        const char *argv[4];
         char *envp[] = { NULL };
         posix_spawn_file_actions_t actions;
         posix_spawnattr_t attr;
         sigset_t none, all;
-        size_t n = 0;
         int r;
 
         if (!groups)
                 return -ENOMEM;
         (void) snprintf(uid, sizeof(uid), "%u", (unsigned) req->uid);
-        argv[n++] = "blockjobd-opener";
-        argv[n++] = uid;
-        argv[n++] = req->groups_from_user_database ? "*" : groups;
-        if (req->target_path) {
-                argv[n++] = "target";
-                argv[n++] = req->target_overwrite ? "overwrite" : "keep";
-                argv[n++] = req->target_path;
-        }
-        if (req->chain_path) {
-                argv[n++] = "chain";
-                argv[n++] = req->chain_write ? "write" : "read";
-                argv[n++] = image_format_to_string(req->chain_format);
-                argv[n++] = req->chain_path;
-        }
-        argv[n] = NULL;
+        argv[0] = "blockjobd-opener";
+        argv[1] = uid;
+        argv[2] = req->groups_from_user_database ? "*" : groups;
+        argv[3] = NULL;
 
         /* The socket becomes its standard input; nothing else of ours goes along (everything
          * else is O_CLOEXEC), nor our blocked signals, nor our environment. */
@@ -318,6 +333,15 @@ int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files
                 return negative_errno();
         c->socket_fd = sv[0];
         their_end = sv[1];
+
+        char request[OPENER_REQUEST_MAX];
+        size_t len;
+        r = build_request(req, request, sizeof(request), &len);
+        if (r < 0)
+                return r;
+        /* Queued before the opener runs: the socket's buffer holds it. */
+        if (send(c->socket_fd, request, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) len)
+                return negative_errno();
 
         r = spawn_opener(req, their_end, &c->pid);
         if (r < 0) {

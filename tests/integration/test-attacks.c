@@ -780,6 +780,82 @@ static void test_commit_follows_planted_name(PolkitFixture *pf) {
                 g_error("root's commit wrote into %s, which nobody's base.raw linked to", crontab);
 }
 
+/* ---- 5b. root's overlay on a user's base ------------------------------------------------------------ */
+
+/* Root's own image over nobody's: nobody writes nothing of root's, but its base names what the
+ * chain goes on with. Root's default commit goes to the bottom of the chain, which nobody chose
+ * to be a file of root's. */
+static void test_commit_through_root_overlay(PolkitFixture *pf) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *dir = bus_fixture_path(f, "rootonly"), *crontab = g_build_filename(dir, "crontab", NULL);
+        g_autofree char *base = nobody_path(pf, "base.qcow2"), *top = bus_fixture_path(f, "overlay.qcow2");
+        g_autofree char *sum = NULL, *sum_after = NULL, *answer = NULL;
+
+        g_assert_cmpint(g_mkdir(dir, 0700), ==, 0);
+        bus_make_file(crontab, MiB);
+        sum = checksum_file(crontab);
+
+        /* nobody's base, on a raw file of its own at first; then rebased onto root's file. */
+        nobody_sh(pf, "qemu-img create -q -f raw mine.raw 1M && "
+                      "qemu-img create -q -f qcow2 -b mine.raw -F raw base.qcow2 && "
+                      "qemu-img rebase -u -b %s -F raw base.qcow2", crontab);
+        root_sh(f, "qemu-img create -q -f qcow2 -b %s -F qcow2 overlay.qcow2 && "
+                   "qemu-io -f qcow2 -c 'write -P 0x66 0 256k' overlay.qcow2 >/dev/null", base);
+
+        answer = root_manager_call(f, "Commit", g_variant_new("(s@a{sv})", top, bus_opts("job-id", g_variant_new_string("c"), NULL)));
+        g_test_message("root's Commit: %s", answer);
+        if (g_str_has_prefix(answer, "ok")) {
+                g_autofree char *path = answer_path(answer);
+                WAIT_FOR(f, status_seen(f, "c", "ready") || status_seen(f, "c", "concluded"), "the commit");
+                if (status_seen(f, "c", "ready"))
+                        bus_job_call(f, path, "Complete");
+                wait_job_over(f, "c");
+        }
+
+        sum_after = checksum_file(crontab);
+        if (!g_str_equal(sum, sum_after))
+                g_error("root's commit wrote into %s, which nobody's base named as its backing file", crontab);
+        assert_error(answer, ERR_ACCESS_DENIED, "Permission denied");
+}
+
+/* ---- 16b. a symlink to a device at root's target ------------------------------------------------------ */
+
+static void test_target_symlink_to_device(PolkitFixture *pf) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *disk = bus_fixture_path(f, "bobs-disk.img"), *source = bus_fixture_path(f, "src.raw");
+        g_autofree char *target = nobody_path(pf, "backup.img"), *sum = NULL, *sum_after = NULL;
+        g_autofree char *out = NULL, *err = NULL, *device = NULL, *answer = NULL;
+        struct stat st;
+
+        /* Another user's disk, as a block device; and a source as large. */
+        root_sh(f, "truncate -s 4M bobs-disk.img && truncate -s 4M src.raw && "
+                   "dd if=/dev/urandom of=src.raw bs=1M count=4 conv=notrunc status=none");
+        if (oracle_try(&out, &err, "losetup --find --show %s", disk) != 0) {
+                g_test_skip("cannot make loop devices here");
+                return;
+        }
+        device = g_strdup(g_strstrip(out));
+        sum = checksum_file(disk);
+
+        /* nobody plants a link to it where root's nightly backup goes. */
+        nobody_sh(pf, "ln -s %s backup.img", device);
+        answer = root_manager_call(f, "Backup", g_variant_new("(ss@a{sv})", source, target,
+                                                              bus_opts("overwrite", g_variant_new_boolean(TRUE), "job-id",
+                                                                       g_variant_new_string("b"), NULL)));
+        g_test_message("root's Backup: %s", answer);
+        if (g_str_has_prefix(answer, "ok"))
+                wait_job_over(f, "b");
+
+        sum_after = checksum_file(disk);
+        g_free(oracle_run("losetup --detach %s", device));
+        if (!g_str_equal(sum, sum_after))
+                g_error("root's backup wrote into %s through nobody's symlink", device);
+        /* The link was a name like any other: replaced by the backup. */
+        g_assert_true(g_str_has_prefix(answer, "ok"));
+        g_assert_cmpint(lstat(target, &st), ==, 0);
+        g_assert_true(S_ISREG(st.st_mode));
+}
+
 /* ---- 6. a block toggling between data and hole ----------------------------------------------------- */
 
 static void on_done(GObject *source, GAsyncResult *result, gpointer userdata) {
@@ -1380,6 +1456,8 @@ static const AttackCase cases[] = {
         { "/attacks/format-probing/v2-backing", test_format_probing_v2_backing, .without_polkit = true },
         { "/attacks/verb-on-replaced-job", test_verb_on_replaced_job },
         { "/attacks/commit-follows-planted-name", test_commit_follows_planted_name },
+        { "/attacks/commit-through-root-overlay", test_commit_through_root_overlay },
+        { "/attacks/target-symlink-to-device", test_target_symlink_to_device, .needs_loop = true },
         { "/attacks/daemon-abort-by-toggling", test_daemon_abort_by_toggling },
         { "/attacks/limits/pending-jobs", test_limits_pending, "--idle-timeout=0 --max-jobs-per-user=2" },
         { "/attacks/limits/opener-stall", test_limits_opener_stall },

@@ -7,7 +7,7 @@ static int open_files(JobFiles *f, const char *chain, ImageFormat format, bool w
                       bool overwrite, bool named_temp_file, char **ret_error) {
         int r;
 
-        r = open_chain_files(chain, format, write, f, ret_error);
+        r = open_chain_files(chain, format, write, NULL, f, ret_error);
         if (r < 0)
                 return r;
         if (!target)
