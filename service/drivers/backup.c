@@ -61,7 +61,7 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
 
         /* The source is read, with its backing chain, and must not change meanwhile. */
         ImageChainFds chain = { .fds = p->files->chain, .n = p->files->n_chain };
-        ImageOpenOptions o = { .fds = &chain };
+        ImageOpenOptions o = { .fds = &chain, .memory_max = p->memory_max };
         r = image_open_full(p->source, p->source_format, 0, &o, &b->source, ret_error);
         if (r < 0)
                 return r;

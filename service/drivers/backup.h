@@ -34,6 +34,7 @@ typedef struct BackupParams {
         bool sync_top;                  /* copy only what the top image allocates */
         ImageFormat target_format;      /* PROBE: the source's */
         uint64_t chunk_size;            /* bytes per step when unthrottled; 0 = default */
+        uint64_t memory_max;            /* the most memory its images' tables may take; 0: no bound */
 } BackupParams;
 
 typedef struct Backup Backup;

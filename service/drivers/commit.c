@@ -56,7 +56,7 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         int top_depth = 0, base_depth, r;
 
         ImageChainFds fds = { .fds = p->files->chain, .n = p->files->n_chain };
-        ImageOpenOptions o = { .fds = &fds };
+        ImageOpenOptions o = { .fds = &fds, .memory_max = p->memory_max };
         r = image_open_full(p->image, IMAGE_FORMAT_QCOW2, 0, &o, &chain, ret_error);
         if (r < 0)
                 return r;
@@ -133,7 +133,7 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
         /* Base and its chain are the tail of the image's. */
         ImageChainFds fds = { .fds = p->files->chain, .n = p->files->n_chain };
         ImageChainFds base_fds = { p->files->chain + pl.base_depth, p->files->n_chain - (size_t) pl.base_depth };
-        ImageOpenOptions bo = { .fds = &base_fds };
+        ImageOpenOptions bo = { .fds = &base_fds, .memory_max = p->memory_max };
         r = image_open_full(pl.base_path, pl.base_format, IMAGE_OPEN_WRITE, &bo, &c->base, ret_error);
         if (r < 0)
                 goto finish;
@@ -143,6 +143,7 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
                 .stop_before = &pl.base,
                 .writable = pl.active || pl.above_top_is_image ? NULL : &pl.above_top,
                 .fds = &fds,
+                .memory_max = p->memory_max,
         };
         r = image_open_full(p->image, pl.image_format, pl.active || pl.above_top_is_image ? IMAGE_OPEN_WRITE : 0, &o,
                             &c->upper, ret_error);

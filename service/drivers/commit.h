@@ -25,6 +25,7 @@ typedef struct CommitParams {
         const char *backing_file;       /* the name to record above top; NULL: base's path */
         ImageFormat base_format;        /* PROBE: as recorded; otherwise it must be what is recorded */
         const JobFiles *files;          /* the image's chain, top first */
+        uint64_t memory_max;            /* the most memory its images' tables may take; 0: no bound */
 } CommitParams;
 
 typedef struct Commit Commit;

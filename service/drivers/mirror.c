@@ -260,7 +260,7 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
 
         /* The source, with its chain: someone else may keep writing it, which is the point. */
         ImageChainFds chain = { .fds = p->files->chain, .n = p->files->n_chain };
-        ImageOpenOptions o = { .fds = &chain };
+        ImageOpenOptions o = { .fds = &chain, .memory_max = p->memory_max };
         r = image_open_full(p->source, p->source_format, IMAGE_OPEN_SHARE_WRITE, &o, &m->source, ret_error);
         if (r < 0)
                 return r;

@@ -54,6 +54,7 @@ typedef struct MirrorParams {
         uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
         uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */
         uint64_t max_interval_ns;       /* ready: a full pass at least this often; 0 = 10 s */
+        uint64_t memory_max;            /* the most memory its images' tables may take; 0: no bound */
 } MirrorParams;
 
 typedef struct Mirror Mirror;

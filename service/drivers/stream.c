@@ -39,7 +39,7 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
                 return -ENOMEM;
 
         ImageChainFds fds = { .fds = p->files->chain, .n = p->files->n_chain };
-        ImageOpenOptions o = { .fds = &fds };
+        ImageOpenOptions o = { .fds = &fds, .memory_max = p->memory_max };
         r = image_open_full(p->image, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &o, &s->image, ret_error);
         if (r < 0)
                 return r;

@@ -18,6 +18,7 @@ typedef struct StreamParams {
         const char *backing_file;       /* the name to record; NULL: the base's path */
         ImageFormat base_format;        /* PROBE: as recorded; otherwise it must be what is recorded */
         const JobFiles *files;          /* the image's chain, top first */
+        uint64_t memory_max;            /* the most memory its images' tables may take; 0: no bound */
 } StreamParams;
 
 typedef struct Stream Stream;

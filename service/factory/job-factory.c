@@ -183,6 +183,7 @@ struct JobCreation {
         /* Building: while a worker has it, a creation that is given up stays until it returns. */
         bool building;
         atomic_bool abandoned;          /* read by the worker: it stops early */
+        uint64_t memory_left;           /* what the user may still take, as the build began; 0: no bound */
         int r;
         JobCreationError kind;
         char *error;
@@ -550,7 +551,7 @@ static int check_passed_chain(const JobRequest *q, char **ret_error) {
         return 0;
 }
 
-static int build_driver(JobRequest *q, Built *b, char **ret_error) {
+static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret_error) {
         int r;
 
         switch (q->type) {
@@ -563,6 +564,7 @@ static int build_driver(JobRequest *q, Built *b, char **ret_error) {
                         .overwrite = q->overwrite,
                         .sync_top = q->sync == SYNC_TOP,
                         .target_format = q->target_format,
+                        .memory_max = memory_max,
                 };
                 Backup *d = NULL;
                 r = backup_open(&p, &d, ret_error);
@@ -582,6 +584,7 @@ static int build_driver(JobRequest *q, Built *b, char **ret_error) {
                         .target_format = q->target_format,
                         .granularity = q->granularity,
                         .buf_size = q->buf_size,
+                        .memory_max = memory_max,
                 };
                 Mirror *d = NULL;
                 r = mirror_open(&p, &d, ret_error);
@@ -598,6 +601,7 @@ static int build_driver(JobRequest *q, Built *b, char **ret_error) {
                         .backing_file = q->backing_file,
                         .base_format = q->base_format,
                         .files = &q->files,
+                        .memory_max = memory_max,
                 };
                 Commit *d = NULL;
                 r = commit_open(&p, &d, ret_error);
@@ -613,6 +617,7 @@ static int build_driver(JobRequest *q, Built *b, char **ret_error) {
                         .backing_file = q->backing_file,
                         .base_format = q->base_format,
                         .files = &q->files,
+                        .memory_max = memory_max,
                 };
                 Stream *d = NULL;
                 r = stream_open(&p, &d, ret_error);
@@ -662,7 +667,7 @@ static void list_given_files(const JobRequest *q, FileUseFunc f, void *userdata)
                 f(files->target_fd, NULL, q->target, FILE_USE_WRITE, userdata);
 }
 
-static int build_one(Reservations *reservations, JobRequest *q, Built *b, char **ret_error) {
+static int build_one(Reservations *reservations, JobRequest *q, uint64_t memory_max, Built *b, char **ret_error) {
         ClaimList given_claims = {}, used = {};
         ReservationSet *given = NULL;
         int r;
@@ -672,7 +677,7 @@ static int build_one(Reservations *reservations, JobRequest *q, Built *b, char *
 
         r = check_passed_chain(q, ret_error);
         if (r >= 0)
-                r = build_driver(q, b, ret_error);
+                r = build_driver(q, memory_max, b, ret_error);
         if (r < 0) {
                 b->given = given;
                 return r;
@@ -688,12 +693,34 @@ static int build_one(Reservations *reservations, JobRequest *q, Built *b, char *
         return 0;
 }
 
+/* How much the next job may take: what a job may have, and what is left of the user's. */
+static uint64_t memory_for_next(const JobCreation *c) {
+        uint64_t per_job = c->factory->limits.max_memory_per_job;
+
+        if (c->uid == 0)
+                return 0;
+        if (c->memory_left == 0)
+                return per_job;
+        return per_job == 0 ? c->memory_left : MIN(per_job, c->memory_left);
+}
+
 static void creation_build(void *userdata) {
         JobCreation *c = userdata;
 
+        /* Each job's images stop opening once they would take more than the bounds allow, and so
+         * does the creation, however many jobs it holds: nothing is allocated past the bound and
+         * then counted. (The loop checks again, against what others took meanwhile.) */
         for (size_t i = 0; i < c->n && !atomic_load(&c->abandoned); i++) {
                 _cleanup_free_ char *error = NULL;
-                int r = build_one(c->factory->reservations, &c->requests[i], &c->built[i], &error);
+                int r = build_one(c->factory->reservations, &c->requests[i], memory_for_next(c), &c->built[i], &error);
+                if (r >= 0 && c->uid != 0 && c->memory_left > 0) {
+                        if (c->built[i].memory >= c->memory_left)
+                                r = error_message(&error, -E2BIG,
+                                                  "User %u's jobs would need more than the %" PRIu64 " MiB of memory a user may have for their images",
+                                                  (unsigned) c->uid, c->factory->limits.max_memory_per_user >> 20);
+                        else
+                                c->memory_left -= c->built[i].memory;
+                }
                 if (r < 0) {
                         c->r = r;
                         c->failed = i;
@@ -802,8 +829,11 @@ static void creation_open_next(JobCreation *c) {
         if (c->openers_running > 0 || c->next_open < c->n)
                 return;
 
-        /* Everything is open: on to a worker. */
+        /* Everything is open: on to a worker, with what the user may still take. */
         c->deadline = sd_event_source_disable_unref(c->deadline);
+        UserUsage *u = user_usage(f, c->uid, false);
+        if (c->uid != 0 && f->limits.max_memory_per_user > 0)
+                c->memory_left = f->limits.max_memory_per_user - MIN(u ? u->memory : 0, f->limits.max_memory_per_user - 1);
         r = worker_pool_call(f->pool, c->uid, creation_build, creation_built, c);
         if (r < 0) {
                 creation_finish(c, r, JOB_CREATION_ERROR_LIMIT, "blockjobd has run out of memory");

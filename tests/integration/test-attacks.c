@@ -1122,6 +1122,33 @@ static void test_header_driven_memory(PolkitFixture *pf) {
                         (after - before) / MiB);
 }
 
+/* A chain of many layers, each with the largest L1 table QEMU allows itself, and each as small on
+ * disk as holes make it: the daemon stops opening it at the first layer past the bound, before
+ * the tables are all in memory. */
+static void test_chain_memory(PolkitFixture *pf) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *top = nobody_path(pf, "l39.qcow2"), *args = NULL, *answer = NULL;
+        guint64 before, after;
+
+        start_polkit_for_nobody(pf, NULL);
+        /* 1 PiB: an L1 table of 16 MiB, all holes; 40 layers would be 640 MiB of tables. */
+        nobody_sh(pf, "qemu-img create -q -f qcow2 l.qcow2 1P && cp --sparse=always l.qcow2 l0.qcow2 && "
+                      "for i in $(seq 1 39); do cp --sparse=always l.qcow2 l$i.qcow2 && "
+                      "qemu-img rebase -u -b l$((i - 1)).qcow2 -F qcow2 l$i.qcow2 || exit 1; done");
+
+        before = daemon_rss(f);
+        args = g_strdup_printf("('%s', '%s/out.qcow2', @a{sv} {'source-format': <'qcow2'>, 'job-id': <'deep'>})", top,
+                               pf->nobody_dir);
+        answer = nobody_manager_call(pf, "Backup", args);
+        after = daemon_rss(f);
+        g_test_message("nobody's Backup of 40 layers of 16 MiB tables: %s; the daemon's RSS: %" G_GUINT64_FORMAT
+                       " MiB -> %" G_GUINT64_FORMAT " MiB",
+                       answer, before / MiB, after / MiB);
+        assert_error(answer, ERR_LIMIT, "MiB");
+        if (after > before + 600 * MiB)
+                g_error("the daemon's RSS grew by %" G_GUINT64_FORMAT " MiB", (after - before) / MiB);
+}
+
 /* ---- 10. on-source-error=ignore over a corrupt image -------------------------------------------- */
 
 static void test_ignore_retry_flood(PolkitFixture *pf) {
@@ -1463,6 +1490,7 @@ static const AttackCase cases[] = {
         { "/attacks/limits/opener-stall", test_limits_opener_stall },
         { "/attacks/bad-utf8-error", test_bad_utf8_error },
         { "/attacks/header-driven-memory", test_header_driven_memory },
+        { "/attacks/chain-memory", test_chain_memory },
         { "/attacks/ignore-retry-flood", test_ignore_retry_flood },
         { "/attacks/overwrite-held-image", test_overwrite_held_image, .without_polkit = true },
         { "/attacks/shared-target", test_shared_target, .without_polkit = true },
