@@ -8,6 +8,7 @@
 
 #include "bus-errors.h"
 #include "bus-options.h"
+#include "fs-type.h"
 #include "macro.h"
 
 /* Which job types accept an option. */
@@ -233,6 +234,13 @@ static int read_fd(sd_bus_message *m, const char *key, int *target, sd_bus_error
         }
         safe_close(*target);
         *target = fd;
+
+        /* A file a process serves (FUSE) could make every call on it wait for ever: refused now,
+         * before a job holds it. */
+        _cleanup_free_ char *fuse = fd_fuse_type(fd);
+        if (fuse)
+                return invalid(error, "The descriptor of option '%s' is on a FUSE file system (%s), which blockjobd does not use",
+                               key, fuse);
         return 0;
 }
 

@@ -22,6 +22,8 @@
 /* Openers running at once for one creation: a transaction of many jobs opens its files a few at a
  * time, within the creation's one deadline. */
 #define OPENERS_PER_CREATION 4U
+/* Openers of one user that may be stuck (killed, not ended) before its creations are refused. */
+#define OPENERS_UNREAPED_MAX 8U
 
 /* ---- users --------------------------------------------------------------------------------- */
 
@@ -273,6 +275,10 @@ static int admit(JobCreation *c, size_t n, char **ret_error) {
                 return error_message(ret_error, -EUSERS,
                                      "User %u has %u job creations in progress, and may have at most %u",
                                      (unsigned) c->uid, u->n_creations, f->limits.max_creations_per_user);
+        if (opener_unreaped(c->uid) >= OPENERS_UNREAPED_MAX)
+                return error_message(ret_error, -EUSERS,
+                                     "User %u has %u blockjobd-opener processes that did not end when told to (stuck in a file system that does not answer?)",
+                                     (unsigned) c->uid, opener_unreaped(c->uid));
         if (f->limits.max_jobs_per_user > 0 && u->n_jobs + n > f->limits.max_jobs_per_user)
                 return error_message(ret_error, -EUSERS, "User %u has %u jobs, and may have at most %u",
                                      (unsigned) c->uid, u->n_jobs, f->limits.max_jobs_per_user);

@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 
 #include "fd-util.h"
+#include "fs-type.h"
 #include "error-message.h"
 #include "image-fault.h"
 #include "image-internal.h"
@@ -212,21 +213,37 @@ static bool same_file(const struct stat *a, const struct stat *b) {
         return a && b && a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
-/* Opens an image file by name. Non-blocking, so that a FIFO in its place cannot hang us (it is
+/* Opens an image file by name ('parent': the image that names it, for messages). First as a path
+ * only, to see where it is before anything is asked of it: a file on FUSE is refused, since its
+ * server can make every call on it wait for ever, close() included. Then for real, through that
+ * path (no second look-up), non-blocking so that a FIFO in its place cannot hang us (it is
  * refused as soon as it is looked at); then blocking again, as image I/O expects. */
-static int open_by_name(const char *path, unsigned flags) {
-        int fd, fl;
+static int open_by_name(const char *path, const char *parent, unsigned flags, char **ret_error) {
+        _cleanup_close_ int opath = -EBADF;
+        _cleanup_free_ char *fuse = NULL;
+        int fd, fl, r;
 
-        fd = open(path, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-        if (fd < 0)
-                return negative_errno();
-        fl = fcntl(fd, F_GETFL);
-        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
-                int r = negative_errno();
-                safe_close(fd);
-                return r;
+        opath = open(path, O_PATH | O_CLOEXEC);
+        if (opath < 0)
+                r = negative_errno();
+        else if ((fuse = fd_fuse_type(opath)))
+                return error_message(ret_error, -EMEDIUMTYPE,
+                                     "'%s' is on a FUSE file system (%s), which blockjobd does not use: its server could make the daemon wait for ever",
+                                     path, fuse);
+        else {
+                fd = fd_reopen(opath, ((flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY) | O_NONBLOCK);
+                r = fd;
+                if (fd >= 0) {
+                        fl = fcntl(fd, F_GETFL);
+                        if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) >= 0)
+                                return fd;
+                        r = negative_errno();
+                        safe_close(fd);
+                }
         }
-        return fd;
+        if (parent)
+                return error_message(ret_error, r, "Could not open backing file '%s' of '%s': %m", path, parent);
+        return error_message(ret_error, r, "Could not open '%s': %m", path);
 }
 
 /* A descriptor someone else opened: it must allow what we are going to do with it, and we take
@@ -336,10 +353,11 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
                 fd = open_given_fd(options->fds->fds[depth], path, flags, ret_error);
                 if (fd < 0)
                         return fd;
-        } else
-                fd = open_by_name(path, flags);
-        if (fd < 0)
-                return error_message(ret_error, fd, "Could not open backing file '%s' of '%s': %m", path, img->path);
+        } else {
+                fd = open_by_name(path, img->path, flags, ret_error);
+                if (fd < 0)
+                        return fd;
+        }
         if (fstat(fd, &st) < 0)
                 return error_message(ret_error, negative_errno(), "Could not stat '%s': %m", path);
 
@@ -482,9 +500,9 @@ int image_open_full(const char *path, ImageFormat format, unsigned flags, const 
                 return open_fd_full(fd, path, format, flags, options, ret, ret_error);
         }
 
-        fd = open_by_name(path, flags);
+        fd = open_by_name(path, NULL, flags, ret_error);
         if (fd < 0)
-                return error_message(ret_error, fd, "Could not open '%s': %m", path);
+                return fd;
         return open_fd_full(fd, path, format, flags, options, ret, ret_error);
 }
 

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <sys/stat.h>
 
 #include "error-message.h"
 #include "fd-util.h"
+#include "fs-type.h"
 #include "open-files.h"
 #include "tmpfile.h"
 
@@ -72,6 +74,31 @@ int open_chain_files(const char *path, ImageFormat format, bool write, BeforeFol
         return 0;
 }
 
+/* A file on FUSE is not used: its server could make every call on it, close() included, wait for
+ * ever. Looked at without asking the file system anything. */
+static int refuse_fuse(int fd, const char *what, const char *path, char **ret_error) {
+        _cleanup_free_ char *fuse = fd_fuse_type(fd);
+
+        if (!fuse)
+                return 0;
+        return error_message(ret_error, -EMEDIUMTYPE,
+                             "%s '%s' is on a FUSE file system (%s), which blockjobd does not use: its server could make the daemon wait for ever",
+                             what, path, fuse);
+}
+
+/* The directory a new target goes in, looked at before anything is made there. */
+static int check_target_directory(const char *path, char **ret_error) {
+        _cleanup_free_ char *copy = strdup(path);
+        _cleanup_close_ int fd = -EBADF;
+
+        if (!copy)
+                return error_message(ret_error, -ENOMEM, "Out of memory");
+        fd = open(dirname(copy), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;       /* tmpfile_open() says what is wrong */
+        return refuse_fuse(fd, "Target", path, ret_error);
+}
+
 int open_target_files(const char *path, bool overwrite, bool named_temp_file, JobFiles *f, char **ret_error) {
         TmpFile t = TMPFILE_NULL;
         struct stat st;
@@ -107,6 +134,9 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
         } else if (follow && errno != ENOENT)
                 return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
 
+        r = check_target_directory(path, ret_error);
+        if (r < 0)
+                return r;
         r = tmpfile_open(&t, path, 0600, !named_temp_file);
         if (r == -EISDIR)
                 return error_message(ret_error, r, "Target '%s' names a directory", path);

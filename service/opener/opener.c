@@ -18,9 +18,51 @@
 #include "opener-protocol.h"
 #include "opener.h"
 
+#define UINT_TO_PTR(u) ((void *) (uintptr_t) (u))
+#define PTR_TO_UINT(p) ((unsigned) (uintptr_t) (p))
+
 #ifndef BLOCKJOBD_OPENER_PATH
 #define BLOCKJOBD_OPENER_PATH "/usr/libexec/blockjobd-opener"
 #endif
+
+/* Openers that were told to go but have not ended yet, per user whose request they ran: a
+ * process stuck in a file system that does not answer outlives SIGKILL, and one user must not
+ * fill the daemon's tasks with them. Event loop only. */
+typedef struct Unreaped {
+        uid_t uid;
+        unsigned n;
+        struct Unreaped *next;
+} Unreaped;
+
+static Unreaped *unreaped;
+
+static void unreaped_add(uid_t uid, int delta) {
+        Unreaped **p, *u;
+
+        for (p = &unreaped; *p && (*p)->uid != uid; p = &(*p)->next)
+                ;
+        if (!*p) {
+                if (delta < 0 || !(u = calloc(1, sizeof(*u))))
+                        return;
+                u->uid = uid;
+                *p = u;
+        }
+        u = *p;
+        if (delta < 0 && u->n == 0)
+                return;
+        u->n += delta;
+        if (u->n == 0) {
+                *p = u->next;
+                free(u);
+        }
+}
+
+unsigned opener_unreaped(uid_t uid) {
+        for (Unreaped *u = unreaped; u; u = u->next)
+                if (u->uid == uid)
+                        return u->n;
+        return 0;
+}
 
 struct OpenerCall {
         sd_event *event;
@@ -127,6 +169,7 @@ static int on_reaped(sd_event_source *s, int fd, uint32_t revents, void *userdat
 
         /* The pidfd is readable once the process has exited: collect it, and this source goes. */
         (void) waitid(P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG);
+        unreaped_add((uid_t) PTR_TO_UINT(userdata), -1);
         /* The loop holds the only reference to a floating source: take one, make it an
          * ordinary source (the loop lets go of its own), and drop ours. */
         sd_event_source_ref(s);
@@ -143,12 +186,13 @@ static void opener_kill(OpenerCall *c) {
         if (c->pid <= 0)
                 return;
         (void) kill(c->pid, SIGKILL);
-        if (c->pidfd >= 0 && sd_event_add_io(c->event, &s, c->pidfd, EPOLLIN, on_reaped, NULL) >= 0) {
+        if (c->pidfd >= 0 && sd_event_add_io(c->event, &s, c->pidfd, EPOLLIN, on_reaped, UINT_TO_PTR(c->uid)) >= 0) {
                 (void) sd_event_source_set_io_fd_own(s, true);
                 (void) sd_event_source_set_description(s, "opener-reaper");
                 (void) sd_event_source_set_floating(s, true);
                 sd_event_source_unref(s);
                 c->pidfd = -EBADF;
+                unreaped_add(c->uid, +1);
         } else
                 /* No pidfd (an old kernel, or no descriptor left): collect it if it is gone
                  * already, but never wait here, it may be stuck in a file system that does not

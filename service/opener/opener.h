@@ -42,3 +42,6 @@ int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files
                       OpenerCall **ret);
 /* Ends the call, answered or not (no callback then); the opener is killed. */
 OpenerCall *opener_call_free(OpenerCall *call);
+
+/* Openers of 'uid's requests that were killed but have not ended yet (stuck in a file system). */
+unsigned opener_unreaped(uid_t uid);

@@ -1391,6 +1391,53 @@ static void test_o_append_fd(PolkitFixture *pf) {
                 g_error("a descriptor opened O_APPEND was taken as a target: %s", answer);
 }
 
+/* ---- files a process serves (FUSE) ----------------------------------------------------------------- */
+
+/* A FUSE file system's server answers every call on its files, close() included, when it likes:
+ * one that never answers would stall the daemon for good. Such files are never used, by name
+ * nor as descriptors. bindfs stands in for a server of the user's. */
+static void test_fuse_files(PolkitFixture *pf) {
+        BusFixture *f = &pf->bus;
+        g_autofree char *mnt = bus_fixture_path(f, "fuse"), *inside = g_build_filename(mnt, "s.img", NULL);
+        g_autofree char *own = nobody_path(pf, "s.img"), *args = NULL, *answer = NULL, *fd_arg = NULL;
+        g_autofree char *out = NULL, *err = NULL;
+
+        if (!g_find_program_in_path("bindfs")) {
+                g_test_skip("bindfs is not installed");
+                return;
+        }
+        start_polkit_for_nobody(pf, NULL);
+        nobody_sh(pf, "head -c 1048576 /dev/urandom > s.img");
+        g_assert_cmpint(g_mkdir(mnt, 0755), ==, 0);
+        if (oracle_try(&out, &err, "bindfs -o allow_other %s %s", pf->nobody_dir, mnt) != 0) {
+                g_test_skip("cannot mount FUSE file systems here");
+                return;
+        }
+
+        /* By name, as the source and as the target's directory. */
+        args = g_strdup_printf("('%s', '%s/t.img', @a{sv} {})", inside, pf->nobody_dir);
+        answer = nobody_manager_call(pf, "Backup", args);
+        g_test_message("nobody's Backup from FUSE: %s", answer);
+        assert_error(answer, ERR_IMAGE, "FUSE");
+        g_free(args);
+        g_free(answer);
+        args = g_strdup_printf("('%s', '%s/t.img', @a{sv} {})", own, mnt);
+        answer = nobody_manager_call(pf, "Backup", args);
+        g_test_message("nobody's Backup to FUSE: %s", answer);
+        assert_error(answer, ERR_IMAGE, "FUSE");
+
+        /* As a descriptor. */
+        g_free(args);
+        g_free(answer);
+        fd_arg = g_strdup_printf("--fd=r:%s", inside);
+        args = g_strdup_printf("('%s', '%s/t2.img', @a{sv} {'source-fd': <handle 0>})", inside, pf->nobody_dir);
+        answer = bus_as_nobody(f, fd_arg, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
+        g_test_message("nobody's Backup of a FUSE descriptor: %s", answer);
+
+        g_free(oracle_run("fusermount3 -u %s", mnt));
+        assert_error(answer, ERR_INVALID_ARGS, "FUSE");
+}
+
 /* ---- 15. the bus goes away ------------------------------------------------------------------------- */
 
 static void test_bus_restart(PolkitFixture *pf) {
@@ -1496,6 +1543,7 @@ static const AttackCase cases[] = {
         { "/attacks/shared-target", test_shared_target, .without_polkit = true },
         { "/attacks/id-squatting", test_id_squatting },
         { "/attacks/o-append-fd", test_o_append_fd },
+        { "/attacks/fuse-files", test_fuse_files },
         { "/attacks/bus-restart", test_bus_restart, .without_polkit = true },
         { "/attacks/loop-device-self", test_loop_device_self, .without_polkit = true, .needs_loop = true },
 };
@@ -1568,6 +1616,24 @@ static void detach_loop_devices(const char *dir) {
         }
 }
 
+/* Whatever a case mounted below 'dir' (the FUSE case), lazily unmounted. */
+static void unmount_below(const char *dir) {
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+        int status;
+
+        if (!g_file_get_contents("/proc/self/mountinfo", &text, NULL, NULL))
+                return;
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_auto(GStrv) fields = g_strsplit(*l, " ", 6);
+                if (g_strv_length(fields) >= 5 && g_str_has_prefix(fields[4], dir)) {
+                        g_autofree char *cmd = g_strdup_printf("umount -l %s", fields[4]);
+                        g_free(run_quietly(cmd, &status));
+                }
+        }
+}
+
 static void on_child_done(GObject *source, GAsyncResult *result, gpointer userdata) {
         *(bool *) userdata = true;
 }
@@ -1626,6 +1692,7 @@ static void parent_case(gconstpointer data) {
         }
 
         detach_loop_devices(dir);
+        unmount_below(dir);
         if (!c->without_polkit && !g_subprocess_get_successful(child))
                 polkit_fixture_remove_leftovers();
         cmd = g_strdup_printf("rm -rf --one-file-system %s", dir);
