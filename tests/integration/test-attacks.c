@@ -1400,9 +1400,9 @@ static void test_fuse_files(PolkitFixture *pf) {
         BusFixture *f = &pf->bus;
         g_autofree char *mnt = bus_fixture_path(f, "fuse"), *inside = g_build_filename(mnt, "s.img", NULL);
         g_autofree char *own = nobody_path(pf, "s.img"), *args = NULL, *answer = NULL, *fd_arg = NULL;
-        g_autofree char *out = NULL, *err = NULL;
+        g_autofree char *out = NULL, *err = NULL, *bindfs = g_find_program_in_path("bindfs");
 
-        if (!g_find_program_in_path("bindfs")) {
+        if (!bindfs) {
                 g_test_skip("bindfs is not installed");
                 return;
         }
