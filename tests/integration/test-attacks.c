@@ -747,6 +747,22 @@ static void test_verb_on_replaced_job(PolkitFixture *pf) {
 
 /* ---- 5. root's commit follows a name nobody planted ------------------------------------------------ */
 
+/* Root commits 'image' (job "c") and, if that starts, sees it to its end. Returns the answer. */
+static char *root_commit_to_end(BusFixture *f, const char *image) {
+        char *answer = root_manager_call(f, "Commit", g_variant_new("(s@a{sv})", image,
+                                                                    bus_opts("job-id", g_variant_new_string("c"), NULL)));
+
+        g_test_message("root's Commit: %s", answer);
+        if (g_str_has_prefix(answer, "ok")) {
+                g_autofree char *path = answer_path(answer);
+                WAIT_FOR(f, status_seen(f, "c", "ready") || status_seen(f, "c", "concluded"), "the commit");
+                if (status_seen(f, "c", "ready"))
+                        bus_job_call(f, path, "Complete");
+                wait_job_over(f, "c");
+        }
+        return answer;
+}
+
 static void test_commit_follows_planted_name(PolkitFixture *pf) {
         BusFixture *f = &pf->bus;
         g_autofree char *dir = bus_fixture_path(f, "rootonly"), *crontab = g_build_filename(dir, "crontab", NULL);
@@ -765,15 +781,7 @@ static void test_commit_follows_planted_name(PolkitFixture *pf) {
                       crontab);
 
         /* Root commits nobody's image. */
-        answer = root_manager_call(f, "Commit", g_variant_new("(s@a{sv})", top, bus_opts("job-id", g_variant_new_string("c"), NULL)));
-        g_test_message("root's Commit: %s", answer);
-        if (g_str_has_prefix(answer, "ok")) {
-                g_autofree char *path = answer_path(answer);
-                WAIT_FOR(f, status_seen(f, "c", "ready") || status_seen(f, "c", "concluded"), "the commit");
-                if (status_seen(f, "c", "ready"))
-                        bus_job_call(f, path, "Complete");
-                wait_job_over(f, "c");
-        }
+        answer = root_commit_to_end(f, top);
 
         sum_after = checksum_file(crontab);
         if (!g_str_equal(sum, sum_after))
@@ -802,15 +810,7 @@ static void test_commit_through_root_overlay(PolkitFixture *pf) {
         root_sh(f, "qemu-img create -q -f qcow2 -b %s -F qcow2 overlay.qcow2 && "
                    "qemu-io -f qcow2 -c 'write -P 0x66 0 256k' overlay.qcow2 >/dev/null", base);
 
-        answer = root_manager_call(f, "Commit", g_variant_new("(s@a{sv})", top, bus_opts("job-id", g_variant_new_string("c"), NULL)));
-        g_test_message("root's Commit: %s", answer);
-        if (g_str_has_prefix(answer, "ok")) {
-                g_autofree char *path = answer_path(answer);
-                WAIT_FOR(f, status_seen(f, "c", "ready") || status_seen(f, "c", "concluded"), "the commit");
-                if (status_seen(f, "c", "ready"))
-                        bus_job_call(f, path, "Complete");
-                wait_job_over(f, "c");
-        }
+        answer = root_commit_to_end(f, top);
 
         sum_after = checksum_file(crontab);
         if (!g_str_equal(sum, sum_after))
