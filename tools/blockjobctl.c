@@ -179,20 +179,33 @@ static int no_job(const char *id) {
         return -ENXIO;
 }
 
-/* Another user's job with this id, if exactly one user has one (ids are unique per owner, so
- * root, managing others' jobs, may find several). */
-static int find_any_job(sd_bus *bus, const char *id, char **ret) {
+/* ListJobs(), its reply entered: read "(ossstts)" entries from it. */
+static int list_jobs(sd_bus *bus, sd_bus_message **ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ char *found = NULL;
-        const char *path, *job_id;
-        unsigned n = 0;
         int r;
 
         r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "ListJobs", &error, &reply, NULL);
         if (r < 0)
                 return bus_fail(&error, r, "Failed to list jobs");
         r = sd_bus_message_enter_container(reply, 'a', "(ossstts)");
+        if (r < 0)
+                return r;
+        *ret = reply;
+        reply = NULL;
+        return 0;
+}
+
+/* Another user's job with this id, if exactly one user has one (ids are unique per owner, so
+ * root, managing others' jobs, may find several). */
+static int find_any_job(sd_bus *bus, const char *id, char **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *found = NULL;
+        const char *path, *job_id;
+        unsigned n = 0;
+        int r;
+
+        r = list_jobs(bus, &reply);
         if (r < 0)
                 return r;
         while ((r = sd_bus_message_read(reply, "(ossstts)", &path, &job_id, NULL, NULL, NULL, NULL, NULL)) > 0)
@@ -241,17 +254,13 @@ static int job_path(sd_bus *bus, const char *id, char **ret) {
 /* ---- list and status ------------------------------------------------------------------------ */
 
 static int verb_list(sd_bus *bus, int argc, char **argv) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         const char *path, *id, *type, *status, *err;
         uint64_t current, total;
         unsigned n = 0;
         int r;
 
-        r = sd_bus_call_method(bus, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "ListJobs", &error, &reply, NULL);
-        if (r < 0)
-                return bus_fail(&error, r, "Failed to list jobs");
-        r = sd_bus_message_enter_container(reply, 'a', "(ossstts)");
+        r = list_jobs(bus, &reply);
         if (r < 0)
                 return r;
 
