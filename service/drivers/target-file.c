@@ -91,21 +91,20 @@ static int adopt_in_place(TargetFile *t, int fd, Image *source, uint64_t size, c
         return 0;
 }
 
-/* What the name holds now, if publishing is to replace it: held, so that publishing can tell it
- * is still the same file, and for a regular file locked as QEMU would lock it for writing, so
- * that an image in use (by a running VM, by another job) is never replaced under its user. */
-static int hold_replaced(TargetFile *t, Image *source, char **ret_error) {
+/* What the name held when the target was opened (found by whoever opened it, with the caller's
+ * rights: the daemon does not look the caller's name up itself), if publishing is to replace it:
+ * held, so that publishing can tell it is still the same file, and for a regular file locked as
+ * QEMU would lock it for writing, so that an image in use (by a running VM, by another job) is
+ * never replaced under its user. */
+static int hold_replaced(TargetFile *t, int replaced_fd, Image *source, char **ret_error) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
-        int r;
+        int fl, r;
 
-        fd = openat(t->file.dir_fd, t->file.name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0) {
-                if (errno == ENOENT)
-                        return 0;       /* free: published without replacing anything */
-                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", t->path);
-        }
-        if (fstat(fd, &st) < 0)
+        if (replaced_fd < 0)
+                return 0;       /* free: published without replacing anything */
+        fd = fcntl(replaced_fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0 || fstat(fd, &st) < 0 || (fl = fcntl(fd, F_GETFL)) < 0)
                 return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", t->path);
         if (S_ISDIR(st.st_mode))
                 return error_message(ret_error, -EISDIR, "Target '%s' is a directory", t->path);
@@ -116,11 +115,9 @@ static int hold_replaced(TargetFile *t, Image *source, char **ret_error) {
                                      t->path);
 
         if (S_ISREG(st.st_mode)) {
-                int locked = fd_reopen(fd, O_RDONLY | O_NONBLOCK);
-                if (locked < 0)
-                        return error_message(ret_error, locked, "Could not open target '%s': %m", t->path);
-                safe_close(fd);
-                fd = locked;
+                /* QEMU's locks need a description open for reading; one the caller could open. */
+                if ((fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY)
+                        return error_message(ret_error, -EACCES, "Target '%s' is not open for reading", t->path);
                 r = check_not_source(fd, t->path, source, ret_error);
                 if (r < 0)
                         return r;
@@ -167,7 +164,7 @@ static int adopt_new_file(TargetFile *t, JobFiles *files, Image *source, char **
                 return error_message(ret_error, negative_errno(), "Could not set the mode of target '%s': %m",
                                      t->path);
 
-        return hold_replaced(t, source, ret_error);
+        return hold_replaced(t, files->target_replaced_fd, source, ret_error);
 }
 
 int target_file_adopt(TargetFile *t, const char *path, JobFiles *files, Image *source, uint64_t size,

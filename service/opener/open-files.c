@@ -99,6 +99,35 @@ static int check_target_directory(const char *path, char **ret_error) {
         return refuse_fuse(fd, "Target", path, ret_error);
 }
 
+/* What the target's name holds now, which publishing is to replace: found here, with the
+ * caller's rights, so that the daemon never looks the caller's name up itself. A regular file is
+ * opened for reading (the daemon takes QEMU's locks on it: an image in use is never replaced),
+ * and must be one the caller could read; anything else (a symlink, replaced and never followed)
+ * only as a path. Nothing there: -EBADF. */
+static int open_replaced(const TmpFile *t, const char *path, int *ret, char **ret_error) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+
+        fd = openat(t->dir_fd, t->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
+        }
+        if (fstat(fd, &st) < 0)
+                return error_message(ret_error, negative_errno(), "Could not check target '%s': %m", path);
+        if (S_ISREG(st.st_mode)) {
+                int readable = fd_reopen(fd, O_RDONLY | O_NONBLOCK);
+                if (readable < 0)
+                        return error_message(ret_error, readable, "Target '%s' is not replaced: could not open it: %m",
+                                             path);
+                safe_close(fd);
+                fd = readable;
+        }
+        *ret = TAKE_FD(fd);
+        return 0;
+}
+
 int open_target_files(const char *path, bool overwrite, bool named_temp_file, JobFiles *f, char **ret_error) {
         TmpFile t = TMPFILE_NULL;
         struct stat st;
@@ -161,7 +190,13 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
                 }
         }
 
-        r = job_files_set_new_target(f, t.fd, t.dir_fd, t.name, t.temp_name, uid);
+        int replaced = -EBADF;
+        r = open_replaced(&t, path, &replaced, ret_error);
+        if (r < 0) {
+                tmpfile_discard(&t);
+                return r;
+        }
+        r = job_files_set_new_target(f, t.fd, t.dir_fd, t.name, t.temp_name, uid, replaced);
         /* The descriptors are f's now; a named file is removed by job_files_done() unless a job
          * takes it over. */
         t.fd = t.dir_fd = -EBADF;

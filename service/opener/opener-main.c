@@ -155,8 +155,8 @@ static void send_files(const JobFiles *f) {
                 return;
         }
         (void) snprintf(text, sizeof(text), "target-new %s/%s", f->target_name, strempty(f->target_temp_name));
-        int fds[2] = { f->target_fd, f->target_dir_fd };
-        if (send_packet(text, fds, 2) < 0)
+        int fds[3] = { f->target_fd, f->target_dir_fd, f->target_replaced_fd };
+        if (send_packet(text, fds, f->target_replaced_fd >= 0 ? 3 : 2) < 0)
                 exit(EXIT_FAILURE);
 }
 

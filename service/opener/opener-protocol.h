@@ -19,9 +19,10 @@
  * descriptors (SCM_RIGHTS):
  *
  *     "layer"                          1 fd: the next layer of the chain, top first
- *     "target-new NAME/TEMP"           2 fds: a new, empty target file, and the directory to
- *                                      publish it in as NAME; TEMP is its hidden name there, or
- *                                      empty for an unnamed (O_TMPFILE) file
+ *     "target-new NAME/TEMP"           2 or 3 fds: a new, empty target file, the directory to
+ *                                      publish it in as NAME, and what NAME holds now (to be
+ *                                      replaced; none: the name is free); TEMP is its hidden
+ *                                      name there, or empty for an unnamed (O_TMPFILE) file
  *     "target-in-place"                1 fd: an existing target to write in place (a device)
  *     "error ERRNO MESSAGE"            the request failed; nothing else follows
  *     "done"                           everything asked for was sent
@@ -30,7 +31,7 @@
 #define OPENER_PACKET_MAX 8192
 /* Two paths shorter than PATH_MAX, and the words around them. */
 #define OPENER_REQUEST_MAX (2 * 4096 + 256)
-#define OPENER_FDS_MAX 2
+#define OPENER_FDS_MAX 3
 /* The daemon's patience: an open that blocks (a FIFO, a hung network file system) ends here. */
 #define OPENER_TIMEOUT_USEC (30 * UINT64_C(1000000))
 #define OPENER_GROUPS_MAX 65536

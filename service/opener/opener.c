@@ -239,20 +239,16 @@ static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, JobFiles *
                 job_files_set_target_in_place(f, fds[0]);
                 return 0;
         }
-        if (strncmp(text, "target-new ", 11) == 0 && n_fds == 2 && !job_files_has_target(f) &&
+        if (strncmp(text, "target-new ", 11) == 0 && IN_SET(n_fds, 2U, 3U) && !job_files_has_target(f) &&
             (slash = strchr(text + 11, '/'))) {
                 *slash = 0;
                 const char *name = text + 11, *temp = slash + 1;
-                if (valid_entry_name(name) && (!*temp || (valid_entry_name(temp) && strncmp(temp, ".#", 2) == 0))) {
-                        struct stat st;
-                        if (fstat(fds[0], &st) < 0 || !S_ISREG(st.st_mode) || fstat(fds[1], &st) < 0 ||
-                            !S_ISDIR(st.st_mode)) {
-                                safe_close(fds[0]);
-                                safe_close(fds[1]);
-                                return -EPROTO;
-                        }
-                        return job_files_set_new_target(f, fds[0], fds[1], name, *temp ? temp : NULL, uid);
-                }
+                struct stat st;
+                if (valid_entry_name(name) && (!*temp || (valid_entry_name(temp) && strncmp(temp, ".#", 2) == 0)) &&
+                    fstat(fds[0], &st) >= 0 && S_ISREG(st.st_mode) && fstat(fds[1], &st) >= 0 && S_ISDIR(st.st_mode) &&
+                    (n_fds < 3 || (fstat(fds[2], &st) >= 0 && !S_ISDIR(st.st_mode))))
+                        return job_files_set_new_target(f, fds[0], fds[1], name, *temp ? temp : NULL, uid,
+                                                        n_fds == 3 ? fds[2] : -EBADF);
         }
         for (size_t i = 0; i < n_fds; i++)
                 safe_close(fds[i]);

@@ -15,6 +15,7 @@ void job_files_done(JobFiles *f) {
                 safe_close(f->chain[i]);
         safe_close(f->target_fd);
         safe_close(f->target_dir_fd);
+        safe_close(f->target_replaced_fd);
         free(f->target_name);
         free(f->target_temp_name);
         *f = (JobFiles) JOB_FILES_INIT;
@@ -29,11 +30,13 @@ int job_files_add_layer(JobFiles *f, int fd) {
         return 0;
 }
 
-int job_files_set_new_target(JobFiles *f, int fd, int dir_fd, const char *name, const char *temp_name, uid_t owner) {
+int job_files_set_new_target(JobFiles *f, int fd, int dir_fd, const char *name, const char *temp_name, uid_t owner,
+                             int replaced_fd) {
         assert(f->target_fd < 0);
 
         f->target_fd = fd;
         f->target_dir_fd = dir_fd;
+        f->target_replaced_fd = replaced_fd;
         f->target_owner = owner;
         f->target_name = strdup(name);
         f->target_temp_name = temp_name ? strdup(temp_name) : NULL;

@@ -30,16 +30,21 @@ typedef struct JobFiles {
         char *target_name;
         char *target_temp_name;         /* removed by job_files_done() unless handed over */
         uid_t target_owner;             /* a new file: whom it was made for (who may replace what) */
+        int target_replaced_fd;         /* a new file: what its name holds now, to be replaced (a
+                                         * regular file open for reading, anything else O_PATH);
+                                         * -EBADF: the name was free */
 } JobFiles;
 
-#define JOB_FILES_INIT { .target_fd = -EBADF, .target_dir_fd = -EBADF }
+#define JOB_FILES_INIT { .target_fd = -EBADF, .target_dir_fd = -EBADF, .target_replaced_fd = -EBADF }
 
 /* Closes everything; a named temporary target nobody took over is removed. */
 void job_files_done(JobFiles *f);
 /* Appends a layer (takes the descriptor); -E2BIG if the chain is full. */
 int job_files_add_layer(JobFiles *f, int fd);
-/* A new target; takes the descriptors, copies the names. */
-int job_files_set_new_target(JobFiles *f, int fd, int dir_fd, const char *name, const char *temp_name, uid_t owner);
+/* A new target; takes the descriptors (replaced_fd: what the name holds now, or -EBADF), copies
+ * the names. */
+int job_files_set_new_target(JobFiles *f, int fd, int dir_fd, const char *name, const char *temp_name, uid_t owner,
+                             int replaced_fd);
 /* A target written in place; takes the descriptor. */
 void job_files_set_target_in_place(JobFiles *f, int fd);
 /* Moves everything from 'from' into 'to' (what 'to' held is released first). */

@@ -305,6 +305,17 @@ static void test_files_as_caller(PolkitFixture *pf, gconstpointer data) {
         g_assert_true(g_file_get_contents(secret, &text, NULL, NULL));
         g_assert_cmpstr(text, ==, "root's secret");
         assert_owned_by_nobody(link);
+
+        /* A file of root's that nobody may not read, in nobody's own directory: nobody could
+         * rename over it, but the daemon does not open it for nobody (to lock it, as any file it
+         * replaces), so it is not replaced. */
+        g_autofree char *roots_in_mine = g_build_filename(pf->nobody_dir, "roots.img", NULL);
+        g_assert_true(g_file_set_contents(roots_in_mine, "root's", -1, NULL));
+        g_assert_cmpint(g_chmod(roots_in_mine, 0600), ==, 0);
+        nobody_backup(pf, source, roots_in_mine, "{'overwrite': <true>}", DENIED, "is not replaced");
+        g_autofree char *kept = NULL;
+        g_assert_true(g_file_get_contents(roots_in_mine, &kept, NULL, NULL));
+        g_assert_cmpstr(kept, ==, "root's");
         bus_assert_same_file(source, link);
 
         /* A sticky directory (as /tmp): root's file there is not nobody's to replace, neither
