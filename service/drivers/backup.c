@@ -49,7 +49,7 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         if (p->chunk_size > BACKUP_CHUNK_MAX)
                 return error_message(ret_error, -EINVAL, "Chunk size %" PRIu64 " is larger than %" PRIu64,
                                      p->chunk_size, BACKUP_CHUNK_MAX);
-        if (!p->target || !*p->target || !p->files)
+        if (!p->copy.target || !*p->copy.target || !p->copy.files)
                 return error_message(ret_error, -EINVAL, "No target given");
 
         b = calloc(1, sizeof(*b));
@@ -57,24 +57,13 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
                 return -ENOMEM;
         b->target = (TargetFile) TARGET_FILE_NULL;
         b->chunk = p->chunk_size ?: BACKUP_CHUNK_DEFAULT;
-        b->sync_top = p->sync_top;
+        b->sync_top = p->copy.sync_top;
 
         /* The source is read, with its backing chain, and must not change meanwhile. */
-        ImageChainFds chain = { .fds = p->files->chain, .n = p->files->n_chain };
-        ImageOpenOptions o = { .fds = &chain, .memory_max = p->memory_max };
-        r = image_open_full(p->source, p->source_format, 0, &o, &b->source, ret_error);
+        r = copy_open_source(&p->copy, 0, &b->source, ret_error);
         if (r < 0)
                 return r;
-
-        /* Replacing or writing a file of the source's own chain would change the source. */
-        r = target_file_adopt(&b->target, p->target, p->files, b->source, image_size(b->source), p->overwrite,
-                              ret_error);
-        if (r < 0)
-                return r;
-
-        ImageChainFds backing = { .fds = chain.fds + 1, .n = chain.n > 0 ? chain.n - 1 : 0 };
-        r = target_image_create(&b->target, b->source, &backing, p->target_format, p->sync_top, &b->writer,
-                                ret_error);
+        r = copy_open_target(&p->copy, b->source, b->sync_top, &b->target, &b->writer, ret_error);
         if (r < 0)
                 return r;
 

@@ -26,15 +26,8 @@
 #define BACKUP_CHUNK_MAX (UINT64_C(64) << 20)
 
 typedef struct BackupParams {
-        const char *source;             /* what messages call the source and the target */
-        const char *target;
-        JobFiles *files;                /* the source's chain, top first, and the target (taken over) */
-        ImageFormat source_format;      /* PROBE: probed (see image.h for what that allows) */
-        bool overwrite;
-        bool sync_top;                  /* copy only what the top image allocates */
-        ImageFormat target_format;      /* PROBE: the source's */
+        CopyParams copy;                /* sync_top: copy only what the top image allocates */
         uint64_t chunk_size;            /* bytes per step when unthrottled; 0 = default */
-        uint64_t memory_max;            /* the most memory its images' tables may take; 0: no bound */
 } BackupParams;
 
 typedef struct Backup Backup;

@@ -247,7 +247,7 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         if (g != 0 && (g < GRANULARITY_MIN || g > GRANULARITY_MAX || (g & (g - 1))))
                 return error_message(ret_error, -EINVAL,
                                      "Parameter 'granularity' expects a power of 2 in range [512B, 64MB]");
-        if (!p->target || !*p->target || !p->files)
+        if (!p->copy.target || !*p->copy.target || !p->copy.files)
                 return error_message(ret_error, -EINVAL, "No target given");
 
         m = calloc(1, sizeof(*m));
@@ -259,14 +259,12 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         m->max_interval_ns = p->max_interval_ns ?: MAX_INTERVAL_DEFAULT_NS;
 
         /* The source, with its chain: someone else may keep writing it, which is the point. */
-        ImageChainFds chain = { .fds = p->files->chain, .n = p->files->n_chain };
-        ImageOpenOptions o = { .fds = &chain, .memory_max = p->memory_max };
-        r = image_open_full(p->source, p->source_format, IMAGE_OPEN_SHARE_WRITE, &o, &m->source, ret_error);
+        r = copy_open_source(&p->copy, IMAGE_OPEN_SHARE_WRITE, &m->source, ret_error);
         if (r < 0)
                 return r;
         m->size = image_size(m->source);
         /* As QEMU's drive-mirror: sync=top of an image without backing file is sync=full. */
-        m->sync_top = p->sync_top && image_backing(m->source);
+        m->sync_top = p->copy.sync_top && image_backing(m->source);
 
         r = check_qcow2_writer(m, ret_error);
         if (r < 0)
@@ -278,14 +276,7 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         /* A step reads at least one block. */
         m->chunk = MAX(p->buf_size ?: MIRROR_CHUNK_DEFAULT, (uint64_t) g);
 
-        /* Replacing or writing a file of the source's own chain would change the source. */
-        r = target_file_adopt(&m->target, p->target, p->files, m->source, m->size, p->overwrite, ret_error);
-        if (r < 0)
-                return r;
-
-        ImageChainFds backing = { .fds = chain.fds + 1, .n = chain.n > 0 ? chain.n - 1 : 0 };
-        r = target_image_create(&m->target, m->source, &backing, p->target_format, m->sync_top, &m->writer,
-                                ret_error);
+        r = copy_open_target(&p->copy, m->source, m->sync_top, &m->target, &m->writer, ret_error);
         if (r < 0)
                 return r;
 

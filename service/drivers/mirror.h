@@ -42,19 +42,12 @@
 #define MIRROR_TABLE_MAX (UINT64_C(64) << 20)
 
 typedef struct MirrorParams {
-        const char *source;             /* what messages call the source and the target */
-        const char *target;
-        JobFiles *files;                /* the source's chain, top first, and the target (taken over) */
-        ImageFormat source_format;      /* PROBE: probed (see image.h for what that allows) */
-        bool overwrite;
-        bool sync_top;                  /* only what the source's top layer allocates */
-        ImageFormat target_format;      /* PROBE: the source's */
+        CopyParams copy;                /* sync_top: only what the source's top layer allocates */
         uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB, or more for
                                          * sources over 512 GiB (see MIRROR_TABLE_MAX) */
         uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
         uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */
         uint64_t max_interval_ns;       /* ready: a full pass at least this often; 0 = 10 s */
-        uint64_t memory_max;            /* the most memory its images' tables may take; 0: no bound */
 } MirrorParams;
 
 typedef struct Mirror Mirror;

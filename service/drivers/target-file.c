@@ -301,3 +301,22 @@ void target_file_list(const TargetFile *t, FileUseFunc f, void *userdata) {
         if (t->replaced_fd >= 0)
                 f(t->replaced_fd, NULL, t->path, FILE_USE_WRITE, userdata);
 }
+
+int copy_open_source(const CopyParams *p, unsigned flags, Image **ret, char **ret_error) {
+        ImageChainFds chain = { .fds = p->files->chain, .n = p->files->n_chain };
+        ImageOpenOptions o = { .fds = &chain, .memory_max = p->memory_max };
+
+        return image_open_full(p->source, p->source_format, flags, &o, ret, ret_error);
+}
+
+int copy_open_target(const CopyParams *p, Image *source, bool sync_top, TargetFile *t, Image **ret_writer,
+                     char **ret_error) {
+        /* Replacing or writing a file of the source's own chain would change the source. */
+        int r = target_file_adopt(t, p->target, p->files, source, image_size(source), p->overwrite, ret_error);
+        if (r < 0)
+                return r;
+
+        /* A qcow2 copy of the top alone rests on the source's own backing files. */
+        ImageChainFds backing = { .fds = p->files->chain + 1, .n = p->files->n_chain > 0 ? p->files->n_chain - 1 : 0 };
+        return target_image_create(t, source, &backing, p->target_format, sync_top, ret_writer, ret_error);
+}

@@ -37,6 +37,25 @@ typedef struct TargetFile {
 
 #define TARGET_FILE_NULL { .file = TMPFILE_NULL, .device_fd = -EBADF, .replaced_fd = -EBADF }
 
+/* What backup and mirror are given alike: a source chain to copy, and a target to copy it into. */
+typedef struct CopyParams {
+        const char *source;             /* what messages call the source and the target */
+        const char *target;
+        JobFiles *files;                /* the source's chain, top first, and the target (taken over) */
+        ImageFormat source_format;      /* PROBE: probed (see image.h for what that allows) */
+        bool overwrite;
+        bool sync_top;                  /* only what the source's top layer allocates */
+        ImageFormat target_format;      /* PROBE: the source's */
+        uint64_t memory_max;            /* the most memory the images' tables may take; 0: no bound */
+} CopyParams;
+
+/* Opens the source from its descriptors ('flags': IMAGE_OPEN_SHARE_WRITE for a mirror). */
+int copy_open_source(const CopyParams *p, unsigned flags, Image **ret, char **ret_error);
+/* Takes over the target, checked against 'source' (whose size it gets), and makes the image in
+ * it (target_file_adopt(), target_image_create()); 'sync_top' as the job decided it. */
+int copy_open_target(const CopyParams *p, Image *source, bool sync_top, TargetFile *t, Image **ret_writer,
+                     char **ret_error);
+
 /* Takes over the target of 'files' (its descriptors are duplicated, and a new file's hidden name
  * is the TargetFile's to remove from then on, whether this succeeds or not) and checks it against the
  * source chain, whose virtual size is 'size'; 'path' names it in messages. A regular file given

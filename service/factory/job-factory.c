@@ -558,20 +558,21 @@ static int check_passed_chain(const JobRequest *q, char **ret_error) {
 }
 
 static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret_error) {
+        const CopyParams copy = {
+                .source = q->source,
+                .target = q->target,
+                .files = &q->files,
+                .source_format = q->source_format,
+                .overwrite = q->overwrite,
+                .sync_top = q->sync == SYNC_TOP,
+                .target_format = q->target_format,
+                .memory_max = memory_max,
+        };
         int r;
 
         switch (q->type) {
         case JOB_TYPE_BACKUP: {
-                BackupParams p = {
-                        .source = q->source,
-                        .target = q->target,
-                        .files = &q->files,
-                        .source_format = q->source_format,
-                        .overwrite = q->overwrite,
-                        .sync_top = q->sync == SYNC_TOP,
-                        .target_format = q->target_format,
-                        .memory_max = memory_max,
-                };
+                BackupParams p = { .copy = copy };
                 Backup *d = NULL;
                 r = backup_open(&p, &d, ret_error);
                 if (r < 0)
@@ -580,18 +581,7 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
                 return 0;
         }
         case JOB_TYPE_MIRROR: {
-                MirrorParams p = {
-                        .source = q->source,
-                        .target = q->target,
-                        .files = &q->files,
-                        .source_format = q->source_format,
-                        .overwrite = q->overwrite,
-                        .sync_top = q->sync == SYNC_TOP,
-                        .target_format = q->target_format,
-                        .granularity = q->granularity,
-                        .buf_size = q->buf_size,
-                        .memory_max = memory_max,
-                };
+                MirrorParams p = { .copy = copy, .granularity = q->granularity, .buf_size = q->buf_size };
                 Mirror *d = NULL;
                 r = mirror_open(&p, &d, ret_error);
                 if (r < 0)

@@ -15,57 +15,57 @@ static int open_files(JobFiles *f, const char *chain, ImageFormat format, bool w
         return open_target_files(target, overwrite, named_temp_file, f, ret_error);
 }
 
+/* A copy job's files, opened as the opener opens them, and what the driver is given. */
+static int open_copy(JobFiles *files, const char *source, ImageFormat source_format, const char *target,
+                     bool overwrite, bool sync_top, ImageFormat target_format, bool named_temp_file, CopyParams *ret,
+                     char **ret_error) {
+        *ret = (CopyParams) {
+                .source = source,
+                .target = target,
+                .files = files,
+                .source_format = source_format,
+                .overwrite = overwrite,
+                .sync_top = sync_top,
+                .target_format = target_format,
+        };
+        return open_files(files, source, source_format, false, target, overwrite, named_temp_file, ret_error);
+}
+
+/* The files go with the driver that took them; whatever it did not take is closed. */
+static int done_with_files(JobFiles *files, int r) {
+        if (r >= 0)
+                job_files_hand_over(files);
+        job_files_done(files);
+        return r;
+}
+
 int test_backup_open(const TestBackupParams *p, Backup **ret, char **ret_error) {
         JobFiles files = JOB_FILES_INIT;
+        BackupParams bp = { .chunk_size = p->chunk_size };
         int r;
 
-        r = open_files(&files, p->source, p->source_format, false, p->target, p->overwrite, p->named_temp_file,
-                       ret_error);
-        if (r >= 0) {
-                BackupParams bp = {
-                        .source = p->source,
-                        .target = p->target,
-                        .files = &files,
-                        .source_format = p->source_format,
-                        .overwrite = p->overwrite,
-                        .sync_top = p->sync_top,
-                        .target_format = p->target_format,
-                        .chunk_size = p->chunk_size,
-                };
-                r = backup_open(&bp, ret, ret_error);
-        }
+        r = open_copy(&files, p->source, p->source_format, p->target, p->overwrite, p->sync_top, p->target_format,
+                      p->named_temp_file, &bp.copy, ret_error);
         if (r >= 0)
-                job_files_hand_over(&files);
-        job_files_done(&files);
-        return r;
+                r = backup_open(&bp, ret, ret_error);
+        return done_with_files(&files, r);
 }
 
 int test_mirror_open(const TestMirrorParams *p, Mirror **ret, char **ret_error) {
         JobFiles files = JOB_FILES_INIT;
+        MirrorParams mp = {
+                .granularity = p->granularity,
+                .buf_size = p->buf_size,
+                .poll_ns = p->poll_ns,
+                .max_interval_ns = p->max_interval_ns,
+        };
         int r;
 
-        r = open_files(&files, p->source, p->source_format, false, p->target, p->overwrite, p->named_temp_file,
-                       ret_error);
-        if (r >= 0) {
-                MirrorParams mp = {
-                        .source = p->source,
-                        .target = p->target,
-                        .files = &files,
-                        .source_format = p->source_format,
-                        .overwrite = p->overwrite,
-                        .sync_top = p->sync_top,
-                        .target_format = p->target_format,
-                        .granularity = p->granularity,
-                        .buf_size = p->buf_size,
-                        .poll_ns = p->poll_ns,
-                        .max_interval_ns = p->max_interval_ns,
-                };
-                r = mirror_open(&mp, ret, ret_error);
-        }
+        r = open_copy(&files, p->source, p->source_format, p->target, p->overwrite, p->sync_top, p->target_format,
+                      p->named_temp_file, &mp.copy, ret_error);
         if (r >= 0)
-                job_files_hand_over(&files);
-        job_files_done(&files);
-        return r;
+                r = mirror_open(&mp, ret, ret_error);
+        return done_with_files(&files, r);
 }
 
 int test_commit_open(const TestCommitParams *p, Commit **ret, char **ret_error) {
@@ -84,8 +84,7 @@ int test_commit_open(const TestCommitParams *p, Commit **ret, char **ret_error) 
                 };
                 r = commit_open(&cp, ret, ret_error);
         }
-        job_files_done(&files);
-        return r;
+        return done_with_files(&files, r);
 }
 
 int test_stream_open(const TestStreamParams *p, Stream **ret, char **ret_error) {
@@ -103,6 +102,5 @@ int test_stream_open(const TestStreamParams *p, Stream **ret, char **ret_error) 
                 };
                 r = stream_open(&sp, ret, ret_error);
         }
-        job_files_done(&files);
-        return r;
+        return done_with_files(&files, r);
 }
