@@ -50,12 +50,6 @@ void job_files_set_target_in_place(JobFiles *f, int fd) {
         f->target_fd = fd;
 }
 
-void job_files_move(JobFiles *to, JobFiles *from) {
-        job_files_done(to);
-        *to = *from;
-        *from = (JobFiles) JOB_FILES_INIT;
-}
-
 void job_files_hand_over(JobFiles *f) {
         free(f->target_temp_name);
         f->target_temp_name = NULL;

@@ -47,8 +47,6 @@ int job_files_set_new_target(JobFiles *f, int fd, int dir_fd, const char *name, 
                              int replaced_fd);
 /* A target written in place; takes the descriptor. */
 void job_files_set_target_in_place(JobFiles *f, int fd);
-/* Moves everything from 'from' into 'to' (what 'to' held is released first). */
-void job_files_move(JobFiles *to, JobFiles *from);
 /* A job took the target over: from now on it removes the file itself if it must. */
 void job_files_hand_over(JobFiles *f);
 
