@@ -4,12 +4,16 @@
 # Every installed file that names a path names the one its build installs to, whatever the
 # prefix and libexecdir: the unit's ExecStart= and Documentation=, the activation file's Exec= and
 # SystemdService=, and the opener's path compiled into the daemon. The install paths come from
-# meson's own record of what it installs where (meson introspect --installed). And systemd
-# accepts every line of the unit.
+# meson's own record of what it installs where (meson introspect --installed). The unit goes
+# where systemd looks for it: the systemdsystemunitdir of systemd.pc, or prefix/lib/systemd/system
+# on a host without systemd.pc. And systemd accepts every line of the unit.
 #
 #   test-installed-paths.sh BUILDDIR                  check that configured tree
 #   test-installed-paths.sh --setup SRCDIR OPTION...  configure SRCDIR afresh with these options
 #                                                     (in a temporary directory) and check that
+#   test-installed-paths.sh --no-systemd-pc --setup SRCDIR OPTION...
+#                                                     the same on a host without systemd.pc: pkg-config
+#                                                     finds every other .pc file, not systemd's
 set -euo pipefail
 
 meson=${MESON:-meson}
@@ -33,7 +37,7 @@ value() {
 
 check() {
         local build=$1
-        local daemon opener unit unit_file activation activation_file xml define
+        local daemon opener unit unit_file activation activation_file xml define prefix unitdir
 
         # One line per thing to check: "<what> <build-tree file or -> <installed path or value>".
         while read -r what file path; do
@@ -70,12 +74,26 @@ if len(set(defines)) != 1:
     sys.exit("BLOCKJOBD_OPENER_PATH is defined as %s" % (defines or "nothing"))
 print("define", "-", defines[0])
 ')
+        prefix=$("$meson" introspect --buildoptions "$build" | python3 -c '
+import json, sys
+print(next(o["value"] for o in json.load(sys.stdin) if o["name"] == "prefix"))
+')
 
         echo "daemon: $daemon, opener: $opener"
         case $daemon in
         /*) ;;
         *) fail "the daemon is installed to a relative path: $daemon" ;;
         esac
+
+        # Where systemd looks for units: what the same pkg-config that meson ran says.
+        if pkg-config --exists systemd; then
+                unitdir=$(pkg-config --variable=systemdsystemunitdir systemd)
+        else
+                unitdir=$prefix/lib/systemd/system
+        fi
+        echo "unit: $unit (systemd's unit directory: $unitdir)"
+        [ "$(dirname "$unit")" = "$unitdir" ] ||
+                fail "the unit is installed as $unit, not into $unitdir"
 
         [ "$(value "$unit_file" ExecStart)" = "$daemon" ] ||
                 fail "$unit_file: ExecStart=$(value "$unit_file" ExecStart), but the daemon is installed as $daemon"
@@ -104,11 +122,31 @@ print("define", "-", defines[0])
         fi
 }
 
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if [ "${1:-}" = --no-systemd-pc ]; then
+        # A pkg-config path of copies of every .pc file it finds, systemd.pc left out.
+        shift
+        mkdir "$tmp/pkgconfig"
+        IFS=: read -ra pc_dirs <<<"${PKG_CONFIG_PATH:+$PKG_CONFIG_PATH:}$(pkg-config --variable=pc_path pkg-config)"
+        for dir in "${pc_dirs[@]}"; do
+                for pc in "$dir"/*.pc; do
+                        [ -e "$pc" ] && [ "$(basename "$pc")" != systemd.pc ] &&
+                                [ ! -e "$tmp/pkgconfig/$(basename "$pc")" ] && cp "$pc" "$tmp/pkgconfig/"
+                done
+        done
+        export PKG_CONFIG_LIBDIR=$tmp/pkgconfig
+        unset PKG_CONFIG_PATH
+        if pkg-config --exists systemd; then
+                echo "FAIL: pkg-config still finds systemd.pc" >&2
+                exit 1
+        fi
+fi
+
 if [ "${1:-}" = --setup ]; then
         src=$2
         shift 2
-        tmp=$(mktemp -d)
-        trap 'rm -rf "$tmp"' EXIT
         "$meson" setup "$tmp/build" "$src" -Dtests=false "$@" >"$tmp/setup.log" 2>&1 ||
                 { cat "$tmp/setup.log" >&2; exit 1; }
         check "$tmp/build"
