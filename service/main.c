@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <systemd/sd-journal.h>
 
 #include "log.h"
 #include "macro.h"
@@ -123,6 +124,9 @@ int main(int argc, char *argv[]) {
         Manager *m = NULL;
         sigset_t mask;
         int r;
+
+        /* Before anything is logged: to the journal, with fields, if stderr is the journal. */
+        log_open(sd_journal_sendv);
 
         r = parse_argv(argc, argv);
         if (r <= 0)

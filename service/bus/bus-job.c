@@ -10,6 +10,7 @@
 #include "bus-job.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "job-journal.h"
 #include "log.h"
 #include "macro.h"
 
@@ -49,6 +50,7 @@ struct BusJob {
 
         /* What subscribers were last told, to send only what changed. */
         JobStatus status_sent;
+        bool started_logged;            /* the journal heard of its first 'running' */
         bool error_sent;
         uint64_t current_sent, total_sent, rate_sent, end_time_sent;
 
@@ -98,6 +100,61 @@ static BusJob *bus_job_free(BusJob *bj) {
         free(bj->transaction);
         free(bj);
         return NULL;
+}
+
+/* ---- the journal ------------------------------------------------------------------------------ */
+
+/* One entry per status change, 'created' included, with the fields and MESSAGE_IDs of
+ * job-journal.h. */
+static void bus_job_log_status(BusJob *bj, JobStatus status) {
+        Job *j = bj->job;
+        JobJournalInfo info = {
+                .id = job_id(j),
+                .owner = bj->owner,
+                .type = job_type(j),
+                .status = status,
+                .path = bj->path,
+                .error = job_error(j),
+                .cancelled = job_is_cancelled(j),
+                .first_running = status == JOB_STATUS_RUNNING && !bj->started_logged,
+        };
+        JobJournalEntry e;
+        const char *type = job_type_to_string(job_type(j));
+        unsigned owner = (unsigned) bj->owner;
+
+        if (info.first_running)
+                bj->started_logged = true;
+
+        if (job_journal_entry_build(&info, &e) < 0) {
+                job_journal_entry_done(&e);
+                log_oom();
+                return;
+        }
+        const char *const *fields = (const char *const *) e.fields;
+
+        if (status == JOB_STATUS_CREATED)
+                log_struct(e.priority, fields, "Job '%s' of user %u created: %s %s%s%s.", info.id, owner, type,
+                           bj->source, *bj->target ? " → " : "", bj->target);
+        else
+                switch (e.event) {
+                case JOB_JOURNAL_STARTED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u started.", info.id, type, owner);
+                        break;
+                case JOB_JOURNAL_FINISHED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u finished.", info.id, type, owner);
+                        break;
+                case JOB_JOURNAL_FAILED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u failed: %s", info.id, type, owner,
+                                   strempty(info.error));
+                        break;
+                case JOB_JOURNAL_CANCELLED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u cancelled.", info.id, type, owner);
+                        break;
+                default:
+                        log_struct(e.priority, fields, "Job '%s' is now %s%s%s.", info.id, job_status_to_string(status),
+                                   info.error ? ": " : "", strempty(info.error));
+                }
+        job_journal_entry_done(&e);
 }
 
 /* ---- rate and expected end ------------------------------------------------------------------- */
@@ -233,8 +290,7 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         if (!bj)
                 return;
 
-        log_info("Job '%s' is now %s%s%s.", job_id(j), job_status_to_string(status), job_error(j) ? ": " : "",
-                 strempty(job_error(j)));
+        bus_job_log_status(bj, status);
 
         /* Progress held back by the throttle goes out first, so that a client sees where the
          * job got to when it changed status: 100 % on reaching ready, for one. */
@@ -400,8 +456,7 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
                                job_status_to_string(job_status(j)));
         warn_unsent(j, "StatusChanged", r);
         (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
-        log_info("Job '%s' of user %u created: %s %s%s%s.", job_id(j), (unsigned) bj->owner,
-                 job_type_to_string(job_type(j)), bj->source, *bj->target ? " → " : "", bj->target);
+        bus_job_log_status(bj, job_status(j));
 
         if (ret)
                 *ret = bj;
