@@ -10,6 +10,7 @@
 #include "bus-job.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "inhibitor.h"
 #include "job-journal.h"
 #include "log.h"
 #include "macro.h"
@@ -41,6 +42,7 @@ struct BusJob {
         uid_t owner;
         ImageFormat source_format;
         JobClaim *claim;
+        InhibitorJob inhibit;           /* among the active jobs, for logind's lock */
 
         /* The last I/O error's message (IoErrorMessage), and how often they are told. */
         char *io_error_message;
@@ -91,6 +93,7 @@ uid_t bus_job_owner(const BusJob *bj) {
 static BusJob *bus_job_free(BusJob *bj) {
         if (!bj)
                 return NULL;
+        inhibitor_job_remove(bj->manager->inhibitor, &bj->inhibit);
         sd_event_source_disable_unref(bj->progress_timer);
         job_claim_free(bj->claim);
         free(bj->io_error_message);
@@ -291,6 +294,7 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
                 return;
 
         bus_job_log_status(bj, status);
+        inhibitor_job_status(m->inhibitor, &bj->inhibit, status);
 
         /* Progress held back by the throttle goes out first, so that a client sees where the
          * job got to when it changed status: 100 % on reaching ready, for one. */
@@ -430,6 +434,7 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
                 .owner = info->owner,
                 .source_format = info->source_format,
                 .status_sent = job_status(j),
+                .inhibit = { .id = job_id(j), .type = job_type(j) },
                 .current_sent = job_current_progress(j),
                 .total_sent = job_total_progress(j),
         };
