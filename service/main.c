@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <systemd/sd-journal.h>
 
 #include "log.h"
@@ -120,6 +121,33 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
+/* As systemd's own daemons do: the soft limit on descriptors (1024, FD_SETSIZE) only protects
+ * programs that use select(), which blockjobd does not; the hard limit is what the administrator
+ * gives the service (LimitNOFILE= in the unit), and every job holds descriptors for its images.
+ * Without it the daemon still runs, with fewer jobs: a warning, not a failure. */
+static void raise_nofile_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning_errno(errno, "Failed to read the limit on open files: %m");
+                return;
+        }
+        if (rl.rlim_cur >= rl.rlim_max) {
+                log_debug("Limit on open files: %llu.", (unsigned long long) rl.rlim_cur);
+                return;
+        }
+
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning_errno(errno, "Failed to raise the limit on open files from %llu to %llu, keeping it: %m",
+                                  (unsigned long long) old, (unsigned long long) rl.rlim_max);
+                return;
+        }
+        log_debug("Raised the limit on open files from %llu to %llu.", (unsigned long long) old,
+                  (unsigned long long) rl.rlim_max);
+}
+
 int main(int argc, char *argv[]) {
         Manager *m = NULL;
         sigset_t mask;
@@ -131,6 +159,8 @@ int main(int argc, char *argv[]) {
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+        raise_nofile_limit();
 
         /* sd-event handles these through a signalfd, which needs them blocked. */
         sigemptyset(&mask);
