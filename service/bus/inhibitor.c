@@ -176,7 +176,9 @@ static void inhibitor_take(Inhibitor *i) {
         r = sd_bus_call_method_async(i->bus, &i->call, LOGIND_NAME, LOGIND_PATH, LOGIND_MANAGER_INTERFACE, "Inhibit",
                                      on_inhibit_reply, i, "ssss", INHIBIT_WHAT, INHIBIT_WHO, why, INHIBIT_MODE);
         if (r < 0) {
-                log_warning_errno(r, "Could not ask logind to inhibit sleep and shutdown: %m");
+                /* Once the bus is gone (the daemon is shutting down) that is no news. */
+                log_full_errno(r == -ENOTCONN ? LOG_DEBUG : LOG_WARNING, r,
+                               "Could not ask logind to inhibit sleep and shutdown: %m");
                 return;
         }
         log_debug("Asking logind to inhibit sleep and shutdown: %s", why);
