@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+#include <systemd/sd-journal.h>
 
 #include "log.h"
 #include "macro.h"
@@ -119,14 +121,46 @@ static int parse_argv(int argc, char *argv[]) {
         return 1;
 }
 
+/* As systemd's own daemons do: the soft limit on descriptors (1024, FD_SETSIZE) only protects
+ * programs that use select(), which blockjobd does not; the hard limit is what the administrator
+ * gives the service (LimitNOFILE= in the unit), and every job holds descriptors for its images.
+ * Without it the daemon still runs, with fewer jobs: a warning, not a failure. */
+static void raise_nofile_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning_errno(errno, "Failed to read the limit on open files: %m");
+                return;
+        }
+        if (rl.rlim_cur >= rl.rlim_max) {
+                log_debug("Limit on open files: %llu.", (unsigned long long) rl.rlim_cur);
+                return;
+        }
+
+        rlim_t old = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+                log_warning_errno(errno, "Failed to raise the limit on open files from %llu to %llu, keeping it: %m",
+                                  (unsigned long long) old, (unsigned long long) rl.rlim_max);
+                return;
+        }
+        log_debug("Raised the limit on open files from %llu to %llu.", (unsigned long long) old,
+                  (unsigned long long) rl.rlim_max);
+}
+
 int main(int argc, char *argv[]) {
         Manager *m = NULL;
         sigset_t mask;
         int r;
 
+        /* Before anything is logged: to the journal, with fields, if stderr is the journal. */
+        log_open(sd_journal_sendv);
+
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+        raise_nofile_limit();
 
         /* sd-event handles these through a signalfd, which needs them blocked. */
         sigemptyset(&mask);

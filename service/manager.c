@@ -10,6 +10,7 @@
 #include "bus-manager.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "inhibitor.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
@@ -110,6 +111,9 @@ int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret) {
         r = job_factory_new(m->event, m->pool, m->registry, &m->factory);
         if (r < 0)
                 goto fail;
+        r = inhibitor_new(m->event, &m->inhibitor);
+        if (r < 0)
+                goto fail;
 
         *ret = m;
         return 0;
@@ -129,6 +133,8 @@ Manager *manager_free(Manager *m) {
         job_registry_free(m->registry);
         job_factory_free(m->factory);
         worker_pool_free(m->pool);
+        /* Before the bus: a call in flight holds it. */
+        m->inhibitor = inhibitor_free(m->inhibitor);
         if (m->bus) {
                 (void) sd_bus_flush(m->bus);
                 sd_bus_flush_close_unref(m->bus);
@@ -170,6 +176,8 @@ int manager_connect(Manager *m) {
                                 "org.freedesktop.DBus.Local", "Disconnected", on_disconnected, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to watch for the loss of the bus: %m");
+
+        inhibitor_set_bus(m->inhibitor, m->bus);
 
         r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)

@@ -20,6 +20,7 @@
 
 #define IDLE_TIMEOUT_DEFAULT_USEC (30 * UINT64_C(1000000))
 
+struct Inhibitor;
 struct PendingAuth;
 struct Reader;
 
@@ -29,6 +30,7 @@ typedef struct Manager {
         WorkerPool *pool;
         JobRegistry *registry;
         JobFactory *factory;
+        struct Inhibitor *inhibitor;    /* logind's lock on sleep and shutdown while jobs run */
 
         uint64_t idle_timeout_usec;     /* 0: never exit on idle */
         unsigned n_bus_jobs;            /* job objects on the bus */

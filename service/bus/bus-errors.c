@@ -56,6 +56,16 @@ int bus_error_from_image(sd_bus_error *error, int r, const char *message) {
         return set_error(error, r == -EINVAL ? SD_BUS_ERROR_INVALID_ARGS : BUS_ERROR_IMAGE_ERROR, r, message);
 }
 
+int bus_error_from_resources(sd_bus_error *error, int r) {
+        if (r >= 0 || sd_bus_error_is_set(error))
+                return r;
+        if (IN_SET(r, -EMFILE, -ENFILE))
+                return set_error(error, BUS_ERROR_LIMIT_EXCEEDED, r, "blockjobd has run out of file descriptors");
+        if (r == -ENOMEM)
+                return set_error(error, BUS_ERROR_LIMIT_EXCEEDED, r, "blockjobd has run out of memory");
+        return r;
+}
+
 int bus_error_from_creation(sd_bus_error *error, JobCreationError kind, int r, const char *message) {
         switch (kind) {
         case JOB_CREATION_ERROR_LIMIT:

@@ -30,5 +30,10 @@ int bus_error_from_job_id(sd_bus_error *error, int r, const char *message);
  * (-EINVAL, e.g. source and target are the same file), which is InvalidArgs. */
 int bus_error_from_image(sd_bus_error *error, int r, const char *message);
 
+/* A job creation that failed for lack of descriptors or memory, wherever (reading the call,
+ * asking polkit, putting the jobs on the bus): LimitExceeded, saying which ran out. Anything else,
+ * or an error already set, is returned as it is. */
+int bus_error_from_resources(sd_bus_error *error, int r);
+
 /* A creation the job factory refused, by what failed (job-factory.h). */
 int bus_error_from_creation(sd_bus_error *error, JobCreationError kind, int r, const char *message);

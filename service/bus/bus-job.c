@@ -10,6 +10,8 @@
 #include "bus-job.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "inhibitor.h"
+#include "job-journal.h"
 #include "log.h"
 #include "macro.h"
 
@@ -40,6 +42,7 @@ struct BusJob {
         uid_t owner;
         ImageFormat source_format;
         JobClaim *claim;
+        InhibitorJob inhibit;           /* among the active jobs, for logind's lock */
 
         /* The last I/O error's message (IoErrorMessage), and how often they are told. */
         char *io_error_message;
@@ -49,6 +52,7 @@ struct BusJob {
 
         /* What subscribers were last told, to send only what changed. */
         JobStatus status_sent;
+        bool started_logged;            /* the journal heard of its first 'running' */
         bool error_sent;
         uint64_t current_sent, total_sent, rate_sent, end_time_sent;
 
@@ -89,6 +93,7 @@ uid_t bus_job_owner(const BusJob *bj) {
 static BusJob *bus_job_free(BusJob *bj) {
         if (!bj)
                 return NULL;
+        inhibitor_job_remove(bj->manager->inhibitor, &bj->inhibit);
         sd_event_source_disable_unref(bj->progress_timer);
         job_claim_free(bj->claim);
         free(bj->io_error_message);
@@ -98,6 +103,61 @@ static BusJob *bus_job_free(BusJob *bj) {
         free(bj->transaction);
         free(bj);
         return NULL;
+}
+
+/* ---- the journal ------------------------------------------------------------------------------ */
+
+/* One entry per status change, 'created' included, with the fields and MESSAGE_IDs of
+ * job-journal.h. */
+static void bus_job_log_status(BusJob *bj, JobStatus status) {
+        Job *j = bj->job;
+        JobJournalInfo info = {
+                .id = job_id(j),
+                .owner = bj->owner,
+                .type = job_type(j),
+                .status = status,
+                .path = bj->path,
+                .error = job_error(j),
+                .cancelled = job_is_cancelled(j),
+                .first_running = status == JOB_STATUS_RUNNING && !bj->started_logged,
+        };
+        JobJournalEntry e;
+        const char *type = job_type_to_string(job_type(j));
+        unsigned owner = (unsigned) bj->owner;
+
+        if (info.first_running)
+                bj->started_logged = true;
+
+        if (job_journal_entry_build(&info, &e) < 0) {
+                job_journal_entry_done(&e);
+                log_oom();
+                return;
+        }
+        const char *const *fields = (const char *const *) e.fields;
+
+        if (status == JOB_STATUS_CREATED)
+                log_struct(e.priority, fields, "Job '%s' of user %u created: %s %s%s%s.", info.id, owner, type,
+                           bj->source, *bj->target ? " → " : "", bj->target);
+        else
+                switch (e.event) {
+                case JOB_JOURNAL_STARTED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u started.", info.id, type, owner);
+                        break;
+                case JOB_JOURNAL_FINISHED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u finished.", info.id, type, owner);
+                        break;
+                case JOB_JOURNAL_FAILED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u failed: %s", info.id, type, owner,
+                                   strempty(info.error));
+                        break;
+                case JOB_JOURNAL_CANCELLED:
+                        log_struct(e.priority, fields, "Job '%s' (%s) of user %u cancelled.", info.id, type, owner);
+                        break;
+                default:
+                        log_struct(e.priority, fields, "Job '%s' is now %s%s%s.", info.id, job_status_to_string(status),
+                                   info.error ? ": " : "", strempty(info.error));
+                }
+        job_journal_entry_done(&e);
 }
 
 /* ---- rate and expected end ------------------------------------------------------------------- */
@@ -233,8 +293,8 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         if (!bj)
                 return;
 
-        log_info("Job '%s' is now %s%s%s.", job_id(j), job_status_to_string(status), job_error(j) ? ": " : "",
-                 strempty(job_error(j)));
+        bus_job_log_status(bj, status);
+        inhibitor_job_status(m->inhibitor, &bj->inhibit, status);
 
         /* Progress held back by the throttle goes out first, so that a client sees where the
          * job got to when it changed status: 100 % on reaching ready, for one. */
@@ -374,6 +434,7 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
                 .owner = info->owner,
                 .source_format = info->source_format,
                 .status_sent = job_status(j),
+                .inhibit = { .id = job_id(j), .type = job_type(j) },
                 .current_sent = job_current_progress(j),
                 .total_sent = job_total_progress(j),
         };
@@ -400,8 +461,7 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
                                job_status_to_string(job_status(j)));
         warn_unsent(j, "StatusChanged", r);
         (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
-        log_info("Job '%s' of user %u created: %s %s%s%s.", job_id(j), (unsigned) bj->owner,
-                 job_type_to_string(job_type(j)), bj->source, *bj->target ? " → " : "", bj->target);
+        bus_job_log_status(bj, job_status(j));
 
         if (ret)
                 *ret = bj;

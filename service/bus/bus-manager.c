@@ -136,6 +136,7 @@ static void on_created(JobCreation *c, int r, JobCreationError kind, const char 
                 r = create_request_reply(req, &error);
         else
                 r = bus_error_from_creation(&error, kind, r, message);
+        r = bus_error_from_resources(&error, r);
         if (r < 0) {
                 if (!sd_bus_error_is_set(&error))
                         sd_bus_error_set_errno(&error, r);
@@ -161,7 +162,7 @@ static int create_request_authorized(sd_bus_message *message, void *userdata, sd
         r = job_creation_start(req->creation, on_created, req);
         if (r < 0) {
                 m->n_requests--;
-                return r;
+                return bus_error_from_resources(error, r);
         }
         TAKE_PTR(req);
         return 1;
@@ -357,23 +358,25 @@ static int create_single(sd_bus_message *message, Manager *m, JobType type, bool
         return create_request_authorize(TAKE_PTR(req), error);
 }
 
+/* Running out of descriptors or memory anywhere in a creation is LimitExceeded, whichever step
+ * it was (bus_error_from_resources()). */
 static int method_backup(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        return create_single(message, userdata, JOB_TYPE_BACKUP, true, error);
+        return bus_error_from_resources(error, create_single(message, userdata, JOB_TYPE_BACKUP, true, error));
 }
 
 static int method_mirror(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        return create_single(message, userdata, JOB_TYPE_MIRROR, true, error);
+        return bus_error_from_resources(error, create_single(message, userdata, JOB_TYPE_MIRROR, true, error));
 }
 
 static int method_commit(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        return create_single(message, userdata, JOB_TYPE_COMMIT, false, error);
+        return bus_error_from_resources(error, create_single(message, userdata, JOB_TYPE_COMMIT, false, error));
 }
 
 static int method_stream(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        return create_single(message, userdata, JOB_TYPE_STREAM, false, error);
+        return bus_error_from_resources(error, create_single(message, userdata, JOB_TYPE_STREAM, false, error));
 }
 
-static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+static int transaction(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *req = NULL;
         Manager *m = userdata;
         int r;
@@ -433,6 +436,10 @@ static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_er
                 return sd_bus_reply_method_return(message, "ao", 0);
 
         return create_request_authorize(TAKE_PTR(req), error);
+}
+
+static int method_transaction(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        return bus_error_from_resources(error, transaction(message, userdata, error));
 }
 
 static int method_list_jobs(sd_bus_message *message, void *userdata, sd_bus_error *error) {

@@ -766,7 +766,7 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
-static void on_opened(OpenerCall *call, int r, const char *error, void *userdata) {
+static void on_opened(OpenerCall *call, int r, bool ours, const char *error, void *userdata) {
         JobCreation *c = userdata;
 
         for (size_t i = 0; i < c->n; i++)
@@ -776,7 +776,13 @@ static void on_opened(OpenerCall *call, int r, const char *error, void *userdata
         c->openers_running--;
 
         /* What the opener says is about the caller's files, as the caller sees them (even an
-         * EMFILE is the opener's, not ours). */
+         * EMFILE is the opener's, not ours); what we could not take of its answer is ours. */
+        if (r < 0 && ours) {
+                _cleanup_free_ char *message = NULL;
+                JobCreationError kind = classify(r, &message);
+                creation_finish(c, r, kind, message ?: error);
+                return;
+        }
         if (r < 0) {
                 creation_finish(c, r, JOB_CREATION_ERROR_IMAGE, error);
                 return;

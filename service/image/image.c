@@ -307,7 +307,7 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
         _cleanup_free_ char *path = NULL;
         _cleanup_close_ int fd = -EBADF;
         unsigned flags = top->flags & IMAGE_OPEN_NO_LOCK;
-        ImageFormat format;
+        ImageFormat format = IMAGE_FORMAT_PROBE;  /* set by backing_format(); gcc 12 -O2 cannot tell */
         Image *b = NULL;
         struct stat st;
         int r;

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -247,6 +249,18 @@ static size_t read_request(char *buf, size_t size, char **words, size_t max_word
         return k;
 }
 
+/* The daemon raised its soft limit on descriptors for itself; a process of the caller's gets back
+ * the one every process starts with, as systemd's rlimit_nofile_safe() does for its children. A
+ * chain of images needs far fewer. */
+static void rlimit_nofile_safe(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur <= FD_SETSIZE)
+                return;
+        rl.rlim_cur = FD_SETSIZE;
+        (void) setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 int main(int argc, char *argv[]) {
         char request[OPENER_REQUEST_MAX];
         char *words[16];
@@ -256,6 +270,7 @@ int main(int argc, char *argv[]) {
                 fprintf(stderr, "blockjobd-opener is run by blockjobd, not by hand.\n");
                 return 2;
         }
+        rlimit_nofile_safe();
         become(argv[1], argv[2]);
         n = read_request(request, sizeof(request), words, ELEMENTSOF(words));
 

@@ -234,7 +234,7 @@ static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, JobFiles *
         /* The opener runs as the caller: what it sends is checked like anything from a caller
          * (names and file types; target-file.c checks the rest). */
         if (strcmp(text, "layer") == 0 && n_fds == 1 && is_image_file(fds[0]))
-                return job_files_add_layer(f, fds[0]) < 0 ? -EPROTO : 0;
+                return job_files_add_layer(f, fds[0]) < 0 ? -EPROTO : 0;      /* more layers than asked for */
         if (strcmp(text, "target-in-place") == 0 && n_fds == 1 && !job_files_has_target(f) && is_image_file(fds[0])) {
                 job_files_set_target_in_place(f, fds[0]);
                 return 0;
@@ -262,6 +262,17 @@ static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, JobFiles *
         if (strcmp(text, "done") == 0 && n_fds == 0)
                 return 1;
         return -EPROTO;
+}
+
+/* -EMFILE or -ENFILE if no descriptor can be had now, else 0. */
+static int out_of_descriptors(int fd) {
+        int k = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+
+        if (k >= 0) {
+                safe_close(k);
+                return 0;
+        }
+        return IN_SET(errno, EMFILE, ENFILE) ? -errno : 0;
 }
 
 /* One packet: its text (NUL-terminated) and the descriptors that came with it. Returns the text's
@@ -292,22 +303,26 @@ static ssize_t receive_packet(int fd, char *text, int *fds, size_t *n_fds) {
                 }
         text[n] = 0;
         if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+                /* The kernel drops descriptors it cannot install here and says so with MSG_CTRUNC
+                 * only, as it does for more than were asked for: if we cannot take one more now
+                 * (before those we got are closed), it was us who ran out. */
+                int k = (mh.msg_flags & MSG_CTRUNC) ? out_of_descriptors(fd) : 0;
                 for (size_t i = 0; i < *n_fds; i++)
                         safe_close(fds[i]);
                 *n_fds = 0;
-                return -EPROTO;
+                return k < 0 ? k : -EPROTO;
         }
         return n;
 }
 
-static void opener_answer(OpenerCall *c, int r, const char *error) {
+static void opener_answer(OpenerCall *c, int r, bool ours, const char *error) {
         c->answered = true;
         c->io = sd_event_source_disable_unref(c->io);
         /* Done or not, it goes now: it runs as the caller, who could stop it before it exits. */
         opener_kill(c);
         if (r < 0)
                 log_debug("Opening files as user %u failed: %s", (unsigned) c->uid, strempty(error));
-        c->done(c, r, error, c->userdata);
+        c->done(c, r, ours, error, c->userdata);
 }
 
 static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -323,25 +338,27 @@ static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userd
                 if (n == -EAGAIN)
                         return 0;
                 if (n == 0) {
-                        opener_answer(c, -EPROTO, "blockjobd-opener ended without an answer");
+                        opener_answer(c, -EPROTO, false, "blockjobd-opener ended without an answer");
                         return 0;
                 }
                 if (n < 0) {
                         r = error_message(&error, (int) n, "Could not read blockjobd-opener's answer: %m");
-                        opener_answer(c, r, error);
+                        opener_answer(c, r, IN_SET(r, -EMFILE, -ENFILE, -ENOMEM), error);
                         return 0;
                 }
                 r = take_packet(c->text, fds, n_fds, c->uid, c->files, &error);
+                /* An error it sent is the opener's; one it did not send is ours. */
+                bool ours = r == -ENOMEM && !error;
                 if (r == -EPROTO && !error)
                         r = error_message(&error, r, "blockjobd-opener answered what it was not asked");
                 if (r == -ENOMEM && !error)
                         r = error_message(&error, r, "Out of memory");
                 if (r < 0) {
-                        opener_answer(c, r, error);
+                        opener_answer(c, r, ours, error);
                         return 0;
                 }
                 if (r > 0) {
-                        opener_answer(c, 0, NULL);
+                        opener_answer(c, 0, false, NULL);
                         return 0;
                 }
         }

@@ -31,10 +31,12 @@ typedef struct OpenerRequest {
 
 typedef struct OpenerCall OpenerCall;
 
-/* The answer, once: r < 0 and a message (the opener's own: -EACCES for a file the caller may not
- * open, naming it), or 0 with everything asked for added to the JobFiles given to
- * opener_call_start(). The callback may free the call. */
-typedef void (*OpenerDone)(OpenerCall *call, int r, const char *error, void *userdata);
+/* The answer, once: r < 0 and a message, or 0 with everything asked for added to the JobFiles
+ * given to opener_call_start(). A failure is the opener's own (-EACCES for a file the caller may
+ * not open, naming it: about the caller's files, as the caller sees them), or, with 'ours' set,
+ * the daemon's: it could not take the answer, for lack of descriptors (-EMFILE, -ENFILE) or memory
+ * (-ENOMEM). The callback may free the call. */
+typedef void (*OpenerDone)(OpenerCall *call, int r, bool ours, const char *error, void *userdata);
 
 /* Runs blockjobd-opener ($BLOCKJOBD_OPENER, or the installed one) for 'req'; the files it opens
  * are added to 'files', which must outlive the call. */
