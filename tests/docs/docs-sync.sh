@@ -9,6 +9,7 @@
 #     service/bus/bus-errors.[ch] and the XML, every creation option of service/bus/bus-options.c
 #     (with its type) and every polkit action of polkit/org.blockjobd.policy is in
 #     org.blockjobd.Jobs1.5;
+#   - every MESSAGE_ID and BLOCKJOBD_* journal field of the code is in blockjobd.8's LOGGING;
 #   - each page renders with `MANWIDTH=80 man --warnings -l` and nothing on stderr.
 #
 #   docs-sync.sh SRCDIR BLOCKJOBD BLOCKJOBCTL
@@ -115,6 +116,21 @@ if [ ${#missing[@]} -eq 0 ]; then
 else
         not_ok "blockjobctl.1 documents every option of blockjobctl --help, with its values" \
                 "not in blockjobctl.1's OPTIONS: ${missing[*]}"
+fi
+
+# 3b. blockjobd(8)'s LOGGING: every MESSAGE_ID of service/shared/message-ids.h and every
+# BLOCKJOBD_* field the job entries carry (service/bus/job-journal.c).
+logging=$(section "$(render "$man_dir/blockjobd.8")" LOGGING)
+missing=()
+for word in $(grep -oE '"[0-9a-f]{32}"' "$src/service/shared/message-ids.h" | tr -d '"') \
+            $(grep -oE 'BLOCKJOBD_[A-Z_]+=' "$src/service/bus/job-journal.c" | tr -d = | sort -u); do
+        has_word "$logging" "$word" || missing+=("$word")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+        ok "blockjobd.8 documents every MESSAGE_ID and journal field of the job entries"
+else
+        not_ok "blockjobd.8 documents every MESSAGE_ID and journal field of the job entries" \
+                "not in blockjobd.8's LOGGING: ${missing[*]}"
 fi
 
 # 4. org.blockjobd.Jobs1(5): the API.
