@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backing-name.h"
 #include "chain-copy.h"
 #include "commit.h"
 #include "image.h"
@@ -19,7 +20,7 @@ struct Commit {
         Image *top;                     /* a layer of upper */
         Image *above_top;               /* the layer whose header names top; NULL for active commit */
         Image *base;                    /* opened on its own, for writing */
-        char *backing_file;
+        char *backing_file;             /* what the header above base records at the end */
         bool active;
         bool ready;
         bool soft_cancelled;            /* the run ended on a soft cancel: no pivot */
@@ -38,6 +39,12 @@ void commit_free(Commit *c) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Commit *, commit_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Image *, image_close);
+
+static Image *chain_bottom(Image *img) {
+        while (image_backing(img))
+                img = image_backing(img);
+        return img;
+}
 
 /* Which layers are top and base, as the chain is now. */
 typedef struct CommitPlan {
@@ -157,13 +164,18 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
                                   p->image);
                 goto finish;
         }
-        if (p->backing_file && !(c->backing_file = strdup(p->backing_file))) {
-                r = -ENOMEM;
-                goto finish;
-        }
-        if (!c->backing_file && !(c->backing_file = strdup(pl.base_path))) {
-                r = -ENOMEM;
-                goto finish;
+        if (p->backing_file) {
+                c->backing_file = strdup(p->backing_file);
+                if (!c->backing_file) {
+                        r = -ENOMEM;
+                        goto finish;
+                }
+        } else {
+                /* upper stops just above base: its last layer names base. */
+                r = backing_name_for(pl.active ? c->upper : c->above_top, chain_bottom(c->upper), c->base,
+                                     &c->backing_file);
+                if (r < 0)
+                        goto finish;
         }
 
         r = chain_copy_init(&c->copy, c->top, 0, image_chain_depth(c->top), c->base, image_size(c->base));

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backing-name.h"
 #include "chain-copy.h"
 #include "image.h"
 #include "job.h"
@@ -15,7 +16,7 @@
 struct Stream {
         Image *image;
         Image *base;                    /* a layer of image's chain, or NULL */
-        char *backing_file;
+        char *backing_file;             /* what image records at the end; NULL: none */
         ChainCopy copy;
 };
 
@@ -64,6 +65,14 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
 
         if (p->backing_file && !(s->backing_file = strdup(p->backing_file)))
                 return -ENOMEM;
+        if (!p->backing_file && s->base) {
+                Image *above_base = s->image;
+                for (int d = 1; d < base_depth; d++)
+                        above_base = image_backing(above_base);
+                r = backing_name_for(s->image, above_base, s->base, &s->backing_file);
+                if (r < 0)
+                        return r;
+        }
 
         r = chain_copy_init(&s->copy, s->image, 1, base_depth, s->image, s->base ? image_size(s->base) : 0);
         if (r < 0)
@@ -94,7 +103,7 @@ static void stream_step(Job *j, void *data, const JobStepInput *in, JobStepResul
 
 static int stream_prepare(Job *j, void *data, char **ret_error) {
         Stream *s = data;
-        const char *name = s->backing_file ?: (s->base ? image_path(s->base) : NULL);
+        const char *name = s->backing_file;    /* NULL with no base: the image stands alone */
         int r;
 
         /* Everything copied and durable first: from then on the shorter chain reads the same. */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,4 +62,58 @@ bool path_equal(const char *a, const char *b) {
         if (!x || !y)
                 return strcmp(a, b) == 0;
         return strcmp(x, y) == 0;
+}
+
+static bool path_is_upward(const char *p) {
+        return p[0] == '.' && p[1] == '.' && IN_SET(p[2], '/', 0);
+}
+
+/* The next component of a simplified path, and where the one after it starts. */
+static size_t component(const char *p, const char **ret_next) {
+        size_t k = strcspn(p, "/");
+        *ret_next = p + k + (p[k] == '/');
+        return k;
+}
+
+int path_make_relative(const char *from_dir, const char *to, char **ret) {
+        _cleanup_free_ char *from = path_simplify_dup(from_dir), *dest = path_simplify_dup(to);
+        const char *f, *t;
+        char *out, *w;
+
+        if (!from || !dest)
+                return -ENOMEM;
+        if ((from[0] == '/') != (dest[0] == '/') || path_is_upward(from) || path_is_upward(dest))
+                return -EINVAL;
+
+        /* "." (relative) and "/" have no components of their own. */
+        f = strcmp(from, ".") == 0 || strcmp(from, "/") == 0 ? "" : from + (from[0] == '/');
+        t = strcmp(dest, ".") == 0 || strcmp(dest, "/") == 0 ? "" : dest + (dest[0] == '/');
+
+        /* Past what they share, every component left of 'from' is a "..". */
+        for (;;) {
+                const char *fn, *tn;
+                size_t fk = component(f, &fn), tk = component(t, &tn);
+                if (fk == 0 || fk != tk || memcmp(f, t, fk) != 0)
+                        break;
+                f = fn;
+                t = tn;
+        }
+
+        out = malloc(3 * strlen(f) + strlen(t) + 2);
+        if (!out)
+                return -ENOMEM;
+        w = out;
+        while (*f) {
+                const char *fn;
+                component(f, &fn);
+                w = stpcpy(w, "../");
+                f = fn;
+        }
+        w = stpcpy(w, t);
+        if (w == out)
+                w = stpcpy(w, ".");
+        else if (w[-1] == '/')
+                *--w = 0;
+        *ret = out;
+        return 0;
 }

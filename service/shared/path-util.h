@@ -10,3 +10,8 @@
 char *path_simplify_dup(const char *path);
 /* Do 'a' and 'b' spell the same path, once simplified? */
 bool path_equal(const char *a, const char *b);
+/* The path that names 'to' from directory 'from_dir', lexically: "/a/b" to "/a/c/d" is "../c/d".
+ * Both are simplified first and must be absolute (or both relative, neither starting with "..");
+ * -EINVAL otherwise. Nothing is looked up, so a symlinked directory that a ".." leaves is taken
+ * as the place its name says, not where it leads. */
+int path_make_relative(const char *from_dir, const char *to, char **ret);

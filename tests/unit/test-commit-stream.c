@@ -2,9 +2,12 @@
 
 /* Commit and stream on real qcow2 chains, through the real executor, checked by the oracle: the
  * chain reads exactly as before (`qemu-img compare` against a flat copy made first), the images
- * pass `qemu-img check`, and the backing files are what they should be (`qemu-img info`). */
+ * pass `qemu-img check`, and the backing files are what they should be (`qemu-img info`): the
+ * base's name as the chain recorded it, relative names kept relative (what `qemu-img commit` and
+ * `qemu-img rebase` leave, run on a copy of the same chain). */
 
 #include <glib/gstdio.h>
+#include <stdlib.h>
 
 #include "driver-open.h"
 #include "driver-fixture.h"
@@ -54,15 +57,20 @@ static void assert_check(Fixture *f, const char *image) {
         g_free(oracle_run("qemu-img check -U %s", p));
 }
 
-/* The backing file recorded in the header ("" for none). */
-static char *backing_of(Fixture *f, const char *image) {
-        g_autofree char *p = path(f, image);
+/* A string of `qemu-img info --output=json` ("" when it is not there). */
+static char *info_string(Fixture *f, const char *image, const char *key) {
+        g_autofree char *p = path(f, image), *pattern = g_strdup_printf("\"%s\": \"", key);
         g_autofree char *info = oracle_run("qemu-img info -U --output=json %s", p);
-        const char *s = strstr(info, "\"backing-filename\": \"");
+        const char *s = strstr(info, pattern);
         if (!s)
                 return g_strdup("");
-        s += strlen("\"backing-filename\": \"");
+        s += strlen(pattern);
         return g_strndup(s, strchr(s, '"') - s);
+}
+
+/* The backing file name recorded in the header, as it is spelt ("" for none). */
+static char *backing_of(Fixture *f, const char *image) {
+        return info_string(f, image, "backing-filename");
 }
 
 /* The speed limit of the next job started; a job throttled from its start is caught mid-run
@@ -132,17 +140,16 @@ static void test_stream_whole_chain(Fixture *f, gconstpointer data) {
 }
 
 static void test_stream_to_base(Fixture *f, gconstpointer data) {
-        g_autofree char *flat = NULL, *backing = NULL, *b = NULL;
+        g_autofree char *flat = NULL, *backing = NULL;
 
         make_chain(f);
         flat = snapshot(f, "d.qcow2");
         stream(f, "d.qcow2", "b.qcow2", NULL);
         run_to_end(f, SUCCESS);
 
-        /* c dropped out: d now rests on b, and reads the same. */
-        b = path(f, "b.qcow2");
+        /* c dropped out: d now rests on b, named as c named it, and reads the same. */
         backing = backing_of(f, "d.qcow2");
-        g_assert_cmpstr(backing, ==, b);
+        g_assert_cmpstr(backing, ==, "b.qcow2");
         assert_reads_as(f, "d.qcow2", flat);
         assert_check(f, "d.qcow2");
 }
@@ -219,7 +226,7 @@ static void test_stream_zeroes_bounded(Fixture *f, gconstpointer data) {
 /* ---- commit ---------------------------------------------------------------------------------- */
 
 static void test_commit_intermediate(Fixture *f, gconstpointer data) {
-        g_autofree char *flat = NULL, *backing = NULL, *a = NULL, *flat_c = NULL;
+        g_autofree char *flat = NULL, *backing = NULL, *flat_c = NULL;
 
         make_chain(f);
         flat = snapshot(f, "d.qcow2");
@@ -228,9 +235,8 @@ static void test_commit_intermediate(Fixture *f, gconstpointer data) {
         commit(f, "d.qcow2", "c.qcow2", "a.qcow2", NULL);
         run_to_end(f, SUCCESS);
 
-        a = path(f, "a.qcow2");
         backing = backing_of(f, "d.qcow2");
-        g_assert_cmpstr(backing, ==, a);
+        g_assert_cmpstr(backing, ==, "a.qcow2");
         assert_reads_as(f, "d.qcow2", flat);
         /* a alone now reads as c did. */
         assert_reads_as(f, "a.qcow2", flat_c);
@@ -264,8 +270,8 @@ static void test_commit_active(Fixture *f, gconstpointer data) {
         run_to_end(f, "created running ready waiting pending concluded null ");
 
         /* d is empty now, an overlay on b (c dropped out), and the chain reads the same. */
-        g_autofree char *d = path(f, "d.qcow2"), *b = path(f, "b.qcow2"), *backing = backing_of(f, "d.qcow2");
-        g_assert_cmpstr(backing, ==, b);
+        g_autofree char *d = path(f, "d.qcow2"), *backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, "b.qcow2");
         g_autoptr(GArray) map = oracle_map(d);
         for (guint i = 0; i < map->len; i++)
                 g_assert_cmpint(g_array_index(map, OracleExtent, i).depth, !=, 0);
@@ -344,6 +350,179 @@ static void test_commit_refusals(Fixture *f, gconstpointer data) {
         assert_commit_fails(f, "big.qcow2", NULL, "d.qcow2", NULL, "is smaller than top");
 }
 
+/* ---- backing file names across directories ---------------------------------------------------- */
+
+/* Layers in directories of their own, each naming the one below relative to itself:
+ *   t/base/a.qcow2 ← t/mid/b.qcow2 ("../base/a.qcow2") ← t/mid/sub/c.qcow2 ("../b.qcow2")
+ *   ← t/d.qcow2 ("mid/sub/c.qcow2") */
+static void make_tree(Fixture *f) {
+        g_autofree char *sub = path(f, "t/mid/sub"), *base = path(f, "t/base");
+        g_autofree char *a = path(f, "t/base/a.qcow2"), *b = path(f, "t/mid/b.qcow2");
+        g_autofree char *c = path(f, "t/mid/sub/c.qcow2"), *d = path(f, "t/d.qcow2");
+
+        g_assert_cmpint(g_mkdir_with_parents(sub, 0755), ==, 0);
+        g_assert_cmpint(g_mkdir_with_parents(base, 0755), ==, 0);
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", a));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xa1 0 6M' %s", a));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b ../base/a.qcow2 -F qcow2 %s", b));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xb1 1M 2M' -c 'write -z 4M 512k' %s", b));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b ../b.qcow2 -F qcow2 %s", c));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xc1 2M 64k' -c 'write -z 1M 4k' %s", c));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b mid/sub/c.qcow2 -F qcow2 %s", d));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xd1 6M 1M' -c 'write -P 0xd2 1M 8k' %s", d));
+}
+
+typedef struct TreeCase {
+        bool commit;
+        const char *image;              /* in the tree */
+        const char *top;                /* commit: NULL for the image itself (active) */
+        const char *base;               /* NULL: the bottom (commit), none (stream) */
+        const char *holder;             /* the layer whose header names base afterwards */
+        const char *expected;           /* what it records; "" for none */
+} TreeCase;
+
+static const TreeCase tree_cases[] = {
+        /* The image is in the top directory; base is named from mid/ or mid/sub/. */
+        { true, "d.qcow2", "mid/sub/c.qcow2", "base/a.qcow2", "d.qcow2", "base/a.qcow2" },
+        { true, "d.qcow2", "mid/sub/c.qcow2", "mid/b.qcow2", "d.qcow2", "mid/b.qcow2" },
+        { true, "d.qcow2", "mid/b.qcow2", NULL, "mid/sub/c.qcow2", "../../base/a.qcow2" },
+        { true, "d.qcow2", NULL, "base/a.qcow2", "d.qcow2", "base/a.qcow2" },
+        { true, "d.qcow2", NULL, "mid/b.qcow2", "d.qcow2", "mid/b.qcow2" },
+        { true, "mid/sub/c.qcow2", NULL, "base/a.qcow2", "mid/sub/c.qcow2", "../../base/a.qcow2" },
+        /* Stream: down to a base, from the top directory or from below; the whole chain. */
+        { false, "d.qcow2", NULL, "base/a.qcow2", "d.qcow2", "base/a.qcow2" },
+        { false, "d.qcow2", NULL, "mid/b.qcow2", "d.qcow2", "mid/b.qcow2" },
+        { false, "mid/sub/c.qcow2", NULL, "base/a.qcow2", "mid/sub/c.qcow2", "../../base/a.qcow2" },
+        { false, "d.qcow2", NULL, NULL, "d.qcow2", "" },
+};
+
+static char *in_tree(const char *dir, const char *name) {
+        return g_build_filename(dir, name, NULL);
+}
+
+/* What qemu-img does on a copy of the tree: commit (then rebase the layer above, as a user of
+ * qemu-img must: it leaves that layer's header alone), or a rebase, which is what stream is. */
+static void oracle_tree_job(const char *copy, const TreeCase *c) {
+        g_autofree char *image = in_tree(copy, c->image), *holder = in_tree(copy, c->holder);
+        g_autofree char *base = c->base ? in_tree(copy, c->base) : NULL;
+        g_autofree char *top = c->top ? in_tree(copy, c->top) : NULL;
+        g_autofree char *bottom = in_tree(copy, "base/a.qcow2");
+
+        if (!c->commit) {
+                /* Safe mode: the new name is resolved from the image's directory, as it will be. */
+                if (*c->expected)
+                        g_free(oracle_run("qemu-img rebase -q -b %s -F qcow2 %s", c->expected, image));
+                else
+                        g_free(oracle_run("qemu-img rebase -q -b '' %s", image));
+                return;
+        }
+        g_free(oracle_run("qemu-img commit -q -b %s %s", base ?: bottom, top ?: image));
+        if (top)
+                g_free(oracle_run("qemu-img rebase -q -b %s -F qcow2 %s", c->expected, holder));
+        else
+                /* The image is emptied: the layers in between would show through it. */
+                g_free(oracle_run("qemu-img rebase -q -u -b %s -F qcow2 %s", c->expected, image));
+}
+
+/* The file the recorded name reaches, resolved by qemu-img and then by the kernel. */
+static char *resolved_backing(Fixture *f, const char *image) {
+        g_autofree char *full = info_string(f, image, "full-backing-filename");
+        char *r = realpath(full, NULL);
+        if (!r)
+                g_error("%s: backing file %s does not resolve", image, full);
+        return r;
+}
+
+static void test_tree(Fixture *f, gconstpointer data) {
+        const TreeCase *c = data;
+        g_autofree char *image = g_build_filename("t", c->image, NULL), *holder = g_build_filename("t", c->holder, NULL);
+        g_autofree char *base = g_build_filename("t", c->base ?: "base/a.qcow2", NULL);
+        g_autofree char *top = c->top ? g_build_filename("t", c->top, NULL) : NULL;
+        g_autofree char *copy_image = g_build_filename("copy", c->image, NULL);
+        g_autofree char *copy_holder = g_build_filename("copy", c->holder, NULL);
+        g_autofree char *tree = path(f, "t"), *copy = path(f, "copy"), *flat = NULL;
+        g_autofree char *backing = NULL, *oracle_backing = NULL, *oracle_flat = NULL;
+
+        make_tree(f);
+        flat = snapshot(f, image);
+        g_free(oracle_run("cp -a %s %s", tree, copy));
+
+        if (!c->commit) {
+                stream(f, image, c->base ? base : NULL, NULL);
+                run_to_end(f, SUCCESS);
+        } else if (c->top) {
+                commit(f, image, top, c->base ? base : NULL, NULL);
+                run_to_end(f, SUCCESS);
+        } else {
+                Job *j = commit(f, image, NULL, c->base ? base : NULL, NULL);
+                test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+                g_assert_cmpint(job_complete(j, NULL), ==, 0);
+                run_to_end(f, "created running ready waiting pending concluded null ");
+        }
+        oracle_tree_job(copy, c);
+        oracle_flat = snapshot(f, copy_holder);
+
+        /* Recorded as qemu-img leaves it... */
+        backing = backing_of(f, holder);
+        oracle_backing = backing_of(f, copy_holder);
+        g_assert_cmpstr(backing, ==, c->expected);
+        g_assert_cmpstr(oracle_backing, ==, c->expected);
+        /* ...reaching the same file... */
+        if (*c->expected) {
+                g_autofree char *got = resolved_backing(f, holder), *want_path = path(f, base);
+                g_autofree char *want = realpath(want_path, NULL);
+                g_assert_cmpstr(got, ==, want);
+        }
+        /* ...and reading as before, and as qemu-img's result does. */
+        assert_reads_as(f, image, flat);
+        assert_reads_as(f, holder, oracle_flat);
+        assert_check(f, image);
+        assert_check(f, holder);
+        if (c->commit)
+                assert_check(f, base);
+}
+
+/* a ← b (names a by an absolute path, spelt "<dir>/./a.qcow2") ← c ("./b.qcow2") ← d ("c.qcow2"). */
+static char *make_spelled_chain(Fixture *f) {
+        g_autofree char *a = path(f, "a.qcow2"), *b = path(f, "b.qcow2"), *c = path(f, "c.qcow2"), *d = path(f, "d.qcow2");
+        char *absolute = g_strdup_printf("%s/./a.qcow2", f->dir);
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", a));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xa1 0 4M' %s", a));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b %s -F qcow2 %s", absolute, b));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xb1 1M 1M' %s", b));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b ./b.qcow2 -F qcow2 %s", c));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0xc1 2M 64k' %s", c));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b c.qcow2 -F qcow2 %s", d));
+        return absolute;
+}
+
+/* The name is kept byte for byte where the layer that records it does not move: an absolute
+ * one always, a relative one in the same directory however it is spelt. */
+static void test_names_kept_as_spelt(Fixture *f, gconstpointer data) {
+        g_autofree char *absolute = make_spelled_chain(f), *flat = snapshot(f, "d.qcow2"), *backing = NULL;
+
+        /* c and b into a: d takes b's name for a. */
+        commit(f, "d.qcow2", "c.qcow2", "a.qcow2", NULL);
+        run_to_end(f, SUCCESS);
+        backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, absolute);
+        assert_reads_as(f, "d.qcow2", flat);
+        assert_check(f, "d.qcow2");
+}
+
+static void test_stream_name_kept_as_spelt(Fixture *f, gconstpointer data) {
+        g_autofree char *absolute = make_spelled_chain(f), *flat = snapshot(f, "d.qcow2"), *backing = NULL;
+
+        /* c into d: d takes c's name for b. */
+        stream(f, "d.qcow2", "b.qcow2", NULL);
+        run_to_end(f, SUCCESS);
+        backing = backing_of(f, "d.qcow2");
+        g_assert_cmpstr(backing, ==, "./b.qcow2");
+        assert_reads_as(f, "d.qcow2", flat);
+        assert_check(f, "d.qcow2");
+}
+
 #define TEST(path, fn) g_test_add(path, Fixture, NULL, driver_fixture_setup, fn, driver_fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -359,5 +538,13 @@ int main(int argc, char **argv) {
         TEST("/commit/active-soft-cancel", test_commit_active_soft_cancel);
         TEST("/commit/cancel", test_commit_cancel);
         TEST("/commit/refusals", test_commit_refusals);
+        TEST("/backing-name/commit-kept", test_names_kept_as_spelt);
+        TEST("/backing-name/stream-kept", test_stream_name_kept_as_spelt);
+        for (unsigned i = 0; i < G_N_ELEMENTS(tree_cases); i++) {
+                const TreeCase *c = &tree_cases[i];
+                g_autofree char *name = g_strdup_printf("/backing-name/%s%s/%u", c->commit ? "commit" : "stream",
+                                                        c->commit && !c->top ? "-active" : "", i);
+                g_test_add(name, Fixture, c, driver_fixture_setup, test_tree, driver_fixture_teardown);
+        }
         return g_test_run();
 }
