@@ -32,6 +32,8 @@ typedef enum Shape {
         SHAPE_CHAIN3,                   /* base.qcow2 ← mid.qcow2 ← top.qcow2 */
         SHAPE_RAW_BASE,                 /* base.raw ← top.qcow2 */
         SHAPE_COMPRESSED_BASE,          /* base.qcow2 (compressed clusters) ← top.qcow2 */
+        SHAPE_TREE,                     /* base/base.qcow2 ← sub/mid.qcow2 ("../base/base.qcow2")
+                                         * ← top.qcow2 ("sub/mid.qcow2") */
 } Shape;
 
 static const char *const shape_top[] = {
@@ -41,6 +43,7 @@ static const char *const shape_top[] = {
         [SHAPE_CHAIN3] = "top.qcow2",
         [SHAPE_RAW_BASE] = "top.qcow2",
         [SHAPE_COMPRESSED_BASE] = "top.qcow2",
+        [SHAPE_TREE] = "top.qcow2",
 };
 
 static const char *const shape_files[][4] = {
@@ -50,6 +53,7 @@ static const char *const shape_files[][4] = {
         [SHAPE_CHAIN3] = { "top.qcow2", "mid.qcow2", "base.qcow2" },
         [SHAPE_RAW_BASE] = { "top.qcow2", "base.raw" },
         [SHAPE_COMPRESSED_BASE] = { "top.qcow2", "base.qcow2" },
+        [SHAPE_TREE] = { "top.qcow2", "sub/mid.qcow2", "base/base.qcow2" },
 };
 
 /* Runs a shell command line in the test's directory; it must succeed. */
@@ -140,6 +144,14 @@ static void build_shape(BusFixture *f, Shape shape) {
                       "qemu-io -f qcow2 -c 'write -s rnd2.bin 3M 1M' -c 'write -z 5M 128k' top.qcow2 >/dev/null");
                 assert_has_compressed_clusters(f, "base.qcow2");
                 break;
+        case SHAPE_TREE:
+                sh(f, "mkdir base sub && qemu-img create -q -f qcow2 base/base.qcow2 8M && "
+                      "qemu-io -f qcow2 -c 'write -s rnd1.bin 0 6M' base/base.qcow2 >/dev/null && "
+                      "qemu-img create -q -f qcow2 -b ../base/base.qcow2 -F qcow2 sub/mid.qcow2 && "
+                      "qemu-io -f qcow2 -c 'write -s rnd2.bin 1M 1M' -c 'write -z 3M 256k' sub/mid.qcow2 >/dev/null && "
+                      "qemu-img create -q -f qcow2 -b sub/mid.qcow2 -F qcow2 top.qcow2 && "
+                      "qemu-io -f qcow2 -c 'write -s rnd3.bin 2M 64k' -c 'write -P 0xd1 4M 1M' top.qcow2 >/dev/null");
+                break;
         }
 }
 
@@ -193,17 +205,21 @@ static char *info(BusFixture *f, const char *image) {
         return oracle_run("qemu-img info -U --backing-chain %s", p);
 }
 
-/* The backing file recorded in the header as a path (a relative one resolved against the
- * test's directory), "" for none. */
-static char *backing_of(BusFixture *f, const char *image) {
-        g_autofree char *p = bus_fixture_path(f, image), *name = NULL;
+/* The backing file recorded in the header, as it is spelt ("" for none); as a path (a relative
+ * one resolved against the test's directory). */
+static char *backing_name_of(BusFixture *f, const char *image) {
+        g_autofree char *p = bus_fixture_path(f, image);
         g_autofree char *json = oracle_run("qemu-img info -U --output=json %s", p);
         const char *s = strstr(json, "\"backing-filename\": \"");
         if (!s)
                 return g_strdup("");
         s += strlen("\"backing-filename\": \"");
-        name = g_strndup(s, strchr(s, '"') - s);
-        return name[0] == '/' ? g_steal_pointer(&name) : bus_fixture_path(f, name);
+        return g_strndup(s, strchr(s, '"') - s);
+}
+
+static char *backing_of(BusFixture *f, const char *image) {
+        g_autofree char *name = backing_name_of(f, image);
+        return name[0] == '/' || !*name ? g_steal_pointer(&name) : bus_fixture_path(f, name);
 }
 
 static char *format_of(BusFixture *f, const char *image) {
@@ -376,7 +392,7 @@ typedef struct ChainCase {
         Shape shape;
         const char *top;                /* commit: a file name, NULL for the image itself */
         const char *base;               /* a file name, NULL for the default */
-        const char *expect_backing;     /* of top.qcow2 afterwards, a file name; "" for none */
+        const char *expect_backing;     /* of top.qcow2 afterwards, as recorded; "" for none */
         const char *still_reads;        /* a file that reads as before too (active commit: the base) */
 } ChainCase;
 
@@ -398,7 +414,7 @@ static GVariant *chain_options(BusFixture *f, const ChainCase *c) {
 static void test_chain(BusFixture *f, gconstpointer data) {
         const ChainCase *c = data;
         g_autofree char *image = bus_fixture_path(f, shape_top[c->shape]);
-        g_autofree char *path = NULL, *expected = NULL, *backing = NULL, *want = NULL;
+        g_autofree char *path = NULL, *expected = NULL, *backing = NULL;
         bool active = c->kind == COMMIT && !c->top;
 
         build_shape(f, c->shape);
@@ -413,9 +429,10 @@ static void test_chain(BusFixture *f, gconstpointer data) {
         if (c->still_reads)
                 assert_reads_as_before(f, c->still_reads);
         assert_shape_checks(f, c->shape, false);
-        backing = backing_of(f, shape_top[c->shape]);
-        want = *c->expect_backing ? bus_fixture_path(f, c->expect_backing) : g_strdup("");
-        g_assert_cmpstr(backing, ==, want);
+        /* The chain names its layers relative to one another (qemu-img create -b base.qcow2):
+         * the new backing name is the one the chain recorded, still relative. */
+        backing = backing_name_of(f, shape_top[c->shape]);
+        g_assert_cmpstr(backing, ==, c->expect_backing);
 }
 
 /* ---- pause, resume, cancel mid-run ------------------------------------------------------------ */
@@ -862,6 +879,11 @@ static const ChainCase chain_cases[] = {
         { STREAM, SHAPE_CHAIN3, NULL, "base.qcow2", "base.qcow2", NULL },
         { STREAM, SHAPE_RAW_BASE, NULL, NULL, "", NULL },
         { STREAM, SHAPE_COMPRESSED_BASE, NULL, NULL, "", NULL },
+        /* Layers in directories of their own: the name reaches base from top's directory. */
+        { COMMIT, SHAPE_TREE, "sub/mid.qcow2", NULL, "base/base.qcow2", NULL },
+        { COMMIT, SHAPE_TREE, NULL, NULL, "base/base.qcow2", "base/base.qcow2" },
+        { COMMIT, SHAPE_TREE, NULL, "sub/mid.qcow2", "sub/mid.qcow2", "sub/mid.qcow2" },
+        { STREAM, SHAPE_TREE, NULL, "base/base.qcow2", "base/base.qcow2", NULL },
 };
 
 static const RunCase run_cases[] = {
@@ -916,6 +938,7 @@ static const char *const shape_names[] = {
         [SHAPE_CHAIN3] = "chain3",
         [SHAPE_RAW_BASE] = "raw-base",
         [SHAPE_COMPRESSED_BASE] = "compressed-base",
+        [SHAPE_TREE] = "tree",
 };
 
 static const char *const kind_names[] = { "backup", "mirror", "commit", "stream", "commit-active" };
@@ -939,8 +962,11 @@ int main(int argc, char *argv[]) {
         }
         for (size_t i = 0; i < G_N_ELEMENTS(chain_cases); i++) {
                 const ChainCase *c = &chain_cases[i];
-                char *name = g_strdup_printf("/jobs/%s/%s-%s-%s", kind_names[c->kind], shape_names[c->shape],
-                                             c->top ? c->top : "active", c->base ? c->base : "default");
+                /* "sub/mid.qcow2" is one part of the test's path. */
+                g_autofree char *top = g_strdelimit(g_strdup(c->top ?: "active"), "/", '-');
+                g_autofree char *base = g_strdelimit(g_strdup(c->base ?: "default"), "/", '-');
+                char *name = g_strdup_printf("/jobs/%s/%s-%s-%s", kind_names[c->kind], shape_names[c->shape], top,
+                                             base);
                 g_ptr_array_add(names, name);
                 g_test_add(name, BusFixture, c, setup, test_chain, bus_fixture_teardown);
         }
