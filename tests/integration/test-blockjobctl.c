@@ -1,15 +1,24 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* blockjobctl against the daemon on a private bus: every command, its output when not on a
- * terminal, its JSON, and its exit status. */
+ * terminal and on one (a pseudo-terminal of 70, 80 and 120 columns), its JSON, and its exit
+ * status; results read whatever auto-dismiss says, every wait that used to hang ended with what
+ * to run, blockjobd killed under a follower, Ctrl-C. Every wait is for a state, bounded: each
+ * blockjobctl runs under timeout(1), and the tests that talk to a running one read its lines. */
 
+#include <fcntl.h>
 #include <glib/gstdio.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 #include "bus-fixture.h"
 #include "escape.h"
 
 #define MiB (G_GUINT64_CONSTANT(1) << 20)
+/* The most a blockjobctl may take in these tests, hangs included. */
+#define CTL_TIMEOUT "60"
 
 typedef struct Result {
         int status;
@@ -24,30 +33,102 @@ static void result_clear(Result *r) {
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Result, result_clear)
 
-/* Runs blockjobctl --address=<the test bus> ARGS... and collects what it said. */
-static Result ctl(BusFixture *f, const char *first, ...) {
-        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        g_autoptr(GSubprocess) p = NULL;
-        g_autoptr(GError) error = NULL;
-        Result r = {};
-        va_list ap;
+static GPtrArray *ctl_argv(BusFixture *f, bool bounded, const char *first, va_list ap) {
+        GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
 
+        if (bounded) {
+                /* A hang is a failure of the test, not a test that never ends. */
+                g_ptr_array_add(argv, g_strdup("timeout"));
+                g_ptr_array_add(argv, g_strdup("-k5"));
+                g_ptr_array_add(argv, g_strdup(CTL_TIMEOUT));
+        }
         g_ptr_array_add(argv, g_strdup(g_getenv("BLOCKJOBCTL")));
         g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->address));
-        va_start(ap, first);
         for (const char *a = first; a; a = va_arg(ap, const char *))
                 g_ptr_array_add(argv, g_strdup(a));
-        va_end(ap);
         g_ptr_array_add(argv, NULL);
+        return argv;
+}
 
-        p = g_subprocess_newv((const char *const *) argv->pdata,
-                              G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
-        g_assert_no_error(error);
+static Result finish(GSubprocess *p) {
+        g_autoptr(GError) error = NULL;
+        Result r = {};
+
         g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, &r.out, &r.err, &error));
         g_assert_no_error(error);
         g_assert_true(g_subprocess_get_if_exited(p));
         r.status = g_subprocess_get_exit_status(p);
+        if (r.status == 124 || r.status == 137)
+                g_error("blockjobctl hung (killed after " CTL_TIMEOUT " s): %s%s", r.out, r.err);
         return r;
+}
+
+/* Runs blockjobctl --address=<the test bus> ARGS... and collects what it said. */
+static Result ctl(BusFixture *f, const char *first, ...) {
+        g_autoptr(GPtrArray) argv = NULL;
+        g_autoptr(GSubprocess) p = NULL;
+        g_autoptr(GError) error = NULL;
+        va_list ap;
+
+        va_start(ap, first);
+        argv = ctl_argv(f, true, first, ap);
+        va_end(ap);
+        p = g_subprocess_newv((const char *const *) argv->pdata,
+                              G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+        g_assert_no_error(error);
+        return finish(p);
+}
+
+/* The same, left running: its output is read with read_line() and finish(). */
+static GSubprocess *ctl_start(BusFixture *f, const char *first, ...) {
+        g_autoptr(GPtrArray) argv = NULL;
+        g_autoptr(GError) error = NULL;
+        GSubprocess *p;
+        va_list ap;
+
+        va_start(ap, first);
+        argv = ctl_argv(f, true, first, ap);
+        va_end(ap);
+        p = g_subprocess_newv((const char *const *) argv->pdata,
+                              G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+        g_assert_no_error(error);
+        return p;
+}
+
+/* A line of its standard output (a follower not on a terminal prints its first one once it is
+ * watching the job, with Ctrl-C handled). */
+static char *read_line(GSubprocess *p) {
+        g_autoptr(GError) error = NULL;
+        GInputStream *out = g_subprocess_get_stdout_pipe(p);
+        GString *line = g_string_new(NULL);
+        char c;
+
+        for (;;) {
+                gssize n = g_input_stream_read(out, &c, 1, NULL, &error);
+                g_assert_no_error(error);
+                if (n <= 0 || c == '\n')
+                        break;
+                g_string_append_c(line, c);
+        }
+        return g_string_free(line, FALSE);
+}
+
+static void assert_contains(const char *what, const char *text, const char *needle) {
+        if (!text || !strstr(text, needle))
+                g_error("%s lacks \"%s\": %s", what, needle, text ?: "(null)");
+}
+
+/* Replaces the daemon's fault rules (tests/fault/fault-rules.h): a new file, seen at once. */
+static void set_faults(BusFixture *f, const char *format, ...) G_GNUC_PRINTF(2, 3);
+static void set_faults(BusFixture *f, const char *format, ...) {
+        g_autofree char *text = NULL, *tmp = g_strconcat(f->fault_rules, ".new", NULL);
+        va_list ap;
+
+        va_start(ap, format);
+        text = g_strdup_vprintf(format, ap);
+        va_end(ap);
+        g_assert_true(g_file_set_contents(tmp, text, -1, NULL));
+        g_assert_cmpint(g_rename(tmp, f->fault_rules), ==, 0);
 }
 
 static void test_list_empty(BusFixture *f, gconstpointer data) {
@@ -66,39 +147,44 @@ static void test_backup_follow(BusFixture *f, gconstpointer data) {
         bus_make_file(source, 8 * MiB);
         g_auto(Result) r = ctl(f, "backup", source, target, "--follow", "--speed=16M", "--job-id=nightly", NULL);
         g_assert_cmpint(r.status, ==, 0);
-        /* Not a terminal: plain lines, one per status change, then the verdict. */
-        g_assert_true(g_str_has_prefix(r.out, "nightly: created 0.0% (0/8388608 bytes)\nnightly: running"));
-        g_assert_nonnull(strstr(r.out, "nightly: waiting 100.0% (8388608/8388608 bytes)\n"));
-        g_assert_nonnull(strstr(r.out, "nightly: concluded 100.0%"));
+        /* Not a terminal: a line per status change, in units, then the verdict. */
+        g_assert_true(g_str_has_prefix(r.out, "nightly: running, "));
+        assert_contains("the lines", r.out, "nightly: waiting, 100.0% (8.0 MiB of 8.0 MiB)\n");
+        assert_contains("the lines", r.out, "nightly: concluded, 100.0% (8.0 MiB of 8.0 MiB)\n");
         g_assert_true(g_str_has_suffix(r.out, "Job 'nightly' finished successfully.\n"));
         bus_assert_same_file(source, target);
+        /* Followed to its end: its result was read, and it is gone as auto-dismiss says. */
+        bus_wait_for_status(f, "nightly", "null");
+        g_auto(Result) list = ctl(f, "list", NULL);
+        g_assert_cmpstr(list.out, ==, "No jobs.\n");
 }
 
+/* Someone follows a job, someone else cancels it: the follower's exit status says so. */
 static void test_follow_failure(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
-        g_autoptr(GSubprocess) follower = NULL;
-        g_autoptr(GError) error = NULL;
-        g_autofree char *out = NULL, *err = NULL, *addr = NULL;
 
         bus_make_file(source, 8 * MiB);
         g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1M", NULL);
         g_assert_cmpint(started.status, ==, 0);
         g_assert_cmpstr(started.out, ==, "Job 'backup0' started (/org/blockjobd/Jobs1/job/backup0).\n");
 
-        /* Someone follows it, someone else cancels it: the follower's exit status says so. */
-        addr = g_strdup_printf("--address=%s", f->address);
-        follower = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error,
-                                    g_getenv("BLOCKJOBCTL"), addr, "status", "--follow", "backup0", NULL);
-        g_assert_no_error(error);
-        bus_iterate_for(f, 300 * 1000);
+        g_autoptr(GSubprocess) follower = ctl_start(f, "status", "--follow", "backup0", NULL);
+        g_autofree char *first = read_line(follower);
+        g_assert_cmpstr(first, ==, "              Id: backup0");
+        /* The status lines, then the first line of the follow proper: it watches. */
+        for (;;) {
+                g_autofree char *line = read_line(follower);
+                g_assert_cmpstr(line, !=, "");
+                if (g_str_has_prefix(line, "backup0: "))
+                        break;
+        }
         g_auto(Result) cancel = ctl(f, "cancel", "backup0", NULL);
         g_assert_cmpint(cancel.status, ==, 0);
 
-        g_assert_true(g_subprocess_communicate_utf8(follower, NULL, NULL, &out, &err, &error));
-        g_assert_cmpint(g_subprocess_get_exit_status(follower), ==, 1);
-        g_assert_nonnull(strstr(out, "Status: running"));
-        g_assert_nonnull(strstr(out, "backup0: aborting"));
-        g_assert_nonnull(strstr(err, "Job 'backup0' failed: Operation canceled"));
+        g_auto(Result) r = finish(follower);
+        g_assert_cmpint(r.status, ==, 1);
+        assert_contains("the follower's lines", r.out, "backup0: aborting");
+        assert_contains("the follower's errors", r.err, "Job 'backup0' failed: Operation canceled");
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
 }
 
@@ -111,50 +197,60 @@ static void test_verbs(BusFixture *f, gconstpointer data) {
         g_assert_cmpint(started.status, ==, 0);
         g_assert_cmpstr(started.out, ==, "{\"id\":\"j\",\"object\":\"/org/blockjobd/Jobs1/job/j\"}\n");
 
-        g_auto(Result) pause = ctl(f, "pause", "j", NULL);
+        g_auto(Result) pause = ctl(f, "pause", "j", "--wait", NULL);
         g_assert_cmpint(pause.status, ==, 0);
+        g_assert_cmpstr(pause.out, ==, "");
         bus_wait_for_status(f, "j", "paused");
         g_auto(Result) again = ctl(f, "pause", "j", NULL);
-        g_assert_cmpint(again.status, ==, 1);
-        g_assert_cmpstr(again.err, ==, "blockjobctl: Failed: Job is already paused\n");
+        g_assert_cmpint(again.status, ==, 3);
+        g_assert_cmpstr(again.err, ==, "blockjobctl: Cannot pause job 'j': Job is already paused\n");
 
         g_auto(Result) speed = ctl(f, "set-speed", "j", "1.5G", NULL);
         g_assert_cmpint(speed.status, ==, 0);
         g_autofree char *path = g_strdup("/org/blockjobd/Jobs1/job/j");
         g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, 1610612736);
         g_auto(Result) bad_speed = ctl(f, "set-speed", "j", "fast", NULL);
-        g_assert_cmpint(bad_speed.status, ==, 1);
+        g_assert_cmpint(bad_speed.status, ==, 2);
 
+        /* For people: units; --bytes and --json: exact. */
         g_auto(Result) status = ctl(f, "status", "j", NULL);
         g_assert_cmpint(status.status, ==, 0);
-        g_assert_nonnull(strstr(status.out, "          Status: paused\n"));
-        g_assert_nonnull(strstr(status.out, "           Speed: 1610612736\n"));
-        g_assert_nonnull(strstr(status.out, "    AllowedVerbs: cancel pause resume set-speed\n"));
+        assert_contains("status", status.out, "          Status: paused\n");
+        assert_contains("status", status.out, "           Speed: 1.5 GiB/s\n");
+        assert_contains("status", status.out, "   TotalProgress: 8.0 MiB\n");
+        assert_contains("status", status.out, "    AllowedVerbs: cancel pause resume set-speed\n");
+        g_auto(Result) bytes = ctl(f, "status", "j", "--bytes", NULL);
+        assert_contains("status --bytes", bytes.out, "           Speed: 1610612736\n");
+        assert_contains("status --bytes", bytes.out, "   TotalProgress: 8388608\n");
         g_auto(Result) json = ctl(f, "--json", "status", "j", NULL);
-        g_assert_true(g_str_has_prefix(json.out, "{\"Id\":\"j\",\"Type\":\"backup\",\"Status\":\"paused\","));
-        g_assert_nonnull(strstr(json.out, "\"AutoDismiss\":false,"));
-        g_assert_nonnull(strstr(json.out, "\"AllowedVerbs\":[\"cancel\",\"pause\",\"resume\",\"set-speed\"],"));
+        g_assert_true(g_str_has_prefix(json.out, "{\"id\":\"j\",\"type\":\"backup\",\"status\":\"paused\","));
+        assert_contains("status --json", json.out, "\"auto-dismiss\":false,");
+        assert_contains("status --json", json.out, "\"speed\":1610612736,");
+        assert_contains("status --json", json.out, "\"allowed-verbs\":[\"cancel\",\"pause\",\"resume\",\"set-speed\"],");
 
         g_auto(Result) complete = ctl(f, "complete", "j", NULL);
-        g_assert_cmpint(complete.status, ==, 1);
+        g_assert_cmpint(complete.status, ==, 3);
         g_assert_cmpstr(complete.err, ==,
-                        "blockjobctl: Failed: Job 'j' in state 'paused' cannot accept command verb 'complete'\n");
+                        "blockjobctl: Cannot complete job 'j': Job 'j' in state 'paused' cannot accept command verb "
+                        "'complete'\nblockjobctl: (a backup is never ready; complete applies to mirror and active "
+                        "commit.)\n");
 
         g_auto(Result) resume = ctl(f, "resume", "j", NULL);
         g_assert_cmpint(resume.status, ==, 0);
         bus_wait_for_status(f, "j", "pending");
         g_auto(Result) list = ctl(f, "list", NULL);
-        g_assert_nonnull(strstr(list.out, "j                    backup   pending     100.0% \n"));
-        g_auto(Result) finalize = ctl(f, "finalize", "j", NULL);
+        g_autofree char *row = g_strdup_printf("j   backup  pending  100.0%%  %s  %s\n", source, target);
+        assert_contains("list", list.out, row);
+        g_auto(Result) finalize = ctl(f, "finalize", "j", "--wait", NULL);
         g_assert_cmpint(finalize.status, ==, 0);
-        bus_wait_for_status(f, "j", "concluded");
+        g_assert_cmpstr(finalize.out, ==, "Job 'j' finished successfully.\n");
         g_auto(Result) dismiss = ctl(f, "dismiss", "j", NULL);
         g_assert_cmpint(dismiss.status, ==, 0);
         bus_wait_for_status(f, "j", "null");
         bus_assert_same_file(source, target);
 
         g_auto(Result) gone = ctl(f, "status", "j", NULL);
-        g_assert_cmpint(gone.status, ==, 1);
+        g_assert_cmpint(gone.status, ==, 3);
         g_assert_cmpstr(gone.err, ==, "blockjobctl: No job 'j'.\n");
 }
 
@@ -177,20 +273,20 @@ static void test_errors(BusFixture *f, gconstpointer data) {
                 "blockjobctl: Failed to start the job: Could not open '%s': No such file or directory\n", source);
 
         g_auto(Result) missing = ctl(f, "backup", source, target, NULL);
-        g_assert_cmpint(missing.status, ==, 1);
+        g_assert_cmpint(missing.status, ==, 3);
         g_assert_cmpstr(missing.err, ==, expected);
 
         g_auto(Result) unknown = ctl(f, "frobnicate", NULL);
-        g_assert_cmpint(unknown.status, ==, 1);
+        g_assert_cmpint(unknown.status, ==, 2);
         g_assert_cmpstr(unknown.err, ==, "blockjobctl: Unknown command 'frobnicate'; see --help.\n");
         g_auto(Result) count = ctl(f, "pause", NULL);
-        g_assert_cmpint(count.status, ==, 1);
-        g_assert_cmpstr(count.err, ==, "blockjobctl: 'pause' takes 1 argument; see --help.\n");
+        g_assert_cmpint(count.status, ==, 2);
+        g_assert_cmpstr(count.err, ==, "blockjobctl: 'pause' takes 1 argument (ID); see 'blockjobctl help pause'.\n");
         g_auto(Result) none = ctl(f, NULL);
-        g_assert_cmpint(none.status, ==, 1);
+        g_assert_cmpint(none.status, ==, 2);
         g_auto(Result) help = ctl(f, "--help", NULL);
         g_assert_cmpint(help.status, ==, 0);
-        g_assert_nonnull(strstr(help.out, "set-speed ID BYTES"));
+        assert_contains("--help", help.out, "set-speed ID BYTES");
 }
 
 static void test_monitor(BusFixture *f, gconstpointer data) {
@@ -232,12 +328,13 @@ static void test_chain_jobs(BusFixture *f, gconstpointer data) {
 
         g_auto(Result) mirror = ctl(f, "mirror", top, copy, "--source-format=qcow2", "--format=qcow2", "--complete", NULL);
         g_assert_cmpint(mirror.status, ==, 0);
-        g_assert_nonnull(strstr(mirror.out, "mirror0: ready 100.0%"));
+        assert_contains("mirror --complete", mirror.out, "mirror0: ready, 100.0%");
         g_assert_true(g_str_has_suffix(mirror.out, "Job 'mirror0' finished successfully.\n"));
 
         g_auto(Result) commit = ctl(f, "commit", top, "--job-id=c", "--until-ready", NULL);
         g_assert_cmpint(commit.status, ==, 0);
-        g_assert_true(g_str_has_suffix(commit.out, "c: ready 100.0% (4194304/4194304 bytes)\nJob 'c' is ready.\n"));
+        g_assert_true(g_str_has_suffix(commit.out, "c: ready, 100.0% (4.0 MiB of 4.0 MiB)\n"
+                                                   "Job 'c' is ready: run `blockjobctl complete c` to finish it.\n"));
         g_auto(Result) status_ready = ctl(f, "status", "c", NULL);
         g_assert_nonnull(strstr(status_ready.out, "ready"));
         g_auto(Result) cancel = ctl(f, "cancel", "c", NULL);
@@ -382,7 +479,7 @@ static void test_escape_output(BusFixture *f, gconstpointer data) {
         g_auto(Result) json = ctl(f, "--json", "status", "e", NULL);
         g_assert_cmpint(json.status, ==, 0);
         assert_terminal_safe("status --json", json.out);
-        g_autofree char *json_source = g_strdup_printf("\"Source\":\"%s/s\\\\x1b]0;owned\\\\x07", f->dir);
+        g_autofree char *json_source = g_strdup_printf("\"source\":\"%s/s\\\\x1b]0;owned\\\\x07", f->dir);
         g_assert_nonnull(strstr(json.out, json_source));
         g_auto(Result) cancel = ctl(f, "cancel", "e", NULL);
         g_assert_cmpint(cancel.status, ==, 0);
@@ -392,7 +489,7 @@ static void test_escape_output(BusFixture *f, gconstpointer data) {
         g_autofree char *top = bus_fixture_path(f, "top.qcow2"), *backing = g_strdup_printf("%sevil", evil);
         run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", top, "1M", NULL);
         g_auto(Result) failed = ctl(f, "backup", top, target, NULL);
-        g_assert_cmpint(failed.status, ==, 1);
+        g_assert_cmpint(failed.status, ==, 3);
         assert_terminal_safe("the error", failed.err);
         g_autofree char *shown_backing = g_strdup_printf("%sevil", shown);
         if (!strstr(failed.err, shown_backing))
@@ -409,7 +506,7 @@ static bool daemon_lacks_option(const Result *r, const char *option, const char 
 
         if (g_strcmp0(r->err, unknown) != 0)
                 return false;
-        g_assert_cmpint(r->status, ==, 1);
+        g_assert_cmpint(r->status, ==, 3);
         g_autofree char *why = g_strdup_printf("blockjobd does not know option '%s' yet (issue 10)", option);
         g_test_skip(why);
         return true;
@@ -426,7 +523,7 @@ static void test_source_format_raw(BusFixture *f, gconstpointer data) {
 
         /* Guessed, it looks like a qcow2 image with a backing file: refused either way. */
         g_auto(Result) probed = ctl(f, "backup", disk, target, "--format=raw", "--follow", NULL);
-        g_assert_cmpint(probed.status, ==, 1);
+        g_assert_cmpint(probed.status, ==, 3);
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
 
         g_auto(Result) r = ctl(f, "backup", disk, target, "--source-format=raw", "--format=raw", "--job-id=raw",
@@ -446,13 +543,13 @@ static void test_image_base_format(BusFixture *f, gconstpointer data) {
 
         /* Given to a command that has no use for them: refused before asking the daemon. */
         g_auto(Result) wrong1 = ctl(f, "commit", top, "--source-format=qcow2", NULL);
-        g_assert_cmpint(wrong1.status, ==, 1);
-        g_assert_cmpstr(wrong1.err, ==, "blockjobctl: --source-format= is for backup and mirror; commit takes "
-                                        "--image-format= and --base-format=.\n");
+        g_assert_cmpint(wrong1.status, ==, 2);
+        g_assert_cmpstr(wrong1.err, ==, "blockjobctl: --source-format= does not apply to 'commit' (it is for backup, "
+                                        "mirror); see 'blockjobctl help commit'.\n");
         g_auto(Result) wrong2 = ctl(f, "mirror", top, target, "--base-format=raw", NULL);
-        g_assert_cmpint(wrong2.status, ==, 1);
-        g_assert_cmpstr(wrong2.err, ==,
-                        "blockjobctl: --base-format= is for commit and stream; mirror takes --source-format=.\n");
+        g_assert_cmpint(wrong2.status, ==, 2);
+        g_assert_cmpstr(wrong2.err, ==, "blockjobctl: --base-format= does not apply to 'mirror' (it is for commit, "
+                                        "stream); see 'blockjobctl help mirror'.\n");
 
         run("qemu-img", "create", "-q", "-f", "qcow2", base, "4M", NULL);
         run("qemu-io", "-f", "qcow2", "-c", "write -P 7 0 1M", base, NULL);
@@ -464,11 +561,289 @@ static void test_image_base_format(BusFixture *f, gconstpointer data) {
         if (daemon_lacks_option(&wrong_base, "base-format", "stream") || image_lacking)
                 return;
         /* The base is qcow2 and the image above records so: base-format=raw is refused ... */
-        g_assert_cmpint(wrong_base.status, ==, 1);
+        g_assert_cmpint(wrong_base.status, ==, 3);
         /* ... and image-format=qcow2 streamed the chain into the image. */
         if (image.status != 0)
                 g_error("stream --image-format=qcow2: %s%s", image.out, image.err);
         run("qemu-img", "compare", "-U", top, base, NULL);
+}
+
+/* ---- results, never lost ---------------------------------------------------------------------- */
+
+/* A job that fails while auto-dismiss is on: --wait reads its whole error (the file and the
+ * offset, which the signals do not carry), and the job is gone afterwards all the same. */
+static void test_wait_failure(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 8 * MiB);
+        set_faults(f, "%s read 4194304 EIO\n", source);
+        g_auto(Result) r = ctl(f, "backup", source, target, "--wait", "--job-id=w", NULL);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_cmpstr(r.out, ==, "");
+        g_autofree char *expected = g_strdup_printf("blockjobctl: Job 'w' failed: Could not read '%s' at offset "
+                                                    "4194304: Input/output error\n", source);
+        g_assert_cmpstr(r.err, ==, expected);
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        bus_wait_for_status(f, "w", "null");
+        g_auto(Result) list = ctl(f, "list", NULL);
+        g_assert_cmpstr(list.out, ==, "No jobs.\n");
+
+        /* The same as JSON. */
+        g_auto(Result) json = ctl(f, "backup", source, target, "--wait", "--json", "--job-id=w2", NULL);
+        g_assert_cmpint(json.status, ==, 1);
+        g_autofree char *expected_json = g_strdup_printf(
+                "{\"id\":\"w2\",\"object\":\"/org/blockjobd/Jobs1/job/w2\",\"result\":\"failed\",\"status\":\"concluded\","
+                "\"error\":\"Could not read '%s' at offset 4194304: Input/output error\"}\n", source);
+        g_assert_cmpstr(json.out, ==, expected_json);
+}
+
+/* `wait ID...`: a job started without --wait, and several at once. */
+static void test_wait_command(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *a = bus_fixture_path(f, "a.img");
+        g_autofree char *b = bus_fixture_path(f, "b.img"), *c = bus_fixture_path(f, "c.img");
+
+        bus_make_file(source, 4 * MiB);
+        g_auto(Result) slow = ctl(f, "backup", source, c, "--speed=1M", "--job-id=slow", NULL);
+        g_assert_cmpint(slow.status, ==, 0);
+        /* The waiter is watching once it has shown where the job is. */
+        g_autoptr(GSubprocess) waiter = ctl_start(f, "wait", "slow", "--follow", NULL);
+        g_autofree char *first = read_line(waiter);
+        g_assert_true(g_str_has_prefix(first, "slow: running, "));
+        bus_call(f, "/org/blockjobd/Jobs1/job/slow", JOB_IFACE, "Cancel", NULL, NULL);
+        g_auto(Result) cancelled = finish(waiter);
+        g_assert_cmpint(cancelled.status, ==, 1);
+        assert_contains("wait", cancelled.err, "Job 'slow' failed: Operation canceled");
+
+        g_auto(Result) ra = ctl(f, "backup", source, a, "--job-id=a", "--no-auto-dismiss", "--wait", NULL);
+        g_auto(Result) rb = ctl(f, "backup", source, b, "--job-id=b", "--no-auto-dismiss", "--wait", NULL);
+        g_assert_cmpint(ra.status, ==, 0);
+        g_assert_cmpint(rb.status, ==, 0);
+        g_auto(Result) both = ctl(f, "wait", "a", "b", NULL);
+        g_assert_cmpint(both.status, ==, 0);
+        g_assert_cmpstr(both.out, ==, "Job 'a' finished successfully.\nJob 'b' finished successfully.\n");
+        g_auto(Result) json = ctl(f, "--json", "wait", "b", NULL);
+        g_assert_cmpstr(json.out, ==, "{\"id\":\"b\",\"object\":\"/org/blockjobd/Jobs1/job/b\",\"result\":\"succeeded\","
+                                      "\"status\":\"concluded\",\"error\":\"\"}\n");
+
+        g_auto(Result) gone = ctl(f, "wait", "a", "nosuch", NULL);
+        g_assert_cmpint(gone.status, ==, 3);
+        assert_contains("wait nosuch", gone.err, "No job 'nosuch'.");
+        assert_contains("wait nosuch", gone.err, "journalctl BLOCKJOBD_JOB=nosuch");
+}
+
+/* ---- waits that used to hang ------------------------------------------------------------------- */
+
+/* A mirror followed stops at ready, saying what to run; `complete --follow` follows. */
+static void test_follow_ready(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 4 * MiB);
+        g_auto(Result) r = ctl(f, "mirror", source, target, "--follow", "--job-id=m", NULL);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(g_str_has_suffix(r.out, "m: ready, 100.0% (4.0 MiB of 4.0 MiB)\n"
+                                              "Job 'm' is ready: run `blockjobctl complete m` to finish it (or use "
+                                              "--complete).\n"));
+        g_auto(Result) cancel_warning = ctl(f, "set-speed", "m", "0", NULL);
+        g_assert_cmpint(cancel_warning.status, ==, 0);
+
+        g_auto(Result) complete = ctl(f, "complete", "m", "--follow", NULL);
+        g_assert_cmpint(complete.status, ==, 0);
+        assert_contains("complete --follow", complete.out, "m: concluded, 100.0%");
+        g_assert_true(g_str_has_suffix(complete.out, "Job 'm' finished successfully.\n"));
+        bus_assert_same_file(source, target);
+}
+
+/* --no-auto-finalize: the follow stops at pending, and finalize --wait gets the result. */
+static void test_follow_pending(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 4 * MiB);
+        g_auto(Result) r = ctl(f, "backup", source, target, "--wait", "--no-auto-finalize", "--job-id=p", NULL);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_cmpstr(r.out, ==, "Job 'p' is pending: run `blockjobctl finalize p` to publish its result (it was "
+                                   "created with --no-auto-finalize).\n");
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        g_auto(Result) fin = ctl(f, "finalize", "p", "--wait", NULL);
+        g_assert_cmpint(fin.status, ==, 0);
+        g_assert_cmpstr(fin.out, ==, "Job 'p' finished successfully.\n");
+        bus_assert_same_file(source, target);
+}
+
+/* on-target-error=stop on a full disk: the follow ends with the I/O status and the message, and
+ * what to run; resume --wait gets the result. */
+static void test_follow_stopped(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 4 * MiB);
+        set_faults(f, "%s write 1048576 ENOSPC 1\n", target);
+        g_auto(Result) r = ctl(f, "backup", source, target, "--follow", "--on-target-error=stop", "--job-id=e", NULL);
+        g_assert_cmpint(r.status, ==, 6);
+        g_autofree char *expected = g_strdup_printf(
+                "blockjobctl: Job 'e' is paused by an I/O error (IoStatus: nospace): Could not write '%s' at offset "
+                "1048576: No space left on device\n", target);
+        g_assert_true(g_str_has_prefix(r.err, expected));
+        assert_contains("the stop", r.err, "run `blockjobctl resume e` to retry, or `blockjobctl cancel e`.");
+        g_auto(Result) status = ctl(f, "status", "e", NULL);
+        assert_contains("status", status.out, "          Status: paused\n");
+        assert_contains("status", status.out, "        IoStatus: nospace\n");
+
+        g_auto(Result) resume = ctl(f, "resume", "e", "--wait", NULL);
+        g_assert_cmpint(resume.status, ==, 0);
+        g_assert_cmpstr(resume.out, ==, "Job 'e' finished successfully.\n");
+        bus_assert_same_file(source, target);
+        /* It was made to keep its result for the follower, which stopped before the end: it
+         * said so, and the job is there to dismiss. */
+        assert_contains("the stop", r.err, "It stays listed once it ends, until `blockjobctl dismiss e`.");
+        g_auto(Result) dismiss = ctl(f, "dismiss", "e", NULL);
+        g_assert_cmpint(dismiss.status, ==, 0);
+}
+
+/* blockjobd killed under a follower: it ends, with an error. */
+static void test_follow_daemon_killed(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autoptr(GError) error = NULL;
+
+        bus_make_file(source, 8 * MiB);
+        g_autoptr(GSubprocess) follower = ctl_start(f, "backup", source, target, "--follow", "--speed=1M",
+                                                    "--job-id=k", NULL);
+        g_autofree char *first = read_line(follower);
+        g_assert_true(g_str_has_prefix(first, "k: running, "));
+        g_subprocess_send_signal(f->daemon, SIGKILL);
+        g_assert_true(g_subprocess_wait(f->daemon, NULL, &error));
+        g_clear_object(&f->daemon);
+
+        g_auto(Result) r = finish(follower);
+        g_assert_cmpint(r.status, ==, 5);
+        g_assert_cmpstr(r.err, ==, "blockjobctl: blockjobd went away (it stopped or crashed) while job 'k' was "
+                                   "running: the job is gone, and its result with it.\n");
+}
+
+/* Ctrl-C: the job goes on, and blockjobctl says how to cancel it; or it cancels it. */
+static void test_follow_interrupt(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *target2 = bus_fixture_path(f, "t2.img");
+
+        bus_make_file(source, 8 * MiB);
+        g_autoptr(GSubprocess) follower = ctl_start(f, "backup", source, target, "--follow", "--speed=1M",
+                                                    "--job-id=i", NULL);
+        g_autofree char *first = read_line(follower);
+        g_assert_true(g_str_has_prefix(first, "i: running, "));
+        g_subprocess_send_signal(follower, SIGINT);
+        g_auto(Result) r = finish(follower);
+        g_assert_cmpint(r.status, ==, 130);
+        assert_contains("Ctrl-C", r.err, "Job 'i' goes on in the background: `blockjobctl cancel i` cancels it, "
+                                         "`blockjobctl wait i` waits for its result.");
+        g_autofree char *status = bus_get_string(f, "/org/blockjobd/Jobs1/job/i", "Status");
+        g_assert_cmpstr(status, ==, "running");
+
+        g_autoptr(GSubprocess) canceller = ctl_start(f, "backup", source, target2, "--follow", "--speed=1M",
+                                                     "--cancel-on-interrupt", "--job-id=c", NULL);
+        g_autofree char *first2 = read_line(canceller);
+        g_assert_true(g_str_has_prefix(first2, "c: running, "));
+        g_subprocess_send_signal(canceller, SIGINT);
+        g_auto(Result) r2 = finish(canceller);
+        g_assert_cmpint(r2.status, ==, 130);
+        assert_contains("Ctrl-C", r2.err, "Cancelling job 'c'");
+        assert_contains("Ctrl-C", r2.out, "c: concluded");
+        g_assert_false(g_file_test(target2, G_FILE_TEST_EXISTS));
+        /* Read and dismissed. */
+        bus_wait_for_status(f, "c", "null");
+}
+
+/* ---- the terminal ----------------------------------------------------------------------------- */
+
+/* Runs blockjobctl on a pseudo-terminal of 'cols' columns; returns what it wrote there. */
+static char *run_on_terminal(BusFixture *f, unsigned short cols, int *ret_status, const char *first, ...) {
+        g_autoptr(GPtrArray) argv = NULL;
+        struct winsize ws = { .ws_row = 24, .ws_col = cols };
+        GString *out = g_string_new(NULL);
+        gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+        int master, status;
+        va_list ap;
+        pid_t pid;
+
+        va_start(ap, first);
+        argv = ctl_argv(f, false, first, ap);
+        va_end(ap);
+        pid = forkpty(&master, NULL, NULL, &ws);
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                unsetenv("COLUMNS");
+                execv(argv->pdata[0], (char **) argv->pdata);
+                _exit(127);
+        }
+        for (;;) {
+                struct pollfd p = { .fd = master, .events = POLLIN };
+                char buf[4096];
+                int left = (int) ((deadline - g_get_monotonic_time()) / 1000);
+                if (left <= 0) {
+                        kill(pid, SIGKILL);
+                        g_error("blockjobctl on a terminal hung: %s", out->str);
+                }
+                if (poll(&p, 1, left) <= 0)
+                        continue;
+                ssize_t n = read(master, buf, sizeof(buf));
+                if (n <= 0)     /* EIO once the other side is closed */
+                        break;
+                g_string_append_len(out, buf, n);
+        }
+        close(master);
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        *ret_status = WEXITSTATUS(status);
+        return g_string_free(out, FALSE);
+}
+
+/* What a terminal shows of a text: each line is what follows its last \r (with ESC [ K, clear to
+ * the end of the line, and nothing else), and no piece of it may be wider than the terminal. */
+static void check_terminal_output(const char *text, unsigned cols) {
+        g_autofree char *normal = NULL;
+        g_auto(GStrv) lines = NULL;
+        unsigned redraws = 0;
+
+        /* The terminal turned each \n into \r\n (ONLCR). */
+        GString *s = g_string_new(text);
+        g_string_replace(s, "\r\n", "\n", 0);
+        normal = g_string_free(s, FALSE);
+        lines = g_strsplit(normal, "\n", -1);
+        /* One line at the end, and nothing after it. */
+        g_assert_cmpuint(g_strv_length(lines), ==, 2);
+        g_assert_cmpstr(lines[1], ==, "");
+
+        g_auto(GStrv) pieces = g_strsplit(lines[0], "\r", -1);
+        for (char **p = pieces; *p; p++) {
+                GString *plain = g_string_new(*p);
+                g_string_replace(plain, "\033[K", "", 0);
+                if (strchr(plain->str, '\033'))
+                        g_error("an escape sequence other than clear-to-end-of-line: %s", *p);
+                if (g_utf8_strlen(plain->str, -1) > (glong) cols)
+                        g_error("a line wider than the terminal's %u columns: '%s'", cols, plain->str);
+                if (strstr(plain->str, "["))
+                        redraws++;
+                if (p[1] == NULL)
+                        g_assert_cmpstr(plain->str, ==, "Job 'tty' finished successfully.");
+                g_string_free(plain, TRUE);
+        }
+        /* The bar was drawn, and drawn again in place. */
+        if (redraws < 3)
+                g_error("the bar was drawn %u times: %s", redraws, text);
+}
+
+static void test_terminal(BusFixture *f, gconstpointer data) {
+        static const unsigned short widths[] = { 70, 80, 120 };
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 8 * MiB);
+        for (size_t i = 0; i < G_N_ELEMENTS(widths); i++) {
+                int status;
+                g_autofree char *out = run_on_terminal(f, widths[i], &status, "backup", source, target, "--follow",
+                                                       "--speed=4M", "--overwrite", "--job-id=tty", NULL);
+                g_test_message("%u columns: %s", widths[i], out);
+                g_assert_cmpint(status, ==, 0);
+                check_terminal_output(out, widths[i]);
+                bus_wait_for_status(f, "tty", "null");
+        }
+        bus_assert_same_file(source, target);
 }
 
 #define CTL_TEST(path, fn) g_test_add(path, BusFixture, NULL, bus_fixture_setup, fn, bus_fixture_teardown)
@@ -487,5 +862,13 @@ int main(int argc, char **argv) {
         CTL_TEST("/blockjobctl/escape-output", test_escape_output);
         CTL_TEST("/blockjobctl/source-format-raw", test_source_format_raw);
         CTL_TEST("/blockjobctl/image-base-format", test_image_base_format);
+        CTL_TEST("/blockjobctl/wait-failure", test_wait_failure);
+        CTL_TEST("/blockjobctl/wait-command", test_wait_command);
+        CTL_TEST("/blockjobctl/follow-ready", test_follow_ready);
+        CTL_TEST("/blockjobctl/follow-pending", test_follow_pending);
+        CTL_TEST("/blockjobctl/follow-stopped", test_follow_stopped);
+        CTL_TEST("/blockjobctl/follow-daemon-killed", test_follow_daemon_killed);
+        CTL_TEST("/blockjobctl/follow-interrupt", test_follow_interrupt);
+        CTL_TEST("/blockjobctl/terminal", test_terminal);
         return g_test_run();
 }
