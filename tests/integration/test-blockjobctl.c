@@ -39,6 +39,8 @@ static GPtrArray *ctl_argv(BusFixture *f, bool bounded, const char *first, va_li
         if (bounded) {
                 /* A hang is a failure of the test, not a test that never ends. */
                 g_ptr_array_add(argv, g_strdup("timeout"));
+                /* --foreground: a signal for it goes to blockjobctl once, not to its group too. */
+                g_ptr_array_add(argv, g_strdup("--foreground"));
                 g_ptr_array_add(argv, g_strdup("-k5"));
                 g_ptr_array_add(argv, g_strdup(CTL_TIMEOUT));
         }
@@ -752,24 +754,19 @@ static void test_follow_interrupt(BusFixture *f, gconstpointer data) {
 
 /* ---- the terminal ----------------------------------------------------------------------------- */
 
-/* Runs blockjobctl on a pseudo-terminal of 'cols' columns; returns what it wrote there. */
-static char *run_on_terminal(BusFixture *f, unsigned short cols, int *ret_status, const char *first, ...) {
-        g_autoptr(GPtrArray) argv = NULL;
+/* Runs a program on a pseudo-terminal of 'cols' columns; returns what it wrote there. */
+static char *run_argv_on_terminal(GPtrArray *argv, unsigned short cols, int *ret_status) {
         struct winsize ws = { .ws_row = 24, .ws_col = cols };
         GString *out = g_string_new(NULL);
         gint64 deadline = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
         int master, status;
-        va_list ap;
         pid_t pid;
 
-        va_start(ap, first);
-        argv = ctl_argv(f, false, first, ap);
-        va_end(ap);
         pid = forkpty(&master, NULL, NULL, &ws);
         g_assert_cmpint(pid, >=, 0);
         if (pid == 0) {
                 unsetenv("COLUMNS");
-                execv(argv->pdata[0], (char **) argv->pdata);
+                execvp(argv->pdata[0], (char **) argv->pdata);
                 _exit(127);
         }
         for (;;) {
@@ -778,7 +775,7 @@ static char *run_on_terminal(BusFixture *f, unsigned short cols, int *ret_status
                 int left = (int) ((deadline - g_get_monotonic_time()) / 1000);
                 if (left <= 0) {
                         kill(pid, SIGKILL);
-                        g_error("blockjobctl on a terminal hung: %s", out->str);
+                        g_error("%s on a terminal hung: %s", (char *) argv->pdata[0], out->str);
                 }
                 if (poll(&p, 1, left) <= 0)
                         continue;
@@ -792,6 +789,17 @@ static char *run_on_terminal(BusFixture *f, unsigned short cols, int *ret_status
         g_assert_true(WIFEXITED(status));
         *ret_status = WEXITSTATUS(status);
         return g_string_free(out, FALSE);
+}
+
+/* blockjobctl on a pseudo-terminal of 'cols' columns. */
+static char *run_on_terminal(BusFixture *f, unsigned short cols, int *ret_status, const char *first, ...) {
+        g_autoptr(GPtrArray) argv = NULL;
+        va_list ap;
+
+        va_start(ap, first);
+        argv = ctl_argv(f, false, first, ap);
+        va_end(ap);
+        return run_argv_on_terminal(argv, cols, ret_status);
 }
 
 /* What a terminal shows of a text: each line is what follows its last \r (with ESC [ K, clear to
@@ -846,6 +854,431 @@ static void test_terminal(BusFixture *f, gconstpointer data) {
         bus_assert_same_file(source, target);
 }
 
+/* ---- authorization ----------------------------------------------------------------------------- */
+
+/* Every method call to a job, as a monitor of the bus sees it: "Method:1 " with the
+ * ALLOW_INTERACTIVE_AUTHORIZATION flag, "Method:0 " without. */
+typedef struct CallMonitor {
+        GDBusConnection *conn;
+        GMutex lock;
+        GString *calls;
+} CallMonitor;
+
+static GDBusMessage *monitor_filter(GDBusConnection *c, GDBusMessage *m, gboolean incoming, gpointer userdata) {
+        CallMonitor *mon = userdata;
+
+        if (incoming && g_dbus_message_get_message_type(m) == G_DBUS_MESSAGE_TYPE_METHOD_CALL &&
+            g_strcmp0(g_dbus_message_get_interface(m), JOB_IFACE) == 0) {
+                g_mutex_lock(&mon->lock);
+                g_string_append_printf(mon->calls, "%s:%d ", g_dbus_message_get_member(m),
+                                       !!(g_dbus_message_get_flags(m) &
+                                          G_DBUS_MESSAGE_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION));
+                g_mutex_unlock(&mon->lock);
+        }
+        /* Dropped: GDBus would answer a method call, and a monitor that sends is disconnected. */
+        if (incoming && g_dbus_message_get_message_type(m) == G_DBUS_MESSAGE_TYPE_METHOD_CALL) {
+                g_object_unref(m);
+                return NULL;
+        }
+        return m;
+}
+
+static void monitor_start(BusFixture *f, CallMonitor *mon) {
+        g_autoptr(GError) error = NULL;
+        const char *rules[] = { "type='method_call',interface='" JOB_IFACE "'", NULL };
+
+        g_mutex_init(&mon->lock);
+        mon->calls = g_string_new(NULL);
+        mon->conn = g_dbus_connection_new_for_address_sync(f->address,
+                                                           G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                                                   G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                                                           NULL, NULL, &error);
+        g_assert_no_error(error);
+        g_dbus_connection_add_filter(mon->conn, monitor_filter, mon, NULL);
+        g_autoptr(GVariant) reply = g_dbus_connection_call_sync(
+                mon->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.Monitoring",
+                "BecomeMonitor", g_variant_new("(^asu)", rules, 0), NULL, G_DBUS_CALL_FLAGS_NONE, 10000, NULL, &error);
+        g_assert_no_error(error);
+}
+
+/* Waits (bounded) until the monitor has seen this call. */
+static void monitor_expect(CallMonitor *mon, const char *call) {
+        gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+
+        for (;;) {
+                g_mutex_lock(&mon->lock);
+                bool seen = strstr(mon->calls->str, call) != NULL;
+                g_autofree char *calls = g_strdup(mon->calls->str);
+                g_mutex_unlock(&mon->lock);
+                if (seen)
+                        return;
+                if (g_get_monotonic_time() > deadline)
+                        g_error("the monitor did not see '%s', only: %s", call, calls);
+                g_usleep(10000);
+        }
+}
+
+static void monitor_stop(CallMonitor *mon) {
+        g_dbus_connection_close_sync(mon->conn, NULL, NULL);
+        g_clear_object(&mon->conn);
+        g_string_free(mon->calls, TRUE);
+        g_mutex_clear(&mon->lock);
+}
+
+/* As a user other than root, on a terminal: a polkit agent is started for the call, which
+ * carries ALLOW_INTERACTIVE_AUTHORIZATION; --no-ask-password turns both off; without a terminal
+ * or without the agent nothing is started, and all of it answers "not authorized" (exit 4) here,
+ * where no polkitd runs. */
+static void test_authorization(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *ctl_copy = bus_fixture_path(f, "blockjobctl"), *agent = bus_fixture_path(f, "agent");
+        g_autofree char *agent_log = bus_fixture_path(f, "agent.log"), *script = NULL, *log = NULL;
+        g_autofree char *address = g_strdup_printf("--address=%s", f->address);
+        g_autoptr(GError) error = NULL;
+        CallMonitor mon = {};
+        int status;
+
+        if (!bus_can_run_as_nobody())
+                return;
+        bus_make_file(source, 8 * MiB);
+        g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1M", "--job-id=j", NULL);
+        g_assert_cmpint(started.status, ==, 0);
+
+        /* blockjobctl and a stand-in for pkttyagent where nobody reaches them. */
+        g_assert_cmpint(g_chmod(f->dir, 0755), ==, 0);
+        g_autoptr(GFile) from = g_file_new_for_path(g_getenv("BLOCKJOBCTL"));
+        g_autoptr(GFile) to = g_file_new_for_path(ctl_copy);
+        g_assert_true(g_file_copy(from, to, G_FILE_COPY_NONE, NULL, NULL, NULL, &error));
+        g_assert_no_error(error);
+        g_assert_cmpint(g_chmod(ctl_copy, 0755), ==, 0);
+        script = g_strdup_printf("#!/bin/sh\necho \"$(id -un) $*\" >>%s\n", agent_log);
+        g_assert_true(g_file_set_contents(agent, script, -1, NULL));
+        g_assert_cmpint(g_chmod(agent, 0755), ==, 0);
+        g_assert_true(g_file_set_contents(agent_log, "", -1, NULL));
+        g_assert_cmpint(g_chmod(agent_log, 0666), ==, 0);
+
+        monitor_start(f, &mon);
+#define AS_NOBODY(...)                                                                                   \
+        ({                                                                                                \
+                g_autoptr(GPtrArray) argv = g_ptr_array_new();                                            \
+                for (const char *const *a = (const char *const[]) { "setpriv", "--reuid=nobody",          \
+                                                                    "--regid=nogroup", "--clear-groups",  \
+                                                                    "--pdeathsig=KILL", __VA_ARGS__, NULL }; \
+                     *a; a++)                                                                             \
+                        g_ptr_array_add(argv, (char *) *a);                                               \
+                g_ptr_array_add(argv, NULL);                                                              \
+                run_argv_on_terminal(argv, 80, &status);                                                  \
+        })
+        g_autofree char *agent_env = g_strdup_printf("BLOCKJOBCTL_POLKIT_AGENT=%s", agent);
+
+        /* On a terminal: the agent, then the call with the flag. */
+        g_autofree char *out = AS_NOBODY("env", agent_env, ctl_copy, address, "cancel", "j");
+        g_assert_cmpint(status, ==, 4);
+        assert_contains("cancel as nobody", out, "Cannot cancel job 'j': ");
+        g_assert_true(g_file_get_contents(agent_log, &log, NULL, NULL));
+        g_assert_true(g_regex_match_simple("^nobody --notify-fd [0-9]+ --fallback\n$", log, 0, 0));
+        monitor_expect(&mon, "Cancel:1 ");
+
+        /* --no-ask-password: neither. */
+        g_free(out);
+        out = AS_NOBODY("env", agent_env, ctl_copy, address, "--no-ask-password", "pause", "j");
+        g_assert_cmpint(status, ==, 4);
+        monitor_expect(&mon, "Pause:0 ");
+        g_autofree char *log_again = NULL;
+        g_assert_true(g_file_get_contents(agent_log, &log_again, NULL, NULL));
+        g_assert_cmpstr(log_again, ==, log);
+
+        /* No agent to run: the call goes ahead all the same. */
+        g_free(out);
+        out = AS_NOBODY("env", "BLOCKJOBCTL_POLKIT_AGENT=/nonexistent/pkttyagent", ctl_copy, address, "resume", "j");
+        g_assert_cmpint(status, ==, 4);
+        monitor_expect(&mon, "Resume:1 ");
+        g_assert_null(strstr(out, "nonexistent"));
+#undef AS_NOBODY
+        monitor_stop(&mon);
+
+        /* Root is never asked: no agent. */
+        g_auto(Result) root = ctl(f, "set-speed", "j", "2M", NULL);
+        g_assert_cmpint(root.status, ==, 0);
+        g_autofree char *log_after = NULL;
+        g_assert_true(g_file_get_contents(agent_log, &log_after, NULL, NULL));
+        g_assert_cmpstr(log_after, ==, log);
+}
+
+/* ---- paths and options -------------------------------------------------------------------------- */
+
+static void test_paths(BusFixture *f, gconstpointer data) {
+        g_autofree char *cwd = g_get_current_dir(), *sub = bus_fixture_path(f, "sub");
+        g_autofree char *base = bus_fixture_path(f, "base.qcow2"), *mid = bus_fixture_path(f, "mid.qcow2");
+        g_autofree char *top = bus_fixture_path(f, "top.qcow2"), *link = bus_fixture_path(f, "link");
+
+        /* A chain base <- mid <- top; every path given relative, ./ and ../ included. */
+        run("qemu-img", "create", "-q", "-f", "qcow2", base, "4M", NULL);
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 2M", base, NULL);
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", mid, NULL);
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 2 1M 1M", mid, NULL);
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top, NULL);
+        g_assert_cmpint(g_mkdir(sub, 0755), ==, 0);
+        g_assert_cmpint(symlink("/", link), ==, 0);
+
+        g_assert_cmpint(g_chdir(sub), ==, 0);
+        g_auto(Result) commit = ctl(f, "commit", "../top.qcow2", "--top=./../mid.qcow2", "--base", "../base.qcow2",
+                                    "--wait", NULL);
+        g_auto(Result) backup = ctl(f, "backup", "./../base.qcow2", "../sub/./copy.img", "--wait", "--format=raw",
+                                    NULL);
+        g_auto(Result) through_link = ctl(f, "backup", "../link/../base.qcow2", "x.img", NULL);
+        g_assert_cmpint(g_chdir(cwd), ==, 0);
+
+        if (commit.status != 0)
+                g_error("commit with relative paths: %s%s", commit.out, commit.err);
+        g_assert_cmpstr(commit.out, ==, "Job 'commit0' finished successfully.\n");
+        if (backup.status != 0)
+                g_error("backup with relative paths: %s%s", backup.out, backup.err);
+        g_autofree char *copy = bus_fixture_path(f, "sub/copy.img");
+        run("qemu-img", "compare", "-U", "-f", "raw", "-F", "qcow2", copy, top, NULL);
+        /* "link/.." is not "." to the kernel: refused rather than guessed. */
+        g_assert_cmpint(through_link.status, ==, 2);
+        assert_contains("a '..' after a symbolic link", through_link.err, "'..' after a symbolic link");
+}
+
+static void test_options(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *path = g_strdup("/org/blockjobd/Jobs1/job/o");
+        static const struct {
+                const char *value;
+                guint64 bytes;
+        } sizes[] = {
+                { "10m", 10 * MiB }, { "10M", 10 * MiB }, { "0.5M", MiB / 2 }, { "1.5g", 3 * 512 * MiB },
+                { "2k", 2048 }, { "2KiB", 2048 }, { "1t", G_GUINT64_CONSTANT(1) << 40 }, { "0", 0 }, { "0.0K", 0 },
+                { "512", 512 }, { "512b", 512 },
+        };
+        static const char *const bad_sizes[] = { "0.5", "0.0001K", "fast", "-1M", "1e3", "1.M", "10x", "" };
+
+        bus_make_file(source, 8 * MiB);
+        g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1k", "--job-id=o", "--no-auto-dismiss", NULL);
+        g_assert_cmpint(started.status, ==, 0);
+        g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, 1024);
+        /* Paused, so that no speed lets it end meanwhile. */
+        g_auto(Result) pause = ctl(f, "pause", "o", "--wait", NULL);
+        g_assert_cmpint(pause.status, ==, 0);
+        for (size_t i = 0; i < G_N_ELEMENTS(sizes); i++) {
+                g_auto(Result) r = ctl(f, "set-speed", "o", sizes[i].value, NULL);
+                g_assert_cmpint(r.status, ==, 0);
+                g_assert_cmpuint(bus_get_uint64(f, path, "Speed"), ==, sizes[i].bytes);
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(bad_sizes); i++) {
+                g_autofree char *option = g_strdup_printf("--speed=%s", bad_sizes[i]);
+                g_auto(Result) r = ctl(f, "backup", source, target, option, NULL);
+                g_assert_cmpint(r.status, ==, 2);
+                g_auto(Result) s = ctl(f, "set-speed", "o", bad_sizes[i], NULL);
+                g_assert_cmpint(s.status, ==, 2);
+        }
+        g_auto(Result) round = ctl(f, "backup", source, target, "--speed=0.0001K", NULL);
+        assert_contains("--speed=0.0001K", round.err, "less than one byte");
+        g_auto(Result) fraction = ctl(f, "set-speed", "o", "0.5", NULL);
+        assert_contains("set-speed 0.5", fraction.err, "a fraction needs a unit");
+
+        /* Options a command does not take, and those that do not go together. */
+        static const char *const wrong[][6] = {
+                { "backup", "a", "b", "--top=x" },
+                { "list", "--follow" },
+                { "status", "o", "--job-id=x" },
+                { "stream", "a", "--top=x" },
+                { "pause", "o", "--follow" },
+                { "dismiss", "o", "--wait" },
+                { "backup", "a", "b", "--granularity=64k" },
+                { "mirror", "a", "b", "--completion-mode=grouped" },
+                { "backup", "a", "b", "--json", "--follow" },
+                { "mirror", "a", "b", "--complete", "--until-ready" },
+                { "backup", "a", "b", "--cancel-on-interrupt" },
+                { "backup", "a", "b", "--sync=half" },
+                { "backup", "a", "b", "c" },
+                { "backup", "a", "b", "--frobnicate" },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(wrong); i++) {
+                const char *const *a = wrong[i];
+                g_auto(Result) r = ctl(f, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+                if (r.status != 2)
+                        g_error("%s %s %s %s: exit status %d, not 2: %s%s", a[0], a[1], a[2] ?: "", a[3] ?: "",
+                                r.status, r.out, r.err);
+                g_assert_cmpstr(r.out, ==, "");
+        }
+        g_auto(Result) top = ctl(f, "backup", "a", "b", "--top=x", NULL);
+        g_assert_cmpstr(top.err, ==, "blockjobctl: --top= does not apply to 'backup' (it is for commit); see "
+                                     "'blockjobctl help backup'.\n");
+
+        /* buf-size reaches the service (which takes at most 1 GiB), and so does granularity. */
+        g_autofree char *mirror_target = bus_fixture_path(f, "m.img");
+        g_auto(Result) buf = ctl(f, "mirror", source, mirror_target, "--buf-size=2G", "--granularity=64k", NULL);
+        g_assert_cmpint(buf.status, ==, 3);
+        assert_contains("--buf-size=2G", buf.err, "Option 'buf-size' must be at most 1 GiB");
+        g_auto(Result) cancel = ctl(f, "cancel", "o", "--wait", NULL);
+        g_assert_cmpint(cancel.status, ==, 0);
+        g_assert_cmpstr(cancel.out, ==, "Job 'o' was cancelled.\n");
+}
+
+/* Several SOURCE TARGET pairs: one transaction, grouped if asked, with an id for each. */
+static void test_transaction(BusFixture *f, gconstpointer data) {
+        g_autofree char *a = bus_fixture_path(f, "a.img"), *b = bus_fixture_path(f, "b.img");
+        g_autofree char *ta = bus_fixture_path(f, "ta.img"), *tb = bus_fixture_path(f, "tb.img");
+
+        bus_make_file(a, 2 * MiB);
+        bus_make_file(b, 3 * MiB);
+        g_auto(Result) ids = ctl(f, "backup", a, ta, b, tb, "--job-id=x", NULL);
+        g_assert_cmpint(ids.status, ==, 2);
+        g_auto(Result) r = ctl(f, "backup", a, ta, b, tb, "--completion-mode=grouped", "--job-id=ga", "--job-id=gb",
+                               "--no-auto-finalize", "--no-auto-dismiss", "--wait", NULL);
+        g_assert_cmpint(r.status, ==, 0);
+        assert_contains("grouped", r.out, "Job 'ga' is pending: run `blockjobctl finalize ga`");
+        assert_contains("grouped", r.out, "Job 'gb' is pending: run `blockjobctl finalize gb`");
+        g_autofree char *transaction = bus_get_string(f, "/org/blockjobd/Jobs1/job/ga", "Transaction");
+        g_assert_cmpstr(transaction, !=, "");
+        g_auto(Result) fin = ctl(f, "finalize", "ga", NULL);
+        g_assert_cmpint(fin.status, ==, 0);
+        g_auto(Result) both = ctl(f, "wait", "ga", "gb", NULL);
+        g_assert_cmpint(both.status, ==, 0);
+        g_assert_cmpstr(both.out, ==, "Job 'ga' finished successfully.\nJob 'gb' finished successfully.\n");
+        bus_assert_same_file(a, ta);
+        bus_assert_same_file(b, tb);
+}
+
+/* ---- output for people ------------------------------------------------------------------------ */
+
+static void test_hints(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+        g_autofree char *qcow = bus_fixture_path(f, "q.qcow2"), *raw_named = bus_fixture_path(f, "full.raw");
+        g_autofree char *mirror_target = bus_fixture_path(f, "m.img");
+
+        bus_make_file(source, 4 * MiB);
+        g_auto(Result) first = ctl(f, "backup", source, target, "--wait", NULL);
+        g_assert_cmpint(first.status, ==, 0);
+        g_auto(Result) exists = ctl(f, "backup", source, target, NULL);
+        g_assert_cmpint(exists.status, ==, 3);
+        assert_contains("already exists", exists.err, "already exists\nblockjobctl: (--overwrite replaces it.)\n");
+
+        g_auto(Result) slow = ctl(f, "backup", source, qcow, "--speed=1k", "--job-id=dup", NULL);
+        g_auto(Result) dup = ctl(f, "backup", source, qcow, "--job-id=dup", NULL);
+        g_assert_cmpint(dup.status, ==, 3);
+        assert_contains("job id in use", dup.err, "`blockjobctl dismiss ID`, or choose another --job-id=");
+        g_auto(Result) finalize = ctl(f, "finalize", "dup", NULL);
+        g_assert_cmpint(finalize.status, ==, 3);
+        assert_contains("finalize", finalize.err, "(finalize applies to a job waiting in pending (created with "
+                                                  "--no-auto-finalize); this one is running.)");
+        g_auto(Result) dismiss = ctl(f, "dismiss", "dup", NULL);
+        assert_contains("dismiss", dismiss.err, "`blockjobctl cancel dup` ends it");
+        g_auto(Result) cancel = ctl(f, "cancel", "dup", "--wait", NULL);
+        g_assert_cmpint(cancel.status, ==, 0);
+
+        /* The target's format: the source's unless --format=, and a name that says otherwise. */
+        run("qemu-img", "create", "-q", "-f", "qcow2", qcow, "4M", NULL);
+        g_auto(Result) inherited = ctl(f, "backup", qcow, raw_named, "--wait", NULL);
+        g_assert_cmpint(inherited.status, ==, 0);
+        g_autofree char *warning = g_strdup_printf(
+                "blockjobctl: warning: '%s' is named like a raw image, but is written as qcow2 (the SOURCE's format: "
+                "a TARGET takes it unless --format= is given); give --format=raw for a raw TARGET.\n", raw_named);
+        assert_contains("the inherited format", inherited.err, warning);
+        g_autofree char *as_qcow = bus_fixture_path(f, "copy.img");
+        g_auto(Result) chosen = ctl(f, "backup", source, as_qcow, "--format=qcow2", "--wait", NULL);
+        assert_contains("--format=qcow2", chosen.err, "is named like a raw image, but is written as qcow2 (--format=)");
+        g_autofree char *as_raw = bus_fixture_path(f, "copy.qcow2");
+        g_auto(Result) raw = ctl(f, "backup", source, as_raw, "--format=raw", "--wait", NULL);
+        assert_contains("--format=raw", raw.err, "is named like a qcow2 image, but is written as raw");
+        g_autofree char *fine_target = bus_fixture_path(f, "fine.raw");
+        g_auto(Result) fine = ctl(f, "backup", source, fine_target, "--wait", NULL);
+        g_assert_cmpstr(fine.err, ==, "");
+
+        /* Cancelling a ready mirror throws its copy away: said before. */
+        g_auto(Result) mirror = ctl(f, "mirror", source, mirror_target, "--job-id=m", "--until-ready", NULL);
+        g_assert_cmpint(mirror.status, ==, 0);
+        g_auto(Result) not_ready_complete = ctl(f, "complete", "m", NULL);
+        g_assert_cmpint(not_ready_complete.status, ==, 0);
+        bus_wait_for_status(f, "m", "null");
+        g_auto(Result) mirror2 = ctl(f, "mirror", source, mirror_target, "--overwrite", "--job-id=m2",
+                                     "--until-ready", NULL);
+        g_assert_cmpint(mirror2.status, ==, 0);
+        g_auto(Result) abort_ready = ctl(f, "cancel", "m2", "--wait", NULL);
+        g_assert_cmpint(abort_ready.status, ==, 0);
+        g_autofree char *expected = g_strdup_printf(
+                "blockjobctl: warning: Job 'm2' is a ready mirror: cancelling it discards the copy ('%s' does not "
+                "appear); `blockjobctl complete m2` would keep it.\n", mirror_target);
+        g_assert_cmpstr(abort_ready.err, ==, expected);
+}
+
+/* list and status speak the same JSON. */
+static void test_json_keys(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
+
+        bus_make_file(source, 4 * MiB);
+        g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1k", "--job-id=k", NULL);
+        g_assert_cmpint(started.status, ==, 0);
+        g_auto(Result) list = ctl(f, "--json", "list", NULL);
+        g_auto(Result) status = ctl(f, "--json", "status", "k", NULL);
+        /* The same keys in the same order: the values may differ by the progress made between. */
+        g_autoptr(GRegex) keys = g_regex_new("\"([a-z-]+)\":", 0, 0, NULL);
+        GString *lk = g_string_new(NULL), *sk = g_string_new(NULL);
+        g_autoptr(GMatchInfo) m1 = NULL, m2 = NULL;
+        for (g_regex_match(keys, list.out, 0, &m1); g_match_info_matches(m1); g_match_info_next(m1, NULL)) {
+                g_autofree char *k = g_match_info_fetch(m1, 1);
+                g_string_append_printf(lk, "%s ", k);
+        }
+        for (g_regex_match(keys, status.out, 0, &m2); g_match_info_matches(m2); g_match_info_next(m2, NULL)) {
+                g_autofree char *k = g_match_info_fetch(m2, 1);
+                g_string_append_printf(sk, "%s ", k);
+        }
+        g_assert_cmpstr(lk->str, ==, sk->str);
+        g_assert_true(g_str_has_prefix(lk->str, "id type status current-progress total-progress error object source "
+                                                "target "));
+        g_string_free(lk, TRUE);
+        g_string_free(sk, TRUE);
+        g_auto(Result) cancel = ctl(f, "cancel", "k", NULL);
+        g_assert_cmpint(cancel.status, ==, 0);
+}
+
+/* ---- help ---------------------------------------------------------------------------------- */
+
+static void test_command_help(BusFixture *f, gconstpointer data) {
+        static const char *const commands[] = { "list", "status", "wait", "backup", "mirror", "commit", "stream",
+                                                "pause", "resume", "cancel", "complete", "finalize", "dismiss",
+                                                "set-speed", "monitor", "help" };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+                g_auto(Result) a = ctl(f, commands[i], "--help", NULL);
+                g_auto(Result) b = ctl(f, "help", commands[i], NULL);
+                g_assert_cmpint(a.status, ==, 0);
+                g_assert_cmpstr(a.out, ==, b.out);
+                g_autofree char *head = g_strdup_printf("blockjobctl %s", commands[i]);
+                g_assert_true(g_str_has_prefix(a.out, head));
+                assert_contains("help", a.out, "\nOptions:\n");
+        }
+        /* A command's help lists the options it takes, and those only. */
+        g_auto(Result) backup = ctl(f, "help", "backup", NULL);
+        static const char *const backup_options[] = { "--wait", "--follow", "--job-id=ID", "--speed=BYTES",
+                                                      "--sync=full|top", "--format=raw|qcow2", "--overwrite",
+                                                      "--source-format=raw|qcow2", "--completion-mode=individual|grouped",
+                                                      "--cancel-on-interrupt", "--on-target-error=", "--source-fd=FD" };
+        for (size_t i = 0; i < G_N_ELEMENTS(backup_options); i++)
+                assert_contains("help backup", backup.out, backup_options[i]);
+        g_assert_null(strstr(backup.out, "--top="));
+        g_assert_null(strstr(backup.out, "--granularity="));
+        g_auto(Result) mirror = ctl(f, "help", "mirror", NULL);
+        assert_contains("help mirror", mirror.out, "--buf-size=BYTES");
+        g_auto(Result) unknown = ctl(f, "help", "frobnicate", NULL);
+        g_assert_cmpint(unknown.status, ==, 2);
+        /* No line of any help is wider than 80 columns. */
+        g_auto(Result) all = ctl(f, "--help", NULL);
+        g_auto(GStrv) lines = g_strsplit(all.out, "\n", -1);
+        for (char **l = lines; *l; l++)
+                if (strlen(*l) > 80)
+                        g_error("--help has a line wider than 80 columns: %s", *l);
+        for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
+                g_auto(Result) h = ctl(f, "help", commands[i], NULL);
+                g_auto(GStrv) hl = g_strsplit(h.out, "\n", -1);
+                for (char **l = hl; *l; l++)
+                        if (strlen(*l) > 80)
+                                g_error("help %s has a line wider than 80 columns: %s", commands[i], *l);
+        }
+}
+
 #define CTL_TEST(path, fn) g_test_add(path, BusFixture, NULL, bus_fixture_setup, fn, bus_fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -870,5 +1303,12 @@ int main(int argc, char **argv) {
         CTL_TEST("/blockjobctl/follow-daemon-killed", test_follow_daemon_killed);
         CTL_TEST("/blockjobctl/follow-interrupt", test_follow_interrupt);
         CTL_TEST("/blockjobctl/terminal", test_terminal);
+        CTL_TEST("/blockjobctl/authorization", test_authorization);
+        CTL_TEST("/blockjobctl/paths", test_paths);
+        CTL_TEST("/blockjobctl/options", test_options);
+        CTL_TEST("/blockjobctl/transaction", test_transaction);
+        CTL_TEST("/blockjobctl/hints", test_hints);
+        CTL_TEST("/blockjobctl/json-keys", test_json_keys);
+        CTL_TEST("/blockjobctl/command-help", test_command_help);
         return g_test_run();
 }

@@ -40,7 +40,7 @@ const CommandInfo commands[_CMD_MAX] = {
         [CMD_STATUS] = { "status", "ID", 1, 1, "Show a job's properties",
                          "Shows a job's properties, sizes in units (--bytes: exact bytes; --json: an object with\n"
                          "the keys of `list --json`). With --follow, then follows the job as `wait --follow`." },
-        [CMD_WAIT] = { "wait", "ID", 1, 0, "Wait for jobs (one or more IDs) and show their results",
+        [CMD_WAIT] = { "wait", "ID", 1, 0, "Wait for jobs (one or more IDs), show their results",
                        "Waits until each job given has ended and prints its result; the exit status is 0 if all\n"
                        "succeeded, else that of the first job that did not. A job that waits for someone stops\n"
                        "the wait, with what to run: ready (a mirror, an active commit: `complete`, or --complete),\n"
@@ -53,7 +53,7 @@ const CommandInfo commands[_CMD_MAX] = {
                          "a warning says so when TARGET's name suggests the other format. More SOURCE TARGET\n"
                          "pairs make one transaction, all created or none (--completion-mode=grouped: they also\n"
                          "succeed or fail together)." },
-        [CMD_MIRROR] = { "mirror", "SOURCE TARGET", 2, 2, "Copy SOURCE to TARGET and keep it in sync until completed",
+        [CMD_MIRROR] = { "mirror", "SOURCE TARGET", 2, 2, "Copy SOURCE to TARGET, keep it in sync until completed",
                          "Copies SOURCE to TARGET, reaches ready, and keeps TARGET in sync with SOURCE until the\n"
                          "job is completed (`blockjobctl complete ID`, or --complete); TARGET then appears under\n"
                          "its name. Cancelling a mirror, ready or not, discards the copy. TARGET takes SOURCE's\n"
@@ -215,9 +215,34 @@ static const char *const exit_statuses =
         "  6  the job is paused by an I/O error and waits for resume or cancel\n"
         "  130  interrupted (Ctrl-C) while following or waiting; the job goes on\n";
 
+/* Text filled to end before column 'width', continuation lines indented by 'indent' (the first
+ * line starts where the cursor is, at 'indent'); the line breaks of the text count as spaces. */
+static void print_filled(const char *text, size_t indent, size_t width) {
+        _cleanup_free_ char *copy = strdup(text);
+        size_t column = indent;
+        bool first = true;
+        char *save = NULL;
+
+        if (!copy)
+                oom();
+        for (char *w = strtok_r(copy, " \n", &save); w; w = strtok_r(NULL, " \n", &save)) {
+                size_t n = strlen(w);
+                if (!first && column + 1 + n > width) {
+                        printf("\n%*s", (int) indent, "");
+                        column = indent;
+                } else if (!first) {
+                        fputc(' ', stdout);
+                        column++;
+                }
+                fputs(w, stdout);
+                column += n;
+                first = false;
+        }
+        fputc('\n', stdout);
+}
+
 static void print_option(const OptionInfo *o) {
         char left[80];
-        const char *p;
 
         snprintf(left, sizeof(left), "  %c%c %s%s%s%s", o->short_name ? '-' : ' ', o->short_name ?: ' ',
                  o->name ? "--" : "", o->name, o->value ? "=" : "", o->value ?: "");
@@ -225,12 +250,7 @@ static void print_option(const OptionInfo *o) {
                 printf("%-25s ", left);
         else
                 printf("%s\n%26s", left, "");
-        for (p = o->help; *p; p++) {
-                fputc(*p, stdout);
-                if (*p == '\n')
-                        printf("%26s", "");
-        }
-        fputc('\n', stdout);
+        print_filled(o->help, 26, 79);
 }
 
 static void print_command(const CommandInfo *c) {
@@ -247,8 +267,8 @@ void help(void) {
         for (size_t i = 0; i < _CMD_MAX; i++)
                 print_command(&commands[i]);
         printf("\n%s\n", exit_statuses);
-        printf("See '%s help COMMAND' for the options each command takes. A TARGET takes the\n"
-               "SOURCE's format unless --format= is given, as in QEMU.\n\n"
+        printf("See '%s help COMMAND' for the options each command takes. A TARGET\n"
+               "takes the SOURCE's format unless --format= is given, as in QEMU.\n\n"
                "Options:\n", program_invocation_short_name);
         for (size_t i = 0; i < ELEMENTSOF(options); i++)
                 print_option(&options[i]);
@@ -270,13 +290,21 @@ int help_command(const char *name) {
                 return log_usage("Unknown command '%s'; see --help.", e);
         }
         cmd = (Command) (c - commands);
-        printf("%s %s%s%s [OPTIONS...]\n\n%s\n", program_invocation_short_name, c->name, *c->synopsis ? " " : "",
-               c->synopsis, c->description);
+        bool any = false;
+
+        printf("%s %s%s%s [OPTIONS...]\n\n", program_invocation_short_name, c->name, *c->synopsis ? " " : "",
+               c->synopsis);
+        print_filled(c->description, 0, 79);
         printf("\nOptions:\n");
         for (size_t i = 0; i < ELEMENTSOF(options); i++)
-                if ((options[i].commands & CMD_MASK(cmd)) && options[i].commands != ALL_COMMANDS)
+                if ((options[i].commands & CMD_MASK(cmd)) && options[i].commands != ALL_COMMANDS) {
                         print_option(&options[i]);
-        printf("\nCommon options: -h --help, --version, --system, --address=ADDRESS, --no-ask-password\n");
+                        any = true;
+                }
+        if (!any)
+                printf("  (only the common ones)\n");
+        printf("\nCommon options: -h --help, --version, --system, --address=ADDRESS,\n"
+               "--no-ask-password. Exit statuses: see '%s --help'.\n", program_invocation_short_name);
         return 0;
 }
 
@@ -568,7 +596,7 @@ int parse_argv(int argc, char *argv[]) {
         arg.n_args = (unsigned) (argc - optind - 1);
 
         if (want_help || arg.command == CMD_HELP) {
-                if (arg.command != CMD_HELP)
+                if (arg.command != CMD_HELP || want_help)
                         command_help = cmd->name;
                 else if (arg.n_args == 1)
                         command_help = arg.args[0];
