@@ -605,7 +605,7 @@ static void test_wait_command(BusFixture *f, gconstpointer data) {
         g_autofree char *b = bus_fixture_path(f, "b.img"), *c = bus_fixture_path(f, "c.img");
 
         bus_make_file(source, 4 * MiB);
-        g_auto(Result) slow = ctl(f, "backup", source, c, "--speed=1M", "--job-id=slow", NULL);
+        g_auto(Result) slow = ctl(f, "backup", source, c, "--speed=256k", "--job-id=slow", NULL);
         g_assert_cmpint(slow.status, ==, 0);
         /* The waiter is watching once it has shown where the job is. */
         g_autoptr(GSubprocess) waiter = ctl_start(f, "wait", "slow", "--follow", NULL);
@@ -706,7 +706,7 @@ static void test_follow_daemon_killed(BusFixture *f, gconstpointer data) {
         g_autoptr(GError) error = NULL;
 
         bus_make_file(source, 8 * MiB);
-        g_autoptr(GSubprocess) follower = ctl_start(f, "backup", source, target, "--follow", "--speed=1M",
+        g_autoptr(GSubprocess) follower = ctl_start(f, "backup", source, target, "--follow", "--speed=256k",
                                                     "--job-id=k", NULL);
         g_autofree char *first = read_line(follower);
         g_assert_true(g_str_has_prefix(first, "k: running, "));
@@ -726,7 +726,7 @@ static void test_follow_interrupt(BusFixture *f, gconstpointer data) {
         g_autofree char *target2 = bus_fixture_path(f, "t2.img");
 
         bus_make_file(source, 8 * MiB);
-        g_autoptr(GSubprocess) follower = ctl_start(f, "backup", source, target, "--follow", "--speed=1M",
+        g_autoptr(GSubprocess) follower = ctl_start(f, "backup", source, target, "--follow", "--speed=256k",
                                                     "--job-id=i", NULL);
         g_autofree char *first = read_line(follower);
         g_assert_true(g_str_has_prefix(first, "i: running, "));
@@ -738,7 +738,7 @@ static void test_follow_interrupt(BusFixture *f, gconstpointer data) {
         g_autofree char *status = bus_get_string(f, "/org/blockjobd/Jobs1/job/i", "Status");
         g_assert_cmpstr(status, ==, "running");
 
-        g_autoptr(GSubprocess) canceller = ctl_start(f, "backup", source, target2, "--follow", "--speed=1M",
+        g_autoptr(GSubprocess) canceller = ctl_start(f, "backup", source, target2, "--follow", "--speed=256k",
                                                      "--cancel-on-interrupt", "--job-id=c", NULL);
         g_autofree char *first2 = read_line(canceller);
         g_assert_true(g_str_has_prefix(first2, "c: running, "));
@@ -941,7 +941,7 @@ static void test_authorization(BusFixture *f, gconstpointer data) {
         if (!bus_can_run_as_nobody())
                 return;
         bus_make_file(source, 8 * MiB);
-        g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1M", "--job-id=j", NULL);
+        g_auto(Result) started = ctl(f, "backup", source, target, "--speed=1k", "--job-id=j", NULL);
         g_assert_cmpint(started.status, ==, 0);
 
         /* blockjobctl and a stand-in for pkttyagent where nobody reaches them. */
@@ -1133,8 +1133,11 @@ static void test_transaction(BusFixture *f, gconstpointer data) {
         assert_contains("grouped", r.out, "Job 'gb' is pending: run `blockjobctl finalize gb`");
         g_autofree char *transaction = bus_get_string(f, "/org/blockjobd/Jobs1/job/ga", "Transaction");
         g_assert_cmpstr(transaction, !=, "");
+        /* One finalize finalizes both; it works after the call returns. */
         g_auto(Result) fin = ctl(f, "finalize", "ga", NULL);
         g_assert_cmpint(fin.status, ==, 0);
+        bus_wait_for_status(f, "ga", "concluded");
+        bus_wait_for_status(f, "gb", "concluded");
         g_auto(Result) both = ctl(f, "wait", "ga", "gb", NULL);
         g_assert_cmpint(both.status, ==, 0);
         g_assert_cmpstr(both.out, ==, "Job 'ga' finished successfully.\nJob 'gb' finished successfully.\n");
