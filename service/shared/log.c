@@ -122,32 +122,34 @@ static int log_dispatch(int level, int error, const char *file, int line, const 
         return -error;
 }
 
-int log_internal(int level, int error, const char *file, int line, const char *func, const char *format, ...) {
-        va_list ap;
-
-        /* Callers pass either a negative errno (our convention) or a positive one: normalize. */
+/* Callers pass either a negative errno (our convention) or a positive one: normalized here, and
+ * returned negative. */
+static int log_fullv(int level, int error, const char *file, int line, const char *func, const char *const *fields,
+                     const char *format, va_list ap) {
         if (error < 0)
                 error = -error;
-        if (level > max_level)
-                return -error;
+        if (level <= max_level)
+                (void) log_dispatch(level, error, file, line, func, fields, format, ap);
+        return -error;
+}
+
+int log_internal(int level, int error, const char *file, int line, const char *func, const char *format, ...) {
+        va_list ap;
+        int r;
 
         va_start(ap, format);
-        (void) log_dispatch(level, error, file, line, func, NULL, format, ap);
+        r = log_fullv(level, error, file, line, func, NULL, format, ap);
         va_end(ap);
-        return -error;
+        return r;
 }
 
 int log_struct_internal(int level, int error, const char *file, int line, const char *func, const char *const *fields,
                         const char *format, ...) {
         va_list ap;
-
-        if (error < 0)
-                error = -error;
-        if (level > max_level)
-                return -error;
+        int r;
 
         va_start(ap, format);
-        (void) log_dispatch(level, error, file, line, func, fields, format, ap);
+        r = log_fullv(level, error, file, line, func, fields, format, ap);
         va_end(ap);
-        return -error;
+        return r;
 }
