@@ -1133,11 +1133,11 @@ static void test_transaction(BusFixture *f, gconstpointer data) {
         assert_contains("grouped", r.out, "Job 'gb' is pending: run `blockjobctl finalize gb`");
         g_autofree char *transaction = bus_get_string(f, "/org/blockjobd/Jobs1/job/ga", "Transaction");
         g_assert_cmpstr(transaction, !=, "");
-        /* One finalize finalizes both; it works after the call returns. */
+        /* One finalize finalizes both, and returns once both have concluded: a wait right after it
+         * reads their results (it used to find them still pending, and said to run finalize). */
         g_auto(Result) fin = ctl(f, "finalize", "ga", NULL);
         g_assert_cmpint(fin.status, ==, 0);
-        bus_wait_for_status(f, "ga", "concluded");
-        bus_wait_for_status(f, "gb", "concluded");
+        g_assert_cmpstr(fin.out, ==, "");
         g_auto(Result) both = ctl(f, "wait", "ga", "gb", NULL);
         g_assert_cmpint(both.status, ==, 0);
         g_assert_cmpstr(both.out, ==, "Job 'ga' finished successfully.\nJob 'gb' finished successfully.\n");
