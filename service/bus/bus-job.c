@@ -583,7 +583,7 @@ static int property_get_io_status(sd_bus *bus, const char *path, const char *int
  * caller did not create the job. The answer may take long (an authentication agent), and the job
  * may be gone by then, its id taken by a new job, of another owner even: the verb acts on the
  * very job it was authorized for (the request holds it), or on nothing. */
-typedef int (*VerbCall)(Job *j, uint64_t arg, char **ret_error);
+typedef int (*VerbCall)(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error);
 
 typedef struct VerbRequest {
         Manager *manager;
@@ -613,11 +613,14 @@ static int verb_authorized(sd_bus_message *m, void *userdata, sd_bus_error *erro
         }
 
         /* The job (and this object) may be gone once the verb ran, after Dismiss for one: only
-         * the message is used afterwards. */
-        r = req->call(req->job, req->arg, &message);
+         * the message is used afterwards. A call that returns > 0 has taken the message, to
+         * answer it itself. */
+        r = req->call(req->job, m, req->arg, &message);
         verb_request_free(req);
         if (r < 0)
                 return bus_error_from_core(error, r, message);
+        if (r > 0)
+                return 1;               /* the call answers later */
         return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -650,32 +653,54 @@ static int authorize_verb(sd_bus_message *m, BusJob *bj, const char *verb, VerbC
                              verb_request_free, error);
 }
 
-static int call_pause(Job *j, uint64_t arg, char **ret_error) {
+static int call_pause(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error) {
         return job_user_pause(j, ret_error);
 }
 
-static int call_resume(Job *j, uint64_t arg, char **ret_error) {
+static int call_resume(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error) {
         return job_user_resume(j, ret_error);
 }
 
-static int call_cancel(Job *j, uint64_t arg, char **ret_error) {
+static int call_cancel(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error) {
         /* job-cancel: always a force cancel. */
         return job_user_cancel(j, true, ret_error);
 }
 
-static int call_complete(Job *j, uint64_t arg, char **ret_error) {
+/* As QEMU's job-complete: answered once the job was asked to complete, not once it has. */
+static int call_complete(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error) {
         return job_complete(j, ret_error);
 }
 
-static int call_dismiss(Job *j, uint64_t arg, char **ret_error) {
+/* The job is gone (status null, object removed) before the answer, as with QEMU's job-dismiss. */
+static int call_dismiss(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error) {
         return job_dismiss(j, ret_error);
 }
 
-static int call_finalize(Job *j, uint64_t arg, char **ret_error) {
-        return job_finalize(j, ret_error);
+static void finalize_done(void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = userdata;
+        int r;
+
+        r = sd_bus_reply_method_return(m, NULL);
+        if (r < 0 && r != -ENOTCONN)
+                log_warning_errno(r, "Failed to answer Finalize(): %m");
 }
 
-static int call_set_speed(Job *j, uint64_t arg, char **ret_error) {
+/* QEMU's job-finalize returns once the whole transaction has been published or rolled back, every
+ * member concluded; here that work runs on the workers, so the answer waits for the core to say
+ * the transaction has ended. The loop goes on meanwhile. A Status read after the answer is never
+ * "pending", so `finalize` followed by `wait` cannot be told to finalize again. */
+static int call_finalize(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error) {
+        int r;
+
+        r = job_finalize_notify(j, finalize_done, sd_bus_message_ref(m), ret_error);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return r;
+        }
+        return 1;
+}
+
+static int call_set_speed(Job *j, sd_bus_message *m, uint64_t arg, char **ret_error) {
         return job_set_speed(j, arg, ret_error);
 }
 

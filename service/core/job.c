@@ -26,7 +26,9 @@
  * it runs through the executor as well, one member at a time. A transaction therefore has a
  * phase: preparing (a force cancel arriving now is picked up when the phase ends and aborts the
  * whole transaction), committing (the point of no return: a cancel is ignored, the transaction is
- * already being published), or aborting.
+ * already being published), or aborting. QEMU runs the whole pipeline inside job-finalize, so
+ * that the command returns with every member concluded; here a finalize is told when the pipeline
+ * has ended instead (job_finalize_notify()), and the D-Bus reply waits for that.
  *
  * Some prepares cannot be undone (JobDriver.prepare_is_final: commit pivots and empties the
  * image). Such a member is prepared last, after every other member prepared and after a last look
@@ -42,7 +44,8 @@
  * Where QEMU and this file differ (only where QEMU's synchronous design has no equivalent):
  *   - when one member's prepare fails, every other member is force-cancelled, including the one
  *     whose finalize started the pipeline (QEMU leaves that one alone and may commit it);
- *   - cancel during the commit phase and a second finalize during the pipeline are no-ops.
+ *   - cancel during the commit phase and a second finalize during the pipeline are no-ops (that
+ *     finalize is told when the pipeline ends, as the first is).
  */
 
 #include <errno.h>
@@ -81,6 +84,14 @@ typedef enum JobTxnPhase {
         JOB_TXN_ABORTING,
 } JobTxnPhase;
 
+/* Someone who finalized a transaction and is told once it has ended (job_finalize_notify()). */
+typedef struct JobFinalizeWaiter JobFinalizeWaiter;
+struct JobFinalizeWaiter {
+        JobFinalizedFunc done;
+        void *userdata;
+        LIST_FIELDS(JobFinalizeWaiter, waiters);
+};
+
 /* What names a job: ids are unique per owner. */
 typedef struct JobKey {
         uint32_t owner;
@@ -108,6 +119,7 @@ struct JobTxn {
         bool final_pass;                /* preparing: the cursor's second pass, for the final member */
         Job *busy;                      /* member whose prepare/finalize work is in flight */
         Job *waiting_for;               /* aborting: member whose run we wait to end */
+        JobFinalizeWaiter *finalize_waiters;    /* told once the last member has concluded */
 };
 
 struct Job {
@@ -385,6 +397,8 @@ JobTxn *job_txn_unref(JobTxn *t) {
         if (--t->n_ref > 0)
                 return NULL;
         assert(!t->members);
+        /* Told when the last member concluded, which happens before the last reference goes. */
+        assert(!t->finalize_waiters);
         free(t);
         return NULL;
 }
@@ -1007,6 +1021,18 @@ static void job_txn_continue(JobTxn *t) {
         }
 }
 
+/* The transaction has ended, each member concluded: those who finalized it hear of it now, in the
+ * order they asked. */
+static void job_txn_notify_finalized(JobTxn *t) {
+        JobFinalizeWaiter *w;
+
+        while ((w = t->finalize_waiters)) {
+                LIST_REMOVE(waiters, t->finalize_waiters, w);
+                w->done(w->userdata);
+                free(w);
+        }
+}
+
 static void job_finalize_single_done(Job *j) {
         _cleanup_(job_txn_unrefp) JobTxn *t = job_txn_ref(j->txn);
 
@@ -1014,6 +1040,9 @@ static void job_finalize_single_done(Job *j) {
         job_txn_remove(j);
         job_conclude(j);
         job_txn_continue(t);
+        /* After the conclude, so that whoever is told sees every member concluded. */
+        if (!t->members)
+                job_txn_notify_finalized(t);
 }
 
 /* Exactly one of commit or abort, then clean, then conclude. */
@@ -1135,17 +1164,32 @@ static void job_do_finalize(Job *j) {
         job_txn_prepare_next(t);
 }
 
-int job_finalize(Job *j, char **ret_error) {
+int job_finalize_notify(Job *j, JobFinalizedFunc done, void *userdata, char **ret_error) {
         int r;
 
         r = job_apply_verb(j, JOB_VERB_FINALIZE, ret_error);
         if (r < 0)
                 return r;
 
+        /* A member is pending, so all are, and the transaction ends with the pipeline (started now,
+         * or by an earlier finalize or a cancel): whoever asks is told then, as QEMU's job-finalize
+         * returns then. In place before the pipeline starts, which may end before it returns. */
+        if (done) {
+                JobFinalizeWaiter *w = malloc(sizeof(*w));
+                if (!w)
+                        return error_message(ret_error, -ENOMEM, "Out of memory");
+                *w = (JobFinalizeWaiter) { .done = done, .userdata = userdata };
+                LIST_APPEND(waiters, j->txn->finalize_waiters, w);
+        }
+
         _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
         if (j->txn->phase == JOB_TXN_RUNNING)
                 job_do_finalize(j);
         return 0;
+}
+
+int job_finalize(Job *j, char **ret_error) {
+        return job_finalize_notify(j, NULL, NULL, ret_error);
 }
 
 static void job_completed_txn_success(Job *j) {

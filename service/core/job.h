@@ -130,6 +130,13 @@ int job_user_resume(Job *j, char **ret_error);
 int job_user_cancel(Job *j, bool force, char **ret_error);
 int job_complete(Job *j, char **ret_error);
 int job_finalize(Job *j, char **ret_error);
+/* job_finalize(), and 'done' called once its whole transaction has ended, every member concluded
+ * (or gone, with auto-dismiss), published or rolled back: that is when QEMU's job-finalize returns,
+ * having run prepare, commit or abort, and clean for all of them. Here they run through the
+ * executor, so 'done' comes later, or before this returns if none of them had work to do. A
+ * second finalize while the first is under way is told with the first. Not called if this fails. */
+typedef void (*JobFinalizedFunc)(void *userdata);
+int job_finalize_notify(Job *j, JobFinalizedFunc done, void *userdata, char **ret_error);
 int job_dismiss(Job *j, char **ret_error);
 int job_set_speed(Job *j, uint64_t bytes_per_second, char **ret_error);
 

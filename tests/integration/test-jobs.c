@@ -669,6 +669,84 @@ static void test_transaction_fault(BusFixture *f, gconstpointer data) {
         assert_no_strays(f);
 }
 
+/* ---- Finalize() answers once the transaction has ended ------------------------------------------ */
+
+/* A backup of 'source' that waits in pending (auto-finalize false); its object path. */
+static char *backup_to_pending(BusFixture *f, const char *source, const char *target, const char *id,
+                               bool auto_dismiss) {
+        char *path = bus_backup(f, source, target,
+                                bus_opts("job-id", g_variant_new_string(id), "auto-finalize", g_variant_new_boolean(FALSE),
+                                         "auto-dismiss", g_variant_new_boolean(auto_dismiss), NULL));
+        bus_wait_for_status(f, id, "pending");
+        return path;
+}
+
+/* QEMU's job-finalize runs prepare, commit or abort, and clean for the whole transaction before
+ * it returns. blockjobd runs them on its workers, and answers Finalize() once they are done: a
+ * Status read right after the answer is never "pending" (a `finalize` then a `wait` used to be
+ * told to finalize), whether the transaction was published or rolled back. */
+static void test_finalize_answer(BusFixture *f, gconstpointer data) {
+        g_autofree char *s1 = bus_fixture_path(f, "s1.raw"), *s2 = bus_fixture_path(f, "s2.raw");
+        g_autofree char *t1 = bus_fixture_path(f, "t1.img"), *t2 = bus_fixture_path(f, "t2.img");
+        g_autofree char *t3 = bus_fixture_path(f, "t3.img"), *t4 = bus_fixture_path(f, "t4.img");
+        g_auto(GStrv) paths = NULL;
+        GVariantBuilder actions;
+
+        bus_make_file(s1, IMAGE_SIZE);
+        bus_make_file(s2, IMAGE_SIZE);
+
+        /* A grouped transaction, one member of which waits for Finalize(): finalizing either ends
+         * both, before the answer. */
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add(&actions, "(sss@a{sv})", "backup", s1, t1,
+                              bus_opts("job-id", g_variant_new_string("one"), "auto-finalize",
+                                       g_variant_new_boolean(FALSE), "auto-dismiss", g_variant_new_boolean(FALSE),
+                                       NULL));
+        g_variant_builder_add(&actions, "(sss@a{sv})", "backup", s2, t2,
+                              bus_opts("job-id", g_variant_new_string("two"), "auto-dismiss", g_variant_new_boolean(FALSE),
+                                       NULL));
+        paths = bus_transaction_grouped(f, g_variant_builder_end(&actions));
+        bus_wait_for_status(f, "one", "pending");
+        bus_wait_for_status(f, "two", "pending");
+        bus_job_call(f, paths[1], "Finalize");
+        for (unsigned i = 0; i < 2; i++) {
+                g_autofree char *status = bus_get_string(f, paths[i], "Status");
+                g_autofree char *error = bus_get_string(f, paths[i], "Error");
+                g_assert_cmpstr(status, ==, "concluded");
+                g_assert_cmpstr(error, ==, "");
+        }
+        bus_assert_same_file(s1, t1);
+        bus_assert_same_file(s2, t2);
+        bus_job_call(f, paths[0], "Dismiss");
+        bus_job_call(f, paths[1], "Dismiss");
+
+        /* With auto-dismiss, the job is gone by the answer. */
+        g_autofree char *p3 = backup_to_pending(f, s1, t3, "gone", true);
+        bus_job_call(f, p3, "Finalize");
+        g_free(bus_call_error(f, p3, "org.freedesktop.DBus.Properties", "Get",
+                              g_variant_new("(ss)", JOB_IFACE, "Status"), "org.freedesktop.DBus.Error.UnknownObject"));
+        bus_assert_same_file(s1, t3);
+
+        /* Rolled back: the target's name was taken meanwhile, prepare fails, and the job has
+         * concluded with that error by the answer. */
+        g_autofree char *p4 = backup_to_pending(f, s1, t4, "taken", false);
+        g_assert_true(g_file_set_contents(t4, "mine", -1, NULL));
+        bus_job_call(f, p4, "Finalize");
+        g_autofree char *status = bus_get_string(f, p4, "Status");
+        g_autofree char *error = bus_get_string(f, p4, "Error");
+        g_assert_cmpstr(status, ==, "concluded");
+        g_autofree char *expected = g_strdup_printf("Target '%s' already exists", t4);
+        g_assert_cmpstr(error, ==, expected);
+        bus_job_call(f, p4, "Dismiss");
+
+        bus_wait_for_status(f, "taken", "null");
+        assert_statuses_of(f, "one", "created running waiting pending concluded null");
+        assert_statuses_of(f, "two", "created running waiting pending concluded null");
+        assert_statuses_of(f, "gone", "created running waiting pending concluded null");
+        assert_statuses_of(f, "taken", "created running waiting pending aborting concluded null");
+        assert_no_strays(f);
+}
+
 /* ---- kill -9 in the middle ---------------------------------------------------------------------- */
 
 static void kill_daemon(BusFixture *f) {
@@ -984,6 +1062,8 @@ int main(int argc, char *argv[]) {
                 g_test_add(name, BusFixture, c, setup, test_fault, bus_fixture_teardown);
         }
         g_test_add("/jobs/backup/transaction-fault", BusFixture, NULL, setup, test_transaction_fault,
+                   bus_fixture_teardown);
+        g_test_add("/jobs/backup/finalize-answer", BusFixture, NULL, setup, test_finalize_answer,
                    bus_fixture_teardown);
         for (size_t i = 0; i < G_N_ELEMENTS(kill_cases); i++) {
                 char *name = g_strdup_printf("/jobs/%s/kill-9", kind_names[kill_cases[i].kind]);

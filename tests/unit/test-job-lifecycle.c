@@ -796,6 +796,75 @@ static void test_cancel_while_preparing_self(CoreFixture *f, gconstpointer data)
         assert_calls(f, "j:prepare j:abort j:clean");
 }
 
+/* What a finalizer saw when told: the statuses notified so far. */
+typedef struct FinalizeSeen {
+        CoreFixture *f;
+        GString *told;
+} FinalizeSeen;
+
+static void finalize_told(void *userdata) {
+        FinalizeSeen *seen = userdata;
+        g_string_append_printf(seen->told, "[%s] ", seen->f->events->str);
+}
+
+/* job_finalize_notify() tells once every member has concluded, as QEMU's job-finalize returns;
+ * a second finalize while the pipeline runs is told with the first; a rolled back transaction
+ * is told as well; with nothing to do, before it returns. */
+static void test_finalize_notify(CoreFixture *f, gconstpointer data) {
+        g_autoptr(GString) told = g_string_new(NULL);
+        FinalizeSeen seen = { f, told };
+        JobTxn *txn;
+
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = core_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, false, false, txn);
+        Job *b = core_job(f, "b", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, false, txn);
+        job_txn_unref(txn);
+        job_start(a);
+        job_start(b);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:created b:created a:running b:running a:waiting b:waiting b:pending a:pending");
+
+        g_assert_cmpint(job_finalize_notify(b, finalize_told, &seen, NULL), ==, 0);
+        g_assert_cmpint(job_finalize_notify(a, finalize_told, &seen, NULL), ==, 0);
+        /* Each step of the pipeline, and nobody told before the last. */
+        while (fake_run_one(&f->exec))
+                if (job_status(a) != JOB_STATUS_CONCLUDED || job_status(b) != JOB_STATUS_CONCLUDED)
+                        g_assert_cmpstr(told->str, ==, "");
+        g_assert_cmpstr(told->str, ==, "[b:concluded a:concluded] [b:concluded a:concluded] ");
+        assert_events(f, "b:concluded a:concluded");
+        assert_calls(f, "b:prepare a:prepare b:commit b:clean a:commit a:clean");
+        g_assert_cmpint(job_dismiss(a, NULL), ==, 0);
+        g_assert_cmpint(job_dismiss(b, NULL), ==, 0);
+        assert_events(f, "a:null b:null");
+        g_string_truncate(told, 0);
+
+        /* Rolled back by a failed prepare: told once the job has concluded with the error. */
+        Job *c = core_job(f, "c", &test_driver_backup,
+                          &(TestDriverConfig) { .total = CHUNK, .prepare_ret = -EROFS }, false, true, NULL);
+        job_start(c);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "c:created c:running c:waiting c:pending");
+        g_assert_cmpint(job_finalize_notify(c, finalize_told, &seen, NULL), ==, 0);
+        g_assert_cmpstr(told->str, ==, "");
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(told->str, ==, "[c:aborting c:concluded c:null] ");
+        assert_events(f, "c:aborting c:concluded c:null");
+        assert_calls(f, "c:prepare c:abort c:clean");
+        g_string_truncate(told, 0);
+
+        /* Refused: never told. */
+        Job *d = core_job(f, "d", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, false, true, NULL);
+        g_assert_cmpint(job_finalize_notify(d, finalize_told, &seen, NULL), ==, -EBUSY);
+        job_start(d);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(told->str, ==, "");
+        assert_events(f, "d:created d:running d:waiting d:pending");
+        g_assert_cmpint(job_finalize(d, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "d:concluded d:null");
+        assert_calls(f, "d:prepare d:commit d:clean");
+}
+
 static void test_cancel_while_committing(CoreFixture *f, gconstpointer data) {
         Job *j = core_job(f, "j", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, NULL);
 
@@ -1491,6 +1560,7 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/grouped/cancel-while-preparing", test_cancel_while_preparing);
         CORE_TEST("/lifecycle/grouped/cancel-created-member", test_grouped_cancel_created_member);
         CORE_TEST("/lifecycle/finalize/cancel-while-preparing", test_cancel_while_preparing_self);
+        CORE_TEST("/lifecycle/finalize/notify", test_finalize_notify);
         CORE_TEST("/lifecycle/finalize/cancel-while-committing", test_cancel_while_committing);
         CORE_TEST("/lifecycle/final-prepare/cancel-while-running", test_final_cancel_while_prepare_runs);
         CORE_TEST("/lifecycle/final-prepare/cancel-while-queued", test_final_cancel_while_prepare_queued);
