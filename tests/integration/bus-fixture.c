@@ -850,3 +850,15 @@ GVariant *bus_opts_add(GVariant *options, const char *key, GVariant *value) {
         g_variant_builder_add(&b, "{sv}", key, value);
         return g_variant_builder_end(&b);
 }
+
+void bus_fixture_set_faults(BusFixture *f, const char *format, ...) {
+        g_autofree char *text = NULL, *tmp = g_strconcat(f->fault_rules, ".new", NULL);
+        va_list ap;
+
+        va_start(ap, format);
+        text = g_strdup_vprintf(format, ap);
+        va_end(ap);
+        /* A rename, so that the daemon never reads a half-written file. */
+        g_assert_true(g_file_set_contents(tmp, text, -1, NULL));
+        g_assert_cmpint(g_rename(tmp, f->fault_rules), ==, 0);
+}

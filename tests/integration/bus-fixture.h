@@ -118,6 +118,8 @@ bool bus_can_run_as_nobody(void);
 
 /* Test data: a file of 'size' bytes of pseudo-random data. */
 void bus_make_file(const char *path, guint64 size);
+/* Replaces the daemon's fault rules (tests/fault/fault-rules.h) with a new file, seen at once. */
+void bus_fixture_set_faults(BusFixture *f, const char *format, ...) G_GNUC_PRINTF(2, 3);
 void bus_assert_same_file(const char *a, const char *b);
 
 /* ---- the daemon's processes ---- */

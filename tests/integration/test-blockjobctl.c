@@ -120,19 +120,6 @@ static void assert_contains(const char *what, const char *text, const char *need
                 g_error("%s lacks \"%s\": %s", what, needle, text ?: "(null)");
 }
 
-/* Replaces the daemon's fault rules (tests/fault/fault-rules.h): a new file, seen at once. */
-static void set_faults(BusFixture *f, const char *format, ...) G_GNUC_PRINTF(2, 3);
-static void set_faults(BusFixture *f, const char *format, ...) {
-        g_autofree char *text = NULL, *tmp = g_strconcat(f->fault_rules, ".new", NULL);
-        va_list ap;
-
-        va_start(ap, format);
-        text = g_strdup_vprintf(format, ap);
-        va_end(ap);
-        g_assert_true(g_file_set_contents(tmp, text, -1, NULL));
-        g_assert_cmpint(g_rename(tmp, f->fault_rules), ==, 0);
-}
-
 static void test_list_empty(BusFixture *f, gconstpointer data) {
         g_auto(Result) r = ctl(f, "list", NULL);
         g_auto(Result) j = ctl(f, "--json", "list", NULL);
@@ -578,7 +565,7 @@ static void test_wait_failure(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
 
         bus_make_file(source, 8 * MiB);
-        set_faults(f, "%s read 4194304 EIO\n", source);
+        bus_fixture_set_faults(f, "%s read 4194304 EIO\n", source);
         g_auto(Result) r = ctl(f, "backup", source, target, "--wait", "--job-id=w", NULL);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_cmpstr(r.out, ==, "");
@@ -677,7 +664,7 @@ static void test_follow_stopped(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
 
         bus_make_file(source, 4 * MiB);
-        set_faults(f, "%s write 1048576 ENOSPC 1\n", target);
+        bus_fixture_set_faults(f, "%s write 1048576 ENOSPC 1\n", target);
         g_auto(Result) r = ctl(f, "backup", source, target, "--follow", "--on-target-error=stop", "--job-id=e", NULL);
         g_assert_cmpint(r.status, ==, 6);
         g_autofree char *expected = g_strdup_printf(

@@ -248,19 +248,6 @@ static void assert_no_strays(BusFixture *f) {
 
 /* ---- faults ----------------------------------------------------------------------------------- */
 
-/* Replaces the daemon's fault rules (a new file, so that the change is seen at once). */
-static void set_faults(BusFixture *f, const char *format, ...) G_GNUC_PRINTF(2, 3);
-static void set_faults(BusFixture *f, const char *format, ...) {
-        g_autofree char *text = NULL, *tmp = g_strconcat(f->fault_rules, ".new", NULL);
-        va_list ap;
-
-        va_start(ap, format);
-        text = g_strdup_vprintf(format, ap);
-        va_end(ap);
-        g_assert_true(g_file_set_contents(tmp, text, -1, NULL));
-        g_assert_cmpint(g_rename(tmp, f->fault_rules), ==, 0);
-}
-
 /* ---- starting jobs ---------------------------------------------------------------------------- */
 
 /* COMMIT commits the middle of a chain (never ready), ACTIVE_COMMIT the image itself. */
@@ -555,9 +542,9 @@ static void test_fault(BusFixture *f, gconstpointer data) {
         snapshot(f, c->shape);
         sum = shape_checksum(f, c->shape);
         if (c->count > 0)
-                set_faults(f, "%s %s %" G_GUINT64_FORMAT " %s %d\n", layer, c->io, c->offset, c->error, c->count);
+                bus_fixture_set_faults(f, "%s %s %" G_GUINT64_FORMAT " %s %d\n", layer, c->io, c->offset, c->error, c->count);
         else
-                set_faults(f, "%s %s %" G_GUINT64_FORMAT " %s\n", layer, c->io, c->offset, c->error);
+                bus_fixture_set_faults(f, "%s %s %" G_GUINT64_FORMAT " %s\n", layer, c->io, c->offset, c->error);
 
         add_option(options, "on-source-error", g_variant_new_string(c->action));
         add_option(options, "on-target-error", g_variant_new_string(c->action));
@@ -640,7 +627,7 @@ static void test_transaction_fault(BusFixture *f, gconstpointer data) {
         build_shape(f, SHAPE_RAW);
         build_shape(f, SHAPE_QCOW2);
         /* The qcow2 source cannot be read at 5 MiB: that backup fails, and takes the other along. */
-        set_faults(f, "%s read %d EIO\n", s2, 5 * MiB + 4096);
+        bus_fixture_set_faults(f, "%s read %d EIO\n", s2, 5 * MiB + 4096);
 
         g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
         g_variant_builder_add(&actions, "(sss@a{sv})", "backup", s1, t1,
