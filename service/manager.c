@@ -198,12 +198,9 @@ bool manager_is_idle(const Manager *m) {
 }
 
 static void manager_update_status(Manager *m) {
-        unsigned counts[_JOB_STATUS_MAX] = {};
+        /* Counted as statuses are announced (bus-job.c): no walk over every job per change. */
+        const unsigned *counts = m->n_bus_jobs_by_status;
         size_t n = m->n_bus_jobs;
-
-        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
-                if (job_get_userdata(j) && job_status(j) != JOB_STATUS_NULL)
-                        counts[job_status(j)]++;
 
         if (n == 0) {
                 (void) sd_notify(false, "STATUS=No jobs.");

@@ -34,6 +34,7 @@ typedef struct Manager {
 
         uint64_t idle_timeout_usec;     /* 0: never exit on idle */
         unsigned n_bus_jobs;            /* job objects on the bus */
+        unsigned n_bus_jobs_by_status[_JOB_STATUS_MAX];   /* the same, by the status last announced */
         unsigned n_requests;            /* job creations under way (files being opened) */
         unsigned next_txn;              /* for naming grouped transactions */
         struct PendingAuth *pending_auths;      /* calls waiting for polkit */

@@ -301,6 +301,10 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         if (bj->progress_pending || (IN_SET(bj->status_sent, JOB_STATUS_RUNNING, JOB_STATUS_READY) &&
                                      !IN_SET(status, JOB_STATUS_RUNNING, JOB_STATUS_READY)))
                 bus_job_flush_progress(bj);
+        assert(m->n_bus_jobs_by_status[bj->status_sent] > 0);
+        m->n_bus_jobs_by_status[bj->status_sent]--;
+        if (status != JOB_STATUS_NULL)
+                m->n_bus_jobs_by_status[status]++;
         bj->status_sent = status;
 
         r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "StatusChanged", "ss", job_id(j),
@@ -454,6 +458,7 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
 
         job_set_userdata(j, bj);
         m->n_bus_jobs++;
+        m->n_bus_jobs_by_status[bj->status_sent]++;
 
         r = sd_bus_emit_object_added(m->bus, bj->path);
         warn_unsent(j, "InterfacesAdded", r);
