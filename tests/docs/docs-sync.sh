@@ -27,21 +27,8 @@ for tool in man xmllint; do
         fi
 done
 
-n=0
-failed=0
-ok() {
-        n=$((n + 1))
-        echo "ok $n - $*"
-}
-not_ok() {
-        n=$((n + 1))
-        failed=1
-        echo "not ok $n - $1"
-        shift
-        for line in "$@"; do
-                echo "# $line"
-        done
-}
+# shellcheck source=tests/docs/tap.sh
+. "$src/tests/docs/tap.sh"
 
 # A page as it reads on an 80-column terminal, with no formatting.
 render() {
@@ -193,5 +180,4 @@ mapfile -t list < <(xmllint --xpath '//action/@id' "$src/polkit/org.blockjobd.po
         grep -oE 'id="[^"]+"' | sed -E 's/id="(.*)"/\1/')
 check_names "polkit action of org.blockjobd.policy" "" "${list[@]}"
 
-echo "1..$n"
-exit $failed
+tap_end

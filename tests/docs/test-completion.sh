@@ -46,22 +46,8 @@ compopt() {
         compopt_args+=("$@")
 }
 
-n=0
-failed=0
-ok() {
-        n=$((n + 1))
-        echo "ok $n - $*"
-}
-not_ok() {
-        n=$((n + 1))
-        failed=1
-        echo "not ok $n - $1"
-        shift
-        local line
-        for line in "$@"; do
-                echo "# $line"
-        done
-}
+# shellcheck source=tests/docs/tap.sh
+. "$src/tests/docs/tap.sh"
 
 # Completes LINE (the cursor at its end) and leaves the candidates in $reply, one per line, sorted.
 complete_line() {
@@ -310,5 +296,4 @@ else
         fi
 fi
 
-echo "1..$n"
-exit $failed
+tap_end
