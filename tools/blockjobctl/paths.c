@@ -7,58 +7,54 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "macro.h"
+#include "path-util.h"
 #include "paths.h"
 
+/* Does a ".." in 'path' (absolute) leave a symbolic link? The kernel takes "link/.." as the parent
+ * of the link's target, not of the directory the name shows, so simplifying it away would name
+ * another file. */
+static int dotdot_after_symlink(const char *path) {
+        for (const char *p = strstr(path, "/.."); p; p = strstr(p + 1, "/..")) {
+                if (p[3] != '/' && p[3] != '\0')
+                        continue;               /* "/..name" */
+                _cleanup_free_ char *prefix = strndup(path, p - path), *dir = NULL;
+                if (!prefix)
+                        return -ENOMEM;
+                dir = path_simplify_dup(*prefix ? prefix : "/");
+                if (!dir)
+                        return -ENOMEM;
+                struct stat st;
+                if (lstat(dir, &st) >= 0 && S_ISLNK(st.st_mode))
+                        return -ELOOP;
+        }
+        return 0;
+}
+
 int path_make_absolute(const char *path, char **ret) {
-        char *joined = NULL, *out, *save = NULL;
-        size_t len = 0;
+        _cleanup_free_ char *joined = NULL;
+        int r;
 
         if (!path || !*path)
                 return -EINVAL;
         if (path[0] == '/')
                 joined = strdup(path);
         else {
-                char *cwd = getcwd(NULL, 0);
+                _cleanup_free_ char *cwd = getcwd(NULL, 0);
                 if (!cwd)
                         return -errno;
                 if (asprintf(&joined, "%s/%s", cwd, path) < 0)
                         joined = NULL;
-                free(cwd);
         }
         if (!joined)
                 return -ENOMEM;
 
-        out = malloc(strlen(joined) + 2);
-        if (!out) {
-                free(joined);
+        r = dotdot_after_symlink(joined);
+        if (r < 0)
+                return r;
+        char *out = path_simplify_dup(joined);
+        if (!out)
                 return -ENOMEM;
-        }
-        out[0] = 0;
-        for (char *c = strtok_r(joined, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
-                if (strcmp(c, ".") == 0)
-                        continue;
-                if (strcmp(c, "..") == 0) {
-                        struct stat st;
-                        /* "link/.." is the link target's parent to the kernel, not this directory. */
-                        if (len > 0 && lstat(out, &st) >= 0 && S_ISLNK(st.st_mode)) {
-                                free(joined);
-                                free(out);
-                                return -ELOOP;
-                        }
-                        while (len > 0 && out[len - 1] != '/')
-                                len--;
-                        if (len > 0)
-                                len--;  /* the '/' before it */
-                        out[len] = 0;
-                        continue;
-                }
-                out[len++] = '/';
-                strcpy(out + len, c);
-                len += strlen(c);
-        }
-        if (len == 0)
-                strcpy(out, "/");
-        free(joined);
         *ret = out;
         return 0;
 }
