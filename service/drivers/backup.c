@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backup.h"
+#include "copy-io.h"
 #include "image.h"
 #include "job.h"
 #include "log.h"
@@ -21,8 +22,7 @@ struct Backup {
         Image *writer;                  /* the image in it, raw or qcow2 */
         bool sync_top;
 
-        uint64_t chunk;
-        void *buffer;
+        CopyIo io;                      /* how chunks move: no buffer of its own (copy-io.h) */
 
         uint64_t offset;                /* everything before it is done */
         atomic_uint_fast64_t io_calls;
@@ -34,7 +34,6 @@ void backup_free(Backup *b) {
         image_close(b->writer);
         image_close(b->source);
         target_file_discard(&b->target);
-        free(b->buffer);
         free(b);
 }
 
@@ -56,7 +55,6 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         if (!b)
                 return -ENOMEM;
         b->target = (TargetFile) TARGET_FILE_NULL;
-        b->chunk = p->chunk_size ?: BACKUP_CHUNK_DEFAULT;
         b->sync_top = p->copy.sync_top;
 
         /* The source is read, with its backing chain, and must not change meanwhile. */
@@ -67,8 +65,10 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         if (r < 0)
                 return r;
 
-        if (posix_memalign(&b->buffer, 4096, b->chunk) != 0)
-                return -ENOMEM;
+        /* A new target reads zeroes wherever nothing is written, unless it is a qcow2 image
+         * whose backing file would show through: zeroes read from the source need no write. */
+        copy_io_init(&b->io, b->source, b->writer, p->chunk_size ?: BACKUP_CHUNK_DEFAULT,
+                     !target_file_in_place(&b->target) && !image_backing(b->writer) ? COPY_IO_TARGET_ZEROED : 0);
 
         *ret = TAKE_PTR(b);
         return 0;
@@ -83,12 +83,17 @@ ImageFormat backup_source_format(const Backup *b) {
 }
 
 uint64_t backup_memory(const Backup *b) {
-        return sizeof(*b) + b->chunk + image_memory_estimate(b->source) + image_memory_estimate(b->writer);
+        /* The copy buffer is the worker thread's, not the job's (copy-io.h). */
+        return sizeof(*b) + image_memory_estimate(b->source) + image_memory_estimate(b->writer);
 }
 
 void backup_list_files(const Backup *b, FileUseFunc f, void *userdata) {
         image_chain_list_files(b->source, NULL, FILE_USE_READ, f, userdata);
         target_file_list(&b->target, f, userdata);
+}
+
+const CopyIoStats *backup_copy_stats(const Backup *b) {
+        return &b->io.stats;
 }
 
 uint64_t backup_io_calls(const Backup *b) {
@@ -147,20 +152,20 @@ static int backup_zero_range(Job *j, Backup *b, JobStepResult *out, uint64_t len
         return r;
 }
 
-/* Copies [offset, offset + n) from the source to the target. */
-static int backup_copy_range(Job *j, Backup *b, JobStepResult *out, uint64_t n) {
+/* Copies the start of [offset, offset + n) from the source to the target, however copy-io finds
+ * best; returns the bytes done. */
+static int backup_copy_range(Job *j, Backup *b, JobStepResult *out, uint64_t n, uint64_t *ret_done) {
+        Image *failed = NULL;
         int r;
 
         atomic_fetch_add(&b->io_calls, 1);
-        r = image_read(b->source, b->buffer, b->offset, (size_t) n);
-        if (r < 0) {
-                source_error(j, b, out, r);
-                return r;
-        }
-        atomic_fetch_add(&b->io_calls, 1);
-        r = image_write(b->writer, b->buffer, b->offset, (size_t) n);
-        if (r < 0)
+        r = copy_io_copy(&b->io, b->offset, n, ret_done, &failed);
+        if (r < 0 && failed == b->io.target)
                 job_step_io_error(j, out, false, false, r, "%s", image_error(b->writer) ?: strerror(-r));
+        else if (r < 0 && failed)
+                source_error(j, b, out, r);
+        else if (r < 0)
+                job_step_io_error(j, out, true, true, r, "%s", strerror(-r));
         return r;
 }
 
@@ -179,8 +184,8 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                         break;
                 }
                 if (action == RANGE_COPY) {
-                        length = step_budget_clamp(&budget, MIN(b->chunk, length));
-                        if (backup_copy_range(j, b, out, length) < 0)
+                        /* copy-io takes a chunk of it, or a larger clone. */
+                        if (backup_copy_range(j, b, out, step_budget_clamp(&budget, length), &length) < 0)
                                 break;
                         step_budget_spend(&budget, length);
                         dispatched += length;

@@ -16,13 +16,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "copy-io.h"
 #include "driver-files.h"
 #include "image.h"
 #include "job-driver.h"
 #include "job-files.h"
 #include "target-file.h"
 
-#define BACKUP_CHUNK_DEFAULT (UINT64_C(1) << 20)
+/* Large sequential requests: see copy-io.h. */
+#define BACKUP_CHUNK_DEFAULT COPY_IO_CHUNK_DEFAULT
 #define BACKUP_CHUNK_MAX (UINT64_C(64) << 20)
 
 typedef struct BackupParams {
@@ -50,3 +52,5 @@ uint64_t backup_memory(const Backup *b);
 void backup_list_files(const Backup *b, FileUseFunc f, void *userdata);
 /* Counters for tests: I/O calls made on source and target so far. */
 uint64_t backup_io_calls(const Backup *b);
+/* How the copy was made so far (cloned, offloaded, read and written, zeroes skipped). */
+const CopyIoStats *backup_copy_stats(const Backup *b);

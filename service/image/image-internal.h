@@ -82,3 +82,7 @@ int image_file_read(Image *img, void *buf, uint64_t offset, size_t length);
 /* All of it written, or an error recorded; and the data made durable. */
 int image_file_write(Image *img, const void *buf, uint64_t offset, size_t length);
 int image_file_sync(Image *img);
+
+/* raw.c: the kernel copies a range of one raw file into another (image_copy_range()). Returns
+ * bytes copied or a negative errno, recording nothing. */
+int raw_copy_range(Image *src, Image *dst, uint64_t offset, uint64_t length, ImageCopyMode mode);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/statfs.h>
 
 #include "fd-util.h"
 #include "fs-type.h"
@@ -840,6 +841,57 @@ static int inject_fault(Image *img, ImageIo io, uint64_t offset, uint64_t length
         if (io == IMAGE_IO_FLUSH)
                 return image_fail(img, r, "Could not flush '%s': %m", img->path);
         return image_fail(img, r, "Could not %s '%s' at offset %" PRIu64 ": %m", verbs[io], img->path, offset);
+}
+
+/* ---- the kernel's help, for raw files ------------------------------------------------------ */
+
+bool image_is_raw_file(const Image *img) {
+        return img->ops == &raw_ops && S_ISREG(img->st.st_mode) && !(img->flags & IMAGE_OPEN_HEADERS_ONLY);
+}
+
+int image_copy_range(Image *src, Image *dst, uint64_t offset, uint64_t length, ImageCopyMode mode,
+                     Image **ret_failed) {
+        int r;
+
+        *ret_failed = NULL;
+        if (!image_is_raw_file(src) || !image_is_raw_file(dst) || length == 0)
+                return -EOPNOTSUPP;
+        if (offset > src->size || length > src->size - offset)
+                return image_fail(src, -EINVAL, "Read of '%s' beyond its end", src->path);
+
+        /* The test hooks see a read and a write, as for image_read() and image_write(): a fault
+         * planted at an offset fires whichever way the range is copied. */
+        r = inject_fault(src, IMAGE_IO_READ, offset, length);
+        if (r < 0) {
+                *ret_failed = src;
+                return r;
+        }
+        r = check_write_io(dst, offset, length);
+        if (r < 0) {
+                *ret_failed = dst;
+                return r;
+        }
+        return raw_copy_range(src, dst, offset, length, mode);
+}
+
+uint32_t image_file_block_size(const Image *img) {
+        struct statfs sfs;
+
+        if (fstatfs(img->fd, &sfs) < 0 || sfs.f_bsize <= 0 || sfs.f_bsize > (1 << 20))
+                return 0;
+        return (uint32_t) sfs.f_bsize;
+}
+
+void image_readahead(Image *img, uint64_t offset, uint64_t length) {
+        if (!image_is_raw_file(img) || offset >= img->size)
+                return;
+        (void) readahead(img->fd, (off64_t) offset, (size_t) MIN(length, img->size - offset));
+}
+
+void image_write_behind(Image *img, uint64_t offset, uint64_t length) {
+        if (!image_is_raw_file(img) || !(img->flags & IMAGE_OPEN_WRITE))
+                return;
+        (void) sync_file_range(img->fd, (off64_t) offset, (off64_t) length, SYNC_FILE_RANGE_WRITE);
 }
 
 /* ---- creating ------------------------------------------------------------------------------- */

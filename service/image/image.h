@@ -187,6 +187,43 @@ int image_flush(Image *img);
  * -ENOSPC, and nothing is written. */
 int image_set_backing(Image *img, const char *name, ImageFormat format);
 
+/* ---- the kernel's help, for raw files --------------------------------------------------------
+ *
+ * For copy-io.h: the data path between two raw images on regular files. Each is an optimisation
+ * only, and says so by how it fails: a refusal costs nothing and the caller copies by reading
+ * and writing instead. */
+
+/* Is this layer a raw image on a regular file (what the calls below work on)? */
+bool image_is_raw_file(const Image *img);
+
+typedef enum ImageCopyMode {
+        IMAGE_COPY_CLONE,               /* FICLONERANGE: share the extents (XFS reflink, btrfs) */
+        IMAGE_COPY_RANGE,               /* copy_file_range(): the kernel copies */
+} ImageCopyMode;
+
+/* Copies [offset, offset + length) of 'src' to the same range of 'dst' (open for writing) in the
+ * kernel. Both must be raw files (-EOPNOTSUPP otherwise); a clone must be aligned to the file
+ * system's block size. Returns the bytes copied (> 0; fewer than asked at the end of the file),
+ * or a negative errno: with *ret_failed set, a fault the test hooks injected into that image (a
+ * read of 'src' or a write of 'dst'), with its message in image_error(), exactly as image_read()
+ * or image_write() of the range would fail; with *ret_failed NULL, the kernel's refusal or
+ * failure, recorded nowhere: the caller falls back to reading and writing, which fails again
+ * with the right image and message if the error was real. */
+int image_copy_range(Image *src, Image *dst, uint64_t offset, uint64_t length, ImageCopyMode mode,
+                     Image **ret_failed);
+/* The block size that clones must be aligned to (of the file system holding the file), or 0 if
+ * unknown. */
+uint32_t image_file_block_size(const Image *img);
+/* Starts reading [offset, offset + length) into the page cache, without waiting (readahead(2)),
+ * so that the read that follows finds it there while we did something else. Raw files only; a
+ * hint, never an error. */
+void image_readahead(Image *img, uint64_t offset, uint64_t length);
+/* Starts writing back what was written to [offset, offset + length), without waiting for it
+ * (sync_file_range(SYNC_FILE_RANGE_WRITE)): the device writes while we read the next chunk,
+ * and the flush at the end finds little left to do. Raw files only; not a flush, and no error:
+ * image_flush() is what makes data durable and reports write-back failures. */
+void image_write_behind(Image *img, uint64_t offset, uint64_t length);
+
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */
         uint64_t size;                  /* qcow2: rounded up to a multiple of 512, as qemu-img does */

@@ -5,8 +5,11 @@
  * fall through to); a block device is data throughout. */
 
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "image-internal.h"
@@ -146,6 +149,37 @@ static int raw_discard(Image *img, uint64_t offset, uint64_t length) {
 
 static int raw_flush(Image *img) {
         return image_file_sync(img);
+}
+
+int raw_copy_range(Image *src, Image *dst, uint64_t offset, uint64_t length, ImageCopyMode mode) {
+        raw_forget_extent(dst);
+
+        if (mode == IMAGE_COPY_CLONE) {
+                struct file_clone_range range = {
+                        .src_fd = src->fd,
+                        .src_offset = offset,
+                        .src_length = length,
+                        .dest_offset = offset,
+                };
+                /* All or nothing: the extents are shared, or an error says why not. */
+                if (ioctl(dst->fd, FICLONERANGE, &range) < 0)
+                        return negative_errno();
+                return (int) MIN(length, (uint64_t) INT_MAX);
+        }
+
+        for (;;) {
+                loff_t in = (loff_t) offset, out = (loff_t) offset;
+                ssize_t k = copy_file_range(src->fd, &in, dst->fd, &out, (size_t) MIN(length, (uint64_t) INT_MAX), 0);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return negative_errno();
+                /* The end of the source file came first (a file that shrank under us: reads give
+                 * zeroes there, which is the reader's business). */
+                if (k == 0)
+                        return -ENODATA;
+                return (int) k;
+        }
 }
 
 const ImageOps raw_ops = {
