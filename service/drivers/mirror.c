@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "copy-io.h"
 #include "fd-util.h"
 #include "job.h"
 #include "lock.h"
@@ -48,7 +49,7 @@ struct Mirror {
         uint64_t chunk;
         uint64_t poll_ns;
         uint64_t max_interval_ns;
-        void *buffer;                   /* one block */
+        CopyIo io;                      /* read-ahead; the block buffer is the thread's (copy-io.h) */
 
         uint64_t n_blocks;
         uint64_t **pages;               /* what the target holds, block by block (see held_hash) */
@@ -113,7 +114,6 @@ void mirror_free(Mirror *m) {
         for (uint64_t i = 0; m->pages && i < m->n_pages; i++)
                 free(m->pages[i]);
         free(m->pages);
-        free(m->buffer);
         free(m);
 }
 
@@ -280,16 +280,18 @@ int mirror_open(const MirrorParams *p, Mirror **ret, char **ret_error) {
         if (r < 0)
                 return r;
 
-        if (posix_memalign(&m->buffer, 4096, g) != 0)
-                return -ENOMEM;
+        /* The mirror hashes what it copies, so it reads every block itself: no offload. */
+        copy_io_init(&m->io, m->source, m->writer, m->chunk, COPY_IO_NO_OFFLOAD);
 
         r = random_key(m->key);
         if (r < 0)
                 return error_message(ret_error, r, "Could not get a random key for the mirror of '%s': %m",
                                      image_path(m->source));
-        memset(m->buffer, 0, g);
-        m->zero_hash = block_hash(m, m->buffer, g);
-        m->zero_hash_tail = block_hash(m, m->buffer, m->size % g ?: g);
+        _cleanup_free_ void *zeroes = calloc(1, g);
+        if (!zeroes)
+                return -ENOMEM;
+        m->zero_hash = block_hash(m, zeroes, g);
+        m->zero_hash_tail = block_hash(m, zeroes, m->size % g ?: g);
 
         /* Files tell us when they change; devices are polled. */
         if (S_ISREG(image_stat(m->source)->st_mode)) {
@@ -330,8 +332,8 @@ uint32_t mirror_granularity(const Mirror *m) {
 }
 
 uint64_t mirror_memory_estimate(const Mirror *m) {
-        /* Every page allocated, the page index, the buffer. */
-        return sizeof(*m) + m->n_blocks * sizeof(uint64_t) + m->n_pages * sizeof(uint64_t *) + m->granularity;
+        /* Every page allocated, the page index; the block buffer is the worker thread's. */
+        return sizeof(*m) + m->n_blocks * sizeof(uint64_t) + m->n_pages * sizeof(uint64_t *);
 }
 
 uint64_t mirror_passes(const Mirror *m) {
@@ -409,7 +411,7 @@ static void source_error(Mirror *m, Job *j, JobStepResult *out, int r) {
 /* The hash of what the source's block [off, off + len) holds now. Ranges that need no read (zeroes,
  * and with sync=top what the top does not allocate) are known from block status, which is asked
  * once per extent, not once per block. Data is read into the buffer. */
-static int source_block_hash(Mirror *m, uint64_t off, size_t len, uint64_t *ret, bool *ret_read) {
+static int source_block_hash(Mirror *m, void *buffer, uint64_t off, size_t len, uint64_t *ret, bool *ret_read) {
         int r;
 
         *ret_read = false;
@@ -444,30 +446,32 @@ static int source_block_hash(Mirror *m, uint64_t off, size_t len, uint64_t *ret,
                 *ret = m->extent_hash == HASH_UNALLOCATED ? HASH_UNALLOCATED : zero_hash(m, len);
                 return 0;
         }
-        /* Data, or a block of mixed content: read what it reads as. */
-        r = image_read(m->source, m->buffer, off, len);
+        /* Data, or a block of mixed content: read what it reads as, the blocks after it on their
+         * way from the device meanwhile. */
+        copy_io_read_ahead(&m->io, off + len, m->chunk);
+        r = image_read(m->source, buffer, off, len);
         if (r < 0)
                 return r;
         *ret_read = true;
-        *ret = block_hash(m, m->buffer, len);
+        *ret = block_hash(m, buffer, len);
         return 0;
 }
 
 /* Makes the target's block hold what the source's does (the buffer, for data). */
-static int write_block(Mirror *m, uint64_t off, size_t len, uint64_t h) {
+static int write_block(Mirror *m, void *buffer, uint64_t off, size_t len, uint64_t h) {
         if (h == HASH_UNALLOCATED && m->granularity >= image_cluster_size(m->writer))
                 return image_discard(m->writer, off, len);
         if (h == HASH_UNALLOCATED) {
                 /* Smaller than the target's clusters, so it cannot drop the block: it gets what
                  * the source reads there instead, which is the same. */
-                int r = image_read(m->source, m->buffer, off, len);
+                int r = image_read(m->source, buffer, off, len);
                 if (r < 0)
                         return r;
-                return image_write(m->writer, m->buffer, off, len);
+                return image_write(m->writer, buffer, off, len);
         }
         if (h == zero_hash(m, len))
                 return image_write_zeroes(m->writer, off, len);
-        return image_write(m->writer, m->buffer, off, len);
+        return image_write(m->writer, buffer, off, len);
 }
 
 /* At the start of a pass: see what others wrote since the last one, at the same size. */
@@ -514,6 +518,7 @@ static void mirror_end_pass(Mirror *m, Job *j, JobStepResult *out) {
 static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         Mirror *m = data;
         uint64_t budget = m->chunk, read_bytes = 0, progress = 0, deadline = now_ns() + STEP_TIME_NS;
+        void *buffer;
 
         if (in->max_bytes > 0)
                 budget = MAX(MIN(budget, in->max_bytes), (uint64_t) 1);
@@ -532,6 +537,13 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 m->final_pass = true;
         if (m->offset == 0 && (refresh_source(m, j, out) < 0 || check_final_pass(m, out) < 0))
                 return;
+        if (m->offset == 0)
+                m->io.readahead_end = 0;        /* a new pass reads from the start again */
+        buffer = copy_io_buffer(m->granularity);
+        if (!buffer) {
+                step_fail(out, -ENOMEM, "Out of memory for a block of '%s'", image_path(m->source));
+                return;
+        }
 
         /* Blocks that need no read (zeroes, unallocated, unchanged) spend none of the byte budget, so
          * time bounds the step too: a source whose header claims a huge empty size must not hold a
@@ -544,7 +556,7 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 bool was_read;
                 int r;
 
-                r = source_block_hash(m, off, len, &h, &was_read);
+                r = source_block_hash(m, buffer, off, len, &h, &was_read);
                 if (r < 0) {
                         source_error(m, j, out, r);
                         break;
@@ -558,7 +570,7 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                                 step_fail(out, r, "Out of memory to track the blocks of '%s'", image_path(m->source));
                                 break;
                         }
-                        r = write_block(m, off, len, h);
+                        r = write_block(m, buffer, off, len, h);
                         if (r < 0) {
                                 job_step_io_error(j, out, false, false, r, "%s",
                                                   image_error(m->writer) ?: strerror(-r));
