@@ -192,7 +192,7 @@ void copy_io_read_ahead(CopyIo *c, uint64_t offset, uint64_t length) {
         uint64_t end = offset + length;
 
         /* Each range once: asking again for pages on their way costs a walk of the page cache. */
-        if (end <= c->readahead_end)
+        if (length == 0 || end <= c->readahead_end)
                 return;
         offset = MAX(offset, c->readahead_end);
         image_readahead(c->source, offset, end - offset);
@@ -200,7 +200,15 @@ void copy_io_read_ahead(CopyIo *c, uint64_t offset, uint64_t length) {
 }
 
 void copy_io_write_behind(CopyIo *c, uint64_t offset, uint64_t length) {
-        image_write_behind(c->target, offset, length);
+        /* Batched: write-back started for each small extent of a sparse image costs more than it
+         * saves (the file system allocates a little at a time), so it waits for a few chunks. */
+        if (offset < c->write_behind_start || c->write_behind_end == 0)
+                c->write_behind_start = offset;
+        c->write_behind_end = offset + length;
+        if (c->write_behind_end - c->write_behind_start < COPY_IO_WRITE_BEHIND_MIN)
+                return;
+        image_write_behind(c->target, c->write_behind_start, c->write_behind_end - c->write_behind_start);
+        c->write_behind_start = c->write_behind_end;
 }
 
 /* ---- the methods ----------------------------------------------------------------------------- */
@@ -218,8 +226,10 @@ static int copy_read_write(CopyIo *c, uint64_t offset, uint64_t length, uint64_t
                 *ret_failed = NULL;
                 return -ENOMEM;
         }
-        /* The next chunk on its way from the device while this one is copied and written. */
-        copy_io_read_ahead(c, offset + n, c->chunk);
+        /* The next chunk on its way from the device while this one is copied and written; only
+         * within the range asked for (data): read-ahead of a hole fills the page cache with
+         * zeroes, which cost a sparse image more time than its data. */
+        copy_io_read_ahead(c, offset + n, MIN(c->chunk, length - n));
 
         r = image_read(c->source, buf, offset, (size_t) n);
         if (r < 0) {
@@ -241,7 +251,7 @@ static int copy_kernel(CopyIo *c, uint64_t offset, uint64_t length, uint64_t *re
         uint64_t n = MIN(length, c->chunk);
         int r;
 
-        copy_io_read_ahead(c, offset + n, c->chunk);
+        copy_io_read_ahead(c, offset + n, MIN(c->chunk, length - n));
         r = image_copy_range(c->source, c->target, offset, n, IMAGE_COPY_RANGE, ret_failed);
         if (r < 0 && *ret_failed)
                 return r;

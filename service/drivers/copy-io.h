@@ -70,6 +70,8 @@
 #define COPY_IO_CHUNK_DEFAULT (UINT64_C(8) << 20)
 /* A clone moves no data; it is bounded so that a huge extent still leaves pause points. */
 #define COPY_IO_CLONE_MAX (UINT64_C(256) << 20)
+/* Write-back is started for this much at a time, at least. */
+#define COPY_IO_WRITE_BEHIND_MIN (UINT64_C(32) << 20)
 
 typedef enum CopyIoFlags {
         COPY_IO_TARGET_ZEROED = 1 << 0, /* the target reads zeroes wherever nothing was written */
@@ -103,6 +105,8 @@ typedef struct CopyIo {
         CopyIoOffload offload;          /* the best method not refused yet */
         unsigned refused;               /* methods the kernel refused, 1 << CopyIoOffload */
         uint64_t readahead_end;         /* read ahead up to here */
+        uint64_t write_behind_start;    /* written since the last write-behind */
+        uint64_t write_behind_end;
         CopyIoStats stats;
 } CopyIo;
 

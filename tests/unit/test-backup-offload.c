@@ -148,14 +148,14 @@ static void xfs_unmount(XfsMount *m) {
 /* A 512 MiB XFS with reflink on a loop device, mounted under the fixture's directory. False (and
  * the test skipped, with the reason) where that cannot be had. */
 static bool xfs_mount(Fixture *f, XfsMount *m) {
-        g_autofree char *cmd = NULL, *out = NULL, *err = NULL;
+        g_autofree char *cmd = NULL, *out = NULL, *err = NULL, *mkfs = g_find_program_in_path("mkfs.xfs");
         int status = 0, fd;
 
         if (geteuid() != 0) {
                 g_test_skip("loop devices and mounts need root");
                 return false;
         }
-        if (!g_find_program_in_path("mkfs.xfs") && access("/sbin/mkfs.xfs", X_OK) < 0) {
+        if (!mkfs && access("/sbin/mkfs.xfs", X_OK) < 0) {
                 g_test_skip("mkfs.xfs is not installed (xfsprogs)");
                 return false;
         }
