@@ -564,13 +564,13 @@ static void test_image_base_format(BusFixture *f, gconstpointer data) {
 static void test_wait_failure(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
 
-        bus_make_file(source, 8 * MiB);
-        bus_fixture_set_faults(f, "%s read 4194304 EIO\n", source);
+        bus_make_file(source, 16 * MiB);
+        bus_fixture_set_faults(f, "%s read 8388608 EIO\n", source);
         g_auto(Result) r = ctl(f, "backup", source, target, "--wait", "--job-id=w", NULL);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_cmpstr(r.out, ==, "");
         g_autofree char *expected = g_strdup_printf("blockjobctl: Job 'w' failed: Could not read '%s' at offset "
-                                                    "4194304: Input/output error\n", source);
+                                                    "8388608: Input/output error\n", source);
         g_assert_cmpstr(r.err, ==, expected);
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
         bus_wait_for_status(f, "w", "null");
@@ -582,7 +582,7 @@ static void test_wait_failure(BusFixture *f, gconstpointer data) {
         g_assert_cmpint(json.status, ==, 1);
         g_autofree char *expected_json = g_strdup_printf(
                 "{\"id\":\"w2\",\"object\":\"/org/blockjobd/Jobs1/job/w2\",\"result\":\"failed\",\"status\":\"concluded\","
-                "\"error\":\"Could not read '%s' at offset 4194304: Input/output error\"}\n", source);
+                "\"error\":\"Could not read '%s' at offset 8388608: Input/output error\"}\n", source);
         g_assert_cmpstr(json.out, ==, expected_json);
 }
 
