@@ -559,12 +559,24 @@ static void test_image_base_format(BusFixture *f, gconstpointer data) {
 
 /* ---- results, never lost ---------------------------------------------------------------------- */
 
+/* A file of a hole, then data: the first request a copy makes starts where the data does,
+ * however large its requests are (a clone or a kernel copy takes a whole data extent), so that
+ * a fault planted there names that offset. */
+static void make_file_after_hole(BusFixture *f, const char *path, guint64 hole, guint64 size) {
+        g_autofree char *extent = bus_fixture_path(f, "extent.img");
+        g_autofree char *h = g_strdup_printf("%" G_GUINT64_FORMAT, hole);
+
+        bus_make_file(extent, size);
+        run("sh", "-ec", "truncate -s \"$3\" \"$1\" && cat \"$2\" >>\"$1\"", "sh", path, extent, h, NULL);
+        g_assert_cmpint(unlink(extent), ==, 0);
+}
+
 /* A job that fails while auto-dismiss is on: --wait reads its whole error (the file and the
  * offset, which the signals do not carry), and the job is gone afterwards all the same. */
 static void test_wait_failure(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
 
-        bus_make_file(source, 16 * MiB);
+        make_file_after_hole(f, source, 8 * MiB, 8 * MiB);
         bus_fixture_set_faults(f, "%s read 8388608 EIO\n", source);
         g_auto(Result) r = ctl(f, "backup", source, target, "--wait", "--job-id=w", NULL);
         g_assert_cmpint(r.status, ==, 1);
@@ -663,7 +675,7 @@ static void test_follow_pending(BusFixture *f, gconstpointer data) {
 static void test_follow_stopped(BusFixture *f, gconstpointer data) {
         g_autofree char *source = bus_fixture_path(f, "s.img"), *target = bus_fixture_path(f, "t.img");
 
-        bus_make_file(source, 4 * MiB);
+        make_file_after_hole(f, source, 1 * MiB, 3 * MiB);
         bus_fixture_set_faults(f, "%s write 1048576 ENOSPC 1\n", target);
         g_auto(Result) r = ctl(f, "backup", source, target, "--follow", "--on-target-error=stop", "--job-id=e", NULL);
         g_assert_cmpint(r.status, ==, 6);
