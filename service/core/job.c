@@ -602,6 +602,14 @@ static void job_finish_run(Job *j, int ret, char *error) {
         job_completed(j);
 }
 
+/* What one step may dispatch: unlimited (0), or the slice quota but never less than
+ * JOB_THROTTLE_STEP_MIN, the limiter carrying what goes beyond the quota into later slices. */
+static uint64_t job_step_max_bytes(const Job *j) {
+        uint64_t quota = ratelimit_quota(&j->limit);
+
+        return quota == 0 ? 0 : MAX(quota, JOB_THROTTLE_STEP_MIN);
+}
+
 /* The pause point: called whenever the job is between two steps with nothing in flight. */
 static void job_continue(Job *j) {
         uint64_t now, delay;
@@ -648,7 +656,7 @@ static void job_continue(Job *j) {
         }
 
         j->step_in = (JobStepInput) {
-                .max_bytes = ratelimit_quota(&j->limit),
+                .max_bytes = job_step_max_bytes(j),
                 .complete_requested = j->complete_requested,
                 .cancel_requested = j->cancelled,
         };

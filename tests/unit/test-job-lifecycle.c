@@ -1096,6 +1096,63 @@ static void test_ratelimit_slices(CoreFixture *f, gconstpointer data) {
         assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
 }
 
+/* Below JOB_THROTTLE_STEP_MIN per slice, a step still dispatches that much, and the job sleeps
+ * until the limiter has paid for it: it wakes as often as it copies, not every slice. */
+static void test_ratelimit_step_min(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 2 * JOB_THROTTLE_STEP_MIN, .chunk = 1048576 };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+        TestDriverState *s = core_job_state(j);
+        uint64_t t0 = f->exec.now;
+
+        /* 100 KiB/s: a 10240-byte quota, so 64 KiB pay for 6.4 slices. */
+        g_assert_cmpint(job_set_speed(j, 102400, NULL), ==, 0);
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(s->last_max_bytes, ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(job_current_progress(j), ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 640 * MS);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpuint(f->exec.now, ==, t0 + 640 * MS);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+}
+
+/* 1 byte/s: the quota is one byte per slice (QEMU's minimum), and the 64 KiB a step dispatches
+ * keep the job asleep for 65536 slices: its timer is armed about two hours ahead, with nothing
+ * to do meanwhile. */
+static void test_ratelimit_one_byte(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 3 * JOB_THROTTLE_STEP_MIN, .chunk = 1048576 };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+        TestDriverState *s = core_job_state(j);
+        const uint64_t sleep_ns = JOB_THROTTLE_STEP_MIN * 100 * MS;
+        uint64_t t0 = f->exec.now;
+
+        g_assert_cmpint(job_set_speed(j, 1, NULL), ==, 0);
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(s->steps, ==, 1);
+        g_assert_cmpuint(s->last_max_bytes, ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(job_current_progress(j), ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + sleep_ns);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+
+        /* The next step comes with that timer, and no sooner. */
+        fake_advance(&f->exec, sleep_ns - 1);
+        g_assert_cmpuint(s->steps, ==, 1);
+        g_assert_true(fake_fire_next_timer(&f->exec));
+        g_assert_cmpuint(f->exec.now, ==, t0 + sleep_ns);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(s->steps, ==, 2);
+        g_assert_cmpuint(job_current_progress(j), ==, 2 * JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 2 * sleep_ns);
+
+        /* Removing the limit wakes it to finish at once. */
+        g_assert_cmpint(job_set_speed(j, 0, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpuint(f->exec.now, ==, t0 + sleep_ns);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+}
+
 static void test_ratelimit_overshoot(CoreFixture *f, gconstpointer data) {
         const uint64_t quota = 104857;
         TestDriverConfig c = { .total = 6 * quota, .chunk = 3 * quota, .ignore_max_bytes = true };
@@ -1571,6 +1628,8 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/final-prepare/grouped-cancel-first", test_final_grouped_cancel_first);
         CORE_TEST("/lifecycle/final-prepare/one-per-transaction", test_final_one_per_txn);
         CORE_TEST("/lifecycle/ratelimit/slices", test_ratelimit_slices);
+        CORE_TEST("/lifecycle/ratelimit/step-min", test_ratelimit_step_min);
+        CORE_TEST("/lifecycle/ratelimit/one-byte-per-second", test_ratelimit_one_byte);
         CORE_TEST("/lifecycle/ratelimit/overshoot-and-set-speed", test_ratelimit_overshoot);
         CORE_TEST("/lifecycle/ratelimit/pause-while-sleeping", test_ratelimit_pause_while_sleeping);
         CORE_TEST("/lifecycle/ratelimit/set-speed-refused", test_set_speed_errors);
