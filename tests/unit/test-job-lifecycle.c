@@ -474,6 +474,34 @@ static void test_automatic_ids(CoreFixture *f, gconstpointer data) {
         g_assert_cmpstr(order->str, ==, "backup2 backup0 mirror0 backup1 ");
 }
 
+/* The search for a free id starts past the ids known to be taken, and goes back for any that
+ * frees up: one a caller chose for a job of another type too. */
+static void test_automatic_ids_gaps(CoreFixture *f, gconstpointer data) {
+        Job *b[4];
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(b); i++)
+                b[i] = core_job_simple(f, NULL);
+        g_assert_cmpstr(job_id(b[3]), ==, "backup3");
+
+        /* A mirror named like a backup: the next backup goes past it. */
+        Job *named = core_job(f, "backup4", &test_driver_mirror, NULL, true, true, NULL);
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup5");
+
+        /* Names that only look like default ids change nothing. */
+        Job *zero = core_job(f, "backup02", &test_driver_backup, NULL, true, true, NULL);
+        g_assert_cmpint(job_user_cancel(zero, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup6");
+
+        g_assert_cmpint(job_user_cancel(named, true, NULL), ==, 0);
+        g_assert_cmpint(job_user_cancel(b[2], true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup2");
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup4");
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup7");
+        g_assert_cmpstr(job_id(core_job(f, NULL, &test_driver_mirror, NULL, true, true, NULL)), ==, "mirror0");
+}
+
 static void test_ids_per_owner(CoreFixture *f, gconstpointer data) {
         g_autofree char *error = NULL;
 
@@ -1605,6 +1633,7 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/complete/after-cancel", test_complete_after_cancel);
         CORE_TEST("/lifecycle/create/invalid-ids", test_invalid_ids);
         CORE_TEST("/lifecycle/create/automatic-ids", test_automatic_ids);
+        CORE_TEST("/lifecycle/ids/automatic-gaps", test_automatic_ids_gaps);
         CORE_TEST("/lifecycle/create/ids-per-owner", test_ids_per_owner);
         CORE_TEST("/lifecycle/create/id-kept-until-freed", test_id_kept_until_freed);
         CORE_TEST("/lifecycle/create/many-ids", test_many_ids);
