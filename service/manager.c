@@ -10,6 +10,7 @@
 #include "bus-manager.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "bus-sender.h"
 #include "inhibitor.h"
 #include "log.h"
 #include "macro.h"
@@ -130,6 +131,7 @@ Manager *manager_free(Manager *m) {
         /* Jobs hold threads' work and bus objects: the loop must have ended with none left. */
         bus_authorize_cancel_all(m);
         bus_read_access_free(m);
+        bus_senders_free(m);
         job_registry_free(m->registry);
         job_factory_free(m->factory);
         worker_pool_free(m->pool);

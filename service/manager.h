@@ -20,6 +20,8 @@
 
 #define IDLE_TIMEOUT_DEFAULT_USEC (30 * UINT64_C(1000000))
 
+struct BusSender;
+struct Hashmap;
 struct Inhibitor;
 struct PendingAuth;
 struct Reader;
@@ -39,6 +41,8 @@ typedef struct Manager {
         unsigned next_txn;              /* for naming grouped transactions */
         struct PendingAuth *pending_auths;      /* calls waiting for polkit */
         struct Reader *readers;                 /* who may read other users' paths */
+        struct BusSender *senders;              /* callers' credentials, per connection */
+        struct Hashmap *senders_by_name;
 
         bool shutting_down;             /* SIGTERM: cancel everything, then exit */
         bool name_released;             /* idle exit: the name is being given back */

@@ -10,6 +10,7 @@
 #include "bus-job.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "bus-sender.h"
 #include "inhibitor.h"
 #include "job-journal.h"
 #include "log.h"
@@ -636,7 +637,7 @@ static int authorize_verb(sd_bus_message *m, BusJob *bj, const char *verb, VerbC
         uid_t uid;
         int r;
 
-        r = bus_sender_uid(m, &uid, error);
+        r = bus_sender_uid(bj->manager, m, &uid, error);
         if (r < 0)
                 return r;
 

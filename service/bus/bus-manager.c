@@ -12,6 +12,7 @@
 #include "bus-options.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "bus-sender.h"
 #include "job-factory.h"
 #include "log.h"
 #include "macro.h"
@@ -234,7 +235,7 @@ static int read_sender_groups(CreateRequest *req, sd_bus_error *error) {
         const gid_t *groups;
         int r, n = 0;
 
-        r = sd_bus_query_sender_creds(req->message, SD_BUS_CREDS_SUPPLEMENTARY_GIDS, &creds);
+        r = bus_sender_creds(req->manager, req->message, &creds);
         if (r >= 0)
                 r = n = sd_bus_creds_get_supplementary_gids(creds, &groups);
         if (r == -ENODATA) {
@@ -260,7 +261,7 @@ static int create_request_new(Manager *m, sd_bus_message *message, size_t n_max,
         uid_t uid;
         int r;
 
-        r = bus_sender_uid(message, &uid, error);
+        r = bus_sender_uid(m, message, &uid, error);
         if (r < 0)
                 return r;
 
@@ -480,7 +481,7 @@ static int method_get_job(sd_bus_message *message, void *userdata, sd_bus_error 
         r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
-        r = bus_sender_uid(message, &uid, error);
+        r = bus_sender_uid(m, message, &uid, error);
         if (r < 0)
                 return r;
         /* Ids are the owner's: a job of the same id of another user is not this caller's. */

@@ -78,19 +78,6 @@ static void pending_auth_free(PendingAuth *p) {
         free(p);
 }
 
-int bus_sender_uid(sd_bus_message *m, uid_t *ret, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        int r;
-
-        r = sd_bus_query_sender_creds(m, SD_BUS_CREDS_EUID, &creds);
-        if (r >= 0)
-                r = sd_bus_creds_get_euid(creds, ret);
-        if (r < 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Could not tell who is calling: %s",
-                                         strerror(-r));
-        return 0;
-}
-
 static int call_check(PendingAuth *p);
 
 /* Sends the reply (or error) for the call; the pending check is done either way. */

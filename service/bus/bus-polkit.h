@@ -36,10 +36,7 @@ typedef struct BusAuthCheck {
  * set or not) for an error reply, or >= 0 once it has replied or will. It owns 'userdata'. */
 typedef int (*BusAuthorizedFunc)(sd_bus_message *m, void *userdata, sd_bus_error *error);
 
-/* The sender's effective uid, from the bus; -EACCES with 'error' set if it cannot be told. */
-int bus_sender_uid(sd_bus_message *m, uid_t *ret, sd_bus_error *error);
-
-/* Checks 'checks' for the sender of 'm' (whose uid, from bus_sender_uid(), is 'uid'), then calls
+/* Checks 'checks' for the sender of 'm' (whose uid, from bus_sender_uid() of bus-sender.h, is 'uid'), then calls
  * 'func'. Returns like a method handler. If 'func' is never called (an error, a denial),
  * 'free_userdata' gets 'userdata'. The checks are copied. */
 int bus_authorize(Manager *mgr, sd_bus_message *m, uid_t uid, const BusAuthCheck *checks, size_t n_checks,

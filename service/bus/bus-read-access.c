@@ -8,6 +8,7 @@
 #include "bus-job.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
+#include "bus-sender.h"
 #include "list.h"
 #include "log.h"
 #include "macro.h"
@@ -80,7 +81,7 @@ static int reader_new(Manager *m, sd_bus_message *message, uint64_t now, Reader 
         uid_t uid;
         int k;
 
-        k = bus_sender_uid(message, &uid, NULL);
+        k = bus_sender_uid(m, message, &uid, NULL);
         if (k < 0)
                 return k;
 

@@ -49,6 +49,7 @@
  */
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,6 +99,16 @@ typedef struct JobKey {
         const char *id;
 } JobKey;
 
+/* Where the search for an owner's lowest free default id of each type starts: every
+ * "<type><N>" with N below next[type] is taken. Without it, each creation would try every id the
+ * owner holds, and creating n jobs would cost n² lookups. */
+typedef struct JobIdHint JobIdHint;
+struct JobIdHint {
+        uint32_t owner;                 /* the key */
+        unsigned next[_JOB_TYPE_MAX];
+        LIST_FIELDS(JobIdHint, hints);
+};
+
 struct JobRegistry {
         const JobExecutor *executor;
         void *executor_userdata;
@@ -107,6 +118,8 @@ struct JobRegistry {
         size_t n_jobs;
         size_t n_live;                  /* job objects not yet freed, listed or not */
         Hashmap *by_key;                /* JobKey → Job, the same jobs as the list */
+        Hashmap *id_hints;              /* owner → JobIdHint, one per owner who had a default id */
+        JobIdHint *hints;
 };
 
 struct JobTxn {
@@ -260,6 +273,19 @@ static const HashOps job_key_hash_ops = {
         .equal = job_key_equal,
 };
 
+static void owner_hash(const void *key, SipHash *state) {
+        siphash24_compress(key, sizeof(uint32_t), state);
+}
+
+static bool owner_equal(const void *a, const void *b) {
+        return *(const uint32_t *) a == *(const uint32_t *) b;
+}
+
+static const HashOps owner_hash_ops = {
+        .hash = owner_hash,
+        .equal = owner_equal,
+};
+
 int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRegistry **ret) {
         JobRegistry *r;
 
@@ -286,6 +312,12 @@ JobRegistry *job_registry_free(JobRegistry *r) {
         /* Jobs reference the registry, dismissed ones too while someone holds them; freeing it under
          * them would leave them dangling. */
         assert(r->n_live == 0 && !r->jobs);
+        while (r->hints) {
+                JobIdHint *h = r->hints;
+                LIST_REMOVE(hints, r->hints, h);
+                free(h);
+        }
+        hashmap_free(r->id_hints);
         hashmap_free(r->by_key);
         free(r);
         return NULL;
@@ -354,16 +386,70 @@ int job_registry_check_id(JobRegistry *r, uint32_t owner, const char *id, char *
         return 0;
 }
 
+/* The owner's hint, made on first use; NULL short of memory (the search then starts at 0). */
+static JobIdHint *job_registry_id_hint(JobRegistry *r, uint32_t owner) {
+        JobIdHint *h;
+
+        if (!r->id_hints && hashmap_new(&owner_hash_ops, &r->id_hints) < 0)
+                return NULL;
+        h = hashmap_get(r->id_hints, &owner);
+        if (h)
+                return h;
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return NULL;
+        h->owner = owner;
+        if (hashmap_put(r->id_hints, &h->owner, h) < 0) {
+                free(h);
+                return NULL;
+        }
+        LIST_PREPEND(hints, r->hints, h);
+        return h;
+}
+
 static char *job_registry_pick_id(JobRegistry *r, uint32_t owner, JobType type) {
+        JobIdHint *h = job_registry_id_hint(r, owner);
         char buf[64];
 
         /* Lowest free N among the owner's ids, so that ids stay short and predictable for a user
-         * typing them. Each try is one hash lookup; there are at most as many as the owner has
-         * jobs. */
-        for (unsigned n = 0;; n++) {
+         * typing them. The search starts where every lower id is known to be taken; it stays
+         * there (the job may yet fail to be made), and the next one looks past it. */
+        for (unsigned n = h ? h->next[type] : 0;; n++) {
                 (void) snprintf(buf, sizeof(buf), "%s%u", job_type_to_string(type), n);
-                if (!job_registry_find(r, owner, buf))
+                if (!job_registry_find(r, owner, buf)) {
+                        if (h)
+                                h->next[type] = n;
                         return strdup(buf);
+                }
+        }
+}
+
+/* An id goes: if it is a default id of any type (whatever the job's type, as a caller may name a
+ * backup "stream3"), the search for that type must start no later than it. */
+static void job_registry_id_released(JobRegistry *r, const JobKey *key) {
+        JobIdHint *h = r->id_hints ? hashmap_get(r->id_hints, &key->owner) : NULL;
+
+        if (!h)
+                return;
+        for (JobType t = 0; t < _JOB_TYPE_MAX; t++) {
+                const char *prefix = job_type_to_string(t), *digits;
+                size_t len = strlen(prefix);
+                unsigned long n;
+                char *end;
+
+                if (strncmp(key->id, prefix, len) != 0)
+                        continue;
+                digits = key->id + len;
+                /* Only what snprintf("%u") makes: digits, no sign, no leading zero. */
+                if (!(*digits >= '0' && *digits <= '9') || (digits[0] == '0' && digits[1]))
+                        return;
+                errno = 0;
+                n = strtoul(digits, &end, 10);
+                if (errno != 0 || *end || n > UINT_MAX)
+                        return;
+                if (n < h->next[t])
+                        h->next[t] = (unsigned) n;
+                return;
         }
 }
 
@@ -571,6 +657,7 @@ static void job_do_dismiss(Job *j) {
 
         LIST_REMOVE(jobs, r->jobs, j);
         assert_se(hashmap_remove(r->by_key, &j->key) == j);
+        job_registry_id_released(r, &j->key);
         r->n_jobs--;
         job_unref(j);
 }
@@ -600,6 +687,14 @@ static void job_finish_run(Job *j, int ret, char *error) {
                 j->error = error;
         }
         job_completed(j);
+}
+
+/* What one step may dispatch: unlimited (0), or the slice quota but never less than
+ * JOB_THROTTLE_STEP_MIN, the limiter carrying what goes beyond the quota into later slices. */
+static uint64_t job_step_max_bytes(const Job *j) {
+        uint64_t quota = ratelimit_quota(&j->limit);
+
+        return quota == 0 ? 0 : MAX(quota, JOB_THROTTLE_STEP_MIN);
 }
 
 /* The pause point: called whenever the job is between two steps with nothing in flight. */
@@ -648,7 +743,7 @@ static void job_continue(Job *j) {
         }
 
         j->step_in = (JobStepInput) {
-                .max_bytes = ratelimit_quota(&j->limit),
+                .max_bytes = job_step_max_bytes(j),
                 .complete_requested = j->complete_requested,
                 .cancel_requested = j->cancelled,
         };

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "error-message.h"
+#include "list.h"
 #include "macro.h"
 #include "reservations.h"
 
@@ -24,18 +25,34 @@ typedef struct Key {
         const char *entry;              /* KEY_ENTRY: the name (the claim's) */
 } Key;
 
-typedef struct Entry {
-        Key key;
+typedef struct Entry Entry;
+typedef struct KeyNode KeyNode;
+
+/* One key of one job's set. */
+struct Entry {
         bool write;
         const char *label;
         ReservationSet *set;
-        struct Entry *bucket_next;
-} Entry;
+        uint64_t seq;                   /* order of reservation: the newest holder is named */
+        KeyNode *node;
+        LIST_FIELDS(Entry, holders);
+};
+
+/* Everyone who holds one key, readers and writers apart, newest first: a check looks at two list
+ * heads and a release unlinks one entry, however many jobs read the same file (a thousand
+ * backups of one image would otherwise make every creation and every release walk them all). */
+struct KeyNode {
+        Key key;                        /* KEY_ENTRY: the name is the node's own copy */
+        Entry *readers, *writers;
+        KeyNode *bucket_next;
+};
 
 struct Reservations {
-        Entry **buckets;
+        KeyNode **buckets;
         size_t n_buckets;
+        size_t n_nodes;
         size_t n_entries;
+        uint64_t seq;
 };
 
 struct ReservationSet {
@@ -99,7 +116,7 @@ Reservations *reservations_new(void) {
         if (!r)
                 return NULL;
         r->n_buckets = 64;
-        r->buckets = calloc(r->n_buckets, sizeof(Entry *));
+        r->buckets = calloc(r->n_buckets, sizeof(KeyNode *));
         if (!r->buckets) {
                 free(r);
                 return NULL;
@@ -111,32 +128,73 @@ Reservations *reservations_free(Reservations *r) {
         if (!r)
                 return NULL;
         /* Every set is gone by now: each job releases its own. */
-        assert(r->n_entries == 0);
+        assert(r->n_entries == 0 && r->n_nodes == 0);
         free(r->buckets);
         free(r);
         return NULL;
 }
 
-static Entry **bucket_of(Reservations *r, const Key *k) {
+static KeyNode **bucket_of(const Reservations *r, const Key *k) {
         return &r->buckets[key_hash(k) & (r->n_buckets - 1)];
+}
+
+static KeyNode *node_find(const Reservations *r, const Key *k) {
+        for (KeyNode *n = *bucket_of(r, k); n; n = n->bucket_next)
+                if (key_equal(&n->key, k))
+                        return n;
+        return NULL;
 }
 
 static void grow(Reservations *r) {
         size_t n = r->n_buckets * 2;
-        Entry **b = calloc(n, sizeof(Entry *));
+        KeyNode **b = calloc(n, sizeof(KeyNode *));
 
         if (!b)
                 return;         /* longer chains, still correct */
         for (size_t i = 0; i < r->n_buckets; i++)
-                for (Entry *e = r->buckets[i], *next; e; e = next) {
+                for (KeyNode *e = r->buckets[i], *next; e; e = next) {
                         next = e->bucket_next;
-                        Entry **slot = &b[key_hash(&e->key) & (n - 1)];
+                        KeyNode **slot = &b[key_hash(&e->key) & (n - 1)];
                         e->bucket_next = *slot;
                         *slot = e;
                 }
         free(r->buckets);
         r->buckets = b;
         r->n_buckets = n;
+}
+
+static KeyNode *node_get(Reservations *r, const Key *k) {
+        KeyNode *n = node_find(r, k);
+
+        if (n)
+                return n;
+        n = calloc(1, sizeof(*n));
+        if (!n)
+                return NULL;
+        n->key = *k;
+        if (k->entry && !(n->key.entry = strdup(k->entry))) {
+                free(n);
+                return NULL;
+        }
+        KeyNode **slot = bucket_of(r, k);
+        n->bucket_next = *slot;
+        *slot = n;
+        if (++r->n_nodes > r->n_buckets)
+                grow(r);
+        return n;
+}
+
+static void node_free_if_unused(Reservations *r, KeyNode *n) {
+        if (n->readers || n->writers)
+                return;
+        for (KeyNode **p = bucket_of(r, &n->key); *p; p = &(*p)->bucket_next)
+                if (*p == n) {
+                        *p = n->bucket_next;
+                        break;
+                }
+        r->n_nodes--;
+        free((char *) n->key.entry);
+        free(n);
 }
 
 ReservationSet *reservation_set_new(Reservations *r) {
@@ -175,10 +233,14 @@ static int check_claim(const ReservationSet *s, const FileClaim *c, ReservationS
         size_t n = claim_keys(c, keys);
 
         for (size_t k = 0; k < n; k++) {
-                for (Entry *e = *bucket_of(s->reservations, &keys[k]); e; e = e->bucket_next)
-                        if (conflicts(&keys[k], c->write, &e->key, e->write))
-                                return error_message(ret_error, -ETXTBSY, "Image '%s' is %s job '%s' (%s)", c->label,
-                                                     conflict_word(c->write), e->set->holder, e->set->kind);
+                const KeyNode *node = node_find(s->reservations, &keys[k]);
+                /* A writer conflicts with any holder, a reader with writers only: name the newest. */
+                const Entry *e = node ? node->writers : NULL;
+                if (node && c->write && node->readers && (!e || node->readers->seq > e->seq))
+                        e = node->readers;
+                if (e)
+                        return error_message(ret_error, -ETXTBSY, "Image '%s' is %s job '%s' (%s)", c->label,
+                                             conflict_word(c->write), e->set->holder, e->set->kind);
 
                 /* The other members of the same creation. */
                 for (size_t b = 0; b < n_batch && batch[b] != s; b++)
@@ -221,32 +283,37 @@ int reservation_set_commit(ReservationSet *s, const char *holder, const char *ki
                 Key keys[KEYS_PER_CLAIM_MAX];
                 size_t m = claim_keys(&s->claims[i], keys);
                 for (size_t k = 0; k < m; k++) {
+                        KeyNode *node = node_get(r, &keys[k]);
+                        if (!node)
+                                return -ENOMEM;         /* what is linked so far goes with the set */
                         Entry *e = &s->entries[n++];
                         *e = (Entry) {
-                                .key = keys[k],
                                 .write = s->claims[i].write,
                                 .label = s->claims[i].label,
                                 .set = s,
+                                .seq = ++r->seq,
+                                .node = node,
                         };
-                        Entry **slot = bucket_of(r, &e->key);
-                        e->bucket_next = *slot;
-                        *slot = e;
+                        if (e->write)
+                                LIST_PREPEND(holders, node->writers, e);
+                        else
+                                LIST_PREPEND(holders, node->readers, e);
+                        s->n_entries = n;
                         r->n_entries++;
                 }
         }
-        s->n_entries = n;
-        if (r->n_entries > r->n_buckets)
-                grow(r);
         return 0;
 }
 
 static void unlink_entry(Reservations *r, Entry *e) {
-        for (Entry **p = bucket_of(r, &e->key); *p; p = &(*p)->bucket_next)
-                if (*p == e) {
-                        *p = e->bucket_next;
-                        r->n_entries--;
-                        return;
-                }
+        KeyNode *node = e->node;
+
+        if (e->write)
+                LIST_REMOVE(holders, node->writers, e);
+        else
+                LIST_REMOVE(holders, node->readers, e);
+        r->n_entries--;
+        node_free_if_unused(r, node);
 }
 
 ReservationSet *reservation_set_free(ReservationSet *s) {

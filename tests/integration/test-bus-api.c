@@ -131,6 +131,87 @@ static void test_introspection_matches_xml(BusFixture *f, gconstpointer data) {
         bus_job_call(f, path, "Cancel");
 }
 
+/* Many jobs under the one fallback vtable and node enumerator: each is its own object, listed,
+ * introspected and managed exactly as one alone, and a second look from the same connection (its
+ * credentials remembered) sees the same. */
+#define MANY_JOBS 200
+
+static void test_many_jobs(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img");
+        g_autoptr(GHashTable) paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        char *first = NULL;
+
+        bus_make_file(source, 4 * MiB);
+        for (unsigned i = 0; i < MANY_JOBS; i++) {
+                g_autofree char *name = g_strdup_printf("t%u.img", i), *target = bus_fixture_path(f, name);
+                char *path = bus_backup(f, source, target, bus_opts("speed", g_variant_new_uint64(1), NULL));
+
+                g_assert_true(g_hash_table_insert(paths, path, g_strdup_printf("backup%u", i)));
+                if (!first)
+                        first = path;
+        }
+
+        for (unsigned pass = 0; pass < 2; pass++) {
+                g_autoptr(GVariant) list = bus_call(f, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+                g_autoptr(GVariant) jobs = g_variant_get_child_value(list, 0);
+                g_autoptr(GVariant) count = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "Jobs");
+                GVariantIter it;
+                const char *path, *id, *type, *status;
+
+                g_assert_cmpuint(g_variant_get_uint32(count), ==, MANY_JOBS);
+                g_assert_cmpuint(g_variant_n_children(jobs), ==, MANY_JOBS);
+                g_variant_iter_init(&it, jobs);
+                while (g_variant_iter_next(&it, "(&o&s&s&stt&s)", &path, &id, &type, &status, NULL, NULL, NULL)) {
+                        g_assert_cmpstr(g_hash_table_lookup(paths, path), ==, id);
+                        g_assert_cmpstr(type, ==, "backup");
+                        g_assert_cmpstr(status, ==, "running");
+                }
+
+                /* Introspection of the job node lists every job, and no other node. */
+                g_autoptr(GDBusNodeInfo) node = introspect(f, MANAGER_PATH "/job");
+                g_assert_cmpuint(node->nodes ? g_strv_length((char **) node->nodes) : 0, ==, MANY_JOBS);
+                for (guint i = 0; node->nodes[i]; i++) {
+                        g_autofree char *full = g_strconcat(MANAGER_PATH "/job/", node->nodes[i]->path, NULL);
+                        g_assert_true(g_hash_table_contains(paths, full));
+                }
+                g_autoptr(GDBusNodeInfo) one = introspect(f, first);
+                g_assert_nonnull(g_dbus_node_info_lookup_interface(one, JOB_IFACE));
+
+                /* GetManagedObjects: the manager and every job, each with its Id, Source and Target. */
+                g_autoptr(GVariant) managed = bus_call(f, MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                                                       "GetManagedObjects", NULL, "(a{oa{sa{sv}}})");
+                g_autoptr(GVariant) objects = g_variant_get_child_value(managed, 0);
+                g_autoptr(GVariant) ifaces = NULL;
+                unsigned n_jobs = 0;
+                g_variant_iter_init(&it, objects);
+                while (g_variant_iter_next(&it, "{&o@a{sa{sv}}}", &path, &ifaces)) {
+                        g_autoptr(GVariant) props = g_variant_lookup_value(ifaces, JOB_IFACE, G_VARIANT_TYPE("a{sv}"));
+                        g_clear_pointer(&ifaces, g_variant_unref);
+                        if (g_str_equal(path, MANAGER_PATH))
+                                continue;
+                        g_assert_nonnull(props);
+                        const char *job_id = NULL, *job_source = NULL;
+                        g_assert_true(g_variant_lookup(props, "Id", "&s", &job_id));
+                        g_assert_true(g_variant_lookup(props, "Source", "&s", &job_source));
+                        g_assert_cmpstr(g_hash_table_lookup(paths, path), ==, job_id);
+                        g_assert_cmpstr(job_source, ==, source);
+                        n_jobs++;
+                }
+                g_assert_cmpuint(n_jobs, ==, MANY_JOBS);
+        }
+
+        /* Every job answers at its own path; none other does. */
+        g_autofree char *last_id = bus_get_string(f, first, "Id");
+        g_assert_cmpstr(last_id, ==, "backup0");
+        g_autofree char *missing = bus_call_error(f, MANAGER_PATH "/job/backup" G_STRINGIFY(MANY_JOBS), JOB_IFACE, "Pause",
+                                                  NULL, "org.freedesktop.DBus.Error.UnknownObject");
+        GHashTableIter hit;
+        gpointer key;
+        g_hash_table_iter_init(&hit, paths);
+        while (g_hash_table_iter_next(&hit, &key, NULL))
+                bus_job_call(f, key, "Cancel");
+}
+
 /* ---- the manager ---------------------------------------------------------------------------- */
 
 static void test_manager_properties(BusFixture *f, gconstpointer data) {
@@ -883,6 +964,7 @@ int main(int argc, char **argv) {
 
         BUS_TEST("/bus/introspection-matches-xml", test_introspection_matches_xml);
         BUS_TEST("/bus/manager-properties", test_manager_properties);
+        BUS_TEST("/bus/many-jobs", test_many_jobs);
         BUS_TEST("/bus/backup-lifecycle", test_backup_lifecycle);
         BUS_TEST("/bus/verbs", test_verbs);
         BUS_TEST("/bus/error-text", test_error_texts_reach_clients);

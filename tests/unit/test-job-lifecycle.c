@@ -474,6 +474,34 @@ static void test_automatic_ids(CoreFixture *f, gconstpointer data) {
         g_assert_cmpstr(order->str, ==, "backup2 backup0 mirror0 backup1 ");
 }
 
+/* The search for a free id starts past the ids known to be taken, and goes back for any that
+ * frees up: one a caller chose for a job of another type too. */
+static void test_automatic_ids_gaps(CoreFixture *f, gconstpointer data) {
+        Job *b[4];
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(b); i++)
+                b[i] = core_job_simple(f, NULL);
+        g_assert_cmpstr(job_id(b[3]), ==, "backup3");
+
+        /* A mirror named like a backup: the next backup goes past it. */
+        Job *named = core_job(f, "backup4", &test_driver_mirror, NULL, true, true, NULL);
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup5");
+
+        /* Names that only look like default ids change nothing. */
+        Job *zero = core_job(f, "backup02", &test_driver_backup, NULL, true, true, NULL);
+        g_assert_cmpint(job_user_cancel(zero, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup6");
+
+        g_assert_cmpint(job_user_cancel(named, true, NULL), ==, 0);
+        g_assert_cmpint(job_user_cancel(b[2], true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup2");
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup4");
+        g_assert_cmpstr(job_id(core_job_simple(f, NULL)), ==, "backup7");
+        g_assert_cmpstr(job_id(core_job(f, NULL, &test_driver_mirror, NULL, true, true, NULL)), ==, "mirror0");
+}
+
 static void test_ids_per_owner(CoreFixture *f, gconstpointer data) {
         g_autofree char *error = NULL;
 
@@ -1096,6 +1124,63 @@ static void test_ratelimit_slices(CoreFixture *f, gconstpointer data) {
         assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
 }
 
+/* Below JOB_THROTTLE_STEP_MIN per slice, a step still dispatches that much, and the job sleeps
+ * until the limiter has paid for it: it wakes as often as it copies, not every slice. */
+static void test_ratelimit_step_min(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 2 * JOB_THROTTLE_STEP_MIN, .chunk = 1048576 };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+        TestDriverState *s = core_job_state(j);
+        uint64_t t0 = f->exec.now;
+
+        /* 100 KiB/s: a 10240-byte quota, so 64 KiB pay for 6.4 slices. */
+        g_assert_cmpint(job_set_speed(j, 102400, NULL), ==, 0);
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(s->last_max_bytes, ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(job_current_progress(j), ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 640 * MS);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpuint(f->exec.now, ==, t0 + 640 * MS);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+}
+
+/* 1 byte/s: the quota is one byte per slice (QEMU's minimum), and the 64 KiB a step dispatches
+ * keep the job asleep for 65536 slices: its timer is armed about two hours ahead, with nothing
+ * to do meanwhile. */
+static void test_ratelimit_one_byte(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 3 * JOB_THROTTLE_STEP_MIN, .chunk = 1048576 };
+        Job *j = core_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+        TestDriverState *s = core_job_state(j);
+        const uint64_t sleep_ns = JOB_THROTTLE_STEP_MIN * 100 * MS;
+        uint64_t t0 = f->exec.now;
+
+        g_assert_cmpint(job_set_speed(j, 1, NULL), ==, 0);
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(s->steps, ==, 1);
+        g_assert_cmpuint(s->last_max_bytes, ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(job_current_progress(j), ==, JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + sleep_ns);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+
+        /* The next step comes with that timer, and no sooner. */
+        fake_advance(&f->exec, sleep_ns - 1);
+        g_assert_cmpuint(s->steps, ==, 1);
+        g_assert_true(fake_fire_next_timer(&f->exec));
+        g_assert_cmpuint(f->exec.now, ==, t0 + sleep_ns);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(s->steps, ==, 2);
+        g_assert_cmpuint(job_current_progress(j), ==, 2 * JOB_THROTTLE_STEP_MIN);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, t0 + 2 * sleep_ns);
+
+        /* Removing the limit wakes it to finish at once. */
+        g_assert_cmpint(job_set_speed(j, 0, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpuint(f->exec.now, ==, t0 + sleep_ns);
+        assert_events(f, "j:created j:running j:waiting j:pending j:concluded j:null");
+}
+
 static void test_ratelimit_overshoot(CoreFixture *f, gconstpointer data) {
         const uint64_t quota = 104857;
         TestDriverConfig c = { .total = 6 * quota, .chunk = 3 * quota, .ignore_max_bytes = true };
@@ -1548,6 +1633,7 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/complete/after-cancel", test_complete_after_cancel);
         CORE_TEST("/lifecycle/create/invalid-ids", test_invalid_ids);
         CORE_TEST("/lifecycle/create/automatic-ids", test_automatic_ids);
+        CORE_TEST("/lifecycle/ids/automatic-gaps", test_automatic_ids_gaps);
         CORE_TEST("/lifecycle/create/ids-per-owner", test_ids_per_owner);
         CORE_TEST("/lifecycle/create/id-kept-until-freed", test_id_kept_until_freed);
         CORE_TEST("/lifecycle/create/many-ids", test_many_ids);
@@ -1571,6 +1657,8 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/final-prepare/grouped-cancel-first", test_final_grouped_cancel_first);
         CORE_TEST("/lifecycle/final-prepare/one-per-transaction", test_final_one_per_txn);
         CORE_TEST("/lifecycle/ratelimit/slices", test_ratelimit_slices);
+        CORE_TEST("/lifecycle/ratelimit/step-min", test_ratelimit_step_min);
+        CORE_TEST("/lifecycle/ratelimit/one-byte-per-second", test_ratelimit_one_byte);
         CORE_TEST("/lifecycle/ratelimit/overshoot-and-set-speed", test_ratelimit_overshoot);
         CORE_TEST("/lifecycle/ratelimit/pause-while-sleeping", test_ratelimit_pause_while_sleeping);
         CORE_TEST("/lifecycle/ratelimit/set-speed-refused", test_set_speed_errors);

@@ -293,7 +293,7 @@ static void test_cancel_during_final_prepare(void) {
 /* ---- timers: a throttled job sleeps on sd-event and wakes ------------------------------------ */
 
 static void test_throttled_job(void) {
-        TestDriverConfig c = { .total = 3 * 10485, .chunk = 1 << 20 };
+        TestDriverConfig c = { .total = 3 * 65536, .chunk = 1 << 20 };
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         g_autoptr(GString) calls = g_string_new(NULL);
         Job *j;
@@ -304,15 +304,15 @@ static void test_throttled_job(void) {
         p.driver = &test_driver_backup;
         p.driver_data = test_driver_state_new(&c, calls);
         p.auto_dismiss = false;
-        p.speed = 104857;               /* 10485 bytes per slice: three slices, two sleeps */
+        p.speed = 655360;               /* 65536 bytes per slice: three slices, two sleeps */
         g_assert_cmpint(job_create(l.t.registry, &p, &j, NULL), ==, 0);
         TestDriverState *s = job_driver_data(j);
         job_start(j);
 
         test_loop_run_until_status(&l.t, j, JOB_STATUS_CONCLUDED);
         g_assert_cmpuint(s->steps, ==, 3);
-        g_assert_cmpuint(s->last_max_bytes, ==, 10485);
-        g_assert_cmpuint(job_current_progress(j), ==, 3 * 10485);
+        g_assert_cmpuint(s->last_max_bytes, ==, 65536);
+        g_assert_cmpuint(job_current_progress(j), ==, 3 * 65536);
         g_assert_cmpstr(calls->str, ==, "slow:prepare slow:commit slow:clean");
         g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
         loop_done(&l);

@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Who is calling: the credentials the bus holds for a caller's connection, asked once per
+ * connection rather than once per call.
+ *
+ * Asking costs a synchronous round trip to the bus (GetConnectionCredentials), more than the call
+ * itself; but the answer cannot change for a given unique name: the bus takes a connection's uid
+ * and groups from the socket when it connects (SO_PEERCRED, SO_PEERGROUPS), and never hands the
+ * same unique name out twice. So the answer is kept until the connection goes (an sd_bus_track
+ * on the name says when), and at most one entry exists per connected client. */
+
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+
+#include "manager.h"
+
+/* The credentials of the sender of 'm' (a new reference), with at least its effective uid and,
+ * where the bus can tell, its supplementary groups. Negative errno if the bus cannot tell. */
+int bus_sender_creds(Manager *mgr, sd_bus_message *m, sd_bus_creds **ret);
+
+/* The sender's effective uid; -EACCES with 'error' set if it cannot be told. */
+int bus_sender_uid(Manager *mgr, sd_bus_message *m, uid_t *ret, sd_bus_error *error);
+
+/* Forgets every sender (at exit, before the bus goes). */
+void bus_senders_free(Manager *mgr);
