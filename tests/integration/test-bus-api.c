@@ -807,17 +807,16 @@ static void test_signal_budget(BusFixture *f, gconstpointer data) {
         bus_wait_for_status(f, "backup0", "null");
         double life = (g_get_monotonic_time() - start) / 1e6;
 
-        /* At most one CurrentProgress per 100 ms, plus the final one: 11 per second of life. */
+        /* At most one CurrentProgress per 100 ms, the first one included, plus the final one.
+         * Only the count is checked, over the job's whole life as the client saw it (from
+         * before the creation call to after the job is gone), which holds every signal however
+         * late each was delivered: gaps between two signals, timed when the client reads them,
+         * shrink whenever the client is descheduled while one is in flight, so they would test
+         * the machine's load rather than the daemon. */
         guint n = f->progress_times->len;
         g_test_message("%.2f s, %u PropertiesChanged with CurrentProgress", life, n);
         g_assert_cmpuint(n, >=, 1);
-        g_assert_cmpuint(n, <=, (guint) (11 * ceil(life)));
-        for (guint i = 1; i + 1 < n; i++) {
-                /* Never two within 100 ms (the last one may follow closer: it is the final value).
-                 * Timestamps are taken when the client sees them, so allow for delivery jitter. */
-                gint64 gap = g_array_index(f->progress_times, gint64, i) - g_array_index(f->progress_times, gint64, i - 1);
-                g_assert_cmpint(gap, >=, 50 * 1000);
-        }
+        g_assert_cmpuint(n, <=, (guint) (10 * life) + 2);
         g_unlink(target);
 }
 
