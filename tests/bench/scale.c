@@ -584,8 +584,9 @@ int main(int argc, char *argv[]) {
         }
         {
                 unsigned last = (created - 1) / group, nlast = created - last * group;
-                if (last > 0 && nlast == group)
-                        printf("    last group / first group: %.2f\n",
+                /* Per job, so a last group cut short by a stop compares as well. */
+                if (last > 0)
+                        printf("    last group / first group, per job: %.2f\n",
                                (group_create_ns[last] / (double) nlast) / (group_create_ns[0] / (double) group));
         }
 
