@@ -26,6 +26,7 @@
  * new cluster, and the old one's count drops in step 3.
  */
 
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -105,6 +106,29 @@ static int bound_pending_frees(Image *img, Qcow2 *q) {
         if (q->n_pending_free < QCOW2_PENDING_FREES_MAX)
                 return 0;
         return qcow2_flush(img);
+}
+
+/* ---- write-behind -------------------------------------------------------------------------- */
+
+/* Data just written at [offset, offset + length) of the file is handed to the device now
+ * (sync_file_range(), which starts the writeback and does not wait for it), once runs written one
+ * after another reach QCOW2_WRITE_BEHIND_MIN. A copy into the image then keeps the device writing
+ * while it reads its next chunk, and the flush at its end waits for the last run only instead of
+ * for everything the job wrote. Durability and the write order still come from image_file_sync()
+ * alone: this only starts early what a sync would do anyway. Small writes here and there (a
+ * guest's, metadata) are left to the flush: a system call each would cost more than it saves. */
+static void write_behind(Image *img, Qcow2 *q, uint64_t offset, uint64_t length) {
+        if (!S_ISREG(img->st.st_mode) && !S_ISBLK(img->st.st_mode))
+                return;
+        if (offset != q->write_behind_end)
+                q->write_behind_start = offset;
+        q->write_behind_end = offset + length;
+        if (q->write_behind_end - q->write_behind_start < QCOW2_WRITE_BEHIND_MIN)
+                return;
+        /* An optimisation only: a file system that does not do it loses nothing. */
+        (void) sync_file_range(img->fd, (off_t) q->write_behind_start,
+                               (off_t) (q->write_behind_end - q->write_behind_start), SYNC_FILE_RANGE_WRITE);
+        q->write_behind_start = q->write_behind_end;
 }
 
 /* ---- L2 tables ------------------------------------------------------------------------------ */
@@ -304,6 +328,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         r = image_file_write(img, p, host + in, (size_t) n);
                         if (r < 0)
                                 return r;
+                        write_behind(img, q, host + in, n);
                 } else if (in == 0 && length >= q->cluster_size) {
                         /* Whole clusters: as many as the write covers and need a new home, in one
                          * run of new clusters and one write. */
@@ -318,6 +343,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         r = image_file_write(img, p, host, (size_t) n);
                         if (r < 0)
                                 return r;
+                        write_behind(img, q, host, n);
                         for (uint64_t i = 0; i < k; i++) {
                                 r = free_entry(img, q, e[index + i]);
                                 if (r < 0)
@@ -341,6 +367,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         r = image_file_write(img, cluster, host, q->cluster_size);
                         if (r < 0)
                                 return r;
+                        write_behind(img, q, host, q->cluster_size);
                         r = free_entry(img, q, e[index]);
                         if (r < 0)
                                 return r;
