@@ -149,6 +149,10 @@ typedef struct Qcow2 {
         size_t n_pending_free, pending_free_cap;
         uint64_t write_behind_start, write_behind_end; /* data written, writeback not started */
 
+        /* Where the file was last seen to hold data (file_allocation() in qcow2.c); empty if
+         * nowhere yet. */
+        uint64_t data_start, data_end;
+
         /* The last cluster decompressed, kept for reads of its other parts. */
         uint64_t decompressed_entry;    /* its L2 entry, 0 if none */
         uint8_t *decompressed;
