@@ -422,9 +422,54 @@ static int set_whole_clusters(Image *img, Qcow2 *q, uint64_t first, uint64_t cou
         return 0;
 }
 
-/* Writes zeroes over part of a cluster (a head or tail of a request). */
+/* Does anything lie below this layer? Whether its chain is open or not (commit opens the layers
+ * above base without it): what the header records decides, as it decides what QEMU reads. */
+static bool has_backing(const Image *img) {
+        return img->backing_name != NULL;
+}
+
+/* The L2 entry of guest cluster 'cluster' as it is, without allocating anything. */
+static int current_entry(Image *img, Qcow2 *q, uint64_t cluster, uint64_t *ret) {
+        uint64_t l1_index = cluster >> q->l2_bits, l2_offset, *entries;
+        int r;
+
+        *ret = 0;
+        if (l1_index >= q->l1_size)
+                return 0;
+        l2_offset = q->l1[l1_index] & QCOW2_OFFSET_MASK;
+        if (l2_offset == 0)
+                return 0;
+        r = qcow2_load_l2(img, q, l2_offset, &entries);
+        if (r < 0)
+                return r;
+        *ret = entries[cluster & (q->l2_entries - 1)];
+        return 0;
+}
+
+/* Writes zeroes over part of a cluster (a head or tail of a request), unless the cluster reads
+ * as zeroes already: a zero cluster, or an unallocated one with nothing below it. Then writing
+ * would allocate a cluster for nothing. */
 static int zero_partial(Image *img, uint64_t offset, uint64_t length) {
-        _cleanup_free_ uint8_t *zeroes = calloc(1, (size_t) length);
+        Qcow2 *q = Q(img);
+        _cleanup_free_ uint8_t *zeroes = NULL;
+        uint64_t entry;
+        int r;
+
+        r = current_entry(img, q, offset >> q->cluster_bits, &entry);
+        if (r < 0)
+                return r;
+        switch (qcow2_entry_type(q, entry)) {
+        case QCOW2_CLUSTER_ZERO:
+                return 0;
+        case QCOW2_CLUSTER_UNALLOCATED:
+                if (!has_backing(img))
+                        return 0;
+                break;
+        default:
+                break;
+        }
+
+        zeroes = calloc(1, (size_t) length);
         if (!zeroes)
                 return image_fail(img, -ENOMEM, "Out of memory");
         return qcow2_write(img, zeroes, offset, (size_t) length);
@@ -450,12 +495,15 @@ int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
         if (tail_start > head_end) {
                 uint64_t first = head_end >> q->cluster_bits, count = (tail_start - head_end) >> q->cluster_bits;
 
-                if (q->version >= 3)
-                        r = set_whole_clusters(img, q, first, count, QCOW2_FLAG_ZERO);
-                else if (!img->backing)
-                        /* Version 2 has no zero flag; without backing file unallocated is zeroes. */
+                /* As QEMU does: zero clusters where a backing file would show through,
+                 * unallocated clusters where nothing lies below (they read as zeroes, cost no
+                 * L2 table where there is none, and leave the image as sparse as the data). */
+                if (!has_backing(img))
                         r = set_whole_clusters(img, q, first, count, 0);
+                else if (q->version >= 3)
+                        r = set_whole_clusters(img, q, first, count, QCOW2_FLAG_ZERO);
                 else
+                        /* Version 2 has no zero flag. */
                         r = zero_partial(img, head_end, tail_start - head_end);
                 if (r < 0)
                         return r;
