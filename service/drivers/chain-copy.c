@@ -9,10 +9,13 @@
 #include "macro.h"
 #include "step-budget.h"
 
-/* Large sequential requests: a chunk is what one read and one write move. A qcow2 target
- * allocates a chunk's new clusters as one run and writes them with one call, and starts their
- * writeback at once (write-behind), so the device writes one chunk while the next is read. */
-#define CHAIN_COPY_CHUNK (UINT64_C(8) << 20)
+/* A chunk is what one read and one write move. A qcow2 target allocates a chunk's new clusters as
+ * one run and writes them with one call, and starts their writeback at once (write-behind), so
+ * the device writes one chunk while the next is read. Larger chunks measured slower (stream of
+ * 512 MiB, cold cache: 1-2 MiB 0.61-0.80 s, 4 MiB 0.91-0.97 s, 8 MiB 0.79-1.08 s): the buffer no
+ * longer stays in the CPU's cache (1 MiB of L2 here) between the read that fills it and the write
+ * that empties it, and each pread waits for more than the kernel's readahead has ready. */
+#define CHAIN_COPY_CHUNK (UINT64_C(1) << 20)
 #define CHAIN_COPY_BUFFER_ALIGN 4096U
 
 /* The copy buffer is the worker thread's, not the job's: a paused or throttled job keeps no
