@@ -22,7 +22,6 @@ typedef struct ChainCopy {
 
         uint64_t offset;
         uint64_t chunk;
-        void *buffer;
 } ChainCopy;
 
 int chain_copy_init(ChainCopy *c, Image *from, int min_depth, int stop_depth, Image *to, uint64_t below_size);

@@ -193,7 +193,8 @@ uint64_t commit_size(const Commit *c) {
 }
 
 uint64_t commit_memory(const Commit *c) {
-        return sizeof(*c) + c->copy.chunk + image_memory_estimate(c->upper) + image_memory_estimate(c->base);
+        /* The copy buffer is the worker thread's, not the job's (chain-copy.c). */
+        return sizeof(*c) + image_memory_estimate(c->upper) + image_memory_estimate(c->base);
 }
 
 void commit_list_files(const Commit *c, FileUseFunc f, void *userdata) {

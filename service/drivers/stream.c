@@ -87,7 +87,8 @@ uint64_t stream_size(const Stream *s) {
 }
 
 uint64_t stream_memory(const Stream *s) {
-        return sizeof(*s) + s->copy.chunk + image_memory_estimate(s->image);
+        /* The copy buffer is the worker thread's, not the job's (chain-copy.c). */
+        return sizeof(*s) + image_memory_estimate(s->image);
 }
 
 void stream_list_files(const Stream *s, FileUseFunc f, void *userdata) {

@@ -26,6 +26,7 @@
  * new cluster, and the old one's count drops in step 3.
  */
 
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -105,6 +106,29 @@ static int bound_pending_frees(Image *img, Qcow2 *q) {
         if (q->n_pending_free < QCOW2_PENDING_FREES_MAX)
                 return 0;
         return qcow2_flush(img);
+}
+
+/* ---- write-behind -------------------------------------------------------------------------- */
+
+/* Data just written at [offset, offset + length) of the file is handed to the device now
+ * (sync_file_range(), which starts the writeback and does not wait for it), once runs written one
+ * after another reach QCOW2_WRITE_BEHIND_MIN. A copy into the image then keeps the device writing
+ * while it reads its next chunk, and the flush at its end waits for the last run only instead of
+ * for everything the job wrote. Durability and the write order still come from image_file_sync()
+ * alone: this only starts early what a sync would do anyway. Small writes here and there (a
+ * guest's, metadata) are left to the flush: a system call each would cost more than it saves. */
+static void write_behind(Image *img, Qcow2 *q, uint64_t offset, uint64_t length) {
+        if (!S_ISREG(img->st.st_mode) && !S_ISBLK(img->st.st_mode))
+                return;
+        if (offset != q->write_behind_end)
+                q->write_behind_start = offset;
+        q->write_behind_end = offset + length;
+        if (q->write_behind_end - q->write_behind_start < QCOW2_WRITE_BEHIND_MIN)
+                return;
+        /* An optimisation only: a file system that does not do it loses nothing. */
+        (void) sync_file_range(img->fd, (off_t) q->write_behind_start,
+                               (off_t) (q->write_behind_end - q->write_behind_start), SYNC_FILE_RANGE_WRITE);
+        q->write_behind_start = q->write_behind_end;
 }
 
 /* ---- L2 tables ------------------------------------------------------------------------------ */
@@ -304,6 +328,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         r = image_file_write(img, p, host + in, (size_t) n);
                         if (r < 0)
                                 return r;
+                        write_behind(img, q, host + in, n);
                 } else if (in == 0 && length >= q->cluster_size) {
                         /* Whole clusters: as many as the write covers and need a new home, in one
                          * run of new clusters and one write. */
@@ -318,6 +343,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         r = image_file_write(img, p, host, (size_t) n);
                         if (r < 0)
                                 return r;
+                        write_behind(img, q, host, n);
                         for (uint64_t i = 0; i < k; i++) {
                                 r = free_entry(img, q, e[index + i]);
                                 if (r < 0)
@@ -341,6 +367,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
                         r = image_file_write(img, cluster, host, q->cluster_size);
                         if (r < 0)
                                 return r;
+                        write_behind(img, q, host, q->cluster_size);
                         r = free_entry(img, q, e[index]);
                         if (r < 0)
                                 return r;
@@ -395,9 +422,54 @@ static int set_whole_clusters(Image *img, Qcow2 *q, uint64_t first, uint64_t cou
         return 0;
 }
 
-/* Writes zeroes over part of a cluster (a head or tail of a request). */
+/* Does anything lie below this layer? Whether its chain is open or not (commit opens the layers
+ * above base without it): what the header records decides, as it decides what QEMU reads. */
+static bool has_backing(const Image *img) {
+        return img->backing_name != NULL;
+}
+
+/* The L2 entry of guest cluster 'cluster' as it is, without allocating anything. */
+static int current_entry(Image *img, Qcow2 *q, uint64_t cluster, uint64_t *ret) {
+        uint64_t l1_index = cluster >> q->l2_bits, l2_offset, *entries;
+        int r;
+
+        *ret = 0;
+        if (l1_index >= q->l1_size)
+                return 0;
+        l2_offset = q->l1[l1_index] & QCOW2_OFFSET_MASK;
+        if (l2_offset == 0)
+                return 0;
+        r = qcow2_load_l2(img, q, l2_offset, &entries);
+        if (r < 0)
+                return r;
+        *ret = entries[cluster & (q->l2_entries - 1)];
+        return 0;
+}
+
+/* Writes zeroes over part of a cluster (a head or tail of a request), unless the cluster reads
+ * as zeroes already: a zero cluster, or an unallocated one with nothing below it. Then writing
+ * would allocate a cluster for nothing. */
 static int zero_partial(Image *img, uint64_t offset, uint64_t length) {
-        _cleanup_free_ uint8_t *zeroes = calloc(1, (size_t) length);
+        Qcow2 *q = Q(img);
+        _cleanup_free_ uint8_t *zeroes = NULL;
+        uint64_t entry;
+        int r;
+
+        r = current_entry(img, q, offset >> q->cluster_bits, &entry);
+        if (r < 0)
+                return r;
+        switch (qcow2_entry_type(q, entry)) {
+        case QCOW2_CLUSTER_ZERO:
+                return 0;
+        case QCOW2_CLUSTER_UNALLOCATED:
+                if (!has_backing(img))
+                        return 0;
+                break;
+        default:
+                break;
+        }
+
+        zeroes = calloc(1, (size_t) length);
         if (!zeroes)
                 return image_fail(img, -ENOMEM, "Out of memory");
         return qcow2_write(img, zeroes, offset, (size_t) length);
@@ -423,12 +495,15 @@ int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
         if (tail_start > head_end) {
                 uint64_t first = head_end >> q->cluster_bits, count = (tail_start - head_end) >> q->cluster_bits;
 
-                if (q->version >= 3)
-                        r = set_whole_clusters(img, q, first, count, QCOW2_FLAG_ZERO);
-                else if (!img->backing)
-                        /* Version 2 has no zero flag; without backing file unallocated is zeroes. */
+                /* As QEMU does: zero clusters where a backing file would show through,
+                 * unallocated clusters where nothing lies below (they read as zeroes, cost no
+                 * L2 table where there is none, and leave the image as sparse as the data). */
+                if (!has_backing(img))
                         r = set_whole_clusters(img, q, first, count, 0);
+                else if (q->version >= 3)
+                        r = set_whole_clusters(img, q, first, count, QCOW2_FLAG_ZERO);
                 else
+                        /* Version 2 has no zero flag. */
                         r = zero_partial(img, head_end, tail_start - head_end);
                 if (r < 0)
                         return r;

@@ -455,6 +455,37 @@ static LayerKind kind_of(Qcow2ClusterType t) {
         }
 }
 
+/* Does the file hold data at [offset, offset + length), or a hole? A copy asks about each chunk
+ * twice (block status, then its read), and SEEK_DATA and SEEK_HOLE each time would be four system
+ * calls per chunk: so the extent of data last found is remembered, and asked about again only
+ * beyond it. Only data is remembered, since it stays data: nothing punches holes into a file we
+ * write (we hold its write lock), and a source that others write is refreshed, which starts
+ * with a new Qcow2 and forgets. Holes are asked about each time: a write may fill them. */
+static int file_allocation(Image *img, Qcow2 *q, uint64_t offset, uint64_t length, bool *ret_hole,
+                           uint64_t *ret_length) {
+        uint64_t k;
+        bool hole;
+        int r;
+
+        if (offset >= q->data_start && offset < q->data_end) {
+                *ret_hole = false;
+                *ret_length = MIN(length, q->data_end - offset);
+                return 0;
+        }
+        /* As far as the file says, not only as far as was asked: the next chunk is likely
+         * in the same extent. */
+        r = image_file_allocation(img, offset, UINT64_MAX - offset, &hole, &k);
+        if (r < 0)
+                return r;
+        if (!hole) {
+                q->data_start = offset;
+                q->data_end = offset + k;
+        }
+        *ret_hole = hole;
+        *ret_length = MIN(length, k);
+        return 0;
+}
+
 static int qcow2_status(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret) {
         Qcow2 *q = Q(img);
         uint64_t *table, index, in_cluster = offset & (q->cluster_size - 1);
@@ -502,7 +533,7 @@ static int qcow2_status(Image *img, uint64_t offset, uint64_t length, LayerExten
                 bool hole;
                 uint64_t host = (table[index] & QCOW2_OFFSET_MASK) + in_cluster, k;
 
-                r = image_file_allocation(img, host, span, &hole, &k);
+                r = file_allocation(img, q, host, span, &hole, &k);
                 if (r < 0)
                         return r;
                 ret->zero = hole;

@@ -79,6 +79,9 @@ typedef enum Qcow2ClusterType {
 /* Clusters freed and not yet applied (qcow2_free_later()): a request that frees more flushes,
  * which applies them; so the list stays small whatever a request covers. */
 #define QCOW2_PENDING_FREES_MAX 16384U
+/* Data written in runs one after another starts its writeback once it reaches this much (see
+ * write_behind() in qcow2-write.c). */
+#define QCOW2_WRITE_BEHIND_MIN (UINT64_C(1) << 20)
 /* Clusters beyond the end of the file that may be counted as used before the image is called
  * corrupt (see find_free()). */
 #define QCOW2_COUNTED_BEYOND_END_MAX UINT64_C(65536)
@@ -144,6 +147,11 @@ typedef struct Qcow2 {
         uint32_t l1_dirty_min, l1_dirty_max; /* entries to write; min > max: none */
         Qcow2Range *pending_free;       /* freed once the tables that dropped them are on disk */
         size_t n_pending_free, pending_free_cap;
+        uint64_t write_behind_start, write_behind_end; /* data written, writeback not started */
+
+        /* Where the file was last seen to hold data (file_allocation() in qcow2.c); empty if
+         * nowhere yet. */
+        uint64_t data_start, data_end;
 
         /* The last cluster decompressed, kept for reads of its other parts. */
         uint64_t decompressed_entry;    /* its L2 entry, 0 if none */

@@ -244,6 +244,53 @@ static void test_commit_intermediate(Fixture *f, gconstpointer data) {
         assert_check(f, "d.qcow2");
 }
 
+/* Zeroes that top holds go into base as QEMU puts them there: unallocated clusters where
+ * nothing lies below base, zero clusters where base's own backing file would show through. */
+static void check_commit_zeroes(Fixture *f, bool base_has_backing) {
+        g_autofree char *under = path(f, "under.qcow2"), *base = path(f, "base.qcow2");
+        g_autofree char *mid = path(f, "mid.qcow2"), *top = path(f, "top.qcow2");
+        g_autofree char *flat = NULL, *flat_mid = NULL;
+
+        g_free(oracle_run("rm -f %s %s %s %s", under, base, mid, top));
+        if (base_has_backing) {
+                g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", under));
+                g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x70 0 4M' %s", under));
+                g_free(oracle_run("qemu-img create -q -f qcow2 -b under.qcow2 -F qcow2 %s", base));
+        } else
+                g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", base));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x71 0 4M' %s", base));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 %s", mid));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -z 1M 2M' -c 'write -P 0x72 3M 512k' %s", mid));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 %s", top));
+        flat = snapshot(f, "top.qcow2");
+        flat_mid = snapshot(f, "mid.qcow2");
+
+        commit(f, "top.qcow2", "mid.qcow2", "base.qcow2", NULL);
+        run_to_end(f, SUCCESS);
+        assert_reads_as(f, "top.qcow2", flat);
+        assert_reads_as(f, "base.qcow2", flat_mid);
+        assert_check(f, "base.qcow2");
+
+        g_autoptr(GArray) map = oracle_map(base);
+        bool found = false;
+        for (guint i = 0; i < map->len; i++) {
+                OracleExtent *e = &g_array_index(map, OracleExtent, i);
+                if (e->start > 1 * MiB || e->start + e->length < 3 * MiB)
+                        continue;
+                found = true;
+                g_assert_true(e->zero);
+                g_assert_cmpint(e->present, ==, base_has_backing);
+                if (base_has_backing)
+                        g_assert_cmpint(e->depth, ==, 0);
+        }
+        g_assert_true(found);
+}
+
+static void test_commit_zeroes(Fixture *f, gconstpointer data) {
+        check_commit_zeroes(f, false);
+        check_commit_zeroes(f, true);
+}
+
 static void test_commit_into_middle(Fixture *f, gconstpointer data) {
         g_autofree char *flat = NULL, *backing = NULL;
 
@@ -533,6 +580,7 @@ int main(int argc, char **argv) {
         TEST("/stream/refusals", test_stream_refusals);
         TEST("/stream/zeroes-bounded", test_stream_zeroes_bounded);
         TEST("/commit/intermediate", test_commit_intermediate);
+        TEST("/commit/zeroes", test_commit_zeroes);
         TEST("/commit/into-middle", test_commit_into_middle);
         TEST("/commit/active", test_commit_active);
         TEST("/commit/active-soft-cancel", test_commit_active_soft_cancel);

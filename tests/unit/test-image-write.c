@@ -498,6 +498,199 @@ static void test_discard_many_frees(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(g_array_index(map, OracleExtent, 1).length, ==, (uint64_t) (n - 2) * 512);
 }
 
+/* ---- runs of clusters ------------------------------------------------------------------------ */
+
+/* How many runs of host clusters hold the image's data: qemu-img map reports data extents that
+ * lie one after another in the file as one. */
+static unsigned data_runs(const char *path) {
+        g_autofree char *json = oracle_run("qemu-img map --output=json -U %s", path);
+        unsigned n = 0;
+
+        for (const char *p = json; (p = strstr(p, "\"data\": true")); p++)
+                n++;
+        return n;
+}
+
+static void write_pattern(Image *img, uint8_t pattern, uint64_t offset, uint64_t length) {
+        g_autofree uint8_t *buf = g_malloc(length);
+
+        memset(buf, pattern, length);
+        if (image_write(img, buf, offset, length) < 0)
+                g_error("writing %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT ": %s", offset, length, image_error(img));
+}
+
+/* A write of many clusters into an empty image allocates them as one run per L2 table (the table
+ * in front of it), not cluster by cluster; across table boundaries, with unaligned ends, and over
+ * clusters of which some are allocated already (written in place) and some not. */
+static void test_runs_across_l2_tables(Fixture *f, gconstpointer data) {
+        g_autofree char *ours = g_build_filename(f->dir, "runs-ours.qcow2", NULL);
+        g_autofree char *theirs = g_build_filename(f->dir, "runs-theirs.qcow2", NULL);
+        /* 4 KiB clusters: an L2 table maps 2 MiB. */
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = 16 * MiB, .cluster_size = 4096 };
+        Image *img;
+
+        create(ours, &p);
+        img = open_rw(ours);
+        write_pattern(img, 0x31, 1 * MiB, 6 * MiB);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(ours, false);
+        /* Four tables: [1, 2), [2, 4), [4, 6), [6, 7) MiB, each run behind its table. */
+        g_assert_cmpuint(data_runs(ours), ==, 4);
+
+        /* Partly allocated: some clusters here and there, then one write over all of them, with
+         * an unaligned head and tail, across three table boundaries. */
+        g_autoptr(GArray) ops = g_array_new(FALSE, FALSE, sizeof(Op));
+        static const Op scattered[] = {
+                { OP_WRITE, 9 * MiB + 8 * KiB, 4 * KiB, 0x41 },
+                { OP_WRITE, 10 * MiB - 4 * KiB, 12 * KiB, 0x42 },
+                { OP_ZERO, 11 * MiB, 64 * KiB, 0 },
+                { OP_WRITE, 13 * MiB + 100, 3000, 0x43 },
+                { OP_WRITE, 8 * MiB + 512 * KiB + 100, 6 * MiB + 1000, 0x44 },
+                { OP_WRITE, 15 * MiB, 1 * MiB, 0x45 },
+        };
+        g_array_append_vals(ops, scattered, G_N_ELEMENTS(scattered));
+        g_free(oracle_run("cp %s %s", ours, theirs));
+        img = open_rw(ours);
+        apply_ours(img, ops, false);
+        image_close(img);
+        apply_theirs(theirs, ops);
+        assert_check(ours, false);
+        assert_same(ours, theirs);
+}
+
+/* A run long enough to need new refcount blocks, and a larger refcount table, while it is
+ * allocated: 512-byte clusters with 64-bit counts (a block counts 64 clusters, the first table
+ * 4,096). The blocks go behind the run, which stays one run per L2 table (64 clusters). */
+static void test_run_grows_refcounts(Fixture *f, gconstpointer data) {
+        g_autofree char *ours = g_build_filename(f->dir, "grow-ours.qcow2", NULL);
+        g_autofree char *theirs = g_build_filename(f->dir, "grow-theirs.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = 8 * MiB, .cluster_size = 512, .refcount_bits = 64 };
+        Image *img;
+
+        create(ours, &p);
+        g_free(oracle_run("cp %s %s", ours, theirs));
+        img = open_rw(ours);
+        write_pattern(img, 0x51, 2 * MiB, 4 * MiB);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x51 2M 4M' %s", theirs));
+        assert_check(ours, false);
+        assert_same(ours, theirs);
+        g_assert_cmpuint(data_runs(ours), ==, 4 * MiB / (64 * 512));
+}
+
+/* ---- zeroes ----------------------------------------------------------------------------------- */
+
+/* Zeroes, as QEMU makes them: where nothing lies below, whole clusters become unallocated and
+ * part clusters that read as zeroes already are left alone; where a backing file would show
+ * through (recorded in the header, whether its chain is open or not), zero clusters. */
+static void test_zeroes_unallocated_or_zero(Fixture *f, gconstpointer data) {
+        g_autofree char *alone = g_build_filename(f->dir, "alone.qcow2", NULL);
+        g_autofree char *empty = g_build_filename(f->dir, "empty.qcow2", NULL);
+        g_autofree char *base = g_build_filename(f->dir, "base.qcow2", NULL);
+        g_autofree char *top = g_build_filename(f->dir, "top.qcow2", NULL);
+        g_autofree char *top_theirs = g_build_filename(f->dir, "top-theirs.qcow2", NULL);
+        ImageCreateParams p = { .format = IMAGE_FORMAT_QCOW2, .size = 4 * MiB };
+        const uint64_t zoff = 64 * KiB + 100, zlen = 2 * MiB;
+        Image *img;
+        GStatBuf st;
+
+        /* Nothing below, data written before: the whole clusters go, the ends are written. */
+        create(alone, &p);
+        img = open_rw(alone);
+        write_pattern(img, 0x11, 0, 4 * MiB);
+        g_assert_cmpint(image_write_zeroes(img, zoff, zlen), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(alone, false);
+        g_autoptr(GArray) map = oracle_map(alone);
+        g_assert_cmpuint(map->len, ==, 3);
+        g_assert_cmpuint(g_array_index(map, OracleExtent, 1).start, ==, 128 * KiB);
+        g_assert_cmpuint(g_array_index(map, OracleExtent, 1).length, ==, 2 * MiB - 64 * KiB);
+        g_assert_false(g_array_index(map, OracleExtent, 1).present);
+        g_autofree char *expected = g_build_filename(f->dir, "expected.raw", NULL);
+        g_free(oracle_run("qemu-img create -q -f raw %s 4M", expected));
+        g_free(oracle_run("qemu-io -f raw -c 'write -P 0x11 0 4M' -c 'write -z %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "' %s",
+                          zoff, zlen, expected));
+        assert_same(alone, expected);
+
+        /* Nothing below and nothing written: nothing allocated, not even for the ends. */
+        create(empty, &p);
+        g_assert_cmpint(g_stat(empty, &st), ==, 0);
+        const goffset empty_size = st.st_size;
+        img = open_rw(empty);
+        g_assert_cmpint(image_write_zeroes(img, zoff, zlen), ==, 0);
+        g_assert_cmpint(image_write_zeroes(img, 3 * MiB + 7, 5), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(empty, false);
+        g_assert_cmpint(g_stat(empty, &st), ==, 0);
+        g_assert_cmpint(st.st_size, ==, empty_size);
+        g_autoptr(GArray) empty_map = oracle_map(empty);
+        g_assert_cmpuint(empty_map->len, ==, 1);
+        g_assert_false(g_array_index(empty_map, OracleExtent, 0).present);
+
+        /* A backing file below: zero clusters, so that it does not show through; the ends of
+         * unallocated clusters are written, with the rest from below. Opened with its chain, and
+         * without (as commit opens the layers above base; whole clusters, as nothing below can
+         * be read for the ends). */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", base));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x22 0 4M' %s", base));
+        for (int chain = 0; chain < 2; chain++) {
+                uint64_t o = chain ? zoff : 128 * KiB, l = chain ? zlen : 2 * MiB - 64 * KiB;
+
+                g_free(oracle_run("rm -f %s %s", top, top_theirs));
+                g_free(oracle_run("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 %s", top));
+                g_free(oracle_run("cp %s %s", top, top_theirs));
+                g_free(oracle_run("qemu-io -f qcow2 -c 'write -z %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "' %s", o, l,
+                                  top_theirs));
+                img = open_flags(top, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | (chain ? 0 : IMAGE_OPEN_NO_BACKING));
+                g_assert_cmpint(image_write_zeroes(img, o, l), ==, 0);
+                g_assert_cmpint(image_flush(img), ==, 0);
+                image_close(img);
+                assert_check(top, false);
+                assert_same(top, top_theirs);
+                g_autoptr(GArray) top_map = oracle_map(top);
+                bool found = false;
+                for (guint i = 0; i < top_map->len; i++) {
+                        OracleExtent *e = &g_array_index(top_map, OracleExtent, i);
+                        if (e->start <= 128 * KiB && e->start + e->length >= 2 * MiB) {
+                                g_assert_true(e->present);
+                                g_assert_true(e->zero);
+                                g_assert_cmpint(e->depth, ==, 0);
+                                found = true;
+                        }
+                }
+                g_assert_true(found);
+        }
+
+        /* Version 2 has no zero flag: with a backing file below, zeroes are written as data. */
+        g_autofree char *v2 = g_build_filename(f->dir, "v2.qcow2", NULL);
+        g_autofree char *v2_theirs = g_build_filename(f->dir, "v2-theirs.qcow2", NULL);
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 %s", v2));
+        g_free(oracle_run("cp %s %s", v2, v2_theirs));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -z %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "' %s", zoff, zlen,
+                          v2_theirs));
+        img = open_flags(v2, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE);
+        g_assert_cmpint(image_write_zeroes(img, zoff, zlen), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(v2, false);
+        assert_same(v2, v2_theirs);
+        /* The same without its chain open: whole clusters, still data, never unallocated. */
+        g_free(oracle_run("rm -f %s %s", v2, v2_theirs));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o compat=0.10 -b base.qcow2 -F qcow2 %s", v2));
+        g_free(oracle_run("cp %s %s", v2, v2_theirs));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -z 128K 1M' %s", v2_theirs));
+        img = open_flags(v2, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
+        g_assert_cmpint(image_write_zeroes(img, 128 * KiB, 1 * MiB), ==, 0);
+        g_assert_cmpint(image_flush(img), ==, 0);
+        image_close(img);
+        assert_check(v2, false);
+        assert_same(v2, v2_theirs);
+}
+
 static void test_read_only_refuses(Fixture *f, gconstpointer data) {
         g_autofree char *a = g_build_filename(f->dir, "a.qcow2", NULL);
         Image *img = NULL;
@@ -530,5 +723,8 @@ int main(int argc, char **argv) {
         WRITE_TEST("/image-write/read-only-refuses", test_read_only_refuses);
         WRITE_TEST("/image-write/bitmaps-kept-until-changed", test_bitmaps_kept_until_changed);
         WRITE_TEST("/image-write/discard-many-frees", test_discard_many_frees);
+        WRITE_TEST("/image-write/runs-across-l2-tables", test_runs_across_l2_tables);
+        WRITE_TEST("/image-write/run-grows-refcounts", test_run_grows_refcounts);
+        WRITE_TEST("/image-write/zeroes-unallocated-or-zero", test_zeroes_unallocated_or_zero);
         return g_test_run();
 }
