@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "chain-copy.h"
+#include "copy-io.h"
 #include "job.h"
 #include "macro.h"
 #include "step-budget.h"
@@ -16,41 +16,9 @@
  * longer stays in the CPU's cache (1 MiB of L2 here) between the read that fills it and the write
  * that empties it, and each pread waits for more than the kernel's readahead has ready. */
 #define CHAIN_COPY_CHUNK (UINT64_C(1) << 20)
-#define CHAIN_COPY_BUFFER_ALIGN 4096U
 
-/* The copy buffer is the worker thread's, not the job's: a paused or throttled job keeps no
- * buffer between its steps. It grows to the largest chunk asked for and is freed when the thread
- * exits.
- * TODO: copy-io (service/drivers/copy-io.h, on its way from the datapath branch) hands out the
- * same per-thread buffer for every driver; use copy_io_buffer() once it is on main. */
-static _Thread_local void *thread_buffer;
-static _Thread_local size_t thread_buffer_size;
-static pthread_key_t buffer_key;
-static pthread_once_t buffer_key_once = PTHREAD_ONCE_INIT;
-
-static void buffer_key_init(void) {
-        /* The destructor frees the thread's buffer at its exit; the key only carries it there. */
-        assert_se(pthread_key_create(&buffer_key, free) == 0);
-}
-
-static void *chain_copy_buffer(size_t size) {
-        void *p;
-
-        if (size <= thread_buffer_size)
-                return thread_buffer;
-        if (posix_memalign(&p, CHAIN_COPY_BUFFER_ALIGN, size) != 0)
-                return NULL;
-        assert_se(pthread_once(&buffer_key_once, buffer_key_init) == 0);
-        if (pthread_setspecific(buffer_key, p) != 0) {
-                free(p);
-                return NULL;
-        }
-        /* Nothing is kept across steps: the old content need not move. */
-        free(thread_buffer);
-        thread_buffer = p;
-        thread_buffer_size = size;
-        return p;
-}
+/* The copy buffer is the worker thread's (copy_io_buffer()), not the job's: a paused or
+ * throttled job keeps no buffer between its steps. */
 
 int chain_copy_init(ChainCopy *c, Image *from, int min_depth, int stop_depth, Image *to, uint64_t below_size) {
         *c = (ChainCopy) {
@@ -126,7 +94,7 @@ bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult
                         void *buffer;
 
                         n = step_budget_clamp(&budget, MIN(n, c->chunk));
-                        buffer = chain_copy_buffer((size_t) c->chunk);
+                        buffer = copy_io_buffer((size_t) c->chunk);
                         if (!buffer) {
                                 /* As a failed write: the job's policy for the target decides,
                                  * and a retry may find the memory. */
