@@ -135,6 +135,7 @@ static int hold_replaced(TargetFile *t, int replaced_fd, Image *source, char **r
 /* A new file: ours to fill and publish, as if we had created it. */
 static int adopt_new_file(TargetFile *t, JobFiles *files, Image *source, char **ret_error) {
         struct stat st, dir;
+        int r;
 
         /* Only what the daemon itself would have made: an empty regular file in a directory. */
         if (fstat(files->target_fd, &st) < 0 || fstat(files->target_dir_fd, &dir) < 0)
@@ -145,15 +146,18 @@ static int adopt_new_file(TargetFile *t, JobFiles *files, Image *source, char **
         t->owner = files->target_owner;
 
         t->file.fd = fcntl(files->target_fd, F_DUPFD_CLOEXEC, 3);
-        t->file.dir_fd = fcntl(files->target_dir_fd, F_DUPFD_CLOEXEC, 3);
+        /* Many jobs publish into one directory: they share one descriptor of it. */
+        r = tmpfile_share_dir(&t->file, files->target_dir_fd);
         t->file.name = strdup(files->target_name);
         t->file.temp_name = files->target_temp_name ? strdup(files->target_temp_name) : NULL;
         /* One owner removes the hidden file, once: a second unlink could hit whatever took the
          * name meanwhile. */
         if (!files->target_temp_name || t->file.temp_name)
                 job_files_hand_over(files);
-        if (t->file.fd < 0 || t->file.dir_fd < 0)
+        if (t->file.fd < 0)
                 return error_message(ret_error, negative_errno(), "Could not take over target '%s': %m", t->path);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not take over the directory of target '%s': %m", t->path);
         if (!t->file.name || (files->target_temp_name && !t->file.temp_name))
                 return error_message(ret_error, -ENOMEM, "Out of memory");
 
@@ -203,7 +207,8 @@ int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backi
                 if (!IN_SET(format, IMAGE_FORMAT_PROBE, IMAGE_FORMAT_RAW))
                         return error_message(ret_error, -EINVAL,
                                              "Target device '%s' can only be written as a raw image", t->path);
-                return image_open_fd(t->device_fd, t->path, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE, ret, ret_error);
+                return image_open_fd(t->device_fd, t->path, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE | IMAGE_OPEN_BORROW_FD,
+                                     ret, ret_error);
         }
 
         if (format == IMAGE_FORMAT_PROBE)
@@ -231,8 +236,12 @@ int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backi
         r = image_create_fd(fd, t->path, &cp, ret_error);
         if (r < 0)
                 return r;
+        /* The image writes through our descriptor, and its write lock is on it: one descriptor
+         * per target, and the lock goes only when the file is closed for good (after the image,
+         * at commit or abort). */
         if (!with_backing)
-                return image_open_fd(fd, t->path, format, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, ret, ret_error);
+                return image_open_fd(fd, t->path, format, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING | IMAGE_OPEN_BORROW_FD,
+                                     ret, ret_error);
 
         /* The new image's chain is the source's, from the descriptors the source came with. */
         int fds[JOB_FILES_CHAIN_MAX + 1];
@@ -242,7 +251,7 @@ int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backi
         fds[0] = fd;
         memcpy(fds + 1, backing->fds, backing->n * sizeof(int));
         ImageOpenOptions o = { .fds = &chain };
-        return image_open_full(t->path, format, IMAGE_OPEN_WRITE, &o, ret, ret_error);
+        return image_open_full(t->path, format, IMAGE_OPEN_WRITE | IMAGE_OPEN_BORROW_FD, &o, ret, ret_error);
 }
 
 int target_file_prepare(TargetFile *t, char **ret_error) {

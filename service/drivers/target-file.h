@@ -77,7 +77,9 @@ bool target_file_in_place(const TargetFile *t);
  * qcow2 copy of the source's top layer alone ('sync_top') records the source's backing file, so
  * that it reads the same as the source, and is opened on top of 'backing', the source's own
  * chain below its top as descriptors: a partial cluster is completed from those files, never
- * from a file looked up by the recorded name. */
+ * from a file looked up by the recorded name. The image uses the TargetFile's descriptor
+ * (IMAGE_OPEN_BORROW_FD), which holds its write lock: close the image before the TargetFile
+ * (target_file_discard()). */
 int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backing, ImageFormat format,
                         bool sync_top, Image **ret, char **ret_error);
 

@@ -9,6 +9,7 @@
 #include "error-message.h"
 #include "image.h"
 #include "macro.h"
+#include "shared-fd.h"
 
 /* One layer's status: unallocated, zeroes, or data. Data whose storage in the file is a hole is
  * data that reads as zeroes ('zero' set): qemu-img map says so, and nothing needs reading. */
@@ -46,6 +47,8 @@ struct Image {
         void *format_data;
 
         int fd;
+        SharedFd *shared_fd;            /* fd is this entry's, shared with other jobs' layers */
+        bool fd_borrowed;               /* fd is the caller's (IMAGE_OPEN_BORROW_FD) */
         char *path;
         struct stat st;
         uint64_t file_size;             /* of the file holding the image (for bounds checks) */

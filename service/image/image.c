@@ -161,7 +161,10 @@ Image *image_close(Image *img) {
         image_close(img->backing);
         if (img->ops && img->ops->close)
                 img->ops->close(img);
-        safe_close(img->fd);
+        if (img->shared_fd)
+                shared_fd_unref(img->shared_fd);
+        else if (!img->fd_borrowed)
+                safe_close(img->fd);
         free(img->path);
         free(img->backing_name);
         free(img->error);
@@ -208,7 +211,8 @@ static int backing_path(const Image *img, char **ret) {
         return 0;
 }
 
-static int open_layer(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
+static int open_layer(int fd, bool own, const char *name, ImageFormat format, unsigned flags, Image **ret,
+                      char **ret_error);
 
 static bool same_file(const struct stat *a, const struct stat *b) {
         return a && b && a->st_dev == b->st_dev && a->st_ino == b->st_ino;
@@ -251,9 +255,9 @@ static int open_by_name(const char *path, const char *parent, unsigned flags, ch
  * our own open file description of the same file (through /proc, no name is looked up), so that
  * our image locks are ours alone, as with a file we opened ourselves, and go when we close it
  * (the caller's copy would keep them on a shared description). Returns the new descriptor. */
-static int open_given_fd(int fd, const char *name, unsigned flags, char **ret_error) {
+static int check_given_fd(int fd, const char *name, unsigned flags, char **ret_error) {
         struct stat st;
-        int fl, r;
+        int fl;
 
         fl = fcntl(fd, F_GETFL);
         if (fl < 0 || fstat(fd, &st) < 0)
@@ -265,7 +269,15 @@ static int open_given_fd(int fd, const char *name, unsigned flags, char **ret_er
                 return error_message(ret_error, -EACCES, "The descriptor for '%s' is not open for reading", name);
         if ((flags & IMAGE_OPEN_WRITE) && (fl & O_ACCMODE) != O_RDWR)
                 return error_message(ret_error, -EACCES, "The descriptor for '%s' is not open for writing", name);
+        return 0;
+}
 
+static int open_given_fd(int fd, const char *name, unsigned flags, char **ret_error) {
+        int r;
+
+        r = check_given_fd(fd, name, flags, ret_error);
+        if (r < 0)
+                return r;
         r = fd_reopen(fd, (flags & IMAGE_OPEN_WRITE) ? O_RDWR : O_RDONLY);
         if (r < 0)
                 return error_message(ret_error, r, "Could not reopen the descriptor for '%s': %m", name);
@@ -370,28 +382,88 @@ static int open_backing(Image *img, const Image *top, int depth, const ImageOpen
 
         /* Backing images are read, and must not change under us (unless this is the one the
          * caller is going to write). */
-        r = open_layer(fd, path, format, flags, &b, ret_error);
+        r = open_layer(fd, true, path, format, flags, &b, ret_error);
         if (r < 0)
                 return r;
         img->backing = b;
         return 0;
 }
 
-static int open_layer(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
+/* The key under which a layer's description is shared: the same file through the same mount,
+ * opened the same way, holding the same locks. Only a description the image layer opened itself
+ * ('own': a caller's copy would keep the locks after the last image went), read-only (a writer
+ * must conflict with the readers, in this process too), and locked (the table is for jobs;
+ * blockjobd-opener and the tests that open without locks keep to descriptions of their own). */
+static bool layer_key(int fd, bool own, unsigned flags, SharedFdKey *ret) {
+        uint64_t kind;
+
+        if (!own || (flags & (IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK | IMAGE_OPEN_BORROW_FD)))
+                return false;
+        kind = UINT64_C(1) << 63 | (uint64_t) O_RDONLY | lock_perm(flags) << 8 | lock_shared(flags) << 16;
+        return shared_fd_key(fd, kind, ret) >= 0;
+}
+
+/* The layer's descriptor: the caller's itself, a description shared with other layers (found, or
+ * made from 'fd' once it holds its locks), or a duplicate of 'fd' of its own. The locks are taken
+ * here, once per description. */
+static int layer_fd(Image *img, int fd, bool own, char **ret_error) {
+        SharedFdKey key;
+        bool shareable;
+        int r;
+
+        if (img->flags & IMAGE_OPEN_BORROW_FD) {
+                img->fd = fd;
+                img->fd_borrowed = true;
+        } else {
+                shareable = layer_key(fd, own, img->flags, &key);
+                if (shareable) {
+                        img->shared_fd = shared_fd_get(&key);
+                        if (img->shared_fd) {
+                                /* Locked as this layer would lock it, by whoever came first. */
+                                img->fd = shared_fd_fd(img->shared_fd);
+                                return 0;
+                        }
+                }
+                img->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (img->fd < 0)
+                        return error_message(ret_error, negative_errno(), "Could not duplicate descriptor of '%s': %m",
+                                             img->path);
+                if (shareable) {
+                        r = image_lock(img->fd, lock_perm(img->flags), lock_shared(img->flags), img->path, ret_error);
+                        if (r < 0)
+                                return r;
+                        /* If another layer's description came first meanwhile, that one is used,
+                         * and this one (and its locks) goes. */
+                        img->shared_fd = shared_fd_add(&key, TAKE_FD(img->fd));
+                        if (!img->shared_fd)
+                                return error_message(ret_error, -ENOMEM, "Out of memory");
+                        img->fd = shared_fd_fd(img->shared_fd);
+                        return 0;
+                }
+        }
+
+        if (!(img->flags & IMAGE_OPEN_NO_LOCK))
+                return image_lock(img->fd, lock_perm(img->flags), lock_shared(img->flags), img->path, ret_error);
+        return 0;
+}
+
+static int open_layer(int fd, bool own, const char *name, ImageFormat format, unsigned flags, Image **ret,
+                      char **ret_error) {
         _cleanup_(image_closep) Image *img = NULL;
         int r;
 
         img = calloc(1, sizeof(*img));
         if (!img)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
-        img->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (img->fd < 0)
-                return error_message(ret_error, negative_errno(), "Could not duplicate descriptor of '%s': %m", name);
+        img->fd = -EBADF;
         img->flags = flags;
         img->backing_format = IMAGE_FORMAT_PROBE;
         img->path = strdup(name);
         if (!img->path)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
+        r = layer_fd(img, fd, own, ret_error);
+        if (r < 0)
+                return r;
 
         if (fstat(img->fd, &img->st) < 0)
                 return error_message(ret_error, negative_errno(), "Could not stat '%s': %m", name);
@@ -402,12 +474,6 @@ static int open_layer(int fd, const char *name, ImageFormat format, unsigned fla
                         return error_message(ret_error, negative_errno(), "Could not get the size of '%s': %m", name);
         } else
                 return error_message(ret_error, -EINVAL, "'%s' is neither a regular file nor a block device", name);
-
-        if (!(flags & IMAGE_OPEN_NO_LOCK)) {
-                r = image_lock(img->fd, lock_perm(flags), lock_shared(flags), name, ret_error);
-                if (r < 0)
-                        return r;
-        }
 
         if (format == IMAGE_FORMAT_PROBE) {
                 format = S_ISREG(img->st.st_mode) ? probe(img->fd) : IMAGE_FORMAT_RAW;
@@ -440,12 +506,12 @@ static int check_memory(const Image *img, const ImageOpenOptions *options, char 
                              img->path, m >> 20, options->memory_max >> 20);
 }
 
-static int open_fd_full(int fd, const char *name, ImageFormat format, unsigned flags, const ImageOpenOptions *options,
-                        Image **ret, char **ret_error) {
+static int open_fd_full(int fd, bool own, const char *name, ImageFormat format, unsigned flags,
+                        const ImageOpenOptions *options, Image **ret, char **ret_error) {
         _cleanup_(image_closep) Image *img = NULL;
         int r;
 
-        r = open_layer(fd, name, format, flags, &img, ret_error);
+        r = open_layer(fd, own, name, format, flags, &img, ret_error);
         if (r < 0)
                 return r;
 
@@ -482,7 +548,7 @@ static int open_fd_full(int fd, const char *name, ImageFormat format, unsigned f
 }
 
 int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
-        return open_fd_full(fd, name, format, flags, NULL, ret, ret_error);
+        return open_fd_full(fd, false, name, format, flags, NULL, ret, ret_error);
 }
 
 int image_open_full(const char *path, ImageFormat format, unsigned flags, const ImageOpenOptions *options, Image **ret,
@@ -495,16 +561,24 @@ int image_open_full(const char *path, ImageFormat format, unsigned flags, const 
         if (options && options->fds) {
                 if (options->fds->n == 0)
                         return error_message(ret_error, -EPERM, "No descriptor was passed for '%s'", path);
+                if (flags & IMAGE_OPEN_BORROW_FD) {
+                        int r = check_given_fd(options->fds->fds[0], path, flags, ret_error);
+                        if (r < 0)
+                                return r;
+                        return open_fd_full(options->fds->fds[0], false, path, format, flags, options, ret, ret_error);
+                }
                 fd = open_given_fd(options->fds->fds[0], path, flags, ret_error);
                 if (fd < 0)
                         return fd;
-                return open_fd_full(fd, path, format, flags, options, ret, ret_error);
+                return open_fd_full(fd, true, path, format, flags, options, ret, ret_error);
         }
 
+        if (flags & IMAGE_OPEN_BORROW_FD)
+                return error_message(ret_error, -EINVAL, "No descriptor was passed for '%s'", path);
         fd = open_by_name(path, NULL, flags, ret_error);
         if (fd < 0)
                 return fd;
-        return open_fd_full(fd, path, format, flags, options, ret, ret_error);
+        return open_fd_full(fd, true, path, format, flags, options, ret, ret_error);
 }
 
 int image_open(const char *path, ImageFormat format, unsigned flags, Image **ret, char **ret_error) {
@@ -806,10 +880,11 @@ int image_refresh(Image *img) {
         if (img->flags & IMAGE_OPEN_WRITE)
                 return image_fail(img, -EINVAL, "Image '%s' is open for writing and needs no refresh", img->path);
 
-        /* Open the layer again on the same file, without taking locks again (the descriptor we
-         * hold has them), and take over what it read: a failure leaves 'img' as it was. */
-        r = open_layer(img->fd, img->path, img->ops->format,
-                       img->flags | IMAGE_OPEN_NO_LOCK | IMAGE_OPEN_NO_BACKING, &fresh, &error);
+        /* Open the layer again on the same descriptor, without taking locks again (the
+         * description we hold has them), and take over what it read: a failure leaves 'img' as
+         * it was. */
+        r = open_layer(img->fd, false, img->path, img->ops->format,
+                       img->flags | IMAGE_OPEN_NO_LOCK | IMAGE_OPEN_NO_BACKING | IMAGE_OPEN_BORROW_FD, &fresh, &error);
         if (r < 0)
                 return image_fail(img, r, "%s", error ?: strerror(-r));
         if (!streq_ptr(fresh->backing_name, img->backing_name))

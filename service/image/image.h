@@ -10,6 +10,14 @@
  * a time), so it takes no locks of its own. Two jobs never share an Image: each opens its own,
  * and QEMU's image locks (lock.h) keep writers apart, in this process and across processes.
  *
+ * Descriptors: a layer opened read-only with locks shares one open file description with every
+ * other such layer of the same file (same mount) that takes the same locks (shared-fd.h): ten
+ * thousand backups of one source hold one descriptor for it, not ten thousand. That description
+ * holds the locks for all of them, as long as any of them is open, and loses them with the last
+ * close; its state is never changed (it is only read, with pread, and its locks are taken once,
+ * before it is shared). A layer opened for writing always has a description of its own, so that
+ * its locks still conflict with those of the readers, in this process too.
+ *
  * Errors: functions return a negative errno. Opening and creating also give a message naming
  * the file and the reason; for I/O, image_error() holds the last message (a corrupt image says
  * what is wrong and where). */
@@ -36,6 +44,11 @@ typedef enum ImageOpenFlags {
         IMAGE_OPEN_NO_LOCK      = 1 << 3,   /* no QEMU locks (tests, fuzzing) */
         IMAGE_OPEN_HEADERS_ONLY = 1 << 4,   /* headers and the chain only, no tables: nothing can be
                                              * read, only the files found (blockjobd-opener) */
+        IMAGE_OPEN_BORROW_FD    = 1 << 5,   /* the top layer uses the caller's descriptor itself:
+                                             * not duplicated, not reopened, not closed; its locks
+                                             * are taken on the caller's open file description,
+                                             * which the caller keeps open as long as the image
+                                             * (a target: the TargetFile's one descriptor) */
 } ImageOpenFlags;
 
 #define IMAGE_CHAIN_DEPTH_MAX 64
@@ -84,7 +97,9 @@ typedef struct ImageOpenOptions {
  * the one its parent records), a chain that names more backing files than there are descriptors
  * is refused (-EPERM), and a layer to be written must have been opened for writing (-EACCES).
  * Only the descriptors a chain needs are used; each is reopened (through /proc/self/fd) into an
- * open file description of the image's own, which holds its locks. */
+ * open file description of the image layer's own, which holds its locks (a read-only one may be
+ * shared with other images, see above; the top layer's is the caller's with
+ * IMAGE_OPEN_BORROW_FD). */
 typedef struct ImageChainFds {
         const int *fds;
         size_t n;
@@ -94,7 +109,8 @@ int image_open_full(const char *path, ImageFormat format, unsigned flags, const 
                     char **ret_error);
 
 /* The same on an open file; 'name' is what messages call it and what relative backing names are
- * resolved against. The fd is duplicated. */
+ * resolved against. The fd is duplicated (or borrowed: IMAGE_OPEN_BORROW_FD); it is never
+ * shared with other images, since the caller's own copy would keep its locks. */
 int image_open_fd(int fd, const char *name, ImageFormat format, unsigned flags, Image **ret, char **ret_error);
 /* Closes the image and its chain. */
 Image *image_close(Image *img);

@@ -11,6 +11,7 @@
 #include "fd-util.h"
 #include "log.h"
 #include "macro.h"
+#include "shared-fd.h"
 #include "tmpfile.h"
 
 #define TEMP_PREFIX ".#"
@@ -232,9 +233,35 @@ const char *tmpfile_keep(TmpFile *t) {
         return t->temp_name;
 }
 
+/* What the directory's description is, as far as sharing goes: how it was opened. */
+#define SHARED_DIR_KIND UINT64_C(0x4449520000000000)
+
+int tmpfile_share_dir(TmpFile *t, int dir_fd) {
+        int fl, r;
+
+        assert(t->dir_fd < 0);
+
+        fl = fcntl(dir_fd, F_GETFL);
+        if (fl < 0)
+                return negative_errno();
+        r = shared_fd_acquire(dir_fd, SHARED_DIR_KIND | (uint64_t) (fl & (O_ACCMODE | O_PATH)), &t->shared_dir);
+        if (r >= 0) {
+                t->dir_fd = shared_fd_fd(t->shared_dir);
+                return 0;
+        }
+        if (r != -EOPNOTSUPP)
+                return r;
+        t->dir_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+        return t->dir_fd < 0 ? negative_errno() : 0;
+}
+
 void tmpfile_close(TmpFile *t) {
         t->fd = safe_close(t->fd);
-        t->dir_fd = safe_close(t->dir_fd);
+        if (t->shared_dir) {
+                t->shared_dir = shared_fd_unref(t->shared_dir);
+                t->dir_fd = -EBADF;
+        } else
+                t->dir_fd = safe_close(t->dir_fd);
         free(TAKE_PTR(t->name));
         free(TAKE_PTR(t->temp_name));
 }

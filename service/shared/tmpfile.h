@@ -12,9 +12,12 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+typedef struct SharedFd SharedFd;
+
 typedef struct TmpFile {
         int fd;
         int dir_fd;
+        SharedFd *shared_dir;   /* dir_fd is this entry's, shared with other files (tmpfile_share_dir()) */
         char *name;             /* the final name, within dir_fd */
         char *temp_name;        /* the hidden name while unpublished; NULL for an O_TMPFILE */
         bool published;
@@ -25,6 +28,15 @@ typedef struct TmpFile {
 /* Opens the directory of 'path' and creates the unpublished file in it with 'mode'. With
  * allow_unnamed false the named fallback is used even where O_TMPFILE works (for tests). */
 int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed);
+
+/* Uses 'dir_fd' (a directory the caller opened, for instance with the rights of whoever asked
+ * for the file) as the directory, shared with every other TmpFile in the same directory reached
+ * through the same mount and opened the same way (shared-fd.h): one descriptor for a thousand
+ * files published there. Publishing needs nothing of the description but the directory it is
+ * (its inode: renamed meanwhile, it is still where the files go, as with a descriptor of one's
+ * own); linkat() and rename need the same mount, which the key includes. Where it cannot be
+ * shared, a duplicate of its own. Returns 0 or a negative errno. */
+int tmpfile_share_dir(TmpFile *t, int dir_fd);
 
 /* May 'uid' replace what is at the final name (anything there, a symlink included, not what it
  * points to)? As the kernel would decide for that user's rename(): in a sticky directory (/tmp)
