@@ -781,6 +781,144 @@ static const sd_bus_vtable job_vtable[] = {
         SD_BUS_VTABLE_END
 };
 
+/* ---- GetManagedObjects ------------------------------------------------------------------------ */
+
+/* An interface of the object that has no properties: sd-bus lists Peer, Introspectable and
+ * Properties for every object, and so do we. */
+static const char *const standard_interfaces[] = {
+        "org.freedesktop.DBus.Peer",
+        "org.freedesktop.DBus.Introspectable",
+        "org.freedesktop.DBus.Properties",
+};
+
+static int append_empty_interface(sd_bus_message *reply, const char *interface) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "sa{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 's', interface);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* One property as sd-bus would put it in GetAll: from the vtable, with the same getters, so that
+ * both can never differ. */
+static int append_property(sd_bus *bus, BusJob *bj, const sd_bus_vtable *v, sd_bus_message *reply,
+                           sd_bus_error *error) {
+        void *u = (uint8_t *) bj + v->x.property.offset;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 's', v->x.property.member);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'v', v->x.property.signature);
+        if (r < 0)
+                return r;
+        if (v->x.property.get) {
+                r = v->x.property.get(bus, bj->path, BUS_JOB_INTERFACE, v->x.property.member, reply, u, error);
+                if (r >= 0 && sd_bus_error_is_set(error))
+                        r = -sd_bus_error_get_errno(error);
+        } else if (v->x.property.signature[0] == 's')
+                r = sd_bus_message_append_basic(reply, 's', strempty(*(char **) u));
+        else
+                r = sd_bus_message_append_basic(reply, v->x.property.signature[0], u);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* The job's entry of GetManagedObjects' answer, {oa{sa{sv}}}: what sd-bus's own object manager
+ * sends, which walks every registered node and calls job_object_find() for each path; this
+ * costs the properties only. */
+static int bus_job_append_managed(BusJob *bj, sd_bus_message *reply, sd_bus_error *error) {
+        sd_bus *bus = bj->manager->bus;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "oa{sa{sv}}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 'o', bj->path);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sa{sv}}");
+        if (r < 0)
+                return r;
+        for (size_t k = 0; k < ELEMENTSOF(standard_interfaces); k++) {
+                r = append_empty_interface(reply, standard_interfaces[k]);
+                if (r < 0)
+                        return r;
+        }
+
+        r = sd_bus_message_open_container(reply, 'e', "sa{sv}");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_basic(reply, 's', BUS_JOB_INTERFACE);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        for (const sd_bus_vtable *v = job_vtable + 1; v->type != _SD_BUS_VTABLE_END; v++) {
+                if (!IN_SET(v->type, _SD_BUS_VTABLE_PROPERTY, _SD_BUS_VTABLE_WRITABLE_PROPERTY) ||
+                    (v->flags & (SD_BUS_VTABLE_HIDDEN | SD_BUS_VTABLE_PROPERTY_EXPLICIT)))
+                        continue;
+                r = append_property(bus, bj, v, reply, error);
+                if (r < 0)
+                        return r;
+        }
+        for (unsigned k = 0; k < 4; k++) {
+                r = sd_bus_message_close_container(reply);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int method_get_managed_objects(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Manager *manager = userdata;
+        int r;
+
+        /* Everything else at the manager's path is sd-bus's to answer. */
+        if (!sd_bus_message_is_method_call(m, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects"))
+                return 0;
+        if (*strempty(sd_bus_message_get_signature(m, true)))
+                return sd_bus_reply_method_errorf(m, SD_BUS_ERROR_INVALID_ARGS, "Expected no parameters");
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "{oa{sa{sv}}}");
+        if (r < 0)
+                return r;
+        for (Job *j = job_registry_first(manager->registry); j; j = job_registry_next(j)) {
+                BusJob *bj = job_get_userdata(j);
+                if (!bj)
+                        continue;
+                r = bus_job_append_managed(bj, reply, error);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
 /* ---- objects ------------------------------------------------------------------------------- */
 
 BusJob *bus_job_find_by_path(Manager *m, const char *path) {
@@ -858,5 +996,10 @@ int bus_job_register(Manager *m) {
         r = sd_bus_add_node_enumerator(m->bus, NULL, BUS_JOB_PREFIX, job_node_enumerator, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to add the job node enumerator: %m");
+        /* Ahead of sd-bus's object manager, which stays registered for InterfacesAdded and
+         * InterfacesRemoved (see method_get_managed_objects()). */
+        r = sd_bus_add_object(m->bus, NULL, BUS_MANAGER_PATH, method_get_managed_objects, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add GetManagedObjects(): %m");
         return 0;
 }

@@ -212,6 +212,117 @@ static void test_many_jobs(BusFixture *f, gconstpointer data) {
                 bus_job_call(f, key, "Cancel");
 }
 
+/* GetManagedObjects is answered by blockjobd itself (not sd-bus's object manager): per job, the
+ * same interfaces as sd-bus lists, and the very properties Get and GetAll return. */
+static void test_managed_objects_match_get_all(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "s.img");
+        g_autofree char *t0 = bus_fixture_path(f, "t0.img"), *t1 = bus_fixture_path(f, "t1.img"),
+                        *t2 = bus_fixture_path(f, "t2.img");
+        g_autoptr(GHashTable) paths = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        GVariantBuilder actions;
+        const char *ids[] = { "one", "backup0", "backup1" };
+
+        bus_make_file(source, 4 * MiB);
+        g_hash_table_add(paths, bus_backup(f, source, t0,
+                                           bus_opts("speed", g_variant_new_uint64(1), "job-id",
+                                                    g_variant_new_string("one"), "auto-dismiss",
+                                                    g_variant_new_boolean(false), NULL)));
+        g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add(&actions, "(sss@a{sv})", "backup", source, t1, bus_opts("speed", g_variant_new_uint64(1), NULL));
+        g_variant_builder_add(&actions, "(sss@a{sv})", "backup", source, t2, bus_opts("speed", g_variant_new_uint64(2), NULL));
+        g_auto(GStrv) grouped = bus_transaction_grouped(f, g_variant_builder_end(&actions));
+        for (guint i = 0; grouped[i]; i++)
+                g_hash_table_add(paths, g_strdup(grouped[i]));
+        g_assert_cmpuint(g_hash_table_size(paths), ==, 3);
+
+        /* Paused, so that nothing moves between the calls compared. */
+        GHashTableIter hit;
+        gpointer key;
+        g_hash_table_iter_init(&hit, paths);
+        while (g_hash_table_iter_next(&hit, &key, NULL))
+                bus_job_call(f, key, "Pause");
+        for (guint i = 0; i < G_N_ELEMENTS(ids); i++)
+                bus_wait_for_status(f, ids[i], "paused");
+        bus_iterate_for(f, 100 * 1000);
+        g_assert_cmpuint(f->n_added, ==, 3);
+
+        g_autoptr(GVariant) managed = bus_call(f, MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                                               "GetManagedObjects", NULL, "(a{oa{sa{sv}}})");
+        g_autoptr(GVariant) objects = g_variant_get_child_value(managed, 0);
+        g_assert_cmpuint(g_variant_n_children(objects), ==, 3);
+
+        GVariantIter it;
+        const char *path;
+        GVariant *ifaces;
+        g_variant_iter_init(&it, objects);
+        while (g_variant_iter_next(&it, "{&o@a{sa{sv}}}", &path, &ifaces)) {
+                g_autoptr(GVariant) owned = ifaces;
+                const char *expected_ifaces[] = { "org.freedesktop.DBus.Peer", "org.freedesktop.DBus.Introspectable",
+                                                  "org.freedesktop.DBus.Properties", JOB_IFACE };
+
+                g_assert_true(g_hash_table_contains(paths, path));
+                /* The interfaces, in sd-bus's order; the standard ones without properties. */
+                g_assert_cmpuint(g_variant_n_children(ifaces), ==, G_N_ELEMENTS(expected_ifaces));
+                for (guint i = 0; i < G_N_ELEMENTS(expected_ifaces); i++) {
+                        g_autoptr(GVariant) entry = g_variant_get_child_value(ifaces, i);
+                        g_autoptr(GVariant) name = g_variant_get_child_value(entry, 0);
+                        g_autoptr(GVariant) props = g_variant_get_child_value(entry, 1);
+
+                        g_assert_cmpstr(g_variant_get_string(name, NULL), ==, expected_ifaces[i]);
+                        if (i + 1 < G_N_ELEMENTS(expected_ifaces)) {
+                                g_assert_cmpuint(g_variant_n_children(props), ==, 0);
+                                continue;
+                        }
+
+                        /* Exactly GetAll's answer, same order, and each property as Get says. */
+                        g_autoptr(GVariant) all = bus_call(f, path, "org.freedesktop.DBus.Properties", "GetAll",
+                                                           g_variant_new("(s)", JOB_IFACE), "(a{sv})");
+                        g_autoptr(GVariant) all_props = g_variant_get_child_value(all, 0);
+                        g_assert_cmpvariant(props, all_props);
+
+                        GVariantIter pit;
+                        const char *pname;
+                        GVariant *value;
+                        g_variant_iter_init(&pit, props);
+                        while (g_variant_iter_next(&pit, "{&sv}", &pname, &value)) {
+                                g_autoptr(GVariant) v = value;
+                                g_autoptr(GVariant) one = bus_get_property(f, path, JOB_IFACE, pname);
+                                g_assert_cmpvariant(v, one);
+                        }
+                        g_assert_cmpuint(g_variant_n_children(props), ==, 19);
+                }
+        }
+
+        /* Calls it does not answer itself, or answers with an error, as before. */
+        g_autofree char *bad = bus_call_error(f, MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                                              "GetManagedObjects", g_variant_new("(s)", "x"), ERR_INVALID_ARGS);
+        g_assert_cmpstr(bad, ==, "Expected no parameters");
+        g_autofree char *elsewhere = bus_call_error(f, grouped[0],
+                                                    "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", NULL,
+                                                    "org.freedesktop.DBus.Error.UnknownMethod");
+        g_assert_nonnull(elsewhere);
+        g_autoptr(GVariant) ping = bus_call(f, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping", NULL, NULL);
+        g_autoptr(GVariant) jobs = bus_get_property(f, MANAGER_PATH, MANAGER_IFACE, "Jobs");
+        g_assert_cmpuint(g_variant_get_uint32(jobs), ==, 3);
+
+        /* Gone: InterfacesRemoved for each, and GetManagedObjects is empty. Cancelling one job of
+         * the grouped transaction cancels both. */
+        g_autofree char *one = bus_job_path_for_id(f, "one");
+        bus_job_call(f, one, "Cancel");
+        bus_job_call(f, grouped[0], "Cancel");
+        bus_wait_for_status(f, "one", "concluded");
+        bus_job_call(f, one, "Dismiss");
+        for (guint i = 0; i < G_N_ELEMENTS(ids); i++)
+                bus_wait_for_status(f, ids[i], "null");
+        bus_iterate_for(f, 100 * 1000);
+        g_assert_cmpuint(f->n_removed, ==, 3);
+        g_autoptr(GVariant) none = bus_call(f, MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                                            "GetManagedObjects", NULL, "(a{oa{sa{sv}}})");
+        g_assert_cmpstr(g_variant_get_type_string(none), ==, "(a{oa{sa{sv}}})");
+        g_autoptr(GVariant) empty = g_variant_get_child_value(none, 0);
+        g_assert_cmpuint(g_variant_n_children(empty), ==, 0);
+}
+
 /* ---- the manager ---------------------------------------------------------------------------- */
 
 static void test_manager_properties(BusFixture *f, gconstpointer data) {
@@ -964,6 +1075,7 @@ int main(int argc, char **argv) {
         BUS_TEST("/bus/introspection-matches-xml", test_introspection_matches_xml);
         BUS_TEST("/bus/manager-properties", test_manager_properties);
         BUS_TEST("/bus/many-jobs", test_many_jobs);
+        BUS_TEST("/bus/managed-objects", test_managed_objects_match_get_all);
         BUS_TEST("/bus/backup-lifecycle", test_backup_lifecycle);
         BUS_TEST("/bus/verbs", test_verbs);
         BUS_TEST("/bus/error-text", test_error_texts_reach_clients);
