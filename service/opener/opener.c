@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +16,7 @@
 #include "macro.h"
 #include "opener-protocol.h"
 #include "opener.h"
+#include "spawn-util.h"
 
 #define UINT_TO_PTR(u) ((void *) (uintptr_t) (u))
 #define PTR_TO_UINT(p) ((unsigned) (uintptr_t) (p))
@@ -128,11 +128,6 @@ static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid)
         _cleanup_free_ char *groups = groups_to_string(req->groups, req->n_groups);
         char uid[16];
         const char *argv[4];
-        char *envp[] = { NULL };
-        posix_spawn_file_actions_t actions;
-        posix_spawnattr_t attr;
-        sigset_t none, all;
-        int r;
 
         if (!groups)
                 return -ENOMEM;
@@ -142,24 +137,12 @@ static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid)
         argv[2] = req->groups_from_user_database ? "*" : groups;
         argv[3] = NULL;
 
-        /* The socket becomes its standard input; nothing else of ours goes along (everything
-         * else is O_CLOEXEC), nor our blocked signals, nor our environment. */
-        sigemptyset(&none);
-        sigfillset(&all);
-        posix_spawn_file_actions_init(&actions);
-        posix_spawnattr_init(&attr);
-        r = -posix_spawn_file_actions_adddup2(&actions, socket_fd, STDIN_FILENO);
-        if (r == 0)
-                r = -posix_spawnattr_setsigmask(&attr, &none);
-        if (r == 0)
-                r = -posix_spawnattr_setsigdefault(&attr, &all);
-        if (r == 0)
-                r = -posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-        if (r == 0)
-                r = -posix_spawn(ret_pid, opener_path(), &actions, &attr, (char *const *) argv, envp);
-        posix_spawn_file_actions_destroy(&actions);
-        posix_spawnattr_destroy(&attr);
-        return r;
+        /* The socket becomes its standard input; nothing else of ours goes along, nor our
+         * blocked signals, nor our environment. Not through posix_spawn(): its child copies our
+         * descriptor table, 2-4 per job, and closing those that carry locks at exec costs more
+         * with every job (spawn-util.h). Only the event loop thread gets here, and no thread of
+         * ours ever execs otherwise, which spawn_with_stdin() asks for. */
+        return spawn_with_stdin(opener_path(), (char *const *) argv, socket_fd, ret_pid);
 }
 
 /* ---- reaping ------------------------------------------------------------------------------- */
