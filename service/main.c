@@ -14,6 +14,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "spawn-util.h"
 
 static unsigned arg_threads = 0;
 static uint64_t arg_idle_timeout_usec = IDLE_TIMEOUT_DEFAULT_USEC;
@@ -161,6 +162,12 @@ int main(int argc, char *argv[]) {
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 
         raise_nofile_limit();
+
+        /* The spawn slot is best taken while the lowest free descriptors are low (before any job
+         * holds one): see spawn-util.h. Without it, the first spawn tries again. */
+        r = spawn_slot_reserve();
+        if (r < 0)
+                log_debug_errno(r, "Failed to reserve a descriptor for spawning, trying again later: %m");
 
         /* sd-event handles these through a signalfd, which needs them blocked. */
         sigemptyset(&mask);

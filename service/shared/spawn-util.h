@@ -14,7 +14,7 @@
  * descriptors, whatever the parent holds. The descriptor it gets is moved there beforehand into a
  * "spawn slot", a low descriptor reserved once (spawn_slot_reserve()) and otherwise kept on
  * /dev/null, O_CLOEXEC. Where the kernel has no CLOSE_RANGE_UNSHARE (before 5.9, or a seccomp
- * filter refuses it), and under AddressSanitizer, posix_spawn() does the same job at the old cost. */
+ * filter refuses it), posix_spawn() does the same job at the old cost. */
 
 #include <stdbool.h>
 #include <sys/types.h>
