@@ -160,6 +160,44 @@ static void test_throttled_spans(Fixture *f, gconstpointer data) {
         mirror_free(m);
 }
 
+/* ---- qcow2 on both sides ------------------------------------------------------------------------ */
+
+static void test_qcow2(Fixture *f, gconstpointer data) {
+        g_autofree char *raw = g_build_filename(f->dir, "layout.raw", NULL);
+        TestMirrorParams mp = {
+                .source = f->source, .source_format = IMAGE_FORMAT_QCOW2,
+                .target = f->target, .target_format = IMAGE_FORMAT_QCOW2,
+                .granularity = BLOCK, .buf_size = SPAN,
+        };
+        Job *j;
+
+        /* The same layout in a qcow2 source (block status by clusters, the half-hole block
+         * allocated whole) into a new qcow2 target: spans across clusters, and what reads as
+         * zeroes stays unallocated; data only in the clusters (64 KiB, a block) that hold
+         * some. */
+        make_sparse_file(raw, SIZE, layout, G_N_ELEMENTS(layout), 23);
+        g_free(oracle_run("qemu-img convert -f raw -O qcow2 %s %s", raw, f->source));
+        j = driver_fixture_start_mirror(f, &mp, true);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        g_assert_cmpstr(f->events->str, ==, "created running ready waiting pending concluded null ");
+
+        g_free(oracle_run("qemu-img compare -q -f raw -F qcow2 %s %s", raw, f->target));
+        g_autoptr(GArray) map = oracle_map(f->target);
+        for (guint i = 0; i < map->len; i++) {
+                OracleExtent *e = &g_array_index(map, OracleExtent, i);
+                bool inside = false;
+                if (!e->data)
+                        continue;
+                for (size_t k = 0; k < G_N_ELEMENTS(layout); k++)
+                        inside = inside ||
+                                 (e->start >= layout[k].offset / BLOCK * BLOCK &&
+                                  e->start + e->length <= (layout[k].offset + layout[k].length + BLOCK - 1) / BLOCK * BLOCK);
+                g_assert_true(inside);
+        }
+}
+
 #define SPAN_TEST(path, fn) g_test_add(path, Fixture, NULL, driver_fixture_setup, fn, driver_fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -168,5 +206,6 @@ int main(int argc, char **argv) {
                 return 77;
         SPAN_TEST("/mirror-span/change-during-pass", test_change_during_pass);
         SPAN_TEST("/mirror-span/throttled-spans", test_throttled_spans);
+        SPAN_TEST("/mirror-span/qcow2", test_qcow2);
         return g_test_run();
 }
