@@ -31,6 +31,9 @@
 #define INOTIFY_READS_MAX 64U
 /* Blocks between looks at the clock: reading it costs about as much as a block that needs no read. */
 #define BLOCKS_PER_CLOCK 64U
+/* The largest read request: large enough that a request costs little against the data it moves
+ * (qemu-img convert reads 2 MiB at a time), small enough for a worker thread's buffer. */
+#define SPAN_MAX (UINT64_C(8) << 20)
 
 /* What a block of the target holds, beyond the hashes of data: nothing known yet (a device
  * written in place), and, with sync=top, nothing of its own (it reads through to the backing
@@ -408,57 +411,55 @@ static void source_error(Mirror *m, Job *j, JobStepResult *out, int r) {
         job_step_io_error(j, out, true, true, r, "%s", image_error(m->source) ?: strerror(-r));
 }
 
-/* The hash of what the source's block [off, off + len) holds now. Ranges that need no read (zeroes,
- * and with sync=top what the top does not allocate) are known from block status, which is asked
- * once per extent, not once per block. Data is read into the buffer. */
-static int source_block_hash(Mirror *m, void *buffer, uint64_t off, size_t len, uint64_t *ret, bool *ret_read) {
+/* What the source holds at 'off' by block status, asked once per extent, not once per block:
+ * m->extent_end and m->extent_hash say it up to where it changes (zeroes, with sync=top what the
+ * top does not allocate, or data to read). Offsets only grow within a pass, and a pass starts
+ * with extent_end = 0, so the one extent kept is always the one at or after what was asked last. */
+static int source_extent(Mirror *m, uint64_t off) {
+        uint64_t length;
+        bool readable;
         int r;
 
-        *ret_read = false;
-        if (off >= m->extent_end) {
-                uint64_t length;
-                bool readable;
-
-                m->extent_hash = HASH_UNKNOWN;
-                if (m->sync_top) {
-                        LayerKind kind;
-                        r = image_layer_status(m->source, off, m->size - off, &kind, &length);
-                        readable = kind == LAYER_DATA;
-                        if (r >= 0 && kind == LAYER_UNALLOCATED)
-                                m->extent_hash = HASH_UNALLOCATED;
-                } else {
-                        ImageExtent e;
-                        r = image_block_status(m->source, off, m->size - off, &e);
-                        length = e.length;
-                        readable = !e.zero;
-                }
-                if (r < 0)
-                        return r;
-                m->extent_end = off + length;
-                if (readable)
-                        m->extent_hash = HASH_UNKNOWN;  /* data: read it */
-                else if (m->extent_hash == HASH_UNKNOWN)
-                        m->extent_hash = m->zero_hash;  /* zeroes; fixed up for the tail below */
-        }
-
-        /* A block the extent covers entirely, and that needs no read. */
-        if (m->extent_hash != HASH_UNKNOWN && off + len <= m->extent_end) {
-                *ret = m->extent_hash == HASH_UNALLOCATED ? HASH_UNALLOCATED : zero_hash(m, len);
+        if (off < m->extent_end)
                 return 0;
+
+        m->extent_hash = HASH_UNKNOWN;
+        if (m->sync_top) {
+                LayerKind kind;
+                r = image_layer_status(m->source, off, m->size - off, &kind, &length);
+                readable = kind == LAYER_DATA;
+                if (r >= 0 && kind == LAYER_UNALLOCATED)
+                        m->extent_hash = HASH_UNALLOCATED;
+        } else {
+                ImageExtent e;
+                r = image_block_status(m->source, off, m->size - off, &e);
+                length = e.length;
+                readable = !e.zero;
         }
-        /* Data, or a block of mixed content: read what it reads as, the blocks after it on their
-         * way from the device meanwhile. */
-        copy_io_read_ahead(&m->io, off + len, m->chunk);
-        r = image_read(m->source, buffer, off, len);
         if (r < 0)
                 return r;
-        *ret_read = true;
-        *ret = block_hash(m, buffer, len);
+        m->extent_end = off + length;
+        if (readable)
+                m->extent_hash = HASH_UNKNOWN;  /* data: read it */
+        else if (m->extent_hash == HASH_UNKNOWN)
+                m->extent_hash = m->zero_hash;  /* zeroes; fixed up for the tail by zero_hash() */
         return 0;
 }
 
-/* Makes the target's block hold what the source's does (the buffer, for data). */
-static int write_block(Mirror *m, void *buffer, uint64_t off, size_t len, uint64_t h) {
+/* Must the block [off, off + len) be read to know what it holds? Data, or a block of mixed
+ * content (an extent that needs no read ends inside it). source_extent(off) was asked. */
+static bool block_needs_read(const Mirror *m, uint64_t off, size_t len) {
+        return m->extent_hash == HASH_UNKNOWN || off + len > m->extent_end;
+}
+
+/* The hash of a block that needs no read, from block status. */
+static uint64_t block_known_hash(const Mirror *m, size_t len) {
+        return m->extent_hash == HASH_UNALLOCATED ? HASH_UNALLOCATED : zero_hash(m, len);
+}
+
+/* Makes the target's block hold what block status says the source's does, without reading it:
+ * zeroes, or (sync=top) nothing of its own. */
+static int write_known_block(Mirror *m, uint64_t off, size_t len, uint64_t h, void *buffer) {
         if (h == HASH_UNALLOCATED && m->granularity >= image_cluster_size(m->writer))
                 return image_discard(m->writer, off, len);
         if (h == HASH_UNALLOCATED) {
@@ -469,9 +470,8 @@ static int write_block(Mirror *m, void *buffer, uint64_t off, size_t len, uint64
                         return r;
                 return image_write(m->writer, buffer, off, len);
         }
-        if (h == zero_hash(m, len))
-                return image_write_zeroes(m->writer, off, len);
-        return image_write(m->writer, buffer, off, len);
+        assert(h == zero_hash(m, len));
+        return image_write_zeroes(m->writer, off, len);
 }
 
 /* At the start of a pass: see what others wrote since the last one, at the same size. */
@@ -515,13 +515,173 @@ static void mirror_end_pass(Mirror *m, Job *j, JobStepResult *out) {
         out->idle_ns = m->poll_ns;
 }
 
-static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
-        Mirror *m = data;
-        uint64_t budget = m->chunk, read_bytes = 0, progress = 0, deadline = now_ns() + STEP_TIME_NS;
-        void *buffer;
+/* The most bytes a span reads in one request: the chunk (buf_size), but at most SPAN_MAX, since
+ * the span is held in the worker thread's buffer and buf_size may be up to 1 GiB; in whole
+ * blocks, at least one. */
+static uint64_t span_max(const Mirror *m) {
+        return MAX(MIN(m->chunk, SPAN_MAX) / m->granularity, UINT64_C(1)) * m->granularity;
+}
 
-        if (in->max_bytes > 0)
-                budget = MAX(MIN(budget, in->max_bytes), (uint64_t) 1);
+/* A block that block status says needs no read (zeroes, or unallocated with sync=top): made so
+ * in the target if the target holds something else. Returns 0 or a negative errno (reported). */
+static int mirror_known_block(Mirror *m, Job *j, JobStepResult *out, uint64_t *progress) {
+        uint64_t off = m->offset, b = off / m->granularity;
+        size_t len = (size_t) MIN((uint64_t) m->granularity, m->size - off);
+        uint64_t h = block_known_hash(m, len);
+        int r;
+
+        if (h != held_hash(m, b)) {
+                r = held_page(m, b);
+                if (r < 0)
+                        return step_fail(out, r, "Out of memory to track the blocks of '%s'", image_path(m->source));
+                /* The thread's buffer only for a block that must be read after all (see
+                 * write_known_block()): a pass over nothing touches no memory. */
+                void *buffer = NULL;
+                if (h == HASH_UNALLOCATED && m->granularity < image_cluster_size(m->writer)) {
+                        buffer = copy_io_buffer(len);
+                        if (!buffer)
+                                return step_fail(out, -ENOMEM, "Out of memory for a block of '%s'",
+                                                 image_path(m->source));
+                }
+                r = write_known_block(m, off, len, h, buffer);
+                if (r < 0) {
+                        job_step_io_error(j, out, false, false, r, "%s", image_error(m->writer) ?: strerror(-r));
+                        return r;
+                }
+                set_held_hash(m, b, h);
+                m->pass_written += len;
+                if (m->ready)
+                        *progress += len;       /* a change: more work, and done */
+        }
+        if (!m->ready)
+                *progress += len;               /* the copy: every block counts */
+        m->offset += len;
+        return 0;
+}
+
+/* Writes the blocks [first, first + n) of the span read at 'start' into 'buffer', whose hashes
+ * are 'hashes', and records them. One request for the run (copy_io_write() splits it where
+ * zeroes begin or end), so that a first pass writes in large requests as it reads. */
+static int mirror_write_run(Mirror *m, Job *j, JobStepResult *out, const uint8_t *buffer, const uint64_t *hashes,
+                            uint64_t start, uint64_t first, uint64_t n, uint64_t *progress) {
+        uint64_t g = m->granularity, off = first * g, end = MIN((first + n) * g, m->size);
+        int r;
+
+        /* Every page that will record the run first, so that once it is written, recording it
+         * cannot fail. */
+        for (uint64_t b = first; b < first + n; b++) {
+                r = held_page(m, b);
+                if (r < 0)
+                        return step_fail(out, r, "Out of memory to track the blocks of '%s'", image_path(m->source));
+        }
+        r = copy_io_write(&m->io, buffer + (off - start), off, (size_t) (end - off));
+        if (r < 0) {
+                job_step_io_error(j, out, false, false, r, "%s", image_error(m->writer) ?: strerror(-r));
+                return r;
+        }
+        for (uint64_t b = first; b < first + n; b++)
+                set_held_hash(m, b, hashes[b - start / g]);
+        /* Its write-back on its way while the next span is read. */
+        copy_io_write_behind(&m->io, off, end - off);
+        m->pass_written += end - off;
+        if (m->ready)
+                *progress += end - off;
+        return 0;
+}
+
+/* Reads the span of blocks that need a read from m->offset on, at most 'max' bytes (whole
+ * blocks, at least one), in one request; hashes each of its blocks and writes the runs of those
+ * the target does not hold. The source may change meanwhile, before the read, during it or
+ * after: what is written is what was hashed, from the same buffer, so the table says what the
+ * target holds, and a block that changed after it was read hashes differently in a later pass.
+ * Sets *ret_read to the bytes read. Returns 0 or a negative errno (reported). */
+static int mirror_span(Mirror *m, Job *j, JobStepResult *out, uint64_t max, uint64_t *ret_read, uint64_t *progress) {
+        uint64_t g = m->granularity, start = m->offset, end = start, first = start / g, run = 0, full = span_max(m);
+        uint64_t *hashes;
+        uint8_t *buffer;
+        int r;
+
+        *ret_read = 0;
+
+        /* The thread's buffer, taken only when there is something to read (a pass over what
+         * needs no read touches no memory), and as large as the largest span, so that it does
+         * not grow span after span: a span's data, then its blocks' hashes, kept until its runs
+         * are written and recorded. A span is a whole number of blocks, so the hashes are
+         * aligned. */
+        buffer = copy_io_buffer((size_t) (full + full / g * sizeof(uint64_t)));
+        if (!buffer)
+                return step_fail(out, -ENOMEM, "Out of memory for a span of '%s'", image_path(m->source));
+        hashes = (uint64_t *) (buffer + full);
+
+        /* Block after block that needs a read, across extents (a file system's, a qcow2 image's
+         * clusters), up to 'max'. */
+        do {
+                size_t len = (size_t) MIN(g, m->size - end);
+                r = source_extent(m, end);
+                if (r < 0) {
+                        source_error(m, j, out, r);
+                        return r;
+                }
+                if (!block_needs_read(m, end, len))
+                        break;
+                end += len;
+        } while (end < m->size && end - start < max);
+        assert(end > start);
+
+        /* The next span on its way from the device while this one is hashed and written: only
+         * data, since read-ahead of a hole fills the page cache with zeroes. */
+        if (m->extent_hash == HASH_UNKNOWN && m->extent_end > end)
+                copy_io_read_ahead(&m->io, end, MIN(m->extent_end - end, m->chunk));
+        r = image_read(m->source, buffer, start, (size_t) (end - start));
+        if (r < 0) {
+                source_error(m, j, out, r);
+                return r;
+        }
+        *ret_read = end - start;
+
+        for (uint64_t b = first, off = start; off < end; b++, off += g) {
+                size_t len = (size_t) MIN(g, end - off);
+                hashes[b - first] = block_hash(m, buffer + (off - start), len);
+        }
+
+        /* Runs of blocks whose hash is not what the target holds, each one write. A failure
+         * leaves m->offset at the run that failed: what came before it is done and recorded, and
+         * the step is tried again from there (or the pass goes on, if the error is ignored). */
+        for (uint64_t b = first, off = start; off < end; b++, off += g) {
+                if (hashes[b - first] != held_hash(m, b)) {
+                        run++;
+                        continue;
+                }
+                if (run > 0) {
+                        m->offset = (b - run) * g;
+                        r = mirror_write_run(m, j, out, buffer, hashes, start, b - run, run, progress);
+                        if (r < 0)
+                                goto finish;
+                        run = 0;
+                }
+        }
+        if (run > 0) {
+                uint64_t b = blocks_of(end, g);
+                m->offset = (b - run) * g;
+                r = mirror_write_run(m, j, out, buffer, hashes, start, b - run, run, progress);
+                if (r < 0)
+                        goto finish;
+        }
+        m->offset = end;
+        r = 0;
+finish:
+        if (!m->ready)
+                *progress += m->offset - start; /* the copy: every block done counts */
+        return r;
+}
+
+static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        StepBudget budget = step_budget_start(in);
+        Mirror *m = data;
+        uint64_t read_bytes = 0, progress = 0, max = span_max(m);
+
+        /* buf_size bounds the bytes a step reads (mirror.h): by default, one span per step. */
+        budget.bytes_left = MIN(budget.bytes_left, m->chunk);
 
         if (!m->in_pass) {
                 if (!should_start_pass(m, in)) {
@@ -539,51 +699,45 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 return;
         if (m->offset == 0)
                 m->io.readahead_end = 0;        /* a new pass reads from the start again */
-        buffer = copy_io_buffer(m->granularity);
-        if (!buffer) {
-                step_fail(out, -ENOMEM, "Out of memory for a block of '%s'", image_path(m->source));
-                return;
-        }
-
-        /* Blocks that need no read (zeroes, unallocated, unchanged) spend none of the byte budget, so
-         * time bounds the step too: a source whose header claims a huge empty size must not hold a
-         * worker, and the job's pause and cancel, for a whole pass. */
-        for (unsigned n = 0; m->offset < m->size && read_bytes < budget; n++) {
-                if (n > 0 && n % BLOCKS_PER_CLOCK == 0 && now_ns() >= deadline)
-                        break;
-                uint64_t off = m->offset, b = off / m->granularity, h;
-                size_t len = (size_t) MIN((uint64_t) m->granularity, m->size - off);
-                bool was_read;
+        /* Spans of data read in one request each, and blocks that need no read one by one, while
+         * the step's budget lasts. Blocks that need no read (zeroes, unallocated, unchanged) spend
+         * none of the byte budget, so time bounds the step too, looked at every BLOCKS_PER_CLOCK
+         * of them or after each span: a source whose header claims a huge empty size must not hold
+         * a worker, and the job's pause and cancel, for a whole pass. */
+        for (unsigned work = 0; m->offset < m->size;) {
+                size_t len = (size_t) MIN((uint64_t) m->granularity, m->size - m->offset);
                 int r;
 
-                r = source_block_hash(m, buffer, off, len, &h, &was_read);
+                if (budget.bytes_left == 0)
+                        break;
+                if (work >= BLOCKS_PER_CLOCK) {
+                        if (!step_budget_left(&budget))
+                                break;
+                        work = 0;
+                }
+
+                r = source_extent(m, m->offset);
                 if (r < 0) {
                         source_error(m, j, out, r);
                         break;
                 }
-                if (was_read)
-                        read_bytes += len;
+                if (block_needs_read(m, m->offset, len)) {
+                        uint64_t n;
 
-                if (h != held_hash(m, b)) {
-                        r = held_page(m, b);
-                        if (r < 0) {
-                                step_fail(out, r, "Out of memory to track the blocks of '%s'", image_path(m->source));
+                        /* At least one block, however small the throttled step's quota. */
+                        r = mirror_span(m, j, out,
+                                        MAX(step_budget_clamp(&budget, max) / m->granularity, UINT64_C(1)) * m->granularity,
+                                        &n, &progress);
+                        read_bytes += n;
+                        step_budget_spend(&budget, n);
+                        if (r < 0)
                                 break;
-                        }
-                        r = write_block(m, buffer, off, len, h);
-                        if (r < 0) {
-                                job_step_io_error(j, out, false, false, r, "%s",
-                                                  image_error(m->writer) ?: strerror(-r));
+                        work = BLOCKS_PER_CLOCK;        /* I/O: look at the clock */
+                } else {
+                        if (mirror_known_block(m, j, out, &progress) < 0)
                                 break;
-                        }
-                        set_held_hash(m, b, h);
-                        m->pass_written += len;
-                        if (m->ready)
-                                progress += len;        /* a change: more work, and done */
+                        work++;
                 }
-                if (!m->ready)
-                        progress += len;                /* the copy: every block counts */
-                m->offset += len;
         }
 
         out->dispatched = read_bytes;

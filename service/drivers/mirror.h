@@ -10,11 +10,13 @@
  * pass, since its metadata lives in that process's cache. The target is a new raw or qcow2 image
  * (or a block device written in place), as backup's (see target-file.h).
  *
- * It works in passes over the source, one granularity-sized block at a time. For every block it
+ * It works in passes over the source, tracking it in granularity-sized blocks. For every block it
  * keeps a keyed 64-bit hash (SipHash, a random key per job) of what it last made the target hold
  * (a new target is all zeroes, so the first pass is simply the initial copy), and a pass reads the
  * source only: a block whose hash changed is written, or written as zeroes, or (sync=top) dropped
- * from the target's top layer. What block status shows needs no read (zeroes; with sync=top, what
+ * from the target's top layer. Data is read in spans of blocks, up to buf_size (8 MiB at most),
+ * one request each, and the blocks of a span that changed are written in runs, one request each,
+ * with copy-io's zero detection and write-behind. What block status shows needs no read (zeroes; with sync=top, what
  * the top does not allocate) costs none. Each pass starts by reading the source's metadata again
  * (image_refresh), so that a qcow2 source's new clusters are seen. After the first pass, flushed,
  * the job is ready; further passes start when inotify reports a change of the source file (or, at
@@ -45,7 +47,8 @@ typedef struct MirrorParams {
         CopyParams copy;                /* sync_top: only what the source's top layer allocates */
         uint32_t granularity;           /* power of 2, 512 B to 64 MiB; 0 = 64 KiB, or more for
                                          * sources over 512 GiB (see MIRROR_TABLE_MAX) */
-        uint64_t buf_size;              /* bytes read per step at most; 0 = 4 MiB */
+        uint64_t buf_size;              /* bytes read per step at most, in requests of up to
+                                         * 8 MiB; 0 = 4 MiB */
         uint64_t poll_ns;               /* ready: how often to look for changes; 0 = 100 ms */
         uint64_t max_interval_ns;       /* ready: a full pass at least this often; 0 = 10 s */
 } MirrorParams;
