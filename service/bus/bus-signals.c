@@ -70,6 +70,14 @@ int bus_signals_new(sd_event *event, sd_bus *bus, BusSignals **ret) {
                 return r;
         }
         (void) sd_event_source_set_description(q->defer, "bus-signals");
+        /* Ahead of the bus and of everything else: the signals of one dispatch are out before
+         * the next call is read, so a reply that reads state (GetAll) still follows every signal
+         * of the changes it shows, as clients that match signals by serial expect. */
+        r = sd_event_source_set_priority(q->defer, SD_EVENT_PRIORITY_IMPORTANT);
+        if (r < 0) {
+                bus_signals_free(q);
+                return r;
+        }
         r = sd_event_add_exit(event, &q->exit, on_loop_exit, q);
         if (r < 0) {
                 bus_signals_free(q);
