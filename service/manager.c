@@ -7,6 +7,7 @@
 
 #include "bus-errors.h"
 #include "bus-job.h"
+#include "bus-signals.h"
 #include "bus-manager.h"
 #include "bus-polkit.h"
 #include "bus-read-access.h"
@@ -128,7 +129,9 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
-        /* Jobs hold threads' work and bus objects: the loop must have ended with none left. */
+        /* Jobs hold threads' work and bus objects: the loop must have ended with none left. The
+         * signal queue holds jobs (its exit source sent what it had). */
+        m->signals = bus_signals_free(m->signals);
         bus_authorize_cancel_all(m);
         bus_read_access_free(m);
         bus_senders_free(m);

@@ -21,6 +21,7 @@
 #define IDLE_TIMEOUT_DEFAULT_USEC (30 * UINT64_C(1000000))
 
 struct BusSender;
+struct BusSignals;
 struct Hashmap;
 struct Inhibitor;
 struct PendingAuth;
@@ -33,6 +34,7 @@ typedef struct Manager {
         JobRegistry *registry;
         JobFactory *factory;
         struct Inhibitor *inhibitor;    /* logind's lock on sleep and shutdown while jobs run */
+        struct BusSignals *signals;     /* change signals waiting for the replies that caused them */
 
         uint64_t idle_timeout_usec;     /* 0: never exit on idle */
         unsigned n_bus_jobs;            /* job objects on the bus */

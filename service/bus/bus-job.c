@@ -11,6 +11,7 @@
 #include "bus-polkit.h"
 #include "bus-read-access.h"
 #include "bus-sender.h"
+#include "bus-signals.h"
 #include "inhibitor.h"
 #include "job-journal.h"
 #include "log.h"
@@ -52,10 +53,11 @@ struct BusJob {
         unsigned io_errors_suppressed;
 
         /* What subscribers were last told, to send only what changed. */
+        BusSignal *last_signal;         /* our last signal in the manager's queue */
         JobStatus status_sent;
         bool started_logged;            /* the journal heard of its first 'running' */
         bool error_sent;
-        uint64_t current_sent, total_sent, rate_sent, end_time_sent;
+        uint64_t current_sent, total_sent, rate_sent, end_time_sent, speed_sent;
 
         /* Progress throttling. */
         uint64_t progress_sent_usec;
@@ -95,6 +97,7 @@ static BusJob *bus_job_free(BusJob *bj) {
         if (!bj)
                 return NULL;
         inhibitor_job_remove(bj->manager->inhibitor, &bj->inhibit);
+        bus_signals_forget(&bj->last_signal);
         sd_event_source_disable_unref(bj->progress_timer);
         job_claim_free(bj->claim);
         free(bj->io_error_message);
@@ -206,17 +209,112 @@ static void bus_job_estimate(BusJob *bj) {
 
 /* ---- sending changes ----------------------------------------------------------------------- */
 
-static void bus_job_emit(BusJob *bj, char **names) {
+/* Change signals go through the manager's queue (bus-signals.h): after the reply to the call that
+ * caused them, in the order of the changes. Without a queue (no bus yet), they go at once. */
+
+static void bus_job_queue_message(BusJob *bj, sd_bus_message *m, const char *what, int r) {
+        BusSignals *q = bj->manager->signals;
+
+        if (r >= 0 && !q) {
+                r = sd_bus_send(NULL, m, NULL);
+                sd_bus_message_unref(m);
+        } else if (r >= 0)
+                r = bus_signals_push_message(q, bj->job, &bj->last_signal, m);
+        warn_unsent(bj->job, what, r);
+}
+
+static int bus_job_new_signal(BusJob *bj, const char *member, sd_bus_message **ret) {
+        return sd_bus_message_new_signal(bj->manager->bus, ret, bj->path, BUS_JOB_INTERFACE, member);
+}
+
+/* StatusChanged carries the status it changed to: built now, whenever it goes. */
+static void bus_job_queue_status(BusJob *bj, JobStatus status) {
+        sd_bus_message *m = NULL;
+        int r;
+
+        r = bus_job_new_signal(bj, "StatusChanged", &m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "ss", job_id(bj->job), job_status_to_string(status));
+        if (r < 0)
+                m = sd_bus_message_unref(m);
+        bus_job_queue_message(bj, m, "StatusChanged", r);
+}
+
+/* PropertiesChanged of 'names', read when it goes. 'direct': may go at once when nothing waits
+ * in the queue (progress from the job's own timer, which no reply waits behind). */
+static void bus_job_emit_full(BusJob *bj, char **names, bool direct) {
+        BusSignals *q = bj->manager->signals;
         int r;
 
         if (!names[0])
                 return;
-        r = sd_bus_emit_properties_changed_strv(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, names);
+        if (!q || (direct && !bus_signals_pending(q)))
+                r = sd_bus_emit_properties_changed_strv(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, names);
+        else
+                r = bus_signals_push_properties(q, bj->job, &bj->last_signal, bj->path, BUS_JOB_INTERFACE, names);
         warn_unsent(bj->job, "PropertiesChanged", r);
 }
 
+static void bus_job_emit(BusJob *bj, char **names) {
+        bus_job_emit_full(bj, names, false);
+}
+
+static void bus_manager_jobs_changed(Manager *m) {
+        char *names[] = { (char *) "Jobs", NULL };
+
+        if (m->signals)
+                (void) bus_signals_push_properties(m->signals, NULL, bus_signals_manager_last(m->signals),
+                                                   BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, names);
+        else
+                (void) sd_bus_emit_properties_changed_strv(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, names);
+}
+
+static int bus_job_append_interfaces(BusJob *bj, sd_bus_message *reply, sd_bus_error *error);
+
+/* InterfacesAdded, as sd-bus's object manager would send it, with the properties as they are now
+ * (the object may be gone by the time it is sent). */
+static void bus_job_queue_added(BusJob *bj) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_signal(bj->manager->bus, &m, BUS_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                                      "InterfacesAdded");
+        if (r >= 0)
+                r = sd_bus_message_append_basic(m, 'o', bj->path);
+        if (r >= 0)
+                r = bus_job_append_interfaces(bj, m, &error);
+        if (r < 0)
+                m = sd_bus_message_unref(m);
+        bus_job_queue_message(bj, m, "InterfacesAdded", r);
+}
+
+static const char *const standard_interfaces[] = {
+        "org.freedesktop.DBus.Peer",
+        "org.freedesktop.DBus.Introspectable",
+        "org.freedesktop.DBus.Properties",
+};
+
+/* InterfacesRemoved, as sd-bus's object manager would send it: built now, sent once the object
+ * is gone. */
+static void bus_job_queue_removed(BusJob *bj) {
+        sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_signal(bj->manager->bus, &m, BUS_MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+                                      "InterfacesRemoved");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "o", bj->path);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "as", 4, standard_interfaces[0], standard_interfaces[1],
+                                          standard_interfaces[2], BUS_JOB_INTERFACE);
+        if (r < 0)
+                m = sd_bus_message_unref(m);
+        bus_job_queue_message(bj, m, "InterfacesRemoved", r);
+}
+
 /* Send the progress-like properties that changed since last time, now. */
-static void bus_job_flush_progress(BusJob *bj) {
+static void bus_job_flush_progress(BusJob *bj, bool direct) {
         char *names[5];
         size_t n = 0;
 
@@ -242,11 +340,11 @@ static void bus_job_flush_progress(BusJob *bj) {
                 names[n++] = (char *) "ExpectedEndTime";
         }
         names[n] = NULL;
-        bus_job_emit(bj, names);
+        bus_job_emit_full(bj, names, direct);
 }
 
 static int on_progress_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        bus_job_flush_progress(userdata);
+        bus_job_flush_progress(userdata, true);
         return 0;
 }
 
@@ -257,11 +355,11 @@ static void bus_job_progress_changed(BusJob *bj) {
         /* The total changes rarely (a mirror's source grows dirty): it goes out at once. */
         if (bj->total_sent != job_total_progress(bj->job)) {
                 bj->total_sent = job_total_progress(bj->job);
-                bus_job_emit(bj, (char *[]) { (char *) "TotalProgress", NULL });
+                bus_job_emit_full(bj, (char *[]) { (char *) "TotalProgress", NULL }, true);
         }
 
         if (now >= due) {
-                bus_job_flush_progress(bj);
+                bus_job_flush_progress(bj, true);
                 return;
         }
         if (bj->progress_pending)
@@ -273,7 +371,7 @@ static void bus_job_progress_changed(BusJob *bj) {
                                       on_progress_timer, bj);
                 if (r < 0) {
                         log_warning_errno(r, "Job '%s': cannot throttle progress, sending now: %m", job_id(bj->job));
-                        bus_job_flush_progress(bj);
+                        bus_job_flush_progress(bj, true);
                         return;
                 }
                 (void) sd_event_source_set_description(bj->progress_timer, "job-progress");
@@ -288,7 +386,6 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         Manager *m = userdata;
         char *names[4];
         size_t n = 0;
-        int r;
 
         /* 'created' is announced by bus_job_attach(), once the object exists. */
         if (!bj)
@@ -301,28 +398,25 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
          * job got to when it changed status: 100 % on reaching ready, for one. */
         if (bj->progress_pending || (IN_SET(bj->status_sent, JOB_STATUS_RUNNING, JOB_STATUS_READY) &&
                                      !IN_SET(status, JOB_STATUS_RUNNING, JOB_STATUS_READY)))
-                bus_job_flush_progress(bj);
+                bus_job_flush_progress(bj, false);
         assert(m->n_bus_jobs_by_status[bj->status_sent] > 0);
         m->n_bus_jobs_by_status[bj->status_sent]--;
         if (status != JOB_STATUS_NULL)
                 m->n_bus_jobs_by_status[status]++;
         bj->status_sent = status;
 
-        r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "StatusChanged", "ss", job_id(j),
-                               job_status_to_string(status));
-        warn_unsent(j, "StatusChanged", r);
+        bus_job_queue_status(bj, status);
 
         /* Its files and memory are free for others once it is done with them. */
         if (status == JOB_STATUS_CONCLUDED)
                 job_claim_end(bj->claim);
 
         if (status == JOB_STATUS_NULL) {
-                r = sd_bus_emit_object_removed(m->bus, bj->path);
-                warn_unsent(j, "InterfacesRemoved", r);
+                bus_job_queue_removed(bj);
                 job_set_userdata(j, NULL);
                 bus_job_free(bj);
                 m->n_bus_jobs--;
-                (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
+                bus_manager_jobs_changed(m);
                 manager_changed(m);
                 return;
         }
@@ -356,7 +450,6 @@ static bool io_error_ratelimit(BusJob *bj) {
 
 static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
         BusJob *bj = job_get_userdata(j);
-        Manager *m = userdata;
         const char *message = e->message ?: strerror(-e->error);
         char *copy;
         int r;
@@ -384,10 +477,15 @@ static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
 
         /* A broadcast has no reader to check: it carries the errno's text only, the message
          * (which names files) is IoErrorMessage, for those who may read it. */
-        r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "IoError", "sss", e->is_read ? "read" : "write",
-                               job_error_action_to_string(e->action), strerror(-e->error));
-        warn_unsent(j, "IoError", r);
-        (void) sd_bus_emit_properties_changed(m->bus, bj->path, BUS_JOB_INTERFACE, "IoErrorMessage", NULL);
+        sd_bus_message *signal = NULL;
+        r = bus_job_new_signal(bj, "IoError", &signal);
+        if (r >= 0)
+                r = sd_bus_message_append(signal, "sss", e->is_read ? "read" : "write",
+                                          job_error_action_to_string(e->action), strerror(-e->error));
+        if (r < 0)
+                signal = sd_bus_message_unref(signal);
+        bus_job_queue_message(bj, signal, "IoError", r);
+        bus_job_emit(bj, (char *[]) { (char *) "IoErrorMessage", NULL });
 }
 
 static void on_changed(Job *j, JobChange what, void *userdata) {
@@ -397,11 +495,13 @@ static void on_changed(Job *j, JobChange what, void *userdata) {
                 return;
         if (what & JOB_CHANGE_PROGRESS)
                 bus_job_progress_changed(bj);
-        if (what & JOB_CHANGE_SPEED)
-                (void) sd_bus_emit_properties_changed(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, "Speed", NULL);
+        /* SetSpeed() with the speed it has changes nothing to tell. */
+        if ((what & JOB_CHANGE_SPEED) && bj->speed_sent != job_speed(j)) {
+                bj->speed_sent = job_speed(j);
+                bus_job_emit(bj, (char *[]) { (char *) "Speed", NULL });
+        }
         if (what & JOB_CHANGE_IO_STATUS)
-                (void) sd_bus_emit_properties_changed(bj->manager->bus, bj->path, BUS_JOB_INTERFACE, "IoStatus",
-                                                      NULL);
+                bus_job_emit(bj, (char *[]) { (char *) "IoStatus", NULL });
 }
 
 const JobObserver bus_job_observer = {
@@ -442,6 +542,7 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
                 .inhibit = { .id = job_id(j), .type = job_type(j) },
                 .current_sent = job_current_progress(j),
                 .total_sent = job_total_progress(j),
+                .speed_sent = job_speed(j),
         };
         bj->source = strdup(strempty(info->source));
         bj->target = strdup(strempty(info->target));
@@ -461,12 +562,9 @@ int bus_job_attach(Manager *m, Job *j, const BusJobInfo *info, BusJob **ret) {
         m->n_bus_jobs++;
         m->n_bus_jobs_by_status[bj->status_sent]++;
 
-        r = sd_bus_emit_object_added(m->bus, bj->path);
-        warn_unsent(j, "InterfacesAdded", r);
-        r = sd_bus_emit_signal(m->bus, bj->path, BUS_JOB_INTERFACE, "StatusChanged", "ss", job_id(j),
-                               job_status_to_string(job_status(j)));
-        warn_unsent(j, "StatusChanged", r);
-        (void) sd_bus_emit_properties_changed(m->bus, BUS_MANAGER_PATH, BUS_MANAGER_INTERFACE, "Jobs", NULL);
+        bus_job_queue_added(bj);
+        bus_job_queue_status(bj, job_status(j));
+        bus_manager_jobs_changed(m);
         bus_job_log_status(bj, job_status(j));
 
         if (ret)
@@ -784,13 +882,7 @@ static const sd_bus_vtable job_vtable[] = {
 /* ---- GetManagedObjects ------------------------------------------------------------------------ */
 
 /* An interface of the object that has no properties: sd-bus lists Peer, Introspectable and
- * Properties for every object, and so do we. */
-static const char *const standard_interfaces[] = {
-        "org.freedesktop.DBus.Peer",
-        "org.freedesktop.DBus.Introspectable",
-        "org.freedesktop.DBus.Properties",
-};
-
+ * Properties (standard_interfaces) for every object, and so do we. */
 static int append_empty_interface(sd_bus_message *reply, const char *interface) {
         int r;
 
@@ -845,7 +937,6 @@ static int append_property(sd_bus *bus, BusJob *bj, const sd_bus_vtable *v, sd_b
  * sends, which walks every registered node and calls job_object_find() for each path; this
  * costs the properties only. */
 static int bus_job_append_managed(BusJob *bj, sd_bus_message *reply, sd_bus_error *error) {
-        sd_bus *bus = bj->manager->bus;
         int r;
 
         r = sd_bus_message_open_container(reply, 'e', "oa{sa{sv}}");
@@ -854,6 +945,17 @@ static int bus_job_append_managed(BusJob *bj, sd_bus_message *reply, sd_bus_erro
         r = sd_bus_message_append_basic(reply, 'o', bj->path);
         if (r < 0)
                 return r;
+        r = bus_job_append_interfaces(bj, reply, error);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* The a{sa{sv}} of InterfacesAdded and of GetManagedObjects' entries. */
+static int bus_job_append_interfaces(BusJob *bj, sd_bus_message *reply, sd_bus_error *error) {
+        sd_bus *bus = bj->manager->bus;
+        int r;
+
         r = sd_bus_message_open_container(reply, 'a', "{sa{sv}}");
         if (r < 0)
                 return r;
@@ -880,7 +982,7 @@ static int bus_job_append_managed(BusJob *bj, sd_bus_message *reply, sd_bus_erro
                 if (r < 0)
                         return r;
         }
-        for (unsigned k = 0; k < 4; k++) {
+        for (unsigned k = 0; k < 3; k++) {
                 r = sd_bus_message_close_container(reply);
                 if (r < 0)
                         return r;
@@ -989,6 +1091,10 @@ static int job_node_enumerator(sd_bus *bus, const char *path, void *userdata, ch
 
 int bus_job_register(Manager *m) {
         int r;
+
+        r = bus_signals_new(m->event, m->bus, &m->signals);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the signal queue: %m");
 
         r = sd_bus_add_fallback_vtable(m->bus, NULL, BUS_JOB_PREFIX, BUS_JOB_INTERFACE, job_vtable, job_object_find, m);
         if (r < 0)

@@ -42,6 +42,7 @@ struct Inhibitor {
         int fd;                         /* the lock held, or -EBADF */
         sd_bus_slot *call;              /* an Inhibit() in flight */
         sd_event_source *refresh;       /* a new Why is due */
+        sd_event_source *take;          /* the first lock is due, once the current call is answered */
         uint64_t asked_usec;            /* when the last Inhibit() went out */
         bool dirty;                     /* the active jobs changed since it went out */
         bool unavailable;               /* logind said no: wait for the next first active job */
@@ -68,6 +69,7 @@ static void inhibitor_release(Inhibitor *i) {
          * logind sees the lock go as soon as it was made. */
         i->call = sd_bus_slot_unref(i->call);
         (void) sd_event_source_set_enabled(i->refresh, SD_EVENT_OFF);
+        (void) sd_event_source_set_enabled(i->take, SD_EVENT_OFF);
         i->dirty = false;
 }
 
@@ -76,6 +78,7 @@ Inhibitor *inhibitor_free(Inhibitor *i) {
                 return NULL;
         inhibitor_release(i);
         sd_event_source_disable_unref(i->refresh);
+        sd_event_source_disable_unref(i->take);
         sd_event_unref(i->event);
         /* The jobs' entries are theirs; whatever is left of the list is forgotten with us. */
         free(i);
@@ -215,6 +218,31 @@ static void inhibitor_schedule(Inhibitor *i) {
         (void) sd_event_source_set_enabled(i->refresh, SD_EVENT_ONESHOT);
 }
 
+static int on_take(sd_event_source *s, void *userdata) {
+        Inhibitor *i = userdata;
+
+        if (!i->call && i->fd < 0)
+                inhibitor_take(i);
+        return 0;
+}
+
+/* The first lock is asked for from a defer source, not from the status change: that happens in
+ * a Resume() handler, whose reply then goes first (see bus-signals.h). */
+static void inhibitor_take_soon(Inhibitor *i) {
+        int r;
+
+        if (!i->take) {
+                r = sd_event_add_defer(i->event, &i->take, on_take, i);
+                if (r < 0) {
+                        log_warning_errno(r, "Could not defer the inhibitor lock, asking now: %m");
+                        inhibitor_take(i);
+                        return;
+                }
+                (void) sd_event_source_set_description(i->take, "inhibitor-take");
+        }
+        (void) sd_event_source_set_enabled(i->take, SD_EVENT_ONESHOT);
+}
+
 static void inhibitor_set_active(Inhibitor *i, InhibitorJob *j, bool active) {
         if (j->active == active)
                 return;
@@ -236,7 +264,7 @@ static void inhibitor_set_active(Inhibitor *i, InhibitorJob *j, bool active) {
                 /* The first active job: a lock now (and another try if logind said no before). */
                 i->unavailable = false;
                 if (!i->call && i->fd < 0) {
-                        inhibitor_take(i);
+                        inhibitor_take_soon(i);
                         return;
                 }
         }

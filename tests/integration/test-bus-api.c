@@ -1067,6 +1067,105 @@ static void test_sigterm_cancels_jobs(BusFixture *f, gconstpointer data) {
                               g_str_equal(name, "services") || g_str_equal(name, "daemon.log"));
 }
 
+/* ---- change signals follow the reply ------------------------------------------------------- */
+
+/* What reaches the connection, in the order it arrives (GDBus's worker thread runs filters in
+ * that order): "reply:<serial>" for every method return, "status:<status>" for the job's
+ * StatusChanged, "removed" for its InterfacesRemoved. */
+typedef struct Trace {
+        GMutex lock;
+        GString *s;
+        const char *path;
+} Trace;
+
+static GDBusMessage *trace_filter(GDBusConnection *c, GDBusMessage *m, gboolean incoming, gpointer userdata) {
+        Trace *t = userdata;
+        GVariant *body = g_dbus_message_get_body(m);
+        const char *member = g_dbus_message_get_member(m), *path = NULL, *status = NULL;
+
+        if (!incoming)
+                return m;
+        g_mutex_lock(&t->lock);
+        if (g_dbus_message_get_message_type(m) == G_DBUS_MESSAGE_TYPE_METHOD_RETURN)
+                g_string_append_printf(t->s, "reply:%u ", g_dbus_message_get_reply_serial(m));
+        else if (g_dbus_message_get_message_type(m) == G_DBUS_MESSAGE_TYPE_SIGNAL && body) {
+                if (g_strcmp0(member, "StatusChanged") == 0 && g_strcmp0(g_dbus_message_get_path(m), t->path) == 0) {
+                        g_variant_get(body, "(&s&s)", NULL, &status);
+                        g_string_append_printf(t->s, "status:%s ", status);
+                } else if (g_strcmp0(member, "InterfacesRemoved") == 0) {
+                        g_variant_get(body, "(&o@as)", &path, NULL);
+                        if (g_str_equal(path, t->path))
+                                g_string_append(t->s, "removed ");
+                }
+        }
+        g_mutex_unlock(&t->lock);
+        return m;
+}
+
+static char *trace_get(Trace *t) {
+        g_mutex_lock(&t->lock);
+        char *s = g_strdup(t->s->str);
+        g_mutex_unlock(&t->lock);
+        return s;
+}
+
+/* Calls a method and returns the serial of the call, once it is answered. */
+static guint32 call_serial(BusFixture *f, const char *path, const char *method) {
+        g_autoptr(GDBusMessage) call = g_dbus_message_new_method_call(BUS_NAME, path, JOB_IFACE, method);
+        g_autoptr(GDBusMessage) reply = NULL;
+        g_autoptr(GError) error = NULL;
+        guint32 serial = 0;
+
+        reply = g_dbus_connection_send_message_with_reply_sync(f->conn, call, G_DBUS_SEND_MESSAGE_FLAGS_NONE, 10000,
+                                                               &serial, NULL, &error);
+        g_assert_no_error(error);
+        g_assert_cmpint(g_dbus_message_get_message_type(reply), ==, G_DBUS_MESSAGE_TYPE_METHOD_RETURN);
+        return serial;
+}
+
+/* As systemd's units: a verb's reply goes first, its change signals follow in the order of the
+ * changes, and a Get after the reply reads the new value already. */
+static void test_signals_follow_reply(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "source.img"), *target = bus_fixture_path(f, "target.img");
+        g_autofree char *path = NULL, *status = NULL, *pause_reply = NULL, *cancel_trace = NULL, *trace = NULL;
+        Trace t = { .s = g_string_new(NULL) };
+        unsigned removed;
+        gsize mark;
+        guint filter;
+
+        bus_make_file(source, 4 * MiB);
+        path = bus_backup(f, source, target, bus_opts("speed", g_variant_new_uint64(1), NULL));
+        bus_wait_for_status(f, "backup0", "running");
+        g_mutex_init(&t.lock);
+        t.path = path;
+        filter = g_dbus_connection_add_filter(f->conn, trace_filter, &t, NULL);
+
+        pause_reply = g_strdup_printf("reply:%u status:paused ", call_serial(f, path, "Pause"));
+        status = bus_get_string(f, path, "Status");
+        g_assert_cmpstr(status, ==, "paused");
+        bus_wait_for_status(f, "backup0", "paused");
+        trace = trace_get(&t);
+        g_assert_nonnull(strstr(trace, pause_reply));
+
+        /* Every status of the cancel (which resumes the job first, as QEMU's does), in order,
+         * "null" before the object goes. */
+        mark = f->statuses->len;
+        removed = f->n_removed;
+        cancel_trace = g_strdup_printf("reply:%u status:running status:aborting status:concluded status:null removed ",
+                                       call_serial(f, path, "Cancel"));
+        bus_wait_for_status_since(f, mark, "backup0", "null");
+        while (f->n_removed == removed)
+                g_main_context_iteration(NULL, TRUE);
+        g_assert_cmpstr(f->statuses->str + mark, ==, "backup0:running backup0:aborting backup0:concluded backup0:null ");
+        g_free(trace);
+        trace = trace_get(&t);
+        g_assert_true(g_str_has_suffix(trace, cancel_trace));
+
+        g_dbus_connection_remove_filter(f->conn, filter);
+        g_string_free(t.s, TRUE);
+        g_mutex_clear(&t.lock);
+}
+
 #define BUS_TEST(path, fn) g_test_add(path, BusFixture, NULL, bus_fixture_setup, fn, bus_fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -1078,6 +1177,7 @@ int main(int argc, char **argv) {
         BUS_TEST("/bus/managed-objects", test_managed_objects_match_get_all);
         BUS_TEST("/bus/backup-lifecycle", test_backup_lifecycle);
         BUS_TEST("/bus/verbs", test_verbs);
+        BUS_TEST("/bus/signals-follow-reply", test_signals_follow_reply);
         BUS_TEST("/bus/error-text", test_error_texts_reach_clients);
         BUS_TEST("/bus/every-verb", test_every_verb);
         BUS_TEST("/bus/io-error-stop", test_io_error_stop);
