@@ -881,9 +881,9 @@ static const sd_bus_vtable job_vtable[] = {
 
 /* ---- GetManagedObjects ------------------------------------------------------------------------ */
 
-/* An interface of the object that has no properties: sd-bus lists Peer, Introspectable and
- * Properties (standard_interfaces) for every object, and so do we. */
-static int append_empty_interface(sd_bus_message *reply, const char *interface) {
+/* Opens an interface's entry, {sa{sv}}, down to its property dictionary: the caller appends the
+ * properties and closes both containers. */
+static int open_interface(sd_bus_message *reply, const char *interface) {
         int r;
 
         r = sd_bus_message_open_container(reply, 'e', "sa{sv}");
@@ -892,13 +892,27 @@ static int append_empty_interface(sd_bus_message *reply, const char *interface) 
         r = sd_bus_message_append_basic(reply, 's', interface);
         if (r < 0)
                 return r;
-        r = sd_bus_message_open_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return r;
+        return sd_bus_message_open_container(reply, 'a', "{sv}");
+}
+
+static int close_interface(sd_bus_message *reply) {
+        int r;
+
         r = sd_bus_message_close_container(reply);
         if (r < 0)
                 return r;
         return sd_bus_message_close_container(reply);
+}
+
+/* An interface of the object that has no properties: sd-bus lists Peer, Introspectable and
+ * Properties (standard_interfaces) for every object, and so do we. */
+static int append_empty_interface(sd_bus_message *reply, const char *interface) {
+        int r;
+
+        r = open_interface(reply, interface);
+        if (r < 0)
+                return r;
+        return close_interface(reply);
 }
 
 /* One property as sd-bus would put it in GetAll: from the vtable, with the same getters, so that
@@ -965,13 +979,7 @@ static int bus_job_append_interfaces(BusJob *bj, sd_bus_message *reply, sd_bus_e
                         return r;
         }
 
-        r = sd_bus_message_open_container(reply, 'e', "sa{sv}");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append_basic(reply, 's', BUS_JOB_INTERFACE);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        r = open_interface(reply, BUS_JOB_INTERFACE);
         if (r < 0)
                 return r;
         for (const sd_bus_vtable *v = job_vtable + 1; v->type != _SD_BUS_VTABLE_END; v++) {
@@ -982,12 +990,10 @@ static int bus_job_append_interfaces(BusJob *bj, sd_bus_message *reply, sd_bus_e
                 if (r < 0)
                         return r;
         }
-        for (unsigned k = 0; k < 3; k++) {
-                r = sd_bus_message_close_container(reply);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
+        r = close_interface(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
 }
 
 static int method_get_managed_objects(sd_bus_message *m, void *userdata, sd_bus_error *error) {
