@@ -55,6 +55,24 @@ void driver_fixture_teardown(Fixture *f, gconstpointer data) {
 }
 
 
+Job *driver_fixture_start_backup(Fixture *f, const TestBackupParams *bp, uint64_t speed, bool auto_finalize) {
+        g_autofree char *error = NULL;
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Backup *b = NULL;
+
+        g_assert_cmpint(test_backup_open(bp, &b, &error), ==, 0);
+        g_assert_null(error);
+        p.id = "b";
+        p.driver = &backup_driver;
+        p.driver_data = b;
+        p.speed = speed;
+        p.auto_finalize = auto_finalize;
+        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, &error), ==, 0);
+        job_progress_set_remaining(f->job, backup_size(b));
+        job_start(f->job);
+        return f->job;
+}
+
 Job *driver_fixture_start_mirror(Fixture *f, const TestMirrorParams *mp, bool auto_dismiss) {
         g_autofree char *error = NULL;
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;

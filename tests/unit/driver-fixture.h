@@ -29,6 +29,8 @@ void driver_fixture_setup(Fixture *f, gconstpointer data);
 void driver_fixture_teardown(Fixture *f, gconstpointer data);
 
 /* A mirror opened as driver-open.h opens it, started as job "m". */
+/* Opens a backup ("b") and starts it. */
+Job *driver_fixture_start_backup(Fixture *f, const TestBackupParams *bp, uint64_t speed, bool auto_finalize);
 Job *driver_fixture_start_mirror(Fixture *f, const TestMirrorParams *mp, bool auto_dismiss);
 /* Iterates the loop until the mirror has made 'n' passes in all. */
 void driver_fixture_wait_for_passes(Fixture *f, Mirror *m, uint64_t n);

@@ -28,27 +28,9 @@
 #include "file-util.h"
 #include "qemu-oracle.h"
 
-static Job *start_backup(Fixture *f, const TestBackupParams *bp, uint64_t speed) {
-        g_autofree char *error = NULL;
-        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
-        Backup *b = NULL;
-
-        g_assert_cmpint(test_backup_open(bp, &b, &error), ==, 0);
-        g_assert_null(error);
-        p.id = "b";
-        p.driver = &backup_driver;
-        p.driver_data = b;
-        p.speed = speed;
-        p.auto_finalize = false;
-        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, &error), ==, 0);
-        job_progress_set_remaining(f->job, backup_size(b));
-        job_start(f->job);
-        return f->job;
-}
-
 /* Runs the backup to pending, returns what copy-io did, and publishes the target. */
 static CopyIoStats run_backup(Fixture *f, const TestBackupParams *bp) {
-        Job *j = start_backup(f, bp, 0);
+        Job *j = driver_fixture_start_backup(f, bp, 0, false);
         CopyIoStats s;
 
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
@@ -382,7 +364,7 @@ static void test_rate_limit_and_pause_during_offload(Fixture *f, gconstpointer d
 
         make_data_file(f->source, size);
         int64_t start = g_get_monotonic_time();
-        j = start_backup(f, &bp, speed);
+        j = driver_fixture_start_backup(f, &bp, speed, false);
         b = job_driver_data(j);
         while (job_current_progress(j) < 2 * MiB)
                 test_loop_iterate(&f->loop);

@@ -16,25 +16,6 @@
 #include "file-util.h"
 
 
-static Job *start_backup(Fixture *f, const TestBackupParams *bp, uint64_t speed, bool auto_finalize) {
-        g_autofree char *error = NULL;
-        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
-        Backup *b = NULL;
-
-        g_assert_cmpint(test_backup_open(bp, &b, &error), ==, 0);
-        g_assert_null(error);
-
-        p.id = "b";
-        p.driver = &backup_driver;
-        p.driver_data = b;
-        p.speed = speed;
-        p.auto_finalize = auto_finalize;
-        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, &error), ==, 0);
-        job_progress_set_remaining(f->job, backup_size(b));
-        job_start(f->job);
-        return f->job;
-}
-
 static const Extent layout[] = {
         { 0, 1 * MiB },
         { 3 * MiB, 64 * KiB },
@@ -49,7 +30,7 @@ static void check_sparse_copy(Fixture *f, bool named_temp_file) {
         struct stat st;
 
         make_sparse_file(f->source, LAYOUT_SIZE, layout, G_N_ELEMENTS(layout), 1);
-        start_backup(f, &bp, 0, true);
+        driver_fixture_start_backup(f, &bp, 0, true);
         test_loop_run_until_empty(&f->loop);
 
         g_assert_cmpstr(f->events->str, ==, "created running waiting pending concluded null ");
@@ -78,7 +59,7 @@ static void test_unaligned_sizes(Fixture *f, gconstpointer data) {
         TestBackupParams bp = { .source = f->source, .target = f->target, .chunk_size = 4096 + 7 };
 
         make_sparse_file(f->source, 3 * MiB, odd, G_N_ELEMENTS(odd), 2);
-        start_backup(f, &bp, 0, true);
+        driver_fixture_start_backup(f, &bp, 0, true);
         test_loop_run_until_empty(&f->loop);
         assert_same_content(f->source, f->target);
 }
@@ -88,14 +69,14 @@ static void test_empty_and_all_hole(Fixture *f, gconstpointer data) {
         struct stat st;
 
         make_sparse_file(f->source, 0, NULL, 0, 3);
-        start_backup(f, &bp, 0, true);
+        driver_fixture_start_backup(f, &bp, 0, true);
         test_loop_run_until_empty(&f->loop);
         g_assert_cmpint(stat(f->target, &st), ==, 0);
         g_assert_cmpuint(st.st_size, ==, 0);
         g_assert_cmpint(unlink(f->target), ==, 0);
 
         make_sparse_file(f->source, 64 * MiB, NULL, 0, 3);
-        start_backup(f, &bp, 0, true);
+        driver_fixture_start_backup(f, &bp, 0, true);
         test_loop_run_until_empty(&f->loop);
         g_assert_cmpint(stat(f->target, &st), ==, 0);
         g_assert_cmpuint(st.st_size, ==, 64 * MiB);
@@ -110,7 +91,7 @@ static void test_rate_limit(Fixture *f, gconstpointer data) {
 
         make_data_file(f->source, size);
         int64_t start = g_get_monotonic_time();
-        start_backup(f, &bp, speed, true);
+        driver_fixture_start_backup(f, &bp, speed, true);
         test_loop_run_until_empty(&f->loop);
         assert_same_content(f->source, f->target);
 
@@ -131,7 +112,7 @@ static void test_pause_stops_io(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 8 * MiB);
-        j = start_backup(f, &bp, 4 * MiB, true);
+        j = driver_fixture_start_backup(f, &bp, 4 * MiB, true);
         b = job_driver_data(j);
         while (job_current_progress(j) == 0)
                 test_loop_iterate(&f->loop);
@@ -161,7 +142,7 @@ static void test_cancel_leaves_nothing(Fixture *f, gconstpointer data) {
                 Job *j;
 
                 make_data_file(f->source, 8 * MiB);
-                j = start_backup(f, &bp, 8 * MiB, true);
+                j = driver_fixture_start_backup(f, &bp, 8 * MiB, true);
                 while (job_current_progress(j) == 0)
                         test_loop_iterate(&f->loop);
                 g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
@@ -179,7 +160,7 @@ static void test_cancel_pending_leaves_nothing(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 1 * MiB);
-        j = start_backup(f, &bp, 0, false);
+        j = driver_fixture_start_backup(f, &bp, 0, false);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
         /* All copied, not published: the hidden file exists, the target does not. */
         g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
@@ -205,7 +186,7 @@ static void test_overwrite(Fixture *f, gconstpointer data) {
 
         /* With it, the old file stays whole until commit, then is replaced in one step. */
         bp.overwrite = true;
-        j = start_backup(f, &bp, 0, false);
+        j = driver_fixture_start_backup(f, &bp, 0, false);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
         g_autofree char *before = NULL;
         g_assert_true(g_file_get_contents(f->target, &before, NULL, NULL));
@@ -223,7 +204,7 @@ static void test_target_appears_before_commit(Fixture *f, gconstpointer data) {
         Job *j;
 
         make_data_file(f->source, 1 * MiB);
-        j = start_backup(f, &bp, 0, false);
+        j = driver_fixture_start_backup(f, &bp, 0, false);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
 
         /* Someone else creates the target meanwhile: prepare refuses, and their file stays. */
@@ -305,7 +286,7 @@ static void test_block_device_source(Fixture *f, gconstpointer data) {
         g_strstrip(out);
 
         bp.source = out;
-        start_backup(f, &bp, 0, true);
+        driver_fixture_start_backup(f, &bp, 0, true);
         test_loop_run_until_empty(&f->loop);
 
         detach = g_strdup_printf("losetup --detach %s", out);
