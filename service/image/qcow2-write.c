@@ -430,19 +430,13 @@ static bool has_backing(const Image *img) {
 
 /* The L2 entry of guest cluster 'cluster' as it is, without allocating anything. */
 static int current_entry(Image *img, Qcow2 *q, uint64_t cluster, uint64_t *ret) {
-        uint64_t l1_index = cluster >> q->l2_bits, l2_offset, *entries;
+        uint64_t *table, index;
         int r;
 
-        *ret = 0;
-        if (l1_index >= q->l1_size)
-                return 0;
-        l2_offset = q->l1[l1_index] & QCOW2_OFFSET_MASK;
-        if (l2_offset == 0)
-                return 0;
-        r = qcow2_load_l2(img, q, l2_offset, &entries);
+        r = qcow2_lookup_l2(img, q, cluster << q->cluster_bits, &table, &index);
         if (r < 0)
                 return r;
-        *ret = entries[cluster & (q->l2_entries - 1)];
+        *ret = table ? table[index] : 0;
         return 0;
 }
 

@@ -412,9 +412,7 @@ Qcow2ClusterType qcow2_entry_type(const Qcow2 *q, uint64_t entry) {
         return QCOW2_CLUSTER_NORMAL;
 }
 
-/* The L2 entries for the guest cluster holding 'offset': the table (NULL if the L1 entry is
- * empty) and the index in it. */
-static int lookup(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret_table, uint64_t *ret_index) {
+int qcow2_lookup_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret_table, uint64_t *ret_index) {
         uint64_t cluster = offset >> q->cluster_bits;
         uint64_t l1_index = cluster >> q->l2_bits;
         uint64_t l2_offset;
@@ -493,7 +491,7 @@ static int qcow2_status(Image *img, uint64_t offset, uint64_t length, LayerExten
         Qcow2ClusterType type;
         int r;
 
-        r = lookup(img, q, offset, &table, &index);
+        r = qcow2_lookup_l2(img, q, offset, &table, &index);
         if (r < 0)
                 return r;
 
@@ -597,7 +595,7 @@ static int qcow2_read(Image *img, void *buf, uint64_t offset, size_t length) {
                 uint64_t *table, index, in_cluster = offset & (q->cluster_size - 1), entry;
                 size_t n;
 
-                r = lookup(img, q, offset, &table, &index);
+                r = qcow2_lookup_l2(img, q, offset, &table, &index);
                 if (r < 0)
                         return r;
                 entry = table ? table[index] : 0;

@@ -189,6 +189,9 @@ uint64_t qcow2_memory_estimate(const Image *img);
 /* Where the header extensions of a first cluster (hdr_len bytes of it) end. */
 size_t qcow2_extensions_end(const uint8_t *hdr, size_t hdr_len);
 int qcow2_load_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);
+/* The L2 entries for the guest cluster holding 'offset', allocating nothing: the table (NULL if
+ * the L1 entry is empty) and the index in it. */
+int qcow2_lookup_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret_table, uint64_t *ret_index);
 /* A cached table for a newly allocated cluster, all entries zero, marked changed. */
 int qcow2_new_l2(Image *img, Qcow2 *q, uint64_t offset, uint64_t **ret);
 Qcow2ClusterType qcow2_entry_type(const Qcow2 *q, uint64_t entry);
