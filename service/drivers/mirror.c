@@ -34,6 +34,15 @@
 /* The largest read request: large enough that a request costs little against the data it moves
  * (qemu-img convert reads 2 MiB at a time), small enough for a worker thread's buffer. */
 #define SPAN_MAX (UINT64_C(8) << 20)
+/* How far ahead of the span it reads the source is read ahead, in spans of the same size. One span
+ * ahead, the device had not finished it by the time the pass asked for it: a first pass spent
+ * half its time waiting in pread() (strace -T, the bench's 1 GiB mirror, its writes going out
+ * meanwhile). Four ahead (16 MiB by default), the bench's mirror to ready took 0.98 s min and
+ * 1.10 s median against 1.01 s and 1.25 s one ahead (15 runs each, in turns, a busy machine);
+ * eight ahead was no better (1.10 s and 1.40 s against 1.03 s and 1.24 s, 12 runs). It is only a
+ * hint to the page cache: it costs no memory of ours, and a throttled step, which reads short
+ * spans, reads ahead as little. */
+#define READ_AHEAD_SPANS 4U
 
 /* What a block of the target holds, beyond the hashes of data: nothing known yet (a device
  * written in place), and, with sync=top, nothing of its own (it reads through to the backing
@@ -720,10 +729,15 @@ static int mirror_span(Mirror *m, Job *j, JobStepResult *out, uint64_t max, uint
         } while (end < m->size && end - start < max);
         assert(end > start);
 
-        /* The next span on its way from the device while this one is hashed and written: only
-         * data, since read-ahead of a hole fills the page cache with zeroes. */
-        if (m->extent_hash == HASH_UNKNOWN && m->extent_end > end)
-                copy_io_read_ahead(&m->io, end, MIN(m->extent_end - end, m->chunk));
+        /* The next spans on their way from the device while this one is hashed and written:
+         * only data, since read-ahead of a hole fills the page cache with zeroes. One request a
+         * span: the kernel cuts a readahead() down to the device's read-ahead size (8 MiB here),
+         * and copy-io asks for each range once, so after the first span each asks for one more. */
+        if (m->extent_hash == HASH_UNKNOWN && m->extent_end > end) {
+                uint64_t ahead_end = MIN(m->extent_end, end + READ_AHEAD_SPANS * (end - start));
+                for (uint64_t o = end; o < ahead_end; o += end - start)
+                        copy_io_read_ahead(&m->io, o, MIN(end - start, ahead_end - o));
+        }
         r = image_read(m->source, buffer, start, (size_t) (end - start));
         if (r < 0) {
                 source_error(m, j, out, r);
