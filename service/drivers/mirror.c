@@ -44,9 +44,10 @@
  * spans, reads ahead as little. */
 #define READ_AHEAD_SPANS 4U
 
-/* What a block of the target holds, beyond the hashes of data: nothing known yet (a device
- * written in place), and, with sync=top, nothing of its own (it reads through to the backing
- * file). A data hash that happens to be one of these is moved off them. */
+/* What a block of the target holds, beyond the hashes of data: nothing known (a device written in
+ * place, before the first pass; a block whose write failed, which may hold some of it), and, with
+ * sync=top, nothing of its own (it reads through to the backing file). A data hash that happens
+ * to be one of these is moved off them. */
 #define HASH_UNKNOWN UINT64_C(0)
 #define HASH_UNALLOCATED UINT64_C(1)
 
@@ -646,6 +647,7 @@ static int mirror_known_block(Mirror *m, Job *j, JobStepResult *out, uint64_t *p
                 }
                 r = write_known_block(m, off, len, h, buffer);
                 if (r < 0) {
+                        set_held_hash(m, b, HASH_UNKNOWN);      /* see mirror_write_run() */
                         job_step_io_error(j, out, false, false, r, "%s", image_error(m->writer) ?: strerror(-r));
                         return r;
                 }
@@ -677,6 +679,13 @@ static int mirror_write_run(Mirror *m, Job *j, JobStepResult *out, const uint8_t
         }
         r = copy_io_write(&m->io, buffer + (off - start), off, (size_t) (end - off));
         if (r < 0) {
+                /* Some of the run may have been written (copy-io writes it in several requests
+                 * where zeroes begin or end, and a failed write may leave part of its bytes): the
+                 * run's blocks hold neither what the table said nor surely what was read. Were
+                 * the table left as it was, a block whose source went back to what the table
+                 * says would never be written again, and the target published would differ. */
+                for (uint64_t b = first; b < first + n; b++)
+                        set_held_hash(m, b, HASH_UNKNOWN);
                 job_step_io_error(j, out, false, false, r, "%s", image_error(m->writer) ?: strerror(-r));
                 return r;
         }
