@@ -524,6 +524,14 @@ static int on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         return sd_event_source_set_time_relative(s, 1000000);
 }
 
+static int on_match_installed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Watch *w = userdata;
+
+        if (sd_bus_message_is_method_error(m, NULL) && w->match_error >= 0)
+                w->match_error = sd_bus_message_get_errno(m) > 0 ? -sd_bus_message_get_errno(m) : -EIO;
+        return 0;
+}
+
 int watch_new(sd_bus *bus, WatchGoal goal, Watch **ret) {
         Watch *w;
         int r;
@@ -534,23 +542,36 @@ int watch_new(sd_bus *bus, WatchGoal goal, Watch **ret) {
         w->bus = bus;
         w->goal = goal;
 
-        /* Each is in place (AddMatch answered) before the call that makes the job act. */
-        r = sd_bus_match_signal(bus, &w->slots[0], BUS_NAME, NULL, JOB_IFACE, "StatusChanged", on_status_changed, w);
+        /* Each is in place before the call that makes the job act: the bus installs a
+         * connection's matches in the order it sent them, before it routes the call that follows.
+         * So they go out together, and only the last is waited for (its answer comes after the
+         * others'): one round trip instead of one each. A refusal of any still stops us here,
+         * before the call, as it did when each was waited for. */
+        r = sd_bus_match_signal_async(bus, &w->slots[0], BUS_NAME, NULL, JOB_IFACE, "StatusChanged",
+                                      on_status_changed, on_match_installed, w);
         if (r >= 0)
-                r = sd_bus_add_match(bus, &w->slots[1],
-                                     "type='signal',sender='" BUS_NAME "',interface='org.freedesktop.DBus.Properties',"
-                                     "member='PropertiesChanged',arg0='" JOB_IFACE "'",
-                                     on_properties_changed, w);
+                r = sd_bus_add_match_async(bus, &w->slots[1],
+                                           "type='signal',sender='" BUS_NAME "',interface='org.freedesktop.DBus.Properties',"
+                                           "member='PropertiesChanged',arg0='" JOB_IFACE "'",
+                                           on_properties_changed, on_match_installed, w);
         if (r >= 0)
-                r = sd_bus_match_signal(bus, &w->slots[2], BUS_NAME, NULL, JOB_IFACE, "IoError", on_io_error, w);
+                r = sd_bus_match_signal_async(bus, &w->slots[2], BUS_NAME, NULL, JOB_IFACE, "IoError", on_io_error,
+                                              on_match_installed, w);
+        if (r >= 0)
+                r = sd_bus_match_signal_async(bus, &w->slots[4], NULL, "/org/freedesktop/DBus/Local",
+                                              "org.freedesktop.DBus.Local", "Disconnected", on_disconnected,
+                                              on_match_installed, w);
         if (r >= 0)
                 r = sd_bus_add_match(bus, &w->slots[3],
                                      "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                                      "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" BUS_NAME "'",
                                      on_name_owner_changed, w);
+        /* The others' answers are queued by now: read them. No job is watched yet, so a signal
+         * among them finds nothing to do. */
+        while (r >= 0 && (r = sd_bus_process(bus, NULL)) > 0)
+                ;
         if (r >= 0)
-                r = sd_bus_match_signal(bus, &w->slots[4], NULL, "/org/freedesktop/DBus/Local",
-                                        "org.freedesktop.DBus.Local", "Disconnected", on_disconnected, w);
+                r = w->match_error;
         if (r < 0) {
                 watch_free(w);
                 set_exit_status(EXIT_LOST);

@@ -69,6 +69,7 @@ typedef struct Watch {
         bool interrupted;
         int exit_status;
         sd_bus_slot *slots[6];
+        int match_error;                /* a subscription the bus refused */
 } Watch;
 
 /* Before the call: the subscriptions. */
