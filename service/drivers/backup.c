@@ -215,11 +215,16 @@ static int backup_prepare(Job *j, void *data, char **ret_error) {
         Backup *b = data;
         int r;
 
-        /* The image consistent and durable, then the file. */
-        r = image_flush(b->writer);
-        if (r < 0) {
-                *ret_error = strdup(strempty(image_error(b->writer)));
-                return r;
+        /* The image consistent and durable, then the file. A raw image keeps nothing of its own
+         * to write: its flush is an fdatasync() of the descriptor it shares with the target,
+         * which the target's fsync() makes anyway (fsync() is fdatasync() and the rest of the
+         * inode); a second flush of the same file would only wait for the device again. */
+        if (!(image_format(b->writer) == IMAGE_FORMAT_RAW && image_fd(b->writer) == target_file_fd(&b->target))) {
+                r = image_flush(b->writer);
+                if (r < 0) {
+                        *ret_error = strdup(strempty(image_error(b->writer)));
+                        return r;
+                }
         }
         return target_file_prepare(&b->target, ret_error);
 }
