@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "image-internal.h"
+#include "qcow2-bitmap.h"
 
 #define QCOW2_MAGIC "QFI\xfb"
 #define QCOW2_HEADER_V2_SIZE 72U
@@ -121,6 +122,8 @@ typedef struct Qcow2 {
         uint32_t nb_snapshots;
         uint64_t snapshots_offset;
 
+        Qcow2Bitmaps bitmaps;
+
         uint64_t l1_offset;
         uint32_t l1_size;
         uint64_t *l1;                   /* host byte order */
@@ -214,6 +217,14 @@ void qcow2_compressed_range(const Qcow2 *q, uint64_t entry, uint64_t *ret_offset
 int qcow2_flush_refcounts(Image *img, Qcow2 *q);
 /* Step 3: the pending frees, applied (and flushed). */
 int qcow2_apply_pending_frees(Image *img, Qcow2 *q);
+
+/* qcow2-bitmap.c */
+/* The bitmaps extension's data (len bytes), checked as QEMU checks it on opening. */
+int qcow2_bitmaps_parse_ext(Image *img, Qcow2 *q, const uint8_t *data, uint32_t len, char **ret_error);
+/* Reads and checks the bitmap directory, once; nothing if there is no (consistent) extension. */
+int qcow2_bitmaps_load(Image *img, Qcow2 *q);
+void qcow2_bitmaps_done(Qcow2 *q);
+uint64_t qcow2_bitmaps_memory_estimate(const Qcow2 *q);
 
 /* qcow2-write.c */
 int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length);

@@ -141,6 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (image_open_fd(fd, "/fuzz/image", IMAGE_FORMAT_PROBE, IMAGE_OPEN_NO_LOCK | IMAGE_OPEN_NO_BACKING,
                                   &img, NULL) >= 0) {
                         fuzz_walk(img);
+                        fuzz_bitmaps(img);
                         image_close(img);
                 }
         }

@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* qcow2 persistent dirty bitmaps: the bitmaps header extension, the bitmap directory and the
+ * bitmap tables (docs/interop/qcow2.txt, "Bitmaps extension" and "Bitmaps"), with the limits
+ * QEMU keeps (block/qcow2-bitmap.c). Everything read from the file is checked before use; a
+ * violation is an error naming the image and what is wrong. */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define QCOW2_AUTOCLEAR_BITMAPS (UINT64_C(1) << 0)
+
+#define QCOW2_BITMAPS_EXT_SIZE 24U
+#define QCOW2_MAX_BITMAPS 65535U
+#define QCOW2_MAX_BITMAP_DIRECTORY_SIZE (1024U * QCOW2_MAX_BITMAPS)
+
+/* A directory entry: fixed part, then extra data, then the name, padded to 8 bytes. */
+#define QCOW2_BME_HEADER_SIZE 24U
+#define QCOW2_BME_FLAG_IN_USE (1U << 0)
+#define QCOW2_BME_FLAG_AUTO (1U << 1)
+#define QCOW2_BME_FLAG_EXTRA_DATA_COMPATIBLE (1U << 2)
+#define QCOW2_BME_TYPE_DIRTY_TRACKING 1U
+#define QCOW2_BME_MIN_GRANULARITY_BITS 9U
+#define QCOW2_BME_MAX_GRANULARITY_BITS 31U
+#define QCOW2_BME_MAX_NAME_SIZE 1023U
+#define QCOW2_BME_MAX_TABLE_SIZE UINT32_C(0x8000000)
+/* The most bitmap data (table entries times the cluster size) one bitmap may have: QEMU's bound
+ * on what it keeps in memory, and so ours. */
+#define QCOW2_BME_MAX_PHYS_SIZE UINT64_C(0x20000000)
+
+/* Bitmap table entries. */
+#define QCOW2_BME_TABLE_RESERVED_MASK UINT64_C(0xff000000000001fe)
+#define QCOW2_BME_TABLE_OFFSET_MASK UINT64_C(0x00fffffffffffe00)
+#define QCOW2_BME_TABLE_ALL_ONES UINT64_C(1)
+
+typedef struct Qcow2Bitmap {
+        char *name;
+        uint64_t table_offset;
+        uint32_t table_size;            /* entries */
+        uint32_t flags;                 /* QCOW2_BME_FLAG_* */
+        uint8_t granularity_bits;
+        bool inconsistent;              /* in_use when the image was opened: not ours to trust */
+} Qcow2Bitmap;
+
+typedef struct Qcow2Bitmaps {
+        bool ext_found;                 /* the extension is in the header ... */
+        bool lost;                      /* ... but autoclear bit 0 is clear: QEMU ignores it */
+        uint32_t nb_bitmaps;
+        uint64_t dir_offset, dir_size;
+
+        bool loaded;                    /* the directory is read and checked */
+        Qcow2Bitmap *list;              /* nb_bitmaps entries once loaded */
+} Qcow2Bitmaps;

@@ -1,0 +1,528 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Persistent dirty bitmaps read against the oracle: bitmaps made by `qemu-img bitmap`, dirtied by
+ * qemu-io's writes (QEMU records them in the enabled bitmaps), listed as `qemu-img info` lists
+ * them, and read bit for bit as qemu-nbd exports them (`-B NAME`, seen through `qemu-img map` with
+ * x-dirty-bitmap) and as the writes we made say they must be. */
+
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "qemu-oracle.h"
+
+typedef struct Range {
+        uint64_t start, length;
+} Range;
+
+typedef struct Fixture {
+        char *dir;
+        char *img;
+} Fixture;
+
+static void fixture_setup(Fixture *f, gconstpointer data) {
+        g_autoptr(GError) error = NULL;
+
+        f->dir = g_dir_make_tmp("blockjobd-bitmap-XXXXXX", &error);
+        g_assert_no_error(error);
+        f->img = g_build_filename(f->dir, "a.qcow2", NULL);
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data) {
+        g_free(oracle_run("rm -rf %s", f->dir));
+        g_free(f->dir);
+        g_free(f->img);
+}
+
+/* ---- the oracle's view --------------------------------------------------------------------- */
+
+typedef struct OracleBitmap {
+        char name[64];
+        uint64_t granularity;
+        bool in_use, autoflag;
+} OracleBitmap;
+
+/* The bitmaps `qemu-img info --output=json` lists, in its order. Names in these tests are plain
+ * words, and the objects of the list hold no objects, so a walk over the JSON text does. */
+static GArray *oracle_bitmaps(const char *image) {
+        g_autofree char *json = oracle_run("qemu-img info -U --output=json %s", image);
+        GArray *list = g_array_new(FALSE, TRUE, sizeof(OracleBitmap));
+        char *p = strstr(json, "\"bitmaps\": [");
+
+        if (!p)
+                return list;
+        p += strlen("\"bitmaps\": [");
+        for (;;) {
+                OracleBitmap b = {};
+                char *end, *name;
+
+                p += strspn(p, " \n,");
+                if (*p != '{')
+                        break;
+                end = strchr(p, '}');
+                g_assert_nonnull(end);
+                *end = 0;
+                b.in_use = strstr(p, "\"in-use\"");
+                b.autoflag = strstr(p, "\"auto\"");
+                name = strstr(p, "\"name\": \"");
+                g_assert_nonnull(name);
+                name += strlen("\"name\": \"");
+                g_assert_nonnull(strchr(name, '"'));
+                g_strlcpy(b.name, name, MIN(sizeof(b.name), (size_t) (strchr(name, '"') - name + 1)));
+                b.granularity = g_ascii_strtoull(strstr(p, "\"granularity\": ") + 15, NULL, 10);
+                g_array_append_val(list, b);
+                p = end + 1;
+        }
+        return list;
+}
+
+/* What qemu-nbd exports of bitmap 'name': the dirty ranges, merged, as (start, length) pairs.
+ * The NBD client reports dirty areas as not data ("data": false). */
+static GArray *oracle_dirty(Fixture *f, const char *name) {
+        g_autofree char *sock = g_build_filename(f->dir, "nbd.sock", NULL), *json = NULL;
+        GArray *ranges = g_array_new(FALSE, FALSE, sizeof(Range));
+
+        g_free(oracle_run("qemu-nbd -r -f qcow2 -B %s -k %s --fork %s", name, sock, f->img));
+        json = oracle_run("qemu-img map --output=json --image-opts driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s",
+                          sock, name);
+        for (char *obj = strchr(json, '{'); obj; obj = strchr(obj + 1, '{')) {
+                char *end = strchr(obj, '}');
+                *end = 0;
+                Range r = { g_ascii_strtoull(strstr(obj, "\"start\": ") + 9, NULL, 10),
+                            g_ascii_strtoull(strstr(obj, "\"length\": ") + 10, NULL, 10) };
+                bool dirty = strstr(obj, "\"data\": false");
+                obj = end;
+                if (!dirty)
+                        continue;
+                if (ranges->len > 0) {
+                        Range *last = &g_array_index(ranges, Range, ranges->len - 1);
+                        if (last->start + last->length == r.start) {
+                                last->length += r.length;
+                                continue;
+                        }
+                }
+                g_array_append_val(ranges, r);
+        }
+        g_unlink(sock);
+        return ranges;
+}
+
+/* ---- our view ------------------------------------------------------------------------------ */
+
+static Image *open_image(const char *path, unsigned flags) {
+        g_autofree char *error = NULL;
+        Image *img = NULL;
+
+        if (image_open(path, IMAGE_FORMAT_QCOW2, flags | IMAGE_OPEN_NO_LOCK, &img, &error) < 0)
+                g_error("could not open %s: %s", path, error);
+        return img;
+}
+
+static GArray *our_dirty(const ImageDirtyMap *m) {
+        GArray *ranges = g_array_new(FALSE, FALSE, sizeof(Range));
+        Range r;
+
+        for (uint64_t off = 0; image_dirty_map_next(m, off, &r.start, &r.length); off = r.start + r.length)
+                g_array_append_val(ranges, r);
+        return ranges;
+}
+
+static ImageDirtyMap *load(Image *img, const char *name) {
+        ImageDirtyMap *m = NULL;
+
+        if (image_bitmap_load(img, name, &m) < 0)
+                g_error("could not load bitmap %s: %s", name, image_error(img));
+        return m;
+}
+
+static void assert_ranges_equal(GArray *a, GArray *b, const char *what) {
+        bool same = a->len == b->len;
+
+        for (guint i = 0; same && i < a->len; i++)
+                same = memcmp(&g_array_index(a, Range, i), &g_array_index(b, Range, i), sizeof(Range)) == 0;
+        if (same)
+                return;
+        for (guint i = 0; i < MAX(a->len, b->len); i++)
+                g_test_message("%u: ours %" PRIu64 "+%" PRIu64 "  expected %" PRIu64 "+%" PRIu64, i,
+                               i < a->len ? g_array_index(a, Range, i).start : 0,
+                               i < a->len ? g_array_index(a, Range, i).length : 0,
+                               i < b->len ? g_array_index(b, Range, i).start : 0,
+                               i < b->len ? g_array_index(b, Range, i).length : 0);
+        g_error("%s: dirty ranges differ", what);
+}
+
+/* Our list is `qemu-img info`'s: names, granularities and flags, in order. */
+static void assert_list_matches_oracle(Image *img, const char *path) {
+        g_autoptr(GArray) oracle = oracle_bitmaps(path);
+        ImageBitmapInfo *list = NULL;
+        size_t n = 0;
+
+        g_assert_cmpint(image_bitmap_list(img, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, oracle->len);
+        for (size_t i = 0; i < n; i++) {
+                OracleBitmap *o = &g_array_index(oracle, OracleBitmap, i);
+                g_assert_cmpstr(list[i].name, ==, o->name);
+                g_assert_cmpuint(list[i].granularity, ==, o->granularity);
+                g_assert_cmpint(!!(list[i].flags & IMAGE_BITMAP_AUTO), ==, o->autoflag);
+                g_assert_cmpint(!!(list[i].flags & IMAGE_BITMAP_IN_USE), ==, o->in_use);
+        }
+        image_bitmap_list_free(list, n);
+}
+
+/* The bitmap as qemu-nbd exports it, and as 'expected' (ranges we wrote, rounded out to the
+ * granularity, merged) says. Returns the dirty byte count it checked. */
+static void assert_bitmap(Fixture *f, Image *img, const char *name, GArray *expected) {
+        g_autoptr(GArray) ours = NULL, theirs = NULL;
+        ImageDirtyMap *m = load(img, name);
+        uint64_t total = 0;
+
+        ours = our_dirty(m);
+        theirs = oracle_dirty(f, name);
+        assert_ranges_equal(ours, theirs, "against qemu-nbd");
+        if (expected)
+                assert_ranges_equal(ours, expected, "against the writes");
+        for (guint i = 0; i < ours->len; i++)
+                total += g_array_index(ours, Range, i).length;
+        g_assert_cmpuint(image_dirty_map_count(m), ==, total);
+        image_dirty_map_free(m);
+}
+
+/* The writes (offset, length) rounded out to 'granularity', merged, clipped to 'size'. */
+static GArray *expected_ranges(const uint64_t (*writes)[2], size_t n, uint64_t granularity, uint64_t size) {
+        ImageDirtyMap *m = NULL;
+        GArray *r;
+
+        g_assert_cmpint(image_dirty_map_new(size, (uint32_t) granularity, &m), ==, 0);
+        for (size_t i = 0; i < n; i++)
+                image_dirty_map_set(m, writes[i][0], writes[i][1]);
+        r = our_dirty(m);
+        image_dirty_map_free(m);
+        return r;
+}
+
+static void qemu_io_writes(const char *path, const uint64_t (*writes)[2], size_t n) {
+        g_autoptr(GString) cmd = g_string_new("qemu-io -f qcow2");
+
+        for (size_t i = 0; i < n; i++)
+                g_string_append_printf(cmd, " -c 'write -P 0x%02zx %" PRIu64 " %" PRIu64 "'", i + 1, writes[i][0],
+                                       writes[i][1]);
+        g_string_append_printf(cmd, " %s", path);
+        g_free(oracle_run("%s", cmd->str));
+}
+
+/* ---- reading what QEMU made ---------------------------------------------------------------- */
+
+typedef struct Layout {
+        const char *cluster_size;
+        uint64_t size;
+} Layout;
+
+static const uint64_t some_writes[][2] = {
+        { 1, 3 },                               /* inside the first granule, unaligned */
+        { 65536 + 100, 4096 },                  /* across a 4 KiB boundary */
+        { (1 << 20) - 512, 1024 },              /* across 1 MiB */
+        { 6000001, 70000 },                     /* odd offset and length */
+        { (3 << 20), 2 << 20 },                 /* 2 MiB run */
+};
+
+/* Bitmaps of several granularities, enabled and one disabled, on layouts of several cluster
+ * sizes; qemu-io writes; each bitmap read as QEMU exports it and as the writes say. */
+static void test_read_qemu_bitmaps(Fixture *f, gconstpointer data) {
+        static const Layout layouts[] = {
+                { "64k", 8 << 20 },
+                { "512", 8 << 20 },
+                { "2M", (8 << 20) + 512 },      /* a partial last granule */
+        };
+        static const struct { const char *name; uint64_t granularity; } bitmaps[] = {
+                { "g512", 512 }, { "g64k", 65536 }, { "g1m", 1 << 20 }, { "g2g", UINT64_C(1) << 31 },
+        };
+
+        for (size_t l = 0; l < G_N_ELEMENTS(layouts); l++) {
+                Image *img;
+
+                g_unlink(f->img);
+                g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=%s %s %" PRIu64, layouts[l].cluster_size,
+                                  f->img, layouts[l].size));
+                for (size_t b = 0; b < G_N_ELEMENTS(bitmaps); b++)
+                        g_free(oracle_run("qemu-img bitmap --add -g %" PRIu64 " %s %s", bitmaps[b].granularity, f->img,
+                                          bitmaps[b].name));
+                g_free(oracle_run("qemu-img bitmap --add --disable %s off", f->img));
+                qemu_io_writes(f->img, some_writes, G_N_ELEMENTS(some_writes));
+
+                img = open_image(f->img, 0);
+                g_assert_false(image_bitmaps_lost(img));
+                assert_list_matches_oracle(img, f->img);
+                for (size_t b = 0; b < G_N_ELEMENTS(bitmaps); b++) {
+                        g_autoptr(GArray) expected = expected_ranges(some_writes, G_N_ELEMENTS(some_writes),
+                                                                     bitmaps[b].granularity, layouts[l].size);
+                        assert_bitmap(f, img, bitmaps[b].name, expected);
+                }
+                /* Disabled: nothing recorded. */
+                g_autoptr(GArray) none = g_array_new(FALSE, FALSE, sizeof(Range));
+                assert_bitmap(f, img, "off", none);
+                image_close(img);
+        }
+}
+
+/* The default granularity is QEMU's: the cluster size, within 4 KiB to 64 KiB. */
+static void test_default_granularity(Fixture *f, gconstpointer data) {
+        static const struct { const char *cluster; uint32_t granularity; } cases[] = {
+                { "512", 4096 }, { "8k", 8192 }, { "64k", 65536 }, { "2M", 65536 },
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                ImageBitmapInfo *list = NULL;
+                size_t n = 0;
+                Image *img;
+
+                g_unlink(f->img);
+                g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=%s %s 8M", cases[i].cluster, f->img));
+                g_free(oracle_run("qemu-img bitmap --add %s def", f->img));
+                img = open_image(f->img, 0);
+                g_assert_cmpint(image_bitmap_list(img, &list, &n), ==, 0);
+                g_assert_cmpuint(n, ==, 1);
+                g_assert_cmpuint(list[0].granularity, ==, cases[i].granularity);
+                image_bitmap_list_free(list, n);
+                image_close(img);
+        }
+}
+
+/* Bitmaps in an overlay and in its backing file are each the layer's own. */
+static void test_backing_chain(Fixture *f, gconstpointer data) {
+        g_autofree char *base = g_build_filename(f->dir, "base.qcow2", NULL);
+        static const uint64_t base_writes[][2] = { { 0, 65536 }, { 5 << 20, 512 } };
+        static const uint64_t top_writes[][2] = { { 1 << 20, 4096 } };
+        g_autoptr(GArray) base_expected = expected_ranges(base_writes, 2, 65536, 8 << 20);
+        g_autoptr(GArray) top_expected = expected_ranges(top_writes, 1, 65536, 8 << 20);
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", base));
+        g_free(oracle_run("qemu-img bitmap --add %s inbase", base));
+        qemu_io_writes(base, base_writes, 2);
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b %s -F qcow2 %s", base, f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s intop", f->img));
+        qemu_io_writes(f->img, top_writes, 1);
+
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        assert_bitmap(f, img, "intop", top_expected);
+        assert_list_matches_oracle(image_backing(img), base);
+        ImageDirtyMap *m = load(image_backing(img), "inbase");
+        g_autoptr(GArray) ours = our_dirty(m);
+        assert_ranges_equal(ours, base_expected, "backing file's bitmap");
+        image_dirty_map_free(m);
+        /* A bitmap of the other layer is not this one's. */
+        g_assert_cmpint(image_bitmap_load(img, "inbase", &m), ==, -ENOENT);
+        g_assert_cmpstr(image_error(img), ==, "Dirty bitmap 'inbase' not found");
+        image_close(img);
+}
+
+/* A QEMU that dies with the image open leaves its bitmaps in_use: listed as such, and refused
+ * with QEMU's words when read. */
+static void test_in_use_after_kill(Fixture *f, gconstpointer data) {
+        ImageBitmapInfo *list = NULL;
+        ImageDirtyMap *m = NULL;
+        GSubprocess *p;
+        size_t n = 0;
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s b", f->img));
+        p = oracle_qemu_io_hold(f->img, "qcow2", false);
+        /* It marks the bitmap in_use just after it takes its locks. */
+        for (int i = 0;; i++) {
+                g_autofree char *info = oracle_run("qemu-img info -U %s", f->img);
+                if (strstr(info, "in-use"))
+                        break;
+                g_assert_cmpint(i, <, 500);
+                g_usleep(10 * 1000);
+        }
+        g_subprocess_send_signal(p, SIGKILL);
+        g_assert_true(g_subprocess_wait(p, NULL, NULL));
+        g_object_unref(p);
+
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        g_assert_cmpint(image_bitmap_list(img, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpuint(list[0].flags, ==, IMAGE_BITMAP_IN_USE | IMAGE_BITMAP_AUTO | IMAGE_BITMAP_INCONSISTENT);
+        image_bitmap_list_free(list, n);
+        g_assert_cmpint(image_bitmap_load(img, "b", &m), ==, -EBUSY);
+        g_assert_cmpstr(image_error(img), ==, "Bitmap 'b' is inconsistent and cannot be used");
+        image_close(img);
+}
+
+static void poke(const char *path, uint64_t offset, const void *bytes, size_t n) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pwrite(fd, bytes, n, offset), ==, (ssize_t) n);
+        g_assert_cmpint(close(fd), ==, 0);
+}
+
+static uint64_t peek_be(const char *path, uint64_t offset, unsigned width) {
+        uint8_t b[8];
+        uint64_t v = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(pread(fd, b, width, offset), ==, (ssize_t) width);
+        close(fd);
+        for (unsigned i = 0; i < width; i++)
+                v = v << 8 | b[i];
+        return v;
+}
+
+static void poke_be64(const char *path, uint64_t offset, uint64_t v) {
+        uint8_t b[8];
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                b[i] = (uint8_t) v;
+        poke(path, offset, b, 8);
+}
+
+/* The autoclear bit cleared, as a program lacking bitmap support leaves it: QEMU lists no
+ * bitmaps, and neither do we, but we say they were lost. */
+static void test_autoclear_clear(Fixture *f, gconstpointer data) {
+        ImageBitmapInfo *list = NULL;
+        ImageDirtyMap *m = NULL;
+        size_t n = 1;
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s b", f->img));
+        poke_be64(f->img, 88, 0);
+
+        img = open_image(f->img, 0);
+        g_assert_true(image_bitmaps_lost(img));
+        assert_list_matches_oracle(img, f->img);
+        g_assert_cmpint(image_bitmap_list(img, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 0);
+        image_bitmap_list_free(list, n);
+        g_assert_cmpint(image_bitmap_load(img, "b", &m), ==, -ENOENT);
+        image_close(img);
+}
+
+/* The bitmap directory entry of the first bitmap, and its table's offset. */
+static uint64_t first_table_offset(const char *path) {
+        uint32_t header_length = (uint32_t) peek_be(path, 100, 4);
+
+        for (uint64_t pos = header_length;;) {
+                uint32_t type = (uint32_t) peek_be(path, pos, 4), len = (uint32_t) peek_be(path, pos + 4, 4);
+                g_assert_cmpuint(type, !=, 0);
+                if (type == 0x23852875)
+                        return peek_be(path, peek_be(path, pos + 8 + 16, 8), 8);
+                pos += 8 + ((len + 7) & ~7U);
+        }
+}
+
+/* Table entries that say "all zeroes" and "all ones" (QEMU reads both, though it writes only
+ * the first): a 512-byte cluster image whose 512-byte granularity bitmap has four entries. */
+static void test_all_ones_entry(Fixture *f, gconstpointer data) {
+        static const uint64_t writes[][2] = { { 0, 512 }, { 7 << 20, 4096 } };
+        uint64_t table;
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=512 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", f->img));
+        qemu_io_writes(f->img, writes, 2);
+        table = first_table_offset(f->img);
+        /* Entries 1 and 2 cover untouched megabytes: all zeroes. Entry 2 becomes all ones. */
+        g_assert_cmpuint(peek_be(f->img, table + 8, 8), ==, 0);
+        g_assert_cmpuint(peek_be(f->img, table + 16, 8), ==, 0);
+        poke_be64(f->img, table + 16, 1);
+
+        g_autoptr(GArray) expected = g_array_new(FALSE, FALSE, sizeof(Range));
+        Range r[] = { { 0, 512 }, { 4 << 20, 2 << 20 }, { 7 << 20, 4096 } };
+        for (size_t i = 0; i < G_N_ELEMENTS(r); i++)
+                g_array_append_val(expected, r[i]);
+        img = open_image(f->img, 0);
+        assert_bitmap(f, img, "b", expected);
+        image_close(img);
+}
+
+/* A layer opened for writing reads its directory at once: the bitmaps are there to list. */
+static void test_writable_open(Fixture *f, gconstpointer data) {
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s b1", f->img));
+        g_free(oracle_run("qemu-img bitmap --add --disable -g 512 %s b2", f->img));
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        assert_list_matches_oracle(img, f->img);
+        image_close(img);
+        /* Opening and closing changed nothing. */
+        g_assert_cmpstr(g_strstrip(oracle_run("qemu-img check -q %s", f->img)), ==, "");
+}
+
+static void test_raw_has_none(Fixture *f, gconstpointer data) {
+        g_autofree char *raw = g_build_filename(f->dir, "a.raw", NULL);
+        g_autofree char *error = NULL;
+        ImageBitmapInfo *list = NULL;
+        ImageDirtyMap *m = NULL;
+        Image *img = NULL;
+        size_t n = 1;
+
+        g_free(oracle_run("qemu-img create -q -f raw %s 1M", raw));
+        g_assert_cmpint(image_open(raw, IMAGE_FORMAT_RAW, IMAGE_OPEN_NO_LOCK, &img, &error), ==, 0);
+        g_assert_cmpint(image_bitmap_list(img, &list, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 0);
+        image_bitmap_list_free(list, n);
+        g_assert_cmpint(image_bitmap_load(img, "x", &m), ==, -ENOENT);
+        g_assert_false(image_bitmaps_lost(img));
+        image_close(img);
+}
+
+/* ---- dirty maps ---------------------------------------------------------------------------- */
+
+static void test_dirty_map(void) {
+        ImageDirtyMap *m = NULL;
+        uint64_t s, l;
+
+        g_assert_cmpint(image_dirty_map_new(1000, 256, &m), ==, -EINVAL);
+        g_assert_cmpint(image_dirty_map_new(1000, 1000, &m), ==, -EINVAL);
+        g_assert_cmpint(image_dirty_map_new(UINT64_C(1) << 62, 512, &m), ==, -E2BIG);
+
+        /* 200 granules and a half. */
+        g_assert_cmpint(image_dirty_map_new(200 * 512 + 256, 512, &m), ==, 0);
+        g_assert_cmpuint(m->nbits, ==, 201);
+        g_assert_false(image_dirty_map_next(m, 0, &s, &l));
+        g_assert_cmpuint(image_dirty_map_count(m), ==, 0);
+        image_dirty_map_set(m, 511, 2);                 /* granules 0 and 1 */
+        image_dirty_map_set(m, 63 * 512, 66 * 512);     /* 63 .. 128, across words */
+        image_dirty_map_set(m, 200 * 512, 1 << 20);     /* the last, partial one; clipped */
+        g_assert_true(image_dirty_map_next(m, 0, &s, &l));
+        g_assert_cmpuint(s, ==, 0);
+        g_assert_cmpuint(l, ==, 1024);
+        g_assert_true(image_dirty_map_next(m, 1024, &s, &l));
+        g_assert_cmpuint(s, ==, 63 * 512);
+        g_assert_cmpuint(l, ==, 66 * 512);
+        g_assert_true(image_dirty_map_next(m, 100 * 512 + 7, &s, &l));
+        g_assert_cmpuint(s, ==, 100 * 512 + 7);
+        g_assert_cmpuint(l, ==, 129 * 512 - s);
+        g_assert_true(image_dirty_map_next(m, 129 * 512, &s, &l));
+        g_assert_cmpuint(s, ==, 200 * 512);
+        g_assert_cmpuint(l, ==, 256);
+        g_assert_false(image_dirty_map_next(m, 200 * 512 + 256, &s, &l));
+        g_assert_cmpuint(image_dirty_map_count(m), ==, 2 * 512 + 66 * 512 + 256);
+        image_dirty_map_free(m);
+}
+
+#define BITMAP_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/qcow2-bitmap/dirty-map", test_dirty_map);
+        if (!oracle_available()) {
+                g_test_skip("qemu-img is not installed");
+                return g_test_run();
+        }
+        BITMAP_TEST("/qcow2-bitmap/read-qemu-bitmaps", test_read_qemu_bitmaps);
+        BITMAP_TEST("/qcow2-bitmap/default-granularity", test_default_granularity);
+        BITMAP_TEST("/qcow2-bitmap/backing-chain", test_backing_chain);
+        BITMAP_TEST("/qcow2-bitmap/in-use-after-kill", test_in_use_after_kill);
+        BITMAP_TEST("/qcow2-bitmap/autoclear-clear", test_autoclear_clear);
+        BITMAP_TEST("/qcow2-bitmap/all-ones-entry", test_all_ones_entry);
+        BITMAP_TEST("/qcow2-bitmap/writable-open", test_writable_open);
+        BITMAP_TEST("/qcow2-bitmap/raw-has-none", test_raw_has_none);
+        return g_test_run();
+}
