@@ -293,6 +293,22 @@ bool image_dirty_map_next(const ImageDirtyMap *m, uint64_t offset, uint64_t *ret
  * inconsistent one (QEMU's "Bitmap 'NAME' is inconsistent and cannot be used"). */
 int image_bitmap_load(Image *img, const char *name, ImageDirtyMap **ret);
 
+/* Changing bitmaps, as QEMU's block-dirty-bitmap-* commands do on a persistent bitmap, on a
+ * qcow2 v3 layer open for writing. Each change is durable when it returns, and crash safe: the
+ * image has the bitmaps of before or of after, never a mix (at worst leaked clusters). Errors
+ * carry QEMU's texts: -ENOENT "Dirty bitmap 'NAME' not found", -EEXIST "Bitmap already exists:
+ * NAME", -EBUSY "Bitmap 'NAME' is inconsistent and cannot be used" (only removing such a bitmap
+ * works), -EINVAL for a name or granularity QEMU would refuse, -EOPNOTSUPP on raw or qcow2 v2. */
+/* QEMU's default granularity for this layer: its cluster size, within 4 KiB to 64 KiB. */
+uint32_t image_bitmap_default_granularity(const Image *img);
+/* A new empty bitmap; granularity 0: the default; disabled: it records nothing until enabled. */
+int image_bitmap_add(Image *img, const char *name, uint32_t granularity, bool disabled);
+int image_bitmap_remove(Image *img, const char *name);
+int image_bitmap_clear(Image *img, const char *name);
+int image_bitmap_enable(Image *img, const char *name, bool enable);
+/* Every bit set in any of the sources set in 'target' too (granularities may differ). */
+int image_bitmap_merge(Image *img, const char *target, const char *const *sources, size_t n);
+
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */
         uint64_t size;                  /* qcow2: rounded up to a multiple of 512, as qemu-img does */

@@ -312,6 +312,17 @@ void qcow2_bitmaps_done(Qcow2 *q) {
         q->bitmaps.loaded = false;
 }
 
+void qcow2_bitmaps_forget(Qcow2 *q) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+
+        if (!b->ext_found)
+                return;
+        qcow2_bitmaps_done(q);
+        b->lost = true;
+        b->nb_bitmaps = 0;
+        b->dir_offset = b->dir_size = 0;
+}
+
 int qcow2_bitmaps_load(Image *img, Qcow2 *q) {
         Qcow2Bitmaps *b = &q->bitmaps;
         _cleanup_free_ uint8_t *dir = NULL;
@@ -634,4 +645,544 @@ int image_bitmap_load(Image *img, const char *name, ImageDirtyMap **ret) {
         if (bm->inconsistent)
                 return image_fail(img, -EBUSY, "Bitmap '%s' is inconsistent and cannot be used", name);
         return read_bitmap(img, Q(img), bm, ret);
+}
+
+/* ---- writing ------------------------------------------------------------------------------- *
+ *
+ * The write order is the rest of the writer's (qcow2-write.c): a bitmap's new data and table, and
+ * a new directory, go to new clusters; once they and their reference counts are durable, one
+ * write of the header names the new directory (with autoclear bit 0 set if any bitmap is left);
+ * only then are the old directory and the clusters of replaced or removed bitmaps freed. A crash
+ * leaves the old bitmaps or the new ones, never a mix, and at worst clusters that leak. Nothing is
+ * changed in place, so nothing QEMU trusts is ever half written. */
+
+/* QEMU's serialization of bytes [first, first + n) of the bits. */
+static void serialize(const ImageDirtyMap *m, uint64_t first, uint64_t n, uint8_t *out) {
+        for (uint64_t k = 0; k < n; k++) {
+                uint64_t byte = first + k;
+                out[k] = (uint8_t) (m->words[byte / 8] >> (8 * (byte % 8)));
+        }
+}
+
+static bool all_zero(const uint8_t *p, size_t n) {
+        return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* Frees, once nothing points to them any more, the clusters of a table in memory and the
+ * table's own. */
+static int free_table_later(Image *img, Qcow2 *q, const uint64_t *table, uint32_t n, uint64_t table_offset) {
+        int r;
+
+        for (uint32_t i = 0; table && i < n; i++)
+                if (table[i] & QCOW2_BME_TABLE_OFFSET_MASK) {
+                        r = qcow2_free_later(img, q, table[i] & QCOW2_BME_TABLE_OFFSET_MASK, q->cluster_size);
+                        if (r < 0)
+                                return r;
+                }
+        if (table_offset == 0)
+                return 0;
+        return qcow2_free_later(img, q, table_offset, div_round_up((uint64_t) n * 8, q->cluster_size) << q->cluster_bits);
+}
+
+static int write_table(Image *img, Qcow2 *q, const uint64_t *table, uint32_t n, uint64_t *ret_offset) {
+        uint64_t clusters = div_round_up((uint64_t) n * 8, q->cluster_size);
+        _cleanup_free_ uint8_t *raw = calloc(clusters, q->cluster_size);
+        int r;
+
+        if (!raw)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        for (uint32_t i = 0; i < n; i++)
+                put_be64(raw + 8 * i, table[i]);
+        r = qcow2_alloc_clusters(img, q, clusters, ret_offset);
+        if (r < 0)
+                return r;
+        r = image_file_write(img, raw, *ret_offset, clusters << q->cluster_bits);
+        if (r < 0)
+                (void) qcow2_free_later(img, q, *ret_offset, clusters << q->cluster_bits);
+        return r;
+}
+
+/* Writes each cluster of bits that is not all zeroes to a new cluster; the others are all-zeroes
+ * entries, as QEMU writes them. */
+static int write_data(Image *img, Qcow2 *q, const ImageDirtyMap *m, uint64_t *table, uint32_t n) {
+        uint64_t bytes = div_round_up(m->nbits, 8);
+        _cleanup_free_ uint8_t *buf = malloc(q->cluster_size);
+        int r;
+
+        if (!buf)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        for (uint32_t i = 0; i < n; i++) {
+                uint64_t first = (uint64_t) i << q->cluster_bits, len = MIN(q->cluster_size, bytes - first);
+
+                memset(buf, 0, q->cluster_size);
+                serialize(m, first, len, buf);
+                if (all_zero(buf, len))
+                        continue;
+                r = qcow2_alloc_clusters(img, q, 1, &table[i]);
+                if (r < 0)
+                        return r;
+                r = image_file_write(img, buf, table[i], q->cluster_size);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* A bitmap's map stored in new clusters: its table (in memory, host order), the table's offset
+ * and size. Nothing points to them yet; on failure they are freed again. */
+static int store_map(Image *img, Qcow2 *q, const ImageDirtyMap *m, uint64_t **ret_table, uint64_t *ret_offset,
+                     uint32_t *ret_size) {
+        uint32_t n = (uint32_t) div_round_up(div_round_up(m->nbits, 8), q->cluster_size);
+        _cleanup_free_ uint64_t *table = calloc(n ?: 1, 8);
+        int r;
+
+        if (!table)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        r = write_data(img, q, m, table, n);
+        if (r >= 0)
+                r = write_table(img, q, table, n, ret_offset);
+        if (r < 0) {
+                (void) free_table_later(img, q, table, n, 0);
+                return r;
+        }
+        *ret_table = TAKE_PTR(table);
+        *ret_size = n;
+        return 0;
+}
+
+/* Frees a stored bitmap's clusters once nothing points to them. An inconsistent bitmap's table
+ * may not satisfy the checks: then its clusters are left (a leak `qemu-img check -r leaks`
+ * reclaims), never freed on the word of a table we cannot trust. */
+static int free_bitmap_later(Image *img, Qcow2 *q, const Qcow2Bitmap *bm) {
+        _cleanup_free_ uint64_t *table = NULL;
+        int r;
+
+        r = read_table(img, q, bm, &table);
+        if (r < 0)
+                return bm->inconsistent ? 0 : r;
+        return free_table_later(img, q, table, bm->table_size, bm->table_offset);
+}
+
+static uint64_t directory_size(const Qcow2Bitmap *list, uint32_t n) {
+        uint64_t size = 0;
+
+        for (uint32_t i = 0; i < n; i++)
+                size += entry_size(strlen(list[i].name), 0);
+        return size;
+}
+
+static void encode_entry(const Qcow2Bitmap *bm, uint8_t *p) {
+        size_t len = strlen(bm->name);
+
+        put_be64(p, bm->table_offset);
+        put_be32(p + 8, bm->table_size);
+        put_be32(p + 12, bm->flags);
+        p[16] = QCOW2_BME_TYPE_DIRTY_TRACKING;
+        p[17] = bm->granularity_bits;
+        p[18] = (uint8_t) (len >> 8);
+        p[19] = (uint8_t) len;
+        put_be32(p + 20, 0);
+        memcpy(p + QCOW2_BME_HEADER_SIZE, bm->name, len);
+}
+
+/* The directory for 'list', written to new clusters. */
+static int write_directory(Image *img, Qcow2 *q, const Qcow2Bitmap *list, uint32_t n, uint64_t *ret_offset,
+                           uint64_t *ret_size) {
+        uint64_t size = directory_size(list, n), clusters = div_round_up(size, q->cluster_size), pos = 0;
+        _cleanup_free_ uint8_t *dir = calloc(clusters, q->cluster_size);
+        int r;
+
+        if (!dir)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        for (uint32_t i = 0; i < n; i++) {
+                encode_entry(&list[i], dir + pos);
+                pos += entry_size(strlen(list[i].name), 0);
+        }
+        r = qcow2_alloc_clusters(img, q, clusters, ret_offset);
+        if (r < 0)
+                return r;
+        r = image_file_write(img, dir, *ret_offset, clusters << q->cluster_bits);
+        if (r < 0) {
+                (void) qcow2_free_later(img, q, *ret_offset, clusters << q->cluster_bits);
+                return r;
+        }
+        *ret_size = size;
+        return 0;
+}
+
+/* The header names the new directory (or, with no bitmap left, none), with autoclear bit 0 set
+ * exactly when there is one. Every other autoclear bit is cleared, as the format asks of a writer
+ * that does not know them. */
+static int write_extension(Image *img, Qcow2 *q, uint32_t n, uint64_t dir_offset, uint64_t dir_size) {
+        uint8_t ext[QCOW2_BITMAPS_EXT_SIZE] = {};
+
+        put_be32(ext, n);
+        put_be64(ext + 8, dir_size);
+        put_be64(ext + 16, dir_offset);
+        return qcow2_rewrite_header(img, q, &(Qcow2HeaderEdit) {
+                .set_bitmaps = true,
+                .bitmaps_ext = n > 0 ? ext : NULL,
+                .autoclear = n > 0 ? QCOW2_AUTOCLEAR_BITMAPS : 0,
+        });
+}
+
+/* Makes 'list' (n entries; the array is taken over, whatever happens, the names stay the
+ * caller's) the image's bitmaps, and frees the clusters of 'old' (bitmaps replaced or removed)
+ * after. On failure before the header is written, nothing changed; after it (the header write or
+ * its sync failed), what is on disk is unknown: the bitmaps in memory are kept, and further
+ * changes refused. */
+static int commit_directory(Image *img, Qcow2 *q, Qcow2Bitmap *list, uint32_t n, const Qcow2Bitmap *old,
+                            size_t n_old) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+        uint64_t dir_offset = 0, dir_size = 0, old_offset = b->dir_offset, old_size = b->dir_size;
+        int r;
+
+        if (n > 0) {
+                r = write_directory(img, q, list, n, &dir_offset, &dir_size);
+                if (r < 0) {
+                        free(list);
+                        return r;
+                }
+        }
+        /* Everything new, and the counts of its clusters, durable before anything names it. */
+        r = qcow2_flush(img);
+        if (r >= 0) {
+                r = write_extension(img, q, n, dir_offset, dir_size);
+                /* Failing to write the header, or to sync it, may have written some of it. */
+                if (r < 0 && !IN_SET(r, -ENOSPC, -ENOMEM)) {
+                        b->broken = true;
+                        free(list);
+                        return r;
+                }
+        }
+        if (r < 0) {
+                free(list);
+                if (dir_size > 0)
+                        (void) qcow2_free_later(img, q, dir_offset, div_round_up(dir_size, q->cluster_size) << q->cluster_bits);
+                return r;
+        }
+
+        free_list(b->list, 0);
+        b->list = list;
+        b->nb_bitmaps = n;
+        b->dir_offset = dir_offset;
+        b->dir_size = dir_size;
+        b->ext_found = n > 0;
+        b->lost = false;
+        b->loaded = true;
+
+        /* Now nothing names the old ones. */
+        if (old_size > 0) {
+                r = qcow2_free_later(img, q, old_offset, div_round_up(old_size, q->cluster_size) << q->cluster_bits);
+                if (r < 0)
+                        return r;
+        }
+        for (size_t i = 0; i < n_old; i++) {
+                r = free_bitmap_later(img, q, &old[i]);
+                if (r < 0)
+                        return r;
+        }
+        return qcow2_flush(img);
+}
+
+/* ---- changing bitmaps ---------------------------------------------------------------------- */
+
+uint32_t image_bitmap_default_granularity(const Image *img) {
+        /* QEMU's bdrv_get_default_bitmap_granularity(): the cluster size, within 4 to 64 KiB. */
+        return MIN(UINT32_C(65536), MAX(UINT32_C(4096), img->cluster_size));
+}
+
+/* The layer's bitmaps, ready to be changed. */
+static int changeable(Image *img, Qcow2 **ret) {
+        Qcow2 *q;
+        int r;
+
+        if (!is_qcow2(img))
+                return image_fail(img, -EOPNOTSUPP, "Can't store persistent bitmaps to '%s': it is not a qcow2 image",
+                                  img->path);
+        q = Q(img);
+        if (!(img->flags & IMAGE_OPEN_WRITE) || !q->writable)
+                return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
+        /* Without autoclear bits, every program that writes it without knowing bitmaps would
+         * leave them looking valid (QEMU's reason too). */
+        if (q->version < 3)
+                return image_fail(img, -EOPNOTSUPP, "Cannot store dirty bitmaps in qcow2 v2 files");
+        if (q->bitmaps.broken)
+                return image_fail(img, -EIO,
+                                  "The bitmaps of '%s' are in an unknown state after a failed write; open the image again",
+                                  img->path);
+        r = qcow2_bitmaps_load(img, q);
+        if (r < 0)
+                return r;
+        *ret = q;
+        return 0;
+}
+
+static int find_usable(Image *img, Qcow2 *q, const char *name, bool consistent, Qcow2Bitmap **ret) {
+        Qcow2Bitmap *bm = (Qcow2Bitmap *) find_bitmap(q, name);
+
+        if (!bm)
+                return image_fail(img, -ENOENT, "Dirty bitmap '%s' not found", name);
+        if (consistent && bm->inconsistent)
+                return image_fail(img, -EBUSY, "Bitmap '%s' is inconsistent and cannot be used", name);
+        *ret = bm;
+        return 0;
+}
+
+/* Does the list in memory still name this string? */
+static bool name_in_use(const Qcow2 *q, const char *name) {
+        for (uint32_t i = 0; q->bitmaps.list && i < q->bitmaps.nb_bitmaps; i++)
+                if (q->bitmaps.list[i].name == name)
+                        return true;
+        return false;
+}
+
+/* A copy of the list (names shared) with room for one more. */
+static Qcow2Bitmap *copy_list(Image *img, const Qcow2 *q) {
+        Qcow2Bitmap *copy = calloc((size_t) q->bitmaps.nb_bitmaps + 1, sizeof(Qcow2Bitmap));
+
+        if (!copy) {
+                image_fail(img, -ENOMEM, "Out of memory");
+                return NULL;
+        }
+        if (q->bitmaps.nb_bitmaps > 0)
+                memcpy(copy, q->bitmaps.list, q->bitmaps.nb_bitmaps * sizeof(Qcow2Bitmap));
+        return copy;
+}
+
+/* QEMU's checks for a new persistent bitmap (qcow2_co_can_store_new_dirty_bitmap() and
+ * check_constraints_on_bitmap()), with its texts. */
+static const char *add_violation(Image *img, const Qcow2 *q, const char *name, uint32_t granularity) {
+        if (strlen(name) > QCOW2_BME_MAX_NAME_SIZE)
+                return "Name length exceeds maximum (1023 characters)";
+        if (bitmap_bytes(img->size, (unsigned) __builtin_ctz(granularity)) > QCOW2_BME_MAX_PHYS_SIZE)
+                return "Too much space will be occupied by the bitmap. Use larger granularity";
+        if (q->bitmaps.nb_bitmaps + 1 > QCOW2_MAX_BITMAPS)
+                return "Maximum number of persistent bitmaps is already reached";
+        if (q->bitmaps.dir_size + entry_size(strlen(name), 0) > QCOW2_MAX_BITMAP_DIRECTORY_SIZE)
+                return "Not enough space in the bitmap directory";
+        /* A disk of no bytes has no bitmap table, which the format does not allow. */
+        if (img->size == 0)
+                return "The image is empty";
+        return NULL;
+}
+
+static int check_new(Image *img, Qcow2 *q, const char *name, uint32_t granularity) {
+        const char *why;
+
+        if (!name || !*name)
+                return image_fail(img, -EINVAL, "Bitmap name cannot be empty");
+        if (granularity < 512 || (granularity & (granularity - 1)))
+                return image_fail(img, -EINVAL, "Granularity must be power of 2 and at least 512");
+        if (find_bitmap(q, name))
+                return image_fail(img, -EEXIST, "Bitmap already exists: %s", name);
+        why = add_violation(img, q, name, granularity);
+        if (why)
+                return image_fail(img, -EINVAL, "Can't make bitmap '%s' persistent in '%s': %s", name, img->path, why);
+        return 0;
+}
+
+static bool table_in_use(const Qcow2 *q, uint64_t offset) {
+        for (uint32_t i = 0; q->bitmaps.list && i < q->bitmaps.nb_bitmaps; i++)
+                if (q->bitmaps.list[i].table_offset == offset)
+                        return true;
+        return false;
+}
+
+/* Commits 'list' (taken over) with a bitmap's new map at index i, and its old clusters ('old')
+ * freed after. */
+static int commit_replaced(Image *img, Qcow2 *q, Qcow2Bitmap *list, uint32_t n, uint32_t i, const ImageDirtyMap *m,
+                           const Qcow2Bitmap *old) {
+        _cleanup_free_ uint64_t *table = NULL;
+        uint64_t offset = 0;
+        uint32_t size = 0;
+        int r;
+
+        r = store_map(img, q, m, &table, &offset, &size);
+        if (r < 0) {
+                free(list);
+                return r;
+        }
+        list[i].table_offset = offset;
+        list[i].table_size = size;
+        r = commit_directory(img, q, list, n, old, old ? 1 : 0);
+        /* Not committed (and surely not: the header is not in doubt): the new clusters go. */
+        if (r < 0 && !q->bitmaps.broken && !table_in_use(q, offset))
+                (void) free_table_later(img, q, table, size, offset);
+        return r;
+}
+
+int image_bitmap_add(Image *img, const char *name, uint32_t granularity, bool disabled) {
+        ImageDirtyMap *m = NULL;
+        Qcow2Bitmap *list;
+        char *new_name;
+        Qcow2 *q;
+        uint32_t n;
+        int r;
+
+        r = changeable(img, &q);
+        if (r < 0)
+                return r;
+        granularity = granularity ?: image_bitmap_default_granularity(img);
+        r = check_new(img, q, name, granularity);
+        if (r < 0)
+                return r;
+        r = image_dirty_map_new(img->size, granularity, &m);
+        if (r < 0)
+                return image_fail(img, r, "Could not make bitmap '%s': %m", name);
+        new_name = strdup(name);
+        list = new_name ? copy_list(img, q) : NULL;
+        if (!list) {
+                free(new_name);
+                image_dirty_map_free(m);
+                return image_fail(img, -ENOMEM, "Out of memory");
+        }
+        n = q->bitmaps.nb_bitmaps;
+        list[n] = (Qcow2Bitmap) {
+                .name = new_name,
+                .flags = disabled ? 0 : QCOW2_BME_FLAG_AUTO,
+                .granularity_bits = (uint8_t) __builtin_ctz(granularity),
+        };
+        r = commit_replaced(img, q, list, n + 1, n, m, NULL);
+        if (r < 0)
+                free(new_name);
+        image_dirty_map_free(m);
+        return r;
+}
+
+int image_bitmap_remove(Image *img, const char *name) {
+        Qcow2Bitmap *bm, *list, removed;
+        uint32_t n, i;
+        Qcow2 *q;
+        int r;
+
+        r = changeable(img, &q);
+        if (r < 0)
+                return r;
+        r = find_usable(img, q, name, false, &bm);
+        if (r < 0)
+                return r;
+        i = (uint32_t) (bm - q->bitmaps.list);
+        removed = *bm;
+        list = copy_list(img, q);
+        if (!list)
+                return -ENOMEM;
+        n = q->bitmaps.nb_bitmaps - 1;
+        memmove(list + i, list + i + 1, (n - i) * sizeof(Qcow2Bitmap));
+        r = commit_directory(img, q, list, n, &removed, 1);
+        if (!name_in_use(q, removed.name))
+                free(removed.name);
+        return r;
+}
+
+/* The bitmap's new flags, in a new directory. */
+static int set_flags(Image *img, const char *name, uint32_t clear, uint32_t set) {
+        Qcow2Bitmap *bm, *list;
+        Qcow2 *q;
+        int r;
+
+        r = changeable(img, &q);
+        if (r < 0)
+                return r;
+        r = find_usable(img, q, name, true, &bm);
+        if (r < 0)
+                return r;
+        if (((bm->flags & ~clear) | set) == bm->flags)
+                return 0;
+        list = copy_list(img, q);
+        if (!list)
+                return -ENOMEM;
+        list[bm - q->bitmaps.list].flags = (bm->flags & ~clear) | set;
+        return commit_directory(img, q, list, q->bitmaps.nb_bitmaps, NULL, 0);
+}
+
+int image_bitmap_enable(Image *img, const char *name, bool enable) {
+        return set_flags(img, name, enable ? 0 : QCOW2_BME_FLAG_AUTO, enable ? QCOW2_BME_FLAG_AUTO : 0);
+}
+
+/* Bitmap 'name' gets the content 'm' (NULL: empty), in new clusters; its old ones are freed. */
+static int replace_content(Image *img, Qcow2 *q, Qcow2Bitmap *bm, const ImageDirtyMap *m) {
+        ImageDirtyMap *empty = NULL;
+        Qcow2Bitmap *list, old = *bm;
+        int r;
+
+        if (!m) {
+                r = image_dirty_map_new(img->size, UINT32_C(1) << bm->granularity_bits, &empty);
+                if (r < 0)
+                        return image_fail(img, r, "Could not clear bitmap '%s': %m", bm->name);
+                m = empty;
+        }
+        list = copy_list(img, q);
+        r = list ? commit_replaced(img, q, list, q->bitmaps.nb_bitmaps, (uint32_t) (bm - q->bitmaps.list), m, &old)
+                 : -ENOMEM;
+        image_dirty_map_free(empty);
+        return r;
+}
+
+int image_bitmap_clear(Image *img, const char *name) {
+        Qcow2Bitmap *bm;
+        Qcow2 *q;
+        int r;
+
+        r = changeable(img, &q);
+        if (r < 0)
+                return r;
+        r = find_usable(img, q, name, true, &bm);
+        if (r < 0)
+                return r;
+        return replace_content(img, q, bm, NULL);
+}
+
+/* Every dirty range of 'src' marked in 'dst', at dst's granularity (QEMU merges bitmaps of
+ * different granularities so too). */
+static void merge_into(ImageDirtyMap *dst, const ImageDirtyMap *src) {
+        uint64_t start, length;
+
+        for (uint64_t off = 0; image_dirty_map_next(src, off, &start, &length); off = start + length)
+                image_dirty_map_set(dst, start, length);
+}
+
+static int load_merged(Image *img, Qcow2 *q, const Qcow2Bitmap *target, const char *const *sources, size_t n,
+                       ImageDirtyMap **ret) {
+        ImageDirtyMap *m = NULL;
+        int r;
+
+        r = read_bitmap(img, q, target, &m);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                Qcow2Bitmap *src = NULL;
+                ImageDirtyMap *s = NULL;
+
+                r = find_usable(img, q, sources[i], true, &src);
+                if (r >= 0)
+                        r = read_bitmap(img, q, src, &s);
+                if (r >= 0)
+                        merge_into(m, s);
+                image_dirty_map_free(s);
+        }
+        if (r < 0) {
+                image_dirty_map_free(m);
+                return r;
+        }
+        *ret = m;
+        return 0;
+}
+
+int image_bitmap_merge(Image *img, const char *target, const char *const *sources, size_t n) {
+        ImageDirtyMap *m = NULL;
+        Qcow2Bitmap *bm;
+        Qcow2 *q;
+        int r;
+
+        r = changeable(img, &q);
+        if (r < 0)
+                return r;
+        r = find_usable(img, q, target, true, &bm);
+        if (r < 0)
+                return r;
+        r = load_merged(img, q, bm, sources, n, &m);
+        if (r < 0)
+                return r;
+        r = replace_content(img, q, bm, m);
+        image_dirty_map_free(m);
+        return r;
 }

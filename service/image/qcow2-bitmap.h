@@ -50,5 +50,6 @@ typedef struct Qcow2Bitmaps {
         uint64_t dir_offset, dir_size;
 
         bool loaded;                    /* the directory is read and checked */
+        bool broken;                    /* a header write failed: what is on disk is unknown */
         Qcow2Bitmap *list;              /* nb_bitmaps entries once loaded */
 } Qcow2Bitmaps;

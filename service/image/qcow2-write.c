@@ -61,8 +61,8 @@ int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error) {
 
 /* Called before anything of a change reaches the file. Auto-clear features we do not maintain
  * (persistent bitmaps) are cleared first, durably, so that no reader trusts what the change makes
- * stale: QEMU then knows the bitmaps are gone. Not before: merely opening an image for writing
- * must not lose them. */
+ * stale: QEMU then knows the bitmaps are gone, and so do we (they are not written again). Not
+ * before: merely opening an image for writing must not lose them. */
 static int before_change(Image *img, Qcow2 *q) {
         uint8_t zero[8] = {};
         int r;
@@ -75,6 +75,7 @@ static int before_change(Image *img, Qcow2 *q) {
         if (r < 0)
                 return r;
         q->autoclear = 0;
+        qcow2_bitmaps_forget(q);
         return 0;
 }
 
@@ -577,7 +578,7 @@ int qcow2_flush(Image *img) {
         return qcow2_apply_pending_frees(img, q);
 }
 
-/* ---- the backing file ------------------------------------------------------------------------ */
+/* ---- the header ----------------------------------------------------------------------------- */
 
 /* Is there room for 'need' more bytes at 'pos' of the new first cluster? */
 static int header_room(Image *img, size_t pos, size_t need, size_t cluster, const char *name) {
@@ -608,19 +609,72 @@ static int append_extension(Image *img, uint8_t *hdr, size_t *pos, size_t cluste
         return 0;
 }
 
-int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
-        Qcow2 *q = Q(img);
-        size_t cluster = (size_t) q->cluster_size, old_end, ext_end, pos, name_len = name ? strlen(name) : 0;
-        _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
-        char *new_name = NULL;
+/* Copies the old header's extensions (read as opening reads them: up to the old name, which
+ * may lie in the last one's padding) but those the edit replaces. */
+static int copy_extensions(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, size_t *pos,
+                           const Qcow2HeaderEdit *e) {
+        size_t cluster = (size_t) q->cluster_size, ext_end = qcow2_extensions_end(old, cluster);
         int r;
 
-        r = check_writable(img, q);
+        for (size_t i = q->header_length; i < ext_end && ext_end - i >= 8;) {
+                uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
+
+                if (type == QCOW2_EXT_END || len > ext_end - i - 8)
+                        break;
+                if (!(type == QCOW2_EXT_BACKING_FORMAT && e->set_backing) && !(type == QCOW2_EXT_BITMAPS && e->set_bitmaps)) {
+                        r = append_extension(img, hdr, pos, cluster, type, old + i + 8, len, e->backing_name);
+                        if (r < 0)
+                                return r;
+                }
+                i += 8 + (((size_t) len + 7) & ~(size_t) 7);
+        }
+        return 0;
+}
+
+/* The new first cluster in 'hdr' (zeroed, a cluster long): the fixed header as it is on disk, the
+ * extensions as the edit wants them, the end of the extensions, the backing file name. Every byte
+ * is checked for room before it is written: a header that QEMU accepts may leave none. Returns
+ * where the name ends. */
+static int build_header(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, const Qcow2HeaderEdit *e,
+                        size_t *ret_end) {
+        size_t cluster = (size_t) q->cluster_size, pos = q->header_length;
+        const char *name = e->set_backing ? e->backing_name : img->backing_name;
+        size_t name_len = name ? strlen(name) : 0;
+        int r;
+
+        memcpy(hdr, old, q->header_length);
+        r = copy_extensions(img, q, old, hdr, &pos, e);
         if (r < 0)
                 return r;
-        if (name_len > QCOW2_MAX_BACKING_NAME)
-                return image_fail(img, -ENAMETOOLONG, "Backing file name of %zu bytes is too long for '%s'", name_len,
-                                  img->path);
+        if (e->set_backing && name && e->backing_format != IMAGE_FORMAT_PROBE) {
+                const char *fmt = image_format_to_string(e->backing_format);
+                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BACKING_FORMAT, fmt, strlen(fmt), name);
+                if (r < 0)
+                        return r;
+        }
+        if (e->set_bitmaps && e->bitmaps_ext) {
+                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BITMAPS, e->bitmaps_ext, QCOW2_BITMAPS_EXT_SIZE,
+                                     e->backing_name);
+                if (r < 0)
+                        return r;
+        }
+        /* The end of the extensions (type 0, length 0: zeroes already), then the name. */
+        r = header_room(img, pos, 8 + name_len, cluster, e->backing_name);
+        if (r < 0)
+                return r;
+        pos += 8;
+        memcpy(hdr + pos, name ?: "", name_len);
+        put_be64(hdr + QCOW2_HDR_BACKING_OFFSET, name ? pos : 0);
+        put_be32(hdr + QCOW2_HDR_BACKING_SIZE, (uint32_t) name_len);
+        *ret_end = pos + name_len;
+        return 0;
+}
+
+int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e) {
+        size_t cluster = (size_t) q->cluster_size, end;
+        _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
+        uint64_t autoclear;
+        int r;
 
         old = malloc(cluster);
         hdr = calloc(1, cluster);
@@ -629,67 +683,60 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
         r = image_file_read(img, old, 0, cluster);
         if (r < 0)
                 return r;
-
-        /* The fixed header as it is; its extensions as they are (read as opening reads them: up
-         * to the old name, which may lie in the last one's padding), but the backing format's.
-         * Every byte is checked for room before it is written: a header that QEMU accepts may
-         * leave none. */
-        memcpy(hdr, old, q->header_length);
-        pos = q->header_length;
-        ext_end = qcow2_extensions_end(old, cluster);
-        for (size_t i = q->header_length; i < ext_end && ext_end - i >= 8;) {
-                uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
-
-                if (type == QCOW2_EXT_END || len > ext_end - i - 8)
-                        break;
-                if (type != QCOW2_EXT_BACKING_FORMAT) {
-                        r = append_extension(img, hdr, &pos, cluster, type, old + i + 8, len, name);
-                        if (r < 0)
-                                return r;
-                }
-                i += 8 + (((size_t) len + 7) & ~(size_t) 7);
-        }
-        if (name && format != IMAGE_FORMAT_PROBE) {
-                const char *fmt = image_format_to_string(format);
-                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BACKING_FORMAT, fmt, strlen(fmt), name);
-                if (r < 0)
-                        return r;
-        }
-        /* The end of the extensions (type 0, length 0: zeroes already), then the name. */
-        r = header_room(img, pos, 8 + name_len, cluster, name);
+        r = build_header(img, q, old, hdr, e, &end);
         if (r < 0)
                 return r;
-        pos += 8;
-        memcpy(hdr + pos, name ?: "", name_len);
-        put_be64(hdr + QCOW2_HDR_BACKING_OFFSET, name ? pos : 0);
-        put_be32(hdr + QCOW2_HDR_BACKING_SIZE, (uint32_t) name_len);
+        /* The header is ready and fits: only now may the image change. */
+        autoclear = e->autoclear;
+        if (e->changes_content) {
+                r = before_change(img, q);
+                if (r < 0)
+                        return r;
+                autoclear = q->autoclear;
+        }
+        if (q->version >= 3)
+                put_be64(hdr + QCOW2_HDR_AUTOCLEAR, autoclear);
 
+        /* Whatever of the old extensions and name lay beyond is cleared too. */
+        r = image_file_write(img, hdr, 0, MAX(end, (size_t) MIN((uint64_t) cluster, img->file_size)));
+        if (r >= 0)
+                r = image_file_sync(img);
+        if (r < 0)
+                return r;
+        if (q->version >= 3)
+                q->autoclear = autoclear;
+        return 0;
+}
+
+/* ---- the backing file ------------------------------------------------------------------------ */
+
+int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
+        Qcow2 *q = Q(img);
+        char *new_name = NULL;
+        int r;
+
+        r = check_writable(img, q);
+        if (r < 0)
+                return r;
+        if (name && strlen(name) > QCOW2_MAX_BACKING_NAME)
+                return image_fail(img, -ENAMETOOLONG, "Backing file name of %zu bytes is too long for '%s'", strlen(name),
+                                  img->path);
         if (name) {
                 new_name = strdup(name);
                 if (!new_name)
                         return image_fail(img, -ENOMEM, "Out of memory");
         }
 
-        /* The header is ready and fits: now the image changes (and its fixed part, read as it was
-         * on disk, says what before_change() left of the auto-clear bits). */
-        r = before_change(img, q);
+        r = qcow2_rewrite_header(img, q, &(Qcow2HeaderEdit) {
+                .set_backing = true,
+                .backing_name = name,
+                .backing_format = format,
+                .changes_content = true,
+        });
         if (r < 0) {
                 free(new_name);
                 return r;
         }
-        if (q->version >= 3)
-                put_be64(hdr + QCOW2_HDR_AUTOCLEAR, q->autoclear);
-
-        /* Whatever of the old extensions and name lay beyond is cleared too. */
-        old_end = MAX(pos + name_len, (size_t) MIN((uint64_t) cluster, img->file_size));
-        r = image_file_write(img, hdr, 0, old_end);
-        if (r >= 0)
-                r = image_file_sync(img);
-        if (r < 0) {
-                free(new_name);
-                return r;
-        }
-
         free(img->backing_name);
         img->backing_name = new_name;
         img->backing_format = name ? format : IMAGE_FORMAT_PROBE;

@@ -224,6 +224,8 @@ int qcow2_bitmaps_parse_ext(Image *img, Qcow2 *q, const uint8_t *data, uint32_t 
 /* Reads and checks the bitmap directory, once; nothing if there is no (consistent) extension. */
 int qcow2_bitmaps_load(Image *img, Qcow2 *q);
 void qcow2_bitmaps_done(Qcow2 *q);
+/* The autoclear bit was cleared: the extension is stale from now on, as for QEMU. */
+void qcow2_bitmaps_forget(Qcow2 *q);
 uint64_t qcow2_bitmaps_memory_estimate(const Qcow2 *q);
 
 /* qcow2-write.c */
@@ -232,6 +234,20 @@ int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length);
 int qcow2_discard(Image *img, uint64_t offset, uint64_t length);
 int qcow2_flush(Image *img);
 int qcow2_set_backing(Image *img, const char *name, ImageFormat format);
+/* A new first cluster, written at once and synced: the fixed header as on disk with these
+ * autoclear bits, and its extensions and backing file name as they are, but what the edit sets. */
+typedef struct Qcow2HeaderEdit {
+        bool set_backing;
+        const char *backing_name;       /* NULL: none */
+        ImageFormat backing_format;
+        bool set_bitmaps;
+        const uint8_t *bitmaps_ext;     /* QCOW2_BITMAPS_EXT_SIZE bytes; NULL: none */
+        uint64_t autoclear;
+        /* What the guest reads changes: the writer's rules for that apply (before_change()), and
+         * decide the autoclear bits instead. */
+        bool changes_content;
+} Qcow2HeaderEdit;
+int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e);
 int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error);
 int qcow2_evict_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t);
 /* What a writable layer adds to qcow2_memory_estimate(). */

@@ -507,6 +507,231 @@ static void test_dirty_map(void) {
         image_dirty_map_free(m);
 }
 
+
+/* ---- changing bitmaps ---------------------------------------------------------------------- */
+
+/* qemu-img check finds nothing (no corruption, no leak), and qemu-img info does not warn. */
+static void assert_clean(const char *path) {
+        g_autofree char *out = NULL, *err = NULL, *info_err = NULL;
+        int status = oracle_try(&out, &err, "qemu-img check %s", path);
+
+        if (status != 0)
+                g_error("qemu-img check %s: status %d: %s%s", path, status, out, err);
+        g_assert_cmpint(oracle_try(NULL, &info_err, "qemu-img info %s", path), ==, 0);
+        g_assert_null(strstr(info_err, "lacking bitmap support"));
+        g_assert_null(strstr(info_err, "inconsistent"));
+}
+
+static void must(Image *img, int r) {
+        if (r < 0)
+                g_error("%s", image_error(img));
+}
+
+static void assert_fails(Image *img, int r, int expected_r, const char *expected) {
+        g_assert_cmpint(r, ==, expected_r);
+        if (!strstr(image_error(img), expected))
+                g_error("error \"%s\" does not say \"%s\"", image_error(img), expected);
+}
+
+static GArray *no_ranges(void) {
+        return g_array_new(FALSE, FALSE, sizeof(Range));
+}
+
+/* Bitmaps we add are QEMU's: listed by qemu-img info with their flags, and recording qemu-io's
+ * writes when enabled. */
+static void test_add(Fixture *f, gconstpointer data) {
+        static const uint64_t writes[][2] = { { 4096, 1 }, { 5 << 20, 70000 } };
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=4096 %s 8M", f->img));
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_bitmap_add(img, "a", 0, false));
+        must(img, image_bitmap_add(img, "b", 512, true));
+        must(img, image_bitmap_add(img, "c", UINT32_C(1) << 31, false));
+        assert_list_matches_oracle(img, f->img);
+        image_close(img);
+        assert_clean(f->img);
+
+        qemu_io_writes(f->img, writes, G_N_ELEMENTS(writes));
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        g_autoptr(GArray) a = expected_ranges(writes, 2, 4096, 8 << 20);
+        g_autoptr(GArray) c = expected_ranges(writes, 2, UINT64_C(1) << 31, 8 << 20);
+        g_autoptr(GArray) none = no_ranges();
+        assert_bitmap(f, img, "a", a);
+        assert_bitmap(f, img, "b", none);
+        assert_bitmap(f, img, "c", c);
+        image_close(img);
+}
+
+/* QEMU's refusals, with its texts; nothing changes. */
+static void test_refusals(Fixture *f, gconstpointer data) {
+        g_autofree char *v2 = g_build_filename(f->dir, "v2.qcow2", NULL);
+        g_autofree char *raw = g_build_filename(f->dir, "a.raw", NULL);
+        g_autofree char *long_name = g_strnfill(1024, 'x');
+        const char *sources[] = { "nope" };
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s a", f->img));
+        img = open_image(f->img, 0);
+        assert_fails(img, image_bitmap_add(img, "b", 0, false), -EBADF, "is not open for writing");
+        image_close(img);
+
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        assert_fails(img, image_bitmap_add(img, "a", 0, false), -EEXIST, "Bitmap already exists: a");
+        assert_fails(img, image_bitmap_add(img, "", 0, false), -EINVAL, "Bitmap name cannot be empty");
+        assert_fails(img, image_bitmap_add(img, "b", 1000, false), -EINVAL, "Granularity must be power of 2 and at least 512");
+        assert_fails(img, image_bitmap_add(img, "b", 256, false), -EINVAL, "Granularity must be power of 2 and at least 512");
+        assert_fails(img, image_bitmap_add(img, long_name, 0, false), -EINVAL, "Name length exceeds maximum (1023 characters)");
+        assert_fails(img, image_bitmap_remove(img, "b"), -ENOENT, "Dirty bitmap 'b' not found");
+        assert_fails(img, image_bitmap_clear(img, "b"), -ENOENT, "Dirty bitmap 'b' not found");
+        assert_fails(img, image_bitmap_enable(img, "b", true), -ENOENT, "Dirty bitmap 'b' not found");
+        assert_fails(img, image_bitmap_merge(img, "a", sources, 1), -ENOENT, "Dirty bitmap 'nope' not found");
+        image_close(img);
+        assert_clean(f->img);
+        g_assert_cmpuint(oracle_bitmaps(f->img)->len, ==, 1);
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o compat=0.10 %s 8M", v2));
+        img = open_image(v2, IMAGE_OPEN_WRITE);
+        assert_fails(img, image_bitmap_add(img, "a", 0, false), -EOPNOTSUPP, "Cannot store dirty bitmaps in qcow2 v2 files");
+        image_close(img);
+
+        g_autofree char *error = NULL;
+        g_free(oracle_run("qemu-img create -q -f raw %s 1M", raw));
+        g_assert_cmpint(image_open(raw, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &img, &error), ==, 0);
+        assert_fails(img, image_bitmap_add(img, "a", 0, false), -EOPNOTSUPP, "Can't store persistent bitmaps to");
+        image_close(img);
+}
+
+/* Clear, merge, disable, enable and remove bitmaps QEMU made and dirtied; after each, QEMU sees
+ * what we say, the image checks clean, and the bitmaps we did not touch are as they were. */
+static void test_change_qemu_bitmaps(Fixture *f, gconstpointer data) {
+        static const uint64_t w1[][2] = { { 0, 4096 }, { 3 << 20, 1 << 20 } };
+        static const uint64_t w2[][2] = { { 7 << 20, 512 } };
+        static const uint64_t both[][2] = { { 0, 4096 }, { 3 << 20, 1 << 20 }, { 7 << 20, 512 } };
+        const char *sources[] = { "b1", "b2" };
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s b1", f->img));
+        qemu_io_writes(f->img, w1, 2);
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s b2", f->img));
+        qemu_io_writes(f->img, w2, 1);
+        g_autoptr(GArray) b1 = expected_ranges(both, 3, 65536, 8 << 20);
+        g_autoptr(GArray) b2 = expected_ranges(w2, 1, 512, 8 << 20);
+        /* b1's 64 KiB granules cover all of b2's: the merge is b1, in 4 KiB bits. */
+        g_autoptr(GArray) merged = expected_ranges(both, 3, 65536, 8 << 20);
+        g_autoptr(GArray) none = no_ranges();
+
+        /* Merged into a new disabled bitmap of another granularity. */
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_bitmap_add(img, "m", 4096, true));
+        must(img, image_bitmap_merge(img, "m", sources, 2));
+        image_close(img);
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        assert_bitmap(f, img, "m", merged);
+        assert_bitmap(f, img, "b1", b1);
+        assert_bitmap(f, img, "b2", b2);
+        image_close(img);
+
+        /* Cleared, disabled, enabled. */
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_bitmap_clear(img, "b1"));
+        must(img, image_bitmap_enable(img, "b2", false));
+        must(img, image_bitmap_enable(img, "m", true));
+        image_close(img);
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        assert_bitmap(f, img, "b1", none);
+        assert_bitmap(f, img, "b2", b2);
+        assert_bitmap(f, img, "m", merged);
+        image_close(img);
+
+        /* qemu-img works on what we wrote. */
+        g_free(oracle_run("qemu-img bitmap --merge b2 %s b1", f->img));
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        g_autoptr(GArray) b2_in_b1 = expected_ranges(w2, 1, 65536, 8 << 20);
+        assert_bitmap(f, img, "b1", b2_in_b1);
+        image_close(img);
+
+        /* Removed one by one: the last one takes the extension and the autoclear bit along. */
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_bitmap_remove(img, "b2"));
+        image_close(img);
+        assert_clean(f->img);
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        assert_list_matches_oracle(img, f->img);
+        must(img, image_bitmap_remove(img, "b1"));
+        must(img, image_bitmap_remove(img, "m"));
+        assert_list_matches_oracle(img, f->img);
+        g_assert_false(image_bitmaps_lost(img));
+        image_close(img);
+        assert_clean(f->img);
+        g_assert_cmpuint(peek_be(f->img, 88, 8), ==, 0);
+        g_assert_null(strstr(oracle_run("qemu-img info %s", f->img), "bitmaps"));
+        /* And added again, to an image that had none. */
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_bitmap_add(img, "again", 0, false));
+        image_close(img);
+        assert_clean(f->img);
+        g_assert_cmpuint(oracle_bitmaps(f->img)->len, ==, 1);
+}
+
+/* An inconsistent bitmap can only be removed (as in QEMU), and removing it leaks nothing that
+ * its table names. */
+static void test_inconsistent_removed(Fixture *f, gconstpointer data) {
+        const char *sources[] = { "b" };
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s b", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s ok", f->img));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write 0 64k' %s", f->img));
+        /* in_use, as a QEMU that died leaves it: flags of the first entry. */
+        uint64_t ext = 0;
+        for (uint64_t pos = peek_be(f->img, 100, 4);; pos += 8 + ((peek_be(f->img, pos + 4, 4) + 7) & ~UINT64_C(7)))
+                if (peek_be(f->img, pos, 4) == 0x23852875) {
+                        ext = pos + 8;
+                        break;
+                }
+        uint8_t flags[4] = { 0, 0, 0, 3 };
+        poke(f->img, peek_be(f->img, ext + 16, 8) + 12, flags, 4);
+
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        assert_fails(img, image_bitmap_clear(img, "b"), -EBUSY, "Bitmap 'b' is inconsistent and cannot be used");
+        assert_fails(img, image_bitmap_enable(img, "b", false), -EBUSY, "is inconsistent");
+        assert_fails(img, image_bitmap_merge(img, "ok", sources, 1), -EBUSY, "is inconsistent");
+        must(img, image_bitmap_remove(img, "b"));
+        image_close(img);
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        image_close(img);
+}
+
+/* Data written after bitmap changes, in the same opening: the bitmaps are dropped durably before
+ * the write (we do not track writes yet), and a later change does not make them trusted again. */
+static void test_write_after_change(Fixture *f, gconstpointer data) {
+        uint8_t buf[4096] = { 1 };
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_bitmap_add(img, "a", 0, false));
+        must(img, image_write(img, buf, 0, sizeof(buf)));
+        g_assert_true(image_bitmaps_lost(img));
+        assert_fails(img, image_bitmap_clear(img, "a"), -ENOENT, "not found");
+        image_close(img);
+        g_autoptr(GArray) list = oracle_bitmaps(f->img);
+        g_assert_cmpuint(list->len, ==, 0);
+}
+
 #define BITMAP_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -524,5 +749,10 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/qcow2-bitmap/all-ones-entry", test_all_ones_entry);
         BITMAP_TEST("/qcow2-bitmap/writable-open", test_writable_open);
         BITMAP_TEST("/qcow2-bitmap/raw-has-none", test_raw_has_none);
+        BITMAP_TEST("/qcow2-bitmap/add", test_add);
+        BITMAP_TEST("/qcow2-bitmap/refusals", test_refusals);
+        BITMAP_TEST("/qcow2-bitmap/change-qemu-bitmaps", test_change_qemu_bitmaps);
+        BITMAP_TEST("/qcow2-bitmap/inconsistent-removed", test_inconsistent_removed);
+        BITMAP_TEST("/qcow2-bitmap/write-after-change", test_write_after_change);
         return g_test_run();
 }
