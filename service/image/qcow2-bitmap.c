@@ -306,21 +306,13 @@ static int parse_directory(Image *img, Qcow2 *q, const uint8_t *dir) {
         return 0;
 }
 
+static void drop_tracked(Qcow2 *q);
+
 void qcow2_bitmaps_done(Qcow2 *q) {
+        drop_tracked(q);
         free_list(q->bitmaps.list, q->bitmaps.nb_bitmaps);
         q->bitmaps.list = NULL;
         q->bitmaps.loaded = false;
-}
-
-void qcow2_bitmaps_forget(Qcow2 *q) {
-        Qcow2Bitmaps *b = &q->bitmaps;
-
-        if (!b->ext_found)
-                return;
-        qcow2_bitmaps_done(q);
-        b->lost = true;
-        b->nb_bitmaps = 0;
-        b->dir_offset = b->dir_size = 0;
 }
 
 int qcow2_bitmaps_load(Image *img, Qcow2 *q) {
@@ -352,15 +344,21 @@ int qcow2_bitmaps_load(Image *img, Qcow2 *q) {
         return 0;
 }
 
-uint64_t qcow2_bitmaps_memory_estimate(const Qcow2 *q) {
+uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
         const Qcow2Bitmaps *b = &q->bitmaps;
 
         if (!b->ext_found || b->lost)
                 return 0;
         /* The directory as read, and parsed: names and entries; then, while one bitmap is
          * read, a cluster of its data and its table (at most 512 MiB / 512 B entries). */
-        return 2 * b->dir_size + (uint64_t) b->nb_bitmaps * (sizeof(Qcow2Bitmap) + 2 * sizeof(Qcow2Range)) +
-               q->cluster_size;
+        uint64_t total = 2 * b->dir_size + (uint64_t) b->nb_bitmaps * (sizeof(Qcow2Bitmap) + 2 * sizeof(Qcow2Range)) +
+                         q->cluster_size;
+        /* The enabled bitmaps in memory while the layer is written, and one more map (a merge's
+         * source, a table being stored). */
+        for (uint32_t i = 0; b->list && i < b->nb_bitmaps; i++)
+                if (b->list[i].flags & QCOW2_BME_FLAG_AUTO)
+                        total += 2 * (div_round_up(div_round_up(img->size, UINT64_C(1) << b->list[i].granularity_bits), 64) * 8 + 8);
+        return total;
 }
 
 static const Qcow2Bitmap *find_bitmap(const Qcow2 *q, const char *name) {
@@ -914,6 +912,12 @@ static int changeable(Image *img, Qcow2 **ret) {
         r = qcow2_bitmaps_load(img, q);
         if (r < 0)
                 return r;
+        /* Writes recorded so far are stored first; the set of bitmaps that record writes is
+         * taken anew at the next write, after this change. */
+        r = qcow2_bitmaps_sync(img, q);
+        if (r < 0)
+                return r;
+        drop_tracked(q);
         *ret = q;
         return 0;
 }
@@ -1185,4 +1189,219 @@ int image_bitmap_merge(Image *img, const char *target, const char *const *source
         r = replace_content(img, q, bm, m);
         image_dirty_map_free(m);
         return r;
+}
+
+/* ---- recording writes ---------------------------------------------------------------------- *
+ *
+ * Whatever is written to a layer with enabled ("auto") bitmaps is recorded in them, as QEMU
+ * records a guest's writes: each such bitmap is loaded when the layer is opened for writing (an
+ * image whose bitmaps we cannot read, and so cannot keep, is refused then, before anything is
+ * written). Nothing about them changes unless data is written: before the first change, a new
+ * directory marks them in_use, durably; writes are marked in memory; at the layer's flush (and
+ * close), once the data is durable, the maps are stored and a directory without in_use takes over
+ * (the commit above). A crash in between leaves them in_use: inconsistent, never wrong and
+ * trusted. Disabled and inconsistent bitmaps are left as they are. */
+
+static void drop_tracked(Qcow2 *q) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+
+        for (size_t i = 0; i < b->n_tracked; i++) {
+                free(b->tracked[i].name);
+                image_dirty_map_free(b->tracked[i].map);
+        }
+        free(b->tracked);
+        b->tracked = NULL;
+        b->n_tracked = 0;
+        b->tracking = false;
+}
+
+static bool trackable(const Qcow2Bitmap *bm) {
+        return (bm->flags & QCOW2_BME_FLAG_AUTO) && !bm->inconsistent;
+}
+
+static int track(Image *img, Qcow2 *q, const Qcow2Bitmap *bm) {
+        Qcow2Tracked *t = &q->bitmaps.tracked[q->bitmaps.n_tracked];
+        int r;
+
+        r = read_bitmap(img, q, bm, &t->map);
+        if (r < 0)
+                return r;
+        t->name = strdup(bm->name);
+        if (!t->name) {
+                t->map = image_dirty_map_free(t->map);
+                return image_fail(img, -ENOMEM, "Out of memory");
+        }
+        q->bitmaps.n_tracked++;
+        return 0;
+}
+
+/* The enabled bitmaps, loaded (once, until a change of the bitmaps drops them). */
+static int load_tracked(Image *img, Qcow2 *q) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+        uint64_t bytes = 0;
+        int r;
+
+        if (b->tracked || !b->loaded)
+                return 0;
+        b->tracked = calloc(b->nb_bitmaps ?: 1, sizeof(Qcow2Tracked));
+        if (!b->tracked)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
+                if (!trackable(&b->list[i]))
+                        continue;
+                /* All of them together within QEMU's bound for one. */
+                bytes += bitmap_bytes(img->size, b->list[i].granularity_bits);
+                r = bytes > QCOW2_BME_MAX_PHYS_SIZE
+                            ? image_fail(img, -E2BIG, "its enabled bitmaps would take more than 512 MiB of memory")
+                            : track(img, q, &b->list[i]);
+                if (r < 0) {
+                        drop_tracked(q);
+                        return r;
+                }
+        }
+        return 0;
+}
+
+int qcow2_bitmaps_open_writable(Image *img, Qcow2 *q, char **ret_error) {
+        int r;
+
+        r = qcow2_bitmaps_load(img, q);
+        if (r >= 0 && q->version >= 3)
+                r = load_tracked(img, q);
+        if (r < 0)
+                return error_message(ret_error, r,
+                                     "Image '%s' has persistent bitmaps that blockjobd cannot keep consistent: %s",
+                                     img->path, img->error);
+        return 0;
+}
+
+uint64_t qcow2_bitmaps_autoclear(const Qcow2 *q) {
+        return q->bitmaps.ext_found && !q->bitmaps.lost ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+}
+
+/* A copy of the list with the tracked bitmaps' in_use flag set or cleared. */
+static Qcow2Bitmap *list_with_in_use(Image *img, Qcow2 *q, bool in_use) {
+        Qcow2Bitmap *list = copy_list(img, q);
+
+        for (uint32_t i = 0; list && i < q->bitmaps.nb_bitmaps; i++)
+                if (trackable(&list[i])) {
+                        if (in_use)
+                                list[i].flags |= QCOW2_BME_FLAG_IN_USE;
+                        else
+                                list[i].flags &= ~QCOW2_BME_FLAG_IN_USE;
+                }
+        return list;
+}
+
+/* Only autoclear bits we keep stay set (the format's rule for a writer): durably, before the
+ * first change. */
+static int clear_unknown_autoclear(Image *img, Qcow2 *q) {
+        uint64_t keep = q->autoclear & qcow2_bitmaps_autoclear(q);
+        uint8_t field[8];
+        int r;
+
+        if (q->autoclear == keep)
+                return 0;
+        put_be64(field, keep);
+        r = image_file_write(img, field, QCOW2_HDR_AUTOCLEAR, sizeof(field));
+        if (r >= 0)
+                r = image_file_sync(img);
+        if (r < 0)
+                return r;
+        q->autoclear = keep;
+        return 0;
+}
+
+int qcow2_bitmaps_before_change(Image *img, Qcow2 *q) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+        Qcow2Bitmap *list;
+        int r;
+
+        if (q->version < 3 || b->tracking)
+                return 0;
+        if (b->broken)
+                return image_fail(img, -EIO,
+                                  "The bitmaps of '%s' are in an unknown state after a failed write; open the image again",
+                                  img->path);
+        r = load_tracked(img, q);
+        if (r < 0)
+                return r;
+        if (b->n_tracked == 0)
+                return clear_unknown_autoclear(img, q);
+        list = list_with_in_use(img, q, true);
+        if (!list)
+                return -ENOMEM;
+        /* The header this writes keeps bit 0 alone of the autoclear bits. */
+        r = commit_directory(img, q, list, b->nb_bitmaps, NULL, 0);
+        if (r < 0)
+                return r;
+        b->tracking = true;
+        return 0;
+}
+
+void qcow2_bitmaps_mark(Qcow2 *q, uint64_t offset, uint64_t length) {
+        for (size_t i = 0; i < q->bitmaps.n_tracked; i++)
+                image_dirty_map_set(q->bitmaps.tracked[i].map, offset, length);
+}
+
+/* Stores each tracked map in new clusters, into 'list'; the entries as they were go to 'old',
+ * as they become to 'fresh'. */
+static int store_tracked(Image *img, Qcow2 *q, Qcow2Bitmap *list, Qcow2Bitmap *old, Qcow2Bitmap *fresh, size_t *n) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+        int r;
+
+        for (size_t i = 0; i < b->n_tracked; i++) {
+                Qcow2Bitmap *bm = (Qcow2Bitmap *) find_bitmap(q, b->tracked[i].name);
+                _cleanup_free_ uint64_t *table = NULL;
+                size_t k;
+
+                if (!bm)
+                        continue;
+                k = (size_t) (bm - b->list);
+                r = store_map(img, q, b->tracked[i].map, &table, &list[k].table_offset, &list[k].table_size);
+                if (r < 0)
+                        return r;
+                old[*n] = *bm;
+                fresh[(*n)++] = list[k];
+        }
+        return 0;
+}
+
+/* New tables that nothing names: freed again. */
+static void unstore(Image *img, Qcow2 *q, const Qcow2Bitmap *fresh, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                (void) free_bitmap_later(img, q, &fresh[i]);
+}
+
+int qcow2_bitmaps_sync(Image *img, Qcow2 *q) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+        _cleanup_free_ Qcow2Bitmap *old = NULL, *fresh = NULL;
+        Qcow2Bitmap *list;
+        size_t n = 0;
+        int r;
+
+        if (!b->tracking || b->broken)
+                return 0;
+        list = list_with_in_use(img, q, false);
+        old = calloc(b->n_tracked ?: 1, sizeof(Qcow2Bitmap));
+        fresh = calloc(b->n_tracked ?: 1, sizeof(Qcow2Bitmap));
+        if (!list || !old || !fresh) {
+                free(list);
+                return image_fail(img, -ENOMEM, "Out of memory");
+        }
+        r = store_tracked(img, q, list, old, fresh, &n);
+        if (r < 0) {
+                free(list);
+                unstore(img, q, fresh, n);
+                return r;
+        }
+        r = commit_directory(img, q, list, b->nb_bitmaps, old, n);
+        if (r < 0) {
+                /* Still in_use on disk: the old tables are named, the new ones not. */
+                if (!b->broken && n > 0 && !table_in_use(q, fresh[0].table_offset))
+                        unstore(img, q, fresh, n);
+                return r;
+        }
+        b->tracking = false;
+        return 0;
 }

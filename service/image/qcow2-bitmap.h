@@ -43,6 +43,12 @@ typedef struct Qcow2Bitmap {
         bool inconsistent;              /* in_use when the image was opened: not ours to trust */
 } Qcow2Bitmap;
 
+/* An enabled bitmap, in memory while its layer is written. */
+typedef struct Qcow2Tracked {
+        char *name;
+        struct ImageDirtyMap *map;
+} Qcow2Tracked;
+
 typedef struct Qcow2Bitmaps {
         bool ext_found;                 /* the extension is in the header ... */
         bool lost;                      /* ... but autoclear bit 0 is clear: QEMU ignores it */
@@ -51,5 +57,9 @@ typedef struct Qcow2Bitmaps {
 
         bool loaded;                    /* the directory is read and checked */
         bool broken;                    /* a header write failed: what is on disk is unknown */
+
+        Qcow2Tracked *tracked;          /* the enabled bitmaps, recording writes */
+        size_t n_tracked;
+        bool tracking;                  /* they are in_use on disk, since we write */
         Qcow2Bitmap *list;              /* nb_bitmaps entries once loaded */
 } Qcow2Bitmaps;

@@ -59,23 +59,16 @@ int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error) {
         return 0;
 }
 
-/* Called before anything of a change reaches the file. Auto-clear features we do not maintain
- * (persistent bitmaps) are cleared first, durably, so that no reader trusts what the change makes
- * stale: QEMU then knows the bitmaps are gone, and so do we (they are not written again). Not
- * before: merely opening an image for writing must not lose them. */
-static int before_change(Image *img, Qcow2 *q) {
-        uint8_t zero[8] = {};
+/* Called before anything of a change reaches the file: the persistent bitmaps that record
+ * changes are marked in_use first, durably, and autoclear bits we do not maintain are cleared
+ * (qcow2-bitmap.c). Not before: merely opening an image for writing changes nothing. */
+static int before_change(Image *img, Qcow2 *q, uint64_t offset, uint64_t length) {
         int r;
 
-        if (q->version < 3 || q->autoclear == 0)
-                return 0;
-        r = image_file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero));
-        if (r >= 0)
-                r = image_file_sync(img);
+        r = qcow2_bitmaps_before_change(img, q);
         if (r < 0)
                 return r;
-        q->autoclear = 0;
-        qcow2_bitmaps_forget(q);
+        qcow2_bitmaps_mark(q, offset, length);
         return 0;
 }
 
@@ -296,7 +289,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
 
         r = check_writable(img, q);
         if (r >= 0)
-                r = before_change(img, q);
+                r = before_change(img, q, offset, length);
         if (r < 0)
                 return r;
 
@@ -478,7 +471,7 @@ int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
 
         r = check_writable(img, q);
         if (r >= 0)
-                r = before_change(img, q);
+                r = before_change(img, q, offset, length);
         if (r < 0)
                 return r;
 
@@ -516,7 +509,7 @@ int qcow2_discard(Image *img, uint64_t offset, uint64_t length) {
 
         r = check_writable(img, q);
         if (r >= 0)
-                r = before_change(img, q);
+                r = before_change(img, q, offset, length);
         if (r < 0)
                 return r;
 
@@ -531,6 +524,13 @@ int qcow2_discard(Image *img, uint64_t offset, uint64_t length) {
 }
 
 /* ---- flushing ------------------------------------------------------------------------------- */
+
+int qcow2_flush_image(Image *img) {
+        int r;
+
+        r = qcow2_flush(img);
+        return r < 0 ? r : qcow2_bitmaps_sync(img, Q(img));
+}
 
 int qcow2_flush(Image *img) {
         Qcow2 *q = Q(img);
@@ -686,14 +686,7 @@ int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e) {
         r = build_header(img, q, old, hdr, e, &end);
         if (r < 0)
                 return r;
-        /* The header is ready and fits: only now may the image change. */
         autoclear = e->autoclear;
-        if (e->changes_content) {
-                r = before_change(img, q);
-                if (r < 0)
-                        return r;
-                autoclear = q->autoclear;
-        }
         if (q->version >= 3)
                 put_be64(hdr + QCOW2_HDR_AUTOCLEAR, autoclear);
 
@@ -727,11 +720,13 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
                         return image_fail(img, -ENOMEM, "Out of memory");
         }
 
+        /* What the guest reads does not change (commit drops layers that read the same), so
+         * the bitmaps stay as they are; autoclear bits we do not know go. */
         r = qcow2_rewrite_header(img, q, &(Qcow2HeaderEdit) {
                 .set_backing = true,
                 .backing_name = name,
                 .backing_format = format,
-                .changes_content = true,
+                .autoclear = q->autoclear & qcow2_bitmaps_autoclear(q),
         });
         if (r < 0) {
                 free(new_name);

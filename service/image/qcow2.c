@@ -28,7 +28,7 @@ static void qcow2_close(Image *img) {
         if (!q)
                 return;
         /* Callers flush and check; this is the last chance not to lose what they did not. */
-        if (q->writable && qcow2_flush(img) < 0)
+        if (q->writable && qcow2_flush_image(img) < 0)
                 fprintf(stderr, "<3>Could not flush '%s' on closing it: %s\n", img->path, strempty(img->error));
         qcow2_refcount_done(q);
         qcow2_bitmaps_done(q);
@@ -225,9 +225,9 @@ static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
 static int open_writable(Image *img, Qcow2 *q, char **ret_error) {
         int r;
 
-        r = qcow2_bitmaps_load(img, q);
+        r = qcow2_bitmaps_open_writable(img, q, ret_error);
         if (r < 0)
-                return error_message(ret_error, r, "%s", img->error);
+                return r;
         return qcow2_open_writable(img, q, ret_error);
 }
 
@@ -674,7 +674,7 @@ uint64_t qcow2_memory_estimate(const Image *img) {
         /* The L2 cache full; a cluster decompressed and its input (two clusters); the header's
          * first cluster while it is parsed. */
         total += (uint64_t) q->cache_tables * q->cluster_size + 3 * q->cluster_size + q->cluster_size;
-        total += qcow2_bitmaps_memory_estimate(q);
+        total += qcow2_bitmaps_memory_estimate(img, q);
         if (q->writable)
                 total += qcow2_write_memory_estimate(img, q);
         return total;
@@ -690,6 +690,6 @@ const ImageOps qcow2_ops = {
         .write = qcow2_write,
         .write_zeroes = qcow2_write_zeroes,
         .discard = qcow2_discard,
-        .flush = qcow2_flush,
+        .flush = qcow2_flush_image,
         .set_backing = qcow2_set_backing,
 };

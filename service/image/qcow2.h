@@ -224,15 +224,28 @@ int qcow2_bitmaps_parse_ext(Image *img, Qcow2 *q, const uint8_t *data, uint32_t 
 /* Reads and checks the bitmap directory, once; nothing if there is no (consistent) extension. */
 int qcow2_bitmaps_load(Image *img, Qcow2 *q);
 void qcow2_bitmaps_done(Qcow2 *q);
-/* The autoclear bit was cleared: the extension is stale from now on, as for QEMU. */
-void qcow2_bitmaps_forget(Qcow2 *q);
-uint64_t qcow2_bitmaps_memory_estimate(const Qcow2 *q);
+uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q);
+/* A layer opened for writing: its directory checked, its enabled bitmaps loaded to record the
+ * writes; refused (with the reason) if they cannot be. */
+int qcow2_bitmaps_open_writable(Image *img, Qcow2 *q, char **ret_error);
+/* The autoclear bits a writer keeps: bit 0 if the bitmaps extension is consistent. */
+uint64_t qcow2_bitmaps_autoclear(const Qcow2 *q);
+/* Before the first change since the last sync: the enabled bitmaps marked in_use, durably (and
+ * unknown autoclear bits cleared). */
+int qcow2_bitmaps_before_change(Image *img, Qcow2 *q);
+/* A change of [offset, offset + length) of the virtual disk, recorded in the enabled bitmaps. */
+void qcow2_bitmaps_mark(Qcow2 *q, uint64_t offset, uint64_t length);
+/* After a flush: the recorded writes stored, and in_use cleared. */
+int qcow2_bitmaps_sync(Image *img, Qcow2 *q);
 
 /* qcow2-write.c */
 int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length);
 int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length);
 int qcow2_discard(Image *img, uint64_t offset, uint64_t length);
+/* Everything written so far durable (the writer's order, see qcow2-write.c). */
 int qcow2_flush(Image *img);
+/* image_flush(): that, and the bitmaps stored. */
+int qcow2_flush_image(Image *img);
 int qcow2_set_backing(Image *img, const char *name, ImageFormat format);
 /* A new first cluster, written at once and synced: the fixed header as on disk with these
  * autoclear bits, and its extensions and backing file name as they are, but what the edit sets. */
@@ -243,9 +256,6 @@ typedef struct Qcow2HeaderEdit {
         bool set_bitmaps;
         const uint8_t *bitmaps_ext;     /* QCOW2_BITMAPS_EXT_SIZE bytes; NULL: none */
         uint64_t autoclear;
-        /* What the guest reads changes: the writer's rules for that apply (before_change()), and
-         * decide the autoclear bits instead. */
-        bool changes_content;
 } Qcow2HeaderEdit;
 int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e);
 int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error);

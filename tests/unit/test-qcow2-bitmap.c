@@ -9,6 +9,7 @@
 #include <glib/gstdio.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -715,9 +716,10 @@ static void test_inconsistent_removed(Fixture *f, gconstpointer data) {
         image_close(img);
 }
 
-/* Data written after bitmap changes, in the same opening: the bitmaps are dropped durably before
- * the write (we do not track writes yet), and a later change does not make them trusted again. */
+/* Data written after bitmap changes, in the same opening: the bitmap added records it. */
 static void test_write_after_change(Fixture *f, gconstpointer data) {
+        static const uint64_t writes[][2] = { { 0, 4096 } };
+        g_autoptr(GArray) expected = expected_ranges(writes, 1, 65536, 8 << 20);
         uint8_t buf[4096] = { 1 };
         Image *img;
 
@@ -725,11 +727,193 @@ static void test_write_after_change(Fixture *f, gconstpointer data) {
         img = open_image(f->img, IMAGE_OPEN_WRITE);
         must(img, image_bitmap_add(img, "a", 0, false));
         must(img, image_write(img, buf, 0, sizeof(buf)));
-        g_assert_true(image_bitmaps_lost(img));
-        assert_fails(img, image_bitmap_clear(img, "a"), -ENOENT, "not found");
+        g_assert_false(image_bitmaps_lost(img));
         image_close(img);
-        g_autoptr(GArray) list = oracle_bitmaps(f->img);
-        g_assert_cmpuint(list->len, ==, 0);
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        assert_bitmap(f, img, "a", expected);
+        image_close(img);
+}
+
+/* ---- recording writes ---------------------------------------------------------------------- */
+
+static const uint64_t qemu_writes[][2] = { { 0, 512 }, { 2 << 20, 4096 } };
+
+/* An image as a VM leaves it: enabled bitmaps of two granularities and a disabled one, dirtied by
+ * QEMU's writes. */
+static void make_vm_image(Fixture *f, const char *backing) {
+        if (backing)
+                g_free(oracle_run("qemu-img create -q -f qcow2 -b %s -F qcow2 %s", backing, f->img));
+        else
+                g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s e64k", f->img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s e512", f->img));
+        g_free(oracle_run("qemu-img bitmap --add --disable %s off", f->img));
+        qemu_io_writes(f->img, qemu_writes, G_N_ELEMENTS(qemu_writes));
+}
+
+/* The bitmaps hold QEMU's writes and 'ours' (as ranges), the disabled one nothing; the image
+ * checks clean and nothing is in use. */
+static void assert_recorded(Fixture *f, const uint64_t (*ours)[2], size_t n) {
+        g_autofree uint64_t (*all)[2] = g_malloc((n + G_N_ELEMENTS(qemu_writes)) * sizeof(uint64_t[2]));
+        Image *img;
+
+        memcpy(all, qemu_writes, sizeof(qemu_writes));
+        memcpy(all + G_N_ELEMENTS(qemu_writes), ours, n * sizeof(ours[0]));
+        g_autoptr(GArray) e64k = expected_ranges((const uint64_t (*)[2]) all, n + 2, 65536, 8 << 20);
+        g_autoptr(GArray) e512 = expected_ranges((const uint64_t (*)[2]) all, n + 2, 512, 8 << 20);
+        g_autoptr(GArray) none = no_ranges();
+
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        ImageBitmapInfo *list = NULL;
+        size_t k = 0;
+        must(img, image_bitmap_list(img, &list, &k));
+        for (size_t i = 0; i < k; i++)
+                g_assert_false(list[i].flags & (IMAGE_BITMAP_IN_USE | IMAGE_BITMAP_INCONSISTENT));
+        image_bitmap_list_free(list, k);
+        assert_bitmap(f, img, "e64k", e64k);
+        assert_bitmap(f, img, "e512", e512);
+        assert_bitmap(f, img, "off", none);
+        image_close(img);
+}
+
+/* Writes, zeroes and discards through the image layer, as commit and stream make them, are
+ * recorded in the enabled bitmaps, on top of what QEMU recorded. */
+static void test_writes_recorded(Fixture *f, gconstpointer data) {
+        static const uint64_t ours[][2] = { { 1 << 20, 70000 }, { 4 << 20, 1 << 20 }, { 7 << 20, 131072 } };
+        g_autofree uint8_t *buf = g_malloc0(70000);
+        Image *img;
+
+        make_vm_image(f, NULL);
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        memset(buf, 0x3c, 70000);
+        must(img, image_write(img, buf, ours[0][0], ours[0][1]));
+        must(img, image_write_zeroes(img, ours[1][0], ours[1][1]));
+        must(img, image_discard(img, ours[2][0], ours[2][1]));
+        must(img, image_flush(img));
+        image_close(img);
+        assert_recorded(f, ours, G_N_ELEMENTS(ours));
+}
+
+/* Stream-like: an overlay with bitmaps is filled from its backing file through the image layer;
+ * what it copies is recorded. */
+static void test_stream_recorded(Fixture *f, gconstpointer data) {
+        g_autofree char *base = g_build_filename(f->dir, "base.qcow2", NULL);
+        /* All but the two clusters QEMU's writes allocated. */
+        static const uint64_t ours[][2] = { { 65536, (2 << 20) - 65536 }, { (2 << 20) + 65536, (6 << 20) - 65536 } };
+        g_autofree uint8_t *buf = g_malloc(8 << 20);
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", base));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x11 0 8M' %s", base));
+        make_vm_image(f, base);
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        for (uint64_t off = 0, n; off < (8 << 20); off += n) {
+                LayerKind kind;
+                must(img, image_layer_status(img, off, (8 << 20) - off, &kind, &n));
+                if (kind != LAYER_UNALLOCATED)
+                        continue;
+                must(img, image_read(img, buf, off, n));
+                must(img, image_write(img, buf, off, n));
+        }
+        image_close(img);
+        assert_recorded(f, ours, 2);
+}
+
+/* While data is written and not yet flushed, the enabled bitmaps are in_use on disk (a crash
+ * then leaves them inconsistent, never wrong); the flush stores them and clears it. */
+static void test_in_use_until_flush(Fixture *f, gconstpointer data) {
+        static const uint64_t ours[][2] = { { 6 << 20, 512 } };
+        uint8_t buf[512] = { 9 };
+        Image *img;
+
+        make_vm_image(f, NULL);
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        g_assert_null(strstr(oracle_run("qemu-img info -U %s", f->img), "in-use"));
+        must(img, image_write(img, buf, ours[0][0], sizeof(buf)));
+        g_autoptr(GArray) on_disk = oracle_bitmaps(f->img);
+        g_assert_cmpuint(on_disk->len, ==, 3);
+        for (guint i = 0; i < on_disk->len; i++)
+                g_assert_cmpint(g_array_index(on_disk, OracleBitmap, i).in_use, ==,
+                                g_array_index(on_disk, OracleBitmap, i).autoflag);
+        must(img, image_flush(img));
+        g_assert_null(strstr(oracle_run("qemu-img info -U %s", f->img), "in-use"));
+        image_close(img);
+        assert_recorded(f, ours, 1);
+}
+
+/* A writer that dies after writing leaves its bitmaps in_use: QEMU and we call them
+ * inconsistent. */
+static void test_crash_leaves_in_use(Fixture *f, gconstpointer data) {
+        uint8_t buf[512] = { 9 };
+        ImageBitmapInfo *list = NULL;
+        size_t n = 0;
+        pid_t pid;
+        int status;
+        Image *img;
+
+        make_vm_image(f, NULL);
+        pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0) {
+                img = open_image(f->img, IMAGE_OPEN_WRITE);
+                if (image_write(img, buf, 0, sizeof(buf)) < 0)
+                        _exit(1);
+                _exit(0);       /* no flush, no close */
+        }
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        must(img, image_bitmap_list(img, &list, &n));
+        for (size_t i = 0; i < n; i++)
+                g_assert_cmpuint(list[i].flags & IMAGE_BITMAP_INCONSISTENT, ==,
+                                 (list[i].flags & IMAGE_BITMAP_AUTO) ? IMAGE_BITMAP_INCONSISTENT : 0);
+        image_bitmap_list_free(list, n);
+        image_close(img);
+}
+
+/* Opened for writing, never written: not one byte of the file changes. */
+static void test_unwritten_unchanged(Fixture *f, gconstpointer data) {
+        g_autofree char *before = NULL, *after = NULL;
+        uint8_t buf[512];
+        Image *img;
+
+        make_vm_image(f, NULL);
+        before = oracle_run("sha256sum %s", f->img);
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_read(img, buf, 0, sizeof(buf)));
+        must(img, image_flush(img));
+        image_close(img);
+        after = oracle_run("sha256sum %s", f->img);
+        g_assert_cmpstr(before, ==, after);
+}
+
+/* An enabled bitmap that cannot be read (a table entry QEMU would refuse) cannot be kept: the
+ * image is refused for writing, before anything is written. */
+static void test_unkeepable_refused(Fixture *f, gconstpointer data) {
+        g_autofree char *before = NULL, *after = NULL, *error = NULL;
+        Image *img = NULL;
+
+        make_vm_image(f, NULL);
+        uint64_t ext = 0;
+        for (uint64_t pos = peek_be(f->img, 100, 4);; pos += 8 + ((peek_be(f->img, pos + 4, 4) + 7) & ~UINT64_C(7)))
+                if (peek_be(f->img, pos, 4) == 0x23852875) {
+                        ext = pos + 8;
+                        break;
+                }
+        uint64_t table = peek_be(f->img, peek_be(f->img, ext + 16, 8), 8);
+        poke_be64(f->img, table, peek_be(f->img, table, 8) | 2);
+        before = oracle_run("sha256sum %s", f->img);
+        g_assert_cmpint(image_open(f->img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &img, &error), ==,
+                        -EUCLEAN);
+        g_assert_nonnull(strstr(error, "has persistent bitmaps that blockjobd cannot keep consistent"));
+        g_assert_nonnull(strstr(error, "bitmap 'e64k'"));
+        after = oracle_run("sha256sum %s", f->img);
+        g_assert_cmpstr(before, ==, after);
 }
 
 #define BITMAP_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
@@ -754,5 +938,11 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/qcow2-bitmap/change-qemu-bitmaps", test_change_qemu_bitmaps);
         BITMAP_TEST("/qcow2-bitmap/inconsistent-removed", test_inconsistent_removed);
         BITMAP_TEST("/qcow2-bitmap/write-after-change", test_write_after_change);
+        BITMAP_TEST("/qcow2-bitmap/writes-recorded", test_writes_recorded);
+        BITMAP_TEST("/qcow2-bitmap/stream-recorded", test_stream_recorded);
+        BITMAP_TEST("/qcow2-bitmap/in-use-until-flush", test_in_use_until_flush);
+        BITMAP_TEST("/qcow2-bitmap/crash-leaves-in-use", test_crash_leaves_in_use);
+        BITMAP_TEST("/qcow2-bitmap/unwritten-unchanged", test_unwritten_unchanged);
+        BITMAP_TEST("/qcow2-bitmap/unkeepable-refused", test_unkeepable_refused);
         return g_test_run();
 }
