@@ -927,6 +927,133 @@ static void test_unkeepable_refused(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(before, ==, after);
 }
 
+/* ---- crashes ------------------------------------------------------------------------------- */
+
+#define CRASH_ROUNDS 12
+#define CRASH_SIZE (8 << 20)
+
+/* The child: writes, zeroes, discards, flushes now and then, and merges one enabled bitmap into
+ * the other (which only adds bits), until it is killed. */
+G_GNUC_NORETURN static void crash_writer(const char *path, guint32 seed) {
+        g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+        g_autofree uint8_t *buf = g_malloc(256 * 1024);
+        const char *sources[] = { "b512" };
+        char *error = NULL;
+        Image *img = NULL;
+
+        if (image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE, &img, &error) < 0) {
+                g_printerr("child: %s\n", error);
+                _exit(2);
+        }
+        for (unsigned i = 0;; i++) {
+                uint64_t len = g_rand_int_range(rand, 1, 256 * 1024);
+                uint64_t off = g_rand_int_range(rand, 0, (gint32) (CRASH_SIZE - len));
+                int r;
+
+                memset(buf, (int) (i & 0xff) | 1, len);
+                switch (g_rand_int_range(rand, 0, 12)) {
+                case 0:
+                        r = image_write_zeroes(img, off, len);
+                        break;
+                case 1:
+                        r = image_discard(img, off, len);
+                        break;
+                case 2:
+                        r = image_bitmap_merge(img, "b64k", sources, 1);
+                        break;
+                default:
+                        r = image_write(img, buf, off, len);
+                        break;
+                }
+                if (r >= 0 && i % 4 == 0)
+                        r = image_flush(img);
+                if (r < 0 && r != -EBUSY && r != -ENOENT) {
+                        g_printerr("child: %s\n", image_error(img));
+                        _exit(3);
+                }
+        }
+}
+
+/* Every granule whose content changed from 'before' to 'after' is dirty in a bitmap that says it
+ * is consistent: the one thing a crash must never break. Returns whether it was consistent. */
+static bool assert_covers(Image *img, const char *name, GBytes *before, GBytes *after) {
+        const uint8_t *a = g_bytes_get_data(before, NULL), *b = g_bytes_get_data(after, NULL);
+        ImageDirtyMap *m = NULL;
+        int r = image_bitmap_load(img, name, &m);
+
+        if (r == -EBUSY)
+                return false;           /* in_use: nobody trusts it */
+        must(img, r);
+        for (uint64_t g = 0; g < m->nbits; g++) {
+                uint64_t start = g * m->granularity, n = MIN(m->granularity, m->size - start);
+                if (memcmp(a + start, b + start, n) != 0 && !(m->words[g / 64] >> (g % 64) & 1))
+                        g_error("bitmap %s is consistent but misses the change at %" PRIu64, name, start);
+        }
+        image_dirty_map_free(m);
+        return true;
+}
+
+/* Bitmaps left in_use by a crash are made anew (removed and added), so that the next round has
+ * consistent ones to check again. */
+static void renew_bitmaps(const char *path) {
+        static const struct { const char *name; uint32_t granularity; } bitmaps[] = { { "b64k", 65536 }, { "b512", 512 } };
+        Image *img = open_image(path, IMAGE_OPEN_WRITE);
+
+        for (size_t i = 0; i < G_N_ELEMENTS(bitmaps); i++) {
+                ImageDirtyMap *m = NULL;
+                int r = image_bitmap_load(img, bitmaps[i].name, &m);
+                image_dirty_map_free(m);
+                if (r >= 0)
+                        continue;
+                if (r == -EBUSY)
+                        must(img, image_bitmap_remove(img, bitmaps[i].name));
+                must(img, image_bitmap_add(img, bitmaps[i].name, bitmaps[i].granularity, false));
+        }
+        image_close(img);
+}
+
+/* A writer killed at random moments: qemu-img check finds no corruption (leaks are allowed, and
+ * reclaimed), and each bitmap either says it is in use or covers every change of the round. */
+static void test_crash_rounds(Fixture *f, gconstpointer data) {
+        g_autoptr(GRand) rand = g_rand_new_with_seed(11);
+        unsigned consistent = 0;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=512 %s %d", f->img, CRASH_SIZE));
+        renew_bitmaps(f->img);
+        for (int round = 0; round < CRASH_ROUNDS; round++) {
+                g_autofree char *out = NULL, *err = NULL;
+                g_autoptr(GBytes) before = oracle_read_all(f->img, f->dir), after = NULL;
+                int status;
+                pid_t pid;
+                Image *img;
+
+                pid = fork();
+                g_assert_cmpint(pid, >=, 0);
+                if (pid == 0)
+                        crash_writer(f->img, (guint32) round);
+                g_usleep(g_rand_int_range(rand, 20, 300) * 1000);
+                g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+                g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+                if (!WIFSIGNALED(status))
+                        g_error("round %d: the writer ended by itself (status %d)", round, status);
+
+                status = oracle_try(&out, &err, "qemu-img check %s", f->img);
+                if (status != 0 && status != 3)
+                        g_error("round %d: qemu-img check exit %d\n%s%s", round, status, out, err);
+                after = oracle_read_all(f->img, f->dir);
+                img = open_image(f->img, 0);
+                assert_list_matches_oracle(img, f->img);
+                consistent += assert_covers(img, "b64k", before, after);
+                consistent += assert_covers(img, "b512", before, after);
+                image_close(img);
+                g_test_message("round %d: %s", round, status == 0 ? "clean" : "leaks only");
+                if (status == 3)
+                        g_free(oracle_run("qemu-img check -q -r leaks %s", f->img));
+                renew_bitmaps(f->img);
+        }
+        g_test_message("%u of %u bitmaps consistent after a crash", consistent, 2 * CRASH_ROUNDS);
+}
+
 #define BITMAP_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -955,5 +1082,6 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/qcow2-bitmap/crash-leaves-in-use", test_crash_leaves_in_use);
         BITMAP_TEST("/qcow2-bitmap/unwritten-unchanged", test_unwritten_unchanged);
         BITMAP_TEST("/qcow2-bitmap/unkeepable-refused", test_unkeepable_refused);
+        BITMAP_TEST("/qcow2-bitmap/crash-rounds", test_crash_rounds);
         return g_test_run();
 }
