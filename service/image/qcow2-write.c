@@ -610,25 +610,41 @@ static int append_extension(Image *img, uint8_t *hdr, size_t *pos, size_t cluste
 }
 
 /* Copies the old header's extensions (read as opening reads them: up to the old name, which
- * may lie in the last one's padding) but those the edit replaces. */
+ * may lie in the last one's padding) but those the edit replaces. A new bitmaps extension takes
+ * the old one's place: the header keeps its layout, and a change that keeps some bitmaps changes
+ * the 24 bytes of the extension only. Sets *ret_bitmaps_done if it was placed. */
 static int copy_extensions(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, size_t *pos,
-                           const Qcow2HeaderEdit *e) {
+                           const Qcow2HeaderEdit *e, bool *ret_bitmaps_done) {
         size_t cluster = (size_t) q->cluster_size, ext_end = qcow2_extensions_end(old, cluster);
         int r;
 
         for (size_t i = q->header_length; i < ext_end && ext_end - i >= 8;) {
                 uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
+                bool replaced = (type == QCOW2_EXT_BACKING_FORMAT && e->set_backing) ||
+                                (type == QCOW2_EXT_BITMAPS && e->set_bitmaps);
 
                 if (type == QCOW2_EXT_END || len > ext_end - i - 8)
                         break;
-                if (!(type == QCOW2_EXT_BACKING_FORMAT && e->set_backing) && !(type == QCOW2_EXT_BITMAPS && e->set_bitmaps)) {
+                r = 0;
+                if (!replaced)
                         r = append_extension(img, hdr, pos, cluster, type, old + i + 8, len, e->backing_name);
-                        if (r < 0)
-                                return r;
+                else if (type == QCOW2_EXT_BITMAPS && e->bitmaps_ext && !*ret_bitmaps_done) {
+                        r = append_extension(img, hdr, pos, cluster, type, e->bitmaps_ext, QCOW2_BITMAPS_EXT_SIZE,
+                                             e->backing_name);
+                        *ret_bitmaps_done = true;
                 }
+                if (r < 0)
+                        return r;
                 i += 8 + (((size_t) len + 7) & ~(size_t) 7);
         }
         return 0;
+}
+
+/* Where the content of a first cluster ends: what lies beyond is zeroes. */
+static size_t content_end(const uint8_t *p, size_t n) {
+        while (n > 0 && p[n - 1] == 0)
+                n--;
+        return n;
 }
 
 /* The new first cluster in 'hdr' (zeroed, a cluster long): the fixed header as it is on disk, the
@@ -640,10 +656,11 @@ static int build_header(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, 
         size_t cluster = (size_t) q->cluster_size, pos = q->header_length;
         const char *name = e->set_backing ? e->backing_name : img->backing_name;
         size_t name_len = name ? strlen(name) : 0;
+        bool bitmaps_done = false;
         int r;
 
         memcpy(hdr, old, q->header_length);
-        r = copy_extensions(img, q, old, hdr, &pos, e);
+        r = copy_extensions(img, q, old, hdr, &pos, e, &bitmaps_done);
         if (r < 0)
                 return r;
         if (e->set_backing && name && e->backing_format != IMAGE_FORMAT_PROBE) {
@@ -652,7 +669,7 @@ static int build_header(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, 
                 if (r < 0)
                         return r;
         }
-        if (e->set_bitmaps && e->bitmaps_ext) {
+        if (e->set_bitmaps && e->bitmaps_ext && !bitmaps_done) {
                 r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BITMAPS, e->bitmaps_ext, QCOW2_BITMAPS_EXT_SIZE,
                                      e->backing_name);
                 if (r < 0)
@@ -690,8 +707,9 @@ int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e) {
         if (q->version >= 3)
                 put_be64(hdr + QCOW2_HDR_AUTOCLEAR, autoclear);
 
-        /* Whatever of the old extensions and name lay beyond is cleared too. */
-        r = image_file_write(img, hdr, 0, MAX(end, (size_t) MIN((uint64_t) cluster, img->file_size)));
+        /* Whatever of the old extensions and name lay beyond is cleared too; the zeroes after
+         * both are left as they are (a cluster of 2 MiB is not rewritten for a few bytes). */
+        r = image_file_write(img, hdr, 0, MAX(end, content_end(old, (size_t) MIN((uint64_t) cluster, img->file_size))));
         if (r >= 0)
                 r = image_file_sync(img);
         if (r < 0)

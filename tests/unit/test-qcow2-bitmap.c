@@ -577,6 +577,39 @@ static void test_add(Fixture *f, gconstpointer data) {
         image_close(img);
 }
 
+static uint64_t ext_position(const char *path) {
+        for (uint64_t pos = peek_be(path, 100, 4);; pos += 8 + ((peek_be(path, pos + 4, 4) + 7) & ~UINT64_C(7))) {
+                uint32_t type = (uint32_t) peek_be(path, pos, 4);
+                if (type == 0 || type == 0x23852875)
+                        return type ? pos : 0;
+        }
+}
+
+/* A change of the bitmaps keeps the header's layout: the extension stays where QEMU put it (a
+ * change that keeps some bitmaps then rewrites its 24 bytes and nothing else), and the backing
+ * file name stays as it is. */
+static void test_header_layout_kept(Fixture *f, gconstpointer data) {
+        g_autofree char *base = g_build_filename(f->dir, "base.qcow2", NULL);
+        uint64_t pos;
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8M", base));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b %s -F qcow2 %s", base, f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s a", f->img));
+        pos = ext_position(f->img);
+        g_assert_cmpuint(pos, >, 0);
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_bitmap_add(img, "b", 0, false));
+        must(img, image_bitmap_remove(img, "a"));
+        image_close(img);
+        g_assert_cmpuint(ext_position(f->img), ==, pos);
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        g_assert_cmpstr(image_backing_name(img), ==, base);
+        g_assert_cmpint(image_backing_format(img), ==, IMAGE_FORMAT_QCOW2);
+        image_close(img);
+}
+
 /* QEMU's refusals, with its texts; nothing changes. */
 static void test_refusals(Fixture *f, gconstpointer data) {
         g_autofree char *v2 = g_build_filename(f->dir, "v2.qcow2", NULL);
@@ -1073,6 +1106,7 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/qcow2-bitmap/raw-has-none", test_raw_has_none);
         BITMAP_TEST("/qcow2-bitmap/add", test_add);
         BITMAP_TEST("/qcow2-bitmap/refusals", test_refusals);
+        BITMAP_TEST("/qcow2-bitmap/header-layout-kept", test_header_layout_kept);
         BITMAP_TEST("/qcow2-bitmap/change-qemu-bitmaps", test_change_qemu_bitmaps);
         BITMAP_TEST("/qcow2-bitmap/inconsistent-removed", test_inconsistent_removed);
         BITMAP_TEST("/qcow2-bitmap/write-after-change", test_write_after_change);
