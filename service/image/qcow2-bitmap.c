@@ -344,21 +344,29 @@ int qcow2_bitmaps_load(Image *img, Qcow2 *q) {
         return 0;
 }
 
+/* A dirty map of this bitmap, in memory. */
+static uint64_t map_bytes(const Image *img, const Qcow2Bitmap *bm) {
+        return div_round_up(div_round_up(img->size, UINT64_C(1) << bm->granularity_bits), 64) * 8;
+}
+
 uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
         const Qcow2Bitmaps *b = &q->bitmaps;
+        uint64_t total, largest_table = 0, largest_map = 0;
 
         if (!b->ext_found || b->lost)
                 return 0;
-        /* The directory as read, and parsed: names and entries; then, while one bitmap is
-         * read, a cluster of its data and its table (at most 512 MiB / 512 B entries). */
-        uint64_t total = 2 * b->dir_size + (uint64_t) b->nb_bitmaps * (sizeof(Qcow2Bitmap) + 2 * sizeof(Qcow2Range)) +
-                         q->cluster_size;
-        /* The enabled bitmaps in memory while the layer is written, and one more map (a merge's
-         * source, a table being stored). */
-        for (uint32_t i = 0; b->list && i < b->nb_bitmaps; i++)
+        /* The directory as read, and parsed (entries, names, and the arrays that check them). */
+        total = 2 * b->dir_size + (uint64_t) b->nb_bitmaps * (sizeof(Qcow2Bitmap) + sizeof(Qcow2Tracked) + 2 * sizeof(Qcow2Range));
+        /* The enabled bitmaps in memory while the layer is written; and for any bitmap read or
+         * stored meanwhile, its table, a cluster of its data, and two more maps (a merge's target
+         * and source). */
+        for (uint32_t i = 0; b->list && i < b->nb_bitmaps; i++) {
                 if (b->list[i].flags & QCOW2_BME_FLAG_AUTO)
-                        total += 2 * (div_round_up(div_round_up(img->size, UINT64_C(1) << b->list[i].granularity_bits), 64) * 8 + 8);
-        return total;
+                        total += map_bytes(img, &b->list[i]);
+                largest_table = MAX(largest_table, (uint64_t) b->list[i].table_size * 8);
+                largest_map = MAX(largest_map, map_bytes(img, &b->list[i]));
+        }
+        return total + largest_table + q->cluster_size + 2 * largest_map;
 }
 
 static const Qcow2Bitmap *find_bitmap(const Qcow2 *q, const char *name) {
@@ -577,6 +585,18 @@ static int read_bitmap(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, ImageDirtyMa
 
 /* ---- the interface ------------------------------------------------------------------------- */
 
+static int copy_map(Image *img, const ImageDirtyMap *m, ImageDirtyMap **ret) {
+        ImageDirtyMap *copy = NULL;
+        int r;
+
+        r = image_dirty_map_new(m->size, m->granularity, &copy);
+        if (r < 0)
+                return image_fail(img, r, "Out of memory");
+        memcpy(copy->words, m->words, div_round_up(m->nbits, 64) * 8);
+        *ret = copy;
+        return 0;
+}
+
 static int load_directory(Image *img) {
         if (!is_qcow2(img))
                 return 0;
@@ -642,6 +662,10 @@ int image_bitmap_load(Image *img, const char *name, ImageDirtyMap **ret) {
                 return image_fail(img, -ENOENT, "Dirty bitmap '%s' not found", name);
         if (bm->inconsistent)
                 return image_fail(img, -EBUSY, "Bitmap '%s' is inconsistent and cannot be used", name);
+        /* One that records our writes is newer in memory than on disk. */
+        for (size_t i = 0; i < Q(img)->bitmaps.n_tracked; i++)
+                if (strcmp(Q(img)->bitmaps.tracked[i].name, name) == 0)
+                        return copy_map(img, Q(img)->bitmaps.tracked[i].map, ret);
         return read_bitmap(img, Q(img), bm, ret);
 }
 

@@ -878,6 +878,12 @@ static void test_in_use_until_flush(Fixture *f, gconstpointer data) {
         img = open_image(f->img, IMAGE_OPEN_WRITE);
         g_assert_false(oracle_info_says(f->img, "in-use"));
         must(img, image_write(img, buf, ours[0][0], sizeof(buf)));
+        /* Read back before the flush: the write is there already. */
+        ImageDirtyMap *m = load(img, "e512");
+        g_autoptr(GArray) now = our_dirty(m);
+        image_dirty_map_free(m);
+        g_assert_cmpuint(now->len, ==, 3);
+        g_assert_cmpuint(g_array_index(now, Range, 2).start, ==, ours[0][0]);
         g_autoptr(GArray) on_disk = oracle_bitmaps(f->img);
         g_assert_cmpuint(on_disk->len, ==, 3);
         for (guint i = 0; i < on_disk->len; i++)
