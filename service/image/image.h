@@ -283,6 +283,9 @@ int image_dirty_map_new(uint64_t size, uint32_t granularity, ImageDirtyMap **ret
 ImageDirtyMap *image_dirty_map_free(ImageDirtyMap *m);
 /* Marks every granule that [offset, offset + length) touches. */
 void image_dirty_map_set(ImageDirtyMap *m, uint64_t offset, uint64_t length);
+/* Clears every granule that [offset, offset + length) covers whole (the end of the disk counts
+ * as covering a partial last granule): what a backup copied, say. */
+void image_dirty_map_reset(ImageDirtyMap *m, uint64_t offset, uint64_t length);
 /* Dirty bytes (the last granule counts only up to the end of the disk). */
 uint64_t image_dirty_map_count(const ImageDirtyMap *m);
 /* The first dirty range at or after 'offset' (whole granules, clipped to the size); false if
@@ -308,6 +311,9 @@ int image_bitmap_clear(Image *img, const char *name);
 int image_bitmap_enable(Image *img, const char *name, bool enable);
 /* Every bit set in any of the sources set in 'target' too (granularities may differ). */
 int image_bitmap_merge(Image *img, const char *target, const char *const *sources, size_t n);
+/* The bitmap's content becomes 'm' (of its granularity and the layer's size, else -EINVAL): a
+ * backup with bitmap-mode=always stores what is left to copy. */
+int image_bitmap_replace(Image *img, const char *name, const ImageDirtyMap *m);
 
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */

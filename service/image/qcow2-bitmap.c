@@ -429,6 +429,18 @@ void image_dirty_map_set(ImageDirtyMap *m, uint64_t offset, uint64_t length) {
         set_bits(m, offset / m->granularity, div_round_up(offset + length, m->granularity));
 }
 
+void image_dirty_map_reset(ImageDirtyMap *m, uint64_t offset, uint64_t length) {
+        uint64_t end;
+
+        if (length == 0 || offset >= m->size)
+                return;
+        /* Only granules the range covers whole; the end of the disk counts as covering. */
+        end = MIN(offset + MIN(length, m->size - offset), m->size);
+        for (uint64_t i = div_round_up(offset, m->granularity);
+             i < m->nbits && (end == m->size || (i + 1) * m->granularity <= end); i++)
+                m->words[i / 64] &= ~(UINT64_C(1) << (i % 64));
+}
+
 static bool bit_set(const ImageDirtyMap *m, uint64_t i) {
         return m->words[i / 64] >> (i % 64) & 1;
 }
@@ -1159,6 +1171,22 @@ int image_bitmap_clear(Image *img, const char *name) {
         if (r < 0)
                 return r;
         return replace_content(img, q, bm, NULL);
+}
+
+int image_bitmap_replace(Image *img, const char *name, const ImageDirtyMap *m) {
+        Qcow2Bitmap *bm;
+        Qcow2 *q;
+        int r;
+
+        r = changeable(img, &q);
+        if (r < 0)
+                return r;
+        r = find_usable(img, q, name, true, &bm);
+        if (r < 0)
+                return r;
+        if (m->granularity != UINT32_C(1) << bm->granularity_bits || m->size != img->size)
+                return image_fail(img, -EINVAL, "Bitmap '%s' of '%s' has another granularity or size", name, img->path);
+        return replace_content(img, q, bm, m);
 }
 
 /* Every dirty range of 'src' marked in 'dst', at dst's granularity (QEMU merges bitmaps of

@@ -506,6 +506,22 @@ static void test_dirty_map(void) {
         g_assert_cmpuint(l, ==, 256);
         g_assert_false(image_dirty_map_next(m, 200 * 512 + 256, &s, &l));
         g_assert_cmpuint(image_dirty_map_count(m), ==, 2 * 512 + 66 * 512 + 256);
+
+        /* Reset: granules covered whole only; the partial last one by the end of the disk. */
+        image_dirty_map_reset(m, 100, 1000);            /* covers granule 1 whole, not 0 */
+        g_assert_true(image_dirty_map_next(m, 0, &s, &l));
+        g_assert_cmpuint(s, ==, 0);
+        g_assert_cmpuint(l, ==, 512);
+        image_dirty_map_reset(m, 64 * 512, 64 * 512);   /* granules 64 .. 127 */
+        g_assert_true(image_dirty_map_next(m, 512, &s, &l));
+        g_assert_cmpuint(s, ==, 63 * 512);
+        g_assert_cmpuint(l, ==, 512);
+        g_assert_true(image_dirty_map_next(m, 64 * 512, &s, &l));
+        g_assert_cmpuint(s, ==, 128 * 512);
+        g_assert_cmpuint(l, ==, 512);
+        image_dirty_map_reset(m, 200 * 512, 256);       /* the partial last one */
+        g_assert_true(image_dirty_map_next(m, 129 * 512, &s, &l) == false);
+        g_assert_cmpuint(image_dirty_map_count(m), ==, 3 * 512);
         image_dirty_map_free(m);
 }
 
@@ -697,11 +713,27 @@ static void test_change_qemu_bitmaps(Fixture *f, gconstpointer data) {
         assert_bitmap(f, img, "m", merged);
         image_close(img);
 
+        /* Replaced by a map of ours; one of another granularity is refused. */
+        ImageDirtyMap *mine = NULL;
+        g_assert_cmpint(image_dirty_map_new(8 << 20, 512, &mine), ==, 0);
+        image_dirty_map_set(mine, 5 << 20, 1000);
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        assert_fails(img, image_bitmap_replace(img, "b1", mine), -EINVAL, "another granularity or size");
+        must(img, image_bitmap_replace(img, "b2", mine));
+        image_close(img);
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        g_autoptr(GArray) mine_ranges = our_dirty(mine);
+        assert_bitmap(f, img, "b2", mine_ranges);
+        image_close(img);
+        image_dirty_map_free(mine);
+
         /* qemu-img works on what we wrote. */
         g_free(oracle_run("qemu-img bitmap --merge b2 %s b1", f->img));
         assert_clean(f->img);
         img = open_image(f->img, 0);
-        g_autoptr(GArray) b2_in_b1 = expected_ranges(w2, 1, 65536, 8 << 20);
+        static const uint64_t mine_w[][2] = { { 5 << 20, 1000 } };
+        g_autoptr(GArray) b2_in_b1 = expected_ranges(mine_w, 1, 65536, 8 << 20);
         assert_bitmap(f, img, "b1", b2_in_b1);
         image_close(img);
 
