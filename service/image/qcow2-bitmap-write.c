@@ -700,17 +700,30 @@ static int clear_unknown_autoclear(Image *img, Qcow2 *q) {
         return 0;
 }
 
+/* Are the enabled bitmaps in_use on disk (as the list in memory, which is what the last commit
+ * wrote, says)? */
+static bool tracked_in_use(const Qcow2 *q) {
+        for (uint32_t i = 0; q->bitmaps.list && i < q->bitmaps.nb_bitmaps; i++)
+                if (trackable(&q->bitmaps.list[i]) && (q->bitmaps.list[i].flags & QCOW2_BME_FLAG_IN_USE))
+                        return true;
+        return false;
+}
+
 int qcow2_bitmaps_before_change(Image *img, Qcow2 *q) {
         Qcow2Bitmaps *b = &q->bitmaps;
         Qcow2Bitmap *list;
         int r;
 
-        if (q->version < 3 || b->tracking)
+        if (q->version < 3)
                 return 0;
+        /* Whether the header names bitmaps that say they are consistent is not known: no write
+         * may go unrecorded in them. */
         if (b->broken)
                 return image_fail(img, -EIO,
                                   "The bitmaps of '%s' are in an unknown state after a failed write; open the image again",
                                   img->path);
+        if (b->tracking)
+                return 0;
         r = load_tracked(img, q);
         if (r < 0)
                 return r;
@@ -719,12 +732,11 @@ int qcow2_bitmaps_before_change(Image *img, Qcow2 *q) {
         list = list_with_in_use(img, q, true);
         if (!list)
                 return -ENOMEM;
-        /* The header this writes keeps bit 0 alone of the autoclear bits. */
+        /* The header this writes keeps bit 0 alone of the autoclear bits. A failure after it
+         * (freeing the old directory) still leaves them in_use. */
         r = commit_directory(img, q, list, b->nb_bitmaps, NULL, 0);
-        if (r < 0)
-                return r;
-        b->tracking = true;
-        return 0;
+        b->tracking = tracked_in_use(q);
+        return r;
 }
 
 void qcow2_bitmaps_mark(Qcow2 *q, uint64_t offset, uint64_t length) {
@@ -784,12 +796,10 @@ int qcow2_bitmaps_sync(Image *img, Qcow2 *q) {
                 return r;
         }
         r = commit_directory(img, q, list, b->nb_bitmaps, old, n);
-        if (r < 0) {
-                /* Still in_use on disk: the old tables are named, the new ones not. */
-                if (!b->broken && n > 0 && !table_in_use(q, fresh[0].table_offset))
-                        unstore(img, q, fresh, n);
-                return r;
-        }
-        b->tracking = false;
-        return 0;
+        /* Not committed, or committed and failing after (freeing the old tables): as the list
+         * in memory says. Until in_use is cleared on disk, writes need not set it again. */
+        b->tracking = tracked_in_use(q);
+        if (r < 0 && !b->broken && b->tracking && n > 0 && !table_in_use(q, fresh[0].table_offset))
+                unstore(img, q, fresh, n);      /* the old tables are named, the new ones not */
+        return r;
 }
