@@ -183,7 +183,8 @@ static int write_directory(Image *img, Qcow2 *q, const Qcow2Bitmap *list, uint32
 /* The header names the new directory (or, with no bitmap left, none), with autoclear bit 0 set
  * exactly when there is one. Every other autoclear bit is cleared, as the format asks of a writer
  * that does not know them. */
-static int write_extension(Image *img, Qcow2 *q, uint32_t n, uint64_t dir_offset, uint64_t dir_size) {
+static int write_extension(Image *img, Qcow2 *q, uint32_t n, uint64_t dir_offset, uint64_t dir_size,
+                           bool *ret_written) {
         uint8_t ext[QCOW2_BITMAPS_EXT_SIZE] = {};
 
         put_be32(ext, n);
@@ -193,7 +194,7 @@ static int write_extension(Image *img, Qcow2 *q, uint32_t n, uint64_t dir_offset
                 .set_bitmaps = true,
                 .bitmaps_ext = n > 0 ? ext : NULL,
                 .autoclear = n > 0 ? QCOW2_AUTOCLEAR_BITMAPS : 0,
-        });
+        }, ret_written);
 }
 
 /* Makes 'list' (n entries; the array is taken over, whatever happens, the names stay the
@@ -205,6 +206,7 @@ static int commit_directory(Image *img, Qcow2 *q, Qcow2Bitmap *list, uint32_t n,
                             size_t n_old) {
         Qcow2Bitmaps *b = &q->bitmaps;
         uint64_t dir_offset = 0, dir_size = 0, old_offset = b->dir_offset, old_size = b->dir_size;
+        bool written = false;
         int r;
 
         if (n > 0) {
@@ -217,9 +219,9 @@ static int commit_directory(Image *img, Qcow2 *q, Qcow2Bitmap *list, uint32_t n,
         /* Everything new, and the counts of its clusters, durable before anything names it. */
         r = qcow2_flush(img);
         if (r >= 0) {
-                r = write_extension(img, q, n, dir_offset, dir_size);
+                r = write_extension(img, q, n, dir_offset, dir_size, &written);
                 /* Failing to write the header, or to sync it, may have written some of it. */
-                if (r < 0 && !IN_SET(r, -ENOSPC, -ENOMEM)) {
+                if (r < 0 && written) {
                         b->broken = true;
                         free(list);
                         return r;

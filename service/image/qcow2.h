@@ -267,7 +267,9 @@ typedef struct Qcow2HeaderEdit {
         const uint8_t *bitmaps_ext;     /* QCOW2_BITMAPS_EXT_SIZE bytes; NULL: none */
         uint64_t autoclear;
 } Qcow2HeaderEdit;
-int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e);
+/* *ret_written (if given): the write was attempted, so that on failure the header may be the old
+ * one, the new one, or neither. */
+int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e, bool *ret_written);
 int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error);
 int qcow2_evict_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t);
 /* What a writable layer adds to qcow2_memory_estimate(). */
