@@ -240,6 +240,81 @@ void image_readahead(Image *img, uint64_t offset, uint64_t length);
  * image_flush() is what makes data durable and reports write-back failures. */
 void image_write_behind(Image *img, uint64_t offset, uint64_t length);
 
+/* ---- persistent dirty bitmaps (qcow2) ---------------------------------------------------------
+ *
+ * QEMU's persistent dirty bitmaps, as a qcow2 image stores them (docs/interop/qcow2.txt). Each
+ * bit stands for 'granularity' bytes of the virtual disk; a set bit: that range was written
+ * while the bitmap was enabled ("auto"). Raw images have none. The bitmap directory is read and
+ * checked when a layer is opened for writing (a directory that cannot be kept consistent refuses
+ * the open), else at the first call below; a directory QEMU would refuse is refused the same
+ * way (-EUCLEAN and a message naming the image), never trusted. */
+
+typedef enum ImageBitmapFlags {
+        IMAGE_BITMAP_IN_USE       = 1 << 0,   /* the in_use flag, as on disk now */
+        IMAGE_BITMAP_AUTO         = 1 << 1,   /* enabled: records every write */
+        IMAGE_BITMAP_INCONSISTENT = 1 << 2,   /* in_use when we opened it: whoever had it did not
+                                               * save it, and its content cannot be used */
+} ImageBitmapFlags;
+
+typedef struct ImageBitmapInfo {
+        char *name;
+        uint32_t granularity;           /* bytes per bit */
+        unsigned flags;                 /* ImageBitmapFlags */
+} ImageBitmapInfo;
+
+/* The layer's bitmaps, in directory order (as `qemu-img info` lists them). A bitmaps extension
+ * that a program lacking bitmap support invalidated (autoclear bit 0 clear) holds none, as for
+ * QEMU; image_bitmaps_lost() says so. */
+int image_bitmap_list(Image *img, ImageBitmapInfo **ret, size_t *ret_n);
+void image_bitmap_list_free(ImageBitmapInfo *list, size_t n);
+bool image_bitmaps_lost(Image *img);
+
+/* A dirty bitmap in memory. Bit i (bit i % 64 of words[i / 64]) covers the bytes
+ * [i * granularity, (i + 1) * granularity) of the virtual disk; bits past nbits are zero. */
+typedef struct ImageDirtyMap {
+        uint64_t size;                  /* virtual size covered */
+        uint32_t granularity;           /* a power of 2, 512 B to 2 GiB */
+        uint64_t nbits;                 /* size / granularity, rounded up */
+        uint64_t *words;
+} ImageDirtyMap;
+
+/* An empty map; at most QEMU's 512 MiB of bits (-E2BIG beyond). */
+int image_dirty_map_new(uint64_t size, uint32_t granularity, ImageDirtyMap **ret);
+ImageDirtyMap *image_dirty_map_free(ImageDirtyMap *m);
+/* Marks every granule that [offset, offset + length) touches. */
+void image_dirty_map_set(ImageDirtyMap *m, uint64_t offset, uint64_t length);
+/* Clears every granule that [offset, offset + length) covers whole (the end of the disk counts
+ * as covering a partial last granule): what a backup copied, say. */
+void image_dirty_map_reset(ImageDirtyMap *m, uint64_t offset, uint64_t length);
+/* Dirty bytes (the last granule counts only up to the end of the disk). */
+uint64_t image_dirty_map_count(const ImageDirtyMap *m);
+/* The first dirty range at or after 'offset' (whole granules, clipped to the size); false if
+ * there is none. */
+bool image_dirty_map_next(const ImageDirtyMap *m, uint64_t offset, uint64_t *ret_start, uint64_t *ret_length);
+
+/* Reads bitmap 'name' of this layer: -ENOENT ("Dirty bitmap 'NAME' not found"), -EBUSY for an
+ * inconsistent one (QEMU's "Bitmap 'NAME' is inconsistent and cannot be used"). */
+int image_bitmap_load(Image *img, const char *name, ImageDirtyMap **ret);
+
+/* Changing bitmaps, as QEMU's block-dirty-bitmap-* commands do on a persistent bitmap, on a
+ * qcow2 v3 layer open for writing. Each change is durable when it returns, and crash safe: the
+ * image has the bitmaps of before or of after, never a mix (at worst leaked clusters). Errors
+ * carry QEMU's texts: -ENOENT "Dirty bitmap 'NAME' not found", -EEXIST "Bitmap already exists:
+ * NAME", -EBUSY "Bitmap 'NAME' is inconsistent and cannot be used" (only removing such a bitmap
+ * works), -EINVAL for a name or granularity QEMU would refuse, -EOPNOTSUPP on raw or qcow2 v2. */
+/* QEMU's default granularity for this layer: its cluster size, within 4 KiB to 64 KiB. */
+uint32_t image_bitmap_default_granularity(const Image *img);
+/* A new empty bitmap; granularity 0: the default; disabled: it records nothing until enabled. */
+int image_bitmap_add(Image *img, const char *name, uint32_t granularity, bool disabled);
+int image_bitmap_remove(Image *img, const char *name);
+int image_bitmap_clear(Image *img, const char *name);
+int image_bitmap_enable(Image *img, const char *name, bool enable);
+/* Every bit set in any of the sources set in 'target' too (granularities may differ). */
+int image_bitmap_merge(Image *img, const char *target, const char *const *sources, size_t n);
+/* The bitmap's content becomes 'm' (of its granularity and the layer's size, else -EINVAL): a
+ * backup with bitmap-mode=always stores what is left to copy. */
+int image_bitmap_replace(Image *img, const char *name, const ImageDirtyMap *m);
+
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */
         uint64_t size;                  /* qcow2: rounded up to a multiple of 512, as qemu-img does */

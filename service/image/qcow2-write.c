@@ -59,22 +59,16 @@ int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error) {
         return 0;
 }
 
-/* Called before anything of a change reaches the file. Auto-clear features we do not maintain
- * (persistent bitmaps) are cleared first, durably, so that no reader trusts what the change makes
- * stale: QEMU then knows the bitmaps are gone. Not before: merely opening an image for writing
- * must not lose them. */
-static int before_change(Image *img, Qcow2 *q) {
-        uint8_t zero[8] = {};
+/* Called before anything of a change reaches the file: the persistent bitmaps that record
+ * changes are marked in_use first, durably, and autoclear bits we do not maintain are cleared
+ * (qcow2-bitmap.c). Not before: merely opening an image for writing changes nothing. */
+static int before_change(Image *img, Qcow2 *q, uint64_t offset, uint64_t length) {
         int r;
 
-        if (q->version < 3 || q->autoclear == 0)
-                return 0;
-        r = image_file_write(img, zero, QCOW2_HDR_AUTOCLEAR, sizeof(zero));
-        if (r >= 0)
-                r = image_file_sync(img);
+        r = qcow2_bitmaps_before_change(img, q);
         if (r < 0)
                 return r;
-        q->autoclear = 0;
+        qcow2_bitmaps_mark(q, offset, length);
         return 0;
 }
 
@@ -295,7 +289,7 @@ int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length) {
 
         r = check_writable(img, q);
         if (r >= 0)
-                r = before_change(img, q);
+                r = before_change(img, q, offset, length);
         if (r < 0)
                 return r;
 
@@ -477,7 +471,7 @@ int qcow2_write_zeroes(Image *img, uint64_t offset, uint64_t length) {
 
         r = check_writable(img, q);
         if (r >= 0)
-                r = before_change(img, q);
+                r = before_change(img, q, offset, length);
         if (r < 0)
                 return r;
 
@@ -515,7 +509,7 @@ int qcow2_discard(Image *img, uint64_t offset, uint64_t length) {
 
         r = check_writable(img, q);
         if (r >= 0)
-                r = before_change(img, q);
+                r = before_change(img, q, offset, length);
         if (r < 0)
                 return r;
 
@@ -530,6 +524,13 @@ int qcow2_discard(Image *img, uint64_t offset, uint64_t length) {
 }
 
 /* ---- flushing ------------------------------------------------------------------------------- */
+
+int qcow2_flush_image(Image *img) {
+        int r;
+
+        r = qcow2_flush(img);
+        return r < 0 ? r : qcow2_bitmaps_sync(img, Q(img));
+}
 
 int qcow2_flush(Image *img) {
         Qcow2 *q = Q(img);
@@ -577,7 +578,7 @@ int qcow2_flush(Image *img) {
         return qcow2_apply_pending_frees(img, q);
 }
 
-/* ---- the backing file ------------------------------------------------------------------------ */
+/* ---- the header ----------------------------------------------------------------------------- */
 
 /* Is there room for 'need' more bytes at 'pos' of the new first cluster? */
 static int header_room(Image *img, size_t pos, size_t need, size_t cluster, const char *name) {
@@ -608,20 +609,92 @@ static int append_extension(Image *img, uint8_t *hdr, size_t *pos, size_t cluste
         return 0;
 }
 
-int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
-        Qcow2 *q = Q(img);
-        size_t cluster = (size_t) q->cluster_size, old_end, ext_end, pos, name_len = name ? strlen(name) : 0;
-        _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
-        char *new_name = NULL;
+/* Copies the old header's extensions (read as opening reads them: up to the old name, which
+ * may lie in the last one's padding) but those the edit replaces. A new bitmaps extension takes
+ * the old one's place: the header keeps its layout, and a change that keeps some bitmaps changes
+ * the 24 bytes of the extension only. Sets *ret_bitmaps_done if it was placed. */
+static int copy_extensions(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, size_t *pos,
+                           const Qcow2HeaderEdit *e, bool *ret_bitmaps_done) {
+        size_t cluster = (size_t) q->cluster_size, ext_end = qcow2_extensions_end(old, cluster);
         int r;
 
-        r = check_writable(img, q);
+        for (size_t i = q->header_length; i < ext_end && ext_end - i >= 8;) {
+                uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
+                bool replaced = (type == QCOW2_EXT_BACKING_FORMAT && e->set_backing) ||
+                                (type == QCOW2_EXT_BITMAPS && e->set_bitmaps);
+
+                if (type == QCOW2_EXT_END || len > ext_end - i - 8)
+                        break;
+                r = 0;
+                if (!replaced)
+                        r = append_extension(img, hdr, pos, cluster, type, old + i + 8, len, e->backing_name);
+                else if (type == QCOW2_EXT_BITMAPS && e->bitmaps_ext && !*ret_bitmaps_done) {
+                        r = append_extension(img, hdr, pos, cluster, type, e->bitmaps_ext, QCOW2_BITMAPS_EXT_SIZE,
+                                             e->backing_name);
+                        *ret_bitmaps_done = true;
+                }
+                if (r < 0)
+                        return r;
+                i += 8 + (((size_t) len + 7) & ~(size_t) 7);
+        }
+        return 0;
+}
+
+/* Where the content of a first cluster ends: what lies beyond is zeroes. */
+static size_t content_end(const uint8_t *p, size_t n) {
+        while (n > 0 && p[n - 1] == 0)
+                n--;
+        return n;
+}
+
+/* The new first cluster in 'hdr' (zeroed, a cluster long): the fixed header as it is on disk, the
+ * extensions as the edit wants them, the end of the extensions, the backing file name. Every byte
+ * is checked for room before it is written: a header that QEMU accepts may leave none. Returns
+ * where the name ends. */
+static int build_header(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, const Qcow2HeaderEdit *e,
+                        size_t *ret_end) {
+        size_t cluster = (size_t) q->cluster_size, pos = q->header_length;
+        const char *name = e->set_backing ? e->backing_name : img->backing_name;
+        size_t name_len = name ? strlen(name) : 0;
+        bool bitmaps_done = false;
+        int r;
+
+        memcpy(hdr, old, q->header_length);
+        r = copy_extensions(img, q, old, hdr, &pos, e, &bitmaps_done);
         if (r < 0)
                 return r;
-        if (name_len > QCOW2_MAX_BACKING_NAME)
-                return image_fail(img, -ENAMETOOLONG, "Backing file name of %zu bytes is too long for '%s'", name_len,
-                                  img->path);
+        if (e->set_backing && name && e->backing_format != IMAGE_FORMAT_PROBE) {
+                const char *fmt = image_format_to_string(e->backing_format);
+                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BACKING_FORMAT, fmt, strlen(fmt), name);
+                if (r < 0)
+                        return r;
+        }
+        if (e->set_bitmaps && e->bitmaps_ext && !bitmaps_done) {
+                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BITMAPS, e->bitmaps_ext, QCOW2_BITMAPS_EXT_SIZE,
+                                     e->backing_name);
+                if (r < 0)
+                        return r;
+        }
+        /* The end of the extensions (type 0, length 0: zeroes already), then the name. */
+        r = header_room(img, pos, 8 + name_len, cluster, e->backing_name);
+        if (r < 0)
+                return r;
+        pos += 8;
+        memcpy(hdr + pos, name ?: "", name_len);
+        put_be64(hdr + QCOW2_HDR_BACKING_OFFSET, name ? pos : 0);
+        put_be32(hdr + QCOW2_HDR_BACKING_SIZE, (uint32_t) name_len);
+        *ret_end = pos + name_len;
+        return 0;
+}
 
+int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e, bool *ret_written) {
+        size_t cluster = (size_t) q->cluster_size, end;
+        _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
+        uint64_t autoclear;
+        int r;
+
+        if (ret_written)
+                *ret_written = false;
         old = malloc(cluster);
         hdr = calloc(1, cluster);
         if (!old || !hdr)
@@ -629,67 +702,58 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
         r = image_file_read(img, old, 0, cluster);
         if (r < 0)
                 return r;
-
-        /* The fixed header as it is; its extensions as they are (read as opening reads them: up
-         * to the old name, which may lie in the last one's padding), but the backing format's.
-         * Every byte is checked for room before it is written: a header that QEMU accepts may
-         * leave none. */
-        memcpy(hdr, old, q->header_length);
-        pos = q->header_length;
-        ext_end = qcow2_extensions_end(old, cluster);
-        for (size_t i = q->header_length; i < ext_end && ext_end - i >= 8;) {
-                uint32_t type = get_be32(old + i), len = get_be32(old + i + 4);
-
-                if (type == QCOW2_EXT_END || len > ext_end - i - 8)
-                        break;
-                if (type != QCOW2_EXT_BACKING_FORMAT) {
-                        r = append_extension(img, hdr, &pos, cluster, type, old + i + 8, len, name);
-                        if (r < 0)
-                                return r;
-                }
-                i += 8 + (((size_t) len + 7) & ~(size_t) 7);
-        }
-        if (name && format != IMAGE_FORMAT_PROBE) {
-                const char *fmt = image_format_to_string(format);
-                r = append_extension(img, hdr, &pos, cluster, QCOW2_EXT_BACKING_FORMAT, fmt, strlen(fmt), name);
-                if (r < 0)
-                        return r;
-        }
-        /* The end of the extensions (type 0, length 0: zeroes already), then the name. */
-        r = header_room(img, pos, 8 + name_len, cluster, name);
+        r = build_header(img, q, old, hdr, e, &end);
         if (r < 0)
                 return r;
-        pos += 8;
-        memcpy(hdr + pos, name ?: "", name_len);
-        put_be64(hdr + QCOW2_HDR_BACKING_OFFSET, name ? pos : 0);
-        put_be32(hdr + QCOW2_HDR_BACKING_SIZE, (uint32_t) name_len);
+        autoclear = e->autoclear;
+        if (q->version >= 3)
+                put_be64(hdr + QCOW2_HDR_AUTOCLEAR, autoclear);
 
+        /* Whatever of the old extensions and name lay beyond is cleared too; the zeroes after
+         * both are left as they are (a cluster of 2 MiB is not rewritten for a few bytes). */
+        if (ret_written)
+                *ret_written = true;
+        r = image_file_write(img, hdr, 0, MAX(end, content_end(old, (size_t) MIN((uint64_t) cluster, img->file_size))));
+        if (r >= 0)
+                r = image_file_sync(img);
+        if (r < 0)
+                return r;
+        if (q->version >= 3)
+                q->autoclear = autoclear;
+        return 0;
+}
+
+/* ---- the backing file ------------------------------------------------------------------------ */
+
+int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
+        Qcow2 *q = Q(img);
+        char *new_name = NULL;
+        int r;
+
+        r = check_writable(img, q);
+        if (r < 0)
+                return r;
+        if (name && strlen(name) > QCOW2_MAX_BACKING_NAME)
+                return image_fail(img, -ENAMETOOLONG, "Backing file name of %zu bytes is too long for '%s'", strlen(name),
+                                  img->path);
         if (name) {
                 new_name = strdup(name);
                 if (!new_name)
                         return image_fail(img, -ENOMEM, "Out of memory");
         }
 
-        /* The header is ready and fits: now the image changes (and its fixed part, read as it was
-         * on disk, says what before_change() left of the auto-clear bits). */
-        r = before_change(img, q);
+        /* What the guest reads does not change (commit drops layers that read the same), so
+         * the bitmaps stay as they are; autoclear bits we do not know go. */
+        r = qcow2_rewrite_header(img, q, &(Qcow2HeaderEdit) {
+                .set_backing = true,
+                .backing_name = name,
+                .backing_format = format,
+                .autoclear = q->autoclear & qcow2_bitmaps_autoclear(q),
+        }, NULL);
         if (r < 0) {
                 free(new_name);
                 return r;
         }
-        if (q->version >= 3)
-                put_be64(hdr + QCOW2_HDR_AUTOCLEAR, q->autoclear);
-
-        /* Whatever of the old extensions and name lay beyond is cleared too. */
-        old_end = MAX(pos + name_len, (size_t) MIN((uint64_t) cluster, img->file_size));
-        r = image_file_write(img, hdr, 0, old_end);
-        if (r >= 0)
-                r = image_file_sync(img);
-        if (r < 0) {
-                free(new_name);
-                return r;
-        }
-
         free(img->backing_name);
         img->backing_name = new_name;
         img->backing_format = name ? format : IMAGE_FORMAT_PROBE;

@@ -28,9 +28,10 @@ static void qcow2_close(Image *img) {
         if (!q)
                 return;
         /* Callers flush and check; this is the last chance not to lose what they did not. */
-        if (q->writable && qcow2_flush(img) < 0)
+        if (q->writable && qcow2_flush_image(img) < 0)
                 fprintf(stderr, "<3>Could not flush '%s' on closing it: %s\n", img->path, strempty(img->error));
         qcow2_refcount_done(q);
+        qcow2_bitmaps_done(q);
         for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++)
                 free(q->l2_cache[i].entries);
         free(q->l1);
@@ -106,6 +107,12 @@ static int parse_extensions(Image *img, Qcow2 *q, const uint8_t *hdr, size_t hdr
                         features = hdr + pos;
                         features_len = len;
                         break;
+                case QCOW2_EXT_BITMAPS: {
+                        int r = qcow2_bitmaps_parse_ext(img, q, hdr + pos, len, ret_error);
+                        if (r < 0)
+                                return r;
+                        break;
+                }
                 case QCOW2_EXT_CRYPTO:
                         return error_message(ret_error, -EOPNOTSUPP,
                                              "Image '%s' is encrypted, which blockjobd does not support", img->path);
@@ -211,6 +218,17 @@ static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
                 return error_message(ret_error, r, "%s", img->error);
         table_from_disk(q->l1, q->l1_size);
         return 0;
+}
+
+/* A layer to be written: its bitmaps must be ones we can keep consistent, which is known before
+ * anything is written. */
+static int open_writable(Image *img, Qcow2 *q, char **ret_error) {
+        int r;
+
+        r = qcow2_bitmaps_open_writable(img, q, ret_error);
+        if (r < 0)
+                return r;
+        return qcow2_open_writable(img, q, ret_error);
 }
 
 static int qcow2_open(Image *img, char **ret_error) {
@@ -344,7 +362,7 @@ static int qcow2_open(Image *img, char **ret_error) {
         q->coffset_mask = (UINT64_C(1) << q->csize_shift) - 1;
 
         if (img->flags & IMAGE_OPEN_WRITE)
-                return qcow2_open_writable(img, q, ret_error);
+                return open_writable(img, q, ret_error);
         return 0;
 }
 
@@ -656,6 +674,7 @@ uint64_t qcow2_memory_estimate(const Image *img) {
         /* The L2 cache full; a cluster decompressed and its input (two clusters); the header's
          * first cluster while it is parsed. */
         total += (uint64_t) q->cache_tables * q->cluster_size + 3 * q->cluster_size + q->cluster_size;
+        total += qcow2_bitmaps_memory_estimate(img, q);
         if (q->writable)
                 total += qcow2_write_memory_estimate(img, q);
         return total;
@@ -671,6 +690,6 @@ const ImageOps qcow2_ops = {
         .write = qcow2_write,
         .write_zeroes = qcow2_write_zeroes,
         .discard = qcow2_discard,
-        .flush = qcow2_flush,
+        .flush = qcow2_flush_image,
         .set_backing = qcow2_set_backing,
 };

@@ -50,3 +50,29 @@ static inline void fuzz_walk(Image *img) {
                 off += e.length;
         }
 }
+
+/* The bitmaps: listed, and each read whose map in memory stays small (a hostile directory may
+ * describe half a GiB of bits, which is allowed but would only slow the fuzzer down). Errors end
+ * the walk, as above. */
+#define FUZZ_BITMAP_BYTES_MAX (4U << 20)
+
+static inline void fuzz_bitmaps(Image *img) {
+        ImageBitmapInfo *list = NULL;
+        size_t n = 0;
+
+        if (image_bitmap_list(img, &list, &n) < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                ImageDirtyMap *m = NULL;
+                uint64_t start, length;
+
+                if (image_size(img) / list[i].granularity / 8 > FUZZ_BITMAP_BYTES_MAX)
+                        continue;
+                if (image_bitmap_load(img, list[i].name, &m) < 0)
+                        continue;
+                (void) image_dirty_map_count(m);
+                (void) image_dirty_map_next(m, 0, &start, &length);
+                image_dirty_map_free(m);
+        }
+        image_bitmap_list_free(list, n);
+}

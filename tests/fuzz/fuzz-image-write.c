@@ -2,7 +2,8 @@
 
 /* libFuzzer target for the write paths: arbitrary bytes as an image file, opened for writing,
  * then changed as stream and commit change images (data writes, zeroes, discards, flushes, and
- * rewrites of the header's backing file name and format), then opened again read-only and read
+ * rewrites of the header's backing file name and format) and as bitmap commands change its
+ * persistent bitmaps, then opened again read-only and read
  * throughout. Whatever the bytes, every step must end in success or in an error, never in a
  * crash, a hang, an over-allocation or a memory error. No backing file is opened and no lock
  * taken, as in the read fuzzer.
@@ -67,6 +68,33 @@ static void set_backing(Image *img, Script *s) {
         (void) image_set_backing(img, len > 0 ? name : NULL, format);
 }
 
+/* A change of the persistent bitmaps: add (granularity 2^9 to 2^31, maybe disabled), remove,
+ * clear, enable or disable, merge; of four names, so that they meet each other. */
+static void bitmap_op(Image *img, Script *s) {
+        static const char *const names[] = { "b0", "b1", "b2", "b3" };
+        unsigned op = take8(s), arg = take8(s);
+        const char *name = names[op >> 4 & 3], *other = names[arg & 3];
+
+        switch (op % 6) {
+        case 0:
+                (void) image_bitmap_add(img, name, UINT32_C(1) << (9 + arg % 23), arg & 0x80);
+                break;
+        case 1:
+                (void) image_bitmap_remove(img, name);
+                break;
+        case 2:
+                (void) image_bitmap_clear(img, name);
+                break;
+        case 3:
+        case 4:
+                (void) image_bitmap_enable(img, name, op % 6 == 3);
+                break;
+        default:
+                (void) image_bitmap_merge(img, name, &other, 1);
+                break;
+        }
+}
+
 static void run_script(Image *img, Script *s) {
         static uint8_t *buf;
         uint64_t budget = WRITE_BUDGET;
@@ -107,7 +135,10 @@ static void run_script(Image *img, Script *s) {
                         set_backing(img, s);
                         break;
                 default:
-                        (void) image_set_backing(img, NULL, IMAGE_FORMAT_PROBE);
+                        if (op & 0x80)
+                                bitmap_op(img, s);
+                        else
+                                (void) image_set_backing(img, NULL, IMAGE_FORMAT_PROBE);
                         break;
                 }
         }
@@ -141,6 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (image_open_fd(fd, "/fuzz/image", IMAGE_FORMAT_PROBE, IMAGE_OPEN_NO_LOCK | IMAGE_OPEN_NO_BACKING,
                                   &img, NULL) >= 0) {
                         fuzz_walk(img);
+                        fuzz_bitmaps(img);
                         image_close(img);
                 }
         }

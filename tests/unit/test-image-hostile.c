@@ -684,6 +684,156 @@ static void test_raw_toggling_block(Fixture *f, gconstpointer data) {
         close(t.fd);
 }
 
+/* ---- bitmaps ------------------------------------------------------------------------------- */
+
+static uint64_t peek_be(const char *path, uint64_t offset, unsigned width) {
+        return peek64(path, offset) >> (64 - 8 * width);
+}
+
+/* Where the bitmaps extension's data lies in the header. */
+static uint64_t bitmaps_ext(const char *path) {
+        for (uint64_t pos = peek_be(path, 100, 4);;) {
+                uint32_t type = (uint32_t) peek_be(path, pos, 4), len = (uint32_t) peek_be(path, pos + 4, 4);
+                g_assert_cmpuint(type, !=, 0);
+                if (type == 0x23852875)
+                        return pos + 8;
+                pos += 8 + ((len + 7) & ~7U);
+        }
+}
+
+typedef enum BitmapFailure {
+        FAILS_OPEN,             /* the extension itself: no open at all */
+        FAILS_DIRECTORY,        /* the directory: listing fails, and opening for writing */
+        FAILS_LOAD,             /* one (enabled) bitmap: reading it fails, and opening for writing */
+} BitmapFailure;
+
+static void assert_bitmaps_fail(const char *path, BitmapFailure level, int expected_r, const char *expected) {
+        g_autofree char *error = NULL;
+        ImageBitmapInfo *list = NULL;
+        ImageDirtyMap *m = NULL;
+        Image *img = NULL;
+        size_t n = 0;
+        int r;
+
+        if (level == FAILS_OPEN) {
+                assert_open_fails(path, 0, expected_r, expected);
+                return;
+        }
+        /* Writing it would mean keeping its bitmaps, which cannot be read: refused at once. */
+        assert_open_fails(path, IMAGE_OPEN_WRITE, expected_r, expected);
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, 0, &img, &error), ==, 0);
+        r = image_bitmap_list(img, &list, &n);
+        if (level == FAILS_LOAD) {
+                g_assert_cmpint(r, ==, 0);
+                image_bitmap_list_free(list, n);
+                r = image_bitmap_load(img, "aa", &m);
+        }
+        if (r >= 0)
+                g_error("bitmaps of '%s' read, expected: %s", path, expected);
+        g_assert_null(m);
+        if (!strstr(image_error(img), expected))
+                g_error("error \"%s\" does not say \"%s\"", image_error(img), expected);
+        g_assert_cmpint(r, ==, expected_r);
+        image_close(img);
+}
+
+/* Hostile bitmaps extensions, directories and tables, each patched into an image with two
+ * bitmaps whose first has data ("aa", 64 KiB granularity; "ab", 512 bytes): each refused at
+ * the right step with its clear error (in the sanitizer build: without any memory error). */
+static void test_bitmaps(Fixture *f, gconstpointer data) {
+        g_autofree char *img = g_build_filename(f->dir, "bitmaps.qcow2", NULL);
+        g_autofree char *copy = g_build_filename(f->dir, "patched.qcow2", NULL);
+        uint64_t ext, dir, table, cluster, l1, reftable;
+
+        g_free(oracle_run("cp %s %s", f->img, img));
+        g_free(oracle_run("qemu-img bitmap --add %s aa", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s ab", img));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write 2M 64k' %s", img));
+        ext = bitmaps_ext(img);
+        dir = peek64(img, ext + 16);
+        table = peek64(img, dir);
+        cluster = peek64(img, table);
+        l1 = peek64(img, 40);
+        reftable = peek64(img, 48);
+        g_assert_cmpuint(peek_be(img, ext, 4), ==, 2);
+        g_assert_cmpuint(peek64(img, ext + 8), ==, 64);
+        g_assert_cmpuint(cluster, !=, 0);
+
+        struct { uint64_t offset; unsigned width; uint64_t value; BitmapFailure level; int r; const char *error; } cases[] = {
+                /* The extension. */
+                { ext - 4, 4, 16, FAILS_OPEN, -EUCLEAN, "bitmaps_ext: Invalid extension length" },
+                { ext + 4, 4, 1, FAILS_OPEN, -EUCLEAN, "bitmaps_ext: Reserved field is not zero" },
+                { ext, 4, 0, FAILS_OPEN, -EUCLEAN, "found bitmaps extension with zero bitmaps" },
+                { ext, 4, 65536, FAILS_OPEN, -EUCLEAN, "Image has 65536 bitmaps, exceeding the QEMU supported maximum of 65535" },
+                { ext + 16, 8, dir + 8, FAILS_OPEN, -EUCLEAN, "bitmaps_ext: invalid bitmap directory offset" },
+                { ext + 8, 8, 1 << 30, FAILS_OPEN, -EUCLEAN, "bitmap directory size (1073741824) exceeds the maximum supported size (67107840)" },
+                { ext + 8, 8, 0, FAILS_OPEN, -EUCLEAN, "Requested bitmap directory size is zero" },
+                /* Where the directory is, and what it holds. */
+                { ext + 16, 8, UINT64_C(1) << 40, FAILS_DIRECTORY, -EUCLEAN, "the bitmap directory at offset 0x10000000000 lies beyond the end of the file" },
+                { ext + 16, 8, 0, FAILS_DIRECTORY, -EUCLEAN, "the bitmap directory at offset 0x0 overlaps the header" },
+                { ext + 16, 8, l1, FAILS_DIRECTORY, -EUCLEAN, "overlaps the L1 table" },
+                { ext + 16, 8, reftable, FAILS_DIRECTORY, -EUCLEAN, "overlaps the refcount table" },
+                { ext, 4, 3, FAILS_DIRECTORY, -EUCLEAN, "Less bitmaps found than specified in header extension" },
+                { ext, 4, 1, FAILS_DIRECTORY, -EUCLEAN, "More bitmaps found than specified in header extension" },
+                { ext + 8, 8, 60, FAILS_DIRECTORY, -EUCLEAN, "Broken bitmap directory" },
+                { ext + 8, 8, 40, FAILS_DIRECTORY, -EUCLEAN, "Broken bitmap directory" },
+                /* Its first entry. */
+                { dir + 8, 4, 0, FAILS_DIRECTORY, -EUCLEAN, "Bitmap 'aa' doesn't satisfy the constraints: its bitmap table is empty or unaligned" },
+                { dir, 8, table + 8, FAILS_DIRECTORY, -EUCLEAN, "its bitmap table is empty or unaligned" },
+                { dir, 8, 0, FAILS_DIRECTORY, -EUCLEAN, "its bitmap table is empty or unaligned" },
+                { dir + 8, 4, 0x8000001, FAILS_DIRECTORY, -EUCLEAN, "its bitmap table is too large" },
+                { dir + 17, 1, 8, FAILS_DIRECTORY, -EUCLEAN, "its granularity is out of range" },
+                { dir + 17, 1, 32, FAILS_DIRECTORY, -EUCLEAN, "its granularity is out of range" },
+                { dir + 12, 4, 4, FAILS_DIRECTORY, -EUCLEAN, "it has reserved flags set" },
+                { dir + 12, 4, 0x80000002, FAILS_DIRECTORY, -EUCLEAN, "it has reserved flags set" },
+                { dir + 16, 1, 2, FAILS_DIRECTORY, -EUCLEAN, "it is not a dirty tracking bitmap" },
+                { dir + 18, 2, 0, FAILS_DIRECTORY, -EUCLEAN, "its name is empty" },
+                { dir + 18, 2, 1024, FAILS_DIRECTORY, -EUCLEAN, "Broken bitmap directory" },
+                { dir + 20, 4, 8, FAILS_DIRECTORY, -EOPNOTSUPP, "Bitmap extra data is not supported" },
+                { dir + 20, 4, 0xffffffff, FAILS_DIRECTORY, -EUCLEAN, "Broken bitmap directory" },
+                { dir + 24, 1, 0, FAILS_DIRECTORY, -EUCLEAN, "its name contains a NUL byte" },
+                { dir + 26, 1, 0x55, FAILS_DIRECTORY, -EUCLEAN, "padding is not zero" },
+                { dir + 32 + 25, 1, 'a', FAILS_DIRECTORY, -EUCLEAN, "two bitmaps are called 'aa'" },
+                { dir, 8, UINT64_C(1) << 40, FAILS_DIRECTORY, -EUCLEAN, "a bitmap table at offset 0x10000000000 lies beyond the end of the file" },
+                { dir, 8, l1, FAILS_DIRECTORY, -EUCLEAN, "a bitmap table at offset" },
+                { dir, 8, dir, FAILS_DIRECTORY, -EUCLEAN, "bitmap structures at offsets" },
+                { dir, 8, peek64(img, dir + 32), FAILS_DIRECTORY, -EUCLEAN, "bitmap structures at offsets" },
+                { 24, 8, 512 << 20, FAILS_DIRECTORY, -EUCLEAN, "Bitmap 'ab' doesn't satisfy the constraints: its bitmap table is too small for the disk" },
+                /* One bitmap's table. */
+                { dir + 8, 4, 2, FAILS_LOAD, -EUCLEAN, "Could not read bitmap 'aa' from image: its table has 2 entries" },
+                { table, 8, cluster | 2, FAILS_LOAD, -EUCLEAN, "Could not read bitmap_table table from image for bitmap 'aa': invalid entry" },
+                { table, 8, cluster | 1, FAILS_LOAD, -EUCLEAN, "invalid entry" },
+                { table, 8, cluster + 512, FAILS_LOAD, -EUCLEAN, "invalid entry" },
+                { table, 8, UINT64_C(1) << 55, FAILS_LOAD, -EUCLEAN, "a bitmap data cluster at offset 0x80000000000000 lies beyond the end of the file" },
+                { table, 8, l1, FAILS_LOAD, -EUCLEAN, "a bitmap data cluster at offset" },
+                { table, 8, dir, FAILS_LOAD, -EUCLEAN, "overlaps the bitmap directory or its table" },
+        };
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_free(oracle_run("cp %s %s", img, copy));
+                if (cases[i].width == 8)
+                        poke64(copy, cases[i].offset, cases[i].value);
+                else if (cases[i].width == 4)
+                        poke32(copy, cases[i].offset, (uint32_t) cases[i].value);
+                else {
+                        uint8_t b[2] = { (uint8_t) (cases[i].value >> (8 * (cases[i].width - 1))), (uint8_t) cases[i].value };
+                        poke(copy, cases[i].offset, cases[i].width == 2 ? b : b + 1, cases[i].width);
+                }
+                g_test_message("case %u", i);
+                assert_bitmaps_fail(copy, cases[i].level, cases[i].r, cases[i].error);
+        }
+
+        /* The unpatched image reads, and so do its bitmaps. */
+        g_autofree char *error = NULL;
+        ImageDirtyMap *m = NULL;
+        Image *good = NULL;
+        g_assert_cmpint(image_open(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &good, &error), ==, 0);
+        g_assert_cmpint(image_bitmap_load(good, "aa", &m), ==, 0);
+        g_assert_cmpuint(image_dirty_map_count(m), ==, 65536);
+        image_dirty_map_free(m);
+        image_close(good);
+}
+
 #define HOSTILE_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -704,5 +854,6 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/memory-large-l1", test_memory_large_l1);
         HOSTILE_TEST("/image-hostile/memory-l2-cache-bound", test_memory_l2_cache_bound);
         HOSTILE_TEST("/image-hostile/memory-chain", test_memory_chain);
+        HOSTILE_TEST("/image-hostile/bitmaps", test_bitmaps);
         return g_test_run();
 }
