@@ -11,7 +11,9 @@
 #include <glib/gstdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "escape.h"
@@ -913,6 +915,61 @@ static void test_state_dir_crash(void) {
         dir_teardown(&d);
 }
 
+/* A process killed at a random point while it replaces a record over and over: the directory then
+ * holds one of the two records whole, and listing removes whatever the write left behind. (A
+ * power cut is the fsyncs' business, which a test cannot cut; a kill is the same rename dance.) */
+static void test_state_dir_killed(void) {
+        g_autofree char *a = NULL, *b = NULL;
+        g_autofree char *tmp_path = NULL;
+        JobRecord *r = full_backup();
+        unsigned cut = 0;
+        size_t na, nb;
+        Dir d;
+
+        g_assert_cmpint(job_record_serialize(r, &a, &na, NULL), ==, 0);
+        g_assert_cmpint(job_record_add_range(r, 1 << 20, 1 << 20), ==, 0);
+        g_assert_cmpint(job_record_serialize(r, &b, &nb, NULL), ==, 0);
+        job_record_free(r);
+
+        dir_setup(&d);
+        tmp_path = g_build_filename(d.jobs, ".#1000-nightly-1.job.tmp", NULL);
+        for (int round = 0; round < 20; round++) {
+                g_autofree char *data = NULL;
+                StateDir *sd = NULL;
+                char **names = NULL;
+                size_t n, size;
+                int status;
+                pid_t pid;
+
+                g_assert_cmpint(state_dir_open(d.path, &sd, NULL), ==, 0);
+                pid = fork();
+                g_assert_cmpint(pid, >=, 0);
+                if (pid == 0) {
+                        for (unsigned i = 0;; i++)
+                                if (state_dir_write(sd, "1000-nightly-1.job", i % 2 ? b : a, i % 2 ? nb : na, NULL) < 0)
+                                        _exit(1);
+                }
+                g_usleep(g_test_rand_int_range(1000, 50000));
+                g_assert_cmpint(kill(pid, SIGKILL), ==, 0);
+                g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+                g_assert_true(WIFSIGNALED(status));
+                state_dir_free(sd);
+
+                /* The next start. */
+                cut += g_file_test(tmp_path, G_FILE_TEST_EXISTS);
+                g_assert_cmpint(state_dir_open(d.path, &sd, NULL), ==, 0);
+                g_assert_cmpint(state_dir_list(sd, &names, &n, NULL), ==, 0);
+                g_assert_cmpuint(n, ==, 1);
+                state_dir_names_free(names);
+                assert_dir_names(d.jobs, (const char *const[]) { "1000-nightly-1.job", NULL });
+                g_assert_cmpint(state_dir_read(sd, "1000-nightly-1.job", &data, &size, NULL), ==, 0);
+                g_assert_true((size == na && memcmp(data, a, na) == 0) || (size == nb && memcmp(data, b, nb) == 0));
+                state_dir_free(sd);
+        }
+        g_test_message("%u of 20 kills left a temporary file behind", cut);
+        dir_teardown(&d);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         /* The notes about removed temporary files, on stderr, would only clutter the TAP output. */
@@ -932,5 +989,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/state-dir/read-refused", test_state_dir_read_refused);
         g_test_add_func("/state-dir/open-refused", test_state_dir_open_refused);
         g_test_add_func("/state-dir/crash", test_state_dir_crash);
+        g_test_add_func("/state-dir/killed", test_state_dir_killed);
         return g_test_run();
 }
