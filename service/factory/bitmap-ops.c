@@ -131,8 +131,10 @@ int bitmap_op_new(JobFactory *f, const JobCaller *caller, BitmapRequest *q, Bitm
         int r;
 
         op = calloc(1, sizeof(*op));
-        if (!op)
+        if (!op) {
+                bitmap_request_done(q);
                 return error_message(ret_error, -ENOMEM, "Out of memory");
+        }
         *op = (BitmapOp) {
                 .factory = f,
                 .uid = caller->uid,

@@ -77,8 +77,8 @@ typedef enum BitmapOpError {
 
 typedef struct BitmapOp BitmapOp;
 
-/* Admits an operation for 'caller' (the request is moved into it): -EUSERS and a message over
- * a limit. */
+/* Admits an operation for 'caller' (the request is moved into it, or freed on failure): -EUSERS
+ * and a message over a limit. */
 int bitmap_op_new(JobFactory *f, const JobCaller *caller, BitmapRequest *q, BitmapOp **ret, char **ret_error);
 
 /* Called once, on the loop, never before bitmap_op_start() returns: r < 0 with what failed and a
