@@ -255,6 +255,10 @@ static void test_held_by_qemu(BusFixture *f, gconstpointer data) {
         call_fails(f, "AddBitmap", add_args(img, "c", NULL), ERR_IN_USE, "is in use by another process");
         call_fails(f, "RemoveBitmap", name_args(img, "b"), ERR_IN_USE, "is in use by another process");
         call_fails(f, "ListBitmaps", g_variant_new("(s)", img), ERR_IN_USE, "is in use by another process");
+        /* The same answer a job creation gets for that image. */
+        g_autofree char *target = bus_fixture_path(f, "t.qcow2");
+        call_fails(f, "Backup", g_variant_new("(ss@a{sv})", img, target, g_variant_new("a{sv}", NULL)), ERR_IN_USE,
+                   "is in use by another process");
         oracle_qemu_io_release(qemu_io);
 
         qemu_io = oracle_qemu_io_hold(img, "qcow2", true);
