@@ -175,6 +175,13 @@ static void test_errors(BusFixture *f, gconstpointer data) {
         call_fails(f, "AddBitmap", add_args(v2, "b", NULL), ERR_BITMAP, "Cannot store dirty bitmaps in qcow2 v2 files");
         assert_list(f, v2, "");
         call_fails(f, "ListBitmaps", g_variant_new("(s)", missing), ERR_IMAGE, "none.qcow2");
+        /* Only the image itself is opened: an overlay whose backing file is gone has its bitmaps
+         * listed and changed all the same (they are its own). */
+        g_autofree char *overlay = bus_fixture_path(f, "overlay.qcow2");
+        sh(f, "qemu-img create -q -f qcow2 gone.qcow2 1M && qemu-img create -q -f qcow2 -b gone.qcow2 -F qcow2 overlay.qcow2 && "
+              "qemu-img bitmap --add overlay.qcow2 o && rm gone.qcow2");
+        call(f, "AddBitmap", add_args(overlay, "p", NULL));
+        assert_list(f, overlay, "o:65536:0:auto p:65536:0:auto");
 
         /* Arguments QEMU refuses, before anything is opened. */
         call_fails(f, "AddBitmap", add_args(img, "", NULL), ERR_INVALID_ARGS, "Bitmap name cannot be empty");
