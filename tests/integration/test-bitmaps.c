@@ -310,7 +310,65 @@ static void test_held_by_job(BusFixture *f, gconstpointer data) {
         assert_oracle(top, "b:65536:auto c:65536:auto");
 }
 
+/* ---- bounds ---------------------------------------------------------------------------------- */
+
+/* A user other than root has at most 16 operations in progress: with its openers stopped (a file
+ * system that does not answer), the 17th is refused at once, and the others finish once they
+ * can. ListBitmaps() needs no polkit, so nobody gets that far here. */
+#define OPS_MAX 16
+
+static void test_limit(BusFixture *f, gconstpointer data) {
+        g_autofree char *img = bus_fixture_path(f, "a.qcow2"), *args = NULL, *out = NULL, *refusal = NULL;
+        g_autoptr(GPtrArray) pending = g_ptr_array_new();
+        BusStopper *stopper;
+
+        if (!bus_can_run_as_nobody())
+                return;
+        sh(f, "qemu-img create -q -f qcow2 a.qcow2 1M && qemu-img bitmap --add a.qcow2 b && chmod 0644 a.qcow2");
+        args = g_strdup_printf("('%s',)", img);
+
+        /* One call at a time: one whose opener is caught stopped stays in progress; an opener is
+         * quick, and one the stopper missed just answers. Until a call is refused. */
+        stopper = bus_stopper_start(bus_daemon_pid(f), "blockjobd-opener", 65534);
+        for (unsigned tries = 0; !refusal; tries++) {
+                g_assert_cmpuint(tries, <, 50 * OPS_MAX);
+                unsigned before = bus_stopper_count(stopper);
+                GSubprocess *p = bus_as_nobody_start(f, "call", MANAGER_PATH, MANAGER_IFACE, "ListBitmaps", args, NULL);
+                for (gint64 end = g_get_monotonic_time() + 2 * G_USEC_PER_SEC;
+                     bus_stopper_count(stopper) == before && g_get_monotonic_time() < end;)
+                        bus_iterate_for(f, 1000);
+                if (bus_stopper_count(stopper) > before) {
+                        g_ptr_array_add(pending, p);
+                        continue;
+                }
+                g_autofree char *answer = bus_as_nobody_finish(p);
+                g_object_unref(p);
+                if (!g_str_has_prefix(answer, "ok"))
+                        refusal = g_steal_pointer(&answer);
+        }
+        g_assert_cmpuint(pending->len, >=, OPS_MAX);
+        bus_assert_answer(refusal, "org.blockjobd.Jobs1.Error.LimitExceeded: User 65534 has 16 bitmap operations in "
+                                   "progress, and may have at most 16");
+        /* Root is not bound by nobody's count. */
+        assert_list(f, img, "b:65536:0:auto");
+
+        bus_stopper_finish(stopper);
+        for (unsigned i = 0; i < pending->len; i++) {
+                g_autofree char *answer = bus_as_nobody_finish(pending->pdata[i]);
+                bus_assert_answer(answer, "ok");
+                g_object_unref(pending->pdata[i]);
+        }
+        /* And the count went back down. */
+        out = bus_as_nobody(f, "call", MANAGER_PATH, MANAGER_IFACE, "ListBitmaps", args, NULL);
+        bus_assert_answer(out, "ok");
+}
+
 int main(int argc, char *argv[]) {
+        /* Run again as nobody, it is a client of the test's bus (bus_as_nobody()). */
+        int r = bus_client_main(argc, argv);
+        if (r >= 0)
+                return r;
+
         g_test_init(&argc, &argv, NULL);
         if (!oracle_available())
                 return g_test_run();
@@ -320,5 +378,6 @@ int main(int argc, char *argv[]) {
         BITMAP_TEST("/bitmaps/inconsistent", test_inconsistent);
         BITMAP_TEST("/bitmaps/held-by-qemu", test_held_by_qemu);
         BITMAP_TEST("/bitmaps/held-by-job", test_held_by_job);
+        BITMAP_TEST("/bitmaps/limit", test_limit);
         return g_test_run();
 }
