@@ -11,6 +11,7 @@
 #include "bus-options.h"
 #include "bus-polkit.h"
 #include "bus-sender.h"
+#include "escape.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
@@ -23,6 +24,7 @@
 typedef struct BitmapCall {
         Manager *manager;
         sd_bus_message *message;
+        uid_t uid;
         BitmapOp *op;
         bool counted;                   /* in the manager's requests: it keeps the daemon busy */
 } BitmapCall;
@@ -97,9 +99,20 @@ static int reply_list(BitmapCall *c) {
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* A change of an image, made for someone: said in the journal, as job status changes are. */
+static void log_change(const BitmapCall *c, const BitmapRequest *q) {
+        _cleanup_free_ char *name = escape_untrusted(q->name), *image = escape_untrusted(q->image);
+
+        log_info("%s() of bitmap '%s' of '%s' for user %u done.", bitmap_op_type_to_string(q->type), name ?: "?",
+                 image ?: "?", (unsigned) c->uid);
+}
+
 static void on_done(BitmapOp *op, int r, BitmapOpError kind, const char *message, void *userdata) {
         _cleanup_(bitmap_call_freep) BitmapCall *c = userdata;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        if (r >= 0 && bitmap_op_request(op)->type != BITMAP_OP_LIST)
+                log_change(c, bitmap_op_request(op));
 
         if (r >= 0)
                 r = bitmap_op_request(op)->type == BITMAP_OP_LIST ? reply_list(c)
@@ -162,6 +175,7 @@ static int bitmap_call_start(Manager *m, sd_bus_message *message, BitmapRequest 
         }
         c->manager = m;
         c->message = sd_bus_message_ref(message);
+        c->uid = uid;
 
         JobCaller caller = { .uid = uid, .groups = groups, .n_groups = n_groups, .groups_unknown = groups_unknown };
         r = bitmap_op_new(m->factory, &caller, q, &c->op, &message_text);
