@@ -83,9 +83,15 @@ static int reply_list(BitmapCall *c) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
+                /* A name is any bytes but NUL, as QEMU allows: one that is not valid UTF-8 cannot
+                 * be a D-Bus string, and one with control characters must not reach a terminal.
+                 * Those are listed escaped (\xNN); every other name as it is. */
+                _cleanup_free_ char *name = escape_untrusted(list[i].name);
+                if (!name)
+                        return -ENOMEM;
                 r = sd_bus_message_open_container(reply, 'r', "sutas");
                 if (r >= 0)
-                        r = sd_bus_message_append(reply, "sut", list[i].name, list[i].granularity, list[i].dirty);
+                        r = sd_bus_message_append(reply, "sut", name, list[i].granularity, list[i].dirty);
                 if (r >= 0)
                         r = append_flags(reply, list[i].flags);
                 if (r >= 0)

@@ -248,6 +248,16 @@ static void test_inconsistent(BusFixture *f, gconstpointer data) {
         assert_oracle(img, "c:65536:in-use,auto");
 }
 
+/* A name QEMU accepts that is no D-Bus string (not UTF-8) or holds a control character: listed
+ * escaped, never a failed reply. */
+static void test_hostile_name(BusFixture *f, gconstpointer data) {
+        g_autofree char *img = bus_fixture_path(f, "a.qcow2");
+
+        sh(f, "qemu-img create -q -f qcow2 a.qcow2 1M && qemu-img bitmap --add a.qcow2 \"$(printf 'b\\377ad\\001')\" && "
+              "qemu-img bitmap --add a.qcow2 plain");
+        assert_list(f, img, "b\\xffad\\x01:65536:0:auto plain:65536:0:auto");
+}
+
 /* ---- images in use --------------------------------------------------------------------------- */
 
 /* A running QEMU that writes the image: no change, no listing (as qemu-img info without -U); a
@@ -373,6 +383,7 @@ int main(int argc, char *argv[]) {
         if (!oracle_available())
                 return g_test_run();
 #define BITMAP_TEST(path, fn) g_test_add(path, BusFixture, NULL, bus_fixture_setup, fn, bus_fixture_teardown)
+        BITMAP_TEST("/bitmaps/hostile-name", test_hostile_name);
         BITMAP_TEST("/bitmaps/methods", test_methods);
         BITMAP_TEST("/bitmaps/errors", test_errors);
         BITMAP_TEST("/bitmaps/inconsistent", test_inconsistent);
