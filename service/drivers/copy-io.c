@@ -217,7 +217,9 @@ void copy_io_write_behind(CopyIo *c, uint64_t offset, uint64_t length) {
  * a negative errno and the image it is about. */
 
 static int copy_read_write(CopyIo *c, uint64_t offset, uint64_t length, uint64_t *ret_done, Image **ret_failed) {
-        uint64_t n = MIN(length, c->chunk), piece = MIN(n, (uint64_t) COPY_IO_PIECE);
+        /* A piece holds whole granules (a qcow2 target's clusters): a cluster written in two
+         * parts would be allocated, filled and written by the first and rewritten by the second. */
+        uint64_t n = MIN(length, c->chunk), piece = MIN(n, MAX((uint64_t) COPY_IO_PIECE, (uint64_t) c->granule));
         void *buf;
         int r;
 
@@ -234,20 +236,23 @@ static int copy_read_write(CopyIo *c, uint64_t offset, uint64_t length, uint64_t
 
         /* A piece at a time, through a buffer that stays in the CPU's cache from the read that
          * fills it to the zero check and the write that empty it (see COPY_IO_PIECE). */
-        for (uint64_t done = 0; done < n; done += piece) {
-                size_t k = (size_t) MIN(piece, n - done);
+        for (uint64_t pos = offset, end = offset + n; pos < end;) {
+                /* Ending on a granule boundary (where the range does not end first). */
+                uint64_t next = (pos + piece) / c->granule * c->granule;
+                size_t k = (size_t) (MIN(end, next > pos ? next : pos + piece) - pos);
 
-                r = image_read(c->source, buf, offset + done, k);
+                r = image_read(c->source, buf, pos, k);
                 if (r < 0) {
                         *ret_failed = c->source;
                         return r;
                 }
                 c->stats.read += k;
-                r = copy_io_write(c, buf, offset + done, k);
+                r = copy_io_write(c, buf, pos, k);
                 if (r < 0) {
                         *ret_failed = c->target;
                         return r;
                 }
+                pos += k;
         }
         copy_io_write_behind(c, offset, n);
         *ret_done = n;
