@@ -5,9 +5,9 @@
  * needs copying (block status, hashes), copy-io decides how.
  *
  * Buffers: no job owns a copy buffer. Each worker thread has one (copy_io_buffer()), aligned,
- * grown to the largest chunk it was asked for and freed when the thread exits: a job that is
- * paused, or throttled between steps, costs its structs and its images' tables only, and the
- * daemon's buffer memory follows its worker threads, not its jobs.
+ * grown to the largest piece (COPY_IO_PIECE) or mirror span it was asked for and freed when the
+ * thread exits: a job that is paused, or throttled between steps, costs its structs and its
+ * images' tables only, and the daemon's buffer memory follows its worker threads, not its jobs.
  *
  * Zero detection, as qemu-img convert and detect-zeroes=unmap do it: what is read is looked at a
  * granule at a time (the target's cluster, 4 KiB at least) and a granule of zeroes is not
