@@ -34,6 +34,7 @@
 #include "image.h"
 #include "job-driver.h"
 #include "job-files.h"
+#include "siphash24.h"
 #include "target-file.h"
 
 #define MIRROR_GRANULARITY_DEFAULT (UINT32_C(64) << 10)
@@ -74,6 +75,14 @@ uint32_t mirror_granularity(const Mirror *m);
 /* The most memory the mirror's own structures can take, however much a guest writes (the images'
  * are not counted): for the per-job and per-user memory bounds. */
 uint64_t mirror_memory_estimate(const Mirror *m);
+/* The hashes a pass compares blocks by: siphash13() of each block of data[0, length), which are
+ * block_size bytes but the last (shorter if length is not a multiple), with 'key', into ret[]
+ * (one per block). Eight blocks at once where the CPU has AVX-512 (mirror.c says why); exported
+ * so that its test can check it against siphash13(). */
+void mirror_siphash13_blocks(const void *data, size_t length, size_t block_size, const uint8_t key[SIPHASH_KEY_SIZE],
+                             uint64_t *ret);
+/* For tests: whether mirror_siphash13_blocks() hashes blocks side by side on this CPU. */
+bool mirror_hash_vectorized(void);
 /* For tests: completed passes over the source. */
 uint64_t mirror_passes(const Mirror *m);
 

@@ -116,6 +116,62 @@ static void test_change_during_pass(Fixture *f, gconstpointer data) {
         assert_dir_holds(f->dir, (const char *const[]) { "source.img", "target.img", NULL });
 }
 
+/* ---- a write that fails half done ----------------------------------------------------------- */
+
+/* The second request of the first span's run fails (its first, the data before a granule of
+ * zeroes, went out), and meanwhile the source's first block becomes zeroes: what the target held
+ * there before the first pass. */
+static int fail_second_write(const char *path, ImageIo io, uint64_t offset, uint64_t length) {
+        bool expected = false;
+
+        if (io != IMAGE_IO_WRITE || g_str_equal(path, hook_source) || offset == 0 || offset >= SPAN)
+                return 0;
+        if (!atomic_compare_exchange_strong(&hook_fired, &expected, true))
+                return 0;
+        g_autofree uint8_t *zeroes = g_malloc0(BLOCK);
+        write_at(hook_source, 0, zeroes, BLOCK);
+        return -EIO;
+}
+
+/* A run of blocks whose write failed part way holds what neither the table nor the source says:
+ * here the first block got the source's data and the table still says zeroes, the target's
+ * before the copy. The retry (on-target-error=ignore goes on at once) reads zeroes there, which
+ * must not pass for what the target holds: the run's blocks are unknown after a failed write, and
+ * written again whatever the source holds. */
+static void test_failed_write_part_done(Fixture *f, gconstpointer data) {
+        TestMirrorParams mp = { .source = f->source, .target = f->target, .granularity = BLOCK, .buf_size = SPAN };
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        g_autofree uint8_t *zeroes = g_malloc0(4 * KiB);
+        Mirror *m = NULL;
+        Job *j;
+
+        make_sparse_file(f->source, SIZE, layout, G_N_ELEMENTS(layout), 24);
+        /* Zeroes written in the second block: data to block status, a granule copy-io does not
+         * write as data, so the run's write is several requests. */
+        write_at(f->source, BLOCK + 8 * KiB, zeroes, 4 * KiB);
+        hook_source = f->source;
+        atomic_store(&hook_fired, false);
+        image_set_fault_hook(fail_second_write);
+
+        g_assert_cmpint(test_mirror_open(&mp, &m, NULL), ==, 0);
+        p.id = "m";
+        p.driver = &mirror_driver;
+        p.driver_data = m;
+        p.on_target_error = JOB_ON_ERROR_IGNORE;
+        g_assert_cmpint(job_create(f->loop.registry, &p, &f->job, NULL), ==, 0);
+        j = f->job;
+        job_progress_set_remaining(j, mirror_size(m));
+        job_start(j);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_READY);
+        g_assert_true(atomic_load(&hook_fired));
+        image_set_fault_hook(NULL);
+
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        g_assert_true(g_str_has_suffix(f->events->str, "ready waiting pending concluded null "));
+        g_free(oracle_run("qemu-img compare -q -f raw -F raw %s %s", f->source, f->target));
+}
+
 /* ---- spans driven step by step ----------------------------------------------------------------- */
 
 /* Runs steps of at most 'max_bytes' until the pass ends; returns the steps. */
@@ -206,6 +262,7 @@ int main(int argc, char **argv) {
                 return 77;
         SPAN_TEST("/mirror-span/change-during-pass", test_change_during_pass);
         SPAN_TEST("/mirror-span/throttled-spans", test_throttled_spans);
+        SPAN_TEST("/mirror-span/failed-write-part-done", test_failed_write_part_done);
         SPAN_TEST("/mirror-span/qcow2", test_qcow2);
         return g_test_run();
 }
