@@ -21,6 +21,7 @@ struct Backup {
         TargetFile target;              /* built unseen and published at commit, or a device */
         Image *writer;                  /* the image in it, raw or qcow2 */
         bool sync_top;
+        bool target_backing;            /* the target is an overlay of an earlier backup */
         BackupBitmap bitmap;            /* with sync=bitmap, only what it marks is copied */
         uint64_t dirty_left;            /* sync=bitmap: bytes of it not done yet */
 
@@ -65,7 +66,29 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         r = copy_open_source(&p->copy, 0, &b->source, ret_error);
         if (r < 0)
                 return r;
-        r = copy_open_target(&p->copy, b->source, b->sync_top, &b->target, &b->writer, ret_error);
+        if (p->target_backing) {
+                /* An overlay of an earlier backup: what is not copied reads through to it. */
+                if (b->sync_top)
+                        return error_message(ret_error, -EINVAL,
+                                             "Option 'target-backing' cannot be used with sync mode 'top'");
+                ImageChainFds backing = {
+                        .fds = p->target_backing_files ? p->target_backing_files->chain : NULL,
+                        .n = p->target_backing_files ? p->target_backing_files->n_chain : 0,
+                };
+                BackupBacking bb = {
+                        .name = p->target_backing,
+                        .path = p->target_backing_path ?: p->target_backing,
+                        .format = p->target_backing_format,
+                        .chain = &backing,
+                };
+                r = target_file_adopt(&b->target, p->copy.target, p->copy.files, b->source, image_size(b->source),
+                                      p->copy.overwrite, ret_error);
+                if (r >= 0)
+                        r = backup_backing_create(&b->target, b->source, &bb, p->copy.target_format, &b->writer,
+                                                  ret_error);
+                b->target_backing = true;
+        } else
+                r = copy_open_target(&p->copy, b->source, b->sync_top, &b->target, &b->writer, ret_error);
         if (r < 0)
                 return r;
         if (p->bitmap) {
@@ -109,6 +132,9 @@ void backup_list_files(const Backup *b, FileUseFunc f, void *userdata) {
                 image_chain_list_files(image_backing(b->source), NULL, FILE_USE_READ, f, userdata);
         } else
                 image_chain_list_files(b->source, NULL, FILE_USE_READ, f, userdata);
+        /* The earlier backups it rests on are read. */
+        if (b->target_backing)
+                image_chain_list_files(image_backing(b->writer), NULL, FILE_USE_READ, f, userdata);
         target_file_list(&b->target, f, userdata);
 }
 
@@ -149,7 +175,8 @@ static int backup_next_range(Backup *b, uint64_t end, RangeAction *ret_action, u
                 r = image_block_status(b->source, b->offset, left, &e);
                 if (r < 0)
                         return r;
-                action = e.zero ? RANGE_SKIP : RANGE_COPY;
+                /* Zeroes over an earlier backup must be written, or it would show through. */
+                action = !e.zero ? RANGE_COPY : b->target_backing ? RANGE_ZERO : RANGE_SKIP;
                 *ret_length = MIN(e.length, left);
         }
         if (action == RANGE_SKIP && target_file_in_place(&b->target))

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backup-backing.h"
 #include "backup-bitmap.h"
 #include "copy-io.h"
 #include "driver-files.h"
@@ -38,6 +39,13 @@ typedef struct BackupParams {
         const char *bitmap;
         BitmapSyncMode bitmap_mode;
         bool sync_bitmap;
+
+        /* target-backing (backup-backing.h): the name to record, where it was opened, its format
+         * (PROBE: as the file is), and its chain as descriptors. NULL name: none. */
+        const char *target_backing;
+        const char *target_backing_path;
+        ImageFormat target_backing_format;
+        const JobFiles *target_backing_files;
 } BackupParams;
 
 typedef struct Backup Backup;

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <glib.h>
+
 #include "driver-open.h"
 #include "open-files.h"
 
@@ -57,10 +59,23 @@ int test_backup_open(const TestBackupParams *p, Backup **ret, char **ret_error) 
         bool source_write = p->bitmap && p->bitmap_mode != BITMAP_SYNC_NEVER && !p->source_read_only;
         int r;
 
+        JobFiles backing = JOB_FILES_INIT;
+        g_autofree char *backing_path = NULL;
         r = open_copy_full(&files, p->source, p->source_format, source_write, p->target, p->overwrite, p->sync_top,
                            p->target_format, p->named_temp_file, &bp.copy, ret_error);
+        if (r >= 0 && p->target_backing) {
+                g_autofree char *dir = g_path_get_dirname(p->target);
+                backing_path = g_path_is_absolute(p->target_backing) ? g_strdup(p->target_backing)
+                                                                     : g_build_filename(dir, p->target_backing, NULL);
+                r = open_chain_files(backing_path, p->target_backing_format, false, NULL, &backing, ret_error);
+                bp.target_backing = p->target_backing;
+                bp.target_backing_path = backing_path;
+                bp.target_backing_format = p->target_backing_format;
+                bp.target_backing_files = &backing;
+        }
         if (r >= 0)
                 r = backup_open(&bp, ret, ret_error);
+        job_files_done(&backing);
         return done_with_files(&files, r);
 }
 

@@ -28,6 +28,8 @@ typedef struct TestBackupParams {
         BitmapSyncMode bitmap_mode;
         bool sync_bitmap;
         bool source_read_only;
+        const char *target_backing;     /* as recorded; opened relative to the target's directory */
+        ImageFormat target_backing_format;
 } TestBackupParams;
 
 typedef struct TestMirrorParams {

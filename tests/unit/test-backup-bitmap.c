@@ -298,6 +298,156 @@ static void test_transaction(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(bitmap_dirty(s2, "b0"), ==, 0);
 }
 
+
+/* ---- the whole cycle, QEMU writing between backups ------------------------------------------ */
+
+/* A copy of the source as it reads now (qemu-img compare is the judge of "reads as"). */
+static char *snapshot(Fixture *f, const char *src, const char *name) {
+        char *copy = g_build_filename(f->dir, name, NULL);
+        g_free(oracle_run("qemu-img convert -U -q -O raw %s %s", src, copy));
+        return copy;
+}
+
+static void assert_reads_as(const char *image, const char *raw) {
+        g_autofree char *out = NULL, *err = NULL;
+        if (oracle_try(&out, &err, "qemu-img compare -U -F raw %s %s", image, raw) != 0)
+                g_error("%s does not read as %s: %s%s", image, raw, out, err);
+        g_free(oracle_run("qemu-img check -U %s", image));
+}
+
+/* Bytes the image itself allocates (qemu-img map: depth 0, data or zero clusters). */
+static uint64_t own_bytes(const char *image) {
+        return allocated_in(image, 0, SIZE);
+}
+
+static Job *backup_to(Fixture *f, const char *src, const char *target, bool incremental, const char *backing) {
+        TestBackupParams bp = { .source = src, .target = target, .bitmap = "b0",
+                                .bitmap_mode = BITMAP_SYNC_ON_SUCCESS, .sync_bitmap = incremental,
+                                .target_format = IMAGE_FORMAT_QCOW2, .target_backing = backing,
+                                .target_backing_format = backing ? IMAGE_FORMAT_QCOW2 : IMAGE_FORMAT_PROBE,
+                                .chunk_size = 64 * KiB };
+        return start(f, &bp, true);
+}
+
+static void test_cycle(Fixture *f, gconstpointer data) {
+        g_autofree char *src = g_build_filename(f->dir, "disk.qcow2", NULL);
+        g_autofree char *full = g_build_filename(f->dir, "full.qcow2", NULL);
+        g_autofree char *inc1 = g_build_filename(f->dir, "inc1.qcow2", NULL);
+        g_autofree char *inc2 = g_build_filename(f->dir, "inc2.qcow2", NULL);
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 16M", src));
+        g_free(oracle_run("qemu-img bitmap --add %s b0", src));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x11 0 10M' %s", src));
+
+        /* Full backup, starting the chain: the bitmap is empty after it. */
+        g_autofree char *t0 = snapshot(f, src, "t0.raw");
+        backup_to(f, src, full, false, NULL);
+        run_to_end(f, SUCCESS);
+        assert_reads_as(full, t0);
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, 0);
+
+        /* QEMU writes (and records in b0); incremental 1 on top of the full backup, by a relative
+         * name as QEMU would record it. */
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x22 1M 200k' -c 'write -z 4M 64k' "
+                          "-c 'write -P 0x23 12M 1M' %s", src));
+        uint64_t dirty1 = bitmap_dirty(src, "b0");
+        g_assert_cmpuint(dirty1, ==, 4 * 64 * KiB + 64 * KiB + MiB);
+        g_autofree char *t1 = snapshot(f, src, "t1.raw");
+        Job *j = backup_to(f, src, inc1, true, "full.qcow2");
+        g_assert_cmpuint(job_total_progress(j), ==, dirty1);
+        run_to_end(f, SUCCESS);
+        assert_reads_as(inc1, t1);
+        g_assert_cmpuint(own_bytes(inc1), ==, dirty1);
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json %s", inc1);
+        g_assert_nonnull(strstr(info, "\"backing-filename\": \"full.qcow2\""));
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, 0);
+        assert_reads_as(full, t0);
+
+        /* More writes. A cancelled incremental and a failed one leave the bitmap as it was... */
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x33 1100k 8k' -c 'write -P 0x34 15M 512k' %s", src));
+        uint64_t dirty2 = bitmap_dirty(src, "b0");
+        g_autofree char *t2 = snapshot(f, src, "t2.raw");
+        TestBackupParams bp = { .source = src, .target = inc2, .bitmap = "b0", .bitmap_mode = BITMAP_SYNC_ON_SUCCESS,
+                                .sync_bitmap = true, .target_format = IMAGE_FORMAT_QCOW2, .target_backing = "inc1.qcow2",
+                                .target_backing_format = IMAGE_FORMAT_QCOW2 };
+        j = start(f, &bp, false);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        g_string_truncate(f->events, 0);
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, dirty2);
+
+        fail_path = inc2;
+        atomic_store(&fail_after, 1);
+        image_set_fault_hook(fail_target_writes);
+        backup_to(f, src, inc2, true, "inc1.qcow2");
+        test_loop_run_until_empty(&f->loop);
+        image_set_fault_hook(NULL);
+        g_assert_nonnull(strstr(f->events->str, "aborting"));
+        g_string_truncate(f->events, 0);
+        g_assert_false(g_file_test(inc2, G_FILE_TEST_EXISTS));
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, dirty2);
+
+        /* ...and the retry copies everything since the last success. */
+        j = backup_to(f, src, inc2, true, "inc1.qcow2");
+        g_assert_cmpuint(job_total_progress(j), ==, dirty2);
+        run_to_end(f, SUCCESS);
+        assert_reads_as(inc2, t2);
+        g_assert_cmpuint(own_bytes(inc2), ==, dirty2);
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, 0);
+        /* Each link of the chain still reads as the source did at its time. */
+        assert_reads_as(inc1, t1);
+        assert_reads_as(full, t0);
+}
+
+/* kill -9 of a process in the middle of an incremental backup: the source's bitmap is exactly as
+ * it was (it is written only at commit), the source passes qemu-img check, and no target is
+ * left. The backup runs in a child (this program, run again), throttled so that it is still
+ * copying when it is killed. */
+__attribute__((noreturn)) static void child_backup(const char *src, const char *target) {
+        Fixture f = {};
+        TestBackupParams bp = { .source = src, .target = target, .source_format = IMAGE_FORMAT_QCOW2, .bitmap = "b0",
+                                .bitmap_mode = BITMAP_SYNC_ON_SUCCESS, .sync_bitmap = true,
+                                .target_format = IMAGE_FORMAT_QCOW2, .chunk_size = 64 * KiB };
+
+        driver_fixture_setup(&f, NULL);
+        Job *j = driver_fixture_start_backup(&f, &bp, 256 * KiB, true);
+        while (job_current_progress(j) == 0)
+                test_loop_iterate(&f.loop);
+        printf("copying %s\n", f.dir);
+        fflush(stdout);
+        for (;;)
+                test_loop_iterate(&f.loop);
+}
+
+static const char *self;
+
+static void test_kill(Fixture *f, gconstpointer data) {
+        g_autofree char *src = make_source(f, NULL), *out = NULL;
+        g_autofree char *target = g_build_filename(f->dir, "inc.qcow2", NULL);
+        g_autoptr(GError) error = NULL;
+        uint64_t before = bitmap_dirty(src, "b0");
+        g_autofree char *t = snapshot(f, src, "before.raw");
+
+        GSubprocess *p = g_subprocess_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, self, "--child-backup", src, target,
+                                          NULL);
+        g_assert_no_error(error);
+        g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(p));
+        out = g_data_input_stream_read_line(in, NULL, NULL, &error);
+        g_assert_no_error(error);
+        g_assert_true(g_str_has_prefix(out, "copying /"));
+        g_subprocess_force_exit(p);
+        g_assert_true(g_subprocess_wait(p, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_signaled(p));
+        g_object_unref(p);
+        /* The child's own fixture directory (empty but for what its setup made). */
+        g_free(oracle_run("rm -rf -- %s", out + strlen("copying ")));
+
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, before);
+        assert_reads_as(src, t);
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+}
+
 static void assert_open_fails(const TestBackupParams *bp, const char *expected) {
         g_autofree char *error = NULL;
         Backup *b = NULL;
@@ -334,6 +484,9 @@ static void test_refusals(Fixture *f, gconstpointer data) {
 #define BITMAP_TEST(path, fn) g_test_add(path, Fixture, NULL, driver_fixture_setup, fn, driver_fixture_teardown)
 
 int main(int argc, char **argv) {
+        if (argc == 4 && g_str_equal(argv[1], "--child-backup"))
+                child_backup(argv[2], argv[3]);
+        self = argv[0];
         g_test_init(&argc, &argv, NULL);
         if (!oracle_available())
                 return 77;
@@ -343,6 +496,8 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/backup-bitmap/failure-modes", test_failure_modes);
         BITMAP_TEST("/backup-bitmap/locked-at-finalize", test_locked_at_finalize);
         BITMAP_TEST("/backup-bitmap/transaction", test_transaction);
+        BITMAP_TEST("/backup-bitmap/cycle", test_cycle);
+        BITMAP_TEST("/backup-bitmap/kill", test_kill);
         BITMAP_TEST("/backup-bitmap/refusals", test_refusals);
         return g_test_run();
 }
