@@ -7,6 +7,7 @@
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "bus-fixture.h"
 #include "qemu-oracle.h"
@@ -200,6 +201,67 @@ static void test_transaction(BusFixture *f, gconstpointer data) {
                          6 * MiB);
 }
 
+
+/* blockjobctl drives the cycle: full, writes, incremental on top of it by a relative name; a
+ * refused combination exits as a refusal with QEMU's text. */
+static int run_ctl(BusFixture *f, char **ret_out, char **ret_err, ...) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GError) error = NULL;
+        int status;
+        va_list ap;
+
+        g_ptr_array_add(argv, g_strdup("timeout"));
+        g_ptr_array_add(argv, g_strdup("-k5"));
+        g_ptr_array_add(argv, g_strdup("60"));
+        g_ptr_array_add(argv, g_strdup(g_getenv("BLOCKJOBCTL")));
+        g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->address));
+        va_start(ap, ret_err);
+        for (const char *a = va_arg(ap, const char *); a; a = va_arg(ap, const char *))
+                g_ptr_array_add(argv, g_strdup(a));
+        va_end(ap);
+        g_ptr_array_add(argv, NULL);
+        g_assert_true(g_spawn_sync(NULL, (char **) argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, ret_out, ret_err,
+                                   &status, &error));
+        g_assert_no_error(error);
+        g_assert_true(WIFEXITED(status));
+        return WEXITSTATUS(status);
+}
+
+static void test_blockjobctl(BusFixture *f, gconstpointer data) {
+        g_autofree char *disk = make_disk(f, "disk.qcow2");
+        g_autofree char *full = bus_fixture_path(f, "full.qcow2"), *inc1 = bus_fixture_path(f, "inc1.qcow2");
+        g_autofree char *out = NULL, *err = NULL;
+
+        if (!g_getenv("BLOCKJOBCTL")) {
+                g_test_skip("BLOCKJOBCTL is not set");
+                return;
+        }
+        g_autofree char *t0 = snapshot(f, disk, "t0.raw");
+        g_assert_cmpint(run_ctl(f, &out, &err, "backup", "--wait", "--source-format=qcow2", "--bitmap=b0",
+                                "--bitmap-mode=on-success", disk, full, NULL), ==, 0);
+        assert_reads_as(full, t0);
+
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x44 2M 64k' %s", disk));
+        g_autofree char *t1 = snapshot(f, disk, "t1.raw");
+        g_clear_pointer(&out, g_free);
+        g_clear_pointer(&err, g_free);
+        g_assert_cmpint(run_ctl(f, &out, &err, "backup", "--wait", "--source-format=qcow2", "--sync=incremental",
+                                "--bitmap=b0", "--target-backing=full.qcow2", "--target-backing-format=qcow2", disk,
+                                inc1, NULL),
+                        ==, 0);
+        assert_reads_as(inc1, t1);
+        g_assert_cmpuint(own_bytes(inc1), ==, 64 * KiB);
+
+        /* Refused by the service, with QEMU's words. */
+        g_autofree char *refused = bus_fixture_path(f, "refused.qcow2");
+        g_clear_pointer(&out, g_free);
+        g_clear_pointer(&err, g_free);
+        g_assert_cmpint(run_ctl(f, &out, &err, "backup", "--source-format=qcow2", "--sync=incremental",
+                                "--bitmap=b0", "--bitmap-mode=always", disk, refused, NULL),
+                        !=, 0);
+        g_assert_nonnull(strstr(err, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'"));
+}
+
 static void setup(BusFixture *f, gconstpointer data) {
         bus_fixture_setup(f, NULL);
 }
@@ -211,5 +273,6 @@ int main(int argc, char *argv[]) {
         g_test_add("/backup-bitmap-bus/rules", BusFixture, NULL, setup, test_rules, bus_fixture_teardown);
         g_test_add("/backup-bitmap-bus/chain", BusFixture, NULL, setup, test_chain, bus_fixture_teardown);
         g_test_add("/backup-bitmap-bus/transaction", BusFixture, NULL, setup, test_transaction, bus_fixture_teardown);
+        g_test_add("/backup-bitmap-bus/blockjobctl", BusFixture, NULL, setup, test_blockjobctl, bus_fixture_teardown);
         return g_test_run();
 }
