@@ -202,6 +202,47 @@ static void test_transaction(BusFixture *f, gconstpointer data) {
 }
 
 
+/* kill -9 of the service in the middle of an incremental, and while it waits in pending: the
+ * bitmap is untouched (it is written only at commit), the disk passes qemu-img check and reads
+ * as before, no target appears; the next incremental copies everything, and clears it. */
+static void test_kill(BusFixture *f, gconstpointer data) {
+        g_autofree char *disk = make_disk(f, "disk.qcow2"), *target = bus_fixture_path(f, "inc.qcow2");
+        g_autofree char *t0 = snapshot(f, disk, "t0.raw");
+
+        for (unsigned round = 0; round < 2; round++) {
+                GVariant *options = bus_opts("sync", S("incremental"), "bitmap", S("b0"), "job-id", S("k"),
+                                             "speed", g_variant_new_uint64(round == 0 ? 1 * MiB : 0),
+                                             "auto-finalize", g_variant_new_boolean(round == 0), NULL);
+                g_autofree char *path = bus_backup(f, disk, target, with_format(options));
+                if (round == 0)
+                        while (bus_get_uint64(f, path, "CurrentProgress") == 0)
+                                bus_iterate_for(f, 10 * 1000);
+                else
+                        bus_wait_for_status(f, "k", "pending");
+                g_subprocess_force_exit(f->daemon);
+                g_assert_true(g_subprocess_wait(f->daemon, NULL, NULL));
+                g_assert_true(g_subprocess_get_if_signaled(f->daemon));
+                g_clear_object(&f->daemon);
+                bus_wait_for_name(f, false);
+                g_assert_null(strstr(f->statuses->str, ":concluded "));
+
+                g_free(oracle_run("qemu-img check %s", disk));
+                assert_reads_as(disk, t0);
+                g_autofree char *info = oracle_run("qemu-img info --output=json %s", disk);
+                g_assert_null(strstr(info, "in-use"));
+                g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+
+                bus_fixture_start_daemon(f, "--idle-timeout=0");
+                g_string_truncate(f->statuses, 0);
+        }
+        g_assert_cmpuint(backup(f, disk, target, "again", bus_opts("sync", S("incremental"), "bitmap", S("b0"), NULL)),
+                         ==, 6 * MiB);
+        assert_reads_as(target, t0);
+        g_autofree char *empty = bus_fixture_path(f, "empty.qcow2");
+        g_assert_cmpuint(backup(f, disk, empty, "empty", bus_opts("sync", S("incremental"), "bitmap", S("b0"), NULL)),
+                         ==, 0);
+}
+
 /* blockjobctl drives the cycle: full, writes, incremental on top of it by a relative name; a
  * refused combination exits as a refusal with QEMU's text. */
 static int run_ctl(BusFixture *f, char **ret_out, char **ret_err, ...) {
@@ -273,6 +314,7 @@ int main(int argc, char *argv[]) {
         g_test_add("/backup-bitmap-bus/rules", BusFixture, NULL, setup, test_rules, bus_fixture_teardown);
         g_test_add("/backup-bitmap-bus/chain", BusFixture, NULL, setup, test_chain, bus_fixture_teardown);
         g_test_add("/backup-bitmap-bus/transaction", BusFixture, NULL, setup, test_transaction, bus_fixture_teardown);
+        g_test_add("/backup-bitmap-bus/kill", BusFixture, NULL, setup, test_kill, bus_fixture_teardown);
         g_test_add("/backup-bitmap-bus/blockjobctl", BusFixture, NULL, setup, test_blockjobctl, bus_fixture_teardown);
         return g_test_run();
 }
