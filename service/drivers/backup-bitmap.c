@@ -60,8 +60,9 @@ int backup_bitmap_open(BackupBitmap *bb, Image *source, int fd, const char *name
         r = image_bitmap_load(source, name, &m);
         if (r == -ENOENT || r == -EOPNOTSUPP)
                 return error_message(ret_error, -ENOENT, "Bitmap '%s' could not be found", name);
+        /* An inconsistent bitmap (-EBUSY) is a fact about the image, not a file in use. */
         if (r < 0)
-                return error_message(ret_error, r, "%s", strempty(image_error(source)));
+                return error_message(ret_error, r == -EBUSY ? -EUCLEAN : r, "%s", strempty(image_error(source)));
 
         bb->name = strdup(name);
         bb->path = strdup(image_path(source));

@@ -79,6 +79,10 @@ static void test_rules(BusFixture *f, gconstpointer data) {
         assert_refused(f, disk, bus_opts("sync", S("incremental"), "bitmap", S("b0"), "target-backing", S("other.qcow2"),
                                          "target-backing-format", S("qcow2"), NULL),
                        ERR_INVALID_ARGS, "Target backing file");
+        /* A bitmap whose writer died with it open: QEMU's text, an ImageError. */
+        g_assert_cmpint(oracle_try(NULL, NULL, "qemu-io -f qcow2 -c 'sigraise 9' %s", disk), !=, 0);
+        assert_refused(f, disk, bus_opts("sync", S("incremental"), "bitmap", S("b0"), NULL), ERR_IMAGE,
+                       "Bitmap 'b0' is inconsistent and cannot be used");
         /* Mirror knows no bitmaps. */
         g_autofree char *mt = bus_fixture_path(f, "m.qcow2");
         g_autofree char *message = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Mirror",
