@@ -174,7 +174,7 @@ static const OptionInfo options[] = {
           "What a write error does (default: report)" },
         { OPT_OVERWRITE, "overwrite", 0, NULL, COPY, "Replace an existing TARGET (backup, mirror)" },
         { OPT_SYNC, "sync", 0, "full|top|bitmap|incremental", COPY,
-          "What to copy (backup, mirror; default: full); bitmap,\nincremental: what --bitmap= marks (backup)" },
+          "What to copy (backup, mirror; default: full); bitmap,\nincremental: what the bitmap marks (backup)" },
         { OPT_FORMAT, "format", 0, "raw|qcow2", COPY,
           "The TARGET's format (backup, mirror); default: the\nSOURCE's, as in QEMU" },
         { OPT_SOURCE_FORMAT, "source-format", 0, "raw|qcow2", COPY,
@@ -200,11 +200,11 @@ static const OptionInfo options[] = {
         { OPT_BITMAP, "bitmap", 0, "NAME", M(BACKUP),
           "A persistent dirty bitmap of the SOURCE: what sync\nbitmap or incremental copies (backup)" },
         { OPT_BITMAP_MODE, "bitmap-mode", 0, "on-success|never|always", M(BACKUP),
-          "What becomes of --bitmap= at the end: cleared if the\njob succeeded, never, or always (backup)" },
+          "What becomes of the bitmap at the end: cleared if the\njob succeeded, never, or always (backup)" },
         { OPT_TARGET_BACKING, "target-backing", 0, "NAME", M(BACKUP),
           "Make the qcow2 TARGET an overlay of an earlier backup,\nrecorded as given (relative: to TARGET's directory)\n(backup)" },
         { OPT_TARGET_BACKING_FORMAT, "target-backing-format", 0, "raw|qcow2", M(BACKUP),
-          "The format of --target-backing= (backup)" },
+          "The format of the target's backing file (backup)" },
 };
 
 static const OptionInfo *option_by_id(int id) {
