@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,8 @@ struct BusSender {
         Manager *manager;
         char *name;                     /* the unique name, the key */
         sd_bus_creds *creds;
-        sd_bus_track *track;            /* empties when the connection goes */
+        sd_bus_slot *gone;              /* NameOwnerChanged for the name: the connection went */
+        sd_bus_slot *check;             /* NameHasOwner, until answered */
         LIST_FIELDS(BusSender, senders);
 };
 
@@ -28,20 +30,48 @@ static BusSender *bus_sender_free(BusSender *s) {
                 LIST_REMOVE(senders, s->manager->senders, s);
                 assert_se(hashmap_remove(s->manager->senders_by_name, s->name) == s);
         }
-        sd_bus_track_unref(s->track);
+        sd_bus_slot_unref(s->gone);
+        sd_bus_slot_unref(s->check);
         sd_bus_creds_unref(s->creds);
         free(s->name);
         free(s);
         return NULL;
 }
 
-static int on_sender_gone(sd_bus_track *track, void *userdata) {
-        bus_sender_free(userdata);
+static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        const char *name, *old_owner, *new_owner;
+
+        /* The match is for this name alone; a unique name never gets an owner again. */
+        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) >= 0 && !*new_owner)
+                bus_sender_free(userdata);
         return 0;
 }
 
-/* Remembers 'creds' for 'name'; on failure the call goes on with its answer, unremembered. */
+/* A match that could not be installed tells nothing: the entry goes (the next call asks the bus
+ * again). */
+static int on_match_installed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        if (sd_bus_message_is_method_error(m, NULL))
+                bus_sender_free(userdata);
+        return 0;
+}
+
+static int on_name_checked(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        BusSender *s = userdata;
+        int has = 0;
+
+        s->check = sd_bus_slot_unref(s->check);
+        if (sd_bus_message_is_method_error(m, NULL) || sd_bus_message_read(m, "b", &has) < 0 || !has)
+                bus_sender_free(s);
+        return 0;
+}
+
+/* Remembers 'creds' for 'name', until the connection goes; on failure the call goes on with its
+ * answer, unremembered. Nothing here waits for the bus: the match on the name's NameOwnerChanged
+ * and the question whether the name still exists go out together, and the bus answers the
+ * question after it installed the match, so a connection gone before the match was in place is
+ * told by the answer, and one gone after it by the signal. Either way the entry goes. */
 static int bus_sender_add(Manager *mgr, const char *name, sd_bus_creds *creds) {
+        char match[256];
         BusSender *s;
         int r;
 
@@ -50,6 +80,11 @@ static int bus_sender_add(Manager *mgr, const char *name, sd_bus_creds *creds) {
                 if (r < 0)
                         return r;
         }
+        if (snprintf(match, sizeof(match),
+                     "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+                     "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='%s'",
+                     name) >= (int) sizeof(match))
+                return -ENAMETOOLONG;
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -60,19 +95,22 @@ static int bus_sender_add(Manager *mgr, const char *name, sd_bus_creds *creds) {
                 bus_sender_free(s);
                 return -ENOMEM;
         }
-        /* Asks the bus whether the name still exists: one more round trip, once per connection.
-         * A name gone already fails here, and is not kept. */
-        r = sd_bus_track_new(mgr->bus, &s->track, on_sender_gone, s);
-        if (r >= 0)
-                r = sd_bus_track_add_name(s->track, name);
-        if (r >= 0)
-                r = hashmap_put(mgr->senders_by_name, s->name, s);
+        r = hashmap_put(mgr->senders_by_name, s->name, s);
         if (r < 0) {
                 bus_sender_free(s);
                 return r;
         }
         s->manager = mgr;
         LIST_PREPEND(senders, mgr->senders, s);
+
+        r = sd_bus_add_match_async(mgr->bus, &s->gone, match, on_name_owner_changed, on_match_installed, s);
+        if (r >= 0)
+                r = sd_bus_call_method_async(mgr->bus, &s->check, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                             "org.freedesktop.DBus", "NameHasOwner", on_name_checked, s, "s", name);
+        if (r < 0) {
+                bus_sender_free(s);
+                return r;
+        }
         return 0;
 }
 

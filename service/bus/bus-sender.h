@@ -7,8 +7,9 @@
  * Asking costs a synchronous round trip to the bus (GetConnectionCredentials), more than the call
  * itself; but the answer cannot change for a given unique name: the bus takes a connection's uid
  * and groups from the socket when it connects (SO_PEERCRED, SO_PEERGROUPS), and never hands the
- * same unique name out twice. So the answer is kept until the connection goes (an sd_bus_track
- * on the name says when), and at most one entry exists per connected client. */
+ * same unique name out twice. So the answer is kept until the connection goes (a match on the
+ * name's NameOwnerChanged says when, set up without waiting for the bus), and at most one entry
+ * exists per connected client. */
 
 #include <stdbool.h>
 #include <systemd/sd-bus.h>

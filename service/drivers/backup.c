@@ -15,6 +15,21 @@
 #include "step-budget.h"
 #include "target-file.h"
 
+/* A sparse raw source is copied extent by extent, each a synchronous read from the device, one
+ * after the other: while one is copied, the next ones' data are already on their way
+ * (read-ahead, which only asks the device), so that the reads overlap as qemu-img convert's
+ * parallel requests do. Bounded, since what is read ahead waits in the page cache until the copy
+ * gets there: at most BACKUP_LOOKAHEAD_EXTENTS data extents ahead of the copy, the first
+ * BACKUP_LOOKAHEAD_EXTENT_MAX of each (copy-io reads ahead within an extent as it copies it),
+ * none further than BACKUP_LOOKAHEAD_SPAN past the range being copied, BACKUP_LOOKAHEAD_CALLS
+ * looks at the allocation per range copied, and only for a job that is not throttled (a
+ * throttled one gets there much later). A dense source is one extent: nothing lies ahead of it.
+ * Measured on a 1 GiB raw image of 10 % data in 1 MiB extents, cold cache: 175 ms without,
+ * 130 ms with 32 MiB and 8 extents ahead, 114 ms with 128 MiB and 16. */
+#define BACKUP_LOOKAHEAD_SPAN (UINT64_C(128) << 20)
+#define BACKUP_LOOKAHEAD_EXTENTS 16U
+#define BACKUP_LOOKAHEAD_EXTENT_MAX (UINT64_C(2) << 20)
+#define BACKUP_LOOKAHEAD_CALLS 32U
 
 struct Backup {
         Image *source;
@@ -28,6 +43,11 @@ struct Backup {
         CopyIo io;                      /* how chunks move: no buffer of its own (copy-io.h) */
 
         uint64_t offset;                /* everything before it is done */
+        /* Read ahead (backup_look_ahead()): the source's extents are looked at up to 'ahead', and
+         * the data extents read ahead but not copied yet end at ahead_ends[], oldest first. */
+        uint64_t ahead;
+        uint64_t ahead_ends[BACKUP_LOOKAHEAD_EXTENTS];
+        unsigned ahead_first, ahead_n;
         atomic_uint_fast64_t io_calls;
 };
 
@@ -235,6 +255,32 @@ static bool backup_window(Backup *b, uint64_t *ret_end) {
         return true;
 }
 
+static void backup_look_ahead(Backup *b, uint64_t from) {
+        uint64_t size = image_size(b->source);
+
+        if (b->sync_top || !image_is_raw_file(b->source))
+                return;
+        /* What the copy has passed is no longer ahead of it. */
+        while (b->ahead_n > 0 && b->ahead_ends[b->ahead_first] <= from) {
+                b->ahead_first = (b->ahead_first + 1) % BACKUP_LOOKAHEAD_EXTENTS;
+                b->ahead_n--;
+        }
+        b->ahead = MAX(b->ahead, from);
+        for (unsigned calls = 0; calls < BACKUP_LOOKAHEAD_CALLS && b->ahead_n < BACKUP_LOOKAHEAD_EXTENTS &&
+                                 b->ahead < size && b->ahead - from < BACKUP_LOOKAHEAD_SPAN;
+             calls++) {
+                ImageExtent e;
+                /* A failure here is found again, and reported, when the copy gets there. */
+                if (image_block_status(b->source, b->ahead, size - b->ahead, &e) < 0)
+                        return;
+                b->ahead += e.length;
+                if (e.zero)
+                        continue;
+                image_readahead(b->source, b->ahead - e.length, MIN(e.length, BACKUP_LOOKAHEAD_EXTENT_MAX));
+                b->ahead_ends[(b->ahead_first + b->ahead_n++) % BACKUP_LOOKAHEAD_EXTENTS] = b->ahead;
+        }
+}
+
 static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         StepBudget budget = step_budget_start(in);
         Backup *b = data;
@@ -253,10 +299,19 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                         break;
                 }
                 if (action == RANGE_COPY) {
+                        /* Clones read nothing. */
+                        if (in->max_bytes == 0 && b->io.offload != COPY_IO_CLONE)
+                                backup_look_ahead(b, b->offset + length);
                         /* copy-io takes a chunk of it, or a larger clone. */
+                        uint64_t cloned = b->io.stats.cloned;
                         if (backup_copy_range(j, b, out, step_budget_clamp(&budget, length), &length) < 0)
                                 break;
-                        step_budget_spend(&budget, length);
+                        /* A clone moves no data, and takes well under a millisecond: for a job
+                         * that is not throttled, the step's time alone bounds how many it makes,
+                         * rather than one step (a round trip through the event loop) per
+                         * COPY_IO_CLONE_MAX. A throttled job's clones count, as the limit says. */
+                        if (in->max_bytes > 0 || b->io.stats.cloned == cloned)
+                                step_budget_spend(&budget, length);
                         dispatched += length;
                 } else {
                         /* Zeroes: a bounded range at a time, since a device without discard
@@ -286,11 +341,16 @@ static int backup_prepare(Job *j, void *data, char **ret_error) {
         Backup *b = data;
         int r;
 
-        /* The image consistent and durable, then the file. */
-        r = image_flush(b->writer);
-        if (r < 0) {
-                *ret_error = strdup(strempty(image_error(b->writer)));
-                return r;
+        /* The image consistent and durable, then the file. A raw image keeps nothing of its own
+         * to write: its flush is an fdatasync() of the descriptor it shares with the target,
+         * which the target's fsync() makes anyway (fsync() is fdatasync() and the rest of the
+         * inode); a second flush of the same file would only wait for the device again. */
+        if (!(image_format(b->writer) == IMAGE_FORMAT_RAW && image_fd(b->writer) == target_file_fd(&b->target))) {
+                r = image_flush(b->writer);
+                if (r < 0) {
+                        *ret_error = strdup(strempty(image_error(b->writer)));
+                        return r;
+                }
         }
         r = target_file_prepare(&b->target, ret_error);
         if (r < 0 || !backup_bitmap_writes(&b->bitmap))

@@ -63,3 +63,18 @@ typedef struct Qcow2Bitmaps {
         bool tracking;                  /* they are in_use on disk, since we write */
         Qcow2Bitmap *list;              /* nb_bitmaps entries once loaded */
 } Qcow2Bitmaps;
+
+static inline uint64_t qcow2_div_round_up(uint64_t a, uint64_t b) {
+        return a / b + (a % b != 0);
+}
+
+/* The size of a directory entry with a name and extra data of these sizes, padded. */
+static inline uint64_t qcow2_bitmap_entry_size(uint64_t name_size, uint64_t extra_size) {
+        return (QCOW2_BME_HEADER_SIZE + name_size + extra_size + 7) & ~UINT64_C(7);
+}
+
+/* Bytes of bitmap data a disk of 'size' needs at this granularity (QEMU's
+ * get_bitmap_bytes_needed()). */
+static inline uint64_t qcow2_bitmap_bytes(uint64_t size, unsigned granularity_bits) {
+        return qcow2_div_round_up(qcow2_div_round_up(size, UINT64_C(1) << granularity_bits), 8);
+}

@@ -687,12 +687,14 @@ static int build_header(Image *img, Qcow2 *q, const uint8_t *old, uint8_t *hdr, 
         return 0;
 }
 
-int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e) {
+int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e, bool *ret_written) {
         size_t cluster = (size_t) q->cluster_size, end;
         _cleanup_free_ uint8_t *old = NULL, *hdr = NULL;
         uint64_t autoclear;
         int r;
 
+        if (ret_written)
+                *ret_written = false;
         old = malloc(cluster);
         hdr = calloc(1, cluster);
         if (!old || !hdr)
@@ -709,6 +711,8 @@ int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e) {
 
         /* Whatever of the old extensions and name lay beyond is cleared too; the zeroes after
          * both are left as they are (a cluster of 2 MiB is not rewritten for a few bytes). */
+        if (ret_written)
+                *ret_written = true;
         r = image_file_write(img, hdr, 0, MAX(end, content_end(old, (size_t) MIN((uint64_t) cluster, img->file_size))));
         if (r >= 0)
                 r = image_file_sync(img);
@@ -745,7 +749,7 @@ int qcow2_set_backing(Image *img, const char *name, ImageFormat format) {
                 .backing_name = name,
                 .backing_format = format,
                 .autoclear = q->autoclear & qcow2_bitmaps_autoclear(q),
-        });
+        }, NULL);
         if (r < 0) {
                 free(new_name);
                 return r;

@@ -218,13 +218,21 @@ int qcow2_flush_refcounts(Image *img, Qcow2 *q);
 /* Step 3: the pending frees, applied (and flushed). */
 int qcow2_apply_pending_frees(Image *img, Qcow2 *q);
 
-/* qcow2-bitmap.c */
+/* qcow2-bitmap.c: reading */
 /* The bitmaps extension's data (len bytes), checked as QEMU checks it on opening. */
 int qcow2_bitmaps_parse_ext(Image *img, Qcow2 *q, const uint8_t *data, uint32_t len, char **ret_error);
 /* Reads and checks the bitmap directory, once; nothing if there is no (consistent) extension. */
 int qcow2_bitmaps_load(Image *img, Qcow2 *q);
 void qcow2_bitmaps_done(Qcow2 *q);
 uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q);
+Qcow2Bitmap *qcow2_bitmap_find(const Qcow2 *q, const char *name);
+void qcow2_bitmap_list_free(Qcow2Bitmap *list, uint32_t n);
+/* A bitmap's table, its entries checked; and the bitmap read into a new map. */
+int qcow2_bitmap_read_table(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, uint64_t **ret);
+int qcow2_bitmap_read(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, ImageDirtyMap **ret);
+int qcow2_dirty_map_copy(Image *img, const ImageDirtyMap *m, ImageDirtyMap **ret);
+
+/* qcow2-bitmap-write.c: writing, changing, recording writes */
 /* A layer opened for writing: its directory checked, its enabled bitmaps loaded to record the
  * writes; refused (with the reason) if they cannot be. */
 int qcow2_bitmaps_open_writable(Image *img, Qcow2 *q, char **ret_error);
@@ -237,6 +245,8 @@ int qcow2_bitmaps_before_change(Image *img, Qcow2 *q);
 void qcow2_bitmaps_mark(Qcow2 *q, uint64_t offset, uint64_t length);
 /* After a flush: the recorded writes stored, and in_use cleared. */
 int qcow2_bitmaps_sync(Image *img, Qcow2 *q);
+/* The enabled bitmaps' maps freed: taken anew at the next change. */
+void qcow2_bitmaps_drop_tracked(Qcow2 *q);
 
 /* qcow2-write.c */
 int qcow2_write(Image *img, const void *buf, uint64_t offset, size_t length);
@@ -257,7 +267,9 @@ typedef struct Qcow2HeaderEdit {
         const uint8_t *bitmaps_ext;     /* QCOW2_BITMAPS_EXT_SIZE bytes; NULL: none */
         uint64_t autoclear;
 } Qcow2HeaderEdit;
-int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e);
+/* *ret_written (if given): the write was attempted, so that on failure the header may be the old
+ * one, the new one, or neither. */
+int qcow2_rewrite_header(Image *img, Qcow2 *q, const Qcow2HeaderEdit *e, bool *ret_written);
 int qcow2_open_writable(Image *img, Qcow2 *q, char **ret_error);
 int qcow2_evict_l2(Image *img, Qcow2 *q, Qcow2CachedTable *t);
 /* What a writable layer adds to qcow2_memory_estimate(). */

@@ -54,6 +54,33 @@ static void test_sparse_copy_named_temp(Fixture *f, gconstpointer data) {
         check_sparse_copy(f, true);
 }
 
+/* More data extents than the driver reads ahead of the copy (16), of sizes below and above what
+ * it reads ahead of each (2 MiB), some closer together than a chunk and some further apart than
+ * it looks ahead (128 MiB), and one that ends the file: read ahead or not, the copy is exact and
+ * the holes stay holes. */
+static void test_many_extents(Fixture *f, gconstpointer data) {
+        TestBackupParams bp = { .source = f->source, .target = f->target };
+        Extent many[40];
+        uint64_t offset = 0, size;
+        size_t n = 0;
+
+        for (unsigned i = 0; i < 39; i++) {
+                uint64_t length = i % 5 == 0 ? 3 * MiB : i % 3 == 0 ? 4 * KiB : 192 * KiB;
+                many[n++] = (Extent) { offset, length };
+                offset += length + (i == 20 ? 129 * MiB : i % 2 ? 64 * KiB : 1 * MiB);
+        }
+        size = offset + 1 * MiB;
+        many[n++] = (Extent) { offset, 1 * MiB };
+
+        make_sparse_file(f->source, size, many, n, 3);
+        driver_fixture_start_backup(f, &bp, 0, true);
+        test_loop_run_until_empty(&f->loop);
+
+        g_assert_cmpstr(f->events->str, ==, "created running waiting pending concluded null ");
+        assert_same_content(f->source, f->target);
+        assert_holes(f->target, size, many, n);
+}
+
 static void test_unaligned_sizes(Fixture *f, gconstpointer data) {
         const Extent odd[] = { { 0, 100 }, { 70 * KiB + 3, 5000 }, { 3 * MiB - 17, 17 } };
         TestBackupParams bp = { .source = f->source, .target = f->target, .chunk_size = 4096 + 7 };
@@ -306,6 +333,7 @@ int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         BACKUP_TEST("/backup-raw/sparse-copy", test_sparse_copy);
         BACKUP_TEST("/backup-raw/sparse-copy-named-temp-file", test_sparse_copy_named_temp);
+        BACKUP_TEST("/backup-raw/many-extents", test_many_extents);
         BACKUP_TEST("/backup-raw/unaligned-sizes", test_unaligned_sizes);
         BACKUP_TEST("/backup-raw/empty-and-all-hole", test_empty_and_all_hole);
         BACKUP_TEST("/backup-raw/rate-limit", test_rate_limit);

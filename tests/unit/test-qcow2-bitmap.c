@@ -626,6 +626,35 @@ static void test_header_layout_kept(Fixture *f, gconstpointer data) {
         image_close(img);
 }
 
+/* A header with no room for the extension (512-byte clusters, a backing file name that fills the
+ * first one; the backing file need not exist, the chain is not opened): the change is refused
+ * before anything names what it wrote, which is freed again; the image is as it was. */
+static void test_header_no_room(Fixture *f, gconstpointer data) {
+        g_autofree char *name = NULL, *info = NULL;
+        uint64_t name_offset;
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o cluster_size=512 %s 1M", f->img));
+        g_free(oracle_run("qemu-img rebase -u -b b.qcow2 -F qcow2 %s", f->img));
+        name_offset = peek_be(f->img, 8, 8);
+        /* A name that leaves less room than an extension takes (32 bytes). */
+        name = g_strnfill(512 - name_offset - 16, 'b');
+        g_free(oracle_run("qemu-img rebase -u -b %s -F qcow2 %s", name, f->img));
+
+        img = open_image(f->img, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING);
+        assert_fails(img, image_bitmap_add(img, "a", 0, false), -ENOSPC, "has no room to be rewritten");
+        g_assert_cmpstr(image_backing_name(img), ==, name);
+        image_close(img);
+        /* Checked without its (missing) backing file. */
+        g_autofree char *out = NULL, *err = NULL;
+        int status = oracle_try(&out, &err, "qemu-img check 'json:{\"driver\":\"qcow2\",\"backing\":null,\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}'", f->img);
+        if (status != 0)
+                g_error("qemu-img check: status %d: %s%s", status, out, err);
+        info = oracle_run("qemu-img info -U --output=json %s", f->img);
+        g_assert_null(strstr(info, "bitmaps"));
+        g_assert_nonnull(strstr(info, name));
+}
+
 /* QEMU's refusals, with its texts; nothing changes. */
 static void test_refusals(Fixture *f, gconstpointer data) {
         g_autofree char *v2 = g_build_filename(f->dir, "v2.qcow2", NULL);
@@ -1145,6 +1174,7 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/qcow2-bitmap/add", test_add);
         BITMAP_TEST("/qcow2-bitmap/refusals", test_refusals);
         BITMAP_TEST("/qcow2-bitmap/header-layout-kept", test_header_layout_kept);
+        BITMAP_TEST("/qcow2-bitmap/header-no-room", test_header_no_room);
         BITMAP_TEST("/qcow2-bitmap/change-qemu-bitmaps", test_change_qemu_bitmaps);
         BITMAP_TEST("/qcow2-bitmap/inconsistent-removed", test_inconsistent_removed);
         BITMAP_TEST("/qcow2-bitmap/write-after-change", test_write_after_change);

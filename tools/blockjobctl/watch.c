@@ -46,6 +46,8 @@ static bool word_in(const char *word, const char *list) {
 static void job_free(WatchJob *j) {
         if (!j)
                 return;
+        sd_bus_slot_unref(j->error_read);
+        sd_bus_slot_unref(j->dismissing);
         free(j->path);
         free(j->raw_id);
         free(j->id);
@@ -80,7 +82,7 @@ static WatchJob *find_job(Watch *w, sd_bus_message *m) {
                 if (streq(w->jobs[i]->path, path)) {
                         WatchJob *j = w->jobs[i];
                         /* Older than the state read, or after the job's end: nothing to do. */
-                        if (j->outcome != OUTCOME_NONE)
+                        if (j->outcome != OUTCOME_NONE || j->concluding)
                                 return NULL;
                         if (sd_bus_message_get_cookie(m, &cookie) >= 0 && cookie < j->min_cookie)
                                 return NULL;
@@ -197,35 +199,70 @@ static void end_job(Watch *w, WatchJob *j, JobOutcome outcome, const char *detai
         finish(w);
 }
 
-static void dismiss_job(Watch *w, WatchJob *j) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r;
+/* The end of a concluded job, once its error is read and, if we made it not auto-dismiss, it is
+ * dismissed. */
+static void concluded_end(WatchJob *j) {
+        if (j->error_read || j->dismissing)
+                return;
+        if (!j->error)
+                end_job(j->watch, j, OUTCOME_SUCCEEDED, NULL);
+        else if (j->cancelling && streq(j->error, "Operation canceled"))
+                end_job(j->watch, j, OUTCOME_CANCELLED, NULL);
+        else
+                end_job(j->watch, j, OUTCOME_FAILED, NULL);
+}
 
-        prepare_authorized_call();
-        r = sd_bus_call_method(w->bus, BUS_NAME, j->path, JOB_IFACE, "Dismiss", &error, NULL, NULL);
-        if (r < 0 && !sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT)) {
-                _cleanup_free_ char *e = esc(error.message ?: strerror(-r));
-                progress_clear(w->progress);
-                log_warning("Could not dismiss job '%s' after reading its result: %s", j->id, e);
+static int on_error_read(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        WatchJob *j = userdata;
+        const char *s;
+
+        j->error_read = sd_bus_slot_unref(j->error_read);
+        /* Not readable (gone: it auto-dismissed): the signal's text stays. */
+        if (!sd_bus_message_is_method_error(reply, NULL) && sd_bus_message_read(reply, "v", "s", &s) >= 0) {
+                free(j->error);
+                j->error = *s ? esc(s) : NULL;
         }
+        concluded_end(j);
+        return 0;
+}
+
+static int on_dismissed(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        WatchJob *j = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+        j->dismissing = sd_bus_slot_unref(j->dismissing);
+        if (e && !sd_bus_error_has_name(e, SD_BUS_ERROR_UNKNOWN_OBJECT)) {
+                _cleanup_free_ char *m = esc(e->message ?: strerror(sd_bus_message_get_errno(reply)));
+                progress_clear(j->watch->progress);
+                log_warning("Could not dismiss job '%s' after reading its result: %s", j->id, m);
+        }
+        concluded_end(j);
+        return 0;
 }
 
 static void concluded(Watch *w, WatchJob *j) {
+        int r;
+
         /* The whole message is the owner's to read (the signals carry the system's text only):
-         * asked now, while the job is there; a job that auto-dismissed keeps the signal's. */
-        _cleanup_free_ char *full = get_string(w, j, "Error");
-        if (full) {
-                free(j->error);
-                j->error = *full ? esc(full) : NULL;
+         * asked now, while the job is there; a job that auto-dismissed keeps the signal's. Then
+         * it is dismissed, if we made it wait for that. Both go out at once: the daemon answers
+         * a connection's calls in order, so the error is read before the job goes, and one round
+         * trip does for both. What the job says meanwhile changes nothing: its end is in the
+         * answers. */
+        j->concluding = true;
+        /* Not sent (out of memory, the bus gone): the signal's text stays, as for a job gone. */
+        (void) sd_bus_call_method_async(w->bus, &j->error_read, BUS_NAME, j->path, "org.freedesktop.DBus.Properties",
+                                        "Get", on_error_read, j, "ss", JOB_IFACE, "Error");
+        if (j->dismiss) {
+                prepare_authorized_call();
+                r = sd_bus_call_method_async(w->bus, &j->dismissing, BUS_NAME, j->path, JOB_IFACE, "Dismiss",
+                                             on_dismissed, j, NULL);
+                if (r < 0) {
+                        progress_clear(w->progress);
+                        log_warning("Could not dismiss job '%s' after reading its result: %s", j->id, strerror(-r));
+                }
         }
-        if (j->dismiss)
-                dismiss_job(w, j);
-        if (!j->error)
-                end_job(w, j, OUTCOME_SUCCEEDED, NULL);
-        else if (j->cancelling && streq(j->error, "Operation canceled"))
-                end_job(w, j, OUTCOME_CANCELLED, NULL);
-        else
-                end_job(w, j, OUTCOME_FAILED, NULL);
+        concluded_end(j);
 }
 
 static void complete_job(Watch *w, WatchJob *j) {
@@ -524,6 +561,14 @@ static int on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         return sd_event_source_set_time_relative(s, 1000000);
 }
 
+static int on_match_installed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Watch *w = userdata;
+
+        if (sd_bus_message_is_method_error(m, NULL) && w->match_error >= 0)
+                w->match_error = sd_bus_message_get_errno(m) > 0 ? -sd_bus_message_get_errno(m) : -EIO;
+        return 0;
+}
+
 int watch_new(sd_bus *bus, WatchGoal goal, Watch **ret) {
         Watch *w;
         int r;
@@ -534,23 +579,36 @@ int watch_new(sd_bus *bus, WatchGoal goal, Watch **ret) {
         w->bus = bus;
         w->goal = goal;
 
-        /* Each is in place (AddMatch answered) before the call that makes the job act. */
-        r = sd_bus_match_signal(bus, &w->slots[0], BUS_NAME, NULL, JOB_IFACE, "StatusChanged", on_status_changed, w);
+        /* Each is in place before the call that makes the job act: the bus installs a
+         * connection's matches in the order it sent them, before it routes the call that follows.
+         * So they go out together, and only the last is waited for (its answer comes after the
+         * others'): one round trip instead of one each. A refusal of any still stops us here,
+         * before the call, as it did when each was waited for. */
+        r = sd_bus_match_signal_async(bus, &w->slots[0], BUS_NAME, NULL, JOB_IFACE, "StatusChanged",
+                                      on_status_changed, on_match_installed, w);
         if (r >= 0)
-                r = sd_bus_add_match(bus, &w->slots[1],
-                                     "type='signal',sender='" BUS_NAME "',interface='org.freedesktop.DBus.Properties',"
-                                     "member='PropertiesChanged',arg0='" JOB_IFACE "'",
-                                     on_properties_changed, w);
+                r = sd_bus_add_match_async(bus, &w->slots[1],
+                                           "type='signal',sender='" BUS_NAME "',interface='org.freedesktop.DBus.Properties',"
+                                           "member='PropertiesChanged',arg0='" JOB_IFACE "'",
+                                           on_properties_changed, on_match_installed, w);
         if (r >= 0)
-                r = sd_bus_match_signal(bus, &w->slots[2], BUS_NAME, NULL, JOB_IFACE, "IoError", on_io_error, w);
+                r = sd_bus_match_signal_async(bus, &w->slots[2], BUS_NAME, NULL, JOB_IFACE, "IoError", on_io_error,
+                                              on_match_installed, w);
+        if (r >= 0)
+                r = sd_bus_match_signal_async(bus, &w->slots[4], NULL, "/org/freedesktop/DBus/Local",
+                                              "org.freedesktop.DBus.Local", "Disconnected", on_disconnected,
+                                              on_match_installed, w);
         if (r >= 0)
                 r = sd_bus_add_match(bus, &w->slots[3],
                                      "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
                                      "interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='" BUS_NAME "'",
                                      on_name_owner_changed, w);
+        /* The others' answers are queued by now: read them. No job is watched yet, so a signal
+         * among them finds nothing to do. */
+        while (r >= 0 && (r = sd_bus_process(bus, NULL)) > 0)
+                ;
         if (r >= 0)
-                r = sd_bus_match_signal(bus, &w->slots[4], NULL, "/org/freedesktop/DBus/Local",
-                                        "org.freedesktop.DBus.Local", "Disconnected", on_disconnected, w);
+                r = w->match_error;
         if (r < 0) {
                 watch_free(w);
                 set_exit_status(EXIT_LOST);
@@ -582,6 +640,7 @@ int watch_add_job(Watch *w, const char *path, const char *leaving, bool dismiss,
         if (!j->raw_id)
                 oom();
         j->id = esc(j->raw_id);
+        j->watch = w;
         j->leaving = leaving;
         j->dismiss = dismiss;
         j->cancelling = cancelling;
@@ -640,7 +699,7 @@ int watch_run(Watch *w) {
                 }
 
         /* The signals queued since the call: a job that was gone when its state was asked for
-         * tells its end there, or nowhere. */
+         * tells its end there, or nowhere (a concluded one: in the answers it waits for). */
         while ((r = sd_bus_process(w->bus, NULL)) > 0)
                 ;
         if (r < 0) {
@@ -649,7 +708,7 @@ int watch_run(Watch *w) {
         }
         for (size_t i = 0; i < w->n_jobs; i++) {
                 WatchJob *j = w->jobs[i];
-                if (!j->known && j->outcome == OUTCOME_NONE) {
+                if (!j->known && !j->concluding && j->outcome == OUTCOME_NONE) {
                         _cleanup_free_ char *m = NULL;
                         if (asprintf(&m, "Job '%s' vanished before its result could be read.", j->id) < 0)
                                 oom();

@@ -36,7 +36,10 @@ typedef enum JobOutcome {
         _OUTCOME_MAX,
 } JobOutcome;
 
+typedef struct Watch Watch;
+
 typedef struct WatchJob {
+        Watch *watch;
         char *path;
         char *raw_id;
         char *id;                       /* escaped, as printed */
@@ -54,12 +57,15 @@ typedef struct WatchJob {
         bool dismiss;                   /* we made it not auto-dismiss: dismiss once its result is read */
         bool cancelling;                /* the verb was cancel: a cancelled end is what was asked */
         const char *leaving;            /* the status the verb acted on, not a stop while the state read shows it */
+        bool concluding;                /* concluded: its end is in the answers below */
+        sd_bus_slot *error_read;        /* the Error property asked for, not answered yet */
+        sd_bus_slot *dismissing;        /* Dismiss called, not answered yet */
         JobOutcome outcome;
 } WatchJob;
 
 typedef struct Progress Progress;
 
-typedef struct Watch {
+struct Watch {
         sd_bus *bus;
         sd_event *event;
         WatchGoal goal;
@@ -69,7 +75,8 @@ typedef struct Watch {
         bool interrupted;
         int exit_status;
         sd_bus_slot *slots[6];
-} Watch;
+        int match_error;                /* a subscription the bus refused */
+};
 
 /* Before the call: the subscriptions. */
 int watch_new(sd_bus *bus, WatchGoal goal, Watch **ret);
