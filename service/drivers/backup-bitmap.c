@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backup-bitmap.h"
 #include "error-message.h"
@@ -87,7 +88,26 @@ int backup_bitmap_open(BackupBitmap *bb, Image *source, int fd, const char *name
         bb->fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
         if (bb->fd < 0)
                 return error_message(ret_error, negative_errno(), "Could not keep the descriptor of '%s': %m", bb->path);
+        /* The source is held with our readers' locks by now: nobody writes it from here on. */
+        struct stat st;
+        if (fstat(bb->fd, &st) < 0)
+                return error_message(ret_error, negative_errno(), "Could not look at '%s': %m", bb->path);
+        bb->mtime = st.st_mtim;
+        bb->ctime = st.st_ctim;
         return 0;
+}
+
+static bool same_time(const struct timespec *a, const struct timespec *b) {
+        return a->tv_sec == b->tv_sec && a->tv_nsec == b->tv_nsec;
+}
+
+/* 1 if the file's mtime and ctime are those of when the job held it, 0 if not. */
+static int unchanged(const BackupBitmap *bb) {
+        struct stat st;
+
+        if (fstat(bb->fd, &st) < 0)
+                return negative_errno();
+        return same_time(&st.st_mtim, &bb->mtime) && same_time(&st.st_ctim, &bb->ctime);
 }
 
 bool backup_bitmap_next(const BackupBitmap *bb, uint64_t offset, uint64_t *ret_start, uint64_t *ret_length) {
@@ -131,6 +151,17 @@ int backup_bitmap_prepare(BackupBitmap *bb, char **ret_error) {
         r = open_writer(bb, &error);
         if (r < 0)
                 return error_message(ret_error, r, "Cannot write bitmap '%s': %s", bb->name, strempty(error));
+
+        /* Nobody wrote the file between our readers' locks and our write lock (see above). */
+        r = unchanged(bb);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not look at '%s': %m", bb->path);
+        if (r == 0) {
+                bb->writer = image_close(bb->writer);
+                return error_message(ret_error, -ESTALE,
+                                     "Cannot write bitmap '%s': '%s' was changed by another process at the end of the backup",
+                                     bb->name, bb->path);
+        }
         return 0;
 }
 
@@ -176,6 +207,15 @@ void backup_bitmap_abort(BackupBitmap *bb, const char *job, uint64_t done) {
                 return;
         }
         r = open_writer(bb, &error);
+        if (r >= 0) {
+                /* A write that slipped in before our write lock must not be forgotten: then the
+                 * bitmap keeps everything. */
+                r = unchanged(bb);
+                if (r == 0) {
+                        r = -ESTALE;
+                        error = strdup("the file was changed by another process at the end of the backup");
+                }
+        }
         if (r >= 0)
                 r = left_to_copy(bb, done, &m);
         if (r >= 0) {

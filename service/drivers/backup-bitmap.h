@@ -23,11 +23,17 @@
  * closed and the top layer alone is opened for writing from the descriptor the caller's rights
  * opened read-write, taking QEMU's write lock. If someone else holds the file then (a QEMU, or
  * another job reading it), prepare fails and so does the job, leaving the bitmap as it was: a
- * job never reports success with a bitmap it could not clear. */
+ * job never reports success with a bitmap it could not clear. Between our readers' locks going
+ * and the write lock coming, a writer could slip in, write the disk (its bitmap recording it, or
+ * not: a bit already set stays set) and go; clearing the bitmap would then forget that write.
+ * So the file's mtime and ctime, taken once the readers' locks were held, must be unchanged once
+ * the write lock is: any write (QEMU marks bitmaps in_use as soon as it opens an image for
+ * writing) fails the job instead, bitmap untouched. */
 
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "image.h"
 
@@ -53,6 +59,7 @@ typedef struct BackupBitmap {
         uint64_t size;
         uint32_t granularity;           /* the bitmap's */
         int fd;                         /* the source's top layer, read-write (for the modes that write it) */
+        struct timespec mtime, ctime;   /* of that file, once the job held its readers' locks */
         char *path;
         Image *writer;                  /* that layer, open for writing, from prepare on */
 } BackupBitmap;
