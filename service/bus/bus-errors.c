@@ -15,6 +15,7 @@ const sd_bus_error_map bus_error_map[] = {
         SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
         SD_BUS_ERROR_MAP(BUS_ERROR_LIMIT_EXCEEDED, EUSERS),
         SD_BUS_ERROR_MAP(BUS_ERROR_IMAGE_IN_USE, ETXTBSY),
+        SD_BUS_ERROR_MAP(BUS_ERROR_BITMAP, ENOENT),
         SD_BUS_ERROR_MAP_END,
 };
 
@@ -75,6 +76,22 @@ int bus_error_from_creation(sd_bus_error *error, JobCreationError kind, int r, c
         case JOB_CREATION_ERROR_CORE:
                 return bus_error_from_job_id(error, r, message);
         case JOB_CREATION_ERROR_IMAGE:
+        default:
+                return bus_error_from_image(error, r, message);
+        }
+}
+
+int bus_error_from_bitmap(sd_bus_error *error, BitmapOpError kind, int r, const char *message) {
+        switch (kind) {
+        case BITMAP_OP_ERROR_BITMAP:
+                return set_error(error, BUS_ERROR_BITMAP, r, message);
+        case BITMAP_OP_ERROR_INVALID:
+                return set_error(error, SD_BUS_ERROR_INVALID_ARGS, r, message);
+        case BITMAP_OP_ERROR_IN_USE:
+                return set_error(error, BUS_ERROR_IMAGE_IN_USE, r, message);
+        case BITMAP_OP_ERROR_LIMIT:
+                return set_error(error, BUS_ERROR_LIMIT_EXCEEDED, r, message);
+        case BITMAP_OP_ERROR_IMAGE:
         default:
                 return bus_error_from_image(error, r, message);
         }

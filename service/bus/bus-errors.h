@@ -6,6 +6,7 @@
 
 #include <systemd/sd-bus.h>
 
+#include "bitmap-ops.h"
 #include "job-factory.h"
 
 #define BUS_ERROR_INVALID_STATE  "org.blockjobd.Jobs1.Error.InvalidState"
@@ -16,6 +17,7 @@
 #define BUS_ERROR_SHUTTING_DOWN  "org.blockjobd.Jobs1.Error.ShuttingDown"
 #define BUS_ERROR_LIMIT_EXCEEDED "org.blockjobd.Jobs1.Error.LimitExceeded"
 #define BUS_ERROR_IMAGE_IN_USE   "org.blockjobd.Jobs1.Error.ImageInUse"
+#define BUS_ERROR_BITMAP         "org.blockjobd.Jobs1.Error.BitmapError"
 
 /* So that sd-bus clients get a meaningful errno from sd_bus_error_get_errno(). */
 extern const sd_bus_error_map bus_error_map[];
@@ -37,3 +39,8 @@ int bus_error_from_resources(sd_bus_error *error, int r);
 
 /* A creation the job factory refused, by what failed (job-factory.h). */
 int bus_error_from_creation(sd_bus_error *error, JobCreationError kind, int r, const char *message);
+
+/* A bitmap operation that failed, by what failed (bitmap-ops.h): BitmapError for the bitmap (not
+ * found, exists, inconsistent, not possible on this image), InvalidArgs for a name or granularity
+ * QEMU refuses, ImageInUse, LimitExceeded, and an image that could not be opened as for jobs. */
+int bus_error_from_bitmap(sd_bus_error *error, BitmapOpError kind, int r, const char *message);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-bitmap.h"
 #include "bus-errors.h"
 #include "bus-job.h"
 #include "bus-manager.h"
@@ -226,35 +227,6 @@ static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
 
 /* ---- method handlers ----------------------------------------------------------------------- */
 
-/* The caller's groups, as the bus knows them (dbus-daemon 1.15.2 or later, dbus-broker: every
- * group of the process); the opener becomes the caller with exactly these, the user's primary
- * group its gid. A bus that cannot tell (dbus-daemon 1.14, Debian 12's) leaves the opener to take
- * the user's groups from the user database, as a login would. */
-static int read_sender_groups(CreateRequest *req, sd_bus_error *error) {
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        const gid_t *groups;
-        int r, n = 0;
-
-        r = bus_sender_creds(req->manager, req->message, &creds);
-        if (r >= 0)
-                r = n = sd_bus_creds_get_supplementary_gids(creds, &groups);
-        if (r == -ENODATA) {
-                req->groups_unknown = true;
-                return 0;
-        }
-        if (r < 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Could not tell the caller's groups: %s",
-                                         strerror(-r));
-        if (n > 0) {
-                req->groups = malloc(sizeof(gid_t) * n);
-                if (!req->groups)
-                        return -ENOMEM;
-                memcpy(req->groups, groups, sizeof(gid_t) * n);
-        }
-        req->n_groups = n;
-        return 0;
-}
-
 static int create_request_new(Manager *m, sd_bus_message *message, size_t n_max, CreateRequest **ret,
                               sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *req = NULL;
@@ -274,7 +246,7 @@ static int create_request_new(Manager *m, sd_bus_message *message, size_t n_max,
         req->requests = calloc(MAX(n_max, 1U), sizeof(JobRequest));
         if (!req->requests)
                 return -ENOMEM;
-        r = read_sender_groups(req, error);
+        r = bus_sender_groups(m, message, &req->groups, &req->n_groups, &req->groups_unknown, error);
         if (r < 0)
                 return r;
 
@@ -539,6 +511,20 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetJob", SD_BUS_ARGS("s", id), SD_BUS_RESULT("o", job), method_get_job,
                                 SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddBitmap", SD_BUS_ARGS("s", image, "s", name, "a{sv}", options), SD_BUS_NO_RESULT,
+                                bus_method_add_bitmap, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveBitmap", SD_BUS_ARGS("s", image, "s", name), SD_BUS_NO_RESULT,
+                                bus_method_remove_bitmap, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ClearBitmap", SD_BUS_ARGS("s", image, "s", name), SD_BUS_NO_RESULT,
+                                bus_method_clear_bitmap, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("EnableBitmap", SD_BUS_ARGS("s", image, "s", name), SD_BUS_NO_RESULT,
+                                bus_method_enable_bitmap, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DisableBitmap", SD_BUS_ARGS("s", image, "s", name), SD_BUS_NO_RESULT,
+                                bus_method_disable_bitmap, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MergeBitmaps", SD_BUS_ARGS("s", image, "s", target, "as", sources), SD_BUS_NO_RESULT,
+                                bus_method_merge_bitmaps, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListBitmaps", SD_BUS_ARGS("s", image), SD_BUS_RESULT("a(sutas)", bitmaps),
+                                bus_method_list_bitmaps, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

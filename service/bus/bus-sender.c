@@ -160,3 +160,33 @@ void bus_senders_free(Manager *mgr) {
                 bus_sender_free(mgr->senders);
         mgr->senders_by_name = hashmap_free(mgr->senders_by_name);
 }
+
+int bus_sender_groups(Manager *mgr, sd_bus_message *m, gid_t **ret_groups, size_t *ret_n, bool *ret_unknown,
+                      sd_bus_error *error) {
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        const gid_t *groups;
+        int r, n = 0;
+
+        *ret_groups = NULL;
+        *ret_n = 0;
+        *ret_unknown = false;
+
+        r = bus_sender_creds(mgr, m, &creds);
+        if (r >= 0)
+                r = n = sd_bus_creds_get_supplementary_gids(creds, &groups);
+        if (r == -ENODATA) {
+                *ret_unknown = true;
+                return 0;
+        }
+        if (r < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "Could not tell the caller's groups: %s",
+                                         strerror(-r));
+        if (n > 0) {
+                *ret_groups = malloc(sizeof(gid_t) * n);
+                if (!*ret_groups)
+                        return -ENOMEM;
+                memcpy(*ret_groups, groups, sizeof(gid_t) * n);
+        }
+        *ret_n = n;
+        return 0;
+}

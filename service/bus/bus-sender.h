@@ -23,5 +23,13 @@ int bus_sender_creds(Manager *mgr, sd_bus_message *m, sd_bus_creds **ret);
 /* The sender's effective uid; -EACCES with 'error' set if it cannot be told. */
 int bus_sender_uid(Manager *mgr, sd_bus_message *m, uid_t *ret, sd_bus_error *error);
 
+/* The sender's supplementary groups, as the bus knows them (dbus-daemon 1.15.2 or later,
+ * dbus-broker: every group of the process), a copy in *ret_groups (NULL for none). A bus that
+ * cannot tell (dbus-daemon 1.14, Debian 12's) sets *ret_unknown: whoever acts as the caller then
+ * takes the user's groups from the user database, as a login would. AccessDenied with 'error' set
+ * if the bus fails to answer. */
+int bus_sender_groups(Manager *mgr, sd_bus_message *m, gid_t **ret_groups, size_t *ret_n, bool *ret_unknown,
+                      sd_bus_error *error);
+
 /* Forgets every sender (at exit, before the bus goes). */
 void bus_senders_free(Manager *mgr);

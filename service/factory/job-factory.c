@@ -33,6 +33,7 @@ typedef struct UserUsage {
         uid_t uid;
         unsigned n_jobs;                /* jobs alive, and jobs being created */
         unsigned n_creations;           /* creations in progress */
+        unsigned n_calls;               /* other calls in progress (bitmap operations) */
         uint64_t memory;                /* the worst-case memory of its live jobs */
         LIST_FIELDS(struct UserUsage, users);
 } UserUsage;
@@ -64,7 +65,7 @@ static UserUsage *user_usage(JobFactory *f, uid_t uid, bool create) {
 
 /* Forgets a user that has nothing left. */
 static void user_usage_trim(JobFactory *f, UserUsage *u) {
-        if (u->n_jobs > 0 || u->n_creations > 0 || u->memory > 0)
+        if (u->n_jobs > 0 || u->n_creations > 0 || u->n_calls > 0 || u->memory > 0)
                 return;
         LIST_REMOVE(users, f->users, u);
         free(u);
@@ -108,6 +109,53 @@ JobFactory *job_factory_free(JobFactory *f) {
 
 JobFactoryLimits *job_factory_limits(JobFactory *f) {
         return &f->limits;
+}
+
+sd_event *job_factory_event(JobFactory *f) {
+        return f->event;
+}
+
+WorkerPool *job_factory_pool(JobFactory *f) {
+        return f->pool;
+}
+
+Reservations *job_factory_reservations(JobFactory *f) {
+        return f->reservations;
+}
+
+int job_factory_admit_call(JobFactory *f, uid_t uid, const char *what, char **ret_error) {
+        UserUsage *u;
+        int r = 0;
+
+        if (uid == 0)
+                return 0;               /* root is not limited */
+        u = user_usage(f, uid, true);
+        if (!u)
+                return error_message(ret_error, -ENOMEM, "Out of memory");
+        if (f->limits.max_creations_per_user > 0 && u->n_calls >= f->limits.max_creations_per_user)
+                r = error_message(ret_error, -EUSERS, "User %u has %u %s in progress, and may have at most %u",
+                                  (unsigned) uid, u->n_calls, what, f->limits.max_creations_per_user);
+        else if (opener_unreaped(uid) >= OPENERS_UNREAPED_MAX)
+                r = error_message(ret_error, -EUSERS,
+                                  "User %u has %u blockjobd-opener processes that did not end when told to (stuck in a file system that does not answer?)",
+                                  (unsigned) uid, opener_unreaped(uid));
+        if (r < 0) {
+                user_usage_trim(f, u);
+                return r;
+        }
+        u->n_calls++;
+        return 0;
+}
+
+void job_factory_release_call(JobFactory *f, uid_t uid) {
+        UserUsage *u;
+
+        if (uid == 0)
+                return;
+        u = user_usage(f, uid, false);
+        assert(u && u->n_calls > 0);
+        u->n_calls--;
+        user_usage_trim(f, u);
 }
 
 /* ---- claims -------------------------------------------------------------------------------- */

@@ -89,6 +89,16 @@ Job *job_creation_job(JobCreation *c, size_t i);
 ImageFormat job_creation_source_format(JobCreation *c, size_t i);
 JobClaim *job_creation_take_claim(JobCreation *c, size_t i);
 
+/* For the factory's other calls on a caller's files (bitmap-ops.h): what they share with the
+ * creations. A call is admitted against its user's bound on calls in progress (the same number
+ * as for creations, counted apart) and on openers that did not end: -EUSERS and a message. */
+typedef struct Reservations Reservations;
+sd_event *job_factory_event(JobFactory *f);
+WorkerPool *job_factory_pool(JobFactory *f);
+Reservations *job_factory_reservations(JobFactory *f);
+int job_factory_admit_call(JobFactory *f, uid_t uid, const char *what, char **ret_error);
+void job_factory_release_call(JobFactory *f, uid_t uid);
+
 /* Gives up: openers are killed; a build in flight is discarded once it returns; jobs already
  * created are not touched (their claims are the caller's). */
 JobCreation *job_creation_free(JobCreation *c);

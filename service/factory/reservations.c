@@ -238,6 +238,9 @@ static int check_claim(const ReservationSet *s, const FileClaim *c, ReservationS
                 const Entry *e = node ? node->writers : NULL;
                 if (node && c->write && node->readers && (!e || node->readers->seq > e->seq))
                         e = node->readers;
+                if (e && !e->set->holder)
+                        return error_message(ret_error, -ETXTBSY, "Image '%s' is %s blockjobd's %s", c->label,
+                                             conflict_word(c->write), e->set->kind);
                 if (e)
                         return error_message(ret_error, -ETXTBSY, "Image '%s' is %s job '%s' (%s)", c->label,
                                              conflict_word(c->write), e->set->holder, e->set->kind);
@@ -273,10 +276,10 @@ int reservation_set_commit(ReservationSet *s, const char *holder, const char *ki
         size_t n = 0;
 
         assert(!s->entries);
-        s->holder = strdup(holder);
+        s->holder = holder ? strdup(holder) : NULL;
         s->kind = strdup(kind);
         s->entries = calloc(MAX(s->n_claims * KEYS_PER_CLAIM_MAX, (size_t) 1), sizeof(Entry));
-        if (!s->holder || !s->kind || !s->entries)
+        if ((holder && !s->holder) || !s->kind || !s->entries)
                 return -ENOMEM;
 
         for (size_t i = 0; i < s->n_claims; i++) {

@@ -38,7 +38,8 @@ int reservation_set_add(ReservationSet *s, FileClaim *claims, size_t n);
  * transaction's members, which must not conflict with each other either)? Returns -ETXTBSY and a
  * message naming the file and the job that has it, or 0. */
 int reservation_set_check(ReservationSet *s, ReservationSet *const *batch, size_t n_batch, char **ret_error);
-/* Reserves the claims for the job called 'holder' (a job id) of type 'kind'. */
+/* Reserves the claims for the job called 'holder' (a job id) of type 'kind'; or, with 'holder'
+ * NULL, for a call of the daemon's that is no job, which 'kind' describes ("AddBitmap() call"). */
 int reservation_set_commit(ReservationSet *s, const char *holder, const char *kind);
 /* Releases whatever the set reserved, and frees it. */
 ReservationSet *reservation_set_free(ReservationSet *s);

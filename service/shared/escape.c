@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,4 +71,91 @@ char *escape_untrusted(const char *s) {
         }
         *q = '\0';
         return ret;
+}
+
+/* Does the escaper write the byte at p as \xNN? n is what utf8_sequence_length() said of the
+ * sequence it starts (0: not valid UTF-8). */
+static bool must_escape(const unsigned char *p, size_t n) {
+        return n == 0 || is_control(p, n) || (n == 1 && p[0] == '\\');
+}
+
+char *xescape(const char *s) {
+        static const char hex[] = "0123456789abcdef";
+        const unsigned char *p = (const unsigned char *) s;
+        char *ret, *q;
+
+        ret = q = malloc(strlen(s) * 4 + 1);
+        if (!ret)
+                return NULL;
+
+        while (*p) {
+                size_t n = utf8_sequence_length(p);
+
+                if (!must_escape(p, n)) {
+                        memcpy(q, p, n);
+                        q += n;
+                        p += n;
+                        continue;
+                }
+                for (size_t i = 0; i < (n ?: 1); i++) {
+                        *q++ = '\\';
+                        *q++ = 'x';
+                        *q++ = hex[p[i] >> 4];
+                        *q++ = hex[p[i] & 0xf];
+                }
+                p += n ?: 1;
+        }
+        *q = '\0';
+        return ret;
+}
+
+static int lower_hex_digit(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        return -1;
+}
+
+int xunescape(const char *s, char **ret) {
+        char *decoded, *q, *again;
+        bool canonical;
+
+        decoded = q = malloc(strlen(s) + 1);
+        if (!decoded)
+                return -ENOMEM;
+
+        for (const char *p = s; *p;) {
+                int hi, lo;
+
+                if (*p != '\\') {
+                        *q++ = *p++;
+                        continue;
+                }
+                if (p[1] != 'x' || (hi = lower_hex_digit(p[2])) < 0 || (lo = lower_hex_digit(p[3])) < 0 ||
+                    (hi == 0 && lo == 0)) {
+                        free(decoded);
+                        return -EINVAL;
+                }
+                *q++ = (char) (hi << 4 | lo);
+                p += 4;
+        }
+        *q = '\0';
+
+        /* Only what xescape() writes is accepted: a byte left raw that it would escape (a control
+         * character, invalid UTF-8), or escaped where it would be left raw, means the text did not
+         * come from it. Escaping the result again and comparing says exactly that. */
+        again = xescape(decoded);
+        if (!again) {
+                free(decoded);
+                return -ENOMEM;
+        }
+        canonical = strcmp(again, s) == 0;
+        free(again);
+        if (!canonical) {
+                free(decoded);
+                return -EINVAL;
+        }
+        *ret = decoded;
+        return 0;
 }

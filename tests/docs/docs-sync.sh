@@ -82,12 +82,14 @@ page=$(render "$man_dir/blockjobctl.1")
 commands=$(section "$page" COMMANDS)
 options=$(section "$page" OPTIONS)
 missing=()
-# "  set-speed ID BYTES      Limit ...": what precedes the description is the command's synopsis,
+# "  set-speed ID BYTES      Limit ...": what precedes the description is the command's synopsis
+# (a subcommand too: "bitmap add IMAGE NAME"; a long one has its description on the next line),
 # and the page has it as an item of its own.
 while IFS= read -r synopsis; do
         # A short item has its description on the same line, after two spaces or more.
         grep -qE "^       $synopsis( {2,}|\$)" <<<"$commands" || missing+=("'$synopsis'")
-done < <(sed -n '/^Commands:/,/^$/{/^  [a-z]/p}' <<<"$help" | sed -E 's/^  ([a-z][^ ]*( [A-Z]+)*) .*/\1/')
+done < <(sed -n '/^Commands:/,/^$/{/^  [a-z]/p}' <<<"$help" |
+        sed -E 's/^  ([a-z][^ ]*( [a-z]+)?( [A-Z]+(\.\.\.)?)*)( .*)?$/\1/')
 if [ ${#missing[@]} -eq 0 ]; then
         ok "blockjobctl.1 documents every command of blockjobctl --help"
 else

@@ -169,6 +169,10 @@ expect_some "status takes --follow, not the creation options" "blockjobctl statu
         --follow --json -- --job-id=
 expect_some "list takes the global options only" "blockjobctl list --" \
         --json --address= -- --follow -- --job-id=
+expect "bitmap's subcommands" "blockjobctl bitmap " add remove clear enable disable merge list
+expect_some "bitmap add takes --granularity= and --disabled" "blockjobctl bitmap add --" \
+        --granularity= --disabled -- --json -- --follow
+expect_some "bitmap list takes --json and --bytes" "blockjobctl bitmap list --" --json --bytes -- --disabled
 expect "nothing after list" "blockjobctl list " ""
 expect "nothing after set-speed's ID" "blockjobctl set-speed x " ""
 expect "commands after options and their values" "blockjobctl --json --sync=top " \
@@ -187,6 +191,8 @@ expect "--top= is a file" "blockjobctl commit disk.img --top=d" disk.img
 expect "--base is a file" "blockjobctl commit disk.img --base i" images
 expect "nothing after backup's TARGET" "blockjobctl backup disk.img x " ""
 expect "nothing after commit's IMAGE" "blockjobctl commit disk.img " ""
+expect "bitmap's IMAGE is a file" "blockjobctl bitmap add --disabled d" disk.img
+expect "no bitmap names offered" "blockjobctl bitmap remove disk.img " ""
 cd - >/dev/null || exit 1
 
 # -- job ids from a stub blockjobctl --------------------------------------------------------------

@@ -1365,16 +1365,156 @@ static void test_json_keys(BusFixture *f, gconstpointer data) {
         g_assert_cmpint(cancel.status, ==, 0);
 }
 
+/* ---- bitmaps ------------------------------------------------------------------------------- */
+
+static void sh_in(BusFixture *f, const char *cmdline) {
+        const char *argv[] = { "sh", "-c", cmdline, NULL };
+        g_autofree char *out = NULL, *err = NULL;
+        int status = -1;
+
+        g_assert_true(g_spawn_sync(f->dir, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+                                   NULL));
+        if (!g_spawn_check_wait_status(status, NULL))
+                g_error("%s failed: %s%s", cmdline, out, err);
+}
+
+/* Every bitmap command, its output, --json, and its exit statuses. */
+static void test_bitmap(BusFixture *f, gconstpointer data) {
+        g_autofree char *img = bus_fixture_path(f, "a.qcow2"), *raw = bus_fixture_path(f, "a.raw");
+
+        sh_in(f, "qemu-img create -q -f qcow2 a.qcow2 4M && qemu-img create -q -f raw a.raw 1M");
+
+        g_auto(Result) empty = ctl(f, "bitmap", "list", img, NULL);
+        g_assert_cmpint(empty.status, ==, 0);
+        g_assert_cmpstr(empty.out, ==, "No bitmaps.\n");
+
+        /* Changes print nothing; options may come anywhere. */
+        g_auto(Result) add = ctl(f, "bitmap", "add", img, "b0", NULL);
+        g_assert_cmpint(add.status, ==, 0);
+        g_assert_cmpstr(add.out, ==, "");
+        g_assert_cmpstr(add.err, ==, "");
+        g_auto(Result) add1 = ctl(f, "--disabled", "bitmap", "add", "--granularity=4k", img, "b1", NULL);
+        g_assert_cmpint(add1.status, ==, 0);
+        sh_in(f, "qemu-img info a.qcow2 | grep -A3 'name: b1' | grep -q 'granularity: 4096' && "
+                 "qemu-io -f qcow2 -c 'write 0 100k' a.qcow2 >/dev/null");
+
+        g_auto(Result) list = ctl(f, "bitmap", "list", img, NULL);
+        g_assert_cmpint(list.status, ==, 0);
+        g_assert_cmpstr(list.out, ==,
+                        "NAME  GRANULARITY      DIRTY  FLAGS\n"
+                        "b0       64.0 KiB  128.0 KiB  auto\n"
+                        "b1        4.0 KiB        0 B  disabled\n");
+        g_auto(Result) json = ctl(f, "bitmap", "list", "--json", img, NULL);
+        g_assert_cmpint(json.status, ==, 0);
+        g_assert_cmpstr(json.out, ==,
+                        "[{\"name\":\"b0\",\"granularity\":65536,\"dirty\":131072,\"flags\":[\"auto\"]},"
+                        "{\"name\":\"b1\",\"granularity\":4096,\"dirty\":0,\"flags\":[\"disabled\"]}]\n");
+        g_auto(Result) bytes = ctl(f, "bitmap", "list", "--bytes", img, NULL);
+        assert_contains("bitmap list --bytes", bytes.out, "b0          65536  131072  auto\n");
+
+        g_auto(Result) merge = ctl(f, "bitmap", "merge", img, "b1", "b0", NULL);
+        g_assert_cmpint(merge.status, ==, 0);
+        g_auto(Result) enable = ctl(f, "bitmap", "enable", img, "b1", NULL);
+        g_assert_cmpint(enable.status, ==, 0);
+        g_auto(Result) disable = ctl(f, "bitmap", "disable", img, "b0", NULL);
+        g_assert_cmpint(disable.status, ==, 0);
+        g_auto(Result) merged = ctl(f, "bitmap", "list", "--json", img, NULL);
+        g_assert_cmpstr(merged.out, ==,
+                        "[{\"name\":\"b0\",\"granularity\":65536,\"dirty\":131072,\"flags\":[\"disabled\"]},"
+                        "{\"name\":\"b1\",\"granularity\":4096,\"dirty\":131072,\"flags\":[\"auto\"]}]\n");
+        g_auto(Result) clear = ctl(f, "bitmap", "clear", img, "b1", NULL);
+        g_assert_cmpint(clear.status, ==, 0);
+        g_auto(Result) remove = ctl(f, "bitmap", "remove", img, "b0", NULL);
+        g_assert_cmpint(remove.status, ==, 0);
+        g_auto(Result) after = ctl(f, "bitmap", "list", "--json", img, NULL);
+        g_assert_cmpstr(after.out, ==, "[{\"name\":\"b1\",\"granularity\":4096,\"dirty\":0,\"flags\":[\"auto\"]}]\n");
+        sh_in(f, "qemu-img check a.qcow2 >/dev/null");
+
+        /* Refused by the service: exit status 3, with QEMU's text. */
+        g_auto(Result) nope = ctl(f, "bitmap", "remove", img, "nope", NULL);
+        g_assert_cmpint(nope.status, ==, 3);
+        g_autofree char *nope_err = g_strdup_printf(
+                "blockjobctl: Cannot remove bitmap 'nope' of '%s': Dirty bitmap 'nope' not found\n", img);
+        g_assert_cmpstr(nope.err, ==, nope_err);
+        g_auto(Result) exists = ctl(f, "bitmap", "add", img, "b1", NULL);
+        g_assert_cmpint(exists.status, ==, 3);
+        assert_contains("bitmap add of an existing name", exists.err, "Bitmap already exists: b1");
+        g_auto(Result) raw_list = ctl(f, "bitmap", "list", raw, NULL);
+        g_assert_cmpint(raw_list.status, ==, 3);
+        assert_contains("bitmap list of a raw image", raw_list.err, "is not a qcow2 image");
+        g_auto(Result) bad = ctl(f, "bitmap", "add", "--granularity=1000", img, "c", NULL);
+        g_assert_cmpint(bad.status, ==, 3);
+        assert_contains("a granularity QEMU refuses", bad.err, "Granularity must be power of 2 and at least 512");
+
+        /* A wrong command line: exit status 2, and nothing is called. */
+        g_auto(Result) missing = ctl(f, "bitmap", "add", img, NULL);
+        g_assert_cmpint(missing.status, ==, 2);
+        assert_contains("bitmap add without NAME", missing.err, "'bitmap add' takes 2 arguments (IMAGE NAME)");
+        g_auto(Result) sub = ctl(f, "bitmap", "frobnicate", img, NULL);
+        g_assert_cmpint(sub.status, ==, 2);
+        assert_contains("an unknown subcommand", sub.err, "Unknown bitmap command 'frobnicate'");
+        g_auto(Result) none = ctl(f, "bitmap", NULL);
+        g_assert_cmpint(none.status, ==, 2);
+        g_auto(Result) option = ctl(f, "bitmap", "remove", "--disabled", img, "b1", NULL);
+        g_assert_cmpint(option.status, ==, 2);
+        assert_contains("an option bitmap remove does not take", option.err, "--disabled does not apply to 'bitmap remove'");
+        g_auto(Result) merge_one = ctl(f, "bitmap", "merge", img, "b1", NULL);
+        g_assert_cmpint(merge_one.status, ==, 2);
+
+        /* Relative names are the caller's. */
+        g_autofree char *cwd = g_get_current_dir();
+        g_assert_cmpint(g_chdir(f->dir), ==, 0);
+        g_auto(Result) relative = ctl(f, "bitmap", "list", "a.qcow2", NULL);
+        g_assert_cmpint(g_chdir(cwd), ==, 0);
+        g_assert_cmpint(relative.status, ==, 0);
+        assert_contains("bitmap list of a relative name", relative.out, "b1 ");
+
+        /* Not authorized (no polkit here for anyone but root): exit status 4. */
+        if (!bus_can_run_as_nobody())
+                return;
+        g_autofree char *ctl_copy = bus_fixture_path(f, "blockjobctl");
+        g_autofree char *address = g_strdup_printf("--address=%s", f->address);
+        g_autoptr(GFile) from = g_file_new_for_path(g_getenv("BLOCKJOBCTL"));
+        g_autoptr(GFile) to = g_file_new_for_path(ctl_copy);
+        g_assert_true(g_file_copy(from, to, G_FILE_COPY_NONE, NULL, NULL, NULL, NULL));
+        g_assert_cmpint(g_chmod(ctl_copy, 0755), ==, 0);
+        g_assert_cmpint(g_chmod(f->dir, 0755), ==, 0);
+        g_assert_cmpint(g_chmod(img, 0644), ==, 0);
+        for (int i = 0; i < 3; i++) {
+                static const char *const verbs[][2] = { { "clear", "b1" }, { "list", NULL }, { "list", NULL } };
+                if (i == 2)
+                        g_assert_cmpint(g_chmod(img, 0600), ==, 0);
+                const char *argv[] = { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                       "--pdeathsig=KILL", ctl_copy, address, "--no-ask-password", "bitmap",
+                                       verbs[i][0], img, verbs[i][1], NULL };
+                g_autofree char *out = NULL, *err = NULL;
+                int status = -1;
+                g_assert_true(g_spawn_sync(NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+                                           &status, NULL));
+                g_assert_true(WIFEXITED(status));
+                g_assert_cmpint(WEXITSTATUS(status), ==, i == 1 ? 0 : 4);
+                if (i == 1)
+                        assert_contains("bitmap list as nobody", out, "b1 ");
+                else
+                        assert_contains("refused as nobody", err, i == 0 ? "Authorization could not be checked"
+                                                                          : "Permission denied");
+        }
+}
+
 /* ---- help ---------------------------------------------------------------------------------- */
 
 static void test_command_help(BusFixture *f, gconstpointer data) {
         static const char *const commands[] = { "list", "status", "wait", "backup", "mirror", "commit", "stream",
                                                 "pause", "resume", "cancel", "complete", "finalize", "dismiss",
-                                                "set-speed", "monitor", "help" };
+                                                "set-speed", "monitor", "bitmap add", "bitmap remove", "bitmap clear",
+                                                "bitmap enable", "bitmap disable", "bitmap merge", "bitmap list",
+                                                "help" };
 
         for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
-                g_auto(Result) a = ctl(f, commands[i], "--help", NULL);
-                g_auto(Result) b = ctl(f, "help", commands[i], NULL);
+                /* "bitmap add": two words. */
+                g_auto(GStrv) words = g_strsplit(commands[i], " ", 2);
+                g_auto(Result) a = words[1] ? ctl(f, words[0], words[1], "--help", NULL) : ctl(f, commands[i], "--help", NULL);
+                g_auto(Result) b = words[1] ? ctl(f, "help", words[0], words[1], NULL) : ctl(f, "help", commands[i], NULL);
                 g_assert_cmpint(a.status, ==, 0);
                 g_assert_cmpstr(a.out, ==, b.out);
                 g_autofree char *head = g_strdup_printf("blockjobctl %s", commands[i]);
@@ -1393,6 +1533,15 @@ static void test_command_help(BusFixture *f, gconstpointer data) {
         g_assert_null(strstr(backup.out, "--granularity="));
         g_auto(Result) mirror = ctl(f, "help", "mirror", NULL);
         assert_contains("help mirror", mirror.out, "--buf-size=BYTES");
+        g_auto(Result) bitmap_add = ctl(f, "help", "bitmap", "add", NULL);
+        assert_contains("help bitmap add", bitmap_add.out, "--granularity=BYTES");
+        assert_contains("help bitmap add", bitmap_add.out, "--disabled");
+        g_assert_null(strstr(bitmap_add.out, "--json"));
+        g_auto(Result) bitmap = ctl(f, "help", "bitmap", NULL);
+        g_auto(Result) bitmap_help = ctl(f, "bitmap", "--help", NULL);
+        g_assert_cmpint(bitmap.status, ==, 0);
+        g_assert_cmpstr(bitmap.out, ==, bitmap_help.out);
+        assert_contains("help bitmap", bitmap.out, "bitmap merge IMAGE TARGET SOURCE...");
         g_auto(Result) unknown = ctl(f, "help", "frobnicate", NULL);
         g_assert_cmpint(unknown.status, ==, 2);
         /* No line of any help is wider than 80 columns. */
@@ -1402,7 +1551,8 @@ static void test_command_help(BusFixture *f, gconstpointer data) {
                 if (strlen(*l) > 80)
                         g_error("--help has a line wider than 80 columns: %s", *l);
         for (size_t i = 0; i < G_N_ELEMENTS(commands); i++) {
-                g_auto(Result) h = ctl(f, "help", commands[i], NULL);
+                g_auto(GStrv) words = g_strsplit(commands[i], " ", 2);
+                g_auto(Result) h = words[1] ? ctl(f, "help", words[0], words[1], NULL) : ctl(f, "help", commands[i], NULL);
                 g_auto(GStrv) hl = g_strsplit(h.out, "\n", -1);
                 for (char **l = hl; *l; l++)
                         if (strlen(*l) > 80)
@@ -1420,6 +1570,7 @@ int main(int argc, char **argv) {
         CTL_TEST("/blockjobctl/verbs", test_verbs);
         CTL_TEST("/blockjobctl/relative-paths", test_relative_paths);
         CTL_TEST("/blockjobctl/errors", test_errors);
+        CTL_TEST("/blockjobctl/bitmap", test_bitmap);
         CTL_TEST("/blockjobctl/monitor", test_monitor);
         CTL_TEST("/blockjobctl/chain-jobs", test_chain_jobs);
         g_test_add_func("/blockjobctl/escape", test_escape);

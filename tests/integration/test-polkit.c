@@ -576,6 +576,107 @@ static void test_job_limit(PolkitFixture *pf, gconstpointer data) {
         root_backup(pf, "r2");
 }
 
+/* ---- persistent bitmaps ----------------------------------------------------------------------- */
+
+/* A qcow2 image with bitmap "b", made by root and given to 'owner' with 'mode'. */
+static char *make_qcow2(PolkitFixture *pf, const char *dir, const char *name, uid_t owner, mode_t mode) {
+        char *p = g_build_filename(dir, name, NULL);
+        g_autofree char *cmd = g_strdup_printf("sh -c 'qemu-img create -q -f qcow2 %s 1M && qemu-img bitmap --add %s b'", p, p);
+        int status = -1;
+
+        g_assert_true(g_spawn_command_line_sync(cmd, NULL, NULL, &status, NULL));
+        g_assert_cmpint(status, ==, 0);
+        g_assert_cmpint(chown(p, owner, owner), ==, 0);
+        g_assert_cmpint(g_chmod(p, mode), ==, 0);
+        return p;
+}
+
+static char *qemu_img_info(const char *image) {
+        g_autofree char *cmd = g_strdup_printf("qemu-img info -U %s", image);
+        char *out = NULL;
+        g_assert_true(g_spawn_command_line_sync(cmd, &out, NULL, NULL, NULL));
+        return out;
+}
+
+/* Without rules, nobody may not change bitmaps, even of its own image (challenged, or denied
+ * when it could authenticate); it may list those of an image it can read, with no polkit check
+ * at all, and not those of one it cannot read (the opener says so). */
+static void test_bitmaps_without_rules(PolkitFixture *pf, gconstpointer data) {
+        if (!begin(pf, NULL, MiB))
+                return;
+        g_autofree char *own = make_qcow2(pf, pf->nobody_dir, "own.qcow2", 65534, 0600);
+        g_autofree char *roots = make_qcow2(pf, pf->bus.dir, "root.qcow2", 0, 0600);
+        g_autofree char *add = g_strdup_printf("('%s', 'c', @a{sv} {})", own);
+        g_autofree char *remove = g_strdup_printf("('%s', 'b')", own);
+        g_autofree char *merge = g_strdup_printf("('%s', 'b', ['b'])", own);
+        g_autofree char *list_own = g_strdup_printf("('%s',)", own), *list_roots = g_strdup_printf("('%s',)", roots);
+
+        polkit_fixture_watch_checks(pf);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "AddBitmap", add, INTERACTIVE);
+        assert_nobody(pf, true, MANAGER_PATH, MANAGER_IFACE, "AddBitmap", add, DENIED);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "RemoveBitmap", remove, INTERACTIVE);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "ClearBitmap", remove, INTERACTIVE);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "EnableBitmap", remove, INTERACTIVE);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "DisableBitmap", remove, INTERACTIVE);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "MergeBitmaps", merge, INTERACTIVE);
+        g_assert_cmpuint(polkit_fixture_checks_seen(pf, "org.blockjobd.bitmap.modify"), ==, 7);
+
+        g_autofree char *out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "ListBitmaps", list_own);
+        bus_assert_answer(out, "ok");
+        assert_contains(out, "('b', uint32 65536, uint64 0, ['auto'])");
+        g_free(out);
+        out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "ListBitmaps", list_roots);
+        bus_assert_answer(out, DENIED);
+        assert_contains(out, "Permission denied");
+        g_assert_cmpuint(polkit_fixture_checks_seen(pf, "org.blockjobd.bitmap.modify"), ==, 7);
+
+        /* Nothing changed. */
+        g_autofree char *info = qemu_img_info(own);
+        assert_contains(info, "name: b");
+        g_assert_null(strstr(info, "name: c"));
+}
+
+/* Rules that let nobody change bitmaps (matched by the details): polkit's yes does not give it
+ * an image it may not write, which the opener refuses. */
+static const char rules_bitmaps[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (subject.user == 'nobody' && action.id == 'org.blockjobd.bitmap.modify' &&\n"
+        "            action.lookup('owner-uid') == '65534' && action.lookup('bitmap') == 'c' &&\n"
+        "            ['AddBitmap', 'RemoveBitmap'].indexOf(action.lookup('operation')) >= 0 &&\n"
+        "            action.lookup('image').indexOf('.qcow2') > 0)\n"
+        "                return polkit.Result.YES;\n"
+        "        return polkit.Result.NOT_HANDLED;\n"
+        "});\n";
+
+static void test_bitmaps_with_rules(PolkitFixture *pf, gconstpointer data) {
+        if (!begin(pf, rules_bitmaps, MiB))
+                return;
+        g_autofree char *own = make_qcow2(pf, pf->nobody_dir, "own.qcow2", 65534, 0600);
+        g_autofree char *roots = make_qcow2(pf, pf->nobody_dir, "root.qcow2", 0, 0644);
+        g_autofree char *add = g_strdup_printf("('%s', 'c', @a{sv} {'granularity': <uint32 4096>})", own);
+        g_autofree char *add_roots = g_strdup_printf("('%s', 'c', @a{sv} {})", roots);
+        g_autofree char *add_d = g_strdup_printf("('%s', 'd', @a{sv} {})", own);
+        g_autofree char *clear = g_strdup_printf("('%s', 'c')", own);
+
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "AddBitmap", add, "ok");
+        g_autofree char *info = qemu_img_info(own);
+        assert_contains(info, "name: c");
+        assert_contains(info, "granularity: 4096");
+        /* What the rules do not match is still challenged. */
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "AddBitmap", add_d, INTERACTIVE);
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "ClearBitmap", clear, INTERACTIVE);
+        /* Allowed by polkit, but root's image is not nobody's to write. */
+        g_autofree char *out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "AddBitmap", add_roots);
+        bus_assert_answer(out, DENIED);
+        assert_contains(out, "Permission denied");
+        g_autofree char *root_info = qemu_img_info(roots);
+        g_assert_null(strstr(root_info, "name: c"));
+        assert_nobody(pf, false, MANAGER_PATH, MANAGER_IFACE, "RemoveBitmap", clear, "ok");
+        g_free(info);
+        info = qemu_img_info(own);
+        g_assert_null(strstr(info, "name: c"));
+}
+
 int main(int argc, char *argv[]) {
         int r = bus_client_main(argc, argv);
         if (r >= 0)
@@ -586,6 +687,8 @@ int main(int argc, char *argv[]) {
 
         g_test_init(&argc, &argv, NULL);
         g_test_add("/polkit/root-needs-no-polkit", PolkitFixture, NULL, setup, test_root_needs_no_polkit, teardown);
+        g_test_add("/polkit/bitmaps-without-rules", PolkitFixture, NULL, setup, test_bitmaps_without_rules, teardown);
+        g_test_add("/polkit/bitmaps-with-rules", PolkitFixture, NULL, setup, test_bitmaps_with_rules, teardown);
         g_test_add("/polkit/unprivileged-without-rules", PolkitFixture, NULL, setup, test_unprivileged_without_rules,
                    teardown);
         g_test_add("/polkit/unprivileged-with-rules", PolkitFixture, NULL, setup, test_unprivileged_with_rules, teardown);

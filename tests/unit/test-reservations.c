@@ -85,9 +85,30 @@ static void test_many_readers(void) {
         reservations_free(r);
 }
 
+/* A call of the daemon's that is no job (a bitmap operation) holds a file as a job does, and is
+ * named as what it is. */
+static void test_call_holder(void) {
+        Reservations *r = reservations_new();
+        ReservationSet *s = reservation_set_new(r);
+        FileClaim c = claim(3, true, "img");
+        g_autofree char *e1 = NULL, *e2 = NULL;
+
+        g_assert_cmpint(reservation_set_add(s, &c, 1), ==, 0);
+        g_assert_cmpint(reservation_set_check(s, NULL, 0, NULL), ==, 0);
+        g_assert_cmpint(reservation_set_commit(s, NULL, "AddBitmap() call"), ==, 0);
+        g_assert_null(reserve(r, 3, false, "b", &e1));
+        g_assert_cmpstr(e1, ==, "Image 'img' is written by blockjobd's AddBitmap() call");
+        g_assert_null(reserve(r, 3, true, "w", &e2));
+        g_assert_cmpstr(e2, ==, "Image 'img' is in use by blockjobd's AddBitmap() call");
+        reservation_set_free(s);
+        reservation_set_free(reserve(r, 3, true, "w", NULL));
+        reservations_free(r);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/reservations/readers-and-writers", test_readers_and_writers);
         g_test_add_func("/reservations/many-readers", test_many_readers);
+        g_test_add_func("/reservations/call-holder", test_call_holder);
         return g_test_run();
 }

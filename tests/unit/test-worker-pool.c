@@ -696,7 +696,11 @@ static void test_owner_cap_jobs(void) {
         test_loop_run_until_status(&l.t, jobs[0], JOB_STATUS_CONCLUDED);
         test_loop_run_until_status(&l.t, jobs[1], JOB_STATUS_CONCLUDED);
         g_assert_cmpuint(fair.max_running[1], ==, 1);
-        g_assert_cmpstr(fair.order->str, ==, "hung0 root hung1 ");
+        /* hung0 and root start on two workers at once: which of the two threads notes its start
+         * first is up to the scheduler (under load root does, now and then). What the cap
+         * decides is that hung1 starts only after hung0, after both of them. */
+        if (!g_str_equal(fair.order->str, "root hung0 hung1 "))
+                g_assert_cmpstr(fair.order->str, ==, "hung0 root hung1 ");
         for (unsigned i = 0; i < G_N_ELEMENTS(jobs); i++)
                 g_assert_cmpint(job_dismiss(jobs[i], NULL), ==, 0);
         g_string_free(fair.order, TRUE);

@@ -90,6 +90,30 @@ const CommandInfo commands[_CMD_MAX] = {
         [CMD_MONITOR] = { "monitor", "", 0, 0, "Print status changes as they happen",
                           "Prints every job's status changes and I/O errors as they happen, one line each, until\n"
                           "interrupted (Ctrl-C)." },
+        [CMD_BITMAP_ADD] = { "bitmap add", "IMAGE NAME", 2, 2, "Add a persistent dirty bitmap to a qcow2 IMAGE",
+                             "Adds the persistent dirty bitmap NAME to the qcow2 image IMAGE, empty; from now on it\n"
+                             "records every write to IMAGE (by QEMU, qemu-img, or blockjobd's jobs), unless --disabled.\n"
+                             "--granularity= is the size each bit stands for (a power of 2, 512 to 2G; default, as\n"
+                             "QEMU picks it, the cluster size within 4K to 64K). IMAGE is opened with the caller's\n"
+                             "rights and must not be in use (a running QEMU, or a job that writes it)." },
+        [CMD_BITMAP_REMOVE] = { "bitmap remove", "IMAGE NAME", 2, 2, "Remove a bitmap from IMAGE",
+                                "Removes the bitmap NAME from IMAGE (an inconsistent one too)." },
+        [CMD_BITMAP_CLEAR] = { "bitmap clear", "IMAGE NAME", 2, 2, "Clear a bitmap: nothing marked any more",
+                               "Clears the bitmap NAME of IMAGE: no range is marked any more." },
+        [CMD_BITMAP_ENABLE] = { "bitmap enable", "IMAGE NAME", 2, 2, "Let a bitmap record writes again",
+                                "Enables the bitmap NAME of IMAGE: it records writes again." },
+        [CMD_BITMAP_DISABLE] = { "bitmap disable", "IMAGE NAME", 2, 2, "Stop a bitmap from recording writes",
+                                 "Disables the bitmap NAME of IMAGE: it keeps what it marks and records nothing\n"
+                                 "more." },
+        [CMD_BITMAP_MERGE] = { "bitmap merge", "IMAGE TARGET SOURCE...", 3, 0, "Mark in TARGET what the SOURCE bitmaps mark",
+                               "Marks in the bitmap TARGET of IMAGE every range that one of the SOURCE bitmaps marks\n"
+                               "(QEMU's block-dirty-bitmap-merge)." },
+        [CMD_BITMAP_LIST] = { "bitmap list", "IMAGE", 1, 1, "List IMAGE's bitmaps: granularity, dirty bytes, flags",
+                              "Lists the persistent bitmaps of IMAGE, as qemu-img info orders them: the name, the\n"
+                              "granularity, how much of the disk is marked (dirty), and the flags: auto (records\n"
+                              "writes) or disabled, in-use, inconsistent (cannot be used; remove it). Sizes in units\n"
+                              "(--bytes: exact bytes); --json prints a list of objects with the keys name,\n"
+                              "granularity, dirty and flags." },
         [CMD_HELP] = { "help", "COMMAND", 0, 1, "Show a command's help",
                        "Shows a command's help: what it does and the options it takes." },
 };
@@ -133,6 +157,7 @@ enum {
         OPT_BITMAP_MODE,
         OPT_TARGET_BACKING,
         OPT_TARGET_BACKING_FORMAT,
+        OPT_DISABLED,
 };
 
 typedef struct OptionInfo {
@@ -152,9 +177,10 @@ static const OptionInfo options[] = {
         { OPT_NO_ASK_PASSWORD, "no-ask-password", 0, NULL, ALL_COMMANDS,
           "Do not let polkit ask for a password (no agent, no\ninteractive authorization)" },
         { OPT_JSON, "json", 0, NULL,
-          M(LIST) | M(STATUS) | M(MONITOR) | M(WAIT) | CMDS_CREATE | FOLLOW_VERBS,
-          "Print JSON (list, status, monitor, a new job's id, the\nresult of --wait and wait); not with --follow" },
-        { OPT_BYTES, "bytes", 0, NULL, M(LIST) | M(STATUS), "Show sizes and speeds in exact bytes (list, status)" },
+          M(LIST) | M(STATUS) | M(MONITOR) | M(WAIT) | CMDS_CREATE | FOLLOW_VERBS | M(BITMAP_LIST),
+          "Print JSON (list, status, monitor, a new job's id, the\nresult of --wait and wait, bitmap list); not with\n--follow" },
+        { OPT_BYTES, "bytes", 0, NULL, M(LIST) | M(STATUS) | M(BITMAP_LIST),
+          "Show sizes and speeds in exact bytes (list, status,\nbitmap list)" },
         { OPT_FOLLOW, "follow", 'f', NULL, FOLLOWABLE,
           "Show the job's progress until it ends; the exit status\ntells whether it succeeded" },
         { OPT_WAIT, "wait", 0, NULL, CMDS_CREATE | FOLLOW_VERBS | M(PAUSE),
@@ -181,7 +207,8 @@ static const OptionInfo options[] = {
           "The SOURCE's format, instead of guessing it from its\ncontent; needed to follow a qcow2 SOURCE's backing files\n(backup, mirror)" },
         { OPT_COMPLETION_MODE, "completion-mode", 0, "individual|grouped", M(BACKUP),
           "Several SOURCE TARGET pairs: each job on its own, or\nall succeed or fail together (backup)" },
-        { OPT_GRANULARITY, "granularity", 0, "BYTES", M(MIRROR), "Change tracking unit (mirror)" },
+        { OPT_GRANULARITY, "granularity", 0, "BYTES", M(MIRROR) | M(BITMAP_ADD),
+          "Change tracking unit (mirror, bitmap add)" },
         { OPT_BUF_SIZE, "buf-size", 0, "BYTES", M(MIRROR), "Bytes read per step at most (mirror; default 4M)" },
         { OPT_IMAGE_FORMAT, "image-format", 0, "qcow2", CHAIN, "The IMAGE's format (commit, stream)" },
         { OPT_BASE_FORMAT, "base-format", 0, "raw|qcow2", CHAIN,
@@ -205,6 +232,7 @@ static const OptionInfo options[] = {
           "Make the qcow2 TARGET an overlay of an earlier backup,\nrecorded as given (relative: to TARGET's directory)\n(backup)" },
         { OPT_TARGET_BACKING_FORMAT, "target-backing-format", 0, "raw|qcow2", M(BACKUP),
           "The format of the target's backing file (backup)" },
+        { OPT_DISABLED, "disabled", 0, NULL, M(BITMAP_ADD), "The new bitmap records nothing until enabled (bitmap add)" },
 };
 
 static const OptionInfo *option_by_id(int id) {
@@ -270,7 +298,10 @@ static void print_command(const CommandInfo *c) {
         char left[80];
 
         snprintf(left, sizeof(left), "  %s%s%s", c->name, *c->synopsis ? " " : "", c->synopsis);
-        printf("%-25s %s\n", left, c->summary);
+        if (strlen(left) < 25)
+                printf("%-25s %s\n", left, c->summary);
+        else
+                printf("%s\n%26s%s\n", left, "", c->summary);
 }
 
 void help(void) {
@@ -294,9 +325,53 @@ static const CommandInfo *command_by_name(const char *name) {
         return NULL;
 }
 
+#define BITMAP_SUBCOMMANDS "add, remove, clear, enable, disable, merge, list"
+
+/* The command that argv[*i] starts: one word, or "bitmap" and its subcommand (*i is moved past
+ * it). NULL, said, for none. */
+static const CommandInfo *command_from_argv(char *argv[], int argc, int *i) {
+        const CommandInfo *c;
+
+        if (!streq(argv[*i], "bitmap")) {
+                c = command_by_name(argv[*i]);
+                if (!c) {
+                        _cleanup_free_ char *e = esc(argv[*i]);
+                        log_usage("Unknown command '%s'; see --help.", e);
+                }
+                return c;
+        }
+        if (*i + 1 >= argc) {
+                log_usage("'bitmap' takes a subcommand: " BITMAP_SUBCOMMANDS "; see --help.");
+                return NULL;
+        }
+        _cleanup_free_ char *name = NULL;
+        if (asprintf(&name, "bitmap %s", argv[*i + 1]) < 0)
+                oom();
+        c = command_by_name(name);
+        if (!c) {
+                _cleanup_free_ char *e = esc(argv[*i + 1]);
+                log_usage("Unknown bitmap command '%s': one of " BITMAP_SUBCOMMANDS "; see --help.", e);
+                return NULL;
+        }
+        (*i)++;
+        return c;
+}
+
 int help_command(const char *name) {
         const CommandInfo *c = command_by_name(name);
         Command cmd;
+
+        if (streq(name, "bitmap")) {
+                printf("%s bitmap SUBCOMMAND ... [OPTIONS...]\n\n"
+                       "Manage the persistent dirty bitmaps of a qcow2 image, as QEMU's\n"
+                       "block-dirty-bitmap-* commands do, while no QEMU has it open:\n\n",
+                       program_invocation_short_name);
+                for (size_t i = 0; i < _CMD_MAX; i++)
+                        if (CMDS_BITMAP & CMD_MASK(i))
+                                print_command(&commands[i]);
+                printf("\nSee '%s help bitmap SUBCOMMAND' for its options.\n", program_invocation_short_name);
+                return 0;
+        }
 
         if (!c) {
                 _cleanup_free_ char *e = esc(name);
@@ -548,7 +623,7 @@ int parse_argv(int argc, char *argv[]) {
                         if (r < 0)
                                 return r;
                         if (v > UINT32_MAX)
-                                return log_usage("Invalid --granularity=%s: at most 64M.", optarg);
+                                return log_usage("Invalid --granularity=%s: too large.", optarg);
                         arg.granularity = (uint32_t) v;
                         break;
                 case OPT_BUF_SIZE:
@@ -591,6 +666,9 @@ int parse_argv(int argc, char *argv[]) {
                         if (r < 0)
                                 return r;
                         break;
+                case OPT_DISABLED:
+                        arg.disabled = true;
+                        break;
                 case OPT_CHAIN_FD:
                         if (arg.n_chain_fds >= ELEMENTSOF(arg.chain_fds))
                                 return log_usage("Too many --chain-fd=.");
@@ -611,21 +689,27 @@ int parse_argv(int argc, char *argv[]) {
                 }
                 return log_usage("Give a command; see --help.");
         }
-        const CommandInfo *cmd = command_by_name(argv[optind]);
-        if (!cmd) {
-                _cleanup_free_ char *e = esc(argv[optind]);
-                return log_usage("Unknown command '%s'; see --help.", e);
-        }
+        if (want_help && streq(argv[optind], "bitmap") && optind + 1 >= argc)
+                return help_command("bitmap") < 0 ? -EINVAL : 0;
+        int first = optind;
+        const CommandInfo *cmd = command_from_argv(argv, argc, &first);
+        if (!cmd)
+                return -EINVAL;
         arg.command = (Command) (cmd - commands);
-        arg.args = argv + optind + 1;
-        arg.n_args = (unsigned) (argc - optind - 1);
+        arg.args = argv + first + 1;
+        arg.n_args = (unsigned) (argc - first - 1);
 
         if (want_help || arg.command == CMD_HELP) {
                 if (arg.command != CMD_HELP || want_help)
                         command_help = cmd->name;
                 else if (arg.n_args == 1)
                         command_help = arg.args[0];
-                else if (arg.n_args > 1)
+                else if (arg.n_args == 2 && streq(arg.args[0], "bitmap")) {
+                        /* "help bitmap add" */
+                        static char name[32];
+                        snprintf(name, sizeof(name), "bitmap %.20s", arg.args[1]);
+                        command_help = name;
+                } else if (arg.n_args > 1)
                         return log_usage("'help' takes one command.");
                 if (!command_help) {
                         help();
@@ -642,7 +726,9 @@ int parse_argv(int argc, char *argv[]) {
                                          cmd->min_args == 1 ? "" : "s", *cmd->synopsis ? cmd->synopsis : "none",
                                          program_invocation_short_name, cmd->name);
                 return log_usage("'%s' takes %s%s; see '%s help %s'.", cmd->name, cmd->synopsis,
-                                 arg.command == CMD_BACKUP ? " (and more SOURCE TARGET pairs)" : " (one or more)",
+                                 arg.command == CMD_BACKUP         ? " (and more SOURCE TARGET pairs)"
+                                 : arg.command == CMD_BITMAP_MERGE ? ""
+                                                                   : " (one or more)",
                                  program_invocation_short_name, cmd->name);
         }
         if (arg.command == CMD_BACKUP && arg.n_args % 2 != 0)

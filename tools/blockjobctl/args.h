@@ -23,15 +23,26 @@ typedef enum Command {
         CMD_DISMISS,
         CMD_SET_SPEED,
         CMD_MONITOR,
+        CMD_BITMAP_ADD,
+        CMD_BITMAP_REMOVE,
+        CMD_BITMAP_CLEAR,
+        CMD_BITMAP_ENABLE,
+        CMD_BITMAP_DISABLE,
+        CMD_BITMAP_MERGE,
+        CMD_BITMAP_LIST,
         CMD_HELP,
         _CMD_MAX,
 } Command;
 
 #define CMD_MASK(c) (1U << (c))
 #define CMDS_CREATE (CMD_MASK(CMD_BACKUP) | CMD_MASK(CMD_MIRROR) | CMD_MASK(CMD_COMMIT) | CMD_MASK(CMD_STREAM))
+#define CMDS_BITMAP                                                                                      \
+        (CMD_MASK(CMD_BITMAP_ADD) | CMD_MASK(CMD_BITMAP_REMOVE) | CMD_MASK(CMD_BITMAP_CLEAR) |           \
+         CMD_MASK(CMD_BITMAP_ENABLE) | CMD_MASK(CMD_BITMAP_DISABLE) | CMD_MASK(CMD_BITMAP_MERGE) |       \
+         CMD_MASK(CMD_BITMAP_LIST))
 
 typedef struct CommandInfo {
-        const char *name;
+        const char *name;               /* "bitmap add": a command and its subcommand, two words */
         const char *synopsis;           /* its arguments, as --help shows them */
         unsigned min_args, max_args;    /* not counting the command; max 0 for no limit */
         const char *summary;            /* the line of --help */
@@ -64,6 +75,7 @@ typedef struct Arguments {
         char *top, *base;               /* made absolute */
         const char *backing_file;
         uint32_t granularity;
+        bool disabled;
         uint64_t buf_size;
         bool buf_size_set;
         int source_fd, target_fd, image_fd;     /* -1: not given */

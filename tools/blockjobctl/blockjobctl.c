@@ -2,7 +2,7 @@
 
 /* blockjobctl: the command-line client of blockjobd, in the spirit of systemctl, importctl and
  * busctl. The parts: args.c (the command line, as tables), create.c, job-verbs.c, show.c and
- * monitor.c (the commands), watch.c (following jobs to their result), progress.c (the display),
+ * monitor.c (the commands), bitmap.c (bitmap ...), watch.c (following jobs to their result), progress.c (the display),
  * polkit-agent.c, paths.c, units.c. */
 
 #include "args.h"
@@ -29,6 +29,13 @@ static const VerbFunction verb_functions[_CMD_MAX] = {
         [CMD_DISMISS] = verb_job,
         [CMD_SET_SPEED] = verb_job,
         [CMD_MONITOR] = verb_monitor,
+        [CMD_BITMAP_ADD] = verb_bitmap,
+        [CMD_BITMAP_REMOVE] = verb_bitmap,
+        [CMD_BITMAP_CLEAR] = verb_bitmap,
+        [CMD_BITMAP_ENABLE] = verb_bitmap,
+        [CMD_BITMAP_DISABLE] = verb_bitmap,
+        [CMD_BITMAP_MERGE] = verb_bitmap,
+        [CMD_BITMAP_LIST] = verb_bitmap,
 };
 
 int main(int argc, char *argv[]) {

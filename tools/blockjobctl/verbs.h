@@ -11,3 +11,4 @@ int verb_create(sd_bus *bus);           /* create.c */
 int verb_job(sd_bus *bus);              /* job-verbs.c: pause ... set-speed */
 int verb_wait(sd_bus *bus);
 int verb_monitor(sd_bus *bus);          /* monitor.c */
+int verb_bitmap(sd_bus *bus);           /* bitmap.c: bitmap add ... list */

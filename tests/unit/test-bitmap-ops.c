@@ -1,0 +1,390 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The job factory's bitmap operations (bitmap-ops.h), on the real loop, worker pool and
+ * blockjobd-opener ($BLOCKJOBD_OPENER), against qemu-img as the oracle: what they change is what
+ * qemu-img info then sees, what they list is what qemu-img made; raw images, missing bitmaps,
+ * files a job of ours has, files a running qemu-io holds, and files the caller may not open are
+ * refused with the right kind and text. */
+
+#include <glib/gstdio.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "bitmap-ops.h"
+#include "event-loop.h"
+#include "file-identity.h"
+#include "qemu-oracle.h"
+#include "reservations.h"
+
+typedef struct Fixture {
+        TestLoop loop;
+        JobFactory *factory;
+        char *dir;
+} Fixture;
+
+typedef struct Result {
+        bool done;
+        int r;
+        BitmapOpError kind;
+        char *message;
+        BitmapListEntry *list;
+        size_t n_list;
+} Result;
+
+static void fixture_setup(Fixture *f, gconstpointer data) {
+        test_loop_init(&f->loop, 2, NULL, NULL);
+        g_assert_cmpint(job_factory_new(f->loop.event, f->loop.pool, f->loop.registry, &f->factory), ==, 0);
+        f->dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
+        g_assert_nonnull(f->dir);
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data) {
+        g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
+        g_assert_cmpint(system(cmd), ==, 0);
+        job_factory_free(f->factory);
+        test_loop_done(&f->loop);
+        g_free(f->dir);
+}
+
+static char *path(Fixture *f, const char *name) {
+        return g_build_filename(f->dir, name, NULL);
+}
+
+static void on_done(BitmapOp *op, int r, BitmapOpError kind, const char *message, void *userdata) {
+        Result *res = userdata;
+        const BitmapListEntry *l;
+        size_t n;
+
+        res->done = true;
+        res->r = r;
+        res->kind = kind;
+        res->message = g_strdup(message);
+        if (r >= 0 && bitmap_op_request(op)->type == BITMAP_OP_LIST) {
+                l = bitmap_op_list(op, &n);
+                res->list = g_new0(BitmapListEntry, MAX(n, 1U));
+                for (size_t i = 0; i < n; i++) {
+                        res->list[i] = l[i];
+                        res->list[i].name = g_strdup(l[i].name);
+                }
+                res->n_list = n;
+        }
+        bitmap_op_free(op);
+}
+
+static void result_done(Result *res) {
+        for (size_t i = 0; i < res->n_list; i++)
+                g_free(res->list[i].name);
+        g_free(res->list);
+        g_free(res->message);
+        *res = (Result) {};
+}
+
+/* Runs one operation as 'uid' (root: 0) to its end. */
+static void run_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, const char *name,
+                   const char *const *sources, uint32_t granularity, bool disabled, Result *res) {
+        BitmapRequest q = {
+                .type = type,
+                .image = image ? strdup(image) : NULL,
+                .name = name ? strdup(name) : NULL,
+                .granularity = granularity,
+                .disabled = disabled,
+        };
+        JobCaller caller = { .uid = uid, .groups_unknown = true };
+        g_autofree char *error = NULL;
+        BitmapOp *op = NULL;
+
+        for (; sources && sources[q.n_sources]; q.n_sources++)
+                ;
+        if (q.n_sources > 0) {
+                q.sources = calloc(q.n_sources, sizeof(char *));
+                for (size_t i = 0; i < q.n_sources; i++)
+                        q.sources[i] = strdup(sources[i]);
+        }
+
+        *res = (Result) {};
+        g_assert_cmpint(bitmap_op_new(f->factory, &caller, &q, &op, &error), ==, 0);
+        g_assert_cmpint(bitmap_op_start(op, on_done, res), ==, 0);
+        for (unsigned i = 0; !res->done; i++) {
+                g_assert_cmpuint(i, <, 10000);
+                test_loop_iterate(&f->loop);
+        }
+}
+
+static void run(Fixture *f, BitmapOpType type, const char *image, const char *name, Result *res) {
+        run_as(f, 0, type, image, name, NULL, 0, false, res);
+}
+
+static void assert_ok(Result *res) {
+        if (res->r < 0)
+                g_error("operation failed (%d, kind %d): %s", res->r, res->kind, res->message);
+}
+
+static void assert_fails(Result *res, BitmapOpError kind, const char *message) {
+        if (res->r >= 0)
+                g_error("operation succeeded, expected: %s", message);
+        g_assert_cmpint(res->kind, ==, kind);
+        if (!strstr(res->message, message))
+                g_error("message '%s' does not say '%s'", res->message, message);
+}
+
+/* `qemu-img info`'s bitmaps, as "name:granularity:flag,flag" each, space-separated. */
+static const char oracle_script[] =
+        "import json, subprocess, sys\n"
+        "d = json.loads(subprocess.check_output(['qemu-img', 'info', '-U', '--output=json', sys.argv[1]]))\n"
+        "bitmaps = d.get('format-specific', {}).get('data', {}).get('bitmaps', [])\n"
+        "print(' '.join('%s:%d:%s' % (b['name'], b['granularity'], ','.join(b['flags'])) for b in bitmaps), end='')\n";
+
+static char *oracle_bitmaps(const char *image) {
+        g_autofree char *script = g_shell_quote(oracle_script);
+        return oracle_run("/usr/bin/python3 -c %s %s", script, image);
+}
+
+static void assert_clean(const char *image) {
+        g_autofree char *out = NULL, *err = NULL;
+        if (oracle_try(&out, &err, "qemu-img check -U %s", image) != 0)
+                g_error("qemu-img check %s: %s%s", image, out, err);
+}
+
+static void test_change_and_list(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "a.qcow2"), *bm = NULL;
+        Result res;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 4M", img));
+
+        /* Added as asked; qemu-img sees it, and the image stays clean. */
+        run_as(f, 0, BITMAP_OP_ADD, img, "b0", NULL, 0, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        run_as(f, 0, BITMAP_OP_ADD, img, "b1", NULL, 4096, true, &res);
+        assert_ok(&res);
+        result_done(&res);
+        bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "b0:65536:auto b1:4096:");
+        assert_clean(img);
+
+        /* qemu-io records its writes in the enabled bitmap; the listing counts them. */
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write 0 100k' -c 'write 1M 1' %s", img));
+        run(f, BITMAP_OP_LIST, img, NULL, &res);
+        assert_ok(&res);
+        g_assert_cmpuint(res.n_list, ==, 2);
+        g_assert_cmpstr(res.list[0].name, ==, "b0");
+        g_assert_cmpuint(res.list[0].granularity, ==, 65536);
+        g_assert_cmpuint(res.list[0].dirty, ==, 3 * 65536);
+        g_assert_cmpuint(res.list[0].flags, ==, IMAGE_BITMAP_AUTO);
+        g_assert_cmpstr(res.list[1].name, ==, "b1");
+        g_assert_cmpuint(res.list[1].dirty, ==, 0);
+        g_assert_cmpuint(res.list[1].flags, ==, 0);
+        result_done(&res);
+
+        /* Merge, enable, disable, clear, remove: as qemu-img then sees them. */
+        run_as(f, 0, BITMAP_OP_MERGE, img, "b1", (const char *const[]) { "b0", NULL }, 0, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        run(f, BITMAP_OP_ENABLE, img, "b1", &res);
+        assert_ok(&res);
+        result_done(&res);
+        run(f, BITMAP_OP_DISABLE, img, "b0", &res);
+        assert_ok(&res);
+        result_done(&res);
+        g_free(bm);
+        bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "b0:65536: b1:4096:auto");
+        run(f, BITMAP_OP_LIST, img, NULL, &res);
+        assert_ok(&res);
+        /* b0's granules, 64 KiB each, become sixteen of b1's each. */
+        g_assert_cmpuint(res.list[1].dirty, ==, 3 * 65536);
+        result_done(&res);
+        run(f, BITMAP_OP_CLEAR, img, "b1", &res);
+        assert_ok(&res);
+        result_done(&res);
+        run(f, BITMAP_OP_REMOVE, img, "b0", &res);
+        assert_ok(&res);
+        result_done(&res);
+        g_free(bm);
+        bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "b1:4096:auto");
+        run(f, BITMAP_OP_LIST, img, NULL, &res);
+        assert_ok(&res);
+        g_assert_cmpuint(res.n_list, ==, 1);
+        g_assert_cmpuint(res.list[0].dirty, ==, 0);
+        result_done(&res);
+        assert_clean(img);
+}
+
+static void test_errors(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "a.qcow2"), *raw = path(f, "a.raw"), *v2 = path(f, "v2.qcow2");
+        g_autofree char *missing = path(f, "none.qcow2");
+        Result res;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
+        g_free(oracle_run("qemu-img bitmap --add %s b", img));
+        g_free(oracle_run("qemu-img create -q -f raw %s 1M", raw));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -o compat=0.10 %s 1M", v2));
+
+        run(f, BITMAP_OP_REMOVE, img, "nope", &res);
+        assert_fails(&res, BITMAP_OP_ERROR_BITMAP, "Dirty bitmap 'nope' not found");
+        g_assert_cmpint(res.r, ==, -ENOENT);
+        result_done(&res);
+        run(f, BITMAP_OP_ADD, img, "b", &res);
+        assert_fails(&res, BITMAP_OP_ERROR_BITMAP, "Bitmap already exists: b");
+        result_done(&res);
+        run(f, BITMAP_OP_ADD, raw, "b", &res);
+        assert_fails(&res, BITMAP_OP_ERROR_BITMAP, "it is not a qcow2 image");
+        result_done(&res);
+        run(f, BITMAP_OP_LIST, raw, NULL, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_BITMAP, "is not a qcow2 image");
+        result_done(&res);
+        run(f, BITMAP_OP_ADD, v2, "b", &res);
+        assert_fails(&res, BITMAP_OP_ERROR_BITMAP, "Cannot store dirty bitmaps in qcow2 v2 files");
+        result_done(&res);
+        /* A v2 image can hold none: listed as empty, as qemu-img info shows it. */
+        run(f, BITMAP_OP_LIST, v2, NULL, &res);
+        assert_ok(&res);
+        g_assert_cmpuint(res.n_list, ==, 0);
+        result_done(&res);
+        run(f, BITMAP_OP_LIST, missing, NULL, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_IMAGE, "none.qcow2");
+        g_assert_cmpint(res.r, ==, -ENOENT);
+        result_done(&res);
+
+        /* Nothing was changed by the refusals. */
+        g_autofree char *bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "b:65536:auto");
+        g_autofree char *info = oracle_run("qemu-img info -U %s", raw);
+        g_assert_nonnull(strstr(info, "file format: raw"));
+}
+
+/* A file a job of ours writes is refused, naming the job, before anything is opened for
+ * writing; one a job only reads may be listed but not changed. */
+static void test_reserved(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "a.qcow2"), *message = NULL;
+        Reservations *reservations = job_factory_reservations(f->factory);
+        Result res;
+        int fd;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
+        fd = open(img, O_RDONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+
+        for (int write = 1; write >= 0; write--) {
+                FileClaim c = { .write = write, .label = strdup(img) };
+                g_assert_cmpint(file_identity(fd, &c.id), ==, 0);
+                ReservationSet *job = reservation_set_new(reservations);
+                g_assert_cmpint(reservation_set_add(job, &c, 1), ==, 0);
+                g_assert_cmpint(reservation_set_commit(job, "commit0", "commit"), ==, 0);
+
+                run(f, BITMAP_OP_ADD, img, "b", &res);
+                g_autofree char *expected = g_strdup_printf("Image '%s' is in use by job 'commit0' (commit)", img);
+                assert_fails(&res, BITMAP_OP_ERROR_IN_USE, expected);
+                g_assert_cmpint(res.r, ==, -ETXTBSY);
+                result_done(&res);
+
+                run(f, BITMAP_OP_LIST, img, NULL, &res);
+                if (write)
+                        assert_fails(&res, BITMAP_OP_ERROR_IN_USE, "is written by job 'commit0' (commit)");
+                else
+                        assert_ok(&res);
+                result_done(&res);
+                reservation_set_free(job);
+        }
+        close(fd);
+
+        /* And free again. */
+        run(f, BITMAP_OP_ADD, img, "b", &res);
+        assert_ok(&res);
+        result_done(&res);
+}
+
+/* A file another process (qemu-io, as a running QEMU) holds: refused by QEMU's locks, changes and
+ * listings alike while it writes; a reader lets others list, not change. */
+static void test_locked(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "a.qcow2");
+        GSubprocess *holder;
+        Result res;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
+        g_free(oracle_run("qemu-img bitmap --add %s b", img));
+
+        holder = oracle_qemu_io_hold(img, "qcow2", false);
+        run(f, BITMAP_OP_CLEAR, img, "b", &res);
+        assert_fails(&res, BITMAP_OP_ERROR_IN_USE, "is in use by another process");
+        result_done(&res);
+        run(f, BITMAP_OP_LIST, img, NULL, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_IN_USE, "is in use by another process");
+        result_done(&res);
+        oracle_qemu_io_release(holder);
+
+        holder = oracle_qemu_io_hold(img, "qcow2", true);
+        run(f, BITMAP_OP_REMOVE, img, "b", &res);
+        assert_fails(&res, BITMAP_OP_ERROR_IN_USE, "is in use by another process");
+        result_done(&res);
+        run(f, BITMAP_OP_LIST, img, NULL, &res);
+        assert_ok(&res);
+        g_assert_cmpuint(res.n_list, ==, 1);
+        result_done(&res);
+        oracle_qemu_io_release(holder);
+
+        g_autofree char *bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "b:65536:auto");
+}
+
+/* Opened with the caller's rights: nobody may not change root's image, nor list one it cannot
+ * read. */
+static void test_callers_rights(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "a.qcow2");
+        Result res;
+
+        if (getuid() != 0) {
+                g_test_skip("needs root, to act as nobody");
+                return;
+        }
+        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
+        g_assert_cmpint(chmod(img, 0644), ==, 0);
+
+        run_as(f, 65534, BITMAP_OP_ADD, img, "b", NULL, 0, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_IMAGE, "Permission denied");
+        g_assert_cmpint(res.r, ==, -EACCES);
+        result_done(&res);
+        run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        g_assert_cmpint(chmod(img, 0600), ==, 0);
+        run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_IMAGE, "Permission denied");
+        result_done(&res);
+}
+
+static void test_checks(void) {
+        g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+        char name[BITMAP_NAME_MAX + 2];
+
+        memset(name, 'x', sizeof(name) - 1);
+        name[sizeof(name) - 1] = 0;
+        g_assert_cmpint(bitmap_check_name("", &e1), ==, -EINVAL);
+        g_assert_cmpstr(e1, ==, "Bitmap name cannot be empty");
+        g_assert_cmpint(bitmap_check_name(name, &e2), ==, -EINVAL);
+        g_assert_nonnull(strstr(e2, "Bitmap name too long"));
+        name[BITMAP_NAME_MAX] = 0;
+        g_assert_cmpint(bitmap_check_name(name, NULL), ==, 0);
+        g_assert_cmpint(bitmap_check_granularity(0, NULL), ==, 0);
+        g_assert_cmpint(bitmap_check_granularity(512, NULL), ==, 0);
+        g_assert_cmpint(bitmap_check_granularity(UINT32_C(1) << 31, NULL), ==, 0);
+        g_assert_cmpint(bitmap_check_granularity(256, &e3), ==, -EINVAL);
+        g_assert_cmpstr(e3, ==, "Granularity must be power of 2 and at least 512");
+        g_assert_cmpint(bitmap_check_granularity(3 * 512, NULL), ==, -EINVAL);
+}
+
+int main(int argc, char *argv[]) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add_func("/bitmap-ops/checks", test_checks);
+        if (!oracle_available() || !g_getenv("BLOCKJOBD_OPENER"))
+                return g_test_run();
+#define T(name, fn) g_test_add(name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+        T("/bitmap-ops/change-and-list", test_change_and_list);
+        T("/bitmap-ops/errors", test_errors);
+        T("/bitmap-ops/reserved", test_reserved);
+        T("/bitmap-ops/locked", test_locked);
+        T("/bitmap-ops/callers-rights", test_callers_rights);
+        return g_test_run();
+}
