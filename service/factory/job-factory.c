@@ -830,14 +830,31 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The opener's refusal of a probed qcow2 target-backing that has a backing file names the
+ * option that gives the format: target-backing-format there, not source-format. */
+static char *backing_message(const char *error) {
+        static const char hint[] = "pass source-format=";
+        const char *p = error ? strstr(error, hint) : NULL;
+        char *s;
+
+        if (!p)
+                return NULL;
+        if (asprintf(&s, "%.*spass target-backing-format=%s", (int) (p - error), error, p + strlen(hint)) < 0)
+                return NULL;
+        return s;
+}
+
 static void on_opened(OpenerCall *call, int r, bool ours, const char *error, void *userdata) {
         JobCreation *c = userdata;
+        bool backing = false;
 
         for (size_t i = 0; i < c->n; i++) {
                 if (c->openers[i] == call)
                         c->openers[i] = opener_call_free(call);
-                if (c->backing_openers[i] == call)
+                if (c->backing_openers[i] == call) {
                         c->backing_openers[i] = opener_call_free(call);
+                        backing = true;
+                }
         }
         assert(c->openers_running > 0);
         c->openers_running--;
@@ -851,7 +868,8 @@ static void on_opened(OpenerCall *call, int r, bool ours, const char *error, voi
                 return;
         }
         if (r < 0) {
-                creation_finish(c, r, JOB_CREATION_ERROR_IMAGE, error);
+                _cleanup_free_ char *message = backing ? backing_message(error) : NULL;
+                creation_finish(c, r, JOB_CREATION_ERROR_IMAGE, message ?: error);
                 return;
         }
         creation_open_next(c);

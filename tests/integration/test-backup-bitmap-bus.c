@@ -152,11 +152,27 @@ static void test_chain(BusFixture *f, gconstpointer data) {
 
         g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x22 1M 100k' -c 'write -P 0x23 7M 64k' %s", disk));
         g_autofree char *t1 = snapshot(f, disk, "t1.raw");
-        g_assert_cmpuint(backup(f, disk, inc1, "inc1", incremental("full.qcow2")), ==, 3 * 64 * KiB);
+        /* full.qcow2 has no backing file: its format may be left to be read from it. */
+        g_assert_cmpuint(backup(f, disk, inc1, "inc1",
+                                bus_opts("sync", S("incremental"), "bitmap", S("b0"), "target-backing", S("full.qcow2"),
+                                         NULL)),
+                         ==, 3 * 64 * KiB);
+        g_autofree char *info1 = oracle_run("qemu-img info -U --output=json %s", inc1);
+        g_assert_nonnull(strstr(info1, "\"backing-filename-format\": \"qcow2\""));
         assert_reads_as(inc1, t1);
         g_assert_cmpuint(own_bytes(inc1), ==, 3 * 64 * KiB);
 
         g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x33 3M 4k' %s", disk));
+        /* inc1.qcow2 has one: guessing its format is refused, as for any probed qcow2 chain. */
+        g_autofree char *message = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Backup",
+                                                  g_variant_new("(ss@a{sv})", disk, inc2,
+                                                                with_format(bus_opts("sync", S("incremental"), "bitmap",
+                                                                                     S("b0"), "target-backing",
+                                                                                     S("inc1.qcow2"), NULL))),
+                                                  ERR_INVALID_ARGS);
+        g_assert_nonnull(strstr(message, "looks like a qcow2 image with backing file"));
+        g_assert_nonnull(strstr(message, "pass target-backing-format=qcow2"));
+        g_assert_false(g_file_test(inc2, G_FILE_TEST_EXISTS));
         g_autofree char *t2 = snapshot(f, disk, "t2.raw");
         g_assert_cmpuint(backup(f, disk, inc2, "inc2", incremental("inc1.qcow2")), ==, 64 * KiB);
         assert_reads_as(inc2, t2);
