@@ -217,30 +217,42 @@ void copy_io_write_behind(CopyIo *c, uint64_t offset, uint64_t length) {
  * a negative errno and the image it is about. */
 
 static int copy_read_write(CopyIo *c, uint64_t offset, uint64_t length, uint64_t *ret_done, Image **ret_failed) {
-        uint64_t n = MIN(length, c->chunk);
+        /* A piece holds whole granules (a qcow2 target's clusters): a cluster written in two
+         * parts would be allocated, filled and written by the first and rewritten by the second. */
+        uint64_t n = MIN(length, c->chunk), piece = MIN(n, MAX((uint64_t) COPY_IO_PIECE, (uint64_t) c->granule));
         void *buf;
         int r;
 
-        buf = copy_io_buffer((size_t) n);
+        buf = copy_io_buffer((size_t) piece);
         if (!buf) {
                 *ret_failed = NULL;
                 return -ENOMEM;
         }
-        /* The next chunk on its way from the device while this one is copied and written; only
-         * within the range asked for (data): read-ahead of a hole fills the page cache with
-         * zeroes, which cost a sparse image more time than its data. */
-        copy_io_read_ahead(c, offset + n, MIN(c->chunk, length - n));
+        /* This chunk (asked for already, but for the first of a range) and the next one on their
+         * way from the device while this one is copied and written; only within the range asked
+         * for (data): read-ahead of a hole fills the page cache with zeroes, which cost a sparse
+         * image more time than its data. */
+        copy_io_read_ahead(c, offset, n + MIN(c->chunk, length - n));
 
-        r = image_read(c->source, buf, offset, (size_t) n);
-        if (r < 0) {
-                *ret_failed = c->source;
-                return r;
-        }
-        c->stats.read += n;
-        r = copy_io_write(c, buf, offset, (size_t) n);
-        if (r < 0) {
-                *ret_failed = c->target;
-                return r;
+        /* A piece at a time, through a buffer that stays in the CPU's cache from the read that
+         * fills it to the zero check and the write that empty it (see COPY_IO_PIECE). */
+        for (uint64_t pos = offset, end = offset + n; pos < end;) {
+                /* Ending on a granule boundary (where the range does not end first). */
+                uint64_t next = (pos + piece) / c->granule * c->granule;
+                size_t k = (size_t) (MIN(end, next > pos ? next : pos + piece) - pos);
+
+                r = image_read(c->source, buf, pos, k);
+                if (r < 0) {
+                        *ret_failed = c->source;
+                        return r;
+                }
+                c->stats.read += k;
+                r = copy_io_write(c, buf, pos, k);
+                if (r < 0) {
+                        *ret_failed = c->target;
+                        return r;
+                }
+                pos += k;
         }
         copy_io_write_behind(c, offset, n);
         *ret_done = n;

@@ -5,9 +5,9 @@
  * needs copying (block status, hashes), copy-io decides how.
  *
  * Buffers: no job owns a copy buffer. Each worker thread has one (copy_io_buffer()), aligned,
- * grown to the largest chunk it was asked for and freed when the thread exits: a job that is
- * paused, or throttled between steps, costs its structs and its images' tables only, and the
- * daemon's buffer memory follows its worker threads, not its jobs.
+ * grown to the largest piece (COPY_IO_PIECE) or mirror span it was asked for and freed when the
+ * thread exits: a job that is paused, or throttled between steps, costs its structs and its
+ * images' tables only, and the daemon's buffer memory follows its worker threads, not its jobs.
  *
  * Zero detection, as qemu-img convert and detect-zeroes=unmap do it: what is read is looked at a
  * granule at a time (the target's cluster, 4 KiB at least) and a granule of zeroes is not
@@ -68,6 +68,14 @@
 
 /* Large sequential requests: a chunk is what one read or write moves. */
 #define COPY_IO_CHUNK_DEFAULT (UINT64_C(8) << 20)
+/* Reading and writing moves a chunk a piece at a time, through a buffer of this size: the
+ * device's requests stay as large as the chunk (read-ahead of the whole chunk, write-behind of
+ * several), while the buffer stays in the CPU's cache (1 MiB of L2 here) from the read that fills
+ * it to the write that empties it, instead of being fetched from memory once for each. Measured
+ * on the 1 GiB qcow2 image of tests/bench/jobs (3/4 data), cold cache, 5 runs each in turns on a
+ * busy machine: qcow2 -> qcow2 0.76-1.01 s and 0.19-0.22 s of daemon CPU with 512 KiB pieces,
+ * 1.01-2.94 s and 0.43-2.41 s of CPU with the whole 8 MiB chunk in one buffer. */
+#define COPY_IO_PIECE (UINT64_C(512) << 10)
 /* A clone moves no data; it is bounded so that a huge extent still leaves pause points. */
 #define COPY_IO_CLONE_MAX (UINT64_C(256) << 20)
 /* Write-back is started for this much at a time, at least. */

@@ -64,6 +64,11 @@ struct Image {
         int depth_below;                /* layers below this one */
 
         char *error;
+
+        /* Something was written with image_file_write() since the last image_file_sync() (or the
+         * layer was opened for writing and not synced yet): a flush that finds nothing else to
+         * write needs no sync then. */
+        bool file_unsynced;
 };
 
 extern const ImageOps raw_ops;

@@ -62,6 +62,7 @@ const char *image_error(const Image *img) {
 /* ---- file access --------------------------------------------------------------------------- */
 
 int image_file_write(Image *img, const void *buf, uint64_t offset, size_t length) {
+        img->file_unsynced = true;
         for (size_t done = 0; done < length;) {
                 ssize_t k = pwrite(img->fd, (const uint8_t *) buf + done, length - done, (off_t) (offset + done));
                 if (k < 0 && errno == EINTR)
@@ -77,6 +78,7 @@ int image_file_write(Image *img, const void *buf, uint64_t offset, size_t length
 int image_file_sync(Image *img) {
         if (fdatasync(img->fd) < 0)
                 return image_fail(img, negative_errno(), "Could not flush '%s': %m", img->path);
+        img->file_unsynced = false;
         return 0;
 }
 
@@ -457,6 +459,7 @@ static int open_layer(int fd, bool own, const char *name, ImageFormat format, un
                 return error_message(ret_error, -ENOMEM, "Out of memory");
         img->fd = -EBADF;
         img->flags = flags;
+        img->file_unsynced = flags & IMAGE_OPEN_WRITE;
         img->backing_format = IMAGE_FORMAT_PROBE;
         img->path = strdup(name);
         if (!img->path)

@@ -266,7 +266,7 @@ uint32_t image_bitmap_default_granularity(const Image *img) {
 
 /* The layer's bitmaps, ready to be changed. */
 static int changeable(Image *img, Qcow2 **ret) {
-        Qcow2 *q;
+        Qcow2 *q = NULL;
         int r;
 
         if (!is_qcow2(img))
@@ -394,7 +394,7 @@ int image_bitmap_add(Image *img, const char *name, uint32_t granularity, bool di
         ImageDirtyMap *m = NULL;
         Qcow2Bitmap *list;
         char *new_name;
-        Qcow2 *q;
+        Qcow2 *q = NULL;
         uint32_t n;
         int r;
 
@@ -429,9 +429,9 @@ int image_bitmap_add(Image *img, const char *name, uint32_t granularity, bool di
 }
 
 int image_bitmap_remove(Image *img, const char *name) {
-        Qcow2Bitmap *bm, *list, removed;
+        Qcow2Bitmap *bm = NULL, *list, removed;
         uint32_t n, i;
-        Qcow2 *q;
+        Qcow2 *q = NULL;
         int r;
 
         r = changeable(img, &q);
@@ -455,8 +455,8 @@ int image_bitmap_remove(Image *img, const char *name) {
 
 /* The bitmap's new flags, in a new directory. */
 static int set_flags(Image *img, const char *name, uint32_t clear, uint32_t set) {
-        Qcow2Bitmap *bm, *list;
-        Qcow2 *q;
+        Qcow2Bitmap *bm = NULL, *list;
+        Qcow2 *q = NULL;
         int r;
 
         r = changeable(img, &q);
@@ -498,8 +498,8 @@ static int replace_content(Image *img, Qcow2 *q, Qcow2Bitmap *bm, const ImageDir
 }
 
 int image_bitmap_clear(Image *img, const char *name) {
-        Qcow2Bitmap *bm;
-        Qcow2 *q;
+        Qcow2Bitmap *bm = NULL;
+        Qcow2 *q = NULL;
         int r;
 
         r = changeable(img, &q);
@@ -512,8 +512,8 @@ int image_bitmap_clear(Image *img, const char *name) {
 }
 
 int image_bitmap_replace(Image *img, const char *name, const ImageDirtyMap *m) {
-        Qcow2Bitmap *bm;
-        Qcow2 *q;
+        Qcow2Bitmap *bm = NULL;
+        Qcow2 *q = NULL;
         int r;
 
         r = changeable(img, &q);
@@ -563,8 +563,8 @@ static int load_merged(Image *img, Qcow2 *q, const Qcow2Bitmap *target, const ch
 
 int image_bitmap_merge(Image *img, const char *target, const char *const *sources, size_t n) {
         ImageDirtyMap *m = NULL;
-        Qcow2Bitmap *bm;
-        Qcow2 *q;
+        Qcow2Bitmap *bm = NULL;
+        Qcow2 *q = NULL;
         int r;
 
         r = changeable(img, &q);

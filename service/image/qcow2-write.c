@@ -12,11 +12,14 @@
  * tables) and reach the disk in this order, by image_flush() and whenever a changed L2 table is
  * evicted from the cache:
  *
- *   1. refcount blocks (counting new clusters) are written, then fsync; if the refcount table
- *      changed it is written (at a new place if it grew), then fsync, then the header fields
- *      that name a moved table (one 12-byte write), then fsync;
- *   2. L2 tables are written; if L1 entries changed (new or copied L2 tables): fsync, then the
- *      L1 entries; then fsync, which also makes written data durable;
+ *   1. refcount blocks (counting new clusters), and the new L2 tables that no L1 entry on disk
+ *      names yet (new or copied tables: unreachable, so their order does not matter), are
+ *      written, then fsync; if the refcount table changed it is written (at a new place if it
+ *      grew), then fsync, then the header fields that name a moved table (one 12-byte write),
+ *      then fsync;
+ *   2. the other changed L2 tables and the changed L1 entries are written, then fsync, which
+ *      also makes data written in place durable (no fsync at all if nothing was written since
+ *      the last one);
  *   3. only now are the clusters that the new tables no longer point to freed: their counts
  *      drop, and those refcount blocks are written and synced as in step 1.
  *
@@ -208,6 +211,7 @@ static int l2_for_write(Image *img, Qcow2 *q, uint64_t l1_index, Qcow2CachedTabl
         mark_l1_dirty(q, (uint32_t) l1_index);
         *ret = slot_of(q, entries);
         (*ret)->dirty = true;
+        (*ret)->unreachable = true;
         return 0;
 }
 
@@ -540,39 +544,58 @@ int qcow2_flush(Image *img) {
         if (!q->writable)
                 return 0;
 
-        /* Step 1: counts. */
+        /* Step 1: counts, and with them the new L2 tables: nothing on disk points to those
+         * yet, so they may reach the disk before the counts of what they point to, and the
+         * sync that makes the counts durable makes them durable too. */
+        for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++)
+                if (q->l2_cache[i].dirty && q->l2_cache[i].unreachable) {
+                        r = write_l2(img, q, &q->l2_cache[i]);
+                        if (r < 0)
+                                return r;
+                }
         r = qcow2_flush_refcounts(img, q);
         if (r < 0)
                 return r;
+        l1_changed = q->l1_dirty_min <= q->l1_dirty_max;
+        if (l1_changed && img->file_unsynced) {
+                /* No counts to write: the new tables, durable before the L1 names them. */
+                r = image_file_sync(img);
+                if (r < 0)
+                        return r;
+        }
 
-        /* Step 2: tables, then what points to new tables. */
+        /* Step 2: the tables the disk already points to, and the L1 entries that name the new
+         * ones, in one batch: both point only to what is durable now. */
         for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++)
                 if (q->l2_cache[i].dirty) {
                         r = write_l2(img, q, &q->l2_cache[i]);
                         if (r < 0)
                                 return r;
                 }
-        l1_changed = q->l1_dirty_min <= q->l1_dirty_max;
         if (l1_changed) {
                 size_t n = q->l1_dirty_max - q->l1_dirty_min + 1;
                 _cleanup_free_ uint8_t *raw = malloc(n * 8);
 
                 if (!raw)
                         return image_fail(img, -ENOMEM, "Out of memory");
-                r = image_file_sync(img);
-                if (r < 0)
-                        return r;
                 for (size_t i = 0; i < n; i++)
                         put_be64(raw + 8 * i, q->l1[q->l1_dirty_min + i]);
+                /* Once the write is tried, the disk may point to them, whatever it returns. */
+                for (unsigned i = 0; i < QCOW2_L2_CACHE_TABLES; i++)
+                        q->l2_cache[i].unreachable = false;
                 r = image_file_write(img, raw, q->l1_offset + (uint64_t) q->l1_dirty_min * 8, n * 8);
                 if (r < 0)
                         return r;
                 q->l1_dirty_min = UINT32_MAX;
                 q->l1_dirty_max = 0;
         }
-        r = image_file_sync(img);
-        if (r < 0)
-                return r;
+        /* Data written in place, tables, L1 entries: durable. Nothing written since the last
+         * sync (a second flush, the one on closing after the job's own): nothing to wait for. */
+        if (img->file_unsynced) {
+                r = image_file_sync(img);
+                if (r < 0)
+                        return r;
+        }
 
         /* Step 3: nothing on disk points to the dropped clusters any more. */
         return qcow2_apply_pending_frees(img, q);

@@ -407,6 +407,7 @@ static int get_l2(Image *img, Qcow2 *q, uint64_t offset, bool fresh, uint64_t **
         }
         slot->offset = offset;
         slot->dirty = fresh;
+        slot->unreachable = false;
         slot->last_use = ++q->use_counter;
         *ret = slot->entries;
         return 0;

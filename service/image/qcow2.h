@@ -93,6 +93,7 @@ typedef struct Qcow2CachedTable {
         uint64_t *entries;              /* host byte order */
         uint64_t last_use;
         bool dirty;
+        bool unreachable;               /* new: no L1 entry on disk points to it yet */
 } Qcow2CachedTable;
 
 typedef struct Qcow2CachedRefblock {

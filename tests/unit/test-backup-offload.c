@@ -321,6 +321,57 @@ static void test_zero_detection_qcow2(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(data_bytes, ==, 16 * MiB - (512 * KiB + 2 * MiB));
 }
 
+/* Bytes of [start, end) that the image leaves unallocated. */
+static uint64_t unallocated_in(GArray *map, uint64_t start, uint64_t end) {
+        uint64_t n = 0;
+
+        for (guint i = 0; i < map->len; i++) {
+                OracleExtent *e = &g_array_index(map, OracleExtent, i);
+                uint64_t a = MAX(e->start, start), b = MIN(e->start + e->length, end);
+                if (!e->present && a < b)
+                        n += b - a;
+        }
+        return n;
+}
+
+/* Reading and writing moves a chunk in pieces (COPY_IO_PIECE) of whole target clusters: data
+ * extents that start and end off cluster and piece boundaries, zeroes across a piece's edge,
+ * copied with the default chunk into a qcow2 image, read as the source does, and the zeroes
+ * found (whole clusters only) are left unallocated. */
+static void test_pieces_qcow2(Fixture *f, gconstpointer data) {
+        static const Extent extents[] = {
+                { 4 * KiB, 3 * MiB },                           /* off a cluster boundary */
+                { 5 * MiB + 68 * KiB, 9 * MiB + 4 * KiB },      /* across chunks, ending off one */
+                { 20 * MiB, 64 * KiB },
+        };
+        TestBackupParams bp = { .source = f->source, .target = f->target, .target_format = IMAGE_FORMAT_QCOW2 };
+        uint64_t data_len = 3 * MiB + 9 * MiB + 4 * KiB + 64 * KiB;
+        g_autoptr(GArray) map = NULL;
+        uint8_t zeroes[128 * KiB] = {};
+        CopyIoStats s;
+
+        if (!need_oracle())
+                return;
+        make_sparse_file(f->source, 24 * MiB, extents, G_N_ELEMENTS(extents), 3);
+        /* Zeroes written inside the data: two whole clusters, one each side of the first
+         * piece's end in the second extent (its start plus a piece, down to a cluster:
+         * 5 MiB + 576 KiB); a whole cluster; a cluster's worth off cluster boundaries, which
+         * is no granule of zeroes. */
+        write_at(f->source, 5 * MiB + 512 * KiB, zeroes, 128 * KiB);
+        write_at(f->source, 8 * MiB, zeroes, 64 * KiB);
+        write_at(f->source, 1 * MiB + 4 * KiB, zeroes, 64 * KiB);
+        s = run_backup(f, &bp);
+        g_assert_cmpuint(s.read, ==, data_len);
+        compare(f->source, f->target);
+
+        g_assert_cmpuint(s.zero_skipped, ==, 3 * 64 * KiB);
+        g_assert_cmpuint(s.written, ==, data_len - 3 * 64 * KiB);
+        map = oracle_map(f->target);
+        g_assert_cmpuint(unallocated_in(map, 5 * MiB + 512 * KiB, 5 * MiB + 640 * KiB), ==, 128 * KiB);
+        g_assert_cmpuint(unallocated_in(map, 8 * MiB, 8 * MiB + 64 * KiB), ==, 64 * KiB);
+        g_assert_cmpuint(unallocated_in(map, 0, 3 * MiB + 4 * KiB), ==, 0);
+}
+
 /* sync=top over a backing file: a cluster of the top that holds zeroes must stay zeroes in the
  * copy, which has the same backing file: a zero cluster, not an unallocated one. */
 static void test_zero_clusters_over_backing(Fixture *f, gconstpointer data) {
@@ -510,6 +561,7 @@ int main(int argc, char **argv) {
         OFFLOAD_TEST("/backup-offload/fallback-across-file-systems", test_fallback_across_file_systems);
         OFFLOAD_TEST("/backup-offload/zero-detection-raw", test_zero_detection_raw);
         OFFLOAD_TEST("/backup-offload/zero-detection-qcow2", test_zero_detection_qcow2);
+        OFFLOAD_TEST("/backup-offload/pieces-qcow2", test_pieces_qcow2);
         OFFLOAD_TEST("/backup-offload/zero-clusters-over-backing", test_zero_clusters_over_backing);
         OFFLOAD_TEST("/backup-offload/rate-limit-and-pause", test_rate_limit_and_pause_during_offload);
         OFFLOAD_TEST("/backup-offload/kill-9", test_kill_during_offload);
