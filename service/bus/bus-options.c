@@ -22,6 +22,8 @@
 #define GRANULARITY_MAX (64U << 20)
 /* A qcow2 header holds a backing file name of at most this many bytes (QEMU's bound too). */
 #define BACKING_FILE_MAX 1023U
+/* QEMU's BDRV_BITMAP_MAX_NAME_SIZE. */
+#define BITMAP_NAME_MAX 1023U
 
 /* What the options carried as descriptors, until they are put in order (source-fd or image-fd,
  * then chain-fds; target-fd) once all are read. */
@@ -135,10 +137,48 @@ static int parse_sync(sd_bus_message *m, const char *key, Options *o, sd_bus_err
                 o->request->sync = SYNC_FULL;
         else if (strcmp(s, "top") == 0)
                 o->request->sync = SYNC_TOP;
+        else if (o->request->type == JOB_TYPE_BACKUP && strcmp(s, "bitmap") == 0)
+                o->request->sync = SYNC_BITMAP;
+        else if (o->request->type == JOB_TYPE_BACKUP && strcmp(s, "incremental") == 0)
+                o->request->sync = SYNC_INCREMENTAL;
+        else if (o->request->type == JOB_TYPE_BACKUP)
+                return invalid(error, "Option '%s' must be full, top, bitmap or incremental, not '%s'", key, s);
         else
                 return invalid(error, "Option '%s' must be full or top, not '%s'", key, s);
         return 0;
 }
+
+static int parse_bitmap(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        /* QEMU's bound on a bitmap's name; whether it exists is the image's to say. */
+        return read_string(m, key, BITMAP_NAME_MAX, &o->request->bitmap, error);
+}
+
+static int parse_bitmap_mode(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        const char *s;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &s);
+        if (r < 0)
+                return r;
+        BitmapSyncMode mode = bitmap_sync_mode_from_string(s);
+        if (mode < 0)
+                return invalid(error, "Option '%s' must be on-success, never or always, not '%s'", key, s);
+        o->request->bitmap_mode = mode;
+        o->request->bitmap_mode_given = true;
+        return 0;
+}
+
+static int parse_target_backing(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        int r;
+
+        r = read_string(m, key, BACKING_FILE_MAX, &o->request->target_backing, error);
+        if (r < 0)
+                return r;
+        if (!*o->request->target_backing)
+                return invalid(error, "Option '%s' is empty", key);
+        return 0;
+}
+
 
 static int read_format(sd_bus_message *m, const char *key, ImageFormat *target, sd_bus_error *error) {
         const char *s;
@@ -177,6 +217,10 @@ static int parse_image_format(sd_bus_message *m, const char *key, Options *o, sd
 
 static int parse_base_format(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
         return read_format(m, key, &o->request->base_format, error);
+}
+
+static int parse_target_backing_format(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
+        return read_format(m, key, &o->request->target_backing_format, error);
 }
 
 static int parse_granularity(sd_bus_message *m, const char *key, Options *o, sd_bus_error *error) {
@@ -293,6 +337,10 @@ static const BusOption job_options[] = {
         { "target-fd",       "h", FOR_BACKUP | FOR_MIRROR,   parse_target_fd },
         { "image-fd",        "h", FOR_COMMIT | FOR_STREAM,   parse_source_fd },
         { "chain-fds",       "ah", FOR_ALL,                  parse_chain_fds },
+        { "bitmap",          "s", FOR_BACKUP,                parse_bitmap },
+        { "bitmap-mode",     "s", FOR_BACKUP,                parse_bitmap_mode },
+        { "target-backing",  "s", FOR_BACKUP,                parse_target_backing },
+        { "target-backing-format", "s", FOR_BACKUP,          parse_target_backing_format },
 };
 
 static void passed_fds_done(PassedFds *f) {
@@ -321,6 +369,43 @@ static int take_fds(JobRequest *q, PassedFds *f, sd_bus_error *error) {
                 job_files_set_target_in_place(&q->files, TAKE_FD(f->target));
                 q->target_passed = true;
         }
+        return 0;
+}
+
+/* QEMU's rules for sync, bitmap and bitmap-mode (do_backup_common() in blockdev.c), in its order
+ * and with its texts, but for whether the bitmap exists, which only the image can tell (the
+ * driver says "Bitmap 'NAME' could not be found" when the job is built). 'incremental' becomes
+ * 'bitmap' with on-success, as in QEMU. */
+static int check_backup_options(JobRequest *q, sd_bus_error *error) {
+        if (IN_SET(q->sync, SYNC_BITMAP, SYNC_INCREMENTAL) && !q->bitmap)
+                return invalid(error, "must provide a valid bitmap name for '%s' sync mode",
+                               q->sync == SYNC_BITMAP ? "bitmap" : "incremental");
+        if (q->sync == SYNC_INCREMENTAL) {
+                if (q->bitmap_mode_given && q->bitmap_mode != BITMAP_SYNC_ON_SUCCESS)
+                        return invalid(error, "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'");
+                q->sync = SYNC_BITMAP;
+                q->bitmap_mode = BITMAP_SYNC_ON_SUCCESS;
+                q->bitmap_mode_given = true;
+        }
+        if (q->bitmap) {
+                if (!q->bitmap_mode_given)
+                        return invalid(error, "Bitmap sync mode must be given when providing a bitmap");
+                if (q->bitmap_mode == BITMAP_SYNC_NEVER && q->sync != SYNC_BITMAP)
+                        return invalid(error, "Bitmap sync mode 'never' has no meaningful effect when combined with sync mode '%s'",
+                                       q->sync == SYNC_TOP ? "top" : "full");
+        } else if (q->bitmap_mode_given)
+                return invalid(error, "Cannot specify bitmap sync mode without a bitmap");
+
+        if (q->target_backing_format != IMAGE_FORMAT_PROBE && !q->target_backing)
+                return invalid(error, "Option 'target-backing-format' needs 'target-backing'");
+        if (q->target_backing && q->sync == SYNC_TOP)
+                return invalid(error, "Option 'target-backing' cannot be used with sync mode 'top'");
+        if (q->target_backing && q->target_format == IMAGE_FORMAT_RAW)
+                return invalid(error, "Option 'target-backing' needs a qcow2 target");
+        /* A relative name is opened relative to the target's directory, which a descriptor does
+         * not tell. */
+        if (q->target_backing && q->target_backing[0] != '/' && q->target_passed)
+                return invalid(error, "Option 'target-backing' must be an absolute path when 'target-fd' is given");
         return 0;
 }
 
@@ -383,6 +468,8 @@ int bus_read_job_options(sd_bus_message *m, JobRequest *q, sd_bus_error *error) 
                 r = sd_bus_message_exit_container(m);
         if (r >= 0)
                 r = take_fds(q, &o.fds, error);
+        if (r >= 0 && q->type == JOB_TYPE_BACKUP)
+                r = check_backup_options(q, error);
 finish:
         passed_fds_done(&o.fds);
         return r;

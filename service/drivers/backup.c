@@ -36,6 +36,9 @@ struct Backup {
         TargetFile target;              /* built unseen and published at commit, or a device */
         Image *writer;                  /* the image in it, raw or qcow2 */
         bool sync_top;
+        bool target_backing;            /* the target is an overlay of an earlier backup */
+        BackupBitmap bitmap;            /* with sync=bitmap, only what it marks is copied */
+        uint64_t dirty_left;            /* sync=bitmap: bytes of it not done yet */
 
         CopyIo io;                      /* how chunks move: no buffer of its own (copy-io.h) */
 
@@ -54,6 +57,7 @@ void backup_free(Backup *b) {
         image_close(b->writer);
         image_close(b->source);
         target_file_discard(&b->target);
+        backup_bitmap_done(&b->bitmap);
         free(b);
 }
 
@@ -75,15 +79,47 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         if (!b)
                 return -ENOMEM;
         b->target = (TargetFile) TARGET_FILE_NULL;
+        b->bitmap = (BackupBitmap) BACKUP_BITMAP_NULL;
         b->sync_top = p->copy.sync_top;
 
         /* The source is read, with its backing chain, and must not change meanwhile. */
         r = copy_open_source(&p->copy, 0, &b->source, ret_error);
         if (r < 0)
                 return r;
-        r = copy_open_target(&p->copy, b->source, b->sync_top, &b->target, &b->writer, ret_error);
+        if (p->target_backing) {
+                /* An overlay of an earlier backup: what is not copied reads through to it. */
+                if (b->sync_top)
+                        return error_message(ret_error, -EINVAL,
+                                             "Option 'target-backing' cannot be used with sync mode 'top'");
+                ImageChainFds backing = {
+                        .fds = p->target_backing_files ? p->target_backing_files->chain : NULL,
+                        .n = p->target_backing_files ? p->target_backing_files->n_chain : 0,
+                };
+                BackupBacking bb = {
+                        .name = p->target_backing,
+                        .path = p->target_backing_path ?: p->target_backing,
+                        .format = p->target_backing_format,
+                        .chain = &backing,
+                };
+                r = target_file_adopt(&b->target, p->copy.target, p->copy.files, b->source, image_size(b->source),
+                                      p->copy.overwrite, ret_error);
+                if (r >= 0)
+                        r = backup_backing_create(&b->target, b->source, &bb, p->copy.target_format, &b->writer,
+                                                  ret_error);
+                b->target_backing = true;
+        } else
+                r = copy_open_target(&p->copy, b->source, b->sync_top, &b->target, &b->writer, ret_error);
         if (r < 0)
                 return r;
+        if (p->bitmap) {
+                /* QEMU's backup cluster: the target's, 64 KiB at least. */
+                r = backup_bitmap_open(&b->bitmap, b->source, p->copy.files->n_chain > 0 ? p->copy.files->chain[0] : -EBADF,
+                                       p->bitmap, p->bitmap_mode, p->sync_bitmap, image_cluster_size(b->writer), ret_error);
+                if (r < 0)
+                        return r;
+                b->dirty_left = backup_bitmap_dirty_bytes(&b->bitmap);
+        } else if (p->sync_bitmap)
+                return error_message(ret_error, -EINVAL, "must provide a valid bitmap name for 'bitmap' sync mode");
 
         /* A new target reads zeroes wherever nothing is written, unless it is a qcow2 image
          * whose backing file would show through: zeroes read from the source need no write. */
@@ -95,7 +131,7 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
 }
 
 uint64_t backup_size(const Backup *b) {
-        return image_size(b->source);
+        return b->bitmap.drives_copy ? backup_bitmap_dirty_bytes(&b->bitmap) : image_size(b->source);
 }
 
 ImageFormat backup_source_format(const Backup *b) {
@@ -104,11 +140,21 @@ ImageFormat backup_source_format(const Backup *b) {
 
 uint64_t backup_memory(const Backup *b) {
         /* The copy buffer is the worker thread's, not the job's (copy-io.h). */
-        return sizeof(*b) + image_memory_estimate(b->source) + image_memory_estimate(b->writer);
+        return sizeof(*b) + image_memory_estimate(b->source) + image_memory_estimate(b->writer) +
+               backup_bitmap_memory(&b->bitmap);
 }
 
 void backup_list_files(const Backup *b, FileUseFunc f, void *userdata) {
-        image_chain_list_files(b->source, NULL, FILE_USE_READ, f, userdata);
+        /* A bitmap to be written is written in the top layer (its directory, never its data):
+         * no other job may read the file meanwhile, as QEMU's locks will say at prepare. */
+        if (backup_bitmap_writes(&b->bitmap)) {
+                f(image_fd(b->source), NULL, image_path(b->source), FILE_USE_WRITE, userdata);
+                image_chain_list_files(image_backing(b->source), NULL, FILE_USE_READ, f, userdata);
+        } else
+                image_chain_list_files(b->source, NULL, FILE_USE_READ, f, userdata);
+        /* The earlier backups it rests on are read. */
+        if (b->target_backing)
+                image_chain_list_files(image_backing(b->writer), NULL, FILE_USE_READ, f, userdata);
         target_file_list(&b->target, f, userdata);
 }
 
@@ -129,9 +175,10 @@ typedef enum RangeAction {
 /* What the next range needs, and how long it is. With sync=full, whatever reads as data is
  * copied; with sync=top, what the top image itself allocates: data is copied, and zeroes are
  * written where the target has a backing file that would show through. A target that did not
- * start as zeroes (a device) gets zeroes wherever nothing is copied. */
-static int backup_next_range(Backup *b, RangeAction *ret_action, uint64_t *ret_length) {
-        uint64_t left = image_size(b->source) - b->offset;
+ * start as zeroes (a device) gets zeroes wherever nothing is copied. Ranges end at 'end' (the
+ * end of what the bitmap marks, with sync=bitmap). */
+static int backup_next_range(Backup *b, uint64_t end, RangeAction *ret_action, uint64_t *ret_length) {
+        uint64_t left = end - b->offset;
         RangeAction action;
         int r;
 
@@ -148,8 +195,9 @@ static int backup_next_range(Backup *b, RangeAction *ret_action, uint64_t *ret_l
                 r = image_block_status(b->source, b->offset, left, &e);
                 if (r < 0)
                         return r;
-                action = e.zero ? RANGE_SKIP : RANGE_COPY;
-                *ret_length = e.length;
+                /* Zeroes over an earlier backup must be written, or it would show through. */
+                action = !e.zero ? RANGE_COPY : b->target_backing ? RANGE_ZERO : RANGE_SKIP;
+                *ret_length = MIN(e.length, left);
         }
         if (action == RANGE_SKIP && target_file_in_place(&b->target))
                 action = RANGE_ZERO;
@@ -189,6 +237,24 @@ static int backup_copy_range(Job *j, Backup *b, JobStepResult *out, uint64_t n, 
         return r;
 }
 
+/* sync=bitmap: moves past what the bitmap leaves clean, and says where the dirty range ends;
+ * false once nothing is left. Otherwise everything is to be done. */
+static bool backup_window(Backup *b, uint64_t *ret_end) {
+        uint64_t size = image_size(b->source), start, length;
+
+        if (!b->bitmap.drives_copy) {
+                *ret_end = size;
+                return true;
+        }
+        if (!backup_bitmap_next(&b->bitmap, b->offset, &start, &length)) {
+                b->offset = size;
+                return false;
+        }
+        b->offset = MAX(b->offset, start);
+        *ret_end = MIN(start + length, size);
+        return true;
+}
+
 static void backup_look_ahead(Backup *b, uint64_t from) {
         uint64_t size = image_size(b->source);
 
@@ -218,13 +284,16 @@ static void backup_look_ahead(Backup *b, uint64_t from) {
 static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         StepBudget budget = step_budget_start(in);
         Backup *b = data;
-        uint64_t size = image_size(b->source), progress = 0, dispatched = 0, length;
+        uint64_t size = image_size(b->source), progress = 0, dispatched = 0, length, end;
         RangeAction action;
 
         /* Range after range: what needs no copy is skipped without I/O (and counts as progress),
-         * the rest is copied a chunk at a time, while the step's budget lasts. */
+         * the rest is copied a chunk at a time, while the step's budget lasts. With sync=bitmap
+         * only the dirty ranges are looked at, and only they count. */
         for (unsigned skips = 0; b->offset < size && skips < STEP_SKIPS_MAX && step_budget_left(&budget);) {
-                int r = backup_next_range(b, &action, &length);
+                if (!backup_window(b, &end))
+                        break;
+                int r = backup_next_range(b, end, &action, &length);
                 if (r < 0) {
                         source_error(j, b, out, r);
                         break;
@@ -256,12 +325,14 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
                 }
                 b->offset += length;
                 progress += length;
+                if (b->bitmap.drives_copy)
+                        b->dirty_left -= MIN(length, b->dirty_left);
         }
 
         out->progress = progress;
         out->dispatched = dispatched;
         out->has_remaining = true;
-        out->remaining = size - b->offset;
+        out->remaining = b->bitmap.drives_copy ? (b->offset < size ? b->dirty_left : 0) : size - b->offset;
         if (!out->io_error.set && b->offset >= size)
                 out->finished = true;
 }
@@ -281,18 +352,30 @@ static int backup_prepare(Job *j, void *data, char **ret_error) {
                         return r;
                 }
         }
-        return target_file_prepare(&b->target, ret_error);
+        r = target_file_prepare(&b->target, ret_error);
+        if (r < 0 || !backup_bitmap_writes(&b->bitmap))
+                return r;
+
+        /* The copy is over: our readers' locks go, and the bitmap's layer is opened for writing
+         * the bitmap at commit (backup-bitmap.h), or the job fails now, bitmap untouched. */
+        b->source = image_close(b->source);
+        return backup_bitmap_prepare(&b->bitmap, ret_error);
 }
 
 static void backup_commit(Job *j, void *data) {
         Backup *b = data;
         target_file_commit(&b->target, j);
+        backup_bitmap_commit(&b->bitmap, job_id(j));
 }
 
 static void backup_abort(Job *j, void *data) {
         Backup *b = data;
         b->writer = image_close(b->writer);
         target_file_discard(&b->target);
+        if (b->bitmap.name) {
+                b->source = image_close(b->source);
+                backup_bitmap_abort(&b->bitmap, job_id(j), b->offset);
+        }
 }
 
 static void backup_clean(Job *j, void *data) {

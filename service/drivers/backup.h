@@ -16,6 +16,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backup-backing.h"
+#include "backup-bitmap.h"
 #include "copy-io.h"
 #include "driver-files.h"
 #include "image.h"
@@ -30,6 +32,20 @@
 typedef struct BackupParams {
         CopyParams copy;                /* sync_top: copy only what the top image allocates */
         uint64_t chunk_size;            /* bytes per step when unthrottled; 0 = default */
+
+        /* A persistent bitmap of the source's top layer (backup-bitmap.h): with sync_bitmap it
+         * says what to copy (sync_top must be false); bitmap_mode says what becomes of it. A mode
+         * other than never needs the top layer's descriptor open for reading and writing. */
+        const char *bitmap;
+        BitmapSyncMode bitmap_mode;
+        bool sync_bitmap;
+
+        /* target-backing (backup-backing.h): the name to record, where it was opened, its format
+         * (PROBE: as the file is), and its chain as descriptors. NULL name: none. */
+        const char *target_backing;
+        const char *target_backing_path;
+        ImageFormat target_backing_format;
+        const JobFiles *target_backing_files;
 } BackupParams;
 
 typedef struct Backup Backup;
@@ -43,6 +59,8 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error);
 /* For a caller whose job_create() failed. */
 void backup_free(Backup *b);
 
+/* The bytes the job copies or skips: the source's size, or with sync=bitmap the bytes of the
+ * clusters its bitmap marks. */
 uint64_t backup_size(const Backup *b);
 /* The format the source was opened as. */
 ImageFormat backup_source_format(const Backup *b);

@@ -224,8 +224,9 @@ struct JobCreation {
         unsigned jobs_counted;          /* in the user's n_jobs, for jobs no claim holds yet */
         bool creation_counted;          /* in the user's n_creations */
 
-        /* Opening. */
+        /* Opening: each request's files, and its target-backing's chain. */
         OpenerCall **openers;
+        OpenerCall **backing_openers;
         size_t next_open;
         unsigned openers_running;
         sd_event_source *deadline;
@@ -270,6 +271,8 @@ static void creation_uncount(JobCreation *c) {
 static void creation_stop_opening(JobCreation *c) {
         for (size_t i = 0; c->openers && i < c->n; i++)
                 c->openers[i] = opener_call_free(c->openers[i]);
+        for (size_t i = 0; c->backing_openers && i < c->n; i++)
+                c->backing_openers[i] = opener_call_free(c->backing_openers[i]);
         c->openers_running = 0;
         c->deadline = sd_event_source_disable_unref(c->deadline);
 }
@@ -285,6 +288,7 @@ static void creation_free_now(JobCreation *c) {
                 job_request_done(&c->requests[i]);
         }
         free(c->openers);
+        free(c->backing_openers);
         free(c->built);
         free(c->jobs);
         free(c->claims);
@@ -364,7 +368,8 @@ int job_creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grou
         c->jobs = calloc(MAX(n, (size_t) 1), sizeof(Job *));
         c->claims = calloc(MAX(n, (size_t) 1), sizeof(JobClaim *));
         c->openers = calloc(MAX(n, (size_t) 1), sizeof(OpenerCall *));
-        if (!c->requests || !c->built || !c->jobs || !c->claims || !c->openers)
+        c->backing_openers = calloc(MAX(n, (size_t) 1), sizeof(OpenerCall *));
+        if (!c->requests || !c->built || !c->jobs || !c->claims || !c->openers || !c->backing_openers)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
         for (size_t i = 0; i < n; i++)
                 c->requests[i] = (JobRequest) JOB_REQUEST_INIT;
@@ -620,7 +625,16 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
 
         switch (q->type) {
         case JOB_TYPE_BACKUP: {
-                BackupParams p = { .copy = copy };
+                BackupParams p = {
+                        .copy = copy,
+                        .bitmap = q->bitmap,
+                        .bitmap_mode = q->bitmap_mode,
+                        .sync_bitmap = q->sync == SYNC_BITMAP,
+                        .target_backing = q->target_backing,
+                        .target_backing_path = q->target_backing_path,
+                        .target_backing_format = q->target_backing_format,
+                        .target_backing_files = &q->target_backing_files,
+                };
                 Backup *d = NULL;
                 r = backup_open(&p, &d, ret_error);
                 if (r < 0)
@@ -703,8 +717,10 @@ static void list_given_files(const JobRequest *q, FileUseFunc f, void *userdata)
         bool written = IN_SET(q->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM);
 
         for (size_t i = 0; i < files->n_chain; i++)
-                f(files->chain[i], NULL, q->source, written && i == 0 ? FILE_USE_WRITE : FILE_USE_READ,
-                  userdata);
+                f(files->chain[i], NULL, q->source,
+                  (written || job_request_writes_bitmap(q)) && i == 0 ? FILE_USE_WRITE : FILE_USE_READ, userdata);
+        for (size_t i = 0; i < q->target_backing_files.n_chain; i++)
+                f(q->target_backing_files.chain[i], NULL, q->target_backing, FILE_USE_READ, userdata);
         if (files->target_fd >= 0 && files->target_dir_fd >= 0)
                 f(files->target_dir_fd, files->target_name, q->target, FILE_USE_WRITE, userdata);
         else if (files->target_fd >= 0)
@@ -814,12 +830,32 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The opener's refusal of a probed qcow2 target-backing that has a backing file names the
+ * option that gives the format: target-backing-format there, not source-format. */
+static char *backing_message(const char *error) {
+        static const char hint[] = "pass source-format=";
+        const char *p = error ? strstr(error, hint) : NULL;
+        char *s;
+
+        if (!p)
+                return NULL;
+        if (asprintf(&s, "%.*spass target-backing-format=%s", (int) (p - error), error, p + strlen(hint)) < 0)
+                return NULL;
+        return s;
+}
+
 static void on_opened(OpenerCall *call, int r, bool ours, const char *error, void *userdata) {
         JobCreation *c = userdata;
+        bool backing = false;
 
-        for (size_t i = 0; i < c->n; i++)
+        for (size_t i = 0; i < c->n; i++) {
                 if (c->openers[i] == call)
                         c->openers[i] = opener_call_free(call);
+                if (c->backing_openers[i] == call) {
+                        c->backing_openers[i] = opener_call_free(call);
+                        backing = true;
+                }
+        }
         assert(c->openers_running > 0);
         c->openers_running--;
 
@@ -832,7 +868,8 @@ static void on_opened(OpenerCall *call, int r, bool ours, const char *error, voi
                 return;
         }
         if (r < 0) {
-                creation_finish(c, r, JOB_CREATION_ERROR_IMAGE, error);
+                _cleanup_free_ char *message = backing ? backing_message(error) : NULL;
+                creation_finish(c, r, JOB_CREATION_ERROR_IMAGE, message ?: error);
                 return;
         }
         creation_open_next(c);
@@ -850,24 +887,67 @@ static bool opener_request(const JobCreation *c, const JobRequest *q, OpenerRequ
                 .chain_path = chain ? q->source : NULL,
                 /* Commit and stream work on qcow2 images only, so nothing is probed for them. */
                 .chain_format = IN_SET(q->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM) ? IMAGE_FORMAT_QCOW2 : q->source_format,
-                .chain_write = IN_SET(q->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM),
+                /* A backup that writes the source's bitmap needs the caller's right to write it. */
+                .chain_write = IN_SET(q->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM) || job_request_writes_bitmap(q),
                 .target_path = target ? q->target : NULL,
                 .target_overwrite = q->overwrite,
         };
         return chain || target;
 }
 
+/* A backup's target-backing: its chain, read, with the caller's rights; a relative name is
+ * relative to the target's directory, as QEMU reads it from the target. */
+static int backing_opener_request(const JobCreation *c, JobRequest *q, OpenerRequest *ret) {
+        if (!q->target_backing)
+                return 0;
+        if (!q->target_backing_path) {
+                if (q->target_backing[0] == '/')
+                        q->target_backing_path = strdup(q->target_backing);
+                else {
+                        const char *slash = strrchr(strempty(q->target), '/');
+                        int n = slash ? (int) (slash - q->target) : 0;
+                        if (asprintf(&q->target_backing_path, "%.*s/%s", n, q->target, q->target_backing) < 0)
+                                q->target_backing_path = NULL;
+                }
+                if (!q->target_backing_path)
+                        return -ENOMEM;
+        }
+        *ret = (OpenerRequest) {
+                .uid = c->uid,
+                .groups = c->groups,
+                .n_groups = c->n_groups,
+                .groups_from_user_database = c->groups_unknown,
+                .chain_path = q->target_backing_path,
+                .chain_format = q->target_backing_format,
+        };
+        return 1;
+}
+
 static void creation_open_next(JobCreation *c) {
         JobFactory *f = c->factory;
         int r;
 
-        while (c->next_open < c->n && c->openers_running < OPENERS_PER_CREATION) {
-                size_t i = c->next_open++;
+        /* Two calls per request at most: its files, then its target-backing's. */
+        while (c->next_open < 2 * c->n && c->openers_running < OPENERS_PER_CREATION) {
+                size_t i = c->next_open / 2;
+                bool backing = c->next_open++ % 2;
+                JobRequest *q = &c->requests[i];
                 OpenerRequest o;
 
-                if (!opener_request(c, &c->requests[i], &o))
-                        continue;
-                r = opener_call_start(f->event, &o, &c->requests[i].files, on_opened, c, &c->openers[i]);
+                if (backing) {
+                        r = backing_opener_request(c, q, &o);
+                        if (r < 0) {
+                                creation_finish(c, r, JOB_CREATION_ERROR_LIMIT, "blockjobd has run out of memory");
+                                return;
+                        }
+                        if (r == 0)
+                                continue;
+                        r = opener_call_start(f->event, &o, &q->target_backing_files, on_opened, c, &c->backing_openers[i]);
+                } else {
+                        if (!opener_request(c, q, &o))
+                                continue;
+                        r = opener_call_start(f->event, &o, &q->files, on_opened, c, &c->openers[i]);
+                }
                 if (r < 0) {
                         _cleanup_free_ char *error = NULL;
                         (void) error_message(&error, r, "Could not run blockjobd-opener: %m");
@@ -876,7 +956,7 @@ static void creation_open_next(JobCreation *c) {
                 }
                 c->openers_running++;
         }
-        if (c->openers_running > 0 || c->next_open < c->n)
+        if (c->openers_running > 0 || c->next_open < 2 * c->n)
                 return;
 
         /* Everything is open: on to a worker, with what the user may still take. */

@@ -9,6 +9,10 @@ void job_request_done(JobRequest *r) {
         free(r->top);
         free(r->base);
         free(r->backing_file);
+        free(r->bitmap);
+        free(r->target_backing);
+        free(r->target_backing_path);
         job_files_done(&r->files);
+        job_files_done(&r->target_backing_files);
         *r = (JobRequest) JOB_REQUEST_INIT;
 }

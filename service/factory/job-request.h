@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "backup-bitmap.h"
 #include "image.h"
 #include "job-files.h"
 #include "job-lifecycle.h"
@@ -15,6 +16,8 @@
 typedef enum SyncMode {
         SYNC_FULL,
         SYNC_TOP,
+        SYNC_BITMAP,                    /* backup: what 'bitmap' marks */
+        SYNC_INCREMENTAL,               /* as read; the bus layer makes it bitmap + on-success, as QEMU */
 } SyncMode;
 
 typedef struct JobRequest {
@@ -41,12 +44,29 @@ typedef struct JobRequest {
         char *base;
         char *backing_file;
 
+        /* Backup: a persistent bitmap of the source's top layer and what becomes of it
+         * (bitmap_mode_given: the option was given); target-backing, as recorded, and its format
+         * (PROBE: as the file is); its chain, opened read-only with the caller's rights. */
+        char *bitmap;
+        BitmapSyncMode bitmap_mode;
+        bool bitmap_mode_given;
+        char *target_backing;
+        char *target_backing_path;      /* where it is opened: relative to the target's directory */
+        ImageFormat target_backing_format;
+        JobFiles target_backing_files;
+
         /* Descriptors the caller passed: then 'source' and 'target' only label them. */
         JobFiles files;
         bool chain_passed;
         bool target_passed;
 } JobRequest;
 
-#define JOB_REQUEST_INIT { .auto_finalize = true, .auto_dismiss = true, .files = JOB_FILES_INIT }
+#define JOB_REQUEST_INIT { .auto_finalize = true, .auto_dismiss = true, .files = JOB_FILES_INIT, \
+                           .target_backing_files = JOB_FILES_INIT }
+
+/* Does the job write the source's top layer (its bitmap: never its data)? */
+static inline bool job_request_writes_bitmap(const JobRequest *q) {
+        return q->type == JOB_TYPE_BACKUP && q->bitmap && q->bitmap_mode != BITMAP_SYNC_NEVER;
+}
 
 void job_request_done(JobRequest *r);

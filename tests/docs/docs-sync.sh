@@ -97,7 +97,7 @@ else
                 "not an item of blockjobctl.1's COMMANDS: ${missing[*]}"
 fi
 missing=()
-for opt in $(sed -n '/^Options:/,$p' <<<"$help" | grep -oE -- '(^|[[:space:]])--?[a-z][a-z-]*(=[A-Za-z0-9|]+)?' | tr -d ' '); do
+for opt in $(sed -n '/^Options:/,$p' <<<"$help" | grep -oE -- '(^|[[:space:]])--?[a-z][a-z-]*(=[A-Za-z0-9|-]+)?' | tr -d ' '); do
         has_word "$options" "$opt" || missing+=("$opt")
 done
 if [ ${#missing[@]} -eq 0 ]; then

@@ -128,7 +128,7 @@ help=$("$ctl" --help)
 mapfile -t help_commands < <(sed -n '/^Commands:/,/^$/{/^  [a-z]/p}' <<<"$help" | awk '{ print $1 }')
 # "--sync=full|top" is offered as "--sync=", then its values.
 mapfile -t help_options < <(sed -n '/^Options:/,$p' <<<"$help" |
-        grep -oE -- '(^|[[:space:]])--?[a-z][a-z-]*(=[A-Za-z0-9|]+)?' | tr -d ' ' | sed -E 's/=.*/=/')
+        grep -oE -- '(^|[[:space:]])--?[a-z][a-z-]*(=[A-Za-z0-9|-]+)?' | tr -d ' ' | sed -E 's/=.*/=/')
 
 expect "every command of --help, and nothing else" "blockjobctl " "${help_commands[@]}"
 expect "commands by prefix" "blockjobctl s" status set-speed stream
@@ -147,7 +147,7 @@ while IFS= read -r spec; do
         IFS='|' read -r -a values <<<"${spec#*=}"
         expect "values of $opt=" "blockjobctl backup $opt=" "${values[@]}"
         expect "values of $opt, given as a separate word" "blockjobctl $opt " "${values[@]}"
-done < <(sed -n '/^Options:/,$p' <<<"$help" | grep -oE -- '--[a-z-]+=[a-z0-9]+(\|[a-z0-9]+)+')
+done < <(sed -n '/^Options:/,$p' <<<"$help" | grep -oE -- '--[a-z-]+=[a-z0-9-]+(\|[a-z0-9-]+)+')
 expect "values of --image-format=" "blockjobctl commit x --image-format=" qcow2
 expect "values by prefix" "blockjobctl backup --on-target-error=i" ignore
 expect "no values for --job-id=" "blockjobctl backup --job-id=" ""
@@ -157,6 +157,9 @@ expect_some "backup takes the copy options" "blockjobctl backup --" \
         --sync= --format= --source-format= --overwrite --job-id= --follow --json \
         -- --top= -- --base= -- --image-format= -- --granularity=
 expect_some "mirror takes --granularity=" "blockjobctl mirror a --" --granularity= --sync= -- --top=
+expect_some "backup takes the bitmap options, mirror does not" "blockjobctl backup --" \
+        --bitmap= --bitmap-mode= --target-backing= --target-backing-format=
+expect_some "mirror takes no bitmap options" "blockjobctl mirror --" --sync= -- --bitmap= -- --target-backing=
 expect_some "commit takes the chain options and --top=" "blockjobctl commit --" \
         --top= --base= --backing-file= --image-format= --base-format= --until-ready \
         -- --sync= -- --source-format= -- --overwrite

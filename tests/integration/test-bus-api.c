@@ -644,7 +644,7 @@ static void test_bad_calls(BusFixture *f, gconstpointer data) {
         expect_backup_error(f, source, target, bus_opts("on-source-error", g_variant_new_string("panic"), NULL),
                             ERR_INVALID_ARGS, "Option 'on-source-error' must be one of report, ignore, stop, enospc, not 'panic'");
         expect_backup_error(f, source, target, bus_opts("sync", g_variant_new_string("none"), NULL), ERR_INVALID_ARGS,
-                            "Option 'sync' must be full or top, not 'none'");
+                            "Option 'sync' must be full, top, bitmap or incremental, not 'none'");
         expect_backup_error(f, source, target, bus_opts("format", g_variant_new_string("vmdk"), NULL), ERR_INVALID_ARGS,
                             "Option 'format' must be raw or qcow2, not 'vmdk'");
         expect_backup_error(f, source, target, bus_opts("granularity", g_variant_new_uint32(4096), NULL), ERR_INVALID_ARGS,

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <glib.h>
+
 #include "driver-open.h"
 #include "open-files.h"
 
@@ -16,9 +18,9 @@ static int open_files(JobFiles *f, const char *chain, ImageFormat format, bool w
 }
 
 /* A copy job's files, opened as the opener opens them, and what the driver is given. */
-static int open_copy(JobFiles *files, const char *source, ImageFormat source_format, const char *target,
-                     bool overwrite, bool sync_top, ImageFormat target_format, bool named_temp_file, CopyParams *ret,
-                     char **ret_error) {
+static int open_copy_full(JobFiles *files, const char *source, ImageFormat source_format, bool source_write,
+                          const char *target, bool overwrite, bool sync_top, ImageFormat target_format,
+                          bool named_temp_file, CopyParams *ret, char **ret_error) {
         *ret = (CopyParams) {
                 .source = source,
                 .target = target,
@@ -28,7 +30,14 @@ static int open_copy(JobFiles *files, const char *source, ImageFormat source_for
                 .sync_top = sync_top,
                 .target_format = target_format,
         };
-        return open_files(files, source, source_format, false, target, overwrite, named_temp_file, ret_error);
+        return open_files(files, source, source_format, source_write, target, overwrite, named_temp_file, ret_error);
+}
+
+static int open_copy(JobFiles *files, const char *source, ImageFormat source_format, const char *target,
+                     bool overwrite, bool sync_top, ImageFormat target_format, bool named_temp_file, CopyParams *ret,
+                     char **ret_error) {
+        return open_copy_full(files, source, source_format, false, target, overwrite, sync_top, target_format,
+                              named_temp_file, ret, ret_error);
 }
 
 /* The files go with the driver that took them; whatever it did not take is closed. */
@@ -41,13 +50,32 @@ static int done_with_files(JobFiles *files, int r) {
 
 int test_backup_open(const TestBackupParams *p, Backup **ret, char **ret_error) {
         JobFiles files = JOB_FILES_INIT;
-        BackupParams bp = { .chunk_size = p->chunk_size };
+        BackupParams bp = {
+                .chunk_size = p->chunk_size,
+                .bitmap = p->bitmap,
+                .bitmap_mode = p->bitmap_mode,
+                .sync_bitmap = p->sync_bitmap,
+        };
+        bool source_write = p->bitmap && p->bitmap_mode != BITMAP_SYNC_NEVER && !p->source_read_only;
         int r;
 
-        r = open_copy(&files, p->source, p->source_format, p->target, p->overwrite, p->sync_top, p->target_format,
-                      p->named_temp_file, &bp.copy, ret_error);
+        JobFiles backing = JOB_FILES_INIT;
+        g_autofree char *backing_path = NULL;
+        r = open_copy_full(&files, p->source, p->source_format, source_write, p->target, p->overwrite, p->sync_top,
+                           p->target_format, p->named_temp_file, &bp.copy, ret_error);
+        if (r >= 0 && p->target_backing) {
+                g_autofree char *dir = g_path_get_dirname(p->target);
+                backing_path = g_path_is_absolute(p->target_backing) ? g_strdup(p->target_backing)
+                                                                     : g_build_filename(dir, p->target_backing, NULL);
+                r = open_chain_files(backing_path, p->target_backing_format, false, NULL, &backing, ret_error);
+                bp.target_backing = p->target_backing;
+                bp.target_backing_path = backing_path;
+                bp.target_backing_format = p->target_backing_format;
+                bp.target_backing_files = &backing;
+        }
         if (r >= 0)
                 r = backup_open(&bp, ret, ret_error);
+        job_files_done(&backing);
         return done_with_files(&files, r);
 }
 

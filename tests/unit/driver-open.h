@@ -22,6 +22,14 @@ typedef struct TestBackupParams {
         ImageFormat target_format;
         uint64_t chunk_size;
         bool named_temp_file;           /* do not use O_TMPFILE (tests of the fallback) */
+        const char *bitmap;             /* the source opened read-write, as the factory has the
+                                         * opener open it, unless bitmap_mode is never or
+                                         * source_read_only */
+        BitmapSyncMode bitmap_mode;
+        bool sync_bitmap;
+        bool source_read_only;
+        const char *target_backing;     /* as recorded; opened relative to the target's directory */
+        ImageFormat target_backing_format;
 } TestBackupParams;
 
 typedef struct TestMirrorParams {

@@ -153,6 +153,10 @@ enum {
         OPT_TARGET_FD,
         OPT_IMAGE_FD,
         OPT_CHAIN_FD,
+        OPT_BITMAP,
+        OPT_BITMAP_MODE,
+        OPT_TARGET_BACKING,
+        OPT_TARGET_BACKING_FORMAT,
         OPT_DISABLED,
 };
 
@@ -195,7 +199,8 @@ static const OptionInfo options[] = {
         { OPT_ON_TARGET_ERROR, "on-target-error", 0, "report|ignore|stop|enospc", CMDS_CREATE,
           "What a write error does (default: report)" },
         { OPT_OVERWRITE, "overwrite", 0, NULL, COPY, "Replace an existing TARGET (backup, mirror)" },
-        { OPT_SYNC, "sync", 0, "full|top", COPY, "What to copy (backup, mirror; default: full)" },
+        { OPT_SYNC, "sync", 0, "full|top|bitmap|incremental", COPY,
+          "What to copy (backup, mirror; default: full); bitmap,\nincremental: what the bitmap marks (backup)" },
         { OPT_FORMAT, "format", 0, "raw|qcow2", COPY,
           "The TARGET's format (backup, mirror); default: the\nSOURCE's, as in QEMU" },
         { OPT_SOURCE_FORMAT, "source-format", 0, "raw|qcow2", COPY,
@@ -219,6 +224,14 @@ static const OptionInfo options[] = {
         { OPT_IMAGE_FD, "image-fd", 0, "FD", CHAIN, "IMAGE from descriptor FD (commit, stream)" },
         { OPT_CHAIN_FD, "chain-fd", 0, "FD", CMDS_CREATE,
           "A backing file below the SOURCE or IMAGE given as a\ndescriptor, nearest first; once per file" },
+        { OPT_BITMAP, "bitmap", 0, "NAME", M(BACKUP),
+          "A persistent dirty bitmap of the SOURCE: what sync\nbitmap or incremental copies (backup)" },
+        { OPT_BITMAP_MODE, "bitmap-mode", 0, "on-success|never|always", M(BACKUP),
+          "What becomes of the bitmap at the end: cleared if the\njob succeeded, never, or always (backup)" },
+        { OPT_TARGET_BACKING, "target-backing", 0, "NAME", M(BACKUP),
+          "Make the qcow2 TARGET an overlay of an earlier backup,\nrecorded as given (relative: to TARGET's directory)\n(backup)" },
+        { OPT_TARGET_BACKING_FORMAT, "target-backing-format", 0, "raw|qcow2", M(BACKUP),
+          "The format of the target's backing file (backup)" },
         { OPT_DISABLED, "disabled", 0, NULL, M(BITMAP_ADD), "The new bitmap records nothing until enabled (bitmap add)" },
 };
 
@@ -589,6 +602,18 @@ int parse_argv(int argc, char *argv[]) {
                         break;
                 case OPT_SOURCE_FORMAT:
                         arg.source_format = optarg;
+                        break;
+                case OPT_BITMAP:
+                        arg.bitmap = optarg;
+                        break;
+                case OPT_BITMAP_MODE:
+                        arg.bitmap_mode = optarg;
+                        break;
+                case OPT_TARGET_BACKING:
+                        arg.target_backing = optarg;
+                        break;
+                case OPT_TARGET_BACKING_FORMAT:
+                        arg.target_backing_format = optarg;
                         break;
                 case OPT_COMPLETION_MODE:
                         arg.completion_mode = optarg;

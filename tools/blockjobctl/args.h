@@ -69,6 +69,7 @@ typedef struct Arguments {
         bool speed_set;
         int auto_finalize, auto_dismiss, overwrite;     /* -1: not given */
         const char *sync, *format, *source_format, *image_format, *base_format;
+        const char *bitmap, *bitmap_mode, *target_backing, *target_backing_format;
         const char *on_source_error, *on_target_error;
         const char *completion_mode;
         char *top, *base;               /* made absolute */

@@ -54,6 +54,14 @@ static int append_options(sd_bus_message *m, const char *job_id, bool no_auto_di
                 ADD("format", "s", arg.format);
         if (arg.source_format)
                 ADD("source-format", "s", arg.source_format);
+        if (arg.bitmap)
+                ADD("bitmap", "s", arg.bitmap);
+        if (arg.bitmap_mode)
+                ADD("bitmap-mode", "s", arg.bitmap_mode);
+        if (arg.target_backing)
+                ADD("target-backing", "s", arg.target_backing);
+        if (arg.target_backing_format)
+                ADD("target-backing-format", "s", arg.target_backing_format);
         if (arg.image_format)
                 ADD("image-format", "s", arg.image_format);
         if (arg.base_format)
