@@ -197,12 +197,15 @@ static int left_to_copy(const BackupBitmap *bb, uint64_t done, ImageDirtyMap **r
         return 0;
 }
 
-void backup_bitmap_abort(BackupBitmap *bb, const char *job, uint64_t done) {
+void backup_bitmap_abort(BackupBitmap *bb, const char *job, uint64_t done, bool target_kept) {
         _cleanup_free_ char *error = NULL;
         ImageDirtyMap *m = NULL;
         int r;
 
-        if (!bb->name || bb->mode != BITMAP_SYNC_ALWAYS) {
+        /* QEMU's 'always' clears what was copied because the partial target stays behind with
+         * it. A new file is removed at abort: what was copied is in no backup, and clearing it
+         * would make the next incremental miss it. */
+        if (!bb->name || bb->mode != BITMAP_SYNC_ALWAYS || !target_kept) {
                 bb->writer = image_close(bb->writer);
                 return;
         }

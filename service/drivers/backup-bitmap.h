@@ -14,7 +14,11 @@
  * commits (in a grouped transaction: when every member commits) and leaves it as it was when the
  * job fails or is cancelled; always clears it at commit, and at abort leaves in it what was not
  * copied (with sync=full or top: the whole disk past what was copied, as QEMU's copy bitmap
- * starts full); never leaves it alone.
+ * starts full) if the target is kept; never leaves it alone. QEMU's always assumes the partial
+ * target stays: here that holds only for a target written in place (a block device or a
+ * caller's target-fd, target-file.h). A new file is removed at abort, so what was copied into it
+ * is in no backup: always then leaves the bitmap as it was, as on-success does, or the next
+ * incremental would miss those changes.
  *
  * Writing the bitmap never writes the source's data: only the bitmap directory and tables change,
  * through image_bitmap_clear() / image_bitmap_replace(), which are crash safe. The source is read
@@ -91,6 +95,8 @@ int backup_bitmap_prepare(BackupBitmap *bb, char **ret_error);
 /* Commit: on-success and always clear the bitmap. Logged, not failed: a bitmap left as it was
  * only makes the next backup copy more. */
 void backup_bitmap_commit(BackupBitmap *bb, const char *job);
-/* Abort: always leaves in it what was not copied, 'done' being the offset everything before
- * which was copied; the others leave it as it was. The source's read-only image must be closed. */
-void backup_bitmap_abort(BackupBitmap *bb, const char *job, uint64_t done);
+/* Abort: always, if the target is kept ('target_kept': written in place), leaves in it what was
+ * not copied, 'done' being the offset everything before which was copied; with a target that is
+ * discarded, and in the other modes, it is left as it was. The source's read-only image must be
+ * closed. */
+void backup_bitmap_abort(BackupBitmap *bb, const char *job, uint64_t done, bool target_kept);

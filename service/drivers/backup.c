@@ -370,11 +370,15 @@ static void backup_commit(Job *j, void *data) {
 
 static void backup_abort(Job *j, void *data) {
         Backup *b = data;
+        /* Asked before the discard, which forgets it: a target written in place keeps what was
+         * copied into it, a new file is removed (backup-bitmap.h: what 'always' clears). */
+        bool target_kept = target_file_in_place(&b->target);
+
         b->writer = image_close(b->writer);
         target_file_discard(&b->target);
         if (b->bitmap.name) {
                 b->source = image_close(b->source);
-                backup_bitmap_abort(&b->bitmap, job_id(j), b->offset);
+                backup_bitmap_abort(&b->bitmap, job_id(j), b->offset, target_kept);
         }
 }
 

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <glib.h>
 
 #include "driver-open.h"
@@ -61,8 +63,17 @@ int test_backup_open(const TestBackupParams *p, Backup **ret, char **ret_error) 
 
         JobFiles backing = JOB_FILES_INIT;
         g_autofree char *backing_path = NULL;
-        r = open_copy_full(&files, p->source, p->source_format, source_write, p->target, p->overwrite, p->sync_top,
-                           p->target_format, p->named_temp_file, &bp.copy, ret_error);
+        r = open_copy_full(&files, p->source, p->source_format, source_write, p->target_passed ? NULL : p->target,
+                           p->overwrite, p->sync_top, p->target_format, p->named_temp_file, &bp.copy, ret_error);
+        if (r >= 0 && p->target_passed) {
+                /* As the bus takes a caller's target-fd (bus-options.c). */
+                int fd = open(p->target, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+                if (fd < 0)
+                        r = -errno;
+                else
+                        job_files_set_target_in_place(&files, fd);
+                bp.copy.target = p->target;
+        }
         if (r >= 0 && p->target_backing) {
                 g_autofree char *dir = g_path_get_dirname(p->target);
                 backing_path = g_path_is_absolute(p->target_backing) ? g_strdup(p->target_backing)

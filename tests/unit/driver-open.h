@@ -30,6 +30,8 @@ typedef struct TestBackupParams {
         bool source_read_only;
         const char *target_backing;     /* as recorded; opened relative to the target's directory */
         ImageFormat target_backing_format;
+        bool target_passed;             /* 'target' opened (created if need be) and passed as a
+                                         * caller's target-fd: written in place */
 } TestBackupParams;
 
 typedef struct TestMirrorParams {

@@ -165,10 +165,12 @@ static int fail_target_writes(const char *path, ImageIo io, uint64_t offset, uin
         return atomic_fetch_sub(&fail_after, 1) > 0 ? 0 : -EIO;
 }
 
-/* A failed backup: on-success leaves the bitmap as it was; always leaves what was not copied;
- * a cancelled one with on-success leaves it too. */
+/* A failed backup: on-success leaves the bitmap as it was; so does always when the target is a
+ * new file, removed at abort (what was copied is in no backup); always clears what was copied
+ * only into a target that stays, written in place; a cancelled one with on-success leaves the
+ * bitmap too. */
 static void test_failure_modes(Fixture *f, gconstpointer data) {
-        g_autofree char *src = make_source(f, "64K");
+        g_autofree char *src = make_source(f, "64K"), *passed = g_build_filename(f->dir, "passed.raw", NULL);
         uint64_t before = bitmap_dirty(src, "b0");
 
         /* on-success, a target write fails: the job fails and the bitmap is as it was. */
@@ -185,7 +187,8 @@ static void test_failure_modes(Fixture *f, gconstpointer data) {
         g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
         g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, before);
 
-        /* always, the same failure: what was copied (the first two 64 KiB writes) is cleared. */
+        /* always, the same failure, into a new file: the file is gone with the first two 64 KiB
+         * copied into it, so the bitmap keeps them: as it was. */
         bp.bitmap_mode = BITMAP_SYNC_ALWAYS;
         bp.target = NULL;
         atomic_store(&fail_after, 2);
@@ -193,15 +196,46 @@ static void test_failure_modes(Fixture *f, gconstpointer data) {
         start(f, &bp, true);
         test_loop_run_until_empty(&f->loop);
         image_set_fault_hook(NULL);
+        g_assert_nonnull(strstr(f->events->str, "aborting"));
         g_string_truncate(f->events, 0);
+        g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, before);
+
+        /* always, cancelled once everything was copied into a new file: it is gone, and so the
+         * bitmap is whole (clearing what was copied would empty it). */
+        bp.target = NULL;
+        Job *j = start(f, &bp, false);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        test_loop_run_until_empty(&f->loop);
+        g_assert_nonnull(strstr(f->events->str, "aborting"));
+        g_string_truncate(f->events, 0);
+        g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, before);
+
+        /* always, the same failure, into a file the caller passed (target-fd), written in place:
+         * it stays with what was copied (the first two 64 KiB writes), which is cleared. */
+        bp.target = passed;
+        bp.target_passed = true;
+        fail_path = passed;
+        atomic_store(&fail_after, 2);
+        image_set_fault_hook(fail_target_writes);
+        start(f, &bp, true);
+        test_loop_run_until_empty(&f->loop);
+        image_set_fault_hook(NULL);
+        g_assert_nonnull(strstr(f->events->str, "aborting"));
+        g_string_truncate(f->events, 0);
+        g_assert_true(g_file_test(passed, G_FILE_TEST_EXISTS));
         uint64_t after = bitmap_dirty(src, "b0");
         g_assert_cmpuint(after, <, before);
         g_assert_cmpuint(after, >=, before - 2 * 64 * KiB);
+        bp.target_passed = false;
+        fail_path = f->target;
 
         /* on-success, cancelled before it ends: untouched. */
         bp.bitmap_mode = BITMAP_SYNC_ON_SUCCESS;
         bp.target = NULL;
-        Job *j = start(f, &bp, false);
+        j = start(f, &bp, false);
         test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
         g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
         test_loop_run_until_empty(&f->loop);
@@ -251,9 +285,10 @@ static void test_locked_at_finalize(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, before);
 }
 
-static Job *create_in(Fixture *f, JobTxn *txn, const char *id, const char *source, const char *target) {
+static Job *create_in(Fixture *f, JobTxn *txn, const char *id, const char *source, const char *target,
+                      BitmapSyncMode mode) {
         TestBackupParams bp = { .source = source, .target = target, .source_format = IMAGE_FORMAT_QCOW2,
-                                .bitmap = "b0", .bitmap_mode = BITMAP_SYNC_ON_SUCCESS, .sync_bitmap = true,
+                                .bitmap = "b0", .bitmap_mode = mode, .sync_bitmap = true,
                                 .chunk_size = 64 * KiB };
         JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
         g_autofree char *error = NULL;
@@ -271,33 +306,41 @@ static Job *create_in(Fixture *f, JobTxn *txn, const char *id, const char *sourc
 }
 
 /* A grouped transaction of two incrementals: bitmaps are cleared only when both commit; one
- * failing leaves both as they were. */
+ * failing leaves both as they were, with on-success, and with always too, the targets being new
+ * files that are removed (the member that copied everything included). */
 static void test_transaction(Fixture *f, gconstpointer data) {
         g_autofree char *s1 = make_source_named(f, "s1.qcow2", NULL), *s2 = make_source_named(f, "s2.qcow2", NULL);
         g_autofree char *t1 = g_build_filename(f->dir, "t1.qcow2", NULL), *t2 = g_build_filename(f->dir, "t2.qcow2", NULL);
         uint64_t before1 = bitmap_dirty(s1, "b0"), before2 = bitmap_dirty(s2, "b0");
         JobTxn *txn = NULL;
+        Job *a, *b;
 
-        /* The second one's target fails at its third write. */
-        g_assert_cmpint(job_txn_new(f->loop.registry, &txn), ==, 0);
-        Job *a = create_in(f, txn, "a", s1, t1), *b = create_in(f, txn, "b", s2, t2);
-        job_txn_unref(txn);
-        fail_path = t2;
-        atomic_store(&fail_after, 2);
-        image_set_fault_hook(fail_target_writes);
-        job_start(a);
-        job_start(b);
-        test_loop_run_until_empty(&f->loop);
-        image_set_fault_hook(NULL);
-        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
-        g_assert_false(g_file_test(t2, G_FILE_TEST_EXISTS));
-        g_assert_cmpuint(bitmap_dirty(s1, "b0"), ==, before1);
-        g_assert_cmpuint(bitmap_dirty(s2, "b0"), ==, before2);
+        static const BitmapSyncMode modes[] = { BITMAP_SYNC_ON_SUCCESS, BITMAP_SYNC_ALWAYS };
+        for (size_t i = 0; i < G_N_ELEMENTS(modes); i++) {
+                BitmapSyncMode mode = modes[i];
+
+                /* The second one's target fails at its third write. */
+                g_assert_cmpint(job_txn_new(f->loop.registry, &txn), ==, 0);
+                a = create_in(f, txn, "a", s1, t1, mode);
+                b = create_in(f, txn, "b", s2, t2, mode);
+                job_txn_unref(txn);
+                fail_path = t2;
+                atomic_store(&fail_after, 2);
+                image_set_fault_hook(fail_target_writes);
+                job_start(a);
+                job_start(b);
+                test_loop_run_until_empty(&f->loop);
+                image_set_fault_hook(NULL);
+                g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+                g_assert_false(g_file_test(t2, G_FILE_TEST_EXISTS));
+                g_assert_cmpuint(bitmap_dirty(s1, "b0"), ==, before1);
+                g_assert_cmpuint(bitmap_dirty(s2, "b0"), ==, before2);
+        }
 
         /* Both succeed: both cleared. */
         g_assert_cmpint(job_txn_new(f->loop.registry, &txn), ==, 0);
-        a = create_in(f, txn, "a", s1, t1);
-        b = create_in(f, txn, "b", s2, t2);
+        a = create_in(f, txn, "a", s1, t1, BITMAP_SYNC_ON_SUCCESS);
+        b = create_in(f, txn, "b", s2, t2, BITMAP_SYNC_ON_SUCCESS);
         job_txn_unref(txn);
         job_start(a);
         job_start(b);
