@@ -16,7 +16,6 @@
 #include "macro.h"
 #include "manager.h"
 
-#define BITMAP_MODIFY_ACTION "org.blockjobd.bitmap.modify"
 /* An image holds at most QEMU's 65535 bitmaps: more sources than that cannot all exist. */
 #define MERGE_SOURCES_MAX 65535U
 

@@ -10,6 +10,10 @@
 
 #include <systemd/sd-bus.h>
 
+/* What every call that changes an image's bitmaps is authorized for: these methods, and a Backup
+ * that writes its source's bitmap (bus-manager.c). */
+#define BITMAP_MODIFY_ACTION "org.blockjobd.bitmap.modify"
+
 int bus_method_add_bitmap(sd_bus_message *message, void *userdata, sd_bus_error *error);
 int bus_method_remove_bitmap(sd_bus_message *message, void *userdata, sd_bus_error *error);
 int bus_method_clear_bitmap(sd_bus_message *message, void *userdata, sd_bus_error *error);

@@ -181,13 +181,16 @@ static const char *create_action_id(JobType type) {
 }
 
 /* Admission by the factory (the user's limits count this call from now on, while polkit thinks
- * too), then polkit: one check per job to create, with what rules need to know about it. Takes
- * 'req'. */
+ * too), then polkit: one check per job to create, with what rules need to know about it, and for
+ * a backup that writes the source's bitmap (bitmap-mode on-success or always: cleared or merged at
+ * finalize) bitmap.modify as well, with the details AddBitmap and the like give it: a rule that
+ * keeps a user from changing bitmaps must not be bypassed by a backup. Takes 'req'. */
 static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
         _cleanup_(create_request_freep) CreateRequest *owned = req;
         _cleanup_free_ BusAuthCheck *checks = NULL;
         _cleanup_free_ char *message = NULL;
         Manager *m = req->manager;
+        size_t n_checks = 0;
         char owner[16];
         int r;
 
@@ -205,23 +208,44 @@ static int create_request_authorize(CreateRequest *req, sd_bus_error *error) {
                 req->requests[i] = (JobRequest) JOB_REQUEST_INIT;
         }
 
-        checks = calloc(req->n_requests, sizeof(BusAuthCheck));
+        _Static_assert(TRANSACTION_ACTIONS_MAX * 2 <= BUS_AUTH_CHECKS_MAX, "every check must fit");
+        checks = calloc(req->n_requests * 2, sizeof(BusAuthCheck));
         if (!checks)
                 return -ENOMEM;
         snprintf(owner, sizeof(owner), "%u", (unsigned) req->owner);
         for (size_t i = 0; i < req->n_requests; i++) {
                 const JobRequest *q = job_creation_request(req->creation, i);
+                BusAuthCheck *c = &checks[n_checks++];
+                size_t k = 12;          /* the details set here */
+
                 /* With descriptors, source and target are the caller's labels: rules can tell. */
-                checks[i] = (BusAuthCheck) {
+                *c = (BusAuthCheck) {
                         .action = create_action_id(q->type),
                         .details = { "job-type", job_type_to_string(q->type), "owner-uid", owner,
                                      "source", q->source, "target", strempty(q->target),
                                      "source-fd", q->chain_passed ? "yes" : "no",
-                                     "target-fd", q->target_passed ? "yes" : "no",
-                                     q->job_id ? "job-id" : NULL, q->job_id },
+                                     "target-fd", q->target_passed ? "yes" : "no" },
                 };
+                if (q->job_id) {
+                        c->details[k++] = "job-id";
+                        c->details[k++] = q->job_id;
+                }
+                if (q->bitmap) {
+                        c->details[k++] = "bitmap";
+                        c->details[k++] = q->bitmap;
+                        c->details[k++] = "bitmap-mode";
+                        c->details[k++] = bitmap_sync_mode_to_string(q->bitmap_mode);
+                }
+                assert(k <= ELEMENTSOF(c->details));
+
+                if (job_request_writes_bitmap(q))
+                        checks[n_checks++] = (BusAuthCheck) {
+                                .action = BITMAP_MODIFY_ACTION,
+                                .details = { "image", q->source, "bitmap", q->bitmap, "operation", "Backup",
+                                             "owner-uid", owner },
+                        };
         }
-        return bus_authorize(m, req->message, req->owner, checks, req->n_requests, create_request_authorized,
+        return bus_authorize(m, req->message, req->owner, checks, n_checks, create_request_authorized,
                              TAKE_PTR(owned), create_request_free_void, error);
 }
 

@@ -23,8 +23,10 @@
 
 typedef struct Manager Manager;
 
-#define BUS_AUTH_CHECKS_MAX 257U        /* a transaction's 256 creations, or a verb and other-users */
-#define BUS_AUTH_DETAILS_MAX 7U
+/* A transaction's 256 creations, each with bitmap.modify as well when it writes a bitmap; or a
+ * verb and other-users. */
+#define BUS_AUTH_CHECKS_MAX 512U
+#define BUS_AUTH_DETAILS_MAX 9U
 
 typedef struct BusAuthCheck {
         const char *action;

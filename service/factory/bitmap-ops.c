@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +64,9 @@ struct BitmapOp {
         size_t n_groups;
         bool groups_unknown;
         bool counted;                   /* admitted: in the user's calls */
+        uint64_t memory_max;            /* what the image may take (0: no bound) */
+        /* memory_max is in the user's memory (a change, while it works) */
+        bool memory_counted;
         BitmapRequest request;
 
         OpenerCall *opener;
@@ -98,9 +102,17 @@ static void op_stop_opening(BitmapOp *op) {
         op->deadline = sd_event_source_disable_unref(op->deadline);
 }
 
+static void op_release_memory(BitmapOp *op) {
+        if (!op->memory_counted)
+                return;
+        job_factory_release_call_memory(op->factory, op->uid, op->memory_max);
+        op->memory_counted = false;
+}
+
 static void op_free_now(BitmapOp *op) {
         op_stop_opening(op);
         op->reservation = reservation_set_free(op->reservation);
+        op_release_memory(op);
         job_files_done(&op->files);
         if (op->counted)
                 job_factory_release_call(op->factory, op->uid);
@@ -278,9 +290,13 @@ static void op_run(void *userdata) {
         int r;
 
         /* Opened as qcow2, never probed, and this layer alone: its bitmaps are its own, and no name
-         * it records is followed. A change takes QEMU's write permission, as a job's image does. */
-        r = image_open_fd(op->files.chain[0], q->image, IMAGE_FORMAT_QCOW2,
-                          (op_changes(op) ? IMAGE_OPEN_WRITE : 0) | IMAGE_OPEN_NO_BACKING, &img, &error);
+         * it records is followed. A change takes QEMU's write permission, as a job's image does,
+         * and so loads every enabled bitmap (up to QEMU's 512 MiB together; a merge reads more):
+         * bounded as a job's images are, so that no call takes more than a creation could. */
+        ImageChainFds top = { .fds = op->files.chain, .n = 1 };
+        ImageOpenOptions options = { .fds = &top, .memory_max = op->memory_max };
+        r = image_open_full(q->image, IMAGE_FORMAT_QCOW2,
+                            (op_changes(op) ? IMAGE_OPEN_WRITE : 0) | IMAGE_OPEN_NO_BACKING, &options, &img, &error);
         /* The image has its own descriptor (and the locks) now, or failed. */
         job_files_done(&op->files);
         if (r == -EMEDIUMTYPE) {
@@ -291,6 +307,21 @@ static void op_run(void *userdata) {
                         (void) error_message(&error, r, "Image '%s' is not a qcow2 image: only qcow2 images have persistent bitmaps",
                                              q->image);
                 (void) op_fail(op, r, BITMAP_OP_ERROR_BITMAP, error);
+                return;
+        }
+        if (r == -E2BIG) {
+                /* More memory than the bound (or than QEMU lets bitmaps take): a limit, as for a
+                 * creation. */
+                _cleanup_free_ char *why = TAKE_PTR(error);
+                if (op->memory_max > 0)
+                        (void) error_message(&error, r,
+                                             "%s() on '%s' refused (a call of user %u may take up to %" PRIu64 " MiB of memory, as a job may): %s",
+                                             bitmap_op_type_to_string(q->type), q->image, (unsigned) op->uid,
+                                             op->memory_max >> 20, strempty(why));
+                else
+                        (void) error_message(&error, r, "%s() on '%s' refused: %s", bitmap_op_type_to_string(q->type),
+                                             q->image, strempty(why));
+                (void) op_fail(op, r, BITMAP_OP_ERROR_LIMIT, error);
                 return;
         }
         if (r < 0) {
@@ -309,8 +340,10 @@ static void op_ran(void *userdata) {
         BitmapOp *op = userdata;
 
         op->working = false;
-        /* The image is closed, its locks gone: the file is free for jobs again. */
+        /* The image is closed, its locks gone, its memory freed: the file is free for jobs again,
+         * and the memory is the user's again. */
         op->reservation = reservation_set_free(op->reservation);
+        op_release_memory(op);
         if (op->abandoned) {
                 op_free_now(op);
                 return;
@@ -388,10 +421,22 @@ static void on_opened(OpenerCall *call, int r, bool ours, const char *error, voi
                 return;
         }
 
+        /* A change opens the image for writing, which loads its enabled bitmaps (and a merge makes
+         * more maps): counted in the user's memory while it works. A listing opens it read-only,
+         * which loads none: bounded, not counted, so that listings do not crowd out jobs. */
+        r = job_factory_claim_call_memory(op->factory, op->uid, op_changes(op), &op->memory_max, &message);
+        if (r < 0) {
+                op->reservation = reservation_set_free(op->reservation);
+                op_finish(op, r, BITMAP_OP_ERROR_LIMIT, message);
+                return;
+        }
+        op->memory_counted = op_changes(op);
+
         op->deadline = sd_event_source_disable_unref(op->deadline);
         r = worker_pool_call(job_factory_pool(op->factory), op->uid, op_run, op_ran, op);
         if (r < 0) {
                 op->reservation = reservation_set_free(op->reservation);
+                op_release_memory(op);
                 op_finish(op, r, BITMAP_OP_ERROR_LIMIT, "blockjobd has run out of memory");
                 return;
         }

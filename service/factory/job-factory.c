@@ -158,6 +158,46 @@ void job_factory_release_call(JobFactory *f, uid_t uid) {
         user_usage_trim(f, u);
 }
 
+int job_factory_claim_call_memory(JobFactory *f, uid_t uid, bool count, uint64_t *ret_max, char **ret_error) {
+        const JobFactoryLimits *l = &f->limits;
+        uint64_t max = l->max_memory_per_job;
+        UserUsage *u;
+
+        *ret_max = 0;
+        if (uid == 0)
+                return 0;               /* root is not limited, as in creations */
+        u = user_usage(f, uid, true);
+        if (!u)
+                return error_message(ret_error, -ENOMEM, "Out of memory");
+        if (l->max_memory_per_user > 0) {
+                if (u->memory >= l->max_memory_per_user) {
+                        user_usage_trim(f, u);
+                        return error_message(ret_error, -E2BIG,
+                                             "User %u's jobs already take the %" PRIu64 " MiB of memory a user may have for their images",
+                                             (unsigned) uid, l->max_memory_per_user >> 20);
+                }
+                uint64_t left = l->max_memory_per_user - u->memory;
+                max = max == 0 ? left : MIN(max, left);
+        }
+        if (count)
+                u->memory += max;
+        else
+                user_usage_trim(f, u);
+        *ret_max = max;
+        return 0;
+}
+
+void job_factory_release_call_memory(JobFactory *f, uid_t uid, uint64_t memory) {
+        UserUsage *u;
+
+        if (uid == 0)
+                return;
+        u = user_usage(f, uid, false);
+        assert(u && u->memory >= memory);
+        u->memory -= memory;
+        user_usage_trim(f, u);
+}
+
 /* ---- claims -------------------------------------------------------------------------------- */
 
 struct JobClaim {

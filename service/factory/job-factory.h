@@ -98,6 +98,13 @@ WorkerPool *job_factory_pool(JobFactory *f);
 Reservations *job_factory_reservations(JobFactory *f);
 int job_factory_admit_call(JobFactory *f, uid_t uid, const char *what, char **ret_error);
 void job_factory_release_call(JobFactory *f, uid_t uid);
+/* The memory such a call's image may take, under the bounds a creation obeys: what a job may
+ * have, within what is left of the user's (*ret_max; 0: no bound, for root or without limits).
+ * With 'count', the bound itself is counted in the user's memory until released, since only the
+ * worker learns what the image takes: such a call holds, while it runs, the most it may take.
+ * -E2BIG and a message when nothing is left of the user's. */
+int job_factory_claim_call_memory(JobFactory *f, uid_t uid, bool count, uint64_t *ret_max, char **ret_error);
+void job_factory_release_call_memory(JobFactory *f, uid_t uid, uint64_t memory);
 
 /* Gives up: openers are killed; a build in flight is discarded once it returns; jobs already
  * created are not touched (their claims are the caller's). */

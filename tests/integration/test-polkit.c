@@ -677,6 +677,62 @@ static void test_bitmaps_with_rules(PolkitFixture *pf, gconstpointer data) {
         g_assert_null(strstr(info, "name: c"));
 }
 
+/* A site that lets nobody back up but not change bitmaps: a backup that would write its source's
+ * bitmap (cleared at finalize with on-success or always) needs bitmap.modify too, which is denied;
+ * one that leaves the bitmap alone (never) does not. create.backup's rule reads the bitmap and
+ * bitmap-mode details. */
+static const char rules_backup_not_bitmaps[] =
+        "polkit.addRule(function(action, subject) {\n"
+        "        if (subject.user != 'nobody')\n"
+        "                return polkit.Result.NOT_HANDLED;\n"
+        "        if (action.id == 'org.blockjobd.bitmap.modify')\n"
+        "                return polkit.Result.NO;\n"
+        "        if (action.id == 'org.blockjobd.create.backup' && action.lookup('bitmap') == 'b' &&\n"
+        "            ['on-success', 'never'].indexOf(action.lookup('bitmap-mode')) >= 0)\n"
+        "                return polkit.Result.YES;\n"
+        "        return polkit.Result.NOT_HANDLED;\n"
+        "});\n";
+
+static void test_backup_bitmap_needs_bitmap_modify(PolkitFixture *pf, gconstpointer data) {
+        if (!begin(pf, rules_backup_not_bitmaps, MiB))
+                return;
+        g_autofree char *own = make_qcow2(pf, pf->nobody_dir, "own.qcow2", 65534, 0600);
+        g_autofree char *t1 = g_build_filename(pf->nobody_dir, "t1.img", NULL);
+        g_autofree char *t2 = g_build_filename(pf->nobody_dir, "t2.img", NULL);
+        g_autofree char *t3 = g_build_filename(pf->nobody_dir, "t3.img", NULL);
+        g_autofree char *t4 = g_build_filename(pf->nobody_dir, "t4.img", NULL);
+
+        polkit_fixture_watch_checks(pf);
+        nobody_backup(pf, own, t1, "{'sync': <'bitmap'>, 'bitmap': <'b'>, 'bitmap-mode': <'on-success'>}", DENIED,
+                      "org.blockjobd.bitmap.modify");
+        g_assert_cmpuint(polkit_fixture_checks_seen(pf, "org.blockjobd.create.backup"), ==, 1);
+        g_assert_cmpuint(polkit_fixture_checks_seen(pf, "org.blockjobd.bitmap.modify"), ==, 1);
+        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+
+        /* incremental is on-success. */
+        nobody_backup(pf, own, t2, "{'sync': <'incremental'>, 'bitmap': <'b'>}", DENIED, "org.blockjobd.bitmap.modify");
+        g_assert_false(g_file_test(t2, G_FILE_TEST_EXISTS));
+
+        /* In a transaction: one member that writes the bitmap denies the whole. */
+        g_autofree char *txn = g_strdup_printf(
+                "([('backup', '%s', '%s', {'sync': <'bitmap'>, 'bitmap': <'b'>, 'bitmap-mode': <'never'>}), "
+                "('backup', '%s', '%s', {'sync': <'bitmap'>, 'bitmap': <'b'>, 'bitmap-mode': <'on-success'>})], @a{sv} {})",
+                own, t3, own, t4);
+        g_autofree char *out = nobody_call(pf, false, MANAGER_PATH, MANAGER_IFACE, "Transaction", txn);
+        bus_assert_answer(out, DENIED);
+        assert_contains(out, "org.blockjobd.bitmap.modify");
+        g_assert_false(g_file_test(t3, G_FILE_TEST_EXISTS) || g_file_test(t4, G_FILE_TEST_EXISTS));
+        g_assert_cmpuint(polkit_fixture_checks_seen(pf, "org.blockjobd.bitmap.modify"), ==, 3);
+
+        /* never: the bitmap is read only, create.backup is enough. */
+        nobody_backup(pf, own, t1, "{'sync': <'bitmap'>, 'bitmap': <'b'>, 'bitmap-mode': <'never'>}", "ok", NULL);
+        g_assert_cmpuint(polkit_fixture_checks_seen(pf, "org.blockjobd.bitmap.modify"), ==, 3);
+
+        /* The bitmap is still there. */
+        g_autofree char *info = qemu_img_info(own);
+        assert_contains(info, "name: b");
+}
+
 int main(int argc, char *argv[]) {
         int r = bus_client_main(argc, argv);
         if (r >= 0)
@@ -689,6 +745,8 @@ int main(int argc, char *argv[]) {
         g_test_add("/polkit/root-needs-no-polkit", PolkitFixture, NULL, setup, test_root_needs_no_polkit, teardown);
         g_test_add("/polkit/bitmaps-without-rules", PolkitFixture, NULL, setup, test_bitmaps_without_rules, teardown);
         g_test_add("/polkit/bitmaps-with-rules", PolkitFixture, NULL, setup, test_bitmaps_with_rules, teardown);
+        g_test_add("/polkit/backup-bitmap-needs-bitmap-modify", PolkitFixture, NULL, setup,
+                   test_backup_bitmap_needs_bitmap_modify, teardown);
         g_test_add("/polkit/unprivileged-without-rules", PolkitFixture, NULL, setup, test_unprivileged_without_rules,
                    teardown);
         g_test_add("/polkit/unprivileged-with-rules", PolkitFixture, NULL, setup, test_unprivileged_with_rules, teardown);

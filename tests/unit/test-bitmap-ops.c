@@ -355,6 +355,62 @@ static void test_callers_rights(Fixture *f, gconstpointer data) {
         result_done(&res);
 }
 
+/* A change loads the image's enabled bitmaps: bounded as a job's images are (a job's memory, within
+ * what is left of the user's), and counted in the user's memory only while it works. Root is not
+ * bounded, as in creations. */
+static void test_memory_bound(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "big.qcow2"), *bm = NULL;
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        Result res;
+
+        if (getuid() != 0) {
+                g_test_skip("needs root, to act as nobody");
+                return;
+        }
+        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+        /* 64 GiB at 512 bytes a bit: a map of 16 MiB, in memory once the image is open for writing. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", img));
+        g_assert_cmpint(chmod(img, 0666), ==, 0);
+
+        l->max_memory_per_job = 8 << 20;
+        run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "ClearBitmap() on '");
+        g_assert_cmpint(res.r, ==, -E2BIG);
+        g_assert_nonnull(strstr(res.message, "MiB of memory"));
+        g_test_message("refused: %s", res.message);
+        result_done(&res);
+        /* A merge too. */
+        const char *const sources[] = { "b", NULL };
+        run_as(f, 65534, BITMAP_OP_MERGE, img, "b", sources, 0, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "MiB of memory");
+        result_done(&res);
+
+        /* What is left of the user's bounds it as well. */
+        l->max_memory_per_job = 0;
+        l->max_memory_per_user = 8 << 20;
+        run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "MiB of memory");
+        result_done(&res);
+
+        /* Root is not bounded. */
+        run_as(f, 0, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+
+        /* Within the bound it works; each call gives its memory back (else the second could not
+         * have the user's whole 256 MiB). */
+        l->max_memory_per_user = 256 << 20;
+        for (unsigned i = 0; i < 2; i++) {
+                run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+                assert_ok(&res);
+                result_done(&res);
+        }
+        bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "b:512:auto");
+        assert_clean(img);
+}
+
 static void test_checks(void) {
         g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL;
         char name[BITMAP_NAME_MAX + 2];
@@ -386,5 +442,6 @@ int main(int argc, char *argv[]) {
         T("/bitmap-ops/reserved", test_reserved);
         T("/bitmap-ops/locked", test_locked);
         T("/bitmap-ops/callers-rights", test_callers_rights);
+        T("/bitmap-ops/memory-bound", test_memory_bound);
         return g_test_run();
 }
