@@ -307,6 +307,17 @@ static int find_usable(Image *img, Qcow2 *q, const char *name, bool consistent, 
         return 0;
 }
 
+/* The layer's bitmaps ready to be changed, and bitmap 'name' among them: how every change of
+ * one bitmap starts. */
+static int changeable_bitmap(Image *img, const char *name, bool consistent, Qcow2 **ret_q, Qcow2Bitmap **ret) {
+        int r;
+
+        r = changeable(img, ret_q);
+        if (r < 0)
+                return r;
+        return find_usable(img, *ret_q, name, consistent, ret);
+}
+
 /* Does the list in memory still name this string? */
 static bool name_in_use(const Qcow2 *q, const char *name) {
         for (uint32_t i = 0; q->bitmaps.list && i < q->bitmaps.nb_bitmaps; i++)
@@ -434,10 +445,7 @@ int image_bitmap_remove(Image *img, const char *name) {
         Qcow2 *q = NULL;
         int r;
 
-        r = changeable(img, &q);
-        if (r < 0)
-                return r;
-        r = find_usable(img, q, name, false, &bm);
+        r = changeable_bitmap(img, name, false, &q, &bm);
         if (r < 0)
                 return r;
         i = (uint32_t) (bm - q->bitmaps.list);
@@ -459,10 +467,7 @@ static int set_flags(Image *img, const char *name, uint32_t clear, uint32_t set)
         Qcow2 *q = NULL;
         int r;
 
-        r = changeable(img, &q);
-        if (r < 0)
-                return r;
-        r = find_usable(img, q, name, true, &bm);
+        r = changeable_bitmap(img, name, true, &q, &bm);
         if (r < 0)
                 return r;
         if (((bm->flags & ~clear) | set) == bm->flags)
@@ -502,10 +507,7 @@ int image_bitmap_clear(Image *img, const char *name) {
         Qcow2 *q = NULL;
         int r;
 
-        r = changeable(img, &q);
-        if (r < 0)
-                return r;
-        r = find_usable(img, q, name, true, &bm);
+        r = changeable_bitmap(img, name, true, &q, &bm);
         if (r < 0)
                 return r;
         return replace_content(img, q, bm, NULL);
@@ -516,10 +518,7 @@ int image_bitmap_replace(Image *img, const char *name, const ImageDirtyMap *m) {
         Qcow2 *q = NULL;
         int r;
 
-        r = changeable(img, &q);
-        if (r < 0)
-                return r;
-        r = find_usable(img, q, name, true, &bm);
+        r = changeable_bitmap(img, name, true, &q, &bm);
         if (r < 0)
                 return r;
         if (m->granularity != UINT32_C(1) << bm->granularity_bits || m->size != img->size)
@@ -567,10 +566,7 @@ int image_bitmap_merge(Image *img, const char *target, const char *const *source
         Qcow2 *q = NULL;
         int r;
 
-        r = changeable(img, &q);
-        if (r < 0)
-                return r;
-        r = find_usable(img, q, target, true, &bm);
+        r = changeable_bitmap(img, target, true, &q, &bm);
         if (r < 0)
                 return r;
         r = load_merged(img, q, bm, sources, n, &m);
