@@ -2,12 +2,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <unistd.h>
 
 #include "backup-backing.h"
 #include "error-message.h"
 #include "job-files.h"
-#include "lock.h"
 #include "macro.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Image *, image_close);
@@ -52,17 +50,10 @@ int backup_backing_create(TargetFile *t, Image *source, const BackupBacking *bb,
                                      "Target backing file '%s' has %" PRIu64 " bytes, the source %" PRIu64 ": an incremental backup rests on a backup of the same disk",
                                      bb->path, size, image_size(source));
 
-        /* As target_image_create(): a file given to be written in place is emptied once we hold
-         * its write lock. */
+        r = target_file_prepare_image(t, ret_error);
+        if (r < 0)
+                return r;
         int fd = target_file_fd(t);
-        if (target_file_in_place(t)) {
-                r = image_lock(fd, IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE | IMAGE_PERM_RESIZE,
-                               IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE_UNCHANGED, t->path, ret_error);
-                if (r < 0)
-                        return r;
-                if (ftruncate(fd, 0) < 0)
-                        return error_message(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
-        }
         ImageCreateParams cp = {
                 .format = IMAGE_FORMAT_QCOW2,
                 .size = image_size(source),

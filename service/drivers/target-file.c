@@ -199,6 +199,22 @@ bool target_file_in_place(const TargetFile *t) {
         return t->device_fd >= 0;
 }
 
+/* Before an image is made in the target: a file given to be written in place is emptied once we
+ * hold its write lock (a new file is ours and empty already). */
+int target_file_prepare_image(TargetFile *t, char **ret_error) {
+        int fd = target_file_fd(t), r;
+
+        if (!target_file_in_place(t))
+                return 0;
+        r = image_lock(fd, IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE | IMAGE_PERM_RESIZE,
+                       IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE_UNCHANGED, t->path, ret_error);
+        if (r < 0)
+                return r;
+        if (ftruncate(fd, 0) < 0)
+                return error_message(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
+        return 0;
+}
+
 int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backing, ImageFormat format,
                         bool sync_top, Image **ret, char **ret_error) {
         int r;
@@ -224,15 +240,10 @@ int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backi
         }
         /* A new file, or a given one, emptied once we hold the write lock: the image is made in
          * it. */
+        r = target_file_prepare_image(t, ret_error);
+        if (r < 0)
+                return r;
         int fd = target_file_fd(t);
-        if (target_file_in_place(t)) {
-                r = image_lock(fd, IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE | IMAGE_PERM_RESIZE,
-                               IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE_UNCHANGED, t->path, ret_error);
-                if (r < 0)
-                        return r;
-                if (ftruncate(fd, 0) < 0)
-                        return error_message(ret_error, negative_errno(), "Could not empty target '%s': %m", t->path);
-        }
         r = image_create_fd(fd, t->path, &cp, ret_error);
         if (r < 0)
                 return r;

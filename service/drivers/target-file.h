@@ -71,6 +71,8 @@ int target_file_adopt(TargetFile *t, const char *path, JobFiles *files, Image *s
 int target_file_fd(const TargetFile *t);
 /* Written in place (a device, or a file a caller passed): it does not start out empty. */
 bool target_file_in_place(const TargetFile *t);
+/* Before an image is made in it: a target written in place is locked for writing and emptied. */
+int target_file_prepare_image(TargetFile *t, char **ret_error);
 
 /* Makes the image the job writes into, and opens it for writing. Its format is 'format', or
  * with PROBE the source's (a device written in place: raw, the only format it can take). A new
