@@ -215,10 +215,36 @@ static BitmapOpError classify_bitmap_error(int r) {
         }
 }
 
+/* More memory than the call may take: a limit, as for a creation. */
+static int fail_memory(BitmapOp *op, const char *why) {
+        const BitmapRequest *q = &op->request;
+        _cleanup_free_ char *error = NULL;
+
+        if (op->memory_max > 0)
+                (void) error_message(&error, -E2BIG,
+                                     "%s() on '%s' refused (a call of user %u may take up to %" PRIu64 " MiB of memory, as a job may): %s",
+                                     bitmap_op_type_to_string(q->type), q->image, (unsigned) op->uid, op->memory_max >> 20,
+                                     strempty(why));
+        else
+                (void) error_message(&error, -E2BIG, "%s() on '%s' refused: %s", bitmap_op_type_to_string(q->type), q->image,
+                                     strempty(why));
+        return op_fail(op, -E2BIG, BITMAP_OP_ERROR_LIMIT, error);
+}
+
 static int list_bitmaps(BitmapOp *op, Image *img) {
         ImageBitmapInfo *infos = NULL;
         size_t n = 0;
         int r;
+
+        /* What the open counted (the directory as read and parsed, which also bounds the names
+         * listed), and the two clusters each bitmap is counted through: never a bitmap's map. */
+        uint64_t need = image_memory_estimate(img) + 2 * (uint64_t) image_cluster_size(img);
+        if (op->memory_max > 0 && need > op->memory_max) {
+                _cleanup_free_ char *why = NULL;
+                (void) error_message(&why, -E2BIG, "listing the bitmaps of '%s' would need %" PRIu64 " MiB of memory",
+                                     op->request.image, need >> 20);
+                return fail_memory(op, why);
+        }
 
         r = image_bitmap_list(img, &infos, &n);
         if (r < 0)
@@ -238,16 +264,13 @@ static int list_bitmaps(BitmapOp *op, Image *img) {
                 /* An inconsistent bitmap cannot be read: QEMU shows it, with nothing counted. */
                 if (e->flags & IMAGE_BITMAP_INCONSISTENT)
                         continue;
-                ImageDirtyMap *m = NULL;
-                r = image_bitmap_load(img, e->name, &m);
+                r = image_bitmap_dirty_bytes(img, i, &e->dirty);
                 if (r < 0)
                         break;
-                e->dirty = image_dirty_map_count(m);
-                image_dirty_map_free(m);
         }
         image_bitmap_list_free(infos, n);
         if (r < 0)
-                return op_fail(op, r, r == -E2BIG ? BITMAP_OP_ERROR_BITMAP : BITMAP_OP_ERROR_IMAGE, image_error(img));
+                return op_fail(op, r, BITMAP_OP_ERROR_IMAGE, image_error(img));
         return 0;
 }
 
@@ -310,18 +333,7 @@ static void op_run(void *userdata) {
                 return;
         }
         if (r == -E2BIG) {
-                /* More memory than the bound (or than QEMU lets bitmaps take): a limit, as for a
-                 * creation. */
-                _cleanup_free_ char *why = TAKE_PTR(error);
-                if (op->memory_max > 0)
-                        (void) error_message(&error, r,
-                                             "%s() on '%s' refused (a call of user %u may take up to %" PRIu64 " MiB of memory, as a job may): %s",
-                                             bitmap_op_type_to_string(q->type), q->image, (unsigned) op->uid,
-                                             op->memory_max >> 20, strempty(why));
-                else
-                        (void) error_message(&error, r, "%s() on '%s' refused: %s", bitmap_op_type_to_string(q->type),
-                                             q->image, strempty(why));
-                (void) op_fail(op, r, BITMAP_OP_ERROR_LIMIT, error);
+                (void) fail_memory(op, error);
                 return;
         }
         if (r < 0) {

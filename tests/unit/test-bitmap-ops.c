@@ -8,6 +8,8 @@
 
 #include <glib/gstdio.h>
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bitmap-ops.h"
@@ -411,6 +413,114 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
         assert_clean(img);
 }
 
+/* A bitmap as large as QEMU makes one: 2 TiB at 512 bytes a bit is 512 MiB of bits (QEMU refuses
+ * more: "Too much space will be occupied by the bitmap"), in a sparse file of a few MiB; qemu-io
+ * marks 64 KiB, 1 MiB of data and 1 MiB of zeroes in it. */
+#define HUGE_DIRTY ((UINT64_C(64) << 10) + (UINT64_C(2) << 20))
+
+static void make_huge_bitmap(const char *img) {
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 2T", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", img));
+        g_free(oracle_run("qemu-io -c 'write -P 1 0 64k' -c 'write -P 1 1T 1M' -c 'write -z 2047G 1M' %s", img));
+        g_assert_cmpint(chmod(img, 0666), ==, 0);
+}
+
+/* ListBitmaps() counts a bitmap's dirty bytes without its map: at a bound of 8 MiB, far below the
+ * bitmap's 512 MiB, it lists it and counts right; below what the image's tables take, it is
+ * refused with the bound named. */
+static void test_list_bounded(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "huge.qcow2");
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        Result res;
+
+        if (getuid() != 0) {
+                g_test_skip("needs root, to act as nobody");
+                return;
+        }
+        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+        make_huge_bitmap(img);
+
+        l->max_memory_per_job = 8 << 20;
+        run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
+        assert_ok(&res);
+        g_assert_cmpuint(res.n_list, ==, 1);
+        g_assert_cmpstr(res.list[0].name, ==, "b");
+        g_assert_cmpuint(res.list[0].granularity, ==, 512);
+        g_assert_cmpuint(res.list[0].dirty, ==, HUGE_DIRTY);
+        result_done(&res);
+
+        /* A change needs the map: refused at that bound. */
+        run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "ClearBitmap() on '");
+        result_done(&res);
+
+        /* Less than the image's tables and the two clusters a count reads through. */
+        l->max_memory_per_job = 1 << 20;
+        run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "ListBitmaps() on '");
+        g_assert_cmpint(res.r, ==, -E2BIG);
+        g_assert_nonnull(strstr(res.message, "of memory"));
+        g_test_message("refused: %s", res.message);
+        result_done(&res);
+}
+
+static uint64_t address_space(void) {
+        g_autofree char *statm = NULL;
+        g_assert_true(g_file_get_contents("/proc/self/statm", &statm, NULL, NULL));
+        return g_ascii_strtoull(statm, NULL, 10) * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/* What the process may allocate, proven: in a child whose address space may grow by 64 MiB only,
+ * the count of the 512 MiB bitmap works, and loading its map (what ListBitmaps() did before) fails
+ * for want of memory, so the bound is real. Not under ASan, which reserves terabytes of address
+ * space for its shadow. */
+static int count_in_child(const char *img) {
+        struct rlimit rl;
+        char *error = NULL;
+        Image *image = NULL;
+        ImageBitmapInfo *infos = NULL;
+        ImageDirtyMap *m = NULL;
+        uint64_t dirty = 0;
+        size_t n = 0;
+
+        rl.rlim_cur = rl.rlim_max = address_space() + (UINT64_C(64) << 20);
+        if (setrlimit(RLIMIT_AS, &rl) < 0)
+                return 10;
+        if (image_open_full(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, NULL, &image, &error) < 0)
+                return 11;
+        if (image_bitmap_list(image, &infos, &n) < 0 || n != 1)
+                return 12;
+        if (image_bitmap_dirty_bytes(image, 0, &dirty) < 0)
+                return 13;
+        if (dirty != HUGE_DIRTY)
+                return 14;
+        if (image_bitmap_load(image, "b", &m) != -ENOMEM)
+                return 15;
+        return 0;
+}
+
+static void test_list_address_space(void) {
+#if defined(__SANITIZE_ADDRESS__)
+        g_test_skip("ASan reserves more address space than the bound");
+#else
+        g_autofree char *dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
+        g_autofree char *img = g_build_filename(dir, "huge.qcow2", NULL), *cmd = NULL;
+        int status = -1;
+        pid_t pid;
+
+        make_huge_bitmap(img);
+        pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0)
+                _exit(count_in_child(img));
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        cmd = g_strdup_printf("rm -rf '%s'", dir);
+        g_assert_cmpint(system(cmd), ==, 0);
+#endif
+}
+
 static void test_checks(void) {
         g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL;
         char name[BITMAP_NAME_MAX + 2];
@@ -443,5 +553,7 @@ int main(int argc, char *argv[]) {
         T("/bitmap-ops/locked", test_locked);
         T("/bitmap-ops/callers-rights", test_callers_rights);
         T("/bitmap-ops/memory-bound", test_memory_bound);
+        T("/bitmap-ops/list-bounded", test_list_bounded);
+        g_test_add_func("/bitmap-ops/list-address-space", test_list_address_space);
         return g_test_run();
 }
