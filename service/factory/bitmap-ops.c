@@ -65,8 +65,9 @@ struct BitmapOp {
         bool groups_unknown;
         bool counted;                   /* admitted: in the user's calls */
         uint64_t memory_max;            /* what the image may take (0: no bound) */
-        /* memory_max is in the user's memory (a change, while it works) */
-        bool memory_counted;
+        /* What is in the user's memory for a change: memory_max while the image is opened, then
+         * what the open image may take (image_memory_estimate()) while the change is made. */
+        uint64_t memory_counted;
         BitmapRequest request;
 
         OpenerCall *opener;
@@ -74,9 +75,14 @@ struct BitmapOp {
         JobFiles files;
         ReservationSet *reservation;    /* the image, while the work runs */
 
-        /* On a worker: the op is the worker's until it returns; one given up meanwhile goes then. */
+        /* On a worker: the op is the worker's until it returns; one given up meanwhile goes then.
+         * The image is opened on one worker call and changed (or listed) and closed on another,
+         * so that the memory counted in between is what the open image may take. */
         bool working;
         bool abandoned;
+        Image *image;
+        uint64_t need;                  /* image_memory_estimate() of the open image */
+        bool skip_work;                 /* given up once the image was open: only close it */
         int r;
         BitmapOpError kind;
         char *error;
@@ -103,14 +109,16 @@ static void op_stop_opening(BitmapOp *op) {
 }
 
 static void op_release_memory(BitmapOp *op) {
-        if (!op->memory_counted)
+        if (op->memory_counted == 0)
                 return;
-        job_factory_release_call_memory(op->factory, op->uid, op->memory_max);
-        op->memory_counted = false;
+        job_factory_release_call_memory(op->factory, op->uid, op->memory_counted);
+        op->memory_counted = 0;
 }
 
 static void op_free_now(BitmapOp *op) {
         op_stop_opening(op);
+        /* Only where no worker could take it (the pool out of memory): closed here. */
+        op->image = image_close(op->image);
         op->reservation = reservation_set_free(op->reservation);
         op_release_memory(op);
         job_files_done(&op->files);
@@ -305,10 +313,9 @@ static int change_bitmaps(BitmapOp *op, Image *img) {
         return 0;
 }
 
-static void op_run(void *userdata) {
+static void op_open(void *userdata) {
         BitmapOp *op = userdata;
         const BitmapRequest *q = &op->request;
-        _cleanup_(image_closep) Image *img = NULL;
         _cleanup_free_ char *error = NULL;
         int r;
 
@@ -319,7 +326,7 @@ static void op_run(void *userdata) {
         ImageChainFds top = { .fds = op->files.chain, .n = 1 };
         ImageOpenOptions options = { .fds = &top, .memory_max = op->memory_max };
         r = image_open_full(q->image, IMAGE_FORMAT_QCOW2,
-                            (op_changes(op) ? IMAGE_OPEN_WRITE : 0) | IMAGE_OPEN_NO_BACKING, &options, &img, &error);
+                            (op_changes(op) ? IMAGE_OPEN_WRITE : 0) | IMAGE_OPEN_NO_BACKING, &options, &op->image, &error);
         /* The image has its own descriptor (and the locks) now, or failed. */
         job_files_done(&op->files);
         if (r == -EMEDIUMTYPE) {
@@ -341,14 +348,25 @@ static void op_run(void *userdata) {
                 (void) op_fail(op, r, r == -EBUSY ? BITMAP_OP_ERROR_IN_USE : BITMAP_OP_ERROR_IMAGE, error);
                 return;
         }
-
-        if (op_changes(op))
-                (void) change_bitmaps(op, img);
-        else
-                (void) list_bitmaps(op, img);
+        /* Within memory_max, the open checked: the image's tables, the enabled bitmaps a change
+         * loaded, and room for the table, a cluster and two maps of the bitmaps it reads and
+         * writes. */
+        op->need = image_memory_estimate(op->image);
 }
 
-static void op_ran(void *userdata) {
+static void op_work(void *userdata) {
+        BitmapOp *op = userdata;
+
+        if (!op->skip_work) {
+                if (op_changes(op))
+                        (void) change_bitmaps(op, op->image);
+                else
+                        (void) list_bitmaps(op, op->image);
+        }
+        op->image = image_close(op->image);
+}
+
+static void op_worked(void *userdata) {
         BitmapOp *op = userdata;
 
         op->working = false;
@@ -361,6 +379,28 @@ static void op_ran(void *userdata) {
                 return;
         }
         op_finish(op, op->r, op->kind, op->error);
+}
+
+static void op_opened(void *userdata) {
+        BitmapOp *op = userdata;
+
+        if (!op->image) {
+                op_worked(op);
+                return;
+        }
+        /* From the bound to what the open image may take: what a change holds while it works. */
+        if (op->memory_counted > op->need) {
+                job_factory_release_call_memory(op->factory, op->uid, op->memory_counted - op->need);
+                op->memory_counted = op->need;
+        }
+        /* Given up meanwhile: nothing is changed, the image is only closed (on a worker, as
+         * closing it may write). */
+        op->skip_work = op->abandoned;
+        if (worker_pool_call(job_factory_pool(op->factory), op->uid, op_work, op_worked, op) < 0) {
+                op->image = image_close(op->image);
+                (void) op_fail(op, -ENOMEM, BITMAP_OP_ERROR_LIMIT, NULL);
+                op_worked(op);
+        }
 }
 
 /* ---- the file (loop) ------------------------------------------------------------------------- */
@@ -442,10 +482,10 @@ static void on_opened(OpenerCall *call, int r, bool ours, const char *error, voi
                 op_finish(op, r, BITMAP_OP_ERROR_LIMIT, message);
                 return;
         }
-        op->memory_counted = op_changes(op);
+        op->memory_counted = op_changes(op) ? op->memory_max : 0;
 
         op->deadline = sd_event_source_disable_unref(op->deadline);
-        r = worker_pool_call(job_factory_pool(op->factory), op->uid, op_run, op_ran, op);
+        r = worker_pool_call(job_factory_pool(op->factory), op->uid, op_open, op_opened, op);
         if (r < 0) {
                 op->reservation = reservation_set_free(op->reservation);
                 op_release_memory(op);

@@ -81,9 +81,9 @@ static void result_done(Result *res) {
         *res = (Result) {};
 }
 
-/* Runs one operation as 'uid' (root: 0) to its end. */
-static void run_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, const char *name,
-                   const char *const *sources, uint32_t granularity, bool disabled, Result *res) {
+/* Starts one operation as 'uid' (root: 0); res->done once it ended. */
+static void start_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, const char *name,
+                     const char *const *sources, uint32_t granularity, bool disabled, Result *res) {
         BitmapRequest q = {
                 .type = type,
                 .image = image ? strdup(image) : NULL,
@@ -106,6 +106,12 @@ static void run_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, 
         *res = (Result) {};
         g_assert_cmpint(bitmap_op_new(f->factory, &caller, &q, &op, &error), ==, 0);
         g_assert_cmpint(bitmap_op_start(op, on_done, res), ==, 0);
+}
+
+/* Runs one operation as 'uid' (root: 0) to its end. */
+static void run_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, const char *name,
+                   const char *const *sources, uint32_t granularity, bool disabled, Result *res) {
+        start_as(f, uid, type, image, name, sources, granularity, disabled, res);
         for (unsigned i = 0; !res->done; i++) {
                 g_assert_cmpuint(i, <, 10000);
                 test_loop_iterate(&f->loop);
@@ -139,6 +145,16 @@ static const char oracle_script[] =
 static char *oracle_bitmaps(const char *image) {
         g_autofree char *script = g_shell_quote(oracle_script);
         return oracle_run("/usr/bin/python3 -c %s %s", script, image);
+}
+
+/* Calls as nobody need root, and a directory nobody can enter. */
+static bool can_act_as_nobody(Fixture *f) {
+        if (getuid() != 0) {
+                g_test_skip("needs root, to act as nobody");
+                return false;
+        }
+        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+        return true;
 }
 
 static void assert_clean(const char *image) {
@@ -336,11 +352,8 @@ static void test_callers_rights(Fixture *f, gconstpointer data) {
         g_autofree char *img = path(f, "a.qcow2");
         Result res;
 
-        if (getuid() != 0) {
-                g_test_skip("needs root, to act as nobody");
+        if (!can_act_as_nobody(f))
                 return;
-        }
-        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
         g_assert_cmpint(chmod(img, 0644), ==, 0);
 
@@ -365,11 +378,8 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
         JobFactoryLimits *l = job_factory_limits(f->factory);
         Result res;
 
-        if (getuid() != 0) {
-                g_test_skip("needs root, to act as nobody");
+        if (!can_act_as_nobody(f))
                 return;
-        }
-        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
         /* 64 GiB at 512 bytes a bit: a map of 16 MiB, in memory once the image is open for writing. */
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", img));
         g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", img));
@@ -433,11 +443,8 @@ static void test_list_bounded(Fixture *f, gconstpointer data) {
         JobFactoryLimits *l = job_factory_limits(f->factory);
         Result res;
 
-        if (getuid() != 0) {
-                g_test_skip("needs root, to act as nobody");
+        if (!can_act_as_nobody(f))
                 return;
-        }
-        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
         make_huge_bitmap(img);
 
         l->max_memory_per_job = 8 << 20;
@@ -521,6 +528,99 @@ static void test_list_address_space(void) {
 #endif
 }
 
+/* Holds its owner's only worker (a pool of 2 threads lets an owner have 1) until released. */
+typedef struct Blocker {
+        int started[2], release[2];
+        bool done;
+} Blocker;
+
+static void blocker_run(void *userdata) {
+        Blocker *b = userdata;
+        char c = 0;
+
+        g_assert_cmpint(write(b->started[1], &c, 1), ==, 1);
+        g_assert_cmpint(read(b->release[0], &c, 1), ==, 1);
+}
+
+static void blocker_done(void *userdata) {
+        ((Blocker *) userdata)->done = true;
+}
+
+/* Is 'image' reserved for writing (by an operation that has its file)? */
+static bool reserved(Fixture *f, const char *image) {
+        FileClaim c = { .write = true, .label = strdup(image) };
+        ReservationSet *set = reservation_set_new(job_factory_reservations(f->factory));
+        int fd = open(image, O_RDONLY | O_CLOEXEC), r;
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(file_identity(fd, &c.id), ==, 0);
+        g_assert_cmpint(reservation_set_add(set, &c, 1), ==, 0);
+        r = reservation_set_check(set, NULL, 0, NULL);
+        reservation_set_free(set);
+        close(fd);
+        return r == -ETXTBSY;
+}
+
+/* A change counts its whole bound (here all of the user's 64 MiB) while its image is opened, then
+ * only what the open image may take: with the user's only worker held once the image is open, the
+ * change waits to be made, and the user has memory again meanwhile. */
+static void test_change_counts_need(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "a.qcow2"), *error = NULL;
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        Blocker blocker = {};
+        uint64_t max = 0;
+        Result res;
+        char c = 0;
+
+        if (!can_act_as_nobody(f))
+                return;
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
+        g_free(oracle_run("qemu-img bitmap --add %s b", img));
+        g_assert_cmpint(chmod(img, 0666), ==, 0);
+        g_assert_cmpint(pipe2(blocker.started, O_CLOEXEC), ==, 0);
+        g_assert_cmpint(pipe2(blocker.release, O_CLOEXEC), ==, 0);
+        l->max_memory_per_job = 0;
+        l->max_memory_per_user = 64 << 20;
+
+        start_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+        /* The file is reserved in the callback that sends the open to a worker: behind it, the
+         * blocker, which starts once the open is done. */
+        for (unsigned i = 0; !reserved(f, img); i++) {
+                g_assert_false(res.done);
+                g_assert_cmpuint(i, <, 10000);
+                test_loop_iterate(&f->loop);
+        }
+        g_assert_cmpint(job_factory_claim_call_memory(f->factory, 65534, false, &max, &error), ==, -E2BIG);
+        g_clear_pointer(&error, free);
+        g_assert_cmpint(worker_pool_call(f->loop.pool, 65534, blocker_run, blocker_done, &blocker), ==, 0);
+        g_assert_cmpint(read(blocker.started[0], &c, 1), ==, 1);
+
+        for (unsigned i = 0; job_factory_claim_call_memory(f->factory, 65534, false, &max, NULL) < 0; i++) {
+                g_assert_false(res.done);
+                g_assert_cmpuint(i, <, 10000);
+                test_loop_iterate(&f->loop);
+        }
+        g_assert_false(res.done);
+        g_test_message("while the change waits, the user may still take %" PRIu64 " of %u bytes", max, 64U << 20);
+        g_assert_cmpuint(max, <, 64U << 20);
+        g_assert_cmpuint(max, >, 32U << 20);
+
+        g_assert_cmpint(write(blocker.release[1], &c, 1), ==, 1);
+        for (unsigned i = 0; !res.done || !blocker.done; i++) {
+                g_assert_cmpuint(i, <, 10000);
+                test_loop_iterate(&f->loop);
+        }
+        assert_ok(&res);
+        result_done(&res);
+        /* All given back. */
+        g_assert_cmpint(job_factory_claim_call_memory(f->factory, 65534, false, &max, NULL), ==, 0);
+        g_assert_cmpuint(max, ==, 64U << 20);
+        for (unsigned i = 0; i < 2; i++) {
+                close(blocker.started[i]);
+                close(blocker.release[i]);
+        }
+}
+
 static void test_checks(void) {
         g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL;
         char name[BITMAP_NAME_MAX + 2];
@@ -554,6 +654,7 @@ int main(int argc, char *argv[]) {
         T("/bitmap-ops/callers-rights", test_callers_rights);
         T("/bitmap-ops/memory-bound", test_memory_bound);
         T("/bitmap-ops/list-bounded", test_list_bounded);
+        T("/bitmap-ops/change-counts-need", test_change_counts_need);
         g_test_add_func("/bitmap-ops/list-address-space", test_list_address_space);
         return g_test_run();
 }
