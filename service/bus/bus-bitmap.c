@@ -124,14 +124,7 @@ static void on_done(BitmapOp *op, int r, BitmapOpError kind, const char *message
                                                                   : sd_bus_reply_method_return(c->message, NULL);
         else
                 r = bus_error_from_bitmap(&error, kind, r, message);
-        r = bus_error_from_resources(&error, r);
-        if (r < 0) {
-                if (!sd_bus_error_is_set(&error))
-                        sd_bus_error_set_errno(&error, r);
-                r = sd_bus_reply_method_error(c->message, &error);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to send an error reply: %m");
-        }
+        bus_reply_error(c->message, &error, bus_error_from_resources(&error, r));
 }
 
 /* ---- authorized: on to the factory ----------------------------------------------------------- */
