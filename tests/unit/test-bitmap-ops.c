@@ -621,6 +621,85 @@ static void test_change_counts_need(Fixture *f, gconstpointer data) {
         }
 }
 
+/* Bitmap 'b''s dirty bytes, counted a cluster at a time and from its whole map: they must agree. */
+static uint64_t dirty_bytes(const char *img) {
+        g_autofree char *error = NULL;
+        ImageBitmapInfo *infos = NULL;
+        ImageDirtyMap *m = NULL;
+        Image *image = NULL;
+        uint64_t dirty = 0;
+        size_t n = 0;
+
+        g_assert_cmpint(image_open_full(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, NULL, &image, &error), ==, 0);
+        g_assert_cmpint(image_bitmap_list(image, &infos, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpint(image_bitmap_dirty_bytes(image, 0, &dirty), ==, 0);
+        g_assert_cmpint(image_bitmap_load(image, "b", &m), ==, 0);
+        g_assert_cmpuint(image_dirty_map_count(m), ==, dirty);
+        image_dirty_map_free(m);
+        image_bitmap_list_free(infos, n);
+        image_close(image);
+        return dirty;
+}
+
+/* Table entry i of the first bitmap of a qcow2 v3 image becomes 'entry' (the bitmaps extension,
+ * its directory and the table, found as docs/interop/qcow2.txt places them). */
+static void set_table_entry(const char *img, unsigned i, uint64_t entry) {
+        uint8_t buf[8];
+        uint64_t pos, dir, table;
+        int fd = open(img, O_RDWR | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pread(fd, buf, 4, 100), ==, 4);
+        pos = (uint64_t) buf[0] << 24 | buf[1] << 16 | buf[2] << 8 | buf[3];
+        for (;;) {
+                uint32_t type, len;
+                g_assert_cmpint(pread(fd, buf, 8, (off_t) pos), ==, 8);
+                type = GUINT32_FROM_BE(*(uint32_t *) buf);
+                len = GUINT32_FROM_BE(*(uint32_t *) (buf + 4));
+                g_assert_cmpuint(type, !=, 0);
+                if (type == 0x23852875)
+                        break;
+                pos += 8 + ((len + 7) & ~7U);
+        }
+        g_assert_cmpint(pread(fd, buf, 8, (off_t) pos + 8 + 16), ==, 8);
+        dir = GUINT64_FROM_BE(*(uint64_t *) buf);
+        g_assert_cmpint(pread(fd, buf, 8, (off_t) dir), ==, 8);
+        table = GUINT64_FROM_BE(*(uint64_t *) buf);
+        *(uint64_t *) buf = GUINT64_TO_BE(entry);
+        g_assert_cmpint(pwrite(fd, buf, 8, (off_t) (table + 8 * i)), ==, 8);
+        close(fd);
+}
+
+/* The count's corners: a last granule that reaches past the end of the disk counts up to the end;
+ * all-ones table entries count without a read, the last one only up to the end of the disk; and
+ * qemu-img check still finds the image clean. */
+static void test_count_corners(void) {
+        g_autofree char *dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
+        g_autofree char *tail = g_build_filename(dir, "tail.qcow2", NULL), *ones = g_build_filename(dir, "ones.qcow2", NULL);
+        g_autofree char *cmd = NULL;
+
+        /* 1 MiB and 1 KiB at 64 KiB a bit: one byte dirties a granule, the last granule is 1 KiB. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1049600", tail));
+        g_free(oracle_run("qemu-img bitmap --add %s b", tail));
+        g_free(oracle_run("qemu-io -c 'write 0 1' -c 'write 1M 1k' %s", tail));
+        g_assert_cmpuint(dirty_bytes(tail), ==, 65536 + 1024);
+
+        /* 600 MiB at 512 bytes a bit: three clusters of bitmap data (256 MiB of disk each, the
+         * last 88 MiB); 4 KiB written in the second, the first and last made all ones. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 600M", ones));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", ones));
+        g_free(oracle_run("qemu-io -c 'write 300M 4k' %s", ones));
+        g_assert_cmpuint(dirty_bytes(ones), ==, 4096);
+        set_table_entry(ones, 0, 1);
+        set_table_entry(ones, 2, 1);
+        g_assert_cmpuint(dirty_bytes(ones), ==, (UINT64_C(256) << 20) + 4096 + (UINT64_C(88) << 20));
+        assert_clean(ones);
+
+        cmd = g_strdup_printf("rm -rf '%s'", dir);
+        g_assert_cmpint(system(cmd), ==, 0);
+}
+
 static void test_checks(void) {
         g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL;
         char name[BITMAP_NAME_MAX + 2];
@@ -656,5 +735,6 @@ int main(int argc, char *argv[]) {
         T("/bitmap-ops/list-bounded", test_list_bounded);
         T("/bitmap-ops/change-counts-need", test_change_counts_need);
         g_test_add_func("/bitmap-ops/list-address-space", test_list_address_space);
+        g_test_add_func("/bitmap-ops/count-corners", test_count_corners);
         return g_test_run();
 }
