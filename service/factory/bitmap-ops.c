@@ -313,6 +313,20 @@ static int change_bitmaps(BitmapOp *op, Image *img) {
         return 0;
 }
 
+static uint64_t div_round_up(uint64_t a, uint64_t b) {
+        return a / b + (a % b != 0);
+}
+
+/* What AddBitmap() makes that the image's estimate cannot know of, since the bitmap is not there
+ * yet: its map (empty, stored as such), its table twice (as built and as written) and a cluster of
+ * data. */
+static uint64_t add_need(Image *img, uint32_t granularity) {
+        uint64_t g = granularity ?: image_bitmap_default_granularity(img), cluster = image_cluster_size(img);
+        uint64_t bits = div_round_up(image_size(img), g);
+
+        return div_round_up(bits, 64) * 8 + 2 * div_round_up(div_round_up(bits, 8), cluster) * 8 + cluster;
+}
+
 static void op_open(void *userdata) {
         BitmapOp *op = userdata;
         const BitmapRequest *q = &op->request;
@@ -350,8 +364,19 @@ static void op_open(void *userdata) {
         }
         /* Within memory_max, the open checked: the image's tables, the enabled bitmaps a change
          * loaded, and room for the table, a cluster and two maps of the bitmaps it reads and
-         * writes. */
+         * writes; and a new bitmap's. */
         op->need = image_memory_estimate(op->image);
+        if (q->type == BITMAP_OP_ADD) {
+                uint64_t more = add_need(op->image, q->granularity);
+                op->need += more;
+                if (op->memory_max > 0 && op->need > op->memory_max) {
+                        _cleanup_free_ char *why = NULL;
+                        (void) error_message(&why, -E2BIG, "bitmap '%s' would need %" PRIu64 " MiB of memory, and the image's tables %" PRIu64 " MiB",
+                                             q->name, more >> 20, (op->need - more) >> 20);
+                        (void) fail_memory(op, why);
+                        op->image = image_close(op->image);
+                }
+        }
 }
 
 static void op_work(void *userdata) {

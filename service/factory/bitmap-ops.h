@@ -19,7 +19,8 @@
  *   - Memory: the image may take what a job's images may, within what is left of the user's. A
  *     change counts that whole bound in the user's memory while its image is opened, then only
  *     what the open image may take (image_memory_estimate(): its tables, the enabled bitmaps it
- *     loaded, and the table, a cluster and two maps of the bitmaps changed) until it is closed.
+ *     loaded, the table, a cluster and two maps of the bitmaps changed, and a new bitmap's map
+ *     and table) until it is closed.
  *     A listing never loads a bitmap (image_bitmap_dirty_bytes()) and is bounded, not counted.
  *
  * An operation goes: admitted → opener (on the loop, within one deadline) → reservation checked

@@ -423,6 +423,34 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
         assert_clean(img);
 }
 
+/* AddBitmap()'s new map counts too, though the image's tables are small: 64 GiB at 512 bytes a
+ * bit is a map of 16 MiB, more than a bound of 8 MiB; at 64 KiB a bit, 128 KiB, well within. */
+static void test_add_bounded(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "big.qcow2"), *bm = NULL;
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        Result res;
+
+        if (!can_act_as_nobody(f))
+                return;
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", img));
+        g_assert_cmpint(chmod(img, 0666), ==, 0);
+        l->max_memory_per_job = 8 << 20;
+
+        run_as(f, 65534, BITMAP_OP_ADD, img, "fine", NULL, 512, false, &res);
+        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "AddBitmap() on '");
+        g_assert_cmpint(res.r, ==, -E2BIG);
+        g_assert_nonnull(strstr(res.message, "bitmap 'fine' would need 16 MiB of memory"));
+        g_test_message("refused: %s", res.message);
+        result_done(&res);
+
+        run_as(f, 65534, BITMAP_OP_ADD, img, "coarse", NULL, 65536, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "coarse:65536:auto");
+        assert_clean(img);
+}
+
 /* A bitmap as large as QEMU makes one: 2 TiB at 512 bytes a bit is 512 MiB of bits (QEMU refuses
  * more: "Too much space will be occupied by the bitmap"), in a sparse file of a few MiB; qemu-io
  * marks 64 KiB, 1 MiB of data and 1 MiB of zeroes in it. */
@@ -471,6 +499,12 @@ static void test_list_bounded(Fixture *f, gconstpointer data) {
         result_done(&res);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN true
+#else
+#define UNDER_ASAN false
+#endif
+
 static uint64_t address_space(void) {
         g_autofree char *statm = NULL;
         g_assert_true(g_file_get_contents("/proc/self/statm", &statm, NULL, NULL));
@@ -507,14 +541,16 @@ static int count_in_child(const char *img) {
 }
 
 static void test_list_address_space(void) {
-#if defined(__SANITIZE_ADDRESS__)
-        g_test_skip("ASan reserves more address space than the bound");
-#else
-        g_autofree char *dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
-        g_autofree char *img = g_build_filename(dir, "huge.qcow2", NULL), *cmd = NULL;
+        g_autofree char *dir = NULL, *img = NULL, *cmd = NULL;
         int status = -1;
         pid_t pid;
 
+        if (UNDER_ASAN) {
+                g_test_skip("ASan reserves more address space than the bound");
+                return;
+        }
+        dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
+        img = g_build_filename(dir, "huge.qcow2", NULL);
         make_huge_bitmap(img);
         pid = fork();
         g_assert_cmpint(pid, >=, 0);
@@ -525,7 +561,6 @@ static void test_list_address_space(void) {
         g_assert_cmpint(WEXITSTATUS(status), ==, 0);
         cmd = g_strdup_printf("rm -rf '%s'", dir);
         g_assert_cmpint(system(cmd), ==, 0);
-#endif
 }
 
 /* Holds its owner's only worker (a pool of 2 threads lets an owner have 1) until released. */
@@ -733,6 +768,7 @@ int main(int argc, char *argv[]) {
         T("/bitmap-ops/callers-rights", test_callers_rights);
         T("/bitmap-ops/memory-bound", test_memory_bound);
         T("/bitmap-ops/list-bounded", test_list_bounded);
+        T("/bitmap-ops/add-bounded", test_add_bounded);
         T("/bitmap-ops/change-counts-need", test_change_counts_need);
         g_test_add_func("/bitmap-ops/list-address-space", test_list_address_space);
         g_test_add_func("/bitmap-ops/count-corners", test_count_corners);
