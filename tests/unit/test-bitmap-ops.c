@@ -135,6 +135,18 @@ static void assert_fails(Result *res, BitmapOpError kind, const char *message) {
                 g_error("message '%s' does not say '%s'", res->message, message);
 }
 
+/* Refused for memory: LimitExceeded (-E2BIG) naming the method, and saying what would not fit. */
+static void assert_refused(Result *res, const char *method, const char *detail) {
+        g_autofree char *prefix = g_strdup_printf("%s() on '", method);
+
+        assert_fails(res, BITMAP_OP_ERROR_LIMIT, prefix);
+        g_assert_cmpint(res->r, ==, -E2BIG);
+        if (!strstr(res->message, detail))
+                g_error("message '%s' does not say '%s'", res->message, detail);
+        g_test_message("refused: %s", res->message);
+        result_done(res);
+}
+
 /* `qemu-img info`'s bitmaps, as "name:granularity:flag,flag" each, space-separated. */
 static const char oracle_script[] =
         "import json, subprocess, sys\n"
@@ -387,23 +399,17 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
 
         l->max_memory_per_job = 8 << 20;
         run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "ClearBitmap() on '");
-        g_assert_cmpint(res.r, ==, -E2BIG);
-        g_assert_nonnull(strstr(res.message, "MiB of memory"));
-        g_test_message("refused: %s", res.message);
-        result_done(&res);
+        assert_refused(&res, "ClearBitmap", "MiB of memory");
         /* A merge too. */
         const char *const sources[] = { "b", NULL };
         run_as(f, 65534, BITMAP_OP_MERGE, img, "b", sources, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "MiB of memory");
-        result_done(&res);
+        assert_refused(&res, "MergeBitmaps", "MiB of memory");
 
         /* What is left of the user's bounds it as well. */
         l->max_memory_per_job = 0;
         l->max_memory_per_user = 8 << 20;
         run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "MiB of memory");
-        result_done(&res);
+        assert_refused(&res, "ClearBitmap", "MiB of memory");
 
         /* Root is not bounded. */
         run_as(f, 0, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
@@ -437,11 +443,7 @@ static void test_add_bounded(Fixture *f, gconstpointer data) {
         l->max_memory_per_job = 8 << 20;
 
         run_as(f, 65534, BITMAP_OP_ADD, img, "fine", NULL, 512, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "AddBitmap() on '");
-        g_assert_cmpint(res.r, ==, -E2BIG);
-        g_assert_nonnull(strstr(res.message, "bitmap 'fine' would need 16 MiB of memory"));
-        g_test_message("refused: %s", res.message);
-        result_done(&res);
+        assert_refused(&res, "AddBitmap", "bitmap 'fine' would need 16 MiB of memory");
 
         run_as(f, 65534, BITMAP_OP_ADD, img, "coarse", NULL, 65536, false, &res);
         assert_ok(&res);
@@ -486,17 +488,12 @@ static void test_list_bounded(Fixture *f, gconstpointer data) {
 
         /* A change needs the map: refused at that bound. */
         run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "ClearBitmap() on '");
-        result_done(&res);
+        assert_refused(&res, "ClearBitmap", "MiB of memory");
 
         /* Less than the image's tables and the two clusters a count reads through. */
         l->max_memory_per_job = 1 << 20;
         run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "ListBitmaps() on '");
-        g_assert_cmpint(res.r, ==, -E2BIG);
-        g_assert_nonnull(strstr(res.message, "of memory"));
-        g_test_message("refused: %s", res.message);
-        result_done(&res);
+        assert_refused(&res, "ListBitmaps", "of memory");
 }
 
 #if defined(__SANITIZE_ADDRESS__)
