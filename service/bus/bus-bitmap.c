@@ -124,14 +124,7 @@ static void on_done(BitmapOp *op, int r, BitmapOpError kind, const char *message
                                                                   : sd_bus_reply_method_return(c->message, NULL);
         else
                 r = bus_error_from_bitmap(&error, kind, r, message);
-        r = bus_error_from_resources(&error, r);
-        if (r < 0) {
-                if (!sd_bus_error_is_set(&error))
-                        sd_bus_error_set_errno(&error, r);
-                r = sd_bus_reply_method_error(c->message, &error);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to send an error reply: %m");
-        }
+        bus_reply_error(c->message, &error, bus_error_from_resources(&error, r));
 }
 
 /* ---- authorized: on to the factory ----------------------------------------------------------- */
@@ -243,64 +236,106 @@ static int read_image_and_name(sd_bus_message *message, BitmapRequest *q, bool w
         return 0;
 }
 
-/* AddBitmap's options: granularity (u) and disabled (b); anything else is InvalidArgs, as for the
- * job options. */
-static int read_add_options(sd_bus_message *message, BitmapRequest *q, sd_bus_error *error) {
-        bool seen_granularity = false, seen_disabled = false;
+/* AddBitmap's options, read as the job options are (bus-options.h). */
+static int parse_granularity(sd_bus_message *m, BitmapRequest *q, sd_bus_error *error) {
         int r;
 
-        r = sd_bus_message_enter_container(message, 'a', "{sv}");
+        r = sd_bus_message_read(m, "u", &q->granularity);
         if (r < 0)
                 return r;
-        while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-                const char *key, *contents, *signature;
-                bool *seen;
-                char t;
+        /* 0 would mean the default: given, it must be a granularity. */
+        if (q->granularity == 0 || bitmap_check_granularity(q->granularity, NULL) < 0)
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Granularity must be power of 2 and at least 512");
+        return 0;
+}
 
-                r = sd_bus_message_read(message, "s", &key);
-                if (r < 0)
-                        return r;
-                if (strcmp(key, "granularity") == 0)
-                        seen = &seen_granularity, signature = "u";
-                else if (strcmp(key, "disabled") == 0)
-                        seen = &seen_disabled, signature = "b";
-                else
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s' for AddBitmap()",
-                                                 key);
-                if (*seen)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
-                *seen = true;
+static int parse_disabled(sd_bus_message *m, BitmapRequest *q, sd_bus_error *error) {
+        int b, r;
 
-                r = sd_bus_message_peek_type(message, &t, &contents);
-                if (r < 0)
-                        return r;
-                if (strcmp(contents, signature) != 0)
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "Option '%s' must be of type '%s', not '%s'", key, signature, contents);
-                if (signature[0] == 'u') {
-                        _cleanup_free_ char *text = NULL;
-                        r = sd_bus_message_read(message, "v", "u", &q->granularity);
-                        if (r < 0)
-                                return r;
-                        /* 0 would mean the default: given, it must be a granularity. */
-                        if (q->granularity == 0 || bitmap_check_granularity(q->granularity, &text) < 0)
-                                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                        "Granularity must be power of 2 and at least 512");
-                } else {
-                        int b;
-                        r = sd_bus_message_read(message, "v", "b", &b);
-                        if (r < 0)
-                                return r;
-                        q->disabled = b;
+        r = sd_bus_message_read(m, "b", &b);
+        if (r < 0)
+                return r;
+        q->disabled = b;
+        return 0;
+}
+
+static const struct {
+        const char *key;
+        const char *signature;
+        int (*parse)(sd_bus_message *m, BitmapRequest *q, sd_bus_error *error);
+} add_options[] = {
+        { "granularity", "u", parse_granularity },
+        { "disabled",    "b", parse_disabled },
+};
+
+static int find_add_option(const char *key, void *userdata, const char **ret_signature) {
+        for (size_t i = 0; i < ELEMENTSOF(add_options); i++)
+                if (strcmp(add_options[i].key, key) == 0) {
+                        *ret_signature = add_options[i].signature;
+                        return (int) i;
                 }
-                r = sd_bus_message_exit_container(message);
+        return -ENOENT;
+}
+
+static int read_add_option(sd_bus_message *m, const char *key, size_t i, void *userdata, sd_bus_error *error) {
+        return add_options[i].parse(m, userdata, error);
+}
+
+static const BusOptionsReader add_options_reader = {
+        .n_keys = ELEMENTSOF(add_options),
+        .find = find_add_option,
+        .read = read_add_option,
+};
+
+static int read_add_options(sd_bus_message *message, BitmapRequest *q, sd_bus_error *error) {
+        return bus_read_options(message, "AddBitmap()", &add_options_reader, q, error);
+}
+
+/* MergeBitmaps' sources: names as the bitmap's, checked as they are read, and at most
+ * MERGE_SOURCES_MAX: a message of millions of short strings is refused as it is read, not
+ * copied whole first. */
+static int read_sources(sd_bus_message *message, BitmapRequest *q, sd_bus_error *error) {
+        const char *source;
+        int r;
+
+        r = sd_bus_message_enter_container(message, 'a', "s");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read(message, "s", &source)) > 0) {
+                if (q->n_sources >= MERGE_SOURCES_MAX)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "MergeBitmaps() takes at most %u sources",
+                                                 MERGE_SOURCES_MAX);
+                r = check_name(source, error);
                 if (r < 0)
                         return r;
+                char **a = reallocarray(q->sources, q->n_sources + 1, sizeof(char *));
+                if (!a)
+                        return -ENOMEM;
+                q->sources = a;
+                q->sources[q->n_sources] = strdup(source);
+                if (!q->sources[q->n_sources])
+                        return -ENOMEM;
+                q->n_sources++;
         }
         if (r < 0)
                 return r;
         return sd_bus_message_exit_container(message);
 }
+
+/* What each method reads after the image: the bitmap's name (all but ListBitmaps()), then
+ * AddBitmap()'s options or MergeBitmaps()' sources. */
+static const struct {
+        bool with_name;
+        int (*read_more)(sd_bus_message *message, BitmapRequest *q, sd_bus_error *error);
+} bitmap_methods[_BITMAP_OP_MAX] = {
+        [BITMAP_OP_LIST]    = { false, NULL },
+        [BITMAP_OP_ADD]     = { true,  read_add_options },
+        [BITMAP_OP_REMOVE]  = { true,  NULL },
+        [BITMAP_OP_CLEAR]   = { true,  NULL },
+        [BITMAP_OP_ENABLE]  = { true,  NULL },
+        [BITMAP_OP_DISABLE] = { true,  NULL },
+        [BITMAP_OP_MERGE]   = { true,  read_sources },
+};
 
 static int bitmap_method(sd_bus_message *message, Manager *m, BitmapOpType type, sd_bus_error *error) {
         BitmapRequest q = { .type = type };
@@ -309,38 +344,9 @@ static int bitmap_method(sd_bus_message *message, Manager *m, BitmapOpType type,
         if (m->shutting_down)
                 return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "blockjobd is shutting down");
 
-        r = read_image_and_name(message, &q, type != BITMAP_OP_LIST, error);
-        if (r >= 0 && type == BITMAP_OP_ADD)
-                r = read_add_options(message, &q, error);
-        if (r >= 0 && type == BITMAP_OP_MERGE) {
-                const char *source;
-
-                r = sd_bus_message_enter_container(message, 'a', "s");
-                while (r >= 0 && (r = sd_bus_message_read(message, "s", &source)) > 0) {
-                        if (q.n_sources >= MERGE_SOURCES_MAX) {
-                                r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                      "MergeBitmaps() takes at most %u sources", MERGE_SOURCES_MAX);
-                                break;
-                        }
-                        r = check_name(source, error);
-                        if (r < 0)
-                                break;
-                        char **a = reallocarray(q.sources, q.n_sources + 1, sizeof(char *));
-                        if (!a) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        q.sources = a;
-                        q.sources[q.n_sources] = strdup(source);
-                        if (!q.sources[q.n_sources]) {
-                                r = -ENOMEM;
-                                break;
-                        }
-                        q.n_sources++;
-                }
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(message);
-        }
+        r = read_image_and_name(message, &q, bitmap_methods[type].with_name, error);
+        if (r >= 0 && bitmap_methods[type].read_more)
+                r = bitmap_methods[type].read_more(message, &q, error);
         if (r < 0) {
                 bitmap_request_done(&q);
                 return r;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "bus-errors.h"
+#include "log.h"
 #include "macro.h"
 
 const sd_bus_error_map bus_error_map[] = {
@@ -55,6 +56,14 @@ int bus_error_from_image(sd_bus_error *error, int r, const char *message) {
         if (IN_SET(r, -EACCES, -EPERM))
                 return set_error(error, SD_BUS_ERROR_ACCESS_DENIED, r, message);
         return set_error(error, r == -EINVAL ? SD_BUS_ERROR_INVALID_ARGS : BUS_ERROR_IMAGE_ERROR, r, message);
+}
+
+void bus_reply_error(sd_bus_message *call, const sd_bus_error *error, int r) {
+        if (r >= 0)
+                return;
+        r = sd_bus_error_is_set(error) ? sd_bus_reply_method_error(call, error) : sd_bus_reply_method_errno(call, r, NULL);
+        if (r < 0)
+                log_warning_errno(r, "Failed to send an error reply: %m");
 }
 
 int bus_error_from_resources(sd_bus_error *error, int r) {

@@ -37,6 +37,10 @@ int bus_error_from_image(sd_bus_error *error, int r, const char *message);
  * or an error already set, is returned as it is. */
 int bus_error_from_resources(sd_bus_error *error, int r);
 
+/* For a call answered later: if r < 0, its error reply ('error' if set, else r's); a reply that
+ * cannot be sent is logged. */
+void bus_reply_error(sd_bus_message *call, const sd_bus_error *error, int r);
+
 /* A creation the job factory refused, by what failed (job-factory.h). */
 int bus_error_from_creation(sd_bus_error *error, JobCreationError kind, int r, const char *message);
 

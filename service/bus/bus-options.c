@@ -409,68 +409,87 @@ static int check_backup_options(JobRequest *q, sd_bus_error *error) {
         return 0;
 }
 
-int bus_read_job_options(sd_bus_message *m, JobRequest *q, sd_bus_error *error) {
-        bool seen[ELEMENTSOF(job_options)] = {};
-        Options o = { .request = q, .fds = { .source = -EBADF, .target = -EBADF } };
+int bus_read_options(sd_bus_message *m, const char *what, const BusOptionsReader *reader, void *userdata,
+                     sd_bus_error *error) {
+        _cleanup_free_ bool *seen = calloc(MAX(reader->n_keys, (size_t) 1), sizeof(bool));
         int r;
 
+        if (!seen)
+                return -ENOMEM;
         r = sd_bus_message_enter_container(m, 'a', "{sv}");
         if (r < 0)
-                goto finish;
-
+                return r;
         while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
-                const char *key, *contents;
-                const BusOption *opt = NULL;
-                size_t i;
+                const char *key, *contents, *signature = NULL;
                 char t;
+                int i;
 
                 r = sd_bus_message_read(m, "s", &key);
                 if (r < 0)
-                        goto finish;
-
-                for (i = 0; i < ELEMENTSOF(job_options); i++)
-                        if (strcmp(job_options[i].key, key) == 0 && (job_options[i].types & (1U << q->type))) {
-                                opt = &job_options[i];
-                                break;
-                        }
-                if (!opt) {
-                        r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s' for a %s job",
-                                              key, job_type_to_string(q->type));
-                        goto finish;
-                }
-                if (seen[i]) {
-                        r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
-                        goto finish;
-                }
+                        return r;
+                i = reader->find(key, userdata, &signature);
+                if (i < 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s' for %s", key, what);
+                assert((size_t) i < reader->n_keys);
+                if (seen[i])
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
                 seen[i] = true;
 
                 r = sd_bus_message_peek_type(m, &t, &contents);
                 if (r < 0)
-                        goto finish;
-                if (strcmp(contents, opt->signature) != 0) {
-                        r = sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                              "Option '%s' must be of type '%s', not '%s'", key, opt->signature,
-                                              contents);
-                        goto finish;
-                }
+                        return r;
+                if (strcmp(contents, signature) != 0)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Option '%s' must be of type '%s', not '%s'", key, signature, contents);
 
                 r = sd_bus_message_enter_container(m, 'v', contents);
                 if (r >= 0)
-                        r = opt->parse(m, key, &o, error);
+                        r = reader->read(m, key, (size_t) i, userdata, error);
                 if (r >= 0)
                         r = sd_bus_message_exit_container(m);
                 if (r >= 0)
                         r = sd_bus_message_exit_container(m);
                 if (r < 0)
-                        goto finish;
+                        return r;
         }
-        if (r >= 0)
-                r = sd_bus_message_exit_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(m);
+}
+
+/* The options a job of this type takes, from the table. */
+static int find_job_option(const char *key, void *userdata, const char **ret_signature) {
+        const Options *o = userdata;
+
+        for (size_t i = 0; i < ELEMENTSOF(job_options); i++)
+                if (strcmp(job_options[i].key, key) == 0 && (job_options[i].types & (1U << o->request->type))) {
+                        *ret_signature = job_options[i].signature;
+                        return (int) i;
+                }
+        return -ENOENT;
+}
+
+static int read_job_option(sd_bus_message *m, const char *key, size_t i, void *userdata, sd_bus_error *error) {
+        return job_options[i].parse(m, key, userdata, error);
+}
+
+static const BusOptionsReader job_options_reader = {
+        .n_keys = ELEMENTSOF(job_options),
+        .find = find_job_option,
+        .read = read_job_option,
+};
+
+int bus_read_job_options(sd_bus_message *m, JobRequest *q, sd_bus_error *error) {
+        Options o = { .request = q, .fds = { .source = -EBADF, .target = -EBADF } };
+        char what[32];
+        int r;
+
+        snprintf(what, sizeof(what), "a %s job", job_type_to_string(q->type));
+        r = bus_read_options(m, what, &job_options_reader, &o, error);
         if (r >= 0)
                 r = take_fds(q, &o.fds, error);
         if (r >= 0 && q->type == JOB_TYPE_BACKUP)
                 r = check_backup_options(q, error);
-finish:
         passed_fds_done(&o.fds);
         return r;
 }

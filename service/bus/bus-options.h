@@ -12,6 +12,21 @@
 
 #include "job-request.h"
 
+/* An a{sv} of options, read by a table of keys (job_options[] below, AddBitmap()'s): find() gives
+ * the index of 'key' (below n_keys) and the signature its variant must have, or -ENOENT for a key
+ * the table does not have; read() reads the value, inside the variant. */
+typedef struct BusOptionsReader {
+        size_t n_keys;
+        int (*find)(const char *key, void *userdata, const char **ret_signature);
+        int (*read)(sd_bus_message *m, const char *key, size_t i, void *userdata, sd_bus_error *error);
+} BusOptionsReader;
+
+/* Reads the a{sv} at 'm': an unknown key ("Unknown option 'KEY' for WHAT"), one given twice
+ * ("Option 'KEY' given twice") or of another type ("Option 'KEY' must be of type 'S', not 'T'") is
+ * InvalidArgs, as is what read() refuses. */
+int bus_read_options(sd_bus_message *m, const char *what, const BusOptionsReader *reader, void *userdata,
+                     sd_bus_error *error);
+
 /* Reads an a{sv} for a job of q->type from 'm' into 'q' (which starts as JOB_REQUEST_INIT):
  * every option, and the descriptors passed in them, which go into q->files (source-fd or
  * image-fd first, then chain-fds; target-fd). */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus-errors.h"
 #include "bus-polkit.h"
 #include "list.h"
 #include "log.h"
@@ -84,12 +85,7 @@ static int call_check(PendingAuth *p);
 static void pending_auth_finish(PendingAuth *p, const sd_bus_error *error, int r) {
         Manager *mgr = p->manager;
 
-        if (r < 0) {
-                int k = sd_bus_error_is_set(error) ? sd_bus_reply_method_error(p->message, error)
-                                                   : sd_bus_reply_method_errno(p->message, r, NULL);
-                if (k < 0)
-                        log_warning_errno(k, "Failed to send an error reply: %m");
-        }
+        bus_reply_error(p->message, error, r);
         pending_auth_free(p);
         /* The last thing that kept the daemon busy may have been this call. */
         manager_changed(mgr);

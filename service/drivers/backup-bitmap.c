@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -165,6 +166,23 @@ int backup_bitmap_prepare(BackupBitmap *bb, char **ret_error) {
         return 0;
 }
 
+/* A bitmap that could not be cleared at the job's end. As in QEMU, where the bitmap is reclaimed
+ * in memory and stored later, this cannot fail the job: the backup is complete and the job
+ * concludes. The bitmap keeps its bits, which is safe (the next incremental backup copies them
+ * again), and the job's journal (journalctl BLOCKJOBD_JOB=<id>) says so, as a warning. */
+static void log_kept_bits(const BackupBitmap *bb, const char *job, const char *what, const char *why) {
+        _cleanup_free_ char *field_job = NULL, *field_bitmap = NULL;
+
+        if (asprintf(&field_job, "BLOCKJOBD_JOB=%s", job) < 0)
+                field_job = NULL;
+        if (asprintf(&field_bitmap, "BLOCKJOBD_BITMAP=%s", bb->name) < 0)
+                field_bitmap = NULL;
+        const char *fields[] = { field_job, field_bitmap, NULL };
+        log_struct(LOG_WARNING, field_job && field_bitmap ? fields : NULL,
+                   "Job '%s': could not clear bitmap '%s' of '%s'%s, which keeps its bits (the next incremental backup copies them again): %s",
+                   job, bb->name, bb->path, what, strempty(why));
+}
+
 void backup_bitmap_commit(BackupBitmap *bb, const char *job) {
         int r;
 
@@ -174,8 +192,7 @@ void backup_bitmap_commit(BackupBitmap *bb, const char *job) {
         assert(bb->writer);
         r = image_bitmap_clear(bb->writer, bb->name);
         if (r < 0)
-                log_error_errno(r, "Job '%s': could not clear bitmap '%s' of '%s', which keeps its bits: %s", job,
-                                bb->name, bb->path, strempty(image_error(bb->writer)));
+                log_kept_bits(bb, job, "", image_error(bb->writer));
         bb->writer = image_close(bb->writer);
 }
 
@@ -227,8 +244,7 @@ void backup_bitmap_abort(BackupBitmap *bb, const char *job, uint64_t done, bool 
                         error = strdup(strempty(image_error(bb->writer)));
         }
         if (r < 0)
-                log_error_errno(r, "Job '%s': could not clear bitmap '%s' of '%s' of what was copied, which keeps its bits: %s",
-                                job, bb->name, bb->path, strempty(error));
+                log_kept_bits(bb, job, " of what was copied", error);
         image_dirty_map_free(m);
         bb->writer = image_close(bb->writer);
 }

@@ -65,8 +65,9 @@ struct BitmapOp {
         bool groups_unknown;
         bool counted;                   /* admitted: in the user's calls */
         uint64_t memory_max;            /* what the image may take (0: no bound) */
-        /* memory_max is in the user's memory (a change, while it works) */
-        bool memory_counted;
+        /* What is in the user's memory for a change: memory_max while the image is opened, then
+         * what the open image may take (image_memory_estimate()) while the change is made. */
+        uint64_t memory_counted;
         BitmapRequest request;
 
         OpenerCall *opener;
@@ -74,9 +75,14 @@ struct BitmapOp {
         JobFiles files;
         ReservationSet *reservation;    /* the image, while the work runs */
 
-        /* On a worker: the op is the worker's until it returns; one given up meanwhile goes then. */
+        /* On a worker: the op is the worker's until it returns; one given up meanwhile goes then.
+         * The image is opened on one worker call and changed (or listed) and closed on another,
+         * so that the memory counted in between is what the open image may take. */
         bool working;
         bool abandoned;
+        Image *image;
+        uint64_t need;                  /* image_memory_estimate() of the open image */
+        bool skip_work;                 /* given up once the image was open: only close it */
         int r;
         BitmapOpError kind;
         char *error;
@@ -103,14 +109,16 @@ static void op_stop_opening(BitmapOp *op) {
 }
 
 static void op_release_memory(BitmapOp *op) {
-        if (!op->memory_counted)
+        if (op->memory_counted == 0)
                 return;
-        job_factory_release_call_memory(op->factory, op->uid, op->memory_max);
-        op->memory_counted = false;
+        job_factory_release_call_memory(op->factory, op->uid, op->memory_counted);
+        op->memory_counted = 0;
 }
 
 static void op_free_now(BitmapOp *op) {
         op_stop_opening(op);
+        /* Only where no worker could take it (the pool out of memory): closed here. */
+        op->image = image_close(op->image);
         op->reservation = reservation_set_free(op->reservation);
         op_release_memory(op);
         job_files_done(&op->files);
@@ -215,10 +223,36 @@ static BitmapOpError classify_bitmap_error(int r) {
         }
 }
 
+/* More memory than the call may take: a limit, as for a creation. */
+static int fail_memory(BitmapOp *op, const char *why) {
+        const BitmapRequest *q = &op->request;
+        _cleanup_free_ char *error = NULL;
+
+        if (op->memory_max > 0)
+                (void) error_message(&error, -E2BIG,
+                                     "%s() on '%s' refused (a call of user %u may take up to %" PRIu64 " MiB of memory, as a job may): %s",
+                                     bitmap_op_type_to_string(q->type), q->image, (unsigned) op->uid, op->memory_max >> 20,
+                                     strempty(why));
+        else
+                (void) error_message(&error, -E2BIG, "%s() on '%s' refused: %s", bitmap_op_type_to_string(q->type), q->image,
+                                     strempty(why));
+        return op_fail(op, -E2BIG, BITMAP_OP_ERROR_LIMIT, error);
+}
+
 static int list_bitmaps(BitmapOp *op, Image *img) {
         ImageBitmapInfo *infos = NULL;
         size_t n = 0;
         int r;
+
+        /* What the open counted (the directory as read and parsed, which also bounds the names
+         * listed), and the two clusters each bitmap is counted through: never a bitmap's map. */
+        uint64_t need = image_memory_estimate(img) + 2 * (uint64_t) image_cluster_size(img);
+        if (op->memory_max > 0 && need > op->memory_max) {
+                _cleanup_free_ char *why = NULL;
+                (void) error_message(&why, -E2BIG, "listing the bitmaps of '%s' would need %" PRIu64 " MiB of memory",
+                                     op->request.image, need >> 20);
+                return fail_memory(op, why);
+        }
 
         r = image_bitmap_list(img, &infos, &n);
         if (r < 0)
@@ -238,16 +272,13 @@ static int list_bitmaps(BitmapOp *op, Image *img) {
                 /* An inconsistent bitmap cannot be read: QEMU shows it, with nothing counted. */
                 if (e->flags & IMAGE_BITMAP_INCONSISTENT)
                         continue;
-                ImageDirtyMap *m = NULL;
-                r = image_bitmap_load(img, e->name, &m);
+                r = image_bitmap_dirty_bytes(img, i, &e->dirty);
                 if (r < 0)
                         break;
-                e->dirty = image_dirty_map_count(m);
-                image_dirty_map_free(m);
         }
         image_bitmap_list_free(infos, n);
         if (r < 0)
-                return op_fail(op, r, r == -E2BIG ? BITMAP_OP_ERROR_BITMAP : BITMAP_OP_ERROR_IMAGE, image_error(img));
+                return op_fail(op, r, BITMAP_OP_ERROR_IMAGE, image_error(img));
         return 0;
 }
 
@@ -282,10 +313,23 @@ static int change_bitmaps(BitmapOp *op, Image *img) {
         return 0;
 }
 
-static void op_run(void *userdata) {
+static uint64_t div_round_up(uint64_t a, uint64_t b) {
+        return a / b + (a % b != 0);
+}
+
+/* What AddBitmap() makes that the image's estimate cannot know of, since the bitmap is not there
+ * yet: its map (empty, stored as such), its table twice (as built and as written) and a cluster of
+ * data. */
+static uint64_t add_need(Image *img, uint32_t granularity) {
+        uint64_t g = granularity ?: image_bitmap_default_granularity(img), cluster = image_cluster_size(img);
+        uint64_t bits = div_round_up(image_size(img), g);
+
+        return div_round_up(bits, 64) * 8 + 2 * div_round_up(div_round_up(bits, 8), cluster) * 8 + cluster;
+}
+
+static void op_open(void *userdata) {
         BitmapOp *op = userdata;
         const BitmapRequest *q = &op->request;
-        _cleanup_(image_closep) Image *img = NULL;
         _cleanup_free_ char *error = NULL;
         int r;
 
@@ -296,7 +340,7 @@ static void op_run(void *userdata) {
         ImageChainFds top = { .fds = op->files.chain, .n = 1 };
         ImageOpenOptions options = { .fds = &top, .memory_max = op->memory_max };
         r = image_open_full(q->image, IMAGE_FORMAT_QCOW2,
-                            (op_changes(op) ? IMAGE_OPEN_WRITE : 0) | IMAGE_OPEN_NO_BACKING, &options, &img, &error);
+                            (op_changes(op) ? IMAGE_OPEN_WRITE : 0) | IMAGE_OPEN_NO_BACKING, &options, &op->image, &error);
         /* The image has its own descriptor (and the locks) now, or failed. */
         job_files_done(&op->files);
         if (r == -EMEDIUMTYPE) {
@@ -310,18 +354,7 @@ static void op_run(void *userdata) {
                 return;
         }
         if (r == -E2BIG) {
-                /* More memory than the bound (or than QEMU lets bitmaps take): a limit, as for a
-                 * creation. */
-                _cleanup_free_ char *why = TAKE_PTR(error);
-                if (op->memory_max > 0)
-                        (void) error_message(&error, r,
-                                             "%s() on '%s' refused (a call of user %u may take up to %" PRIu64 " MiB of memory, as a job may): %s",
-                                             bitmap_op_type_to_string(q->type), q->image, (unsigned) op->uid,
-                                             op->memory_max >> 20, strempty(why));
-                else
-                        (void) error_message(&error, r, "%s() on '%s' refused: %s", bitmap_op_type_to_string(q->type),
-                                             q->image, strempty(why));
-                (void) op_fail(op, r, BITMAP_OP_ERROR_LIMIT, error);
+                (void) fail_memory(op, error);
                 return;
         }
         if (r < 0) {
@@ -329,14 +362,36 @@ static void op_run(void *userdata) {
                 (void) op_fail(op, r, r == -EBUSY ? BITMAP_OP_ERROR_IN_USE : BITMAP_OP_ERROR_IMAGE, error);
                 return;
         }
-
-        if (op_changes(op))
-                (void) change_bitmaps(op, img);
-        else
-                (void) list_bitmaps(op, img);
+        /* Within memory_max, the open checked: the image's tables, the enabled bitmaps a change
+         * loaded, and room for the table, a cluster and two maps of the bitmaps it reads and
+         * writes; and a new bitmap's. */
+        op->need = image_memory_estimate(op->image);
+        if (q->type == BITMAP_OP_ADD) {
+                uint64_t more = add_need(op->image, q->granularity);
+                op->need += more;
+                if (op->memory_max > 0 && op->need > op->memory_max) {
+                        _cleanup_free_ char *why = NULL;
+                        (void) error_message(&why, -E2BIG, "bitmap '%s' would need %" PRIu64 " MiB of memory, and the image's tables %" PRIu64 " MiB",
+                                             q->name, more >> 20, (op->need - more) >> 20);
+                        (void) fail_memory(op, why);
+                        op->image = image_close(op->image);
+                }
+        }
 }
 
-static void op_ran(void *userdata) {
+static void op_work(void *userdata) {
+        BitmapOp *op = userdata;
+
+        if (!op->skip_work) {
+                if (op_changes(op))
+                        (void) change_bitmaps(op, op->image);
+                else
+                        (void) list_bitmaps(op, op->image);
+        }
+        op->image = image_close(op->image);
+}
+
+static void op_worked(void *userdata) {
         BitmapOp *op = userdata;
 
         op->working = false;
@@ -349,6 +404,28 @@ static void op_ran(void *userdata) {
                 return;
         }
         op_finish(op, op->r, op->kind, op->error);
+}
+
+static void op_opened(void *userdata) {
+        BitmapOp *op = userdata;
+
+        if (!op->image) {
+                op_worked(op);
+                return;
+        }
+        /* From the bound to what the open image may take: what a change holds while it works. */
+        if (op->memory_counted > op->need) {
+                job_factory_release_call_memory(op->factory, op->uid, op->memory_counted - op->need);
+                op->memory_counted = op->need;
+        }
+        /* Given up meanwhile: nothing is changed, the image is only closed (on a worker, as
+         * closing it may write). */
+        op->skip_work = op->abandoned;
+        if (worker_pool_call(job_factory_pool(op->factory), op->uid, op_work, op_worked, op) < 0) {
+                op->image = image_close(op->image);
+                (void) op_fail(op, -ENOMEM, BITMAP_OP_ERROR_LIMIT, NULL);
+                op_worked(op);
+        }
 }
 
 /* ---- the file (loop) ------------------------------------------------------------------------- */
@@ -430,10 +507,10 @@ static void on_opened(OpenerCall *call, int r, bool ours, const char *error, voi
                 op_finish(op, r, BITMAP_OP_ERROR_LIMIT, message);
                 return;
         }
-        op->memory_counted = op_changes(op);
+        op->memory_counted = op_changes(op) ? op->memory_max : 0;
 
         op->deadline = sd_event_source_disable_unref(op->deadline);
-        r = worker_pool_call(job_factory_pool(op->factory), op->uid, op_run, op_ran, op);
+        r = worker_pool_call(job_factory_pool(op->factory), op->uid, op_open, op_opened, op);
         if (r < 0) {
                 op->reservation = reservation_set_free(op->reservation);
                 op_release_memory(op);

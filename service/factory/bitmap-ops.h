@@ -16,9 +16,17 @@
  *     (reservations.h); the operation reserves the file while it runs, so that no job takes it
  *     meanwhile either.
  *   - A user other than root has at most so many operations (and their openers) in progress.
+ *   - Memory: the image may take what a job's images may, within what is left of the user's. A
+ *     change counts that whole bound in the user's memory while its image is opened, then only
+ *     what the open image may take (image_memory_estimate(): its tables, the enabled bitmaps it
+ *     loaded, the table, a cluster and two maps of the bitmaps changed, and a new bitmap's map
+ *     and table) until it is closed.
+ *     A listing never loads a bitmap (image_bitmap_dirty_bytes()) and is bounded, not counted.
  *
  * An operation goes: admitted → opener (on the loop, within one deadline) → reservation checked
- * and taken (loop) → the image work on a worker (worker-pool.h) → the answer (loop). */
+ * and taken, memory claimed (loop) → the image opened on a worker (worker-pool.h) → the memory
+ * counted cut to the open image's (loop) → the change or listing, and the close, on a worker →
+ * the answer (loop). */
 
 #include <stdbool.h>
 #include <stdint.h>

@@ -295,6 +295,11 @@ bool image_dirty_map_next(const ImageDirtyMap *m, uint64_t offset, uint64_t *ret
 /* Reads bitmap 'name' of this layer: -ENOENT ("Dirty bitmap 'NAME' not found"), -EBUSY for an
  * inconsistent one (QEMU's "Bitmap 'NAME' is inconsistent and cannot be used"). */
 int image_bitmap_load(Image *img, const char *name, ImageDirtyMap **ret);
+/* The dirty bytes (as image_dirty_map_count()) of bitmap i of image_bitmap_list(), read without
+ * loading its map: a cluster of its table and a cluster of its data at a time, so at most two
+ * clusters of memory (image_cluster_size()) besides the directory. -EBUSY for an inconsistent
+ * bitmap, -EUCLEAN for a table QEMU would refuse. */
+int image_bitmap_dirty_bytes(Image *img, size_t i, uint64_t *ret);
 
 /* Changing bitmaps, as QEMU's block-dirty-bitmap-* commands do on a persistent bitmap, on a
  * qcow2 v3 layer open for writing. Each change is durable when it returns, and crash safe: the

@@ -664,3 +664,96 @@ int image_bitmap_load(Image *img, const char *name, ImageDirtyMap **ret) {
                         return qcow2_dirty_map_copy(img, Q(img)->bitmaps.tracked[i].map, ret);
         return qcow2_bitmap_read(img, Q(img), bm, ret);
 }
+
+/* Dirty bits in bytes [first, first + n) of the bitmap data, of which only the first 'nbits' bits
+ * (of the whole data) stand for the disk; and whether the disk's last bit is among them, set. */
+static uint64_t count_cluster(const uint8_t *data, uint64_t first, uint64_t n, uint64_t nbits, bool *ret_last) {
+        uint64_t whole = MIN(n, nbits / 8 > first ? nbits / 8 - first : 0), bits = 0, k = 0;
+
+        /* The bytes that lie wholly on the disk, eight at a time; then what is left of the last. */
+        for (; k + 8 <= whole; k += 8) {
+                uint64_t w;
+                memcpy(&w, data + k, 8);
+                bits += (uint64_t) __builtin_popcountll(w);
+        }
+        for (; k < whole; k++)
+                bits += (uint64_t) __builtin_popcount(data[k]);
+        if (k < n && (first + k) * 8 < nbits) {
+                unsigned left = (unsigned) (nbits - (first + k) * 8);
+                bits += (uint64_t) __builtin_popcount(data[k] & ((1U << left) - 1));
+        }
+        if (first * 8 < nbits && nbits <= (first + n) * 8) {
+                uint64_t b = nbits - 1 - first * 8;
+                *ret_last = data[b / 8] >> (b % 8) & 1;
+        }
+        return bits;
+}
+
+/* The dirty bytes of a bitmap read from the file a cluster of its table and a cluster of its data
+ * at a time, never as a whole map: two clusters of memory, whatever the bitmap's size. */
+static int count_dirty(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, uint64_t *ret) {
+        uint64_t bytes = qcow2_bitmap_bytes(img->size, bm->granularity_bits), granularity = UINT64_C(1) << bm->granularity_bits;
+        uint64_t nbits = qcow2_div_round_up(img->size, granularity), per = q->cluster_size / 8, bits = 0;
+        _cleanup_free_ uint64_t *table = malloc(q->cluster_size);
+        _cleanup_free_ uint8_t *data = malloc(q->cluster_size);
+        bool last = false;
+        int r;
+
+        if (!table || !data)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        if (qcow2_div_round_up(bytes, q->cluster_size) != bm->table_size)
+                return CORRUPT(img, "Image '%s' is corrupt: Could not read bitmap '%s' from image: its table has %" PRIu32 " entries for a disk of %" PRIu64 " bytes",
+                               img->path, bm->name, bm->table_size, img->size);
+        for (uint64_t base = 0; base < bm->table_size; base += per) {
+                uint64_t n_entries = MIN(per, bm->table_size - base);
+
+                r = image_file_read(img, table, bm->table_offset + base * 8, n_entries * 8);
+                if (r < 0)
+                        return r;
+                for (uint64_t j = 0; j < n_entries; j++) {
+                        uint64_t entry = get_be64((const uint8_t *) &table[j]), offset = entry & QCOW2_BME_TABLE_OFFSET_MASK;
+                        uint64_t first = (base + j) << q->cluster_bits, n = MIN(q->cluster_size, bytes - first);
+
+                        r = check_table_entry(img, q, bm, entry);
+                        if (r < 0)
+                                return r;
+                        if (offset == 0 && !(entry & QCOW2_BME_TABLE_ALL_ONES))
+                                continue;
+                        if (offset == 0) {
+                                /* All ones, unread: the bits of the disk in it. */
+                                uint64_t end = MIN((first + n) * 8, nbits);
+                                bits += end - first * 8;
+                                last = end == nbits;
+                                continue;
+                        }
+                        r = image_file_read(img, data, offset, q->cluster_size);
+                        if (r < 0)
+                                return r;
+                        bits += count_cluster(data, first, n, nbits, &last);
+                }
+        }
+        /* The last granule counts only up to the end of the disk, as image_dirty_map_count(). */
+        *ret = bits * granularity - (last ? nbits * granularity - img->size : 0);
+        return 0;
+}
+
+int image_bitmap_dirty_bytes(Image *img, size_t i, uint64_t *ret) {
+        const Qcow2Bitmap *bm;
+        int r;
+
+        r = load_directory(img);
+        if (r < 0)
+                return r;
+        if (!is_qcow2(img) || !Q(img)->bitmaps.loaded || i >= Q(img)->bitmaps.nb_bitmaps)
+                return image_fail(img, -ENOENT, "Image '%s' has no bitmap %zu", img->path, i);
+        bm = &Q(img)->bitmaps.list[i];
+        if (bm->inconsistent)
+                return image_fail(img, -EBUSY, "Bitmap '%s' is inconsistent and cannot be used", bm->name);
+        /* One that records our writes is newer in memory than on disk. */
+        for (size_t t = 0; t < Q(img)->bitmaps.n_tracked; t++)
+                if (strcmp(Q(img)->bitmaps.tracked[t].name, bm->name) == 0) {
+                        *ret = image_dirty_map_count(Q(img)->bitmaps.tracked[t].map);
+                        return 0;
+                }
+        return count_dirty(img, Q(img), bm, ret);
+}

@@ -40,7 +40,14 @@ static bool is_control(const unsigned char *p, size_t n) {
         return n == 2 && p[0] == 0xc2 && p[1] < 0xa0;
 }
 
-char *escape_untrusted(const char *s) {
+/* Does the escaper write the byte at p as \xNN? n is what utf8_sequence_length() said of the
+ * sequence it starts (0: not valid UTF-8). Control characters always; the backslash only where
+ * the text must give back its bytes (xescape()). */
+static bool must_escape(const unsigned char *p, size_t n, bool backslash) {
+        return n == 0 || is_control(p, n) || (backslash && n == 1 && p[0] == '\\');
+}
+
+static char *escape(const char *s, bool backslash) {
         static const char hex[] = "0123456789abcdef";
         const unsigned char *p = (const unsigned char *) s;
         char *ret, *q;
@@ -53,7 +60,7 @@ char *escape_untrusted(const char *s) {
         while (*p) {
                 size_t n = utf8_sequence_length(p);
 
-                if (n > 0 && !is_control(p, n)) {
+                if (!must_escape(p, n, backslash)) {
                         memcpy(q, p, n);
                         q += n;
                         p += n;
@@ -73,40 +80,12 @@ char *escape_untrusted(const char *s) {
         return ret;
 }
 
-/* Does the escaper write the byte at p as \xNN? n is what utf8_sequence_length() said of the
- * sequence it starts (0: not valid UTF-8). */
-static bool must_escape(const unsigned char *p, size_t n) {
-        return n == 0 || is_control(p, n) || (n == 1 && p[0] == '\\');
+char *escape_untrusted(const char *s) {
+        return escape(s, false);
 }
 
 char *xescape(const char *s) {
-        static const char hex[] = "0123456789abcdef";
-        const unsigned char *p = (const unsigned char *) s;
-        char *ret, *q;
-
-        ret = q = malloc(strlen(s) * 4 + 1);
-        if (!ret)
-                return NULL;
-
-        while (*p) {
-                size_t n = utf8_sequence_length(p);
-
-                if (!must_escape(p, n)) {
-                        memcpy(q, p, n);
-                        q += n;
-                        p += n;
-                        continue;
-                }
-                for (size_t i = 0; i < (n ?: 1); i++) {
-                        *q++ = '\\';
-                        *q++ = 'x';
-                        *q++ = hex[p[i] >> 4];
-                        *q++ = hex[p[i] & 0xf];
-                }
-                p += n ?: 1;
-        }
-        *q = '\0';
-        return ret;
+        return escape(s, true);
 }
 
 static int lower_hex_digit(char c) {

@@ -8,6 +8,8 @@
 
 #include <glib/gstdio.h>
 #include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bitmap-ops.h"
@@ -79,9 +81,9 @@ static void result_done(Result *res) {
         *res = (Result) {};
 }
 
-/* Runs one operation as 'uid' (root: 0) to its end. */
-static void run_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, const char *name,
-                   const char *const *sources, uint32_t granularity, bool disabled, Result *res) {
+/* Starts one operation as 'uid' (root: 0); res->done once it ended. */
+static void start_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, const char *name,
+                     const char *const *sources, uint32_t granularity, bool disabled, Result *res) {
         BitmapRequest q = {
                 .type = type,
                 .image = image ? strdup(image) : NULL,
@@ -104,6 +106,12 @@ static void run_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, 
         *res = (Result) {};
         g_assert_cmpint(bitmap_op_new(f->factory, &caller, &q, &op, &error), ==, 0);
         g_assert_cmpint(bitmap_op_start(op, on_done, res), ==, 0);
+}
+
+/* Runs one operation as 'uid' (root: 0) to its end. */
+static void run_as(Fixture *f, uid_t uid, BitmapOpType type, const char *image, const char *name,
+                   const char *const *sources, uint32_t granularity, bool disabled, Result *res) {
+        start_as(f, uid, type, image, name, sources, granularity, disabled, res);
         for (unsigned i = 0; !res->done; i++) {
                 g_assert_cmpuint(i, <, 10000);
                 test_loop_iterate(&f->loop);
@@ -127,6 +135,18 @@ static void assert_fails(Result *res, BitmapOpError kind, const char *message) {
                 g_error("message '%s' does not say '%s'", res->message, message);
 }
 
+/* Refused for memory: LimitExceeded (-E2BIG) naming the method, and saying what would not fit. */
+static void assert_refused(Result *res, const char *method, const char *detail) {
+        g_autofree char *prefix = g_strdup_printf("%s() on '", method);
+
+        assert_fails(res, BITMAP_OP_ERROR_LIMIT, prefix);
+        g_assert_cmpint(res->r, ==, -E2BIG);
+        if (!strstr(res->message, detail))
+                g_error("message '%s' does not say '%s'", res->message, detail);
+        g_test_message("refused: %s", res->message);
+        result_done(res);
+}
+
 /* `qemu-img info`'s bitmaps, as "name:granularity:flag,flag" each, space-separated. */
 static const char oracle_script[] =
         "import json, subprocess, sys\n"
@@ -137,6 +157,16 @@ static const char oracle_script[] =
 static char *oracle_bitmaps(const char *image) {
         g_autofree char *script = g_shell_quote(oracle_script);
         return oracle_run("/usr/bin/python3 -c %s %s", script, image);
+}
+
+/* Calls as nobody need root, and a directory nobody can enter. */
+static bool can_act_as_nobody(Fixture *f) {
+        if (getuid() != 0) {
+                g_test_skip("needs root, to act as nobody");
+                return false;
+        }
+        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
+        return true;
 }
 
 static void assert_clean(const char *image) {
@@ -334,11 +364,8 @@ static void test_callers_rights(Fixture *f, gconstpointer data) {
         g_autofree char *img = path(f, "a.qcow2");
         Result res;
 
-        if (getuid() != 0) {
-                g_test_skip("needs root, to act as nobody");
+        if (!can_act_as_nobody(f))
                 return;
-        }
-        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
         g_assert_cmpint(chmod(img, 0644), ==, 0);
 
@@ -363,11 +390,8 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
         JobFactoryLimits *l = job_factory_limits(f->factory);
         Result res;
 
-        if (getuid() != 0) {
-                g_test_skip("needs root, to act as nobody");
+        if (!can_act_as_nobody(f))
                 return;
-        }
-        g_assert_cmpint(chmod(f->dir, 0755), ==, 0);
         /* 64 GiB at 512 bytes a bit: a map of 16 MiB, in memory once the image is open for writing. */
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", img));
         g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", img));
@@ -375,23 +399,17 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
 
         l->max_memory_per_job = 8 << 20;
         run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "ClearBitmap() on '");
-        g_assert_cmpint(res.r, ==, -E2BIG);
-        g_assert_nonnull(strstr(res.message, "MiB of memory"));
-        g_test_message("refused: %s", res.message);
-        result_done(&res);
+        assert_refused(&res, "ClearBitmap", "MiB of memory");
         /* A merge too. */
         const char *const sources[] = { "b", NULL };
         run_as(f, 65534, BITMAP_OP_MERGE, img, "b", sources, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "MiB of memory");
-        result_done(&res);
+        assert_refused(&res, "MergeBitmaps", "MiB of memory");
 
         /* What is left of the user's bounds it as well. */
         l->max_memory_per_job = 0;
         l->max_memory_per_user = 8 << 20;
         run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
-        assert_fails(&res, BITMAP_OP_ERROR_LIMIT, "MiB of memory");
-        result_done(&res);
+        assert_refused(&res, "ClearBitmap", "MiB of memory");
 
         /* Root is not bounded. */
         run_as(f, 0, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
@@ -409,6 +427,309 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
         bm = oracle_bitmaps(img);
         g_assert_cmpstr(bm, ==, "b:512:auto");
         assert_clean(img);
+}
+
+/* AddBitmap()'s new map counts too, though the image's tables are small: 64 GiB at 512 bytes a
+ * bit is a map of 16 MiB, more than a bound of 8 MiB; at 64 KiB a bit, 128 KiB, well within. */
+static void test_add_bounded(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "big.qcow2"), *bm = NULL;
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        Result res;
+
+        if (!can_act_as_nobody(f))
+                return;
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64G", img));
+        g_assert_cmpint(chmod(img, 0666), ==, 0);
+        l->max_memory_per_job = 8 << 20;
+
+        run_as(f, 65534, BITMAP_OP_ADD, img, "fine", NULL, 512, false, &res);
+        assert_refused(&res, "AddBitmap", "bitmap 'fine' would need 16 MiB of memory");
+
+        run_as(f, 65534, BITMAP_OP_ADD, img, "coarse", NULL, 65536, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        bm = oracle_bitmaps(img);
+        g_assert_cmpstr(bm, ==, "coarse:65536:auto");
+        assert_clean(img);
+}
+
+/* A bitmap as large as QEMU makes one: 2 TiB at 512 bytes a bit is 512 MiB of bits (QEMU refuses
+ * more: "Too much space will be occupied by the bitmap"), in a sparse file of a few MiB; qemu-io
+ * marks 64 KiB, 1 MiB of data and 1 MiB of zeroes in it. */
+#define HUGE_DIRTY ((UINT64_C(64) << 10) + (UINT64_C(2) << 20))
+
+static void make_huge_bitmap(const char *img) {
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 2T", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", img));
+        g_free(oracle_run("qemu-io -c 'write -P 1 0 64k' -c 'write -P 1 1T 1M' -c 'write -z 2047G 1M' %s", img));
+        g_assert_cmpint(chmod(img, 0666), ==, 0);
+}
+
+/* ListBitmaps() counts a bitmap's dirty bytes without its map: at a bound of 8 MiB, far below the
+ * bitmap's 512 MiB, it lists it and counts right; below what the image's tables take, it is
+ * refused with the bound named. */
+static void test_list_bounded(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "huge.qcow2");
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        Result res;
+
+        if (!can_act_as_nobody(f))
+                return;
+        make_huge_bitmap(img);
+
+        l->max_memory_per_job = 8 << 20;
+        run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
+        assert_ok(&res);
+        g_assert_cmpuint(res.n_list, ==, 1);
+        g_assert_cmpstr(res.list[0].name, ==, "b");
+        g_assert_cmpuint(res.list[0].granularity, ==, 512);
+        g_assert_cmpuint(res.list[0].dirty, ==, HUGE_DIRTY);
+        result_done(&res);
+
+        /* A change needs the map: refused at that bound. */
+        run_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+        assert_refused(&res, "ClearBitmap", "MiB of memory");
+
+        /* Less than the image's tables and the two clusters a count reads through. */
+        l->max_memory_per_job = 1 << 20;
+        run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
+        assert_refused(&res, "ListBitmaps", "of memory");
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN true
+#else
+#define UNDER_ASAN false
+#endif
+
+static uint64_t address_space(void) {
+        g_autofree char *statm = NULL;
+        g_assert_true(g_file_get_contents("/proc/self/statm", &statm, NULL, NULL));
+        return g_ascii_strtoull(statm, NULL, 10) * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/* What the process may allocate, proven: in a child whose address space may grow by 64 MiB only,
+ * the count of the 512 MiB bitmap works, and loading its map (what ListBitmaps() did before) fails
+ * for want of memory, so the bound is real. Not under ASan, which reserves terabytes of address
+ * space for its shadow. */
+static int count_in_child(const char *img) {
+        struct rlimit rl;
+        char *error = NULL;
+        Image *image = NULL;
+        ImageBitmapInfo *infos = NULL;
+        ImageDirtyMap *m = NULL;
+        uint64_t dirty = 0;
+        size_t n = 0;
+
+        rl.rlim_cur = rl.rlim_max = address_space() + (UINT64_C(64) << 20);
+        if (setrlimit(RLIMIT_AS, &rl) < 0)
+                return 10;
+        if (image_open_full(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, NULL, &image, &error) < 0)
+                return 11;
+        if (image_bitmap_list(image, &infos, &n) < 0 || n != 1)
+                return 12;
+        if (image_bitmap_dirty_bytes(image, 0, &dirty) < 0)
+                return 13;
+        if (dirty != HUGE_DIRTY)
+                return 14;
+        if (image_bitmap_load(image, "b", &m) != -ENOMEM)
+                return 15;
+        return 0;
+}
+
+static void test_list_address_space(void) {
+        g_autofree char *dir = NULL, *img = NULL, *cmd = NULL;
+        int status = -1;
+        pid_t pid;
+
+        if (UNDER_ASAN) {
+                g_test_skip("ASan reserves more address space than the bound");
+                return;
+        }
+        dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
+        img = g_build_filename(dir, "huge.qcow2", NULL);
+        make_huge_bitmap(img);
+        pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0)
+                _exit(count_in_child(img));
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        cmd = g_strdup_printf("rm -rf '%s'", dir);
+        g_assert_cmpint(system(cmd), ==, 0);
+}
+
+/* Holds its owner's only worker (a pool of 2 threads lets an owner have 1) until released. */
+typedef struct Blocker {
+        int started[2], release[2];
+        bool done;
+} Blocker;
+
+static void blocker_run(void *userdata) {
+        Blocker *b = userdata;
+        char c = 0;
+
+        g_assert_cmpint(write(b->started[1], &c, 1), ==, 1);
+        g_assert_cmpint(read(b->release[0], &c, 1), ==, 1);
+}
+
+static void blocker_done(void *userdata) {
+        ((Blocker *) userdata)->done = true;
+}
+
+/* Is 'image' reserved for writing (by an operation that has its file)? */
+static bool reserved(Fixture *f, const char *image) {
+        FileClaim c = { .write = true, .label = strdup(image) };
+        ReservationSet *set = reservation_set_new(job_factory_reservations(f->factory));
+        int fd = open(image, O_RDONLY | O_CLOEXEC), r;
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(file_identity(fd, &c.id), ==, 0);
+        g_assert_cmpint(reservation_set_add(set, &c, 1), ==, 0);
+        r = reservation_set_check(set, NULL, 0, NULL);
+        reservation_set_free(set);
+        close(fd);
+        return r == -ETXTBSY;
+}
+
+/* A change counts its whole bound (here all of the user's 64 MiB) while its image is opened, then
+ * only what the open image may take: with the user's only worker held once the image is open, the
+ * change waits to be made, and the user has memory again meanwhile. */
+static void test_change_counts_need(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "a.qcow2"), *error = NULL;
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        Blocker blocker = {};
+        uint64_t max = 0;
+        Result res;
+        char c = 0;
+
+        if (!can_act_as_nobody(f))
+                return;
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1M", img));
+        g_free(oracle_run("qemu-img bitmap --add %s b", img));
+        g_assert_cmpint(chmod(img, 0666), ==, 0);
+        g_assert_cmpint(pipe2(blocker.started, O_CLOEXEC), ==, 0);
+        g_assert_cmpint(pipe2(blocker.release, O_CLOEXEC), ==, 0);
+        l->max_memory_per_job = 0;
+        l->max_memory_per_user = 64 << 20;
+
+        start_as(f, 65534, BITMAP_OP_CLEAR, img, "b", NULL, 0, false, &res);
+        /* The file is reserved in the callback that sends the open to a worker: behind it, the
+         * blocker, which starts once the open is done. */
+        for (unsigned i = 0; !reserved(f, img); i++) {
+                g_assert_false(res.done);
+                g_assert_cmpuint(i, <, 10000);
+                test_loop_iterate(&f->loop);
+        }
+        g_assert_cmpint(job_factory_claim_call_memory(f->factory, 65534, false, &max, &error), ==, -E2BIG);
+        g_clear_pointer(&error, free);
+        g_assert_cmpint(worker_pool_call(f->loop.pool, 65534, blocker_run, blocker_done, &blocker), ==, 0);
+        g_assert_cmpint(read(blocker.started[0], &c, 1), ==, 1);
+
+        for (unsigned i = 0; job_factory_claim_call_memory(f->factory, 65534, false, &max, NULL) < 0; i++) {
+                g_assert_false(res.done);
+                g_assert_cmpuint(i, <, 10000);
+                test_loop_iterate(&f->loop);
+        }
+        g_assert_false(res.done);
+        g_test_message("while the change waits, the user may still take %" PRIu64 " of %u bytes", max, 64U << 20);
+        g_assert_cmpuint(max, <, 64U << 20);
+        g_assert_cmpuint(max, >, 32U << 20);
+
+        g_assert_cmpint(write(blocker.release[1], &c, 1), ==, 1);
+        for (unsigned i = 0; !res.done || !blocker.done; i++) {
+                g_assert_cmpuint(i, <, 10000);
+                test_loop_iterate(&f->loop);
+        }
+        assert_ok(&res);
+        result_done(&res);
+        /* All given back. */
+        g_assert_cmpint(job_factory_claim_call_memory(f->factory, 65534, false, &max, NULL), ==, 0);
+        g_assert_cmpuint(max, ==, 64U << 20);
+        for (unsigned i = 0; i < 2; i++) {
+                close(blocker.started[i]);
+                close(blocker.release[i]);
+        }
+}
+
+/* Bitmap 'b''s dirty bytes, counted a cluster at a time and from its whole map: they must agree. */
+static uint64_t dirty_bytes(const char *img) {
+        g_autofree char *error = NULL;
+        ImageBitmapInfo *infos = NULL;
+        ImageDirtyMap *m = NULL;
+        Image *image = NULL;
+        uint64_t dirty = 0;
+        size_t n = 0;
+
+        g_assert_cmpint(image_open_full(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, NULL, &image, &error), ==, 0);
+        g_assert_cmpint(image_bitmap_list(image, &infos, &n), ==, 0);
+        g_assert_cmpuint(n, ==, 1);
+        g_assert_cmpint(image_bitmap_dirty_bytes(image, 0, &dirty), ==, 0);
+        g_assert_cmpint(image_bitmap_load(image, "b", &m), ==, 0);
+        g_assert_cmpuint(image_dirty_map_count(m), ==, dirty);
+        image_dirty_map_free(m);
+        image_bitmap_list_free(infos, n);
+        image_close(image);
+        return dirty;
+}
+
+/* Table entry i of the first bitmap of a qcow2 v3 image becomes 'entry' (the bitmaps extension,
+ * its directory and the table, found as docs/interop/qcow2.txt places them). */
+static void set_table_entry(const char *img, unsigned i, uint64_t entry) {
+        uint8_t buf[8];
+        uint64_t pos, dir, table;
+        int fd = open(img, O_RDWR | O_CLOEXEC);
+
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(pread(fd, buf, 4, 100), ==, 4);
+        pos = (uint64_t) buf[0] << 24 | buf[1] << 16 | buf[2] << 8 | buf[3];
+        for (;;) {
+                uint32_t type, len;
+                g_assert_cmpint(pread(fd, buf, 8, (off_t) pos), ==, 8);
+                type = GUINT32_FROM_BE(*(uint32_t *) buf);
+                len = GUINT32_FROM_BE(*(uint32_t *) (buf + 4));
+                g_assert_cmpuint(type, !=, 0);
+                if (type == 0x23852875)
+                        break;
+                pos += 8 + ((len + 7) & ~7U);
+        }
+        g_assert_cmpint(pread(fd, buf, 8, (off_t) pos + 8 + 16), ==, 8);
+        dir = GUINT64_FROM_BE(*(uint64_t *) buf);
+        g_assert_cmpint(pread(fd, buf, 8, (off_t) dir), ==, 8);
+        table = GUINT64_FROM_BE(*(uint64_t *) buf);
+        *(uint64_t *) buf = GUINT64_TO_BE(entry);
+        g_assert_cmpint(pwrite(fd, buf, 8, (off_t) (table + 8 * i)), ==, 8);
+        close(fd);
+}
+
+/* The count's corners: a last granule that reaches past the end of the disk counts up to the end;
+ * all-ones table entries count without a read, the last one only up to the end of the disk; and
+ * qemu-img check still finds the image clean. */
+static void test_count_corners(void) {
+        g_autofree char *dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
+        g_autofree char *tail = g_build_filename(dir, "tail.qcow2", NULL), *ones = g_build_filename(dir, "ones.qcow2", NULL);
+        g_autofree char *cmd = NULL;
+
+        /* 1 MiB and 1 KiB at 64 KiB a bit: one byte dirties a granule, the last granule is 1 KiB. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1049600", tail));
+        g_free(oracle_run("qemu-img bitmap --add %s b", tail));
+        g_free(oracle_run("qemu-io -c 'write 0 1' -c 'write 1M 1k' %s", tail));
+        g_assert_cmpuint(dirty_bytes(tail), ==, 65536 + 1024);
+
+        /* 600 MiB at 512 bytes a bit: three clusters of bitmap data (256 MiB of disk each, the
+         * last 88 MiB); 4 KiB written in the second, the first and last made all ones. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 600M", ones));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s b", ones));
+        g_free(oracle_run("qemu-io -c 'write 300M 4k' %s", ones));
+        g_assert_cmpuint(dirty_bytes(ones), ==, 4096);
+        set_table_entry(ones, 0, 1);
+        set_table_entry(ones, 2, 1);
+        g_assert_cmpuint(dirty_bytes(ones), ==, (UINT64_C(256) << 20) + 4096 + (UINT64_C(88) << 20));
+        assert_clean(ones);
+
+        cmd = g_strdup_printf("rm -rf '%s'", dir);
+        g_assert_cmpint(system(cmd), ==, 0);
 }
 
 static void test_checks(void) {
@@ -443,5 +764,10 @@ int main(int argc, char *argv[]) {
         T("/bitmap-ops/locked", test_locked);
         T("/bitmap-ops/callers-rights", test_callers_rights);
         T("/bitmap-ops/memory-bound", test_memory_bound);
+        T("/bitmap-ops/list-bounded", test_list_bounded);
+        T("/bitmap-ops/add-bounded", test_add_bounded);
+        T("/bitmap-ops/change-counts-need", test_change_counts_need);
+        g_test_add_func("/bitmap-ops/list-address-space", test_list_address_space);
+        g_test_add_func("/bitmap-ops/count-corners", test_count_corners);
         return g_test_run();
 }
