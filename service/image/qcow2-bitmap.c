@@ -303,6 +303,7 @@ void qcow2_bitmaps_done(Qcow2 *q) {
         qcow2_bitmap_list_free(q->bitmaps.list, q->bitmaps.nb_bitmaps);
         q->bitmaps.list = NULL;
         q->bitmaps.loaded = false;
+        q->bitmaps.owned_checked = false;
 }
 
 int qcow2_bitmaps_load(Image *img, Qcow2 *q) {
@@ -341,7 +342,7 @@ static uint64_t map_bytes(const Image *img, const Qcow2Bitmap *bm) {
 
 uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
         const Qcow2Bitmaps *b = &q->bitmaps;
-        uint64_t total, largest_table = 0, largest_map = 0;
+        uint64_t total, largest_table = 0, largest_map = 0, owned;
 
         if (!b->ext_found || b->lost)
                 return 0;
@@ -350,13 +351,19 @@ uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
         /* The enabled bitmaps in memory while the layer is written; and for any bitmap read or
          * stored meanwhile, its table, a cluster of its data, and two more maps (a merge's target
          * and source). */
+        /* Writing, the check of what they own (qcow2_bitmaps_check_owned()): each cluster's
+         * offset, a sorted copy of the L1 table, and two clusters. */
+        owned = qcow2_div_round_up(b->dir_size, q->cluster_size);
+        if (q->writable)
+                total += (uint64_t) q->l1_size * 8 + 2 * q->cluster_size;
         for (uint32_t i = 0; b->list && i < b->nb_bitmaps; i++) {
+                owned += qcow2_div_round_up((uint64_t) b->list[i].table_size * 8, q->cluster_size) + b->list[i].table_size;
                 if (b->list[i].flags & QCOW2_BME_FLAG_AUTO)
                         total += map_bytes(img, &b->list[i]);
                 largest_table = MAX(largest_table, (uint64_t) b->list[i].table_size * 8);
                 largest_map = MAX(largest_map, map_bytes(img, &b->list[i]));
         }
-        return total + largest_table + q->cluster_size + 2 * largest_map;
+        return total + (q->writable ? owned * 8 : 0) + largest_table + q->cluster_size + 2 * largest_map;
 }
 
 Qcow2Bitmap *qcow2_bitmap_find(const Qcow2 *q, const char *name) {
@@ -576,6 +583,344 @@ int qcow2_bitmap_read(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, ImageDirtyMap
                 return r;
         }
         *ret = m;
+        return 0;
+}
+
+/* ---- who owns the bitmaps' clusters -------------------------------------------------------- *
+ *
+ * Changing bitmaps frees the clusters of the old directory and of replaced or removed bitmaps
+ * (qcow2-bitmap-write.c), and the allocator hands them out again. The checks above keep a
+ * hostile directory from pointing into the header, the L1 table or the refcount table, but a
+ * bitmap table or data cluster could still be an L2 table, a refcount block, a guest data
+ * cluster (or hold part of a compressed one), or a snapshot's table: freeing it would let a
+ * later allocation overwrite guest data or metadata. So before the first change of an image's
+ * bitmaps, every cluster they own is checked to be theirs alone: used by nothing else the image
+ * names, and counted exactly once. This is qemu-img check's walk: every L2 table is read once,
+ * one at a time (the snapshots' own L2 tables too), each entry looked up in the sorted set of
+ * the bitmaps' clusters; memory is that set, a sorted copy of the L1 table and one cluster. It
+ * is done once per open image (a job's open for writing, or the first bitmap command): after it,
+ * the bitmaps own only clusters checked here or allocated by us, whose counts the allocator
+ * keeps.
+ *
+ * Reading a bitmap (listing, loading, a backup's sync=bitmap) needs none of this: it writes and
+ * frees nothing, and a data cluster that is also something else only gives wrong bits of a
+ * bitmap, never a change of the image. */
+
+typedef struct Owned {
+        uint64_t *clusters;             /* offsets, sorted */
+        size_t n;
+} Owned;
+
+static int compare_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+        return x < y ? -1 : x > y;
+}
+
+static void owned_add(Owned *o, const Qcow2 *q, uint64_t offset, uint64_t length) {
+        for (uint64_t c = offset; c < offset + length; c += q->cluster_size)
+                o->clusters[o->n++] = c;
+}
+
+/* The tables of the bitmaps whose clusters a change may free: all but an inconsistent one whose
+ * table fails the checks (free_bitmap_later() leaves its clusters alone). */
+static int owned_collect(Image *img, Qcow2 *q, Owned *o) {
+        const Qcow2Bitmaps *b = &q->bitmaps;
+        uint64_t max = qcow2_div_round_up(b->dir_size, q->cluster_size);
+        int r;
+
+        for (uint32_t i = 0; i < b->nb_bitmaps; i++)
+                max += qcow2_div_round_up((uint64_t) b->list[i].table_size * 8, q->cluster_size) + b->list[i].table_size;
+        o->clusters = malloc(MAX(max, UINT64_C(1)) * sizeof(uint64_t));
+        if (!o->clusters)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        owned_add(o, q, b->dir_offset, b->dir_size);
+        for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
+                const Qcow2Bitmap *bm = &b->list[i];
+                _cleanup_free_ uint64_t *table = NULL;
+
+                r = qcow2_bitmap_read_table(img, q, bm, &table);
+                if (r < 0) {
+                        if (bm->inconsistent)
+                                continue;
+                        return r;
+                }
+                owned_add(o, q, bm->table_offset, (uint64_t) bm->table_size * 8);
+                for (uint32_t k = 0; k < bm->table_size; k++)
+                        if (table[k] & QCOW2_BME_TABLE_OFFSET_MASK)
+                                owned_add(o, q, table[k] & QCOW2_BME_TABLE_OFFSET_MASK, q->cluster_size);
+        }
+        qsort(o->clusters, o->n, sizeof(uint64_t), compare_u64);
+        return 0;
+}
+
+/* What of the bitmaps a cluster is, for a message: "the bitmap directory", "the table of bitmap
+ * 'x'", "a data cluster of bitmap 'x'". Only on the way to an error: it reads the tables again. */
+static void owner_name(Image *img, Qcow2 *q, uint64_t cluster, char *buf, size_t size) {
+        const Qcow2Bitmaps *b = &q->bitmaps;
+        char name[128];
+
+        snprintf(buf, size, "a cluster of the bitmaps");
+        if (ranges_overlap(cluster, q->cluster_size, b->dir_offset, b->dir_size)) {
+                snprintf(buf, size, "the bitmap directory");
+                return;
+        }
+        for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
+                const Qcow2Bitmap *bm = &b->list[i];
+                _cleanup_free_ uint64_t *table = NULL;
+
+                printable_name((const uint8_t *) bm->name, MIN(strlen(bm->name), (size_t) 64), name, sizeof(name));
+                if (ranges_overlap(cluster, q->cluster_size, bm->table_offset, (uint64_t) bm->table_size * 8)) {
+                        snprintf(buf, size, "the bitmap table of bitmap '%s'", name);
+                        return;
+                }
+                if (qcow2_bitmap_read_table(img, q, bm, &table) < 0)
+                        continue;
+                for (uint32_t k = 0; k < bm->table_size; k++)
+                        if ((table[k] & QCOW2_BME_TABLE_OFFSET_MASK) == cluster) {
+                                snprintf(buf, size, "a data cluster of bitmap '%s'", name);
+                                return;
+                        }
+        }
+}
+
+static int owner_conflict(Image *img, Qcow2 *q, uint64_t cluster, const char *what) {
+        char owner[200];
+
+        owner_name(img, q, cluster, owner, sizeof(owner));
+        return CORRUPT(img, "Image '%s' is corrupt: %s at offset 0x%" PRIx64 " is also used as %s", img->path, owner,
+                       cluster, what);
+}
+
+/* Is any cluster of [offset, offset + length) the bitmaps'? */
+static int check_not_owned(Image *img, Qcow2 *q, const Owned *o, uint64_t offset, uint64_t length, const char *what) {
+        uint64_t first = offset & ~(q->cluster_size - 1);
+
+        if (length == 0)
+                return 0;
+        for (uint64_t c = first; c < offset + length && c >= first; c += q->cluster_size)
+                if (bsearch(&c, o->clusters, o->n, sizeof(uint64_t), compare_u64))
+                        return owner_conflict(img, q, c, what);
+        return 0;
+}
+
+/* The L2 table at 'offset' as it is now: the cached copy if there is one (it may be newer than
+ * the file), else read into 'buf' (host order). */
+static int l2_entries(Image *img, Qcow2 *q, uint64_t offset, uint64_t *buf, const uint64_t **ret) {
+        int r;
+
+        for (unsigned i = 0; i < q->cache_tables; i++)
+                if (q->l2_cache[i].offset == offset && q->l2_cache[i].entries) {
+                        *ret = q->l2_cache[i].entries;
+                        return 0;
+                }
+        if ((offset & (q->cluster_size - 1)) || offset > img->file_size || img->file_size - offset < q->cluster_size)
+                return CORRUPT(img, "Image '%s' is corrupt: L2 table at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
+                               img->path, offset);
+        r = image_file_read(img, buf, offset, q->cluster_size);
+        if (r < 0)
+                return r;
+        for (uint64_t i = 0; i < q->l2_entries; i++)
+                buf[i] = get_be64((const uint8_t *) &buf[i]);
+        *ret = buf;
+        return 0;
+}
+
+/* The L2 table, and every cluster its entries point to. */
+static int check_l2(Image *img, Qcow2 *q, const Owned *o, uint64_t offset, uint64_t *buf, bool snapshot) {
+        const uint64_t *l2 = NULL;
+        int r;
+
+        r = check_not_owned(img, q, o, offset, q->cluster_size, snapshot ? "an L2 table of a snapshot" : "an L2 table");
+        if (r < 0)
+                return r;
+        r = l2_entries(img, q, offset, buf, &l2);
+        if (r < 0)
+                return r;
+        for (uint64_t i = 0; i < q->l2_entries; i++) {
+                uint64_t start = l2[i] & QCOW2_OFFSET_MASK, length = q->cluster_size;
+                const char *what = "a guest data cluster";
+
+                if (qcow2_entry_type(q, l2[i]) == QCOW2_CLUSTER_COMPRESSED) {
+                        qcow2_compressed_range(q, l2[i], &start, &length);
+                        what = "a compressed guest data cluster";
+                }
+                if (start == 0)
+                        continue;
+                r = check_not_owned(img, q, o, start, length, what);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* The active L1 table's L2 tables, and their clusters. */
+static int check_active(Image *img, Qcow2 *q, const Owned *o, uint64_t *buf) {
+        int r;
+
+        for (uint32_t i = 0; i < q->l1_size; i++) {
+                uint64_t l2 = q->l1[i] & QCOW2_OFFSET_MASK;
+
+                if (l2 == 0)
+                        continue;
+                r = check_l2(img, q, o, l2, buf, false);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* A snapshot's L1 table, read a cluster at a time; the L2 tables the active L1 table shares are
+ * walked already, the others are walked here. 'active' is the active L1's L2 offsets, sorted. */
+static int check_snapshot_l1(Image *img, Qcow2 *q, const Owned *o, uint64_t l1_offset, uint32_t l1_size,
+                             const uint64_t *active, uint64_t *buf) {
+        _cleanup_free_ uint8_t *chunk = malloc(q->cluster_size);
+        uint64_t bytes = (uint64_t) l1_size * 8;
+        int r;
+
+        if (!chunk)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        if (bytes > QCOW2_MAX_L1_BYTES || (l1_offset & (q->cluster_size - 1)) || l1_offset > img->file_size ||
+            img->file_size - l1_offset < bytes)
+                return CORRUPT(img, "Image '%s' is corrupt: a snapshot's L1 table at offset 0x%" PRIx64 " is unaligned, too large or beyond the end of the file",
+                               img->path, l1_offset);
+        r = check_not_owned(img, q, o, l1_offset, bytes, "the L1 table of a snapshot");
+        if (r < 0)
+                return r;
+        for (uint64_t pos = 0; pos < bytes; pos += q->cluster_size) {
+                uint64_t n = MIN(q->cluster_size, bytes - pos);
+
+                r = image_file_read(img, chunk, l1_offset + pos, n);
+                if (r < 0)
+                        return r;
+                for (uint64_t k = 0; k < n; k += 8) {
+                        uint64_t l2 = get_be64(chunk + k) & QCOW2_OFFSET_MASK;
+
+                        if (l2 == 0 || bsearch(&l2, active, q->l1_size, sizeof(uint64_t), compare_u64))
+                                continue;
+                        r = check_l2(img, q, o, l2, buf, true);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+/* The snapshot table (QEMU's layout: a fixed part of 40 bytes, extra data, ID and name, padded
+ * to 8 bytes), each snapshot's L1 table, and the L2 tables only snapshots have. */
+#define SNAPSHOT_HEADER_SIZE 40U
+#define SNAPSHOT_MAX_EXTRA_DATA 1024U                   /* QEMU's QCOW_MAX_SNAPSHOT_EXTRA_DATA */
+#define SNAPSHOT_MAX_TABLE_SIZE (UINT64_C(64) << 20)    /* QEMU's QCOW_MAX_SNAPSHOTS_SIZE */
+
+static int check_snapshots(Image *img, Qcow2 *q, const Owned *o, uint64_t *buf) {
+        _cleanup_free_ uint64_t *active = NULL;
+        uint64_t pos = q->snapshots_offset;
+        int r;
+
+        if (q->nb_snapshots == 0)
+                return 0;
+        active = malloc(MAX((size_t) q->l1_size, (size_t) 1) * sizeof(uint64_t));
+        if (!active)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        for (uint32_t i = 0; i < q->l1_size; i++)
+                active[i] = q->l1[i] & QCOW2_OFFSET_MASK;
+        qsort(active, q->l1_size, sizeof(uint64_t), compare_u64);
+
+        for (uint32_t i = 0; i < q->nb_snapshots; i++) {
+                uint8_t h[SNAPSHOT_HEADER_SIZE];
+                uint64_t size;
+
+                if (pos > img->file_size || img->file_size - pos < sizeof(h) ||
+                    pos - q->snapshots_offset > SNAPSHOT_MAX_TABLE_SIZE)
+                        return CORRUPT(img, "Image '%s' is corrupt: the snapshot table at offset 0x%" PRIx64 " is too large or lies beyond the end of the file",
+                                       img->path, q->snapshots_offset);
+                r = image_file_read(img, h, pos, sizeof(h));
+                if (r < 0)
+                        return r;
+                if (get_be32(h + 36) > SNAPSHOT_MAX_EXTRA_DATA)
+                        return CORRUPT(img, "Image '%s' is corrupt: a snapshot has too much extra data", img->path);
+                size = (sizeof(h) + get_be32(h + 36) + (h[12] << 8 | h[13]) + (h[14] << 8 | h[15]) + 7) & ~UINT64_C(7);
+                r = check_snapshot_l1(img, q, o, get_be64(h), get_be32(h + 8), active, buf);
+                if (r < 0)
+                        return r;
+                pos += size;
+        }
+        if (pos > img->file_size || pos - q->snapshots_offset > SNAPSHOT_MAX_TABLE_SIZE)
+                return CORRUPT(img, "Image '%s' is corrupt: the snapshot table at offset 0x%" PRIx64 " is too large or lies beyond the end of the file",
+                               img->path, q->snapshots_offset);
+        return check_not_owned(img, q, o, q->snapshots_offset, pos - q->snapshots_offset, "the snapshot table");
+}
+
+/* Everything the image names besides the bitmaps: header, L1 table, refcount table and blocks,
+ * L2 tables, data clusters, snapshots. */
+static int check_others(Image *img, Qcow2 *q, const Owned *o) {
+        _cleanup_free_ uint64_t *buf = malloc(q->cluster_size);
+        int r;
+
+        if (!buf)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        r = check_not_owned(img, q, o, 0, q->cluster_size, "the header");
+        if (r >= 0)
+                r = check_not_owned(img, q, o, q->l1_offset, (uint64_t) q->l1_size * 8, "the L1 table");
+        if (r >= 0)
+                r = check_not_owned(img, q, o, q->reftable_offset, (uint64_t) q->reftable_clusters << q->cluster_bits,
+                                    "the refcount table");
+        for (uint64_t i = 0; r >= 0 && i < q->reftable_entries; i++)
+                if (q->reftable[i] & QCOW2_REFTABLE_OFFSET_MASK)
+                        r = check_not_owned(img, q, o, q->reftable[i] & QCOW2_REFTABLE_OFFSET_MASK, q->cluster_size,
+                                            "a refcount block");
+        if (r >= 0)
+                r = check_active(img, q, o, buf);
+        if (r >= 0)
+                r = check_snapshots(img, q, o, buf);
+        return r;
+}
+
+/* No cluster twice among the bitmaps' own, and each counted exactly once. */
+static int check_owned_counts(Image *img, Qcow2 *q, const Owned *o) {
+        char owner[200];
+        int r;
+
+        for (size_t i = 0; i < o->n; i++) {
+                uint64_t refcount = 0;
+
+                if (i > 0 && o->clusters[i] == o->clusters[i - 1]) {
+                        owner_name(img, q, o->clusters[i], owner, sizeof(owner));
+                        return CORRUPT(img, "Image '%s' is corrupt: %s at offset 0x%" PRIx64 " is used twice by the bitmaps",
+                                       img->path, owner, o->clusters[i]);
+                }
+                r = qcow2_refcount_get(img, q, o->clusters[i] >> q->cluster_bits, &refcount);
+                if (r < 0)
+                        return r;
+                if (refcount != 1) {
+                        owner_name(img, q, o->clusters[i], owner, sizeof(owner));
+                        return CORRUPT(img, "Image '%s' is corrupt: %s at offset 0x%" PRIx64 " has refcount %" PRIu64 ", not 1",
+                                       img->path, owner, o->clusters[i], refcount);
+                }
+        }
+        return 0;
+}
+
+int qcow2_bitmaps_check_owned(Image *img, Qcow2 *q) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+        _cleanup_free_ uint64_t *clusters = NULL;
+        Owned o = {};
+        int r;
+
+        if (b->owned_checked || !b->loaded || b->nb_bitmaps == 0)
+                return 0;
+        if (!q->writable)
+                return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
+        r = owned_collect(img, q, &o);
+        clusters = o.clusters;
+        /* What else a cluster is first: that says more than its count (a compressed cluster's
+         * host cluster, for one, is counted once for each compressed cluster in it). */
+        if (r >= 0)
+                r = check_others(img, q, &o);
+        if (r >= 0)
+                r = check_owned_counts(img, q, &o);
+        if (r < 0)
+                return r;
+        b->owned_checked = true;
         return 0;
 }
 
