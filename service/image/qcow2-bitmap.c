@@ -596,8 +596,10 @@ int qcow2_bitmap_read(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, ImageDirtyMap
  * later allocation overwrite guest data or metadata. So before the first change of an image's
  * bitmaps, every cluster they own is checked to be theirs alone: used by nothing else the image
  * names, and counted exactly once. This is qemu-img check's walk: every L2 table is read once,
- * one at a time (the snapshots' own L2 tables too), each entry looked up in the sorted set of
- * the bitmaps' clusters; memory is that set, a sorted copy of the L1 table and one cluster. It
+ * one at a time, in file order (the snapshots' own L2 tables too, each once however many
+ * snapshots or L1 entries name it), each entry looked up in the sorted set of the bitmaps'
+ * clusters; memory is that set, the L2 tables' offsets and one cluster, and a hostile image can
+ * make it read no more than about twice its length. It costs a read of all the metadata, so it
  * is done once per open image (a job's open for writing, or the first bitmap command): after it,
  * the bitmaps own only clusters checked here or allocated by us, whose counts the allocator
  * keeps.
@@ -753,81 +755,90 @@ static int check_l2(Image *img, Qcow2 *q, const Owned *o, uint64_t offset, uint6
         return 0;
 }
 
-/* The active L1 table's L2 tables, and their clusters. */
-static int check_active(Image *img, Qcow2 *q, const Owned *o, uint64_t *buf) {
+/* A set of L2 table offsets: sorted, each once. */
+typedef struct OffsetSet {
+        uint64_t *v;
+        size_t n, cap;
+        size_t compacted;               /* n at the last sort */
+} OffsetSet;
+
+static void offset_set_done(OffsetSet *s) {
+        free(s->v);
+}
+
+static void offset_set_sort(OffsetSet *s) {
+        size_t k = 0;
+
+        qsort(s->v, s->n, sizeof(uint64_t), compare_u64);
+        for (size_t i = 0; i < s->n; i++)
+                if (k == 0 || s->v[i] != s->v[k - 1])
+                        s->v[k++] = s->v[i];
+        s->n = s->compacted = k;
+}
+
+static int offset_set_add(Image *img, OffsetSet *s, uint64_t v) {
+        if (s->n == s->cap) {
+                /* Sorting first keeps it at the distinct offsets (twice them at most). */
+                if (s->n > 2 * s->compacted + 1024)
+                        offset_set_sort(s);
+                if (s->n == s->cap) {
+                        size_t cap = MAX(s->cap * 2, (size_t) 1024);
+                        uint64_t *grown = reallocarray(s->v, cap, sizeof(uint64_t));
+                        if (!grown)
+                                return image_fail(img, -ENOMEM, "Out of memory");
+                        s->v = grown;
+                        s->cap = cap;
+                }
+        }
+        s->v[s->n++] = v;
+        return 0;
+}
+
+static bool offset_set_has(const OffsetSet *s, uint64_t v) {
+        return bsearch(&v, s->v, s->compacted, sizeof(uint64_t), compare_u64);
+}
+
+/* Walks each L2 table of the set once (in file order), with its clusters. */
+static int check_l2_set(Image *img, Qcow2 *q, const Owned *o, OffsetSet *s, uint64_t *buf, bool snapshot) {
         int r;
 
-        for (uint32_t i = 0; i < q->l1_size; i++) {
-                uint64_t l2 = q->l1[i] & QCOW2_OFFSET_MASK;
-
-                if (l2 == 0)
-                        continue;
-                r = check_l2(img, q, o, l2, buf, false);
+        offset_set_sort(s);
+        for (size_t i = 0; i < s->n; i++) {
+                r = check_l2(img, q, o, s->v[i], buf, snapshot);
                 if (r < 0)
                         return r;
         }
         return 0;
 }
 
-/* A snapshot's L1 table, read a cluster at a time; the L2 tables the active L1 table shares are
- * walked already, the others are walked here. 'active' is the active L1's L2 offsets, sorted. */
-static int check_snapshot_l1(Image *img, Qcow2 *q, const Owned *o, uint64_t l1_offset, uint32_t l1_size,
-                             const uint64_t *active, uint64_t *buf) {
-        _cleanup_free_ uint8_t *chunk = malloc(q->cluster_size);
-        uint64_t bytes = (uint64_t) l1_size * 8;
+/* The active L1 table's L2 tables, each once however often the table names it. */
+static int active_l2_set(Image *img, Qcow2 *q, OffsetSet *s) {
         int r;
 
-        if (!chunk)
-                return image_fail(img, -ENOMEM, "Out of memory");
-        if (bytes > QCOW2_MAX_L1_BYTES || (l1_offset & (q->cluster_size - 1)) || l1_offset > img->file_size ||
-            img->file_size - l1_offset < bytes)
-                return CORRUPT(img, "Image '%s' is corrupt: a snapshot's L1 table at offset 0x%" PRIx64 " is unaligned, too large or beyond the end of the file",
-                               img->path, l1_offset);
-        r = check_not_owned(img, q, o, l1_offset, bytes, "the L1 table of a snapshot");
-        if (r < 0)
-                return r;
-        for (uint64_t pos = 0; pos < bytes; pos += q->cluster_size) {
-                uint64_t n = MIN(q->cluster_size, bytes - pos);
-
-                r = image_file_read(img, chunk, l1_offset + pos, n);
-                if (r < 0)
-                        return r;
-                for (uint64_t k = 0; k < n; k += 8) {
-                        uint64_t l2 = get_be64(chunk + k) & QCOW2_OFFSET_MASK;
-
-                        if (l2 == 0 || bsearch(&l2, active, q->l1_size, sizeof(uint64_t), compare_u64))
-                                continue;
-                        r = check_l2(img, q, o, l2, buf, true);
+        for (uint32_t i = 0; i < q->l1_size; i++)
+                if (q->l1[i] & QCOW2_OFFSET_MASK) {
+                        r = offset_set_add(img, s, q->l1[i] & QCOW2_OFFSET_MASK);
                         if (r < 0)
                                 return r;
                 }
-        }
+        offset_set_sort(s);
         return 0;
 }
 
 /* The snapshot table (QEMU's layout: a fixed part of 40 bytes, extra data, ID and name, padded
- * to 8 bytes), each snapshot's L1 table, and the L2 tables only snapshots have. */
+ * to 8 bytes). */
 #define SNAPSHOT_HEADER_SIZE 40U
 #define SNAPSHOT_MAX_EXTRA_DATA 1024U                   /* QEMU's QCOW_MAX_SNAPSHOT_EXTRA_DATA */
 #define SNAPSHOT_MAX_TABLE_SIZE (UINT64_C(64) << 20)    /* QEMU's QCOW_MAX_SNAPSHOTS_SIZE */
 
-static int check_snapshots(Image *img, Qcow2 *q, const Owned *o, uint64_t *buf) {
-        _cleanup_free_ uint64_t *active = NULL;
+/* Each snapshot's L1 table (n of them, sorted by offset), and the snapshot table's length. */
+static int read_snapshot_table(Image *img, Qcow2 *q, Qcow2Range *l1s, uint64_t *ret_length) {
         uint64_t pos = q->snapshots_offset;
         int r;
 
-        if (q->nb_snapshots == 0)
-                return 0;
-        active = malloc(MAX((size_t) q->l1_size, (size_t) 1) * sizeof(uint64_t));
-        if (!active)
-                return image_fail(img, -ENOMEM, "Out of memory");
-        for (uint32_t i = 0; i < q->l1_size; i++)
-                active[i] = q->l1[i] & QCOW2_OFFSET_MASK;
-        qsort(active, q->l1_size, sizeof(uint64_t), compare_u64);
-
         for (uint32_t i = 0; i < q->nb_snapshots; i++) {
                 uint8_t h[SNAPSHOT_HEADER_SIZE];
-                uint64_t size;
+                uint64_t offset, bytes;
 
                 if (pos > img->file_size || img->file_size - pos < sizeof(h) ||
                     pos - q->snapshots_offset > SNAPSHOT_MAX_TABLE_SIZE)
@@ -838,22 +849,87 @@ static int check_snapshots(Image *img, Qcow2 *q, const Owned *o, uint64_t *buf) 
                         return r;
                 if (get_be32(h + 36) > SNAPSHOT_MAX_EXTRA_DATA)
                         return CORRUPT(img, "Image '%s' is corrupt: a snapshot has too much extra data", img->path);
-                size = (sizeof(h) + get_be32(h + 36) + (h[12] << 8 | h[13]) + (h[14] << 8 | h[15]) + 7) & ~UINT64_C(7);
-                r = check_snapshot_l1(img, q, o, get_be64(h), get_be32(h + 8), active, buf);
-                if (r < 0)
-                        return r;
-                pos += size;
+                pos += (sizeof(h) + get_be32(h + 36) + (uint64_t) (h[12] << 8 | h[13]) + (uint64_t) (h[14] << 8 | h[15]) + 7) &
+                       ~UINT64_C(7);
+                offset = get_be64(h);
+                bytes = (uint64_t) get_be32(h + 8) * 8;
+                if (bytes > QCOW2_MAX_L1_BYTES || (offset & (q->cluster_size - 1)) || offset > img->file_size ||
+                    img->file_size - offset < bytes)
+                        return CORRUPT(img, "Image '%s' is corrupt: a snapshot's L1 table at offset 0x%" PRIx64 " is unaligned, too large or beyond the end of the file",
+                                       img->path, offset);
+                l1s[i] = (Qcow2Range) { offset, bytes };
         }
         if (pos > img->file_size || pos - q->snapshots_offset > SNAPSHOT_MAX_TABLE_SIZE)
                 return CORRUPT(img, "Image '%s' is corrupt: the snapshot table at offset 0x%" PRIx64 " is too large or lies beyond the end of the file",
                                img->path, q->snapshots_offset);
-        return check_not_owned(img, q, o, q->snapshots_offset, pos - q->snapshots_offset, "the snapshot table");
+        /* Each snapshot has its own L1 table (QEMU counts each once): so all of them together are
+         * read in at most the file's length. */
+        qsort(l1s, q->nb_snapshots, sizeof(Qcow2Range), compare_ranges);
+        for (uint32_t i = 1; i < q->nb_snapshots; i++)
+                if (l1s[i].length > 0 && l1s[i - 1].offset + l1s[i - 1].length > l1s[i].offset)
+                        return CORRUPT(img, "Image '%s' is corrupt: the L1 tables of two snapshots at offsets 0x%" PRIx64 " and 0x%" PRIx64 " overlap",
+                                       img->path, l1s[i - 1].offset, l1s[i].offset);
+        *ret_length = pos - q->snapshots_offset;
+        return 0;
+}
+
+/* A snapshot's L1 table, read a cluster at a time: its L2 tables that the active L1 table does
+ * not name go to 'extra'. */
+static int snapshot_l2_set(Image *img, Qcow2 *q, const Owned *o, const Qcow2Range *l1, const OffsetSet *active,
+                           OffsetSet *extra, uint8_t *chunk) {
+        int r;
+
+        r = check_not_owned(img, q, o, l1->offset, l1->length, "the L1 table of a snapshot");
+        if (r < 0)
+                return r;
+        for (uint64_t pos = 0; pos < l1->length; pos += q->cluster_size) {
+                uint64_t n = MIN(q->cluster_size, l1->length - pos);
+
+                r = image_file_read(img, chunk, l1->offset + pos, n);
+                if (r < 0)
+                        return r;
+                for (uint64_t k = 0; k < n; k += 8) {
+                        uint64_t l2 = get_be64(chunk + k) & QCOW2_OFFSET_MASK;
+
+                        if (l2 == 0 || offset_set_has(active, l2))
+                                continue;
+                        r = offset_set_add(img, extra, l2);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+/* The snapshot table, each snapshot's L1 table, and the L2 tables only snapshots name (each
+ * once, however many snapshots share it). */
+static int check_snapshots(Image *img, Qcow2 *q, const Owned *o, const OffsetSet *active, uint64_t *buf) {
+        _cleanup_free_ Qcow2Range *l1s = NULL;
+        _cleanup_(offset_set_done) OffsetSet extra = {};
+        uint64_t length = 0;
+        int r;
+
+        if (q->nb_snapshots == 0)
+                return 0;
+        l1s = calloc(q->nb_snapshots, sizeof(Qcow2Range));
+        if (!l1s)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        r = read_snapshot_table(img, q, l1s, &length);
+        if (r < 0)
+                return r;
+        r = check_not_owned(img, q, o, q->snapshots_offset, length, "the snapshot table");
+        for (uint32_t i = 0; r >= 0 && i < q->nb_snapshots; i++)
+                r = snapshot_l2_set(img, q, o, &l1s[i], active, &extra, (uint8_t *) buf);
+        if (r < 0)
+                return r;
+        return check_l2_set(img, q, o, &extra, buf, true);
 }
 
 /* Everything the image names besides the bitmaps: header, L1 table, refcount table and blocks,
  * L2 tables, data clusters, snapshots. */
 static int check_others(Image *img, Qcow2 *q, const Owned *o) {
         _cleanup_free_ uint64_t *buf = malloc(q->cluster_size);
+        _cleanup_(offset_set_done) OffsetSet active = {};
         int r;
 
         if (!buf)
@@ -869,9 +945,12 @@ static int check_others(Image *img, Qcow2 *q, const Owned *o) {
                         r = check_not_owned(img, q, o, q->reftable[i] & QCOW2_REFTABLE_OFFSET_MASK, q->cluster_size,
                                             "a refcount block");
         if (r >= 0)
-                r = check_active(img, q, o, buf);
+                r = active_l2_set(img, q, &active);
+        /* The snapshots' L1 tables are read through 'buf' before the L2 walk needs it. */
         if (r >= 0)
-                r = check_snapshots(img, q, o, buf);
+                r = check_snapshots(img, q, o, &active, buf);
+        if (r >= 0)
+                r = check_l2_set(img, q, o, &active, buf, false);
         return r;
 }
 
