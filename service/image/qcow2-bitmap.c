@@ -363,7 +363,7 @@ uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
                 largest_table = MAX(largest_table, (uint64_t) b->list[i].table_size * 8);
                 largest_map = MAX(largest_map, map_bytes(img, &b->list[i]));
         }
-        return total + (q->writable ? owned * 8 : 0) + largest_table + q->cluster_size + 2 * largest_map;
+        return total + (q->writable ? MIN(owned, (img->file_size >> q->cluster_bits) + 1) * 8 : 0) + largest_table + q->cluster_size + 2 * largest_map;
 }
 
 Qcow2Bitmap *qcow2_bitmap_find(const Qcow2 *q, const char *name) {
@@ -610,7 +610,7 @@ int qcow2_bitmap_read(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, ImageDirtyMap
 
 typedef struct Owned {
         uint64_t *clusters;             /* offsets, sorted */
-        size_t n;
+        size_t n, cap;
 } Owned;
 
 static int compare_u64(const void *a, const void *b) {
@@ -618,9 +618,16 @@ static int compare_u64(const void *a, const void *b) {
         return x < y ? -1 : x > y;
 }
 
-static void owned_add(Owned *o, const Qcow2 *q, uint64_t offset, uint64_t length) {
-        for (uint64_t c = offset; c < offset + length; c += q->cluster_size)
+static int owned_add(Image *img, Owned *o, const Qcow2 *q, uint64_t offset, uint64_t length) {
+        for (uint64_t c = offset; c < offset + length; c += q->cluster_size) {
+                /* Each lies in the file (the checks when the directory and the tables were read):
+                 * more than the file has means some are there twice. */
+                if (o->n == o->cap)
+                        return CORRUPT(img, "Image '%s' is corrupt: its bitmaps name more clusters than the file has",
+                                       img->path);
                 o->clusters[o->n++] = c;
+        }
+        return 0;
 }
 
 /* The tables of the bitmaps whose clusters a change may free: all but an inconsistent one whose
@@ -632,25 +639,29 @@ static int owned_collect(Image *img, Qcow2 *q, Owned *o) {
 
         for (uint32_t i = 0; i < b->nb_bitmaps; i++)
                 max += qcow2_div_round_up((uint64_t) b->list[i].table_size * 8, q->cluster_size) + b->list[i].table_size;
-        o->clusters = malloc(MAX(max, UINT64_C(1)) * sizeof(uint64_t));
+        o->cap = (size_t) MIN(max, (img->file_size >> q->cluster_bits) + 1);
+        o->clusters = malloc(MAX(o->cap, (size_t) 1) * sizeof(uint64_t));
         if (!o->clusters)
                 return image_fail(img, -ENOMEM, "Out of memory");
-        owned_add(o, q, b->dir_offset, b->dir_size);
-        for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
+        r = owned_add(img, o, q, b->dir_offset, b->dir_size);
+        for (uint32_t i = 0; r >= 0 && i < b->nb_bitmaps; i++) {
                 const Qcow2Bitmap *bm = &b->list[i];
                 _cleanup_free_ uint64_t *table = NULL;
 
                 r = qcow2_bitmap_read_table(img, q, bm, &table);
                 if (r < 0) {
-                        if (bm->inconsistent)
-                                continue;
-                        return r;
+                        if (!bm->inconsistent)
+                                return r;
+                        r = 0;
+                        continue;
                 }
-                owned_add(o, q, bm->table_offset, (uint64_t) bm->table_size * 8);
-                for (uint32_t k = 0; k < bm->table_size; k++)
+                r = owned_add(img, o, q, bm->table_offset, (uint64_t) bm->table_size * 8);
+                for (uint32_t k = 0; r >= 0 && k < bm->table_size; k++)
                         if (table[k] & QCOW2_BME_TABLE_OFFSET_MASK)
-                                owned_add(o, q, table[k] & QCOW2_BME_TABLE_OFFSET_MASK, q->cluster_size);
+                                r = owned_add(img, o, q, table[k] & QCOW2_BME_TABLE_OFFSET_MASK, q->cluster_size);
         }
+        if (r < 0)
+                return r;
         qsort(o->clusters, o->n, sizeof(uint64_t), compare_u64);
         return 0;
 }
