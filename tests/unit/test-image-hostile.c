@@ -1023,6 +1023,48 @@ static void test_bitmaps_owned_good(Fixture *f, gconstpointer data) {
         g_assert_null(strstr(info, "in-use"));
 }
 
+/* A table whose entries all name one data cluster, more of them than the file has clusters:
+ * refused before the set of what bitmaps own outgrows the file (QEMU sees wrong counts). */
+static void test_bitmaps_owned_too_many(Fixture *f, gconstpointer data) {
+        static const char *const expected = "its bitmaps name more clusters than the file has";
+        g_autofree char *img = g_build_filename(f->dir, "many.qcow2", NULL);
+        g_autofree char *error = NULL;
+        g_autoptr(GBytes) before = NULL, after = NULL;
+        uint64_t dir, table, cluster;
+        Image *w = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8G", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s big", img));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write 0 512' %s", img));
+        dir = peek64(img, bitmaps_ext(img) + 16);
+        table = peek64(img, dir);
+        cluster = peek64(img, table);
+        g_assert_cmpuint(peek_be(img, dir + 8, 4), ==, 32);
+        g_assert_cmpuint(cluster, !=, 0);
+        for (unsigned i = 1; i < 32; i++)
+                poke64(img, table + 8 * i, cluster);
+        g_assert_cmpint(oracle_try(NULL, NULL, "qemu-img check %s", img), ==, 2);
+
+        before = file_bytes(img);
+        g_assert_cmpuint(g_bytes_get_size(before) / 65536, <, 32);
+        assert_open_fails(img, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, -EUCLEAN, expected);
+        after = file_bytes(img);
+        g_assert_true(g_bytes_equal(before, after));
+
+        poke32(img, dir + 12, 0);               /* disabled: opens, and changes are refused */
+        g_bytes_unref(before);
+        g_bytes_unref(after);
+        before = file_bytes(img);
+        g_assert_cmpint(image_open(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &w, &error), ==, 0);
+        g_assert_cmpint(image_bitmap_remove(w, "big"), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(image_error(w), expected));
+        g_assert_cmpint(image_bitmap_clear(w, "big"), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(image_error(w), expected));
+        image_close(w);
+        after = file_bytes(img);
+        g_assert_true(g_bytes_equal(before, after));
+}
+
 #define HOSTILE_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -1046,5 +1088,6 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/bitmaps", test_bitmaps);
         HOSTILE_TEST("/image-hostile/bitmaps-owned", test_bitmaps_owned);
         HOSTILE_TEST("/image-hostile/bitmaps-owned-good", test_bitmaps_owned_good);
+        HOSTILE_TEST("/image-hostile/bitmaps-owned-too-many", test_bitmaps_owned_too_many);
         return g_test_run();
 }
