@@ -348,14 +348,16 @@ uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
                 return 0;
         /* The directory as read, and parsed (entries, names, and the arrays that check them). */
         total = 2 * b->dir_size + (uint64_t) b->nb_bitmaps * (sizeof(Qcow2Bitmap) + sizeof(Qcow2Tracked) + 2 * sizeof(Qcow2Range));
-        /* The enabled bitmaps in memory while the layer is written; and for any bitmap read or
-         * stored meanwhile, its table, a cluster of its data, and two more maps (a merge's target
-         * and source). */
         /* Writing, the check of what they own (qcow2_bitmaps_check_owned()): each cluster's
-         * offset, a sorted copy of the L1 table, and two clusters. */
+         * offset (no more than the file has), the active L2 tables' offsets, and two clusters.
+         * (The offsets of the L2 tables only snapshots name are not known before it reads them;
+         * they are bounded by the snapshots' L1 tables, which QEMU bounds.) */
         owned = qcow2_div_round_up(b->dir_size, q->cluster_size);
         if (q->writable)
                 total += (uint64_t) q->l1_size * 8 + 2 * q->cluster_size;
+        /* The enabled bitmaps in memory while the layer is written; and for any bitmap read or
+         * stored meanwhile, its table, a cluster of its data, and two more maps (a merge's target
+         * and source). */
         for (uint32_t i = 0; b->list && i < b->nb_bitmaps; i++) {
                 owned += qcow2_div_round_up((uint64_t) b->list[i].table_size * 8, q->cluster_size) + b->list[i].table_size;
                 if (b->list[i].flags & QCOW2_BME_FLAG_AUTO)
@@ -904,6 +906,11 @@ static int snapshot_l2_set(Image *img, Qcow2 *q, const Owned *o, const Qcow2Rang
 
                         if (l2 == 0 || offset_set_has(active, l2))
                                 continue;
+                        /* Only tables the walk can read are kept: no more of them than the file
+                         * has clusters. */
+                        if ((l2 & (q->cluster_size - 1)) || l2 > img->file_size || img->file_size - l2 < q->cluster_size)
+                                return CORRUPT(img, "Image '%s' is corrupt: L2 table of a snapshot at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
+                                               img->path, l2);
                         r = offset_set_add(img, extra, l2);
                         if (r < 0)
                                 return r;
