@@ -938,6 +938,7 @@ static void test_bitmaps_owned(Fixture *f, gconstpointer data) {
                 { data_refcount, 2, 2, 3, "a data cluster of bitmap 'aa' at offset", "has refcount 2, not 1" },
                 /* What the walk reads must be what it can read. */
                 { snapshots, 8, UINT64_C(1) << 40, 2, "a snapshot's L1 table at offset 0x10000000000 is unaligned, too large or beyond the end of the file" },
+                { snap_l1, 8, UINT64_C(1) << 40, 2, "L2 table of a snapshot at offset 0x10000000000 is unaligned or beyond the end of the file" },
         };
 
         for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
