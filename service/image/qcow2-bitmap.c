@@ -782,6 +782,8 @@ static void offset_set_done(OffsetSet *s) {
 static void offset_set_sort(OffsetSet *s) {
         size_t k = 0;
 
+        if (s->n == 0)
+                return;         /* v may be NULL, which qsort() must not get */
         qsort(s->v, s->n, sizeof(uint64_t), compare_u64);
         for (size_t i = 0; i < s->n; i++)
                 if (k == 0 || s->v[i] != s->v[k - 1])
@@ -808,7 +810,7 @@ static int offset_set_add(Image *img, OffsetSet *s, uint64_t v) {
 }
 
 static bool offset_set_has(const OffsetSet *s, uint64_t v) {
-        return bsearch(&v, s->v, s->compacted, sizeof(uint64_t), compare_u64);
+        return s->compacted > 0 && bsearch(&v, s->v, s->compacted, sizeof(uint64_t), compare_u64);
 }
 
 /* Walks each L2 table of the set once (in file order), with its clusters. */
