@@ -286,6 +286,10 @@ static int changeable(Image *img, Qcow2 **ret) {
         r = qcow2_bitmaps_load(img, q);
         if (r < 0)
                 return r;
+        /* Every change frees clusters of the bitmaps (the old directory, at least). */
+        r = qcow2_bitmaps_check_owned(img, q);
+        if (r < 0)
+                return r;
         /* Writes recorded so far are stored first; the set of bitmaps that record writes is
          * taken anew at the next write, after this change. */
         r = qcow2_bitmaps_sync(img, q);
@@ -654,6 +658,11 @@ int qcow2_bitmaps_open_writable(Image *img, Qcow2 *q, char **ret_error) {
         r = qcow2_bitmaps_load(img, q);
         if (r >= 0 && q->version >= 3)
                 r = load_tracked(img, q);
+        /* Enabled bitmaps are stored anew at the first flush after a write, and their old
+         * clusters freed: the image is refused now if they own clusters that are not theirs
+         * alone. Without them, writes change nothing of the bitmaps (only autoclear bits). */
+        if (r >= 0 && q->bitmaps.n_tracked > 0)
+                r = qcow2_bitmaps_check_owned(img, q);
         if (r < 0)
                 return error_message(ret_error, r,
                                      "Image '%s' has persistent bitmaps that blockjobd cannot keep consistent: %s",

@@ -303,6 +303,7 @@ void qcow2_bitmaps_done(Qcow2 *q) {
         qcow2_bitmap_list_free(q->bitmaps.list, q->bitmaps.nb_bitmaps);
         q->bitmaps.list = NULL;
         q->bitmaps.loaded = false;
+        q->bitmaps.owned_checked = false;
 }
 
 int qcow2_bitmaps_load(Image *img, Qcow2 *q) {
@@ -341,22 +342,30 @@ static uint64_t map_bytes(const Image *img, const Qcow2Bitmap *bm) {
 
 uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
         const Qcow2Bitmaps *b = &q->bitmaps;
-        uint64_t total, largest_table = 0, largest_map = 0;
+        uint64_t total, largest_table = 0, largest_map = 0, owned;
 
         if (!b->ext_found || b->lost)
                 return 0;
         /* The directory as read, and parsed (entries, names, and the arrays that check them). */
         total = 2 * b->dir_size + (uint64_t) b->nb_bitmaps * (sizeof(Qcow2Bitmap) + sizeof(Qcow2Tracked) + 2 * sizeof(Qcow2Range));
+        /* Writing, the check of what they own (qcow2_bitmaps_check_owned()): each cluster's
+         * offset (no more than the file has), the active L2 tables' offsets, and two clusters.
+         * (The offsets of the L2 tables only snapshots name are not known before it reads them;
+         * they are bounded by the snapshots' L1 tables, which QEMU bounds.) */
+        owned = qcow2_div_round_up(b->dir_size, q->cluster_size);
+        if (q->writable)
+                total += (uint64_t) q->l1_size * 8 + 2 * q->cluster_size;
         /* The enabled bitmaps in memory while the layer is written; and for any bitmap read or
          * stored meanwhile, its table, a cluster of its data, and two more maps (a merge's target
          * and source). */
         for (uint32_t i = 0; b->list && i < b->nb_bitmaps; i++) {
+                owned += qcow2_div_round_up((uint64_t) b->list[i].table_size * 8, q->cluster_size) + b->list[i].table_size;
                 if (b->list[i].flags & QCOW2_BME_FLAG_AUTO)
                         total += map_bytes(img, &b->list[i]);
                 largest_table = MAX(largest_table, (uint64_t) b->list[i].table_size * 8);
                 largest_map = MAX(largest_map, map_bytes(img, &b->list[i]));
         }
-        return total + largest_table + q->cluster_size + 2 * largest_map;
+        return total + (q->writable ? MIN(owned, (img->file_size >> q->cluster_bits) + 1) * 8 : 0) + largest_table + q->cluster_size + 2 * largest_map;
 }
 
 Qcow2Bitmap *qcow2_bitmap_find(const Qcow2 *q, const char *name) {
@@ -576,6 +585,441 @@ int qcow2_bitmap_read(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, ImageDirtyMap
                 return r;
         }
         *ret = m;
+        return 0;
+}
+
+/* ---- who owns the bitmaps' clusters -------------------------------------------------------- *
+ *
+ * Changing bitmaps frees the clusters of the old directory and of replaced or removed bitmaps
+ * (qcow2-bitmap-write.c), and the allocator hands them out again. The checks above keep a
+ * hostile directory from pointing into the header, the L1 table or the refcount table, but a
+ * bitmap table or data cluster could still be an L2 table, a refcount block, a guest data
+ * cluster (or hold part of a compressed one), or a snapshot's table: freeing it would let a
+ * later allocation overwrite guest data or metadata. So before the first change of an image's
+ * bitmaps, every cluster they own is checked to be theirs alone: used by nothing else the image
+ * names, and counted exactly once. This is qemu-img check's walk: every L2 table is read once,
+ * one at a time, in file order (the snapshots' own L2 tables too, each once however many
+ * snapshots or L1 entries name it), each entry looked up in the sorted set of the bitmaps'
+ * clusters; memory is that set, the L2 tables' offsets and one cluster, and a hostile image can
+ * make it read no more than about twice its length. It costs a read of all the metadata, so it
+ * is done once per open image (a job's open for writing, or the first bitmap command): after it,
+ * the bitmaps own only clusters checked here or allocated by us, whose counts the allocator
+ * keeps.
+ *
+ * Reading a bitmap (listing, loading, a backup's sync=bitmap) needs none of this: it writes and
+ * frees nothing, and a data cluster that is also something else only gives wrong bits of a
+ * bitmap, never a change of the image. */
+
+typedef struct Owned {
+        uint64_t *clusters;             /* offsets, sorted */
+        size_t n, cap;
+} Owned;
+
+static int compare_u64(const void *a, const void *b) {
+        uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+        return x < y ? -1 : x > y;
+}
+
+static int owned_add(Image *img, Owned *o, const Qcow2 *q, uint64_t offset, uint64_t length) {
+        for (uint64_t c = offset; c < offset + length; c += q->cluster_size) {
+                /* Each lies in the file (the checks when the directory and the tables were read):
+                 * more than the file has means some are there twice. */
+                if (o->n == o->cap)
+                        return CORRUPT(img, "Image '%s' is corrupt: its bitmaps name more clusters than the file has",
+                                       img->path);
+                o->clusters[o->n++] = c;
+        }
+        return 0;
+}
+
+/* The tables of the bitmaps whose clusters a change may free: all but an inconsistent one whose
+ * table fails the checks (free_bitmap_later() leaves its clusters alone). */
+static int owned_collect(Image *img, Qcow2 *q, Owned *o) {
+        const Qcow2Bitmaps *b = &q->bitmaps;
+        uint64_t max = qcow2_div_round_up(b->dir_size, q->cluster_size);
+        int r;
+
+        for (uint32_t i = 0; i < b->nb_bitmaps; i++)
+                max += qcow2_div_round_up((uint64_t) b->list[i].table_size * 8, q->cluster_size) + b->list[i].table_size;
+        o->cap = (size_t) MIN(max, (img->file_size >> q->cluster_bits) + 1);
+        o->clusters = malloc(MAX(o->cap, (size_t) 1) * sizeof(uint64_t));
+        if (!o->clusters)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        r = owned_add(img, o, q, b->dir_offset, b->dir_size);
+        for (uint32_t i = 0; r >= 0 && i < b->nb_bitmaps; i++) {
+                const Qcow2Bitmap *bm = &b->list[i];
+                _cleanup_free_ uint64_t *table = NULL;
+
+                r = qcow2_bitmap_read_table(img, q, bm, &table);
+                if (r < 0) {
+                        if (!bm->inconsistent)
+                                return r;
+                        r = 0;
+                        continue;
+                }
+                r = owned_add(img, o, q, bm->table_offset, (uint64_t) bm->table_size * 8);
+                for (uint32_t k = 0; r >= 0 && k < bm->table_size; k++)
+                        if (table[k] & QCOW2_BME_TABLE_OFFSET_MASK)
+                                r = owned_add(img, o, q, table[k] & QCOW2_BME_TABLE_OFFSET_MASK, q->cluster_size);
+        }
+        if (r < 0)
+                return r;
+        qsort(o->clusters, o->n, sizeof(uint64_t), compare_u64);
+        return 0;
+}
+
+/* What of the bitmaps a cluster is, for a message: "the bitmap directory", "the table of bitmap
+ * 'x'", "a data cluster of bitmap 'x'". Only on the way to an error: it reads the tables again. */
+static void owner_name(Image *img, Qcow2 *q, uint64_t cluster, char *buf, size_t size) {
+        const Qcow2Bitmaps *b = &q->bitmaps;
+        char name[128];
+
+        snprintf(buf, size, "a cluster of the bitmaps");
+        if (ranges_overlap(cluster, q->cluster_size, b->dir_offset, b->dir_size)) {
+                snprintf(buf, size, "the bitmap directory");
+                return;
+        }
+        for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
+                const Qcow2Bitmap *bm = &b->list[i];
+                _cleanup_free_ uint64_t *table = NULL;
+
+                printable_name((const uint8_t *) bm->name, MIN(strlen(bm->name), (size_t) 64), name, sizeof(name));
+                if (ranges_overlap(cluster, q->cluster_size, bm->table_offset, (uint64_t) bm->table_size * 8)) {
+                        snprintf(buf, size, "the bitmap table of bitmap '%s'", name);
+                        return;
+                }
+                if (qcow2_bitmap_read_table(img, q, bm, &table) < 0)
+                        continue;
+                for (uint32_t k = 0; k < bm->table_size; k++)
+                        if ((table[k] & QCOW2_BME_TABLE_OFFSET_MASK) == cluster) {
+                                snprintf(buf, size, "a data cluster of bitmap '%s'", name);
+                                return;
+                        }
+        }
+}
+
+static int owner_conflict(Image *img, Qcow2 *q, uint64_t cluster, const char *what) {
+        char owner[200];
+
+        owner_name(img, q, cluster, owner, sizeof(owner));
+        return CORRUPT(img, "Image '%s' is corrupt: %s at offset 0x%" PRIx64 " is also used as %s", img->path, owner,
+                       cluster, what);
+}
+
+/* Is any cluster of [offset, offset + length) the bitmaps'? */
+static int check_not_owned(Image *img, Qcow2 *q, const Owned *o, uint64_t offset, uint64_t length, const char *what) {
+        uint64_t first = offset & ~(q->cluster_size - 1);
+
+        if (length == 0)
+                return 0;
+        for (uint64_t c = first; c < offset + length && c >= first; c += q->cluster_size)
+                if (bsearch(&c, o->clusters, o->n, sizeof(uint64_t), compare_u64))
+                        return owner_conflict(img, q, c, what);
+        return 0;
+}
+
+/* The L2 table at 'offset' as it is now: the cached copy if there is one (it may be newer than
+ * the file), else read into 'buf' (host order). */
+static int l2_entries(Image *img, Qcow2 *q, uint64_t offset, uint64_t *buf, const uint64_t **ret) {
+        int r;
+
+        for (unsigned i = 0; i < q->cache_tables; i++)
+                if (q->l2_cache[i].offset == offset && q->l2_cache[i].entries) {
+                        *ret = q->l2_cache[i].entries;
+                        return 0;
+                }
+        if ((offset & (q->cluster_size - 1)) || offset > img->file_size || img->file_size - offset < q->cluster_size)
+                return CORRUPT(img, "Image '%s' is corrupt: L2 table at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
+                               img->path, offset);
+        r = image_file_read(img, buf, offset, q->cluster_size);
+        if (r < 0)
+                return r;
+        for (uint64_t i = 0; i < q->l2_entries; i++)
+                buf[i] = get_be64((const uint8_t *) &buf[i]);
+        *ret = buf;
+        return 0;
+}
+
+/* The L2 table, and every cluster its entries point to. */
+static int check_l2(Image *img, Qcow2 *q, const Owned *o, uint64_t offset, uint64_t *buf, bool snapshot) {
+        const uint64_t *l2 = NULL;
+        int r;
+
+        r = check_not_owned(img, q, o, offset, q->cluster_size, snapshot ? "an L2 table of a snapshot" : "an L2 table");
+        if (r < 0)
+                return r;
+        r = l2_entries(img, q, offset, buf, &l2);
+        if (r < 0)
+                return r;
+        for (uint64_t i = 0; i < q->l2_entries; i++) {
+                uint64_t start = l2[i] & QCOW2_OFFSET_MASK, length = q->cluster_size;
+                const char *what = "a guest data cluster";
+
+                if (qcow2_entry_type(q, l2[i]) == QCOW2_CLUSTER_COMPRESSED) {
+                        qcow2_compressed_range(q, l2[i], &start, &length);
+                        what = "a compressed guest data cluster";
+                }
+                if (start == 0)
+                        continue;
+                r = check_not_owned(img, q, o, start, length, what);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* A set of L2 table offsets: sorted, each once. */
+typedef struct OffsetSet {
+        uint64_t *v;
+        size_t n, cap;
+        size_t compacted;               /* n at the last sort */
+} OffsetSet;
+
+static void offset_set_done(OffsetSet *s) {
+        free(s->v);
+}
+
+static void offset_set_sort(OffsetSet *s) {
+        size_t k = 0;
+
+        if (s->n == 0)
+                return;         /* v may be NULL, which qsort() must not get */
+        qsort(s->v, s->n, sizeof(uint64_t), compare_u64);
+        for (size_t i = 0; i < s->n; i++)
+                if (k == 0 || s->v[i] != s->v[k - 1])
+                        s->v[k++] = s->v[i];
+        s->n = s->compacted = k;
+}
+
+static int offset_set_add(Image *img, OffsetSet *s, uint64_t v) {
+        if (s->n == s->cap) {
+                /* Sorting first keeps it at the distinct offsets (twice them at most). */
+                if (s->n > 2 * s->compacted + 1024)
+                        offset_set_sort(s);
+                if (s->n == s->cap) {
+                        size_t cap = MAX(s->cap * 2, (size_t) 1024);
+                        uint64_t *grown = reallocarray(s->v, cap, sizeof(uint64_t));
+                        if (!grown)
+                                return image_fail(img, -ENOMEM, "Out of memory");
+                        s->v = grown;
+                        s->cap = cap;
+                }
+        }
+        s->v[s->n++] = v;
+        return 0;
+}
+
+static bool offset_set_has(const OffsetSet *s, uint64_t v) {
+        return s->compacted > 0 && bsearch(&v, s->v, s->compacted, sizeof(uint64_t), compare_u64);
+}
+
+/* Walks each L2 table of the set once (in file order), with its clusters. */
+static int check_l2_set(Image *img, Qcow2 *q, const Owned *o, OffsetSet *s, uint64_t *buf, bool snapshot) {
+        int r;
+
+        offset_set_sort(s);
+        for (size_t i = 0; i < s->n; i++) {
+                r = check_l2(img, q, o, s->v[i], buf, snapshot);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* The active L1 table's L2 tables, each once however often the table names it. */
+static int active_l2_set(Image *img, Qcow2 *q, OffsetSet *s) {
+        int r;
+
+        for (uint32_t i = 0; i < q->l1_size; i++)
+                if (q->l1[i] & QCOW2_OFFSET_MASK) {
+                        r = offset_set_add(img, s, q->l1[i] & QCOW2_OFFSET_MASK);
+                        if (r < 0)
+                                return r;
+                }
+        offset_set_sort(s);
+        return 0;
+}
+
+/* The snapshot table (QEMU's layout: a fixed part of 40 bytes, extra data, ID and name, padded
+ * to 8 bytes). */
+#define SNAPSHOT_HEADER_SIZE 40U
+#define SNAPSHOT_MAX_EXTRA_DATA 1024U                   /* QEMU's QCOW_MAX_SNAPSHOT_EXTRA_DATA */
+#define SNAPSHOT_MAX_TABLE_SIZE (UINT64_C(64) << 20)    /* QEMU's QCOW_MAX_SNAPSHOTS_SIZE */
+
+/* Each snapshot's L1 table (n of them, sorted by offset), and the snapshot table's length. */
+static int read_snapshot_table(Image *img, Qcow2 *q, Qcow2Range *l1s, uint64_t *ret_length) {
+        uint64_t pos = q->snapshots_offset;
+        int r;
+
+        for (uint32_t i = 0; i < q->nb_snapshots; i++) {
+                uint8_t h[SNAPSHOT_HEADER_SIZE];
+                uint64_t offset, bytes;
+
+                if (pos > img->file_size || img->file_size - pos < sizeof(h) ||
+                    pos - q->snapshots_offset > SNAPSHOT_MAX_TABLE_SIZE)
+                        return CORRUPT(img, "Image '%s' is corrupt: the snapshot table at offset 0x%" PRIx64 " is too large or lies beyond the end of the file",
+                                       img->path, q->snapshots_offset);
+                r = image_file_read(img, h, pos, sizeof(h));
+                if (r < 0)
+                        return r;
+                if (get_be32(h + 36) > SNAPSHOT_MAX_EXTRA_DATA)
+                        return CORRUPT(img, "Image '%s' is corrupt: a snapshot has too much extra data", img->path);
+                pos += (sizeof(h) + get_be32(h + 36) + (uint64_t) (h[12] << 8 | h[13]) + (uint64_t) (h[14] << 8 | h[15]) + 7) &
+                       ~UINT64_C(7);
+                offset = get_be64(h);
+                bytes = (uint64_t) get_be32(h + 8) * 8;
+                if (bytes > QCOW2_MAX_L1_BYTES || (offset & (q->cluster_size - 1)) || offset > img->file_size ||
+                    img->file_size - offset < bytes)
+                        return CORRUPT(img, "Image '%s' is corrupt: a snapshot's L1 table at offset 0x%" PRIx64 " is unaligned, too large or beyond the end of the file",
+                                       img->path, offset);
+                l1s[i] = (Qcow2Range) { offset, bytes };
+        }
+        if (pos > img->file_size || pos - q->snapshots_offset > SNAPSHOT_MAX_TABLE_SIZE)
+                return CORRUPT(img, "Image '%s' is corrupt: the snapshot table at offset 0x%" PRIx64 " is too large or lies beyond the end of the file",
+                               img->path, q->snapshots_offset);
+        /* Each snapshot has its own L1 table (QEMU counts each once): so all of them together are
+         * read in at most the file's length. */
+        qsort(l1s, q->nb_snapshots, sizeof(Qcow2Range), compare_ranges);
+        for (uint32_t i = 1; i < q->nb_snapshots; i++)
+                if (l1s[i].length > 0 && l1s[i - 1].offset + l1s[i - 1].length > l1s[i].offset)
+                        return CORRUPT(img, "Image '%s' is corrupt: the L1 tables of two snapshots at offsets 0x%" PRIx64 " and 0x%" PRIx64 " overlap",
+                                       img->path, l1s[i - 1].offset, l1s[i].offset);
+        *ret_length = pos - q->snapshots_offset;
+        return 0;
+}
+
+/* A snapshot's L1 table, read a cluster at a time: its L2 tables that the active L1 table does
+ * not name go to 'extra'. */
+static int snapshot_l2_set(Image *img, Qcow2 *q, const Owned *o, const Qcow2Range *l1, const OffsetSet *active,
+                           OffsetSet *extra, uint8_t *chunk) {
+        int r;
+
+        r = check_not_owned(img, q, o, l1->offset, l1->length, "the L1 table of a snapshot");
+        if (r < 0)
+                return r;
+        for (uint64_t pos = 0; pos < l1->length; pos += q->cluster_size) {
+                uint64_t n = MIN(q->cluster_size, l1->length - pos);
+
+                r = image_file_read(img, chunk, l1->offset + pos, n);
+                if (r < 0)
+                        return r;
+                for (uint64_t k = 0; k < n; k += 8) {
+                        uint64_t l2 = get_be64(chunk + k) & QCOW2_OFFSET_MASK;
+
+                        if (l2 == 0 || offset_set_has(active, l2))
+                                continue;
+                        /* Only tables the walk can read are kept: no more of them than the file
+                         * has clusters. */
+                        if ((l2 & (q->cluster_size - 1)) || l2 > img->file_size || img->file_size - l2 < q->cluster_size)
+                                return CORRUPT(img, "Image '%s' is corrupt: L2 table of a snapshot at offset 0x%" PRIx64 " is unaligned or beyond the end of the file",
+                                               img->path, l2);
+                        r = offset_set_add(img, extra, l2);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        return 0;
+}
+
+/* The snapshot table, each snapshot's L1 table, and the L2 tables only snapshots name (each
+ * once, however many snapshots share it). */
+static int check_snapshots(Image *img, Qcow2 *q, const Owned *o, const OffsetSet *active, uint64_t *buf) {
+        _cleanup_free_ Qcow2Range *l1s = NULL;
+        _cleanup_(offset_set_done) OffsetSet extra = {};
+        uint64_t length = 0;
+        int r;
+
+        if (q->nb_snapshots == 0)
+                return 0;
+        l1s = calloc(q->nb_snapshots, sizeof(Qcow2Range));
+        if (!l1s)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        r = read_snapshot_table(img, q, l1s, &length);
+        if (r < 0)
+                return r;
+        r = check_not_owned(img, q, o, q->snapshots_offset, length, "the snapshot table");
+        for (uint32_t i = 0; r >= 0 && i < q->nb_snapshots; i++)
+                r = snapshot_l2_set(img, q, o, &l1s[i], active, &extra, (uint8_t *) buf);
+        if (r < 0)
+                return r;
+        return check_l2_set(img, q, o, &extra, buf, true);
+}
+
+/* Everything the image names besides the bitmaps: header, L1 table, refcount table and blocks,
+ * L2 tables, data clusters, snapshots. */
+static int check_others(Image *img, Qcow2 *q, const Owned *o) {
+        _cleanup_free_ uint64_t *buf = malloc(q->cluster_size);
+        _cleanup_(offset_set_done) OffsetSet active = {};
+        int r;
+
+        if (!buf)
+                return image_fail(img, -ENOMEM, "Out of memory");
+        r = check_not_owned(img, q, o, 0, q->cluster_size, "the header");
+        if (r >= 0)
+                r = check_not_owned(img, q, o, q->l1_offset, (uint64_t) q->l1_size * 8, "the L1 table");
+        if (r >= 0)
+                r = check_not_owned(img, q, o, q->reftable_offset, (uint64_t) q->reftable_clusters << q->cluster_bits,
+                                    "the refcount table");
+        for (uint64_t i = 0; r >= 0 && i < q->reftable_entries; i++)
+                if (q->reftable[i] & QCOW2_REFTABLE_OFFSET_MASK)
+                        r = check_not_owned(img, q, o, q->reftable[i] & QCOW2_REFTABLE_OFFSET_MASK, q->cluster_size,
+                                            "a refcount block");
+        if (r >= 0)
+                r = active_l2_set(img, q, &active);
+        /* The snapshots' L1 tables are read through 'buf' before the L2 walk needs it. */
+        if (r >= 0)
+                r = check_snapshots(img, q, o, &active, buf);
+        if (r >= 0)
+                r = check_l2_set(img, q, o, &active, buf, false);
+        return r;
+}
+
+/* No cluster twice among the bitmaps' own, and each counted exactly once. */
+static int check_owned_counts(Image *img, Qcow2 *q, const Owned *o) {
+        char owner[200];
+        int r;
+
+        for (size_t i = 0; i < o->n; i++) {
+                uint64_t refcount = 0;
+
+                if (i > 0 && o->clusters[i] == o->clusters[i - 1]) {
+                        owner_name(img, q, o->clusters[i], owner, sizeof(owner));
+                        return CORRUPT(img, "Image '%s' is corrupt: %s at offset 0x%" PRIx64 " is used twice by the bitmaps",
+                                       img->path, owner, o->clusters[i]);
+                }
+                r = qcow2_refcount_get(img, q, o->clusters[i] >> q->cluster_bits, &refcount);
+                if (r < 0)
+                        return r;
+                if (refcount != 1) {
+                        owner_name(img, q, o->clusters[i], owner, sizeof(owner));
+                        return CORRUPT(img, "Image '%s' is corrupt: %s at offset 0x%" PRIx64 " has refcount %" PRIu64 ", not 1",
+                                       img->path, owner, o->clusters[i], refcount);
+                }
+        }
+        return 0;
+}
+
+int qcow2_bitmaps_check_owned(Image *img, Qcow2 *q) {
+        Qcow2Bitmaps *b = &q->bitmaps;
+        _cleanup_free_ uint64_t *clusters = NULL;
+        Owned o = {};
+        int r;
+
+        if (b->owned_checked || !b->loaded || b->nb_bitmaps == 0)
+                return 0;
+        if (!q->writable)
+                return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
+        r = owned_collect(img, q, &o);
+        clusters = o.clusters;
+        /* What else a cluster is first: that says more than its count (a compressed cluster's
+         * host cluster, for one, is counted once for each compressed cluster in it). */
+        if (r >= 0)
+                r = check_others(img, q, &o);
+        if (r >= 0)
+                r = check_owned_counts(img, q, &o);
+        if (r < 0)
+                return r;
+        b->owned_checked = true;
         return 0;
 }
 

@@ -57,6 +57,7 @@ typedef struct Qcow2Bitmaps {
 
         bool loaded;                    /* the directory is read and checked */
         bool broken;                    /* a header write failed: what is on disk is unknown */
+        bool owned_checked;             /* every cluster of the bitmaps is theirs alone */
 
         Qcow2Tracked *tracked;          /* the enabled bitmaps, recording writes */
         size_t n_tracked;

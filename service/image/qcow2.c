@@ -221,14 +221,14 @@ static int load_l1(Image *img, Qcow2 *q, char **ret_error) {
 }
 
 /* A layer to be written: its bitmaps must be ones we can keep consistent, which is known before
- * anything is written. */
+ * anything is written (neither step writes; the bitmaps' check needs the refcounts). */
 static int open_writable(Image *img, Qcow2 *q, char **ret_error) {
         int r;
 
-        r = qcow2_bitmaps_open_writable(img, q, ret_error);
+        r = qcow2_open_writable(img, q, ret_error);
         if (r < 0)
                 return r;
-        return qcow2_open_writable(img, q, ret_error);
+        return qcow2_bitmaps_open_writable(img, q, ret_error);
 }
 
 static int qcow2_open(Image *img, char **ret_error) {

@@ -232,6 +232,10 @@ void qcow2_bitmap_list_free(Qcow2Bitmap *list, uint32_t n);
 int qcow2_bitmap_read_table(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, uint64_t **ret);
 int qcow2_bitmap_read(Image *img, Qcow2 *q, const Qcow2Bitmap *bm, ImageDirtyMap **ret);
 int qcow2_dirty_map_copy(Image *img, const ImageDirtyMap *m, ImageDirtyMap **ret);
+/* Before the first change of the bitmaps of a layer open for writing (which frees clusters they
+ * own): each cluster they own is used by nothing else and counted exactly once. Walks every L2
+ * table, once per open image. */
+int qcow2_bitmaps_check_owned(Image *img, Qcow2 *q);
 
 /* qcow2-bitmap-write.c: writing, changing, recording writes */
 /* A layer opened for writing: its directory checked, its enabled bitmaps loaded to record the

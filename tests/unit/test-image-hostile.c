@@ -5,6 +5,7 @@
  * sanitizer build: without any memory error), never a crash and never wrong data. */
 
 #include <fcntl.h>
+#include <inttypes.h>
 #include <glib/gstdio.h>
 #include <linux/falloc.h>
 #include <malloc.h>
@@ -834,6 +835,237 @@ static void test_bitmaps(Fixture *f, gconstpointer data) {
         image_close(good);
 }
 
+/* ---- what bitmaps own ---------------------------------------------------------------------- */
+
+#define L2_OFFSET_MASK UINT64_C(0x00fffffffffffe00)
+
+/* The image of the ownership cases (64 KiB clusters, 8 MiB): compressed data at 1 MiB (`qemu-img
+ * convert -c`), a snapshot, then data at 2 MiB written after it (so that the active L1 table and
+ * the snapshot's name different L2 tables), bitmaps "aa" (enabled, with data: 3 MiB written
+ * after it was added) and "ab" (disabled, 512 bytes). Guest offset 0 is never written: entry 0
+ * of the active L2 table is zero, a valid bitmap table entry. */
+static void make_owned_image(Fixture *f, const char *path) {
+        g_autofree char *raw = g_build_filename(f->dir, "owned.raw", NULL);
+
+        g_free(oracle_run("qemu-img create -q -f raw %s 8M", raw));
+        g_free(oracle_run("qemu-io -f raw -c 'write -P 0x33 1M 128k' %s", raw));
+        g_free(oracle_run("qemu-img convert -c -O qcow2 -o cluster_size=65536 %s %s", raw, path));
+        g_free(oracle_run("qemu-img snapshot -c s1 %s", path));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x44 2M 64k' %s", path));
+        g_free(oracle_run("qemu-img bitmap --add %s aa", path));
+        g_free(oracle_run("qemu-img bitmap --add --disable -g 512 %s ab", path));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x55 3M 64k' %s", path));
+}
+
+/* Each change of the bitmaps refused with this message, and -EUCLEAN. */
+static void assert_changes_refused(const char *path, const char *expected) {
+        static const char *const aa[] = { "aa" }, *const ab[] = { "ab" };
+        g_autofree char *error = NULL;
+        Image *img = NULL;
+
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &img, &error), ==, 0);
+        for (unsigned op = 0; op < 8; op++) {
+                int r = -1;
+                switch (op) {
+                case 0: r = image_bitmap_remove(img, "aa"); break;
+                case 1: r = image_bitmap_remove(img, "ab"); break;
+                case 2: r = image_bitmap_clear(img, "aa"); break;
+                case 3: r = image_bitmap_merge(img, "aa", ab, 1); break;
+                case 4: r = image_bitmap_merge(img, "ab", aa, 1); break;
+                case 5: r = image_bitmap_add(img, "new", 0, false); break;
+                case 6: r = image_bitmap_enable(img, "aa", true); break;
+                case 7: r = image_bitmap_enable(img, "ab", false); break;
+                }
+                if (r != -EUCLEAN || !strstr(image_error(img), expected))
+                        g_error("change %u of '%s': %d \"%s\", expected \"%s\"", op, path, r,
+                                r < 0 ? image_error(img) : "", expected);
+        }
+        image_close(img);
+}
+
+/* A bitmap table or data cluster that is also something else, or not counted exactly once: any
+ * change of the bitmaps would free it (and a later allocation overwrite it). Each is refused
+ * before anything is written: opening for writing while "aa" is enabled (it would be stored
+ * anew), and, with "aa" disabled, every bitmap command; the file stays byte for byte as it was.
+ * `qemu-img check` sees each patched image as corrupt too (exit 2), but for a count of 2, which
+ * it calls a leak (exit 3): we refuse that as well, since freeing a cluster on a count we know to
+ * be wrong is how clusters get lost or shared. Reading the bitmaps still works. */
+static void test_bitmaps_owned(Fixture *f, gconstpointer data) {
+        g_autofree char *img = g_build_filename(f->dir, "owned.qcow2", NULL);
+        g_autofree char *copy = g_build_filename(f->dir, "patched.qcow2", NULL);
+        uint64_t ext, dir, table, cluster, l1, l2, reftable, refblock, snapshots, snap_l1, snap_l2, compressed;
+
+        make_owned_image(f, img);
+        ext = bitmaps_ext(img);
+        dir = peek64(img, ext + 16);
+        table = peek64(img, dir);
+        cluster = peek64(img, table);
+        l1 = peek64(img, 40);
+        l2 = peek64(img, l1) & L2_OFFSET_MASK;
+        reftable = peek64(img, 48);
+        refblock = peek64(img, reftable);
+        snapshots = peek64(img, 64);
+        snap_l1 = peek64(img, snapshots);
+        snap_l2 = peek64(img, snap_l1) & L2_OFFSET_MASK;
+        /* 1 MiB is entry 16; 64 KiB clusters: the host offset is the low 54 bits. */
+        compressed = peek64(img, l2 + 16 * 8);
+        g_assert_cmpuint(compressed >> 62, ==, 1);
+        compressed = (compressed & ((UINT64_C(1) << 54) - 1)) & ~UINT64_C(0xffff);
+        g_assert_cmpuint(peek_be(img, 60, 4), ==, 1);
+        g_assert_cmpuint(peek64(img, l2), ==, 0);
+        g_assert_cmpuint(cluster, !=, 0);
+        g_assert_cmpuint(snap_l2, !=, 0);
+        g_assert_cmpuint(snap_l2, !=, l2);
+        g_assert_cmpuint(peek64(img, l2 + 32 * 8) & L2_OFFSET_MASK, !=, 0);
+        g_assert_cmpint(oracle_try(NULL, NULL, "qemu-img check %s", img), ==, 0);
+
+        uint64_t data_refcount = refblock + 2 * (cluster >> 16);   /* 16-bit refcounts */
+        g_assert_cmpuint(peek_be(img, data_refcount, 2), ==, 1);
+        g_autofree char *aa_table_msg = g_strdup_printf("the bitmap table of bitmap 'aa' at offset 0x%" PRIx64 " is also used as an L2 table", l2);
+        g_autofree char *l2_msg = g_strdup_printf("a data cluster of bitmap 'aa' at offset 0x%" PRIx64 " is also used as an L2 table", l2);
+
+        struct { uint64_t offset; unsigned width; uint64_t value; int check; const char *error, *also; } cases[] = {
+                { dir, 8, l2, 2, aa_table_msg },
+                { table, 8, l2, 2, l2_msg },
+                { table, 8, snap_l2, 2, "is also used as an L2 table of a snapshot" },
+                { table, 8, snap_l1, 2, "is also used as the L1 table of a snapshot" },
+                { table, 8, snapshots, 2, "is also used as the snapshot table" },
+                { table, 8, refblock, 2, "is also used as a refcount block" },
+                { table, 8, peek64(img, l2 + 32 * 8) & L2_OFFSET_MASK, 2, "is also used as a guest data cluster" },
+                { table, 8, compressed, 2, "is also used as a compressed guest data cluster" },
+                { table, 8, peek64(img, dir + 32), 2, "a data cluster of bitmap 'aa' at offset", "is used twice by the bitmaps" },
+                { data_refcount, 2, 0, 2, "a data cluster of bitmap 'aa' at offset", "has refcount 0, not 1" },
+                { data_refcount, 2, 2, 3, "a data cluster of bitmap 'aa' at offset", "has refcount 2, not 1" },
+                /* What the walk reads must be what it can read. */
+                { snapshots, 8, UINT64_C(1) << 40, 2, "a snapshot's L1 table at offset 0x10000000000 is unaligned, too large or beyond the end of the file" },
+                { snap_l1, 8, UINT64_C(1) << 40, 2, "L2 table of a snapshot at offset 0x10000000000 is unaligned or beyond the end of the file" },
+        };
+
+        for (unsigned i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autoptr(GBytes) before = NULL, after = NULL;
+                g_autofree char *error = NULL;
+                ImageBitmapInfo *list = NULL;
+                Image *ro = NULL;
+                size_t n = 0;
+
+                g_test_message("case %u: %s", i, cases[i].error);
+                g_free(oracle_run("cp %s %s", img, copy));
+                if (cases[i].width == 8)
+                        poke64(copy, cases[i].offset, cases[i].value);
+                else
+                        poke(copy, cases[i].offset, (uint8_t[]) { cases[i].value >> 8, cases[i].value }, 2);
+                g_assert_cmpint(oracle_try(NULL, NULL, "qemu-img check %s", copy), ==, cases[i].check);
+
+                before = file_bytes(copy);
+                assert_open_fails(copy, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, -EUCLEAN,
+                                  "has persistent bitmaps that blockjobd cannot keep consistent");
+                assert_open_fails(copy, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, -EUCLEAN, cases[i].error);
+                if (cases[i].also)
+                        assert_open_fails(copy, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, -EUCLEAN, cases[i].also);
+                after = file_bytes(copy);
+                g_assert_true(g_bytes_equal(before, after));
+
+                /* "aa" disabled: the image opens for writing, and every change is refused. */
+                poke32(copy, dir + 12, 0);
+                g_bytes_unref(before);
+                g_bytes_unref(after);
+                before = file_bytes(copy);
+                assert_changes_refused(copy, cases[i].error);
+                if (cases[i].also)
+                        assert_changes_refused(copy, cases[i].also);
+                after = file_bytes(copy);
+                g_assert_true(g_bytes_equal(before, after));
+
+                /* Read only, nothing is freed: the bitmaps are listed as ever. */
+                g_assert_cmpint(image_open(copy, IMAGE_FORMAT_QCOW2, 0, &ro, &error), ==, 0);
+                g_assert_cmpint(image_bitmap_list(ro, &list, &n), ==, 0);
+                g_assert_cmpuint(n, ==, 2);
+                image_bitmap_list_free(list, n);
+                image_close(ro);
+        }
+}
+
+/* The same image unpatched, with another snapshot and more bitmaps (some with data): opened for writing with an
+ * enabled bitmap, written, and every change made; `qemu-img check` finds nothing wrong. */
+static void test_bitmaps_owned_good(Fixture *f, gconstpointer data) {
+        static const char *const sources[] = { "aa", "b3" };
+        g_autofree char *img = g_build_filename(f->dir, "owned.qcow2", NULL);
+        g_autofree char *error = NULL, *out = NULL, *err = NULL;
+        uint8_t buf[4096];
+        Image *w = NULL;
+        int status;
+
+        make_owned_image(f, img);
+        /* A second snapshot, sharing L2 tables with the first and with the active L1 table. */
+        g_free(oracle_run("qemu-img snapshot -c s2 %s", img));
+        for (unsigned i = 0; i < 8; i++)
+                g_free(oracle_run("qemu-img bitmap --add -g %u %s b%u", 512U << i, img, i));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x66 5M 300k' %s", img));
+
+        g_assert_cmpint(image_open(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &w, &error), ==, 0);
+        memset(buf, 0x77, sizeof(buf));
+        g_assert_cmpint(image_write(w, buf, 6 << 20, sizeof(buf)), ==, 0);
+        g_assert_cmpint(image_flush(w), ==, 0);
+        g_assert_cmpint(image_bitmap_merge(w, "ab", sources, 2), ==, 0);
+        g_assert_cmpint(image_bitmap_clear(w, "b0"), ==, 0);
+        g_assert_cmpint(image_bitmap_remove(w, "b1"), ==, 0);
+        g_assert_cmpint(image_bitmap_add(w, "new", 0, false), ==, 0);
+        g_assert_cmpint(image_bitmap_enable(w, "ab", true), ==, 0);
+        g_assert_cmpint(image_bitmap_enable(w, "b2", false), ==, 0);
+        g_assert_cmpint(image_write(w, buf, 7 << 20, sizeof(buf)), ==, 0);
+        image_close(w);
+
+        status = oracle_try(&out, &err, "qemu-img check %s", img);
+        if (status != 0)
+                g_error("qemu-img check: status %d: %s%s", status, out, err);
+        g_autofree char *info = oracle_run("qemu-img info %s", img);
+        g_assert_nonnull(strstr(info, "name: new"));
+        g_assert_null(strstr(info, "name: b1\n"));
+        g_assert_null(strstr(info, "in-use"));
+}
+
+/* A table whose entries all name one data cluster, more of them than the file has clusters:
+ * refused before the set of what bitmaps own outgrows the file (QEMU sees wrong counts). */
+static void test_bitmaps_owned_too_many(Fixture *f, gconstpointer data) {
+        static const char *const expected = "its bitmaps name more clusters than the file has";
+        g_autofree char *img = g_build_filename(f->dir, "many.qcow2", NULL);
+        g_autofree char *error = NULL;
+        g_autoptr(GBytes) before = NULL, after = NULL;
+        uint64_t dir, table, cluster;
+        Image *w = NULL;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 8G", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s big", img));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write 0 512' %s", img));
+        dir = peek64(img, bitmaps_ext(img) + 16);
+        table = peek64(img, dir);
+        cluster = peek64(img, table);
+        g_assert_cmpuint(peek_be(img, dir + 8, 4), ==, 32);
+        g_assert_cmpuint(cluster, !=, 0);
+        for (unsigned i = 1; i < 32; i++)
+                poke64(img, table + 8 * i, cluster);
+        g_assert_cmpint(oracle_try(NULL, NULL, "qemu-img check %s", img), ==, 2);
+
+        before = file_bytes(img);
+        g_assert_cmpuint(g_bytes_get_size(before) / 65536, <, 32);
+        assert_open_fails(img, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, -EUCLEAN, expected);
+        after = file_bytes(img);
+        g_assert_true(g_bytes_equal(before, after));
+
+        poke32(img, dir + 12, 0);               /* disabled: opens, and changes are refused */
+        g_bytes_unref(before);
+        g_bytes_unref(after);
+        before = file_bytes(img);
+        g_assert_cmpint(image_open(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &w, &error), ==, 0);
+        g_assert_cmpint(image_bitmap_remove(w, "big"), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(image_error(w), expected));
+        g_assert_cmpint(image_bitmap_clear(w, "big"), ==, -EUCLEAN);
+        g_assert_nonnull(strstr(image_error(w), expected));
+        image_close(w);
+        after = file_bytes(img);
+        g_assert_true(g_bytes_equal(before, after));
+}
+
 #define HOSTILE_TEST(path, fn) g_test_add(path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char **argv) {
@@ -855,5 +1087,8 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/memory-l2-cache-bound", test_memory_l2_cache_bound);
         HOSTILE_TEST("/image-hostile/memory-chain", test_memory_chain);
         HOSTILE_TEST("/image-hostile/bitmaps", test_bitmaps);
+        HOSTILE_TEST("/image-hostile/bitmaps-owned", test_bitmaps_owned);
+        HOSTILE_TEST("/image-hostile/bitmaps-owned-good", test_bitmaps_owned_good);
+        HOSTILE_TEST("/image-hostile/bitmaps-owned-too-many", test_bitmaps_owned_too_many);
         return g_test_run();
 }
