@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Jobs across a restart of the daemon, as far as issue 15's second layer goes: every job has a
+ * record in the state directory (--state-dir=); after a kill -9 the daemon brings every recorded
+ * job back at the same object path; a concluded one as it was, any other concluded with an error
+ * saying it was not resumed; damaged records fail only their own job; Dismiss removes the record;
+ * a daemon with records does not exit on idle. */
+
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bus-fixture.h"
+
+#define MiB (1024 * 1024)
+#define S(s) g_variant_new_string(s)
+
+typedef struct Fixture {
+        BusFixture bus;
+        char *state;                    /* the state directory */
+        char *jobs;                     /* its jobs/ */
+} Fixture;
+
+static void start_daemon(Fixture *f, const char *extra) {
+        g_autofree char *args = g_strdup_printf("--idle-timeout=0 --state-dir=%s %s", f->state, extra ?: "");
+        bus_fixture_start_daemon(&f->bus, args);
+}
+
+static void setup(Fixture *f, gconstpointer data) {
+        bus_fixture_init(&f->bus);
+        f->state = bus_fixture_path(&f->bus, "state");
+        f->jobs = g_build_filename(f->state, "jobs", NULL);
+        g_assert_cmpint(g_mkdir(f->state, 0700), ==, 0);
+        bus_fixture_start_bus(&f->bus, NULL);
+        start_daemon(f, NULL);
+}
+
+static void teardown(Fixture *f, gconstpointer data) {
+        bus_fixture_teardown(&f->bus, data);
+        g_free(f->state);
+        g_free(f->jobs);
+}
+
+static char *record_path(Fixture *f, const char *id) {
+        g_autofree char *name = g_strdup_printf("0-%s.job", id);
+        return g_build_filename(f->jobs, name, NULL);
+}
+
+static void kill_daemon(Fixture *f) {
+        g_subprocess_force_exit(f->bus.daemon);
+        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_signaled(f->bus.daemon));
+        g_clear_object(&f->bus.daemon);
+        bus_wait_for_name(&f->bus, false);
+        g_string_truncate(f->bus.statuses, 0);
+}
+
+/* Removal runs on a worker after Dismiss has returned: wait for it, bounded. */
+static void wait_for_gone(Fixture *f, const char *path) {
+        for (unsigned i = 0; i < 3000 && g_file_test(path, G_FILE_TEST_EXISTS); i++)
+                bus_iterate_for(&f->bus, 10 * 1000);
+        g_assert_false(g_file_test(path, G_FILE_TEST_EXISTS));
+}
+
+static void assert_mode(const char *path, mode_t mode) {
+        struct stat st;
+        g_assert_cmpint(lstat(path, &st), ==, 0);
+        g_assert_cmpuint(st.st_uid, ==, geteuid());
+        g_assert_cmpuint(st.st_mode & 07777, ==, mode);
+}
+
+static char *error_of(Fixture *f, const char *path) {
+        return bus_get_string(&f->bus, path, "Error");
+}
+
+/* A backup held at 1 MiB/s and paused, then kill -9: it comes back at the same path, concluded
+ * with the error that says it was not resumed; no target is left; Dismiss removes its record. */
+static void test_kill_paused(Fixture *f, gconstpointer data) {
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
+        g_autofree char *record = record_path(f, "p");
+
+        bus_make_file(disk, 64 * MiB);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S("p"), "speed", g_variant_new_uint64(1 * MiB), NULL));
+        /* The reply came after the record was durable. */
+        g_assert_true(g_file_test(record, G_FILE_TEST_IS_REGULAR));
+        assert_mode(f->state, 0700);
+        assert_mode(f->jobs, 0700);
+        assert_mode(record, 0600);
+
+        while (bus_get_uint64(&f->bus, path, "CurrentProgress") == 0)
+                bus_iterate_for(&f->bus, 10 * 1000);
+        bus_job_call(&f->bus, path, "Pause");
+        bus_wait_for_status(&f->bus, "p", "paused");
+        /* The paused status reaches the record. */
+        for (unsigned i = 0; i < 3000; i++) {
+                g_autofree char *text = NULL;
+                g_assert_true(g_file_get_contents(record, &text, NULL, NULL));
+                if (strstr(text, "\nSTATUS=paused\n") && strstr(text, "\nUSER_PAUSED=yes\n"))
+                        break;
+                g_assert_cmpuint(i, <, 2999);
+                bus_iterate_for(&f->bus, 10 * 1000);
+        }
+
+        kill_daemon(f);
+        start_daemon(f, NULL);
+
+        g_autofree char *again = bus_job_path_for_id(&f->bus, "p");
+        g_assert_cmpstr(again, ==, path);
+        bus_wait_for_status(&f->bus, "p", "concluded");
+        g_autofree char *status = bus_get_string(&f->bus, path, "Status");
+        g_assert_cmpstr(status, ==, "concluded");
+        g_autofree char *type = bus_get_string(&f->bus, path, "Type");
+        g_assert_cmpstr(type, ==, "backup");
+        g_autofree char *error = error_of(f, path);
+        g_assert_nonnull(strstr(error, "blockjobd stopped while the job was paused"));
+        g_assert_nonnull(strstr(error, "does not resume jobs"));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+
+        /* The record says so too: a second restart shows the same. */
+        for (unsigned i = 0; i < 3000; i++) {
+                g_autofree char *text = NULL;
+                g_assert_true(g_file_get_contents(record, &text, NULL, NULL));
+                if (strstr(text, "\nSTATUS=concluded\n"))
+                        break;
+                g_assert_cmpuint(i, <, 2999);
+                bus_iterate_for(&f->bus, 10 * 1000);
+        }
+        kill_daemon(f);
+        start_daemon(f, NULL);
+        bus_wait_for_status(&f->bus, "p", "concluded");
+        g_autofree char *error2 = error_of(f, path);
+        g_assert_cmpstr(error2, ==, error);
+
+        bus_job_call(&f->bus, path, "Dismiss");
+        wait_for_gone(f, record);
+}
+
+/* A job that failed, kept undismissed: after kill -9 it is back, concluded with its error, and
+ * its source and target as they were. */
+static void test_concluded(Fixture *f, gconstpointer data) {
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
+        g_autofree char *record = record_path(f, "failed");
+
+        bus_make_file(disk, 4 * MiB);
+        bus_fixture_set_faults(&f->bus, "%s read %d EIO\n", disk, 1 * MiB);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S("failed"), "auto-dismiss", g_variant_new_boolean(FALSE),
+                                                    NULL));
+        bus_wait_for_status(&f->bus, "failed", "concluded");
+        g_autofree char *error = error_of(f, path);
+        g_assert_cmpstr(error, !=, "");
+        for (unsigned i = 0; i < 3000; i++) {
+                g_autofree char *text = NULL;
+                g_assert_true(g_file_get_contents(record, &text, NULL, NULL));
+                if (strstr(text, "\nSTATUS=concluded\n"))
+                        break;
+                g_assert_cmpuint(i, <, 2999);
+                bus_iterate_for(&f->bus, 10 * 1000);
+        }
+        bus_fixture_set_faults(&f->bus, "%s", "");
+
+        kill_daemon(f);
+        start_daemon(f, NULL);
+
+        g_autofree char *again = bus_job_path_for_id(&f->bus, "failed");
+        g_assert_cmpstr(again, ==, path);
+        bus_wait_for_status(&f->bus, "failed", "concluded");
+        g_autofree char *error2 = error_of(f, path);
+        g_assert_cmpstr(error2, ==, error);
+        g_autofree char *source = bus_get_string(&f->bus, path, "Source");
+        g_assert_cmpstr(source, ==, disk);
+        g_autofree char *target2 = bus_get_string(&f->bus, path, "Target");
+        g_assert_cmpstr(target2, ==, target);
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+
+        bus_job_call(&f->bus, path, "Dismiss");
+        wait_for_gone(f, record);
+}
+
+static void write_file(const char *path, const char *text, gssize size) {
+        g_autoptr(GError) error = NULL;
+        g_assert_true(g_file_set_contents_full(path, text, size, G_FILE_SET_CONTENTS_NONE, 0600, &error));
+        g_assert_no_error(error);
+}
+
+/* Damaged records next to a good one: each fails only its own job, clearly; one that does not
+ * even tell its type is set aside as *.damaged; the good one is restored. */
+static void test_damaged(Fixture *f, gconstpointer data) {
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
+        g_autofree char *good = record_path(f, "good");
+
+        bus_make_file(disk, 16 * MiB);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S("good"), "speed", g_variant_new_uint64(1 * MiB), NULL));
+        kill_daemon(f);
+
+        g_autofree char *text = NULL;
+        gsize size;
+        g_assert_true(g_file_get_contents(good, &text, &size, NULL));
+        g_assert_true(g_str_has_prefix(text, "BLOCKJOBD-JOB-RECORD=1\n"));
+
+        /* Truncated in the middle of a line (the TYPE line is early, so the job is told). */
+        g_autofree char *truncated = g_strdup(text);
+        char *type_line = strstr(truncated, "\nTYPE=");
+        g_assert_nonnull(type_line);
+        g_autofree char *r_trunc = record_path(f, "trunc");
+        write_file(r_trunc, truncated, (gssize) (strchr(type_line + 1, '\n') - truncated) + 4);
+        /* A newer version. */
+        g_autofree char *r_version = record_path(f, "version");
+        g_autoptr(GString) v = g_string_new(text);
+        g_string_replace(v, "BLOCKJOBD-JOB-RECORD=1\n", "BLOCKJOBD-JOB-RECORD=2\n", 1);
+        g_string_replace(v, "\nID=good\n", "\nID=version\n", 1);
+        write_file(r_version, v->str, -1);
+        /* Another job's record under this name. */
+        g_autofree char *r_other = record_path(f, "other");
+        write_file(r_other, text, -1);
+        /* Garbage: not even a type. */
+        g_autofree char *r_garbage = record_path(f, "garbage");
+        write_file(r_garbage, "\x01\x02 nothing to see\n", -1);
+
+        start_daemon(f, NULL);
+
+        bus_wait_for_status(&f->bus, "good", "concluded");
+        g_autofree char *again = bus_job_path_for_id(&f->bus, "good");
+        g_assert_cmpstr(again, ==, path);
+        g_autofree char *error = error_of(f, path);
+        g_assert_nonnull(strstr(error, "blockjobd stopped while the job was running"));
+
+        static const struct { const char *id, *what; } damaged[] = {
+                { "trunc", "0-trunc.job" },
+                { "version", "0-version.job" },
+                { "other", "0-other.job" },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(damaged); i++) {
+                bus_wait_for_status(&f->bus, damaged[i].id, "concluded");
+                g_autofree char *p = bus_job_path_for_id(&f->bus, damaged[i].id);
+                g_autofree char *e = error_of(f, p);
+                g_test_message("%s: %s", damaged[i].id, e);
+                g_assert_nonnull(strstr(e, "is damaged, so the job was not restored"));
+                g_assert_nonnull(strstr(e, damaged[i].what));
+                g_autofree char *type = bus_get_string(&f->bus, p, "Type");
+                g_assert_cmpstr(type, ==, "backup");
+        }
+
+        g_autofree char *aside = g_strconcat(r_garbage, ".damaged", NULL);
+        g_assert_false(g_file_test(r_garbage, G_FILE_TEST_EXISTS));
+        g_assert_true(g_file_test(aside, G_FILE_TEST_IS_REGULAR));
+        g_autoptr(GVariant) jobs = bus_call(&f->bus, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+        g_autoptr(GVariant) list = g_variant_get_child_value(jobs, 0);
+        g_assert_cmpuint(g_variant_n_children(list), ==, 4);
+
+        /* Dismissing a damaged record's job removes the record. */
+        g_autofree char *p_other = bus_job_path_for_id(&f->bus, "other");
+        bus_job_call(&f->bus, p_other, "Dismiss");
+        wait_for_gone(f, r_other);
+        g_assert_true(g_file_test(good, G_FILE_TEST_EXISTS));
+}
+
+/* While records exist, the daemon does not exit on idle; once the last is dismissed, it does. */
+static void test_idle(Fixture *f, gconstpointer data) {
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
+        g_autofree char *record = record_path(f, "idle");
+
+        bus_make_file(disk, 16 * MiB);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S("idle"), "speed", g_variant_new_uint64(1 * MiB), NULL));
+        kill_daemon(f);
+
+        g_autofree char *args = g_strdup_printf("--idle-timeout=1 --state-dir=%s", f->state);
+        bus_fixture_start_daemon(&f->bus, args);
+        bus_wait_for_status(&f->bus, "idle", "concluded");
+        /* Three idle timeouts: still there. */
+        bus_iterate_for(&f->bus, 3 * G_USEC_PER_SEC);
+        g_assert_true(bus_name_has_owner(&f->bus));
+        g_assert_true(g_file_test(record, G_FILE_TEST_EXISTS));
+
+        bus_job_call(&f->bus, path, "Dismiss");
+        bus_wait_for_name(&f->bus, false);
+        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_exited(f->bus.daemon));
+        g_assert_cmpint(g_subprocess_get_exit_status(f->bus.daemon), ==, 0);
+        g_clear_object(&f->bus.daemon);
+}
+
+/* SIGTERM still cancels (resumption is the next layer): the jobs go, and so do their records. */
+static void test_sigterm(Fixture *f, gconstpointer data) {
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
+        g_autofree char *record = record_path(f, "t");
+
+        bus_make_file(disk, 16 * MiB);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S("t"), "speed", g_variant_new_uint64(1 * MiB), NULL));
+        g_assert_true(g_file_test(record, G_FILE_TEST_EXISTS));
+        g_subprocess_send_signal(f->bus.daemon, SIGTERM);
+        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_exited(f->bus.daemon));
+        g_assert_cmpint(g_subprocess_get_exit_status(f->bus.daemon), ==, 0);
+        g_clear_object(&f->bus.daemon);
+        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+}
+
+int main(int argc, char *argv[]) {
+        g_test_init(&argc, &argv, NULL);
+        g_test_add("/persist/kill-paused", Fixture, NULL, setup, test_kill_paused, teardown);
+        g_test_add("/persist/concluded", Fixture, NULL, setup, test_concluded, teardown);
+        g_test_add("/persist/damaged", Fixture, NULL, setup, test_damaged, teardown);
+        g_test_add("/persist/idle", Fixture, NULL, setup, test_idle, teardown);
+        g_test_add("/persist/sigterm", Fixture, NULL, setup, test_sigterm, teardown);
+        return g_test_run();
+}
