@@ -45,9 +45,11 @@ static void manager_shutdown(Manager *m) {
                 if (!job_get_userdata(j))
                         continue;
                 /* Cancelled jobs clean up after themselves (temporary files vanish); concluded ones
-                 * only wait to be dismissed; aborting ones are on their way already. */
+                 * only wait to be dismissed, unless their records keep them for the next start
+                 * (manager_release_concluded()); aborting ones are on their way already. */
                 if (job_status(j) == JOB_STATUS_CONCLUDED) {
-                        (void) job_dismiss(j, NULL);
+                        if (!m->persist)
+                                (void) job_dismiss(j, NULL);
                         continue;
                 }
                 /* Whoever would have dismissed it is not going to. */
@@ -178,6 +180,7 @@ Manager *manager_free(Manager *m) {
 
         /* Jobs hold threads' work and bus objects: the loop must have ended with none left. The
          * signal queue holds jobs (its exit source sent what it had). */
+        m->release_source = sd_event_source_disable_unref(m->release_source);
         m->signals = bus_signals_free(m->signals);
         bus_authorize_cancel_all(m);
         bus_read_access_free(m);
@@ -278,8 +281,53 @@ static void manager_update_status(Manager *m) {
         (void) sd_notify(false, status);
 }
 
+/* Shutting down with a state directory: once every job left is concluded and its record is
+ * written, the jobs are let go without their records, which bring them back at the next start.
+ * Deferred: this is noticed inside the core's observer, where no job may be dismissed. */
+static bool manager_only_concluded_left(const Manager *m) {
+        if (!m->shutting_down || !m->persist || m->n_requests > 0 || m->pending_auths ||
+            !persist_is_idle(m->persist))
+                return false;
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                if (job_status(j) != JOB_STATUS_CONCLUDED || !job_get_userdata(j))
+                        return false;
+        return job_registry_count(m->registry) > 0;
+}
+
+static int on_release_concluded(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ Job **jobs = NULL;
+        size_t n = 0;
+
+        m->release_source = sd_event_source_disable_unref(m->release_source);
+        if (!manager_only_concluded_left(m))
+                return 0;
+
+        jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
+        if (!jobs)
+                return log_oom();
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                jobs[n++] = job_ref(j);
+        log_info("Keeping the records of %zu concluded job(s) for the next start.", n);
+        for (size_t i = 0; i < n; i++) {
+                persist_forget(m->persist, jobs[i]);
+                (void) job_dismiss(jobs[i], NULL);
+                job_unref(jobs[i]);
+        }
+        manager_changed(m);
+        return 0;
+}
+
+static void manager_release_concluded(Manager *m) {
+        if (m->release_source || !manager_only_concluded_left(m))
+                return;
+        if (sd_event_add_defer(m->event, &m->release_source, on_release_concluded, m) < 0)
+                log_oom();
+}
+
 void manager_changed(Manager *m) {
         manager_update_status(m);
+        manager_release_concluded(m);
 
         if (!manager_is_idle(m))
                 return;

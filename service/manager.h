@@ -49,6 +49,8 @@ typedef struct Manager {
         struct Hashmap *senders_by_name;
 
         bool shutting_down;             /* SIGTERM: cancel everything, then exit */
+        sd_event_source *release_source;/* shutting down: letting go of the concluded jobs, whose
+                                         * records stay (persist.h) */
         bool name_released;             /* idle exit: the name is being given back */
 } Manager;
 

@@ -389,6 +389,20 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
         return 0;
 }
 
+void persist_forget(Persist *p, Job *j) {
+        Record *e = record_for_job(p, j);
+
+        if (!e)
+                return;
+        if (e->busy) {
+                /* Not expected (the manager waits until nothing is in flight): it is removed at
+                 * dismissal then, as it would be without this. */
+                log_debug("Job record %s is being written, not keeping it.", e->name);
+                return;
+        }
+        record_free(e);
+}
+
 bool persist_is_idle(const Persist *p) {
         return p->n_busy == 0;
 }

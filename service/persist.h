@@ -39,6 +39,10 @@ int persist_new(Manager *m, const char *path, Persist **ret);
 /* After the worker pool is freed: what is on disk stays. */
 Persist *persist_free(Persist *p);
 
+/* The daemon is going away while 'j' stays recorded: its record is left as it is, and the job may
+ * be dismissed without removing it. */
+void persist_forget(Persist *p, Job *j);
+
 /* No write or removal in flight or waiting. */
 bool persist_is_idle(const Persist *p);
 

@@ -289,13 +289,23 @@ static void test_idle(Fixture *f, gconstpointer data) {
         g_clear_object(&f->bus.daemon);
 }
 
-/* SIGTERM still cancels (resumption is the next layer): the jobs go, and so do their records. */
+/* SIGTERM still cancels (resumption is the next layer): a running job goes, and so does its
+ * record; a concluded one keeps its record and is back after the restart. */
 static void test_sigterm(Fixture *f, gconstpointer data) {
         g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
         g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
-        g_autofree char *record = record_path(f, "t");
+        g_autofree char *failed_target = bus_fixture_path(&f->bus, "failed.raw");
+        g_autofree char *record = record_path(f, "t"), *failed_record = record_path(f, "failed");
 
         bus_make_file(disk, 16 * MiB);
+        bus_fixture_set_faults(&f->bus, "%s read %d EIO\n", disk, 1 * MiB);
+        g_autofree char *failed = bus_backup(&f->bus, disk, failed_target,
+                                             bus_opts("job-id", S("failed"), "auto-dismiss", g_variant_new_boolean(FALSE),
+                                                      NULL));
+        bus_wait_for_status(&f->bus, "failed", "concluded");
+        g_autofree char *error = error_of(f, failed);
+        bus_fixture_set_faults(&f->bus, "%s", "");
+
         g_autofree char *path = bus_backup(&f->bus, disk, target,
                                            bus_opts("job-id", S("t"), "speed", g_variant_new_uint64(1 * MiB), NULL));
         g_assert_true(g_file_test(record, G_FILE_TEST_EXISTS));
@@ -304,8 +314,24 @@ static void test_sigterm(Fixture *f, gconstpointer data) {
         g_assert_true(g_subprocess_get_if_exited(f->bus.daemon));
         g_assert_cmpint(g_subprocess_get_exit_status(f->bus.daemon), ==, 0);
         g_clear_object(&f->bus.daemon);
+        bus_wait_for_name(&f->bus, false);
         g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        g_assert_true(g_file_test(failed_record, G_FILE_TEST_EXISTS));
+        g_autofree char *text = NULL;
+        g_assert_true(g_file_get_contents(failed_record, &text, NULL, NULL));
+        g_assert_nonnull(strstr(text, "\nSTATUS=concluded\n"));
+
+        g_string_truncate(f->bus.statuses, 0);
+        start_daemon(f, NULL);
+        bus_wait_for_status(&f->bus, "failed", "concluded");
+        g_autofree char *again = bus_job_path_for_id(&f->bus, "failed");
+        g_assert_cmpstr(again, ==, failed);
+        g_autofree char *error2 = error_of(f, failed);
+        g_assert_cmpstr(error2, ==, error);
+        g_autoptr(GVariant) jobs = bus_call(&f->bus, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+        g_autoptr(GVariant) list = g_variant_get_child_value(jobs, 0);
+        g_assert_cmpuint(g_variant_n_children(list), ==, 1);
 }
 
 int main(int argc, char *argv[]) {
