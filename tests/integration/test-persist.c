@@ -10,6 +10,7 @@
 #include <glib/gstdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "bus-fixture.h"
 
@@ -63,6 +64,18 @@ static void wait_for_gone(Fixture *f, const char *path) {
         g_assert_false(g_file_test(path, G_FILE_TEST_EXISTS));
 }
 
+/* Record writes run on a worker after the status change is announced: wait for one, bounded. */
+static void wait_for_record(Fixture *f, const char *path, const char *line) {
+        for (unsigned i = 0;; i++) {
+                g_autofree char *text = NULL;
+                g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+                if (strstr(text, line))
+                        return;
+                g_assert_cmpuint(i, <, 3000);
+                bus_iterate_for(&f->bus, 10 * 1000);
+        }
+}
+
 static void assert_mode(const char *path, mode_t mode) {
         struct stat st;
         g_assert_cmpint(lstat(path, &st), ==, 0);
@@ -95,14 +108,8 @@ static void test_kill_paused(Fixture *f, gconstpointer data) {
         bus_job_call(&f->bus, path, "Pause");
         bus_wait_for_status(&f->bus, "p", "paused");
         /* The paused status reaches the record. */
-        for (unsigned i = 0; i < 3000; i++) {
-                g_autofree char *text = NULL;
-                g_assert_true(g_file_get_contents(record, &text, NULL, NULL));
-                if (strstr(text, "\nSTATUS=paused\n") && strstr(text, "\nUSER_PAUSED=yes\n"))
-                        break;
-                g_assert_cmpuint(i, <, 2999);
-                bus_iterate_for(&f->bus, 10 * 1000);
-        }
+        wait_for_record(f, record, "\nSTATUS=paused\n");
+        wait_for_record(f, record, "\nUSER_PAUSED=yes\n");
 
         kill_daemon(f);
         start_daemon(f, NULL);
@@ -120,14 +127,7 @@ static void test_kill_paused(Fixture *f, gconstpointer data) {
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
 
         /* The record says so too: a second restart shows the same. */
-        for (unsigned i = 0; i < 3000; i++) {
-                g_autofree char *text = NULL;
-                g_assert_true(g_file_get_contents(record, &text, NULL, NULL));
-                if (strstr(text, "\nSTATUS=concluded\n"))
-                        break;
-                g_assert_cmpuint(i, <, 2999);
-                bus_iterate_for(&f->bus, 10 * 1000);
-        }
+        wait_for_record(f, record, "\nSTATUS=concluded\n");
         kill_daemon(f);
         start_daemon(f, NULL);
         bus_wait_for_status(&f->bus, "p", "concluded");
@@ -153,14 +153,7 @@ static void test_concluded(Fixture *f, gconstpointer data) {
         bus_wait_for_status(&f->bus, "failed", "concluded");
         g_autofree char *error = error_of(f, path);
         g_assert_cmpstr(error, !=, "");
-        for (unsigned i = 0; i < 3000; i++) {
-                g_autofree char *text = NULL;
-                g_assert_true(g_file_get_contents(record, &text, NULL, NULL));
-                if (strstr(text, "\nSTATUS=concluded\n"))
-                        break;
-                g_assert_cmpuint(i, <, 2999);
-                bus_iterate_for(&f->bus, 10 * 1000);
-        }
+        wait_for_record(f, record, "\nSTATUS=concluded\n");
         bus_fixture_set_faults(&f->bus, "%s", "");
 
         kill_daemon(f);
@@ -197,6 +190,7 @@ static void test_damaged(Fixture *f, gconstpointer data) {
         bus_make_file(disk, 16 * MiB);
         g_autofree char *path = bus_backup(&f->bus, disk, target,
                                            bus_opts("job-id", S("good"), "speed", g_variant_new_uint64(1 * MiB), NULL));
+        wait_for_record(f, good, "\nSTATUS=running\n");
         kill_daemon(f);
 
         g_autofree char *text = NULL;
@@ -334,6 +328,58 @@ static void test_sigterm(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(g_variant_n_children(list), ==, 1);
 }
 
+/* A record that cannot be written fails the creation, clearly, and leaves nothing: no job, no
+ * target, no record. (A temporary file of the same record, as an interrupted write leaves it,
+ * makes the write fail: it is not the daemon's to truncate.) The same id works once it is gone,
+ * and in a grouped transaction one member's failure takes the others and their records along. */
+static void test_record_fails(Fixture *f, gconstpointer data) {
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
+        g_autofree char *target2 = bus_fixture_path(&f->bus, "target2.raw");
+        g_autofree char *record = record_path(f, "x"), *record_y = record_path(f, "y");
+        g_autofree char *stray = g_build_filename(f->jobs, ".#0-x.job.tmp", NULL);
+
+        bus_make_file(disk, 4 * MiB);
+        write_file(stray, "", -1);
+        g_autofree char *message = bus_call_error(&f->bus, MANAGER_PATH, MANAGER_IFACE, "Backup",
+                                                  g_variant_new("(ss@a{sv})", disk, target,
+                                                                bus_opts("job-id", S("x"), NULL)),
+                                                  "org.freedesktop.DBus.Error.Failed");
+        g_test_message("%s", message);
+        g_assert_nonnull(strstr(message, "Cannot keep a record of the job"));
+        g_assert_nonnull(strstr(message, ".#0-x.job.tmp"));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+        g_autoptr(GVariant) jobs = bus_call(&f->bus, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+        g_autoptr(GVariant) list = g_variant_get_child_value(jobs, 0);
+        g_assert_cmpuint(g_variant_n_children(list), ==, 0);
+
+        /* A grouped transaction: y is recorded, x is not; neither job nor record stays. */
+        GVariantBuilder b;
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add(&b, "(sss@a{sv})", "backup", disk, target2, bus_opts("job-id", S("y"), NULL));
+        g_variant_builder_add(&b, "(sss@a{sv})", "backup", disk, target, bus_opts("job-id", S("x"), NULL));
+        g_autofree char *message2 = bus_call_error(
+                &f->bus, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                g_variant_new("(a(sssa{sv})@a{sv})", &b, bus_opts("completion-mode", S("grouped"), NULL)),
+                "org.freedesktop.DBus.Error.Failed");
+        g_assert_nonnull(strstr(message2, "Cannot keep a record of the job"));
+        wait_for_gone(f, record_y);
+        g_assert_false(g_file_test(target2, G_FILE_TEST_EXISTS));
+        g_autoptr(GVariant) jobs2 = bus_call(&f->bus, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
+        g_autoptr(GVariant) list2 = g_variant_get_child_value(jobs2, 0);
+        g_assert_cmpuint(g_variant_n_children(list2), ==, 0);
+
+        g_assert_cmpint(unlink(stray), ==, 0);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S("x"), "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
+        g_assert_true(g_file_test(record, G_FILE_TEST_IS_REGULAR));
+        bus_wait_for_status(&f->bus, "x", "concluded");
+        bus_job_call(&f->bus, path, "Dismiss");
+        wait_for_gone(f, record);
+        bus_assert_same_file(disk, target);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/persist/kill-paused", Fixture, NULL, setup, test_kill_paused, teardown);
@@ -341,5 +387,6 @@ int main(int argc, char *argv[]) {
         g_test_add("/persist/damaged", Fixture, NULL, setup, test_damaged, teardown);
         g_test_add("/persist/idle", Fixture, NULL, setup, test_idle, teardown);
         g_test_add("/persist/sigterm", Fixture, NULL, setup, test_sigterm, teardown);
+        g_test_add("/persist/record-fails", Fixture, NULL, setup, test_record_fails, teardown);
         return g_test_run();
 }
