@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -9,7 +13,9 @@
 
 #include "bus-job.h"
 #include "error-message.h"
+#include "fd-util.h"
 #include "hashmap.h"
+#include "opener.h"
 #include "list.h"
 #include "log.h"
 #include "macro.h"
@@ -370,6 +376,13 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
                 r = record_file(rec, &rec->target, q->target, q->target_passed, "target", &files->target, false);
                 if (r < 0)
                         return r;
+                /* A new target lives under this name until it is published (persist_hide_targets()).
+                 * A name too long for it keeps the file unnamed, as without records. */
+                if (files->target_file && rec->target.path) {
+                        r = job_record_hidden_target_name(rec->target.path, rec->owner, rec->id, &rec->target_hidden);
+                        if (r == -ENOMEM)
+                                return r;
+                }
         }
 
         if (txn_name) {
@@ -401,6 +414,85 @@ void persist_forget(Persist *p, Job *j) {
                 return;
         }
         record_free(e);
+}
+
+/* ---- hidden targets ------------------------------------------------------------------------------ */
+
+typedef struct HideTargets {
+        Persist *persist;
+        TargetFile **targets;
+        char **names;
+        size_t n;
+        int r;
+        char *error;
+        PersistDoneFunc done;
+        void *userdata;
+} HideTargets;
+
+static void hide_targets_free(HideTargets *h) {
+        for (size_t i = 0; i < h->n; i++)
+                free(h->names[i]);
+        free(h->names);
+        free(h->targets);
+        free(h->error);
+        free(h);
+}
+
+static void hide_targets_run(void *userdata) {
+        HideTargets *h = userdata;
+
+        for (size_t i = 0; i < h->n && h->r >= 0; i++)
+                h->r = target_file_set_hidden_name(h->targets[i], h->names[i], &h->error);
+}
+
+static void hide_targets_done(void *userdata) {
+        HideTargets *h = userdata;
+        Persist *p = h->persist;
+
+        assert(p->n_busy > 0);
+        p->n_busy--;
+        h->done(h->r, h->r < 0 ? (h->error ?: "out of memory") : NULL, h->userdata);
+        hide_targets_free(h);
+        manager_changed(p->manager);
+}
+
+int persist_hide_targets(Persist *p, Job *const *jobs, TargetFile *const *targets, size_t n, PersistDoneFunc done,
+                         void *userdata) {
+        HideTargets *h;
+        int r;
+
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        *h = (HideTargets) { .persist = p, .done = done, .userdata = userdata };
+        h->targets = calloc(MAX(n, (size_t) 1), sizeof(TargetFile *));
+        h->names = calloc(MAX(n, (size_t) 1), sizeof(char *));
+        if (!h->targets || !h->names) {
+                hide_targets_free(h);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                Record *e = record_for_job(p, jobs[i]);
+                if (!targets[i] || !e || !e->record || !e->record->target_hidden)
+                        continue;
+                h->names[h->n] = strdup(e->record->target_hidden);
+                if (!h->names[h->n]) {
+                        hide_targets_free(h);
+                        return -ENOMEM;
+                }
+                h->targets[h->n++] = targets[i];
+        }
+        if (h->n == 0) {
+                hide_targets_free(h);
+                return 0;
+        }
+        r = worker_pool_call(p->manager->pool, job_owner(jobs[0]), hide_targets_run, hide_targets_done, h);
+        if (r < 0) {
+                hide_targets_free(h);
+                return r;
+        }
+        p->n_busy++;
+        return 1;
 }
 
 bool persist_is_idle(const Persist *p) {
@@ -516,6 +608,150 @@ static void note_transaction(Manager *m, const char *name) {
                 m->next_txn = MAX(m->next_txn, n + 1);
 }
 
+/* A restored job's hidden target, removed before the job goes on (to concluded, in this layer):
+ * its directory is opened by blockjobd-opener as the job's owner, exactly as a new call with
+ * that name as its target would (every check of a new call applies; the daemon walks no path in
+ * a user's directory), and the name is removed only while it is still the file recorded: a
+ * regular file of the recorded device and inode, looked at without following a symlink. */
+typedef struct HiddenRemoval {
+        Persist *persist;
+        Job *job;
+        char *path;                     /* the hidden name's full path, for the opener and messages */
+        char *name;                     /* within the directory */
+        JobRecordIdentity identity;
+        JobFiles files;
+        OpenerCall *call;
+        int r;
+        bool removed;
+} HiddenRemoval;
+
+static void hidden_removal_finish(HiddenRemoval *h) {
+        Persist *p = h->persist;
+
+        opener_call_free(h->call);
+        job_files_done(&h->files);
+        if (job_status(h->job) == JOB_STATUS_CREATED)
+                job_start(h->job);
+        job_unref(h->job);
+        free(h->path);
+        free(h->name);
+        free(h);
+        assert(p->n_busy > 0);
+        p->n_busy--;
+        manager_changed(p->manager);
+}
+
+static void hidden_removal_run(void *userdata) {
+        HiddenRemoval *h = userdata;
+        struct stat st;
+
+        h->r = 0;
+        if (fstatat(h->files.target_dir_fd, h->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                h->r = errno == ENOENT ? 0 : negative_errno();
+                return;
+        }
+        if (!S_ISREG(st.st_mode) || (uint64_t) st.st_dev != h->identity.dev || (uint64_t) st.st_ino != h->identity.ino) {
+                h->r = -ESTALE;
+                return;
+        }
+        if (unlinkat(h->files.target_dir_fd, h->name, 0) < 0) {
+                h->r = errno == ENOENT ? 0 : negative_errno();
+                return;
+        }
+        h->removed = true;
+        if (fsync(h->files.target_dir_fd) < 0)
+                h->r = negative_errno();
+}
+
+static void hidden_removal_done(void *userdata) {
+        HiddenRemoval *h = userdata;
+
+        if (h->r == -ESTALE)
+                log_warning("Not removing '%s' of job '%s': it is no longer the file blockjobd made there.", h->path,
+                            job_id(h->job));
+        else if (h->r < 0)
+                log_warning_errno(h->r, "Failed to remove the unfinished target '%s' of job '%s': %m", h->path,
+                                  job_id(h->job));
+        else if (h->removed)
+                log_info("Removed the unfinished target '%s' of job '%s'.", h->path, job_id(h->job));
+        hidden_removal_finish(h);
+}
+
+static void on_hidden_opened(OpenerCall *call, int r, bool ours, const char *error, void *userdata) {
+        HiddenRemoval *h = userdata;
+
+        h->call = opener_call_free(call);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot remove the unfinished target '%s' of job '%s': %s", h->path, job_id(h->job),
+                                  error ?: "out of memory");
+                hidden_removal_finish(h);
+                return;
+        }
+        if (h->files.target_dir_fd < 0) {
+                /* The name leads to a device now: not a file blockjobd made. */
+                log_warning("Not removing '%s' of job '%s': it is no longer the file blockjobd made there.", h->path,
+                            job_id(h->job));
+                hidden_removal_finish(h);
+                return;
+        }
+        r = worker_pool_call(h->persist->manager->pool, job_owner(h->job), hidden_removal_run, hidden_removal_done, h);
+        if (r < 0) {
+                log_oom();
+                hidden_removal_finish(h);
+        }
+}
+
+/* Starts the removal and the job after it; 0 if there is none to remove (start the job). */
+static int remove_hidden_target(Persist *p, Job *j, const JobRecord *record) {
+        _cleanup_free_ char *dir = NULL;
+        HiddenRemoval *h;
+        int r;
+
+        if (!record || !record->target_hidden || !record->target.path)
+                return 0;
+        dir = strdup(record->target.path);
+        h = calloc(1, sizeof(*h));
+        if (!dir || !h) {
+                free(h);
+                return log_oom();
+        }
+        *h = (HiddenRemoval) {
+                .persist = p,
+                .job = job_ref(j),
+                .identity = record->target.identity,
+                .files = JOB_FILES_INIT,
+        };
+        h->name = strdup(record->target_hidden);
+        if (!h->name || asprintf(&h->path, "%s/%s", dirname(dir), record->target_hidden) < 0) {
+                h->path = NULL;
+                r = log_oom();
+                goto fail;
+        }
+
+        /* As a new call with this target: overwrite, so that an existing file is looked at and
+         * not refused; what the opener makes for it (an unnamed file) goes with the descriptors. */
+        OpenerRequest req = {
+                .uid = (uid_t) job_owner(j),
+                .groups_from_user_database = true,
+                .target_path = h->path,
+                .target_overwrite = true,
+        };
+        r = opener_call_start(p->manager->event, &req, &h->files, on_hidden_opened, h, &h->call);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot remove the unfinished target '%s' of job '%s': %m", h->path, job_id(j));
+                goto fail;
+        }
+        p->n_busy++;
+        return 1;
+
+fail:
+        job_unref(h->job);
+        free(h->path);
+        free(h->name);
+        free(h);
+        return r;
+}
+
 static int restore_one(Persist *p, const char *name) {
         Manager *m = p->manager;
         _cleanup_(job_record_freep) JobRecord *record = NULL;
@@ -600,7 +836,9 @@ static int restore_one(Persist *p, const char *name) {
         e->on_disk = true;
         e->restoring = true;
         log_info("Restored job '%s' of uid %" PRIu32 " (%s) from %s.", id, owner, job_type_to_string(type), name);
-        job_start(j);
+        /* A job that cannot continue loses its unfinished target first (in this layer: all). */
+        if (remove_hidden_target(p, j, e->record) <= 0)
+                job_start(j);
         return 1;
 }
 

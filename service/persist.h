@@ -34,10 +34,18 @@
 typedef struct Manager Manager;
 typedef struct Persist Persist;
 
+typedef void (*PersistDoneFunc)(int r, const char *error, void *userdata);
+
 /* Opens the state directory 'path' (state_dir_open(): checked, "jobs/" made if missing). */
 int persist_new(Manager *m, const char *path, Persist **ret);
 /* After the worker pool is freed: what is on disk stays. */
 Persist *persist_free(Persist *p);
+
+/* Once the records of a creation's jobs are durable: gives each new target ('targets[i]', NULL for
+ * none) the hidden name its record holds, on a worker. 0: nothing to do ('done' is not called);
+ * 1: started, 'done' follows (r < 0 and a message if a name could not be given). */
+int persist_hide_targets(Persist *p, Job *const *jobs, TargetFile *const *targets, size_t n, PersistDoneFunc done,
+                         void *userdata);
 
 /* The daemon is going away while 'j' stays recorded: its record is left as it is, and the job may
  * be dismissed without removing it. */
@@ -58,7 +66,6 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
 
 /* A new job's first record ('record' is taken, even on failure): 'done' is called on the loop once
  * it is durable (r = 0) or could not be written (r < 0, with a message). Not before this returns. */
-typedef void (*PersistDoneFunc)(int r, const char *error, void *userdata);
 int persist_job_created(Persist *p, Job *j, JobRecord *record, PersistDoneFunc done, void *userdata);
 
 /* Brings back every recorded job (see above); for the start, after the bus objects are registered

@@ -165,6 +165,44 @@ static void create_request_finish(CreateRequest *req, int r, JobCreationError ki
         manager_changed(m);
 }
 
+static void on_targets_hidden(int r, const char *error, void *userdata) {
+        CreateRequest *req = userdata;
+
+        if (r < 0) {
+                _cleanup_free_ char *message = NULL;
+                if (asprintf(&message, "Cannot keep the new target under its hidden name while the job runs: %s",
+                             error ?: "out of memory") < 0)
+                        message = NULL;
+                create_request_finish(req, r, CREATION_ERROR_RECORD, message ?: "Cannot keep the new target");
+                return;
+        }
+        create_request_finish(req, 0, 0, NULL);
+}
+
+/* The records are durable: now the new targets take the hidden names they record, so that after a
+ * crash the next start finds them there (and never a hidden file without a record). */
+static void hide_targets(CreateRequest *req) {
+        _cleanup_free_ Job **jobs = NULL;
+        _cleanup_free_ TargetFile **targets = NULL;
+        int r;
+
+        jobs = calloc(MAX(req->n_requests, (size_t) 1), sizeof(Job *));
+        targets = calloc(MAX(req->n_requests, (size_t) 1), sizeof(TargetFile *));
+        if (!jobs || !targets) {
+                create_request_finish(req, -ENOMEM, CREATION_ERROR_RECORD, "Cannot keep the new target: out of memory");
+                return;
+        }
+        for (size_t i = 0; i < req->n_requests; i++) {
+                jobs[i] = job_creation_job(req->creation, i);
+                targets[i] = job_creation_files(req->creation, i)->target_file;
+        }
+        r = persist_hide_targets(req->manager->persist, jobs, targets, req->n_requests, on_targets_hidden, req);
+        if (r < 0)
+                create_request_finish(req, r, CREATION_ERROR_RECORD, "Cannot keep the new target: out of memory");
+        else if (r == 0)
+                create_request_finish(req, 0, 0, NULL);
+}
+
 static void record_jobs_done(CreateRequest *req) {
         if (req->record_r < 0) {
                 _cleanup_free_ char *message = NULL;
@@ -175,7 +213,7 @@ static void record_jobs_done(CreateRequest *req) {
                                       message ?: "Cannot keep a record of the job");
                 return;
         }
-        create_request_finish(req, 0, 0, NULL);
+        hide_targets(req);
 }
 
 static void on_recorded(int r, const char *error, void *userdata) {

@@ -826,6 +826,17 @@ static void note_files(const JobRequest *q, JobCreationFiles *ret) {
         }
 }
 
+/* Worker: the new target's file, for its hidden name (persist.h). */
+static void note_target_file(const Built *b, JobCreationFiles *ret) {
+        TargetFile *t = NULL;
+
+        if (b->driver == &backup_driver)
+                t = backup_target_file(b->data);
+        else if (b->driver == &mirror_driver)
+                t = mirror_target_file(b->data);
+        ret->target_file = t && !target_file_in_place(t) && target_file_fd(t) >= 0 ? t : NULL;
+}
+
 static void creation_build(void *userdata) {
         JobCreation *c = userdata;
 
@@ -844,6 +855,8 @@ static void creation_build(void *userdata) {
                         else
                                 c->memory_left -= c->built[i].memory;
                 }
+                if (r >= 0)
+                        note_target_file(&c->built[i], &c->files[i]);
                 if (r < 0) {
                         c->r = r;
                         c->failed = i;

@@ -30,6 +30,7 @@
 #include <systemd/sd-event.h>
 
 #include "job-request.h"
+#include "target-file.h"
 #include "job.h"
 #include "worker-pool.h"
 
@@ -97,6 +98,8 @@ typedef struct JobCreationFiles {
         bool target_known;
         bool target_in_place;           /* a device or a passed file, not a new file */
         struct stat target;
+        TargetFile *target_file;        /* a new target's file, in the job's driver (NULL: none, or
+                                         * written in place); valid as long as the job */
 } JobCreationFiles;
 const JobCreationFiles *job_creation_files(JobCreation *c, size_t i);
 

@@ -224,6 +224,28 @@ int tmpfile_publish(TmpFile *t, int replace_fd) {
         return 0;
 }
 
+int tmpfile_set_hidden_name(TmpFile *t, const char *name) {
+        _cleanup_free_ char *copy = NULL;
+        int r;
+
+        assert(t->fd >= 0 && !t->published);
+
+        copy = strdup(name);
+        if (!copy)
+                return -ENOMEM;
+        if (!t->temp_name)
+                r = link_unnamed(t->fd, t->dir_fd, name);
+        else if (strcmp(t->temp_name, name) == 0)
+                r = 0;
+        else
+                r = renameat2(t->dir_fd, t->temp_name, t->dir_fd, name, RENAME_NOREPLACE) < 0 ? negative_errno() : 0;
+        if (r < 0)
+                return r;
+        free(t->temp_name);
+        t->temp_name = TAKE_PTR(copy);
+        return fsync(t->dir_fd) < 0 ? negative_errno() : 0;
+}
+
 const char *tmpfile_keep(TmpFile *t) {
         if (tmpfile_name(t) < 0)
                 return NULL;

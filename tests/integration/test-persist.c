@@ -93,6 +93,7 @@ static void test_kill_paused(Fixture *f, gconstpointer data) {
         g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
         g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
         g_autofree char *record = record_path(f, "p");
+        g_autofree char *hidden = bus_fixture_path(&f->bus, ".target.raw.blockjobd-0-p");
 
         bus_make_file(disk, 64 * MiB);
         g_autofree char *path = bus_backup(&f->bus, disk, target,
@@ -102,6 +103,19 @@ static void test_kill_paused(Fixture *f, gconstpointer data) {
         assert_mode(f->state, 0700);
         assert_mode(f->jobs, 0700);
         assert_mode(record, 0600);
+        /* The new target is built under its hidden name, which the record holds, with its inode. */
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        {
+                g_autofree char *text = NULL;
+                struct stat st;
+                g_assert_true(g_file_get_contents(record, &text, NULL, NULL));
+                g_assert_nonnull(strstr(text, "\nTARGET_HIDDEN=.target.raw.blockjobd-0-p\n"));
+                g_assert_cmpint(stat(hidden, &st), ==, 0);
+                g_autofree char *identity = g_strdup_printf("\nTARGET_IDENTITY=dev=%" G_GUINT64_FORMAT " ino=%" G_GUINT64_FORMAT " ",
+                                                            (guint64) st.st_dev, (guint64) st.st_ino);
+                g_assert_nonnull(strstr(text, identity));
+        }
 
         while (bus_get_uint64(&f->bus, path, "CurrentProgress") == 0)
                 bus_iterate_for(&f->bus, 10 * 1000);
@@ -112,6 +126,7 @@ static void test_kill_paused(Fixture *f, gconstpointer data) {
         wait_for_record(f, record, "\nUSER_PAUSED=yes\n");
 
         kill_daemon(f);
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
         start_daemon(f, NULL);
 
         g_autofree char *again = bus_job_path_for_id(&f->bus, "p");
@@ -124,6 +139,8 @@ static void test_kill_paused(Fixture *f, gconstpointer data) {
         g_autofree char *error = error_of(f, path);
         g_assert_nonnull(strstr(error, "blockjobd stopped while the job was paused"));
         g_assert_nonnull(strstr(error, "does not resume jobs"));
+        /* Removed before the job concluded. */
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
 
         /* The record says so too: a second restart shows the same. */
@@ -154,6 +171,9 @@ static void test_concluded(Fixture *f, gconstpointer data) {
         g_autofree char *error = error_of(f, path);
         g_assert_cmpstr(error, !=, "");
         wait_for_record(f, record, "\nSTATUS=concluded\n");
+        /* A failed job removed its hidden target itself. */
+        g_autofree char *hidden = bus_fixture_path(&f->bus, ".target.raw.blockjobd-0-failed");
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
         bus_fixture_set_faults(&f->bus, "%s", "");
 
         kill_daemon(f);
@@ -378,6 +398,64 @@ static void test_record_fails(Fixture *f, gconstpointer data) {
         bus_job_call(&f->bus, path, "Dismiss");
         wait_for_gone(f, record);
         bus_assert_same_file(disk, target);
+        g_autofree char *hidden = bus_fixture_path(&f->bus, ".target.raw.blockjobd-0-x");
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+}
+
+/* Publishing from the hidden name: a new name is taken only while free; with overwrite the old
+ * file is swapped out (as without records); no hidden name is left either way. After a restart,
+ * a hidden name that holds another file than the one recorded (replaced, or a symlink) is left
+ * alone. */
+static void test_hidden(Fixture *f, gconstpointer data) {
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
+        g_autofree char *hidden = bus_fixture_path(&f->bus, ".target.raw.blockjobd-0-h");
+        g_autofree char *other = bus_fixture_path(&f->bus, "other");
+
+        bus_make_file(disk, 4 * MiB);
+        g_autofree char *p1 = bus_backup(&f->bus, disk, target, bus_opts("job-id", S("h"), NULL));
+        bus_wait_for_status(&f->bus, "h", "null");
+        bus_assert_same_file(disk, target);
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+
+        /* Overwrite: the file at the name is replaced. */
+        write_file(target, "old", -1);
+        gsize mark = f->bus.statuses->len;
+        g_autofree char *p2 = bus_backup(&f->bus, disk, target,
+                                         bus_opts("job-id", S("h"), "overwrite", g_variant_new_boolean(TRUE), NULL));
+        bus_wait_for_status_since(&f->bus, mark, "h", "null");
+        bus_assert_same_file(disk, target);
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+        g_assert_cmpint(unlink(target), ==, 0);
+
+        /* Replaced while the daemon was down: not the recorded file, left alone. */
+        g_autofree char *p3 = bus_backup(&f->bus, disk, target,
+                                         bus_opts("job-id", S("h"), "speed", g_variant_new_uint64(MiB / 4), NULL));
+        g_autofree char *record = record_path(f, "h");
+        wait_for_record(f, record, "\nSTATUS=running\n");
+        kill_daemon(f);
+        /* Made before the original goes, so that it cannot reuse its inode number. */
+        write_file(other, "someone else's", -1);
+        g_assert_cmpint(rename(other, hidden), ==, 0);
+        start_daemon(f, NULL);
+        bus_wait_for_status(&f->bus, "h", "concluded");
+        g_autofree char *text = NULL;
+        g_assert_true(g_file_get_contents(hidden, &text, NULL, NULL));
+        g_assert_cmpstr(text, ==, "someone else's");
+
+        /* A symlink to the very file: not followed, left alone. */
+        kill_daemon(f);
+        g_assert_cmpint(rename(hidden, other), ==, 0);
+        g_assert_cmpint(symlink(other, hidden), ==, 0);
+        start_daemon(f, NULL);
+        bus_wait_for_status(&f->bus, "h", "concluded");
+        struct stat st;
+        g_assert_cmpint(lstat(hidden, &st), ==, 0);
+        g_assert_true(S_ISLNK(st.st_mode));
+        g_assert_true(g_file_test(other, G_FILE_TEST_IS_REGULAR));
+        bus_job_call(&f->bus, p3, "Dismiss");
+        wait_for_gone(f, record);
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
 }
 
 int main(int argc, char *argv[]) {
@@ -388,5 +466,6 @@ int main(int argc, char *argv[]) {
         g_test_add("/persist/idle", Fixture, NULL, setup, test_idle, teardown);
         g_test_add("/persist/sigterm", Fixture, NULL, setup, test_sigterm, teardown);
         g_test_add("/persist/record-fails", Fixture, NULL, setup, test_record_fails, teardown);
+        g_test_add("/persist/hidden", Fixture, NULL, setup, test_hidden, teardown);
         return g_test_run();
 }
