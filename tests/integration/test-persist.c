@@ -395,6 +395,16 @@ static void test_record_fails(Fixture *f, gconstpointer data) {
                                            bus_opts("job-id", S("x"), "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
         g_assert_true(g_file_test(record, G_FILE_TEST_IS_REGULAR));
         bus_wait_for_status(&f->bus, "x", "concluded");
+        bus_assert_same_file(disk, target);
+
+        /* A job that succeeded comes back so, its published target untouched. */
+        wait_for_record(f, record, "\nSTATUS=concluded\n");
+        kill_daemon(f);
+        start_daemon(f, NULL);
+        bus_wait_for_status(&f->bus, "x", "concluded");
+        g_autofree char *error = error_of(f, path);
+        g_assert_cmpstr(error, ==, "");
+        bus_assert_same_file(disk, target);
         bus_job_call(&f->bus, path, "Dismiss");
         wait_for_gone(f, record);
         bus_assert_same_file(disk, target);
