@@ -151,7 +151,11 @@ static void create_request_finish(CreateRequest *req, int r, JobCreationError ki
                 /* The jobs existed: they go again, and so do their records. */
                 for (size_t i = 0; i < req->n_requests; i++)
                         job_early_fail(job_creation_job(req->creation, i));
-                r = sd_bus_error_setf(&error, SD_BUS_ERROR_FAILED, "%s", message);
+                /* Out of descriptors or memory is said as such, as for any other creation. */
+                if (IN_SET(r, -EMFILE, -ENFILE, -ENOMEM))
+                        r = bus_error_from_creation(&error, JOB_CREATION_ERROR_LIMIT, r, message);
+                else
+                        r = sd_bus_error_setf(&error, SD_BUS_ERROR_FAILED, "%s", message);
         } else
                 r = bus_error_from_creation(&error, kind, r, message);
         r = bus_error_from_resources(&error, r);
@@ -206,7 +210,8 @@ static void hide_targets(CreateRequest *req) {
 static void record_jobs_done(CreateRequest *req) {
         if (req->record_r < 0) {
                 _cleanup_free_ char *message = NULL;
-                if (asprintf(&message, "Cannot keep a record of the job, so that it would survive a restart of blockjobd: %s",
+                if (asprintf(&message, "%sCannot keep a record of the job, so that it would survive a restart of blockjobd: %s",
+                             IN_SET(req->record_r, -EMFILE, -ENFILE) ? "blockjobd has run out of file descriptors. " : "",
                              req->record_error ?: "out of memory") < 0)
                         message = NULL;
                 create_request_finish(req, req->record_r, CREATION_ERROR_RECORD,
