@@ -14,14 +14,23 @@
  * an older state never lands after a newer one. A job created under the id of one whose record
  * is still being removed waits behind that removal (records are named by owner and id).
  *
- * Restore. At start, before the daemon serves calls, every record is read and validated as
- * untrusted input (job-record.h), and its job comes back with the same id, object path, type,
+ * Restore. At start, before the daemon takes its bus name and before its event loop runs, every
+ * record is read (there, not on a worker: nothing waits on the loop yet, and the daemon must not
+ * answer a call before its jobs are back) and validated as untrusted input (job-record.h), and
+ * its job comes back with the same id, object path, type,
  * owner, options and transaction name. This layer does not resume work yet: a job recorded as
  * concluded comes back concluded with its error; one recorded in any other status comes back
  * concluded with an error that says it was not resumed (persist_restore_outcome(), the one place
  * that the resumption layer replaces). A damaged record fails its job the same way with an error
  * naming the problem, if the record still tells the job's type; otherwise it is renamed
- * "*.damaged" and logged. Restored jobs keep their records until they are dismissed. */
+ * "*.damaged" and logged. Restored jobs keep their records until they are dismissed.
+ *
+ * Hidden targets. A new target file is built under ".<name>.blockjobd-<owner>-<id>" next to its
+ * final name while its job is recorded: the record names it (with the file's device and inode)
+ * before the file takes the name (persist_hide_targets()), so a crash never leaves a hidden file
+ * that no record names. A restored job that cannot continue has it removed before it goes on:
+ * through the directory as blockjobd-opener opens it for the job's owner, and only while the name
+ * is still the recorded regular file. */
 
 #include <stdbool.h>
 #include <stddef.h>
