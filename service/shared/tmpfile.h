@@ -56,8 +56,9 @@ int tmpfile_publish(TmpFile *t, int replace_fd);
 
 /* Gives the unpublished file the hidden name 'name' (in its directory), never replacing anything
  * there (-EEXIST): an unnamed file is linked, a named one renamed; durable (fsync() of the
- * directory). From then on publishing renames it from there, and discarding removes it. For a
- * daemon that keeps a record of the file under that name, to find it after a crash. */
+ * directory). From then on publishing renames it from there (only while the name still holds
+ * this file: -ESTALE otherwise), and discarding removes it. For a daemon that keeps a record of
+ * the file under that name, to find it after a crash. */
 int tmpfile_set_hidden_name(TmpFile *t, const char *name);
 
 /* Publishing failed, but the data must not be lost: make sure the file has a (hidden) name and
