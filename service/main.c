@@ -19,6 +19,12 @@
 static unsigned arg_threads = 0;
 static uint64_t arg_idle_timeout_usec = IDLE_TIMEOUT_DEFAULT_USEC;
 static unsigned arg_max_jobs_per_user = JOB_FACTORY_MAX_JOBS_PER_USER;
+static char *arg_state_dir = NULL;
+
+static char *mfree_str(char *s) {
+        free(s);
+        return NULL;
+}
 
 static void help(void) {
         printf("%s [OPTIONS...]\n\n"
@@ -29,6 +35,8 @@ static void help(void) {
                "     --idle-timeout=SECS   Exit after this long without jobs (default 30, 0: never)\n"
                "     --threads=N           Worker threads for job I/O (default %u, at most %u)\n"
                "     --max-jobs-per-user=N Jobs a user other than root may have (default %u, 0: no limit)\n"
+               "     --state-dir=DIR       Keep job records in DIR/jobs (default: $STATE_DIRECTORY;\n"
+               "                           without either, jobs do not survive a restart)\n"
                "     --log-level=LEVEL     debug, info, notice, warning or err (default info)\n",
                program_invocation_short_name, WORKER_POOL_THREADS_DEFAULT, WORKER_POOL_THREADS_MAX,
                JOB_FACTORY_MAX_JOBS_PER_USER);
@@ -59,7 +67,7 @@ static int parse_log_level(const char *s) {
 }
 
 static int parse_argv(int argc, char *argv[]) {
-        enum { ARG_VERSION = 0x100, ARG_IDLE_TIMEOUT, ARG_THREADS, ARG_LOG_LEVEL, ARG_MAX_JOBS_PER_USER };
+        enum { ARG_VERSION = 0x100, ARG_IDLE_TIMEOUT, ARG_THREADS, ARG_LOG_LEVEL, ARG_MAX_JOBS_PER_USER, ARG_STATE_DIR };
         static const struct option options[] = {
                 { "help",         no_argument,       NULL, 'h' },
                 { "version",      no_argument,       NULL, ARG_VERSION },
@@ -67,6 +75,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "threads",      required_argument, NULL, ARG_THREADS },
                 { "log-level",    required_argument, NULL, ARG_LOG_LEVEL },
                 { "max-jobs-per-user", required_argument, NULL, ARG_MAX_JOBS_PER_USER },
+                { "state-dir",    required_argument, NULL, ARG_STATE_DIR },
                 {}
         };
         unsigned long long v;
@@ -101,6 +110,16 @@ static int parse_argv(int argc, char *argv[]) {
                         }
                         arg_max_jobs_per_user = (unsigned) v;
                         break;
+                case ARG_STATE_DIR:
+                        if (optarg[0] != '/') {
+                                log_error("Invalid --state-dir=: %s (an absolute path)", optarg);
+                                return -EINVAL;
+                        }
+                        free(arg_state_dir);
+                        arg_state_dir = strdup(optarg);
+                        if (!arg_state_dir)
+                                return log_oom();
+                        break;
                 case ARG_LOG_LEVEL:
                         r = parse_log_level(optarg);
                         if (r < 0) {
@@ -118,6 +137,18 @@ static int parse_argv(int argc, char *argv[]) {
         if (optind < argc) {
                 log_error("%s takes no arguments.", program_invocation_short_name);
                 return -EINVAL;
+        }
+
+        /* systemd's StateDirectory=: a colon-separated list, of which the unit gives one. */
+        const char *e = getenv("STATE_DIRECTORY");
+        if (!arg_state_dir && e && *e) {
+                arg_state_dir = strndup(e, strcspn(e, ":"));
+                if (!arg_state_dir)
+                        return log_oom();
+                if (arg_state_dir[0] != '/') {
+                        log_error("Invalid $STATE_DIRECTORY: %s (an absolute path)", e);
+                        return -EINVAL;
+                }
         }
         return 1;
 }
@@ -158,8 +189,10 @@ int main(int argc, char *argv[]) {
         log_open(sd_journal_sendv);
 
         r = parse_argv(argc, argv);
-        if (r <= 0)
+        if (r <= 0) {
+                free(arg_state_dir);
                 return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+        }
 
         raise_nofile_limit();
 
@@ -175,7 +208,8 @@ int main(int argc, char *argv[]) {
         sigaddset(&mask, SIGINT);
         sigprocmask(SIG_BLOCK, &mask, NULL);
 
-        r = manager_new(arg_threads, arg_idle_timeout_usec, &m);
+        r = manager_new(arg_threads, arg_idle_timeout_usec, arg_state_dir, &m);
+        arg_state_dir = mfree_str(arg_state_dir);
         if (r < 0) {
                 log_error_errno(r, "Failed to set up: %m");
                 return EXIT_FAILURE;

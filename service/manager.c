@@ -16,6 +16,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "persist.h"
 
 static void manager_shutdown(Manager *m) {
         _cleanup_free_ Job **jobs = NULL;
@@ -39,10 +40,16 @@ static void manager_shutdown(Manager *m) {
         for (size_t i = 0; i < n; i++) {
                 Job *j = jobs[i];
 
+                /* Not on the bus yet: its creation waits for its record, and fails (shutting
+                 * down) when that returns. */
+                if (!job_get_userdata(j))
+                        continue;
                 /* Cancelled jobs clean up after themselves (temporary files vanish); concluded ones
-                 * only wait to be dismissed; aborting ones are on their way already. */
+                 * only wait to be dismissed, unless their records keep them for the next start
+                 * (manager_release_concluded()); aborting ones are on their way already. */
                 if (job_status(j) == JOB_STATUS_CONCLUDED) {
-                        (void) job_dismiss(j, NULL);
+                        if (!m->persist)
+                                (void) job_dismiss(j, NULL);
                         continue;
                 }
                 /* Whoever would have dismissed it is not going to. */
@@ -85,7 +92,41 @@ static int on_name_lost(sd_bus_message *message, void *userdata, sd_bus_error *e
         return 0;
 }
 
-int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret) {
+/* The core's observer: the bus objects, and the records. Records first: the bus drops its object
+ * when a job goes. */
+static void on_status_changed(Job *j, JobStatus status, void *userdata) {
+        Manager *m = userdata;
+
+        if (m->persist)
+                persist_status_changed(m->persist, j, status);
+        bus_job_observer.status_changed(j, status, userdata);
+}
+
+static void on_io_error(Job *j, const JobIoError *e, void *userdata) {
+        bus_job_observer.io_error(j, e, userdata);
+}
+
+static void on_changed(Job *j, JobChange what, void *userdata) {
+        Manager *m = userdata;
+
+        if (m->persist)
+                persist_changed(m->persist, j, what);
+        bus_job_observer.changed(j, what, userdata);
+}
+
+static void on_empty(JobRegistry *r, void *userdata) {
+        if (bus_job_observer.empty)
+                bus_job_observer.empty(r, userdata);
+}
+
+static const JobObserver manager_observer = {
+        .status_changed = on_status_changed,
+        .io_error = on_io_error,
+        .changed = on_changed,
+        .empty = on_empty,
+};
+
+int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, const char *state_dir, Manager **ret) {
         Manager *m;
         int r;
 
@@ -109,13 +150,21 @@ int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret) {
         r = job_registry_new(&worker_pool_executor, m->pool, &m->registry);
         if (r < 0)
                 goto fail;
-        job_registry_set_observer(m->registry, &bus_job_observer, m);
+        job_registry_set_observer(m->registry, &manager_observer, m);
         r = job_factory_new(m->event, m->pool, m->registry, &m->factory);
         if (r < 0)
                 goto fail;
         r = inhibitor_new(m->event, &m->inhibitor);
         if (r < 0)
                 goto fail;
+        if (state_dir) {
+                r = persist_new(m, state_dir, &m->persist);
+                if (r < 0)
+                        goto fail;
+                log_info("Keeping job records in %s/jobs.", state_dir);
+        } else
+                log_info("No state directory (neither $STATE_DIRECTORY nor --state-dir=): jobs are not recorded, "
+                         "and do not survive a restart.");
 
         *ret = m;
         return 0;
@@ -131,6 +180,7 @@ Manager *manager_free(Manager *m) {
 
         /* Jobs hold threads' work and bus objects: the loop must have ended with none left. The
          * signal queue holds jobs (its exit source sent what it had). */
+        m->release_source = sd_event_source_disable_unref(m->release_source);
         m->signals = bus_signals_free(m->signals);
         bus_authorize_cancel_all(m);
         bus_read_access_free(m);
@@ -138,6 +188,7 @@ Manager *manager_free(Manager *m) {
         job_registry_free(m->registry);
         job_factory_free(m->factory);
         worker_pool_free(m->pool);
+        m->persist = persist_free(m->persist);
         /* Before the bus: a call in flight holds it. */
         m->inhibitor = inhibitor_free(m->inhibitor);
         if (m->bus) {
@@ -170,6 +221,10 @@ int manager_connect(Manager *m) {
         if (r < 0)
                 return r;
 
+        /* Before the name is taken: a caller never sees the daemon without its recorded jobs. */
+        if (m->persist)
+                (void) persist_restore(m->persist);
+
         r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                       "org.freedesktop.DBus", "NameLost", on_name_lost, NULL, m);
         if (r < 0)
@@ -199,7 +254,8 @@ int manager_connect(Manager *m) {
 bool manager_is_idle(const Manager *m) {
         /* Job objects, not registry entries: a job is still registered while its 'null' is being
          * announced, and that is exactly when the last one may make us idle. */
-        return m->n_bus_jobs == 0 && m->n_requests == 0 && !m->pending_auths;
+        return m->n_bus_jobs == 0 && m->n_requests == 0 && !m->pending_auths &&
+               (!m->persist || persist_is_idle(m->persist));
 }
 
 static void manager_update_status(Manager *m) {
@@ -225,8 +281,53 @@ static void manager_update_status(Manager *m) {
         (void) sd_notify(false, status);
 }
 
+/* Shutting down with a state directory: once every job left is concluded and its record is
+ * written, the jobs are let go without their records, which bring them back at the next start.
+ * Deferred: this is noticed inside the core's observer, where no job may be dismissed. */
+static bool manager_only_concluded_left(const Manager *m) {
+        if (!m->shutting_down || !m->persist || m->n_requests > 0 || m->pending_auths ||
+            !persist_is_idle(m->persist))
+                return false;
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                if (job_status(j) != JOB_STATUS_CONCLUDED || !job_get_userdata(j))
+                        return false;
+        return job_registry_count(m->registry) > 0;
+}
+
+static int on_release_concluded(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+        _cleanup_free_ Job **jobs = NULL;
+        size_t n = 0;
+
+        m->release_source = sd_event_source_disable_unref(m->release_source);
+        if (!manager_only_concluded_left(m))
+                return 0;
+
+        jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
+        if (!jobs)
+                return log_oom();
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                jobs[n++] = job_ref(j);
+        log_info("Keeping the records of %zu concluded job(s) for the next start.", n);
+        for (size_t i = 0; i < n; i++) {
+                persist_forget(m->persist, jobs[i]);
+                (void) job_dismiss(jobs[i], NULL);
+                job_unref(jobs[i]);
+        }
+        manager_changed(m);
+        return 0;
+}
+
+static void manager_release_concluded(Manager *m) {
+        if (m->release_source || !manager_only_concluded_left(m))
+                return;
+        if (sd_event_add_defer(m->event, &m->release_source, on_release_concluded, m) < 0)
+                log_oom();
+}
+
 void manager_changed(Manager *m) {
         manager_update_status(m);
+        manager_release_concluded(m);
 
         if (!manager_is_idle(m))
                 return;

@@ -25,6 +25,7 @@ struct BusSignals;
 struct Hashmap;
 struct Inhibitor;
 struct PendingAuth;
+struct Persist;
 struct Reader;
 
 typedef struct Manager {
@@ -35,6 +36,7 @@ typedef struct Manager {
         JobFactory *factory;
         struct Inhibitor *inhibitor;    /* logind's lock on sleep and shutdown while jobs run */
         struct BusSignals *signals;     /* change signals waiting for the replies that caused them */
+        struct Persist *persist;        /* the job records (persist.h); NULL: no state directory */
 
         uint64_t idle_timeout_usec;     /* 0: never exit on idle */
         unsigned n_bus_jobs;            /* job objects on the bus */
@@ -47,18 +49,22 @@ typedef struct Manager {
         struct Hashmap *senders_by_name;
 
         bool shutting_down;             /* SIGTERM: cancel everything, then exit */
+        sd_event_source *release_source;/* shutting down: letting go of the concluded jobs, whose
+                                         * records stay (persist.h) */
         bool name_released;             /* idle exit: the name is being given back */
 } Manager;
 
-int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, Manager **ret);
+/* 'state_dir' NULL: no persistence (jobs live as long as the process). */
+int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, const char *state_dir, Manager **ret);
 Manager *manager_free(Manager *m);
 
-/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS if set), exports the objects, takes the name. */
+/* Connects to the system bus (DBUS_SYSTEM_BUS_ADDRESS if set), exports the objects, brings back
+ * the recorded jobs, takes the name. */
 int manager_connect(Manager *m);
 /* Runs until an idle exit or a shutdown completes. */
 int manager_run(Manager *m);
 
-/* No job, no creation in flight, no call waiting for polkit. */
+/* No job, no creation in flight, no call waiting for polkit, no record being written. */
 bool manager_is_idle(const Manager *m);
 /* After anything that may end a shutdown or change the job counts: exit if due, tell systemd. */
 void manager_changed(Manager *m);

@@ -16,9 +16,12 @@
 #include "bus-sender.h"
 #include "job-factory.h"
 #include "log.h"
+#include "persist.h"
 #include "macro.h"
 
 #define TRANSACTION_ACTIONS_MAX 256U
+/* Not the factory's: the jobs exist, but their records could not be written. */
+#define CREATION_ERROR_RECORD ((JobCreationError) -1)
 
 /* A method call that creates jobs: Backup() and friends create one, Transaction() several, all or
  * none. The bus layer reads the call, asks polkit, and replies; the job factory below it opens
@@ -35,6 +38,12 @@ typedef struct CreateRequest {
         JobRequest *requests;           /* as read, until the creation takes them */
         size_t n_requests;
         JobCreation *creation;
+
+        /* With a state directory: the jobs exist, their records are being written. */
+        char *txn_name;                 /* a grouped transaction's name, once the jobs exist */
+        unsigned n_recording;
+        int record_r;
+        char *record_error;
 } CreateRequest;
 
 static CreateRequest *create_request_free(CreateRequest *req) {
@@ -44,6 +53,8 @@ static CreateRequest *create_request_free(CreateRequest *req) {
                 job_request_done(&req->requests[i]);
         free(req->requests);
         job_creation_free(req->creation);
+        free(req->txn_name);
+        free(req->record_error);
         free(req->groups);
         sd_bus_message_unref(req->message);
         free(req);
@@ -62,11 +73,10 @@ static void create_request_free_void(void *req) {
 static int publish_jobs(CreateRequest *req, sd_bus_error *error) {
         Manager *m = req->manager;
         JobCreation *c = req->creation;
-        _cleanup_free_ char *txn_name = NULL;
         size_t n = 0;
         int r = 0;
 
-        if (req->grouped && asprintf(&txn_name, "transaction%u", m->next_txn++) < 0)
+        if (req->grouped && !req->txn_name && asprintf(&req->txn_name, "transaction%u", m->next_txn++) < 0)
                 r = -ENOMEM;
         for (; r >= 0 && n < req->n_requests; n++) {
                 const JobRequest *q = job_creation_request(c, n);
@@ -74,7 +84,7 @@ static int publish_jobs(CreateRequest *req, sd_bus_error *error) {
                         .source = q->source,
                         .target = q->target,
                         .owner = req->owner,
-                        .transaction = txn_name,
+                        .transaction = req->txn_name,
                         .source_format = job_creation_source_format(c, n),
                         .claim = job_creation_take_claim(c, n),
                 };
@@ -126,8 +136,9 @@ static int create_request_reply(CreateRequest *req, sd_bus_error *error) {
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static void on_created(JobCreation *c, int r, JobCreationError kind, const char *message, void *userdata) {
-        _cleanup_(create_request_freep) CreateRequest *req = userdata;
+/* The creation is over, one way or the other: the reply, and the request goes. */
+static void create_request_finish(CreateRequest *req, int r, JobCreationError kind, const char *message) {
+        _cleanup_(create_request_freep) CreateRequest *req_free = req;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         Manager *m = req->manager;
 
@@ -136,7 +147,16 @@ static void on_created(JobCreation *c, int r, JobCreationError kind, const char 
 
         if (r >= 0)
                 r = create_request_reply(req, &error);
-        else
+        else if (kind == CREATION_ERROR_RECORD) {
+                /* The jobs existed: they go again, and so do their records. */
+                for (size_t i = 0; i < req->n_requests; i++)
+                        job_early_fail(job_creation_job(req->creation, i));
+                /* Out of descriptors or memory is said as such, as for any other creation. */
+                if (IN_SET(r, -EMFILE, -ENFILE, -ENOMEM))
+                        r = bus_error_from_creation(&error, JOB_CREATION_ERROR_LIMIT, r, message);
+                else
+                        r = sd_bus_error_setf(&error, SD_BUS_ERROR_FAILED, "%s", message);
+        } else
                 r = bus_error_from_creation(&error, kind, r, message);
         r = bus_error_from_resources(&error, r);
         if (r < 0) {
@@ -147,6 +167,121 @@ static void on_created(JobCreation *c, int r, JobCreationError kind, const char 
                         log_warning_errno(r, "Failed to send an error reply: %m");
         }
         manager_changed(m);
+}
+
+static void on_targets_hidden(int r, const char *error, void *userdata) {
+        CreateRequest *req = userdata;
+
+        if (r < 0) {
+                _cleanup_free_ char *message = NULL;
+                if (asprintf(&message, "Cannot keep the new target under its hidden name while the job runs: %s",
+                             error ?: "out of memory") < 0)
+                        message = NULL;
+                create_request_finish(req, r, CREATION_ERROR_RECORD, message ?: "Cannot keep the new target");
+                return;
+        }
+        create_request_finish(req, 0, 0, NULL);
+}
+
+/* The records are durable: now the new targets take the hidden names they record, so that after a
+ * crash the next start finds them there (and never a hidden file without a record). */
+static void hide_targets(CreateRequest *req) {
+        _cleanup_free_ Job **jobs = NULL;
+        _cleanup_free_ TargetFile **targets = NULL;
+        int r;
+
+        jobs = calloc(MAX(req->n_requests, (size_t) 1), sizeof(Job *));
+        targets = calloc(MAX(req->n_requests, (size_t) 1), sizeof(TargetFile *));
+        if (!jobs || !targets) {
+                create_request_finish(req, -ENOMEM, CREATION_ERROR_RECORD, "Cannot keep the new target: out of memory");
+                return;
+        }
+        for (size_t i = 0; i < req->n_requests; i++) {
+                jobs[i] = job_creation_job(req->creation, i);
+                targets[i] = job_creation_files(req->creation, i)->target_file;
+        }
+        r = persist_hide_targets(req->manager->persist, jobs, targets, req->n_requests, on_targets_hidden, req);
+        if (r < 0)
+                create_request_finish(req, r, CREATION_ERROR_RECORD, "Cannot keep the new target: out of memory");
+        else if (r == 0)
+                create_request_finish(req, 0, 0, NULL);
+}
+
+static void record_jobs_done(CreateRequest *req) {
+        if (req->record_r < 0) {
+                _cleanup_free_ char *message = NULL;
+                if (asprintf(&message, "%sCannot keep a record of the job, so that it would survive a restart of blockjobd: %s",
+                             IN_SET(req->record_r, -EMFILE, -ENFILE) ? "blockjobd has run out of file descriptors. " : "",
+                             req->record_error ?: "out of memory") < 0)
+                        message = NULL;
+                create_request_finish(req, req->record_r, CREATION_ERROR_RECORD,
+                                      message ?: "Cannot keep a record of the job");
+                return;
+        }
+        hide_targets(req);
+}
+
+static void on_recorded(int r, const char *error, void *userdata) {
+        CreateRequest *req = userdata;
+
+        assert(req->n_recording > 0);
+        req->n_recording--;
+        if (r < 0 && req->record_r >= 0) {
+                req->record_r = r;
+                req->record_error = error ? strdup(error) : NULL;
+        }
+        if (req->n_recording == 0)
+                record_jobs_done(req);
+}
+
+/* With a state directory, the reply waits until every new job's record is durable: a job a
+ * caller was told about survives a crash right after. */
+static void record_jobs(CreateRequest *req) {
+        Manager *m = req->manager;
+        JobCreation *c = req->creation;
+        _cleanup_free_ Job **jobs = NULL;
+        int r = 0;
+
+        jobs = calloc(MAX(req->n_requests, (size_t) 1), sizeof(Job *));
+        if (!jobs)
+                r = -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < req->n_requests; i++)
+                jobs[i] = job_creation_job(c, i);
+        if (r >= 0 && req->grouped && asprintf(&req->txn_name, "transaction%u", m->next_txn++) < 0)
+                r = -ENOMEM;
+        for (size_t i = 0; r >= 0 && i < req->n_requests; i++) {
+                JobRecord *record = NULL;
+
+                r = persist_record_new(job_creation_request(c, i), jobs[i], job_creation_files(c, i), req->txn_name,
+                                       jobs, req->n_requests, &record);
+                if (r < 0) {
+                        free(req->record_error);
+                        req->record_error = strdup(r == -EINVAL ? "a file has neither an absolute name nor a descriptor"
+                                                                : strerror(-r));
+                        break;
+                }
+                r = persist_job_created(m->persist, jobs[i], record, on_recorded, req);
+                if (r >= 0)
+                        req->n_recording++;
+                else {
+                        free(req->record_error);
+                        req->record_error = strdup(strerror(-r));
+                }
+        }
+        if (r < 0)
+                req->record_r = r;
+        if (req->n_recording == 0)
+                record_jobs_done(req);
+}
+
+static void on_created(JobCreation *c, int r, JobCreationError kind, const char *message, void *userdata) {
+        CreateRequest *req = userdata;
+
+        if (r >= 0 && req->manager->persist) {
+                record_jobs(req);
+                return;
+        }
+        create_request_finish(req, r, kind, message);
 }
 
 /* ---- authorized: on to the factory ----------------------------------------------------------- */

@@ -138,6 +138,10 @@ ImageFormat backup_source_format(const Backup *b) {
         return image_format(b->source);
 }
 
+TargetFile *backup_target_file(Backup *b) {
+        return &b->target;
+}
+
 uint64_t backup_memory(const Backup *b) {
         /* The copy buffer is the worker thread's, not the job's (copy-io.h). */
         return sizeof(*b) + image_memory_estimate(b->source) + image_memory_estimate(b->writer) +

@@ -66,6 +66,8 @@ uint64_t backup_size(const Backup *b);
 ImageFormat backup_source_format(const Backup *b);
 /* The most memory the job can take, its images' metadata included (image_memory_estimate()). */
 uint64_t backup_memory(const Backup *b);
+/* Its target file (for the daemon's records, which give a new target a hidden name: persist.h). */
+TargetFile *backup_target_file(Backup *b);
 /* Its files: the source's chain, read; the target, written. */
 void backup_list_files(const Backup *b, FileUseFunc f, void *userdata);
 /* Counters for tests: I/O calls made on source and target so far. */

@@ -423,6 +423,10 @@ ImageFormat mirror_source_format(const Mirror *m) {
         return image_format(m->source);
 }
 
+TargetFile *mirror_target_file(Mirror *m) {
+        return &m->target;
+}
+
 uint64_t mirror_memory(const Mirror *m) {
         return mirror_memory_estimate(m) + image_memory_estimate(m->source) + image_memory_estimate(m->writer);
 }

@@ -68,6 +68,8 @@ ImageFormat mirror_source_format(const Mirror *m);
 /* The most memory the job can take: mirror_memory_estimate(), and its images' metadata
  * (image_memory_estimate()). */
 uint64_t mirror_memory(const Mirror *m);
+/* Its target file (for the daemon's records, which give a new target a hidden name: persist.h). */
+TargetFile *mirror_target_file(Mirror *m);
 /* Its files: the source's chain, read (by this job; others may write it); the target, written. */
 void mirror_list_files(const Mirror *m, FileUseFunc f, void *userdata);
 /* The granularity in use (the one asked for, or the default that fits the source). */

@@ -191,6 +191,17 @@ int target_file_adopt(TargetFile *t, const char *path, JobFiles *files, Image *s
         return r;
 }
 
+int target_file_set_hidden_name(TargetFile *t, const char *name, char **ret_error) {
+        int r;
+
+        if (target_file_in_place(t) || t->file.fd < 0)
+                return 0;
+        r = tmpfile_set_hidden_name(&t->file, name);
+        if (r < 0)
+                return error_message(ret_error, r, "Could not give target '%s' its hidden name '%s': %m", t->path, name);
+        return 0;
+}
+
 int target_file_fd(const TargetFile *t) {
         return t->device_fd >= 0 ? t->device_fd : t->file.fd;
 }

@@ -90,6 +90,9 @@ int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backi
 int target_file_prepare(TargetFile *t, char **ret_error);
 /* Commit: publish a new file under its final name; on failure keep the data and say where. */
 void target_file_commit(TargetFile *t, Job *j);
+/* A new file takes the hidden name 'name' in its directory (tmpfile_set_hidden_name()); a file
+ * written in place has none (0, nothing done). Before the job starts: not thread-safe with it. */
+int target_file_set_hidden_name(TargetFile *t, const char *name, char **ret_error);
 /* Abort, clean: remove an unpublished file; close. Safe to call twice. */
 void target_file_discard(TargetFile *t);
 

@@ -261,6 +261,7 @@ struct JobCreation {
         Built *built;
         Job **jobs;
         JobClaim **claims;
+        JobCreationFiles *files;        /* what each job's files were as it was built */
         unsigned jobs_counted;          /* in the user's n_jobs, for jobs no claim holds yet */
         bool creation_counted;          /* in the user's n_creations */
 
@@ -332,6 +333,7 @@ static void creation_free_now(JobCreation *c) {
         free(c->built);
         free(c->jobs);
         free(c->claims);
+        free(c->files);
         free(c->requests);
         free(c->groups);
         free(c->error);
@@ -407,9 +409,10 @@ int job_creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grou
         c->built = calloc(MAX(n, (size_t) 1), sizeof(Built));
         c->jobs = calloc(MAX(n, (size_t) 1), sizeof(Job *));
         c->claims = calloc(MAX(n, (size_t) 1), sizeof(JobClaim *));
+        c->files = calloc(MAX(n, (size_t) 1), sizeof(JobCreationFiles));
         c->openers = calloc(MAX(n, (size_t) 1), sizeof(OpenerCall *));
         c->backing_openers = calloc(MAX(n, (size_t) 1), sizeof(OpenerCall *));
-        if (!c->requests || !c->built || !c->jobs || !c->claims || !c->openers || !c->backing_openers)
+        if (!c->requests || !c->built || !c->jobs || !c->claims || !c->files || !c->openers || !c->backing_openers)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
         for (size_t i = 0; i < n; i++)
                 c->requests[i] = (JobRequest) JOB_REQUEST_INIT;
@@ -435,6 +438,11 @@ Job *job_creation_job(JobCreation *c, size_t i) {
 ImageFormat job_creation_source_format(JobCreation *c, size_t i) {
         assert(i < c->n);
         return c->built[i].source_format;
+}
+
+const JobCreationFiles *job_creation_files(JobCreation *c, size_t i) {
+        assert(i < c->n);
+        return &c->files[i];
 }
 
 JobClaim *job_creation_take_claim(JobCreation *c, size_t i) {
@@ -804,6 +812,31 @@ static uint64_t memory_for_next(const JobCreation *c) {
         return per_job == 0 ? c->memory_left : MIN(per_job, c->memory_left);
 }
 
+/* Worker: what the source and the target are, as the job starts (what a record keeps, to tell
+ * after a restart whether they are still the same files). */
+static void note_files(const JobRequest *q, JobCreationFiles *ret) {
+        const JobFiles *files = &q->files;
+
+        *ret = (JobCreationFiles) {};
+        if (files->n_chain > 0 && fstat(files->chain[0], &ret->source) >= 0)
+                ret->source_known = true;
+        if (files->target_fd >= 0 && fstat(files->target_fd, &ret->target) >= 0) {
+                ret->target_known = true;
+                ret->target_in_place = files->target_dir_fd < 0;
+        }
+}
+
+/* Worker: the new target's file, for its hidden name (persist.h). */
+static void note_target_file(const Built *b, JobCreationFiles *ret) {
+        TargetFile *t = NULL;
+
+        if (b->driver == &backup_driver)
+                t = backup_target_file(b->data);
+        else if (b->driver == &mirror_driver)
+                t = mirror_target_file(b->data);
+        ret->target_file = t && !target_file_in_place(t) && target_file_fd(t) >= 0 ? t : NULL;
+}
+
 static void creation_build(void *userdata) {
         JobCreation *c = userdata;
 
@@ -812,6 +845,7 @@ static void creation_build(void *userdata) {
          * then counted. (The loop checks again, against what others took meanwhile.) */
         for (size_t i = 0; i < c->n && !atomic_load(&c->abandoned); i++) {
                 _cleanup_free_ char *error = NULL;
+                note_files(&c->requests[i], &c->files[i]);
                 int r = build_one(c->factory->reservations, &c->requests[i], memory_for_next(c), &c->built[i], &error);
                 if (r >= 0 && c->uid != 0 && c->memory_left > 0) {
                         if (c->built[i].memory >= c->memory_left)
@@ -821,6 +855,8 @@ static void creation_build(void *userdata) {
                         else
                                 c->memory_left -= c->built[i].memory;
                 }
+                if (r >= 0)
+                        note_target_file(&c->built[i], &c->files[i]);
                 if (r < 0) {
                         c->r = r;
                         c->failed = i;

@@ -25,10 +25,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <systemd/sd-event.h>
 
 #include "job-request.h"
+#include "target-file.h"
 #include "job.h"
 #include "worker-pool.h"
 
@@ -88,6 +90,18 @@ int job_creation_start(JobCreation *c, JobCreationDone done, void *userdata);
 Job *job_creation_job(JobCreation *c, size_t i);
 ImageFormat job_creation_source_format(JobCreation *c, size_t i);
 JobClaim *job_creation_take_claim(JobCreation *c, size_t i);
+/* And what its source (the top of the chain) and target were, fstat()ed on the worker that built
+ * it: what a job record keeps (persist.h). */
+typedef struct JobCreationFiles {
+        bool source_known;
+        struct stat source;
+        bool target_known;
+        bool target_in_place;           /* a device or a passed file, not a new file */
+        struct stat target;
+        TargetFile *target_file;        /* a new target's file, in the job's driver (NULL: none, or
+                                         * written in place); valid as long as the job */
+} JobCreationFiles;
+const JobCreationFiles *job_creation_files(JobCreation *c, size_t i);
 
 /* For the factory's other calls on a caller's files (bitmap-ops.h): what they share with the
  * creations. A call is admitted against its user's bound on calls in progress (the same number

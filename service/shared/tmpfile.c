@@ -147,6 +147,17 @@ static bool same_inode(const struct stat *a, const struct stat *b) {
         return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
 }
 
+/* Does the hidden name still hold this very file (-ESTALE if not)? */
+static int temp_name_is_ours(const TmpFile *t) {
+        struct stat ours, there;
+
+        if (fstat(t->fd, &ours) < 0)
+                return negative_errno();
+        if (fstatat(t->dir_fd, t->temp_name, &there, AT_SYMLINK_NOFOLLOW) < 0)
+                return negative_errno();
+        return same_inode(&ours, &there) ? 0 : -ESTALE;
+}
+
 /* Gives an unnamed file a hidden name of its own. */
 static int tmpfile_name(TmpFile *t) {
         int r;
@@ -208,7 +219,11 @@ int tmpfile_publish(TmpFile *t, int replace_fd) {
                 /* linkat() never replaces: exactly the semantics wanted. */
                 r = link_unnamed(t->fd, t->dir_fd, t->name);
         } else if (replace_fd < 0) {
-                r = renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, RENAME_NOREPLACE) < 0 ? negative_errno() : 0;
+                /* The hidden name is in a directory others may write: what is renamed must be
+                 * this file, not one put there meanwhile. */
+                r = temp_name_is_ours(t);
+                if (r >= 0)
+                        r = renameat2(t->dir_fd, t->temp_name, t->dir_fd, t->name, RENAME_NOREPLACE) < 0 ? negative_errno() : 0;
         } else {
                 r = tmpfile_name(t);
                 if (r >= 0)
@@ -222,6 +237,28 @@ int tmpfile_publish(TmpFile *t, int replace_fd) {
         if (fsync(t->dir_fd) < 0)
                 return negative_errno();
         return 0;
+}
+
+int tmpfile_set_hidden_name(TmpFile *t, const char *name) {
+        _cleanup_free_ char *copy = NULL;
+        int r;
+
+        assert(t->fd >= 0 && !t->published);
+
+        copy = strdup(name);
+        if (!copy)
+                return -ENOMEM;
+        if (!t->temp_name)
+                r = link_unnamed(t->fd, t->dir_fd, name);
+        else if (strcmp(t->temp_name, name) == 0)
+                r = 0;
+        else
+                r = renameat2(t->dir_fd, t->temp_name, t->dir_fd, name, RENAME_NOREPLACE) < 0 ? negative_errno() : 0;
+        if (r < 0)
+                return r;
+        free(t->temp_name);
+        t->temp_name = TAKE_PTR(copy);
+        return fsync(t->dir_fd) < 0 ? negative_errno() : 0;
 }
 
 const char *tmpfile_keep(TmpFile *t) {

@@ -54,6 +54,13 @@ int tmpfile_may_replace_file(const TmpFile *t, const struct stat *st, uid_t uid)
  * directory entry durable with fsync() on the directory. */
 int tmpfile_publish(TmpFile *t, int replace_fd);
 
+/* Gives the unpublished file the hidden name 'name' (in its directory), never replacing anything
+ * there (-EEXIST): an unnamed file is linked, a named one renamed; durable (fsync() of the
+ * directory). From then on publishing renames it from there (only while the name still holds
+ * this file: -ESTALE otherwise), and discarding removes it. For a daemon that keeps a record of
+ * the file under that name, to find it after a crash. */
+int tmpfile_set_hidden_name(TmpFile *t, const char *name);
+
 /* Publishing failed, but the data must not be lost: make sure the file has a (hidden) name and
  * leave it in place. Returns that name (owned by t), or NULL if even that failed. */
 const char *tmpfile_keep(TmpFile *t);

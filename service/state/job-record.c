@@ -642,7 +642,8 @@ static int validate(const Context *c, const JobRecord *r) {
                 return fail(c, K_BUF_SIZE, "more than 1 GiB");
         if ((q = check_type_field(c, r, K_BUF_SIZE, r->buf_size != 0)) < 0)
                 return q;
-        if ((q = check_text(c, K_BACKING_FILE, r->backing_file, PATH_MAX - 1, false)) < 0)
+        /* backing-file "" is what a caller may give (the bus takes it): recorded as given. */
+        if ((q = check_text(c, K_BACKING_FILE, r->backing_file, PATH_MAX - 1, true)) < 0)
                 return q;
         if ((q = check_type_field(c, r, K_BACKING_FILE, r->backing_file)) < 0)
                 return q;

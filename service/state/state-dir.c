@@ -192,6 +192,21 @@ int state_dir_remove(StateDir *d, const char *name, char **ret_error) {
         return sync_dir(d, "removing a record", ret_error);
 }
 
+int state_dir_set_aside(StateDir *d, const char *name, char **ret_error) {
+        _cleanup_free_ char *aside = NULL;
+        int r;
+
+        r = check_name(d, name, ret_error);
+        if (r < 0)
+                return r;
+        if (asprintf(&aside, "%s" STATE_DIR_DAMAGED_SUFFIX, name) < 0)
+                return -ENOMEM;
+        if (renameat(d->jobs_fd, name, d->jobs_fd, aside) < 0)
+                return error_message(ret_error, negative_errno(), "Cannot rename job record '%s' to '%s': %m", name,
+                                     aside);
+        return sync_dir(d, "setting a record aside", ret_error);
+}
+
 void state_dir_names_free(char **names) {
         if (!names)
                 return;

@@ -25,6 +25,7 @@
 typedef struct StateDir StateDir;
 
 #define STATE_DIR_JOBS "jobs"
+#define STATE_DIR_DAMAGED_SUFFIX ".damaged"
 
 /* Opens 'path' (which must exist) and its "jobs/" (made if missing), checked as above. */
 int state_dir_open(const char *path, StateDir **ret, char **ret_error);
@@ -36,6 +37,10 @@ int state_dir_jobs_fd(const StateDir *d);
 int state_dir_write(StateDir *d, const char *name, const void *data, size_t size, char **ret_error);
 /* Removes record 'name', durably: -ENOENT if there was none. */
 int state_dir_remove(StateDir *d, const char *name, char **ret_error);
+/* Renames record 'name' to "<name>.damaged" (replacing an older one), durably: for a record that
+ * is damaged beyond telling which job it was, kept for whoever wants to look at it, and no longer
+ * listed. */
+int state_dir_set_aside(StateDir *d, const char *name, char **ret_error);
 /* The record names, sorted; stray temporary files of an interrupted write are removed (and
  * logged), other files left alone (and logged): NULL-terminated, free with state_dir_names_free(). */
 int state_dir_list(StateDir *d, char ***ret_names, size_t *ret_n, char **ret_error);

@@ -245,6 +245,46 @@ static void test_shared_dir_follows_rename(Fixture *f, gconstpointer data) {
         g_assert_cmpint(g_rename(moved, f->targets), ==, 0);
 }
 
+/* A hidden name (tmpfile_set_hidden_name()): given once, never over another file; published from
+ * there only while it still holds the file; discarded from there. */
+static void test_hidden_name(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->targets, "h.img", NULL);
+        g_autofree char *hidden = g_build_filename(f->targets, ".h.img.hidden", NULL);
+        g_autofree char *other = g_build_filename(f->targets, "other", NULL);
+        TmpFile t = TMPFILE_NULL;
+
+        /* Taken: refused, the file stays unnamed. */
+        g_assert_true(g_file_set_contents(hidden, "x", -1, NULL));
+        g_assert_cmpint(tmpfile_open(&t, path, 0600, true), ==, 0);
+        g_assert_cmpint(tmpfile_set_hidden_name(&t, ".h.img.hidden"), ==, -EEXIST);
+        g_assert_cmpint(unlink(hidden), ==, 0);
+        g_assert_cmpint(tmpfile_set_hidden_name(&t, ".h.img.hidden"), ==, 0);
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+
+        /* Swapped for another file: not published; back: published, the hidden name gone. */
+        g_assert_cmpint(rename(hidden, other), ==, 0);
+        g_assert_true(g_file_set_contents(hidden, "someone else's", -1, NULL));
+        g_assert_cmpint(tmpfile_publish(&t, -EBADF), ==, -ESTALE);
+        g_assert_false(g_file_test(path, G_FILE_TEST_EXISTS));
+        g_assert_cmpint(rename(other, hidden), ==, 0);
+        g_assert_cmpint(tmpfile_publish(&t, -EBADF), ==, 0);
+        g_assert_true(g_file_test(path, G_FILE_TEST_IS_REGULAR));
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+        tmpfile_close(&t);
+        g_assert_cmpint(unlink(path), ==, 0);
+
+        /* Named fallback: renamed to the hidden name; discarded from there. */
+        g_assert_cmpint(tmpfile_open(&t, path, 0600, false), ==, 0);
+        g_assert_nonnull(t.temp_name);
+        g_assert_cmpint(tmpfile_set_hidden_name(&t, ".h.img.hidden"), ==, 0);
+        g_assert_cmpstr(t.temp_name, ==, ".h.img.hidden");
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+        tmpfile_discard(&t);
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+        g_autoptr(GDir) d = g_dir_open(f->targets, 0, NULL);
+        g_assert_null(g_dir_read_name(d));
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         if (!oracle_available())
@@ -258,5 +298,6 @@ int main(int argc, char *argv[]) {
                    fixture_teardown);
         g_test_add("/job-fds/shared-dir-follows-rename", Fixture, NULL, fixture_setup, test_shared_dir_follows_rename,
                    fixture_teardown);
+        g_test_add("/job-fds/hidden-name", Fixture, NULL, fixture_setup, test_hidden_name, fixture_teardown);
         return g_test_run();
 }

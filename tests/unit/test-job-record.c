@@ -207,7 +207,11 @@ static char *assert_round_trip(const JobRecord *r) {
 }
 
 static void test_round_trip(void) {
-        JobRecord *records[] = { full_backup(), full_commit(), full_mirror(), minimal() };
+        JobRecord *records[] = { full_backup(), full_commit(), full_mirror(), minimal(), full_commit() };
+
+        /* backing-file "" as a caller may give it. */
+        free(records[4]->backing_file);
+        records[4]->backing_file = g_strdup("");
 
         for (size_t i = 0; i < G_N_ELEMENTS(records); i++) {
                 g_autofree char *text = assert_round_trip(records[i]);
@@ -743,6 +747,38 @@ static void test_state_dir_records(void) {
         dir_teardown(&d);
 }
 
+/* A record damaged beyond telling its job is set aside as "<name>.damaged": no longer listed,
+ * kept for whoever looks; an older one of the same name is replaced. */
+static void test_state_dir_set_aside(void) {
+        g_autofree char *data = NULL, *error = NULL;
+        StateDir *sd = NULL;
+        Dir d;
+        size_t size;
+
+        dir_setup(&d);
+        g_assert_cmpint(state_dir_open(d.path, &sd, NULL), ==, 0);
+        g_assert_cmpint(state_dir_write(sd, "0-a.job", "garbage\n", 8, NULL), ==, 0);
+        g_assert_cmpint(state_dir_write(sd, "0-b.job", base_text, strlen(base_text), NULL), ==, 0);
+        g_assert_cmpint(state_dir_set_aside(sd, "0-a.job", NULL), ==, 0);
+        assert_list(sd, (const char *const[]) { "0-b.job", NULL });
+        assert_dir_names(d.jobs, (const char *const[]) { "0-a.job.damaged", "0-b.job", NULL });
+        g_assert_cmpint(state_dir_read(sd, "0-a.job", &data, &size, NULL), ==, -ENOENT);
+
+        g_assert_cmpint(state_dir_write(sd, "0-a.job", "more garbage\n", 13, NULL), ==, 0);
+        g_assert_cmpint(state_dir_set_aside(sd, "0-a.job", NULL), ==, 0);
+        assert_dir_names(d.jobs, (const char *const[]) { "0-a.job.damaged", "0-b.job", NULL });
+        g_autofree char *aside = g_build_filename(d.jobs, "0-a.job.damaged", NULL);
+        g_assert_true(g_file_get_contents(aside, &data, NULL, NULL));
+        g_assert_cmpstr(data, ==, "more garbage\n");
+
+        g_assert_cmpint(state_dir_set_aside(sd, "0-a.job", &error), ==, -ENOENT);
+        g_assert_nonnull(strstr(error, "0-a.job"));
+        g_assert_cmpint(state_dir_set_aside(sd, "../x.job", NULL), ==, -EINVAL);
+
+        state_dir_free(sd);
+        dir_teardown(&d);
+}
+
 static void test_state_dir_read_refused(void) {
         g_autofree char *data = NULL, *error = NULL, *big = NULL;
         StateDir *sd = NULL;
@@ -990,6 +1026,7 @@ int main(int argc, char **argv) {
         g_test_add_func("/record/refused", test_refused);
         g_test_add_func("/record/validate", test_validate);
         g_test_add_func("/state-dir/records", test_state_dir_records);
+        g_test_add_func("/state-dir/set-aside", test_state_dir_set_aside);
         g_test_add_func("/state-dir/read-refused", test_state_dir_read_refused);
         g_test_add_func("/state-dir/open-refused", test_state_dir_open_refused);
         g_test_add_func("/state-dir/crash", test_state_dir_crash);

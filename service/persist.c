@@ -1,0 +1,903 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus-job.h"
+#include "error-message.h"
+#include "fd-util.h"
+#include "hashmap.h"
+#include "opener.h"
+#include "list.h"
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "path-util.h"
+#include "persist.h"
+#include "state-dir.h"
+
+static void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
+
+typedef struct Record Record;
+
+struct Persist {
+        Manager *manager;
+        StateDir *dir;
+        char *path;                     /* for messages */
+        Hashmap *records;               /* record name → Record */
+        Record *all;                    /* the same, as a list */
+        unsigned n_busy;                /* writes and removals in flight */
+};
+
+/* One record file and the job it belongs to. At most one operation on it is in flight ('busy');
+ * whatever changes meanwhile is only marked ('dirty', 'gone') and done when it returns, newest
+ * state first and only. */
+struct Record {
+        Persist *persist;
+        LIST_FIELDS(Record, all);
+        char *name;                     /* "<owner>-<id>.job", the key */
+        uint32_t owner;
+        Job *job;                       /* NULL once the job is gone */
+        JobRecord *record;              /* what is to be on disk; NULL: a damaged record, never rewritten */
+        bool on_disk;                   /* a file may exist under the name */
+        bool dirty;                     /* 'record' is newer than what was written */
+        bool gone;                      /* the job is dismissed: the file goes */
+        bool restoring;                 /* a restored job on its way to concluded: its passing statuses
+                                         * are not real, and are not written over what was recorded */
+        PersistDoneFunc done;           /* a creation waiting for the next write */
+        void *done_userdata;
+
+        /* The operation in flight (worker side reads these only). */
+        bool busy;
+        bool op_remove;
+        char *op_data;
+        size_t op_size;
+        int op_r;
+        char *op_error;
+        PersistDoneFunc op_done;
+        void *op_done_userdata;
+};
+
+static Record *record_free(Record *e) {
+        if (!e)
+                return NULL;
+        assert(!e->busy);
+        if (e->persist) {
+                (void) hashmap_remove(e->persist->records, e->name);
+                LIST_REMOVE(all, e->persist->all, e);
+        }
+        job_record_free(e->record);
+        free(e->op_data);
+        free(e->op_error);
+        free(e->name);
+        free(e);
+        return NULL;
+}
+
+static int record_new(Persist *p, const char *name, uint32_t owner, Record **ret) {
+        Record *e;
+        int r;
+
+        e = calloc(1, sizeof(*e));
+        if (!e)
+                return -ENOMEM;
+        e->name = strdup(name);
+        if (!e->name) {
+                free(e);
+                return -ENOMEM;
+        }
+        e->owner = owner;
+        r = hashmap_put(p->records, e->name, e);
+        if (r < 0) {
+                record_free(e);
+                return r;
+        }
+        e->persist = p;
+        LIST_PREPEND(all, p->all, e);
+        *ret = e;
+        return 0;
+}
+
+/* ---- the worker's side ------------------------------------------------------------------------- */
+
+static void record_run(void *userdata) {
+        Record *e = userdata;
+
+        if (e->op_remove) {
+                e->op_r = state_dir_remove(e->persist->dir, e->name, &e->op_error);
+                /* Never written (a creation whose first write failed): nothing to remove. */
+                if (e->op_r == -ENOENT)
+                        e->op_r = 0;
+        } else
+                e->op_r = state_dir_write(e->persist->dir, e->name, e->op_data, e->op_size, &e->op_error);
+}
+
+static int record_kick(Record *e);
+
+static void record_done(void *userdata) {
+        Record *e = userdata;
+        Persist *p = e->persist;
+        _cleanup_free_ char *error = TAKE_PTR(e->op_error);
+        PersistDoneFunc done = TAKE_PTR(e->op_done);
+        void *done_userdata = TAKE_PTR(e->op_done_userdata);
+        int r = e->op_r;
+
+        assert(p->n_busy > 0);
+        p->n_busy--;
+        e->busy = false;
+        e->op_data = mfree(e->op_data);
+
+        if (r < 0)
+                log_warning_errno(r, "Failed to %s job record %s/%s/%s: %s", e->op_remove ? "remove" : "write",
+                                  p->path, STATE_DIR_JOBS, e->name, (error ?: "out of memory"));
+        else if (e->op_remove)
+                e->on_disk = false;
+
+        /* The next operation first: the callback may make the job go (and so this record). */
+        (void) record_kick(e);
+        if (done)
+                done(r, r < 0 ? (error ?: "out of memory") : NULL, done_userdata);
+        manager_changed(p->manager);
+}
+
+/* Starts what is due, unless an operation is in flight (then its return starts it). May free the
+ * record (a removed job with nothing on disk). */
+static int record_kick(Record *e) {
+        Persist *p = e->persist;
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        if (e->busy)
+                return 0;
+        if (e->gone) {
+                if (!e->on_disk) {
+                        record_free(e);
+                        return 0;
+                }
+                e->op_remove = true;
+        } else if (e->dirty && e->record) {
+                r = job_record_serialize(e->record, &e->op_data, &e->op_size, &error);
+                if (r < 0) {
+                        /* Not expected: every field comes from a job the daemon accepted. */
+                        e->dirty = false;
+                        return log_error_errno(r, "Cannot write job record %s: %s", e->name, error ?: "out of memory");
+                }
+                e->op_remove = false;
+                e->dirty = false;
+                e->on_disk = true;
+                e->op_done = TAKE_PTR(e->done);
+                e->op_done_userdata = TAKE_PTR(e->done_userdata);
+        } else
+                return 0;
+
+        r = worker_pool_call(p->manager->pool, e->owner, record_run, record_done, e);
+        if (r < 0) {
+                /* Tried again at the next change. */
+                e->op_data = mfree(e->op_data);
+                e->done = TAKE_PTR(e->op_done);
+                e->done_userdata = TAKE_PTR(e->op_done_userdata);
+                e->dirty = !e->op_remove;
+                return log_oom();
+        }
+        e->busy = true;
+        p->n_busy++;
+        return 0;
+}
+
+/* ---- the jobs' side ------------------------------------------------------------------------------ */
+
+static Record *record_for_job(Persist *p, Job *j) {
+        _cleanup_free_ char *name = NULL;
+        Record *e;
+
+        if (job_record_file_name(job_owner(j), job_id(j), &name) < 0)
+                return NULL;
+        e = hashmap_get(p->records, name);
+        return e && e->job == j ? e : NULL;
+}
+
+void persist_status_changed(Persist *p, Job *j, JobStatus status) {
+        Record *e = record_for_job(p, j);
+        JobRecord *r;
+
+        if (!e)
+                return;         /* not recorded (yet): a creation before its first write */
+        if (status == JOB_STATUS_NULL) {
+                e->job = NULL;
+                e->gone = true;
+                e->done = NULL;
+                (void) record_kick(e);
+                return;
+        }
+        if (e->restoring) {
+                if (status != JOB_STATUS_CONCLUDED)
+                        return;
+                e->restoring = false;
+        }
+        r = e->record;
+        if (!r)
+                return;
+
+        r->status = status;
+        r->user_paused = job_is_user_paused(j);
+        r->error = mfree(r->error);
+        if (IN_SET(status, JOB_STATUS_ABORTING, JOB_STATUS_CONCLUDED) && job_error(j) && *job_error(j)) {
+                r->error = strndup(job_error(j), JOB_RECORD_ERROR_MAX);
+                if (!r->error)
+                        log_oom();
+        }
+        e->dirty = true;
+        (void) record_kick(e);
+}
+
+void persist_changed(Persist *p, Job *j, JobChange what) {
+        Record *e;
+
+        if (!(what & JOB_CHANGE_SPEED))
+                return;
+        e = record_for_job(p, j);
+        if (!e || !e->record || e->restoring || e->record->speed == job_speed(j))
+                return;
+        e->record->speed = job_speed(j);
+        e->dirty = true;
+        (void) record_kick(e);
+}
+
+int persist_job_created(Persist *p, Job *j, JobRecord *record, PersistDoneFunc done, void *userdata) {
+        _cleanup_(job_record_freep) JobRecord *rec = record;
+        _cleanup_free_ char *name = NULL;
+        Record *e;
+        int r;
+
+        r = job_record_file_name(job_owner(j), job_id(j), &name);
+        if (r < 0)
+                return r;
+        e = hashmap_get(p->records, name);
+        if (e) {
+                /* The same id's previous job: its record is still being removed. This one's first
+                 * write waits behind that removal. */
+                if (!e->gone)
+                        return -EEXIST;
+                e->gone = false;
+        } else {
+                r = record_new(p, name, job_owner(j), &e);
+                if (r < 0)
+                        return r;
+        }
+        job_record_free(e->record);
+        e->record = TAKE_PTR(rec);
+        e->job = j;
+        e->dirty = true;
+        e->done = done;
+        e->done_userdata = userdata;
+        r = record_kick(e);
+        if (r < 0) {
+                e->done = NULL;
+                e->job = NULL;
+                e->gone = true;
+                (void) record_kick(e);
+        }
+        return r;
+}
+
+/* A path or label as the caller gave it, for the record: absolute and normalized, or none. */
+static int record_path(const char *given, char **ret) {
+        *ret = NULL;
+        if (!given || given[0] != '/')
+                return 0;
+        *ret = path_simplify_dup(given);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int record_file(JobRecord *rec, JobRecordFile *f, const char *given, bool passed, const char *role,
+                       const struct stat *st, bool identity_of_contents) {
+        int r;
+
+        f->present = true;
+        job_record_identity_from_stat(st, &f->identity);
+        if (!identity_of_contents) {
+                /* A target changes as the job writes it: only which file it is counts. */
+                f->identity.size = 0;
+                f->identity.mtime_ns = f->identity.ctime_ns = 0;
+        }
+        r = record_path(given, &f->path);
+        if (r < 0)
+                return r;
+        if (passed)
+                return job_record_fdname(rec->owner, rec->id, role, &f->fdname);
+        return f->path ? 0 : -EINVAL;
+}
+
+static JobRecordSync record_sync(SyncMode s) {
+        switch (s) {
+        case SYNC_TOP:
+                return JOB_RECORD_SYNC_TOP;
+        case SYNC_BITMAP:
+        case SYNC_INCREMENTAL:
+                return JOB_RECORD_SYNC_BITMAP;
+        default:
+                return JOB_RECORD_SYNC_FULL;
+        }
+}
+
+int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *files, const char *txn_name,
+                       Job *const *members, size_t n_members, JobRecord **ret) {
+        _cleanup_(job_record_freep) JobRecord *rec = NULL;
+        bool copy = IN_SET(q->type, JOB_TYPE_BACKUP, JOB_TYPE_MIRROR);
+        int r;
+
+        rec = job_record_new(job_type(j), job_owner(j), job_id(j));
+        if (!rec)
+                return -ENOMEM;
+        rec->auto_finalize = q->auto_finalize;
+        rec->auto_dismiss = q->auto_dismiss;
+        rec->speed = q->speed;
+        rec->on_source_error = q->on_source_error;
+        rec->on_target_error = q->on_target_error;
+        rec->source_format = q->source_format;
+        if (copy) {
+                rec->sync = record_sync(q->sync);
+                rec->target_format = q->target_format;
+                rec->overwrite = q->overwrite;
+        } else
+                rec->base_format = q->base_format;
+        if (q->type == JOB_TYPE_MIRROR) {
+                rec->granularity = q->granularity;
+                rec->buf_size = q->buf_size;
+        }
+        if (!copy && q->backing_file && !(rec->backing_file = strdup(q->backing_file)))
+                return -ENOMEM;
+        if (q->type == JOB_TYPE_BACKUP && q->bitmap) {
+                rec->bitmap = strdup(q->bitmap);
+                if (!rec->bitmap)
+                        return -ENOMEM;
+                rec->bitmap_mode = job_record_bitmap_mode_from_string(bitmap_sync_mode_to_string(q->bitmap_mode));
+        }
+
+        if (!files->source_known)
+                return -EIO;
+        r = record_file(rec, &rec->source, q->source, q->chain_passed, "source", &files->source, true);
+        if (r < 0)
+                return r;
+        if (copy) {
+                if (!files->target_known)
+                        return -EIO;
+                r = record_file(rec, &rec->target, q->target, q->target_passed, "target", &files->target, false);
+                if (r < 0)
+                        return r;
+                /* A new target lives under this name until it is published (persist_hide_targets()).
+                 * A name too long for it keeps the file unnamed, as without records. */
+                if (files->target_file && rec->target.path) {
+                        r = job_record_hidden_target_name(rec->target.path, rec->owner, rec->id, &rec->target_hidden);
+                        if (r == -ENOMEM)
+                                return r;
+                }
+        }
+
+        if (txn_name) {
+                rec->txn_name = strdup(txn_name);
+                rec->txn_members = calloc(MAX(n_members, (size_t) 1), sizeof(char *));
+                if (!rec->txn_name || !rec->txn_members)
+                        return -ENOMEM;
+                for (size_t i = 0; i < n_members; i++) {
+                        rec->txn_members[i] = strdup(job_id(members[i]));
+                        if (!rec->txn_members[i])
+                                return -ENOMEM;
+                        rec->n_txn_members++;
+                }
+        }
+
+        *ret = TAKE_PTR(rec);
+        return 0;
+}
+
+void persist_forget(Persist *p, Job *j) {
+        Record *e = record_for_job(p, j);
+
+        if (!e)
+                return;
+        if (e->busy) {
+                /* Not expected (the manager waits until nothing is in flight): it is removed at
+                 * dismissal then, as it would be without this. */
+                log_debug("Job record %s is being written, not keeping it.", e->name);
+                return;
+        }
+        record_free(e);
+}
+
+/* ---- hidden targets ------------------------------------------------------------------------------ */
+
+typedef struct HideTargets {
+        Persist *persist;
+        TargetFile **targets;
+        char **names;
+        size_t n;
+        int r;
+        char *error;
+        PersistDoneFunc done;
+        void *userdata;
+} HideTargets;
+
+static void hide_targets_free(HideTargets *h) {
+        for (size_t i = 0; i < h->n; i++)
+                free(h->names[i]);
+        free(h->names);
+        free(h->targets);
+        free(h->error);
+        free(h);
+}
+
+static void hide_targets_run(void *userdata) {
+        HideTargets *h = userdata;
+
+        for (size_t i = 0; i < h->n && h->r >= 0; i++)
+                h->r = target_file_set_hidden_name(h->targets[i], h->names[i], &h->error);
+}
+
+static void hide_targets_done(void *userdata) {
+        HideTargets *h = userdata;
+        Persist *p = h->persist;
+
+        assert(p->n_busy > 0);
+        p->n_busy--;
+        h->done(h->r, h->r < 0 ? (h->error ?: "out of memory") : NULL, h->userdata);
+        hide_targets_free(h);
+        manager_changed(p->manager);
+}
+
+int persist_hide_targets(Persist *p, Job *const *jobs, TargetFile *const *targets, size_t n, PersistDoneFunc done,
+                         void *userdata) {
+        HideTargets *h;
+        int r;
+
+        h = calloc(1, sizeof(*h));
+        if (!h)
+                return -ENOMEM;
+        *h = (HideTargets) { .persist = p, .done = done, .userdata = userdata };
+        h->targets = calloc(MAX(n, (size_t) 1), sizeof(TargetFile *));
+        h->names = calloc(MAX(n, (size_t) 1), sizeof(char *));
+        if (!h->targets || !h->names) {
+                hide_targets_free(h);
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < n; i++) {
+                Record *e = record_for_job(p, jobs[i]);
+                if (!targets[i] || !e || !e->record || !e->record->target_hidden)
+                        continue;
+                h->names[h->n] = strdup(e->record->target_hidden);
+                if (!h->names[h->n]) {
+                        hide_targets_free(h);
+                        return -ENOMEM;
+                }
+                h->targets[h->n++] = targets[i];
+        }
+        if (h->n == 0) {
+                hide_targets_free(h);
+                return 0;
+        }
+        r = worker_pool_call(p->manager->pool, job_owner(jobs[0]), hide_targets_run, hide_targets_done, h);
+        if (r < 0) {
+                hide_targets_free(h);
+                return r;
+        }
+        p->n_busy++;
+        return 1;
+}
+
+bool persist_is_idle(const Persist *p) {
+        return p->n_busy == 0;
+}
+
+/* ---- restoring ----------------------------------------------------------------------------------- */
+
+/* THE place where a restored job's fate is decided. This layer resumes nothing: a concluded job
+ * stays what it was, any other comes back failed, saying why. The resumption layer replaces this
+ * with: reopen the files as the owner, check the recorded identities, continue from the
+ * checkpoint (see /work/notes/issue15-design.md and the README). */
+int persist_restore_outcome(const JobRecord *record, char **ret_error) {
+        char *s = NULL;
+
+        if (record->status == JOB_STATUS_CONCLUDED) {
+                if (record->error) {
+                        s = strdup(record->error);
+                        if (!s)
+                                return -ENOMEM;
+                }
+                *ret_error = s;
+                return 0;
+        }
+        if (asprintf(&s,
+                     "blockjobd stopped while the job was %s; this version of blockjobd does not resume jobs "
+                     "after a restart, so the job did not finish%s%s",
+                     job_status_to_string(record->status), record->error ? " (it had failed: " : "",
+                     record->error ? record->error : "") < 0)
+                return -ENOMEM;
+        if (record->error) {
+                char *t = NULL;
+                if (asprintf(&t, "%s)", s) < 0) {
+                        free(s);
+                        return -ENOMEM;
+                }
+                free(s);
+                s = t;
+        }
+        *ret_error = s;
+        return 0;
+}
+
+/* A restored job does no work: its one step ends it, with the error decided above (its data; NULL
+ * for a job that had concluded successfully). */
+static void restored_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
+        const char *error = data;
+
+        out->finished = true;
+        if (error) {
+                out->ret = -ESTALE;
+                out->error = strdup(error);
+        }
+}
+
+static void restored_free(void *data) {
+        free(data);
+}
+
+#define RESTORED_DRIVER(t) [t] = { .type = (t), .step = restored_step, .free = restored_free }
+static const JobDriver restored_drivers[_JOB_TYPE_MAX] = {
+        RESTORED_DRIVER(JOB_TYPE_COMMIT),
+        RESTORED_DRIVER(JOB_TYPE_STREAM),
+        RESTORED_DRIVER(JOB_TYPE_MIRROR),
+        RESTORED_DRIVER(JOB_TYPE_BACKUP),
+};
+
+/* The type a damaged record still tells, from a line "TYPE=<type>" that reads as one: enough to
+ * bring its job back (failed) so that its owner learns what happened. */
+static JobType damaged_record_type(const char *data, size_t size) {
+        static const char key[] = "\nTYPE=";
+
+        for (const char *p = data; p && (size_t) (p - data) < size; ) {
+                const char *hit = memmem(p, size - (size_t) (p - data), key, strlen(key));
+                if (!hit)
+                        break;
+                const char *v = hit + strlen(key);
+                const char *end = memchr(v, '\n', size - (size_t) (v - data));
+                if (!end)
+                        break;
+                char buf[16];
+                if ((size_t) (end - v) < sizeof(buf)) {
+                        memcpy(buf, v, (size_t) (end - v));
+                        buf[end - v] = '\0';
+                        JobType t = job_type_from_string(buf);
+                        if (t >= 0)
+                                return t;
+                }
+                p = end;
+        }
+        return _JOB_TYPE_INVALID;
+}
+
+static void set_aside(Persist *p, const char *name) {
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        r = state_dir_set_aside(p->dir, name, &error);
+        if (r < 0)
+                log_error_errno(r, "Failed to set the job record %s/%s/%s aside: %s", p->path, STATE_DIR_JOBS, name,
+                                error ?: "out of memory");
+        else
+                log_error("Job record %s/%s/%s set aside as %s" STATE_DIR_DAMAGED_SUFFIX ".", p->path,
+                          STATE_DIR_JOBS, name, name);
+}
+
+/* Grouped transactions are named "transaction<N>": new ones must not take a restored one's name. */
+static void note_transaction(Manager *m, const char *name) {
+        unsigned n;
+        int k = 0;
+
+        if (name && sscanf(name, "transaction%u%n", &n, &k) == 1 && name[k] == '\0' && n != UINT_MAX)
+                m->next_txn = MAX(m->next_txn, n + 1);
+}
+
+/* A restored job's hidden target, removed before the job goes on (to concluded, in this layer):
+ * its directory is opened by blockjobd-opener as the job's owner, exactly as a new call with
+ * that name as its target would (every check of a new call applies; the daemon walks no path in
+ * a user's directory), and the name is removed only while it is still the file recorded: a
+ * regular file of the recorded device and inode, looked at without following a symlink. */
+typedef struct HiddenRemoval {
+        Persist *persist;
+        Job *job;
+        char *path;                     /* the hidden name's full path, for the opener and messages */
+        char *name;                     /* within the directory */
+        JobRecordIdentity identity;
+        JobFiles files;
+        OpenerCall *call;
+        int r;
+        bool removed;
+} HiddenRemoval;
+
+static void hidden_removal_finish(HiddenRemoval *h) {
+        Persist *p = h->persist;
+
+        opener_call_free(h->call);
+        job_files_done(&h->files);
+        if (job_status(h->job) == JOB_STATUS_CREATED)
+                job_start(h->job);
+        job_unref(h->job);
+        free(h->path);
+        free(h->name);
+        free(h);
+        assert(p->n_busy > 0);
+        p->n_busy--;
+        manager_changed(p->manager);
+}
+
+static void hidden_removal_run(void *userdata) {
+        HiddenRemoval *h = userdata;
+        struct stat st;
+
+        h->r = 0;
+        if (fstatat(h->files.target_dir_fd, h->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+                h->r = errno == ENOENT ? 0 : negative_errno();
+                return;
+        }
+        if (!S_ISREG(st.st_mode) || (uint64_t) st.st_dev != h->identity.dev || (uint64_t) st.st_ino != h->identity.ino) {
+                h->r = -ESTALE;
+                return;
+        }
+        if (unlinkat(h->files.target_dir_fd, h->name, 0) < 0) {
+                h->r = errno == ENOENT ? 0 : negative_errno();
+                return;
+        }
+        h->removed = true;
+        if (fsync(h->files.target_dir_fd) < 0)
+                h->r = negative_errno();
+}
+
+static void hidden_removal_done(void *userdata) {
+        HiddenRemoval *h = userdata;
+
+        if (h->r == -ESTALE)
+                log_warning("Not removing '%s' of job '%s': it is no longer the file blockjobd made there.", h->path,
+                            job_id(h->job));
+        else if (h->r < 0)
+                log_warning_errno(h->r, "Failed to remove the unfinished target '%s' of job '%s': %m", h->path,
+                                  job_id(h->job));
+        else if (h->removed)
+                log_info("Removed the unfinished target '%s' of job '%s'.", h->path, job_id(h->job));
+        hidden_removal_finish(h);
+}
+
+static void on_hidden_opened(OpenerCall *call, int r, bool ours, const char *error, void *userdata) {
+        HiddenRemoval *h = userdata;
+
+        h->call = opener_call_free(call);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot remove the unfinished target '%s' of job '%s': %s", h->path, job_id(h->job),
+                                  error ?: "out of memory");
+                hidden_removal_finish(h);
+                return;
+        }
+        if (h->files.target_dir_fd < 0) {
+                /* The name leads to a device now: not a file blockjobd made. */
+                log_warning("Not removing '%s' of job '%s': it is no longer the file blockjobd made there.", h->path,
+                            job_id(h->job));
+                hidden_removal_finish(h);
+                return;
+        }
+        r = worker_pool_call(h->persist->manager->pool, job_owner(h->job), hidden_removal_run, hidden_removal_done, h);
+        if (r < 0) {
+                log_oom();
+                hidden_removal_finish(h);
+        }
+}
+
+/* Starts the removal and the job after it; 0 if there is none to remove (start the job). */
+static int remove_hidden_target(Persist *p, Job *j, const JobRecord *record) {
+        _cleanup_free_ char *dir = NULL;
+        HiddenRemoval *h;
+        int r;
+
+        if (!record || !record->target_hidden || !record->target.path)
+                return 0;
+        dir = strdup(record->target.path);
+        h = calloc(1, sizeof(*h));
+        if (!dir || !h) {
+                free(h);
+                return log_oom();
+        }
+        *h = (HiddenRemoval) {
+                .persist = p,
+                .job = job_ref(j),
+                .identity = record->target.identity,
+                .files = JOB_FILES_INIT,
+        };
+        h->name = strdup(record->target_hidden);
+        if (!h->name || asprintf(&h->path, "%s/%s", dirname(dir), record->target_hidden) < 0) {
+                h->path = NULL;
+                r = log_oom();
+                goto fail;
+        }
+
+        /* As a new call with this target: overwrite, so that an existing file is looked at and
+         * not refused; what the opener makes for it (an unnamed file) goes with the descriptors. */
+        OpenerRequest req = {
+                .uid = (uid_t) job_owner(j),
+                .groups_from_user_database = true,
+                .target_path = h->path,
+                .target_overwrite = true,
+        };
+        r = opener_call_start(p->manager->event, &req, &h->files, on_hidden_opened, h, &h->call);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot remove the unfinished target '%s' of job '%s': %m", h->path, job_id(j));
+                goto fail;
+        }
+        p->n_busy++;
+        return 1;
+
+fail:
+        job_unref(h->job);
+        free(h->path);
+        free(h->name);
+        free(h);
+        return r;
+}
+
+static int restore_one(Persist *p, const char *name) {
+        Manager *m = p->manager;
+        _cleanup_(job_record_freep) JobRecord *record = NULL;
+        _cleanup_free_ char *data = NULL, *error = NULL, *id = NULL, *why = NULL;
+        size_t size = 0;
+        uint32_t owner;
+        JobType type;
+        Record *e;
+        Job *j;
+        int r;
+
+        r = job_record_file_name_parse(name, &owner, &id);
+        if (r < 0)
+                return log_error_errno(r, "Job record %s/%s/%s has a name that is not a record's, ignoring it.", p->path,
+                                       STATE_DIR_JOBS, name);
+
+        r = state_dir_read(p->dir, name, &data, &size, &error);
+        if (r >= 0) {
+                error = mfree(error);
+                r = job_record_parse(data, size, name, &record, &error);
+        }
+        if (r == -ENOMEM)
+                return log_oom();       /* left as it is, for the next start */
+        if (r >= 0) {
+                type = record->type;
+                r = persist_restore_outcome(record, &why);
+                if (r < 0)
+                        return log_oom();
+        } else {
+                /* The message names the file and the line. */
+                log_error_errno(r, "Job record %s/%s/%s is damaged: %s", p->path, STATE_DIR_JOBS, name,
+                                error ?: "unreadable");
+                type = data ? damaged_record_type(data, size) : _JOB_TYPE_INVALID;
+                if (type < 0) {
+                        set_aside(p, name);
+                        return 0;
+                }
+                if (asprintf(&why, "The record blockjobd kept of this job is damaged, so the job was not restored: %s",
+                             error ?: "unreadable") < 0)
+                        return log_oom();
+        }
+
+        JobCreateParams params = {
+                .owner = owner,
+                .id = id,
+                .driver = &restored_drivers[type],
+                .driver_data = why,
+                /* Straight to concluded: a job that comes back failed is kept until its owner
+                 * dismisses it, whatever its options said, so that nobody misses what happened;
+                 * the record keeps the options as given. */
+                .auto_finalize = true,
+                .auto_dismiss = false,
+                .speed = record ? record->speed : 0,
+                .on_source_error = record ? record->on_source_error : JOB_ON_ERROR_REPORT,
+                .on_target_error = record ? record->on_target_error : JOB_ON_ERROR_REPORT,
+        };
+        _cleanup_free_ char *create_error = NULL;
+        r = job_create(m->registry, &params, &j, &create_error);
+        if (r < 0)
+                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", id, owner, name,
+                                       create_error ?: "out of memory");
+        why = NULL;     /* the job's now */
+
+        BusJobInfo info = {
+                .source = record ? record->source.path : NULL,
+                .target = record ? record->target.path : NULL,
+                .owner = owner,
+                .transaction = record ? record->txn_name : NULL,
+                .source_format = record ? record->source_format : IMAGE_FORMAT_PROBE,
+        };
+        r = bus_job_attach(m, j, &info, NULL);
+        if (r >= 0)
+                r = record_new(p, name, owner, &e);
+        if (r < 0) {
+                job_early_fail(j);
+                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", id, owner);
+        }
+        if (record)
+                note_transaction(m, record->txn_name);
+        e->job = j;
+        e->record = TAKE_PTR(record);
+        e->on_disk = true;
+        e->restoring = true;
+        log_info("Restored job '%s' of uid %" PRIu32 " (%s) from %s.", id, owner, job_type_to_string(type), name);
+        /* A job that cannot continue loses its unfinished target first (in this layer: all). */
+        if (remove_hidden_target(p, j, e->record) <= 0)
+                job_start(j);
+        return 1;
+}
+
+int persist_restore(Persist *p) {
+        _cleanup_free_ char *error = NULL;
+        char **names = NULL;
+        size_t n = 0;
+        int r, restored = 0;
+
+        r = state_dir_list(p->dir, &names, &n, &error);
+        if (r < 0)
+                return log_error_errno(r, "Cannot list the job records in %s: %s", p->path, error ?: "out of memory");
+        for (size_t i = 0; i < n; i++)
+                if (restore_one(p, names[i]) > 0)
+                        restored++;
+        state_dir_names_free(names);
+        if (n > 0)
+                log_info("Restored %d of %zu recorded job(s) from %s.", restored, n, p->path);
+        return restored;
+}
+
+/* ---- setup ------------------------------------------------------------------------------------- */
+
+int persist_new(Manager *m, const char *path, Persist **ret) {
+        _cleanup_free_ char *error = NULL;
+        Persist *p;
+        int r;
+
+        p = calloc(1, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        p->manager = m;
+        p->path = strdup(path);
+        r = p->path ? hashmap_new(&string_hash_ops, &p->records) : -ENOMEM;
+        if (r >= 0) {
+                r = state_dir_open(path, &p->dir, &error);
+                if (r < 0)
+                        log_error_errno(r, "%s", error ?: "Out of memory.");
+        }
+        if (r < 0) {
+                persist_free(p);
+                return r;
+        }
+        *ret = p;
+        return 0;
+}
+
+Persist *persist_free(Persist *p) {
+        if (!p)
+                return NULL;
+        /* Records of jobs still there at exit stay on disk, by design. The pool is gone by now
+         * (manager_free()): an operation it dropped will not return. */
+        while (p->all) {
+                p->all->busy = false;
+                record_free(p->all);
+        }
+        hashmap_free(p->records);
+        state_dir_free(p->dir);
+        free(p->path);
+        free(p);
+        return NULL;
+}
