@@ -493,8 +493,13 @@ static void test_mirror_follows_writes(BusFixture *f, gconstpointer data) {
         g_autofree char *complete_error = NULL;
 
         bus_make_file(source, 4 * MiB);
-        path = bus_start(f, "Mirror", source, target, bus_opts("granularity", g_variant_new_uint32(4096), NULL));
+        /* Throttled until Complete has been refused: unthrottled, 4 MiB can reach "ready" before
+         * the call arrives. */
+        path = bus_start(f, "Mirror", source, target,
+                         bus_opts("granularity", g_variant_new_uint32(4096), "speed", g_variant_new_uint64(64 * 1024), NULL));
         complete_error = job_call_error(f, path, "Complete", ERR_INVALID_STATE);
+        g_assert_cmpstr(complete_error, ==, "Job 'mirror0' in state 'running' cannot accept command verb 'complete'");
+        g_variant_unref(bus_call(f, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL));
         bus_wait_for_status(f, "mirror0", "ready");
 
         /* Someone writes to the source while it is mirrored. */
