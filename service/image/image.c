@@ -538,6 +538,14 @@ static int open_fd_full(int fd, bool own, const char *name, ImageFormat format, 
         r = check_memory(img, options, ret_error);
         if (r < 0)
                 return r;
+        /* Only now, within the bound: what the layers to be written load (an image whose headers
+         * ask for too much is refused above, before any of it is allocated). */
+        for (Image *i = img; i; i = i->backing)
+                if ((i->flags & IMAGE_OPEN_WRITE) && i->ops->open_writable) {
+                        r = i->ops->open_writable(i, ret_error);
+                        if (r < 0)
+                                return r;
+                }
 
         /* Each layer knows how many are below it, for the status of the chain. */
         depth = 0;
