@@ -49,6 +49,12 @@ typedef enum ImageOpenFlags {
                                              * are taken on the caller's open file description,
                                              * which the caller keeps open as long as the image
                                              * (a target: the TargetFile's one descriptor) */
+        IMAGE_OPEN_BITMAPS_ONLY = 1 << 6,   /* with IMAGE_OPEN_WRITE: to change the layer's
+                                             * persistent bitmaps, never its data. Its enabled
+                                             * bitmaps are not loaded to record writes, nor
+                                             * counted (image_bitmap_change_memory() counts what
+                                             * a change reads); a qcow2 layer refuses a write
+                                             * of data (-EBADF) */
 } ImageOpenFlags;
 
 #define IMAGE_CHAIN_DEPTH_MAX 64
@@ -319,6 +325,11 @@ int image_bitmap_merge(Image *img, const char *target, const char *const *source
 /* The bitmap's content becomes 'm' (of its granularity and the layer's size, else -EINVAL): a
  * backup with bitmap-mode=always stores what is left to copy. */
 int image_bitmap_replace(Image *img, const char *name, const ImageDirtyMap *m);
+/* What a change of these bitmaps (a target and sources; names the layer lacks count nothing)
+ * reads and writes beyond image_memory_estimate() of a layer open with IMAGE_OPEN_BITMAPS_ONLY:
+ * two maps as large as the largest of theirs (a merge's target and one source at a time, or a
+ * cleared bitmap's empty map and nothing else). */
+uint64_t image_bitmap_change_memory(const Image *img, const char *const *names, size_t n);
 
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */

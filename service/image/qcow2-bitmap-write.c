@@ -670,7 +670,9 @@ int qcow2_bitmaps_open_tracked(Image *img, char **ret_error) {
         Qcow2 *q = Q(img);
         int r;
 
-        if (q->version < 3)
+        /* Its data is never written (qcow2_bitmaps_before_change() refuses it): no write to
+         * record. */
+        if (q->version < 3 || (img->flags & IMAGE_OPEN_BITMAPS_ONLY))
                 return 0;
         r = load_tracked(img, q);
         /* Enabled bitmaps are stored anew at the first flush after a write, and their old
@@ -732,6 +734,9 @@ int qcow2_bitmaps_before_change(Image *img, Qcow2 *q) {
         Qcow2Bitmap *list;
         int r;
 
+        /* Its enabled bitmaps are not loaded, and not counted: a write could not be recorded. */
+        if (img->flags & IMAGE_OPEN_BITMAPS_ONLY)
+                return image_fail(img, -EBADF, "Image '%s' is open to change its bitmaps only, not its data", img->path);
         if (q->version < 3)
                 return 0;
         /* Whether the header names bitmaps that say they are consistent is not known: no write
