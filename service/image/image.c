@@ -505,7 +505,7 @@ static int check_memory(const Image *img, const ImageOpenOptions *options, char 
         if (m <= options->memory_max)
                 return 0;
         return error_message(ret_error, -E2BIG,
-                             "The backing chain of '%s' would need more than %" PRIu64 " MiB of memory for its tables, more than the %" PRIu64 " MiB a job may have",
+                             "The backing chain of '%s' would need more than %" PRIu64 " MiB of memory for its tables and bitmaps, more than the %" PRIu64 " MiB a job may have",
                              img->path, m >> 20, options->memory_max >> 20);
 }
 

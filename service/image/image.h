@@ -92,8 +92,8 @@ typedef struct ImageOpenOptions {
         int (*before_following)(const Image *layer, void *userdata, char **ret_error);
         void *userdata;
         /* The most memory the chain may take (image_memory_estimate()), checked as each layer is
-         * opened, so that a chain of huge tables stops at the first one too many: -E2BIG and a
-         * message. 0: no bound. */
+         * opened, so that a chain of huge tables stops at the first one too many, and before a
+         * layer to be written loads its enabled bitmaps: -E2BIG and a message. 0: no bound. */
         uint64_t memory_max;
 } ImageOpenOptions;
 
@@ -142,8 +142,9 @@ uint32_t image_cluster_size(const Image *img);
  * with IMAGE_OPEN_SHARE_WRITE, which image_refresh() reads anew), its L2 table cache at its bound
  * (at most 16 tables and 4 MiB, two tables at least), the buffers for compressed clusters, and if
  * it is open for writing, its refcount table as large as the file can make it grow (up to QEMU's
- * 8 MiB), the refcount block cache, freed clusters not yet applied and the buffers of one
- * request. The caller's own buffers are not counted. Headers decide most of it: a factory can
+ * 8 MiB), the refcount block cache, freed clusters not yet applied, the buffers of one
+ * request, and the maps of its enabled bitmaps, which it loads to record its writes (not with
+ * IMAGE_OPEN_BITMAPS_ONLY). The caller's own buffers are not counted. Headers decide most of it: a factory can
  * refuse a job whose chain would take too much (the figure is known once the chain is open, and
  * only grows to it as the job runs). */
 uint64_t image_memory_estimate(const Image *img);
