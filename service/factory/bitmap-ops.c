@@ -327,6 +327,16 @@ static uint64_t add_need(Image *img, uint32_t granularity) {
         return div_round_up(bits, 64) * 8 + 2 * div_round_up(div_round_up(bits, 8), cluster) * 8 + cluster;
 }
 
+/* The maps a change other than AddBitmap() reads and writes, which an image opened to change
+ * bitmaps only does not count: a cleared bitmap's empty map, a merge's target and sources. The
+ * other changes read no map (only the directory and, removing, a table, which it counts). */
+static uint64_t change_need(Image *img, const BitmapRequest *q) {
+        if (q->type != BITMAP_OP_CLEAR && q->type != BITMAP_OP_MERGE)
+                return 0;
+        return MAX(image_bitmap_change_memory(img, (const char *const *) &q->name, 1),
+                   image_bitmap_change_memory(img, (const char *const *) q->sources, q->n_sources));
+}
+
 static void op_open(void *userdata) {
         BitmapOp *op = userdata;
         const BitmapRequest *q = &op->request;
@@ -335,12 +345,14 @@ static void op_open(void *userdata) {
 
         /* Opened as qcow2, never probed, and this layer alone: its bitmaps are its own, and no name
          * it records is followed. A change takes QEMU's write permission, as a job's image does,
-         * and so loads every enabled bitmap (up to QEMU's 512 MiB together; a merge reads more):
-         * bounded as a job's images are, so that no call takes more than a creation could. */
+         * but writes no data: the enabled bitmaps, which a job loads to record its writes, are
+         * not loaded (IMAGE_OPEN_BITMAPS_ONLY), only the maps the change names (counted below).
+         * Bounded as a job's images are, so that no call takes more than a creation could. */
         ImageChainFds top = { .fds = op->files.chain, .n = 1 };
         ImageOpenOptions options = { .fds = &top, .memory_max = op->memory_max };
         r = image_open_full(q->image, IMAGE_FORMAT_QCOW2,
-                            (op_changes(op) ? IMAGE_OPEN_WRITE : 0) | IMAGE_OPEN_NO_BACKING, &options, &op->image, &error);
+                            (op_changes(op) ? IMAGE_OPEN_WRITE | IMAGE_OPEN_BITMAPS_ONLY : 0) | IMAGE_OPEN_NO_BACKING,
+                            &options, &op->image, &error);
         /* The image has its own descriptor (and the locks) now, or failed. */
         job_files_done(&op->files);
         if (r == -EMEDIUMTYPE) {
@@ -362,17 +374,18 @@ static void op_open(void *userdata) {
                 (void) op_fail(op, r, r == -EBUSY ? BITMAP_OP_ERROR_IN_USE : BITMAP_OP_ERROR_IMAGE, error);
                 return;
         }
-        /* Within memory_max, the open checked: the image's tables, the enabled bitmaps a change
-         * loaded, and room for the table, a cluster and two maps of the bitmaps it reads and
-         * writes; and a new bitmap's. */
+        /* Within memory_max, the open checked: the image's tables, its directory, and room for a
+         * table and a cluster of the bitmaps a change reads and writes. Then the maps the change
+         * reads (a new bitmap's, or those it names) are counted here, which the image cannot know. */
         op->need = image_memory_estimate(op->image);
-        if (q->type == BITMAP_OP_ADD) {
-                uint64_t more = add_need(op->image, q->granularity);
+        if (op_changes(op)) {
+                uint64_t more = q->type == BITMAP_OP_ADD ? add_need(op->image, q->granularity) : change_need(op->image, q);
                 op->need += more;
                 if (op->memory_max > 0 && op->need > op->memory_max) {
                         _cleanup_free_ char *why = NULL;
-                        (void) error_message(&why, -E2BIG, "bitmap '%s' would need %" PRIu64 " MiB of memory, and the image's tables %" PRIu64 " MiB",
-                                             q->name, more >> 20, (op->need - more) >> 20);
+                        (void) error_message(&why, -E2BIG, "%s '%s' would need %" PRIu64 " MiB of memory, and the image's tables %" PRIu64 " MiB",
+                                             q->type == BITMAP_OP_ADD ? "bitmap" : "changing bitmap", q->name, more >> 20,
+                                             (op->need - more) >> 20);
                         (void) fail_memory(op, why);
                         op->image = image_close(op->image);
                 }

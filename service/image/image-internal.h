@@ -27,6 +27,10 @@ typedef struct ImageOps {
         void (*close)(Image *img);
         /* The most memory the open layer's metadata and buffers can take (see image.h). */
         uint64_t (*memory_estimate)(const Image *img);
+        /* A layer opened for writing, once its whole chain is open and within the bound on its
+         * memory: what writing it needs that may be big (qcow2: its enabled bitmaps' maps, which
+         * memory_estimate() counts from the headers). NULL: nothing. */
+        int (*open_writable)(Image *img, char **ret_error);
 
         /* This layer's status at 'offset', for at most 'length' bytes. */
         int (*status)(Image *img, uint64_t offset, uint64_t length, LayerExtent *ret);

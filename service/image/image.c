@@ -505,7 +505,7 @@ static int check_memory(const Image *img, const ImageOpenOptions *options, char 
         if (m <= options->memory_max)
                 return 0;
         return error_message(ret_error, -E2BIG,
-                             "The backing chain of '%s' would need more than %" PRIu64 " MiB of memory for its tables, more than the %" PRIu64 " MiB a job may have",
+                             "The backing chain of '%s' would need more than %" PRIu64 " MiB of memory for its tables and bitmaps, more than the %" PRIu64 " MiB a job may have",
                              img->path, m >> 20, options->memory_max >> 20);
 }
 
@@ -538,6 +538,14 @@ static int open_fd_full(int fd, bool own, const char *name, ImageFormat format, 
         r = check_memory(img, options, ret_error);
         if (r < 0)
                 return r;
+        /* Only now, within the bound: what the layers to be written load (an image whose headers
+         * ask for too much is refused above, before any of it is allocated). */
+        for (Image *i = img; i; i = i->backing)
+                if ((i->flags & IMAGE_OPEN_WRITE) && i->ops->open_writable) {
+                        r = i->ops->open_writable(i, ret_error);
+                        if (r < 0)
+                                return r;
+                }
 
         /* Each layer knows how many are below it, for the status of the chain. */
         depth = 0;

@@ -49,6 +49,12 @@ typedef enum ImageOpenFlags {
                                              * are taken on the caller's open file description,
                                              * which the caller keeps open as long as the image
                                              * (a target: the TargetFile's one descriptor) */
+        IMAGE_OPEN_BITMAPS_ONLY = 1 << 6,   /* with IMAGE_OPEN_WRITE: to change the layer's
+                                             * persistent bitmaps, never its data. Its enabled
+                                             * bitmaps are not loaded to record writes, nor
+                                             * counted (image_bitmap_change_memory() counts what
+                                             * a change reads); a qcow2 layer refuses a write
+                                             * of data (-EBADF) */
 } ImageOpenFlags;
 
 #define IMAGE_CHAIN_DEPTH_MAX 64
@@ -86,8 +92,8 @@ typedef struct ImageOpenOptions {
         int (*before_following)(const Image *layer, void *userdata, char **ret_error);
         void *userdata;
         /* The most memory the chain may take (image_memory_estimate()), checked as each layer is
-         * opened, so that a chain of huge tables stops at the first one too many: -E2BIG and a
-         * message. 0: no bound. */
+         * opened, so that a chain of huge tables stops at the first one too many, and before a
+         * layer to be written loads its enabled bitmaps: -E2BIG and a message. 0: no bound. */
         uint64_t memory_max;
 } ImageOpenOptions;
 
@@ -136,8 +142,9 @@ uint32_t image_cluster_size(const Image *img);
  * with IMAGE_OPEN_SHARE_WRITE, which image_refresh() reads anew), its L2 table cache at its bound
  * (at most 16 tables and 4 MiB, two tables at least), the buffers for compressed clusters, and if
  * it is open for writing, its refcount table as large as the file can make it grow (up to QEMU's
- * 8 MiB), the refcount block cache, freed clusters not yet applied and the buffers of one
- * request. The caller's own buffers are not counted. Headers decide most of it: a factory can
+ * 8 MiB), the refcount block cache, freed clusters not yet applied, the buffers of one
+ * request, and the maps of its enabled bitmaps, which it loads to record its writes (not with
+ * IMAGE_OPEN_BITMAPS_ONLY). The caller's own buffers are not counted. Headers decide most of it: a factory can
  * refuse a job whose chain would take too much (the figure is known once the chain is open, and
  * only grows to it as the job runs). */
 uint64_t image_memory_estimate(const Image *img);
@@ -319,6 +326,11 @@ int image_bitmap_merge(Image *img, const char *target, const char *const *source
 /* The bitmap's content becomes 'm' (of its granularity and the layer's size, else -EINVAL): a
  * backup with bitmap-mode=always stores what is left to copy. */
 int image_bitmap_replace(Image *img, const char *name, const ImageDirtyMap *m);
+/* What a change of these bitmaps (a target and sources; names the layer lacks count nothing)
+ * reads and writes beyond image_memory_estimate() of a layer open with IMAGE_OPEN_BITMAPS_ONLY:
+ * two maps as large as the largest of theirs (a merge's target and one source at a time, or a
+ * cleared bitmap's empty map and nothing else). */
+uint64_t image_bitmap_change_memory(const Image *img, const char *const *names, size_t n);
 
 typedef struct ImageCreateParams {
         ImageFormat format;             /* IMAGE_FORMAT_RAW or IMAGE_FORMAT_QCOW2 */

@@ -652,22 +652,35 @@ static int load_tracked(Image *img, Qcow2 *q) {
         return 0;
 }
 
+static int refuse_unkept(Image *img, int r, char **ret_error) {
+        return error_message(ret_error, r, "Image '%s' has persistent bitmaps that blockjobd cannot keep consistent: %s",
+                             img->path, img->error);
+}
+
 int qcow2_bitmaps_open_writable(Image *img, Qcow2 *q, char **ret_error) {
         int r;
 
+        /* The directory only: the maps it names are counted in the estimate from it, and loaded
+         * once the open has checked that (qcow2_bitmaps_open_tracked()). */
         r = qcow2_bitmaps_load(img, q);
-        if (r >= 0 && q->version >= 3)
-                r = load_tracked(img, q);
+        return r < 0 ? refuse_unkept(img, r, ret_error) : 0;
+}
+
+int qcow2_bitmaps_open_tracked(Image *img, char **ret_error) {
+        Qcow2 *q = Q(img);
+        int r;
+
+        /* Its data is never written (qcow2_bitmaps_before_change() refuses it): no write to
+         * record. */
+        if (q->version < 3 || (img->flags & IMAGE_OPEN_BITMAPS_ONLY))
+                return 0;
+        r = load_tracked(img, q);
         /* Enabled bitmaps are stored anew at the first flush after a write, and their old
          * clusters freed: the image is refused now if they own clusters that are not theirs
          * alone. Without them, writes change nothing of the bitmaps (only autoclear bits). */
         if (r >= 0 && q->bitmaps.n_tracked > 0)
                 r = qcow2_bitmaps_check_owned(img, q);
-        if (r < 0)
-                return error_message(ret_error, r,
-                                     "Image '%s' has persistent bitmaps that blockjobd cannot keep consistent: %s",
-                                     img->path, img->error);
-        return 0;
+        return r < 0 ? refuse_unkept(img, r, ret_error) : 0;
 }
 
 uint64_t qcow2_bitmaps_autoclear(const Qcow2 *q) {
@@ -721,6 +734,9 @@ int qcow2_bitmaps_before_change(Image *img, Qcow2 *q) {
         Qcow2Bitmap *list;
         int r;
 
+        /* Its enabled bitmaps are not loaded, and not counted: a write could not be recorded. */
+        if (img->flags & IMAGE_OPEN_BITMAPS_ONLY)
+                return image_fail(img, -EBADF, "Image '%s' is open to change its bitmaps only, not its data", img->path);
         if (q->version < 3)
                 return 0;
         /* Whether the header names bitmaps that say they are consistent is not known: no write

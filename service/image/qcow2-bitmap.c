@@ -343,6 +343,7 @@ static uint64_t map_bytes(const Image *img, const Qcow2Bitmap *bm) {
 uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
         const Qcow2Bitmaps *b = &q->bitmaps;
         uint64_t total, largest_table = 0, largest_map = 0, owned;
+        bool bitmaps_only = img->flags & IMAGE_OPEN_BITMAPS_ONLY;
 
         if (!b->ext_found || b->lost)
                 return 0;
@@ -360,12 +361,28 @@ uint64_t qcow2_bitmaps_memory_estimate(const Image *img, const Qcow2 *q) {
          * and source). */
         for (uint32_t i = 0; b->list && i < b->nb_bitmaps; i++) {
                 owned += qcow2_div_round_up((uint64_t) b->list[i].table_size * 8, q->cluster_size) + b->list[i].table_size;
-                if (b->list[i].flags & QCOW2_BME_FLAG_AUTO)
+                if ((b->list[i].flags & QCOW2_BME_FLAG_AUTO) && !bitmaps_only)
                         total += map_bytes(img, &b->list[i]);
                 largest_table = MAX(largest_table, (uint64_t) b->list[i].table_size * 8);
                 largest_map = MAX(largest_map, map_bytes(img, &b->list[i]));
         }
+        /* Opened to change bitmaps only: the maps it reads are those the change names, which the
+         * caller counts (image_bitmap_change_memory()). */
+        if (bitmaps_only)
+                largest_map = 0;
         return total + (q->writable ? MIN(owned, (img->file_size >> q->cluster_bits) + 1) * 8 : 0) + largest_table + q->cluster_size + 2 * largest_map;
+}
+
+uint64_t image_bitmap_change_memory(const Image *img, const char *const *names, size_t n) {
+        const Qcow2 *q = is_qcow2(img) ? img->format_data : NULL;
+        uint64_t largest_map = 0;
+
+        for (size_t k = 0; q && k < n; k++) {
+                const Qcow2Bitmap *bm = qcow2_bitmap_find(q, names[k]);
+                if (bm)
+                        largest_map = MAX(largest_map, map_bytes(img, bm));
+        }
+        return 2 * largest_map;
 }
 
 Qcow2Bitmap *qcow2_bitmap_find(const Qcow2 *q, const char *name) {

@@ -685,6 +685,7 @@ const ImageOps qcow2_ops = {
         .format = IMAGE_FORMAT_QCOW2,
         .open = qcow2_open,
         .memory_estimate = qcow2_memory_estimate,
+        .open_writable = qcow2_bitmaps_open_tracked,
         .close = qcow2_close,
         .status = qcow2_status,
         .read = qcow2_read,

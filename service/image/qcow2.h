@@ -238,9 +238,13 @@ int qcow2_dirty_map_copy(Image *img, const ImageDirtyMap *m, ImageDirtyMap **ret
 int qcow2_bitmaps_check_owned(Image *img, Qcow2 *q);
 
 /* qcow2-bitmap-write.c: writing, changing, recording writes */
-/* A layer opened for writing: its directory checked, its enabled bitmaps loaded to record the
- * writes; refused (with the reason) if they cannot be. */
+/* A layer opened for writing: its directory checked; refused (with the reason) if it cannot be
+ * kept. */
 int qcow2_bitmaps_open_writable(Image *img, Qcow2 *q, char **ret_error);
+/* Then, once the chain is open within its memory bound (ImageOps.open_writable): its enabled
+ * bitmaps loaded to record the writes, and what they own checked; refused (with the reason) if
+ * they cannot be kept. */
+int qcow2_bitmaps_open_tracked(Image *img, char **ret_error);
 /* The autoclear bits a writer keeps: bit 0 if the bitmaps extension is consistent. */
 uint64_t qcow2_bitmaps_autoclear(const Qcow2 *q);
 /* Before the first change since the last sync: the enabled bitmaps marked in_use, durably (and

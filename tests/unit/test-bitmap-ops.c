@@ -496,6 +496,55 @@ static void test_list_bounded(Fixture *f, gconstpointer data) {
         assert_refused(&res, "ListBitmaps", "of memory");
 }
 
+/* A change of a small bitmap beside big enabled ones (512 MiB and 64 MiB of maps) works at a
+ * bound of 8 MiB: it does not load the enabled bitmaps (a job would, to record its writes), only
+ * the maps it names, so that a merge from the big one is refused at that bound. The big ones are
+ * left as they were, and the image clean. */
+static void test_change_beside_big(Fixture *f, gconstpointer data) {
+        g_autofree char *img = path(f, "huge.qcow2");
+        JobFactoryLimits *l = job_factory_limits(f->factory);
+        const char *small[] = { "t", NULL }, *big[] = { "b", NULL };
+        Result res;
+
+        if (!can_act_as_nobody(f))
+                return;
+        make_huge_bitmap(img);
+        g_free(oracle_run("qemu-img bitmap --add -g 4096 %s b2", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 1M %s s", img));
+        g_free(oracle_run("qemu-img bitmap --add -g 1M --disable %s t", img));
+
+        l->max_memory_per_job = 8 << 20;
+        static const BitmapOpType changes[] = { BITMAP_OP_DISABLE, BITMAP_OP_ENABLE, BITMAP_OP_CLEAR };
+        for (size_t i = 0; i < G_N_ELEMENTS(changes); i++) {
+                run_as(f, 65534, changes[i], img, "s", NULL, 0, false, &res);
+                assert_ok(&res);
+                result_done(&res);
+        }
+        run_as(f, 65534, BITMAP_OP_MERGE, img, "s", small, 0, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        run_as(f, 65534, BITMAP_OP_MERGE, img, "s", big, 0, false, &res);
+        assert_refused(&res, "MergeBitmaps", "MiB of memory");
+        run_as(f, 65534, BITMAP_OP_REMOVE, img, "t", NULL, 0, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        run_as(f, 65534, BITMAP_OP_ADD, img, "n", NULL, UINT32_C(1) << 20, false, &res);
+        assert_ok(&res);
+        result_done(&res);
+        assert_clean(img);
+
+        run_as(f, 65534, BITMAP_OP_LIST, img, NULL, NULL, 0, false, &res);
+        assert_ok(&res);
+        g_assert_cmpuint(res.n_list, ==, 4);
+        g_assert_cmpstr(res.list[0].name, ==, "b");
+        g_assert_cmpuint(res.list[0].dirty, ==, HUGE_DIRTY);
+        g_assert_cmpstr(res.list[1].name, ==, "b2");
+        g_assert_cmpuint(res.list[1].dirty, ==, 0);
+        for (size_t i = 0; i < res.n_list; i++)
+                g_assert_cmpuint(res.list[i].flags, ==, IMAGE_BITMAP_AUTO);
+        result_done(&res);
+}
+
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN true
 #else
@@ -766,6 +815,7 @@ int main(int argc, char *argv[]) {
         T("/bitmap-ops/memory-bound", test_memory_bound);
         T("/bitmap-ops/list-bounded", test_list_bounded);
         T("/bitmap-ops/add-bounded", test_add_bounded);
+        T("/bitmap-ops/change-beside-big", test_change_beside_big);
         T("/bitmap-ops/change-counts-need", test_change_counts_need);
         g_test_add_func("/bitmap-ops/list-address-space", test_list_address_space);
         g_test_add_func("/bitmap-ops/count-corners", test_count_corners);

@@ -9,6 +9,8 @@
 #include <glib/gstdio.h>
 #include <linux/falloc.h>
 #include <malloc.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -620,6 +622,86 @@ static void test_memory_chain(Fixture *f, gconstpointer data) {
         image_close(base);
 }
 
+/* Three enabled bitmaps of 128 MiB each (1 TiB at 1 KiB granularity), together within QEMU's
+ * 512 MiB for all of them, but far beyond a job's bound: what a hostile image (or a big one)
+ * asks of a writer. */
+static void make_big_bitmaps(const char *path) {
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 1T", path));
+        for (unsigned k = 0; k < 3; k++)
+                g_free(oracle_run("qemu-img bitmap --add -g 1024 %s b%u", path, k));
+}
+
+static int open_bounded(const char *path, uint64_t bound, Image **ret, char **ret_error) {
+        ImageOpenOptions options = { .memory_max = bound };
+        return image_open_full(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &options, ret, ret_error);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN true
+#else
+#define UNDER_ASAN false
+#endif
+
+static uint64_t address_space(void) {
+        g_autofree char *statm = NULL;
+        g_assert_true(g_file_get_contents("/proc/self/statm", &statm, NULL, NULL));
+        return g_ascii_strtoull(statm, NULL, 10) * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/* In a child whose address space may grow by 64 MiB only: the bounded open is refused for the
+ * bound (-E2BIG), not for want of memory (-ENOMEM, what loading the first map before the check
+ * gave), and the image can still be opened read-only, so the bound is what refused it. */
+static int open_in_child(const char *path) {
+        struct rlimit rl;
+        char *error = NULL;
+        Image *img = NULL;
+
+        rl.rlim_cur = rl.rlim_max = address_space() + 64 * MiB;
+        if (setrlimit(RLIMIT_AS, &rl) < 0)
+                return 10;
+        if (open_bounded(path, 32 * MiB, &img, &error) != -E2BIG)
+                return 11;
+        if (!strstr(error, "MiB of memory"))
+                return 12;
+        if (image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_LOCK, &img, NULL) < 0)
+                return 13;
+        image_close(img);
+        return 0;
+}
+
+/* A writable open counts the maps of the enabled bitmaps it would load, and is refused beyond its
+ * bound before any of them is allocated. */
+static void test_memory_bitmaps(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_build_filename(f->dir, "bitmaps.qcow2", NULL);
+        g_autofree char *error = NULL;
+        Image *img = NULL;
+        int status = -1;
+        pid_t pid;
+
+        make_big_bitmaps(path);
+        g_assert_cmpint(open_bounded(path, 32 * MiB, &img, &error), ==, -E2BIG);
+        g_assert_null(img);
+        g_assert_nonnull(strstr(error, "MiB of memory"));
+        g_assert_nonnull(strstr(error, "more than the 32 MiB"));
+
+        /* Read-only, nothing is loaded: the maps are not counted. */
+        g_assert_cmpint(image_open(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_LOCK, &img, NULL), ==, 0);
+        g_assert_cmpuint(image_memory_estimate(img), <, 32 * MiB);
+        image_close(img);
+
+        if (UNDER_ASAN) {
+                g_test_message("the address space child is skipped: ASan reserves more than the bound");
+                return;
+        }
+        pid = fork();
+        g_assert_cmpint(pid, >=, 0);
+        if (pid == 0)
+                _exit(open_in_child(path));
+        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
 /* ---- raw files that change while they are read ------------------------------------------- */
 
 typedef struct Toggler {
@@ -1086,6 +1168,7 @@ int main(int argc, char **argv) {
         HOSTILE_TEST("/image-hostile/memory-large-l1", test_memory_large_l1);
         HOSTILE_TEST("/image-hostile/memory-l2-cache-bound", test_memory_l2_cache_bound);
         HOSTILE_TEST("/image-hostile/memory-chain", test_memory_chain);
+        HOSTILE_TEST("/image-hostile/memory-bitmaps", test_memory_bitmaps);
         HOSTILE_TEST("/image-hostile/bitmaps", test_bitmaps);
         HOSTILE_TEST("/image-hostile/bitmaps-owned", test_bitmaps_owned);
         HOSTILE_TEST("/image-hostile/bitmaps-owned-good", test_bitmaps_owned_good);

@@ -856,6 +856,56 @@ static void test_write_after_change(Fixture *f, gconstpointer data) {
         image_close(img);
 }
 
+/* Opened to change bitmaps only: the enabled bitmaps are neither loaded nor counted (the estimate
+ * is smaller by their maps at least), a write of data is refused and changes nothing, and the
+ * changes themselves are QEMU's; a later writable open records writes in the enabled ones. */
+static void test_bitmaps_only(Fixture *f, gconstpointer data) {
+        static const uint64_t writes[][2] = { { 0, 4096 } };
+        g_autoptr(GArray) expected = expected_ranges(writes, 1, 512, 64 << 20);
+        g_autoptr(GArray) none = no_ranges();
+        const char *sources[] = { "big" };
+        uint8_t buf[4096] = { 1 };
+        uint64_t full, only;
+        Image *img;
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64M", f->img));
+        g_free(oracle_run("qemu-img bitmap --add -g 512 %s big", f->img));
+        g_free(oracle_run("qemu-img bitmap --add %s small", f->img));
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        full = image_memory_estimate(img);
+        image_close(img);
+
+        img = open_image(f->img, IMAGE_OPEN_WRITE | IMAGE_OPEN_BITMAPS_ONLY);
+        only = image_memory_estimate(img);
+        /* The map of 'big' (16 KiB) is not counted, nor the two of any change. */
+        g_assert_cmpuint(only + 3 * 16384, <=, full);
+        g_assert_cmpuint(image_bitmap_change_memory(img, sources, 1), ==, 2 * 16384);
+        assert_fails(img, image_write(img, buf, 0, sizeof(buf)), -EBADF, "its bitmaps only");
+        must(img, image_bitmap_enable(img, "small", false));
+        must(img, image_bitmap_clear(img, "small"));
+        must(img, image_bitmap_merge(img, "small", sources, 1));
+        must(img, image_flush(img));
+        image_close(img);
+        assert_clean(f->img);
+        g_autofree char *read = oracle_run("qemu-io -f qcow2 -r -c 'read -P 0 0 4096' %s", f->img);
+        g_assert_null(strstr(read, "verification failed"));
+        img = open_image(f->img, 0);
+        assert_bitmap(f, img, "big", none);
+        assert_bitmap(f, img, "small", none);
+        image_close(img);
+
+        /* Written as a job writes it: 'big' records the write, the disabled 'small' not. */
+        img = open_image(f->img, IMAGE_OPEN_WRITE);
+        must(img, image_write(img, buf, 0, sizeof(buf)));
+        image_close(img);
+        assert_clean(f->img);
+        img = open_image(f->img, 0);
+        assert_list_matches_oracle(img, f->img);
+        assert_bitmap(f, img, "big", expected);
+        assert_bitmap(f, img, "small", none);
+        image_close(img);
+}
+
 /* ---- recording writes ---------------------------------------------------------------------- */
 
 static const uint64_t qemu_writes[][2] = { { 0, 512 }, { 2 << 20, 4096 } };
@@ -1202,6 +1252,7 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/qcow2-bitmap/change-qemu-bitmaps", test_change_qemu_bitmaps);
         BITMAP_TEST("/qcow2-bitmap/inconsistent-removed", test_inconsistent_removed);
         BITMAP_TEST("/qcow2-bitmap/write-after-change", test_write_after_change);
+        BITMAP_TEST("/qcow2-bitmap/bitmaps-only", test_bitmaps_only);
         BITMAP_TEST("/qcow2-bitmap/writes-recorded", test_writes_recorded);
         BITMAP_TEST("/qcow2-bitmap/stream-recorded", test_stream_recorded);
         BITMAP_TEST("/qcow2-bitmap/in-use-until-flush", test_in_use_until_flush);
