@@ -126,8 +126,9 @@ static uint64_t map_bytes(uint64_t size, uint32_t granularity) {
 uint64_t backup_bitmap_memory(const BackupBitmap *bb) {
         if (!bb->name)
                 return 0;
-        /* The copy map; and once the layer is open for writing, the enabled bitmaps it tracks
-         * (this one at least) and a map to replace it with. */
+        /* The copy map; and once the layer is open to change its bitmaps, this one's map and a
+         * map to replace it with (the layer's other enabled bitmaps are not loaded: see
+         * open_writer()). */
         return sizeof(*bb) + (bb->copy ? map_bytes(bb->copy->size, bb->copy->granularity) : 0) +
                2 * map_bytes(bb->size, bb->granularity);
 }
@@ -138,9 +139,10 @@ static int open_writer(BackupBitmap *bb, char **ret_error) {
         /* The top layer alone: the bitmap is its, and nothing is read through it. Opening for
          * writing changes nothing in the file (the image layer writes bitmaps only when data or
          * bitmaps are written); it takes QEMU's write lock, or fails while anyone else, QEMU or
-         * one of our jobs, reads the file unsharing writes or writes it. */
-        return image_open_fd(bb->fd, bb->path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING, &bb->writer,
-                             ret_error);
+         * one of our jobs, reads the file unsharing writes or writes it. Only bitmaps are changed,
+         * so the layer's other enabled bitmaps, which would record data writes, are not loaded. */
+        return image_open_fd(bb->fd, bb->path, IMAGE_FORMAT_QCOW2,
+                             IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING | IMAGE_OPEN_BITMAPS_ONLY, &bb->writer, ret_error);
 }
 
 int backup_bitmap_prepare(BackupBitmap *bb, char **ret_error) {
