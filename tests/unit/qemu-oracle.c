@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +117,51 @@ GBytes *oracle_read_all(const char *image, const char *dir) {
         g_assert_true(g_file_get_contents(out, &contents, &length, NULL));
         g_unlink(out);
         return g_bytes_new_take(g_steal_pointer(&contents), length);
+}
+
+/* The NBD client reports dirty areas as not data ("data": false). */
+GArray *oracle_dirty(const char *image, const char *name, const char *dir) {
+        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL), *json = NULL, *pid_text = NULL;
+        g_autofree char *pid_file = g_build_filename(dir, "nbd.pid", NULL);
+        GArray *ranges = g_array_new(FALSE, FALSE, sizeof(OracleRange));
+        pid_t pid;
+
+        g_free(oracle_run("qemu-nbd -r -f qcow2 -B %s -k %s --pid-file=%s --fork %s", name, sock, pid_file, image));
+        g_assert_true(g_file_get_contents(pid_file, &pid_text, NULL, NULL));
+        pid = (pid_t) g_ascii_strtoll(pid_text, NULL, 10);
+        g_assert_cmpint(pid, >, 1);
+        json = oracle_run("qemu-img map --output=json --image-opts driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s",
+                          sock, name);
+        for (char *obj = strchr(json, '{'); obj; obj = strchr(obj + 1, '{')) {
+                char *end = strchr(obj, '}');
+                *end = 0;
+                OracleRange r = { g_ascii_strtoull(strstr(obj, "\"start\": ") + 9, NULL, 10),
+                                  g_ascii_strtoull(strstr(obj, "\"length\": ") + 10, NULL, 10) };
+                bool dirty = strstr(obj, "\"data\": false");
+                obj = end;
+                if (!dirty)
+                        continue;
+                if (ranges->len > 0) {
+                        OracleRange *last = &g_array_index(ranges, OracleRange, ranges->len - 1);
+                        if (last->start + last->length == r.start) {
+                                last->length += r.length;
+                                continue;
+                        }
+                }
+                g_array_append_val(ranges, r);
+        }
+        /* qemu-nbd exits once its one client is gone, but after qemu-img map has: until then it
+         * holds the image's read lock, and the next qemu-img that writes the image would fail to
+         * get the write lock. It is not our child (--fork), so wait for it to be gone. */
+        for (unsigned i = 0; kill(pid, 0) == 0; i++) {
+                if (i >= 3000)
+                        g_error("qemu-nbd (pid %d) did not exit after its client left", (int) pid);
+                g_usleep(10 * 1000);
+        }
+        g_assert_cmpint(errno, ==, ESRCH);
+        g_unlink(sock);
+        g_unlink(pid_file);
+        return ranges;
 }
 
 bool oracle_lock_byte_held(const char *path, int offset) {
