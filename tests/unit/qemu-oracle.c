@@ -119,6 +119,17 @@ GBytes *oracle_read_all(const char *image, const char *dir) {
         return g_bytes_new_take(g_steal_pointer(&contents), length);
 }
 
+static const char bitmap_list_script[] =
+        "import json, subprocess, sys\n"
+        "d = json.loads(subprocess.check_output(['qemu-img', 'info', '-U', '--output=json', sys.argv[1]]))\n"
+        "bitmaps = d.get('format-specific', {}).get('data', {}).get('bitmaps', [])\n"
+        "print(' '.join('%s:%d:%s' % (b['name'], b['granularity'], ','.join(b['flags'])) for b in bitmaps), end='')\n";
+
+char *oracle_bitmap_list(const char *image) {
+        g_autofree char *script = g_shell_quote(bitmap_list_script);
+        return oracle_run("/usr/bin/python3 -c %s %s", script, image);
+}
+
 /* The NBD client reports dirty areas as not data ("data": false). */
 GArray *oracle_dirty(const char *image, const char *name, const char *dir) {
         g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL), *json = NULL, *pid_text = NULL;

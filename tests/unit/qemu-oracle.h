@@ -30,6 +30,10 @@ void oracle_merge(GArray *extents);
 /* What the guest reads: `qemu-img convert -O raw` of the image, in memory. */
 GBytes *oracle_read_all(const char *image, const char *dir);
 
+/* `qemu-img info -U`'s bitmaps of 'image', as "name:granularity:flag,flag" each, space-separated
+ * (flags as QEMU names them: "auto", "in-use"). */
+char *oracle_bitmap_list(const char *image);
+
 typedef struct OracleRange {
         uint64_t start, length;
 } OracleRange;
