@@ -143,17 +143,30 @@ static bool process_exited(pid_t pid) {
         return state && (state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X'));
 }
 
-/* The NBD client reports dirty areas as not data ("data": false). */
-GArray *oracle_dirty(const char *image, const char *name, const char *dir) {
-        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL), *json = NULL, *pid_text = NULL;
+/* qemu-nbd exporting 'names' of 'image' on a socket in 'dir', forked; its pid. Persistent: it
+ * serves one client after another until it is stopped. */
+static pid_t nbd_start(const char *image, const char *const *names, const char *dir, bool persistent) {
+        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL), *pid_text = NULL;
         g_autofree char *pid_file = g_build_filename(dir, "nbd.pid", NULL);
-        GArray *ranges = g_array_new(FALSE, FALSE, sizeof(OracleRange));
+        g_autoptr(GString) bitmaps = g_string_new(NULL);
         pid_t pid;
 
-        g_free(oracle_run("qemu-nbd -r -f qcow2 -B %s -k %s --pid-file=%s --fork %s", name, sock, pid_file, image));
+        for (const char *const *n = names; *n; n++)
+                g_string_append_printf(bitmaps, " -B %s", *n);
+        g_free(oracle_run("qemu-nbd -r -f qcow2%s%s -k %s --pid-file=%s --fork %s", bitmaps->str,
+                          persistent ? " --persistent" : "", sock, pid_file, image));
         g_assert_true(g_file_get_contents(pid_file, &pid_text, NULL, NULL));
         pid = (pid_t) g_ascii_strtoll(pid_text, NULL, 10);
         g_assert_cmpint(pid, >, 1);
+        return pid;
+}
+
+/* The dirty ranges of 'name' that the qemu-nbd of nbd_start() exports, merged. The NBD client
+ * reports dirty areas as not data ("data": false). */
+static GArray *nbd_dirty(const char *name, const char *dir) {
+        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL), *json = NULL;
+        GArray *ranges = g_array_new(FALSE, FALSE, sizeof(OracleRange));
+
         json = oracle_run("qemu-img map --output=json --image-opts driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s",
                           sock, name);
         for (char *obj = strchr(json, '{'); obj; obj = strchr(obj + 1, '{')) {
@@ -174,17 +187,47 @@ GArray *oracle_dirty(const char *image, const char *name, const char *dir) {
                 }
                 g_array_append_val(ranges, r);
         }
-        /* qemu-nbd exits once its one client is gone, but after qemu-img map has: until then it
-         * holds the image's read lock, and the next qemu-img that writes the image would fail to
-         * get the write lock. It is not our child (--fork), so wait for it to be gone. */
+        return ranges;
+}
+
+/* Until it is gone, qemu-nbd holds the image's read lock, and the next qemu-img that writes the
+ * image would fail to get the write lock. It is not our child (--fork), so wait for it. */
+static void nbd_wait_gone(pid_t pid, const char *dir) {
+        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL);
+        g_autofree char *pid_file = g_build_filename(dir, "nbd.pid", NULL);
+
         for (unsigned i = 0; !process_exited(pid); i++) {
                 if (i >= 3000)
-                        g_error("qemu-nbd (pid %d) did not exit after its client left", (int) pid);
+                        g_error("qemu-nbd (pid %d) did not exit", (int) pid);
                 g_usleep(10 * 1000);
         }
         g_unlink(sock);
         g_unlink(pid_file);
+}
+
+GArray *oracle_dirty(const char *image, const char *name, const char *dir) {
+        /* Not persistent: it exits once its one client, qemu-img map, is gone. */
+        pid_t pid = nbd_start(image, (const char *const[]) { name, NULL }, dir, false);
+        GArray *ranges = nbd_dirty(name, dir);
+
+        nbd_wait_gone(pid, dir);
         return ranges;
+}
+
+GHashTable *oracle_dirty_all(const char *image, const char *const *names, const char *dir) {
+        GHashTable *all = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_array_unref);
+        pid_t pid;
+
+        if (!names[0])
+                return all;
+        /* One qemu-nbd for all: starting one costs more than a qemu-img map. Stopped with
+         * SIGTERM; it only reads. */
+        pid = nbd_start(image, names, dir, true);
+        for (const char *const *n = names; *n; n++)
+                g_hash_table_insert(all, g_strdup(*n), nbd_dirty(*n, dir));
+        g_assert_cmpint(kill(pid, SIGTERM), ==, 0);
+        nbd_wait_gone(pid, dir);
+        return all;
 }
 
 bool oracle_lock_byte_held(const char *path, int offset) {

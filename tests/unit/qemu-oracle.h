@@ -43,6 +43,8 @@ typedef struct OracleRange {
  * The socket and pid file live in 'dir'. qemu-nbd refuses a bitmap that is in use or
  * inconsistent: that fails the test. */
 GArray *oracle_dirty(const char *image, const char *name, const char *dir);
+/* The same for each of 'names' (NULL-terminated), from one qemu-nbd: name → GArray. */
+GHashTable *oracle_dirty_all(const char *image, const char *const *names, const char *dir);
 
 /* Does anyone hold QEMU's lock byte 'offset' of the file (100 + permission: holds it; 200 +
  * permission: denies it to others)? */
