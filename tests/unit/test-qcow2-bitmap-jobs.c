@@ -374,7 +374,7 @@ static GArray *rounded_union(GArray *before, GArray *written, uint64_t granulari
 }
 
 static bool ranges_equal(GArray *a, GArray *b) {
-        return a->len == b->len && memcmp(a->data, b->data, a->len * sizeof(OracleRange)) == 0;
+        return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len * sizeof(OracleRange)) == 0);
 }
 
 static void log_ranges(const char *what, GArray *a) {
