@@ -35,20 +35,8 @@ static void sh(BusFixture *f, const char *format, ...) {
                 g_error("%s failed: %s%s", cmdline, out, err);
 }
 
-/* `qemu-img info`'s bitmaps, as "name:granularity:flag,flag" each, space-separated. */
-static const char oracle_script[] =
-        "import json, subprocess, sys\n"
-        "d = json.loads(subprocess.check_output(['qemu-img', 'info', '-U', '--output=json', sys.argv[1]]))\n"
-        "bitmaps = d.get('format-specific', {}).get('data', {}).get('bitmaps', [])\n"
-        "print(' '.join('%s:%d:%s' % (b['name'], b['granularity'], ','.join(b['flags'])) for b in bitmaps), end='')\n";
-
-static char *oracle_bitmaps(const char *image) {
-        g_autofree char *script = g_shell_quote(oracle_script);
-        return oracle_run("/usr/bin/python3 -c %s %s", script, image);
-}
-
 static void assert_oracle(const char *image, const char *expected) {
-        g_autofree char *bitmaps = oracle_bitmaps(image);
+        g_autofree char *bitmaps = oracle_bitmap_list(image);
         g_autofree char *out = NULL, *err = NULL;
 
         g_assert_cmpstr(bitmaps, ==, expected);
@@ -227,7 +215,7 @@ static void test_inconsistent(BusFixture *f, gconstpointer data) {
         qemu_io = oracle_qemu_io_hold(img, "qcow2", false);
         /* QEMU marks them in_use once it has loaded them, a moment after it took its locks. */
         for (int i = 0;; i++) {
-                g_autofree char *now = oracle_bitmaps(img);
+                g_autofree char *now = oracle_bitmap_list(img);
                 if (g_str_equal(now, "b:65536:in-use,auto c:65536:in-use,auto"))
                         break;
                 g_assert_cmpint(i, <, 500);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +117,117 @@ GBytes *oracle_read_all(const char *image, const char *dir) {
         g_assert_true(g_file_get_contents(out, &contents, &length, NULL));
         g_unlink(out);
         return g_bytes_new_take(g_steal_pointer(&contents), length);
+}
+
+static const char bitmap_list_script[] =
+        "import json, subprocess, sys\n"
+        "d = json.loads(subprocess.check_output(['qemu-img', 'info', '-U', '--output=json', sys.argv[1]]))\n"
+        "bitmaps = d.get('format-specific', {}).get('data', {}).get('bitmaps', [])\n"
+        "print(' '.join('%s:%d:%s' % (b['name'], b['granularity'], ','.join(b['flags'])) for b in bitmaps), end='')\n";
+
+char *oracle_bitmap_list(const char *image) {
+        g_autofree char *script = g_shell_quote(bitmap_list_script);
+        return oracle_run("/usr/bin/python3 -c %s %s", script, image);
+}
+
+/* Has 'pid', not our child, exited? A zombie has: it holds no files and no locks any more, and
+ * whoever reaps it (init, here a slow one) may take a while. */
+static bool process_exited(pid_t pid) {
+        g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int) pid), *stat = NULL;
+        const char *state;
+
+        if (!g_file_get_contents(stat_path, &stat, NULL, NULL))
+                return kill(pid, 0) < 0 && errno == ESRCH;
+        /* "pid (comm) S ...": comm may hold anything, the state follows its last ')'. */
+        state = strrchr(stat, ')');
+        return state && (state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X'));
+}
+
+/* qemu-nbd exporting 'names' of 'image' on a socket in 'dir', forked; its pid. Persistent: it
+ * serves one client after another until it is stopped. */
+static pid_t nbd_start(const char *image, const char *const *names, const char *dir, bool persistent) {
+        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL), *pid_text = NULL;
+        g_autofree char *pid_file = g_build_filename(dir, "nbd.pid", NULL);
+        g_autoptr(GString) bitmaps = g_string_new(NULL);
+        pid_t pid;
+
+        for (const char *const *n = names; *n; n++)
+                g_string_append_printf(bitmaps, " -B %s", *n);
+        g_free(oracle_run("qemu-nbd -r -f qcow2%s%s -k %s --pid-file=%s --fork %s", bitmaps->str,
+                          persistent ? " --persistent" : "", sock, pid_file, image));
+        g_assert_true(g_file_get_contents(pid_file, &pid_text, NULL, NULL));
+        pid = (pid_t) g_ascii_strtoll(pid_text, NULL, 10);
+        g_assert_cmpint(pid, >, 1);
+        return pid;
+}
+
+/* The dirty ranges of 'name' that the qemu-nbd of nbd_start() exports, merged. The NBD client
+ * reports dirty areas as not data ("data": false). */
+static GArray *nbd_dirty(const char *name, const char *dir) {
+        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL), *json = NULL;
+        GArray *ranges = g_array_new(FALSE, FALSE, sizeof(OracleRange));
+
+        json = oracle_run("qemu-img map --output=json --image-opts driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s",
+                          sock, name);
+        for (char *obj = strchr(json, '{'); obj; obj = strchr(obj + 1, '{')) {
+                char *end = strchr(obj, '}');
+                *end = 0;
+                OracleRange r = { g_ascii_strtoull(strstr(obj, "\"start\": ") + 9, NULL, 10),
+                                  g_ascii_strtoull(strstr(obj, "\"length\": ") + 10, NULL, 10) };
+                bool dirty = strstr(obj, "\"data\": false");
+                obj = end;
+                if (!dirty)
+                        continue;
+                if (ranges->len > 0) {
+                        OracleRange *last = &g_array_index(ranges, OracleRange, ranges->len - 1);
+                        if (last->start + last->length == r.start) {
+                                last->length += r.length;
+                                continue;
+                        }
+                }
+                g_array_append_val(ranges, r);
+        }
+        return ranges;
+}
+
+/* Until it is gone, qemu-nbd holds the image's read lock, and the next qemu-img that writes the
+ * image would fail to get the write lock. It is not our child (--fork), so wait for it. */
+static void nbd_wait_gone(pid_t pid, const char *dir) {
+        g_autofree char *sock = g_build_filename(dir, "nbd.sock", NULL);
+        g_autofree char *pid_file = g_build_filename(dir, "nbd.pid", NULL);
+
+        for (unsigned i = 0; !process_exited(pid); i++) {
+                if (i >= 3000)
+                        g_error("qemu-nbd (pid %d) did not exit", (int) pid);
+                g_usleep(10 * 1000);
+        }
+        g_unlink(sock);
+        g_unlink(pid_file);
+}
+
+GArray *oracle_dirty(const char *image, const char *name, const char *dir) {
+        /* Not persistent: it exits once its one client, qemu-img map, is gone. */
+        pid_t pid = nbd_start(image, (const char *const[]) { name, NULL }, dir, false);
+        GArray *ranges = nbd_dirty(name, dir);
+
+        nbd_wait_gone(pid, dir);
+        return ranges;
+}
+
+GHashTable *oracle_dirty_all(const char *image, const char *const *names, const char *dir) {
+        GHashTable *all = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_array_unref);
+        pid_t pid;
+
+        if (!names[0])
+                return all;
+        /* One qemu-nbd for all: starting one costs more than a qemu-img map. Stopped with
+         * SIGTERM; it only reads. */
+        pid = nbd_start(image, names, dir, true);
+        for (const char *const *n = names; *n; n++)
+                g_hash_table_insert(all, g_strdup(*n), nbd_dirty(*n, dir));
+        g_assert_cmpint(kill(pid, SIGTERM), ==, 0);
+        nbd_wait_gone(pid, dir);
+        return all;
 }
 
 bool oracle_lock_byte_held(const char *path, int offset) {

@@ -30,6 +30,22 @@ void oracle_merge(GArray *extents);
 /* What the guest reads: `qemu-img convert -O raw` of the image, in memory. */
 GBytes *oracle_read_all(const char *image, const char *dir);
 
+/* `qemu-img info -U`'s bitmaps of 'image', as "name:granularity:flag,flag" each, space-separated
+ * (flags as QEMU names them: "auto", "in-use"). */
+char *oracle_bitmap_list(const char *image);
+
+typedef struct OracleRange {
+        uint64_t start, length;
+} OracleRange;
+
+/* What qemu-nbd exports of persistent bitmap 'name' of the qcow2 'image' (`qemu-nbd -r -B NAME`,
+ * read through `qemu-img map` with x-dirty-bitmap): the dirty ranges, merged, as OracleRange.
+ * The socket and pid file live in 'dir'. qemu-nbd refuses a bitmap that is in use or
+ * inconsistent: that fails the test. */
+GArray *oracle_dirty(const char *image, const char *name, const char *dir);
+/* The same for each of 'names' (NULL-terminated), from one qemu-nbd: name → GArray. */
+GHashTable *oracle_dirty_all(const char *image, const char *const *names, const char *dir);
+
 /* Does anyone hold QEMU's lock byte 'offset' of the file (100 + permission: holds it; 200 +
  * permission: denies it to others)? */
 bool oracle_lock_byte_held(const char *path, int offset);

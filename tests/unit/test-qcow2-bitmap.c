@@ -15,9 +15,7 @@
 #include "image.h"
 #include "qemu-oracle.h"
 
-typedef struct Range {
-        uint64_t start, length;
-} Range;
+typedef OracleRange Range;
 
 typedef struct Fixture {
         char *dir;
@@ -78,52 +76,6 @@ static GArray *oracle_bitmaps(const char *image) {
                 p = end + 1;
         }
         return list;
-}
-
-/* What qemu-nbd exports of bitmap 'name': the dirty ranges, merged, as (start, length) pairs.
- * The NBD client reports dirty areas as not data ("data": false). */
-static GArray *oracle_dirty(Fixture *f, const char *name) {
-        g_autofree char *sock = g_build_filename(f->dir, "nbd.sock", NULL), *json = NULL, *pid_text = NULL;
-        g_autofree char *pid_file = g_build_filename(f->dir, "nbd.pid", NULL);
-        GArray *ranges = g_array_new(FALSE, FALSE, sizeof(Range));
-        pid_t pid;
-
-        g_free(oracle_run("qemu-nbd -r -f qcow2 -B %s -k %s --pid-file=%s --fork %s", name, sock, pid_file, f->img));
-        g_assert_true(g_file_get_contents(pid_file, &pid_text, NULL, NULL));
-        pid = (pid_t) g_ascii_strtoll(pid_text, NULL, 10);
-        g_assert_cmpint(pid, >, 1);
-        json = oracle_run("qemu-img map --output=json --image-opts driver=nbd,server.type=unix,server.path=%s,x-dirty-bitmap=qemu:dirty-bitmap:%s",
-                          sock, name);
-        for (char *obj = strchr(json, '{'); obj; obj = strchr(obj + 1, '{')) {
-                char *end = strchr(obj, '}');
-                *end = 0;
-                Range r = { g_ascii_strtoull(strstr(obj, "\"start\": ") + 9, NULL, 10),
-                            g_ascii_strtoull(strstr(obj, "\"length\": ") + 10, NULL, 10) };
-                bool dirty = strstr(obj, "\"data\": false");
-                obj = end;
-                if (!dirty)
-                        continue;
-                if (ranges->len > 0) {
-                        Range *last = &g_array_index(ranges, Range, ranges->len - 1);
-                        if (last->start + last->length == r.start) {
-                                last->length += r.length;
-                                continue;
-                        }
-                }
-                g_array_append_val(ranges, r);
-        }
-        /* qemu-nbd exits once its one client is gone, but after qemu-img map has: until then it
-         * holds the image's read lock, and the next qemu-img that writes the image would fail to
-         * get the write lock. It is not our child (--fork), so wait for it to be gone. */
-        for (unsigned i = 0; kill(pid, 0) == 0; i++) {
-                if (i >= 3000)
-                        g_error("qemu-nbd (pid %d) did not exit after its client left", (int) pid);
-                g_usleep(10 * 1000);
-        }
-        g_assert_cmpint(errno, ==, ESRCH);
-        g_unlink(sock);
-        g_unlink(pid_file);
-        return ranges;
 }
 
 /* ---- our view ------------------------------------------------------------------------------ */
@@ -196,7 +148,7 @@ static void assert_bitmap(Fixture *f, Image *img, const char *name, GArray *expe
         uint64_t total = 0;
 
         ours = our_dirty(m);
-        theirs = oracle_dirty(f, name);
+        theirs = oracle_dirty(f->img, name, f->dir);
         assert_ranges_equal(ours, theirs, "against qemu-nbd");
         if (expected)
                 assert_ranges_equal(ours, expected, "against the writes");
