@@ -147,18 +147,6 @@ static void assert_refused(Result *res, const char *method, const char *detail) 
         result_done(res);
 }
 
-/* `qemu-img info`'s bitmaps, as "name:granularity:flag,flag" each, space-separated. */
-static const char oracle_script[] =
-        "import json, subprocess, sys\n"
-        "d = json.loads(subprocess.check_output(['qemu-img', 'info', '-U', '--output=json', sys.argv[1]]))\n"
-        "bitmaps = d.get('format-specific', {}).get('data', {}).get('bitmaps', [])\n"
-        "print(' '.join('%s:%d:%s' % (b['name'], b['granularity'], ','.join(b['flags'])) for b in bitmaps), end='')\n";
-
-static char *oracle_bitmaps(const char *image) {
-        g_autofree char *script = g_shell_quote(oracle_script);
-        return oracle_run("/usr/bin/python3 -c %s %s", script, image);
-}
-
 /* Calls as nobody need root, and a directory nobody can enter. */
 static bool can_act_as_nobody(Fixture *f) {
         if (getuid() != 0) {
@@ -188,7 +176,7 @@ static void test_change_and_list(Fixture *f, gconstpointer data) {
         run_as(f, 0, BITMAP_OP_ADD, img, "b1", NULL, 4096, true, &res);
         assert_ok(&res);
         result_done(&res);
-        bm = oracle_bitmaps(img);
+        bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b0:65536:auto b1:4096:");
         assert_clean(img);
 
@@ -217,7 +205,7 @@ static void test_change_and_list(Fixture *f, gconstpointer data) {
         assert_ok(&res);
         result_done(&res);
         g_free(bm);
-        bm = oracle_bitmaps(img);
+        bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b0:65536: b1:4096:auto");
         run(f, BITMAP_OP_LIST, img, NULL, &res);
         assert_ok(&res);
@@ -231,7 +219,7 @@ static void test_change_and_list(Fixture *f, gconstpointer data) {
         assert_ok(&res);
         result_done(&res);
         g_free(bm);
-        bm = oracle_bitmaps(img);
+        bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b1:4096:auto");
         run(f, BITMAP_OP_LIST, img, NULL, &res);
         assert_ok(&res);
@@ -278,7 +266,7 @@ static void test_errors(Fixture *f, gconstpointer data) {
         result_done(&res);
 
         /* Nothing was changed by the refusals. */
-        g_autofree char *bm = oracle_bitmaps(img);
+        g_autofree char *bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b:65536:auto");
         g_autofree char *info = oracle_run("qemu-img info -U %s", raw);
         g_assert_nonnull(strstr(info, "file format: raw"));
@@ -354,7 +342,7 @@ static void test_locked(Fixture *f, gconstpointer data) {
         result_done(&res);
         oracle_qemu_io_release(holder);
 
-        g_autofree char *bm = oracle_bitmaps(img);
+        g_autofree char *bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b:65536:auto");
 }
 
@@ -424,7 +412,7 @@ static void test_memory_bound(Fixture *f, gconstpointer data) {
                 assert_ok(&res);
                 result_done(&res);
         }
-        bm = oracle_bitmaps(img);
+        bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b:512:auto");
         assert_clean(img);
 }
@@ -448,7 +436,7 @@ static void test_add_bounded(Fixture *f, gconstpointer data) {
         run_as(f, 65534, BITMAP_OP_ADD, img, "coarse", NULL, 65536, false, &res);
         assert_ok(&res);
         result_done(&res);
-        bm = oracle_bitmaps(img);
+        bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "coarse:65536:auto");
         assert_clean(img);
 }
