@@ -8,24 +8,39 @@
 #include <fcntl.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "driver-fixture.h"
 #include "driver-open.h"
 #include "file-util.h"
 #include "image-fault.h"
+#include "log.h"
 #include "qemu-oracle.h"
 
 #define SIZE (16 * MiB)
 
+/* A copy of the source as it reads now (qemu-img compare is the judge of "reads as"). */
+static char *snapshot(Fixture *f, const char *src, const char *name) {
+        char *copy = g_build_filename(f->dir, name, NULL);
+        g_free(oracle_run("qemu-img convert -U -q -O raw %s %s", src, copy));
+        return copy;
+}
+
 /* Source: 16 MiB qcow2 with data, a bitmap "b0" added after that data (so it is clean), then
- * writes by qemu-io, which records them in the bitmap. */
-static char *make_source_named(Fixture *f, const char *name, const char *granularity) {
+ * writes by qemu-io, which records them in the bitmap. 'base' (if not NULL): a raw copy of the
+ * source as it was when the bitmap was added, the backing file that makes an incremental target
+ * read as the whole source. */
+static char *make_source_named(Fixture *f, const char *name, const char *granularity, const char *base) {
         char *src = g_build_filename(f->dir, name, NULL);
 
         g_free(oracle_run("qemu-img create -q -f qcow2 %s 16M", src));
         g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x11 0 8M' %s", src));
         g_free(oracle_run("qemu-img bitmap --add %s%s %s b0", granularity ? "-g " : "", strempty(granularity), src));
+        if (base)
+                g_free(snapshot(f, src, base));
         /* Dirty: 100 KiB across a 64 KiB boundary, one byte, a zeroed range, data at the end. */
         g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x22 1000k 100k' -c 'write -P 0x33 5M 1' "
                           "-c 'write -z 6M 128k' -c 'write -P 0x44 15M 1M' %s",
@@ -34,7 +49,7 @@ static char *make_source_named(Fixture *f, const char *name, const char *granula
 }
 
 static char *make_source(Fixture *f, const char *granularity) {
-        return make_source_named(f, "src.qcow2", granularity);
+        return make_source_named(f, "src.qcow2", granularity, NULL);
 }
 
 /* The bitmap's dirty bytes, read by the image layer (its agreement with QEMU is
@@ -309,7 +324,8 @@ static Job *create_in(Fixture *f, JobTxn *txn, const char *id, const char *sourc
  * failing leaves both as they were, with on-success, and with always too, the targets being new
  * files that are removed (the member that copied everything included). */
 static void test_transaction(Fixture *f, gconstpointer data) {
-        g_autofree char *s1 = make_source_named(f, "s1.qcow2", NULL), *s2 = make_source_named(f, "s2.qcow2", NULL);
+        g_autofree char *s1 = make_source_named(f, "s1.qcow2", NULL, NULL),
+                         *s2 = make_source_named(f, "s2.qcow2", NULL, NULL);
         g_autofree char *t1 = g_build_filename(f->dir, "t1.qcow2", NULL), *t2 = g_build_filename(f->dir, "t2.qcow2", NULL);
         uint64_t before1 = bitmap_dirty(s1, "b0"), before2 = bitmap_dirty(s2, "b0");
         JobTxn *txn = NULL;
@@ -353,13 +369,6 @@ static void test_transaction(Fixture *f, gconstpointer data) {
 
 
 /* ---- the whole cycle, QEMU writing between backups ------------------------------------------ */
-
-/* A copy of the source as it reads now (qemu-img compare is the judge of "reads as"). */
-static char *snapshot(Fixture *f, const char *src, const char *name) {
-        char *copy = g_build_filename(f->dir, name, NULL);
-        g_free(oracle_run("qemu-img convert -U -q -O raw %s %s", src, copy));
-        return copy;
-}
 
 static void assert_reads_as(const char *image, const char *raw) {
         g_autofree char *out = NULL, *err = NULL;
@@ -523,6 +532,168 @@ static void test_changed_at_finalize(Fixture *f, gconstpointer data) {
         }
 }
 
+/* ---- a bitmap that cannot be cleared at the job's end ------------------------------------- */
+
+static GMutex journal_lock;
+static GString *journal;                /* entries, their fields one a line, each followed by an empty line */
+
+static int capture_sendv(const struct iovec *iov, int n) {
+        g_mutex_lock(&journal_lock);
+        for (int i = 0; i < n; i++) {
+                g_string_append_len(journal, iov[i].iov_base, (gssize) iov[i].iov_len);
+                g_string_append_c(journal, '\n');
+        }
+        g_string_append_c(journal, '\n');
+        g_mutex_unlock(&journal_lock);
+        return 0;
+}
+
+/* The log goes to "the journal" as under systemd: standard error is the stream JOURNAL_STREAM
+ * names (a file here), and log.c hands each entry, with its own fields, to capture_sendv().
+ * log_open() is called while no job runs, as log.h asks. Returns the saved standard error. */
+static int journal_begin(Fixture *f) {
+        g_autofree char *path = g_build_filename(f->dir, "journal-stream", NULL), *stream = NULL;
+        struct stat st;
+        int fd, saved;
+
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(fstat(fd, &st), ==, 0);
+        saved = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+        g_assert_cmpint(saved, >=, 0);
+        g_assert_cmpint(dup2(fd, STDERR_FILENO), ==, STDERR_FILENO);
+        close(fd);
+        stream = g_strdup_printf("%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        g_assert_true(g_setenv("JOURNAL_STREAM", stream, TRUE));
+        journal = g_string_new(NULL);
+        log_open(capture_sendv);
+        g_assert_true(log_to_journal());
+        return saved;
+}
+
+static char *journal_end(int saved) {
+        log_open(NULL);
+        g_unsetenv("JOURNAL_STREAM");
+        g_assert_cmpint(dup2(saved, STDERR_FILENO), ==, STDERR_FILENO);
+        close(saved);
+        return g_string_free(g_steal_pointer(&journal), FALSE);
+}
+
+/* The one entry of 'entries' with all of 'lines' (NULL-terminated) among its fields, or fail. */
+static void assert_entry(const char *entries, const char *const *lines) {
+        g_auto(GStrv) split = g_strsplit(entries, "\n\n", -1);
+        unsigned found = 0;
+
+        for (char **e = split; *e; e++) {
+                bool all = true;
+                for (const char *const *l = lines; *l && all; l++)
+                        all = strstr(*e, *l) != NULL;
+                found += all;
+        }
+        if (found != 1)
+                g_error("%u entries with %s...: %s", found, lines[0], entries);
+}
+
+/* qemu-img compare of two qcow2 images, and check of the first. */
+static void assert_same_as(const char *image, const char *other) {
+        g_autofree char *out = NULL, *err = NULL;
+        if (oracle_try(&out, &err, "qemu-img compare -U %s %s", image, other) != 0)
+                g_error("%s differs from %s: %s%s", image, other, out, err);
+        g_free(oracle_run("qemu-img check -U %s", image));
+}
+
+static void assert_same_ranges(GArray *a, GArray *b) {
+        g_assert_cmpuint(a->len, ==, b->len);
+        for (guint i = 0; i < a->len; i++) {
+                g_assert_cmpuint(g_array_index(a, OracleRange, i).start, ==, g_array_index(b, OracleRange, i).start);
+                g_assert_cmpuint(g_array_index(a, OracleRange, i).length, ==, g_array_index(b, OracleRange, i).length);
+        }
+}
+
+/* The file may not grow past its size now (RLIMIT_FSIZE, as a quota or a full disk would stop
+ * it; SIGXFSZ ignored, so the write fails with EFBIG): a real write error, from the kernel.
+ * Clearing a bitmap writes its new (empty) table and a new directory in clusters the file does
+ * not have yet. Children would inherit it: lifted before the oracle runs again. */
+static struct rlimit limit_growth(const char *path) {
+        struct rlimit old, lim;
+        struct stat st;
+
+        g_assert_cmpint(stat(path, &st), ==, 0);
+        g_assert_cmpint(getrlimit(RLIMIT_FSIZE, &old), ==, 0);
+        lim = (struct rlimit) { .rlim_cur = (rlim_t) st.st_size, .rlim_max = old.rlim_max };
+        g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &lim), ==, 0);
+        return old;
+}
+
+/* Clearing the bitmap at finalize fails once the source is open for writing (the file cannot
+ * grow): as in QEMU the job still concludes without error, its target complete; the bitmap keeps
+ * exactly its bits, the source is consistent, the job's journal entry says why; the next
+ * incremental copies those bits again and clears them. With on-success (sync=incremental) and
+ * always alike. */
+static void test_clear_fails(Fixture *f, gconstpointer data) {
+        g_autofree char *made = make_source_named(f, "made.qcow2", NULL, "base.raw");
+        g_autofree char *src = g_build_filename(f->dir, "src.qcow2", NULL);
+        g_autofree char *inc = g_build_filename(f->dir, "inc.qcow2", NULL);
+
+        /* The same image with no free cluster inside it (QEMU, storing b0 anew at each close,
+         * freed its old clusters: clearing would reuse those and not need to grow the file). */
+        g_free(oracle_run("qemu-img convert --bitmaps -q -O qcow2 %s %s", made, src));
+        g_autoptr(GArray) before = oracle_dirty(src, "b0", f->dir);
+        uint64_t dirty = bitmap_dirty(src, "b0");
+
+        g_assert_cmpuint(before->len, >, 0);
+        g_assert_cmpuint(dirty, ==, (3 + 1 + 2 + 16) * 64 * KiB);        /* see test_sync_bitmap */
+
+        for (BitmapSyncMode mode = BITMAP_SYNC_ON_SUCCESS; mode <= BITMAP_SYNC_ALWAYS; mode += 2) {
+                TestBackupParams bp = { .source = src, .target = inc, .bitmap = "b0", .bitmap_mode = mode,
+                                        .sync_bitmap = true, .target_format = IMAGE_FORMAT_QCOW2,
+                                        .target_backing = "base.raw", .target_backing_format = IMAGE_FORMAT_RAW,
+                                        .chunk_size = 64 * KiB };
+                int saved = journal_begin(f);
+                Job *j = start(f, &bp, false);
+                g_autofree char *id = g_strdup(job_id(j));
+                g_assert_cmpuint(job_total_progress(j), ==, dirty);
+                test_loop_run_until_status(&f->loop, j, JOB_STATUS_PENDING);
+
+                void (*xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
+                g_assert_true(xfsz != SIG_ERR);
+                struct rlimit old = limit_growth(src);
+                g_assert_cmpint(job_finalize(j, NULL), ==, 0);
+                test_loop_run_until_empty(&f->loop);
+                g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &old), ==, 0);
+                g_assert_true(signal(SIGXFSZ, xfsz) != SIG_ERR);
+                g_autofree char *entries = journal_end(saved);
+
+                g_assert_cmpstr(f->events->str, ==, SUCCESS);
+                g_string_truncate(f->events, 0);
+                g_autofree char *field_job = g_strdup_printf("BLOCKJOBD_JOB=%s", id);
+                g_autofree char *message = g_strdup_printf("MESSAGE=Job '%s': could not clear bitmap 'b0' of '%s'", id, src);
+                assert_entry(entries, (const char *const[]) { message, "PRIORITY=4", field_job, "BLOCKJOBD_BITMAP=b0",
+                                                              "which keeps its bits", "File too large", NULL });
+
+                /* The target reads as the source; the bitmap is as it was, for QEMU (qemu-nbd) and
+                 * for us; the source is consistent (qemu-img check, and not in-use: bitmap_dirty). */
+                assert_same_as(inc, src);
+                g_autoptr(GArray) after = oracle_dirty(src, "b0", f->dir);
+                assert_same_ranges(after, before);
+                g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, dirty);
+                g_assert_cmpint(g_unlink(inc), ==, 0);
+        }
+
+        /* Without the fault, the next incremental copies those bits again, and clears them. */
+        TestBackupParams bp = { .source = src, .target = inc, .bitmap = "b0", .bitmap_mode = BITMAP_SYNC_ON_SUCCESS,
+                                .sync_bitmap = true, .target_format = IMAGE_FORMAT_QCOW2, .target_backing = "base.raw",
+                                .target_backing_format = IMAGE_FORMAT_RAW, .chunk_size = 64 * KiB };
+        Job *j = start(f, &bp, true);
+        g_assert_cmpuint(job_total_progress(j), ==, dirty);
+        run_to_end(f, SUCCESS);
+        assert_same_as(inc, src);
+        g_assert_cmpuint(own_bytes(inc), ==, dirty);    /* the zeroed range too: the backing file has data there */
+        g_autoptr(GArray) cleared = oracle_dirty(src, "b0", f->dir);
+        g_assert_cmpuint(cleared->len, ==, 0);
+        g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, 0);
+}
+
 static void assert_open_fails(const TestBackupParams *bp, const char *expected) {
         g_autofree char *error = NULL;
         Backup *b = NULL;
@@ -571,6 +742,7 @@ int main(int argc, char **argv) {
         BITMAP_TEST("/backup-bitmap/failure-modes", test_failure_modes);
         BITMAP_TEST("/backup-bitmap/locked-at-finalize", test_locked_at_finalize);
         BITMAP_TEST("/backup-bitmap/changed-at-finalize", test_changed_at_finalize);
+        BITMAP_TEST("/backup-bitmap/clear-fails", test_clear_fails);
         BITMAP_TEST("/backup-bitmap/transaction", test_transaction);
         BITMAP_TEST("/backup-bitmap/cycle", test_cycle);
         BITMAP_TEST("/backup-bitmap/kill", test_kill);
