@@ -4,8 +4,10 @@
 /* Fault injection, for tests only, in the spirit of QEMU's blkdebug: the image layer asks a hook
  * before each data read, each write (data, zeroes, discards) and each flush it does on behalf of a
  * caller, and fails the request with the errno the hook returns. Nothing in the daemon sets the
- * hook; only the test daemon (tests/fault/) and unit tests do, so that every error path of the
- * jobs runs for real against real images. */
+ * hook; only the test daemon (tests/fault/) and unit tests do, so that the jobs' error paths for
+ * data I/O run for real against real images. Metadata (qcow2 tables, refcounts, bitmaps, the
+ * header) is written and synced beneath the hook: tests fail those with real kernel errors
+ * (RLIMIT_FSIZE, a full tmpfs). */
 
 #include <stdint.h>
 
