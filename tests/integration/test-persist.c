@@ -201,7 +201,7 @@ static void write_file(const char *path, const char *text, gssize size) {
 }
 
 /* Damaged records next to a good one: each fails only its own job, clearly; one that does not
- * even tell its type is set aside as *.damaged; the good one is restored. */
+ * even tell its type is set aside as damaged/<name>.damaged; the good one is restored. */
 static void test_damaged(Fixture *f, gconstpointer data) {
         g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
         g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
@@ -261,7 +261,9 @@ static void test_damaged(Fixture *f, gconstpointer data) {
                 g_assert_cmpstr(type, ==, "backup");
         }
 
-        g_autofree char *aside = g_strconcat(r_garbage, ".damaged", NULL);
+        /* Out of jobs/, which blockjobd.path watches: a file left there would start the daemon
+         * again and again. */
+        g_autofree char *aside = g_build_filename(f->state, "damaged", "0-garbage.job.damaged", NULL);
         g_assert_false(g_file_test(r_garbage, G_FILE_TEST_EXISTS));
         g_assert_true(g_file_test(aside, G_FILE_TEST_IS_REGULAR));
         g_autoptr(GVariant) jobs = bus_call(&f->bus, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
