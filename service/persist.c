@@ -989,8 +989,22 @@ static int restore_one(Persist *p, const char *name) {
                 .on_source_error = record ? record->on_source_error : JOB_ON_ERROR_REPORT,
                 .on_target_error = record ? record->on_target_error : JOB_ON_ERROR_REPORT,
         };
+        /* Known already: a concluded job's outcome, and a damaged record's. Such a job comes back
+         * directly concluded (job_restore()), so that observers see no status it did not have (no
+         * StatusChanged for a created, running, aborting it never went through). One whose source
+         * is checked first walks from created to concluded through the restored driver's one step. */
+        bool direct = !record || record->status == JOB_STATUS_CONCLUDED;
         _cleanup_free_ char *create_error = NULL;
-        r = job_create(m->registry, &params, &j, &create_error);
+        if (direct) {
+                JobRestoreParams rp = {
+                        .create = params,
+                        .status = JOB_STATUS_CONCLUDED,
+                        .ret = restored->error ? -ESTALE : 0,
+                        .error = restored->error,
+                };
+                r = job_restore(m->registry, &rp, &j, &create_error);
+        } else
+                r = job_create(m->registry, &params, &j, &create_error);
         if (r < 0) {
                 restored_free(restored);
                 return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", id, owner, name,
@@ -1008,7 +1022,10 @@ static int restore_one(Persist *p, const char *name) {
         if (r >= 0)
                 r = record_new(p, name, owner, &e);
         if (r < 0) {
-                job_early_fail(j);
+                if (direct)
+                        (void) job_dismiss(j, NULL);
+                else
+                        job_early_fail(j);
                 return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", id, owner);
         }
         if (record)
@@ -1016,11 +1033,16 @@ static int restore_one(Persist *p, const char *name) {
         e->job = j;
         e->record = TAKE_PTR(record);
         e->on_disk = true;
-        e->restoring = true;
+        e->restoring = !direct;
         log_info("Restored job '%s' of uid %" PRIu32 " (%s) from %s.", id, owner, job_type_to_string(type), name);
         /* A job that cannot continue says why (its source is checked first), and loses its unfinished
          * target (in this layer: all). */
-        if (restore_check_source(p, j, e->record) <= 0 && remove_hidden_target(p, j, e->record) <= 0)
+        if (direct) {
+                job_restore_start(j);
+                /* A name the record still holds (a published target's, after success) is looked at
+                 * too: removed only if it is still the recorded file. */
+                (void) remove_hidden_target(p, j, e->record);
+        } else if (restore_check_source(p, j, e->record) <= 0 && remove_hidden_target(p, j, e->record) <= 0)
                 job_start(j);
         return 1;
 }

@@ -178,11 +178,14 @@ static void test_concluded(Fixture *f, gconstpointer data) {
         bus_fixture_set_faults(&f->bus, "%s", "");
 
         kill_daemon(f);
+        gsize mark = f->bus.statuses->len;
         start_daemon(f, NULL);
 
         g_autofree char *again = bus_job_path_for_id(&f->bus, "failed");
         g_assert_cmpstr(again, ==, path);
-        bus_wait_for_status(&f->bus, "failed", "concluded");
+        bus_wait_for_status_since(&f->bus, mark, "failed", "concluded");
+        /* It came back directly concluded: no status it did not have (created, running, aborting). */
+        g_assert_cmpstr(f->bus.statuses->str + mark, ==, "failed:concluded ");
         g_autofree char *error2 = error_of(f, path);
         g_assert_cmpstr(error2, ==, error);
         g_autofree char *source = bus_get_string(&f->bus, path, "Source");
