@@ -243,13 +243,25 @@ void persist_status_changed(Persist *p, Job *j, JobStatus status) {
 
 void persist_changed(Persist *p, Job *j, JobChange what) {
         Record *e;
+        bool dirty = false;
 
-        if (!(what & JOB_CHANGE_SPEED))
+        if (!(what & (JOB_CHANGE_SPEED | JOB_CHANGE_USER_PAUSED)))
                 return;
         e = record_for_job(p, j);
-        if (!e || !e->record || e->restoring || e->record->speed == job_speed(j))
+        if (!e || !e->record || e->restoring)
                 return;
-        e->record->speed = job_speed(j);
+        if ((what & JOB_CHANGE_SPEED) && e->record->speed != job_speed(j)) {
+                e->record->speed = job_speed(j);
+                dirty = true;
+        }
+        /* A user pause is kept as soon as it is asked for: a job paused by its user while a step
+         * ran, or resumed while held by an internal pause, comes back as its user left it. */
+        if ((what & JOB_CHANGE_USER_PAUSED) && e->record->user_paused != job_is_user_paused(j)) {
+                e->record->user_paused = job_is_user_paused(j);
+                dirty = true;
+        }
+        if (!dirty)
+                return;
         e->dirty = true;
         (void) record_kick(e);
 }

@@ -218,6 +218,16 @@ static void job_notify_changed(Job *j, JobChange what) {
                 o->changed(j, what, j->registry->observer_userdata);
 }
 
+/* The user-paused flag can change without a status change (a pause asked for while a step runs, a
+ * resume while an internal pause holds the job): observers that keep it (the records) hear of it
+ * here, before any status change it leads to. */
+static void job_set_user_paused(Job *j, bool b) {
+        if (j->user_paused == b)
+                return;
+        j->user_paused = b;
+        job_notify_changed(j, JOB_CHANGE_USER_PAUSED);
+}
+
 static void job_set_timer(Job *j, uint64_t deadline) {
         j->registry->executor->set_timer(j->registry->executor_userdata, j, deadline);
 }
@@ -1021,7 +1031,7 @@ static void job_handle_io_error(Job *j, JobIoError *e) {
         /* Make the stop look like a user pause, so that the user resumes it. */
         if (!j->user_paused) {
                 j->pause_count++;
-                j->user_paused = true;
+                job_set_user_paused(j, true);
         }
         if (j->io_status == JOB_IO_STATUS_OK) {
                 j->io_status = e->error == -ENOSPC ? JOB_IO_STATUS_NOSPACE : JOB_IO_STATUS_FAILED;
@@ -1099,7 +1109,7 @@ int job_user_pause(Job *j, char **ret_error) {
         if (j->user_paused)
                 return error_message(ret_error, -EBUSY, "Job is already paused");
 
-        j->user_paused = true;
+        job_set_user_paused(j, true);
         job_pause(j);
         return 0;
 }
@@ -1116,7 +1126,7 @@ int job_user_resume(Job *j, char **ret_error) {
                 return r;
 
         job_user_resume_reset(j);
-        j->user_paused = false;
+        job_set_user_paused(j, false);
         job_resume(j);
         return 0;
 }
@@ -1132,7 +1142,7 @@ static void job_cancel_async(Job *j, bool force) {
         if (j->user_paused) {
                 /* Cancelling a paused job resumes it; the caller wakes it. */
                 job_user_resume_reset(j);
-                j->user_paused = false;
+                job_set_user_paused(j, false);
                 assert(j->pause_count > 0);
                 j->pause_count--;
         }

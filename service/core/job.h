@@ -54,6 +54,7 @@ typedef enum JobChange {
         JOB_CHANGE_PROGRESS  = 1 << 0,  /* current or total progress */
         JOB_CHANGE_SPEED     = 1 << 1,
         JOB_CHANGE_IO_STATUS = 1 << 2,
+        JOB_CHANGE_USER_PAUSED = 1 << 3,        /* job_is_user_paused(), told even without a status change */
 } JobChange;
 
 typedef struct JobObserver {

@@ -1787,6 +1787,57 @@ static void test_restore_refused(CoreFixture *f, gconstpointer data) {
         g_assert_cmpuint(job_registry_count(f->registry), ==, 1);
 }
 
+/* The user-paused flag is told as soon as it changes, before the status change it leads to, and
+ * also when no status changes (a resume while an internal pause holds the job): whoever keeps it
+ * (the records) never lags behind what the user asked. */
+static void user_pause_status(Job *j, JobStatus status, void *userdata) {
+        CoreFixture *f = userdata;
+        g_string_append_printf(f->events, "%s%s:%s", f->events->len ? " " : "", job_id(j), job_status_to_string(status));
+}
+
+static void user_pause_changed(Job *j, JobChange what, void *userdata) {
+        CoreFixture *f = userdata;
+        if (what & JOB_CHANGE_USER_PAUSED)
+                g_string_append_printf(f->events, "%s%s:user-paused=%s", f->events->len ? " " : "", job_id(j),
+                                       job_is_user_paused(j) ? "yes" : "no");
+}
+
+static const JobObserver user_pause_observer = {
+        .status_changed = user_pause_status,
+        .changed = user_pause_changed,
+};
+
+static void test_user_pause_told(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job_simple(f, "j");
+
+        assert_events(f, "j:created");
+        job_registry_set_observer(f->registry, &user_pause_observer, f);
+        job_start(j);
+        assert_events(f, "j:running");
+        /* Asked while a step runs: told at once, paused when the step returns. */
+        g_assert_true(fake_run_begin(&f->exec));
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        assert_events(f, "j:user-paused=yes");
+        g_assert_true(fake_run_end(&f->exec));
+        assert_events(f, "j:paused");
+
+        /* Held by an internal pause too: the user's resume changes no status, and is told. */
+        job_pause(j);
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        assert_events(f, "j:user-paused=no");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PAUSED);
+        job_resume(j);
+        assert_events(f, "j:running");
+
+        /* Cancelling a paused job ends its user pause. */
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:user-paused=yes j:paused");
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:user-paused=no j:running j:aborting j:concluded j:null");
+}
+
 static void test_all_transitions_taken(void) {
         bool seen[_JOB_STATUS_MAX][_JOB_STATUS_MAX] = {};
 
@@ -1907,6 +1958,7 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/restore/grouped", test_restore_grouped);
         CORE_TEST("/lifecycle/restore/concluded", test_restore_concluded);
         CORE_TEST("/lifecycle/restore/refused", test_restore_refused);
+        CORE_TEST("/lifecycle/pause/user-pause-told", test_user_pause_told);
 
         g_test_add_func("/lifecycle/every-legal-transition-taken", test_all_transitions_taken);
 
