@@ -686,6 +686,7 @@ static const struct {
 };
 
 int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret_error) {
+        _cleanup_free_ char *error = NULL;
         JobStatus s = p->status;
         bool completed;
         Job *j;
@@ -708,18 +709,19 @@ int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret
         if (IN_SET(s, JOB_STATUS_WAITING, JOB_STATUS_PENDING) && p->create.txn && !p->create.txn->grouped)
                 return error_message(ret_error, -EINVAL, "Invalid transaction for a restored job");
 
+        /* Before the job exists: nothing can fail once it does. */
+        if (p->ret < 0) {
+                /* As job_update_rc() does for a failure without a message. */
+                error = strdup(p->error ?: strerror(-p->ret));
+                if (!error)
+                        return error_message(ret_error, -ENOMEM, "Out of memory");
+        }
+
         /* A concluded job has left its transaction, as one that concluded here has. */
         k = job_new(r, &p->create, s != JOB_STATUS_CONCLUDED, &j, ret_error);
         if (k < 0)
                 return k;
-
-        if (p->error && p->ret < 0) {
-                j->error = strdup(p->error);
-                if (!j->error) {
-                        job_early_fail(j);
-                        return error_message(ret_error, -ENOMEM, "Out of memory");
-                }
-        }
+        j->error = TAKE_PTR(error);
 
         /* Straight into the recorded status: no transition, no observer call. The job is new to
          * everyone who watches; the layer above announces it as it is (InterfacesAdded with its

@@ -1745,6 +1745,21 @@ static void test_restore_concluded(CoreFixture *f, gconstpointer data) {
         g_assert_cmpint(job_user_pause(j, &error), ==, -EBUSY);
         g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
         assert_events(f, "j:null");
+
+        /* A failure recorded without a message gets strerror's, as one that fails here does. */
+        p.create.driver_data = test_driver_state_new(&config, f->calls);
+        p.error = NULL;
+        g_assert_cmpint(job_restore(f->registry, &p, &j, NULL), ==, 0);
+        g_assert_cmpstr(job_error(j), ==, "Input/output error");
+        /* And success has no error at all. */
+        Job *ok = NULL;
+        JobRestoreParams q = p;
+        q.create.id = "ok";
+        q.create.driver_data = test_driver_state_new(&config, f->calls);
+        q.ret = 0;
+        g_assert_cmpint(job_restore(f->registry, &q, &ok, NULL), ==, 0);
+        g_assert_null(job_error(ok));
+        g_assert_cmpint(job_ret(ok), ==, 0);
 }
 
 static void assert_restore_refused(CoreFixture *f, const JobRestoreParams *p, int expected, const char *message) {
