@@ -243,13 +243,25 @@ void persist_status_changed(Persist *p, Job *j, JobStatus status) {
 
 void persist_changed(Persist *p, Job *j, JobChange what) {
         Record *e;
+        bool dirty = false;
 
-        if (!(what & JOB_CHANGE_SPEED))
+        if (!(what & (JOB_CHANGE_SPEED | JOB_CHANGE_USER_PAUSED)))
                 return;
         e = record_for_job(p, j);
-        if (!e || !e->record || e->restoring || e->record->speed == job_speed(j))
+        if (!e || !e->record || e->restoring)
                 return;
-        e->record->speed = job_speed(j);
+        if ((what & JOB_CHANGE_SPEED) && e->record->speed != job_speed(j)) {
+                e->record->speed = job_speed(j);
+                dirty = true;
+        }
+        /* A user pause is kept as soon as it is asked for: a job paused by its user while a step
+         * ran, or resumed while held by an internal pause, comes back as its user left it. */
+        if ((what & JOB_CHANGE_USER_PAUSED) && e->record->user_paused != job_is_user_paused(j)) {
+                e->record->user_paused = job_is_user_paused(j);
+                dirty = true;
+        }
+        if (!dirty)
+                return;
         e->dirty = true;
         (void) record_kick(e);
 }
@@ -536,20 +548,38 @@ int persist_restore_outcome(const JobRecord *record, char **ret_error) {
         return 0;
 }
 
-/* A restored job does no work: its one step ends it, with the error decided above (its data; NULL
- * for a job that had concluded successfully). */
+/* What a restored job ends with: the error decided above, or a more precise one found when its
+ * files are reopened (restore_check_source()); NULL for a job that had concluded successfully. */
+typedef struct Restored {
+        char *error;
+} Restored;
+
+/* A restored job does no work: its one step ends it, with that error. */
 static void restored_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
-        const char *error = data;
+        const Restored *d = data;
 
         out->finished = true;
-        if (error) {
+        if (d->error) {
                 out->ret = -ESTALE;
-                out->error = strdup(error);
+                out->error = strdup(d->error);
         }
 }
 
 static void restored_free(void *data) {
-        free(data);
+        Restored *d = data;
+
+        if (!d)
+                return;
+        free(d->error);
+        free(d);
+}
+
+/* Before it starts: a better reason replaces the one given at restore. */
+static void restored_set_error(Job *j, char *error) {
+        Restored *d = job_driver_data(j);
+
+        free(d->error);
+        d->error = error;
 }
 
 #define RESTORED_DRIVER(t) [t] = { .type = (t), .step = restored_step, .free = restored_free }
@@ -752,6 +782,164 @@ fail:
         return r;
 }
 
+/* Which parts of the source's recorded identity must still hold after a restart, by job type. A
+ * backup is a point-in-time copy: its source must not have changed at all (size, mtime, ctime),
+ * or the part copied before the stop and the part copied after would come from different
+ * states. A mirror's source is written by its user throughout, and commit and stream write their
+ * image themselves: only which file it is (device, inode) counts for them. */
+static const bool source_contents_must_hold[_JOB_TYPE_MAX] = {
+        [JOB_TYPE_BACKUP] = true,
+};
+
+/* A restored job that has not concluded: its source is reopened by blockjobd-opener as the job's
+ * owner, exactly as a new call with it would open it (the owner's uid and groups, the same checks,
+ * the chain followed with the owner's rights), and compared with the identity the record holds. A
+ * source that is gone, that the owner may no longer read, whose chain broke, or that changed
+ * while the daemon was stopped is what the job ends with: the reason it cannot continue, said
+ * plainly. Then the hidden target goes (remove_hidden_target()) and the job starts. The
+ * resumption layer continues the job where this finds nothing wrong. */
+typedef struct SourceCheck {
+        Persist *persist;
+        Job *job;
+        JobRecord *record;              /* a copy of what the rest of the restore needs */
+        JobFiles files;
+        OpenerCall *call;
+} SourceCheck;
+
+static int remove_hidden_target(Persist *p, Job *j, const JobRecord *record);
+
+static void source_check_free(SourceCheck *c) {
+        Persist *p = c->persist;
+
+        opener_call_free(c->call);
+        job_files_done(&c->files);
+        job_unref(c->job);
+        job_record_free(c->record);
+        free(c);
+        assert(p->n_busy > 0);
+        p->n_busy--;
+        manager_changed(p->manager);
+}
+
+/* The message for a source that no longer matches its record, or NULL (out of memory: the job
+ * keeps the reason it has). */
+static char *source_mismatch(const JobRecord *rec, const struct stat *st) {
+        JobRecordIdentity now;
+        const JobRecordIdentity *was = &rec->source.identity;
+        char *s = NULL;
+
+        job_record_identity_from_stat(st, &now);
+        if (now.dev != was->dev || now.ino != was->ino) {
+                if (asprintf(&s, "Source '%s' was replaced by another file while blockjobd was stopped, so the job "
+                             "cannot continue", rec->source.path) < 0)
+                        return NULL;
+                return s;
+        }
+        if (source_contents_must_hold[rec->type] && !job_record_identity_equal(&now, was)) {
+                if (asprintf(&s, "Source '%s' changed while blockjobd was stopped (its %s differs from when the job "
+                             "was created), so the job cannot continue", rec->source.path,
+                             now.size != was->size ? "size" : now.mtime_ns != was->mtime_ns ? "modification time"
+                                                                                            : "change time") < 0)
+                        return NULL;
+                return s;
+        }
+        return NULL;
+}
+
+static void on_source_opened(OpenerCall *call, int r, bool ours, const char *error, void *userdata) {
+        SourceCheck *c = userdata;
+        struct stat st;
+        char *why = NULL;
+
+        c->call = opener_call_free(call);
+        if (r < 0 && !ours) {
+                /* The opener's own message names the file and what is wrong, as the owner sees it. */
+                if (asprintf(&why, "The job's files cannot be opened again with the rights of its owner (uid %" PRIu32
+                             ") after blockjobd was restarted, so the job cannot continue: %s",
+                             job_owner(c->job), error ?: strerror(-r)) < 0)
+                        why = NULL;
+        } else if (r < 0)
+                log_warning_errno(r, "Cannot reopen the source of restored job '%s': %s", job_id(c->job),
+                                  error ?: "out of memory");
+        else if (c->files.n_chain == 0 || fstat(c->files.chain[0], &st) < 0)
+                log_warning_errno(c->files.n_chain == 0 ? -EBADF : negative_errno(),
+                                  "Cannot look at the reopened source of restored job '%s': %m", job_id(c->job));
+        else
+                why = source_mismatch(c->record, &st);
+
+        if (why) {
+                log_info("Restored job '%s' of uid %" PRIu32 " cannot continue: %s", job_id(c->job), job_owner(c->job),
+                         why);
+                restored_set_error(c->job, why);
+        }
+
+        /* On to the hidden target, then the job's start (as if there had been no source to check).
+         * The target goes even if the job was cancelled meanwhile: its record went with it. */
+        if (remove_hidden_target(c->persist, c->job, c->record) <= 0 && job_status(c->job) == JOB_STATUS_CREATED)
+                job_start(c->job);
+        source_check_free(c);
+}
+
+static JobRecord *source_check_record(const JobRecord *rec) {
+        JobRecord *copy = calloc(1, sizeof(*copy));
+
+        if (!copy)
+                return NULL;
+        copy->type = rec->type;
+        copy->source.present = rec->source.present;
+        copy->source.identity = rec->source.identity;
+        copy->target.present = rec->target.present;
+        copy->target.identity = rec->target.identity;
+        copy->source.path = strdup(rec->source.path);
+        copy->target.path = rec->target.path ? strdup(rec->target.path) : NULL;
+        copy->target_hidden = rec->target_hidden ? strdup(rec->target_hidden) : NULL;
+        if (!copy->source.path || (rec->target.path && !copy->target.path) ||
+            (rec->target_hidden && !copy->target_hidden))
+                return job_record_free(copy);
+        return copy;
+}
+
+/* Starts the check of a restored job's source, then the removal of its hidden target, then the
+ * job; 0 if there is no source to check (a concluded job, a passed descriptor: nothing to reopen
+ * by name). */
+static int restore_check_source(Persist *p, Job *j, const JobRecord *record) {
+        SourceCheck *c;
+        int r;
+
+        if (!record || record->status == JOB_STATUS_CONCLUDED || !record->source.present || !record->source.path ||
+            record->source.fdname)
+                return 0;
+
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return log_oom();
+        *c = (SourceCheck) {
+                .persist = p,
+                .job = job_ref(j),
+                .files = JOB_FILES_INIT,
+                .record = source_check_record(record),
+        };
+        if (!c->record) {
+                job_unref(c->job);
+                free(c);
+                return log_oom();
+        }
+        OpenerRequest req = {
+                .uid = (uid_t) job_owner(j),
+                .groups_from_user_database = true,
+                .chain_path = c->record->source.path,
+                .chain_format = record->source_format,
+        };
+        p->n_busy++;
+        r = opener_call_start(p->manager->event, &req, &c->files, on_source_opened, c, &c->call);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot reopen the source of restored job '%s': %m", job_id(j));
+                source_check_free(c);
+                return r;
+        }
+        return 1;
+}
+
 static int restore_one(Persist *p, const char *name) {
         Manager *m = p->manager;
         _cleanup_(job_record_freep) JobRecord *record = NULL;
@@ -794,11 +982,16 @@ static int restore_one(Persist *p, const char *name) {
                         return log_oom();
         }
 
+        Restored *restored = calloc(1, sizeof(*restored));
+        if (!restored)
+                return log_oom();
+        restored->error = TAKE_PTR(why);
+
         JobCreateParams params = {
                 .owner = owner,
                 .id = id,
                 .driver = &restored_drivers[type],
-                .driver_data = why,
+                .driver_data = restored,
                 /* Straight to concluded: a job that comes back failed is kept until its owner
                  * dismisses it, whatever its options said, so that nobody misses what happened;
                  * the record keeps the options as given. */
@@ -808,12 +1001,27 @@ static int restore_one(Persist *p, const char *name) {
                 .on_source_error = record ? record->on_source_error : JOB_ON_ERROR_REPORT,
                 .on_target_error = record ? record->on_target_error : JOB_ON_ERROR_REPORT,
         };
+        /* Known already: a concluded job's outcome, and a damaged record's. Such a job comes back
+         * directly concluded (job_restore()), so that observers see no status it did not have (no
+         * StatusChanged for a created, running, aborting it never went through). One whose source
+         * is checked first walks from created to concluded through the restored driver's one step. */
+        bool direct = !record || record->status == JOB_STATUS_CONCLUDED;
         _cleanup_free_ char *create_error = NULL;
-        r = job_create(m->registry, &params, &j, &create_error);
-        if (r < 0)
+        if (direct) {
+                JobRestoreParams rp = {
+                        .create = params,
+                        .status = JOB_STATUS_CONCLUDED,
+                        .ret = restored->error ? -ESTALE : 0,
+                        .error = restored->error,
+                };
+                r = job_restore(m->registry, &rp, &j, &create_error);
+        } else
+                r = job_create(m->registry, &params, &j, &create_error);
+        if (r < 0) {
+                restored_free(restored);
                 return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", id, owner, name,
                                        create_error ?: "out of memory");
-        why = NULL;     /* the job's now */
+        }
 
         BusJobInfo info = {
                 .source = record ? record->source.path : NULL,
@@ -826,7 +1034,10 @@ static int restore_one(Persist *p, const char *name) {
         if (r >= 0)
                 r = record_new(p, name, owner, &e);
         if (r < 0) {
-                job_early_fail(j);
+                if (direct)
+                        (void) job_dismiss(j, NULL);
+                else
+                        job_early_fail(j);
                 return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", id, owner);
         }
         if (record)
@@ -834,10 +1045,16 @@ static int restore_one(Persist *p, const char *name) {
         e->job = j;
         e->record = TAKE_PTR(record);
         e->on_disk = true;
-        e->restoring = true;
+        e->restoring = !direct;
         log_info("Restored job '%s' of uid %" PRIu32 " (%s) from %s.", id, owner, job_type_to_string(type), name);
-        /* A job that cannot continue loses its unfinished target first (in this layer: all). */
-        if (remove_hidden_target(p, j, e->record) <= 0)
+        /* A job that cannot continue says why (its source is checked first), and loses its unfinished
+         * target (in this layer: all). */
+        if (direct) {
+                job_restore_start(j);
+                /* A name the record still holds (a published target's, after success) is looked at
+                 * too: removed only if it is still the recorded file. */
+                (void) remove_hidden_target(p, j, e->record);
+        } else if (restore_check_source(p, j, e->record) <= 0 && remove_hidden_target(p, j, e->record) <= 0)
                 job_start(j);
         return 1;
 }

@@ -7,7 +7,8 @@
  *
  * Writes. A job's record is written when the job is created (the creation's reply waits until it
  * is durable; if it cannot be written, the creation fails), at every status change (with the
- * user-paused flag and the error), when its speed changes, and removed when the job is dismissed
+ * user-paused flag and the error), when its speed or its user-paused flag changes (the core tells
+ * both even without a status change), and removed when the job is dismissed
  * (status null). Every write and removal runs on the worker pool, never on the event loop (they
  * fsync). The writes of one job are ordered and coalesced: at most one of its writes or its
  * removal is in flight at a time, and when it returns only the newest state is written next, so
@@ -19,11 +20,15 @@
  * answer a call before its jobs are back) and validated as untrusted input (job-record.h), and
  * its job comes back with the same id, object path, type,
  * owner, options and transaction name. This layer does not resume work yet: a job recorded as
- * concluded comes back concluded with its error; one recorded in any other status comes back
- * concluded with an error that says it was not resumed (persist_restore_outcome(), the one place
- * that the resumption layer replaces). A damaged record fails its job the same way with an error
- * naming the problem, if the record still tells the job's type; otherwise it is renamed
- * "*.damaged" and logged. Restored jobs keep their records until they are dismissed.
+ * concluded comes back directly concluded with its error (job_restore(): no status it did not go
+ * through is told); one recorded in any other status has its source reopened by
+ * blockjobd-opener as its owner and compared with the record (restore_check_source(): gone,
+ * unreadable to the owner, another file, or for a backup changed at all), and comes back
+ * concluded with that reason, or else with an error that says it was not resumed
+ * (persist_restore_outcome(), the one place that the resumption layer replaces). A damaged record
+ * fails its job the same way with an error naming the problem, if the record still tells the
+ * job's type; otherwise it is moved to "damaged/<name>.damaged" and logged. Restored jobs keep
+ * their records until they are dismissed.
  *
  * Hidden targets. A new target file is built under ".<name>.blockjobd-<owner>-<id>" next to its
  * final name while its job is recorded: the record names it (with the file's device and inode)

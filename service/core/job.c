@@ -203,6 +203,8 @@ static void job_txn_abort_next(JobTxn *t);
 static void job_txn_prepare_next(JobTxn *t);
 static void job_txn_commit_next(JobTxn *t);
 static void job_do_dismiss(Job *j);
+static void job_enter(Job *j);
+static void job_do_finalize(Job *j);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -214,6 +216,16 @@ static void job_notify_changed(Job *j, JobChange what) {
         const JobObserver *o = j->registry->observer;
         if (o && o->changed)
                 o->changed(j, what, j->registry->observer_userdata);
+}
+
+/* The user-paused flag can change without a status change (a pause asked for while a step runs, a
+ * resume while an internal pause holds the job): observers that keep it (the records) hear of it
+ * here, before any status change it leads to. */
+static void job_set_user_paused(Job *j, bool b) {
+        if (j->user_paused == b)
+                return;
+        j->user_paused = b;
+        job_notify_changed(j, JOB_CHANGE_USER_PAUSED);
 }
 
 static void job_set_timer(Job *j, uint64_t deadline) {
@@ -556,7 +568,9 @@ Job *job_unref(Job *j) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Job *, job_unref);
 
-int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_error) {
+/* A new job in the registry and its transaction, status undefined: job_create() and job_restore()
+ * then give it its first status. */
+static int job_new(JobRegistry *r, const JobCreateParams *p, bool join_txn, Job **ret, char **ret_error) {
         _cleanup_free_ char *id = NULL;
         _cleanup_(job_txn_unrefp) JobTxn *txn = NULL;
         Job *j;
@@ -619,17 +633,175 @@ int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_e
         j->speed = p->speed;
         ratelimit_set_speed(&j->limit, p->speed, RATELIMIT_JOB_SLICE_NS);
 
-        j->txn = TAKE_PTR(txn);
-        LIST_PREPEND(members, j->txn->members, j);
+        if (join_txn) {
+                j->txn = TAKE_PTR(txn);
+                LIST_PREPEND(members, j->txn->members, j);
+        }
         LIST_PREPEND(jobs, r->jobs, j);
         r->n_jobs++;
         r->n_live++;
+
+        *ret = j;
+        return 0;
+}
+
+int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_error) {
+        Job *j;
+        int k;
+
+        k = job_new(r, p, true, &j, ret_error);
+        if (k < 0)
+                return k;
 
         job_state_transition(j, JOB_STATUS_CREATED);
 
         if (ret)
                 *ret = j;
         return 0;
+}
+
+/* Which recorded statuses a job can come back in, and whether a user pause must, may or must not
+ * come with it. Aborting is not one: its run had failed and only the abort was left, so the layer
+ * above brings such a job back concluded with its error (and undoes what the abort would have).
+ * Undefined and null are never recorded. A user pause in created, running or ready takes effect at
+ * the first pause point, as it would have (a real transition, told). */
+typedef enum RestorePause {
+        RESTORE_PAUSE_NEVER,
+        RESTORE_PAUSE_MAY,
+        RESTORE_PAUSE_MUST,
+} RestorePause;
+
+static const struct {
+        bool allowed;
+        RestorePause pause;
+} job_restore_table[_JOB_STATUS_MAX] = {
+        [JOB_STATUS_CREATED]   = { true, RESTORE_PAUSE_MAY },
+        [JOB_STATUS_RUNNING]   = { true, RESTORE_PAUSE_MAY },
+        [JOB_STATUS_PAUSED]    = { true, RESTORE_PAUSE_MUST },
+        [JOB_STATUS_READY]     = { true, RESTORE_PAUSE_MAY },
+        [JOB_STATUS_STANDBY]   = { true, RESTORE_PAUSE_MUST },
+        [JOB_STATUS_WAITING]   = { true, RESTORE_PAUSE_NEVER },
+        [JOB_STATUS_PENDING]   = { true, RESTORE_PAUSE_NEVER },
+        [JOB_STATUS_CONCLUDED] = { true, RESTORE_PAUSE_NEVER },
+};
+
+int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret_error) {
+        _cleanup_free_ char *error = NULL;
+        JobStatus s = p->status;
+        bool completed;
+        Job *j;
+        int k;
+
+        assert(r && p && ret);
+
+        if (!p->create.id)
+                return error_message(ret_error, -EINVAL, "A restored job needs its recorded id");
+        if (s < 0 || s >= _JOB_STATUS_MAX || !job_restore_table[s].allowed)
+                return error_message(ret_error, -EINVAL, "A job cannot be restored in status '%s'",
+                                     job_status_to_string(s) ?: "invalid");
+        if ((job_restore_table[s].pause == RESTORE_PAUSE_MUST && !p->user_paused) ||
+            (job_restore_table[s].pause == RESTORE_PAUSE_NEVER && p->user_paused))
+                return error_message(ret_error, -EINVAL, "A job cannot be restored in status '%s' %s a user pause",
+                                     job_status_to_string(s), p->user_paused ? "with" : "without");
+        if (s == JOB_STATUS_CONCLUDED ? p->ret > 0 : p->ret != 0)
+                return error_message(ret_error, -EINVAL, "A job restored in status '%s' cannot have result %d",
+                                     job_status_to_string(s), p->ret);
+        if (IN_SET(s, JOB_STATUS_WAITING, JOB_STATUS_PENDING) && p->create.txn && !p->create.txn->grouped)
+                return error_message(ret_error, -EINVAL, "Invalid transaction for a restored job");
+
+        /* Before the job exists: nothing can fail once it does. */
+        if (p->ret < 0) {
+                /* As job_update_rc() does for a failure without a message. */
+                error = strdup(p->error ?: strerror(-p->ret));
+                if (!error)
+                        return error_message(ret_error, -ENOMEM, "Out of memory");
+        }
+
+        /* A concluded job has left its transaction, as one that concluded here has. */
+        k = job_new(r, &p->create, s != JOB_STATUS_CONCLUDED, &j, ret_error);
+        if (k < 0)
+                return k;
+        j->error = TAKE_PTR(error);
+
+        /* Straight into the recorded status: no transition, no observer call. The job is new to
+         * everyone who watches; the layer above announces it as it is (InterfacesAdded with its
+         * status), and observers hear only of what happens from here on. */
+        completed = job_status_is_completed(s);
+        j->status = s;
+        j->ret = p->ret;
+        j->progress_current = p->progress_current;
+        j->progress_total = MAX(p->progress_total, p->progress_current);
+        j->user_paused = p->user_paused;
+        j->pause_count += p->user_paused;
+        j->paused = IN_SET(s, JOB_STATUS_PAUSED, JOB_STATUS_STANDBY);
+        j->started = completed;
+        j->deferred = completed;
+        if (completed)
+                j->pause_count = 0;
+
+        *ret = j;
+        return 0;
+}
+
+/* All members' runs have returned: all go pending, and on to finalize unless one of them wants a
+ * manual finalize. */
+static void job_txn_all_completed(JobTxn *t, Job *j) {
+        Job *m;
+
+        LIST_FOREACH(members, m, t->members)
+                if (!job_status_is_completed(m->status))
+                        return;
+
+        LIST_FOREACH(members, m, t->members)
+                if (m->status != JOB_STATUS_PENDING)
+                        job_state_transition(m, JOB_STATUS_PENDING);
+
+        /* One member that wants a manual finalize holds all of them in pending. */
+        LIST_FOREACH(members, m, t->members)
+                if (!m->auto_finalize)
+                        return;
+
+        if (t->phase == JOB_TXN_RUNNING)
+                job_do_finalize(j);
+}
+
+void job_restore_start(Job *j) {
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
+
+        switch (j->status) {
+        case JOB_STATUS_CREATED:
+                job_start(j);
+                return;
+
+        case JOB_STATUS_RUNNING:
+        case JOB_STATUS_READY:
+        case JOB_STATUS_PAUSED:
+        case JOB_STATUS_STANDBY:
+                if (j->started)
+                        return;
+                assert(j->pause_count > 0);
+                j->started = true;
+                j->pause_count--;
+                if (j->paused) {
+                        /* Resumed while held: it goes on now. (A cancel while held has ended it
+                         * already, as it ends a job that never started.) */
+                        if (j->pause_count == 0)
+                                job_enter(j);
+                        return;
+                }
+                job_continue(j);
+                return;
+
+        case JOB_STATUS_WAITING:
+        case JOB_STATUS_PENDING:
+                /* Every member must be back by now: with one missing, the others would not wait. */
+                if (j->txn)
+                        job_txn_all_completed(j->txn, j);
+                return;
+
+        default:
+                return;
+        }
 }
 
 void job_start(Job *j) {
@@ -861,7 +1033,7 @@ static void job_handle_io_error(Job *j, JobIoError *e) {
         /* Make the stop look like a user pause, so that the user resumes it. */
         if (!j->user_paused) {
                 j->pause_count++;
-                j->user_paused = true;
+                job_set_user_paused(j, true);
         }
         if (j->io_status == JOB_IO_STATUS_OK) {
                 j->io_status = e->error == -ENOSPC ? JOB_IO_STATUS_NOSPACE : JOB_IO_STATUS_FAILED;
@@ -939,7 +1111,7 @@ int job_user_pause(Job *j, char **ret_error) {
         if (j->user_paused)
                 return error_message(ret_error, -EBUSY, "Job is already paused");
 
-        j->user_paused = true;
+        job_set_user_paused(j, true);
         job_pause(j);
         return 0;
 }
@@ -956,7 +1128,7 @@ int job_user_resume(Job *j, char **ret_error) {
                 return r;
 
         job_user_resume_reset(j);
-        j->user_paused = false;
+        job_set_user_paused(j, false);
         job_resume(j);
         return 0;
 }
@@ -972,7 +1144,7 @@ static void job_cancel_async(Job *j, bool force) {
         if (j->user_paused) {
                 /* Cancelling a paused job resumes it; the caller wakes it. */
                 job_user_resume_reset(j);
-                j->user_paused = false;
+                job_set_user_paused(j, false);
                 assert(j->pause_count > 0);
                 j->pause_count--;
         }
@@ -1288,24 +1460,8 @@ int job_finalize(Job *j, char **ret_error) {
 }
 
 static void job_completed_txn_success(Job *j) {
-        JobTxn *t = j->txn;
-        Job *m;
-
         job_state_transition(j, JOB_STATUS_WAITING);
-
-        LIST_FOREACH(members, m, t->members)
-                if (!job_status_is_completed(m->status))
-                        return;
-
-        LIST_FOREACH(members, m, t->members)
-                job_state_transition(m, JOB_STATUS_PENDING);
-
-        /* One member that wants a manual finalize holds all of them in pending. */
-        LIST_FOREACH(members, m, t->members)
-                if (!m->auto_finalize)
-                        return;
-
-        job_do_finalize(j);
+        job_txn_all_completed(j->txn, j);
 }
 
 static void job_txn_abort_next(JobTxn *t) {

@@ -54,6 +54,7 @@ typedef enum JobChange {
         JOB_CHANGE_PROGRESS  = 1 << 0,  /* current or total progress */
         JOB_CHANGE_SPEED     = 1 << 1,
         JOB_CHANGE_IO_STATUS = 1 << 2,
+        JOB_CHANGE_USER_PAUSED = 1 << 3,        /* job_is_user_paused(), told even without a status change */
 } JobChange;
 
 typedef struct JobObserver {
@@ -121,6 +122,29 @@ JobTxn *job_txn_unref(JobTxn *t);
 /* Creates a job in status created (the observer sees 'created'). The returned pointer is borrowed:
  * the registry holds the job until it is dismissed. */
 int job_create(JobRegistry *r, const JobCreateParams *p, Job **ret, char **ret_error);
+/* Re-creating a job that existed before the daemon stopped (its record, issue 15): same owner, id
+ * and options, directly in its recorded status, with its progress, user pause and (concluded) its
+ * result. No status is walked through and the observer is told nothing: the job is new to every
+ * observer, and the layer above announces it as it is (InterfacesAdded carries its status);
+ * observers hear of the real transitions from job_restore_start() on.
+ *
+ * The job is held until job_restore_start(): it does not step, and verbs that arrive meanwhile
+ * take effect then (a cancel ends it at once, as it ends a job never started). Restore every member
+ * of a transaction before starting any: a waiting member goes pending once all are completed, a
+ * pending one finalizes by itself once every member is pending and all auto-finalize. */
+typedef struct JobRestoreParams {
+        JobCreateParams create;         /* .id is required: a restored job keeps its id */
+        JobStatus status;               /* created, running, paused, ready, standby, waiting, pending, concluded */
+        bool user_paused;               /* required in paused and standby, allowed in created, running, ready */
+        int ret;                        /* concluded: 0 or negative errno; 0 elsewhere */
+        const char *error;              /* concluded with ret < 0: its message (NULL: strerror) */
+        uint64_t progress_current;
+        uint64_t progress_total;
+} JobRestoreParams;
+
+int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret_error);
+void job_restore_start(Job *j);
+
 /* created → running, and the first pause point. */
 void job_start(Job *j);
 /* Creation failed after the job existed: created → null, the job goes away. */

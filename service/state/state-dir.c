@@ -193,17 +193,29 @@ int state_dir_remove(StateDir *d, const char *name, char **ret_error) {
 }
 
 int state_dir_set_aside(StateDir *d, const char *name, char **ret_error) {
-        _cleanup_free_ char *aside = NULL;
+        _cleanup_free_ char *aside = NULL, *damaged_path = NULL;
+        _cleanup_close_ int damaged_fd = -EBADF;
         int r;
 
         r = check_name(d, name, ret_error);
         if (r < 0)
                 return r;
-        if (asprintf(&aside, "%s" STATE_DIR_DAMAGED_SUFFIX, name) < 0)
+        if (asprintf(&aside, "%s" STATE_DIR_DAMAGED_SUFFIX, name) < 0 ||
+            asprintf(&damaged_path, "%s/%s", d->path, STATE_DIR_DAMAGED) < 0)
                 return -ENOMEM;
-        if (renameat(d->jobs_fd, name, d->jobs_fd, aside) < 0)
-                return error_message(ret_error, negative_errno(), "Cannot rename job record '%s' to '%s': %m", name,
-                                     aside);
+        /* Out of "jobs/": that directory holds records only, since the path unit starts the daemon
+         * whenever it is not empty (a file the daemon ignores there would start it again and
+         * again). Made on first use, checked like the others whoever made it. */
+        if (mkdirat(d->fd, STATE_DIR_DAMAGED, 0700) < 0 && errno != EEXIST)
+                return error_message(ret_error, negative_errno(), "Cannot create '%s': %m", damaged_path);
+        damaged_fd = open_checked_dir(d->fd, STATE_DIR_DAMAGED, d->uid, damaged_path, ret_error);
+        if (damaged_fd < 0)
+                return damaged_fd;
+        if (renameat(d->jobs_fd, name, damaged_fd, aside) < 0)
+                return error_message(ret_error, negative_errno(), "Cannot move job record '%s' to '%s/%s': %m", name,
+                                     damaged_path, aside);
+        if (fsync(damaged_fd) < 0)
+                return error_message(ret_error, negative_errno(), "Cannot sync '%s': %m", damaged_path);
         return sync_dir(d, "setting a record aside", ret_error);
 }
 

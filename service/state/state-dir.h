@@ -25,6 +25,7 @@
 typedef struct StateDir StateDir;
 
 #define STATE_DIR_JOBS "jobs"
+#define STATE_DIR_DAMAGED "damaged"
 #define STATE_DIR_DAMAGED_SUFFIX ".damaged"
 
 /* Opens 'path' (which must exist) and its "jobs/" (made if missing), checked as above. */
@@ -37,9 +38,10 @@ int state_dir_jobs_fd(const StateDir *d);
 int state_dir_write(StateDir *d, const char *name, const void *data, size_t size, char **ret_error);
 /* Removes record 'name', durably: -ENOENT if there was none. */
 int state_dir_remove(StateDir *d, const char *name, char **ret_error);
-/* Renames record 'name' to "<name>.damaged" (replacing an older one), durably: for a record that
- * is damaged beyond telling which job it was, kept for whoever wants to look at it, and no longer
- * listed. */
+/* Moves record 'name' to "damaged/<name>.damaged" next to "jobs/" (replacing an older one),
+ * durably: for a record that is damaged beyond telling which job it was, kept for whoever wants to
+ * look at it, and no longer listed. "jobs/" holds nothing but records: blockjobd.path starts the
+ * daemon while it is not empty. */
 int state_dir_set_aside(StateDir *d, const char *name, char **ret_error);
 /* The record names, sorted; stray temporary files of an interrupted write are removed (and
  * logged), other files left alone (and logged): NULL-terminated, free with state_dir_names_free(). */

@@ -6,6 +6,7 @@
  * saying it was not resumed; damaged records fail only their own job; Dismiss removes the record;
  * a daemon with records does not exit on idle. */
 
+#include <fcntl.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -177,11 +178,14 @@ static void test_concluded(Fixture *f, gconstpointer data) {
         bus_fixture_set_faults(&f->bus, "%s", "");
 
         kill_daemon(f);
+        gsize mark = f->bus.statuses->len;
         start_daemon(f, NULL);
 
         g_autofree char *again = bus_job_path_for_id(&f->bus, "failed");
         g_assert_cmpstr(again, ==, path);
-        bus_wait_for_status(&f->bus, "failed", "concluded");
+        bus_wait_for_status_since(&f->bus, mark, "failed", "concluded");
+        /* It came back directly concluded: no status it did not have (created, running, aborting). */
+        g_assert_cmpstr(f->bus.statuses->str + mark, ==, "failed:concluded ");
         g_autofree char *error2 = error_of(f, path);
         g_assert_cmpstr(error2, ==, error);
         g_autofree char *source = bus_get_string(&f->bus, path, "Source");
@@ -201,7 +205,7 @@ static void write_file(const char *path, const char *text, gssize size) {
 }
 
 /* Damaged records next to a good one: each fails only its own job, clearly; one that does not
- * even tell its type is set aside as *.damaged; the good one is restored. */
+ * even tell its type is set aside as damaged/<name>.damaged; the good one is restored. */
 static void test_damaged(Fixture *f, gconstpointer data) {
         g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
         g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
@@ -261,7 +265,9 @@ static void test_damaged(Fixture *f, gconstpointer data) {
                 g_assert_cmpstr(type, ==, "backup");
         }
 
-        g_autofree char *aside = g_strconcat(r_garbage, ".damaged", NULL);
+        /* Out of jobs/, which blockjobd.path watches: a file left there would start the daemon
+         * again and again. */
+        g_autofree char *aside = g_build_filename(f->state, "damaged", "0-garbage.job.damaged", NULL);
         g_assert_false(g_file_test(r_garbage, G_FILE_TEST_EXISTS));
         g_assert_true(g_file_test(aside, G_FILE_TEST_IS_REGULAR));
         g_autoptr(GVariant) jobs = bus_call(&f->bus, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
@@ -468,6 +474,88 @@ static void test_hidden(Fixture *f, gconstpointer data) {
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
 }
 
+/* A backup recorded running, then the daemon killed: the job's source is reopened (as its owner)
+ * and compared with the record. 'change' does something to the source while the daemon is down;
+ * the job comes back concluded with 'expected' (where '@' stands for the source's path) and the
+ * source's path in its error, its hidden target gone. */
+static void check_source_after_kill(Fixture *f, const char *id, void (*change)(const char *disk),
+                                    const char *expected) {
+        g_autofree char *name = g_strdup_printf("disk-%s.raw", id);
+        g_autofree char *tname = g_strdup_printf("target-%s.raw", id);
+        g_autofree char *hname = g_strdup_printf(".target-%s.raw.blockjobd-0-%s", id, id);
+        g_autofree char *disk = bus_fixture_path(&f->bus, name);
+        g_autofree char *target = bus_fixture_path(&f->bus, tname);
+        g_autofree char *hidden = bus_fixture_path(&f->bus, hname);
+        g_autofree char *record = record_path(f, id);
+
+        bus_make_file(disk, 64 * MiB);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S(id), "speed", g_variant_new_uint64(1 * MiB), NULL));
+        wait_for_record(f, record, "\nSTATUS=running\n");
+        kill_daemon(f);
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+        change(disk);
+        start_daemon(f, NULL);
+
+        bus_wait_for_status(&f->bus, id, "concluded");
+        g_autofree char *error = error_of(f, path);
+        g_test_message("%s: %s", id, error);
+        g_autoptr(GString) want = g_string_new(expected);
+        g_string_replace(want, "@", disk, 0);
+        g_assert_nonnull(strstr(error, want->str));
+        g_assert_nonnull(strstr(error, disk));
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        wait_for_record(f, record, "\nSTATUS=concluded\n");
+        bus_job_call(&f->bus, path, "Dismiss");
+        wait_for_gone(f, record);
+}
+
+static void grow(const char *disk) {
+        g_assert_cmpint(truncate(disk, 65 * MiB), ==, 0);
+}
+
+/* Same size, one byte written: the modification time tells. */
+static void write_one_byte(const char *disk) {
+        int fd = open(disk, O_WRONLY | O_CLOEXEC);
+        g_assert_cmpint(fd, >=, 0);
+        /* mtime has nanoseconds, but a coarse clock could leave it equal within a tick: the change
+         * time moves with it, and either one differing is enough. Make sure one does. */
+        struct stat before, after;
+        g_assert_cmpint(fstat(fd, &before), ==, 0);
+        do {
+                g_assert_cmpint(pwrite(fd, "x", 1, 12345), ==, 1);
+                g_assert_cmpint(fstat(fd, &after), ==, 0);
+        } while (after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec &&
+                 after.st_ctim.tv_sec == before.st_ctim.tv_sec && after.st_ctim.tv_nsec == before.st_ctim.tv_nsec);
+        g_assert_cmpint(close(fd), ==, 0);
+}
+
+static void replace(const char *disk) {
+        g_autofree char *tmp = g_strconcat(disk, ".new", NULL);
+        bus_make_file(tmp, 64 * MiB);
+        g_assert_cmpint(rename(tmp, disk), ==, 0);
+}
+
+static void delete(const char *disk) {
+        g_assert_cmpint(unlink(disk), ==, 0);
+}
+
+/* A backup is a point-in-time copy: a source that changed while the daemon was stopped, was
+ * replaced or is gone fails the job with that reason, not a generic one. */
+static void test_source_changed(Fixture *f, gconstpointer data) {
+        check_source_after_kill(f, "grown", grow,
+                                "Source '@' changed while blockjobd was stopped (its size differs from when the job "
+                                "was created), so the job cannot continue");
+        check_source_after_kill(f, "written", write_one_byte, "Source '@' changed while blockjobd was stopped (its ");
+        check_source_after_kill(f, "replaced", replace,
+                                "Source '@' was replaced by another file while blockjobd was stopped, so the job "
+                                "cannot continue");
+        check_source_after_kill(f, "deleted", delete,
+                                "The job's files cannot be opened again with the rights of its owner (uid 0) after "
+                                "blockjobd was restarted, so the job cannot continue: ");
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add("/persist/kill-paused", Fixture, NULL, setup, test_kill_paused, teardown);
@@ -477,5 +565,6 @@ int main(int argc, char *argv[]) {
         g_test_add("/persist/sigterm", Fixture, NULL, setup, test_sigterm, teardown);
         g_test_add("/persist/record-fails", Fixture, NULL, setup, test_record_fails, teardown);
         g_test_add("/persist/hidden", Fixture, NULL, setup, test_hidden, teardown);
+        g_test_add("/persist/source-changed", Fixture, NULL, setup, test_source_changed, teardown);
         return g_test_run();
 }

@@ -1564,6 +1564,295 @@ static void run_scenario(CoreFixture *f, gconstpointer data) {
         ((Scenario) data)(f);
 }
 
+/* ---- restoring a job in its recorded status (issue 15) ------------------------------------ */
+
+static Job *restore_job(CoreFixture *f, const char *id, const JobDriver *d, JobStatus status, bool user_paused,
+                        bool auto_finalize, bool auto_dismiss, JobTxn *txn) {
+        g_autofree char *error = NULL;
+        TestDriverConfig config = { .total = 3 * CHUNK, .mirror = d == &test_driver_mirror };
+        Job *j = NULL;
+
+        JobRestoreParams p = {
+                .create = {
+                        .id = id,
+                        .driver = d,
+                        .driver_data = test_driver_state_new(&config, f->calls),
+                        .auto_finalize = auto_finalize,
+                        .auto_dismiss = auto_dismiss,
+                        .txn = txn,
+                },
+                .status = status,
+                .user_paused = user_paused,
+                .progress_current = 5 * CHUNK,
+                .progress_total = 8 * CHUNK,
+        };
+        int r = job_restore(f->registry, &p, &j, &error);
+        g_assert_cmpstr(error, ==, NULL);
+        g_assert_cmpint(r, ==, 0);
+        g_assert_cmpint(job_status(j), ==, status);
+        g_assert_cmpuint(job_current_progress(j), ==, 5 * CHUNK);
+        g_assert_cmpuint(job_total_progress(j), ==, 8 * CHUNK);
+        g_assert_cmpint(job_is_user_paused(j), ==, user_paused);
+        return j;
+}
+
+/* Running comes back running: nothing told for the restore itself, the run continues from there
+ * and the observer sees only the real transitions that follow. */
+static void test_restore_running(CoreFixture *f, gconstpointer data) {
+        Job *j = restore_job(f, "j", &test_driver_backup, JOB_STATUS_RUNNING, false, true, false, NULL);
+
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        assert_calls(f, "");
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 0);      /* held until started */
+
+        job_restore_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:waiting j:pending j:concluded");
+        assert_calls(f, "j:prepare j:commit j:clean");
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 3);
+        g_assert_cmpuint(job_current_progress(j), ==, 8 * CHUNK);
+        g_assert_null(job_error(j));
+}
+
+/* Paused by the user comes back paused, stays so, and Resume works. */
+static void test_restore_paused(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        Job *j = restore_job(f, "j", &test_driver_backup, JOB_STATUS_PAUSED, true, true, true, NULL);
+
+        job_restore_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PAUSED);
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 0);
+        g_assert_cmpint(job_user_pause(j, &error), ==, -EBUSY);
+        g_assert_cmpstr(error, ==, "Job is already paused");
+
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:waiting j:pending j:concluded j:null");
+        assert_calls(f, "j:prepare j:commit j:clean");
+}
+
+/* A user pause recorded while the job was still running takes effect at the first pause point. */
+static void test_restore_running_user_paused(CoreFixture *f, gconstpointer data) {
+        Job *j = restore_job(f, "j", &test_driver_backup, JOB_STATUS_RUNNING, true, true, true, NULL);
+
+        job_restore_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:paused");
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 0);
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:running j:waiting j:pending j:concluded j:null");
+}
+
+/* Verbs that arrive while the job is held take effect when it starts: a resume of a paused job,
+ * a pause of a running one; a cancel ends it at once, as it ends a job that never started. */
+static void test_restore_verbs_while_held(CoreFixture *f, gconstpointer data) {
+        Job *a = restore_job(f, "a", &test_driver_backup, JOB_STATUS_PAUSED, true, true, true, NULL);
+        Job *b = restore_job(f, "b", &test_driver_backup, JOB_STATUS_RUNNING, false, true, true, NULL);
+        Job *c = restore_job(f, "c", &test_driver_backup, JOB_STATUS_RUNNING, false, true, false, NULL);
+
+        g_assert_cmpint(job_user_resume(a, NULL), ==, 0);
+        g_assert_cmpint(job_user_pause(b, NULL), ==, 0);
+        g_assert_cmpint(job_user_cancel(c, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "c:aborting c:concluded c:null");
+        g_assert_cmpstr(core_error_of(f, "c"), ==, "Operation canceled");
+        g_assert_cmpuint(core_job_state(a)->steps, ==, 0);
+
+        job_restore_start(a);
+        job_restore_start(b);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:running b:paused a:waiting a:pending a:concluded a:null");
+        g_assert_cmpint(job_user_resume(b, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "b:running b:waiting b:pending b:concluded b:null");
+}
+
+/* A mirror in standby comes back in standby; resumed it is ready again and completes. */
+static void test_restore_standby(CoreFixture *f, gconstpointer data) {
+        Job *j = restore_job(f, "m", &test_driver_mirror, JOB_STATUS_STANDBY, true, true, true, NULL);
+
+        job_restore_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        assert_events(f, "m:ready");
+        g_assert_cmpint(job_complete(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "m:waiting m:pending m:concluded m:null");
+}
+
+/* Pending with a manual finalize waits for it; with auto-finalize it finalizes once started. */
+static void test_restore_pending(CoreFixture *f, gconstpointer data) {
+        Job *manual = restore_job(f, "manual", &test_driver_backup, JOB_STATUS_PENDING, false, false, false, NULL);
+        Job *autof = restore_job(f, "auto", &test_driver_backup, JOB_STATUS_PENDING, false, true, false, NULL);
+
+        job_restore_start(manual);
+        job_restore_start(autof);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "auto:concluded");
+        assert_calls(f, "auto:prepare auto:commit auto:clean");
+        g_assert_cmpint(job_status(manual), ==, JOB_STATUS_PENDING);
+        g_assert_cmpuint(core_job_state(manual)->steps, ==, 0);
+
+        g_assert_cmpint(job_finalize(manual, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "manual:concluded");
+        assert_calls(f, "manual:prepare manual:commit manual:clean");
+}
+
+/* A grouped transaction comes back as a group: a waiting member goes pending once the others are
+ * back and completed, and all finalize together. */
+static void test_restore_grouped(CoreFixture *f, gconstpointer data) {
+        JobTxn *t = NULL;
+        g_assert_cmpint(job_txn_new(f->registry, &t), ==, 0);
+        Job *a = restore_job(f, "a", &test_driver_backup, JOB_STATUS_WAITING, false, true, true, t);
+        Job *b = restore_job(f, "b", &test_driver_backup, JOB_STATUS_RUNNING, false, true, true, t);
+        job_txn_unref(t);
+
+        job_restore_start(a);
+        job_restore_start(b);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "b:waiting b:pending a:pending b:concluded b:null a:concluded a:null");
+        assert_calls(f, "b:prepare a:prepare b:commit b:clean a:commit a:clean");
+}
+
+/* Concluded comes back concluded with its error, stepping never, until it is dismissed. */
+static void test_restore_concluded(CoreFixture *f, gconstpointer data) {
+        g_autofree char *error = NULL;
+        TestDriverConfig config = { .total = CHUNK };
+        Job *j = NULL;
+
+        JobRestoreParams p = {
+                .create = { .id = "j", .driver = &test_driver_backup,
+                            .driver_data = test_driver_state_new(&config, f->calls), .auto_dismiss = true },
+                .status = JOB_STATUS_CONCLUDED,
+                .ret = -EIO,
+                .error = "Could not write to 'x': Input/output error",
+        };
+        g_assert_cmpint(job_restore(f->registry, &p, &j, NULL), ==, 0);
+        job_restore_start(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        assert_calls(f, "");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_CONCLUDED);
+        g_assert_cmpint(job_ret(j), ==, -EIO);
+        g_assert_cmpstr(job_error(j), ==, "Could not write to 'x': Input/output error");
+        g_assert_null(job_get_txn(j));
+        g_assert_cmpint(job_user_pause(j, &error), ==, -EBUSY);
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        assert_events(f, "j:null");
+
+        /* A failure recorded without a message gets strerror's, as one that fails here does. */
+        p.create.driver_data = test_driver_state_new(&config, f->calls);
+        p.error = NULL;
+        g_assert_cmpint(job_restore(f->registry, &p, &j, NULL), ==, 0);
+        g_assert_cmpstr(job_error(j), ==, "Input/output error");
+        /* And success has no error at all. */
+        Job *ok = NULL;
+        JobRestoreParams q = p;
+        q.create.id = "ok";
+        q.create.driver_data = test_driver_state_new(&config, f->calls);
+        q.ret = 0;
+        g_assert_cmpint(job_restore(f->registry, &q, &ok, NULL), ==, 0);
+        g_assert_null(job_error(ok));
+        g_assert_cmpint(job_ret(ok), ==, 0);
+}
+
+static void assert_restore_refused(CoreFixture *f, const JobRestoreParams *p, int expected, const char *message) {
+        g_autofree char *error = NULL;
+        Job *j = NULL;
+
+        g_assert_cmpint(job_restore(f->registry, p, &j, &error), ==, expected);
+        g_assert_cmpstr(error, ==, message);
+        g_assert_null(j);
+}
+
+static void test_restore_refused(CoreFixture *f, gconstpointer data) {
+        JobRestoreParams p = { .create = { .id = "j", .driver = &test_driver_backup } };
+
+        p.status = JOB_STATUS_ABORTING;
+        assert_restore_refused(f, &p, -EINVAL, "A job cannot be restored in status 'aborting'");
+        p.status = JOB_STATUS_NULL;
+        assert_restore_refused(f, &p, -EINVAL, "A job cannot be restored in status 'null'");
+        p.status = _JOB_STATUS_MAX;
+        assert_restore_refused(f, &p, -EINVAL, "A job cannot be restored in status 'invalid'");
+        p.status = JOB_STATUS_PAUSED;
+        assert_restore_refused(f, &p, -EINVAL, "A job cannot be restored in status 'paused' without a user pause");
+        p.status = JOB_STATUS_PENDING;
+        p.user_paused = true;
+        assert_restore_refused(f, &p, -EINVAL, "A job cannot be restored in status 'pending' with a user pause");
+        p.user_paused = false;
+        p.status = JOB_STATUS_RUNNING;
+        p.ret = -EIO;
+        assert_restore_refused(f, &p, -EINVAL, "A job restored in status 'running' cannot have result -5");
+        p.ret = 0;
+        p.create.id = NULL;
+        assert_restore_refused(f, &p, -EINVAL, "A restored job needs its recorded id");
+        p.create.id = "9";
+        assert_restore_refused(f, &p, -EINVAL, "Invalid job ID '9'");
+
+        (void) core_job_simple(f, "taken");
+        assert_events(f, "taken:created");
+        p.create.id = "taken";
+        assert_restore_refused(f, &p, -EEXIST, "Job ID 'taken' already in use");
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 1);
+}
+
+/* The user-paused flag is told as soon as it changes, before the status change it leads to, and
+ * also when no status changes (a resume while an internal pause holds the job): whoever keeps it
+ * (the records) never lags behind what the user asked. */
+static void user_pause_status(Job *j, JobStatus status, void *userdata) {
+        CoreFixture *f = userdata;
+        g_string_append_printf(f->events, "%s%s:%s", f->events->len ? " " : "", job_id(j), job_status_to_string(status));
+}
+
+static void user_pause_changed(Job *j, JobChange what, void *userdata) {
+        CoreFixture *f = userdata;
+        if (what & JOB_CHANGE_USER_PAUSED)
+                g_string_append_printf(f->events, "%s%s:user-paused=%s", f->events->len ? " " : "", job_id(j),
+                                       job_is_user_paused(j) ? "yes" : "no");
+}
+
+static const JobObserver user_pause_observer = {
+        .status_changed = user_pause_status,
+        .changed = user_pause_changed,
+};
+
+static void test_user_pause_told(CoreFixture *f, gconstpointer data) {
+        Job *j = core_job_simple(f, "j");
+
+        assert_events(f, "j:created");
+        job_registry_set_observer(f->registry, &user_pause_observer, f);
+        job_start(j);
+        assert_events(f, "j:running");
+        /* Asked while a step runs: told at once, paused when the step returns. */
+        g_assert_true(fake_run_begin(&f->exec));
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        assert_events(f, "j:user-paused=yes");
+        g_assert_true(fake_run_end(&f->exec));
+        assert_events(f, "j:paused");
+
+        /* Held by an internal pause too: the user's resume changes no status, and is told. */
+        job_pause(j);
+        g_assert_cmpint(job_user_resume(j, NULL), ==, 0);
+        assert_events(f, "j:user-paused=no");
+        g_assert_cmpint(job_status(j), ==, JOB_STATUS_PAUSED);
+        job_resume(j);
+        assert_events(f, "j:running");
+
+        /* Cancelling a paused job ends its user pause. */
+        g_assert_cmpint(job_user_pause(j, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:user-paused=yes j:paused");
+        g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:user-paused=no j:running j:aborting j:concluded j:null");
+}
+
 static void test_all_transitions_taken(void) {
         bool seen[_JOB_STATUS_MAX][_JOB_STATUS_MAX] = {};
 
@@ -1675,6 +1964,16 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/io-error/enospc-other-error", test_io_error_enospc_other);
         CORE_TEST("/lifecycle/io-error/stop-while-paused", test_io_error_stop_while_paused);
         CORE_TEST("/lifecycle/progress", test_progress);
+        CORE_TEST("/lifecycle/restore/running", test_restore_running);
+        CORE_TEST("/lifecycle/restore/paused", test_restore_paused);
+        CORE_TEST("/lifecycle/restore/running-user-paused", test_restore_running_user_paused);
+        CORE_TEST("/lifecycle/restore/verbs-while-held", test_restore_verbs_while_held);
+        CORE_TEST("/lifecycle/restore/standby", test_restore_standby);
+        CORE_TEST("/lifecycle/restore/pending", test_restore_pending);
+        CORE_TEST("/lifecycle/restore/grouped", test_restore_grouped);
+        CORE_TEST("/lifecycle/restore/concluded", test_restore_concluded);
+        CORE_TEST("/lifecycle/restore/refused", test_restore_refused);
+        CORE_TEST("/lifecycle/pause/user-pause-told", test_user_pause_told);
 
         g_test_add_func("/lifecycle/every-legal-transition-taken", test_all_transitions_taken);
 

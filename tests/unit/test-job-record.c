@@ -747,8 +747,9 @@ static void test_state_dir_records(void) {
         dir_teardown(&d);
 }
 
-/* A record damaged beyond telling its job is set aside as "<name>.damaged": no longer listed,
- * kept for whoever looks; an older one of the same name is replaced. */
+/* A record damaged beyond telling its job is set aside as "damaged/<name>.damaged": no longer
+ * listed, out of "jobs/" (which the path unit watches), kept for whoever looks; an older one of the
+ * same name is replaced. */
 static void test_state_dir_set_aside(void) {
         g_autofree char *data = NULL, *error = NULL;
         StateDir *sd = NULL;
@@ -761,13 +762,19 @@ static void test_state_dir_set_aside(void) {
         g_assert_cmpint(state_dir_write(sd, "0-b.job", base_text, strlen(base_text), NULL), ==, 0);
         g_assert_cmpint(state_dir_set_aside(sd, "0-a.job", NULL), ==, 0);
         assert_list(sd, (const char *const[]) { "0-b.job", NULL });
-        assert_dir_names(d.jobs, (const char *const[]) { "0-a.job.damaged", "0-b.job", NULL });
+        g_autofree char *damaged = g_build_filename(d.path, STATE_DIR_DAMAGED, NULL);
+        assert_dir_names(d.jobs, (const char *const[]) { "0-b.job", NULL });
+        assert_dir_names(damaged, (const char *const[]) { "0-a.job.damaged", NULL });
+        struct stat st;
+        g_assert_cmpint(stat(damaged, &st), ==, 0);
+        g_assert_cmpint(st.st_mode & 07777, ==, 0700);
         g_assert_cmpint(state_dir_read(sd, "0-a.job", &data, &size, NULL), ==, -ENOENT);
 
         g_assert_cmpint(state_dir_write(sd, "0-a.job", "more garbage\n", 13, NULL), ==, 0);
         g_assert_cmpint(state_dir_set_aside(sd, "0-a.job", NULL), ==, 0);
-        assert_dir_names(d.jobs, (const char *const[]) { "0-a.job.damaged", "0-b.job", NULL });
-        g_autofree char *aside = g_build_filename(d.jobs, "0-a.job.damaged", NULL);
+        assert_dir_names(d.jobs, (const char *const[]) { "0-b.job", NULL });
+        assert_dir_names(damaged, (const char *const[]) { "0-a.job.damaged", NULL });
+        g_autofree char *aside = g_build_filename(damaged, "0-a.job.damaged", NULL);
         g_assert_true(g_file_get_contents(aside, &data, NULL, NULL));
         g_assert_cmpstr(data, ==, "more garbage\n");
 
