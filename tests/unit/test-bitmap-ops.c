@@ -15,6 +15,7 @@
 #include "bitmap-ops.h"
 #include "event-loop.h"
 #include "file-identity.h"
+#include "address-space.h"
 #include "qemu-oracle.h"
 #include "reservations.h"
 
@@ -533,24 +534,11 @@ static void test_change_beside_big(Fixture *f, gconstpointer data) {
         result_done(&res);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN true
-#else
-#define UNDER_ASAN false
-#endif
-
-static uint64_t address_space(void) {
-        g_autofree char *statm = NULL;
-        g_assert_true(g_file_get_contents("/proc/self/statm", &statm, NULL, NULL));
-        return g_ascii_strtoull(statm, NULL, 10) * (uint64_t) sysconf(_SC_PAGESIZE);
-}
-
 /* What the process may allocate, proven: in a child whose address space may grow by 64 MiB only,
  * the count of the 512 MiB bitmap works, and loading its map (what ListBitmaps() did before) fails
  * for want of memory, so the bound is real. Not under ASan, which reserves terabytes of address
  * space for its shadow. */
 static int count_in_child(const char *img) {
-        struct rlimit rl;
         char *error = NULL;
         Image *image = NULL;
         ImageBitmapInfo *infos = NULL;
@@ -558,9 +546,6 @@ static int count_in_child(const char *img) {
         uint64_t dirty = 0;
         size_t n = 0;
 
-        rl.rlim_cur = rl.rlim_max = address_space() + (UINT64_C(64) << 20);
-        if (setrlimit(RLIMIT_AS, &rl) < 0)
-                return 10;
         if (image_open_full(img, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_NO_BACKING, NULL, &image, &error) < 0)
                 return 11;
         if (image_bitmap_list(image, &infos, &n) < 0 || n != 1)
@@ -576,23 +561,15 @@ static int count_in_child(const char *img) {
 
 static void test_list_address_space(void) {
         g_autofree char *dir = NULL, *img = NULL, *cmd = NULL;
-        int status = -1;
-        pid_t pid;
 
-        if (UNDER_ASAN) {
+        if (!address_space_limit_works()) {
                 g_test_skip("ASan reserves more address space than the bound");
                 return;
         }
         dir = g_dir_make_tmp("test-bitmap-ops-XXXXXX", NULL);
         img = g_build_filename(dir, "huge.qcow2", NULL);
         make_huge_bitmap(img);
-        pid = fork();
-        g_assert_cmpint(pid, >=, 0);
-        if (pid == 0)
-                _exit(count_in_child(img));
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        g_assert_cmpint(run_with_address_space(UINT64_C(64) << 20, count_in_child, img), ==, 0);
         cmd = g_strdup_printf("rm -rf '%s'", dir);
         g_assert_cmpint(system(cmd), ==, 0);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "address-space.h"
 #include "qemu-oracle.h"
 
 typedef struct Fixture {
@@ -636,29 +637,13 @@ static int open_bounded(const char *path, uint64_t bound, Image **ret, char **re
         return image_open_full(path, IMAGE_FORMAT_QCOW2, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_LOCK, &options, ret, ret_error);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN true
-#else
-#define UNDER_ASAN false
-#endif
-
-static uint64_t address_space(void) {
-        g_autofree char *statm = NULL;
-        g_assert_true(g_file_get_contents("/proc/self/statm", &statm, NULL, NULL));
-        return g_ascii_strtoull(statm, NULL, 10) * (uint64_t) sysconf(_SC_PAGESIZE);
-}
-
 /* In a child whose address space may grow by 64 MiB only: the bounded open is refused for the
  * bound (-E2BIG), not for want of memory (-ENOMEM, what loading the first map before the check
  * gave), and the image can still be opened read-only, so the bound is what refused it. */
 static int open_in_child(const char *path) {
-        struct rlimit rl;
         char *error = NULL;
         Image *img = NULL;
 
-        rl.rlim_cur = rl.rlim_max = address_space() + 64 * MiB;
-        if (setrlimit(RLIMIT_AS, &rl) < 0)
-                return 10;
         if (open_bounded(path, 32 * MiB, &img, &error) != -E2BIG)
                 return 11;
         if (!strstr(error, "MiB of memory"))
@@ -675,8 +660,6 @@ static void test_memory_bitmaps(Fixture *f, gconstpointer data) {
         g_autofree char *path = g_build_filename(f->dir, "bitmaps.qcow2", NULL);
         g_autofree char *error = NULL;
         Image *img = NULL;
-        int status = -1;
-        pid_t pid;
 
         make_big_bitmaps(path);
         g_assert_cmpint(open_bounded(path, 32 * MiB, &img, &error), ==, -E2BIG);
@@ -689,17 +672,11 @@ static void test_memory_bitmaps(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(image_memory_estimate(img), <, 32 * MiB);
         image_close(img);
 
-        if (UNDER_ASAN) {
+        if (!address_space_limit_works()) {
                 g_test_message("the address space child is skipped: ASan reserves more than the bound");
                 return;
         }
-        pid = fork();
-        g_assert_cmpint(pid, >=, 0);
-        if (pid == 0)
-                _exit(open_in_child(path));
-        g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
-        g_assert_true(WIFEXITED(status));
-        g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+        g_assert_cmpint(run_with_address_space(64 * MiB, open_in_child, path), ==, 0);
 }
 
 /* ---- raw files that change while they are read ------------------------------------------- */
