@@ -80,40 +80,78 @@ static void wait_for_record(BusFixture *b, const char *path, const char *line) {
         }
 }
 
-static void test_owner(Fixture *f, gconstpointer data) {
+/* A backup of nobody's, throttled, running with its record and its hidden target: the files it
+ * names, as this test looks at them. */
+typedef struct NobodyJob {
+        uid_t uid;
+        char *source, *target, *hidden, *record, *path;
+} NobodyJob;
+
+static void nobody_job_clear(NobodyJob *j) {
+        g_free(j->source);
+        g_free(j->target);
+        g_free(j->hidden);
+        g_free(j->record);
+        g_free(j->path);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(NobodyJob, nobody_job_clear);
+
+/* Starts nobody's job 'id' from the source s.img to t.img in nobody's directory; false where the
+ * polkit fixture cannot run (the test is then skipped). */
+static bool start_nobody_job(Fixture *f, const char *id, NobodyJob *j) {
         BusFixture *b = &f->pf.bus;
         struct passwd *pw;
-        struct stat st;
 
         if (!polkit_fixture_usable(&f->pf))
-                return;
+                return false;
         pw = getpwnam("nobody");
         g_assert_nonnull(pw);
-        uid_t uid = pw->pw_uid;
+        j->uid = pw->pw_uid;
         polkit_fixture_start(&f->pf, rules_nobody);
 
-        g_autofree char *source = g_build_filename(f->pf.nobody_dir, "s.img", NULL);
-        g_autofree char *target = g_build_filename(f->pf.nobody_dir, "t.img", NULL);
-        g_autofree char *hidden_name = g_strdup_printf(".t.img.blockjobd-%u-n", (unsigned) uid);
-        g_autofree char *hidden = g_build_filename(f->pf.nobody_dir, hidden_name, NULL);
-        g_autofree char *record_name = g_strdup_printf("%u-n.job", (unsigned) uid);
-        g_autofree char *record = g_build_filename(f->state, "jobs", record_name, NULL);
-        bus_make_file(source, 16 * MiB);
-        g_assert_cmpint(g_chmod(source, 0644), ==, 0);
+        g_autofree char *hidden_name = g_strdup_printf(".t.img.blockjobd-%u-%s", (unsigned) j->uid, id);
+        g_autofree char *record_name = g_strdup_printf("%u-%s.job", (unsigned) j->uid, id);
+        j->source = g_build_filename(f->pf.nobody_dir, "s.img", NULL);
+        j->target = g_build_filename(f->pf.nobody_dir, "t.img", NULL);
+        j->hidden = g_build_filename(f->pf.nobody_dir, hidden_name, NULL);
+        j->record = g_build_filename(f->state, "jobs", record_name, NULL);
+        bus_make_file(j->source, 16 * MiB);
+        g_assert_cmpint(g_chmod(j->source, 0644), ==, 0);
 
-        g_autofree char *args = g_strdup_printf("('%s', '%s', @a{sv} {'job-id': <'n'>, 'speed': <uint64 %" G_GUINT64_FORMAT ">})",
-                                                source, target, (guint64) MiB);
+        g_autofree char *args = g_strdup_printf("('%s', '%s', @a{sv} {'job-id': <'%s'>, 'speed': <uint64 %" G_GUINT64_FORMAT ">})",
+                                                j->source, j->target, id, (guint64) MiB);
         g_autofree char *out = bus_as_nobody(b, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
         bus_assert_answer(out, "ok");
-        g_autofree char *path = bus_job_path_for_id(b, "n");
-        g_assert_nonnull(strstr(path, "_u"));
-        wait_for_record(b, record, "\nSTATUS=running\n");
-        g_autofree char *owner_line = g_strdup_printf("\nOWNER=%u\n", (unsigned) uid);
-        wait_for_record(b, record, owner_line);
+        j->path = bus_job_path_for_id(b, id);
+        wait_for_record(b, j->record, "\nSTATUS=running\n");
+        return true;
+}
+
+/* Nobody dismisses the job; its record goes. */
+static void dismiss_as_nobody(BusFixture *b, const NobodyJob *j) {
+        g_autofree char *dismissed = bus_as_nobody(b, "call", j->path, JOB_IFACE, "Dismiss", "()", NULL);
+
+        bus_assert_answer(dismissed, "ok");
+        for (unsigned i = 0; i < 3000 && g_file_test(j->record, G_FILE_TEST_EXISTS); i++)
+                bus_iterate_for(b, 10 * 1000);
+        g_assert_false(g_file_test(j->record, G_FILE_TEST_EXISTS));
+}
+
+static void test_owner(Fixture *f, gconstpointer data) {
+        BusFixture *b = &f->pf.bus;
+        g_auto(NobodyJob) j = { 0 };
+        struct stat st;
+
+        if (!start_nobody_job(f, "n", &j))
+                return;
+        g_assert_nonnull(strstr(j.path, "_u"));
+        g_autofree char *owner_line = g_strdup_printf("\nOWNER=%u\n", (unsigned) j.uid);
+        wait_for_record(b, j.record, owner_line);
         /* The opener made it, as nobody. */
-        g_assert_cmpint(lstat(hidden, &st), ==, 0);
+        g_assert_cmpint(lstat(j.hidden, &st), ==, 0);
         g_assert_true(S_ISREG(st.st_mode));
-        g_assert_cmpuint(st.st_uid, ==, uid);
+        g_assert_cmpuint(st.st_uid, ==, j.uid);
 
         /* Nobody may no longer write the directory: root could remove the file, the owner cannot,
          * so it stays. */
@@ -122,86 +160,58 @@ static void test_owner(Fixture *f, gconstpointer data) {
         bus_fixture_start_daemon(b, f->args);
         bus_wait_for_status(b, "n", "concluded");
         g_autofree char *again = bus_job_path_for_id(b, "n");
-        g_assert_cmpstr(again, ==, path);
-        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+        g_assert_cmpstr(again, ==, j.path);
+        g_assert_true(g_file_test(j.hidden, G_FILE_TEST_IS_REGULAR));
         g_autofree char *log = NULL;
         g_assert_true(g_file_get_contents(b->daemon_log, &log, NULL, NULL));
         g_assert_nonnull(strstr(log, "Cannot remove the unfinished target"));
 
         /* Once the owner may again, the next start removes it: the job is back concluded at once
          * (it was recorded so), and the removal it still owes is retried, in the background. */
-        wait_for_record(b, record, "\nSTATUS=concluded\n");
+        wait_for_record(b, j.record, "\nSTATUS=concluded\n");
         kill_daemon(b);
         g_assert_cmpint(g_chmod(f->pf.nobody_dir, 0755), ==, 0);
         bus_fixture_start_daemon(b, f->args);
         bus_wait_for_status(b, "n", "concluded");
-        for (unsigned i = 0; i < 3000 && g_file_test(hidden, G_FILE_TEST_EXISTS); i++)
+        for (unsigned i = 0; i < 3000 && g_file_test(j.hidden, G_FILE_TEST_EXISTS); i++)
                 bus_iterate_for(b, 10 * 1000);
-        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
-        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
-        g_autofree char *error = bus_get_string(b, path, "Error");
+        g_assert_false(g_file_test(j.hidden, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(j.target, G_FILE_TEST_EXISTS));
+        g_autofree char *error = bus_get_string(b, j.path, "Error");
         g_assert_nonnull(strstr(error, "blockjobd stopped while the job was running"));
 
         /* The owner dismisses it; the record goes. */
-        g_autofree char *dismissed = bus_as_nobody(b, "call", path, JOB_IFACE, "Dismiss", "()", NULL);
-        bus_assert_answer(dismissed, "ok");
-        for (unsigned i = 0; i < 3000 && g_file_test(record, G_FILE_TEST_EXISTS); i++)
-                bus_iterate_for(b, 10 * 1000);
-        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+        dismiss_as_nobody(b, &j);
 }
 
 /* The source is reopened after a restart with its owner's rights, not root's: a source nobody may
  * no longer read (root still may) fails nobody's job with the reason, and its hidden target goes. */
 static void test_source_as_owner(Fixture *f, gconstpointer data) {
         BusFixture *b = &f->pf.bus;
-        struct passwd *pw;
+        g_auto(NobodyJob) j = { 0 };
 
-        if (!polkit_fixture_usable(&f->pf))
+        if (!start_nobody_job(f, "u", &j))
                 return;
-        pw = getpwnam("nobody");
-        g_assert_nonnull(pw);
-        uid_t uid = pw->pw_uid;
-        polkit_fixture_start(&f->pf, rules_nobody);
-
-        g_autofree char *source = g_build_filename(f->pf.nobody_dir, "s.img", NULL);
-        g_autofree char *target = g_build_filename(f->pf.nobody_dir, "t.img", NULL);
-        g_autofree char *hidden_name = g_strdup_printf(".t.img.blockjobd-%u-u", (unsigned) uid);
-        g_autofree char *hidden = g_build_filename(f->pf.nobody_dir, hidden_name, NULL);
-        g_autofree char *record_name = g_strdup_printf("%u-u.job", (unsigned) uid);
-        g_autofree char *record = g_build_filename(f->state, "jobs", record_name, NULL);
-        bus_make_file(source, 16 * MiB);
-        g_assert_cmpint(g_chmod(source, 0644), ==, 0);
-
-        g_autofree char *args = g_strdup_printf("('%s', '%s', @a{sv} {'job-id': <'u'>, 'speed': <uint64 %" G_GUINT64_FORMAT ">})",
-                                                source, target, (guint64) MiB);
-        g_autofree char *out = bus_as_nobody(b, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
-        bus_assert_answer(out, "ok");
-        g_autofree char *path = bus_job_path_for_id(b, "u");
-        wait_for_record(b, record, "\nSTATUS=running\n");
-        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+        g_assert_true(g_file_test(j.hidden, G_FILE_TEST_IS_REGULAR));
 
         kill_daemon(b);
         /* Root's file: root may read it, nobody no longer. Its identity is unchanged (chmod moves
          * only the change time, which the message must not blame: the open fails first). */
-        g_assert_cmpint(g_chmod(source, 0600), ==, 0);
+        g_assert_cmpint(g_chmod(j.source, 0600), ==, 0);
         bus_fixture_start_daemon(b, f->args);
         bus_wait_for_status(b, "u", "concluded");
-        g_autofree char *error = bus_get_string(b, path, "Error");
+        g_autofree char *error = bus_get_string(b, j.path, "Error");
         g_test_message("%s", error);
         g_autofree char *want = g_strdup_printf("The job's files cannot be opened again with the rights of its owner "
                                                 "(uid %u) after blockjobd was restarted, so the job cannot continue: ",
-                                                (unsigned) uid);
+                                                (unsigned) j.uid);
         g_assert_nonnull(strstr(error, want));
-        g_assert_nonnull(strstr(error, source));
+        g_assert_nonnull(strstr(error, j.source));
         g_assert_nonnull(strstr(error, "Permission denied"));
-        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
-        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(j.hidden, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(j.target, G_FILE_TEST_EXISTS));
 
-        g_autofree char *dismissed = bus_as_nobody(b, "call", path, JOB_IFACE, "Dismiss", "()", NULL);
-        bus_assert_answer(dismissed, "ok");
-        for (unsigned i = 0; i < 3000 && g_file_test(record, G_FILE_TEST_EXISTS); i++)
-                bus_iterate_for(b, 10 * 1000);
-        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+        dismiss_as_nobody(b, &j);
 }
 
 int main(int argc, char *argv[]) {
