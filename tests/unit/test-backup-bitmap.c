@@ -180,6 +180,17 @@ static int fail_target_writes(const char *path, ImageIo io, uint64_t offset, uin
         return atomic_fetch_sub(&fail_after, 1) > 0 ? 0 : -EIO;
 }
 
+/* Runs the backup with its target failing at the third write (fail_path): it aborts. */
+static void run_failing(Fixture *f, TestBackupParams *bp) {
+        atomic_store(&fail_after, 2);
+        image_set_fault_hook(fail_target_writes);
+        start(f, bp, true);
+        test_loop_run_until_empty(&f->loop);
+        image_set_fault_hook(NULL);
+        g_assert_nonnull(strstr(f->events->str, "aborting"));
+        g_string_truncate(f->events, 0);
+}
+
 /* A failed backup: on-success leaves the bitmap as it was; so does always when the target is a
  * new file, removed at abort (what was copied is in no backup); always clears what was copied
  * only into a target that stays, written in place; a cancelled one with on-success leaves the
@@ -192,13 +203,7 @@ static void test_failure_modes(Fixture *f, gconstpointer data) {
         TestBackupParams bp = { .source = src, .bitmap = "b0", .bitmap_mode = BITMAP_SYNC_ON_SUCCESS,
                                 .sync_bitmap = true, .target_format = IMAGE_FORMAT_RAW, .chunk_size = 64 * KiB };
         fail_path = f->target;
-        atomic_store(&fail_after, 2);
-        image_set_fault_hook(fail_target_writes);
-        start(f, &bp, true);
-        test_loop_run_until_empty(&f->loop);
-        image_set_fault_hook(NULL);
-        g_assert_nonnull(strstr(f->events->str, "aborting"));
-        g_string_truncate(f->events, 0);
+        run_failing(f, &bp);
         g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
         g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, before);
 
@@ -206,13 +211,7 @@ static void test_failure_modes(Fixture *f, gconstpointer data) {
          * copied into it, so the bitmap keeps them: as it was. */
         bp.bitmap_mode = BITMAP_SYNC_ALWAYS;
         bp.target = NULL;
-        atomic_store(&fail_after, 2);
-        image_set_fault_hook(fail_target_writes);
-        start(f, &bp, true);
-        test_loop_run_until_empty(&f->loop);
-        image_set_fault_hook(NULL);
-        g_assert_nonnull(strstr(f->events->str, "aborting"));
-        g_string_truncate(f->events, 0);
+        run_failing(f, &bp);
         g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
         g_assert_cmpuint(bitmap_dirty(src, "b0"), ==, before);
 
@@ -233,13 +232,7 @@ static void test_failure_modes(Fixture *f, gconstpointer data) {
         bp.target = passed;
         bp.target_passed = true;
         fail_path = passed;
-        atomic_store(&fail_after, 2);
-        image_set_fault_hook(fail_target_writes);
-        start(f, &bp, true);
-        test_loop_run_until_empty(&f->loop);
-        image_set_fault_hook(NULL);
-        g_assert_nonnull(strstr(f->events->str, "aborting"));
-        g_string_truncate(f->events, 0);
+        run_failing(f, &bp);
         g_assert_true(g_file_test(passed, G_FILE_TEST_EXISTS));
         uint64_t after = bitmap_dirty(src, "b0");
         g_assert_cmpuint(after, <, before);
