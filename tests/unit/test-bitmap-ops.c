@@ -128,6 +128,15 @@ static void assert_ok(Result *res) {
                 g_error("operation failed (%d, kind %d): %s", res->r, res->kind, res->message);
 }
 
+/* A change that must work, whose result is not looked at further. */
+static void run_ok(Fixture *f, BitmapOpType type, const char *image, const char *name) {
+        Result res;
+
+        run(f, type, image, name, &res);
+        assert_ok(&res);
+        result_done(&res);
+}
+
 static void assert_fails(Result *res, BitmapOpError kind, const char *message) {
         if (res->r >= 0)
                 g_error("operation succeeded, expected: %s", message);
@@ -199,12 +208,8 @@ static void test_change_and_list(Fixture *f, gconstpointer data) {
         run_as(f, 0, BITMAP_OP_MERGE, img, "b1", (const char *const[]) { "b0", NULL }, 0, false, &res);
         assert_ok(&res);
         result_done(&res);
-        run(f, BITMAP_OP_ENABLE, img, "b1", &res);
-        assert_ok(&res);
-        result_done(&res);
-        run(f, BITMAP_OP_DISABLE, img, "b0", &res);
-        assert_ok(&res);
-        result_done(&res);
+        run_ok(f, BITMAP_OP_ENABLE, img, "b1");
+        run_ok(f, BITMAP_OP_DISABLE, img, "b0");
         g_free(bm);
         bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b0:65536: b1:4096:auto");
@@ -213,12 +218,8 @@ static void test_change_and_list(Fixture *f, gconstpointer data) {
         /* b0's granules, 64 KiB each, become sixteen of b1's each. */
         g_assert_cmpuint(res.list[1].dirty, ==, 3 * 65536);
         result_done(&res);
-        run(f, BITMAP_OP_CLEAR, img, "b1", &res);
-        assert_ok(&res);
-        result_done(&res);
-        run(f, BITMAP_OP_REMOVE, img, "b0", &res);
-        assert_ok(&res);
-        result_done(&res);
+        run_ok(f, BITMAP_OP_CLEAR, img, "b1");
+        run_ok(f, BITMAP_OP_REMOVE, img, "b0");
         g_free(bm);
         bm = oracle_bitmap_list(img);
         g_assert_cmpstr(bm, ==, "b1:4096:auto");
@@ -309,9 +310,7 @@ static void test_reserved(Fixture *f, gconstpointer data) {
         close(fd);
 
         /* And free again. */
-        run(f, BITMAP_OP_ADD, img, "b", &res);
-        assert_ok(&res);
-        result_done(&res);
+        run_ok(f, BITMAP_OP_ADD, img, "b");
 }
 
 /* A file another process (qemu-io, as a running QEMU) holds: refused by QEMU's locks, changes and
