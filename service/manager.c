@@ -221,9 +221,10 @@ int manager_connect(Manager *m) {
         if (r < 0)
                 return r;
 
-        /* Before the name is taken: a caller never sees the daemon without its recorded jobs. */
-        if (m->persist)
-                (void) persist_restore(m->persist);
+        /* Before the name is taken: a caller never sees the daemon without its recorded jobs. Jobs
+         * that continue are built again on the loop; the name waits for them
+         * (manager_jobs_restored()). */
+        bool restoring = m->persist && persist_restore(m->persist) > 0;
 
         r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                       "org.freedesktop.DBus", "NameLost", on_name_lost, NULL, m);
@@ -243,12 +244,42 @@ int manager_connect(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
 
+        if (restoring) {
+                m->name_waits_for_restore = true;
+                return 0;
+        }
+
         /* Synchronous on purpose: without the name there is nothing to serve. */
         r = sd_bus_request_name(m->bus, BUS_NAME, 0);
         if (r < 0)
                 return log_error_errno(r, "Failed to acquire the name %s: %m", BUS_NAME);
 
         return 0;
+}
+
+static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+        if (!e)
+                return 0;
+        log_error("Failed to acquire the name %s: %s", BUS_NAME, e->message ?: e->name);
+        (void) sd_event_exit(m->event, -sd_bus_error_get_errno(e) ?: -EIO);
+        return 0;
+}
+
+void manager_jobs_restored(Manager *m) {
+        int r;
+
+        if (!m->name_waits_for_restore)
+                return;
+        m->name_waits_for_restore = false;
+        log_info("Every recorded job is back; taking the name %s.", BUS_NAME);
+        r = sd_bus_request_name_async(m->bus, NULL, BUS_NAME, 0, on_name_acquired, m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to acquire the name %s: %m", BUS_NAME);
+                (void) sd_event_exit(m->event, r);
+        }
 }
 
 bool manager_is_idle(const Manager *m) {
