@@ -48,8 +48,10 @@ typedef struct Manager {
         struct BusSender *senders;              /* callers' credentials, per connection */
         struct Hashmap *senders_by_name;
 
-        bool shutting_down;             /* SIGTERM: cancel everything, then exit */
-        sd_event_source *release_source;/* shutting down: letting go of the concluded jobs, whose
+        bool shutting_down;             /* SIGTERM: cancel everything (or, with a state directory,
+                                         * stop every job where it is), then exit */
+        unsigned n_stopped;             /* jobs job_stop() has stopped */
+        sd_event_source *release_source;/* shutting down: letting go of the stopped jobs, whose
                                          * records stay (persist.h) */
         bool name_released;             /* idle exit: the name is being given back */
         bool name_waits_for_restore;    /* recorded jobs are being built again (persist.h) */

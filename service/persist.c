@@ -254,11 +254,36 @@ void persist_status_changed(Persist *p, Job *j, JobStatus status) {
         (void) record_kick(e);
 }
 
+/* A checkpoint of the job's driver (job-driver.h), in the record: a backup's copied prefix,
+ * commit's and stream's offset; a mirror keeps none. True if the record changed. */
+static bool record_set_checkpoint(JobRecord *r, uint64_t value) {
+        switch (r->type) {
+        case JOB_TYPE_BACKUP:
+                if (r->n_ranges == 1 && r->ranges[0].start == 0 && r->ranges[0].length == value)
+                        return false;
+                r->n_ranges = 0;
+                if (value > 0 && job_record_add_range(r, 0, value) < 0) {
+                        log_oom();      /* none: the job copies everything again after a restart */
+                        return true;
+                }
+                return true;
+        case JOB_TYPE_COMMIT:
+        case JOB_TYPE_STREAM:
+                if (r->offset == value)
+                        return false;
+                r->offset = value;
+                return true;
+        default:
+                return false;
+        }
+}
+
 void persist_changed(Persist *p, Job *j, JobChange what) {
         Record *e;
         bool dirty = false;
+        uint64_t checkpoint;
 
-        if (!(what & (JOB_CHANGE_SPEED | JOB_CHANGE_USER_PAUSED)))
+        if (!(what & (JOB_CHANGE_SPEED | JOB_CHANGE_USER_PAUSED | JOB_CHANGE_CHECKPOINT)))
                 return;
         e = record_for_job(p, j);
         if (!e || !e->record || e->restoring)
@@ -273,6 +298,9 @@ void persist_changed(Persist *p, Job *j, JobChange what) {
                 e->record->user_paused = job_is_user_paused(j);
                 dirty = true;
         }
+        if ((what & JOB_CHANGE_CHECKPOINT) && job_checkpoint(j, &checkpoint) &&
+            record_set_checkpoint(e->record, checkpoint))
+                dirty = true;
         if (!dirty)
                 return;
         e->dirty = true;
@@ -1196,7 +1224,8 @@ static int resume_check(const JobRequest *q, const JobCreationFiles *files, void
                 if ((uint64_t) files->target.st_dev != rec->target.identity.dev ||
                     (uint64_t) files->target.st_ino != rec->target.identity.ino)
                         return error_message(ret_error, -ESTALE,
-                                             "%s '%s' was replaced by another file while blockjobd was stopped",
+                                             "%s '%s' was replaced by another file while blockjobd was stopped, so "
+                                             "the job cannot continue",
                                              rec->target_hidden ? "The unfinished target of" : "Target",
                                              rec->target.path);
         }
@@ -1271,8 +1300,14 @@ static void on_resumed(JobCreation *c, int r, JobCreationError kind, const char 
         else
                 for (size_t i = 0; i < g->n; i++) {
                         _cleanup_free_ char *why = NULL;
-                        if (asprintf(&why, "The job cannot continue after blockjobd was restarted: %s",
-                                     message ?: strerror(-r)) < 0)
+                        const char *text = message ?: strerror(-r);
+                        /* A reason found by comparing with the record says so already. */
+                        if (strstr(text, "cannot continue"))
+                                why = strdup(text);
+                        else if (asprintf(&why,
+                                          "The job cannot continue after blockjobd was restarted (its files were opened "
+                                          "again with the rights of its owner, uid %" PRIu32 "): %s",
+                                          g->entries[i].record->owner, text) < 0)
                                 why = NULL;
                         log_warning("Job '%s' of uid %" PRIu32 " cannot continue: %s", g->entries[i].record->id,
                                     g->entries[i].record->owner, message ?: strerror(-r));
