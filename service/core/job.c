@@ -188,6 +188,12 @@ struct Job {
         uint64_t progress_current;
         uint64_t progress_total;
 
+        /* The last checkpoint a step reported (or the restore brought), and since when the next
+         * one is counted (JOB_CHECKPOINT_INTERVAL_NS). */
+        bool has_checkpoint;
+        uint64_t checkpoint;
+        uint64_t checkpoint_since;
+
         /* The work item in flight, owned by the worker while busy. */
         JobWorkKind work;
         JobStepInput step_in;
@@ -731,6 +737,8 @@ int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret
         j->ret = p->ret;
         j->progress_current = p->progress_current;
         j->progress_total = MAX(p->progress_total, p->progress_current);
+        j->has_checkpoint = p->has_checkpoint;
+        j->checkpoint = p->has_checkpoint ? p->checkpoint : 0;
         j->user_paused = p->user_paused;
         j->pause_count += p->user_paused;
         j->paused = IN_SET(s, JOB_STATUS_PAUSED, JOB_STATUS_STANDBY);
@@ -782,6 +790,8 @@ void job_restore_start(Job *j) {
                 assert(j->pause_count > 0);
                 j->started = true;
                 j->pause_count--;
+                /* A restore is a start: the first checkpoint is due an interval from now. */
+                j->checkpoint_since = job_now(j);
                 if (j->paused) {
                         /* Resumed while held: it goes on now. (A cancel while held has ended it
                          * already, as it ends a job that never started.) */
@@ -810,6 +820,7 @@ void job_start(Job *j) {
 
         j->started = true;
         j->pause_count--;
+        j->checkpoint_since = job_now(j);
         job_state_transition(j, JOB_STATUS_RUNNING);
         job_continue(j);
 }
@@ -869,6 +880,14 @@ static uint64_t job_step_max_bytes(const Job *j) {
         return quota == 0 ? 0 : MAX(quota, JOB_THROTTLE_STEP_MIN);
 }
 
+static void job_submit_step(Job *j, const JobStepInput *in) {
+        j->step_in = *in;
+        free(j->step_out.error);
+        free(j->step_out.io_error.message);
+        j->step_out = (JobStepResult) {};
+        job_submit(j, JOB_WORK_STEP);
+}
+
 /* The pause point: called whenever the job is between two steps with nothing in flight. */
 static void job_continue(Job *j) {
         uint64_t now, delay;
@@ -914,15 +933,12 @@ static void job_continue(Job *j) {
                 return;
         }
 
-        j->step_in = (JobStepInput) {
+        job_submit_step(j, &(JobStepInput) {
                 .max_bytes = job_step_max_bytes(j),
                 .complete_requested = j->complete_requested,
                 .cancel_requested = j->cancelled,
-        };
-        free(j->step_out.error);
-        free(j->step_out.io_error.message);
-        j->step_out = (JobStepResult) {};
-        job_submit(j, JOB_WORK_STEP);
+                .checkpoint = now >= j->checkpoint_since + JOB_CHECKPOINT_INTERVAL_NS,
+        });
 }
 
 /* QEMU's job_enter(): wake a job that sits at a pause point or sleeps, so that it re-evaluates.
@@ -1041,9 +1057,22 @@ static void job_handle_io_error(Job *j, JobIoError *e) {
         }
 }
 
+/* A step reported a checkpoint: kept, the interval starts again, and the observer hears of it
+ * before anything else the step leads to (a record written for 'waiting' then holds it). */
+static void job_take_checkpoint(Job *j, const JobStepResult *out) {
+        if (!out->checkpoint)
+                return;
+        j->has_checkpoint = true;
+        j->checkpoint = out->checkpoint_value;
+        j->checkpoint_since = job_now(j);
+        job_notify_changed(j, JOB_CHANGE_CHECKPOINT);
+}
+
 static void job_step_done(Job *j) {
         JobStepResult *out = &j->step_out;
         bool progressed = false;
+
+        job_take_checkpoint(j, out);
 
         if (out->progress > 0) {
                 j->progress_current += out->progress;
@@ -1075,6 +1104,12 @@ static void job_step_done(Job *j) {
 
         j->idle_ns = out->idle_ns;
         job_continue(j);
+}
+
+bool job_checkpoint(const Job *j, uint64_t *ret) {
+        if (ret)
+                *ret = j->checkpoint;
+        return j->has_checkpoint;
 }
 
 /* ---- pause and resume --------------------------------------------------------------------- */

@@ -47,6 +47,13 @@
  * way). The limiter carries the overshoot, so the average rate stays the limit. */
 #define JOB_THROTTLE_STEP_MIN (UINT64_C(64) << 10)
 
+/* A step is asked for a checkpoint (JobStepInput.checkpoint) once this much of the registry's clock
+ * has passed since the job's last checkpoint or since it started running (job_start(),
+ * job_restore_start()): a restart then loses at most about this much work, and the layer above
+ * writes a record at most this often per job. Time spent paused or sleeping counts: the first step
+ * after a long pause is asked for one (cheap: nothing new to make durable). */
+#define JOB_CHECKPOINT_INTERVAL_NS (5 * UINT64_C(1000000000))
+
 typedef struct JobRegistry JobRegistry;
 typedef struct JobTxn JobTxn;
 
@@ -55,6 +62,7 @@ typedef enum JobChange {
         JOB_CHANGE_SPEED     = 1 << 1,
         JOB_CHANGE_IO_STATUS = 1 << 2,
         JOB_CHANGE_USER_PAUSED = 1 << 3,        /* job_is_user_paused(), told even without a status change */
+        JOB_CHANGE_CHECKPOINT = 1 << 4,         /* a step reported a checkpoint: job_checkpoint() */
 } JobChange;
 
 typedef struct JobObserver {
@@ -140,6 +148,10 @@ typedef struct JobRestoreParams {
         const char *error;              /* concluded with ret < 0: its message (NULL: strerror) */
         uint64_t progress_current;
         uint64_t progress_total;
+        /* The last checkpoint recorded: kept as if a step had reported it (job_checkpoint()), not
+         * told. The checkpoint interval starts again at job_restore_start(). */
+        bool has_checkpoint;
+        uint64_t checkpoint;
 } JobRestoreParams;
 
 int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret_error);
@@ -174,6 +186,10 @@ int job_set_speed(Job *j, uint64_t bytes_per_second, char **ret_error);
  * user, and they do not touch the user-paused flag. */
 void job_pause(Job *j);
 void job_resume(Job *j);
+
+/* The last checkpoint a step reported or the restore brought (JobStepResult.checkpoint): false if
+ * there is none. ret may be NULL. */
+bool job_checkpoint(const Job *j, uint64_t *ret);
 
 /* Progress, for drivers before the job starts (after that, through step results). */
 void job_progress_set_remaining(Job *j, uint64_t remaining);

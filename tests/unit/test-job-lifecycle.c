@@ -1853,6 +1853,119 @@ static void test_user_pause_told(CoreFixture *f, gconstpointer data) {
         assert_events(f, "j:user-paused=no j:running j:aborting j:concluded j:null");
 }
 
+/* ---- checkpoints (issue 15) --------------------------------------------------------------- */
+
+#define SEC G_GUINT64_CONSTANT(1000000000)
+
+static Job *ckpt_job(CoreFixture *f, const char *id, const JobDriver *base, const TestDriverConfig *c,
+                     bool auto_finalize, bool auto_dismiss, JobTxn *txn) {
+        return core_job(f, id, core_ckpt_driver(base), c, auto_finalize, auto_dismiss, txn);
+}
+
+/* A step is asked for a checkpoint once JOB_CHECKPOINT_INTERVAL_NS have passed since the job
+ * started (decided as the step is submitted), and the interval starts again when one is reported.
+ * The checkpointing driver reports one exactly when asked, and on its finishing step. */
+static void test_checkpoint_interval(CoreFixture *f, gconstpointer data) {
+        Job *j = ckpt_job(f, "j", &test_driver_backup, &(TestDriverConfig) { .total = 20 * CHUNK }, true, true, NULL);
+        uint64_t value = 42;
+
+        g_assert_cmpuint(JOB_CHECKPOINT_INTERVAL_NS, ==, 5 * SEC);
+        g_assert_false(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 0);
+        g_assert_false(job_checkpoint(j, NULL));
+
+        job_start(j);                           /* step 1 submitted at t0 */
+        assert_events(f, "j:created j:running");
+        f->exec.now += 5 * SEC - 1;
+        g_assert_true(fake_run_one(&f->exec));  /* step 2 submitted at t0 + 5 s - 1 ns */
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "");
+        f->exec.now += 1;
+        g_assert_true(fake_run_one(&f->exec));  /* step 3, submitted before; step 4 at t0 + 5 s */
+        assert_events(f, "");
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "j:checkpoint=262144");
+        g_assert_true(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 4 * CHUNK);
+
+        /* Reported at t0 + 5 s: the next is due at t0 + 10 s, not before, however many steps. */
+        for (unsigned i = 0; i < 3; i++)
+                g_assert_true(fake_run_one(&f->exec));
+        f->exec.now += 5 * SEC - 1;
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "");
+        f->exec.now += 1;
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "j:checkpoint=720896");
+
+        /* The finishing step reports one too, told before the status it leads to. */
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:checkpoint=1310720 j:waiting j:pending j:concluded j:null");
+}
+
+/* Sleeping counts: a job throttled to one step every 2 s is asked at its third step. And a driver
+ * that keeps no checkpoints is asked at every step once one is due, which costs it nothing. */
+static void test_checkpoint_sleep_counts(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 5 * JOB_THROTTLE_STEP_MIN, .chunk = JOB_THROTTLE_STEP_MIN };
+        Job *j = ckpt_job(f, "j", &test_driver_backup, &c, true, false, NULL);
+        uint64_t t0 = f->exec.now;
+
+        g_assert_cmpint(job_set_speed(j, JOB_THROTTLE_STEP_MIN / 2, NULL), ==, 0);
+        job_start(j);
+        assert_events(f, "j:created j:running");
+        fake_run_until_idle(&f->exec);
+        /* Steps at 0 s and about 2, 4, 6, 8 s (the limiter's slices round up a little): the one
+         * at 6 s is asked; the last finishes. */
+        g_assert_cmpuint(f->exec.now, >=, t0 + 8 * SEC);
+        g_assert_cmpuint(f->exec.now, <, t0 + 8 * SEC + 100 * MS);
+        g_assert_cmpuint(job_current_progress(j), ==, 5 * JOB_THROTTLE_STEP_MIN);
+        assert_events(f, "j:checkpoint=262144 j:checkpoint=327680 j:waiting j:pending j:concluded");
+}
+
+/* A restored job keeps its recorded checkpoint, told nothing; the interval starts at
+ * job_restore_start(), however long after the restore. */
+static void test_checkpoint_restore(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig config = { .total = 4 * CHUNK };
+        Job *j = NULL;
+        uint64_t value = 0;
+
+        JobRestoreParams p = {
+                .create = { .id = "j", .driver = core_ckpt_driver(&test_driver_backup),
+                            .driver_data = test_driver_state_new(&config, f->calls), .auto_finalize = true,
+                            .auto_dismiss = true },
+                .status = JOB_STATUS_RUNNING,
+                .progress_current = 2 * CHUNK,
+                .progress_total = 4 * CHUNK,
+                .has_checkpoint = true,
+                .checkpoint = 2 * CHUNK,
+        };
+        g_assert_cmpint(job_restore(f->registry, &p, &j, NULL), ==, 0);
+        g_assert_true(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 2 * CHUNK);
+
+        f->exec.now += 60 * SEC;
+        job_restore_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        f->exec.now += 5 * SEC;
+        g_assert_true(fake_run_one(&f->exec));          /* submitted at the start: not asked */
+        assert_events(f, "");
+        g_assert_true(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 2 * CHUNK);
+        g_assert_true(fake_run_one(&f->exec));          /* asked */
+        assert_events(f, "j:checkpoint=196608");
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:checkpoint=262144 j:waiting j:pending j:concluded j:null");
+
+        /* Without one recorded, there is none, whatever the value says. */
+        p.create.driver_data = test_driver_state_new(&config, f->calls);
+        p.has_checkpoint = false;
+        g_assert_cmpint(job_restore(f->registry, &p, &j, NULL), ==, 0);
+        g_assert_false(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 0);
+}
+
 static void test_all_transitions_taken(void) {
         bool seen[_JOB_STATUS_MAX][_JOB_STATUS_MAX] = {};
 
@@ -1974,6 +2087,9 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/restore/concluded", test_restore_concluded);
         CORE_TEST("/lifecycle/restore/refused", test_restore_refused);
         CORE_TEST("/lifecycle/pause/user-pause-told", test_user_pause_told);
+        CORE_TEST("/lifecycle/checkpoint/interval", test_checkpoint_interval);
+        CORE_TEST("/lifecycle/checkpoint/sleep-counts", test_checkpoint_sleep_counts);
+        CORE_TEST("/lifecycle/checkpoint/restore", test_checkpoint_restore);
 
         g_test_add_func("/lifecycle/every-legal-transition-taken", test_all_transitions_taken);
 
