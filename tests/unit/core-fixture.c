@@ -12,11 +12,22 @@ static void append_word(GString *s, const char *word) {
 
 static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         CoreFixture *f = userdata;
-        g_autofree char *word = g_strdup_printf("%s:%s", job_id(j), job_status_to_string(status));
+        /* A stopped job dismissed at exit: its record would stay. */
+        bool released = status == JOB_STATUS_NULL && job_is_stopped(j);
+        g_autofree char *word = g_strdup_printf("%s:%s%s", job_id(j), job_status_to_string(status),
+                                                released ? "(stopped)" : "");
         gpointer prev;
         JobStatus from = JOB_STATUS_UNDEFINED;
 
         append_word(f->events, word);
+
+        /* A stopped job changes no more: it only goes, at exit (or as a failed creation). */
+        if (status == JOB_STATUS_NULL)
+                g_hash_table_remove(f->stopped, j);
+        else {
+                g_assert_false(job_is_stopped(j));
+                g_assert_false(g_hash_table_contains(f->stopped, j));
+        }
 
         if (g_hash_table_lookup_extended(f->last_status, j, NULL, &prev))
                 from = GPOINTER_TO_INT(prev);
@@ -48,6 +59,12 @@ static void on_changed(Job *j, JobChange what, void *userdata) {
                 uint64_t value = 0;
                 g_assert_true(job_checkpoint(j, &value));
                 g_autofree char *word = g_strdup_printf("%s:checkpoint=%" G_GUINT64_FORMAT, job_id(j), value);
+                append_word(f->events, word);
+        }
+        if (what & JOB_CHANGE_STOPPED) {
+                g_autofree char *word = g_strdup_printf("%s:stopped", job_id(j));
+                g_assert_true(job_is_stopped(j));
+                g_assert_true(g_hash_table_add(f->stopped, j));        /* told once */
                 append_word(f->events, word);
         }
 }
@@ -136,15 +153,17 @@ void core_fixture_setup(CoreFixture *f, gconstpointer data) {
         f->io_errors = g_string_new(NULL);
         f->errors = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         f->last_status = g_hash_table_new(NULL, NULL);
+        f->stopped = g_hash_table_new(NULL, NULL);
 }
 
 void core_fixture_drain(CoreFixture *f) {
         Job *j;
 
-        /* Force-cancel and dismiss until nothing is left; every round makes progress. */
+        /* Force-cancel and dismiss until nothing is left; every round makes progress. A stopped
+         * job is dismissed whatever its status; a stopping one gets there by running its work. */
         for (unsigned round = 0; (j = job_registry_first(f->registry)); round++) {
                 g_assert_cmpuint(round, <, 1000);
-                if (job_status(j) == JOB_STATUS_CONCLUDED)
+                if (job_status(j) == JOB_STATUS_CONCLUDED || job_is_stopped(j))
                         g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
                 else if (job_accepts_verb(j, JOB_VERB_CANCEL))
                         g_assert_cmpint(job_user_cancel(j, true, NULL), ==, 0);
@@ -164,6 +183,8 @@ void core_fixture_teardown(CoreFixture *f, gconstpointer data) {
         g_string_free(f->io_errors, TRUE);
         g_hash_table_unref(f->errors);
         g_hash_table_unref(f->last_status);
+        g_assert_cmpuint(g_hash_table_size(f->stopped), ==, 0);
+        g_hash_table_unref(f->stopped);
 }
 
 static Job *core_job_full(CoreFixture *f, uint32_t owner, const char *id, const JobDriver *d,

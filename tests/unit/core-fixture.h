@@ -2,7 +2,8 @@
 #pragma once
 
 /* The core on a fake executor, with an observer that writes every status change as "<id>:<status>"
- * into one string (a checkpoint told as "<id>:checkpoint=<value>" in the same string), every I/O error event as "<id>:<read|write>:<action>"
+ * into one string (a checkpoint told as "<id>:checkpoint=<value>", a job stopped as
+ * "<id>:stopped", and a stopped job's dismissal as "<id>:null(stopped)", in the same string), every I/O error event as "<id>:<read|write>:<action>"
  * (with "+<n>" when it stands for n more that were suppressed), and remembers each
  * job's error text at conclusion. Also records which (from, to) transitions were taken. */
 
@@ -23,13 +24,13 @@ typedef struct CoreFixture {
         bool edges[_JOB_STATUS_MAX][_JOB_STATUS_MAX];
         unsigned n_empty;               /* JobObserver.empty calls */
         bool checkpoints;               /* core_drive_to() makes jobs with core_ckpt_driver()s */
+        GHashTable *stopped;            /* Job * told JOB_CHANGE_STOPPED, until its 'null' */
 } CoreFixture;
 
 /* The test driver 'base' (test-driver.h) keeping checkpoints, as real drivers do (job-driver.h): a
  * step asked for one reports its offset, and so does the step that finishes successfully; a
  * checkpoint_only step does nothing else, and is logged as "<id>:checkpoint-only" with the hooks.
- * core_ckpt_only_mode makes that step misbehave, to check what the core ignores. (The core does
- * not ask for checkpoint_only steps yet.) */
+ * core_ckpt_only_mode makes that step misbehave, to check what the core ignores. */
 const JobDriver *core_ckpt_driver(const JobDriver *base);
 
 typedef enum CoreCkptOnlyMode {
