@@ -41,6 +41,13 @@
  * what a step needs arrives in its JobStepInput, and a step that finished because of a soft cancel
  * keeps that in the driver's data for prepare.
  *
+ * Stopping for a restart (job_stop(), issue 15) is not a cancel: the job keeps its status and
+ * comes back in it. The core only lets what is in flight end (a step; a completion pipeline under
+ * way runs to its end, as it is short and must not be left half-done), starts nothing else, asks
+ * the driver for one last checkpoint_only step where it may hold work that is not durable yet,
+ * and then leaves the job alone (job_try_stop()). A group is stopped as one, so that no member
+ * finishes, fails or publishes because of another while the daemon goes away.
+ *
  * Where QEMU and this file differ (only where QEMU's synchronous design has no equivalent):
  *   - when one member's prepare fails, every other member is force-cancelled, including the one
  *     whose finalize started the pipeline (QEMU leaves that one alone and may commit it);

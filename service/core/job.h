@@ -78,8 +78,8 @@ typedef struct JobObserver {
          * called, though not from here, since a job_unref() is on the stack. For a daemon that
          * shuts down and whose jobs continue after it starts again: job_stop() every job, run the
          * loop until job_registry_all_stopped() (check on JOB_CHANGE_STOPPED and on 'null'),
-         * job_dismiss() each (which takes any
-         * stopped job out of the registry), drop every reference, then free. */
+         * job_dismiss() each (which takes any stopped job out of the registry), drop every
+         * reference, then free. */
         void (*empty)(JobRegistry *r, void *userdata);
 } JobObserver;
 
