@@ -379,7 +379,7 @@ static int on_release_stopped(sd_event_source *s, void *userdata) {
         log_info("Keeping the records of %zu job(s) for the next start.", n);
         for (size_t i = 0; i < n; i++) {
                 persist_forget(m->persist, jobs[i]);
-                job_release(jobs[i]);
+                (void) job_dismiss(jobs[i], NULL);
                 job_unref(jobs[i]);
         }
         manager_changed(m);
