@@ -64,6 +64,9 @@ void backup_free(Backup *b);
 uint64_t backup_size(const Backup *b);
 /* The format the source was opened as. */
 ImageFormat backup_source_format(const Backup *b);
+/* Of backup_size(), what a job resumed after a restart (CopyParams.resume) had done before it:
+ * the job's progress starts there. 0 for a job that was not resumed. */
+uint64_t backup_resumed_progress(const Backup *b);
 /* The most memory the job can take, its images' metadata included (image_memory_estimate()). */
 uint64_t backup_memory(const Backup *b);
 /* Its target file (for the daemon's records, which give a new target a hidden name: persist.h). */
