@@ -426,6 +426,12 @@ void target_file_commit(TargetFile *t, Job *j) {
                                 kept ? "the data was kept as '" : "the data is lost", strempty(kept), kept ? "'" : "");
 }
 
+void target_file_keep(TargetFile *t) {
+        /* tmpfile_discard() removes only a file it knows a name of. */
+        free(t->file.temp_name);
+        t->file.temp_name = NULL;
+}
+
 void target_file_discard(TargetFile *t) {
         tmpfile_discard(&t->file);
         t->device_fd = safe_close(t->device_fd);

@@ -114,6 +114,10 @@ void target_file_commit(TargetFile *t, Job *j);
 /* A new file takes the hidden name 'name' in its directory (tmpfile_set_hidden_name()); a file
  * written in place has none (0, nothing done). Before the job starts: not thread-safe with it. */
 int target_file_set_hidden_name(TargetFile *t, const char *name, char **ret_error);
+/* The daemon stops while the job is recorded (issue 15): a new file keeps its hidden name, so that
+ * the job finds it again after the restart; whatever discards the TargetFile from now on only
+ * closes it. Nothing to do for a file written in place. */
+void target_file_keep(TargetFile *t);
 /* Abort, clean: remove an unpublished file; close. Safe to call twice. */
 void target_file_discard(TargetFile *t);
 
