@@ -19,6 +19,7 @@
 #include "driver-fixture.h"
 #include "driver-open.h"
 #include "file-util.h"
+#include "image-fault.h"
 #include "qemu-oracle.h"
 
 #define HIDDEN ".target.img.blockjobd-0-b"
@@ -410,6 +411,51 @@ static void test_backup_qcow2_leaks(Fixture *f, gconstpointer data) {
         step_bytes = STEP_BYTES;
 }
 
+/* A target written in place (a file the caller passed): no hidden name, the same file again. */
+static void test_backup_in_place(Fixture *f, gconstpointer data) {
+        uint64_t data_bytes = make_raw_source(f);
+        TestBackupParams bp = { .source = f->source, .target = f->target, .target_format = IMAGE_FORMAT_QCOW2,
+                                .target_passed = true, .chunk_size = STEP_BYTES };
+
+        for (End end = END_STOP; end <= END_KILL; end++) {
+                uint64_t checkpoint = first_life(open_backup, &bp, end, 0.8, 0.1);
+                /* Not emptied when it is taken over again. */
+                g_assert_cmpint(check_hidden(f), ==, 1);        /* no such file */
+                uint64_t moved = second_life_backup(f, &bp, checkpoint);
+                g_test_message("%s: checkpoint %" PRIu64 ", second life moved %" PRIu64, end_names[end], checkpoint, moved);
+                g_assert_cmpuint(moved, <=, data_bytes / 4);
+                assert_result(f, f->source, true);
+                g_assert_cmpint(g_unlink(f->target), ==, 0);
+        }
+}
+
+/* A checkpoint whose flush fails is a target I/O error under the job's policy (report: the job
+ * fails), here the one on the finishing step. */
+static const char *failing_flush_path;
+
+static int fail_flush(const char *path, ImageIo io, uint64_t offset, uint64_t length) {
+        return io == IMAGE_IO_FLUSH && g_str_equal(path, failing_flush_path) ? -EIO : 0;
+}
+
+static void test_backup_checkpoint_fails(Fixture *f, gconstpointer data) {
+        TestBackupParams bp = { .source = f->source, .target = f->target, .target_format = IMAGE_FORMAT_QCOW2 };
+        Life l;
+
+        make_raw_source(f);
+        failing_flush_path = f->target;
+        image_set_fault_hook(fail_flush);
+        g_assert_cmpint(open_backup(&bp, &l), ==, 0);
+        Job *j = start_job(f, &l, 0);
+        test_loop_run_until_status(&f->loop, j, JOB_STATUS_CONCLUDED);
+        image_set_fault_hook(NULL);
+        g_assert_nonnull(job_error(j));
+        g_test_message("the job failed: %s (%s)", job_error(j), f->events->str);
+        /* In a step (the finishing one's checkpoint), not at prepare, which comes after waiting. */
+        g_assert_null(strstr(f->events->str, "waiting"));
+        dismiss(f, j);
+        g_assert_false(g_file_test(f->target, G_FILE_TEST_EXISTS));
+}
+
 /* ---- mirror ------------------------------------------------------------------------------------- */
 
 static void test_mirror(Fixture *f, ImageFormat format) {
@@ -512,6 +558,8 @@ int main(int argc, char **argv) {
         RESUME_TEST("/copy-resume/backup/chain-sync-top", test_backup_chain_top);
         RESUME_TEST("/copy-resume/backup/bitmap", test_backup_bitmap);
         RESUME_TEST("/copy-resume/backup/qcow2-leaks", test_backup_qcow2_leaks);
+        RESUME_TEST("/copy-resume/backup/in-place", test_backup_in_place);
+        RESUME_TEST("/copy-resume/backup/checkpoint-fails", test_backup_checkpoint_fails);
         RESUME_TEST("/copy-resume/mirror/raw", test_mirror_raw);
         RESUME_TEST("/copy-resume/mirror/qcow2", test_mirror_qcow2);
         RESUME_TEST("/copy-resume/refused", test_refused);
