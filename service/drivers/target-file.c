@@ -201,6 +201,9 @@ int target_file_set_hidden_name(TargetFile *t, const char *name, char **ret_erro
 
         if (target_file_in_place(t) || t->file.fd < 0)
                 return 0;
+        /* A resumed job's file has it already. */
+        if (t->resumed && t->file.temp_name && strcmp(t->file.temp_name, name) == 0)
+                return 0;
         r = tmpfile_set_hidden_name(&t->file, name);
         if (r < 0)
                 return error_message(ret_error, r, "Could not give target '%s' its hidden name '%s': %m", t->path, name);

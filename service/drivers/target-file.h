@@ -112,7 +112,7 @@ int target_file_prepare(TargetFile *t, char **ret_error);
 /* Commit: publish a new file under its final name; on failure keep the data and say where. */
 void target_file_commit(TargetFile *t, Job *j);
 /* A new file takes the hidden name 'name' in its directory (tmpfile_set_hidden_name()); a file
- * written in place has none (0, nothing done). Before the job starts: not thread-safe with it. */
+ * written in place has none, and a resumed one has it already (0, nothing done). Before the job starts: not thread-safe with it. */
 int target_file_set_hidden_name(TargetFile *t, const char *name, char **ret_error);
 /* The daemon stops while the job is recorded (issue 15): a new file keeps its hidden name, so that
  * the job finds it again after the restart; whatever discards the TargetFile from now on only
