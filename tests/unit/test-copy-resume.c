@@ -213,6 +213,9 @@ static uint64_t second_life_backup(Fixture *f, const TestBackupParams *bp, uint6
         resumed.resume = (DriverResume) { .resume = true, .offset = checkpoint };
         resumed.hidden = HIDDEN;
         g_assert_cmpint(open_backup(&resumed, &l), ==, 0);
+        /* Giving it its hidden name again (as for a new job) changes nothing. */
+        g_autofree char *error = NULL;
+        g_assert_cmpint(target_file_set_hidden_name(backup_target_file(l.driver), HIDDEN, &error), ==, 0);
         /* What was done before counts: at most the checkpoint, rounded down to a cluster. */
         uint64_t done = backup_resumed_progress(l.driver);
         g_assert_cmpuint(done, <=, checkpoint);
@@ -264,6 +267,8 @@ static void backup_both_ways(Fixture *f, TestBackupParams *bp, const char *expec
                 g_assert_cmpint(g_unlink(f->target), ==, 0);
         }
 }
+
+static void assert_refused(Fixture *f, TestBackupParams *bp, const char *expected);
 
 /* ---- backup ------------------------------------------------------------------------------------- */
 
@@ -386,6 +391,33 @@ static void test_backup_bitmap(Fixture *f, gconstpointer data) {
                                           src));
                 }
         }
+}
+
+/* An incremental backup made an overlay of the full one (target-backing) and resumed: reopened on
+ * the same backing file, it reads as the source. */
+static void test_backup_overlay(Fixture *f, gconstpointer data) {
+        g_autofree char *src = g_build_filename(f->dir, "src.qcow2", NULL);
+        g_autofree char *full = g_build_filename(f->dir, "full.qcow2", NULL);
+        g_autofree char *hidden = hidden_path(f);
+
+        g_free(oracle_run("qemu-img create -q -f qcow2 %s 64M", src));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x11 0 32M' -c 'write -P 0x12 40M 8M' %s", src));
+        g_free(oracle_run("qemu-img convert -q -O qcow2 %s %s", src, full));
+        g_free(oracle_run("qemu-img bitmap --add %s b0", src));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x22 1000k 3M' -c 'write -P 0x33 20M 3M' "
+                          "-c 'write -z 30M 2M' -c 'write -P 0x44 44M 4M' %s",
+                          src));
+
+        TestBackupParams bp = { .source = src, .source_format = IMAGE_FORMAT_QCOW2, .target_format = IMAGE_FORMAT_QCOW2,
+                                .bitmap = "b0", .bitmap_mode = BITMAP_SYNC_NEVER, .sync_bitmap = true,
+                                .target_backing = "full.qcow2", .target_backing_format = IMAGE_FORMAT_QCOW2,
+                                .chunk_size = STEP_BYTES };
+        backup_both_ways(f, &bp, src, true, 3 * MiB + 256 * KiB);
+
+        /* An overlay of another file is not the one the job was writing. */
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b src.qcow2 -F qcow2 %s", hidden));
+        assert_refused(f, &bp, "backing file");
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
 }
 
 /* A qcow2 target whose writer is killed after it allocated many L2 tables past the checkpoint
@@ -557,6 +589,7 @@ int main(int argc, char **argv) {
         RESUME_TEST("/copy-resume/backup/chain-sync-full", test_backup_chain_full);
         RESUME_TEST("/copy-resume/backup/chain-sync-top", test_backup_chain_top);
         RESUME_TEST("/copy-resume/backup/bitmap", test_backup_bitmap);
+        RESUME_TEST("/copy-resume/backup/overlay", test_backup_overlay);
         RESUME_TEST("/copy-resume/backup/qcow2-leaks", test_backup_qcow2_leaks);
         RESUME_TEST("/copy-resume/backup/in-place", test_backup_in_place);
         RESUME_TEST("/copy-resume/backup/checkpoint-fails", test_backup_checkpoint_fails);
