@@ -68,6 +68,8 @@ struct Record {
         bool gone;                      /* the job is dismissed: the file goes */
         bool restoring;                 /* a restored job on its way to concluded: its passing statuses
                                          * are not real, and are not written over what was recorded */
+        TargetFile *target_file;        /* the job's new target, in its driver: kept under its hidden
+                                         * name when the daemon stops (persist_forget()) */
         PersistDoneFunc done;           /* a creation waiting for the next write */
         void *done_userdata;
 
@@ -417,6 +419,12 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
                         return -ENOMEM;
                 rec->bitmap_mode = job_record_bitmap_mode_from_string(bitmap_sync_mode_to_string(q->bitmap_mode));
         }
+        if (q->type == JOB_TYPE_BACKUP && q->target_backing) {
+                rec->target_backing = strdup(q->target_backing);
+                if (!rec->target_backing)
+                        return -ENOMEM;
+                rec->target_backing_format = q->target_backing_format;
+        }
 
         if (!files->source_known)
                 return -EIO;
@@ -466,6 +474,10 @@ void persist_forget(Persist *p, Job *j) {
                 log_debug("Job record %s is being written, not keeping it.", e->name);
                 return;
         }
+        /* The job continues after the restart in the file it was writing: freeing its driver must
+         * not remove it. (Its driver runs nothing now: the job is stopped.) */
+        if (e->target_file)
+                target_file_keep(e->target_file);
         record_free(e);
 }
 
@@ -528,6 +540,7 @@ int persist_hide_targets(Persist *p, Job *const *jobs, TargetFile *const *target
                 Record *e = record_for_job(p, jobs[i]);
                 if (!targets[i] || !e || !e->record || !e->record->target_hidden)
                         continue;
+                e->target_file = targets[i];
                 h->names[h->n] = strdup(e->record->target_hidden);
                 if (!h->names[h->n]) {
                         hide_targets_free(h);
@@ -1191,6 +1204,8 @@ static int resume_request(const JobRecord *r, JobRequest *q) {
         k |= strdup_or_null(r->backing_file, &q->backing_file);
         k |= strdup_or_null(r->bitmap, &q->bitmap);
         k |= strdup_or_null(r->target_hidden, &q->target_resume_name);
+        k |= strdup_or_null(r->target_backing, &q->target_backing);
+        q->target_backing_format = r->target_backing_format;
         if (k < 0)
                 return -ENOMEM;
 
@@ -1285,11 +1300,17 @@ static void resume_publish(ResumeGroup *g) {
                 e->job = j;
                 e->record = TAKE_PTR(en->record);
                 e->on_disk = true;
+                e->target_file = job_creation_files(c, i)->target_file;
                 log_info("Job '%s' of uid %" PRIu32 " (%s) continues where it stopped, %s.", job_id(j), e->owner,
                          job_type_to_string(job_type(j)), job_status_to_string(job_status(j)));
         }
-        for (size_t i = 0; i < g->n; i++)
-                job_restore_start(job_creation_job(c, i));
+        for (size_t i = 0; i < g->n; i++) {
+                Job *j = job_creation_job(c, i);
+                job_restore_start(j);
+                /* The daemon is stopping already: back, and stopped where it was. */
+                if (m->shutting_down)
+                        job_stop(j);
+        }
 }
 
 static void on_resumed(JobCreation *c, int r, JobCreationError kind, const char *message, void *userdata) {

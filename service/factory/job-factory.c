@@ -244,6 +244,7 @@ typedef struct Built {
         uint64_t size;
         ImageFormat source_format;
         uint64_t memory;
+        uint64_t done;                  /* of 'size', what a resumed job had done before the restart */
         ReservationSet *files;
         ReservationSet *given;          /* the files as given, for telling who holds them */
 } Built;
@@ -523,17 +524,14 @@ static int check_memory(JobCreation *c, char **ret_error) {
         return 0;
 }
 
-/* A restored job's progress: what its checkpoint says is done, of what the driver has to do. A
- * backup of a bitmap counts only the marked bytes, which the driver knows (its size is what is
- * left). */
+/* A restored job's progress: of what its driver has to do, what it had done at its checkpoint
+ * (the driver knows: a backup of a bitmap counts only the marked bytes); the checkpoint too, kept
+ * by the core until the next one. */
 static void restore_progress(const JobRequest *q, const Built *b, JobRestoreParams *rp) {
-        if (q->resume.resume && !(q->type == JOB_TYPE_BACKUP && q->sync == SYNC_BITMAP)) {
-                rp->progress_total = b->size;
-                rp->progress_current = MIN(q->resume.offset, b->size);
-        } else {
-                rp->progress_total = b->size;
-                rp->progress_current = 0;
-        }
+        rp->progress_total = b->size;
+        rp->progress_current = MIN(b->done, b->size);
+        rp->has_checkpoint = q->resume.resume && q->resume.offset > 0;
+        rp->checkpoint = q->resume.offset;
 }
 
 static void creation_create_jobs(JobCreation *c) {
@@ -720,6 +718,7 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
                 .sync_top = q->sync == SYNC_TOP,
                 .target_format = q->target_format,
                 .memory_max = memory_max,
+                .resume = q->resume,
         };
         int r;
 
@@ -739,7 +738,8 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
                 r = backup_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &backup_driver, d, backup_size(d), backup_source_format(d), backup_memory(d) };
+                *b = (Built) { &backup_driver, d, backup_size(d), backup_source_format(d), backup_memory(d),
+                               .done = backup_resumed_progress(d) };
                 return 0;
         }
         case JOB_TYPE_MIRROR: {
