@@ -1026,8 +1026,9 @@ static int restore_check_source(Persist *p, Job *j, const JobRecord *record) {
 }
 
 
-/* A job that was to continue but cannot: back concluded with 'why', its record saying so too, and
- * its unfinished target removed. Takes the entry's record. */
+/* A job that was to continue but cannot: its unfinished target is removed first, then it
+ * concludes with 'why' (through the restored driver's one step, whose passing statuses are not
+ * written over the record: only the concluded one is). Takes the entry's record. */
 static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
         Manager *m = p->manager;
         _cleanup_(job_record_freep) JobRecord *rec = TAKE_PTR(en->record);
@@ -1042,23 +1043,18 @@ static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
                 free(restored);
                 return log_oom();
         }
-        JobRestoreParams rp = {
-                .create = {
-                        .owner = rec->owner,
-                        .id = rec->id,
-                        .driver = &restored_drivers[rec->type],
-                        .driver_data = restored,
-                        .auto_finalize = true,
-                        .auto_dismiss = false,  /* kept until its owner has seen it */
-                        .speed = rec->speed,
-                        .on_source_error = rec->on_source_error,
-                        .on_target_error = rec->on_target_error,
-                },
-                .status = JOB_STATUS_CONCLUDED,
-                .ret = -ESTALE,
-                .error = restored->error,
+        JobCreateParams params = {
+                .owner = rec->owner,
+                .id = rec->id,
+                .driver = &restored_drivers[rec->type],
+                .driver_data = restored,
+                .auto_finalize = true,
+                .auto_dismiss = false,  /* kept until its owner has seen it */
+                .speed = rec->speed,
+                .on_source_error = rec->on_source_error,
+                .on_target_error = rec->on_target_error,
         };
-        r = job_restore(m->registry, &rp, &j, &create_error);
+        r = job_create(m->registry, &params, &j, &create_error);
         if (r < 0) {
                 restored_free(restored);
                 return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", rec->id,
@@ -1075,22 +1071,21 @@ static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
         if (r >= 0)
                 r = record_new(p, en->name, rec->owner, &e);
         if (r < 0) {
-                (void) job_dismiss(j, NULL);
+                job_early_fail(j);
                 return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", rec->id, rec->owner);
         }
         note_transaction(m, rec->txn_name);
         e->job = j;
         e->record = TAKE_PTR(rec);
         e->on_disk = true;
-        /* On disk it is still what it was when the daemon stopped: now it has concluded. */
-        e->record->status = JOB_STATUS_CONCLUDED;
-        e->record->user_paused = false;
-        free(e->record->error);
-        e->record->error = strndup(why, JOB_RECORD_ERROR_MAX);
-        e->dirty = true;
-        (void) record_kick(e);
-        job_restore_start(j);
-        (void) remove_hidden_target(p, j, e->record);
+        e->restoring = true;
+        if (m->shutting_down) {
+                /* Stopped before it could even fail: its record is as it was, for the next start. */
+                job_stop(j);
+                return 0;
+        }
+        if (remove_hidden_target(p, j, e->record) <= 0)
+                job_start(j);
         return 0;
 }
 
