@@ -11,6 +11,7 @@ Usage: test-cockpit-page.py LOGDIR   (environment: BLOCKJOBD, BLOCKJOBD_OPENER, 
 """
 
 import json
+import pwd
 import os
 import shutil
 import signal
@@ -121,32 +122,44 @@ class Env:
                 raise RuntimeError("blockjobd did not take its name (see daemon.log)")
             time.sleep(0.05)
 
-    def start_cockpit(self):
+    def start_cockpit(self, user=None):
+        """cockpit-ws with a local session (its bridge runs as the user that runs it: root, or
+        `user` through setpriv); its base URL."""
         ws = next((p for p in COCKPIT_WS if os.access(p, os.X_OK)), None)
+        name = user or "root"
         data = os.path.join(self.work, "data")
-        os.makedirs(os.path.join(data, "cockpit"))
-        os.symlink(os.environ["COCKPIT_PAGE"], os.path.join(data, "cockpit", "blockjobd"))
-        home = os.path.join(self.work, "home")
+        if not os.path.exists(data):
+            os.makedirs(os.path.join(data, "cockpit"))
+            os.symlink(os.environ["COCKPIT_PAGE"], os.path.join(data, "cockpit", "blockjobd"))
+        home = os.path.join(self.work, "home-" + name)
         os.makedirs(home)
+        argv = []
+        if user:
+            # The bus socket and the page's directory must be reachable for the user.
+            os.chmod(self.work, 0o755)
+            pw = pwd.getpwnam(user)
+            os.chown(home, pw.pw_uid, pw.pw_gid)
+            argv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", "--"]
         # The bridge finds packages in XDG_DATA_DIRS/cockpit: the page from the build tree first,
         # Cockpit's own (base1, shell, static) after it; HOME keeps ~/.local/share/cockpit out.
-        env = dict(self.env, HOME=home, XDG_DATA_DIRS=data + ":/usr/share", XDG_CONFIG_DIRS=self.work)
+        env = dict(self.env, HOME=home, XDG_DATA_DIRS=data + ":/usr/share", XDG_CONFIG_DIRS=home,
+                   XDG_RUNTIME_DIR=home, USER=name, LOGNAME=name)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.ws = self.spawn([ws, "--no-tls", "--local-session=" + COCKPIT_BRIDGE, "--address", "127.0.0.1",
-                              "--port", str(self.port)], "cockpit-ws.log", env=env)
-        self.base = f"http://127.0.0.1:{self.port}"
+            port = s.getsockname()[1]
+        ws_proc = self.spawn(argv + [ws, "--no-tls", "--local-session=" + COCKPIT_BRIDGE, "--address", "127.0.0.1",
+                                     "--port", str(port)], f"cockpit-ws-{name}.log", env=env)
+        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + WAIT
         while True:
             try:
-                with urllib.request.urlopen(self.base + "/cockpit/@localhost/blockjobd/manifest.json", timeout=30) as r:
+                with urllib.request.urlopen(base + "/cockpit/@localhost/blockjobd/manifest.json", timeout=30) as r:
                     if json.load(r)["tools"]["index"]["label"]:
-                        return
+                        return base
             except OSError:
                 pass
-            if self.ws.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("cockpit-ws does not serve the page (see cockpit-ws.log)")
+            if ws_proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cockpit-ws does not serve the page (see cockpit-ws-{name}.log)")
             time.sleep(0.1)
 
     def stop(self):
@@ -231,7 +244,7 @@ def main():
         run(tap, env, work, logdir)
     except Exception:
         tap.ok(False, "the test ran to its end", traceback.format_exc())
-        for name in ("daemon.log", "cockpit-ws.log", "chromium.log"):
+        for name in ("daemon.log", "cockpit-ws-root.log", "cockpit-ws-nobody.log", "chromium.log"):
             p = os.path.join(work, name)
             if os.path.exists(p):
                 log(f"---- {name} (last lines)")
@@ -252,7 +265,7 @@ def main():
 def run(tap, env, work, logdir):
     env.start_bus()
     env.start_daemon()
-    env.start_cockpit()
+    env.base = env.start_cockpit()
     log(f"cockpit-ws on {env.base}, bus {env.env['DBUS_SYSTEM_BUS_ADDRESS']}")
 
     big = os.path.join(work, "big.img")
@@ -460,6 +473,31 @@ def run(tap, env, work, logdir):
     b.screenshot(shot)
     tap.ok(narrow[0] <= narrow[1] and narrow[2] == "none",
            f"in a narrow window the table becomes a list and nothing sticks out ({narrow}): {shot}", narrow)
+
+
+    # ---- a user without administrative access ----
+    # cockpit-ws and its bridge as nobody: Cockpit's superuser bridge is not open to it, so
+    # cockpit.permission() says no, and the page shows the jobs with "Not authorized".
+    b.set_size(1400, 900)
+    b.navigate(env.start_cockpit("nobody") + "/cockpit/@localhost/blockjobd/index.html")
+    b.wait("document.body && document.body.getAttribute('data-loaded') === 'true' && "
+           "document.querySelectorAll('#job-rows tr').length === 3 && !!document.getElementById('not-authorized')",
+           WAIT, "the page as nobody")
+    b.eval(PAGE_JS)
+    seen = b.eval("[document.querySelectorAll('#job-rows button[data-verb], #job-rows input').length, "
+                  "[...document.querySelectorAll('#job-rows tr')].map(r => r.querySelector('.job-not-authorized').textContent), "
+                  "document.getElementById('start-job').hidden, t.status('weekly'), t.percent('vm-disk')]")
+    shot = os.path.join(logdir, "cockpit-page-not-authorized.png")
+    b.screenshot(shot)
+    tap.ok(seen[0] == 0 and seen[1] == ["Not authorized"] * 3 and seen[2] is True and seen[3] == "paused" and
+           seen[4] == 100, "without administrative access the page shows the jobs and \"Not authorized\" "
+           "instead of buttons: " + shot, seen)
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                        "busctl", "--system", "call", NAME, weekly, JOB_IFACE, "Resume"],
+                       env=env.env, capture_output=True, text=True, timeout=60)
+    tap.ok(r.returncode != 0 and any(w in r.stderr.lower() for w in ("denied", "authoriz")) and
+           env.prop(weekly, "Status") == "paused",
+           "and the daemon indeed refuses nobody's verbs: " + r.stderr.strip(), r.stderr)
 
 
 if __name__ == "__main__":
