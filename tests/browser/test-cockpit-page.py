@@ -395,6 +395,21 @@ def run(tap, env, work, logdir):
     b.eval("t.click('mirror', 'Dismiss')")
     b.wait("!t.row('mirror')", WAIT, "the mirror to go")
 
+    # ---- Finalize on a job that waits for it ----
+    pending = create("Backup", small, os.path.join(work, "f.qcow2"), job_id="waits", auto_finalize=False,
+                     auto_dismiss=False)
+    b.wait("t.status('waits') === 'pending'", WAIT, "the job to show pending")
+    ok, detail = buttons_follow("waits", pending)
+    tap.ok(ok and "Finalize" in detail.split("buttons")[1], "a pending job offers Finalize: " + detail, detail)
+    b.eval("t.click('waits', 'Finalize')")
+    b.wait("t.label('waits') === 'Completed'", WAIT, "the finalized job to show Completed")
+    r = qemu_img("compare", small, os.path.join(work, "f.qcow2"))
+    tap.ok(env.prop(pending, "Status") == "concluded" and env.prop(pending, "Error") == "" and r.returncode == 0,
+           "Finalize on the page publishes the backup: concluded without error, qemu-img compare finds the "
+           "target identical", r.stdout + r.stderr)
+    b.eval("t.click('waits', 'Dismiss')")
+    b.wait("!t.row('waits')", WAIT, "the finalized job to go")
+
     # ---- the start dialog ----
     # By keyboard: focus "Start job" and press Enter, as someone without a mouse does.
     b.eval("document.getElementById('start-job').focus(), true")
