@@ -165,8 +165,9 @@ class Env:
     def stop(self):
         if self.browser:
             self.browser.close()
-        # The daemon first (SIGTERM cancels its jobs), then cockpit-ws (and its bridge), the bus.
-        for p, logf in self.procs:
+        # In the reverse order of their start: cockpit-ws (and its bridge), the daemon (SIGTERM
+        # cancels its jobs), the bus.
+        for p, logf in reversed(self.procs):
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGTERM)
@@ -346,17 +347,18 @@ def run(tap, env, work, logdir):
     b.wait("t.status('outside') === 'running'", WAIT, "the page to show running")
     tap.ok(env.prop(running, "Status") == "running", "Resume on the page resumes the job in the daemon")
 
-    b.eval("t.set('#job-rows tr[data-job-id=\"outside\"] input[data-speed]', '3')")
+    # Slower than before, so that the job is surely still running when the page cancels it.
+    b.eval("t.set('#job-rows tr[data-job-id=\"outside\"] input[data-speed]', '0.5')")
     b.eval("t.click('outside', 'SetSpeed')")
-    wait_daemon("Speed 3 MiB/s", lambda: env.prop(running, "Speed") == 3 * MIB)
-    shown = b.wait("(v => v === '3' ? v : false)(t.row('outside').querySelector('input[data-speed]').value)",
+    wait_daemon("Speed 0.5 MiB/s", lambda: env.prop(running, "Speed") == MIB // 2)
+    shown = b.wait("(v => v === '0.5' ? v : false)(t.row('outside').querySelector('input[data-speed]').value)",
                    WAIT, "the speed field to show the daemon's new speed")
-    tap.ok(shown == "3", "SetSpeed from the page sets the daemon's Speed (3 MiB/s)")
+    tap.ok(shown == "0.5", "SetSpeed from the page sets the daemon's Speed (0.5 MiB/s)")
 
     b.eval("t.set('#job-rows tr[data-job-id=\"outside\"] input[data-speed]', '-1')")
     b.eval("t.click('outside', 'SetSpeed')")
     msg = b.wait("t.message('outside')", WAIT, "the page to refuse a negative speed")
-    tap.ok(env.prop(running, "Speed") == 3 * MIB and "MiB/s" in msg,
+    tap.ok(env.prop(running, "Speed") == MIB // 2 and "MiB/s" in msg,
            "a negative speed is refused on the page, next to the job, and the daemon's is unchanged", msg)
 
     b.eval("t.click('outside', 'Cancel')")
@@ -444,6 +446,8 @@ def run(tap, env, work, logdir):
     b.eval(f"t.set('#f-target', '{target}')")
     b.eval("t.set('#f-format', 'qcow2')")
     b.eval("t.set('#f-job-id', 'from-page')")
+    b.eval("document.getElementById('start-error').hidden = true")
+    b.screenshot(os.path.join(logdir, "cockpit-dialog.png"))
     b.eval("document.getElementById('start-submit').click(), true")
     b.wait("!document.getElementById('start-dialog').open", WAIT, "the dialog to close")
     b.wait("t.label('from-page') === 'Completed'", WAIT, "the backup from the dialog to complete")
@@ -458,7 +462,7 @@ def run(tap, env, work, logdir):
     b.wait("!t.row('from-page')", WAIT, "the dialog's job to go")
 
     # ---- screenshots with running jobs, in Cockpit's shell ----
-    create("Backup", big, os.path.join(work, "nightly.qcow2"), job_id="nightly", speed=MIB, format="qcow2")
+    create("Backup", big, os.path.join(work, "nightly.qcow2"), job_id="nightly", speed=MIB // 2, format="qcow2")
     weekly = create("Backup", big, os.path.join(work, "weekly.raw"), job_id="weekly", speed=MIB)
     create("Mirror", small, os.path.join(work, "vm-disk.qcow2"), job_id="vm-disk")
     env.busctl("call", NAME, weekly, JOB_IFACE, "Pause")
