@@ -354,7 +354,9 @@
             el("td", { role: "cell", "data-label": _("Job") }, el("span", { class: "job-id", text: job.Id })),
             el("td", { role: "cell", "data-label": _("Type") }, TYPE_TEXT[job.Type] || job.Type),
             el("td", { role: "cell", "data-label": _("Source → target"), class: "job-files" },
-               el("span", { class: "job-source", text: source || "—" }),
+               /* Other users' paths read empty unless polkit lets this user manage their jobs. */
+               source ? el("span", { class: "job-source", text: source })
+                   : el("span", { class: "job-hidden", text: _("Not shown to you") }),
                target ? el("span", { class: "job-arrow", "aria-hidden": "true", text: " → " }) : null,
                target ? el("span", { class: "job-target", text: target }) : null),
             el("td", { role: "cell", "data-label": _("Status") }, statusCell(job, x)),

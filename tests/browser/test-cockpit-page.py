@@ -305,7 +305,9 @@ def run(tap, env, work, logdir):
     b.wait("document.body && document.body.getAttribute('data-loaded') === 'true'", WAIT, "the page to load its jobs")
     b.eval(PAGE_JS)
     tap.ok(b.eval("document.querySelectorAll('#job-rows tr').length") == 0 and
-           not b.eval("document.getElementById('no-jobs').hidden"), "the page loads, and says there are no jobs")
+           not b.eval("document.getElementById('no-jobs').hidden") and
+           b.eval("getComputedStyle(document.getElementById('start-dialog')).display") == "none",
+           "the page loads, says there are no jobs, and shows no dialog")
 
     # ---- jobs created outside the page appear, with live progress ----
     running = create("Backup", big, os.path.join(work, "t1.qcow2"), job_id="outside", speed=MIB,
@@ -450,6 +452,8 @@ def run(tap, env, work, logdir):
     b.screenshot(os.path.join(logdir, "cockpit-dialog.png"))
     b.eval("document.getElementById('start-submit').click(), true")
     b.wait("!document.getElementById('start-dialog').open", WAIT, "the dialog to close")
+    b.wait("getComputedStyle(document.getElementById('start-dialog')).display === 'none'", WAIT,
+           "the closed dialog to be out of sight")
     b.wait("t.label('from-page') === 'Completed'", WAIT, "the backup from the dialog to complete")
     path = job_path("from-page")
     r = qemu_img("compare", small, target)
