@@ -411,10 +411,11 @@ static void test_random_kills(Fixture *f, gconstpointer data) {
 
         make_qcow2(disk, size);
         g_autofree char *path = bus_backup(&f->bus, disk, target,
-                                           bus_opts("job-id", S("rk"), "speed", U64(4 * MiB), "format", S("qcow2"),
+                                           bus_opts("job-id", S("rk"), "speed", U64(2 * MiB), "format", S("qcow2"),
                                                     "auto-dismiss", B(FALSE), NULL));
         for (unsigned round = 0; round < 3; round++) {
-                guint64 wait_us = (guint64) g_test_rand_int_range(200, 7000) * 1000;
+                /* At most 12 s in all, of the 24 s its 48 MiB of data take at 2 MiB/s. */
+                guint64 wait_us = (guint64) g_test_rand_int_range(200, 4000) * 1000;
                 g_test_message("round %u: kill after %" G_GUINT64_FORMAT " ms", round, wait_us / 1000);
                 bus_iterate_for(&f->bus, wait_us);
                 g_autofree char *before = bus_get_string(&f->bus, path, "Status");
