@@ -33,6 +33,11 @@ typedef struct JobStepInput {
          * without switching over (mirror's "complete without pivot"). A force cancel never reaches
          * a step: the core ends the run itself at the next pause point. */
         bool cancel_requested;
+        /* A checkpoint is due: make what was done durable and report it (JobStepResult.checkpoint). */
+        bool checkpoint;
+        /* The daemon is stopping: do no work at all; make what was done durable and report a
+         * checkpoint. */
+        bool checkpoint_only;
 } JobStepInput;
 
 /* An I/O error that hit the job's error policy (QEMU's BLOCK_JOB_ERROR). */
@@ -72,6 +77,12 @@ typedef struct JobStepResult {
         uint64_t idle_ns;
 
         JobIoError io_error;
+
+        /* A checkpoint, in the driver's own unit (an offset): everything below it is durable in
+         * what the job writes. A driver that keeps checkpoints also reports one on the step that
+         * finishes successfully, after making its end durable. */
+        bool checkpoint;
+        uint64_t checkpoint_value;
 } JobStepResult;
 
 typedef struct JobDriver {
