@@ -25,7 +25,9 @@
  * and, if given, 'backing_file'): commit_rewrite_done() is then true, the job has nothing left to
  * do, its first step finishes it and prepare only flushes base. Active commit needs nothing of
  * the kind: after its rewrite the image still rests on base, and the job opened again copies
- * what the image still holds (all or nothing) and empties it again. */
+ * into base what the image still holds (what the emptying left: data base already has) and
+ * empties it again. Not kept across a restart: a soft cancel in ready (a job restored pending
+ * after one pivots at prepare; the chain reads the same either way). */
 
 #include "driver-files.h"
 #include "driver-resume.h"
@@ -59,5 +61,6 @@ bool commit_rewrite_done(const Commit *c);
 /* The most memory the job can take, its images' metadata included (image_memory_estimate()). */
 uint64_t commit_memory(const Commit *c);
 /* Its files: base, the image whose header changes (or the image itself, for active commit) and
- * the layers that drop out of the chain are written; the rest is read. */
+ * the layers that drop out of the chain are written; the rest is read. For a rewritten chain:
+ * base is written, the layers above it read. */
 void commit_list_files(const Commit *c, FileUseFunc f, void *userdata);
