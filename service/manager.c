@@ -18,6 +18,36 @@
 #include "manager.h"
 #include "persist.h"
 
+/* Shutting down with a state directory: jobs outlive the process (issue 15). Each job stops where
+ * it is and keeps its status and its record (job_stop(): a running one after a last checkpoint,
+ * so that it continues from there); once every job has stopped and every record is written, the
+ * daemon exits (manager_release_stopped()). Nothing is cancelled: that is what Cancel() is for. */
+static void manager_stop_jobs(Manager *m) {
+        _cleanup_free_ Job **jobs = NULL;
+        size_t n = 0;
+
+        log_info("Shutting down: %zu job(s) stop where they are, and continue when blockjobd starts again.",
+                 job_registry_count(m->registry));
+        (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping jobs where they are, for the next start...");
+
+        /* Held while acting on them: a job may go meanwhile. */
+        jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
+        if (!jobs) {
+                log_oom();
+                return;
+        }
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                jobs[n++] = job_ref(j);
+        for (size_t i = 0; i < n; i++) {
+                /* Not on the bus yet: its creation waits for its record, and fails (shutting down)
+                 * when that returns. */
+                if (job_get_userdata(jobs[i]))
+                        job_stop(jobs[i]);
+                job_unref(jobs[i]);
+        }
+        manager_changed(m);
+}
+
 static void manager_shutdown(Manager *m) {
         _cleanup_free_ Job **jobs = NULL;
         size_t n = 0;
@@ -25,6 +55,10 @@ static void manager_shutdown(Manager *m) {
         if (m->shutting_down)
                 return;
         m->shutting_down = true;
+        if (m->persist) {
+                manager_stop_jobs(m);
+                return;
+        }
         log_info("Shutting down: cancelling %zu job(s).", job_registry_count(m->registry));
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Cancelling jobs...");
 
@@ -112,6 +146,10 @@ static void on_changed(Job *j, JobChange what, void *userdata) {
         if (m->persist)
                 persist_changed(m->persist, j, what);
         bus_job_observer.changed(j, what, userdata);
+        if (what & JOB_CHANGE_STOPPED) {
+                m->n_stopped++;
+                manager_changed(m);
+        }
 }
 
 static void on_empty(JobRegistry *r, void *userdata) {
@@ -221,9 +259,10 @@ int manager_connect(Manager *m) {
         if (r < 0)
                 return r;
 
-        /* Before the name is taken: a caller never sees the daemon without its recorded jobs. */
-        if (m->persist)
-                (void) persist_restore(m->persist);
+        /* Before the name is taken: a caller never sees the daemon without its recorded jobs. Jobs
+         * that continue are built again on the loop; the name waits for them
+         * (manager_jobs_restored()). */
+        bool restoring = m->persist && persist_restore(m->persist) > 0;
 
         r = sd_bus_match_signal_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                       "org.freedesktop.DBus", "NameLost", on_name_lost, NULL, m);
@@ -243,12 +282,42 @@ int manager_connect(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
 
+        if (restoring) {
+                m->name_waits_for_restore = true;
+                return 0;
+        }
+
         /* Synchronous on purpose: without the name there is nothing to serve. */
         r = sd_bus_request_name(m->bus, BUS_NAME, 0);
         if (r < 0)
                 return log_error_errno(r, "Failed to acquire the name %s: %m", BUS_NAME);
 
         return 0;
+}
+
+static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Manager *m = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+        if (!e)
+                return 0;
+        log_error("Failed to acquire the name %s: %s", BUS_NAME, e->message ?: e->name);
+        (void) sd_event_exit(m->event, -sd_bus_error_get_errno(e) ?: -EIO);
+        return 0;
+}
+
+void manager_jobs_restored(Manager *m) {
+        int r;
+
+        if (!m->name_waits_for_restore)
+                return;
+        m->name_waits_for_restore = false;
+        log_info("Every recorded job is back; taking the name %s.", BUS_NAME);
+        r = sd_bus_request_name_async(m->bus, NULL, BUS_NAME, 0, on_name_acquired, m);
+        if (r < 0) {
+                log_error_errno(r, "Failed to acquire the name %s: %m", BUS_NAME);
+                (void) sd_event_exit(m->event, r);
+        }
 }
 
 bool manager_is_idle(const Manager *m) {
@@ -281,26 +350,25 @@ static void manager_update_status(Manager *m) {
         (void) sd_notify(false, status);
 }
 
-/* Shutting down with a state directory: once every job left is concluded and its record is
- * written, the jobs are let go without their records, which bring them back at the next start.
- * Deferred: this is noticed inside the core's observer, where no job may be dismissed. */
-static bool manager_only_concluded_left(const Manager *m) {
+/* Shutting down with a state directory: once every job has stopped (job_stop()) and every record
+ * is written, the jobs are let go without their records, which bring them back at the next start.
+ * Counted, not walked: this is asked at every change. Deferred: this is noticed inside the core's
+ * observer, where no job may be dropped. */
+static bool manager_all_stopped(const Manager *m) {
         if (!m->shutting_down || !m->persist || m->n_requests > 0 || m->pending_auths ||
             !persist_is_idle(m->persist))
                 return false;
-        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
-                if (job_status(j) != JOB_STATUS_CONCLUDED || !job_get_userdata(j))
-                        return false;
-        return job_registry_count(m->registry) > 0;
+        size_t n = job_registry_count(m->registry);
+        return n > 0 && m->n_stopped >= n;
 }
 
-static int on_release_concluded(sd_event_source *s, void *userdata) {
+static int on_release_stopped(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
         _cleanup_free_ Job **jobs = NULL;
         size_t n = 0;
 
         m->release_source = sd_event_source_disable_unref(m->release_source);
-        if (!manager_only_concluded_left(m))
+        if (!manager_all_stopped(m))
                 return 0;
 
         jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
@@ -308,7 +376,7 @@ static int on_release_concluded(sd_event_source *s, void *userdata) {
                 return log_oom();
         for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
                 jobs[n++] = job_ref(j);
-        log_info("Keeping the records of %zu concluded job(s) for the next start.", n);
+        log_info("Keeping the records of %zu job(s) for the next start.", n);
         for (size_t i = 0; i < n; i++) {
                 persist_forget(m->persist, jobs[i]);
                 (void) job_dismiss(jobs[i], NULL);
@@ -318,16 +386,16 @@ static int on_release_concluded(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-static void manager_release_concluded(Manager *m) {
-        if (m->release_source || !manager_only_concluded_left(m))
+static void manager_release_stopped(Manager *m) {
+        if (m->release_source || !manager_all_stopped(m))
                 return;
-        if (sd_event_add_defer(m->event, &m->release_source, on_release_concluded, m) < 0)
+        if (sd_event_add_defer(m->event, &m->release_source, on_release_stopped, m) < 0)
                 log_oom();
 }
 
 void manager_changed(Manager *m) {
         manager_update_status(m);
-        manager_release_concluded(m);
+        manager_release_stopped(m);
 
         if (!manager_is_idle(m))
                 return;

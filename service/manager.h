@@ -48,10 +48,13 @@ typedef struct Manager {
         struct BusSender *senders;              /* callers' credentials, per connection */
         struct Hashmap *senders_by_name;
 
-        bool shutting_down;             /* SIGTERM: cancel everything, then exit */
-        sd_event_source *release_source;/* shutting down: letting go of the concluded jobs, whose
+        bool shutting_down;             /* SIGTERM: cancel everything (or, with a state directory,
+                                         * stop every job where it is), then exit */
+        unsigned n_stopped;             /* jobs job_stop() has stopped */
+        sd_event_source *release_source;/* shutting down: letting go of the stopped jobs, whose
                                          * records stay (persist.h) */
         bool name_released;             /* idle exit: the name is being given back */
+        bool name_waits_for_restore;    /* recorded jobs are being built again (persist.h) */
 } Manager;
 
 /* 'state_dir' NULL: no persistence (jobs live as long as the process). */
@@ -63,6 +66,9 @@ Manager *manager_free(Manager *m);
 int manager_connect(Manager *m);
 /* Runs until an idle exit or a shutdown completes. */
 int manager_run(Manager *m);
+
+/* The recorded jobs that continue are back (or failed): the name is taken now. */
+void manager_jobs_restored(Manager *m);
 
 /* No job, no creation in flight, no call waiting for polkit, no record being written. */
 bool manager_is_idle(const Manager *m);

@@ -31,6 +31,12 @@ static void *mfree(void *p) {
 
 typedef struct Record Record;
 
+/* A record whose job continues, collected at start (resume_all()). */
+typedef struct ResumeEntry {
+        char *name;                     /* the record's file name */
+        JobRecord *record;
+} ResumeEntry;
+
 struct Persist {
         Manager *manager;
         StateDir *dir;
@@ -38,6 +44,13 @@ struct Persist {
         Hashmap *records;               /* record name → Record */
         Record *all;                    /* the same, as a list */
         unsigned n_busy;                /* writes and removals in flight */
+
+        /* At start: records of jobs that continue, collected, then built again in groups (a
+         * grouped transaction's members together), n_resuming of them still being built. */
+        ResumeEntry *resume;
+        size_t n_resume;
+        unsigned n_resuming;
+        bool restore_started;
 };
 
 /* One record file and the job it belongs to. At most one operation on it is in flight ('busy');
@@ -55,6 +68,8 @@ struct Record {
         bool gone;                      /* the job is dismissed: the file goes */
         bool restoring;                 /* a restored job on its way to concluded: its passing statuses
                                          * are not real, and are not written over what was recorded */
+        TargetFile *target_file;        /* the job's new target, in its driver: kept under its hidden
+                                         * name when the daemon stops (persist_forget()) */
         PersistDoneFunc done;           /* a creation waiting for the next write */
         void *done_userdata;
 
@@ -241,11 +256,36 @@ void persist_status_changed(Persist *p, Job *j, JobStatus status) {
         (void) record_kick(e);
 }
 
+/* A checkpoint of the job's driver (job-driver.h), in the record: a backup's copied prefix,
+ * commit's and stream's offset; a mirror keeps none. True if the record changed. */
+static bool record_set_checkpoint(JobRecord *r, uint64_t value) {
+        switch (r->type) {
+        case JOB_TYPE_BACKUP:
+                if (r->n_ranges == 1 && r->ranges[0].start == 0 && r->ranges[0].length == value)
+                        return false;
+                r->n_ranges = 0;
+                if (value > 0 && job_record_add_range(r, 0, value) < 0) {
+                        log_oom();      /* none: the job copies everything again after a restart */
+                        return true;
+                }
+                return true;
+        case JOB_TYPE_COMMIT:
+        case JOB_TYPE_STREAM:
+                if (r->offset == value)
+                        return false;
+                r->offset = value;
+                return true;
+        default:
+                return false;
+        }
+}
+
 void persist_changed(Persist *p, Job *j, JobChange what) {
         Record *e;
         bool dirty = false;
+        uint64_t checkpoint;
 
-        if (!(what & (JOB_CHANGE_SPEED | JOB_CHANGE_USER_PAUSED)))
+        if (!(what & (JOB_CHANGE_SPEED | JOB_CHANGE_USER_PAUSED | JOB_CHANGE_CHECKPOINT)))
                 return;
         e = record_for_job(p, j);
         if (!e || !e->record || e->restoring)
@@ -260,6 +300,9 @@ void persist_changed(Persist *p, Job *j, JobChange what) {
                 e->record->user_paused = job_is_user_paused(j);
                 dirty = true;
         }
+        if ((what & JOB_CHANGE_CHECKPOINT) && job_checkpoint(j, &checkpoint) &&
+            record_set_checkpoint(e->record, checkpoint))
+                dirty = true;
         if (!dirty)
                 return;
         e->dirty = true;
@@ -376,6 +419,12 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
                         return -ENOMEM;
                 rec->bitmap_mode = job_record_bitmap_mode_from_string(bitmap_sync_mode_to_string(q->bitmap_mode));
         }
+        if (q->type == JOB_TYPE_BACKUP && q->target_backing) {
+                rec->target_backing = strdup(q->target_backing);
+                if (!rec->target_backing)
+                        return -ENOMEM;
+                rec->target_backing_format = q->target_backing_format;
+        }
 
         if (!files->source_known)
                 return -EIO;
@@ -425,6 +474,10 @@ void persist_forget(Persist *p, Job *j) {
                 log_debug("Job record %s is being written, not keeping it.", e->name);
                 return;
         }
+        /* The job continues after the restart in the file it was writing: freeing its driver must
+         * not remove it. (Its driver runs nothing now: the job is stopped.) */
+        if (e->target_file)
+                target_file_keep(e->target_file);
         record_free(e);
 }
 
@@ -487,6 +540,7 @@ int persist_hide_targets(Persist *p, Job *const *jobs, TargetFile *const *target
                 Record *e = record_for_job(p, jobs[i]);
                 if (!targets[i] || !e || !e->record || !e->record->target_hidden)
                         continue;
+                e->target_file = targets[i];
                 h->names[h->n] = strdup(e->record->target_hidden);
                 if (!h->names[h->n]) {
                         hide_targets_free(h);
@@ -513,10 +567,40 @@ bool persist_is_idle(const Persist *p) {
 
 /* ---- restoring ----------------------------------------------------------------------------------- */
 
-/* THE place where a restored job's fate is decided. This layer resumes nothing: a concluded job
- * stays what it was, any other comes back failed, saying why. The resumption layer replaces this
- * with: reopen the files as the owner, check the recorded identities, continue from the
- * checkpoint (see /work/notes/issue15-design.md and the README). */
+/* Types whose jobs continue after a restart (their drivers take a DriverResume). */
+static const bool type_resumes[_JOB_TYPE_MAX] = {
+        [JOB_TYPE_BACKUP] = true,
+        [JOB_TYPE_MIRROR] = true,
+};
+
+/* Can the recorded job continue where it stopped? 0: yes; 1 and (with 'ret') the reason it
+ * cannot, as the end of "blockjobd stopped while the job was <status>, and ..."; -ENOMEM. A
+ * concluded job has nothing to continue (it comes back as it was). */
+static int resume_refusal(const JobRecord *r, char **ret) {
+        const char *why;
+
+        if (r->status == JOB_STATUS_CONCLUDED)
+                why = "it had concluded";
+        else if (r->status == JOB_STATUS_ABORTING)
+                why = "it was being cancelled or failing; it ends as it would have";
+        else if (!type_resumes[r->type])
+                why = "this version of blockjobd does not resume such jobs after a restart";
+        else if (r->source.fdname || r->target.fdname || !r->source.path || (r->target.present && !r->target.path))
+                /* FDSTORE is where they would have to survive; not kept yet (issue 15). */
+                why = "its caller had passed its files as descriptors, which do not survive a restart of blockjobd";
+        else
+                return 0;
+        if (ret) {
+                *ret = strdup(why);
+                if (!*ret)
+                        return -ENOMEM;
+        }
+        return 1;
+}
+
+/* THE place where the fate of a restored job that does not continue is decided: a concluded job
+ * stays what it was, any other comes back failed, saying why (resume_refusal()). Jobs that can
+ * continue are built again instead (resume_start()). */
 int persist_restore_outcome(const JobRecord *record, char **ret_error) {
         char *s = NULL;
 
@@ -529,10 +613,11 @@ int persist_restore_outcome(const JobRecord *record, char **ret_error) {
                 *ret_error = s;
                 return 0;
         }
-        if (asprintf(&s,
-                     "blockjobd stopped while the job was %s; this version of blockjobd does not resume jobs "
-                     "after a restart, so the job did not finish%s%s",
-                     job_status_to_string(record->status), record->error ? " (it had failed: " : "",
+        _cleanup_free_ char *reason = NULL;
+        if (resume_refusal(record, &reason) < 0 || !reason)
+                return -ENOMEM;
+        if (asprintf(&s, "blockjobd stopped while the job was %s, and %s, so the job did not finish%s%s",
+                     job_status_to_string(record->status), reason, record->error ? " (it had failed: " : "",
                      record->error ? record->error : "") < 0)
                 return -ENOMEM;
         if (record->error) {
@@ -940,6 +1025,407 @@ static int restore_check_source(Persist *p, Job *j, const JobRecord *record) {
         return 1;
 }
 
+
+/* A job that was to continue but cannot: its unfinished target is removed first, then it
+ * concludes with 'why' (through the restored driver's one step, whose passing statuses are not
+ * written over the record: only the concluded one is). Takes the entry's record. */
+static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
+        Manager *m = p->manager;
+        _cleanup_(job_record_freep) JobRecord *rec = TAKE_PTR(en->record);
+        _cleanup_free_ char *create_error = NULL;
+        Restored *restored;
+        Record *e;
+        Job *j;
+        int r;
+
+        restored = calloc(1, sizeof(*restored));
+        if (!restored || !(restored->error = strdup(why))) {
+                free(restored);
+                return log_oom();
+        }
+        JobCreateParams params = {
+                .owner = rec->owner,
+                .id = rec->id,
+                .driver = &restored_drivers[rec->type],
+                .driver_data = restored,
+                .auto_finalize = true,
+                .auto_dismiss = false,  /* kept until its owner has seen it */
+                .speed = rec->speed,
+                .on_source_error = rec->on_source_error,
+                .on_target_error = rec->on_target_error,
+        };
+        r = job_create(m->registry, &params, &j, &create_error);
+        if (r < 0) {
+                restored_free(restored);
+                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", rec->id,
+                                       rec->owner, en->name, create_error ?: "out of memory");
+        }
+        BusJobInfo info = {
+                .source = rec->source.path,
+                .target = rec->target.path,
+                .owner = rec->owner,
+                .transaction = rec->txn_name,
+                .source_format = rec->source_format,
+        };
+        r = bus_job_attach(m, j, &info, NULL);
+        if (r >= 0)
+                r = record_new(p, en->name, rec->owner, &e);
+        if (r < 0) {
+                job_early_fail(j);
+                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", rec->id, rec->owner);
+        }
+        note_transaction(m, rec->txn_name);
+        e->job = j;
+        e->record = TAKE_PTR(rec);
+        e->on_disk = true;
+        e->restoring = true;
+        if (m->shutting_down) {
+                /* Stopped before it could even fail: its record is as it was, for the next start. */
+                job_stop(j);
+                return 0;
+        }
+        if (remove_hidden_target(p, j, e->record) <= 0)
+                job_start(j);
+        return 0;
+}
+
+/* ---- resuming ------------------------------------------------------------------------------------ */
+
+/* A recorded job that continues: built again through the job factory, exactly as a new call
+ * with its recorded arguments would be built (its owner's rights, blockjobd-opener, the same
+ * checks, limits counted), but created directly in its recorded status (job_restore()), with the
+ * unfinished target it was writing and its driver continuing from its last checkpoint. The files
+ * must still be the ones recorded (resume_check()). A job that cannot be built again comes back
+ * concluded with the reason (resume_failed()), and its unfinished target goes. */
+
+typedef struct ResumeGroup {
+        Persist *persist;
+        JobCreation *creation;
+        ResumeEntry *entries;
+        size_t n;
+} ResumeGroup;
+
+static int resume_add(Persist *p, const char *name, JobRecord *record) {
+        _cleanup_(job_record_freep) JobRecord *rec = record;
+        ResumeEntry *a;
+
+        a = reallocarray(p->resume, p->n_resume + 1, sizeof(*a));
+        if (!a)
+                return log_oom();
+        p->resume = a;
+        a[p->n_resume].name = strdup(name);
+        if (!a[p->n_resume].name)
+                return log_oom();
+        a[p->n_resume++].record = TAKE_PTR(rec);
+        return 0;
+}
+
+static void resume_entry_done(ResumeEntry *e) {
+        free(e->name);
+        job_record_free(e->record);
+        *e = (ResumeEntry) {};
+}
+
+/* The status a job comes back in: its recorded one, but for what must be done again first. A
+ * ready mirror has to catch up with its source (it comes back running, and ready once it has); a
+ * paused job that no user paused was only held for a moment. */
+static void resume_status(const JobRecord *r, JobRestoreParams *ret) {
+        JobStatus s = r->status;
+        bool user_paused = r->user_paused;
+
+        switch (s) {
+        case JOB_STATUS_CREATED:
+        case JOB_STATUS_READY:
+                s = JOB_STATUS_RUNNING;
+                break;
+        case JOB_STATUS_STANDBY:
+        case JOB_STATUS_PAUSED:
+                s = user_paused ? JOB_STATUS_PAUSED : JOB_STATUS_RUNNING;
+                break;
+        default:
+                break;
+        }
+        *ret = (JobRestoreParams) {
+                .status = s,
+                .user_paused = user_paused && IN_SET(s, JOB_STATUS_RUNNING, JOB_STATUS_PAUSED),
+        };
+}
+
+/* The last checkpoint: a backup's copied prefix, commit's and stream's offset. */
+static uint64_t resume_offset(const JobRecord *r) {
+        if (r->type == JOB_TYPE_BACKUP)
+                return r->n_ranges > 0 && r->ranges[0].start == 0 ? r->ranges[0].length : 0;
+        if (IN_SET(r->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM))
+                return r->offset;
+        return 0;
+}
+
+static SyncMode request_sync(JobRecordSync s) {
+        return s == JOB_RECORD_SYNC_TOP ? SYNC_TOP : s == JOB_RECORD_SYNC_BITMAP ? SYNC_BITMAP : SYNC_FULL;
+}
+
+static int strdup_or_null(const char *s, char **ret) {
+        *ret = NULL;
+        if (!s)
+                return 0;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* What a new call would have asked for, from the record (the inverse of persist_record_new()). */
+static int resume_request(const JobRecord *r, JobRequest *q) {
+        int k = 0;
+
+        q->type = r->type;
+        q->speed = r->speed;
+        q->auto_finalize = r->auto_finalize;
+        q->auto_dismiss = r->auto_dismiss;
+        q->on_source_error = r->on_source_error;
+        q->on_target_error = r->on_target_error;
+        q->sync = request_sync(r->sync);
+        q->source_format = r->source_format;
+        q->target_format = r->target_format;
+        q->base_format = r->base_format;
+        q->overwrite = r->overwrite;
+        q->granularity = r->granularity;
+        q->buf_size = r->buf_size;
+        if (r->bitmap) {
+                q->bitmap_mode = bitmap_sync_mode_from_string(job_record_bitmap_mode_to_string(r->bitmap_mode));
+                q->bitmap_mode_given = true;
+        }
+        k |= strdup_or_null(r->id, &q->job_id);
+        k |= strdup_or_null(r->source.path, &q->source);
+        k |= strdup_or_null(r->target.path, &q->target);
+        k |= strdup_or_null(r->backing_file, &q->backing_file);
+        k |= strdup_or_null(r->bitmap, &q->bitmap);
+        k |= strdup_or_null(r->target_hidden, &q->target_resume_name);
+        k |= strdup_or_null(r->target_backing, &q->target_backing);
+        q->target_backing_format = r->target_backing_format;
+        if (k < 0)
+                return -ENOMEM;
+
+        q->restore = true;
+        resume_status(r, &q->restore_params);
+        q->resume = (DriverResume) { .resume = true, .offset = resume_offset(r) };
+        return 0;
+}
+
+/* Worker: are these the files the record names? The source as source_mismatch() judges it (a
+ * backup's must not have changed at all), the unfinished target the very file it was. */
+static int resume_check(const JobRequest *q, const JobCreationFiles *files, void *userdata, char **ret_error) {
+        const ResumeGroup *g = userdata;
+        const JobRecord *rec = NULL;
+
+        for (size_t i = 0; i < g->n && !rec; i++)
+                if (strcmp(g->entries[i].record->id, q->job_id) == 0)
+                        rec = g->entries[i].record;
+        if (!rec)
+                return error_message(ret_error, -EINVAL, "No record for job '%s'", q->job_id);
+        if (!files->source_known)
+                return error_message(ret_error, -EIO, "Could not look at source '%s' again", rec->source.path);
+        char *why = source_mismatch(rec, &files->source);
+        if (why) {
+                *ret_error = why;
+                return -ESTALE;
+        }
+        if (rec->target.present) {
+                if (!files->target_known)
+                        return error_message(ret_error, -EIO, "Could not look at target '%s' again", rec->target.path);
+                if ((uint64_t) files->target.st_dev != rec->target.identity.dev ||
+                    (uint64_t) files->target.st_ino != rec->target.identity.ino)
+                        return error_message(ret_error, -ESTALE,
+                                             "%s '%s' was replaced by another file while blockjobd was stopped, so "
+                                             "the job cannot continue",
+                                             rec->target_hidden ? "The unfinished target of" : "Target",
+                                             rec->target.path);
+        }
+        return 0;
+}
+
+static void resume_group_free(ResumeGroup *g) {
+        Persist *p = g->persist;
+
+        job_creation_free(g->creation);
+        for (size_t i = 0; i < g->n; i++)
+                resume_entry_done(&g->entries[i]);
+        free(g->entries);
+        free(g);
+        assert(p->n_resuming > 0);
+        p->n_resuming--;
+        assert(p->n_busy > 0);
+        p->n_busy--;
+        if (p->n_resuming == 0 && p->restore_started)
+                manager_jobs_restored(p->manager);
+        manager_changed(p->manager);
+}
+
+
+/* The group's jobs exist: on the bus, recorded as they were, started. */
+static void resume_publish(ResumeGroup *g) {
+        Persist *p = g->persist;
+        Manager *m = p->manager;
+        JobCreation *c = g->creation;
+
+        for (size_t i = 0; i < g->n; i++) {
+                ResumeEntry *en = &g->entries[i];
+                const JobRequest *q = job_creation_request(c, i);
+                Job *j = job_creation_job(c, i);
+                Record *e = NULL;
+                BusJobInfo info = {
+                        .source = q->source,
+                        .target = q->target,
+                        .owner = en->record->owner,
+                        .transaction = en->record->txn_name,
+                        .source_format = job_creation_source_format(c, i),
+                        .claim = job_creation_take_claim(c, i),
+                };
+                int r = bus_job_attach(m, j, &info, NULL);
+                if (r < 0)
+                        job_claim_free(info.claim);
+                else
+                        r = record_new(p, en->name, en->record->owner, &e);
+                if (r < 0) {
+                        /* Out of memory: it ends at once; its record brings it back next time. */
+                        log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", job_id(j),
+                                        en->record->owner);
+                        (void) job_user_cancel(j, true, NULL);
+                        continue;
+                }
+                note_transaction(m, en->record->txn_name);
+                e->job = j;
+                e->record = TAKE_PTR(en->record);
+                e->on_disk = true;
+                e->target_file = job_creation_files(c, i)->target_file;
+                log_info("Job '%s' of uid %" PRIu32 " (%s) continues where it stopped, %s.", job_id(j), e->owner,
+                         job_type_to_string(job_type(j)), job_status_to_string(job_status(j)));
+        }
+        for (size_t i = 0; i < g->n; i++) {
+                Job *j = job_creation_job(c, i);
+                job_restore_start(j);
+                /* The daemon is stopping already: back, and stopped where it was. */
+                if (m->shutting_down)
+                        job_stop(j);
+        }
+}
+
+static void on_resumed(JobCreation *c, int r, JobCreationError kind, const char *message, void *userdata) {
+        ResumeGroup *g = userdata;
+
+        if (r >= 0)
+                resume_publish(g);
+        else
+                for (size_t i = 0; i < g->n; i++) {
+                        _cleanup_free_ char *why = NULL;
+                        const char *text = message ?: strerror(-r);
+                        /* A reason found by comparing with the record says so already. */
+                        if (strstr(text, "cannot continue"))
+                                why = strdup(text);
+                        else if (asprintf(&why,
+                                          "The job cannot continue after blockjobd was restarted (its files were opened "
+                                          "again with the rights of its owner, uid %" PRIu32 "): %s",
+                                          g->entries[i].record->owner, text) < 0)
+                                why = NULL;
+                        log_warning("Job '%s' of uid %" PRIu32 " cannot continue: %s", g->entries[i].record->id,
+                                    g->entries[i].record->owner, message ?: strerror(-r));
+                        (void) restore_failed(g->persist, &g->entries[i], why ?: "out of memory");
+                }
+        resume_group_free(g);
+}
+
+/* Builds one group again (one job, or a grouped transaction's members): takes the entries. */
+static int resume_start(Persist *p, ResumeEntry *entries, size_t n) {
+        _cleanup_free_ char *error = NULL;
+        ResumeGroup *g;
+        int r;
+
+        g = calloc(1, sizeof(*g));
+        if (!g)
+                return log_oom();
+        *g = (ResumeGroup) { .persist = p, .entries = entries, .n = n };
+        p->n_resuming++;
+        p->n_busy++;
+
+        JobCaller caller = { .uid = (uid_t) entries[0].record->owner, .groups_unknown = true };
+        r = job_creation_new_restore(p->manager->factory, &caller, n, entries[0].record->txn_name != NULL,
+                                     resume_check, g, &g->creation, &error);
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                r = resume_request(entries[i].record, job_creation_request(g->creation, i));
+        if (r >= 0)
+                r = job_creation_start(g->creation, on_resumed, g);
+        if (r < 0) {
+                on_resumed(g->creation, r, JOB_CREATION_ERROR_LIMIT, error ?: "out of memory", g);
+                return r;
+        }
+        return 0;
+}
+
+static int resume_entry_compare(const void *a, const void *b) {
+        const JobRecord *x = ((const ResumeEntry *) a)->record, *y = ((const ResumeEntry *) b)->record;
+
+        if (x->owner != y->owner)
+                return x->owner < y->owner ? -1 : 1;
+        if (!x->txn_name || !y->txn_name)
+                return !!x->txn_name - !!y->txn_name;
+        return strcmp(x->txn_name, y->txn_name);
+}
+
+/* A transaction comes back whole or not at all: every member its records name, each once. */
+static bool resume_group_complete(const ResumeEntry *e, size_t n) {
+        const JobRecord *first = e[0].record;
+
+        if (first->n_txn_members != n)
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                bool found = false;
+                for (size_t k = 0; k < n && !found; k++)
+                        found = strcmp(first->txn_members[i], e[k].record->id) == 0;
+                if (!found || e[i].record->n_txn_members != n)
+                        return false;
+        }
+        return true;
+}
+
+/* Starts every collected group: sorted by owner and transaction, a transaction's members are
+ * neighbours. */
+static void resume_all(Persist *p) {
+        ResumeEntry *all = TAKE_PTR(p->resume);
+        size_t n = p->n_resume;
+
+        p->n_resume = 0;
+        if (n == 0)
+                return;
+        qsort(all, n, sizeof(*all), resume_entry_compare);
+        for (size_t i = 0; i < n;) {
+                size_t k = 1;
+                if (all[i].record->txn_name)
+                        while (i + k < n && resume_entry_compare(&all[i], &all[i + k]) == 0)
+                                k++;
+                if (all[i].record->txn_name && !resume_group_complete(all + i, k)) {
+                        for (size_t x = i; x < i + k; x++) {
+                                (void) restore_failed(p, &all[x],
+                                                      "The job cannot continue after blockjobd was restarted: not every "
+                                                      "job of its transaction was recorded, and a transaction continues "
+                                                      "whole or not at all");
+                                resume_entry_done(&all[x]);
+                        }
+                        i += k;
+                        continue;
+                }
+                ResumeEntry *group = calloc(k, sizeof(*group));
+                if (!group) {
+                        log_oom();
+                        for (size_t x = i; x < i + k; x++)
+                                resume_entry_done(&all[x]);
+                        i += k;
+                        continue;
+                }
+                memcpy(group, all + i, k * sizeof(*group));
+                (void) resume_start(p, group, k);
+                i += k;
+        }
+        free(all);
+}
+
 static int restore_one(Persist *p, const char *name) {
         Manager *m = p->manager;
         _cleanup_(job_record_freep) JobRecord *record = NULL;
@@ -963,6 +1449,8 @@ static int restore_one(Persist *p, const char *name) {
         }
         if (r == -ENOMEM)
                 return log_oom();       /* left as it is, for the next start */
+        if (r >= 0 && resume_refusal(record, NULL) == 0)
+                return resume_add(p, name, TAKE_PTR(record));
         if (r >= 0) {
                 type = record->type;
                 r = persist_restore_outcome(record, &why);
@@ -1073,8 +1561,11 @@ int persist_restore(Persist *p) {
                         restored++;
         state_dir_names_free(names);
         if (n > 0)
-                log_info("Restored %d of %zu recorded job(s) from %s.", restored, n, p->path);
-        return restored;
+                log_info("Restored %d of %zu recorded job(s) from %s; %zu continue where they stopped once they are "
+                         "built again.", restored, n, p->path, p->n_resume);
+        resume_all(p);
+        p->restore_started = true;
+        return p->n_resuming > 0;
 }
 
 /* ---- setup ------------------------------------------------------------------------------------- */

@@ -83,7 +83,9 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
 int persist_job_created(Persist *p, Job *j, JobRecord *record, PersistDoneFunc done, void *userdata);
 
 /* Brings back every recorded job (see above); for the start, after the bus objects are registered
- * and before the loop runs. Returns the number of jobs restored. */
+ * and before the loop runs. Jobs that continue are built again through the job factory, which
+ * takes the loop: returns 1 if that is under way (manager_jobs_restored() follows once every one
+ * of them is back or has failed), 0 if everything is back already, or a negative errno. */
 int persist_restore(Persist *p);
 
 /* What becomes of a restored job in this layer: 0 and *ret_error the error it concludes with

@@ -31,6 +31,9 @@ int bus_error_from_core(sd_bus_error *error, int r, const char *message) {
                 return set_error(error, BUS_ERROR_INVALID_STATE, r, message);
         case -EINVAL:
                 return set_error(error, SD_BUS_ERROR_INVALID_ARGS, r, message);
+        case -ESHUTDOWN:
+                /* The job was stopped (job_stop()): it continues after the daemon starts again. */
+                return set_error(error, BUS_ERROR_SHUTTING_DOWN, r, message);
         case -ENOMEM:
                 return -ENOMEM;
         default:

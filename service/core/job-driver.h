@@ -33,10 +33,20 @@ typedef struct JobStepInput {
          * without switching over (mirror's "complete without pivot"). A force cancel never reaches
          * a step: the core ends the run itself at the next pause point. */
         bool cancel_requested;
-        /* A checkpoint is due: make what was done durable and report it (JobStepResult.checkpoint). */
+        /* A checkpoint is due: JOB_CHECKPOINT_INTERVAL_NS (job.h) of the registry's clock have
+         * passed since the job's last checkpoint, or since it started running (a restore counts
+         * as a start). A driver that keeps checkpoints makes what it has done durable (waits for
+         * its writes in flight, flushes the target) and reports it (JobStepResult.checkpoint);
+         * it may go on working in the same step. The flag stays set, step after step, until a
+         * checkpoint is reported. A driver that keeps none ignores it. */
         bool checkpoint;
-        /* The daemon is stopping: do no work at all; make what was done durable and report a
-         * checkpoint. */
+        /* The daemon is stopping (job_stop()) and the job is to continue after it starts again:
+         * do no work at all, make what was done durable and report a checkpoint. Set together
+         * with 'checkpoint'; max_bytes is 0, complete_requested and cancel_requested are false.
+         * The job's last step before it is stopped; it may come while the job is paused. Of its
+         * result the core uses the checkpoint only: progress, ready, idle_ns, finished and an I/O
+         * error are ignored (an error is logged), the job keeps its status and comes back after
+         * the restart from its last checkpoint (job_stop() in job.h). */
         bool checkpoint_only;
 } JobStepInput;
 
@@ -78,9 +88,16 @@ typedef struct JobStepResult {
 
         JobIoError io_error;
 
-        /* A checkpoint, in the driver's own unit (an offset): everything below it is durable in
-         * what the job writes. A driver that keeps checkpoints also reports one on the step that
-         * finishes successfully, after making its end durable. */
+        /* A checkpoint: everything below checkpoint_value, in the driver's own unit (an offset),
+         * is durable, so that a job re-created after a restart (job_restore()) continues from
+         * there. The core keeps the last one (job_checkpoint()), restarts the checkpoint interval
+         * and tells the observer (JOB_CHANGE_CHECKPOINT) before anything else this step leads
+         * to; taken from any step, the finishing or failing one and the checkpoint_only one
+         * included.
+         *
+         * The rule for drivers that keep checkpoints: also report one on the step that finishes
+         * successfully (finished, ret == 0), after making the end durable, so that a job recorded
+         * as waiting or pending comes back with nothing left to copy. */
         bool checkpoint;
         uint64_t checkpoint_value;
 } JobStepResult;

@@ -41,6 +41,13 @@
  * what a step needs arrives in its JobStepInput, and a step that finished because of a soft cancel
  * keeps that in the driver's data for prepare.
  *
+ * Stopping for a restart (job_stop(), issue 15) is not a cancel: the job keeps its status and
+ * comes back in it. The core only lets what is in flight end (a step; a completion pipeline under
+ * way runs to its end, as it is short and must not be left half-done), starts nothing else, asks
+ * the driver for one last checkpoint_only step where it may hold work that is not durable yet,
+ * and then leaves the job alone (job_try_stop()). A group is stopped as one, so that no member
+ * finishes, fails or publishes because of another while the daemon goes away.
+ *
  * Where QEMU and this file differ (only where QEMU's synchronous design has no equivalent):
  *   - when one member's prepare fails, every other member is force-cancelled, including the one
  *     whose finalize started the pipeline (QEMU leaves that one alone and may commit it);
@@ -133,6 +140,7 @@ struct JobTxn {
         Job *busy;                      /* member whose prepare/finalize work is in flight */
         Job *waiting_for;               /* aborting: member whose run we wait to end */
         JobFinalizeWaiter *finalize_waiters;    /* told once the last member has concluded */
+        bool stopping;                  /* job_stop(): every member is stopping or stopped */
 };
 
 struct Job {
@@ -188,6 +196,17 @@ struct Job {
         uint64_t progress_current;
         uint64_t progress_total;
 
+        /* The last checkpoint a step reported (or the restore brought), and since when the next
+         * one is counted (JOB_CHECKPOINT_INTERVAL_NS). */
+        bool has_checkpoint;
+        uint64_t checkpoint;
+        uint64_t checkpoint_since;
+
+        /* job_stop(): asked for; its one checkpoint_only step submitted; done (and told). */
+        bool stop_requested;
+        bool stop_step_sent;
+        bool stopped;
+
         /* The work item in flight, owned by the worker while busy. */
         JobWorkKind work;
         JobStepInput step_in;
@@ -205,6 +224,7 @@ static void job_txn_commit_next(JobTxn *t);
 static void job_do_dismiss(Job *j);
 static void job_enter(Job *j);
 static void job_do_finalize(Job *j);
+static void job_try_stop(Job *j);
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -239,6 +259,12 @@ static void job_submit(Job *j, JobWorkKind kind) {
         j->registry->executor->submit(j->registry->executor_userdata, j);
 }
 
+static void job_notify_status(Job *j) {
+        const JobObserver *o = j->registry->observer;
+        if (o && o->status_changed)
+                o->status_changed(j, j->status, j->registry->observer_userdata);
+}
+
 void job_state_transition(Job *j, JobStatus to) {
         JobStatus from = j->status;
 
@@ -252,13 +278,24 @@ void job_state_transition(Job *j, JobStatus to) {
         j->status = to;
         if (from == to)
                 return;
+        job_notify_status(j);
+}
 
-        const JobObserver *o = j->registry->observer;
-        if (o && o->status_changed)
-                o->status_changed(j, to, j->registry->observer_userdata);
+/* Every verb is refused from job_stop() on: the job is to continue after the restart as it was
+ * when the daemon stopped. */
+static int job_refuse_if_stopping(Job *j, char **ret_error) {
+        if (!j->stop_requested)
+                return 0;
+        return error_message(ret_error, -ESHUTDOWN, "blockjobd is stopping; job '%s' continues after it starts again",
+                             j->key.id);
 }
 
 static int job_apply_verb(Job *j, JobVerb verb, char **ret_error) {
+        int r;
+
+        r = job_refuse_if_stopping(j, ret_error);
+        if (r < 0)
+                return r;
         if (job_verb_allowed(verb, j->status))
                 return 0;
 
@@ -356,6 +393,15 @@ Job *job_registry_next(Job *j) {
 
 size_t job_registry_count(JobRegistry *r) {
         return r->n_jobs;
+}
+
+bool job_registry_all_stopped(JobRegistry *r) {
+        Job *j;
+
+        LIST_FOREACH(jobs, j, r->jobs)
+                if (!j->stopped)
+                        return false;
+        return true;
 }
 
 size_t job_registry_n_live(JobRegistry *r) {
@@ -586,6 +632,10 @@ static int job_new(JobRegistry *r, const JobCreateParams *p, bool join_txn, Job 
         if (!id)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
 
+        /* Its members are being stopped for a restart (job_stop()): one more would not be. */
+        if (p->txn && p->txn->stopping)
+                return error_message(ret_error, -ESHUTDOWN, "blockjobd is stopping; the transaction takes no new job");
+
         if (p->txn && p->driver->prepare_is_final && job_txn_has_final_member(p->txn))
                 return error_message(ret_error, -EINVAL,
                                      "A transaction can hold only one job whose completion cannot be undone");
@@ -731,6 +781,8 @@ int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret
         j->ret = p->ret;
         j->progress_current = p->progress_current;
         j->progress_total = MAX(p->progress_total, p->progress_current);
+        j->has_checkpoint = p->has_checkpoint;
+        j->checkpoint = p->has_checkpoint ? p->checkpoint : 0;
         j->user_paused = p->user_paused;
         j->pause_count += p->user_paused;
         j->paused = IN_SET(s, JOB_STATUS_PAUSED, JOB_STATUS_STANDBY);
@@ -752,8 +804,9 @@ static void job_txn_all_completed(JobTxn *t, Job *j) {
                 if (!job_status_is_completed(m->status))
                         return;
 
+        /* A member stopped already keeps its status (it follows after the restart). */
         LIST_FOREACH(members, m, t->members)
-                if (m->status != JOB_STATUS_PENDING)
+                if (m->status != JOB_STATUS_PENDING && !m->stopped)
                         job_state_transition(m, JOB_STATUS_PENDING);
 
         /* One member that wants a manual finalize holds all of them in pending. */
@@ -761,12 +814,17 @@ static void job_txn_all_completed(JobTxn *t, Job *j) {
                 if (!m->auto_finalize)
                         return;
 
-        if (t->phase == JOB_TXN_RUNNING)
+        /* Stopping: the completion is not started, it is for after the restart. */
+        if (t->phase == JOB_TXN_RUNNING && !t->stopping)
                 job_do_finalize(j);
 }
 
 void job_restore_start(Job *j) {
         _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
+
+        /* Stopped while held: it stays held, and comes back as it was after the next restart. */
+        if (j->stop_requested)
+                return;
 
         switch (j->status) {
         case JOB_STATUS_CREATED:
@@ -782,6 +840,8 @@ void job_restore_start(Job *j) {
                 assert(j->pause_count > 0);
                 j->started = true;
                 j->pause_count--;
+                /* A restore is a start: the first checkpoint is due an interval from now. */
+                j->checkpoint_since = job_now(j);
                 if (j->paused) {
                         /* Resumed while held: it goes on now. (A cancel while held has ended it
                          * already, as it ends a job that never started.) */
@@ -808,14 +868,20 @@ void job_start(Job *j) {
         assert(j->status == JOB_STATUS_CREATED);
         assert(j->pause_count > 0);
 
+        if (j->stop_requested)
+                return;
+
         j->started = true;
         j->pause_count--;
+        j->checkpoint_since = job_now(j);
         job_state_transition(j, JOB_STATUS_RUNNING);
         job_continue(j);
 }
 
 void job_early_fail(Job *j) {
         assert(j->status == JOB_STATUS_CREATED);
+        /* A real dismissal even when stopped: the job never existed for anyone. */
+        j->stopped = false;
         job_do_dismiss(j);
 }
 
@@ -825,7 +891,13 @@ static void job_do_dismiss(Job *j) {
         job_txn_remove(j);
         j->paused = false;
         j->deferred = true;
-        job_state_transition(j, JOB_STATUS_NULL);
+        if (j->stopped && !job_transition_allowed(j->status, JOB_STATUS_NULL)) {
+                /* Released at exit in the status it continues in after the restart: outside the
+                 * lifecycle's table, and observers can tell by job_is_stopped(). */
+                j->status = JOB_STATUS_NULL;
+                job_notify_status(j);
+        } else
+                job_state_transition(j, JOB_STATUS_NULL);
 
         LIST_REMOVE(jobs, r->jobs, j);
         assert_se(hashmap_remove(r->by_key, &j->key) == j);
@@ -869,6 +941,14 @@ static uint64_t job_step_max_bytes(const Job *j) {
         return quota == 0 ? 0 : MAX(quota, JOB_THROTTLE_STEP_MIN);
 }
 
+static void job_submit_step(Job *j, const JobStepInput *in) {
+        j->step_in = *in;
+        free(j->step_out.error);
+        free(j->step_out.io_error.message);
+        j->step_out = (JobStepResult) {};
+        job_submit(j, JOB_WORK_STEP);
+}
+
 /* The pause point: called whenever the job is between two steps with nothing in flight. */
 static void job_continue(Job *j) {
         uint64_t now, delay;
@@ -882,6 +962,12 @@ static void job_continue(Job *j) {
 
         if (j->pause_count > 0) {
                 job_enter_pause(j);
+                job_try_stop(j);
+                return;
+        }
+
+        if (j->stop_requested) {
+                job_try_stop(j);
                 return;
         }
 
@@ -914,21 +1000,22 @@ static void job_continue(Job *j) {
                 return;
         }
 
-        j->step_in = (JobStepInput) {
+        job_submit_step(j, &(JobStepInput) {
                 .max_bytes = job_step_max_bytes(j),
                 .complete_requested = j->complete_requested,
                 .cancel_requested = j->cancelled,
-        };
-        free(j->step_out.error);
-        free(j->step_out.io_error.message);
-        j->step_out = (JobStepResult) {};
-        job_submit(j, JOB_WORK_STEP);
+                .checkpoint = now >= j->checkpoint_since + JOB_CHECKPOINT_INTERVAL_NS,
+        });
 }
 
 /* QEMU's job_enter(): wake a job that sits at a pause point or sleeps, so that it re-evaluates.
  * A job with a step in flight re-evaluates anyway when the step returns. */
 static void job_enter(Job *j) {
         if (!j->started || j->deferred || j->busy)
+                return;
+        /* Stopping: nothing wakes it any more, but the abort of its transaction (under way when
+         * job_stop() came), which must see the run end. */
+        if (j->stop_requested && !j->force_cancel)
                 return;
 
         if (j->paused)
@@ -1041,9 +1128,22 @@ static void job_handle_io_error(Job *j, JobIoError *e) {
         }
 }
 
+/* A step reported a checkpoint: kept, the interval starts again, and the observer hears of it
+ * before anything else the step leads to (a record written for 'waiting' then holds it). */
+static void job_take_checkpoint(Job *j, const JobStepResult *out) {
+        if (!out->checkpoint)
+                return;
+        j->has_checkpoint = true;
+        j->checkpoint = out->checkpoint_value;
+        j->checkpoint_since = job_now(j);
+        job_notify_changed(j, JOB_CHANGE_CHECKPOINT);
+}
+
 static void job_step_done(Job *j) {
         JobStepResult *out = &j->step_out;
         bool progressed = false;
+
+        job_take_checkpoint(j, out);
 
         if (out->progress > 0) {
                 j->progress_current += out->progress;
@@ -1075,6 +1175,109 @@ static void job_step_done(Job *j) {
 
         j->idle_ns = out->idle_ns;
         job_continue(j);
+}
+
+/* ---- stopping for a restart --------------------------------------------------------------- */
+
+/* The job is stopping and has nothing in flight: run its one checkpoint_only step if its driver
+ * may hold work that is not durable yet, else it is stopped. Called wherever a stopping job may
+ * have come to rest: job_stop(), the pause point, the end of its run, its checkpoint step, its
+ * conclusion. */
+static void job_try_stop(Job *j) {
+        if (!j->stop_requested || j->stopped || j->busy)
+                return;
+        /* Its transaction's completion is under way: it runs to the end, and the job is stopped as
+         * it concludes (job_conclude()). */
+        if (j->txn && j->txn->phase != JOB_TXN_RUNNING)
+                return;
+
+        if (j->sleep != JOB_SLEEP_NONE) {
+                job_set_timer(j, UINT64_MAX);
+                j->sleep = JOB_SLEEP_NONE;
+        }
+        j->idle_ns = 0;
+
+        if (!j->stop_step_sent && j->started &&
+            IN_SET(j->status, JOB_STATUS_RUNNING, JOB_STATUS_PAUSED, JOB_STATUS_READY, JOB_STATUS_STANDBY)) {
+                j->stop_step_sent = true;
+                job_submit_step(j, &(JobStepInput) { .checkpoint = true, .checkpoint_only = true });
+                return;
+        }
+
+        j->stopped = true;
+        job_notify_changed(j, JOB_CHANGE_STOPPED);
+}
+
+/* The checkpoint_only step: its checkpoint is all that counts. A failure to make the work durable
+ * costs only the work since the previous checkpoint, which the job does again after the restart. */
+static void job_stop_step_done(Job *j) {
+        const JobStepResult *out = &j->step_out;
+
+        job_take_checkpoint(j, out);
+        if (out->io_error.set || (out->finished && out->ret < 0)) {
+                int error = out->io_error.set ? out->io_error.error : out->ret;
+                const char *message = out->io_error.set ? out->io_error.message : out->error;
+
+                log_warning("Job '%s': could not make its work durable before stopping, it continues from "
+                            "its previous checkpoint after the restart: %s",
+                            j->key.id, message ?: strerror(-error));
+        }
+        job_try_stop(j);
+}
+
+/* Outside the core, a running job is always paused, asleep or busy with its next step. Without
+ * any of these, job_stop() was called by an observer from inside the core (a transition, progress),
+ * which takes the job to its pause point next, and stops it there. */
+static bool job_at_rest(const Job *j) {
+        return !j->started || j->deferred || j->paused || j->sleep != JOB_SLEEP_NONE;
+}
+
+static void job_stop_one(Job *j) {
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
+
+        j->stop_requested = true;
+        if (job_at_rest(j))
+                job_try_stop(j);
+}
+
+void job_stop(Job *j) {
+        _unused_ _cleanup_(job_unrefp) Job *ref = job_ref(j);
+        _cleanup_(job_txn_unrefp) JobTxn *t = job_txn_ref(j->txn);
+
+        if (j->stop_requested)
+                return;
+
+        if (!t) {
+                /* Concluded: it has left its transaction. */
+                job_stop_one(j);
+                return;
+        }
+
+        /* The whole transaction: a group is stopped as one. An observer told of one member may
+         * dismiss another, so look for the next one afresh each time. */
+        t->stopping = true;
+        for (;;) {
+                Job *m, *next = NULL;
+
+                LIST_FOREACH(members, m, t->members)
+                        if (!m->stop_requested) {
+                                next = m;
+                                break;
+                        }
+                if (!next)
+                        break;
+                job_stop_one(next);
+        }
+}
+
+bool job_is_stopped(const Job *j) {
+        return j->stopped;
+}
+
+bool job_checkpoint(const Job *j, uint64_t *ret) {
+        if (ret)
+                *ret = j->checkpoint;
+        return j->has_checkpoint;
 }
 
 /* ---- pause and resume --------------------------------------------------------------------- */
@@ -1119,6 +1322,9 @@ int job_user_pause(Job *j, char **ret_error) {
 int job_user_resume(Job *j, char **ret_error) {
         int r;
 
+        r = job_refuse_if_stopping(j, ret_error);
+        if (r < 0)
+                return r;
         /* Checked before the verb table, as in QEMU: the message tells what is really wrong. */
         if (!j->user_paused || j->pause_count == 0)
                 return error_message(ret_error, -EBUSY, "Can't resume a job that was not paused");
@@ -1242,9 +1448,12 @@ int job_set_speed(Job *j, uint64_t bytes_per_second, char **ret_error) {
 int job_dismiss(Job *j, char **ret_error) {
         int r;
 
-        r = job_apply_verb(j, JOB_VERB_DISMISS, ret_error);
-        if (r < 0)
-                return r;
+        /* A stopped job is released at exit, whatever its status (job_stop()). */
+        if (!j->stopped) {
+                r = job_apply_verb(j, JOB_VERB_DISMISS, ret_error);
+                if (r < 0)
+                        return r;
+        }
 
         job_do_dismiss(j);
         return 0;
@@ -1267,8 +1476,13 @@ static void job_update_rc(Job *j) {
 
 static void job_conclude(Job *j) {
         job_state_transition(j, JOB_STATUS_CONCLUDED);
+        /* Concluded by a completion that was under way when job_stop() came: one that goes now is
+         * finished and gone (a real dismissal: nothing comes back after the restart), the others
+         * are stopped concluded. */
         if (j->auto_dismiss || !j->started)
                 job_do_dismiss(j);
+        else
+                job_try_stop(j);
 }
 
 static void job_txn_continue(JobTxn *t) {
@@ -1462,6 +1676,7 @@ int job_finalize(Job *j, char **ret_error) {
 static void job_completed_txn_success(Job *j) {
         job_state_transition(j, JOB_STATUS_WAITING);
         job_txn_all_completed(j->txn, j);
+        job_try_stop(j);
 }
 
 static void job_txn_abort_next(JobTxn *t) {
@@ -1514,10 +1729,14 @@ static void job_completed(Job *j) {
         assert(!job_status_is_completed(j->status));
 
         job_update_rc(j);
-        if (j->ret != 0)
-                job_txn_abort(j);
-        else
+        if (j->ret == 0)
                 job_completed_txn_success(j);
+        else if (j->txn->stopping && j->txn->phase == JOB_TXN_RUNNING)
+                /* No abort starts any more: the job stays aborting, and comes back after the
+                 * restart as one that failed (job_stop()). */
+                job_try_stop(j);
+        else
+                job_txn_abort(j);
 }
 
 /* ---- executor entry points ---------------------------------------------------------------- */
@@ -1561,7 +1780,10 @@ void job_work_done(Job *j) {
 
         switch (kind) {
         case JOB_WORK_STEP:
-                job_step_done(j);
+                if (j->step_in.checkpoint_only)
+                        job_stop_step_done(j);
+                else
+                        job_step_done(j);
                 break;
         case JOB_WORK_PREPARE:
                 job_prepare_done(j);
@@ -1664,7 +1886,7 @@ bool job_is_cancelled(const Job *j) {
 }
 
 bool job_accepts_verb(const Job *j, JobVerb v) {
-        return job_verb_allowed(v, j->status);
+        return !j->stop_requested && job_verb_allowed(v, j->status);
 }
 
 JobTxn *job_get_txn(const Job *j) {

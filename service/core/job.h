@@ -13,7 +13,8 @@
  *   -EBUSY   the job's status does not allow the request (the verb table and its companions)
  *   -EINVAL  a malformed job id, or a transaction that cannot take the job
  *   -EEXIST  a job id in use (ids are unique per owner)
- *   -ENOMEM  out of memory */
+ *   -ENOMEM  out of memory
+ *   -ESHUTDOWN  the job is stopped or stopping (job_stop()): it continues after the restart */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,6 +48,13 @@
  * way). The limiter carries the overshoot, so the average rate stays the limit. */
 #define JOB_THROTTLE_STEP_MIN (UINT64_C(64) << 10)
 
+/* A step is asked for a checkpoint (JobStepInput.checkpoint) once this much of the registry's clock
+ * has passed since the job's last checkpoint or since it started running (job_start(),
+ * job_restore_start()): a restart then loses at most about this much work, and the layer above
+ * writes a record at most this often per job. Time spent paused or sleeping counts: the first step
+ * after a long pause is asked for one (cheap: nothing new to make durable). */
+#define JOB_CHECKPOINT_INTERVAL_NS (5 * UINT64_C(1000000000))
+
 typedef struct JobRegistry JobRegistry;
 typedef struct JobTxn JobTxn;
 
@@ -55,6 +63,8 @@ typedef enum JobChange {
         JOB_CHANGE_SPEED     = 1 << 1,
         JOB_CHANGE_IO_STATUS = 1 << 2,
         JOB_CHANGE_USER_PAUSED = 1 << 3,        /* job_is_user_paused(), told even without a status change */
+        JOB_CHANGE_CHECKPOINT = 1 << 4,         /* a step reported a checkpoint: job_checkpoint() */
+        JOB_CHANGE_STOPPED   = 1 << 5,          /* job_stop() has taken effect: job_is_stopped(); told once */
 } JobChange;
 
 typedef struct JobObserver {
@@ -66,7 +76,10 @@ typedef struct JobObserver {
         void (*changed)(Job *j, JobChange what, void *userdata);
         /* The last job object was freed (job_registry_n_live() is 0): job_registry_free() may now be
          * called, though not from here, since a job_unref() is on the stack. For a daemon that
-         * shuts down: cancel everything, run the loop until this, then free. */
+         * shuts down and whose jobs continue after it starts again: job_stop() every job, run the
+         * loop until job_registry_all_stopped() (check on JOB_CHANGE_STOPPED and on 'null'),
+         * job_dismiss() each (which takes any stopped job out of the registry), drop every
+         * reference, then free. */
         void (*empty)(JobRegistry *r, void *userdata);
 } JobObserver;
 
@@ -92,7 +105,8 @@ typedef struct JobCreateParams {
 int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRegistry **ret);
 /* Frees the registry. Every job object must be gone by then, dismissed and unreferenced
  * (job_registry_n_live() == 0, JobObserver.empty): jobs point to the registry and its executor,
- * and a job's work may still be running on a worker. */
+ * and a job's work may still be running on a worker. Stopped jobs (job_stop()) are no exception:
+ * dismiss them first (job_dismiss() takes a stopped job out whatever its status). */
 JobRegistry *job_registry_free(JobRegistry *r);
 void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata);
 /* The owner's job with this id (a hash lookup, not a walk), or NULL. A job leaves the registry
@@ -103,6 +117,8 @@ Job *job_registry_first(JobRegistry *r);
 Job *job_registry_next(Job *j);
 /* Jobs in the registry (not yet dismissed). */
 size_t job_registry_count(JobRegistry *r);
+/* Every job in the registry is stopped (job_stop()): true for an empty one. A walk. */
+bool job_registry_all_stopped(JobRegistry *r);
 /* Job objects not yet freed: those in the registry, and dismissed ones someone still references. */
 size_t job_registry_n_live(JobRegistry *r);
 uint64_t job_registry_now(JobRegistry *r);
@@ -140,12 +156,17 @@ typedef struct JobRestoreParams {
         const char *error;              /* concluded with ret < 0: its message (NULL: strerror) */
         uint64_t progress_current;
         uint64_t progress_total;
+        /* The last checkpoint recorded: kept as if a step had reported it (job_checkpoint()), not
+         * told. The checkpoint interval starts again at job_restore_start(). */
+        bool has_checkpoint;
+        uint64_t checkpoint;
 } JobRestoreParams;
 
 int job_restore(JobRegistry *r, const JobRestoreParams *p, Job **ret, char **ret_error);
 void job_restore_start(Job *j);
 
-/* created → running, and the first pause point. */
+/* created → running, and the first pause point. Does nothing once the job is stopped or stopping
+ * (job_stop()): it stays created. The same goes for job_restore_start(): the job stays held. */
 void job_start(Job *j);
 /* Creation failed after the job existed: created → null, the job goes away. */
 void job_early_fail(Job *j);
@@ -167,6 +188,9 @@ int job_finalize(Job *j, char **ret_error);
  * second finalize while the first is under way is told with the first. Not called if this fails. */
 typedef void (*JobFinalizedFunc)(void *userdata);
 int job_finalize_notify(Job *j, JobFinalizedFunc done, void *userdata, char **ret_error);
+/* Also takes a stopped job (job_is_stopped()) out of the registry, whatever its status: the daemon
+ * is exiting. Observers are told 'null' as for a dismissal, with job_is_stopped() still true then,
+ * which tells the two apart: a stopped job comes back after the restart, so its record stays. */
 int job_dismiss(Job *j, char **ret_error);
 int job_set_speed(Job *j, uint64_t bytes_per_second, char **ret_error);
 
@@ -174,6 +198,47 @@ int job_set_speed(Job *j, uint64_t bytes_per_second, char **ret_error);
  * user, and they do not touch the user-paused flag. */
 void job_pause(Job *j);
 void job_resume(Job *j);
+
+/* The daemon is going away (SIGTERM) and the job is to continue after it starts again: the job
+ * keeps its status, makes its work durable, and is then stopped (job_is_stopped(); the observer is
+ * told JOB_CHANGE_STOPPED once, maybe before this returns; from then on nothing about the job
+ * changes). Stops the job's whole transaction: a group is stopped as one, so that its
+ * all-or-nothing rule holds across the restart. A second call, or one for another member, does
+ * nothing more. The daemon may exit once job_registry_all_stopped(). A stopped job that is still
+ * created (its creation waits for something) may yet fail: job_early_fail() is a real dismissal.
+ *
+ * From the call on, the core starts nothing new: no step, no prepare, no commit or abort; sleeps
+ * (rate limit, backoff, idle) are cut short and do not lead to a step; auto-finalize does not
+ * start the completion, a run that ends does not start an abort; job_start() and
+ * job_restore_start() do nothing; internal pauses and resumes change no status; every verb is
+ * refused with -ESHUTDOWN (job_accepts_verb() is false), except job_dismiss() of a stopped job
+ * (see there); the transaction takes no new member (-ESHUTDOWN). What is under way ends as usual:
+ *   - a step in flight completes and its result is applied (progress, ready, a checkpoint, an
+ *     I/O error's stop, a pause asked for before job_stop()); if it ends the run, the job goes to
+ *     the status that follows: waiting, pending (others of its group that are stopped already
+ *     keep waiting, and follow after the restart), or on failure (a force cancel accepted before
+ *     job_stop() included) aborting, where it stays without its abort and without cancelling the
+ *     rest of its group: as after a crash, the layer above brings it back concluded with its
+ *     error, and must fail the rest of its group with it;
+ *   - a transaction whose completion is under way (preparing, committing or aborting: a prepare,
+ *     commit, abort or clean in flight, or members waiting their turn) runs it to the end, every
+ *     member concluded: it is short (flushes, renames), and a half-published group, or a commit
+ *     that is final and half-done, must not be left behind. Its members are stopped as they
+ *     conclude, except those that go then (auto-dismiss, as always): finished, they are gone for
+ *     good, told 'null' as any dismissed job, never STOPPED.
+ * Then a job that has been started and is running, paused, ready or standby runs exactly one more
+ * step, with JobStepInput.checkpoint_only (even when paused): its driver may hold work that is not
+ * durable yet. That step is not progress of the run, changes no status and is not rate-limited;
+ * only its checkpoint is used: finished, ready, idle_ns, progress and an I/O error are ignored
+ * (an error is logged; the job then comes back from its previous checkpoint). Then it is stopped.
+ * Jobs that need nothing (not started or held after a restore, waiting, pending, aborting without
+ * its abort, concluded) are stopped at once. */
+void job_stop(Job *j);
+bool job_is_stopped(const Job *j);
+
+/* The last checkpoint a step reported or the restore brought (JobStepResult.checkpoint): false if
+ * there is none. ret may be NULL. */
+bool job_checkpoint(const Job *j, uint64_t *ret);
 
 /* Progress, for drivers before the job starts (after that, through step results). */
 void job_progress_set_remaining(Job *j, uint64_t remaining);
@@ -198,10 +263,11 @@ unsigned job_pause_count(const Job *j);
  * state: a driver's worker hooks learn of a soft cancel from JobStepInput.cancel_requested. */
 bool job_cancel_requested(const Job *j);
 bool job_is_cancelled(const Job *j);
+/* The verb table for the job's status; false for every verb from job_stop() on. */
 bool job_accepts_verb(const Job *j, JobVerb v);
 
 /* Dismisses the job by itself once it concludes, whatever it was created with: for a daemon
- * that is going away, where nobody is left to dismiss it. */
+ * that is going away for good (the bus is lost), where nobody is left to dismiss it. */
 void job_set_auto_dismiss(Job *j);
 JobTxn *job_get_txn(const Job *j);
 bool job_txn_is_grouped(const JobTxn *t);

@@ -27,7 +27,7 @@ static int look_at_backing(const BackupBacking *bb, ImageFormat *ret_format, uin
         return 0;
 }
 
-int backup_backing_create(TargetFile *t, Image *source, const BackupBacking *bb, ImageFormat format,
+int backup_backing_create(TargetFile *t, Image *source, const BackupBacking *bb, ImageFormat format, bool resume,
                           Image **ret_writer, char **ret_error) {
         ImageFormat backing_format;
         uint64_t size;
@@ -49,6 +49,9 @@ int backup_backing_create(TargetFile *t, Image *source, const BackupBacking *bb,
                 return error_message(ret_error, -EINVAL,
                                      "Target backing file '%s' has %" PRIu64 " bytes, the source %" PRIu64 ": an incremental backup rests on a backup of the same disk",
                                      bb->path, size, image_size(source));
+        if (resume)
+                return target_image_reopen(t, source, IMAGE_FORMAT_QCOW2, bb->name, backing_format, bb->chain, ret_writer,
+                                           ret_error);
 
         r = target_file_prepare_image(t, ret_error);
         if (r < 0)

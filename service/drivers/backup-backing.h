@@ -20,6 +20,8 @@ typedef struct BackupBacking {
 } BackupBacking;
 
 /* Makes the qcow2 image in the adopted target 't' ('format': PROBE means the source's, which must
- * then be qcow2), backed by 'backing', of the size of 'source', and opens it for writing. */
-int backup_backing_create(TargetFile *t, Image *source, const BackupBacking *backing, ImageFormat format,
+ * then be qcow2), backed by 'backing', of the size of 'source', and opens it for writing. With
+ * 'resume' (a job built again after a restart) the image the job was writing is opened instead,
+ * and must be that (target_image_reopen()). */
+int backup_backing_create(TargetFile *t, Image *source, const BackupBacking *backing, ImageFormat format, bool resume,
                           Image **ret_writer, char **ret_error);

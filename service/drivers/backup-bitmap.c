@@ -119,6 +119,14 @@ uint64_t backup_bitmap_dirty_bytes(const BackupBitmap *bb) {
         return bb->copy ? image_dirty_map_count(bb->copy) : 0;
 }
 
+uint64_t backup_bitmap_dirty_bytes_from(const BackupBitmap *bb, uint64_t offset) {
+        uint64_t start, length, n = 0;
+
+        for (uint64_t off = offset; backup_bitmap_next(bb, off, &start, &length); off = start + length)
+                n += start + length - MAX(start, offset);
+        return n;
+}
+
 static uint64_t map_bytes(uint64_t size, uint32_t granularity) {
         return granularity ? ((size + granularity - 1) / granularity + 63) / 64 * 8 : 0;
 }

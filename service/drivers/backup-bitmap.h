@@ -84,8 +84,9 @@ static inline bool backup_bitmap_writes(const BackupBitmap *bb) {
 
 /* sync=bitmap: the first range to copy at or after 'offset'; false if none is left. */
 bool backup_bitmap_next(const BackupBitmap *bb, uint64_t offset, uint64_t *ret_start, uint64_t *ret_length);
-/* sync=bitmap: the bytes to copy in all. */
+/* sync=bitmap: the bytes to copy in all, and those at or after 'offset'. */
 uint64_t backup_bitmap_dirty_bytes(const BackupBitmap *bb);
+uint64_t backup_bitmap_dirty_bytes_from(const BackupBitmap *bb, uint64_t offset);
 /* Memory the bitmap takes, in the job and when the layer is open for writing. */
 uint64_t backup_bitmap_memory(const BackupBitmap *bb);
 

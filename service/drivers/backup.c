@@ -43,6 +43,7 @@ struct Backup {
         CopyIo io;                      /* how chunks move: no buffer of its own (copy-io.h) */
 
         uint64_t offset;                /* everything before it is done */
+        uint64_t resumed_done;          /* of the job's bytes, done before a restart (backup_resumed_progress()) */
         /* Read ahead (backup_look_ahead()): the source's extents are looked at up to 'ahead', and
          * the data extents read ahead but not copied yet end at ahead_ends[], oldest first. */
         uint64_t ahead;
@@ -62,6 +63,39 @@ void backup_free(Backup *b) {
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Backup *, backup_free);
+
+/* A job built again after a restart goes on from its last checkpoint: everything below it was
+ * durable in the target when the checkpoint was reported (backup_checkpoint()), and the target
+ * is the file the job was writing (target_image_reopen()).
+ *
+ * Above the checkpoint the target may hold more: whatever the job wrote after it before the
+ * daemon stopped, even half a request if it was killed (kill -9, a crash) in the middle of one,
+ * and for qcow2 the clusters it counted but had not mapped yet, which target_image_reopen() counts
+ * free again. That is harmless for a backup: everything it wrote there is the same source data at
+ * the same offsets, since the source cannot have changed (it is held with readers' locks while
+ * the job runs, and the daemon refuses to continue a backup whose source changed while it was
+ * stopped), and it never writes anything but zeroes where the source reads zeroes. So above the
+ * checkpoint each byte of the target reads either as the source, or as a target that was never
+ * written there: the copy from the checkpoint on writes every range the source has data in again,
+ * and skips what reads as zeroes (COPY_IO_TARGET_ZEROED holds for the resumed target as for a new
+ * one), exactly as an uninterrupted run would have.
+ *
+ * The offset is rounded down to the target's cluster (and the copy map's, with sync=bitmap) so
+ * that no cluster is rewritten in part. With sync=bitmap the source's bitmap is cleared at commit
+ * only (backup-bitmap.h), so a resumed job copies what it marked, as the first run would have:
+ * the dirty bytes below the checkpoint count as done. */
+static void backup_resume(Backup *b, uint64_t checkpoint) {
+        uint64_t size = image_size(b->source), align = MAX(image_cluster_size(b->writer), UINT32_C(4096));
+
+        if (b->bitmap.drives_copy)
+                align = MAX(align, (uint64_t) b->bitmap.copy->granularity);
+        b->offset = MIN(checkpoint, size) / align * align;
+        if (b->bitmap.drives_copy) {
+                b->dirty_left = backup_bitmap_dirty_bytes_from(&b->bitmap, b->offset);
+                b->resumed_done = backup_bitmap_dirty_bytes(&b->bitmap) - b->dirty_left;
+        } else
+                b->resumed_done = b->offset;
+}
 
 int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
         _cleanup_(backup_freep) Backup *b = NULL;
@@ -102,10 +136,10 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
                         .chain = &backing,
                 };
                 r = target_file_adopt(&b->target, p->copy.target, p->copy.files, b->source, image_size(b->source),
-                                      p->copy.overwrite, ret_error);
+                                      p->copy.overwrite, p->copy.resume.resume, ret_error);
                 if (r >= 0)
-                        r = backup_backing_create(&b->target, b->source, &bb, p->copy.target_format, &b->writer,
-                                                  ret_error);
+                        r = backup_backing_create(&b->target, b->source, &bb, p->copy.target_format,
+                                                  p->copy.resume.resume, &b->writer, ret_error);
                 b->target_backing = true;
         } else
                 r = copy_open_target(&p->copy, b->source, b->sync_top, &b->target, &b->writer, ret_error);
@@ -122,9 +156,12 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
                 return error_message(ret_error, -EINVAL, "must provide a valid bitmap name for 'bitmap' sync mode");
 
         /* A new target reads zeroes wherever nothing is written, unless it is a qcow2 image
-         * whose backing file would show through: zeroes read from the source need no write. */
+         * whose backing file would show through: zeroes read from the source need no write. So
+         * does a resumed one, above its checkpoint too (see backup_resume()). */
         copy_io_init(&b->io, b->source, b->writer, p->chunk_size ?: BACKUP_CHUNK_DEFAULT,
                      !target_file_in_place(&b->target) && !image_backing(b->writer) ? COPY_IO_TARGET_ZEROED : 0);
+        if (p->copy.resume.resume)
+                backup_resume(b, p->copy.resume.offset);
 
         *ret = TAKE_PTR(b);
         return 0;
@@ -132,6 +169,10 @@ int backup_open(const BackupParams *p, Backup **ret, char **ret_error) {
 
 uint64_t backup_size(const Backup *b) {
         return b->bitmap.drives_copy ? backup_bitmap_dirty_bytes(&b->bitmap) : image_size(b->source);
+}
+
+uint64_t backup_resumed_progress(const Backup *b) {
+        return b->resumed_done;
 }
 
 ImageFormat backup_source_format(const Backup *b) {
@@ -285,11 +326,40 @@ static void backup_look_ahead(Backup *b, uint64_t from) {
         }
 }
 
+/* A checkpoint: what was copied so far, durable, and everything below b->offset reported as
+ * done (DriverResume.offset after a restart). A flush that fails is a target I/O error under the
+ * job's policy, and no checkpoint. */
+static void backup_checkpoint(Job *j, Backup *b, JobStepResult *out) {
+        int r;
+
+        atomic_fetch_add(&b->io_calls, 1);
+        r = copy_io_flush(&b->io);
+        if (r < 0) {
+                /* The end is durable only once this works: a step that finished goes on. */
+                bool finished = out->finished;
+                out->finished = false;
+                if (job_step_io_error(j, out, false, false, r, "%s", image_error(b->writer) ?: strerror(-r)) ==
+                    JOB_ERROR_ACTION_IGNORE)
+                        out->finished = finished;       /* prepare flushes again, and fails the job if that fails */
+                return;
+        }
+        out->checkpoint = true;
+        out->checkpoint_value = b->offset;
+}
+
 static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         StepBudget budget = step_budget_start(in);
         Backup *b = data;
         uint64_t size = image_size(b->source), progress = 0, dispatched = 0, length, end;
         RangeAction action;
+
+        /* The daemon is stopping: nothing copied, what was, durable. */
+        if (in->checkpoint_only) {
+                out->has_remaining = true;
+                out->remaining = b->bitmap.drives_copy ? (b->offset < size ? b->dirty_left : 0) : size - b->offset;
+                backup_checkpoint(j, b, out);
+                return;
+        }
 
         /* Range after range: what needs no copy is skipped without I/O (and counts as progress),
          * the rest is copied a chunk at a time, while the step's budget lasts. With sync=bitmap
@@ -339,6 +409,10 @@ static void backup_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         out->remaining = b->bitmap.drives_copy ? (b->offset < size ? b->dirty_left : 0) : size - b->offset;
         if (!out->io_error.set && b->offset >= size)
                 out->finished = true;
+        /* A checkpoint when one is due, and at the end (job-driver.h): a job that is waiting or
+         * pending when the daemon stops comes back with nothing left to copy. */
+        if (!out->io_error.set && (in->checkpoint || out->finished))
+                backup_checkpoint(j, b, out);
 }
 
 static int backup_prepare(Job *j, void *data, char **ret_error) {

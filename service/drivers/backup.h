@@ -11,7 +11,16 @@
  * format; a qcow2 copy of the top layer alone keeps the source's backing file), written through
  * the image layer into a file built unseen next to its final path (see tmpfile.h), flushed at
  * prepare and published at commit, replacing an existing file only with 'overwrite' (and never
- * one of the source's own chain); abort leaves nothing. */
+ * one of the source's own chain); abort leaves nothing.
+ *
+ * Checkpoints (issue 15): the copy is sequential, so one offset says what is done. On a step whose
+ * JobStepInput asks for a checkpoint (after its copying), on a checkpoint_only step (which copies
+ * nothing), and on the step that finishes, the target is flushed (copy_io_flush(): a qcow2
+ * image's tables, then fdatasync) and JobStepResult.checkpoint_value is that offset: everything
+ * below it is durable in the target. A step that met an I/O error reports none (the checkpoint
+ * stays due), and a flush that fails is a target I/O error under the job's policy. Built again
+ * with CopyParams.resume, the job reopens the target it was writing and goes on from the offset
+ * (backup_resume() in backup.c says why what it finds above it is harmless). */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -64,6 +73,9 @@ void backup_free(Backup *b);
 uint64_t backup_size(const Backup *b);
 /* The format the source was opened as. */
 ImageFormat backup_source_format(const Backup *b);
+/* Of backup_size(), what a job resumed after a restart (CopyParams.resume) had done before it:
+ * the job's progress starts there. 0 for a job that was not resumed. */
+uint64_t backup_resumed_progress(const Backup *b);
 /* The most memory the job can take, its images' metadata included (image_memory_estimate()). */
 uint64_t backup_memory(const Backup *b);
 /* Its target file (for the daemon's records, which give a new target a hidden name: persist.h). */

@@ -211,6 +211,12 @@ void copy_io_write_behind(CopyIo *c, uint64_t offset, uint64_t length) {
         c->write_behind_start = c->write_behind_end;
 }
 
+int copy_io_flush(CopyIo *c) {
+        /* Whatever write-behind had not started yet, the flush writes. */
+        c->write_behind_start = c->write_behind_end = 0;
+        return image_flush(c->target);
+}
+
 /* ---- the methods ----------------------------------------------------------------------------- */
 
 /* Each returns 1 and the bytes done, 0 if this method declined the range (try the next one), or

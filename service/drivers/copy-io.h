@@ -133,6 +133,13 @@ int copy_io_copy(CopyIo *c, uint64_t offset, uint64_t length, uint64_t *ret_done
  * reads). */
 int copy_io_write(CopyIo *c, const void *buf, uint64_t offset, size_t length);
 
+/* Makes everything written so far durable (a checkpoint): image_flush() of the target (a qcow2
+ * image's tables, then fdatasync). copy-io keeps no request of its own in flight (every write has
+ * returned by the time its call does); what is on its way is the kernel's write-back that
+ * write-behind started, which the flush waits for. Returns 0 or a negative errno about the
+ * target (its message in image_error()). */
+int copy_io_flush(CopyIo *c);
+
 /* Hints for callers that read and write themselves (see "Requests in flight"). */
 void copy_io_read_ahead(CopyIo *c, uint64_t offset, uint64_t length);
 void copy_io_write_behind(CopyIo *c, uint64_t offset, uint64_t length);

@@ -226,8 +226,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Mirror *, mirror_free);
 
 /* What every block of the target holds before the first pass. */
 static uint64_t initial_hash(const Mirror *m, uint64_t block) {
-        if (target_file_in_place(&m->target))
-                return HASH_UNKNOWN;            /* a device's old content */
+        /* A device's old content; or what a mirror resumed after a restart wrote into its target
+         * before (mirror.h): of a source that may have changed since, so all of it is written
+         * again, zeroes included. */
+        if (target_file_in_place(&m->target) || m->target.resumed)
+                return HASH_UNKNOWN;
         if (m->sync_top)
                 return HASH_UNALLOCATED;        /* a new image reads through, or zeroes if raw */
         return block + 1 == m->n_blocks ? m->zero_hash_tail : m->zero_hash;
@@ -799,6 +802,10 @@ static void mirror_step(Job *j, void *data, const JobStepInput *in, JobStepResul
         StepBudget budget = step_budget_start(in);
         Mirror *m = data;
         uint64_t read_bytes = 0, progress = 0, max = span_max(m);
+
+        /* A mirror keeps no checkpoints (mirror.h): stopping, it has nothing to make durable. */
+        if (in->checkpoint_only)
+                return;
 
         /* buf_size bounds the bytes a step reads (mirror.h): by default, one span per step. */
         budget.bytes_left = MIN(budget.bytes_left, m->chunk);

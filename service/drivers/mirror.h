@@ -24,7 +24,15 @@
  * last full pass and finishes; the target is published at commit as backup's is, and a force
  * cancel discards it. A source that changes its size fails the job. Nothing quiesces a raw
  * source's writer: the copy is consistent (crash-consistent, as of the last pass) only if the
- * writer has stopped, or flushed and paused, before Complete. */
+ * writer has stopped, or flushed and paused, before Complete.
+ *
+ * After a restart of the daemon (CopyParams.resume) a mirror goes on into the target it was
+ * writing, but from the beginning: the source may have changed while the daemon was down, and the
+ * block hashes (keyed per process) are gone, so nothing in the target is taken as known. Its first
+ * pass writes every block again, data and zeroes alike (a new target starts empty, a resumed one
+ * does not), and reaches ready as a first pass does; Complete works as usual and publishes only
+ * what its last pass made equal to the source. It keeps no checkpoints: JobStepInput.checkpoint
+ * is ignored, and a checkpoint_only step does nothing. */
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -72,7 +72,8 @@ static int adopt_in_place(TargetFile *t, int fd, Image *source, uint64_t size, c
         r = check_not_source(fd, t->path, source, ret_error);
         if (r < 0)
                 return r;
-        if (S_ISREG(st.st_mode) && st.st_size > 0 && !t->overwrite)
+        /* A resumed job's target holds what the job wrote into it before the restart. */
+        if (S_ISREG(st.st_mode) && st.st_size > 0 && !t->overwrite && !t->resumed)
                 return error_message(ret_error, -EEXIST, "Target '%s' is not empty", t->path);
 
         /* O_EXCL on a block device claims it: it fails while the device is mounted, part of a
@@ -137,10 +138,13 @@ static int adopt_new_file(TargetFile *t, JobFiles *files, Image *source, char **
         struct stat st, dir;
         int r;
 
-        /* Only what the daemon itself would have made: an empty regular file in a directory. */
+        /* Only what the daemon itself would have made: an empty regular file in a directory (for
+         * a resumed job: the file it was writing, under its hidden name, which the image it holds
+         * must then show: target_image_reopen()). */
         if (fstat(files->target_fd, &st) < 0 || fstat(files->target_dir_fd, &dir) < 0)
                 return error_message(ret_error, negative_errno(), "Invalid descriptor for target '%s': %m", t->path);
-        if (!S_ISREG(st.st_mode) || st.st_size != 0 || !S_ISDIR(dir.st_mode))
+        if (!S_ISREG(st.st_mode) || (st.st_size != 0 && !t->resumed) || !S_ISDIR(dir.st_mode) ||
+            (t->resumed && !files->target_temp_name))
                 return error_message(ret_error, -EPROTO, "The new file for target '%s' is not what was asked for",
                                      t->path);
         t->owner = files->target_owner;
@@ -172,7 +176,7 @@ static int adopt_new_file(TargetFile *t, JobFiles *files, Image *source, char **
 }
 
 int target_file_adopt(TargetFile *t, const char *path, JobFiles *files, Image *source, uint64_t size,
-                      bool overwrite, char **ret_error) {
+                      bool overwrite, bool resume, char **ret_error) {
         int r;
 
         *t = (TargetFile) TARGET_FILE_NULL;
@@ -181,6 +185,7 @@ int target_file_adopt(TargetFile *t, const char *path, JobFiles *files, Image *s
                 return error_message(ret_error, -EINVAL, "No target given");
 
         t->overwrite = overwrite;
+        t->resumed = resume;
         t->path = strdup(path);
         if (!t->path)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
@@ -196,6 +201,9 @@ int target_file_set_hidden_name(TargetFile *t, const char *name, char **ret_erro
 
         if (target_file_in_place(t) || t->file.fd < 0)
                 return 0;
+        /* A resumed job's file has it already. */
+        if (t->resumed && t->file.temp_name && strcmp(t->file.temp_name, name) == 0)
+                return 0;
         r = tmpfile_set_hidden_name(&t->file, name);
         if (r < 0)
                 return error_message(ret_error, r, "Could not give target '%s' its hidden name '%s': %m", t->path, name);
@@ -210,6 +218,12 @@ bool target_file_in_place(const TargetFile *t) {
         return t->device_fd >= 0;
 }
 
+/* A file written in place, locked for writing before the image in it is made or opened. */
+static int lock_in_place(TargetFile *t, char **ret_error) {
+        return image_lock(target_file_fd(t), IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE | IMAGE_PERM_RESIZE,
+                          IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE_UNCHANGED, t->path, ret_error);
+}
+
 /* Before an image is made in the target: a file given to be written in place is emptied once we
  * hold its write lock (a new file is ours and empty already). */
 int target_file_prepare_image(TargetFile *t, char **ret_error) {
@@ -217,8 +231,9 @@ int target_file_prepare_image(TargetFile *t, char **ret_error) {
 
         if (!target_file_in_place(t))
                 return 0;
-        r = image_lock(fd, IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE | IMAGE_PERM_RESIZE,
-                       IMAGE_PERM_CONSISTENT_READ | IMAGE_PERM_WRITE_UNCHANGED, t->path, ret_error);
+        /* Never what a resumed job wrote. */
+        assert(!t->resumed);
+        r = lock_in_place(t, ret_error);
         if (r < 0)
                 return r;
         if (ftruncate(fd, 0) < 0)
@@ -226,22 +241,37 @@ int target_file_prepare_image(TargetFile *t, char **ret_error) {
         return 0;
 }
 
-int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backing, ImageFormat format,
-                        bool sync_top, Image **ret, char **ret_error) {
-        int r;
-
+/* The format the target gets: 'format', or with PROBE the source's; a device is raw. */
+static int target_format(const TargetFile *t, Image *source, ImageFormat format, ImageFormat *ret, char **ret_error) {
         if (t->device) {
                 if (!IN_SET(format, IMAGE_FORMAT_PROBE, IMAGE_FORMAT_RAW))
                         return error_message(ret_error, -EINVAL,
                                              "Target device '%s' can only be written as a raw image", t->path);
+                *ret = IMAGE_FORMAT_RAW;
+                return 0;
+        }
+        *ret = format == IMAGE_FORMAT_PROBE ? image_format(source) : format;
+        return 0;
+}
+
+/* A qcow2 copy of the source's top layer alone records the source's backing file. */
+static bool target_with_backing(ImageFormat format, Image *source, bool sync_top) {
+        return format == IMAGE_FORMAT_QCOW2 && sync_top && image_backing(source);
+}
+
+int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backing, ImageFormat format,
+                        bool sync_top, Image **ret, char **ret_error) {
+        int r;
+
+        r = target_format(t, source, format, &format, ret_error);
+        if (r < 0)
+                return r;
+        if (t->device)
                 return image_open_fd(t->device_fd, t->path, IMAGE_FORMAT_RAW, IMAGE_OPEN_WRITE | IMAGE_OPEN_BORROW_FD,
                                      ret, ret_error);
-        }
 
-        if (format == IMAGE_FORMAT_PROBE)
-                format = image_format(source);
         ImageCreateParams cp = { .format = format, .size = image_size(source) };
-        bool with_backing = format == IMAGE_FORMAT_QCOW2 && sync_top && image_backing(source);
+        bool with_backing = target_with_backing(format, source, sync_top);
         if (with_backing) {
                 if (!backing || backing->n == 0)
                         return error_message(ret_error, -EINVAL, "The backing chain of '%s' was not given",
@@ -274,6 +304,91 @@ int target_image_create(TargetFile *t, Image *source, const ImageChainFds *backi
         memcpy(fds + 1, backing->fds, backing->n * sizeof(int));
         ImageOpenOptions o = { .fds = &chain };
         return image_open_full(t->path, format, IMAGE_OPEN_WRITE | IMAGE_OPEN_BORROW_FD, &o, ret, ret_error);
+}
+
+static bool same_name(const char *a, const char *b) {
+        return a && b ? strcmp(a, b) == 0 : a == b;
+}
+
+_printf_(3, 4) static int not_the_image(const TargetFile *t, char **ret_error, const char *format, ...) {
+        _cleanup_free_ char *why = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, format);
+        r = vasprintf(&why, format, ap);
+        va_end(ap);
+        if (r < 0)
+                return error_message(ret_error, -ENOMEM, "Out of memory");
+        return error_message(ret_error, -EINVAL, "The target '%s' is not the image the job was writing: %s", t->path,
+                             why);
+}
+
+int target_image_reopen(TargetFile *t, Image *source, ImageFormat format, const char *backing_name,
+                        ImageFormat backing_format, const ImageChainFds *backing, Image **ret, char **ret_error) {
+        _cleanup_free_ char *error = NULL;
+        Image *img = NULL;
+        uint64_t size, leaked;
+        int r;
+
+        assert(t->resumed);
+        r = target_format(t, source, format, &format, ret_error);
+        if (r < 0)
+                return r;
+        if (target_file_in_place(t) && !t->device) {
+                r = lock_in_place(t, ret_error);
+                if (r < 0)
+                        return r;
+        }
+
+        /* Opened as the format the job writes, never probed; on the descriptors of the chain it
+         * rests on, if any, as target_image_create() opens a new one. */
+        int fd = target_file_fd(t);
+        if (!backing_name)
+                r = image_open_fd(fd, t->path, format, IMAGE_OPEN_WRITE | IMAGE_OPEN_NO_BACKING | IMAGE_OPEN_BORROW_FD,
+                                  &img, &error);
+        else {
+                int fds[JOB_FILES_CHAIN_MAX + 1];
+                if (!backing || backing->n == 0 || backing->n >= ELEMENTSOF(fds))
+                        return error_message(ret_error, -EINVAL, "The backing chain of '%s' was not given", t->path);
+                ImageChainFds chain = { .fds = fds, .n = backing->n + 1 };
+                fds[0] = fd;
+                memcpy(fds + 1, backing->fds, backing->n * sizeof(int));
+                ImageOpenOptions o = { .fds = &chain };
+                r = image_open_full(t->path, format, IMAGE_OPEN_WRITE | IMAGE_OPEN_BORROW_FD, &o, &img, &error);
+        }
+        if (IN_SET(r, -ENOMEM, -EBUSY, -EACCES, -EPERM))
+                return error_message(ret_error, r, "%s", strempty(error));
+        if (r < 0)
+                return not_the_image(t, ret_error, "%s", strempty(error));
+
+        /* The size a new one would have had (qcow2: whole sectors, as image_create() makes it). */
+        size = image_size(source);
+        if (format == IMAGE_FORMAT_QCOW2)
+                size = (size + 511) / 512 * 512;
+        if (image_size(img) != size)
+                r = not_the_image(t, ret_error, "it has %" PRIu64 " bytes, not %" PRIu64, image_size(img), size);
+        else if (!same_name(image_backing_name(img), backing_name) ||
+                 (backing_name && image_backing_format(img) != backing_format))
+                r = not_the_image(t, ret_error, "its backing file is '%s' (%s), not '%s' (%s)",
+                                  image_backing_name(img) ?: "none", image_format_to_string(image_backing_format(img)),
+                                  backing_name ?: "none", image_format_to_string(backing_format));
+        else {
+                /* A writer killed between two checkpoints may have leaked clusters. */
+                r = image_repair_leaks(img, &leaked);
+                if (r < 0)
+                        r = IN_SET(r, -EUCLEAN, -EOPNOTSUPP) ? not_the_image(t, ret_error, "%s", strempty(image_error(img)))
+                                                              : error_message(ret_error, r, "%s", strempty(image_error(img)));
+                else if (leaked > 0)
+                        log_debug("Target '%s': %" PRIu64 " leaked clusters left by the job before the restart counted free again",
+                                  t->path, leaked);
+        }
+        if (r < 0) {
+                image_close(img);
+                return r;
+        }
+        *ret = img;
+        return 0;
 }
 
 int target_file_prepare(TargetFile *t, char **ret_error) {
@@ -314,6 +429,12 @@ void target_file_commit(TargetFile *t, Job *j) {
                                 kept ? "the data was kept as '" : "the data is lost", strempty(kept), kept ? "'" : "");
 }
 
+void target_file_keep(TargetFile *t) {
+        /* tmpfile_discard() removes only a file it knows a name of. */
+        free(t->file.temp_name);
+        t->file.temp_name = NULL;
+}
+
 void target_file_discard(TargetFile *t) {
         tmpfile_discard(&t->file);
         t->device_fd = safe_close(t->device_fd);
@@ -343,11 +464,22 @@ int copy_open_source(const CopyParams *p, unsigned flags, Image **ret, char **re
 int copy_open_target(const CopyParams *p, Image *source, bool sync_top, TargetFile *t, Image **ret_writer,
                      char **ret_error) {
         /* Replacing or writing a file of the source's own chain would change the source. */
-        int r = target_file_adopt(t, p->target, p->files, source, image_size(source), p->overwrite, ret_error);
+        int r = target_file_adopt(t, p->target, p->files, source, image_size(source), p->overwrite, p->resume.resume,
+                                  ret_error);
         if (r < 0)
                 return r;
 
         /* A qcow2 copy of the top alone rests on the source's own backing files. */
         ImageChainFds backing = { .fds = p->files->chain + 1, .n = p->files->n_chain > 0 ? p->files->n_chain - 1 : 0 };
-        return target_image_create(t, source, &backing, p->target_format, sync_top, ret_writer, ret_error);
+        if (!p->resume.resume)
+                return target_image_create(t, source, &backing, p->target_format, sync_top, ret_writer, ret_error);
+
+        ImageFormat format;
+        r = target_format(t, source, p->target_format, &format, ret_error);
+        if (r < 0)
+                return r;
+        bool with_backing = target_with_backing(format, source, sync_top);
+        return target_image_reopen(t, source, format, with_backing ? image_path(image_backing(source)) : NULL,
+                                   with_backing ? image_format(image_backing(source)) : IMAGE_FORMAT_PROBE, &backing,
+                                   ret_writer, ret_error);
 }

@@ -244,6 +244,7 @@ typedef struct Built {
         uint64_t size;
         ImageFormat source_format;
         uint64_t memory;
+        uint64_t done;                  /* of 'size', what a resumed job had done before the restart */
         ReservationSet *files;
         ReservationSet *given;          /* the files as given, for telling who holds them */
 } Built;
@@ -255,6 +256,8 @@ struct JobCreation {
         size_t n_groups;
         bool groups_unknown;
         bool grouped;
+        JobCreationCheck check;         /* restored jobs: are these the recorded files? */
+        void *check_userdata;
 
         size_t n;
         JobRequest *requests;
@@ -326,6 +329,10 @@ static void creation_free_now(JobCreation *c) {
                         built_done(&c->built[i]);
                 if (c->claims)
                         job_claim_free(c->claims[i]);
+                /* A restored job's unfinished target is not removed by name here: whoever restores
+                 * removes it, only while the name still holds the file it recorded. */
+                if (c->requests[i].restore)
+                        job_files_hand_over(&c->requests[i].files);
                 job_request_done(&c->requests[i]);
         }
         free(c->openers);
@@ -355,7 +362,8 @@ JobCreation *job_creation_free(JobCreation *c) {
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(JobCreation *, job_creation_free);
 
-static int admit(JobCreation *c, size_t n, char **ret_error) {
+/* 'restore': jobs that were admitted before a restart are counted, never refused. */
+static int admit(JobCreation *c, size_t n, bool restore, char **ret_error) {
         JobFactory *f = c->factory;
         UserUsage *u;
 
@@ -365,6 +373,8 @@ static int admit(JobCreation *c, size_t n, char **ret_error) {
         u = user_usage(f, c->uid, true);
         if (!u)
                 return error_message(ret_error, -ENOMEM, "Out of memory");
+        if (restore)
+                goto count;
         if (f->limits.max_creations_per_user > 0 && u->n_creations >= f->limits.max_creations_per_user)
                 return error_message(ret_error, -EUSERS,
                                      "User %u has %u job creations in progress, and may have at most %u",
@@ -376,6 +386,7 @@ static int admit(JobCreation *c, size_t n, char **ret_error) {
         if (f->limits.max_jobs_per_user > 0 && u->n_jobs + n > f->limits.max_jobs_per_user)
                 return error_message(ret_error, -EUSERS, "User %u has %u jobs, and may have at most %u",
                                      (unsigned) c->uid, u->n_jobs, f->limits.max_jobs_per_user);
+count:
         u->n_creations++;
         u->n_jobs += n;
         c->creation_counted = true;
@@ -383,8 +394,8 @@ static int admit(JobCreation *c, size_t n, char **ret_error) {
         return 0;
 }
 
-int job_creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grouped, JobCreation **ret,
-                     char **ret_error) {
+static int creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grouped, bool restore,
+                        JobCreation **ret, char **ret_error) {
         _cleanup_(job_creation_freep) JobCreation *c = NULL;
         int r;
 
@@ -417,11 +428,28 @@ int job_creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grou
         for (size_t i = 0; i < n; i++)
                 c->requests[i] = (JobRequest) JOB_REQUEST_INIT;
 
-        r = admit(c, n, ret_error);
+        r = admit(c, n, restore, ret_error);
         if (r < 0)
                 return r;
 
         *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int job_creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grouped, JobCreation **ret,
+                     char **ret_error) {
+        return creation_new(f, caller, n, grouped, false, ret, ret_error);
+}
+
+int job_creation_new_restore(JobFactory *f, const JobCaller *caller, size_t n, bool grouped, JobCreationCheck check,
+                             void *userdata, JobCreation **ret, char **ret_error) {
+        int r;
+
+        r = creation_new(f, caller, n, grouped, true, ret, ret_error);
+        if (r < 0)
+                return r;
+        (*ret)->check = check;
+        (*ret)->check_userdata = userdata;
         return 0;
 }
 
@@ -496,6 +524,16 @@ static int check_memory(JobCreation *c, char **ret_error) {
         return 0;
 }
 
+/* A restored job's progress: of what its driver has to do, what it had done at its checkpoint
+ * (the driver knows: a backup of a bitmap counts only the marked bytes); the checkpoint too, kept
+ * by the core until the next one. */
+static void restore_progress(const JobRequest *q, const Built *b, JobRestoreParams *rp) {
+        rp->progress_total = b->size;
+        rp->progress_current = MIN(b->done, b->size);
+        rp->has_checkpoint = q->resume.resume && q->resume.offset > 0;
+        rp->checkpoint = q->resume.offset;
+}
+
 static void creation_create_jobs(JobCreation *c) {
         JobFactory *f = c->factory;
         _cleanup_free_ ReservationSet **sets = NULL;
@@ -545,17 +583,29 @@ static void creation_create_jobs(JobCreation *c) {
                         .txn = txn,
                 };
 
-                r = job_create(f->registry, &p, &c->jobs[n], &error);
+                if (q->restore) {
+                        JobRestoreParams rp = q->restore_params;
+                        rp.create = p;
+                        restore_progress(q, b, &rp);
+                        r = job_restore(f->registry, &rp, &c->jobs[n], &error);
+                } else
+                        r = job_create(f->registry, &p, &c->jobs[n], &error);
                 if (r < 0)
                         break;
                 b->data = NULL;         /* the job owns it now */
-                job_progress_set_remaining(c->jobs[n], b->size);
+                if (!q->restore)
+                        job_progress_set_remaining(c->jobs[n], b->size);
         }
         job_txn_unref(txn);
         if (r < 0) {
-                /* As in QEMU: jobs that already existed go away again, created → null. */
+                /* As in QEMU: jobs that already existed go away again, created → null. A restored
+                 * one was never started: cancelled, it ends at once (job_restore()). */
                 for (size_t i = 0; i < n; i++) {
-                        job_early_fail(c->jobs[i]);
+                        if (c->requests[i].restore) {
+                                (void) job_user_cancel(c->jobs[i], true, NULL);
+                                job_restore_start(c->jobs[i]);
+                        } else
+                                job_early_fail(c->jobs[i]);
                         c->jobs[i] = NULL;
                 }
                 creation_finish(c, r, r == -ENOMEM ? JOB_CREATION_ERROR_LIMIT : JOB_CREATION_ERROR_CORE, error);
@@ -668,6 +718,7 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
                 .sync_top = q->sync == SYNC_TOP,
                 .target_format = q->target_format,
                 .memory_max = memory_max,
+                .resume = q->resume,
         };
         int r;
 
@@ -687,7 +738,8 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
                 r = backup_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &backup_driver, d, backup_size(d), backup_source_format(d), backup_memory(d) };
+                *b = (Built) { &backup_driver, d, backup_size(d), backup_source_format(d), backup_memory(d),
+                               .done = backup_resumed_progress(d) };
                 return 0;
         }
         case JOB_TYPE_MIRROR: {
@@ -845,8 +897,13 @@ static void creation_build(void *userdata) {
          * then counted. (The loop checks again, against what others took meanwhile.) */
         for (size_t i = 0; i < c->n && !atomic_load(&c->abandoned); i++) {
                 _cleanup_free_ char *error = NULL;
+                int r = 0;
                 note_files(&c->requests[i], &c->files[i]);
-                int r = build_one(c->factory->reservations, &c->requests[i], memory_for_next(c), &c->built[i], &error);
+                if (c->check)
+                        r = c->check(&c->requests[i], &c->files[i], c->check_userdata, &error);
+                if (r >= 0)
+                        r = build_one(c->factory->reservations, &c->requests[i], memory_for_next(c), &c->built[i],
+                                      &error);
                 if (r >= 0 && c->uid != 0 && c->memory_left > 0) {
                         if (c->built[i].memory >= c->memory_left)
                                 r = error_message(&error, -E2BIG,
@@ -967,6 +1024,7 @@ static bool opener_request(const JobCreation *c, const JobRequest *q, OpenerRequ
                 .chain_write = IN_SET(q->type, JOB_TYPE_COMMIT, JOB_TYPE_STREAM) || job_request_writes_bitmap(q),
                 .target_path = target ? q->target : NULL,
                 .target_overwrite = q->overwrite,
+                .target_resume_name = target ? q->target_resume_name : NULL,
         };
         return chain || target;
 }

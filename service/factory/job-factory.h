@@ -79,6 +79,19 @@ int job_creation_new(JobFactory *f, const JobCaller *caller, size_t n, bool grou
                      char **ret_error);
 JobRequest *job_creation_request(JobCreation *c, size_t i);
 
+/* The jobs of a record after a restart (persist.h; their requests have 'restore' set): admitted
+ * whatever the limits say now, since they were admitted when they were created, and counted as
+ * any. 'check' (may be NULL) runs on the worker for each request once its files are open and
+ * looked at, before its driver is built, and may refuse them (files that are not the ones
+ * recorded) with a negative errno and a message. A restored job's unfinished target is not
+ * removed by name when such a creation fails before its driver took it: whoever restores decides,
+ * with its own checks (persist.c). */
+typedef struct JobCreationFiles JobCreationFiles;
+typedef int (*JobCreationCheck)(const JobRequest *q, const JobCreationFiles *files, void *userdata,
+                                char **ret_error);
+int job_creation_new_restore(JobFactory *f, const JobCaller *caller, size_t n, bool grouped, JobCreationCheck check,
+                             void *userdata, JobCreation **ret, char **ret_error);
+
 /* Called once, on the loop (possibly before job_creation_start() returns): r < 0 with what
  * failed and a message, or 0 once every job exists (status created, not started; see
  * job_creation_job()). The callback may free the creation. */
@@ -92,7 +105,7 @@ ImageFormat job_creation_source_format(JobCreation *c, size_t i);
 JobClaim *job_creation_take_claim(JobCreation *c, size_t i);
 /* And what its source (the top of the chain) and target were, fstat()ed on the worker that built
  * it: what a job record keeps (persist.h). */
-typedef struct JobCreationFiles {
+struct JobCreationFiles {
         bool source_known;
         struct stat source;
         bool target_known;
@@ -100,7 +113,7 @@ typedef struct JobCreationFiles {
         struct stat target;
         TargetFile *target_file;        /* a new target's file, in the job's driver (NULL: none, or
                                          * written in place); valid as long as the job */
-} JobCreationFiles;
+};
 const JobCreationFiles *job_creation_files(JobCreation *c, size_t i);
 
 /* For the factory's other calls on a caller's files (bitmap-ops.h): what they share with the

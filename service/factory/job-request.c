@@ -12,6 +12,7 @@ void job_request_done(JobRequest *r) {
         free(r->bitmap);
         free(r->target_backing);
         free(r->target_backing_path);
+        free(r->target_resume_name);
         job_files_done(&r->files);
         job_files_done(&r->target_backing_files);
         *r = (JobRequest) JOB_REQUEST_INIT;

@@ -9,9 +9,11 @@
 #include <stdint.h>
 
 #include "backup-bitmap.h"
+#include "driver-resume.h"
 #include "image.h"
 #include "job-files.h"
 #include "job-lifecycle.h"
+#include "job.h"
 
 typedef enum SyncMode {
         SYNC_FULL,
@@ -59,6 +61,15 @@ typedef struct JobRequest {
         JobFiles files;
         bool chain_passed;
         bool target_passed;
+
+        /* A job that existed before the daemon stopped, built again from its record (persist.h):
+         * created directly in its recorded status (restore_params; .create is the factory's to
+         * fill in), its driver continuing from 'resume', and a new target's unfinished file
+         * reopened under its hidden name 'target_resume_name' instead of made anew. */
+        bool restore;
+        JobRestoreParams restore_params;
+        DriverResume resume;
+        char *target_resume_name;
 } JobRequest;
 
 #define JOB_REQUEST_INIT { .auto_finalize = true, .auto_dismiss = true, .files = JOB_FILES_INIT, \

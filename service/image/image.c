@@ -15,6 +15,7 @@
 #include "image-internal.h"
 #include "lock.h"
 #include "path-util.h"
+#include "qcow2.h"
 
 static const char *const format_names[_IMAGE_FORMAT_MAX] = {
         [IMAGE_FORMAT_PROBE] = "probe",
@@ -860,6 +861,16 @@ int image_flush(Image *img) {
                 return 0;
         r = inject_fault(img, IMAGE_IO_FLUSH, 0, 0);
         return r < 0 ? r : img->ops->flush(img);
+}
+
+int image_repair_leaks(Image *img, uint64_t *ret_leaked) {
+        if (ret_leaked)
+                *ret_leaked = 0;
+        if (!(img->flags & IMAGE_OPEN_WRITE))
+                return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
+        if (img->ops->format != IMAGE_FORMAT_QCOW2)
+                return 0;
+        return qcow2_repair_leaks(img, img->format_data, ret_leaked);
 }
 
 int image_set_backing(Image *img, const char *name, ImageFormat format) {

@@ -203,6 +203,18 @@ int image_write_zeroes(Image *img, uint64_t offset, uint64_t length);
 int image_discard(Image *img, uint64_t offset, uint64_t length);
 /* Makes everything written so far durable and the image consistent on disk. */
 int image_flush(Image *img);
+/* A qcow2 image whose writer was killed (kill -9, a crash) may have leaked clusters: counted, used
+ * by nothing (the write order allows that, never worse: see qcow2-write.c), which qemu-img check
+ * reports (exit 3) and which nothing would ever reclaim. This counts them free again, as
+ * `qemu-img check -r leaks` does: every cluster the image's metadata uses (header, L1, L2 and
+ * refcount tables, data clusters) is marked, in windows of the file of bounded memory, and each
+ * counted cluster that none uses gets the count 0 (1 if used); durable when it returns. Only
+ * lowering the count of a cluster nothing points to, it is safe at any crash point. For a layer
+ * open for writing, before the job that writes it goes on; an image with snapshots, bitmaps or
+ * compressed clusters (which blockjobd never writes) is refused (-EOPNOTSUPP), and one whose
+ * metadata use a cluster twice, outside the file, or without counting it is corrupt (-EUCLEAN).
+ * Raw images have nothing to repair. Returns 0 and the clusters repaired. */
+int image_repair_leaks(Image *img, uint64_t *ret_leaked);
 /* Rewrites the backing file name (as recorded: relative to the image) and format in the
  * header, NULL for none, in place and durably. The chain that is open does not change. A name
  * goes with its format, raw or qcow2 (-EINVAL without one): what we write, we record, so that

@@ -428,3 +428,175 @@ int qcow2_flush_refcounts(Image *img, Qcow2 *q) {
         }
         return image_file_sync(img);
 }
+
+/* ---- leaks left by a writer that was killed -------------------------------------------------- */
+
+/* The clusters marked in one pass: a window of the file, so that the bitmap stays bounded
+ * (8 MiB: a file of 4 TiB in clusters of 64 KiB takes one pass) however small its clusters. */
+#define REPAIR_WINDOW_CLUSTERS (UINT64_C(64) << 20)
+
+typedef struct RepairWindow {
+        uint64_t first, n;              /* clusters [first, first + n) of the file */
+        uint64_t file_clusters;
+        uint64_t *used;                 /* one bit each */
+} RepairWindow;
+
+/* The clusters of [offset, offset + length) of the file are used by 'what': marked, and each
+ * used once, all within the file. */
+static int repair_mark(Image *img, Qcow2 *q, RepairWindow *w, uint64_t offset, uint64_t length, const char *what) {
+        if (length == 0)
+                return 0;
+        uint64_t first = offset >> q->cluster_bits, end = (offset + length + q->cluster_size - 1) >> q->cluster_bits;
+
+        if (end > w->file_clusters || end < first)
+                return CORRUPT(img, "Image '%s' is corrupt: %s at offset 0x%" PRIx64 " lies beyond the end of the file",
+                               img->path, what, offset);
+        for (uint64_t c = MAX(first, w->first); c < MIN(end, w->first + w->n); c++) {
+                uint64_t bit = c - w->first;
+                if (w->used[bit / 64] & (UINT64_C(1) << (bit % 64)))
+                        return CORRUPT(img, "Image '%s' is corrupt: cluster 0x%" PRIx64 " (%s) is used twice", img->path,
+                                       c << q->cluster_bits, what);
+                w->used[bit / 64] |= UINT64_C(1) << (bit % 64);
+        }
+        return 0;
+}
+
+/* Everything the image's metadata names: header, L1 table, refcount table and blocks, L2 tables,
+ * and the data clusters the L2 tables name. */
+static int repair_mark_all(Image *img, Qcow2 *q, RepairWindow *w) {
+        int r;
+
+        r = repair_mark(img, q, w, 0, q->cluster_size, "the header");
+        if (r >= 0)
+                r = repair_mark(img, q, w, q->l1_offset, (uint64_t) q->l1_size * 8, "the L1 table");
+        if (r >= 0)
+                r = repair_mark(img, q, w, q->reftable_offset, (uint64_t) q->reftable_clusters << q->cluster_bits,
+                                "the refcount table");
+        for (uint64_t i = 0; r >= 0 && i < q->reftable_entries; i++)
+                if (q->reftable[i] & QCOW2_REFTABLE_OFFSET_MASK)
+                        r = repair_mark(img, q, w, q->reftable[i] & QCOW2_REFTABLE_OFFSET_MASK, q->cluster_size,
+                                        "a refcount block");
+        for (uint32_t i = 0; r >= 0 && i < q->l1_size; i++) {
+                uint64_t l2_offset = q->l1[i] & QCOW2_OFFSET_MASK, *l2;
+
+                if (l2_offset == 0)
+                        continue;
+                r = repair_mark(img, q, w, l2_offset, q->cluster_size, "an L2 table");
+                if (r >= 0)
+                        r = qcow2_load_l2(img, q, l2_offset, &l2);
+                for (uint64_t k = 0; r >= 0 && k < q->l2_entries; k++) {
+                        uint64_t host = l2[k] & QCOW2_OFFSET_MASK;
+
+                        if (qcow2_entry_type(q, l2[k]) == QCOW2_CLUSTER_COMPRESSED)
+                                return image_fail(img, -EOPNOTSUPP,
+                                                  "Image '%s' holds compressed clusters, which blockjobd does not write",
+                                                  img->path);
+                        /* Normal clusters, and zero clusters that keep their allocation. */
+                        if (host != 0)
+                                r = repair_mark(img, q, w, host, q->cluster_size, "a data cluster");
+                }
+        }
+        return r;
+}
+
+/* Sets the count of a cluster that is counted (so its refcount block exists). */
+static int repair_set(Image *img, Qcow2 *q, uint64_t cluster, uint64_t value) {
+        uint64_t index = cluster >> q->refblock_bits;
+        uint8_t *block;
+        int r;
+
+        r = get_refblock(img, q, q->reftable[index] & QCOW2_REFTABLE_OFFSET_MASK, false, &block);
+        if (r < 0)
+                return r;
+        qcow2_refcount_entry_set(q->refcount_order, block, cluster & ((UINT64_C(1) << q->refblock_bits) - 1), value);
+        mark_refblock_dirty(q, block);
+        return 0;
+}
+
+/* Compares the counts of the window's clusters with what uses them. */
+static int repair_window(Image *img, Qcow2 *q, RepairWindow *w, uint64_t *leaked) {
+        int r;
+
+        for (uint64_t c = w->first; c < w->first + w->n; c++) {
+                uint64_t bit = c - w->first, refcount;
+                bool used = w->used[bit / 64] & (UINT64_C(1) << (bit % 64));
+
+                r = qcow2_refcount_get(img, q, c, &refcount);
+                if (r < 0)
+                        return r;
+                if (used && refcount == 0)
+                        return CORRUPT(img, "Image '%s' is corrupt: cluster 0x%" PRIx64 " is used but not counted",
+                                       img->path, c << q->cluster_bits);
+                if (refcount > (used ? 1U : 0U)) {
+                        r = repair_set(img, q, c, used ? 1 : 0);
+                        if (r < 0)
+                                return r;
+                        (*leaked)++;
+                }
+        }
+        return 0;
+}
+
+int qcow2_repair_leaks(Image *img, Qcow2 *q, uint64_t *ret_leaked) {
+        uint64_t file_clusters = (img->file_size + q->cluster_size - 1) >> q->cluster_bits, leaked = 0;
+        int r;
+
+        /* What the walk below does not follow: none of it is in an image blockjobd makes. */
+        if (q->nb_snapshots > 0 || q->bitmaps.nb_bitmaps > 0)
+                return image_fail(img, -EOPNOTSUPP, "Image '%s' has snapshots or bitmaps", img->path);
+        if (!q->writable)
+                return image_fail(img, -EBADF, "Image '%s' is not open for writing", img->path);
+        /* Every change so far on disk: the walk reads the tables from the file. */
+        r = qcow2_flush(img);
+        if (r < 0)
+                return r;
+
+        for (uint64_t first = 0; first < file_clusters; first += REPAIR_WINDOW_CLUSTERS) {
+                RepairWindow w = {
+                        .first = first,
+                        .n = MIN(REPAIR_WINDOW_CLUSTERS, file_clusters - first),
+                        .file_clusters = file_clusters,
+                };
+                w.used = calloc((w.n + 63) / 64, sizeof(uint64_t));
+                if (!w.used)
+                        return image_fail(img, -ENOMEM, "Out of memory");
+                r = repair_mark_all(img, q, &w);
+                if (r >= 0)
+                        r = repair_window(img, q, &w, &leaked);
+                free(w.used);
+                if (r < 0)
+                        return r;
+        }
+        /* Clusters counted beyond the end of the file: used by nothing (the marking refused
+         * anything there). A few at most, as find_free() says; past its bound it calls the image
+         * corrupt anyway. */
+        uint64_t end = MIN(file_clusters + QCOW2_COUNTED_BEYOND_END_MAX, q->reftable_entries << q->refblock_bits);
+        for (uint64_t c = file_clusters; c < end; c++) {
+                uint64_t refcount;
+
+                if (!(q->reftable[c >> q->refblock_bits] & QCOW2_REFTABLE_OFFSET_MASK)) {
+                        c = ((c >> q->refblock_bits) + 1) << q->refblock_bits;
+                        c--;
+                        continue;
+                }
+                r = qcow2_refcount_get(img, q, c, &refcount);
+                if (r < 0)
+                        return r;
+                if (refcount > 0) {
+                        r = repair_set(img, q, c, 0);
+                        if (r < 0)
+                                return r;
+                        leaked++;
+                }
+        }
+
+        if (leaked > 0) {
+                q->free_hint = 0;
+                r = qcow2_flush_refcounts(img, q);
+                if (r < 0)
+                        return r;
+        }
+        if (ret_leaked)
+                *ret_leaked = leaked;
+        return 0;
+}

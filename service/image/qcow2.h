@@ -218,6 +218,8 @@ void qcow2_compressed_range(const Qcow2 *q, uint64_t entry, uint64_t *ret_offset
 int qcow2_flush_refcounts(Image *img, Qcow2 *q);
 /* Step 3: the pending frees, applied (and flushed). */
 int qcow2_apply_pending_frees(Image *img, Qcow2 *q);
+/* image_repair_leaks() of a qcow2 layer. */
+int qcow2_repair_leaks(Image *img, Qcow2 *q, uint64_t *ret_leaked);
 
 /* qcow2-bitmap.c: reading */
 /* The bitmaps extension's data (len bytes), checked as QEMU checks it on opening. */

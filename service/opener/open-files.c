@@ -128,7 +128,17 @@ static int open_replaced(const TmpFile *t, const char *path, int *ret, char **re
         return 0;
 }
 
-int open_target_files(const char *path, bool overwrite, bool named_temp_file, JobFiles *f, char **ret_error) {
+/* A new file goes at once; a resumed job's file stays for the daemon, which removes it only as
+ * the file it recorded (the job fails then, and says why). */
+static void drop_target(TmpFile *t, const char *hidden) {
+        if (hidden)
+                tmpfile_close(t);
+        else
+                tmpfile_discard(t);
+}
+
+static int open_target(const char *path, bool overwrite, bool named_temp_file, const char *hidden, JobFiles *f,
+                       char **ret_error) {
         TmpFile t = TMPFILE_NULL;
         struct stat st;
         int r;
@@ -166,11 +176,25 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
         r = check_target_directory(path, ret_error);
         if (r < 0)
                 return r;
-        r = tmpfile_open(&t, path, 0600, !named_temp_file);
-        if (r == -EISDIR)
-                return error_message(ret_error, r, "Target '%s' names a directory", path);
-        if (r < 0)
-                return error_message(ret_error, r, "Could not create target '%s': %m", path);
+        if (hidden) {
+                r = tmpfile_reopen(&t, path, hidden);
+                if (r == -ENOENT)
+                        return error_message(ret_error, r, "The unfinished target '%s' of the job is gone (%s)", path,
+                                             hidden);
+                if (r == -EBADFD)
+                        return error_message(ret_error, r,
+                                             "The unfinished target '%s' of the job (%s) is no longer a regular file",
+                                             path, hidden);
+                if (r < 0)
+                        return error_message(ret_error, r, "Could not open the unfinished target '%s' of the job (%s): %m",
+                                             path, hidden);
+        } else {
+                r = tmpfile_open(&t, path, 0600, !named_temp_file);
+                if (r == -EISDIR)
+                        return error_message(ret_error, r, "Target '%s' names a directory", path);
+                if (r < 0)
+                        return error_message(ret_error, r, "Could not create target '%s': %m", path);
+        }
 
         /* From here on, the directory we opened, and the entry in it, whatever it is (a symlink
          * too): that is what will be replaced. */
@@ -185,7 +209,7 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
                 else if (tmpfile_may_replace(&t, uid) <= 0)
                         r = -EPERM, why = "belongs to another user in a sticky directory";
                 if (why) {
-                        tmpfile_discard(&t);
+                        drop_target(&t, hidden);
                         return error_message(ret_error, r, "Target '%s' %s", path, why);
                 }
         }
@@ -193,7 +217,7 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
         int replaced = -EBADF;
         r = open_replaced(&t, path, &replaced, ret_error);
         if (r < 0) {
-                tmpfile_discard(&t);
+                drop_target(&t, hidden);
                 return r;
         }
         r = job_files_set_new_target(f, t.fd, t.dir_fd, t.name, t.temp_name, uid, replaced);
@@ -204,4 +228,12 @@ int open_target_files(const char *path, bool overwrite, bool named_temp_file, Jo
         if (r < 0)
                 return error_message(ret_error, r, "Out of memory");
         return 0;
+}
+
+int open_target_files(const char *path, bool overwrite, bool named_temp_file, JobFiles *f, char **ret_error) {
+        return open_target(path, overwrite, named_temp_file, NULL, f, ret_error);
+}
+
+int open_resumed_target_files(const char *path, bool overwrite, const char *hidden, JobFiles *f, char **ret_error) {
+        return open_target(path, overwrite, true, hidden, f, ret_error);
 }

@@ -30,3 +30,8 @@ int open_chain_files(const char *path, ImageFormat format, bool write, BeforeFol
  * may replace what is there only with 'overwrite' and only as this process's user could
  * (sticky directories). */
 int open_target_files(const char *path, bool overwrite, bool named_temp_file, JobFiles *f, char **ret_error);
+
+/* The same target of a job that continues after a restart: the file it was building, left under
+ * the hidden name 'hidden' next to 'path' (tmpfile_reopen()), not a new one; the checks on the
+ * final name are a new target's. A block device at 'path' is opened in place, as for a new job. */
+int open_resumed_target_files(const char *path, bool overwrite, const char *hidden, JobFiles *f, char **ret_error);

@@ -162,15 +162,19 @@ static void send_files(const JobFiles *f) {
                 exit(EXIT_FAILURE);
 }
 
-static void open_target(const char *mode, const char *path) {
+/* 'hidden': a resumed job's unfinished target (mode resume-keep or resume-overwrite). */
+static void open_target(const char *mode, const char *path, const char *hidden) {
         _cleanup_free_ char *error = NULL;
         JobFiles f = JOB_FILES_INIT;
-        bool overwrite = strcmp(mode, "overwrite") == 0;
+        bool overwrite = strcmp(mode, "overwrite") == 0 || strcmp(mode, "resume-overwrite") == 0;
         int r;
 
-        if (!overwrite && strcmp(mode, "keep") != 0)
+        if (!overwrite && strcmp(mode, "keep") != 0 && strcmp(mode, "resume-keep") != 0)
                 fail(-EINVAL, "Bad target mode: %s", mode);
-        r = open_target_files(path, overwrite, false, &f, &error);
+        if (hidden)
+                r = open_resumed_target_files(path, overwrite, hidden, &f, &error);
+        else
+                r = open_target_files(path, overwrite, false, &f, &error);
         if (r < 0)
                 fail(r, "%s", error ?: "Could not open the target");
         send_files(&f);
@@ -277,8 +281,11 @@ int main(int argc, char *argv[]) {
         /* The target first: for root, opening the chain may mean becoming another user for good. */
         for (i = 0; i < n;) {
                 if (strcmp(words[i], "target") == 0 && i + 2 < n) {
-                        open_target(words[i + 1], words[i + 2]);
-                        i += 3;
+                        bool resume = strncmp(words[i + 1], "resume-", 7) == 0;
+                        if (resume && i + 3 >= n)
+                                fail(-EINVAL, "Bad request: no hidden name");
+                        open_target(words[i + 1], words[i + 2], resume ? words[i + 3] : NULL);
+                        i += resume ? 4 : 3;
                 } else if (strcmp(words[i], "chain") == 0 && i + 3 < n)
                         i += 4;
                 else
@@ -289,7 +296,7 @@ int main(int argc, char *argv[]) {
                         open_chain(words[i + 1], words[i + 2], words[i + 3]);
                         i += 4;
                 } else
-                        i += 3;
+                        i += strncmp(words[i + 1], "resume-", 7) == 0 ? 4 : 3;
         }
         return send_packet("done", NULL, 0) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -8,6 +8,8 @@
  *
  *     blockjobd-opener UID GROUPS
  *     packet: [target NUL keep|overwrite NUL PATH NUL] [chain NUL read|write NUL FORMAT NUL PATH NUL]
+ *             or, for a job that continues after a restart (its unfinished target under HIDDEN):
+ *             [target NUL resume-keep|resume-overwrite NUL PATH NUL HIDDEN NUL] [chain ...]
  *
  * GROUPS is the comma-separated list of the caller's groups (as the bus reports them), "-" for
  * none, or "*": the user's groups from the user database, as a login would have them. The gid is
@@ -22,15 +24,16 @@
  *     "target-new NAME/TEMP"           2 or 3 fds: a new, empty target file, the directory to
  *                                      publish it in as NAME, and what NAME holds now (to be
  *                                      replaced; none: the name is free); TEMP is its hidden
- *                                      name there, or empty for an unnamed (O_TMPFILE) file
+ *                                      name there, or empty for an unnamed (O_TMPFILE) file;
+ *                                      for a resumed target the file under HIDDEN, TEMP = HIDDEN
  *     "target-in-place"                1 fd: an existing target to write in place (a device)
  *     "error ERRNO MESSAGE"            the request failed; nothing else follows
  *     "done"                           everything asked for was sent
  */
 
 #define OPENER_PACKET_MAX 8192
-/* Two paths shorter than PATH_MAX, and the words around them. */
-#define OPENER_REQUEST_MAX (2 * 4096 + 256)
+/* Two paths shorter than PATH_MAX, a hidden name (NAME_MAX), and the words around them. */
+#define OPENER_REQUEST_MAX (2 * 4096 + 512)
 #define OPENER_FDS_MAX 3
 /* The daemon's patience: an open that blocks (a FIFO, a hung network file system) ends here. */
 #define OPENER_TIMEOUT_USEC (30 * UINT64_C(1000000))

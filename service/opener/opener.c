@@ -76,6 +76,7 @@ struct OpenerCall {
         int socket_fd;
         sd_event_source *io;
         char *text;                     /* one packet */
+        char *resume_name;              /* the hidden name a resumed target must come back under */
         bool answered;
 };
 
@@ -103,9 +104,13 @@ static int build_request(const OpenerRequest *req, char *buf, size_t size, size_
         size_t n = 0, len = 0;
 
         if (req->target_path) {
+                bool resume = req->target_resume_name;
                 words[n++] = "target";
-                words[n++] = req->target_overwrite ? "overwrite" : "keep";
+                words[n++] = resume ? (req->target_overwrite ? "resume-overwrite" : "resume-keep")
+                                    : (req->target_overwrite ? "overwrite" : "keep");
                 words[n++] = req->target_path;
+                if (resume)
+                        words[n++] = req->target_resume_name;
         }
         if (req->chain_path) {
                 words[n++] = "chain";
@@ -193,6 +198,7 @@ OpenerCall *opener_call_free(OpenerCall *c) {
         safe_close(c->socket_fd);
         sd_event_unref(c->event);
         free(c->text);
+        free(c->resume_name);
         free(c);
         return NULL;
 }
@@ -211,7 +217,16 @@ static bool valid_entry_name(const char *name) {
 }
 
 /* Takes one answer into 'f'. Returns 1 when done, 0 for more to come. Takes the descriptors. */
-static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, JobFiles *f, char **ret_error) {
+/* A new target's hidden name: none (O_TMPFILE), the named fallback's ".#...", or for a resumed
+ * target exactly the name it was asked to reopen (never a new file in its place). */
+static bool valid_temp_name(const char *temp, const char *resume_name) {
+        if (resume_name)
+                return strcmp(temp, resume_name) == 0;
+        return !*temp || (valid_entry_name(temp) && strncmp(temp, ".#", 2) == 0);
+}
+
+static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, const char *resume_name, JobFiles *f,
+                       char **ret_error) {
         char *slash;
 
         /* The opener runs as the caller: what it sends is checked like anything from a caller
@@ -227,7 +242,7 @@ static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, JobFiles *
                 *slash = 0;
                 const char *name = text + 11, *temp = slash + 1;
                 struct stat st;
-                if (valid_entry_name(name) && (!*temp || (valid_entry_name(temp) && strncmp(temp, ".#", 2) == 0)) &&
+                if (valid_entry_name(name) && valid_temp_name(temp, resume_name) &&
                     fstat(fds[0], &st) >= 0 && S_ISREG(st.st_mode) && fstat(fds[1], &st) >= 0 && S_ISDIR(st.st_mode) &&
                     (n_fds < 3 || (fstat(fds[2], &st) >= 0 && !S_ISDIR(st.st_mode))))
                         return job_files_set_new_target(f, fds[0], fds[1], name, *temp ? temp : NULL, uid,
@@ -329,7 +344,7 @@ static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userd
                         opener_answer(c, r, IN_SET(r, -EMFILE, -ENFILE, -ENOMEM), error);
                         return 0;
                 }
-                r = take_packet(c->text, fds, n_fds, c->uid, c->files, &error);
+                r = take_packet(c->text, fds, n_fds, c->uid, c->resume_name, c->files, &error);
                 /* An error it sent is the opener's; one it did not send is ours. */
                 bool ours = r == -ENOMEM && !error;
                 if (r == -EPROTO && !error)
@@ -368,6 +383,13 @@ int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files
         c->text = malloc(OPENER_PACKET_MAX);
         if (!c->text)
                 return -ENOMEM;
+        if (req->target_path && req->target_resume_name) {
+                if (!valid_entry_name(req->target_resume_name))
+                        return -EINVAL;
+                c->resume_name = strdup(req->target_resume_name);
+                if (!c->resume_name)
+                        return -ENOMEM;
+        }
 
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
                 return negative_errno();

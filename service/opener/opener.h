@@ -27,6 +27,8 @@ typedef struct OpenerRequest {
         bool chain_write;               /* the image is written (commit, stream) */
         const char *target_path;        /* NULL: no target */
         bool target_overwrite;
+        const char *target_resume_name; /* the unfinished target of a job that continues after a
+                                         * restart, under this hidden name next to target_path */
 } OpenerRequest;
 
 typedef struct OpenerCall OpenerCall;

@@ -113,6 +113,45 @@ int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed) 
         return 0;
 }
 
+int tmpfile_reopen(TmpFile *t, const char *path, const char *temp_name) {
+        _cleanup_free_ char *dir = NULL, *name = NULL, *temp = NULL;
+        _cleanup_close_ int dir_fd = -EBADF, fd = -EBADF;
+        struct stat st;
+        int r;
+
+        if (!temp_name || !*temp_name || strchr(temp_name, '/') ||
+            strcmp(temp_name, ".") == 0 || strcmp(temp_name, "..") == 0)
+                return -EINVAL;
+        r = split_path(path, &dir, &name);
+        if (r < 0)
+                return r;
+        temp = strdup(temp_name);
+        if (!temp)
+                return -ENOMEM;
+
+        dir_fd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+        if (dir_fd < 0)
+                return negative_errno();
+        /* O_NONBLOCK: a FIFO planted under the name must not hang the open. */
+        fd = openat(dir_fd, temp, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+        if (fd < 0)
+                return errno == ELOOP ? -EBADFD : negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0)
+                return negative_errno();
+
+        *t = (TmpFile) {
+                .fd = TAKE_FD(fd),
+                .dir_fd = TAKE_FD(dir_fd),
+                .name = TAKE_PTR(name),
+                .temp_name = TAKE_PTR(temp),
+        };
+        return 0;
+}
+
 static int link_unnamed(int fd, int dir_fd, const char *name) {
         char proc[PROC_FD_PATH_MAX];
 

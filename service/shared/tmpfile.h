@@ -29,6 +29,12 @@ typedef struct TmpFile {
  * allow_unnamed false the named fallback is used even where O_TMPFILE works (for tests). */
 int tmpfile_open(TmpFile *t, const char *path, mode_t mode, bool allow_unnamed);
 
+/* Opens again, for reading and writing, the unpublished file left under the hidden name
+ * 'temp_name' (tmpfile_set_hidden_name()) in the directory of 'path', whose final name is the last
+ * part of 'path': for a job that continues after a restart. The name is never followed if it is a
+ * symlink; anything but a regular file is -EBADFD. */
+int tmpfile_reopen(TmpFile *t, const char *path, const char *temp_name);
+
 /* Uses 'dir_fd' (a directory the caller opened, for instance with the rights of whoever asked
  * for the file) as the directory, shared with every other TmpFile in the same directory reached
  * through the same mount and opened the same way (shared-fd.h): one descriptor for a thousand

@@ -90,7 +90,7 @@ static JobRecord *record_alloc(void) {
         r->on_source_error = JOB_ON_ERROR_REPORT;
         r->on_target_error = JOB_ON_ERROR_REPORT;
         r->sync = JOB_RECORD_SYNC_FULL;
-        r->source_format = r->target_format = r->base_format = IMAGE_FORMAT_PROBE;
+        r->source_format = r->target_format = r->base_format = r->target_backing_format = IMAGE_FORMAT_PROBE;
         r->bitmap_mode = JOB_RECORD_BITMAP_ON_SUCCESS;
         r->rewrite = JOB_RECORD_REWRITE_NONE;
         return r;
@@ -126,6 +126,7 @@ JobRecord *job_record_free(JobRecord *r) {
                 free(r->txn_members[i]);
         free(r->txn_members);
         free(r->backing_file);
+        free(r->target_backing);
         free(r->bitmap);
         file_done(&r->source);
         for (size_t i = 0; i < JOB_RECORD_LAYERS_MAX; i++)
@@ -314,6 +315,8 @@ enum {
         K_BACKING_FILE,
         K_BITMAP,
         K_BITMAP_MODE,
+        K_TARGET_BACKING,
+        K_TARGET_BACKING_FORMAT,
         K_TARGET_HIDDEN,
         K_COPIED,
         K_OFFSET,
@@ -363,6 +366,8 @@ static const struct {
         [K_BACKING_FILE]        = { "BACKING_FILE", T_CHAIN, 0 },
         [K_BITMAP]              = { "BITMAP", T(BACKUP), 0 },
         [K_BITMAP_MODE]         = { "BITMAP_MODE", T(BACKUP), 0 },
+        [K_TARGET_BACKING]      = { "TARGET_BACKING", T(BACKUP), 0 },
+        [K_TARGET_BACKING_FORMAT] = { "TARGET_BACKING_FORMAT", T(BACKUP), 0 },
         [K_TARGET_HIDDEN]       = { "TARGET_HIDDEN", T_COPY, 0 },
         [K_COPIED]              = { "COPIED", T(BACKUP), 0 },
         [K_OFFSET]              = { "OFFSET", T_CHAIN, T_CHAIN },
@@ -658,6 +663,15 @@ static int validate(const Context *c, const JobRecord *r) {
                 return fail(c, K_BITMAP_MODE, "without a bitmap");
         if (r->sync == JOB_RECORD_SYNC_BITMAP && !r->bitmap)
                 return fail(c, K_SYNC, "sync=bitmap without a bitmap");
+        /* target-backing: a name the target records, as the caller gave it (not empty). */
+        if ((q = check_text(c, K_TARGET_BACKING, r->target_backing, PATH_MAX - 1, false)) < 0)
+                return q;
+        if ((q = check_type_field(c, r, K_TARGET_BACKING, r->target_backing)) < 0)
+                return q;
+        if (r->target_backing_format < 0 || r->target_backing_format >= _IMAGE_FORMAT_MAX)
+                return fail(c, K_TARGET_BACKING_FORMAT, "out of range");
+        if (!r->target_backing && r->target_backing_format != IMAGE_FORMAT_PROBE)
+                return fail(c, K_TARGET_BACKING_FORMAT, "without a target backing file");
 
         if ((q = check_file(c, r, ROLE_SOURCE)) < 0 || (q = check_file(c, r, ROLE_TARGET)) < 0 ||
             (q = check_file(c, r, ROLE_TOP)) < 0 || (q = check_file(c, r, ROLE_BASE)) < 0)
@@ -812,6 +826,10 @@ int job_record_serialize(const JobRecord *r, char **ret, size_t *ret_size, char 
                 put_escaped(f, "BITMAP", r->bitmap, &oom);
                 fprintf(f, "BITMAP_MODE=%s\n", job_record_bitmap_mode_to_string(r->bitmap_mode));
         }
+        if (r->target_backing)
+                put_escaped(f, "TARGET_BACKING", r->target_backing, &oom);
+        if (r->target_backing_format != IMAGE_FORMAT_PROBE)
+                fprintf(f, "TARGET_BACKING_FORMAT=%s\n", image_format_to_string(r->target_backing_format));
 
         put_file(f, r, ROLE_SOURCE, &oom);
         for (size_t i = 0; i < r->n_layers; i++)
@@ -1102,6 +1120,10 @@ static int parse_value(const Context *c, JobRecord *r, int key, const char *v) {
                 return q;
         case K_BACKING_FILE:
                 return parse_escaped(c, key, v, &r->backing_file);
+        case K_TARGET_BACKING:
+                return parse_escaped(c, key, v, &r->target_backing);
+        case K_TARGET_BACKING_FORMAT:
+                return parse_format(c, key, v, &r->target_backing_format);
         case K_BITMAP:
                 return parse_escaped(c, key, v, &r->bitmap);
         case K_BITMAP_MODE:
@@ -1293,7 +1315,8 @@ bool job_record_equal(const JobRecord *a, const JobRecord *b) {
             a->source_format != b->source_format || a->target_format != b->target_format ||
             a->base_format != b->base_format || a->overwrite != b->overwrite || a->granularity != b->granularity ||
             a->buf_size != b->buf_size || !streq_ptr(a->backing_file, b->backing_file) ||
-            !streq_ptr(a->bitmap, b->bitmap) || a->bitmap_mode != b->bitmap_mode)
+            !streq_ptr(a->bitmap, b->bitmap) || a->bitmap_mode != b->bitmap_mode ||
+            !streq_ptr(a->target_backing, b->target_backing) || a->target_backing_format != b->target_backing_format)
                 return false;
         if (!file_equal(&a->source, &b->source) || a->n_layers != b->n_layers || !file_equal(&a->target, &b->target) ||
             !file_equal(&a->top, &b->top) || !file_equal(&a->base, &b->base) ||

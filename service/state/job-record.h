@@ -140,6 +140,8 @@ typedef struct JobRecord {
         char *backing_file;             /* commit, stream; NULL: not given */
         char *bitmap;                   /* backup; NULL: none */
         JobRecordBitmapMode bitmap_mode;/* with a bitmap */
+        char *target_backing;           /* backup: target-backing as given; NULL: none */
+        ImageFormat target_backing_format;      /* with it; PROBE: not given */
 
         /* Files. source: backup's and mirror's source, commit's and stream's image (the top of the
          * chain); layers: its backing files, in chain order; target: backup's and mirror's; top

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 /* A non-root user's job across a kill -9 (issue 15): its record names the user, and after the
- * restart its unfinished target is removed through the target's directory opened by
- * blockjobd-opener with the owner's rights, never root's: where the owner may not write the
- * directory, the file stays (and is removed at a later start, once the owner may again). Needs
- * root, polkitd and setpriv (polkit-fixture.h); skipped elsewhere. */
+ * restart its files are opened again with the owner's rights, never root's: the job continues as
+ * the owner, or, if it cannot, its unfinished target is removed through the target's directory
+ * opened by blockjobd-opener as the owner (where the owner may not write the directory, the file
+ * stays, and is removed at a later start, once the owner may again). Needs root, polkitd and
+ * setpriv (polkit-fixture.h); skipped elsewhere. */
 
 #include <glib/gstdio.h>
 #include <pwd.h>
@@ -138,6 +139,9 @@ static void dismiss_as_nobody(BusFixture *b, const NobodyJob *j) {
         g_assert_false(g_file_test(j->record, G_FILE_TEST_EXISTS));
 }
 
+/* Nobody's job continues after a kill -9 with nobody's rights: its unfinished target, made by
+ * the opener as nobody, is reopened as nobody, and what is published is nobody's and equal to the
+ * source. */
 static void test_owner(Fixture *f, gconstpointer data) {
         BusFixture *b = &f->pf.bus;
         g_auto(NobodyJob) j = { 0 };
@@ -153,34 +157,56 @@ static void test_owner(Fixture *f, gconstpointer data) {
         g_assert_true(S_ISREG(st.st_mode));
         g_assert_cmpuint(st.st_uid, ==, j.uid);
 
-        /* Nobody may no longer write the directory: root could remove the file, the owner cannot,
-         * so it stays. */
         kill_daemon(b);
-        g_assert_cmpint(g_chmod(f->pf.nobody_dir, 0555), ==, 0);
         bus_fixture_start_daemon(b, f->args);
-        bus_wait_for_status(b, "n", "concluded");
         g_autofree char *again = bus_job_path_for_id(b, "n");
         g_assert_cmpstr(again, ==, j.path);
+        g_autofree char *status = bus_get_string(b, j.path, "Status");
+        g_assert_cmpstr(status, ==, "running");
+        g_autofree char *fast = bus_as_nobody(b, "call", j.path, JOB_IFACE, "SetSpeed", "(uint64 0,)", NULL);
+        bus_assert_answer(fast, "ok");
+        /* It succeeds, and goes (auto-dismiss), its record with it. */
+        bus_wait_for_status(b, "n", "null");
+        g_assert_false(g_file_test(j.hidden, G_FILE_TEST_EXISTS));
+        g_assert_cmpint(lstat(j.target, &st), ==, 0);
+        g_assert_cmpuint(st.st_uid, ==, j.uid);
+        bus_assert_same_file(j.source, j.target);
+        for (unsigned i = 0; i < 3000 && g_file_test(j.record, G_FILE_TEST_EXISTS); i++)
+                bus_iterate_for(b, 10 * 1000);
+        g_assert_false(g_file_test(j.record, G_FILE_TEST_EXISTS));
+}
+
+/* A job of nobody's that cannot continue (nobody may no longer read its source) has its
+ * unfinished target removed through the target's directory opened with nobody's rights, never
+ * root's: where nobody may not write the directory, the file stays, and a later start removes
+ * it, once nobody may again. */
+static void test_hidden_as_owner(Fixture *f, gconstpointer data) {
+        BusFixture *b = &f->pf.bus;
+        g_auto(NobodyJob) j = { 0 };
+
+        if (!start_nobody_job(f, "h", &j))
+                return;
+        kill_daemon(b);
+        g_assert_cmpint(g_chmod(j.source, 0600), ==, 0);
+        g_assert_cmpint(g_chmod(f->pf.nobody_dir, 0555), ==, 0);
+        bus_fixture_start_daemon(b, f->args);
+        bus_wait_for_status(b, "h", "concluded");
         g_assert_true(g_file_test(j.hidden, G_FILE_TEST_IS_REGULAR));
         g_autofree char *log = NULL;
         g_assert_true(g_file_get_contents(b->daemon_log, &log, NULL, NULL));
         g_assert_nonnull(strstr(log, "Cannot remove the unfinished target"));
 
-        /* Once the owner may again, the next start removes it: the job is back concluded at once
-         * (it was recorded so), and the removal it still owes is retried, in the background. */
         wait_for_record(b, j.record, "\nSTATUS=concluded\n");
         kill_daemon(b);
         g_assert_cmpint(g_chmod(f->pf.nobody_dir, 0755), ==, 0);
         bus_fixture_start_daemon(b, f->args);
-        bus_wait_for_status(b, "n", "concluded");
+        bus_wait_for_status(b, "h", "concluded");
         for (unsigned i = 0; i < 3000 && g_file_test(j.hidden, G_FILE_TEST_EXISTS); i++)
                 bus_iterate_for(b, 10 * 1000);
         g_assert_false(g_file_test(j.hidden, G_FILE_TEST_EXISTS));
         g_assert_false(g_file_test(j.target, G_FILE_TEST_EXISTS));
         g_autofree char *error = bus_get_string(b, j.path, "Error");
-        g_assert_nonnull(strstr(error, "blockjobd stopped while the job was running"));
-
-        /* The owner dismisses it; the record goes. */
+        g_assert_nonnull(strstr(error, "cannot continue"));
         dismiss_as_nobody(b, &j);
 }
 
@@ -202,8 +228,8 @@ static void test_source_as_owner(Fixture *f, gconstpointer data) {
         bus_wait_for_status(b, "u", "concluded");
         g_autofree char *error = bus_get_string(b, j.path, "Error");
         g_test_message("%s", error);
-        g_autofree char *want = g_strdup_printf("The job's files cannot be opened again with the rights of its owner "
-                                                "(uid %u) after blockjobd was restarted, so the job cannot continue: ",
+        g_autofree char *want = g_strdup_printf("The job cannot continue after blockjobd was restarted (its files "
+                                                "were opened again with the rights of its owner, uid %u): ",
                                                 (unsigned) j.uid);
         g_assert_nonnull(strstr(error, want));
         g_assert_nonnull(strstr(error, j.source));
@@ -221,7 +247,8 @@ int main(int argc, char *argv[]) {
 
         polkit_fixture_install_handlers(NULL);
         g_test_init(&argc, &argv, NULL);
-        g_test_add("/persist-owner/hidden-target-as-owner", Fixture, NULL, setup, test_owner, teardown);
+        g_test_add("/persist-owner/continues-as-owner", Fixture, NULL, setup, test_owner, teardown);
+        g_test_add("/persist-owner/hidden-target-as-owner", Fixture, NULL, setup, test_hidden_as_owner, teardown);
         g_test_add("/persist-owner/source-as-owner", Fixture, NULL, setup, test_source_as_owner, teardown);
         return g_test_run();
 }

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* Jobs across a restart of the daemon, as far as issue 15's second layer goes: every job has a
- * record in the state directory (--state-dir=); after a kill -9 the daemon brings every recorded
- * job back at the same object path; a concluded one as it was, any other concluded with an error
- * saying it was not resumed; damaged records fail only their own job; Dismiss removes the record;
- * a daemon with records does not exit on idle. */
+/* Jobs across a restart of the daemon (issue 15), the records: every job has a record in the
+ * state directory (--state-dir=); after a kill -9 or SIGTERM the daemon brings every recorded job
+ * back at the same object path (test-resume.c: how they continue); a concluded one as it was, one
+ * that cannot continue concluded with the reason; damaged records fail only their own job;
+ * Dismiss removes the record; a daemon with records does not exit on idle. */
 
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -88,8 +88,8 @@ static char *error_of(Fixture *f, const char *path) {
         return bus_get_string(&f->bus, path, "Error");
 }
 
-/* A backup held at 1 MiB/s and paused, then kill -9: it comes back at the same path, concluded
- * with the error that says it was not resumed; no target is left; Dismiss removes its record. */
+/* A backup held at 1 MiB/s and paused, then kill -9: it comes back at the same path, paused, with
+ * its unfinished target; resumed, it finishes and its record goes. */
 static void test_kill_paused(Fixture *f, gconstpointer data) {
         g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
         g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
@@ -130,29 +130,22 @@ static void test_kill_paused(Fixture *f, gconstpointer data) {
         g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
         start_daemon(f, NULL);
 
+        /* Back at the same path, still paused by its user, its unfinished target kept. */
         g_autofree char *again = bus_job_path_for_id(&f->bus, "p");
         g_assert_cmpstr(again, ==, path);
-        bus_wait_for_status(&f->bus, "p", "concluded");
         g_autofree char *status = bus_get_string(&f->bus, path, "Status");
-        g_assert_cmpstr(status, ==, "concluded");
+        g_assert_cmpstr(status, ==, "paused");
         g_autofree char *type = bus_get_string(&f->bus, path, "Type");
         g_assert_cmpstr(type, ==, "backup");
-        g_autofree char *error = error_of(f, path);
-        g_assert_nonnull(strstr(error, "blockjobd stopped while the job was paused"));
-        g_assert_nonnull(strstr(error, "does not resume jobs"));
-        /* Removed before the job concluded. */
-        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
 
-        /* The record says so too: a second restart shows the same. */
-        wait_for_record(f, record, "\nSTATUS=concluded\n");
-        kill_daemon(f);
-        start_daemon(f, NULL);
-        bus_wait_for_status(&f->bus, "p", "concluded");
-        g_autofree char *error2 = error_of(f, path);
-        g_assert_cmpstr(error2, ==, error);
-
-        bus_job_call(&f->bus, path, "Dismiss");
+        /* Its verbs work: it finishes, and its record goes with it. */
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_job_call(&f->bus, path, "Resume");
+        bus_wait_for_status(&f->bus, "p", "null");
+        bus_assert_same_file(disk, target);
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
         wait_for_gone(f, record);
 }
 
@@ -243,11 +236,12 @@ static void test_damaged(Fixture *f, gconstpointer data) {
 
         start_daemon(f, NULL);
 
-        bus_wait_for_status(&f->bus, "good", "concluded");
+        /* The good one continues, unaffected; held paused while the others are looked at. */
         g_autofree char *again = bus_job_path_for_id(&f->bus, "good");
         g_assert_cmpstr(again, ==, path);
-        g_autofree char *error = error_of(f, path);
-        g_assert_nonnull(strstr(error, "blockjobd stopped while the job was running"));
+        bus_job_call(&f->bus, path, "Pause");
+        g_autofree char *status = bus_get_string(&f->bus, path, "Status");
+        g_assert_true(g_str_equal(status, "running") || g_str_equal(status, "paused"));
 
         static const struct { const char *id, *what; } damaged[] = {
                 { "trunc", "0-trunc.job" },
@@ -279,6 +273,13 @@ static void test_damaged(Fixture *f, gconstpointer data) {
         bus_job_call(&f->bus, p_other, "Dismiss");
         wait_for_gone(f, r_other);
         g_assert_true(g_file_test(good, G_FILE_TEST_EXISTS));
+
+        /* The good one finishes. */
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_job_call(&f->bus, path, "Resume");
+        bus_wait_for_status(&f->bus, "good", "null");
+        bus_assert_same_file(disk, target);
+        wait_for_gone(f, good);
 }
 
 /* While records exist, the daemon does not exit on idle; once the last is dismissed, it does. */
@@ -289,11 +290,14 @@ static void test_idle(Fixture *f, gconstpointer data) {
 
         bus_make_file(disk, 16 * MiB);
         g_autofree char *path = bus_backup(&f->bus, disk, target,
-                                           bus_opts("job-id", S("idle"), "speed", g_variant_new_uint64(1 * MiB), NULL));
+                                           bus_opts("job-id", S("idle"), "speed", g_variant_new_uint64(1 * MiB),
+                                                    "auto-dismiss", g_variant_new_boolean(FALSE), NULL));
         kill_daemon(f);
 
+        /* It continues, and concludes: kept, with its record, until dismissed. */
         g_autofree char *args = g_strdup_printf("--idle-timeout=1 --state-dir=%s", f->state);
         bus_fixture_start_daemon(&f->bus, args);
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
         bus_wait_for_status(&f->bus, "idle", "concluded");
         /* Three idle timeouts: still there. */
         bus_iterate_for(&f->bus, 3 * G_USEC_PER_SEC);
@@ -309,8 +313,8 @@ static void test_idle(Fixture *f, gconstpointer data) {
         g_clear_object(&f->bus.daemon);
 }
 
-/* SIGTERM still cancels (resumption is the next layer): a running job goes, and so does its
- * record; a concluded one keeps its record and is back after the restart. */
+/* SIGTERM does not cancel: a running job stops where it is and keeps its record, and continues
+ * after the restart; a concluded one keeps its record and is back as it was. */
 static void test_sigterm(Fixture *f, gconstpointer data) {
         g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
         g_autofree char *target = bus_fixture_path(&f->bus, "target.raw");
@@ -335,7 +339,10 @@ static void test_sigterm(Fixture *f, gconstpointer data) {
         g_assert_cmpint(g_subprocess_get_exit_status(f->bus.daemon), ==, 0);
         g_clear_object(&f->bus.daemon);
         bus_wait_for_name(&f->bus, false);
-        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+        /* Not cancelled: stopped where it was, its record and its unfinished target kept. */
+        g_autofree char *running = NULL;
+        g_assert_true(g_file_get_contents(record, &running, NULL, NULL));
+        g_assert_nonnull(strstr(running, "\nSTATUS=running\n"));
         g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
         g_assert_true(g_file_test(failed_record, G_FILE_TEST_EXISTS));
         g_autofree char *text = NULL;
@@ -351,7 +358,15 @@ static void test_sigterm(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(error2, ==, error);
         g_autoptr(GVariant) jobs = bus_call(&f->bus, MANAGER_PATH, MANAGER_IFACE, "ListJobs", NULL, "(a(ossstts))");
         g_autoptr(GVariant) list = g_variant_get_child_value(jobs, 0);
-        g_assert_cmpuint(g_variant_n_children(list), ==, 1);
+        g_assert_cmpuint(g_variant_n_children(list), ==, 2);
+        g_autofree char *again2 = bus_job_path_for_id(&f->bus, "t");
+        g_assert_cmpstr(again2, ==, path);
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, "t", "null");
+        bus_assert_same_file(disk, target);
+        wait_for_gone(f, record);
+        bus_job_call(&f->bus, failed, "Dismiss");
+        wait_for_gone(f, failed_record);
 }
 
 /* A record that cannot be written fails the creation, clearly, and leaves nothing: no job, no
@@ -552,8 +567,8 @@ static void test_source_changed(Fixture *f, gconstpointer data) {
                                 "Source '@' was replaced by another file while blockjobd was stopped, so the job "
                                 "cannot continue");
         check_source_after_kill(f, "deleted", delete,
-                                "The job's files cannot be opened again with the rights of its owner (uid 0) after "
-                                "blockjobd was restarted, so the job cannot continue: ");
+                                "The job cannot continue after blockjobd was restarted (its files were opened again "
+                                "with the rights of its owner, uid 0): ");
 }
 
 int main(int argc, char *argv[]) {

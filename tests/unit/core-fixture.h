@@ -2,8 +2,9 @@
 #pragma once
 
 /* The core on a fake executor, with an observer that writes every status change as "<id>:<status>"
- * into one string, every I/O error event as "<id>:<read|write>:<action>" (with "+<n>" when it
- * stands for n more that were suppressed), and remembers each
+ * into one string (a checkpoint told as "<id>:checkpoint=<value>", a job stopped as
+ * "<id>:stopped", and a stopped job's dismissal as "<id>:null(stopped)", in the same string), every I/O error event as "<id>:<read|write>:<action>"
+ * (with "+<n>" when it stands for n more that were suppressed), and remembers each
  * job's error text at conclusion. Also records which (from, to) transitions were taken. */
 
 #include <glib.h>
@@ -22,7 +23,22 @@ typedef struct CoreFixture {
         GHashTable *last_status;        /* Job * → JobStatus, to derive transitions */
         bool edges[_JOB_STATUS_MAX][_JOB_STATUS_MAX];
         unsigned n_empty;               /* JobObserver.empty calls */
+        bool checkpoints;               /* core_drive_to() makes jobs with core_ckpt_driver()s */
+        GHashTable *stopped;            /* Job * told JOB_CHANGE_STOPPED, until its 'null' */
 } CoreFixture;
+
+/* The test driver 'base' (test-driver.h) keeping checkpoints, as real drivers do (job-driver.h): a
+ * step asked for one reports its offset, and so does the step that finishes successfully; a
+ * checkpoint_only step does nothing else, and is logged as "<id>:checkpoint-only" with the hooks.
+ * core_ckpt_only_mode makes that step misbehave, to check what the core ignores. */
+const JobDriver *core_ckpt_driver(const JobDriver *base);
+
+typedef enum CoreCkptOnlyMode {
+        CORE_CKPT_ONLY_NORMAL,
+        CORE_CKPT_ONLY_JUNK,            /* also reports progress, ready, idle and finished */
+        CORE_CKPT_ONLY_FAIL,            /* no checkpoint: a target write error (report) */
+} CoreCkptOnlyMode;
+extern CoreCkptOnlyMode core_ckpt_only_mode;    /* reset by core_fixture_setup() */
 
 void core_fixture_setup(CoreFixture *f, gconstpointer data);
 void core_fixture_teardown(CoreFixture *f, gconstpointer data);
@@ -45,7 +61,8 @@ void core_assert_string(GString *s, const char *expected, const char *file, int 
 const char *core_error_of(CoreFixture *f, const char *id);
 
 /* Create a job called 'id' and bring it into 'status' (created, running, paused, ready, standby,
- * waiting, pending, aborting or concluded) and keep it there until the test acts. With
+ * waiting, pending, aborting or concluded) and keep it there until the test acts; with
+ * f->checkpoints its driver keeps checkpoints (core_ckpt_driver()). With
  * user_paused the job is also user-paused on arrival (where the verb table allows it, the pause
  * happens before arrival; elsewhere while its last step is in flight). Jobs in paused and standby
  * are held there by an internal pause unless user_paused. Waiting needs a second job in the

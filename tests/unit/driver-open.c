@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <unistd.h>
 
 #include "driver-open.h"
 #include "open-files.h"
@@ -17,6 +18,25 @@ static int open_files(JobFiles *f, const char *chain, ImageFormat format, bool w
         if (!target)
                 return 0;
         return open_target_files(target, overwrite, named_temp_file, f, ret_error);
+}
+
+/* A resumed job's new target (issue 15): the file it was writing, under its hidden name, in its
+ * named form, as the opener hands it over after a restart. */
+static int open_resumed_target(const char *target, const char *hidden, JobFiles *f, char **ret_error) {
+        g_autofree char *dir = g_path_get_dirname(target), *name = g_path_get_basename(target);
+        int dir_fd, fd, r;
+
+        dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dir_fd < 0)
+                return -errno;
+        fd = openat(dir_fd, hidden, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                r = -errno;
+                close(dir_fd);
+                *ret_error = g_strdup_printf("Could not open '%s': %s", hidden, g_strerror(-r));
+                return r;
+        }
+        return job_files_set_new_target(f, fd, dir_fd, name, hidden, geteuid(), -EBADF);
 }
 
 /* A copy job's files, opened as the opener opens them, and what the driver is given. */
@@ -63,8 +83,13 @@ int test_backup_open(const TestBackupParams *p, Backup **ret, char **ret_error) 
 
         JobFiles backing = JOB_FILES_INIT;
         g_autofree char *backing_path = NULL;
-        r = open_copy_full(&files, p->source, p->source_format, source_write, p->target_passed ? NULL : p->target,
-                           p->overwrite, p->sync_top, p->target_format, p->named_temp_file, &bp.copy, ret_error);
+        r = open_copy_full(&files, p->source, p->source_format, source_write,
+                           p->target_passed || p->resume.resume ? NULL : p->target, p->overwrite, p->sync_top,
+                           p->target_format, p->named_temp_file, &bp.copy, ret_error);
+        bp.copy.target = p->target;
+        bp.copy.resume = p->resume;
+        if (r >= 0 && p->resume.resume && !p->target_passed)
+                r = open_resumed_target(p->target, p->hidden, &files, ret_error);
         if (r >= 0 && p->target_passed) {
                 /* As the bus takes a caller's target-fd (bus-options.c). */
                 int fd = open(p->target, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
@@ -100,8 +125,12 @@ int test_mirror_open(const TestMirrorParams *p, Mirror **ret, char **ret_error) 
         };
         int r;
 
-        r = open_copy(&files, p->source, p->source_format, p->target, p->overwrite, p->sync_top, p->target_format,
-                      p->named_temp_file, &mp.copy, ret_error);
+        r = open_copy(&files, p->source, p->source_format, p->resume.resume ? NULL : p->target, p->overwrite,
+                      p->sync_top, p->target_format, p->named_temp_file, &mp.copy, ret_error);
+        mp.copy.target = p->target;
+        mp.copy.resume = p->resume;
+        if (r >= 0 && p->resume.resume)
+                r = open_resumed_target(p->target, p->hidden, &files, ret_error);
         if (r >= 0)
                 r = mirror_open(&mp, ret, ret_error);
         return done_with_files(&files, r);

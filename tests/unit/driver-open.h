@@ -32,6 +32,9 @@ typedef struct TestBackupParams {
         ImageFormat target_backing_format;
         bool target_passed;             /* 'target' opened (created if need be) and passed as a
                                          * caller's target-fd: written in place */
+        DriverResume resume;            /* built again after a restart: see 'hidden' */
+        const char *hidden;             /* with resume: the new target's hidden name (in the
+                                         * directory of 'target'), reopened as the opener does */
 } TestBackupParams;
 
 typedef struct TestMirrorParams {
@@ -46,6 +49,8 @@ typedef struct TestMirrorParams {
         uint64_t poll_ns;
         uint64_t max_interval_ns;
         bool named_temp_file;
+        DriverResume resume;            /* as TestBackupParams */
+        const char *hidden;
 } TestMirrorParams;
 
 typedef struct TestCommitParams {

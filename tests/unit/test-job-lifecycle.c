@@ -7,6 +7,7 @@
 #include <errno.h>
 
 #include "core-fixture.h"
+#include "macro.h"
 
 #define CHUNK 65536
 #define MS G_GUINT64_CONSTANT(1000000)
@@ -1853,6 +1854,772 @@ static void test_user_pause_told(CoreFixture *f, gconstpointer data) {
         assert_events(f, "j:user-paused=no j:running j:aborting j:concluded j:null");
 }
 
+/* ---- checkpoints (issue 15) --------------------------------------------------------------- */
+
+#define SEC G_GUINT64_CONSTANT(1000000000)
+
+static Job *ckpt_job(CoreFixture *f, const char *id, const JobDriver *base, const TestDriverConfig *c,
+                     bool auto_finalize, bool auto_dismiss, JobTxn *txn) {
+        return core_job(f, id, core_ckpt_driver(base), c, auto_finalize, auto_dismiss, txn);
+}
+
+/* A step is asked for a checkpoint once JOB_CHECKPOINT_INTERVAL_NS have passed since the job
+ * started (decided as the step is submitted), and the interval starts again when one is reported.
+ * The checkpointing driver reports one exactly when asked, and on its finishing step. */
+static void test_checkpoint_interval(CoreFixture *f, gconstpointer data) {
+        Job *j = ckpt_job(f, "j", &test_driver_backup, &(TestDriverConfig) { .total = 20 * CHUNK }, true, true, NULL);
+        uint64_t value = 42;
+
+        g_assert_cmpuint(JOB_CHECKPOINT_INTERVAL_NS, ==, 5 * SEC);
+        g_assert_false(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 0);
+        g_assert_false(job_checkpoint(j, NULL));
+
+        job_start(j);                           /* step 1 submitted at t0 */
+        assert_events(f, "j:created j:running");
+        f->exec.now += 5 * SEC - 1;
+        g_assert_true(fake_run_one(&f->exec));  /* step 2 submitted at t0 + 5 s - 1 ns */
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "");
+        f->exec.now += 1;
+        g_assert_true(fake_run_one(&f->exec));  /* step 3, submitted before; step 4 at t0 + 5 s */
+        assert_events(f, "");
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "j:checkpoint=262144");
+        g_assert_true(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 4 * CHUNK);
+
+        /* Reported at t0 + 5 s: the next is due at t0 + 10 s, not before, however many steps. */
+        for (unsigned i = 0; i < 3; i++)
+                g_assert_true(fake_run_one(&f->exec));
+        f->exec.now += 5 * SEC - 1;
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "");
+        f->exec.now += 1;
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "j:checkpoint=720896");
+
+        /* The finishing step reports one too, told before the status it leads to. */
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:checkpoint=1310720 j:waiting j:pending j:concluded j:null");
+}
+
+/* Sleeping counts: a job throttled to one step every 2 s is asked at its third step. And a driver
+ * that keeps no checkpoints is asked at every step once one is due, which costs it nothing. */
+static void test_checkpoint_sleep_counts(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 5 * JOB_THROTTLE_STEP_MIN, .chunk = JOB_THROTTLE_STEP_MIN };
+        Job *j = ckpt_job(f, "j", &test_driver_backup, &c, true, false, NULL);
+        uint64_t t0 = f->exec.now;
+
+        g_assert_cmpint(job_set_speed(j, JOB_THROTTLE_STEP_MIN / 2, NULL), ==, 0);
+        job_start(j);
+        assert_events(f, "j:created j:running");
+        fake_run_until_idle(&f->exec);
+        /* Steps at 0 s and about 2, 4, 6, 8 s (the limiter's slices round up a little): the one
+         * at 6 s is asked; the last finishes. */
+        g_assert_cmpuint(f->exec.now, >=, t0 + 8 * SEC);
+        g_assert_cmpuint(f->exec.now, <, t0 + 8 * SEC + 100 * MS);
+        g_assert_cmpuint(job_current_progress(j), ==, 5 * JOB_THROTTLE_STEP_MIN);
+        assert_events(f, "j:checkpoint=262144 j:checkpoint=327680 j:waiting j:pending j:concluded");
+}
+
+/* A restored job keeps its recorded checkpoint, told nothing; the interval starts at
+ * job_restore_start(), however long after the restore. */
+static void test_checkpoint_restore(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig config = { .total = 4 * CHUNK };
+        Job *j = NULL;
+        uint64_t value = 0;
+
+        JobRestoreParams p = {
+                .create = { .id = "j", .driver = core_ckpt_driver(&test_driver_backup),
+                            .driver_data = test_driver_state_new(&config, f->calls), .auto_finalize = true,
+                            .auto_dismiss = true },
+                .status = JOB_STATUS_RUNNING,
+                .progress_current = 2 * CHUNK,
+                .progress_total = 4 * CHUNK,
+                .has_checkpoint = true,
+                .checkpoint = 2 * CHUNK,
+        };
+        g_assert_cmpint(job_restore(f->registry, &p, &j, NULL), ==, 0);
+        g_assert_true(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 2 * CHUNK);
+
+        f->exec.now += 60 * SEC;
+        job_restore_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        f->exec.now += 5 * SEC;
+        g_assert_true(fake_run_one(&f->exec));          /* submitted at the start: not asked */
+        assert_events(f, "");
+        g_assert_true(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 2 * CHUNK);
+        g_assert_true(fake_run_one(&f->exec));          /* asked */
+        assert_events(f, "j:checkpoint=196608");
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:checkpoint=262144 j:waiting j:pending j:concluded j:null");
+
+        /* Without one recorded, there is none, whatever the value says. */
+        p.create.driver_data = test_driver_state_new(&config, f->calls);
+        p.has_checkpoint = false;
+        g_assert_cmpint(job_restore(f->registry, &p, &j, NULL), ==, 0);
+        g_assert_false(job_checkpoint(j, &value));
+        g_assert_cmpuint(value, ==, 0);
+}
+
+/* ---- stopping for a restart (issue 15) ---------------------------------------------------- */
+
+#define STOPPING_MESSAGE(id) "blockjobd is stopping; job '" id "' continues after it starts again"
+
+/* Every verb is refused, with a message saying why; no verb is advertised. */
+static void assert_verbs_refused(Job *j, const char *message) {
+        int (*verbs[])(Job *, char **) = { job_user_pause, job_user_resume, job_complete, job_finalize };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(verbs); i++) {
+                g_autofree char *error = NULL;
+                g_assert_cmpint(verbs[i](j, &error), ==, -ESHUTDOWN);
+                g_assert_cmpstr(error, ==, message);
+        }
+        for (int force = 0; force < 2; force++) {
+                g_autofree char *error = NULL;
+                g_assert_cmpint(job_user_cancel(j, force, &error), ==, -ESHUTDOWN);
+                g_assert_cmpstr(error, ==, message);
+        }
+        g_autofree char *error = NULL;
+        g_assert_cmpint(job_set_speed(j, 1, &error), ==, -ESHUTDOWN);
+        g_assert_cmpstr(error, ==, message);
+        for (JobVerb v = 0; v < _JOB_VERB_MAX; v++)
+                g_assert_false(job_accepts_verb(j, v));
+}
+
+/* Stopped, with nothing left to run: no work queued, no timer armed. */
+static void assert_stopped_idle(CoreFixture *f, Job *j, JobStatus status) {
+        g_assert_true(job_is_stopped(j));
+        g_assert_cmpstr(job_status_to_string(job_status(j)), ==, job_status_to_string(status));
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, UINT64_MAX);
+        /* However long one waits. */
+        fake_advance(&f->exec, 3600 * SEC);
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 0);
+        g_assert_cmpstr(job_status_to_string(job_status(j)), ==, job_status_to_string(status));
+}
+
+/* Dismissed at exit whatever its status: 'null' is told, with job_is_stopped() still true. */
+static void release(CoreFixture *f, Job *j) {
+        g_autofree char *expected = g_strdup_printf("%s:null(stopped)", job_id(j));
+
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        g_assert_cmpstr(f->events->str, ==, expected);
+        g_string_truncate(f->events, 0);
+}
+
+/* Running with a step in flight: the step's result is applied, then one checkpoint_only step
+ * runs, then the job is stopped, still running, with the progress of the real steps only. */
+static void test_stop_running_step_in_flight(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_RUNNING, false);
+        assert_events(f, "j:created j:running");
+
+        g_assert_true(fake_run_begin(&f->exec));
+        job_stop(j);
+        g_assert_false(job_is_stopped(j));
+        assert_verbs_refused(j, STOPPING_MESSAGE("j"));
+        g_autofree char *error = NULL;
+        g_assert_cmpint(job_dismiss(j, &error), ==, -ESHUTDOWN);        /* not stopped yet */
+        g_assert_cmpstr(error, ==, STOPPING_MESSAGE("j"));
+
+        g_assert_true(fake_run_end(&f->exec));
+        g_assert_cmpuint(job_current_progress(j), ==, CHUNK);
+        assert_events(f, "");
+        assert_calls(f, "");
+        g_assert_cmpuint(g_queue_get_length(&f->exec.queue), ==, 1);    /* the checkpoint_only step */
+        g_assert_true(fake_run_one(&f->exec));
+        assert_calls(f, "j:checkpoint-only");
+        assert_events(f, "j:checkpoint=65536 j:stopped");
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 1);
+        g_assert_cmpuint(job_current_progress(j), ==, CHUNK);
+        g_assert_cmpuint(job_total_progress(j), ==, 3 * CHUNK);
+        assert_stopped_idle(f, j, JOB_STATUS_RUNNING);
+        assert_verbs_refused(j, STOPPING_MESSAGE("j"));
+
+        /* Once only: again, or through the other way in, nothing happens. */
+        job_stop(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        assert_calls(f, "");
+        release(f, j);
+        assert_calls(f, "");
+}
+
+/* Sleeping on the rate limit, or in the backoff after an ignored error: the timer is disarmed, the
+ * checkpoint_only step runs at once (not throttled), and nothing fires later. */
+static void test_stop_sleeping(CoreFixture *f, gconstpointer data) {
+        TestDriverConfig c = { .total = 8 * CHUNK };
+        Job *j = ckpt_job(f, "j", &test_driver_backup, &c, true, true, NULL);
+
+        g_assert_cmpint(job_set_speed(j, 1, NULL), ==, 0);
+        job_start(j);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_cmpuint(fake_next_deadline(&f->exec), !=, UINT64_MAX);
+        assert_events(f, "j:created j:running");
+
+        job_stop(j);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, UINT64_MAX);
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "j:checkpoint=65536 j:stopped");
+        assert_calls(f, "j:checkpoint-only");
+        assert_stopped_idle(f, j, JOB_STATUS_RUNNING);
+        g_assert_cmpuint(core_job_state(j)->steps, ==, 1);
+
+        /* The backoff of on-target-error=ignore. */
+        TestDriverConfig e = { .total = 3 * CHUNK, .io_error_at_step = 1, .io_error = -EIO, .io_error_repeat = 100 };
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Job *k = NULL;
+        p.id = "k";
+        p.driver = core_ckpt_driver(&test_driver_backup);
+        p.driver_data = test_driver_state_new(&e, f->calls);
+        p.on_target_error = JOB_ON_ERROR_IGNORE;
+        g_assert_cmpint(job_create(f->registry, &p, &k, NULL), ==, 0);
+        job_start(k);
+        g_assert_true(fake_run_one(&f->exec));
+        assert_io_errors(f, "k:write:ignore");
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, f->exec.now + JOB_IO_ERROR_BACKOFF_MIN_NS);
+        job_stop(k);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "k:created k:running k:checkpoint=0 k:stopped");
+        assert_stopped_idle(f, k, JOB_STATUS_RUNNING);
+        assert_io_errors(f, "");
+}
+
+/* Paused, by the user or internally: the checkpoint_only step runs all the same, and the job is
+ * stopped paused, its user pause kept. */
+static void test_stop_paused(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *u = core_drive_to(f, "u", JOB_STATUS_PAUSED, true);
+        Job *i = core_drive_to(f, "i", JOB_STATUS_PAUSED, false);
+        assert_events(f, "u:created u:running u:paused i:created i:running i:paused");
+
+        job_stop(u);
+        job_stop(i);
+        g_assert_false(job_is_stopped(u));
+        fake_run_until_idle(&f->exec);
+        assert_calls(f, "u:checkpoint-only i:checkpoint-only");
+        assert_events(f, "u:checkpoint=65536 u:stopped i:checkpoint=65536 i:stopped");
+        assert_stopped_idle(f, u, JOB_STATUS_PAUSED);
+        g_assert_true(job_is_user_paused(u));
+        g_assert_false(job_is_user_paused(i));
+        g_assert_cmpuint(job_pause_count(u), ==, 1);
+
+        /* An internal resume or pause changes nothing any more. */
+        job_resume(i);
+        job_pause(u);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        assert_stopped_idle(f, i, JOB_STATUS_PAUSED);
+        assert_verbs_refused(u, STOPPING_MESSAGE("u"));
+        release(f, u);
+        release(f, i);
+}
+
+/* A user pause asked for while the last step ran takes effect when it returns, as it would have;
+ * so does the stop of an I/O error's policy. Both are then stopped paused. */
+static void test_stop_pause_in_flight(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_RUNNING, true);
+        job_stop(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:paused j:checkpoint=65536 j:stopped");
+        assert_stopped_idle(f, j, JOB_STATUS_PAUSED);
+        g_assert_true(job_is_user_paused(j));
+
+        TestDriverConfig e = { .total = 3 * CHUNK, .io_error_at_step = 2, .io_error = -ENOSPC };
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Job *k = NULL;
+        p.id = "k";
+        p.driver = core_ckpt_driver(&test_driver_backup);
+        p.driver_data = test_driver_state_new(&e, f->calls);
+        p.on_target_error = JOB_ON_ERROR_ENOSPC;
+        g_assert_cmpint(job_create(f->registry, &p, &k, NULL), ==, 0);
+        job_start(k);
+        g_assert_true(fake_run_one(&f->exec));
+        job_stop(k);
+        fake_run_until_idle(&f->exec);
+        assert_io_errors(f, "k:write:stop");
+        assert_events(f, "k:created k:running k:paused k:checkpoint=65536 k:stopped");
+        assert_stopped_idle(f, k, JOB_STATUS_PAUSED);
+        g_assert_cmpint(job_io_status(k), ==, JOB_IO_STATUS_NOSPACE);
+        g_assert_true(job_is_user_paused(k));
+}
+
+/* A ready mirror idling, and one in standby: each makes its work durable once, and is stopped in
+ * its status. */
+static void test_stop_ready_standby(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *r = core_drive_to(f, "r", JOB_STATUS_READY, false);
+        Job *s = core_drive_to(f, "s", JOB_STATUS_STANDBY, true);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), !=, UINT64_MAX);        /* r idles */
+        assert_events(f, "r:created r:running r:ready s:created s:running s:ready s:standby");
+
+        job_stop(r);
+        job_stop(s);
+        g_assert_cmpuint(fake_next_deadline(&f->exec), ==, UINT64_MAX);
+        fake_run_until_idle(&f->exec);
+        assert_calls(f, "r:checkpoint-only s:checkpoint-only");
+        assert_events(f, "r:checkpoint=65536 r:stopped s:checkpoint=65536 s:stopped");
+        assert_stopped_idle(f, r, JOB_STATUS_READY);
+        assert_stopped_idle(f, s, JOB_STATUS_STANDBY);
+        assert_verbs_refused(r, STOPPING_MESSAGE("r"));
+        release(f, s);
+}
+
+/* A job that has not started (created, or restored and held) has nothing to make durable: stopped
+ * at once, before job_stop() returns; it does not start afterwards. */
+static void test_stop_not_started(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *c = core_drive_to(f, "c", JOB_STATUS_CREATED, false);
+        Job *p = core_drive_to(f, "p", JOB_STATUS_CREATED, true);
+        assert_events(f, "c:created p:created");
+
+        job_stop(c);
+        assert_events(f, "c:stopped");
+        job_start(c);
+        job_stop(p);
+        assert_events(f, "p:stopped");
+        job_start(p);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        assert_calls(f, "");
+        assert_stopped_idle(f, c, JOB_STATUS_CREATED);
+        assert_stopped_idle(f, p, JOB_STATUS_CREATED);
+        g_assert_true(job_is_user_paused(p));
+        assert_verbs_refused(c, STOPPING_MESSAGE("c"));
+
+        /* Its creation may still fail (the caller's reply never went out): a real dismissal, the
+         * job never existed for anyone. */
+        job_early_fail(c);
+        assert_events(f, "c:null");
+
+        Job *r = restore_job(f, "r", core_ckpt_driver(&test_driver_backup), JOB_STATUS_RUNNING, false, true, true,
+                             NULL);
+        job_stop(r);
+        assert_events(f, "r:stopped");
+        job_restore_start(r);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "");
+        assert_stopped_idle(f, r, JOB_STATUS_RUNNING);
+        g_assert_cmpuint(core_job_state(r)->steps, ==, 0);
+}
+
+/* Waiting: stopped at once, while the rest of its group is stopped too: here its peer, whose step
+ * is in flight and whose result is applied first. */
+static void test_stop_waiting(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_WAITING, false);
+        Job *peer = job_registry_find(f->registry, 0, "j-peer");
+        assert_events(f, "j:created j-peer:created j:running j-peer:running j:checkpoint=65536 j:waiting");
+
+        job_stop(j);
+        assert_events(f, "j:stopped");
+        g_assert_false(job_is_stopped(peer));
+        assert_verbs_refused(peer, STOPPING_MESSAGE("j-peer"));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j-peer:checkpoint=131072 j-peer:stopped");
+        g_assert_cmpuint(job_current_progress(peer), ==, 2 * CHUNK);
+        assert_stopped_idle(f, j, JOB_STATUS_WAITING);
+        assert_stopped_idle(f, peer, JOB_STATUS_RUNNING);
+        assert_calls(f, "j-peer:checkpoint-only");
+        release(f, peer);
+}
+
+/* A grouped member stopped while another's last step is in flight: that step finishes, the member
+ * waits, goes pending (the one stopped before keeps waiting: it follows after the restart), and
+ * auto-finalize does not start the completion. */
+static void test_stop_grouped_last_step(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = ckpt_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, txn);
+        Job *b = ckpt_job(f, "b", &test_driver_backup, &(TestDriverConfig) { .total = 2 * CHUNK }, true, true, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        g_assert_true(fake_run_one(&f->exec));          /* a finishes and waits */
+        g_assert_true(fake_run_one(&f->exec));          /* b's first step */
+        g_assert_true(fake_run_begin(&f->exec));        /* b's last */
+        assert_events(f, "a:created b:created a:running b:running a:checkpoint=65536 a:waiting");
+        job_stop(a);
+        assert_events(f, "a:stopped");
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "b:checkpoint=131072 b:waiting b:pending b:stopped");
+        assert_calls(f, "");
+        assert_stopped_idle(f, a, JOB_STATUS_WAITING);
+        assert_stopped_idle(f, b, JOB_STATUS_PENDING);
+        release(f, a);
+        release(f, b);
+}
+
+/* Pending: with a manual finalize it is stopped at once, and finalize is refused; with
+ * auto-finalize, a stop while its last step runs leaves it pending, the completion not started. */
+static void test_stop_pending(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *m = core_drive_to(f, "m", JOB_STATUS_PENDING, false);
+        assert_events(f, "m:created m:running m:checkpoint=65536 m:waiting m:pending");
+        job_stop(m);
+        assert_events(f, "m:stopped");
+        g_autofree char *error = NULL;
+        g_assert_cmpint(job_finalize(m, &error), ==, -ESHUTDOWN);
+        g_assert_cmpstr(error, ==, STOPPING_MESSAGE("m"));
+        assert_stopped_idle(f, m, JOB_STATUS_PENDING);
+
+        Job *a = ckpt_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, NULL);
+        job_start(a);
+        job_stop(a);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:created a:running a:checkpoint=65536 a:waiting a:pending a:stopped");
+        assert_calls(f, "");
+        assert_stopped_idle(f, a, JOB_STATUS_PENDING);
+        release(f, a);
+}
+
+/* Aborting with its abort in flight: the abort and clean run to concluded, then the job is stopped,
+ * and (auto-dismiss) goes. */
+static void test_stop_aborting(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_ABORTING, false);
+        assert_events(f, "j:created j:running j:aborting");
+
+        g_assert_true(fake_run_begin(&f->exec));
+        job_stop(j);
+        assert_events(f, "");
+        assert_verbs_refused(j, STOPPING_MESSAGE("j"));
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_calls(f, "j:abort j:clean");
+        /* Concluded and auto-dismissed: gone as always, not stopped (nothing comes back). */
+        assert_events(f, "j:concluded j:null");
+        g_assert_cmpstr(core_error_of(f, "j"), ==, "Input/output error");
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+}
+
+/* A group whose abort is under way when stopped: the member whose step is in flight ends its run
+ * when the step returns, and every member is aborted, concluded, then stopped. */
+static void test_stop_grouped_aborting(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = ckpt_job(f, "a", &test_driver_backup,
+                          &(TestDriverConfig) { .total = 3 * CHUNK, .fail_at_step = 1, .fail_ret = -EIO }, true,
+                          false, txn);
+        Job *b = ckpt_job(f, "b", &test_driver_backup, NULL, true, false, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        g_assert_true(fake_run_begin(&f->exec));        /* a's step, which fails */
+        g_assert_true(fake_run_begin(&f->exec));        /* b's first step */
+        g_assert_true(fake_run_end(&f->exec));          /* a fails: b is cancelled, its step awaited */
+        assert_events(f, "a:created b:created a:running b:running a:aborting");
+        job_stop(b);
+        assert_events(f, "");
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "b:aborting b:concluded b:stopped a:concluded a:stopped");
+        assert_calls(f, "b:abort b:clean a:abort a:clean");
+        g_assert_cmpstr(core_error_of(f, "b"), ==, "Operation canceled");
+        assert_stopped_idle(f, a, JOB_STATUS_CONCLUDED);
+        assert_stopped_idle(f, b, JOB_STATUS_CONCLUDED);
+        release(f, a);
+}
+
+/* A run that fails after the stop (its step was in flight) does not start an abort: the job stays
+ * aborting, its result kept, and the rest of its group is not cancelled, only stopped. After the
+ * restart the layer above brings it back concluded with its error (and fails the group). So does
+ * a force cancel accepted before the stop, whose run ends only when the step returns. */
+static void test_stop_run_fails(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = ckpt_job(f, "a", &test_driver_backup,
+                          &(TestDriverConfig) { .total = 3 * CHUNK, .fail_at_step = 2, .fail_ret = -EIO,
+                                                .fail_message = "boom" },
+                          true, true, txn);
+        Job *b = ckpt_job(f, "b", &test_driver_backup, NULL, true, true, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        g_assert_true(fake_run_one(&f->exec));          /* a's first step */
+        g_assert_true(fake_run_one(&f->exec));          /* b's first step */
+        job_stop(b);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "a:created b:created a:running b:running a:aborting a:stopped b:checkpoint=131072 b:stopped");
+        assert_calls(f, "b:checkpoint-only");
+        assert_stopped_idle(f, a, JOB_STATUS_ABORTING);
+        assert_stopped_idle(f, b, JOB_STATUS_RUNNING);
+        g_assert_cmpint(job_ret(a), ==, -EIO);
+        g_assert_cmpstr(job_error(a), ==, "boom");
+        g_assert_false(job_cancel_requested(b));
+        release(f, a);
+        release(f, b);
+        assert_calls(f, "");
+
+        Job *c = ckpt_job(f, "c", &test_driver_backup, NULL, true, true, NULL);
+        job_start(c);
+        g_assert_true(fake_run_begin(&f->exec));
+        g_assert_cmpint(job_user_cancel(c, true, NULL), ==, 0);
+        job_stop(c);
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "c:created c:running c:aborting c:stopped");
+        assert_calls(f, "");
+        assert_stopped_idle(f, c, JOB_STATUS_ABORTING);
+        g_assert_cmpstr(job_error(c), ==, "Operation canceled");
+}
+
+/* Concluded: stopped at once, and dismissed as always. */
+static void test_stop_concluded(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_CONCLUDED, false);
+        assert_events(f, "j:created j:running j:checkpoint=65536 j:waiting j:pending j:concluded");
+        assert_calls(f, "j:prepare j:commit j:clean");
+
+        job_stop(j);
+        assert_events(f, "j:stopped");
+        job_stop(j);
+        assert_events(f, "");
+        assert_stopped_idle(f, j, JOB_STATUS_CONCLUDED);
+        g_assert_false(job_accepts_verb(j, JOB_VERB_DISMISS));
+        release(f, j);
+}
+
+/* A prepare in flight completes, and the completion that was under way runs to the end: the other
+ * member's prepare, the commits, the cleans; each member is stopped as it concludes. */
+static void test_stop_prepare_in_flight(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        Job *a = ckpt_job(f, "a", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, false, txn);
+        Job *b = ckpt_job(f, "b", &test_driver_backup, &(TestDriverConfig) { .total = CHUNK }, true, true, txn);
+        job_txn_unref(txn);
+
+        job_start(a);
+        job_start(b);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_one(&f->exec));
+        assert_events(f, "a:created b:created a:running b:running a:checkpoint=65536 a:waiting b:checkpoint=65536 "
+                         "b:waiting b:pending a:pending");
+        g_assert_true(fake_run_begin(&f->exec));        /* b's prepare */
+        job_stop(a);
+        assert_events(f, "");
+        assert_verbs_refused(a, STOPPING_MESSAGE("a"));
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_calls(f, "b:prepare a:prepare b:commit b:clean a:commit a:clean");
+        assert_events(f, "b:concluded b:null a:concluded a:stopped");
+        g_assert_cmpstr(core_error_of(f, "a"), ==, "");
+        assert_stopped_idle(f, a, JOB_STATUS_CONCLUDED);
+
+        /* A prepare that fails in flight aborts the group, to the end. */
+        Job *c = ckpt_job(f, "c", &test_driver_backup,
+                          &(TestDriverConfig) { .total = CHUNK, .prepare_ret = -ENOSPC, .prepare_message = "full" },
+                          true, true, NULL);
+        job_start(c);
+        g_assert_true(fake_run_one(&f->exec));
+        g_assert_true(fake_run_begin(&f->exec));
+        job_stop(c);
+        g_assert_true(fake_run_end(&f->exec));
+        fake_run_until_idle(&f->exec);
+        assert_calls(f, "c:prepare c:abort c:clean");
+        assert_events(f, "c:created c:running c:checkpoint=65536 c:waiting c:pending c:aborting c:concluded "
+                         "c:null");
+        g_assert_cmpstr(core_error_of(f, "c"), ==, "full");
+}
+
+/* What the checkpoint_only step reports besides its checkpoint is ignored: no progress, no ready,
+ * no end of the run; a failure to make the work durable is not the job's failure (it continues from
+ * its previous checkpoint after the restart). */
+static void test_stop_checkpoint_only_result(CoreFixture *f, gconstpointer data) {
+        f->checkpoints = true;
+        core_ckpt_only_mode = CORE_CKPT_ONLY_JUNK;
+        Job *j = core_drive_to(f, "j", JOB_STATUS_PAUSED, true);
+        job_stop(j);
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:created j:running j:paused j:checkpoint=65536 j:stopped");
+        assert_stopped_idle(f, j, JOB_STATUS_PAUSED);
+        g_assert_cmpuint(job_current_progress(j), ==, CHUNK);
+        g_assert_cmpuint(job_total_progress(j), ==, 3 * CHUNK);
+        g_assert_cmpint(job_ret(j), ==, 0);
+
+        core_ckpt_only_mode = CORE_CKPT_ONLY_FAIL;
+        Job *k = core_drive_to(f, "k", JOB_STATUS_RUNNING, false);
+        job_stop(k);
+        fake_run_until_idle(&f->exec);
+        assert_calls(f, "j:checkpoint-only k:checkpoint-only");
+        assert_events(f, "k:created k:running k:stopped");
+        assert_io_errors(f, "");
+        assert_stopped_idle(f, k, JOB_STATUS_RUNNING);
+        g_assert_false(job_checkpoint(k, NULL));
+        g_assert_cmpint(job_ret(k), ==, 0);
+        g_assert_null(job_error(k));
+        g_assert_cmpint(job_io_status(k), ==, JOB_IO_STATUS_OK);
+}
+
+/* STOPPED is told once per job, also when the observer dismisses jobs from its callback (as the
+ * manager may at exit); a transaction being stopped takes no new member. */
+static void stop_dismissing_changed(Job *j, JobChange what, void *userdata) {
+        CoreFixture *f = userdata;
+
+        if (!(what & JOB_CHANGE_STOPPED))
+                return;
+        g_string_append_printf(f->events, "%s%s:stopped", f->events->len ? " " : "", job_id(j));
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+}
+
+static const JobObserver stop_dismissing_observer = { .changed = stop_dismissing_changed };
+
+static void test_stop_told_once(CoreFixture *f, gconstpointer data) {
+        JobTxn *txn;
+        g_assert_cmpint(job_txn_new(f->registry, &txn), ==, 0);
+        ckpt_job(f, "a", &test_driver_backup, NULL, true, true, txn);
+        ckpt_job(f, "b", &test_driver_backup, NULL, true, true, txn);
+        Job *c = ckpt_job(f, "c", &test_driver_backup, NULL, true, true, txn);
+        assert_events(f, "a:created b:created c:created");
+
+        job_registry_set_observer(f->registry, &stop_dismissing_observer, f);
+        job_stop(c);
+        g_assert_cmpstr(f->events->str, ==, "c:stopped b:stopped a:stopped");
+        g_string_truncate(f->events, 0);
+        g_assert_cmpuint(job_registry_count(f->registry), ==, 0);
+
+        g_autofree char *error = NULL;
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        Job *d = NULL;
+        p.id = "d";
+        p.driver = &test_driver_backup;
+        p.txn = txn;
+        g_assert_cmpint(job_create(f->registry, &p, &d, &error), ==, -ESHUTDOWN);
+        g_assert_cmpstr(error, ==, "blockjobd is stopping; the transaction takes no new job");
+        g_assert_null(d);
+        job_txn_unref(txn);
+        job_registry_set_observer(f->registry, NULL, NULL);
+}
+
+static void unref_job(gpointer j) {
+        job_unref(j);
+}
+
+/* job_stop() called by an observer from inside the core: as a job starts, as it becomes ready, as
+ * it makes progress. The job is stopped at its next pause point, as from outside. */
+static void stop_from_status(Job *j, JobStatus status, void *userdata) {
+        CoreFixture *f = userdata;
+
+        g_string_append_printf(f->events, "%s%s:%s", f->events->len ? " " : "", job_id(j), job_status_to_string(status));
+        if (IN_SET(status, JOB_STATUS_RUNNING, JOB_STATUS_READY))
+                job_stop(j);
+}
+
+static void stop_from_changed(Job *j, JobChange what, void *userdata) {
+        CoreFixture *f = userdata;
+
+        if (what & JOB_CHANGE_PROGRESS)
+                job_stop(j);
+        if (what & JOB_CHANGE_STOPPED)
+                g_string_append_printf(f->events, "%s%s:stopped", f->events->len ? " " : "", job_id(j));
+}
+
+static const JobObserver stop_from_observer = { .status_changed = stop_from_status, .changed = stop_from_changed };
+
+static void test_stop_from_observer(CoreFixture *f, gconstpointer data) {
+        Job *a = ckpt_job(f, "a", &test_driver_backup, NULL, true, true, NULL);
+        Job *m = ckpt_job(f, "m", &test_driver_mirror, &mirror_one_chunk, true, true, NULL);
+        Job *p = ckpt_job(f, "p", &test_driver_backup, NULL, true, true, NULL);
+        assert_events(f, "a:created m:created p:created");
+
+        job_registry_set_observer(f->registry, &stop_from_observer, f);
+        job_start(a);
+        g_assert_cmpstr(f->events->str, ==, "a:running");
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(f->events->str, ==, "a:running a:stopped");
+        g_assert_cmpuint(core_job_state(a)->steps, ==, 0);
+
+        /* Only running/ready stop it: m makes its first step, becomes ready, and stops. */
+        g_string_truncate(f->events, 0);
+        job_registry_set_observer(f->registry, NULL, NULL);
+        job_start(m);
+        job_registry_set_observer(f->registry, &stop_from_observer, f);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(f->events->str, ==, "m:ready m:stopped");
+        g_assert_true(job_is_stopped(m));
+        g_assert_cmpint(job_status(m), ==, JOB_STATUS_READY);
+
+        g_string_truncate(f->events, 0);
+        job_registry_set_observer(f->registry, NULL, NULL);
+        job_start(p);
+        job_registry_set_observer(f->registry, &stop_from_observer, f);
+        fake_run_until_idle(&f->exec);
+        g_assert_cmpstr(f->events->str, ==, "p:stopped");
+        g_assert_cmpuint(job_current_progress(p), ==, CHUNK);
+        g_assert_cmpuint(core_job_state(p)->steps, ==, 1);
+        g_string_truncate(f->events, 0);
+        job_registry_set_observer(f->registry, NULL, NULL);
+        assert_calls(f, "a:checkpoint-only m:checkpoint-only p:checkpoint-only");
+}
+
+/* The daemon's exit: every job stopped, whatever its status, then each dismissed, and the
+ * registry freed clean (the teardown, under ASan in CI). */
+static void test_stop_all_then_free(CoreFixture *f, gconstpointer data) {
+        static const JobStatus statuses[] = {
+                JOB_STATUS_CREATED, JOB_STATUS_RUNNING, JOB_STATUS_PAUSED, JOB_STATUS_READY, JOB_STATUS_STANDBY,
+                JOB_STATUS_WAITING, JOB_STATUS_PENDING, JOB_STATUS_ABORTING, JOB_STATUS_CONCLUDED,
+        };
+
+        g_autoptr(GPtrArray) jobs = g_ptr_array_new_with_free_func(unref_job);
+
+        f->checkpoints = true;
+        for (size_t i = 0; i < G_N_ELEMENTS(statuses); i++) {
+                g_autofree char *id = g_strdup_printf("j%zu", i);
+                core_drive_to(f, id, statuses[i], false);
+                /* Its work queued (running, waiting's peer, aborting) is in flight from now on,
+                 * out of the next one's way. */
+                while (fake_run_begin(&f->exec))
+                        ;
+        }
+        /* As the manager would: hold them, since a stop may let one go (not here, but with an
+         * observer that dismisses). */
+        for (Job *j = job_registry_first(f->registry); j; j = job_registry_next(j))
+                g_ptr_array_add(jobs, job_ref(j));
+        g_assert_false(job_registry_all_stopped(f->registry));
+        for (guint i = 0; i < jobs->len; i++)
+                job_stop(jobs->pdata[i]);
+        g_ptr_array_set_size(jobs, 0);
+        g_assert_false(job_registry_all_stopped(f->registry));
+        while (fake_run_end(&f->exec))
+                ;
+        fake_run_until_idle(&f->exec);
+        g_assert_true(job_registry_all_stopped(f->registry));
+        /* Told once each, but the one that went. */
+        g_auto(GStrv) words = g_strsplit(f->events->str, " ", -1);
+        unsigned told = 0;
+        for (char **w = words; *w; w++)
+                told += g_str_has_suffix(*w, ":stopped");
+        g_assert_cmpuint(told, ==, G_N_ELEMENTS(statuses));
+        g_string_truncate(f->events, 0);
+        g_string_truncate(f->calls, 0);
+
+        Job *j;
+        unsigned n = 0;
+        while ((j = job_registry_first(f->registry))) {
+                g_assert_true(job_is_stopped(j));
+                g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+                n++;
+        }
+        /* One job per status, and the waiting one's peer; the aborting one concluded and went
+         * by itself (auto-dismiss). */
+        g_assert_cmpuint(n, ==, G_N_ELEMENTS(statuses));
+        g_assert_cmpuint(job_registry_n_live(f->registry), ==, 0);
+        g_assert_cmpuint(f->n_empty, ==, 1);
+        g_assert_true(job_registry_all_stopped(f->registry));
+        assert_calls(f, "");
+}
+
 static void test_all_transitions_taken(void) {
         bool seen[_JOB_STATUS_MAX][_JOB_STATUS_MAX] = {};
 
@@ -1974,6 +2741,27 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/restore/concluded", test_restore_concluded);
         CORE_TEST("/lifecycle/restore/refused", test_restore_refused);
         CORE_TEST("/lifecycle/pause/user-pause-told", test_user_pause_told);
+        CORE_TEST("/lifecycle/checkpoint/interval", test_checkpoint_interval);
+        CORE_TEST("/lifecycle/checkpoint/sleep-counts", test_checkpoint_sleep_counts);
+        CORE_TEST("/lifecycle/checkpoint/restore", test_checkpoint_restore);
+        CORE_TEST("/lifecycle/stop/running-step-in-flight", test_stop_running_step_in_flight);
+        CORE_TEST("/lifecycle/stop/sleeping", test_stop_sleeping);
+        CORE_TEST("/lifecycle/stop/paused", test_stop_paused);
+        CORE_TEST("/lifecycle/stop/pause-in-flight", test_stop_pause_in_flight);
+        CORE_TEST("/lifecycle/stop/ready-standby", test_stop_ready_standby);
+        CORE_TEST("/lifecycle/stop/not-started", test_stop_not_started);
+        CORE_TEST("/lifecycle/stop/waiting", test_stop_waiting);
+        CORE_TEST("/lifecycle/stop/grouped-last-step", test_stop_grouped_last_step);
+        CORE_TEST("/lifecycle/stop/pending", test_stop_pending);
+        CORE_TEST("/lifecycle/stop/aborting", test_stop_aborting);
+        CORE_TEST("/lifecycle/stop/grouped-aborting", test_stop_grouped_aborting);
+        CORE_TEST("/lifecycle/stop/run-fails", test_stop_run_fails);
+        CORE_TEST("/lifecycle/stop/concluded", test_stop_concluded);
+        CORE_TEST("/lifecycle/stop/prepare-in-flight", test_stop_prepare_in_flight);
+        CORE_TEST("/lifecycle/stop/checkpoint-only-result", test_stop_checkpoint_only_result);
+        CORE_TEST("/lifecycle/stop/told-once", test_stop_told_once);
+        CORE_TEST("/lifecycle/stop/from-observer", test_stop_from_observer);
+        CORE_TEST("/lifecycle/stop/all-then-free", test_stop_all_then_free);
 
         g_test_add_func("/lifecycle/every-legal-transition-taken", test_all_transitions_taken);
 

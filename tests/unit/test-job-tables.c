@@ -2,12 +2,15 @@
 
 /* The lifecycle's vocabulary and its two tables, checked three ways: the strings against QAPI, the
  * tables cell by cell against QEMU's job.c (typed in again here, independently of the core), and
- * live: every verb sent to a real job in every status it can be held in, and every illegal
- * transition attempted from every such status (it must abort the process). */
+ * live: every verb sent to a real job in every status it can be held in, also once the job is
+ * being stopped for a restart (job_stop(): every verb refused, but the dismissal of a stopped
+ * job), and every illegal transition attempted from every such status (it must abort the
+ * process). */
 
 #include <errno.h>
 
 #include "core-fixture.h"
+#include "macro.h"
 
 /* QEMU's JobSTT, as in job.c.                U  C  R  P  Y  S  W  D  X  E  N */
 static const int qemu_transitions[11][11] = {
@@ -195,6 +198,35 @@ static void test_verb_cell(CoreFixture *f, gconstpointer data) {
         }
 }
 
+/* Stopping for a restart: every verb is refused, whatever the status, with one message; a job
+ * that needed nothing to stop (not started, waiting, pending, concluded) is stopped at once, and
+ * then, only then, may be dismissed (the daemon's exit). */
+static void test_stopped_verb_cell(CoreFixture *f, gconstpointer data) {
+        const VerbCell *cell = data;
+        bool at_once = IN_SET(cell->status, JOB_STATUS_CREATED, JOB_STATUS_WAITING, JOB_STATUS_PENDING,
+                              JOB_STATUS_CONCLUDED);
+        g_autofree char *error = NULL;
+        Job *j;
+        int r;
+
+        f->checkpoints = true;
+        j = core_drive_to(f, "j", cell->status, cell->verb == JOB_VERB_RESUME);
+        job_stop(j);
+        g_assert_cmpint(job_is_stopped(j), ==, at_once);
+        g_assert_false(job_accepts_verb(j, cell->verb));
+        r = call_verb(j, cell->verb, &error);
+
+        if (cell->verb == JOB_VERB_DISMISS && at_once) {
+                g_assert_cmpstr(error, ==, NULL);
+                g_assert_cmpint(r, ==, 0);
+                g_assert_null(job_registry_find(f->registry, 0, "j"));
+        } else {
+                g_assert_cmpint(r, ==, -ESHUTDOWN);
+                g_assert_cmpstr(error, ==, "blockjobd is stopping; job 'j' continues after it starts again");
+                g_assert_cmpstr(job_status_to_string(job_status(j)), ==, job_status_to_string(cell->status));
+        }
+}
+
 /* ---- every illegal transition from every holdable status aborts --------------------------- */
 
 typedef struct TransitionCell {
@@ -239,6 +271,11 @@ int main(int argc, char **argv) {
                                                                 job_status_to_string(c->status),
                                                                 job_verb_to_string(c->verb));
                         g_test_add(path, CoreFixture, c, core_fixture_setup, test_verb_cell,
+                                   core_fixture_teardown);
+                        g_autofree char *stopped_path = g_strdup_printf("/job-tables/stopped-verb/%s/%s",
+                                                                        job_status_to_string(c->status),
+                                                                        job_verb_to_string(c->verb));
+                        g_test_add(stopped_path, CoreFixture, c, core_fixture_setup, test_stopped_verb_cell,
                                    core_fixture_teardown);
                 }
 

@@ -1,0 +1,391 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Jobs continue after a restart of the daemon (issue 15): a job stopped by kill -9 or SIGTERM
+ * comes back at the same object path, in its status, and finishes from its last checkpoint, with
+ * the result an uninterrupted run gives (qemu-img compare and check). Files that changed while
+ * the daemon was down fail only their own job, clearly. */
+
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bus-fixture.h"
+#include "qemu-oracle.h"
+
+#define MiB (UINT64_C(1024) * 1024)
+#define S(s) g_variant_new_string(s)
+#define U64(v) g_variant_new_uint64(v)
+#define B(v) g_variant_new_boolean(v)
+
+typedef struct Fixture {
+        BusFixture bus;
+        char *state;                    /* the state directory */
+        char *jobs;                     /* its jobs/ */
+} Fixture;
+
+static void start_daemon(Fixture *f) {
+        g_autofree char *args = g_strdup_printf("--idle-timeout=0 --state-dir=%s", f->state);
+        g_string_truncate(f->bus.statuses, 0);
+        bus_fixture_start_daemon(&f->bus, args);
+}
+
+static void setup(Fixture *f, gconstpointer data) {
+        if (!oracle_available()) {
+                g_test_skip("qemu-img is not installed");
+                return;
+        }
+        bus_fixture_init(&f->bus);
+        f->state = bus_fixture_path(&f->bus, "state");
+        f->jobs = g_build_filename(f->state, "jobs", NULL);
+        g_assert_cmpint(g_mkdir(f->state, 0700), ==, 0);
+        bus_fixture_start_bus(&f->bus, NULL);
+        start_daemon(f);
+}
+
+static void teardown(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        bus_fixture_teardown(&f->bus, data);
+        g_free(f->state);
+        g_free(f->jobs);
+}
+
+static char *record_path(Fixture *f, const char *id) {
+        g_autofree char *name = g_strdup_printf("0-%s.job", id);
+        return g_build_filename(f->jobs, name, NULL);
+}
+
+static char *read_record(Fixture *f, const char *id) {
+        g_autofree char *path = record_path(f, id);
+        char *text = NULL;
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        return text;
+}
+
+/* Record writes run on a worker after the change is announced: wait for one, bounded. */
+static void wait_for_record(Fixture *f, const char *id, const char *line) {
+        for (unsigned i = 0;; i++) {
+                g_autofree char *text = read_record(f, id);
+                if (strstr(text, line))
+                        return;
+                if (i >= 6000)
+                        g_error("record of %s never had '%s':\n%s", id, line, text);
+                bus_iterate_for(&f->bus, 10 * 1000);
+        }
+}
+
+/* A backup's checkpoint: the length of the copied prefix its record holds (0: none yet). */
+static guint64 recorded_copied(Fixture *f, const char *id) {
+        g_autofree char *text = read_record(f, id);
+        const char *p = strstr(text, "\nCOPIED=0+");
+        return p ? g_ascii_strtoull(p + strlen("\nCOPIED=0+"), NULL, 10) : 0;
+}
+
+static void wait_for_checkpoint(Fixture *f, const char *id) {
+        wait_for_record(f, id, "\nCOPIED=0+");
+}
+
+static void kill_daemon(Fixture *f) {
+        g_subprocess_force_exit(f->bus.daemon);
+        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_signaled(f->bus.daemon));
+        g_clear_object(&f->bus.daemon);
+        bus_wait_for_name(&f->bus, false);
+}
+
+/* SIGTERM: the daemon checkpoints its jobs and exits cleanly, leaving their records. */
+static void term_daemon(Fixture *f) {
+        g_subprocess_send_signal(f->bus.daemon, SIGTERM);
+        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_exited(f->bus.daemon));
+        g_assert_cmpint(g_subprocess_get_exit_status(f->bus.daemon), ==, 0);
+        g_clear_object(&f->bus.daemon);
+        bus_wait_for_name(&f->bus, false);
+}
+
+static void assert_same_image(const char *a, const char *fmt_a, const char *b, const char *fmt_b) {
+        g_autofree char *out = NULL, *err = NULL;
+        int r = oracle_try(&out, &err, "qemu-img compare -q -f %s -F %s '%s' '%s'", fmt_a, fmt_b, a, b);
+        if (r != 0)
+                g_error("qemu-img compare %s %s: %d %s%s", a, b, r, out, err);
+}
+
+static void assert_image_clean(const char *image) {
+        g_autofree char *out = NULL, *err = NULL;
+        int r = oracle_try(&out, &err, "qemu-img check -q '%s'", image);
+        if (r != 0)
+                g_error("qemu-img check %s: %d %s%s", image, r, out, err);
+}
+
+/* A qcow2 image of 'size' with data in some clusters, zeroes in others, unallocated the rest. */
+static void make_qcow2(const char *path, guint64 size) {
+        g_autofree char *created = oracle_run("qemu-img create -q -f qcow2 '%s' %" G_GUINT64_FORMAT, path, size);
+        g_autofree char *written = oracle_run("qemu-io -f qcow2 -c 'write -P 0x5a 0 %" G_GUINT64_FORMAT "' "
+                                              "-c 'write -z %" G_GUINT64_FORMAT " 1M' "
+                                              "-c 'write -P 0xa5 %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT "' '%s'",
+                                              size / 2, size / 2, size / 2 + 4 * MiB, size / 4, path);
+}
+
+typedef enum Stop {
+        STOP_KILL,
+        STOP_TERM,
+} Stop;
+
+typedef struct BackupCase {
+        const char *id;
+        bool qcow2;                     /* source and target qcow2 (else raw) */
+        Stop stop;
+} BackupCase;
+
+/* A backup held at 4 MiB/s, stopped after its first checkpoint, continues after the restart at
+ * the same path, in running, with its speed and from at least its checkpoint, and the target is
+ * the source (qemu-img compare; check for qcow2). */
+static void test_backup(Fixture *f, gconstpointer data) {
+        const BackupCase *c = data;
+        if (!f->state)
+                return;
+        const char *ext = c->qcow2 ? "qcow2" : "raw";
+        g_autofree char *sname = g_strdup_printf("disk-%s.%s", c->id, ext);
+        g_autofree char *tname = g_strdup_printf("target-%s.%s", c->id, ext);
+        g_autofree char *hname = g_strdup_printf(".%s.blockjobd-0-%s", tname, c->id);
+        g_autofree char *disk = bus_fixture_path(&f->bus, sname);
+        g_autofree char *target = bus_fixture_path(&f->bus, tname);
+        g_autofree char *hidden = bus_fixture_path(&f->bus, hname);
+        g_autofree char *record = record_path(f, c->id);
+        guint64 size = 64 * MiB;
+
+        if (c->qcow2)
+                make_qcow2(disk, size);
+        else
+                bus_make_file(disk, size);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S(c->id), "speed", U64(4 * MiB), "format", S(ext),
+                                                    "auto-dismiss", B(FALSE), NULL));
+        wait_for_checkpoint(f, c->id);
+        guint64 copied = recorded_copied(f, c->id);
+        g_assert_cmpuint(copied, >, 0);
+        g_assert_cmpuint(copied, <, size);
+
+        if (c->stop == STOP_KILL)
+                kill_daemon(f);
+        else {
+                term_daemon(f);
+                /* Stopped where it was, not cancelled: the record still says running. */
+                g_autofree char *text = read_record(f, c->id);
+                g_assert_nonnull(strstr(text, "\nSTATUS=running\n"));
+                copied = recorded_copied(f, c->id);
+        }
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+
+        start_daemon(f);
+        g_autofree char *again = bus_job_path_for_id(&f->bus, c->id);
+        g_assert_cmpstr(again, ==, path);
+        g_autofree char *status = bus_get_string(&f->bus, path, "Status");
+        g_assert_cmpstr(status, ==, "running");
+        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "Speed"), ==, 4 * MiB);
+        /* It continues from its checkpoint, not from zero. */
+        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >=, copied);
+
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, c->id, "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_assert_cmpstr(error, ==, "");
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+        assert_same_image(disk, ext, target, ext);
+        if (c->qcow2)
+                assert_image_clean(target);
+        bus_job_call(&f->bus, path, "Dismiss");
+        bus_wait_for_status(&f->bus, c->id, "null");
+        for (unsigned i = 0; i < 3000 && g_file_test(record, G_FILE_TEST_EXISTS); i++)
+                bus_iterate_for(&f->bus, 10 * 1000);
+        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+}
+
+/* Paused by its user, then kill -9: it comes back paused, Resume works, and it finishes. A job
+ * waiting to be finalized comes back pending, and Finalize publishes its target. */
+static void test_statuses(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *t1 = bus_fixture_path(&f->bus, "paused.raw");
+        g_autofree char *t2 = bus_fixture_path(&f->bus, "pending.raw");
+
+        bus_make_file(disk, 32 * MiB);
+        g_autofree char *p1 = bus_backup(&f->bus, disk, t1,
+                                         bus_opts("job-id", S("paused"), "speed", U64(2 * MiB), "auto-dismiss", B(FALSE),
+                                                  NULL));
+        g_autofree char *p2 = bus_backup(&f->bus, disk, t2,
+                                         bus_opts("job-id", S("pending"), "auto-finalize", B(FALSE), "auto-dismiss",
+                                                  B(FALSE), NULL));
+        bus_wait_for_status(&f->bus, "pending", "pending");
+        wait_for_record(f, "pending", "\nSTATUS=pending\n");
+        while (bus_get_uint64(&f->bus, p1, "CurrentProgress") == 0)
+                bus_iterate_for(&f->bus, 10 * 1000);
+        bus_job_call(&f->bus, p1, "Pause");
+        bus_wait_for_status(&f->bus, "paused", "paused");
+        wait_for_record(f, "paused", "\nUSER_PAUSED=yes\n");
+
+        kill_daemon(f);
+        start_daemon(f);
+
+        g_autofree char *s1 = bus_get_string(&f->bus, p1, "Status");
+        g_assert_cmpstr(s1, ==, "paused");
+        g_autofree char *s2 = bus_get_string(&f->bus, p2, "Status");
+        g_assert_cmpstr(s2, ==, "pending");
+        g_assert_false(g_file_test(t2, G_FILE_TEST_EXISTS));
+
+        bus_job_call(&f->bus, p2, "Finalize");
+        bus_wait_for_status(&f->bus, "pending", "concluded");
+        assert_same_image(disk, "raw", t2, "raw");
+
+        bus_call(&f->bus, p1, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_job_call(&f->bus, p1, "Resume");
+        bus_wait_for_status(&f->bus, "paused", "concluded");
+        assert_same_image(disk, "raw", t1, "raw");
+        bus_job_call(&f->bus, p1, "Dismiss");
+        bus_job_call(&f->bus, p2, "Dismiss");
+}
+
+/* A mirror at ready, killed; its source written meanwhile (data, and a range made zero): it
+ * comes back running, catches up to ready, and Complete leaves a target equal to the source as
+ * it is now. */
+static void test_mirror(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "mirror.raw");
+
+        bus_make_file(disk, 16 * MiB);
+        g_autofree char *path = bus_start(&f->bus, "Mirror", disk, target,
+                                          bus_opts("job-id", S("m"), "auto-dismiss", B(FALSE), NULL));
+        bus_wait_for_status(&f->bus, "m", "ready");
+        wait_for_record(f, "m", "\nSTATUS=ready\n");
+        kill_daemon(f);
+
+        g_autofree char *out = oracle_run("qemu-io -f raw -c 'write -P 0x11 1M 64k' -c 'write -z 4M 1M' '%s'", disk);
+        (void) out;
+        start_daemon(f);
+        g_autofree char *again = bus_job_path_for_id(&f->bus, "m");
+        g_assert_cmpstr(again, ==, path);
+        bus_wait_for_status(&f->bus, "m", "ready");
+        bus_job_call(&f->bus, path, "Complete");
+        bus_wait_for_status(&f->bus, "m", "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_assert_cmpstr(error, ==, "");
+        assert_same_image(disk, "raw", target, "raw");
+        bus_job_call(&f->bus, path, "Dismiss");
+}
+
+/* A grouped transaction comes back as a group: both members continue, under the same
+ * transaction, and both finish. */
+static void test_transaction(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *t1 = bus_fixture_path(&f->bus, "a.raw");
+        g_autofree char *t2 = bus_fixture_path(&f->bus, "b.raw");
+
+        bus_make_file(disk, 32 * MiB);
+        GVariantBuilder b;
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add(&b, "(sss@a{sv})", "backup", disk, t1,
+                              bus_opts("job-id", S("a"), "speed", U64(4 * MiB), "auto-dismiss", B(FALSE), NULL));
+        g_variant_builder_add(&b, "(sss@a{sv})", "backup", disk, t2,
+                              bus_opts("job-id", S("b"), "speed", U64(4 * MiB), "auto-dismiss", B(FALSE), NULL));
+        g_auto(GStrv) paths = bus_transaction_grouped(&f->bus, g_variant_builder_end(&b));
+        g_autofree char *txn = bus_get_string(&f->bus, paths[0], "Transaction");
+        g_assert_cmpstr(txn, !=, "");
+        wait_for_checkpoint(f, "a");
+        kill_daemon(f);
+        start_daemon(f);
+
+        g_autofree char *txn2 = bus_get_string(&f->bus, paths[1], "Transaction");
+        g_assert_cmpstr(txn2, ==, txn);
+        for (unsigned i = 0; i < 2; i++)
+                bus_call(&f->bus, paths[i], JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, "a", "concluded");
+        bus_wait_for_status(&f->bus, "b", "concluded");
+        assert_same_image(disk, "raw", t1, "raw");
+        assert_same_image(disk, "raw", t2, "raw");
+        for (unsigned i = 0; i < 2; i++)
+                bus_job_call(&f->bus, paths[i], "Dismiss");
+}
+
+/* What can go wrong while the daemon is down fails only that job, clearly; the others go on: the
+ * target's directory deleted, the source written to. */
+static void test_broken(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *other = bus_fixture_path(&f->bus, "other.raw");
+        g_autofree char *dir = bus_fixture_path(&f->bus, "dir");
+        g_autofree char *t1 = g_build_filename(dir, "gone.raw", NULL);
+        g_autofree char *t2 = bus_fixture_path(&f->bus, "changed.raw");
+        g_autofree char *t3 = bus_fixture_path(&f->bus, "fine.raw");
+        g_autofree char *hidden2 = bus_fixture_path(&f->bus, ".changed.raw.blockjobd-0-changed");
+
+        g_assert_cmpint(g_mkdir(dir, 0755), ==, 0);
+        bus_make_file(disk, 16 * MiB);
+        bus_make_file(other, 16 * MiB);
+#define SLOW(id) bus_opts("job-id", S(id), "speed", U64(1 * MiB), "auto-dismiss", B(FALSE), NULL)
+        g_autofree char *p1 = bus_backup(&f->bus, disk, t1, SLOW("gone"));
+        g_autofree char *p2 = bus_backup(&f->bus, other, t2, SLOW("changed"));
+        g_autofree char *p3 = bus_backup(&f->bus, disk, t3, SLOW("fine"));
+        wait_for_record(f, "changed", "\nSTATUS=running\n");
+        kill_daemon(f);
+
+        g_autofree char *gone = g_build_filename(dir, ".gone.raw.blockjobd-0-gone", NULL);
+        g_assert_cmpint(unlink(gone), ==, 0);
+        g_assert_cmpint(rmdir(dir), ==, 0);
+        g_autofree char *w = oracle_run("qemu-io -f raw -c 'write -P 0x77 0 4k' '%s'", other);
+        (void) w;
+        start_daemon(f);
+
+        bus_wait_for_status(&f->bus, "gone", "concluded");
+        g_autofree char *e1 = bus_get_string(&f->bus, p1, "Error");
+        g_test_message("gone: %s", e1);
+        g_assert_nonnull(strstr(e1, "cannot continue"));
+        g_assert_nonnull(strstr(e1, t1));
+
+        bus_wait_for_status(&f->bus, "changed", "concluded");
+        g_autofree char *e2 = bus_get_string(&f->bus, p2, "Error");
+        g_test_message("changed: %s", e2);
+        g_assert_nonnull(strstr(e2, "changed while blockjobd was stopped"));
+        g_assert_false(g_file_test(hidden2, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(t2, G_FILE_TEST_EXISTS));
+
+        g_autofree char *s3 = bus_get_string(&f->bus, p3, "Status");
+        g_assert_cmpstr(s3, ==, "running");
+        bus_call(&f->bus, p3, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, "fine", "concluded");
+        assert_same_image(disk, "raw", t3, "raw");
+        bus_job_call(&f->bus, p1, "Dismiss");
+        bus_job_call(&f->bus, p2, "Dismiss");
+        bus_job_call(&f->bus, p3, "Dismiss");
+}
+
+static const BackupCase backup_cases[] = {
+        { "kill-raw", false, STOP_KILL },
+        { "kill-qcow2", true, STOP_KILL },
+        { "term-raw", false, STOP_TERM },
+        { "term-qcow2", true, STOP_TERM },
+};
+
+int main(int argc, char *argv[]) {
+        g_test_init(&argc, &argv, NULL);
+        for (size_t i = 0; i < G_N_ELEMENTS(backup_cases); i++) {
+                g_autofree char *name = g_strdup_printf("/resume/backup/%s", backup_cases[i].id);
+                g_test_add(name, Fixture, &backup_cases[i], setup, test_backup, teardown);
+        }
+        g_test_add("/resume/statuses", Fixture, NULL, setup, test_statuses, teardown);
+        g_test_add("/resume/mirror", Fixture, NULL, setup, test_mirror, teardown);
+        g_test_add("/resume/transaction", Fixture, NULL, setup, test_transaction, teardown);
+        g_test_add("/resume/broken", Fixture, NULL, setup, test_broken, teardown);
+        return g_test_run();
+}
