@@ -429,6 +429,50 @@ static void test_stop(Fixture *f, gconstpointer data) {
         assert_as_reference(f, c, flat);
 }
 
+/* The same through the core: job_stop() mid-run (the daemon's SIGTERM) gives the job a last
+ * step with checkpoint_only; the job is dismissed as the daemon dismisses stopped jobs at exit,
+ * and built again from the checkpoint the core kept. */
+static void test_job_stop(Fixture *f, gconstpointer data) {
+        const Case *c = data;
+        g_autofree char *flat = make_chains(f, c);
+        JobCreateParams p = JOB_CREATE_PARAMS_DEFAULT;
+        uint64_t checkpoint;
+        void *job;
+        Job *j;
+
+        run_reference(f, c);
+
+        job = must_open(f, c, "work", (DriverResume) {});
+        p.id = "j";
+        p.driver = driver_of(c);
+        p.driver_data = job;
+        p.speed = 4 * 1024 * 1024;      /* many steps, so that the stop comes mid-run */
+        g_assert_cmpint(job_create(f->loop.registry, &p, &j, NULL), ==, 0);
+        job_ref(j);
+        job_progress_set_remaining(j, size_of(c, job));
+        job_start(j);
+        for (unsigned i = 0; job_current_progress(j) == 0; i++) {
+                g_assert_cmpuint(i, <, 100000);
+                test_loop_iterate(&f->loop);
+        }
+        job_stop(j);
+        for (unsigned i = 0; !job_is_stopped(j); i++) {
+                g_assert_cmpuint(i, <, 100000);
+                test_loop_iterate(&f->loop);
+        }
+        g_assert_true(job_checkpoint(j, &checkpoint));
+        g_assert_cmpuint(checkpoint, >, 0);
+        g_assert_cmpuint(checkpoint, ==, job_current_progress(j));
+        g_assert_cmpuint(checkpoint, <, size_of(c, job));
+        g_assert_cmpint(job_dismiss(j, NULL), ==, 0);
+        job_unref(j);
+        test_loop_run_until_empty(&f->loop);
+        expect_events(f, "created running null ");
+
+        resume_job(f, c, checkpoint, JOB_STATUS_RUNNING, false);
+        assert_as_reference(f, c, flat);
+}
+
 /* ---- killed -9 --------------------------------------------------------------------------------- */
 
 typedef enum KillPoint {
@@ -686,6 +730,7 @@ int main(int argc, char **argv) {
                         void (*fn)(Fixture *f, gconstpointer data);
                 } tests[] = {
                         { "stop", test_stop },
+                        { "job-stop", test_job_stop },
                         { "kill", test_kill },
                         { "kill-after-prepare", test_kill_after_prepare },
                         { "checkpoints", test_checkpoints },
