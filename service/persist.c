@@ -574,6 +574,8 @@ bool persist_is_idle(const Persist *p) {
 static const bool type_resumes[_JOB_TYPE_MAX] = {
         [JOB_TYPE_BACKUP] = true,
         [JOB_TYPE_MIRROR] = true,
+        [JOB_TYPE_COMMIT] = true,
+        [JOB_TYPE_STREAM] = true,
 };
 
 /* Can the recorded job continue where it stopped? 0: yes; 1 and (with 'ret') the reason it

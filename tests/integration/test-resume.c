@@ -535,6 +535,97 @@ static void test_backing_removed(Fixture *f, gconstpointer data) {
         bus_job_call(&f->bus, path, "Dismiss");
 }
 
+
+/* A chain base <- mid <- top, 64 MiB: data in each layer, overlapping; base raw or qcow2. 'ref'
+ * gets what the chain reads (qemu-img convert), which commit and stream must not change. */
+static void make_chain(Fixture *f, const char *prefix, bool raw_base, char **ret_base, char **ret_mid, char **ret_top,
+                       char **ret_ref) {
+        g_autofree char *bname = g_strdup_printf("%s-base.%s", prefix, raw_base ? "raw" : "qcow2");
+        g_autofree char *mname = g_strdup_printf("%s-mid.qcow2", prefix);
+        g_autofree char *tname = g_strdup_printf("%s-top.qcow2", prefix);
+        g_autofree char *rname = g_strdup_printf("%s-ref.raw", prefix);
+        char *base = bus_fixture_path(&f->bus, bname), *mid = bus_fixture_path(&f->bus, mname);
+        char *top = bus_fixture_path(&f->bus, tname), *ref = bus_fixture_path(&f->bus, rname);
+        const char *bfmt = raw_base ? "raw" : "qcow2";
+
+        g_free(oracle_run("qemu-img create -q -f %s '%s' 64M", bfmt, base));
+        g_free(oracle_run("qemu-io -f %s -c 'write -P 0x11 0 32M' '%s'", bfmt, base));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b '%s' -F %s '%s'", base, bfmt, mid));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x22 16M 32M' -c 'write -z 8M 1M' '%s'", mid));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'", mid, top));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x33 40M 4M' '%s'", top));
+        g_free(oracle_run("qemu-img convert -O raw '%s' '%s'", top, ref));
+        *ret_base = base;
+        *ret_mid = mid;
+        *ret_top = top;
+        *ret_ref = ref;
+}
+
+typedef struct ChainCase {
+        const char *id;
+        bool commit;                    /* else stream */
+        bool raw_base;
+        Stop stop;
+} ChainCase;
+
+/* Commit (mid into base) or stream (the chain into top, down to base), held at 4 MiB/s, stopped
+ * after its first checkpoint by kill -9 or SIGTERM, continues after the restart at the same path
+ * and finishes: the chain reads what it read before (qemu-img compare), its images pass qemu-img
+ * check, and top now rests on base. */
+static void test_chain(Fixture *f, gconstpointer data) {
+        const ChainCase *c = data;
+        if (!f->state)
+                return;
+        g_autofree char *base = NULL, *mid = NULL, *top = NULL, *ref = NULL;
+
+        make_chain(f, c->id, c->raw_base, &base, &mid, &top, &ref);
+        g_autofree char *path = c->commit
+                ? bus_start(&f->bus, "Commit", top, NULL,
+                            bus_opts("job-id", S(c->id), "top", S(mid), "base", S(base), "speed", U64(4 * MiB),
+                                     "auto-dismiss", B(FALSE), NULL))
+                : bus_start(&f->bus, "Stream", top, NULL,
+                            bus_opts("job-id", S(c->id), "base", S(base), "speed", U64(4 * MiB), "auto-dismiss",
+                                     B(FALSE), NULL));
+        wait_for_record(f, c->id, "\nOFFSET=");
+        for (;;) {
+                g_autofree char *text = read_record(f, c->id);
+                const char *o = strstr(text, "\nOFFSET=");
+                if (o && g_ascii_strtoull(o + strlen("\nOFFSET="), NULL, 10) > 0)
+                        break;
+                bus_iterate_for(&f->bus, 20 * 1000);
+        }
+        if (c->stop == STOP_KILL)
+                kill_daemon(f);
+        else
+                term_daemon(f);
+        start_daemon(f);
+        g_autofree char *again = bus_job_path_for_id(&f->bus, c->id);
+        g_assert_cmpstr(again, ==, path);
+        g_autofree char *status = bus_get_string(&f->bus, path, "Status");
+        g_assert_cmpstr(status, ==, "running");
+        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >, 0);
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, c->id, "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_assert_cmpstr(error, ==, "");
+
+        assert_same_image(ref, "raw", top, "qcow2");
+        assert_image_clean(top);
+        if (!c->raw_base)
+                assert_image_clean(base);
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json '%s'", top);
+        g_autofree char *want = g_strdup_printf("\"backing-filename\": \"%s\"", base);
+        g_assert_nonnull(strstr(info, want));
+        bus_job_call(&f->bus, path, "Dismiss");
+}
+
+static const ChainCase chain_cases[] = {
+        { "commit-kill", true, false, STOP_KILL },
+        { "commit-raw-term", true, true, STOP_TERM },
+        { "stream-term", false, false, STOP_TERM },
+        { "stream-raw-kill", false, true, STOP_KILL },
+};
+
 static const BackupCase backup_cases[] = {
         { "kill-raw", false, STOP_KILL },
         { "kill-qcow2", true, STOP_KILL },
@@ -547,6 +638,10 @@ int main(int argc, char *argv[]) {
         for (size_t i = 0; i < G_N_ELEMENTS(backup_cases); i++) {
                 g_autofree char *name = g_strdup_printf("/resume/backup/%s", backup_cases[i].id);
                 g_test_add(name, Fixture, &backup_cases[i], setup, test_backup, teardown);
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(chain_cases); i++) {
+                g_autofree char *name = g_strdup_printf("/resume/chain/%s", chain_cases[i].id);
+                g_test_add(name, Fixture, &chain_cases[i], setup, test_chain, teardown);
         }
         g_test_add("/resume/statuses", Fixture, NULL, setup, test_statuses, teardown);
         g_test_add("/resume/mirror", Fixture, NULL, setup, test_mirror, teardown);
