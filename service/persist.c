@@ -419,6 +419,9 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
                         return -ENOMEM;
                 rec->bitmap_mode = job_record_bitmap_mode_from_string(bitmap_sync_mode_to_string(q->bitmap_mode));
         }
+        if (!copy && ((q->top && q->type == JOB_TYPE_COMMIT && !(rec->top_name = strdup(q->top))) ||
+                      (q->base && !(rec->base_name = strdup(q->base)))))
+                return -ENOMEM;
         if (q->type == JOB_TYPE_BACKUP && q->target_backing) {
                 rec->target_backing = strdup(q->target_backing);
                 if (!rec->target_backing)
@@ -571,6 +574,8 @@ bool persist_is_idle(const Persist *p) {
 static const bool type_resumes[_JOB_TYPE_MAX] = {
         [JOB_TYPE_BACKUP] = true,
         [JOB_TYPE_MIRROR] = true,
+        [JOB_TYPE_COMMIT] = true,
+        [JOB_TYPE_STREAM] = true,
 };
 
 /* Can the recorded job continue where it stopped? 0: yes; 1 and (with 'ret') the reason it
@@ -1200,6 +1205,8 @@ static int resume_request(const JobRecord *r, JobRequest *q) {
         k |= strdup_or_null(r->bitmap, &q->bitmap);
         k |= strdup_or_null(r->target_hidden, &q->target_resume_name);
         k |= strdup_or_null(r->target_backing, &q->target_backing);
+        k |= strdup_or_null(r->top_name, &q->top);
+        k |= strdup_or_null(r->base_name, &q->base);
         q->target_backing_format = r->target_backing_format;
         if (k < 0)
                 return -ENOMEM;

@@ -391,6 +391,21 @@ static void on_status_changed(Job *j, JobStatus status, void *userdata) {
         if (!bj)
                 return;
 
+        /* The daemon is exiting and the job continues at its next start (job_stop()): it is not
+         * gone, so nobody is told it is (no 'null', no InterfacesRemoved); its object goes with
+         * the daemon's name, and comes back at the same path. */
+        if (status == JOB_STATUS_NULL && job_is_stopped(j)) {
+                log_info("Job '%s' of user %u stopped where it is (%s); it comes back when blockjobd starts again.",
+                         job_id(j), (unsigned) bj->owner, job_status_to_string(bj->status_sent));
+                assert(m->n_bus_jobs_by_status[bj->status_sent] > 0);
+                m->n_bus_jobs_by_status[bj->status_sent]--;
+                job_set_userdata(j, NULL);
+                bus_job_free(bj);
+                m->n_bus_jobs--;
+                manager_changed(m);
+                return;
+        }
+
         bus_job_log_status(bj, status);
         inhibitor_job_status(m->inhibitor, &bj->inhibit, status);
 

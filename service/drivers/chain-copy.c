@@ -20,13 +20,17 @@
 /* The copy buffer is the worker thread's (copy_io_buffer()), not the job's: a paused or
  * throttled job keeps no buffer between its steps. */
 
-int chain_copy_init(ChainCopy *c, Image *from, int min_depth, int stop_depth, Image *to, uint64_t below_size) {
+int chain_copy_init(ChainCopy *c, Image *from, int min_depth, int stop_depth, Image *to, uint64_t below_size,
+                    uint64_t offset) {
+        if (offset > image_size(from))
+                return -ERANGE;
         *c = (ChainCopy) {
                 .from = from,
                 .min_depth = min_depth,
                 .stop_depth = stop_depth,
                 .to = to,
                 .below_size = below_size,
+                .offset = offset,
                 .chunk = CHAIN_COPY_CHUNK,
         };
         return 0;
@@ -63,10 +67,30 @@ static void write_error(ChainCopy *c, Job *j, JobStepResult *out, int r) {
         job_step_io_error(j, out, false, false, r, "%s", image_error(c->to) ?: strerror(-r));
 }
 
+bool chain_copy_checkpoint(ChainCopy *c, Job *j, JobStepResult *out) {
+        int r;
+
+        /* Everything below offset is written; the flush makes it durable, qcow2 metadata
+         * included, so that an image opened after a crash reads it. */
+        r = image_flush(c->to);
+        if (r < 0) {
+                write_error(c, j, out, r);
+                return false;
+        }
+        out->checkpoint = true;
+        out->checkpoint_value = c->offset;
+        return true;
+}
+
 bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult *out) {
         StepBudget budget = step_budget_start(in);
         uint64_t size = image_size(c->from), done = 0, dispatched = 0;
         int r;
+
+        if (in->checkpoint_only) {
+                (void) chain_copy_checkpoint(c, j, out);
+                return false;
+        }
 
         for (unsigned i = 0; c->offset < size && i < STEP_SKIPS_MAX && step_budget_left(&budget); i++) {
                 ImageExtent e;
@@ -124,5 +148,17 @@ bool chain_copy_step(ChainCopy *c, Job *j, const JobStepInput *in, JobStepResult
         out->dispatched = dispatched;
         out->has_remaining = true;
         out->remaining = size - c->offset;
-        return !out->io_error.set && c->offset >= size;
+        if (out->io_error.set)
+                return false;
+        if (c->offset >= size || in->checkpoint)
+                return chain_copy_checkpoint(c, j, out) && c->offset >= size;
+        return false;
+}
+
+int chain_set_backing(Image *holder, const char *name, ImageFormat format) {
+        const char *now = image_backing_name(holder);
+
+        if (name ? now && strcmp(now, name) == 0 && image_backing_format(holder) == format : !now)
+                return 0;
+        return image_set_backing(holder, name, format);
 }

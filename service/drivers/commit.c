@@ -22,6 +22,7 @@ struct Commit {
         Image *base;                    /* opened on its own, for writing */
         char *backing_file;             /* what the header above base records at the end */
         bool active;
+        bool rewritten;                 /* resumed on a chain that commit_prepare() already shortened */
         bool ready;
         bool soft_cancelled;            /* the run ended on a soft cancel: no pivot */
         ChainCopy copy;
@@ -50,12 +51,43 @@ static Image *chain_bottom(Image *img) {
 typedef struct CommitPlan {
         struct stat top, base, above_top;
         bool active;
+        bool rewritten;
         bool above_top_is_image;        /* top is the image's own backing file */
         int base_depth;
         char *base_path;
         ImageFormat base_format;
         ImageFormat image_format;
 } CommitPlan;
+
+/* A job resumed after a restart whose top is no longer in the chain: the chain must be what
+ * commit_prepare() leaves (the layer above top now names base), else the job cannot continue.
+ * Top and the layers between are not opened: they are out of the chain, and nothing names them.
+ * What tells this apart from a chain that someone else shortened while blockjobd was stopped is
+ * the restore layer's identity check of the image and base (then the chain reads the same
+ * either way); here: base is still in the chain, below the image, and recorded with its format
+ * (as the rewrite records it) and, if the job was given one, the very name it writes. */
+static int plan_rewritten(const CommitParams *p, Image *chain, Image *base, int base_depth, CommitPlan *plan,
+                          char **ret_error) {
+        Image *above = chain;
+
+        if (base_depth < 1)
+                return error_message(ret_error, -EINVAL, "Top image file '%s' is not in the backing chain of '%s'",
+                                     p->top, p->image);
+        for (int d = 0; d < base_depth - 1; d++)
+                above = image_backing(above);
+        if (image_backing_format(above) != image_format(base) ||
+            (p->backing_file && strcmp(p->backing_file, strempty(image_backing_name(above))) != 0))
+                return error_message(ret_error, -EINVAL,
+                                     "Top image file '%s' is no longer in the backing chain of '%s', which is not what the commit left: the chain changed while blockjobd was stopped",
+                                     p->top, p->image);
+        plan->base = *image_stat(base);
+        plan->above_top = *image_stat(above);
+        plan->base_depth = base_depth;
+        plan->base_path = strdup(image_path(base));
+        plan->base_format = image_format(base);
+        plan->image_format = image_format(chain);
+        return plan->base_path ? 0 : -ENOMEM;
+}
 
 static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         _cleanup_(image_closep) Image *chain = NULL;
@@ -73,10 +105,13 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
         top = chain;
         if (p->top) {
                 r = image_chain_lookup(chain, p->top, &top, &top_depth);
-                if (r == 0)
+                if (r == 0 && !p->resume.resume)
                         return error_message(ret_error, -EINVAL,
                                              "Top image file '%s' is not in the backing chain of '%s'", p->top,
                                              p->image);
+                /* Resumed, and top has gone from the chain: prepare rewrote it before the
+                 * restart (checked below). */
+                plan->rewritten = r == 0;
         }
         base_depth = image_chain_depth(chain) - 1;
         base = chain;
@@ -92,6 +127,8 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
                 return error_message(ret_error, -EINVAL, "Base '%s' is recorded as %s, not %s", image_path(base),
                                      image_format_to_string(image_format(base)),
                                      image_format_to_string(p->base_format));
+        if (plan->rewritten)
+                return plan_rewritten(p, chain, base, base_depth, plan, ret_error);
         if (base_depth == top_depth)
                 return error_message(ret_error, -EINVAL, "cannot commit an image into itself");
         if (base_depth < top_depth)
@@ -136,6 +173,7 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
         if (r < 0)
                 goto finish;
         c->active = pl.active;
+        c->rewritten = pl.rewritten;
 
         /* Base and its chain are the tail of the image's. */
         ImageChainFds fds = { .fds = p->files->chain, .n = p->files->n_chain };
@@ -148,14 +186,28 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
          * image itself) for its header. */
         ImageOpenOptions o = {
                 .stop_before = &pl.base,
-                .writable = pl.active || pl.above_top_is_image ? NULL : &pl.above_top,
+                .writable = pl.active || pl.above_top_is_image || pl.rewritten ? NULL : &pl.above_top,
                 .fds = &fds,
                 .memory_max = p->memory_max,
         };
-        r = image_open_full(p->image, pl.image_format, pl.active || pl.above_top_is_image ? IMAGE_OPEN_WRITE : 0, &o,
+        r = image_open_full(p->image, pl.image_format,
+                            (pl.active || pl.above_top_is_image) && !pl.rewritten ? IMAGE_OPEN_WRITE : 0, &o,
                             &c->upper, ret_error);
         if (r < 0)
                 goto finish;
+
+        if (pl.rewritten) {
+                /* Nothing left to copy: the copy only holds base and the position, for the
+                 * checkpoint of the step that finishes. */
+                r = chain_copy_init(&c->copy, c->base, 0, 0, c->base, image_size(c->base), p->resume.offset);
+                if (r < 0)
+                        r = error_message(ret_error, r,
+                                          "The job's checkpoint (%" PRIu64 ") lies beyond the end of base '%s'",
+                                          p->resume.offset, image_path(c->base));
+                if (r >= 0)
+                        *ret = TAKE_PTR(c);
+                goto finish;
+        }
 
         int depth;
         c->top = image_chain_find(c->upper, &pl.top, &depth);
@@ -178,9 +230,15 @@ int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
                         goto finish;
         }
 
-        r = chain_copy_init(&c->copy, c->top, 0, image_chain_depth(c->top), c->base, image_size(c->base));
-        if (r < 0)
+        /* Resumed: everything below the checkpoint is in base for good (copying is idempotent,
+         * chain-copy.h: what was written after it is written again). */
+        r = chain_copy_init(&c->copy, c->top, 0, image_chain_depth(c->top), c->base, image_size(c->base),
+                            p->resume.resume ? p->resume.offset : 0);
+        if (r < 0) {
+                r = error_message(ret_error, r, "The job's checkpoint (%" PRIu64 ") lies beyond the end of '%s'",
+                                  p->resume.offset, image_path(c->top));
                 goto finish;
+        }
 
         *ret = TAKE_PTR(c);
 finish:
@@ -189,7 +247,12 @@ finish:
 }
 
 uint64_t commit_size(const Commit *c) {
-        return image_size(c->top);
+        /* Top has gone with its size: what is left is nothing, from where the job stood. */
+        return c->rewritten ? c->copy.offset : image_size(c->top);
+}
+
+bool commit_rewrite_done(const Commit *c) {
+        return c->rewritten;
 }
 
 uint64_t commit_memory(const Commit *c) {
@@ -204,39 +267,47 @@ void commit_list_files(const Commit *c, FileUseFunc f, void *userdata) {
         Image *written = c->active ? c->upper : c->above_top;
         for (Image *i = c->upper; i && i != c->top; i = image_backing(i))
                 f(image_fd(i), NULL, image_path(i), i == written ? FILE_USE_WRITE : FILE_USE_READ, userdata);
-        image_chain_list_files(c->top, NULL, FILE_USE_WRITE, f, userdata);
+        if (c->top)
+                image_chain_list_files(c->top, NULL, FILE_USE_WRITE, f, userdata);
         f(image_fd(c->base), NULL, image_path(c->base), FILE_USE_WRITE, userdata);
         image_chain_list_files(image_backing(c->base), NULL, FILE_USE_READ, f, userdata);
 }
 
 static void commit_step(Job *j, void *data, const JobStepInput *in, JobStepResult *out) {
         Commit *c = data;
+        bool finish;
 
-        if (!c->ready) {
+        if (!c->ready && !c->rewritten) {
+                /* At the end, base holds everything, durably (the copy flushed it). */
                 if (!chain_copy_step(&c->copy, j, in, out))
                         return;
                 if (!c->active) {
                         out->finished = true;
                         return;
                 }
-                /* Base holds everything, durably: ready. Nobody else can write the image
-                 * meanwhile (we hold its write lock), so there is nothing to follow. */
-                int r = image_flush(c->base);
-                if (r < 0) {
-                        job_step_io_error(j, out, false, false, r, "%s", strempty(image_error(c->base)));
-                        return;
-                }
+                /* Ready. Nobody else can write the image meanwhile (we hold its write lock), so
+                 * there is nothing to follow. */
                 c->ready = true;
                 out->ready = true;
                 out->idle_ns = READY_IDLE_NS;
                 return;
         }
 
-        if (in->complete_requested || in->cancel_requested) {
-                c->soft_cancelled = in->cancel_requested;
-                out->finished = true;
-        } else
+        /* Nothing left to copy (ready, or the chain was rewritten before a restart): a checkpoint
+         * only flushes base again and reports the end. */
+        if (in->checkpoint_only) {
+                (void) chain_copy_checkpoint(&c->copy, j, out);
+                return;
+        }
+        finish = c->rewritten || in->complete_requested || in->cancel_requested;
+        if ((finish || in->checkpoint) && !chain_copy_checkpoint(&c->copy, j, out))
+                return;
+        if (!finish) {
                 out->idle_ns = READY_IDLE_NS;
+                return;
+        }
+        c->soft_cancelled = in->cancel_requested;
+        out->finished = true;
 }
 
 static int commit_prepare(Job *j, void *data, char **ret_error) {
@@ -244,22 +315,33 @@ static int commit_prepare(Job *j, void *data, char **ret_error) {
         Image *failed = c->base;
         int r;
 
+        /* Safe to run again after a restart (killed between prepare and the end of the job, or
+         * during it): every change below leaves a chain that reads the same, the job opened again
+         * on it finds what is left to do (commit_open()), and doing a change again changes
+         * nothing. */
         r = image_flush(c->base);
-        if (r >= 0 && c->active && !c->soft_cancelled) {
+        if (r >= 0 && c->rewritten) {
+                /* Done before the restart: base is durable again, nothing else to do. */
+        } else if (r >= 0 && c->active && !c->soft_cancelled) {
                 /* The image rests on base directly (the layers between drop out, as QEMU's
                  * pivot does), then is emptied and reads through to base, which has it all. In
-                 * this order a crash between the two still leaves a chain that reads the same. */
+                 * this order a crash between the two still leaves a chain that reads the same,
+                 * and the job opened on it again commits the image's data into base again (the
+                 * image now rests on it directly) and empties it. A kill during the emptying may
+                 * leak clusters of the image (`qemu-img check` exit 3, never corruption). */
                 failed = c->upper;
                 if (image_chain_depth(c->upper) > 1)
-                        r = image_set_backing(c->upper, c->backing_file, image_format(c->base));
+                        r = chain_set_backing(c->upper, c->backing_file, image_format(c->base));
                 if (r >= 0)
                         r = image_discard(c->upper, 0, image_size(c->upper));
                 if (r >= 0)
                         r = image_flush(c->upper);
         } else if (r >= 0 && !c->active) {
-                /* The layers between drop out of the chain. */
+                /* The layers between drop out of the chain: one header write, atomic (chain-copy.h).
+                 * Afterwards top is no longer in the chain, and a job opened again on it knows it
+                 * is done (commit_rewrite_done()). */
                 failed = c->above_top;
-                r = image_set_backing(c->above_top, c->backing_file, image_format(c->base));
+                r = chain_set_backing(c->above_top, c->backing_file, image_format(c->base));
         }
         if (r < 0)
                 *ret_error = strdup(strempty(image_error(failed)));

@@ -74,9 +74,15 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
                         return r;
         }
 
-        r = chain_copy_init(&s->copy, s->image, 1, base_depth, s->image, s->base ? image_size(s->base) : 0);
+        /* Resumed: everything below the checkpoint is in the image for good (copying is
+         * idempotent, chain-copy.h: what was written after it is written again). If prepare
+         * already rewrote the chain before the restart, nothing lies between the image and base
+         * any more and there is nothing to copy (stream_rewrite_done()). */
+        r = chain_copy_init(&s->copy, s->image, 1, base_depth, s->image, s->base ? image_size(s->base) : 0,
+                            p->resume.resume ? p->resume.offset : 0);
         if (r < 0)
-                return r;
+                return error_message(ret_error, r, "The job's checkpoint (%" PRIu64 ") lies beyond the end of '%s'",
+                                     p->resume.offset, p->image);
 
         *ret = TAKE_PTR(s);
         return 0;
@@ -84,6 +90,11 @@ int stream_open(const StreamParams *p, Stream **ret, char **ret_error) {
 
 uint64_t stream_size(const Stream *s) {
         return image_size(s->image);
+}
+
+bool stream_rewrite_done(const Stream *s) {
+        /* Nothing to copy from: the layers between the image and base are gone. */
+        return s->copy.stop_depth <= s->copy.min_depth;
 }
 
 uint64_t stream_memory(const Stream *s) {
@@ -107,10 +118,12 @@ static int stream_prepare(Job *j, void *data, char **ret_error) {
         const char *name = s->backing_file;    /* NULL with no base: the image stands alone */
         int r;
 
-        /* Everything copied and durable first: from then on the shorter chain reads the same. */
+        /* Everything copied and durable first: from then on the shorter chain reads the same.
+         * Then one header write (chain_set_backing()); run again after a restart, it finds the
+         * name recorded already and writes nothing. */
         r = image_flush(s->image);
         if (r >= 0)
-                r = image_set_backing(s->image, name, s->base ? image_format(s->base) : IMAGE_FORMAT_PROBE);
+                r = chain_set_backing(s->image, name, s->base ? image_format(s->base) : IMAGE_FORMAT_PROBE);
         if (r < 0)
                 *ret_error = strdup(strempty(image_error(s->image)));
         return r;

@@ -760,12 +760,14 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
                         .base_format = q->base_format,
                         .files = &q->files,
                         .memory_max = memory_max,
+                        .resume = q->resume,
                 };
                 Commit *d = NULL;
                 r = commit_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &commit_driver, d, commit_size(d), IMAGE_FORMAT_QCOW2, commit_memory(d) };
+                *b = (Built) { &commit_driver, d, commit_size(d), IMAGE_FORMAT_QCOW2, commit_memory(d),
+                               .done = q->resume.offset };
                 return 0;
         }
         case JOB_TYPE_STREAM: {
@@ -776,12 +778,14 @@ static int build_driver(JobRequest *q, uint64_t memory_max, Built *b, char **ret
                         .base_format = q->base_format,
                         .files = &q->files,
                         .memory_max = memory_max,
+                        .resume = q->resume,
                 };
                 Stream *d = NULL;
                 r = stream_open(&p, &d, ret_error);
                 if (r < 0)
                         return r;
-                *b = (Built) { &stream_driver, d, stream_size(d), IMAGE_FORMAT_QCOW2, stream_memory(d) };
+                *b = (Built) { &stream_driver, d, stream_size(d), IMAGE_FORMAT_QCOW2, stream_memory(d),
+                               .done = q->resume.offset };
                 return 0;
         }
         default:

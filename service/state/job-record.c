@@ -127,6 +127,8 @@ JobRecord *job_record_free(JobRecord *r) {
         free(r->txn_members);
         free(r->backing_file);
         free(r->target_backing);
+        free(r->top_name);
+        free(r->base_name);
         free(r->bitmap);
         file_done(&r->source);
         for (size_t i = 0; i < JOB_RECORD_LAYERS_MAX; i++)
@@ -317,6 +319,8 @@ enum {
         K_BITMAP_MODE,
         K_TARGET_BACKING,
         K_TARGET_BACKING_FORMAT,
+        K_TOP_NAME,
+        K_BASE_NAME,
         K_TARGET_HIDDEN,
         K_COPIED,
         K_OFFSET,
@@ -368,6 +372,8 @@ static const struct {
         [K_BITMAP_MODE]         = { "BITMAP_MODE", T(BACKUP), 0 },
         [K_TARGET_BACKING]      = { "TARGET_BACKING", T(BACKUP), 0 },
         [K_TARGET_BACKING_FORMAT] = { "TARGET_BACKING_FORMAT", T(BACKUP), 0 },
+        [K_TOP_NAME]            = { "TOP_NAME", T(COMMIT), 0 },
+        [K_BASE_NAME]           = { "BASE_NAME", T_CHAIN, 0 },
         [K_TARGET_HIDDEN]       = { "TARGET_HIDDEN", T_COPY, 0 },
         [K_COPIED]              = { "COPIED", T(BACKUP), 0 },
         [K_OFFSET]              = { "OFFSET", T_CHAIN, T_CHAIN },
@@ -672,6 +678,15 @@ static int validate(const Context *c, const JobRecord *r) {
                 return fail(c, K_TARGET_BACKING_FORMAT, "out of range");
         if (!r->target_backing && r->target_backing_format != IMAGE_FORMAT_PROBE)
                 return fail(c, K_TARGET_BACKING_FORMAT, "without a target backing file");
+        /* top and base as the caller named them: a layer's name as the chain spells it. */
+        if ((q = check_text(c, K_TOP_NAME, r->top_name, PATH_MAX - 1, false)) < 0)
+                return q;
+        if ((q = check_type_field(c, r, K_TOP_NAME, r->top_name)) < 0)
+                return q;
+        if ((q = check_text(c, K_BASE_NAME, r->base_name, PATH_MAX - 1, false)) < 0)
+                return q;
+        if ((q = check_type_field(c, r, K_BASE_NAME, r->base_name)) < 0)
+                return q;
 
         if ((q = check_file(c, r, ROLE_SOURCE)) < 0 || (q = check_file(c, r, ROLE_TARGET)) < 0 ||
             (q = check_file(c, r, ROLE_TOP)) < 0 || (q = check_file(c, r, ROLE_BASE)) < 0)
@@ -830,6 +845,10 @@ int job_record_serialize(const JobRecord *r, char **ret, size_t *ret_size, char 
                 put_escaped(f, "TARGET_BACKING", r->target_backing, &oom);
         if (r->target_backing_format != IMAGE_FORMAT_PROBE)
                 fprintf(f, "TARGET_BACKING_FORMAT=%s\n", image_format_to_string(r->target_backing_format));
+        if (r->top_name)
+                put_escaped(f, "TOP_NAME", r->top_name, &oom);
+        if (r->base_name)
+                put_escaped(f, "BASE_NAME", r->base_name, &oom);
 
         put_file(f, r, ROLE_SOURCE, &oom);
         for (size_t i = 0; i < r->n_layers; i++)
@@ -1124,6 +1143,10 @@ static int parse_value(const Context *c, JobRecord *r, int key, const char *v) {
                 return parse_escaped(c, key, v, &r->target_backing);
         case K_TARGET_BACKING_FORMAT:
                 return parse_format(c, key, v, &r->target_backing_format);
+        case K_TOP_NAME:
+                return parse_escaped(c, key, v, &r->top_name);
+        case K_BASE_NAME:
+                return parse_escaped(c, key, v, &r->base_name);
         case K_BITMAP:
                 return parse_escaped(c, key, v, &r->bitmap);
         case K_BITMAP_MODE:
@@ -1316,7 +1339,8 @@ bool job_record_equal(const JobRecord *a, const JobRecord *b) {
             a->base_format != b->base_format || a->overwrite != b->overwrite || a->granularity != b->granularity ||
             a->buf_size != b->buf_size || !streq_ptr(a->backing_file, b->backing_file) ||
             !streq_ptr(a->bitmap, b->bitmap) || a->bitmap_mode != b->bitmap_mode ||
-            !streq_ptr(a->target_backing, b->target_backing) || a->target_backing_format != b->target_backing_format)
+            !streq_ptr(a->target_backing, b->target_backing) || a->target_backing_format != b->target_backing_format ||
+            !streq_ptr(a->top_name, b->top_name) || !streq_ptr(a->base_name, b->base_name))
                 return false;
         if (!file_equal(&a->source, &b->source) || a->n_layers != b->n_layers || !file_equal(&a->target, &b->target) ||
             !file_equal(&a->top, &b->top) || !file_equal(&a->base, &b->base) ||

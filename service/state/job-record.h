@@ -142,6 +142,8 @@ typedef struct JobRecord {
         JobRecordBitmapMode bitmap_mode;/* with a bitmap */
         char *target_backing;           /* backup: target-backing as given; NULL: none */
         ImageFormat target_backing_format;      /* with it; PROBE: not given */
+        char *top_name;                 /* commit: 'top' as the caller named it; NULL: not given */
+        char *base_name;                /* commit, stream: 'base' likewise */
 
         /* Files. source: backup's and mirror's source, commit's and stream's image (the top of the
          * chain); layers: its backing files, in chain order; target: backup's and mirror's; top

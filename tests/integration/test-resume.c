@@ -370,6 +370,262 @@ static void test_broken(Fixture *f, gconstpointer data) {
         bus_job_call(&f->bus, p3, "Dismiss");
 }
 
+
+/* `blockjobctl list` after a restart shows the restored job, at its status. */
+static void assert_listed(Fixture *f, const char *id, const char *status) {
+        g_autofree char *out = NULL, *err = NULL;
+        g_autofree char *addr = g_strdup_printf("--address=%s", f->bus.address);
+        g_autoptr(GError) error = NULL;
+        const char *argv[] = { g_getenv("BLOCKJOBCTL"), addr, "list", NULL };
+        int status_code = 0;
+
+        g_assert_nonnull(argv[0]);
+        g_assert_true(g_spawn_sync(NULL, (char **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status_code,
+                                   &error));
+        g_assert_no_error(error);
+        g_test_message("blockjobctl list:\n%s%s", out, err);
+        g_assert_cmpint(status_code, ==, 0);
+        g_auto(GStrv) lines = g_strsplit(out, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                g_auto(GStrv) words = g_strsplit_set(*l, " \t", -1);
+                bool has_id = false, has_status = false;
+                for (char **w = words; *w; w++) {
+                        has_id |= g_str_equal(*w, id);
+                        has_status |= g_str_equal(*w, status);
+                }
+                if (has_id && has_status)
+                        return;
+        }
+        g_error("blockjobctl list does not show %s %s", id, status);
+}
+
+/* A qcow2 backup killed three times at seeded random moments (before or after a checkpoint, as
+ * it falls): each time it comes back and goes on; the result is the source (compare, check), and
+ * blockjobctl list shows it running after each restart. */
+static void test_random_kills(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.qcow2");
+        g_autofree char *target = bus_fixture_path(&f->bus, "target.qcow2");
+        guint64 size = 64 * MiB;
+
+        make_qcow2(disk, size);
+        g_autofree char *path = bus_backup(&f->bus, disk, target,
+                                           bus_opts("job-id", S("rk"), "speed", U64(2 * MiB), "format", S("qcow2"),
+                                                    "auto-dismiss", B(FALSE), NULL));
+        for (unsigned round = 0; round < 3; round++) {
+                /* At most 12 s in all, of the 24 s its 48 MiB of data take at 2 MiB/s. */
+                guint64 wait_us = (guint64) g_test_rand_int_range(200, 4000) * 1000;
+                g_test_message("round %u: kill after %" G_GUINT64_FORMAT " ms", round, wait_us / 1000);
+                bus_iterate_for(&f->bus, wait_us);
+                g_autofree char *before = bus_get_string(&f->bus, path, "Status");
+                g_assert_cmpstr(before, ==, "running");
+                kill_daemon(f);
+                start_daemon(f);
+                g_autofree char *again = bus_job_path_for_id(&f->bus, "rk");
+                g_assert_cmpstr(again, ==, path);
+                assert_listed(f, "rk", "running");
+        }
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, "rk", "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_assert_cmpstr(error, ==, "");
+        assert_same_image(disk, "qcow2", target, "qcow2");
+        assert_image_clean(target);
+        bus_job_call(&f->bus, path, "Dismiss");
+}
+
+/* A qcow2 mirror stopped by SIGTERM in its first pass: it comes back running, copies again,
+ * reaches ready, and Complete leaves the source's image (compare, check). */
+static void test_mirror_term(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.qcow2");
+        g_autofree char *target = bus_fixture_path(&f->bus, "mirror.qcow2");
+
+        make_qcow2(disk, 64 * MiB);
+        g_autofree char *path = bus_start(&f->bus, "Mirror", disk, target,
+                                          bus_opts("job-id", S("mt"), "speed", U64(8 * MiB), "format", S("qcow2"),
+                                                   "auto-dismiss", B(FALSE), NULL));
+        while (bus_get_uint64(&f->bus, path, "CurrentProgress") < 8 * MiB)
+                bus_iterate_for(&f->bus, 20 * 1000);
+        term_daemon(f);
+        g_autofree char *text = read_record(f, "mt");
+        g_assert_nonnull(strstr(text, "\nSTATUS=running\n"));
+        start_daemon(f);
+        g_autofree char *status = bus_get_string(&f->bus, path, "Status");
+        g_assert_cmpstr(status, ==, "running");
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, "mt", "ready");
+        bus_job_call(&f->bus, path, "Complete");
+        bus_wait_for_status(&f->bus, "mt", "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_assert_cmpstr(error, ==, "");
+        assert_same_image(disk, "qcow2", target, "qcow2");
+        assert_image_clean(target);
+        bus_job_call(&f->bus, path, "Dismiss");
+}
+
+/* A grouped transaction whose fast member waits for the slow one: after kill -9 the fast one is
+ * back waiting, the slow one running; both finish together. */
+static void test_waiting(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *small = bus_fixture_path(&f->bus, "small.raw");
+        g_autofree char *t1 = bus_fixture_path(&f->bus, "fast.raw");
+        g_autofree char *t2 = bus_fixture_path(&f->bus, "slow.raw");
+
+        bus_make_file(disk, 32 * MiB);
+        bus_make_file(small, 1 * MiB);
+        GVariantBuilder b;
+        g_variant_builder_init(&b, G_VARIANT_TYPE("a(sssa{sv})"));
+        g_variant_builder_add(&b, "(sss@a{sv})", "backup", small, t1,
+                              bus_opts("job-id", S("fast"), "auto-dismiss", B(FALSE), NULL));
+        g_variant_builder_add(&b, "(sss@a{sv})", "backup", disk, t2,
+                              bus_opts("job-id", S("slow"), "speed", U64(2 * MiB), "auto-dismiss", B(FALSE), NULL));
+        g_auto(GStrv) paths = bus_transaction_grouped(&f->bus, g_variant_builder_end(&b));
+        bus_wait_for_status(&f->bus, "fast", "waiting");
+        wait_for_record(f, "fast", "\nSTATUS=waiting\n");
+        kill_daemon(f);
+        start_daemon(f);
+
+        g_autofree char *s1 = bus_get_string(&f->bus, paths[0], "Status");
+        g_assert_cmpstr(s1, ==, "waiting");
+        g_autofree char *s2 = bus_get_string(&f->bus, paths[1], "Status");
+        g_assert_cmpstr(s2, ==, "running");
+        assert_listed(f, "fast", "waiting");
+        g_assert_false(g_file_test(t1, G_FILE_TEST_EXISTS));
+        bus_call(&f->bus, paths[1], JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, "fast", "concluded");
+        bus_wait_for_status(&f->bus, "slow", "concluded");
+        assert_same_image(small, "raw", t1, "raw");
+        assert_same_image(disk, "raw", t2, "raw");
+        for (unsigned i = 0; i < 2; i++)
+                bus_job_call(&f->bus, paths[i], "Dismiss");
+}
+
+/* The backing file of a backup's qcow2 source removed while the daemon is down: the job fails
+ * with a message naming it; what it was building is removed. */
+static void test_backing_removed(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *base = bus_fixture_path(&f->bus, "base.raw");
+        g_autofree char *top = bus_fixture_path(&f->bus, "top.qcow2");
+        g_autofree char *target = bus_fixture_path(&f->bus, "flat.raw");
+        g_autofree char *hidden = bus_fixture_path(&f->bus, ".flat.raw.blockjobd-0-br");
+
+        bus_make_file(base, 32 * MiB);
+        g_autofree char *made = oracle_run("qemu-img create -q -f qcow2 -b '%s' -F raw '%s'", base, top);
+        g_autofree char *path = bus_backup(&f->bus, top, target,
+                                           bus_opts("job-id", S("br"), "source-format", S("qcow2"), "speed",
+                                                    U64(1 * MiB), "auto-dismiss", B(FALSE), NULL));
+        wait_for_record(f, "br", "\nSTATUS=running\n");
+        kill_daemon(f);
+        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+        g_assert_cmpint(unlink(base), ==, 0);
+        start_daemon(f);
+        bus_wait_for_status(&f->bus, "br", "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_test_message("%s", error);
+        g_assert_nonnull(strstr(error, "cannot continue"));
+        g_assert_nonnull(strstr(error, "base.raw"));
+        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+        bus_job_call(&f->bus, path, "Dismiss");
+}
+
+
+/* A chain base <- mid <- top, 64 MiB: data in each layer, overlapping; base raw or qcow2. 'ref'
+ * gets what the chain reads (qemu-img convert), which commit and stream must not change. */
+static void make_chain(Fixture *f, const char *prefix, bool raw_base, char **ret_base, char **ret_mid, char **ret_top,
+                       char **ret_ref) {
+        g_autofree char *bname = g_strdup_printf("%s-base.%s", prefix, raw_base ? "raw" : "qcow2");
+        g_autofree char *mname = g_strdup_printf("%s-mid.qcow2", prefix);
+        g_autofree char *tname = g_strdup_printf("%s-top.qcow2", prefix);
+        g_autofree char *rname = g_strdup_printf("%s-ref.raw", prefix);
+        char *base = bus_fixture_path(&f->bus, bname), *mid = bus_fixture_path(&f->bus, mname);
+        char *top = bus_fixture_path(&f->bus, tname), *ref = bus_fixture_path(&f->bus, rname);
+        const char *bfmt = raw_base ? "raw" : "qcow2";
+
+        g_free(oracle_run("qemu-img create -q -f %s '%s' 64M", bfmt, base));
+        g_free(oracle_run("qemu-io -f %s -c 'write -P 0x11 0 32M' '%s'", bfmt, base));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b '%s' -F %s '%s'", base, bfmt, mid));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x22 16M 32M' -c 'write -z 8M 1M' '%s'", mid));
+        g_free(oracle_run("qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'", mid, top));
+        g_free(oracle_run("qemu-io -f qcow2 -c 'write -P 0x33 40M 4M' '%s'", top));
+        g_free(oracle_run("qemu-img convert -O raw '%s' '%s'", top, ref));
+        *ret_base = base;
+        *ret_mid = mid;
+        *ret_top = top;
+        *ret_ref = ref;
+}
+
+typedef struct ChainCase {
+        const char *id;
+        bool commit;                    /* else stream */
+        bool raw_base;
+        Stop stop;
+} ChainCase;
+
+/* Commit (mid into base) or stream (the chain into top, down to base), held at 4 MiB/s, stopped
+ * after its first checkpoint by kill -9 or SIGTERM, continues after the restart at the same path
+ * and finishes: the chain reads what it read before (qemu-img compare), its images pass qemu-img
+ * check, and top now rests on base. */
+static void test_chain(Fixture *f, gconstpointer data) {
+        const ChainCase *c = data;
+        if (!f->state)
+                return;
+        g_autofree char *base = NULL, *mid = NULL, *top = NULL, *ref = NULL;
+
+        make_chain(f, c->id, c->raw_base, &base, &mid, &top, &ref);
+        g_autofree char *path = c->commit
+                ? bus_start(&f->bus, "Commit", top, NULL,
+                            bus_opts("job-id", S(c->id), "top", S(mid), "base", S(base), "speed", U64(4 * MiB),
+                                     "auto-dismiss", B(FALSE), NULL))
+                : bus_start(&f->bus, "Stream", top, NULL,
+                            bus_opts("job-id", S(c->id), "base", S(base), "speed", U64(4 * MiB), "auto-dismiss",
+                                     B(FALSE), NULL));
+        wait_for_record(f, c->id, "\nOFFSET=");
+        for (;;) {
+                g_autofree char *text = read_record(f, c->id);
+                const char *o = strstr(text, "\nOFFSET=");
+                if (o && g_ascii_strtoull(o + strlen("\nOFFSET="), NULL, 10) > 0)
+                        break;
+                bus_iterate_for(&f->bus, 20 * 1000);
+        }
+        if (c->stop == STOP_KILL)
+                kill_daemon(f);
+        else
+                term_daemon(f);
+        start_daemon(f);
+        g_autofree char *again = bus_job_path_for_id(&f->bus, c->id);
+        g_assert_cmpstr(again, ==, path);
+        g_autofree char *status = bus_get_string(&f->bus, path, "Status");
+        g_assert_cmpstr(status, ==, "running");
+        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >, 0);
+        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+        bus_wait_for_status(&f->bus, c->id, "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_assert_cmpstr(error, ==, "");
+
+        assert_same_image(ref, "raw", top, "qcow2");
+        assert_image_clean(top);
+        if (!c->raw_base)
+                assert_image_clean(base);
+        g_autofree char *info = oracle_run("qemu-img info -U --output=json '%s'", top);
+        g_autofree char *want = g_strdup_printf("\"backing-filename\": \"%s\"", base);
+        g_assert_nonnull(strstr(info, want));
+        bus_job_call(&f->bus, path, "Dismiss");
+}
+
+static const ChainCase chain_cases[] = {
+        { "commit-kill", true, false, STOP_KILL },
+        { "commit-raw-term", true, true, STOP_TERM },
+        { "stream-term", false, false, STOP_TERM },
+        { "stream-raw-kill", false, true, STOP_KILL },
+};
+
 static const BackupCase backup_cases[] = {
         { "kill-raw", false, STOP_KILL },
         { "kill-qcow2", true, STOP_KILL },
@@ -383,9 +639,17 @@ int main(int argc, char *argv[]) {
                 g_autofree char *name = g_strdup_printf("/resume/backup/%s", backup_cases[i].id);
                 g_test_add(name, Fixture, &backup_cases[i], setup, test_backup, teardown);
         }
+        for (size_t i = 0; i < G_N_ELEMENTS(chain_cases); i++) {
+                g_autofree char *name = g_strdup_printf("/resume/chain/%s", chain_cases[i].id);
+                g_test_add(name, Fixture, &chain_cases[i], setup, test_chain, teardown);
+        }
         g_test_add("/resume/statuses", Fixture, NULL, setup, test_statuses, teardown);
         g_test_add("/resume/mirror", Fixture, NULL, setup, test_mirror, teardown);
         g_test_add("/resume/transaction", Fixture, NULL, setup, test_transaction, teardown);
         g_test_add("/resume/broken", Fixture, NULL, setup, test_broken, teardown);
+        g_test_add("/resume/random-kills", Fixture, NULL, setup, test_random_kills, teardown);
+        g_test_add("/resume/mirror-term", Fixture, NULL, setup, test_mirror_term, teardown);
+        g_test_add("/resume/waiting", Fixture, NULL, setup, test_waiting, teardown);
+        g_test_add("/resume/backing-removed", Fixture, NULL, setup, test_backing_removed, teardown);
         return g_test_run();
 }
