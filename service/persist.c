@@ -24,6 +24,8 @@
 #include "persist.h"
 #include "state-dir.h"
 
+#include <systemd/sd-daemon.h>
+
 static void *mfree(void *p) {
         free(p);
         return NULL;
@@ -51,7 +53,19 @@ struct Persist {
         size_t n_resume;
         unsigned n_resuming;
         bool restore_started;
+
+        /* Descriptors systemd kept for us (its file descriptor store), handed back at start:
+         * by name for the restore, in order to close or drop the ones no record names. */
+        struct StoredFd *stored;
+        size_t n_stored;
+        Hashmap *stored_by_name;
 };
+
+typedef struct StoredFd {
+        char *name;
+        int fd;
+        bool used;
+} StoredFd;
 
 /* One record file and the job it belongs to. At most one operation on it is in flight ('busy');
  * whatever changes meanwhile is only marked ('dirty', 'gone') and done when it returns, newest
@@ -212,6 +226,8 @@ static int record_kick(Record *e) {
 
 /* ---- the jobs' side ------------------------------------------------------------------------------ */
 
+static void record_unstore_fds(const JobRecord *r);
+
 static Record *record_for_job(Persist *p, Job *j) {
         _cleanup_free_ char *name = NULL;
         Record *e;
@@ -229,6 +245,8 @@ void persist_status_changed(Persist *p, Job *j, JobStatus status) {
         if (!e)
                 return;         /* not recorded (yet): a creation before its first write */
         if (status == JOB_STATUS_NULL) {
+                /* Dismissed (a job stopped for a restart was forgotten before it went). */
+                record_unstore_fds(e->record);
                 e->job = NULL;
                 e->gone = true;
                 e->done = NULL;
@@ -434,6 +452,19 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
         r = record_file(rec, &rec->source, q->source, q->chain_passed, "source", &files->source, true);
         if (r < 0)
                 return r;
+        /* A chain passed as descriptors comes back from systemd's store layer by layer; one opened
+         * by name is opened again by name, its backing files as its image names them. */
+        for (size_t i = 1; q->chain_passed && i < q->files.n_chain && i <= JOB_RECORD_LAYERS_MAX; i++) {
+                char role[16];
+                struct stat st;
+                if (fstat(q->files.chain[i], &st) < 0)
+                        return -EIO;
+                (void) snprintf(role, sizeof(role), "layer%zu", i);
+                r = record_file(rec, &rec->layers[i - 1], NULL, true, role, &st, true);
+                if (r < 0)
+                        return r;
+                rec->n_layers = i;
+        }
         if (copy) {
                 if (!files->target_known)
                         return -EIO;
@@ -578,10 +609,12 @@ static const bool type_resumes[_JOB_TYPE_MAX] = {
         [JOB_TYPE_STREAM] = true,
 };
 
+static bool record_fds_stored(Persist *p, const JobRecord *r);
+
 /* Can the recorded job continue where it stopped? 0: yes; 1 and (with 'ret') the reason it
  * cannot, as the end of "blockjobd stopped while the job was <status>, and ..."; -ENOMEM. A
  * concluded job has nothing to continue (it comes back as it was). */
-static int resume_refusal(const JobRecord *r, char **ret) {
+static int resume_refusal(Persist *p, const JobRecord *r, char **ret) {
         const char *why;
 
         if (r->status == JOB_STATUS_CONCLUDED)
@@ -590,9 +623,12 @@ static int resume_refusal(const JobRecord *r, char **ret) {
                 why = "it was being cancelled or failing; it ends as it would have";
         else if (!type_resumes[r->type])
                 why = "this version of blockjobd does not resume such jobs after a restart";
-        else if (r->source.fdname || r->target.fdname || !r->source.path || (r->target.present && !r->target.path))
-                /* FDSTORE is where they would have to survive; not kept yet (issue 15). */
-                why = "its caller had passed its files as descriptors, which do not survive a restart of blockjobd";
+        else if ((!r->source.path && !r->source.fdname) || (r->target.present && !r->target.path && !r->target.fdname))
+                why = "its record names no file to open again";
+        else if (!record_fds_stored(p, r))
+                why = "its caller had passed its files as descriptors, and systemd's file descriptor store did not "
+                      "keep them (it keeps them only across restarts of the service while systemd runs, not across "
+                      "a reboot or without systemd)";
         else
                 return 0;
         if (ret) {
@@ -606,7 +642,7 @@ static int resume_refusal(const JobRecord *r, char **ret) {
 /* THE place where the fate of a restored job that does not continue is decided: a concluded job
  * stays what it was, any other comes back failed, saying why (resume_refusal()). Jobs that can
  * continue are built again instead (resume_start()). */
-int persist_restore_outcome(const JobRecord *record, char **ret_error) {
+int persist_restore_outcome(Persist *p, const JobRecord *record, char **ret_error) {
         char *s = NULL;
 
         if (record->status == JOB_STATUS_CONCLUDED) {
@@ -619,7 +655,7 @@ int persist_restore_outcome(const JobRecord *record, char **ret_error) {
                 return 0;
         }
         _cleanup_free_ char *reason = NULL;
-        if (resume_refusal(record, &reason) < 0 || !reason)
+        if (resume_refusal(p, record, &reason) < 0 || !reason)
                 return -ENOMEM;
         if (asprintf(&s, "blockjobd stopped while the job was %s, and %s, so the job did not finish%s%s",
                      job_status_to_string(record->status), reason, record->error ? " (it had failed: " : "",
@@ -1094,6 +1130,180 @@ static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
         return 0;
 }
 
+
+/* ---- systemd's file descriptor store --------------------------------------------------------- */
+
+/* Descriptors a caller passed (source-fd, image-fd, chain-fds, target-fd) die with the process.
+ * Where systemd runs the service with FileDescriptorStoreMax=, they are kept in its store, named
+ * as the record names them (job_record_fdname(): "<uid>-<id>-<role>"), handed back at the next
+ * start (sd_listen_fds_with_names()) for the restore, and dropped from the store when the job is
+ * dismissed. systemd keeps them across restarts of the service (a crash, systemctl restart), not
+ * across a reboot: a job whose descriptors are not there fails, saying so. Without systemd
+ * (no $NOTIFY_SOCKET) nothing is kept. */
+
+static void stored_fds_take_names(Persist *p, int n, char **names);
+
+static StoredFd *stored_fd(Persist *p, const char *name) {
+        return name && p->stored_by_name ? hashmap_get(p->stored_by_name, name) : NULL;
+}
+
+static bool record_fds_stored(Persist *p, const JobRecord *r) {
+        if (r->source.fdname && !stored_fd(p, r->source.fdname))
+                return false;
+        for (size_t i = 0; i < r->n_layers; i++)
+                if (r->layers[i].fdname && !stored_fd(p, r->layers[i].fdname))
+                        return false;
+        return !r->target.fdname || stored_fd(p, r->target.fdname);
+}
+
+static void stored_fds_mark_used(Persist *p, const JobRecord *r) {
+        StoredFd *s;
+
+        if ((s = stored_fd(p, r->source.fdname)))
+                s->used = true;
+        if ((s = stored_fd(p, r->target.fdname)))
+                s->used = true;
+        for (size_t i = 0; i < r->n_layers; i++)
+                if ((s = stored_fd(p, r->layers[i].fdname)))
+                        s->used = true;
+}
+
+/* A copy of a stored descriptor for a request (the store keeps its own). */
+static int stored_fd_dup(Persist *p, const char *name) {
+        StoredFd *s = stored_fd(p, name);
+        int fd;
+
+        if (!s)
+                return -ENOENT;
+        fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 3);
+        return fd < 0 ? negative_errno() : fd;
+}
+
+/* The request's files from the store, where the caller had passed descriptors. */
+static int resume_passed_files(Persist *p, const JobRecord *r, JobRequest *q) {
+        int fd, k;
+
+        if (r->source.fdname) {
+                fd = stored_fd_dup(p, r->source.fdname);
+                if (fd < 0)
+                        return fd;
+                assert_se(job_files_add_layer(&q->files, fd) >= 0);
+                for (size_t i = 0; i < r->n_layers; i++) {
+                        fd = stored_fd_dup(p, r->layers[i].fdname);
+                        if (fd < 0)
+                                return fd;
+                        k = job_files_add_layer(&q->files, fd);
+                        if (k < 0) {
+                                safe_close(fd);
+                                return k;
+                        }
+                }
+                q->chain_passed = true;
+        }
+        if (r->target.fdname) {
+                fd = stored_fd_dup(p, r->target.fdname);
+                if (fd < 0)
+                        return fd;
+                job_files_set_target_in_place(&q->files, fd);
+                q->target_passed = true;
+        }
+        return 0;
+}
+
+static void fd_store_put(const char *name, int fd) {
+        _cleanup_free_ char *state = NULL;
+        int r;
+
+        if (asprintf(&state, "FDSTORE=1\nFDNAME=%s", name) < 0) {
+                log_oom();
+                return;
+        }
+        r = sd_pid_notify_with_fds(0, false, state, &fd, 1);
+        if (r < 0)
+                log_warning_errno(r, "Could not keep descriptor %s in systemd's file descriptor store: %m", name);
+}
+
+static void fd_store_remove(const char *name) {
+        if (name)
+                (void) sd_notifyf(false, "FDSTOREREMOVE=1\nFDNAME=%s", name);
+}
+
+/* A new job's passed descriptors go to the store (its record names them). */
+void persist_store_fds(Persist *p, const JobRecord *record, const JobFiles *files) {
+        if (record->source.fdname && files->n_chain > 0) {
+                fd_store_put(record->source.fdname, files->chain[0]);
+                for (size_t i = 0; i < record->n_layers && i + 1 < files->n_chain; i++)
+                        fd_store_put(record->layers[i].fdname, files->chain[i + 1]);
+        }
+        if (record->target.fdname && files->target_fd >= 0)
+                fd_store_put(record->target.fdname, files->target_fd);
+}
+
+/* The job is gone for good: its descriptors leave the store. */
+static void record_unstore_fds(const JobRecord *r) {
+        if (!r)
+                return;
+        fd_store_remove(r->source.fdname);
+        fd_store_remove(r->target.fdname);
+        for (size_t i = 0; i < r->n_layers; i++)
+                fd_store_remove(r->layers[i].fdname);
+}
+
+/* At start: what systemd kept for us. Anything but a stored descriptor of ours is closed. */
+static void stored_fds_take(Persist *p) {
+        char **names = NULL;
+        int n;
+
+        n = sd_listen_fds_with_names(true, &names);
+        if (n <= 0)
+                return;
+        stored_fds_take_names(p, n, names);
+        for (char **x = names; x && *x; x++)
+                free(*x);
+        free(names);
+}
+
+static void stored_fds_take_names(Persist *p, int n, char **names) {
+        p->stored = calloc(n, sizeof(StoredFd));
+        if (!p->stored || hashmap_new(&string_hash_ops, &p->stored_by_name) < 0) {
+                log_oom();
+                for (int i = 0; i < n; i++)
+                        safe_close(SD_LISTEN_FDS_START + i);
+                return;
+        }
+        for (int i = 0; i < n; i++) {
+                int fd = SD_LISTEN_FDS_START + i;
+                StoredFd *s = &p->stored[p->n_stored];
+                if (!names || !names[i] || hashmap_get(p->stored_by_name, names[i])) {
+                        safe_close(fd);
+                        continue;
+                }
+                *s = (StoredFd) { .name = strdup(names[i]), .fd = fd };
+                if (!s->name || hashmap_put(p->stored_by_name, s->name, s) < 0) {
+                        free(s->name);
+                        safe_close(fd);
+                        continue;
+                }
+                (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
+                p->n_stored++;
+        }
+        log_info("systemd kept %zu descriptor(s) for the recorded jobs.", p->n_stored);
+}
+
+/* After the restore: the requests have copies; ours go, and so do the stored ones no record
+ * names any more (their job was dismissed while the store could not be told). */
+static void stored_fds_release(Persist *p) {
+        for (size_t i = 0; i < p->n_stored; i++) {
+                if (!p->stored[i].used)
+                        fd_store_remove(p->stored[i].name);
+                safe_close(p->stored[i].fd);
+                free(p->stored[i].name);
+        }
+        p->stored = mfree(p->stored);
+        p->n_stored = 0;
+        p->stored_by_name = hashmap_free(p->stored_by_name);
+}
+
 /* ---- resuming ------------------------------------------------------------------------------------ */
 
 /* A recorded job that continues: built again through the job factory, exactly as a new call
@@ -1178,7 +1388,7 @@ static int strdup_or_null(const char *s, char **ret) {
 }
 
 /* What a new call would have asked for, from the record (the inverse of persist_record_new()). */
-static int resume_request(const JobRecord *r, JobRequest *q) {
+static int resume_request(Persist *p, const JobRecord *r, JobRequest *q) {
         int k = 0;
 
         q->type = r->type;
@@ -1199,8 +1409,9 @@ static int resume_request(const JobRecord *r, JobRequest *q) {
                 q->bitmap_mode_given = true;
         }
         k |= strdup_or_null(r->id, &q->job_id);
-        k |= strdup_or_null(r->source.path, &q->source);
-        k |= strdup_or_null(r->target.path, &q->target);
+        /* A passed descriptor's label, if the record has no name for it. */
+        k |= strdup_or_null(r->source.path ?: r->source.fdname, &q->source);
+        k |= strdup_or_null(r->target.path ?: r->target.fdname, &q->target);
         k |= strdup_or_null(r->backing_file, &q->backing_file);
         k |= strdup_or_null(r->bitmap, &q->bitmap);
         k |= strdup_or_null(r->target_hidden, &q->target_resume_name);
@@ -1210,6 +1421,10 @@ static int resume_request(const JobRecord *r, JobRequest *q) {
         q->target_backing_format = r->target_backing_format;
         if (k < 0)
                 return -ENOMEM;
+
+        k = resume_passed_files(p, r, q);
+        if (k < 0)
+                return k;
 
         q->restore = true;
         resume_status(r, &q->restore_params);
@@ -1356,7 +1571,7 @@ static int resume_start(Persist *p, ResumeEntry *entries, size_t n) {
         r = job_creation_new_restore(p->manager->factory, &caller, n, entries[0].record->txn_name != NULL,
                                      resume_check, g, &g->creation, &error);
         for (size_t i = 0; r >= 0 && i < n; i++)
-                r = resume_request(entries[i].record, job_creation_request(g->creation, i));
+                r = resume_request(p, entries[i].record, job_creation_request(g->creation, i));
         if (r >= 0)
                 r = job_creation_start(g->creation, on_resumed, g);
         if (r < 0) {
@@ -1456,11 +1671,13 @@ static int restore_one(Persist *p, const char *name) {
         }
         if (r == -ENOMEM)
                 return log_oom();       /* left as it is, for the next start */
-        if (r >= 0 && resume_refusal(record, NULL) == 0)
+        if (r >= 0)
+                stored_fds_mark_used(p, record);
+        if (r >= 0 && resume_refusal(p, record, NULL) == 0)
                 return resume_add(p, name, TAKE_PTR(record));
         if (r >= 0) {
                 type = record->type;
-                r = persist_restore_outcome(record, &why);
+                r = persist_restore_outcome(p, record, &why);
                 if (r < 0)
                         return log_oom();
         } else {
@@ -1560,9 +1777,12 @@ int persist_restore(Persist *p) {
         size_t n = 0;
         int r, restored = 0;
 
+        stored_fds_take(p);
         r = state_dir_list(p->dir, &names, &n, &error);
-        if (r < 0)
+        if (r < 0) {
+                stored_fds_release(p);
                 return log_error_errno(r, "Cannot list the job records in %s: %s", p->path, error ?: "out of memory");
+        }
         for (size_t i = 0; i < n; i++)
                 if (restore_one(p, names[i]) > 0)
                         restored++;
@@ -1571,6 +1791,7 @@ int persist_restore(Persist *p) {
                 log_info("Restored %d of %zu recorded job(s) from %s; %zu continue where they stopped once they are "
                          "built again.", restored, n, p->path, p->n_resume);
         resume_all(p);
+        stored_fds_release(p);
         p->restore_started = true;
         return p->n_resuming > 0;
 }

@@ -82,6 +82,10 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
  * it is durable (r = 0) or could not be written (r < 0, with a message). Not before this returns. */
 int persist_job_created(Persist *p, Job *j, JobRecord *record, PersistDoneFunc done, void *userdata);
 
+/* A new job's descriptors that its caller passed, kept in systemd's file descriptor store under
+ * the names its record gives them (nothing without systemd). */
+void persist_store_fds(Persist *p, const JobRecord *record, const JobFiles *files);
+
 /* Brings back every recorded job (see above); for the start, after the bus objects are registered
  * and before the loop runs. Jobs that continue are built again through the job factory, which
  * takes the loop: returns 1 if that is under way (manager_jobs_restored() follows once every one
@@ -90,4 +94,4 @@ int persist_restore(Persist *p);
 
 /* What becomes of a restored job in this layer: 0 and *ret_error the error it concludes with
  * (NULL: it concluded successfully), or -ENOMEM. */
-int persist_restore_outcome(const JobRecord *record, char **ret_error);
+int persist_restore_outcome(Persist *p, const JobRecord *record, char **ret_error);

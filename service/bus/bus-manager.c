@@ -260,6 +260,7 @@ static void record_jobs(CreateRequest *req) {
                                                                 : strerror(-r));
                         break;
                 }
+                persist_store_fds(m->persist, record, &job_creation_request(c, i)->files);
                 r = persist_job_created(m->persist, jobs[i], record, on_recorded, req);
                 if (r >= 0)
                         req->n_recording++;

@@ -7,6 +7,9 @@
 
 #include <fcntl.h>
 #include <gio/gio.h>
+#include <gio/gunixfdlist.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <glib/gstdio.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -626,6 +629,203 @@ static const ChainCase chain_cases[] = {
         { "stream-raw-kill", false, true, STOP_KILL },
 };
 
+
+/* ---- systemd's file descriptor store, played by the test ----------------------------------------
+ *
+ * The daemon sends FDSTORE=1/FDNAME= (and FDSTOREREMOVE=1) to $NOTIFY_SOCKET, as to systemd; the
+ * test keeps the descriptors, and at the next start hands them back as systemd does: as
+ * descriptors 3... with $LISTEN_FDS, $LISTEN_FDNAMES and $LISTEN_PID. */
+typedef struct FdStore {
+        int socket;
+        char *path;
+        GHashTable *fds;                /* name → fd */
+} FdStore;
+
+static void fd_store_init(Fixture *f, FdStore *st) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+        st->path = bus_fixture_path(&f->bus, "notify");
+        g_assert_cmpuint(strlen(st->path), <, sizeof(sa.sun_path));
+        strcpy(sa.sun_path, st->path);
+        st->socket = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        g_assert_cmpint(st->socket, >=, 0);
+        g_assert_cmpint(bind(st->socket, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
+        st->fds = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+}
+
+static void fd_store_done(FdStore *st) {
+        GHashTableIter i;
+        gpointer fd;
+
+        g_hash_table_iter_init(&i, st->fds);
+        while (g_hash_table_iter_next(&i, NULL, &fd))
+                close(GPOINTER_TO_INT(fd));
+        g_hash_table_unref(st->fds);
+        close(st->socket);
+        g_free(st->path);
+}
+
+/* Takes in whatever the daemon has sent. */
+static void fd_store_drain(FdStore *st) {
+        for (;;) {
+                char buf[4096];
+                union {
+                        struct cmsghdr h;
+                        char space[CMSG_SPACE(sizeof(int) * 16)];
+                } control;
+                struct iovec iov = { buf, sizeof(buf) - 1 };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                                     .msg_controllen = sizeof(control) };
+                ssize_t n = recvmsg(st->socket, &mh, MSG_CMSG_CLOEXEC);
+                int fds[16], n_fds = 0;
+
+                if (n < 0) {
+                        g_assert_cmpint(errno, ==, EAGAIN);
+                        return;
+                }
+                buf[n] = 0;
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                                n_fds = (int) ((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+                                memcpy(fds, CMSG_DATA(c), n_fds * sizeof(int));
+                        }
+                const char *name = strstr(buf, "FDNAME=");
+                g_autofree char *fdname = name ? g_strndup(name + 7, strcspn(name + 7, "\n")) : NULL;
+                if (strstr(buf, "FDSTORE=1") && fdname && n_fds == 1) {
+                        gpointer old;
+                        if (g_hash_table_lookup_extended(st->fds, fdname, NULL, &old))
+                                close(GPOINTER_TO_INT(old));
+                        g_hash_table_insert(st->fds, g_strdup(fdname), GINT_TO_POINTER(fds[0]));
+                        continue;
+                }
+                for (int i = 0; i < n_fds; i++)
+                        close(fds[i]);
+                gpointer old;
+                if (strstr(buf, "FDSTOREREMOVE=1") && fdname &&
+                    g_hash_table_lookup_extended(st->fds, fdname, NULL, &old)) {
+                        close(GPOINTER_TO_INT(old));
+                        g_hash_table_remove(st->fds, fdname);
+                }
+        }
+}
+
+/* The daemon under "systemd": $NOTIFY_SOCKET, and the stored descriptors handed back ('give'). */
+static void start_daemon_with_store(Fixture *f, FdStore *st, bool give) {
+        g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GString) names = g_string_new(NULL);
+        g_autofree char *state = g_strdup_printf("--state-dir=%s", f->state);
+        GHashTableIter i;
+        gpointer key, fd;
+        int n = 0;
+
+        fd_store_drain(st);
+        if (give) {
+                g_hash_table_iter_init(&i, st->fds);
+                while (g_hash_table_iter_next(&i, &key, &fd)) {
+                        g_subprocess_launcher_take_fd(l, fcntl(GPOINTER_TO_INT(fd), F_DUPFD_CLOEXEC, 3), 3 + n++);
+                        g_string_append_printf(names, "%s%s", names->len ? ":" : "", (const char *) key);
+                }
+        }
+        g_autofree char *n_text = g_strdup_printf("%d", n);
+        g_subprocess_launcher_setenv(l, "DBUS_SYSTEM_BUS_ADDRESS", f->bus.address, TRUE);
+        g_subprocess_launcher_setenv(l, "NOTIFY_SOCKET", st->path, TRUE);
+        if (n > 0) {
+                g_subprocess_launcher_setenv(l, "LISTEN_FDS", n_text, TRUE);
+                g_subprocess_launcher_setenv(l, "LISTEN_FDNAMES", names->str, TRUE);
+        }
+        g_free(f->bus.daemon_log);
+        f->bus.daemon_log = bus_fixture_path(&f->bus, "daemon.log");
+        g_subprocess_launcher_set_stderr_file_path(l, f->bus.daemon_log);
+        /* LISTEN_PID is the daemon's own pid: the shell's, which exec keeps. */
+        const char *argv[] = { "/bin/sh", "-c", n > 0 ? "LISTEN_PID=$$ exec \"$0\" \"$@\"" : "exec \"$0\" \"$@\"",
+                               g_getenv("BLOCKJOBD"), "--idle-timeout=0", state, NULL };
+        g_string_truncate(f->bus.statuses, 0);
+        f->bus.daemon = g_subprocess_launcher_spawnv(l, argv, &error);
+        g_assert_no_error(error);
+        bus_wait_for_name(&f->bus, true);
+}
+
+/* Descriptors passed for the source and the target (written in place) survive a crash in the
+ * store, and the backup continues with them; after a "reboot" (nothing handed back) a job with
+ * passed descriptors fails, saying why; a dismissed job's descriptors leave the store. */
+static void test_fd_store(Fixture *f, gconstpointer data) {
+        if (!f->state)
+                return;
+        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.raw");
+        g_autofree char *target = bus_fixture_path(&f->bus, "passed.raw");
+        FdStore st = {};
+
+        bus_make_file(disk, 32 * MiB);
+        fd_store_init(f, &st);
+        /* The fixture's daemon has no $NOTIFY_SOCKET: one that has. */
+        g_subprocess_send_signal(f->bus.daemon, SIGTERM);
+        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
+        g_clear_object(&f->bus.daemon);
+        bus_wait_for_name(&f->bus, false);
+        start_daemon_with_store(f, &st, false);
+
+        for (unsigned round = 0; round < 2; round++) {
+                g_autofree char *id = g_strdup_printf("fd%u", round);
+                int sfd = open(disk, O_RDONLY | O_CLOEXEC), tfd = open(target, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                g_assert_cmpint(sfd, >=, 0);
+                g_assert_cmpint(tfd, >=, 0);
+                g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+                g_assert_cmpint(g_unix_fd_list_append(fds, sfd, NULL), ==, 0);
+                g_assert_cmpint(g_unix_fd_list_append(fds, tfd, NULL), ==, 1);
+                close(sfd);
+                close(tfd);
+                g_autoptr(GError) error = NULL;
+                g_autoptr(GVariant) reply = bus_call_with_fds(
+                        &f->bus, MANAGER_PATH, MANAGER_IFACE, "Backup",
+                        g_variant_new("(ss@a{sv})", disk, target,
+                                      bus_opts("job-id", S(id), "source-fd", g_variant_new_handle(0), "target-fd",
+                                               g_variant_new_handle(1), "speed", U64(4 * MiB), "auto-dismiss", B(FALSE),
+                                               NULL)),
+                        fds, &error);
+                g_assert_no_error(error);
+                g_autofree char *path = NULL;
+                g_variant_get(reply, "(o)", &path);
+                g_autofree char *text = read_record(f, id);
+                g_autofree char *want = g_strdup_printf("\nSOURCE_FDNAME=0-%s-source\n", id);
+                g_assert_nonnull(strstr(text, want));
+                wait_for_checkpoint(f, id);
+                fd_store_drain(&st);
+                g_autofree char *sname = g_strdup_printf("0-%s-source", id), *tname = g_strdup_printf("0-%s-target", id);
+                g_assert_true(g_hash_table_contains(st.fds, sname));
+                g_assert_true(g_hash_table_contains(st.fds, tname));
+                guint64 copied = recorded_copied(f, id);
+
+                kill_daemon(f);
+                if (round == 0) {
+                        /* A crash: systemd hands them back, and the job goes on with them. */
+                        start_daemon_with_store(f, &st, true);
+                        g_autofree char *status = bus_get_string(&f->bus, path, "Status");
+                        g_assert_cmpstr(status, ==, "running");
+                        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >=, copied);
+                        bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
+                        bus_wait_for_status(&f->bus, id, "concluded");
+                        g_autofree char *error_text = bus_get_string(&f->bus, path, "Error");
+                        g_assert_cmpstr(error_text, ==, "");
+                        assert_same_image(disk, "raw", target, "raw");
+                } else {
+                        /* A reboot: nothing comes back. */
+                        start_daemon_with_store(f, &st, false);
+                        bus_wait_for_status(&f->bus, id, "concluded");
+                        g_autofree char *error_text = bus_get_string(&f->bus, path, "Error");
+                        g_test_message("%s", error_text);
+                        g_assert_nonnull(strstr(error_text, "file descriptor store did not keep them"));
+                }
+                bus_job_call(&f->bus, path, "Dismiss");
+                bus_wait_for_status(&f->bus, id, "null");
+                for (unsigned i = 0; i < 3000 && (fd_store_drain(&st), g_hash_table_contains(st.fds, sname)); i++)
+                        bus_iterate_for(&f->bus, 10 * 1000);
+                g_assert_false(g_hash_table_contains(st.fds, sname));
+                g_assert_false(g_hash_table_contains(st.fds, tname));
+        }
+        fd_store_done(&st);
+}
+
 static const BackupCase backup_cases[] = {
         { "kill-raw", false, STOP_KILL },
         { "kill-qcow2", true, STOP_KILL },
@@ -644,6 +844,7 @@ int main(int argc, char *argv[]) {
                 g_test_add(name, Fixture, &chain_cases[i], setup, test_chain, teardown);
         }
         g_test_add("/resume/statuses", Fixture, NULL, setup, test_statuses, teardown);
+        g_test_add("/resume/fd-store", Fixture, NULL, setup, test_fd_store, teardown);
         g_test_add("/resume/mirror", Fixture, NULL, setup, test_mirror, teardown);
         g_test_add("/resume/transaction", Fixture, NULL, setup, test_transaction, teardown);
         g_test_add("/resume/broken", Fixture, NULL, setup, test_broken, teardown);
