@@ -8,27 +8,31 @@
  * Writes. A job's record is written when the job is created (the creation's reply waits until it
  * is durable; if it cannot be written, the creation fails), at every status change (with the
  * user-paused flag and the error), when its speed or its user-paused flag changes (the core tells
- * both even without a status change), and removed when the job is dismissed
+ * both even without a status change), at its driver's checkpoints (JOB_CHANGE_CHECKPOINT: a
+ * backup's copied prefix, commit's and stream's offset), and removed when the job is dismissed
  * (status null). Every write and removal runs on the worker pool, never on the event loop (they
  * fsync). The writes of one job are ordered and coalesced: at most one of its writes or its
  * removal is in flight at a time, and when it returns only the newest state is written next, so
  * an older state never lands after a newer one. A job created under the id of one whose record
- * is still being removed waits behind that removal (records are named by owner and id).
+ * is still being removed waits behind that removal (records are named by owner and id). A job
+ * stopped for a restart (job_stop()) is forgotten (persist_forget()), not dismissed: its record
+ * and its unfinished target stay.
  *
- * Restore. At start, before the daemon takes its bus name and before its event loop runs, every
- * record is read (there, not on a worker: nothing waits on the loop yet, and the daemon must not
- * answer a call before its jobs are back) and validated as untrusted input (job-record.h), and
- * its job comes back with the same id, object path, type,
- * owner, options and transaction name. This layer does not resume work yet: a job recorded as
- * concluded comes back directly concluded with its error (job_restore(): no status it did not go
- * through is told); one recorded in any other status has its source reopened by
- * blockjobd-opener as its owner and compared with the record (restore_check_source(): gone,
- * unreadable to the owner, another file, or for a backup changed at all), and comes back
- * concluded with that reason, or else with an error that says it was not resumed
- * (persist_restore_outcome(), the one place that the resumption layer replaces). A damaged record
- * fails its job the same way with an error naming the problem, if the record still tells the
- * job's type; otherwise it is moved to "damaged/<name>.damaged" and logged. Restored jobs keep
- * their records until they are dismissed.
+ * Restore. At start, before the daemon takes its bus name, every record is read and validated as
+ * untrusted input (job-record.h). A job that can continue (resume_refusal() finds nothing against
+ * it) is built again through the job factory exactly as a new call with its recorded arguments
+ * would be, as its owner (job_creation_new_restore()): its files opened by blockjobd-opener with
+ * the owner's rights, its unfinished target reopened under its hidden name, descriptors its caller
+ * had passed taken back from systemd's file descriptor store, every file compared with the record
+ * (resume_check()), and the job created directly in its recorded status (job_restore()) with its
+ * driver continuing from its last checkpoint. A grouped transaction is built as one creation,
+ * whole or not at all. The bus name is taken once every such creation is done
+ * (manager_jobs_restored()). A job recorded as concluded comes back directly concluded with its
+ * error; one that cannot continue (or whose creation failed) comes back concluded with the
+ * reason (persist_restore_outcome(), restore_failed()). A damaged record fails its job the same
+ * way with an error naming the problem, if the record still tells the job's type; otherwise it is
+ * moved to "damaged/<name>.damaged" and logged. Restored jobs keep their records until they are
+ * dismissed.
  *
  * Hidden targets. A new target file is built under ".<name>.blockjobd-<owner>-<id>" next to its
  * final name while its job is recorded: the record names it (with the file's device and inode)
