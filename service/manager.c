@@ -18,39 +18,53 @@
 #include "manager.h"
 #include "persist.h"
 
+/* Every job, each with a reference, to act on one after another: acting on one may free another
+ * (a dismissal frees its job at once). NULL when out of memory (logged). */
+static Job **hold_jobs(Manager *m, size_t *ret_n) {
+        Job **jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
+        size_t n = 0;
+
+        if (!jobs) {
+                log_oom();
+                return NULL;
+        }
+        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
+                jobs[n++] = job_ref(j);
+        *ret_n = n;
+        return jobs;
+}
+
+static void drop_jobs(Job **jobs, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                job_unref(jobs[i]);
+        free(jobs);
+}
+
 /* Shutting down with a state directory: jobs outlive the process (issue 15). Each job stops where
  * it is and keeps its status and its record (job_stop(): a running one after a last checkpoint,
  * so that it continues from there); once every job has stopped and every record is written, the
  * daemon exits (manager_release_stopped()). Nothing is cancelled: that is what Cancel() is for. */
 static void manager_stop_jobs(Manager *m) {
-        _cleanup_free_ Job **jobs = NULL;
         size_t n = 0;
+        Job **jobs;
 
         log_info("Shutting down: %zu job(s) stop where they are, and continue when blockjobd starts again.",
                  job_registry_count(m->registry));
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping jobs where they are, for the next start...");
 
-        /* Held while acting on them: a job may go meanwhile. */
-        jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
-        if (!jobs) {
-                log_oom();
-                return;
-        }
-        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
-                jobs[n++] = job_ref(j);
-        for (size_t i = 0; i < n; i++) {
+        jobs = hold_jobs(m, &n);
+        for (size_t i = 0; jobs && i < n; i++)
                 /* Not on the bus yet: its creation waits for its record, and fails (shutting down)
                  * when that returns. */
                 if (job_get_userdata(jobs[i]))
                         job_stop(jobs[i]);
-                job_unref(jobs[i]);
-        }
+        drop_jobs(jobs, n);
         manager_changed(m);
 }
 
 static void manager_shutdown(Manager *m) {
-        _cleanup_free_ Job **jobs = NULL;
         size_t n = 0;
+        Job **jobs;
 
         if (m->shutting_down)
                 return;
@@ -62,16 +76,8 @@ static void manager_shutdown(Manager *m) {
         log_info("Shutting down: cancelling %zu job(s).", job_registry_count(m->registry));
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Cancelling jobs...");
 
-        /* Hold every job while acting on them: a dismissal frees its job at once. */
-        jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
-        if (!jobs) {
-                log_oom();
-                return;
-        }
-        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
-                jobs[n++] = job_ref(j);
-
-        for (size_t i = 0; i < n; i++) {
+        jobs = hold_jobs(m, &n);
+        for (size_t i = 0; jobs && i < n; i++) {
                 Job *j = jobs[i];
 
                 /* Not on the bus yet: its creation waits for its record, and fails (shutting
@@ -79,11 +85,9 @@ static void manager_shutdown(Manager *m) {
                 if (!job_get_userdata(j))
                         continue;
                 /* Cancelled jobs clean up after themselves (temporary files vanish); concluded ones
-                 * only wait to be dismissed, unless their records keep them for the next start
-                 * (manager_release_concluded()); aborting ones are on their way already. */
+                 * only wait to be dismissed; aborting ones are on their way already. */
                 if (job_status(j) == JOB_STATUS_CONCLUDED) {
-                        if (!m->persist)
-                                (void) job_dismiss(j, NULL);
+                        (void) job_dismiss(j, NULL);
                         continue;
                 }
                 /* Whoever would have dismissed it is not going to. */
@@ -91,8 +95,7 @@ static void manager_shutdown(Manager *m) {
                 if (job_accepts_verb(j, JOB_VERB_CANCEL))
                         (void) job_user_cancel(j, true, NULL);
         }
-        for (size_t i = 0; i < n; i++)
-                job_unref(jobs[i]);
+        drop_jobs(jobs, n);
 
         manager_changed(m);
 }
@@ -364,24 +367,22 @@ static bool manager_all_stopped(const Manager *m) {
 
 static int on_release_stopped(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
-        _cleanup_free_ Job **jobs = NULL;
         size_t n = 0;
+        Job **jobs;
 
         m->release_source = sd_event_source_disable_unref(m->release_source);
         if (!manager_all_stopped(m))
                 return 0;
 
-        jobs = calloc(job_registry_count(m->registry) + 1, sizeof(Job *));
+        jobs = hold_jobs(m, &n);
         if (!jobs)
-                return log_oom();
-        for (Job *j = job_registry_first(m->registry); j; j = job_registry_next(j))
-                jobs[n++] = job_ref(j);
+                return 0;
         log_info("Keeping the records of %zu job(s) for the next start.", n);
         for (size_t i = 0; i < n; i++) {
                 persist_forget(m->persist, jobs[i]);
                 (void) job_dismiss(jobs[i], NULL);
-                job_unref(jobs[i]);
         }
+        drop_jobs(jobs, n);
         manager_changed(m);
         return 0;
 }
