@@ -27,17 +27,6 @@
         ["Dismiss", "dismiss", _("Dismiss")],
     ];
 
-    /* AllowedVerbs is QEMU's verb table by status: it allows Pause of a paused job and Resume of
-     * one that is not paused, which then fail ("Job is already paused", "Can't resume a job that
-     * was not paused"). Of those two, the page offers the one that can work. */
-    function offered(job, verb) {
-        const paused = job.Status === "paused" || job.Status === "standby";
-        if (verb === "pause")
-            return !paused;
-        if (verb === "resume")
-            return paused;
-        return true;
-    }
 
     const STATUS_TEXT = {
         created: _("Created"),
@@ -280,7 +269,7 @@
         }
         const buttons = el("div", { class: "job-buttons" });
         for (const [verb, name, text] of VERBS) {
-            if (!allowed.includes(name) || !offered(job, name))
+            if (!allowed.includes(name))
                 continue;
             const danger = verb === "Cancel";
             buttons.append(el("button", {

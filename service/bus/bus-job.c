@@ -517,6 +517,9 @@ static void on_changed(Job *j, JobChange what, void *userdata) {
         }
         if (what & JOB_CHANGE_IO_STATUS)
                 bus_job_emit(bj, (char *[]) { (char *) "IoStatus", NULL });
+        /* Pause and Resume follow the user pause, which can change without a status change. */
+        if (what & JOB_CHANGE_USER_PAUSED)
+                bus_job_emit(bj, (char *[]) { (char *) "AllowedVerbs", NULL });
 }
 
 const JobObserver bus_job_observer = {
@@ -675,6 +678,20 @@ static int property_get_auto_dismiss(sd_bus *bus, const char *path, const char *
         return sd_bus_message_append(reply, "b", job_auto_dismiss(JOB(userdata)));
 }
 
+/* A verb the job takes now: QEMU's table by status (job_accepts_verb()), less the two its user
+ * pause decides, which QEMU refuses although the table allows them: Pause of a job its user has
+ * paused ("Job is already paused") and Resume of one no user paused ("Can't resume a job that was
+ * not paused"). A client then offers exactly these. */
+static bool job_takes_verb(Job *j, JobVerb v) {
+        if (!job_accepts_verb(j, v))
+                return false;
+        if (v == JOB_VERB_PAUSE)
+                return !job_is_user_paused(j);
+        if (v == JOB_VERB_RESUME)
+                return job_is_user_paused(j);
+        return true;
+}
+
 static int property_get_allowed_verbs(sd_bus *bus, const char *path, const char *interface, const char *property,
                                       sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         int r;
@@ -683,7 +700,7 @@ static int property_get_allowed_verbs(sd_bus *bus, const char *path, const char 
         if (r < 0)
                 return r;
         for (JobVerb v = 0; v < _JOB_VERB_MAX; v++)
-                if (job_accepts_verb(JOB(userdata), v)) {
+                if (job_takes_verb(JOB(userdata), v)) {
                         r = sd_bus_message_append(reply, "s", job_verb_to_string(v));
                         if (r < 0)
                                 return r;

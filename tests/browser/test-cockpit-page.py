@@ -222,14 +222,9 @@ VERB_BUTTON = {"pause": "Pause", "resume": "Resume", "complete": "Complete", "fi
 
 
 def expected_buttons(allowed, status):
-    """The buttons AllowedVerbs asks for; of Pause and Resume, the one the status can take."""
-    paused = status in ("paused", "standby")
-    out = []
-    for v in allowed:
-        if (v == "pause" and paused) or (v == "resume" and not paused):
-            continue
-        out.append(VERB_BUTTON[v])
-    return sorted(out)
+    """The buttons AllowedVerbs asks for, exactly; never both Pause and Resume."""
+    assert not ("pause" in allowed and "resume" in allowed), f"{status}: AllowedVerbs {allowed}"
+    return sorted(VERB_BUTTON[v] for v in allowed)
 
 
 def main():
