@@ -452,15 +452,24 @@ int persist_record_new(const JobRequest *q, Job *j, const JobCreationFiles *file
         r = record_file(rec, &rec->source, q->source, q->chain_passed, "source", &files->source, true);
         if (r < 0)
                 return r;
-        /* A chain passed as descriptors comes back from systemd's store layer by layer; one opened
-         * by name is opened again by name, its backing files as its image names them. */
-        for (size_t i = 1; q->chain_passed && i < q->files.n_chain && i <= JOB_RECORD_LAYERS_MAX; i++) {
+        /* The backing files, each with its identity, so that a chain changed while the daemon was
+         * stopped is noticed (resume_check()). A chain passed as descriptors comes back from
+         * systemd's store layer by layer; one opened by name is opened again by name, its backing
+         * files as its images name them. (fstat() of a descriptor: nothing is looked up.) */
+        for (size_t i = 1; i < q->files.n_chain && i <= JOB_RECORD_LAYERS_MAX; i++) {
+                JobRecordFile *l = &rec->layers[i - 1];
                 char role[16];
                 struct stat st;
                 if (fstat(q->files.chain[i], &st) < 0)
                         return -EIO;
                 (void) snprintf(role, sizeof(role), "layer%zu", i);
-                r = record_file(rec, &rec->layers[i - 1], NULL, true, role, &st, true);
+                if (q->chain_passed)
+                        r = record_file(rec, l, NULL, true, role, &st, true);
+                else {
+                        l->present = true;
+                        job_record_identity_from_stat(&st, &l->identity);
+                        r = 0;
+                }
                 if (r < 0)
                         return r;
                 rec->n_layers = i;
@@ -1432,6 +1441,42 @@ static int resume_request(Persist *p, const JobRecord *r, JobRequest *q) {
         return 0;
 }
 
+/* Worker: the backing files of a backup's or mirror's source, as they are now, against the
+ * record: the same number of layers, each the same file, and for a backup (a point-in-time copy)
+ * unchanged. (Commit and stream change their chain themselves: base is written, and the rewrite
+ * drops layers; their drivers check what they find.) */
+static int chain_mismatch(const JobRecord *rec, const JobFiles *files, char **ret_error) {
+        size_t n = files->n_chain > 0 ? files->n_chain - 1 : 0;
+
+        if (n != rec->n_layers)
+                return error_message(ret_error, -ESTALE,
+                                     "The backing chain of source '%s' has %zu backing file(s) now, not %zu as when the "
+                                     "job was created: it changed while blockjobd was stopped, so the job cannot continue",
+                                     rec->source.path ?: rec->source.fdname, n, rec->n_layers);
+        for (size_t i = 0; i < n; i++) {
+                JobRecordIdentity now;
+                struct stat st;
+                char proc[64], name[PATH_MAX] = "";
+                ssize_t k;
+
+                if (fstat(files->chain[i + 1], &st) < 0)
+                        return error_message(ret_error, negative_errno(), "Could not look at a backing file again: %m");
+                job_record_identity_from_stat(&st, &now);
+                const JobRecordIdentity *was = &rec->layers[i].identity;
+                bool same_file = now.dev == was->dev && now.ino == was->ino;
+                if (same_file && (rec->type != JOB_TYPE_BACKUP || job_record_identity_equal(&now, was)))
+                        continue;
+                (void) snprintf(proc, sizeof(proc), "/proc/self/fd/%d", files->chain[i + 1]);
+                k = readlink(proc, name, sizeof(name) - 1);
+                name[k > 0 ? k : 0] = 0;
+                return error_message(ret_error, -ESTALE,
+                                     "Backing file %zu of source '%s' ('%s') %s while blockjobd was stopped, so the job "
+                                     "cannot continue", i + 1, rec->source.path ?: rec->source.fdname, name,
+                                     same_file ? "changed" : "was replaced by another file");
+        }
+        return 0;
+}
+
 /* Worker: are these the files the record names? The source as source_mismatch() judges it (a
  * backup's must not have changed at all), the unfinished target the very file it was. */
 static int resume_check(const JobRequest *q, const JobCreationFiles *files, void *userdata, char **ret_error) {
@@ -1449,6 +1494,11 @@ static int resume_check(const JobRequest *q, const JobCreationFiles *files, void
         if (why) {
                 *ret_error = why;
                 return -ESTALE;
+        }
+        if (IN_SET(rec->type, JOB_TYPE_BACKUP, JOB_TYPE_MIRROR)) {
+                int r = chain_mismatch(rec, &q->files, ret_error);
+                if (r < 0)
+                        return r;
         }
         if (rec->target.present) {
                 if (!files->target_known)

@@ -544,7 +544,9 @@ static int check_file(const Context *c, const JobRecord *r, int role) {
         }
         if (!(role_types(role) & t))
                 return fail(c, K_FILE(role, SUB_IDENTITY), "not for %s jobs", job_type_to_string(r->type));
-        if (!f->path && !f->fdname)
+        /* A layer reached through its parent's backing name has neither: it is found again the
+         * same way, and only compared. */
+        if (!f->path && !f->fdname && role < ROLE_LAYER1)
                 return fail(c, K_FILE(role, SUB_IDENTITY), "neither a path nor a descriptor");
         if (f->path && !path_is_normalized_absolute(f->path))
                 return fail(c, K_FILE(role, SUB_PATH), "'%s' is not an absolute, normalized path", f->path);

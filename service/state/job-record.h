@@ -93,7 +93,8 @@ typedef struct JobRecordIdentity {
 } JobRecordIdentity;
 
 /* One file the job holds. present: the role has a file (then its identity is recorded, and a path
- * or an fd-store name or both). */
+ * or an fd-store name or both; a backing layer reached through the name its parent records has
+ * neither: it is found again the same way, and its identity compared). */
 typedef struct JobRecordFile {
         bool present;
         char *path;                     /* absolute and normalized; NULL: a passed descriptor with no name */

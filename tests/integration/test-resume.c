@@ -509,34 +509,58 @@ static void test_waiting(Fixture *f, gconstpointer data) {
                 bus_job_call(&f->bus, paths[i], "Dismiss");
 }
 
-/* The backing file of a backup's qcow2 source removed while the daemon is down: the job fails
- * with a message naming it; what it was building is removed. */
-static void test_backing_removed(Fixture *f, gconstpointer data) {
+/* The backing file of a backup's qcow2 source removed, replaced by another file of the same size,
+ * or written while the daemon is down: the job fails with a message naming it; what it was
+ * building is removed. */
+typedef enum BackingChange {
+        BACKING_REMOVED,
+        BACKING_REPLACED,
+        BACKING_WRITTEN,
+        _BACKING_CHANGE_MAX,
+} BackingChange;
+
+static void test_backing_changed(Fixture *f, gconstpointer data) {
+        static const char *const expected[_BACKING_CHANGE_MAX] = {
+                [BACKING_REMOVED] = "base-0.raw",
+                [BACKING_REPLACED] = "was replaced by another file while blockjobd was stopped",
+                [BACKING_WRITTEN] = "changed while blockjobd was stopped",
+        };
         if (!f->state)
                 return;
-        g_autofree char *base = bus_fixture_path(&f->bus, "base.raw");
-        g_autofree char *top = bus_fixture_path(&f->bus, "top.qcow2");
-        g_autofree char *target = bus_fixture_path(&f->bus, "flat.raw");
-        g_autofree char *hidden = bus_fixture_path(&f->bus, ".flat.raw.blockjobd-0-br");
+        for (BackingChange c = 0; c < _BACKING_CHANGE_MAX; c++) {
+                g_autofree char *bname = g_strdup_printf("base-%d.raw", c), *tname = g_strdup_printf("top-%d.qcow2", c);
+                g_autofree char *fname = g_strdup_printf("flat-%d.raw", c), *id = g_strdup_printf("br%d", c);
+                g_autofree char *hname = g_strdup_printf(".%s.blockjobd-0-%s", fname, id);
+                g_autofree char *base = bus_fixture_path(&f->bus, bname), *top = bus_fixture_path(&f->bus, tname);
+                g_autofree char *target = bus_fixture_path(&f->bus, fname), *hidden = bus_fixture_path(&f->bus, hname);
 
-        bus_make_file(base, 32 * MiB);
-        g_autofree char *made = oracle_run("qemu-img create -q -f qcow2 -b '%s' -F raw '%s'", base, top);
-        g_autofree char *path = bus_backup(&f->bus, top, target,
-                                           bus_opts("job-id", S("br"), "source-format", S("qcow2"), "speed",
-                                                    U64(1 * MiB), "auto-dismiss", B(FALSE), NULL));
-        wait_for_record(f, "br", "\nSTATUS=running\n");
-        kill_daemon(f);
-        g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
-        g_assert_cmpint(unlink(base), ==, 0);
-        start_daemon(f);
-        bus_wait_for_status(&f->bus, "br", "concluded");
-        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
-        g_test_message("%s", error);
-        g_assert_nonnull(strstr(error, "cannot continue"));
-        g_assert_nonnull(strstr(error, "base.raw"));
-        g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
-        g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
-        bus_job_call(&f->bus, path, "Dismiss");
+                bus_make_file(base, 32 * MiB);
+                g_free(oracle_run("qemu-img create -q -f qcow2 -b '%s' -F raw '%s'", base, top));
+                g_autofree char *path = bus_backup(&f->bus, top, target,
+                                                   bus_opts("job-id", S(id), "source-format", S("qcow2"), "speed",
+                                                            U64(1 * MiB), "auto-dismiss", B(FALSE), NULL));
+                wait_for_record(f, id, "\nSTATUS=running\n");
+                wait_for_record(f, id, "\nLAYER1_IDENTITY=");
+                kill_daemon(f);
+                g_assert_true(g_file_test(hidden, G_FILE_TEST_IS_REGULAR));
+                if (c == BACKING_REMOVED)
+                        g_assert_cmpint(unlink(base), ==, 0);
+                else if (c == BACKING_REPLACED) {
+                        g_autofree char *other = g_strconcat(base, ".new", NULL);
+                        bus_make_file(other, 32 * MiB);
+                        g_assert_cmpint(rename(other, base), ==, 0);
+                } else
+                        g_free(oracle_run("qemu-io -f raw -c 'write -P 0x44 1M 4k' '%s'", base));
+                start_daemon(f);
+                bus_wait_for_status(&f->bus, id, "concluded");
+                g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+                g_test_message("%s: %s", id, error);
+                g_assert_nonnull(strstr(error, "cannot continue"));
+                g_assert_nonnull(strstr(error, expected[c]));
+                g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
+                g_assert_false(g_file_test(target, G_FILE_TEST_EXISTS));
+                bus_job_call(&f->bus, path, "Dismiss");
+        }
 }
 
 
@@ -897,6 +921,6 @@ int main(int argc, char *argv[]) {
         g_test_add("/resume/random-kills", Fixture, NULL, setup, test_random_kills, teardown);
         g_test_add("/resume/mirror-term", Fixture, NULL, setup, test_mirror_term, teardown);
         g_test_add("/resume/waiting", Fixture, NULL, setup, test_waiting, teardown);
-        g_test_add("/resume/backing-removed", Fixture, NULL, setup, test_backing_removed, teardown);
+        g_test_add("/resume/backing-changed", Fixture, NULL, setup, test_backing_changed, teardown);
         return g_test_run();
 }
