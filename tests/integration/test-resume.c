@@ -439,34 +439,44 @@ static void test_random_kills(Fixture *f, gconstpointer data) {
         bus_job_call(&f->bus, path, "Dismiss");
 }
 
-/* A qcow2 mirror stopped by SIGTERM in its first pass: it comes back running, copies again,
- * reaches ready, and Complete leaves the source's image (compare, check). */
-static void test_mirror_term(Fixture *f, gconstpointer data) {
+/* A mirror stopped by kill -9 or SIGTERM in its first pass, raw or qcow2: it comes back running,
+ * copies again, reaches ready, and Complete leaves the source's image (compare; check). */
+static void test_mirror_midrun(Fixture *f, gconstpointer data) {
+        const BackupCase *c = data;
         if (!f->state)
                 return;
-        g_autofree char *disk = bus_fixture_path(&f->bus, "disk.qcow2");
-        g_autofree char *target = bus_fixture_path(&f->bus, "mirror.qcow2");
+        const char *ext = c->qcow2 ? "qcow2" : "raw";
+        g_autofree char *sname = g_strdup_printf("disk-%s.%s", c->id, ext), *tname = g_strdup_printf("mirror-%s.%s", c->id, ext);
+        g_autofree char *disk = bus_fixture_path(&f->bus, sname);
+        g_autofree char *target = bus_fixture_path(&f->bus, tname);
 
-        make_qcow2(disk, 64 * MiB);
+        if (c->qcow2)
+                make_qcow2(disk, 64 * MiB);
+        else
+                bus_make_file(disk, 64 * MiB);
         g_autofree char *path = bus_start(&f->bus, "Mirror", disk, target,
-                                          bus_opts("job-id", S("mt"), "speed", U64(8 * MiB), "format", S("qcow2"),
+                                          bus_opts("job-id", S(c->id), "speed", U64(8 * MiB), "format", S(ext),
                                                    "auto-dismiss", B(FALSE), NULL));
         while (bus_get_uint64(&f->bus, path, "CurrentProgress") < 8 * MiB)
                 bus_iterate_for(&f->bus, 20 * 1000);
-        term_daemon(f);
-        g_autofree char *text = read_record(f, "mt");
+        if (c->stop == STOP_KILL)
+                kill_daemon(f);
+        else
+                term_daemon(f);
+        g_autofree char *text = read_record(f, c->id);
         g_assert_nonnull(strstr(text, "\nSTATUS=running\n"));
         start_daemon(f);
         g_autofree char *status = bus_get_string(&f->bus, path, "Status");
         g_assert_cmpstr(status, ==, "running");
         bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
-        bus_wait_for_status(&f->bus, "mt", "ready");
+        bus_wait_for_status(&f->bus, c->id, "ready");
         bus_job_call(&f->bus, path, "Complete");
-        bus_wait_for_status(&f->bus, "mt", "concluded");
+        bus_wait_for_status(&f->bus, c->id, "concluded");
         g_autofree char *error = bus_get_string(&f->bus, path, "Error");
         g_assert_cmpstr(error, ==, "");
-        assert_same_image(disk, "qcow2", target, "qcow2");
-        assert_image_clean(target);
+        assert_same_image(disk, ext, target, ext);
+        if (c->qcow2)
+                assert_image_clean(target);
         bus_job_call(&f->bus, path, "Dismiss");
 }
 
@@ -649,9 +659,13 @@ static void test_chain(Fixture *f, gconstpointer data) {
 
 static const ChainCase chain_cases[] = {
         { "commit-kill", true, false, STOP_KILL },
+        { "commit-term", true, false, STOP_TERM },
+        { "commit-raw-kill", true, true, STOP_KILL },
         { "commit-raw-term", true, true, STOP_TERM },
+        { "stream-kill", false, false, STOP_KILL },
         { "stream-term", false, false, STOP_TERM },
         { "stream-raw-kill", false, true, STOP_KILL },
+        { "stream-raw-term", false, true, STOP_TERM },
 };
 
 
@@ -903,11 +917,23 @@ static const BackupCase backup_cases[] = {
         { "term-qcow2", true, STOP_TERM },
 };
 
+/* The same stops for a mirror in its first pass. */
+static const BackupCase mirror_cases[] = {
+        { "mkill-raw", false, STOP_KILL },
+        { "mkill-qcow2", true, STOP_KILL },
+        { "mterm-raw", false, STOP_TERM },
+        { "mterm-qcow2", true, STOP_TERM },
+};
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         for (size_t i = 0; i < G_N_ELEMENTS(backup_cases); i++) {
                 g_autofree char *name = g_strdup_printf("/resume/backup/%s", backup_cases[i].id);
                 g_test_add(name, Fixture, &backup_cases[i], setup, test_backup, teardown);
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(mirror_cases); i++) {
+                g_autofree char *name = g_strdup_printf("/resume/mirror-midrun/%s", mirror_cases[i].id);
+                g_test_add(name, Fixture, &mirror_cases[i], setup, test_mirror_midrun, teardown);
         }
         for (size_t i = 0; i < G_N_ELEMENTS(chain_cases); i++) {
                 g_autofree char *name = g_strdup_printf("/resume/chain/%s", chain_cases[i].id);
@@ -919,7 +945,6 @@ int main(int argc, char *argv[]) {
         g_test_add("/resume/transaction", Fixture, NULL, setup, test_transaction, teardown);
         g_test_add("/resume/broken", Fixture, NULL, setup, test_broken, teardown);
         g_test_add("/resume/random-kills", Fixture, NULL, setup, test_random_kills, teardown);
-        g_test_add("/resume/mirror-term", Fixture, NULL, setup, test_mirror_term, teardown);
         g_test_add("/resume/waiting", Fixture, NULL, setup, test_waiting, teardown);
         g_test_add("/resume/backing-changed", Fixture, NULL, setup, test_backing_changed, teardown);
         return g_test_run();
