@@ -105,15 +105,16 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
         return 0;
 }
 
-/* The bus went away (dbus-daemon restarted, or stopped): nobody can reach the jobs any more, nor
- * dismiss them, so they are cancelled as on SIGTERM, and the daemon exits once they have cleaned
- * up after themselves (a later call starts a new instance, as activation does). Calls waiting for
- * polkit will never be answered. */
+/* The bus went away (dbus-daemon restarted, or stopped: a reboot stops it before us): nobody can
+ * reach the jobs any more, nor dismiss them, so the daemon shuts down as on SIGTERM (with a state
+ * directory the jobs stop where they are and continue at the next start; without one they are
+ * cancelled) and exits (a later call starts a new instance, as activation does). Calls waiting
+ * for polkit will never be answered. */
 static int on_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
 
-        log_warning("Lost the connection to the bus: cancelling %zu job(s), then exiting.",
-                    job_registry_count(m->registry));
+        log_warning("Lost the connection to the bus: %s %zu job(s), then exiting.",
+                    m->persist ? "stopping where they are" : "cancelling", job_registry_count(m->registry));
         bus_authorize_cancel_all(m);
         manager_shutdown(m);
         return 0;
