@@ -207,6 +207,8 @@ int manager_new(unsigned n_threads, uint64_t idle_timeout_usec, const char *stat
         } else
                 log_info("No state directory (neither $STATE_DIRECTORY nor --state-dir=): jobs are not recorded, "
                          "and do not survive a restart.");
+        /* Without records a checkpoint would be a flush that nobody uses. */
+        job_registry_set_checkpoints(m->registry, m->persist);
 
         *ret = m;
         return 0;

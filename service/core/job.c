@@ -127,6 +127,7 @@ struct JobRegistry {
         Hashmap *by_key;                /* JobKey → Job, the same jobs as the list */
         Hashmap *id_hints;              /* owner → JobIdHint, one per owner who had a default id */
         JobIdHint *hints;
+        bool no_checkpoints;            /* nobody keeps them: steps are never asked for one */
 };
 
 struct JobTxn {
@@ -370,6 +371,10 @@ JobRegistry *job_registry_free(JobRegistry *r) {
         hashmap_free(r->by_key);
         free(r);
         return NULL;
+}
+
+void job_registry_set_checkpoints(JobRegistry *r, bool wanted) {
+        r->no_checkpoints = !wanted;
 }
 
 void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata) {
@@ -1004,7 +1009,7 @@ static void job_continue(Job *j) {
                 .max_bytes = job_step_max_bytes(j),
                 .complete_requested = j->complete_requested,
                 .cancel_requested = j->cancelled,
-                .checkpoint = now >= j->checkpoint_since + JOB_CHECKPOINT_INTERVAL_NS,
+                .checkpoint = !j->registry->no_checkpoints && now >= j->checkpoint_since + JOB_CHECKPOINT_INTERVAL_NS,
         });
 }
 

@@ -109,6 +109,10 @@ int job_registry_new(const JobExecutor *executor, void *executor_userdata, JobRe
  * dismiss them first (job_dismiss() takes a stopped job out whatever its status). */
 JobRegistry *job_registry_free(JobRegistry *r);
 void job_registry_set_observer(JobRegistry *r, const JobObserver *observer, void *userdata);
+/* Does anyone keep the jobs' checkpoints (a daemon with job records)? If not, no step is asked for
+ * one every JOB_CHECKPOINT_INTERVAL_NS (JobStepInput.checkpoint): making the work durable (a
+ * flush of the target) would buy nothing. Default: wanted. */
+void job_registry_set_checkpoints(JobRegistry *r, bool wanted);
 /* The owner's job with this id (a hash lookup, not a walk), or NULL. A job leaves the registry
  * when it is dismissed (status null): from then on it is not found and its id is free again for
  * its owner, although job_id() and job_owner() stay valid as long as a reference is held. */

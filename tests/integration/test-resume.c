@@ -25,6 +25,8 @@
 #define S(s) g_variant_new_string(s)
 #define U64(v) g_variant_new_uint64(v)
 #define B(v) g_variant_new_boolean(v)
+/* A backup continues at its checkpoint rounded down to its target's cluster, 64 KiB at most here. */
+#define ROUND_DOWN_CLUSTER(x) ((x) / (64 * 1024) * (64 * 1024))
 
 typedef struct Fixture {
         BusFixture bus;
@@ -193,8 +195,9 @@ static void test_backup(Fixture *f, gconstpointer data) {
         g_autofree char *status = bus_get_string(&f->bus, path, "Status");
         g_assert_cmpstr(status, ==, "running");
         g_assert_cmpuint(bus_get_uint64(&f->bus, path, "Speed"), ==, 4 * MiB);
-        /* It continues from its checkpoint, not from zero. */
-        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >=, copied);
+        /* It continues from its checkpoint, not from zero (rounded down to the target's cluster:
+         * what may have been half written there is written again). */
+        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >=, ROUND_DOWN_CLUSTER(copied));
 
         bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
         bus_wait_for_status(&f->bus, c->id, "concluded");
@@ -886,7 +889,8 @@ static void test_fd_store(Fixture *f, gconstpointer data) {
                         start_daemon_with_store(f, &st, true);
                         g_autofree char *status = bus_get_string(&f->bus, path, "Status");
                         g_assert_cmpstr(status, ==, "running");
-                        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >=, copied);
+                        g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >=,
+                                         ROUND_DOWN_CLUSTER(copied));
                         bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
                         bus_wait_for_status(&f->bus, id, "concluded");
                         g_autofree char *error_text = bus_get_string(&f->bus, path, "Error");

@@ -1906,6 +1906,24 @@ static void test_checkpoint_interval(CoreFixture *f, gconstpointer data) {
         assert_events(f, "j:checkpoint=1310720 j:waiting j:pending j:concluded j:null");
 }
 
+/* Without anyone to keep them (no job records), no step is asked for a checkpoint, however long
+ * the job runs: a flush would buy nothing. (What a driver reports at its end is still kept.) */
+static void test_checkpoint_not_wanted(CoreFixture *f, gconstpointer data) {
+        job_registry_set_checkpoints(f->registry, false);
+        Job *j = ckpt_job(f, "j", &test_driver_backup, &(TestDriverConfig) { .total = 20 * CHUNK }, true, true, NULL);
+
+        job_start(j);
+        assert_events(f, "j:created j:running");
+        for (unsigned i = 0; i < 6; i++) {
+                f->exec.now += 5 * SEC;
+                g_assert_true(fake_run_one(&f->exec));
+        }
+        assert_events(f, "");
+        g_assert_false(job_checkpoint(j, NULL));
+        fake_run_until_idle(&f->exec);
+        assert_events(f, "j:checkpoint=1310720 j:waiting j:pending j:concluded j:null");
+}
+
 /* Sleeping counts: a job throttled to one step every 2 s is asked at its third step. And a driver
  * that keeps no checkpoints is asked at every step once one is due, which costs it nothing. */
 static void test_checkpoint_sleep_counts(CoreFixture *f, gconstpointer data) {
@@ -2743,6 +2761,7 @@ int main(int argc, char **argv) {
         CORE_TEST("/lifecycle/pause/user-pause-told", test_user_pause_told);
         CORE_TEST("/lifecycle/checkpoint/interval", test_checkpoint_interval);
         CORE_TEST("/lifecycle/checkpoint/sleep-counts", test_checkpoint_sleep_counts);
+        CORE_TEST("/lifecycle/checkpoint/not-wanted", test_checkpoint_not_wanted);
         CORE_TEST("/lifecycle/checkpoint/restore", test_checkpoint_restore);
         CORE_TEST("/lifecycle/stop/running-step-in-flight", test_stop_running_step_in_flight);
         CORE_TEST("/lifecycle/stop/sleeping", test_stop_sleeping);
