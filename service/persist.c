@@ -683,8 +683,8 @@ int persist_restore_outcome(Persist *p, const JobRecord *record, char **ret_erro
         return 0;
 }
 
-/* What a restored job ends with: the error decided above, or a more precise one found when its
- * files are reopened (restore_check_source()); NULL for a job that had concluded successfully. */
+/* What a restored job that does not continue ends with: its recorded error, or the reason it
+ * cannot continue; NULL for a job that had concluded successfully. */
 typedef struct Restored {
         char *error;
 } Restored;
@@ -707,14 +707,6 @@ static void restored_free(void *data) {
                 return;
         free(d->error);
         free(d);
-}
-
-/* Before it starts: a better reason replaces the one given at restore. */
-static void restored_set_error(Job *j, char *error) {
-        Restored *d = job_driver_data(j);
-
-        free(d->error);
-        d->error = error;
 }
 
 #define RESTORED_DRIVER(t) [t] = { .type = (t), .step = restored_step, .free = restored_free }
@@ -926,36 +918,6 @@ static const bool source_contents_must_hold[_JOB_TYPE_MAX] = {
         [JOB_TYPE_BACKUP] = true,
 };
 
-/* A restored job that has not concluded: its source is reopened by blockjobd-opener as the job's
- * owner, exactly as a new call with it would open it (the owner's uid and groups, the same checks,
- * the chain followed with the owner's rights), and compared with the identity the record holds. A
- * source that is gone, that the owner may no longer read, whose chain broke, or that changed
- * while the daemon was stopped is what the job ends with: the reason it cannot continue, said
- * plainly. Then the hidden target goes (remove_hidden_target()) and the job starts. The
- * resumption layer continues the job where this finds nothing wrong. */
-typedef struct SourceCheck {
-        Persist *persist;
-        Job *job;
-        JobRecord *record;              /* a copy of what the rest of the restore needs */
-        JobFiles files;
-        OpenerCall *call;
-} SourceCheck;
-
-static int remove_hidden_target(Persist *p, Job *j, const JobRecord *record);
-
-static void source_check_free(SourceCheck *c) {
-        Persist *p = c->persist;
-
-        opener_call_free(c->call);
-        job_files_done(&c->files);
-        job_unref(c->job);
-        job_record_free(c->record);
-        free(c);
-        assert(p->n_busy > 0);
-        p->n_busy--;
-        manager_changed(p->manager);
-}
-
 /* The message for a source that no longer matches its record, or NULL (out of memory: the job
  * keeps the reason it has). */
 static char *source_mismatch(const JobRecord *rec, const struct stat *st) {
@@ -981,107 +943,19 @@ static char *source_mismatch(const JobRecord *rec, const struct stat *st) {
         return NULL;
 }
 
-static void on_source_opened(OpenerCall *call, int r, bool ours, const char *error, void *userdata) {
-        SourceCheck *c = userdata;
-        struct stat st;
-        char *why = NULL;
-
-        c->call = opener_call_free(call);
-        if (r < 0 && !ours) {
-                /* The opener's own message names the file and what is wrong, as the owner sees it. */
-                if (asprintf(&why, "The job's files cannot be opened again with the rights of its owner (uid %" PRIu32
-                             ") after blockjobd was restarted, so the job cannot continue: %s",
-                             job_owner(c->job), error ?: strerror(-r)) < 0)
-                        why = NULL;
-        } else if (r < 0)
-                log_warning_errno(r, "Cannot reopen the source of restored job '%s': %s", job_id(c->job),
-                                  error ?: "out of memory");
-        else if (c->files.n_chain == 0 || fstat(c->files.chain[0], &st) < 0)
-                log_warning_errno(c->files.n_chain == 0 ? -EBADF : negative_errno(),
-                                  "Cannot look at the reopened source of restored job '%s': %m", job_id(c->job));
-        else
-                why = source_mismatch(c->record, &st);
-
-        if (why) {
-                log_info("Restored job '%s' of uid %" PRIu32 " cannot continue: %s", job_id(c->job), job_owner(c->job),
-                         why);
-                restored_set_error(c->job, why);
-        }
-
-        /* On to the hidden target, then the job's start (as if there had been no source to check).
-         * The target goes even if the job was cancelled meanwhile: its record went with it. */
-        if (remove_hidden_target(c->persist, c->job, c->record) <= 0 && job_status(c->job) == JOB_STATUS_CREATED)
-                job_start(c->job);
-        source_check_free(c);
-}
-
-static JobRecord *source_check_record(const JobRecord *rec) {
-        JobRecord *copy = calloc(1, sizeof(*copy));
-
-        if (!copy)
-                return NULL;
-        copy->type = rec->type;
-        copy->source.present = rec->source.present;
-        copy->source.identity = rec->source.identity;
-        copy->target.present = rec->target.present;
-        copy->target.identity = rec->target.identity;
-        copy->source.path = strdup(rec->source.path);
-        copy->target.path = rec->target.path ? strdup(rec->target.path) : NULL;
-        copy->target_hidden = rec->target_hidden ? strdup(rec->target_hidden) : NULL;
-        if (!copy->source.path || (rec->target.path && !copy->target.path) ||
-            (rec->target_hidden && !copy->target_hidden))
-                return job_record_free(copy);
-        return copy;
-}
-
-/* Starts the check of a restored job's source, then the removal of its hidden target, then the
- * job; 0 if there is no source to check (a concluded job, a passed descriptor: nothing to reopen
- * by name). */
-static int restore_check_source(Persist *p, Job *j, const JobRecord *record) {
-        SourceCheck *c;
-        int r;
-
-        if (!record || record->status == JOB_STATUS_CONCLUDED || !record->source.present || !record->source.path ||
-            record->source.fdname)
-                return 0;
-
-        c = calloc(1, sizeof(*c));
-        if (!c)
-                return log_oom();
-        *c = (SourceCheck) {
-                .persist = p,
-                .job = job_ref(j),
-                .files = JOB_FILES_INIT,
-                .record = source_check_record(record),
-        };
-        if (!c->record) {
-                job_unref(c->job);
-                free(c);
-                return log_oom();
-        }
-        OpenerRequest req = {
-                .uid = (uid_t) job_owner(j),
-                .groups_from_user_database = true,
-                .chain_path = c->record->source.path,
-                .chain_format = record->source_format,
-        };
-        p->n_busy++;
-        r = opener_call_start(p->manager->event, &req, &c->files, on_source_opened, c, &c->call);
-        if (r < 0) {
-                log_warning_errno(r, "Cannot reopen the source of restored job '%s': %m", job_id(j));
-                source_check_free(c);
-                return r;
-        }
-        return 1;
-}
-
-
-/* A job that was to continue but cannot: its unfinished target is removed first, then it
- * concludes with 'why' (through the restored driver's one step, whose passing statuses are not
- * written over the record: only the concluded one is). Takes the entry's record. */
-static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
+/* A recorded job that does not continue comes back with what it ends with ('why', NULL for a
+ * success): the restored driver's job, on the bus, with its record ('record', taken; NULL for a
+ * damaged one). 'direct': it had concluded (or its record is damaged), and comes back concluded
+ * at once (job_restore(): no StatusChanged for a status it did not go through); a name the
+ * record still holds is looked at too, and removed only if it is still the recorded file.
+ * Otherwise it was to continue but cannot: its unfinished target is removed first, then it
+ * concludes through the restored driver's one step, whose passing statuses are not written over
+ * the record (only the concluded one is). Either way it waits for its owner's Dismiss(), whatever
+ * its auto-dismiss said, so that nobody misses what happened; the record keeps the option. */
+static int restore_back(Persist *p, const char *name, uint32_t owner, const char *id, JobType type, JobRecord *record,
+                        const char *why, bool direct) {
         Manager *m = p->manager;
-        _cleanup_(job_record_freep) JobRecord *rec = TAKE_PTR(en->record);
+        _cleanup_(job_record_freep) JobRecord *rec = record;
         _cleanup_free_ char *create_error = NULL;
         Restored *restored;
         Record *e;
@@ -1089,56 +963,77 @@ static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
         int r;
 
         restored = calloc(1, sizeof(*restored));
-        if (!restored || !(restored->error = strdup(why))) {
+        if (!restored || (why && !(restored->error = strdup(why)))) {
                 free(restored);
                 return log_oom();
         }
         JobCreateParams params = {
-                .owner = rec->owner,
-                .id = rec->id,
-                .driver = &restored_drivers[rec->type],
+                .owner = owner,
+                .id = id,
+                .driver = &restored_drivers[type],
                 .driver_data = restored,
                 .auto_finalize = true,
-                .auto_dismiss = false,  /* kept until its owner has seen it */
-                .speed = rec->speed,
-                .on_source_error = rec->on_source_error,
-                .on_target_error = rec->on_target_error,
+                .auto_dismiss = false,
+                .speed = rec ? rec->speed : 0,
+                .on_source_error = rec ? rec->on_source_error : JOB_ON_ERROR_REPORT,
+                .on_target_error = rec ? rec->on_target_error : JOB_ON_ERROR_REPORT,
         };
-        r = job_create(m->registry, &params, &j, &create_error);
+        if (direct) {
+                JobRestoreParams rp = {
+                        .create = params,
+                        .status = JOB_STATUS_CONCLUDED,
+                        .ret = why ? -ESTALE : 0,
+                        .error = restored->error,
+                };
+                r = job_restore(m->registry, &rp, &j, &create_error);
+        } else
+                r = job_create(m->registry, &params, &j, &create_error);
         if (r < 0) {
                 restored_free(restored);
-                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", rec->id,
-                                       rec->owner, en->name, create_error ?: "out of memory");
+                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", id, owner, name,
+                                       create_error ?: "out of memory");
         }
         BusJobInfo info = {
-                .source = rec->source.path,
-                .target = rec->target.path,
-                .owner = rec->owner,
-                .transaction = rec->txn_name,
-                .source_format = rec->source_format,
+                .source = rec ? rec->source.path : NULL,
+                .target = rec ? rec->target.path : NULL,
+                .owner = owner,
+                .transaction = rec ? rec->txn_name : NULL,
+                .source_format = rec ? rec->source_format : IMAGE_FORMAT_PROBE,
         };
         r = bus_job_attach(m, j, &info, NULL);
         if (r >= 0)
-                r = record_new(p, en->name, rec->owner, &e);
+                r = record_new(p, name, owner, &e);
         if (r < 0) {
-                job_early_fail(j);
-                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", rec->id, rec->owner);
+                if (direct)
+                        (void) job_dismiss(j, NULL);
+                else
+                        job_early_fail(j);
+                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", id, owner);
         }
-        note_transaction(m, rec->txn_name);
+        if (rec)
+                note_transaction(m, rec->txn_name);
         e->job = j;
         e->record = TAKE_PTR(rec);
         e->on_disk = true;
-        e->restoring = true;
-        if (m->shutting_down) {
+        e->restoring = !direct;
+        log_info("Restored job '%s' of uid %" PRIu32 " (%s) from %s.", id, owner, job_type_to_string(type), name);
+        if (direct) {
+                job_restore_start(j);
+                (void) remove_hidden_target(p, j, e->record);
+        } else if (m->shutting_down)
                 /* Stopped before it could even fail: its record is as it was, for the next start. */
                 job_stop(j);
-                return 0;
-        }
-        if (remove_hidden_target(p, j, e->record) <= 0)
+        else if (remove_hidden_target(p, j, e->record) <= 0)
                 job_start(j);
-        return 0;
+        return 1;
 }
 
+/* A job that was to continue but cannot (restore_back()). Takes the entry's record. */
+static int restore_failed(Persist *p, ResumeEntry *en, const char *why) {
+        JobRecord *rec = TAKE_PTR(en->record);
+
+        return restore_back(p, en->name, rec->owner, rec->id, rec->type, rec, why, false);
+}
 
 /* ---- systemd's file descriptor store --------------------------------------------------------- */
 
@@ -1699,14 +1594,11 @@ static void resume_all(Persist *p) {
 }
 
 static int restore_one(Persist *p, const char *name) {
-        Manager *m = p->manager;
         _cleanup_(job_record_freep) JobRecord *record = NULL;
         _cleanup_free_ char *data = NULL, *error = NULL, *id = NULL, *why = NULL;
         size_t size = 0;
         uint32_t owner;
         JobType type;
-        Record *e;
-        Job *j;
         int r;
 
         r = job_record_file_name_parse(name, &owner, &id);
@@ -1744,81 +1636,10 @@ static int restore_one(Persist *p, const char *name) {
                         return log_oom();
         }
 
-        Restored *restored = calloc(1, sizeof(*restored));
-        if (!restored)
-                return log_oom();
-        restored->error = TAKE_PTR(why);
-
-        JobCreateParams params = {
-                .owner = owner,
-                .id = id,
-                .driver = &restored_drivers[type],
-                .driver_data = restored,
-                /* Straight to concluded: a job that comes back failed is kept until its owner
-                 * dismisses it, whatever its options said, so that nobody misses what happened;
-                 * the record keeps the options as given. */
-                .auto_finalize = true,
-                .auto_dismiss = false,
-                .speed = record ? record->speed : 0,
-                .on_source_error = record ? record->on_source_error : JOB_ON_ERROR_REPORT,
-                .on_target_error = record ? record->on_target_error : JOB_ON_ERROR_REPORT,
-        };
-        /* Known already: a concluded job's outcome, and a damaged record's. Such a job comes back
-         * directly concluded (job_restore()), so that observers see no status it did not have (no
-         * StatusChanged for a created, running, aborting it never went through). One whose source
-         * is checked first walks from created to concluded through the restored driver's one step. */
+        /* Known already: a concluded job's outcome, and a damaged record's; any other is one that
+         * cannot continue (resume_refusal() said why). */
         bool direct = !record || record->status == JOB_STATUS_CONCLUDED;
-        _cleanup_free_ char *create_error = NULL;
-        if (direct) {
-                JobRestoreParams rp = {
-                        .create = params,
-                        .status = JOB_STATUS_CONCLUDED,
-                        .ret = restored->error ? -ESTALE : 0,
-                        .error = restored->error,
-                };
-                r = job_restore(m->registry, &rp, &j, &create_error);
-        } else
-                r = job_create(m->registry, &params, &j, &create_error);
-        if (r < 0) {
-                restored_free(restored);
-                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 " from %s: %s", id, owner, name,
-                                       create_error ?: "out of memory");
-        }
-
-        BusJobInfo info = {
-                .source = record ? record->source.path : NULL,
-                .target = record ? record->target.path : NULL,
-                .owner = owner,
-                .transaction = record ? record->txn_name : NULL,
-                .source_format = record ? record->source_format : IMAGE_FORMAT_PROBE,
-        };
-        r = bus_job_attach(m, j, &info, NULL);
-        if (r >= 0)
-                r = record_new(p, name, owner, &e);
-        if (r < 0) {
-                if (direct)
-                        (void) job_dismiss(j, NULL);
-                else
-                        job_early_fail(j);
-                return log_error_errno(r, "Cannot restore job '%s' of uid %" PRIu32 ": %m", id, owner);
-        }
-        if (record)
-                note_transaction(m, record->txn_name);
-        e->job = j;
-        e->record = TAKE_PTR(record);
-        e->on_disk = true;
-        e->restoring = !direct;
-        log_info("Restored job '%s' of uid %" PRIu32 " (%s) from %s.", id, owner, job_type_to_string(type), name);
-        /* A job that cannot continue says why (its source is checked first), and loses its unfinished
-         * target (in this layer: all). */
-        if (direct) {
-                job_restore_start(j);
-                /* A name the record still holds (a published target's, after success) is looked at
-                 * too: removed only if it is still the recorded file. */
-                (void) remove_hidden_target(p, j, e->record);
-        } else if (restore_check_source(p, j, e->record) <= 0 && remove_hidden_target(p, j, e->record) <= 0)
-                job_start(j);
-        return 1;
+        return restore_back(p, name, owner, id, type, TAKE_PTR(record), why, direct);
 }
 
 int persist_restore(Persist *p) {
