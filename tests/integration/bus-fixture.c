@@ -442,6 +442,41 @@ bool bus_name_has_owner(BusFixture *f) {
         return owned;
 }
 
+void bus_fixture_kill_daemon(BusFixture *f) {
+        g_subprocess_force_exit(f->daemon);
+        g_assert_true(g_subprocess_wait(f->daemon, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_signaled(f->daemon));
+        g_clear_object(&f->daemon);
+        bus_wait_for_name(f, false);
+}
+
+void bus_fixture_term_daemon(BusFixture *f) {
+        g_subprocess_send_signal(f->daemon, SIGTERM);
+        g_assert_true(g_subprocess_wait(f->daemon, NULL, NULL));
+        g_assert_true(g_subprocess_get_if_exited(f->daemon));
+        g_assert_cmpint(g_subprocess_get_exit_status(f->daemon), ==, 0);
+        g_clear_object(&f->daemon);
+        bus_wait_for_name(f, false);
+}
+
+void bus_wait_for_file_text(BusFixture *f, const char *path, const char *text) {
+        for (unsigned i = 0;; i++) {
+                g_autofree char *content = NULL;
+                g_assert_true(g_file_get_contents(path, &content, NULL, NULL));
+                if (strstr(content, text))
+                        return;
+                if (i >= 6000)
+                        g_error("%s never held '%s':\n%s", path, text, content);
+                bus_iterate_for(f, 10 * 1000);
+        }
+}
+
+void bus_wait_for_file_gone(BusFixture *f, const char *path) {
+        for (unsigned i = 0; i < 3000 && g_file_test(path, G_FILE_TEST_EXISTS); i++)
+                bus_iterate_for(f, 10 * 1000);
+        g_assert_false(g_file_test(path, G_FILE_TEST_EXISTS));
+}
+
 void bus_wait_for_name(BusFixture *f, bool owned) {
         WAIT_UNTIL(f, bus_name_has_owner(f) == owned, owned ? "blockjobd to own its name" : "blockjobd to go");
 }

@@ -80,6 +80,14 @@ void bus_wait_for_status(BusFixture *f, const char *id, const char *status);
 /* The same, for a status recorded after 'mark' (a length of f->statuses taken before acting). */
 void bus_wait_for_status_since(BusFixture *f, gsize mark, const char *id, const char *status);
 void bus_wait_for_name(BusFixture *f, bool owned);
+/* Ends the daemon started by bus_fixture_start_daemon() and waits until its name is gone: with
+ * SIGKILL (it must die of it), or with SIGTERM (it must exit with status 0). */
+void bus_fixture_kill_daemon(BusFixture *f);
+void bus_fixture_term_daemon(BusFixture *f);
+/* Until the file at 'path' holds 'text' (a record written on a worker), bounded (60 s). */
+void bus_wait_for_file_text(BusFixture *f, const char *path, const char *text);
+/* Until nothing is at 'path' (a removal on a worker), bounded (30 s). */
+void bus_wait_for_file_gone(BusFixture *f, const char *path);
 bool bus_name_has_owner(BusFixture *f);
 void bus_iterate_for(BusFixture *f, guint64 usec);
 

@@ -736,14 +736,6 @@ static void test_finalize_answer(BusFixture *f, gconstpointer data) {
 
 /* ---- kill -9 in the middle ---------------------------------------------------------------------- */
 
-static void kill_daemon(BusFixture *f) {
-        g_subprocess_force_exit(f->daemon);
-        g_assert_true(g_subprocess_wait(f->daemon, NULL, NULL));
-        g_assert_true(g_subprocess_get_if_signaled(f->daemon));
-        g_clear_object(&f->daemon);
-        bus_wait_for_name(f, false);
-}
-
 /* Three rounds, each killed further into the job (one that gets ready: the last in ready), each followed by
  * the checks and a fresh daemon. */
 static void test_kill(BusFixture *f, gconstpointer data) {
@@ -765,7 +757,7 @@ static void test_kill(BusFixture *f, gconstpointer data) {
                         bus_wait_for_status(f, id, "ready");
                 else
                         wait_for_progress(f, path, (2 * round + 1) * (IMAGE_SIZE / 8));
-                kill_daemon(f);
+                bus_fixture_kill_daemon(f);
                 /* The job must really have been cut short. */
                 g_assert_null(strstr(f->statuses->str, ":pending "));
 

@@ -62,23 +62,8 @@ static void teardown(Fixture *f, gconstpointer data) {
 }
 
 static void kill_daemon(BusFixture *b) {
-        g_subprocess_force_exit(b->daemon);
-        g_assert_true(g_subprocess_wait(b->daemon, NULL, NULL));
-        g_assert_true(g_subprocess_get_if_signaled(b->daemon));
-        g_clear_object(&b->daemon);
-        bus_wait_for_name(b, false);
+        bus_fixture_kill_daemon(b);
         g_string_truncate(b->statuses, 0);
-}
-
-static void wait_for_record(BusFixture *b, const char *path, const char *line) {
-        for (unsigned i = 0;; i++) {
-                g_autofree char *text = NULL;
-                g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-                if (strstr(text, line))
-                        return;
-                g_assert_cmpuint(i, <, 3000);
-                bus_iterate_for(b, 10 * 1000);
-        }
 }
 
 /* A backup of nobody's, throttled, running with its record and its hidden target: the files it
@@ -125,7 +110,7 @@ static bool start_nobody_job(Fixture *f, const char *id, NobodyJob *j) {
         g_autofree char *out = bus_as_nobody(b, "call", MANAGER_PATH, MANAGER_IFACE, "Backup", args, NULL);
         bus_assert_answer(out, "ok");
         j->path = bus_job_path_for_id(b, id);
-        wait_for_record(b, j->record, "\nSTATUS=running\n");
+        bus_wait_for_file_text(b, j->record, "\nSTATUS=running\n");
         return true;
 }
 
@@ -134,9 +119,7 @@ static void dismiss_as_nobody(BusFixture *b, const NobodyJob *j) {
         g_autofree char *dismissed = bus_as_nobody(b, "call", j->path, JOB_IFACE, "Dismiss", "()", NULL);
 
         bus_assert_answer(dismissed, "ok");
-        for (unsigned i = 0; i < 3000 && g_file_test(j->record, G_FILE_TEST_EXISTS); i++)
-                bus_iterate_for(b, 10 * 1000);
-        g_assert_false(g_file_test(j->record, G_FILE_TEST_EXISTS));
+        bus_wait_for_file_gone(b, j->record);
 }
 
 /* Nobody's job continues after a kill -9 with nobody's rights: its unfinished target, made by
@@ -151,7 +134,7 @@ static void test_owner(Fixture *f, gconstpointer data) {
                 return;
         g_assert_nonnull(strstr(j.path, "_u"));
         g_autofree char *owner_line = g_strdup_printf("\nOWNER=%u\n", (unsigned) j.uid);
-        wait_for_record(b, j.record, owner_line);
+        bus_wait_for_file_text(b, j.record, owner_line);
         /* The opener made it, as nobody. */
         g_assert_cmpint(lstat(j.hidden, &st), ==, 0);
         g_assert_true(S_ISREG(st.st_mode));
@@ -171,9 +154,7 @@ static void test_owner(Fixture *f, gconstpointer data) {
         g_assert_cmpint(lstat(j.target, &st), ==, 0);
         g_assert_cmpuint(st.st_uid, ==, j.uid);
         bus_assert_same_file(j.source, j.target);
-        for (unsigned i = 0; i < 3000 && g_file_test(j.record, G_FILE_TEST_EXISTS); i++)
-                bus_iterate_for(b, 10 * 1000);
-        g_assert_false(g_file_test(j.record, G_FILE_TEST_EXISTS));
+        bus_wait_for_file_gone(b, j.record);
 }
 
 /* A job of nobody's that cannot continue (nobody may no longer read its source) has its
@@ -196,14 +177,12 @@ static void test_hidden_as_owner(Fixture *f, gconstpointer data) {
         g_assert_true(g_file_get_contents(b->daemon_log, &log, NULL, NULL));
         g_assert_nonnull(strstr(log, "Cannot remove the unfinished target"));
 
-        wait_for_record(b, j.record, "\nSTATUS=concluded\n");
+        bus_wait_for_file_text(b, j.record, "\nSTATUS=concluded\n");
         kill_daemon(b);
         g_assert_cmpint(g_chmod(f->pf.nobody_dir, 0755), ==, 0);
         bus_fixture_start_daemon(b, f->args);
         bus_wait_for_status(b, "h", "concluded");
-        for (unsigned i = 0; i < 3000 && g_file_test(j.hidden, G_FILE_TEST_EXISTS); i++)
-                bus_iterate_for(b, 10 * 1000);
-        g_assert_false(g_file_test(j.hidden, G_FILE_TEST_EXISTS));
+        bus_wait_for_file_gone(b, j.hidden);
         g_assert_false(g_file_test(j.target, G_FILE_TEST_EXISTS));
         g_autofree char *error = bus_get_string(b, j.path, "Error");
         g_assert_nonnull(strstr(error, "cannot continue"));

@@ -50,31 +50,16 @@ static char *record_path(Fixture *f, const char *id) {
 }
 
 static void kill_daemon(Fixture *f) {
-        g_subprocess_force_exit(f->bus.daemon);
-        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
-        g_assert_true(g_subprocess_get_if_signaled(f->bus.daemon));
-        g_clear_object(&f->bus.daemon);
-        bus_wait_for_name(&f->bus, false);
+        bus_fixture_kill_daemon(&f->bus);
         g_string_truncate(f->bus.statuses, 0);
 }
 
-/* Removal runs on a worker after Dismiss has returned: wait for it, bounded. */
 static void wait_for_gone(Fixture *f, const char *path) {
-        for (unsigned i = 0; i < 3000 && g_file_test(path, G_FILE_TEST_EXISTS); i++)
-                bus_iterate_for(&f->bus, 10 * 1000);
-        g_assert_false(g_file_test(path, G_FILE_TEST_EXISTS));
+        bus_wait_for_file_gone(&f->bus, path);
 }
 
-/* Record writes run on a worker after the status change is announced: wait for one, bounded. */
 static void wait_for_record(Fixture *f, const char *path, const char *line) {
-        for (unsigned i = 0;; i++) {
-                g_autofree char *text = NULL;
-                g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
-                if (strstr(text, line))
-                        return;
-                g_assert_cmpuint(i, <, 3000);
-                bus_iterate_for(&f->bus, 10 * 1000);
-        }
+        bus_wait_for_file_text(&f->bus, path, line);
 }
 
 static void assert_mode(const char *path, mode_t mode) {

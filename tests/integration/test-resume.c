@@ -73,16 +73,10 @@ static char *read_record(Fixture *f, const char *id) {
         return text;
 }
 
-/* Record writes run on a worker after the change is announced: wait for one, bounded. */
+/* Record writes run on a worker after the change is announced: wait for one. */
 static void wait_for_record(Fixture *f, const char *id, const char *line) {
-        for (unsigned i = 0;; i++) {
-                g_autofree char *text = read_record(f, id);
-                if (strstr(text, line))
-                        return;
-                if (i >= 6000)
-                        g_error("record of %s never had '%s':\n%s", id, line, text);
-                bus_iterate_for(&f->bus, 10 * 1000);
-        }
+        g_autofree char *path = record_path(f, id);
+        bus_wait_for_file_text(&f->bus, path, line);
 }
 
 /* A backup's checkpoint: the length of the copied prefix its record holds (0: none yet). */
@@ -97,21 +91,12 @@ static void wait_for_checkpoint(Fixture *f, const char *id) {
 }
 
 static void kill_daemon(Fixture *f) {
-        g_subprocess_force_exit(f->bus.daemon);
-        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
-        g_assert_true(g_subprocess_get_if_signaled(f->bus.daemon));
-        g_clear_object(&f->bus.daemon);
-        bus_wait_for_name(&f->bus, false);
+        bus_fixture_kill_daemon(&f->bus);
 }
 
 /* SIGTERM: the daemon checkpoints its jobs and exits cleanly, leaving their records. */
 static void term_daemon(Fixture *f) {
-        g_subprocess_send_signal(f->bus.daemon, SIGTERM);
-        g_assert_true(g_subprocess_wait(f->bus.daemon, NULL, NULL));
-        g_assert_true(g_subprocess_get_if_exited(f->bus.daemon));
-        g_assert_cmpint(g_subprocess_get_exit_status(f->bus.daemon), ==, 0);
-        g_clear_object(&f->bus.daemon);
-        bus_wait_for_name(&f->bus, false);
+        bus_fixture_term_daemon(&f->bus);
 }
 
 static void assert_same_image(const char *a, const char *fmt_a, const char *b, const char *fmt_b) {
@@ -209,9 +194,7 @@ static void test_backup(Fixture *f, gconstpointer data) {
                 assert_image_clean(target);
         bus_job_call(&f->bus, path, "Dismiss");
         bus_wait_for_status(&f->bus, c->id, "null");
-        for (unsigned i = 0; i < 3000 && g_file_test(record, G_FILE_TEST_EXISTS); i++)
-                bus_iterate_for(&f->bus, 10 * 1000);
-        g_assert_false(g_file_test(record, G_FILE_TEST_EXISTS));
+        bus_wait_for_file_gone(&f->bus, record);
 }
 
 /* Paused by its user, then kill -9: it comes back paused, Resume works, and it finishes. A job
