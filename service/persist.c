@@ -651,7 +651,7 @@ static int resume_refusal(Persist *p, const JobRecord *r, char **ret) {
 /* THE place where the fate of a restored job that does not continue is decided: a concluded job
  * stays what it was, any other comes back failed, saying why (resume_refusal()). Jobs that can
  * continue are built again instead (resume_start()). */
-int persist_restore_outcome(Persist *p, const JobRecord *record, char **ret_error) {
+static int restore_outcome(Persist *p, const JobRecord *record, char **ret_error) {
         char *s = NULL;
 
         if (record->status == JOB_STATUS_CONCLUDED) {
@@ -1619,7 +1619,7 @@ static int restore_one(Persist *p, const char *name) {
                 return resume_add(p, name, TAKE_PTR(record));
         if (r >= 0) {
                 type = record->type;
-                r = persist_restore_outcome(p, record, &why);
+                r = restore_outcome(p, record, &why);
                 if (r < 0)
                         return log_oom();
         } else {

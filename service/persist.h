@@ -29,7 +29,7 @@
  * whole or not at all. The bus name is taken once every such creation is done
  * (manager_jobs_restored()). A job recorded as concluded comes back directly concluded with its
  * error; one that cannot continue (or whose creation failed) comes back concluded with the
- * reason (persist_restore_outcome(), restore_failed()). A damaged record fails its job the same
+ * reason (restore_outcome(), restore_back()). A damaged record fails its job the same
  * way with an error naming the problem, if the record still tells the job's type; otherwise it is
  * moved to "damaged/<name>.damaged" and logged. Restored jobs keep their records until they are
  * dismissed.
@@ -96,6 +96,3 @@ void persist_store_fds(Persist *p, const JobRecord *record, const JobFiles *file
  * of them is back or has failed), 0 if everything is back already, or a negative errno. */
 int persist_restore(Persist *p);
 
-/* What becomes of a restored job in this layer: 0 and *ret_error the error it concludes with
- * (NULL: it concluded successfully), or -ENOMEM. */
-int persist_restore_outcome(Persist *p, const JobRecord *record, char **ret_error);
