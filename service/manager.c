@@ -16,6 +16,7 @@
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
+#include "opener.h"
 #include "persist.h"
 
 /* Every job, each with a reference, to act on one after another: acting on one may free another
@@ -231,6 +232,7 @@ Manager *manager_free(Manager *m) {
         bus_senders_free(m);
         job_registry_free(m->registry);
         job_factory_free(m->factory);
+        opener_servers_close();
         worker_pool_free(m->pool);
         m->persist = persist_free(m->persist);
         /* Before the bus: a call in flight holds it. */

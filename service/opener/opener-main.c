@@ -8,7 +8,8 @@
  * (/etc/shadow), a directory the caller cannot write, all fail here with the caller's error.
  * Root's requests come here too, so that every name a job uses is resolved in one place, and so
  * that root's request on another user's image follows that image's names with that user's rights
- * only. The protocol is in opener-protocol.h. Short-lived: one request, then it exits. */
+ * only. The protocol is in opener-protocol.h: a server per identity (serve()), and a child of it
+ * per request, which answers it and exits. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +23,9 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fd-util.h"
@@ -83,64 +86,110 @@ static int parse_id(const char *s, unsigned *ret) {
         return 0;
 }
 
+/* Who the opener becomes: resolved from the user database once (per request, or once per server),
+ * then taken on by each process that opens files. */
+typedef struct Identity {
+        uid_t uid;
+        gid_t gid;
+        gid_t *groups;
+        size_t n_groups;
+} Identity;
+
+/* Formats why resolving failed into 'message' (OPENER_PACKET_MAX bytes), and returns 'r'. */
+_printf_(3, 4) static int resolve_failed(char *message, int r, const char *format, ...) {
+        va_list ap;
+
+        errno = -r;
+        va_start(ap, format);
+        (void) vsnprintf(message, OPENER_PACKET_MAX, format, ap);
+        va_end(ap);
+        return r;
+}
+
 /* The user's groups as a login would set them up. */
-static size_t groups_from_database(const struct passwd *pw, gid_t *groups) {
+static int groups_from_database(const struct passwd *pw, gid_t *groups, size_t *ret_n, char *message) {
         int n = OPENER_GROUPS_MAX;
 
+        *ret_n = 0;
         if (!pw)
                 return 0;
         if (getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
-                fail(-E2BIG, "User %u is in too many groups", (unsigned) pw->pw_uid);
-        return (size_t) n;
+                return resolve_failed(message, -E2BIG, "User %u is in too many groups", (unsigned) pw->pw_uid);
+        *ret_n = (size_t) n;
+        return 0;
 }
 
-static size_t groups_from_list(const char *list, gid_t *groups) {
+static int groups_from_list(const char *list, gid_t *groups, size_t *ret_n, char *message) {
         _cleanup_free_ char *copy = strdup(list);
         char *save = NULL;
         size_t n = 0;
 
+        *ret_n = 0;
         if (!copy)
-                fail(-ENOMEM, "Out of memory");
+                return resolve_failed(message, -ENOMEM, "Out of memory");
         if (strcmp(list, "-") == 0)
                 return 0;
         for (char *g = strtok_r(copy, ",", &save); g; g = strtok_r(NULL, ",", &save)) {
                 unsigned v;
                 if (n >= OPENER_GROUPS_MAX || parse_id(g, &v) < 0)
-                        fail(-EINVAL, "Bad group list: %s", list);
+                        return resolve_failed(message, -EINVAL, "Bad group list: %s", list);
                 groups[n++] = v;
         }
-        return n;
+        *ret_n = n;
+        return 0;
+}
+
+/* Asks the user database (the slow part: NSS modules, files, maybe a network service) who
+ * 'uid_s' with 'groups_s' is. Changes nothing about this process. */
+static int resolve(const char *uid_s, const char *groups_s, Identity *ret, char *message) {
+        struct passwd *pw;
+        unsigned uid;
+        int r;
+
+        *ret = (Identity) { .gid = 65534 };
+        ret->groups = calloc(OPENER_GROUPS_MAX, sizeof(gid_t));
+        if (!ret->groups)
+                return resolve_failed(message, -ENOMEM, "Out of memory");
+        if (parse_id(uid_s, &uid) < 0)
+                return resolve_failed(message, -EINVAL, "Bad user: %s", uid_s);
+        ret->uid = uid;
+
+        pw = getpwuid(uid);
+        r = strcmp(groups_s, "*") == 0 ? groups_from_database(pw, ret->groups, &ret->n_groups, message)
+                                       : groups_from_list(groups_s, ret->groups, &ret->n_groups, message);
+        if (r < 0)
+                return r;
+        if (ret->n_groups > 0)
+                ret->gid = ret->groups[0];
+        for (size_t i = 0; pw && i < ret->n_groups; i++)
+                if (ret->groups[i] == pw->pw_gid)
+                        ret->gid = pw->pw_gid;
+        return 0;
+}
+
+/* Becomes 'id', with no way back. */
+static void assume(const Identity *id) {
+        if (setgroups(id->n_groups, id->groups) < 0)
+                fail(negative_errno(), "Could not set the caller's groups: %m");
+        if (setresgid(id->gid, id->gid, id->gid) < 0)
+                fail(negative_errno(), "Could not become group %u: %m", (unsigned) id->gid);
+        if (setresuid(id->uid, id->uid, id->uid) < 0)
+                fail(negative_errno(), "Could not become user %u: %m", (unsigned) id->uid);
+        if (id->uid != 0 && setresuid(0, 0, 0) >= 0)
+                fail(-EPERM, "Could still become root after becoming user %u", (unsigned) id->uid);
 }
 
 /* Becomes the caller, with no way back. */
 static void become(const char *uid_s, const char *groups_s) {
-        _cleanup_free_ gid_t *groups = calloc(OPENER_GROUPS_MAX, sizeof(gid_t));
-        struct passwd *pw;
-        unsigned uid;
-        gid_t gid = 65534;
-        size_t n;
+        char message[OPENER_PACKET_MAX];
+        Identity id;
+        int r;
 
-        if (!groups)
-                fail(-ENOMEM, "Out of memory");
-        if (parse_id(uid_s, &uid) < 0)
-                fail(-EINVAL, "Bad user: %s", uid_s);
-
-        pw = getpwuid(uid);
-        n = strcmp(groups_s, "*") == 0 ? groups_from_database(pw, groups) : groups_from_list(groups_s, groups);
-        if (n > 0)
-                gid = groups[0];
-        for (size_t i = 0; pw && i < n; i++)
-                if (groups[i] == pw->pw_gid)
-                        gid = pw->pw_gid;
-
-        if (setgroups(n, groups) < 0)
-                fail(negative_errno(), "Could not set the caller's groups: %m");
-        if (setresgid(gid, gid, gid) < 0)
-                fail(negative_errno(), "Could not become group %u: %m", (unsigned) gid);
-        if (setresuid(uid, uid, uid) < 0)
-                fail(negative_errno(), "Could not become user %u: %m", uid);
-        if (uid != 0 && setresuid(0, 0, 0) >= 0)
-                fail(-EPERM, "Could still become root after becoming user %u", uid);
+        r = resolve(uid_s, groups_s, &id, message);
+        if (r < 0)
+                fail(r, "%s", message);
+        assume(&id);
+        free(id.groups);
 }
 
 static void send_files(const JobFiles *f) {
@@ -265,17 +314,111 @@ static void rlimit_nofile_safe(void) {
         (void) setrlimit(RLIMIT_NOFILE, &rl);
 }
 
+/* The next request socket the daemon sends on the control socket (standard input): a packet
+ * "request" with one descriptor. Exits when the daemon closes its end. */
+static int receive_request_socket(void) {
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
+        } control;
+        char text[16];
+
+        for (;;) {
+                struct iovec iov = { .iov_base = text, .iov_len = sizeof(text) - 1 };
+                struct msghdr mh = {
+                        .msg_iov = &iov,
+                        .msg_iovlen = 1,
+                        .msg_control = control.buf,
+                        .msg_controllen = sizeof(control.buf),
+                };
+                int fds[OPENER_FDS_MAX];
+                size_t n_fds = 0;
+                ssize_t n;
+
+                n = recvmsg(SOCKET_FD, &mh, MSG_CMSG_CLOEXEC);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        exit(n == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
+                text[n] = 0;
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                                for (size_t i = 0; i < k; i++) {
+                                        int fd = ((int *) CMSG_DATA(c))[i];
+                                        if (n_fds < OPENER_FDS_MAX)
+                                                fds[n_fds++] = fd;
+                                        else
+                                                safe_close(fd);
+                                }
+                        }
+                if (strcmp(text, "request") == 0 && n_fds == 1)
+                        return fds[0];
+                /* Only the daemon writes here; anything else is dropped. */
+                for (size_t i = 0; i < n_fds; i++)
+                        safe_close(fds[i]);
+        }
+}
+
+/* Tells the daemon which process answers this request, as a pidfd: the daemon kills it when the
+ * request ends, as it would kill a short-lived opener, although it is not the daemon's child. */
+static void send_pidfd(void) {
+        int fd = (int) syscall(SYS_pidfd_open, getpid(), 0);
+
+        if (fd < 0)
+                return;                 /* an old kernel: the request socket's end must do */
+        (void) send_packet("pid", &fd, 1);
+        safe_close(fd);
+}
+
+/* blockjobd-opener UID GROUPS --serve: one identity's requests, each answered by a child of its
+ * own (opener-protocol.h). The user database is asked once per server instead of once per
+ * request, and no program is started per request. The server itself stays root and does nothing
+ * but fork: the caller can signal or stop a child that became the caller, never the server.
+ * Returns in each child, which then is the caller, with its request socket as its standard
+ * input. */
+static void serve(const char *uid_s, const char *groups_s) {
+        char message[OPENER_PACKET_MAX];
+        Identity id;
+        int r;
+
+        r = resolve(uid_s, groups_s, &id, message);
+        /* Children are collected by the kernel. */
+        (void) signal(SIGCHLD, SIG_IGN);
+        for (;;) {
+                int fd = receive_request_socket();
+                pid_t pid = fork();
+
+                if (pid == 0) {
+                        (void) signal(SIGCHLD, SIG_DFL);
+                        /* The request socket replaces the control socket: the child keeps nothing of
+                         * the server's. */
+                        if (dup2(fd, SOCKET_FD) < 0)
+                                _exit(EXIT_FAILURE);
+                        safe_close(fd);
+                        send_pidfd();
+                        if (r < 0)
+                                fail(r, "%s", message);
+                        assume(&id);
+                        free(id.groups);
+                        return;
+                }
+                /* Without a child the request socket closes here, and the daemon hears the end. */
+                safe_close(fd);
+        }
+}
+
 int main(int argc, char *argv[]) {
         char request[OPENER_REQUEST_MAX];
         char *words[16];
         size_t n, i;
 
-        if (argc != 3) {
+        if (argc != 4 || strcmp(argv[3], "--serve") != 0) {
                 fprintf(stderr, "blockjobd-opener is run by blockjobd, not by hand.\n");
                 return 2;
         }
         rlimit_nofile_safe();
-        become(argv[1], argv[2]);
+        serve(argv[1], argv[2]);
         n = read_request(request, sizeof(request), words, ELEMENTSOF(words));
 
         /* The target first: for root, opening the chain may mean becoming another user for good. */

@@ -71,12 +71,14 @@ struct OpenerCall {
         OpenerDone done;
         void *userdata;
 
-        pid_t pid;
-        int pidfd;
+        pid_t server_pid;               /* the server that was sent the request */
+        uint64_t sent;                  /* when */
+        int pidfd;                      /* the server's child that answers it, once it said so */
         int socket_fd;
         sd_event_source *io;
         char *text;                     /* one packet */
         char *resume_name;              /* the hidden name a resumed target must come back under */
+        bool heard;                     /* a packet came */
         bool answered;
 };
 
@@ -129,25 +131,247 @@ static int build_request(const OpenerRequest *req, char *buf, size_t size, size_
         return 0;
 }
 
-static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid) {
-        _cleanup_free_ char *groups = groups_to_string(req->groups, req->n_groups);
-        char uid[16];
-        const char *argv[4];
+/* ---- servers -------------------------------------------------------------------------------- */
 
-        if (!groups)
+/* One blockjobd-opener --serve per identity (uid and groups, as on its command line), started by
+ * the first request of that identity and sent every later one; it forks a child per request
+ * (opener-main.c, serve()). A request then costs a fork instead of a spawn and the user database
+ * lookups of a new process (measured here: 1.5 ms warm, 4 to 7 ms with a cold page cache, where
+ * the database loads its modules). A server asks the database once: it is retired when idle for
+ * OPENER_SERVER_IDLE_USEC and at the latest OPENER_SERVER_AGE_USEC after it started, so that a
+ * change of the user's groups takes effect for the next request after that, as it would for a
+ * new login. Retiring closes its control socket: it answers what it was sent, then exits. At most
+ * OPENER_SERVERS_MAX run; a new identity beyond that retires the least recently used. Event loop
+ * only. */
+#define OPENER_SERVER_IDLE_USEC (10 * USEC_PER_SEC)
+#define OPENER_SERVER_AGE_USEC (60 * USEC_PER_SEC)
+#define OPENER_SERVERS_MAX 32U
+/* A request that a server did not take up in this time (no child told its pid) means the server
+ * is stuck (in the user database: a network service that does not answer): it is killed. */
+#define OPENER_SERVER_STUCK_USEC (5 * USEC_PER_SEC)
+
+typedef struct OpenerServer OpenerServer;
+struct OpenerServer {
+        char *key;                      /* "UID GROUPS" */
+        uid_t uid;
+        pid_t pid;
+        int pidfd;
+        int control_fd;                 /* -EBADF once retired */
+        uint64_t started;
+        sd_event_source *exit_source;   /* its pidfd: readable once it ended */
+        sd_event_source *timer;         /* retires it */
+        OpenerServer *next;
+};
+
+/* Servers that take requests, the most recently used first; and those retired, until they end. */
+static OpenerServer *servers, *retired;
+
+static void server_unlink(OpenerServer *s) {
+        for (OpenerServer **p = &servers; *p; p = &(*p)->next)
+                if (*p == s) {
+                        *p = s->next;
+                        return;
+                }
+        for (OpenerServer **p = &retired; *p; p = &(*p)->next)
+                if (*p == s) {
+                        *p = s->next;
+                        return;
+                }
+}
+
+static void server_free(OpenerServer *s) {
+        server_unlink(s);
+        s->exit_source = sd_event_source_disable_unref(s->exit_source);
+        s->timer = sd_event_source_disable_unref(s->timer);
+        safe_close(s->pidfd);
+        safe_close(s->control_fd);
+        free(s->key);
+        free(s);
+}
+
+static int on_server_exit(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        OpenerServer *s = userdata;
+        siginfo_t si = {};
+
+        (void) waitid(P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG);
+        if (s->control_fd < 0)
+                unreaped_add(s->uid, -1);
+        server_free(s);
+        return 0;
+}
+
+/* No more requests go to 's'; it ends once it answered those it has ('kill': now). Until it has
+ * ended it counts against its user, as a killed opener does. */
+static void server_retire(OpenerServer *s, bool kill_it) {
+        if (s->control_fd >= 0) {
+                server_unlink(s);
+                s->next = retired;
+                retired = s;
+                s->control_fd = safe_close(s->control_fd);
+                s->timer = sd_event_source_disable_unref(s->timer);
+                unreaped_add(s->uid, +1);
+        }
+        if (kill_it)
+                (void) syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0);
+}
+
+static int on_server_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        server_retire(userdata, false);
+        return 0;
+}
+
+static OpenerServer *server_find_pid(pid_t pid) {
+        for (OpenerServer *s = servers; s; s = s->next)
+                if (s->pid == pid)
+                        return s;
+        return NULL;
+}
+
+/* Used now: first in line, and idle from now on. */
+static void server_touch(OpenerServer *s) {
+        uint64_t now_usec = 0;
+
+        if (servers != s) {
+                server_unlink(s);
+                s->next = servers;
+                servers = s;
+        }
+        (void) sd_event_now(sd_event_source_get_event(s->timer), CLOCK_MONOTONIC, &now_usec);
+        (void) sd_event_source_set_time(s->timer, MIN(now_usec + OPENER_SERVER_IDLE_USEC,
+                                                      s->started + OPENER_SERVER_AGE_USEC));
+}
+
+static int server_start(sd_event *event, const OpenerRequest *req, const char *key, const char *groups,
+                        OpenerServer **ret) {
+        _cleanup_close_ int their_end = -EBADF;
+        OpenerServer *s;
+        char uid[16];
+        const char *argv[5];
+        unsigned n = 0;
+        int sv[2], r;
+
+        for (OpenerServer *i = servers; i; i = i->next)
+                if (++n >= OPENER_SERVERS_MAX) {
+                        server_retire(i, false);     /* the least recently used */
+                        break;
+                }
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
                 return -ENOMEM;
+        *s = (OpenerServer) { .uid = req->uid, .pidfd = -EBADF, .control_fd = -EBADF };
+        s->key = strdup(key);
+        if (!s->key) {
+                server_free(s);
+                return -ENOMEM;
+        }
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+                r = negative_errno();
+                server_free(s);
+                return r;
+        }
+        s->control_fd = sv[0];
+        their_end = sv[1];
+
         (void) snprintf(uid, sizeof(uid), "%u", (unsigned) req->uid);
         argv[0] = "blockjobd-opener";
         argv[1] = uid;
-        argv[2] = req->groups_from_user_database ? "*" : groups;
-        argv[3] = NULL;
-
+        argv[2] = groups;
+        argv[3] = "--serve";
+        argv[4] = NULL;
         /* The socket becomes its standard input; nothing else of ours goes along, nor our
          * blocked signals, nor our environment. Not through posix_spawn(): its child copies our
          * descriptor table, 2-4 per job, and closing those that carry locks at exec costs more
          * with every job (spawn-util.h). Only the event loop thread gets here, and no thread of
          * ours ever execs otherwise, which spawn_with_stdin() asks for. */
-        return spawn_with_stdin(opener_path(), (char *const *) argv, socket_fd, ret_pid);
+        r = spawn_with_stdin(opener_path(), (char *const *) argv, their_end, &s->pid);
+        if (r < 0) {
+                server_free(s);
+                return r;
+        }
+        /* Not reaped yet, so the pid is still this child's. */
+        s->pidfd = (int) syscall(SYS_pidfd_open, s->pid, 0);
+        if (s->pidfd < 0) {
+                r = negative_errno();
+                (void) kill(s->pid, SIGKILL);
+                (void) waitpid(s->pid, NULL, 0);     /* no file system to hang in: it was just exec'd */
+                server_free(s);
+                return r;
+        }
+        (void) sd_event_now(event, CLOCK_MONOTONIC, &s->started);
+        r = sd_event_add_io(event, &s->exit_source, s->pidfd, EPOLLIN, on_server_exit, s);
+        if (r >= 0)
+                r = sd_event_add_time(event, &s->timer, CLOCK_MONOTONIC, s->started + OPENER_SERVER_IDLE_USEC, 0,
+                                      on_server_timer, s);
+        if (r < 0) {
+                (void) syscall(SYS_pidfd_send_signal, s->pidfd, SIGKILL, NULL, 0);
+                (void) waitid(P_PIDFD, (id_t) s->pidfd, &(siginfo_t) {}, WEXITED);
+                server_free(s);
+                return r;
+        }
+        (void) sd_event_source_set_description(s->exit_source, "opener-server");
+        (void) sd_event_source_set_description(s->timer, "opener-server-timer");
+        s->next = servers;
+        servers = s;
+        *ret = s;
+        return 0;
+}
+
+/* Hands the request socket 'fd' to the server of 'req's identity, started if there is none (or
+ * the one there was ended). Returns the server's pid. */
+static int server_send(sd_event *event, const OpenerRequest *req, int fd, pid_t *ret_pid) {
+        _cleanup_free_ char *groups = req->groups_from_user_database ? strdup("*")
+                                                                     : groups_to_string(req->groups, req->n_groups);
+        _cleanup_free_ char *key = NULL;
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int))];
+        } control = {};
+        struct iovec iov = { .iov_base = (char *) "request", .iov_len = strlen("request") };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.buf,
+                .msg_controllen = sizeof(control.buf),
+        };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        int r = 0;
+
+        if (!groups || asprintf(&key, "%u %s", (unsigned) req->uid, groups) < 0)
+                return -ENOMEM;
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+
+        /* Twice at most: a server that ended, or cannot take more (it is stuck), is retired, and
+         * a new one gets the request. */
+        for (int attempt = 0; attempt < 2; attempt++) {
+                OpenerServer *s = servers;
+
+                while (s && strcmp(s->key, key) != 0)
+                        s = s->next;
+                if (!s) {
+                        r = server_start(event, req, key, groups, &s);
+                        if (r < 0)
+                                return r;
+                }
+                if (sendmsg(s->control_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+                        server_touch(s);
+                        *ret_pid = s->pid;
+                        return 0;
+                }
+                r = negative_errno();
+                server_retire(s, r != -EAGAIN);
+        }
+        return r;
+}
+
+void opener_servers_close(void) {
+        while (servers)
+                server_retire(servers, false);
+        while (retired)
+                server_free(retired);
 }
 
 /* ---- reaping ------------------------------------------------------------------------------- */
@@ -155,7 +379,8 @@ static int spawn_opener(const OpenerRequest *req, int socket_fd, pid_t *ret_pid)
 static int on_reaped(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         siginfo_t si = {};
 
-        /* The pidfd is readable once the process has exited: collect it, and this source goes. */
+        /* The pidfd is readable once the process has exited (its server collects it), and this
+         * source goes. */
         (void) waitid(P_PIDFD, (id_t) fd, &si, WEXITED | WNOHANG);
         unreaped_add((uid_t) PTR_TO_UINT(userdata), -1);
         /* The loop holds the only reference to a floating source: take one, make it an
@@ -166,28 +391,35 @@ static int on_reaped(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
-/* Kills the opener and collects it once it is gone, without waiting here: a process in an
- * uninterruptible sleep (a hung file system) takes its time to die. */
+/* Kills the server's child that answers the request (it runs as the caller, who could stop it
+ * before it exits), and counts it until it is gone, without waiting here: a process in an
+ * uninterruptible sleep (a hung file system) takes its time to die. A request that no child took
+ * up in time was sent to a server that is stuck: that one is killed instead. */
 static void opener_kill(OpenerCall *c) {
         sd_event_source *s = NULL;
 
-        if (c->pid <= 0)
+        if (c->pidfd < 0) {
+                uint64_t now_usec = 0;
+                OpenerServer *server;
+
+                (void) sd_event_now(c->event, CLOCK_MONOTONIC, &now_usec);
+                if (!c->answered && c->server_pid > 0 && now_usec >= c->sent + OPENER_SERVER_STUCK_USEC &&
+                    (server = server_find_pid(c->server_pid)))
+                        server_retire(server, true);
+                c->server_pid = 0;
                 return;
-        (void) kill(c->pid, SIGKILL);
-        if (c->pidfd >= 0 && sd_event_add_io(c->event, &s, c->pidfd, EPOLLIN, on_reaped, UINT_TO_PTR(c->uid)) >= 0) {
+        }
+        (void) syscall(SYS_pidfd_send_signal, c->pidfd, SIGKILL, NULL, 0);
+        if (sd_event_add_io(c->event, &s, c->pidfd, EPOLLIN, on_reaped, UINT_TO_PTR(c->uid)) >= 0) {
                 (void) sd_event_source_set_io_fd_own(s, true);
                 (void) sd_event_source_set_description(s, "opener-reaper");
                 (void) sd_event_source_set_floating(s, true);
                 sd_event_source_unref(s);
                 c->pidfd = -EBADF;
                 unreaped_add(c->uid, +1);
-        } else
-                /* No pidfd (an old kernel, or no descriptor left): collect it if it is gone
-                 * already, but never wait here, it may be stuck in a file system that does not
-                 * answer. */
-                (void) waitpid(c->pid, NULL, WNOHANG);
+        }
         c->pidfd = safe_close(c->pidfd);
-        c->pid = 0;
+        c->server_pid = 0;
 }
 
 OpenerCall *opener_call_free(OpenerCall *c) {
@@ -260,6 +492,11 @@ static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, const char
         if (strcmp(text, "done") == 0 && n_fds == 0)
                 return 1;
         return -EPROTO;
+}
+
+/* A pidfd, of a process that runs or ended (ESRCH). */
+static bool is_pidfd(int fd) {
+        return syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) >= 0 || errno == ESRCH;
 }
 
 /* -EMFILE or -ENFILE if no descriptor can be had now, else 0. */
@@ -344,6 +581,14 @@ static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userd
                         opener_answer(c, r, IN_SET(r, -EMFILE, -ENFILE, -ENOMEM), error);
                         return 0;
                 }
+                /* First, from the server's child that answers: who it is. Sent while it is still
+                 * root, before it becomes the caller. */
+                if (strcmp(c->text, "pid") == 0 && n_fds == 1 && !c->heard && is_pidfd(fds[0])) {
+                        c->pidfd = fds[0];
+                        c->heard = true;
+                        continue;
+                }
+                c->heard = true;
                 r = take_packet(c->text, fds, n_fds, c->uid, c->resume_name, c->files, &error);
                 /* An error it sent is the opener's; one it did not send is ours. */
                 bool ours = r == -ENOMEM && !error;
@@ -401,17 +646,14 @@ int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files
         r = build_request(req, request, sizeof(request), &len);
         if (r < 0)
                 return r;
-        /* Queued before the opener runs: the socket's buffer holds it. */
+        /* Queued before the server gets the socket: the socket's buffer holds it. */
         if (send(c->socket_fd, request, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) len)
                 return negative_errno();
 
-        r = spawn_opener(req, their_end, &c->pid);
-        if (r < 0) {
-                c->pid = 0;
+        r = server_send(event, req, their_end, &c->server_pid);
+        if (r < 0)
                 return r;
-        }
-        /* Not reaped yet, so the pid is still this child's. */
-        c->pidfd = (int) syscall(SYS_pidfd_open, c->pid, 0);
+        (void) sd_event_now(event, CLOCK_MONOTONIC, &c->sent);
         their_end = safe_close(their_end);
 
         r = sd_event_add_io(event, &c->io, c->socket_fd, EPOLLIN, on_readable, c);

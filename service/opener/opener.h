@@ -4,8 +4,9 @@
 /* The daemon's side of blockjobd-opener (opener-main.c), the helper that resolves a job's names
  * with the caller's rights and hands back descriptors (opener-protocol.h).
  *
- * Every call runs on the event loop, without blocking it: the opener is spawned, its answers are
- * read as they arrive, and it is killed and reaped in the background when the call ends. A call
+ * Every call runs on the event loop, without blocking it: the request goes to the opener server
+ * of the caller's identity (started if there is none), its answers are read as they arrive, and
+ * the process that answered is killed in the background when the call ends. A call
  * has no deadline of its own: whoever starts it bounds it (a caller that stops its own opener
  * costs nothing but its own time). */
 
@@ -47,5 +48,9 @@ int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files
 /* Ends the call, answered or not (no callback then); the opener is killed. */
 OpenerCall *opener_call_free(OpenerCall *call);
 
-/* Openers of 'uid's requests that were killed but have not ended yet (stuck in a file system). */
+/* Openers of 'uid's requests that were killed but have not ended yet (stuck in a file system),
+ * and servers of 'uid's that were told to go but have not ended yet. */
 unsigned opener_unreaped(uid_t uid);
+
+/* Tells every opener server to go, without waiting for them (at exit). */
+void opener_servers_close(void);

@@ -770,10 +770,11 @@ static bool already_stopped(pid_t pid) {
         return false;
 }
 
-/* One look at the parent's children (every thread's: a child is listed under the thread that
- * started it). */
-static void stop_new_children(BusStopper *s) {
-        g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int) s->parent);
+/* One look at the children of 'pid' (every thread's: a child is listed under the thread that
+ * started it), and at their children: the daemon's opener servers are root's, and fork the
+ * processes that become the caller. */
+static void stop_new_children_of(BusStopper *s, pid_t parent, unsigned depth) {
+        g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int) parent);
         g_autoptr(GDir) d = g_dir_open(tasks, 0, NULL);
         const char *tid;
 
@@ -786,8 +787,13 @@ static void stop_new_children(BusStopper *s) {
                 pids = g_strsplit(g_strstrip(text), " ", -1);
                 for (char **p = pids; *p; p++) {
                         pid_t pid = (pid_t) atoi(*p);
-                        if (pid <= 0 || already_stopped(pid) || !is_stoppable(s, pid))
+                        if (pid <= 0 || already_stopped(pid))
                                 continue;
+                        if (!is_stoppable(s, pid)) {
+                                if (depth > 0)
+                                        stop_new_children_of(s, pid, depth - 1);
+                                continue;
+                        }
                         if (kill(pid, SIGSTOP) < 0)
                                 continue;
                         gint n = g_atomic_int_get(&n_stopped_pids);
@@ -797,6 +803,20 @@ static void stop_new_children(BusStopper *s) {
                         g_atomic_int_inc(&s->n_stopped);
                 }
         }
+}
+
+static void stop_new_children(BusStopper *s) {
+        stop_new_children_of(s, s->parent, 1);
+}
+
+/* The parent process of 'pid', as /proc tells it; 0 if it cannot be told. */
+static pid_t process_ppid(pid_t pid) {
+        g_autofree char *file = g_strdup_printf("/proc/%d/status", (int) pid), *text = NULL;
+        const char *line;
+
+        if (!g_file_get_contents(file, &text, NULL, NULL) || !(line = strstr(text, "\nPPid:")))
+                return 0;
+        return (pid_t) strtol(line + 6, NULL, 10);
 }
 
 static gpointer stopper_thread(gpointer userdata) {
@@ -836,11 +856,10 @@ unsigned bus_stopper_finish(BusStopper *s) {
 
         g_atomic_int_set(&s->done, 1);
         g_thread_join(s->thread);
-        /* Still the parent's child, and still the same program: resumed. */
+        /* Still the parent's child or grandchild, and still the same program: resumed. */
         for (gint i = 0; i < n_stopped_pids; i++) {
-                g_autofree char *status_file = g_strdup_printf("/proc/%d/status", (int) stopped_pids[i]);
-                g_autofree char *status = NULL, *ppid = g_strdup_printf("\nPPid:\t%d\n", (int) s->parent);
-                if (g_file_get_contents(status_file, &status, NULL, NULL) && strstr(status, ppid) &&
+                pid_t ppid = process_ppid(stopped_pids[i]);
+                if (ppid > 0 && (ppid == s->parent || process_ppid(ppid) == s->parent) &&
                     is_stoppable(s, stopped_pids[i]))
                         (void) kill(stopped_pids[i], SIGCONT);
         }

@@ -136,8 +136,10 @@ pid_t bus_daemon_pid(BusFixture *f);
 GVariant *bus_call_with_fds(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
                             GUnixFDList *fds, GError **error);
 
-/* SIGSTOPs every child of 'parent' that runs as user 'uid' the program named 'exe_name' (the base name of its
- * /proc/PID/exe), as soon as it appears, until finished: a thread that looks every 0.1 ms.
+/* SIGSTOPs every child of 'parent', or child of a child (the daemon's opener servers fork the
+ * processes that become the caller), that runs as user 'uid' the program named 'exe_name' (the
+ * base name of its /proc/PID/exe), as soon as it appears, until finished: a thread that looks
+ * every 0.1 ms.
  * Finishing resumes (SIGCONT) those that are still there and returns how many were stopped. One
  * stopper at a time. bus_stopper_resume_all() is for a signal handler, should the test die with
  * processes stopped. */

@@ -1014,6 +1014,95 @@ static void test_sd_notify(NotifyFixture *n, gconstpointer data) {
         g_assert_true(g_str_has_suffix(n->messages->str, "STATUS=No jobs.\n"));
 }
 
+/* The children of 'parent' (every thread's) whose command line is blockjobd-opener's: servers
+ * (argv[3] "--serve") or not. */
+static GArray *opener_children(pid_t parent, gboolean servers) {
+        g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int) parent);
+        g_autoptr(GDir) d = g_dir_open(tasks, 0, NULL);
+        GArray *pids = g_array_new(FALSE, FALSE, sizeof(pid_t));
+        const char *tid;
+
+        while (d && (tid = g_dir_read_name(d))) {
+                g_autofree char *file = g_strdup_printf("%s/%s/children", tasks, tid), *text = NULL;
+                g_auto(GStrv) list = NULL;
+
+                if (!g_file_get_contents(file, &text, NULL, NULL))
+                        continue;
+                list = g_strsplit(g_strstrip(text), " ", -1);
+                for (char **p = list; *p; p++) {
+                        pid_t pid = (pid_t) atoi(*p);
+                        g_autofree char *cmdline_file = g_strdup_printf("/proc/%d/cmdline", (int) pid);
+                        g_autofree char *cmdline = NULL;
+                        gsize len = 0;
+                        const char *argv[5] = {};
+                        size_t n = 0;
+
+                        if (pid <= 0 || !g_file_get_contents(cmdline_file, &cmdline, &len, NULL))
+                                continue;
+                        for (gsize k = 0; k < len && n < G_N_ELEMENTS(argv); k += strlen(cmdline + k) + 1)
+                                argv[n++] = cmdline + k;
+                        if (n == 0 || !g_str_equal(argv[0], "blockjobd-opener"))
+                                continue;
+                        if ((n == 4 && g_str_equal(argv[3], "--serve")) == !!servers)
+                                g_array_append_val(pids, pid);
+                }
+        }
+        return pids;
+}
+
+static void wait_for_opener_servers(BusFixture *f, guint n, const char *what) {
+        for (gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;;) {
+                g_autoptr(GArray) servers = opener_children(bus_daemon_pid(f), TRUE);
+                if (servers->len == n)
+                        return;
+                if (g_get_monotonic_time() > end)
+                        g_error("%u opener servers after 20 s, not %u (%s)", servers->len, n, what);
+                bus_iterate_for(f, 20 * 1000);
+        }
+}
+
+/* A caller's creations go to one opener server, which forks a process for each that is gone once
+ * the creation is answered (it ran as the caller; the daemon kills it). A server that died is
+ * replaced by the next creation; one that is not used goes after 10 s. */
+static void test_opener_server(BusFixture *f, gconstpointer data) {
+        g_autofree char *source = bus_fixture_path(f, "src.img");
+        pid_t server = 0;
+
+        bus_make_file(source, MiB);
+        for (unsigned i = 0; i < 3; i++) {
+                g_autofree char *target = g_strdup_printf("%s/t%u.img", f->dir, i);
+                g_autofree char *job = bus_backup(f, source, target, NULL);
+                g_autoptr(GArray) servers = opener_children(bus_daemon_pid(f), TRUE);
+
+                g_assert_cmpuint(servers->len, ==, 1);
+                if (i == 0)
+                        server = g_array_index(servers, pid_t, 0);
+                g_assert_cmpint(g_array_index(servers, pid_t, 0), ==, server);
+        }
+        for (gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;;) {
+                g_autoptr(GArray) children = opener_children(server, FALSE);
+                if (children->len == 0)
+                        break;
+                if (g_get_monotonic_time() > end)
+                        g_error("%u processes of the opener server still there 10 s after their creations",
+                                children->len);
+                bus_iterate_for(f, 20 * 1000);
+        }
+
+        g_assert_cmpint(kill(server, SIGKILL), ==, 0);
+        wait_for_opener_servers(f, 0, "the killed one collected");
+        {
+                g_autofree char *target = g_strdup_printf("%s/after-kill.img", f->dir);
+                g_autofree char *job = bus_backup(f, source, target, NULL);
+                g_autoptr(GArray) servers = opener_children(bus_daemon_pid(f), TRUE);
+                g_assert_cmpuint(servers->len, ==, 1);
+                g_assert_cmpint(g_array_index(servers, pid_t, 0), !=, server);
+        }
+
+        /* 10 s unused. */
+        wait_for_opener_servers(f, 0, "the idle one retired");
+}
+
 /* ---- activation, idle exit, SIGTERM --------------------------------------------------------- */
 
 static void activation_setup(BusFixture *f, gconstpointer data) {
@@ -1186,6 +1275,7 @@ int main(int argc, char **argv) {
         BUS_TEST("/bus/error-text", test_error_texts_reach_clients);
         BUS_TEST("/bus/every-verb", test_every_verb);
         BUS_TEST("/bus/io-error-stop", test_io_error_stop);
+        BUS_TEST("/bus/opener-server", test_opener_server);
         BUS_TEST("/bus/stream", test_stream);
         BUS_TEST("/bus/commit-active", test_commit_active);
         BUS_TEST("/bus/mirror-follows-writes", test_mirror_follows_writes);
