@@ -93,6 +93,7 @@ typedef struct Identity {
         gid_t gid;
         gid_t *groups;
         size_t n_groups;
+        bool in_database;               /* the user database knows the uid */
 } Identity;
 
 /* Formats why resolving failed into 'message' (OPENER_PACKET_MAX bytes), and returns 'r'. */
@@ -155,6 +156,7 @@ static int resolve(const char *uid_s, const char *groups_s, Identity *ret, char 
         ret->uid = uid;
 
         pw = getpwuid(uid);
+        ret->in_database = pw;
         r = strcmp(groups_s, "*") == 0 ? groups_from_database(pw, ret->groups, &ret->n_groups, message)
                                        : groups_from_list(groups_s, ret->groups, &ret->n_groups, message);
         if (r < 0)
@@ -361,14 +363,24 @@ static int receive_request_socket(void) {
 }
 
 /* Tells the daemon which process answers this request, as a pidfd: the daemon kills it when the
- * request ends, as it would kill a short-lived opener, although it is not the daemon's child. */
+ * request ends, although it is not the daemon's child. Without that (the request ended before,
+ * and the daemon shut its end), the request is not answered: the process ends before it becomes
+ * the caller, which nobody could stop or kill then. */
 static void send_pidfd(void) {
         int fd = (int) syscall(SYS_pidfd_open, getpid(), 0);
 
-        if (fd < 0)
-                return;                 /* an old kernel: the request socket's end must do */
-        (void) send_packet("pid", &fd, 1);
+        if (fd < 0 || send_packet("pid", &fd, 1) < 0)
+                _exit(EXIT_FAILURE);
         safe_close(fd);
+}
+
+/* Says on the request socket 'fd' that no process could be made to answer it. */
+static void refuse_request(int fd, int r) {
+        char text[128];
+
+        (void) snprintf(text, sizeof(text), "error %d Could not start a process to open the files: %s", -r,
+                        strerror(-r));
+        (void) send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 /* blockjobd-opener UID GROUPS --serve: one identity's requests, each answered by a child of its
@@ -380,9 +392,14 @@ static void send_pidfd(void) {
 static void serve(const char *uid_s, const char *groups_s) {
         char message[OPENER_PACKET_MAX];
         Identity id;
+        bool keep;
         int r;
 
         r = resolve(uid_s, groups_s, &id, message);
+        /* What is not worth keeping (a failure, or a user the database does not know: maybe a
+         * database that is not up yet) is asked again by each child, as a process of its own
+         * would. */
+        keep = r >= 0 && id.in_database;
         /* Children are collected by the kernel. */
         (void) signal(SIGCHLD, SIG_IGN);
         for (;;) {
@@ -397,13 +414,18 @@ static void serve(const char *uid_s, const char *groups_s) {
                                 _exit(EXIT_FAILURE);
                         safe_close(fd);
                         send_pidfd();
+                        if (!keep) {
+                                free(id.groups);
+                                r = resolve(uid_s, groups_s, &id, message);
+                        }
                         if (r < 0)
                                 fail(r, "%s", message);
                         assume(&id);
                         free(id.groups);
                         return;
                 }
-                /* Without a child the request socket closes here, and the daemon hears the end. */
+                if (pid < 0)
+                        refuse_request(fd, negative_errno());
                 safe_close(fd);
         }
 }

@@ -71,7 +71,7 @@ struct OpenerCall {
         OpenerDone done;
         void *userdata;
 
-        pid_t server_pid;               /* the server that was sent the request */
+        uint64_t server_id;             /* the server that was sent the request */
         uint64_t sent;                  /* when */
         int pidfd;                      /* the server's child that answers it, once it said so */
         int socket_fd;
@@ -152,6 +152,8 @@ static int build_request(const OpenerRequest *req, char *buf, size_t size, size_
 
 typedef struct OpenerServer OpenerServer;
 struct OpenerServer {
+        uint64_t id;                    /* never reused, unlike a pid */
+        sd_event *event;                /* the loop it serves (its sources are there) */
         char *key;                      /* "UID GROUPS" */
         uid_t uid;
         pid_t pid;
@@ -165,6 +167,7 @@ struct OpenerServer {
 
 /* Servers that take requests, the most recently used first; and those retired, until they end. */
 static OpenerServer *servers, *retired;
+static uint64_t servers_started;
 
 static void server_unlink(OpenerServer *s) {
         for (OpenerServer **p = &servers; *p; p = &(*p)->next)
@@ -220,9 +223,12 @@ static int on_server_timer(sd_event_source *source, uint64_t usec, void *userdat
         return 0;
 }
 
-static OpenerServer *server_find_pid(pid_t pid) {
+static OpenerServer *server_find(uint64_t id) {
         for (OpenerServer *s = servers; s; s = s->next)
-                if (s->pid == pid)
+                if (s->id == id)
+                        return s;
+        for (OpenerServer *s = retired; s; s = s->next)
+                if (s->id == id)
                         return s;
         return NULL;
 }
@@ -259,7 +265,13 @@ static int server_start(sd_event *event, const OpenerRequest *req, const char *k
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
-        *s = (OpenerServer) { .uid = req->uid, .pidfd = -EBADF, .control_fd = -EBADF };
+        *s = (OpenerServer) {
+                .id = ++servers_started,
+                .event = event,
+                .uid = req->uid,
+                .pidfd = -EBADF,
+                .control_fd = -EBADF,
+        };
         s->key = strdup(key);
         if (!s->key) {
                 server_free(s);
@@ -318,8 +330,8 @@ static int server_start(sd_event *event, const OpenerRequest *req, const char *k
 }
 
 /* Hands the request socket 'fd' to the server of 'req's identity, started if there is none (or
- * the one there was ended). Returns the server's pid. */
-static int server_send(sd_event *event, const OpenerRequest *req, int fd, pid_t *ret_pid) {
+ * the one there was ended). Returns the server's id. */
+static int server_send(sd_event *event, const OpenerRequest *req, int fd, uint64_t *ret_id) {
         _cleanup_free_ char *groups = req->groups_from_user_database ? strdup("*")
                                                                      : groups_to_string(req->groups, req->n_groups);
         _cleanup_free_ char *key = NULL;
@@ -344,12 +356,13 @@ static int server_send(sd_event *event, const OpenerRequest *req, int fd, pid_t 
         c->cmsg_len = CMSG_LEN(sizeof(int));
         memcpy(CMSG_DATA(c), &fd, sizeof(int));
 
-        /* Twice at most: a server that ended, or cannot take more (it is stuck), is retired, and
-         * a new one gets the request. */
+        /* Twice at most: a server that ended, or cannot take more (it is stuck, or the kernel's
+         * bound on descriptors in flight is reached), is retired (what it was sent already is
+         * answered, or ends with the requests' deadlines), and a new one gets the request. */
         for (int attempt = 0; attempt < 2; attempt++) {
                 OpenerServer *s = servers;
 
-                while (s && strcmp(s->key, key) != 0)
+                while (s && (s->event != event || strcmp(s->key, key) != 0))
                         s = s->next;
                 if (!s) {
                         r = server_start(event, req, key, groups, &s);
@@ -358,11 +371,11 @@ static int server_send(sd_event *event, const OpenerRequest *req, int fd, pid_t 
                 }
                 if (sendmsg(s->control_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
                         server_touch(s);
-                        *ret_pid = s->pid;
+                        *ret_id = s->id;
                         return 0;
                 }
                 r = negative_errno();
-                server_retire(s, r != -EAGAIN);
+                server_retire(s, false);
         }
         return r;
 }
@@ -391,22 +404,71 @@ static int on_reaped(sd_event_source *s, int fd, uint32_t revents, void *userdat
         return 0;
 }
 
+static bool is_pidfd(int fd);
+
+/* The child's "pid" packet, if it is waiting on the socket unread. After shutdown(), so that no
+ * child can send it later: one that had not yet sent it fails to, and exits before it becomes
+ * the caller (opener-main.c). */
+static int take_unread_pidfd(OpenerCall *c) {
+        union {
+                struct cmsghdr header;
+                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
+        } control;
+        char text[8];
+        struct iovec iov = { .iov_base = text, .iov_len = sizeof(text) - 1 };
+        struct msghdr mh = {
+                .msg_iov = &iov,
+                .msg_iovlen = 1,
+                .msg_control = control.buf,
+                .msg_controllen = sizeof(control.buf),
+        };
+        ssize_t n;
+        int fd = -EBADF;
+
+        if (c->heard || c->socket_fd < 0)
+                return -EBADF;          /* the first packet was not "pid": none will come */
+        (void) shutdown(c->socket_fd, SHUT_RDWR);
+        n = recvmsg(c->socket_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        if (n < 0)
+                return -EBADF;
+        text[n] = 0;
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h))
+                if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+                        size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                        for (size_t i = 0; i < k; i++) {
+                                int f = ((int *) CMSG_DATA(h))[i];
+                                if (fd < 0 && strcmp(text, "pid") == 0 && k == 1 && is_pidfd(f))
+                                        fd = f;
+                                else
+                                        safe_close(f);
+                        }
+                }
+        return fd;
+}
+
 /* Kills the server's child that answers the request (it runs as the caller, who could stop it
  * before it exits), and counts it until it is gone, without waiting here: a process in an
  * uninterruptible sleep (a hung file system) takes its time to die. A request that no child took
- * up in time was sent to a server that is stuck: that one is killed instead. */
+ * up in OPENER_SERVER_STUCK_USEC was sent to a server that is stuck (in the user database: a
+ * network service that does not answer): that one is killed instead. */
 static void opener_kill(OpenerCall *c) {
         sd_event_source *s = NULL;
 
+        if (c->pidfd < 0)
+                c->pidfd = take_unread_pidfd(c);
         if (c->pidfd < 0) {
                 uint64_t now_usec = 0;
                 OpenerServer *server;
 
                 (void) sd_event_now(c->event, CLOCK_MONOTONIC, &now_usec);
-                if (!c->answered && c->server_pid > 0 && now_usec >= c->sent + OPENER_SERVER_STUCK_USEC &&
-                    (server = server_find_pid(c->server_pid)))
+                if (c->server_id > 0 && now_usec >= c->sent + OPENER_SERVER_STUCK_USEC &&
+                    (server = server_find(c->server_id))) {
+                        log_warning("Killing blockjobd-opener server %u of user %u: it did not take up a request in %u s",
+                                    (unsigned) server->pid, (unsigned) server->uid,
+                                    (unsigned) (OPENER_SERVER_STUCK_USEC / USEC_PER_SEC));
                         server_retire(server, true);
-                c->server_pid = 0;
+                }
+                c->server_id = 0;
                 return;
         }
         (void) syscall(SYS_pidfd_send_signal, c->pidfd, SIGKILL, NULL, 0);
@@ -419,7 +481,7 @@ static void opener_kill(OpenerCall *c) {
                 unreaped_add(c->uid, +1);
         }
         c->pidfd = safe_close(c->pidfd);
-        c->server_pid = 0;
+        c->server_id = 0;
 }
 
 OpenerCall *opener_call_free(OpenerCall *c) {
@@ -494,9 +556,10 @@ static int take_packet(char *text, int *fds, size_t n_fds, uid_t uid, const char
         return -EPROTO;
 }
 
-/* A pidfd, of a process that runs or ended (ESRCH). */
+/* A pidfd: of a process that runs, or ended (ESRCH), or runs as another user by now (EPERM,
+ * without CAP_KILL); anything else is EBADF. */
 static bool is_pidfd(int fd) {
-        return syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) >= 0 || errno == ESRCH;
+        return syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) >= 0 || IN_SET(errno, ESRCH, EPERM);
 }
 
 /* -EMFILE or -ENFILE if no descriptor can be had now, else 0. */
@@ -650,7 +713,7 @@ int opener_call_start(sd_event *event, const OpenerRequest *req, JobFiles *files
         if (send(c->socket_fd, request, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t) len)
                 return negative_errno();
 
-        r = server_send(event, req, their_end, &c->server_pid);
+        r = server_send(event, req, their_end, &c->server_id);
         if (r < 0)
                 return r;
         (void) sd_event_now(event, CLOCK_MONOTONIC, &c->sent);

@@ -809,16 +809,6 @@ static void stop_new_children(BusStopper *s) {
         stop_new_children_of(s, s->parent, 1);
 }
 
-/* The parent process of 'pid', as /proc tells it; 0 if it cannot be told. */
-static pid_t process_ppid(pid_t pid) {
-        g_autofree char *file = g_strdup_printf("/proc/%d/status", (int) pid), *text = NULL;
-        const char *line;
-
-        if (!g_file_get_contents(file, &text, NULL, NULL) || !(line = strstr(text, "\nPPid:")))
-                return 0;
-        return (pid_t) strtol(line + 6, NULL, 10);
-}
-
 static gpointer stopper_thread(gpointer userdata) {
         BusStopper *s = userdata;
 
@@ -856,13 +846,11 @@ unsigned bus_stopper_finish(BusStopper *s) {
 
         g_atomic_int_set(&s->done, 1);
         g_thread_join(s->thread);
-        /* Still the parent's child or grandchild, and still the same program: resumed. */
-        for (gint i = 0; i < n_stopped_pids; i++) {
-                pid_t ppid = process_ppid(stopped_pids[i]);
-                if (ppid > 0 && (ppid == s->parent || process_ppid(ppid) == s->parent) &&
-                    is_stoppable(s, stopped_pids[i]))
+        /* Still the same program of the same user (a server that went meanwhile leaves its
+         * children to init): resumed. */
+        for (gint i = 0; i < n_stopped_pids; i++)
+                if (is_stoppable(s, stopped_pids[i]))
                         (void) kill(stopped_pids[i], SIGCONT);
-        }
         g_atomic_int_set(&n_stopped_pids, 0);
         n = bus_stopper_count(s);
         g_free(s->exe_name);

@@ -1014,8 +1014,8 @@ static void test_sd_notify(NotifyFixture *n, gconstpointer data) {
         g_assert_true(g_str_has_suffix(n->messages->str, "STATUS=No jobs.\n"));
 }
 
-/* The children of 'parent' (every thread's) whose command line is blockjobd-opener's: servers
- * (argv[3] "--serve") or not. */
+/* The children of 'parent' (every thread's): with 'servers', those whose command line is a
+ * blockjobd-opener server's; else all of them. */
 static GArray *opener_children(pid_t parent, gboolean servers) {
         g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int) parent);
         g_autoptr(GDir) d = g_dir_open(tasks, 0, NULL);
@@ -1037,13 +1037,17 @@ static GArray *opener_children(pid_t parent, gboolean servers) {
                         const char *argv[5] = {};
                         size_t n = 0;
 
-                        if (pid <= 0 || !g_file_get_contents(cmdline_file, &cmdline, &len, NULL))
+                        if (pid <= 0)
+                                continue;
+                        if (!servers) {
+                                g_array_append_val(pids, pid);
+                                continue;
+                        }
+                        if (!g_file_get_contents(cmdline_file, &cmdline, &len, NULL))
                                 continue;
                         for (gsize k = 0; k < len && n < G_N_ELEMENTS(argv); k += strlen(cmdline + k) + 1)
                                 argv[n++] = cmdline + k;
-                        if (n == 0 || !g_str_equal(argv[0], "blockjobd-opener"))
-                                continue;
-                        if ((n == 4 && g_str_equal(argv[3], "--serve")) == !!servers)
+                        if (n == 4 && g_str_equal(argv[0], "blockjobd-opener") && g_str_equal(argv[3], "--serve"))
                                 g_array_append_val(pids, pid);
                 }
         }
@@ -1085,6 +1089,36 @@ static void test_opener_server(BusFixture *f, gconstpointer data) {
                         break;
                 if (g_get_monotonic_time() > end)
                         g_error("%u processes of the opener server still there 10 s after their creations",
+                                children->len);
+                bus_iterate_for(f, 20 * 1000);
+        }
+
+        /* A creation of several files whose first fails at once: the others' requests end
+         * unanswered, and what the server forked for them goes too (killed, or gone before it
+         * became the caller). */
+        {
+                g_autofree char *missing = bus_fixture_path(f, "missing.img"), *m = NULL;
+                GVariantBuilder actions;
+
+                g_variant_builder_init(&actions, G_VARIANT_TYPE("a(sssa{sv})"));
+                g_autofree char *m0 = bus_fixture_path(f, "m0.img");
+                g_variant_builder_add_value(&actions, backup_action(missing, m0, NULL));
+                for (unsigned i = 1; i < 8; i++) {
+                        g_autofree char *target = g_strdup_printf("%s/m%u.img", f->dir, i);
+                        g_variant_builder_add_value(&actions, backup_action(source, target, NULL));
+                }
+                m = bus_call_error(f, MANAGER_PATH, MANAGER_IFACE, "Transaction",
+                                   g_variant_new("(@a(sssa{sv})@a{sv})", g_variant_builder_end(&actions),
+                                                 g_variant_new("a{sv}", NULL)),
+                                   ERR_IMAGE);
+                g_assert_nonnull(strstr(m, "missing.img"));
+        }
+        for (gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;;) {
+                g_autoptr(GArray) children = opener_children(server, FALSE);
+                if (children->len == 0)
+                        break;
+                if (g_get_monotonic_time() > end)
+                        g_error("%u processes of the opener server still there 10 s after a failed transaction",
                                 children->len);
                 bus_iterate_for(f, 20 * 1000);
         }

@@ -18,6 +18,7 @@
 #include "address-space.h"
 #include "qemu-oracle.h"
 #include "reservations.h"
+#include "opener.h"
 
 typedef struct Fixture {
         TestLoop loop;
@@ -45,6 +46,8 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", f->dir);
         g_assert_cmpint(system(cmd), ==, 0);
         job_factory_free(f->factory);
+        /* The opener servers are the loop's: they go with it. */
+        opener_servers_close();
         test_loop_done(&f->loop);
         g_free(f->dir);
 }
