@@ -31,6 +31,7 @@
 #include "fd-util.h"
 #include "image.h"
 #include "macro.h"
+#include "opener-packet.h"
 #include "opener-protocol.h"
 #include "job-files.h"
 #include "open-files.h"
@@ -39,24 +40,7 @@
 #define UID_NOBODY 65534
 
 static int send_packet(const char *text, const int *fds, size_t n_fds) {
-        union {
-                struct cmsghdr header;
-                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
-        } control = {};
-        struct iovec iov = { .iov_base = (char *) text, .iov_len = strlen(text) };
-        struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-
-        assert(n_fds <= OPENER_FDS_MAX);
-        if (n_fds > 0) {
-                mh.msg_control = control.buf;
-                mh.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
-                struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-                c->cmsg_level = SOL_SOCKET;
-                c->cmsg_type = SCM_RIGHTS;
-                c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
-                memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
-        }
-        return sendmsg(SOCKET_FD, &mh, MSG_NOSIGNAL) < 0 ? negative_errno() : 0;
+        return opener_send_packet(SOCKET_FD, text, fds, n_fds, 0);
 }
 
 /* Says why the request failed, and ends. 'r' is a negative errno; %m in 'format' names it. */
@@ -319,44 +303,20 @@ static void rlimit_nofile_safe(void) {
 /* The next request socket the daemon sends on the control socket (standard input): a packet
  * "request" with one descriptor. Exits when the daemon closes its end. */
 static int receive_request_socket(void) {
-        union {
-                struct cmsghdr header;
-                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
-        } control;
         char text[16];
 
         for (;;) {
-                struct iovec iov = { .iov_base = text, .iov_len = sizeof(text) - 1 };
-                struct msghdr mh = {
-                        .msg_iov = &iov,
-                        .msg_iovlen = 1,
-                        .msg_control = control.buf,
-                        .msg_controllen = sizeof(control.buf),
-                };
                 int fds[OPENER_FDS_MAX];
                 size_t n_fds = 0;
                 ssize_t n;
 
-                n = recvmsg(SOCKET_FD, &mh, MSG_CMSG_CLOEXEC);
-                if (n < 0 && errno == EINTR)
-                        continue;
+                n = opener_receive_packet(SOCKET_FD, text, sizeof(text), fds, &n_fds, 0);
+                if (n == -EINTR || n == -EPROTO)
+                        continue;       /* a packet cut short is dropped (only the daemon writes here) */
                 if (n <= 0)
                         exit(n == 0 ? EXIT_SUCCESS : EXIT_FAILURE);
-                text[n] = 0;
-                for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                                size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                                for (size_t i = 0; i < k; i++) {
-                                        int fd = ((int *) CMSG_DATA(c))[i];
-                                        if (n_fds < OPENER_FDS_MAX)
-                                                fds[n_fds++] = fd;
-                                        else
-                                                safe_close(fd);
-                                }
-                        }
                 if (strcmp(text, "request") == 0 && n_fds == 1)
                         return fds[0];
-                /* Only the daemon writes here; anything else is dropped. */
                 for (size_t i = 0; i < n_fds; i++)
                         safe_close(fds[i]);
         }
@@ -380,7 +340,7 @@ static void refuse_request(int fd, int r) {
 
         (void) snprintf(text, sizeof(text), "error %d Could not start a process to open the files: %s", -r,
                         strerror(-r));
-        (void) send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void) opener_send_packet(fd, text, NULL, 0, MSG_DONTWAIT);
 }
 
 /* blockjobd-opener UID GROUPS --serve: one identity's requests, each answered by a child of its

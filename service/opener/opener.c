@@ -14,6 +14,7 @@
 #include "error-message.h"
 #include "log.h"
 #include "macro.h"
+#include "opener-packet.h"
 #include "opener-protocol.h"
 #include "opener.h"
 #include "spawn-util.h"
@@ -335,26 +336,10 @@ static int server_send(sd_event *event, const OpenerRequest *req, int fd, uint64
         _cleanup_free_ char *groups = req->groups_from_user_database ? strdup("*")
                                                                      : groups_to_string(req->groups, req->n_groups);
         _cleanup_free_ char *key = NULL;
-        union {
-                struct cmsghdr header;
-                char buf[CMSG_SPACE(sizeof(int))];
-        } control = {};
-        struct iovec iov = { .iov_base = (char *) "request", .iov_len = strlen("request") };
-        struct msghdr mh = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
         int r = 0;
 
         if (!groups || asprintf(&key, "%u %s", (unsigned) req->uid, groups) < 0)
                 return -ENOMEM;
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
 
         /* Twice at most: a server that ended, or cannot take more (it is stuck, or the kernel's
          * bound on descriptors in flight is reached), is retired (what it was sent already is
@@ -369,12 +354,12 @@ static int server_send(sd_event *event, const OpenerRequest *req, int fd, uint64
                         if (r < 0)
                                 return r;
                 }
-                if (sendmsg(s->control_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+                r = opener_send_packet(s->control_fd, "request", &fd, 1, MSG_DONTWAIT);
+                if (r >= 0) {
                         server_touch(s);
                         *ret_id = s->id;
                         return 0;
                 }
-                r = negative_errno();
                 server_retire(s, false);
         }
         return r;
@@ -410,40 +395,18 @@ static bool is_pidfd(int fd);
  * child can send it later: one that had not yet sent it fails to, and exits before it becomes
  * the caller (opener-main.c). */
 static int take_unread_pidfd(OpenerCall *c) {
-        union {
-                struct cmsghdr header;
-                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
-        } control;
-        char text[8];
-        struct iovec iov = { .iov_base = text, .iov_len = sizeof(text) - 1 };
-        struct msghdr mh = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
-        ssize_t n;
-        int fd = -EBADF;
+        int fds[OPENER_FDS_MAX];
+        size_t n_fds = 0;
 
         if (c->heard || c->socket_fd < 0)
                 return -EBADF;          /* the first packet was not "pid": none will come */
         (void) shutdown(c->socket_fd, SHUT_RDWR);
-        n = recvmsg(c->socket_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-        if (n < 0)
-                return -EBADF;
-        text[n] = 0;
-        for (struct cmsghdr *h = CMSG_FIRSTHDR(&mh); h; h = CMSG_NXTHDR(&mh, h))
-                if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
-                        size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                        for (size_t i = 0; i < k; i++) {
-                                int f = ((int *) CMSG_DATA(h))[i];
-                                if (fd < 0 && strcmp(text, "pid") == 0 && k == 1 && is_pidfd(f))
-                                        fd = f;
-                                else
-                                        safe_close(f);
-                        }
-                }
-        return fd;
+        if (opener_receive_packet(c->socket_fd, c->text, OPENER_PACKET_MAX, fds, &n_fds, MSG_DONTWAIT) > 0 &&
+            strcmp(c->text, "pid") == 0 && n_fds == 1 && is_pidfd(fds[0]))
+                return fds[0];
+        for (size_t i = 0; i < n_fds; i++)
+                safe_close(fds[i]);
+        return -EBADF;
 }
 
 /* Kills the server's child that answers the request (it runs as the caller, who could stop it
@@ -562,57 +525,6 @@ static bool is_pidfd(int fd) {
         return syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) >= 0 || IN_SET(errno, ESRCH, EPERM);
 }
 
-/* -EMFILE or -ENFILE if no descriptor can be had now, else 0. */
-static int out_of_descriptors(int fd) {
-        int k = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-
-        if (k >= 0) {
-                safe_close(k);
-                return 0;
-        }
-        return IN_SET(errno, EMFILE, ENFILE) ? -errno : 0;
-}
-
-/* One packet: its text (NUL-terminated) and the descriptors that came with it. Returns the text's
- * length, 0 at the end of the stream, -EAGAIN when nothing is there yet. */
-static ssize_t receive_packet(int fd, char *text, int *fds, size_t *n_fds) {
-        union {
-                struct cmsghdr header;
-                char buf[CMSG_SPACE(sizeof(int) * OPENER_FDS_MAX)];
-        } control;
-        struct iovec iov = { .iov_base = text, .iov_len = OPENER_PACKET_MAX - 1 };
-        struct msghdr mh = {
-                .msg_iov = &iov,
-                .msg_iovlen = 1,
-                .msg_control = control.buf,
-                .msg_controllen = sizeof(control.buf),
-        };
-        ssize_t n;
-
-        *n_fds = 0;
-        n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-        if (n < 0)
-                return negative_errno();
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                        memcpy(fds + *n_fds, CMSG_DATA(c), MIN(k, OPENER_FDS_MAX - *n_fds) * sizeof(int));
-                        *n_fds += MIN(k, OPENER_FDS_MAX - *n_fds);
-                }
-        text[n] = 0;
-        if (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
-                /* The kernel drops descriptors it cannot install here and says so with MSG_CTRUNC
-                 * only, as it does for more than were asked for: if we cannot take one more now
-                 * (before those we got are closed), it was us who ran out. */
-                int k = (mh.msg_flags & MSG_CTRUNC) ? out_of_descriptors(fd) : 0;
-                for (size_t i = 0; i < *n_fds; i++)
-                        safe_close(fds[i]);
-                *n_fds = 0;
-                return k < 0 ? k : -EPROTO;
-        }
-        return n;
-}
-
 static void opener_answer(OpenerCall *c, int r, bool ours, const char *error) {
         c->answered = true;
         c->io = sd_event_source_disable_unref(c->io);
@@ -630,7 +542,7 @@ static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userd
         for (;;) {
                 int fds[OPENER_FDS_MAX];
                 size_t n_fds;
-                ssize_t n = receive_packet(fd, c->text, fds, &n_fds);
+                ssize_t n = opener_receive_packet(fd, c->text, OPENER_PACKET_MAX, fds, &n_fds, MSG_DONTWAIT);
                 int r;
 
                 if (n == -EAGAIN)
