@@ -1065,6 +1065,18 @@ static void wait_for_opener_servers(BusFixture *f, guint n, const char *what) {
         }
 }
 
+/* What 'server' forked is gone within 10 s of 'what'. */
+static void wait_for_no_children(BusFixture *f, pid_t server, const char *what) {
+        for (gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;;) {
+                g_autoptr(GArray) children = opener_children(server, FALSE);
+                if (children->len == 0)
+                        return;
+                if (g_get_monotonic_time() > end)
+                        g_error("%u processes of the opener server still there 10 s after %s", children->len, what);
+                bus_iterate_for(f, 20 * 1000);
+        }
+}
+
 /* A caller's creations go to one opener server, which forks a process for each that is gone once
  * the creation is answered (it ran as the caller; the daemon kills it). A server that died is
  * replaced by the next creation; one that is not used goes after 10 s. */
@@ -1083,15 +1095,7 @@ static void test_opener_server(BusFixture *f, gconstpointer data) {
                         server = g_array_index(servers, pid_t, 0);
                 g_assert_cmpint(g_array_index(servers, pid_t, 0), ==, server);
         }
-        for (gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;;) {
-                g_autoptr(GArray) children = opener_children(server, FALSE);
-                if (children->len == 0)
-                        break;
-                if (g_get_monotonic_time() > end)
-                        g_error("%u processes of the opener server still there 10 s after their creations",
-                                children->len);
-                bus_iterate_for(f, 20 * 1000);
-        }
+        wait_for_no_children(f, server, "their creations");
 
         /* A creation of several files whose first fails at once: the others' requests end
          * unanswered, and what the server forked for them goes too (killed, or gone before it
@@ -1113,15 +1117,7 @@ static void test_opener_server(BusFixture *f, gconstpointer data) {
                                    ERR_IMAGE);
                 g_assert_nonnull(strstr(m, "missing.img"));
         }
-        for (gint64 end = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;;) {
-                g_autoptr(GArray) children = opener_children(server, FALSE);
-                if (children->len == 0)
-                        break;
-                if (g_get_monotonic_time() > end)
-                        g_error("%u processes of the opener server still there 10 s after a failed transaction",
-                                children->len);
-                bus_iterate_for(f, 20 * 1000);
-        }
+        wait_for_no_children(f, server, "a failed transaction");
 
         g_assert_cmpint(kill(server, SIGKILL), ==, 0);
         wait_for_opener_servers(f, 0, "the killed one collected");
