@@ -547,7 +547,9 @@ static int on_readable(sd_event_source *s, int fd, uint32_t revents, void *userd
 
                 if (n == -EAGAIN)
                         return 0;
-                if (n == 0) {
+                /* ECONNRESET: the socket went with the request unread (the server that had it
+                 * was killed before it forked for it). */
+                if (n == 0 || n == -ECONNRESET) {
                         opener_answer(c, -EPROTO, false, "blockjobd-opener ended without an answer");
                         return 0;
                 }
