@@ -59,6 +59,23 @@ typedef struct CommitPlan {
         ImageFormat image_format;
 } CommitPlan;
 
+/* The layer 'depth' below the top of 'chain' (0: the image itself). */
+static Image *chain_layer(Image *chain, int depth) {
+        for (int d = 0; d < depth; d++)
+                chain = image_backing(chain);
+        return chain;
+}
+
+/* What the plan keeps of base, found either way (a chain as it was, or as prepare left it). */
+static int plan_set_base(CommitPlan *plan, Image *chain, Image *base, int base_depth) {
+        plan->base = *image_stat(base);
+        plan->base_depth = base_depth;
+        plan->base_path = strdup(image_path(base));
+        plan->base_format = image_format(base);
+        plan->image_format = image_format(chain);
+        return plan->base_path ? 0 : -ENOMEM;
+}
+
 /* A job resumed after a restart whose top is no longer in the chain: the chain must be what
  * commit_prepare() leaves (the layer above top now names base), else the job cannot continue.
  * Top and the layers between are not opened: they are out of the chain, and nothing names them.
@@ -68,25 +85,19 @@ typedef struct CommitPlan {
  * (as the rewrite records it) and, if the job was given one, the very name it writes. */
 static int plan_rewritten(const CommitParams *p, Image *chain, Image *base, int base_depth, CommitPlan *plan,
                           char **ret_error) {
-        Image *above = chain;
+        Image *above;
 
         if (base_depth < 1)
                 return error_message(ret_error, -EINVAL, "Top image file '%s' is not in the backing chain of '%s'",
                                      p->top, p->image);
-        for (int d = 0; d < base_depth - 1; d++)
-                above = image_backing(above);
+        above = chain_layer(chain, base_depth - 1);
         if (image_backing_format(above) != image_format(base) ||
             (p->backing_file && strcmp(p->backing_file, strempty(image_backing_name(above))) != 0))
                 return error_message(ret_error, -EINVAL,
                                      "Top image file '%s' is no longer in the backing chain of '%s', which is not what the commit left: the chain changed while blockjobd was stopped",
                                      p->top, p->image);
-        plan->base = *image_stat(base);
         plan->above_top = *image_stat(above);
-        plan->base_depth = base_depth;
-        plan->base_path = strdup(image_path(base));
-        plan->base_format = image_format(base);
-        plan->image_format = image_format(chain);
-        return plan->base_path ? 0 : -ENOMEM;
+        return plan_set_base(plan, chain, base, base_depth);
 }
 
 static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
@@ -114,9 +125,7 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
                 plan->rewritten = r == 0;
         }
         base_depth = image_chain_depth(chain) - 1;
-        base = chain;
-        for (int d = 0; d < base_depth; d++)
-                base = image_backing(base);
+        base = chain_layer(chain, base_depth);
         if (p->base) {
                 r = image_chain_lookup(chain, p->base, &base, &base_depth);
                 if (r == 0)
@@ -142,20 +151,11 @@ static int plan(const CommitParams *p, CommitPlan *plan, char **ret_error) {
                                      image_path(base), image_size(base), image_path(top), image_size(top));
 
         plan->top = *image_stat(top);
-        plan->base = *image_stat(base);
         plan->active = top_depth == 0;
         plan->above_top_is_image = top_depth == 1;
-        if (!plan->active) {
-                Image *above = chain;
-                for (int d = 0; d < top_depth - 1; d++)
-                        above = image_backing(above);
-                plan->above_top = *image_stat(above);
-        }
-        plan->base_depth = base_depth;
-        plan->base_path = strdup(image_path(base));
-        plan->base_format = image_format(base);
-        plan->image_format = image_format(chain);
-        return plan->base_path ? 0 : -ENOMEM;
+        if (!plan->active)
+                plan->above_top = *image_stat(chain_layer(chain, top_depth - 1));
+        return plan_set_base(plan, chain, base, base_depth);
 }
 
 int commit_open(const CommitParams *p, Commit **ret, char **ret_error) {
