@@ -770,38 +770,49 @@ static bool already_stopped(pid_t pid) {
         return false;
 }
 
-/* One look at the children of 'pid' (every thread's: a child is listed under the thread that
- * started it), and at their children: the daemon's opener servers are root's, and fork the
- * processes that become the caller. */
-static void stop_new_children_of(BusStopper *s, pid_t parent, unsigned depth) {
+GArray *bus_process_children(pid_t parent) {
         g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int) parent);
         g_autoptr(GDir) d = g_dir_open(tasks, 0, NULL);
+        GArray *pids = g_array_new(FALSE, FALSE, sizeof(pid_t));
         const char *tid;
 
         while (d && (tid = g_dir_read_name(d))) {
                 g_autofree char *file = g_strdup_printf("%s/%s/children", tasks, tid), *text = NULL;
-                g_auto(GStrv) pids = NULL;
+                g_auto(GStrv) list = NULL;
 
                 if (!g_file_get_contents(file, &text, NULL, NULL))
                         continue;
-                pids = g_strsplit(g_strstrip(text), " ", -1);
-                for (char **p = pids; *p; p++) {
+                list = g_strsplit(g_strstrip(text), " ", -1);
+                for (char **p = list; *p; p++) {
                         pid_t pid = (pid_t) atoi(*p);
-                        if (pid <= 0 || already_stopped(pid))
-                                continue;
-                        if (!is_stoppable(s, pid)) {
-                                if (depth > 0)
-                                        stop_new_children_of(s, pid, depth - 1);
-                                continue;
-                        }
-                        if (kill(pid, SIGSTOP) < 0)
-                                continue;
-                        gint n = g_atomic_int_get(&n_stopped_pids);
-                        g_assert_cmpint(n, <, STOPPED_MAX);
-                        stopped_pids[n] = pid;
-                        g_atomic_int_set(&n_stopped_pids, n + 1);
-                        g_atomic_int_inc(&s->n_stopped);
+                        if (pid > 0)
+                                g_array_append_val(pids, pid);
                 }
+        }
+        return pids;
+}
+
+/* One look at the children of 'parent', and at their children: the daemon's opener servers are
+ * root's, and fork the processes that become the caller. */
+static void stop_new_children_of(BusStopper *s, pid_t parent, unsigned depth) {
+        g_autoptr(GArray) pids = bus_process_children(parent);
+
+        for (guint i = 0; i < pids->len; i++) {
+                pid_t pid = g_array_index(pids, pid_t, i);
+                if (already_stopped(pid))
+                        continue;
+                if (!is_stoppable(s, pid)) {
+                        if (depth > 0)
+                                stop_new_children_of(s, pid, depth - 1);
+                        continue;
+                }
+                if (kill(pid, SIGSTOP) < 0)
+                        continue;
+                gint n = g_atomic_int_get(&n_stopped_pids);
+                g_assert_cmpint(n, <, STOPPED_MAX);
+                stopped_pids[n] = pid;
+                g_atomic_int_set(&n_stopped_pids, n + 1);
+                g_atomic_int_inc(&s->n_stopped);
         }
 }
 

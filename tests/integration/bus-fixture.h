@@ -136,6 +136,10 @@ pid_t bus_daemon_pid(BusFixture *f);
 GVariant *bus_call_with_fds(BusFixture *f, const char *path, const char *iface, const char *method, GVariant *params,
                             GUnixFDList *fds, GError **error);
 
+/* The pids of 'parent's children (every thread's: a child is listed under the thread that
+ * started it). */
+GArray *bus_process_children(pid_t parent);
+
 /* SIGSTOPs every child of 'parent', or child of a child (the daemon's opener servers fork the
  * processes that become the caller), that runs as user 'uid' the program named 'exe_name' (the
  * base name of its /proc/PID/exe), as soon as it appears, until finished: a thread that looks

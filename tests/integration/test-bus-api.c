@@ -1014,42 +1014,24 @@ static void test_sd_notify(NotifyFixture *n, gconstpointer data) {
         g_assert_true(g_str_has_suffix(n->messages->str, "STATUS=No jobs.\n"));
 }
 
-/* The children of 'parent' (every thread's): with 'servers', those whose command line is a
- * blockjobd-opener server's; else all of them. */
+/* The children of 'parent': with 'servers', those whose command line is a blockjobd-opener
+ * server's; else all of them. */
 static GArray *opener_children(pid_t parent, gboolean servers) {
-        g_autofree char *tasks = g_strdup_printf("/proc/%d/task", (int) parent);
-        g_autoptr(GDir) d = g_dir_open(tasks, 0, NULL);
-        GArray *pids = g_array_new(FALSE, FALSE, sizeof(pid_t));
-        const char *tid;
+        GArray *pids = bus_process_children(parent);
 
-        while (d && (tid = g_dir_read_name(d))) {
-                g_autofree char *file = g_strdup_printf("%s/%s/children", tasks, tid), *text = NULL;
-                g_auto(GStrv) list = NULL;
+        for (guint i = pids->len; servers && i-- > 0;) {
+                pid_t pid = g_array_index(pids, pid_t, i);
+                g_autofree char *cmdline_file = g_strdup_printf("/proc/%d/cmdline", (int) pid);
+                g_autofree char *cmdline = NULL;
+                gsize len = 0;
+                const char *argv[5] = {};
+                size_t n = 0;
 
-                if (!g_file_get_contents(file, &text, NULL, NULL))
-                        continue;
-                list = g_strsplit(g_strstrip(text), " ", -1);
-                for (char **p = list; *p; p++) {
-                        pid_t pid = (pid_t) atoi(*p);
-                        g_autofree char *cmdline_file = g_strdup_printf("/proc/%d/cmdline", (int) pid);
-                        g_autofree char *cmdline = NULL;
-                        gsize len = 0;
-                        const char *argv[5] = {};
-                        size_t n = 0;
-
-                        if (pid <= 0)
-                                continue;
-                        if (!servers) {
-                                g_array_append_val(pids, pid);
-                                continue;
-                        }
-                        if (!g_file_get_contents(cmdline_file, &cmdline, &len, NULL))
-                                continue;
+                if (g_file_get_contents(cmdline_file, &cmdline, &len, NULL))
                         for (gsize k = 0; k < len && n < G_N_ELEMENTS(argv); k += strlen(cmdline + k) + 1)
                                 argv[n++] = cmdline + k;
-                        if (n == 4 && g_str_equal(argv[0], "blockjobd-opener") && g_str_equal(argv[3], "--serve"))
-                                g_array_append_val(pids, pid);
-                }
+                if (!(n == 4 && g_str_equal(argv[0], "blockjobd-opener") && g_str_equal(argv[3], "--serve")))
+                        g_array_remove_index(pids, i);
         }
         return pids;
 }

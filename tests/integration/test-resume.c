@@ -136,6 +136,13 @@ typedef struct BackupCase {
 /* A backup held at 4 MiB/s, stopped after its first checkpoint, continues after the restart at
  * the same path, in running, with its speed and from at least its checkpoint, and the target is
  * the source (qemu-img compare; check for qcow2). */
+/* The job 'id' at 'path' concludes, without an error. */
+static void wait_for_success(Fixture *f, const char *id, const char *path) {
+        bus_wait_for_status(&f->bus, id, "concluded");
+        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
+        g_assert_cmpstr(error, ==, "");
+}
+
 static void test_backup(Fixture *f, gconstpointer data) {
         const BackupCase *c = data;
         if (!f->state)
@@ -185,9 +192,7 @@ static void test_backup(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >=, ROUND_DOWN_CLUSTER(copied));
 
         bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
-        bus_wait_for_status(&f->bus, c->id, "concluded");
-        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
-        g_assert_cmpstr(error, ==, "");
+        wait_for_success(f, c->id, path);
         g_assert_false(g_file_test(hidden, G_FILE_TEST_EXISTS));
         assert_same_image(disk, ext, target, ext);
         if (c->qcow2)
@@ -265,9 +270,7 @@ static void test_mirror(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(again, ==, path);
         bus_wait_for_status(&f->bus, "m", "ready");
         bus_job_call(&f->bus, path, "Complete");
-        bus_wait_for_status(&f->bus, "m", "concluded");
-        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
-        g_assert_cmpstr(error, ==, "");
+        wait_for_success(f, "m", path);
         assert_same_image(disk, "raw", target, "raw");
         bus_job_call(&f->bus, path, "Dismiss");
 }
@@ -417,9 +420,7 @@ static void test_random_kills(Fixture *f, gconstpointer data) {
                 assert_listed(f, "rk", "running");
         }
         bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
-        bus_wait_for_status(&f->bus, "rk", "concluded");
-        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
-        g_assert_cmpstr(error, ==, "");
+        wait_for_success(f, "rk", path);
         assert_same_image(disk, "qcow2", target, "qcow2");
         assert_image_clean(target);
         bus_job_call(&f->bus, path, "Dismiss");
@@ -457,9 +458,7 @@ static void test_mirror_midrun(Fixture *f, gconstpointer data) {
         bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
         bus_wait_for_status(&f->bus, c->id, "ready");
         bus_job_call(&f->bus, path, "Complete");
-        bus_wait_for_status(&f->bus, c->id, "concluded");
-        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
-        g_assert_cmpstr(error, ==, "");
+        wait_for_success(f, c->id, path);
         assert_same_image(disk, ext, target, ext);
         if (c->qcow2)
                 assert_image_clean(target);
@@ -629,9 +628,7 @@ static void test_chain(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(status, ==, "running");
         g_assert_cmpuint(bus_get_uint64(&f->bus, path, "CurrentProgress"), >, 0);
         bus_call(&f->bus, path, JOB_IFACE, "SetSpeed", g_variant_new("(t)", (guint64) 0), NULL);
-        bus_wait_for_status(&f->bus, c->id, "concluded");
-        g_autofree char *error = bus_get_string(&f->bus, path, "Error");
-        g_assert_cmpstr(error, ==, "");
+        wait_for_success(f, c->id, path);
 
         assert_same_image(ref, "raw", top, "qcow2");
         assert_image_clean(top);
