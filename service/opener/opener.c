@@ -243,7 +243,7 @@ static void server_touch(OpenerServer *s) {
                 s->next = servers;
                 servers = s;
         }
-        (void) sd_event_now(sd_event_source_get_event(s->timer), CLOCK_MONOTONIC, &now_usec);
+        (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now_usec);
         (void) sd_event_source_set_time(s->timer, MIN(now_usec + OPENER_SERVER_IDLE_USEC,
                                                       s->started + OPENER_SERVER_AGE_USEC));
 }
