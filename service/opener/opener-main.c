@@ -374,14 +374,11 @@ static void serve(const char *uid_s, const char *groups_s) {
                                 _exit(EXIT_FAILURE);
                         safe_close(fd);
                         send_pidfd();
-                        if (!keep) {
-                                free(id.groups);
-                                r = resolve(uid_s, groups_s, &id, message);
-                        }
-                        if (r < 0)
-                                fail(r, "%s", message);
-                        assume(&id);
+                        if (keep)
+                                assume(&id);
                         free(id.groups);
+                        if (!keep)
+                                become(uid_s, groups_s);
                         return;
                 }
                 if (pid < 0)
